@@ -1,0 +1,473 @@
+//! The server's configuration: one YAML file, every key optional, unknown keys rejected.
+//!
+//! `generate-config` writes [`Config::to_commented_yaml`], which documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain part of every local user and room id.
+    pub server_name: String,
+    /// Address the HTTP listener binds to.
+    pub listen: SocketAddr,
+    /// Directory for the signing key, the SQLite database and other local files.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub rate_limits: RateLimitConfig,
+    pub server_notices: ServerNoticesConfig,
+    pub search: SearchConfig,
+    pub password_hashing: PasswordHashingConfig,
+    pub limits: LimitsConfig,
+    /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
+    pub log_level: String,
+    /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
+    /// `http://<listen>` when unset.
+    pub public_baseurl: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://user:pass@host/db`. Empty means
+    /// SQLite at `<data_dir>/myelin.db`.
+    pub url: String,
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Allow anyone to register through `POST /register`.
+    pub enabled: bool,
+    /// Require an `m.login.registration_token` stage when registering.
+    pub requires_token: bool,
+    /// Enables `/_synapse/admin/v1/register` (HMAC-SHA1 shared-secret registration).
+    pub shared_secret: Option<String>,
+    /// Allow guest accounts (`POST /register?kind=guest`).
+    pub allow_guests: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Requests per second allowed for each (user, device) on rate-limited endpoints.
+    pub per_second: f64,
+    /// Burst size for each (user, device).
+    pub burst: u32,
+    /// Login and registration attempts per second allowed from one IP address.
+    pub login_per_second: f64,
+    pub login_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerNoticesConfig {
+    pub enabled: bool,
+    pub local_part: String,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub room_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordHashingConfig {
+    /// argon2id memory cost in KiB.
+    pub memory_kib: u32,
+    /// argon2id iterations.
+    pub iterations: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body in bytes; larger bodies get 413 `M_TOO_LARGE`.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            listen: "127.0.0.1:8008".parse().expect("static address"),
+            data_dir: PathBuf::from("./data"),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            server_notices: ServerNoticesConfig::default(),
+            search: SearchConfig::default(),
+            password_hashing: PasswordHashingConfig::default(),
+            limits: LimitsConfig::default(),
+            log_level: "info".into(),
+            public_baseurl: None,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: 10.0,
+            burst: 50,
+            login_per_second: 1.0,
+            login_burst: 10,
+        }
+    }
+}
+
+impl Default for ServerNoticesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            local_part: "_server".into(),
+            display_name: "Server Notices".into(),
+            avatar_url: None,
+            room_name: "Server Notices".into(),
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for PasswordHashingConfig {
+    fn default() -> Self {
+        // argon2's recommended defaults (RFC 9106 second choice, OWASP): 19 MiB, 2 passes.
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration problem, reported to the operator as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads and validates a YAML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde's types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            return invalid("server_name", "not a valid Matrix server name");
+        }
+        let url = &self.database.url;
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must start with sqlite: or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self
+            .registration
+            .shared_secret
+            .as_ref()
+            .is_some_and(|s| s.is_empty())
+        {
+            return invalid(
+                "registration.shared_secret",
+                "must not be empty (omit it to disable)",
+            );
+        }
+        let rl = &self.rate_limits;
+        if !(rl.per_second > 0.0 && rl.per_second.is_finite()) {
+            return invalid("rate_limits.per_second", "must be a positive number");
+        }
+        if !(rl.login_per_second > 0.0 && rl.login_per_second.is_finite()) {
+            return invalid("rate_limits.login_per_second", "must be a positive number");
+        }
+        if rl.burst == 0 {
+            return invalid("rate_limits.burst", "must be at least 1");
+        }
+        if rl.login_burst == 0 {
+            return invalid("rate_limits.login_burst", "must be at least 1");
+        }
+        let sn = &self.server_notices;
+        if ruma::UserId::parse(format!("@{}:{}", sn.local_part, self.server_name)).is_err() {
+            return invalid("server_notices.local_part", "not a valid user localpart");
+        }
+        let ph = &self.password_hashing;
+        if argon2::Params::new(ph.memory_kib, ph.iterations, 1, None).is_err() {
+            return invalid(
+                "password_hashing",
+                "memory_kib must be at least 8 and iterations at least 1",
+            );
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return invalid("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self
+            .public_baseurl
+            .as_ref()
+            .is_some_and(|b| url::Url::parse(b).is_err())
+        {
+            return invalid("public_baseurl", "not a valid URL");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid("log_level", "not a valid tracing filter");
+        }
+        Ok(())
+    }
+
+    /// The database URL actually used: the configured one, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("myelin.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The base URL advertised to clients.
+    pub fn public_baseurl(&self) -> String {
+        match &self.public_baseurl {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// A complete YAML config with every key documented; `generate-config` prints this.
+    pub fn to_commented_yaml(&self) -> String {
+        let y = |v: &dyn erased::Yaml| v.yaml();
+        let secret = match &self.registration.shared_secret {
+            Some(s) => y(s),
+            None => "null".into(),
+        };
+        let avatar = match &self.server_notices.avatar_url {
+            Some(s) => y(s),
+            None => "null".into(),
+        };
+        let baseurl = match &self.public_baseurl {
+            Some(s) => y(s),
+            None => "null".into(),
+        };
+        format!(
+            r#"# Myelin configuration. Every key is optional; unknown keys are an error.
+
+# The domain of this server: user ids are @name:SERVER_NAME. It cannot be
+# changed once users and rooms exist.
+server_name: {server_name}
+
+# Address and port of the HTTP listener (client, federation and admin APIs).
+listen: {listen}
+
+# Where Myelin keeps its signing key, the SQLite database and other local files.
+data_dir: {data_dir}
+
+# The URL clients should use, served in /.well-known/matrix/client.
+# null means http://<listen>.
+public_baseurl: {baseurl}
+
+database:
+  # Empty: SQLite at <data_dir>/myelin.db (created on first start, WAL mode).
+  # For PostgreSQL: postgres://USER:PASSWORD@HOST:PORT/DATABASE
+  url: {db_url}
+  # Largest number of pooled database connections.
+  max_connections: {max_conn}
+
+registration:
+  # Let anyone create an account through POST /_matrix/client/v3/register.
+  enabled: {reg_enabled}
+  # When registration is enabled, also require a registration token
+  # (m.login.registration_token); tokens are managed through the admin API.
+  requires_token: {reg_token}
+  # Shared secret for /_synapse/admin/v1/register (HMAC-SHA1, as Synapse's
+  # register_new_matrix_user). null disables that endpoint.
+  shared_secret: {secret}
+  # Allow guest accounts (POST /register?kind=guest).
+  allow_guests: {guests}
+
+rate_limits:
+  # Rate limiting of client requests per user and device; admins are exempt.
+  enabled: {rl_enabled}
+  # Sustained requests per second and burst size for each (user, device).
+  per_second: {rl_ps}
+  burst: {rl_burst}
+  # Login and registration attempts per second and burst for one IP address.
+  login_per_second: {rl_lps}
+  login_burst: {rl_lburst}
+
+server_notices:
+  # Let admins send server notices (/_synapse/admin/v1/send_server_notice).
+  enabled: {sn_enabled}
+  # Local part of the user that sends the notices (@LOCAL_PART:SERVER_NAME).
+  local_part: {sn_local}
+  display_name: {sn_display}
+  avatar_url: {avatar}
+  # Name of the room notices are delivered in.
+  room_name: {sn_room}
+
+search:
+  # Full-text search of messages (POST /_matrix/client/v3/search).
+  enabled: {search}
+
+password_hashing:
+  # argon2id cost. Higher is slower for attackers and for logins alike.
+  memory_kib: {ph_mem}
+  iterations: {ph_iter}
+
+limits:
+  # Largest request body accepted, in bytes (larger: 413 M_TOO_LARGE).
+  max_request_bytes: {max_body}
+
+# Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
+# The RUST_LOG environment variable overrides it.
+log_level: {log_level}
+"#,
+            server_name = y(&self.server_name),
+            listen = y(&self.listen.to_string()),
+            data_dir = y(&self.data_dir.display().to_string()),
+            db_url = y(&self.database.url),
+            max_conn = self.database.max_connections,
+            reg_enabled = self.registration.enabled,
+            reg_token = self.registration.requires_token,
+            guests = self.registration.allow_guests,
+            rl_enabled = self.rate_limits.enabled,
+            rl_ps = self.rate_limits.per_second,
+            rl_burst = self.rate_limits.burst,
+            rl_lps = self.rate_limits.login_per_second,
+            rl_lburst = self.rate_limits.login_burst,
+            sn_enabled = self.server_notices.enabled,
+            sn_local = y(&self.server_notices.local_part),
+            sn_display = y(&self.server_notices.display_name),
+            sn_room = y(&self.server_notices.room_name),
+            search = self.search.enabled,
+            ph_mem = self.password_hashing.memory_kib,
+            ph_iter = self.password_hashing.iterations,
+            max_body = self.limits.max_request_bytes,
+            log_level = y(&self.log_level),
+        )
+    }
+}
+
+mod erased {
+    /// Renders a string as a YAML scalar (JSON strings are valid YAML).
+    pub trait Yaml {
+        fn yaml(&self) -> String;
+    }
+    impl Yaml for String {
+        fn yaml(&self) -> String {
+            serde_json::to_string(self).expect("strings serialize")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_config_round_trips() {
+        let mut c = Config {
+            server_name: "example.org".into(),
+            ..Config::default()
+        };
+        c.registration.shared_secret = Some("s3cr\"et".into());
+        let text = c.to_commented_yaml();
+        let back = Config::from_yaml(&text).unwrap();
+        assert_eq!(back.server_name, "example.org");
+        assert_eq!(back.registration.shared_secret.as_deref(), Some("s3cr\"et"));
+        assert_eq!(back.listen, c.listen);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_yaml("server_name: a.b\nbogus: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_yaml("server_name: 'not a server!'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server_name"), "{err}");
+        let err = Config::from_yaml("database:\n  url: mysql://x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+}

@@ -1,0 +1,29 @@
+//! Admin APIs: Dendrite's (`/_dendrite/admin/...`) and Synapse's
+//! (`/_synapse/admin/...`), both thin fronts over the same services.
+
+mod registration_tokens;
+mod shared_secret;
+mod users;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let mut r = Router::new().route("/_synapse/admin/v1/server_version", get(server_version));
+    // Shared-secret registration exists only when a secret is configured.
+    if state.shared_secret.is_some() {
+        r = shared_secret::routes(r);
+    }
+    let r = users::routes(r);
+    registration_tokens::routes(r)
+}
+
+/// `GET /_synapse/admin/v1/server_version`: no auth, as admin UIs call it
+/// before anyone has logged in.
+async fn server_version() -> Json<Value> {
+    Json(json!({ "server_version": concat!("Myelin ", env!("CARGO_PKG_VERSION")) }))
+}

@@ -1,0 +1,75 @@
+//! `/versions`, `/.well-known/matrix/client` and `/capabilities`.
+
+use axum::extract::State;
+use axum::{Json, Router};
+use ruma::RoomVersionId;
+#[allow(deprecated)] // m.set_displayname/m.set_avatar_url: still read by clients
+use ruma::api::client::discovery::get_capabilities::v3::{
+    Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
+    SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability,
+};
+use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
+
+use serde_json::{Value, json};
+
+use crate::error::{MatrixError, Result};
+use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
+use crate::http::{AppState, ruma_route};
+
+/// Spec versions advertised. Grow this only as the features behind a version land.
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2",
+    "v1.3", "v1.4", "v1.5",
+];
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = ruma_route::<get_supported_versions::Request, _, _>(r, versions);
+    let r = ruma_route::<discover_homeserver::Request, _, _>(r, well_known);
+    ruma_route::<get_capabilities::v3::Request, _, _>(r, capabilities)
+}
+
+/// Hand-built rather than ruma's type so `unstable_features` is always present
+/// (ruma omits an empty map; some clients index it unconditionally).
+async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
+    Json(json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": {} }))
+}
+
+async fn well_known(
+    State(s): State<AppState>,
+    _: Ruma<discover_homeserver::Request>,
+) -> RumaResponse<discover_homeserver::Response> {
+    RumaResponse(discover_homeserver::Response::new(
+        discover_homeserver::HomeserverInfo::new(s.config.public_baseurl()),
+    ))
+}
+
+#[allow(deprecated)]
+async fn capabilities(_: GuestAuth, _: Ruma<get_capabilities::v3::Request>) -> Result<Json<Value>> {
+    let mut caps = Capabilities::new();
+    caps.change_password = ChangePasswordCapability::new(true);
+    caps.set_displayname = SetDisplayNameCapability::new(true);
+    caps.set_avatar_url = SetAvatarUrlCapability::new(true);
+    caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    caps.room_versions = RoomVersionsCapability::new(
+        RoomVersionId::V12,
+        [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+            .into_iter()
+            .map(|v| (v, RoomVersionStability::Stable))
+            .collect(),
+    );
+    // ruma leaves out capabilities at their default value; Synapse states them
+    // and some tools read them without defaults, so state them too.
+    let mut value = serde_json::to_value(&caps).map_err(MatrixError::internal)?;
+    let map = value
+        .as_object_mut()
+        .ok_or_else(|| MatrixError::internal("capabilities are not an object"))?;
+    for (name, enabled) in [
+        ("m.change_password", true),
+        ("m.set_displayname", true),
+        ("m.set_avatar_url", true),
+        ("m.3pid_changes", false),
+    ] {
+        map.entry(name).or_insert(json!({ "enabled": enabled }));
+    }
+    Ok(Json(json!({ "capabilities": value })))
+}

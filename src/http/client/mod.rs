@@ -1,0 +1,26 @@
+//! Client-Server API handlers, one module per area of the spec.
+
+mod account;
+mod devices;
+mod discovery;
+mod filter;
+mod profile;
+mod push;
+mod register;
+mod session;
+
+use axum::Router;
+
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    let r = Router::new();
+    let r = discovery::routes(r);
+    let r = session::routes(r);
+    let r = account::routes(r);
+    let r = register::routes(r);
+    let r = devices::routes(r);
+    let r = profile::routes(r);
+    let r = push::routes(r);
+    filter::routes(r)
+}

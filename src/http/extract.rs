@@ -1,0 +1,262 @@
+//! Extractors shared by every handler: ruma request parsing, JSON bodies for
+//! the non-ruma (admin) endpoints, and who is calling.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::MatrixError;
+use crate::storage::Requester;
+
+/// A request parsed into its ruma type (path, query and body).
+pub struct Ruma<T>(pub T);
+
+impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let params = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
+        let args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
+        let body = read_body(body, state).await?;
+        let http_req = http::Request::from_parts(parts, body.as_ref());
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        // ruma may panic on some malformed bodies; that is bad input, not our crash.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(http_req, &arg_refs)
+        }))
+        .map_err(|_| MatrixError::bad_json("Malformed request body"))?;
+        parsed
+            .map(Ruma)
+            .map_err(|e| deserialization_error(e, &body))
+    }
+}
+
+fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
+    match e {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(err)) => {
+            if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+                MatrixError::not_json(format!("Body is not valid JSON: {err}"))
+            } else {
+                MatrixError::bad_json(format!("Invalid request body: {err}"))
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(err)) => {
+            MatrixError::invalid_param(format!("Invalid identifier: {err}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(err)) => {
+            MatrixError::invalid_param(format!("Invalid query parameters: {err}"))
+        }
+        FromHttpRequestError::MethodMismatch { .. } => {
+            MatrixError::unrecognized(http::StatusCode::METHOD_NOT_ALLOWED)
+        }
+        other => MatrixError::bad_json(format!("Invalid request: {other}")),
+    }
+}
+
+/// Reads the whole body, mapping an oversized one to 413 `M_TOO_LARGE`.
+async fn read_body(body: axum::body::Body, state: &AppState) -> Result<Bytes, MatrixError> {
+    axum::body::to_bytes(body, state.config.limits.max_request_bytes)
+        .await
+        .map_err(|e| {
+            let inner = e.into_inner();
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return MatrixError::too_large("Request body too large");
+                }
+                source = err.source();
+            }
+            MatrixError::bad_json(format!("Cannot read request body: {inner}"))
+        })
+}
+
+/// A JSON body for endpoints ruma has no type for (the admin APIs). An empty
+/// or unparseable body is 400 `M_NOT_JSON`; wrong fields are 400 `M_BAD_JSON`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let body = read_body(req.into_body(), state).await?;
+        parse_json(&body).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], but an empty body counts as `{}` (Synapse accepts empty
+/// bodies on several admin POSTs).
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let body = read_body(req.into_body(), state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return parse_json(b"{}").map(OptionalJsonBody);
+        }
+        parse_json(&body).map(OptionalJsonBody)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, MatrixError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| MatrixError::not_json(format!("Body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(MatrixError::bad_json("Body must be a JSON object"));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))
+}
+
+/// A ruma response, serialized as ruma defines it.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<bytes::BytesMut>() {
+            Ok(resp) => resp
+                .map(|b| axum::body::Body::from(b.freeze()))
+                .into_response(),
+            Err(e) => MatrixError::internal(format!("serializing response: {e}")).into_response(),
+        }
+    }
+}
+
+/// The caller's IP address and user agent.
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    fn from_parts(parts: &Parts) -> Self {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string())
+            .unwrap_or_default();
+        let user_agent = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Self { ip, user_agent }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts))
+    }
+}
+
+/// The access token of a request: `Authorization: Bearer` or `?access_token=`.
+fn access_token(parts: &Parts) -> Result<String, MatrixError> {
+    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = h
+            .to_str()
+            .map_err(|_| MatrixError::missing_token("Invalid Authorization header"))?;
+        return match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(token.trim().to_owned())
+            }
+            _ => Err(MatrixError::missing_token("Invalid Authorization header")),
+        };
+    }
+    let query = parts.uri.query().unwrap_or_default();
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| MatrixError::missing_token("Missing access token"))
+}
+
+/// Resolves the token, records last-seen, and applies the client rate limit.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Requester, MatrixError> {
+    let token = access_token(parts)?;
+    let client = ClientInfo::from_parts(parts);
+    let requester = state
+        .sessions
+        .authenticate(&token, &client.ip, &client.user_agent)
+        .await?;
+    if let Some(limiter) = &state.client_limiter
+        && !requester.is_admin()
+        && parts.uri.path().starts_with("/_matrix/client/")
+        && let Err(wait) = limiter.check(&format!("{}/{}", requester.user_id, requester.device_id))
+    {
+        return Err(MatrixError::limit_exceeded(wait));
+    }
+    Ok(requester)
+}
+
+/// A logged-in caller who is not a guest.
+pub struct Auth(pub Requester);
+
+/// A logged-in caller; guests allowed.
+pub struct GuestAuth(pub Requester);
+
+/// A logged-in server admin (account type 3, read from the database now).
+pub struct AdminAuth(pub Requester);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let r = authenticate(parts, state).await?;
+        if r.is_guest() {
+            return Err(MatrixError::guest_forbidden());
+        }
+        Ok(Self(r))
+    }
+}
+
+impl FromRequestParts<AppState> for GuestAuth {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let r = authenticate(parts, state).await?;
+        if r.is_guest() {
+            return Err(MatrixError::guest_forbidden());
+        }
+        if !r.is_admin() {
+            return Err(MatrixError::not_admin());
+        }
+        Ok(Self(r))
+    }
+}
+
+impl Requester {
+    pub fn user_id(&self) -> ruma::OwnedUserId {
+        ruma::OwnedUserId::try_from(self.user_id.as_str()).expect("stored user ids are valid")
+    }
+}

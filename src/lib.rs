@@ -1,0 +1,15 @@
+//! Myelin: a Matrix homeserver.
+//!
+//! Layers, top to bottom (see ARCHITECTURE.md):
+//! - [`http`]: routing, middleware and thin handlers (client and admin APIs);
+//! - [`services`]: the domain logic;
+//! - [`storage`]: SQL over SQLite or PostgreSQL.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod server;
+pub mod services;
+pub mod storage;

@@ -1,0 +1,68 @@
+use clap::Parser;
+use myelin::cli::{Cli, Command, create_account, generate_config, init_logging, load_config};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("myelin: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("myelin: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(config.as_deref())?;
+            init_logging(&config);
+            let server = myelin::server::start(config).await?;
+            server.run_until_signal().await;
+            Ok(())
+        }
+        Command::GenerateConfig {
+            server_name,
+            listen,
+            data_dir,
+            database_url,
+            registration_shared_secret,
+            disable_rate_limits,
+        } => {
+            let yaml = generate_config(
+                server_name,
+                listen,
+                data_dir,
+                database_url,
+                registration_shared_secret,
+                disable_rate_limits,
+            )?;
+            print!("{yaml}");
+            Ok(())
+        }
+        Command::CreateAccount {
+            config,
+            username,
+            password,
+            admin,
+        } => {
+            let config = load_config(Some(&config))?;
+            let user_id = create_account(&config, &username, &password, admin).await?;
+            println!(
+                "Created account {user_id}{}",
+                if admin { " (admin)" } else { "" }
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Start-up and shutdown: data dir, signing key, database, services, listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::keys::SigningKey;
+use crate::services::Services;
+use crate::services::sessions::LAST_SEEN_FLUSH_INTERVAL;
+use crate::storage::Storage;
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub services: Arc<Services>,
+    stop: watch::Sender<bool>,
+    serve_task: JoinHandle<std::io::Result<()>>,
+    flush_task: JoinHandle<()>,
+}
+
+/// Builds every service and starts listening on `config.listen` (port 0 picks
+/// a free port; see [`RunningServer::addr`]).
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+    })?;
+    let signing_key = SigningKey::load_or_generate(&config.data_dir)?;
+    let storage = Storage::connect(&config.database_url(), config.database.max_connections)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open database: {e:#}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let services = Services::new(config, storage, signing_key)?;
+    let app = crate::http::app(services.clone());
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut serve_stop = stop_rx.clone();
+    let serve_task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = serve_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx));
+    tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
+    Ok(RunningServer {
+        addr,
+        services,
+        stop,
+        serve_task,
+        flush_task,
+    })
+}
+
+/// Writes batched last-seen records every few seconds, and once more at shutdown.
+async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if let Err(e) = services.sessions.flush_last_seen().await {
+            tracing::warn!(error = %e.message(), "could not write last-seen records");
+        }
+    }
+    if let Err(e) = services.sessions.flush_last_seen().await {
+        tracing::warn!(error = %e.message(), "could not write last-seen records at shutdown");
+    }
+}
+
+impl RunningServer {
+    /// Stops accepting requests, finishes in-flight ones, flushes and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.serve_task.await;
+        let _ = self.flush_task.await;
+        self.services.storage.close().await;
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then shuts down cleanly.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("can install a SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}

@@ -1,0 +1,74 @@
+//! Domain logic. Handlers call these; these call storage.
+
+pub mod accounts;
+pub mod filters;
+pub mod passwords;
+pub mod profiles;
+pub mod ratelimit;
+pub mod registration_tokens;
+pub mod sessions;
+pub mod shared_secret;
+pub mod uia;
+
+use std::sync::Arc;
+
+use ruma::OwnedServerName;
+
+use crate::config::Config;
+use crate::keys::SigningKey;
+use crate::storage::Storage;
+
+/// Every service, built once at start-up and shared by all requests.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub storage: Storage,
+    pub signing_key: SigningKey,
+    pub accounts: accounts::Accounts,
+    pub sessions: Arc<sessions::Sessions>,
+    pub profiles: profiles::Profiles,
+    pub filters: filters::Filters,
+    pub registration_tokens: registration_tokens::RegistrationTokens,
+    pub uia: uia::Uia,
+    /// Present only when `registration.shared_secret` is configured.
+    pub shared_secret: Option<shared_secret::SharedSecret>,
+    /// Per (user, device); `None` when rate limits are off.
+    pub client_limiter: Option<ratelimit::RateLimiter>,
+    /// Per IP, for login and registration; `None` when rate limits are off.
+    pub login_limiter: Option<ratelimit::RateLimiter>,
+}
+
+impl Services {
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        signing_key: SigningKey,
+    ) -> anyhow::Result<Arc<Self>> {
+        let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
+        let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
+        let rl = &config.rate_limits;
+        Ok(Arc::new(Self {
+            accounts: accounts::Accounts::new(storage.clone(), hasher, server_name.clone()),
+            sessions: sessions::Sessions::new(storage.clone()),
+            profiles: profiles::Profiles::new(storage.clone()),
+            filters: filters::Filters::new(storage.clone()),
+            registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
+            uia: uia::Uia::default(),
+            shared_secret: config
+                .registration
+                .shared_secret
+                .clone()
+                .map(shared_secret::SharedSecret::new),
+            client_limiter: rl
+                .enabled
+                .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst)),
+            login_limiter: rl
+                .enabled
+                .then(|| ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst)),
+            server_name,
+            storage,
+            signing_key,
+            config,
+        }))
+    }
+}

@@ -1,0 +1,172 @@
+//! Devices and access tokens: log in, authenticate a request, log out, and the
+//! last-seen bookkeeping (IP, user agent, time) behind `GET /devices` and whois.
+//!
+//! Last-seen records are kept in memory and written in one batch every few
+//! seconds, not once per request; reads merge the pending records in, so they
+//! are visible at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::error::{MatrixError, Result};
+use crate::storage::devices::LastSeen;
+use crate::storage::{DeviceRow, Requester, Storage, now_ms};
+
+pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Sessions {
+    storage: Storage,
+    pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
+}
+
+/// A freshly issued login.
+pub struct NewSession {
+    pub device_id: String,
+    pub access_token: String,
+}
+
+pub fn generate_device_id() -> String {
+    Alphanumeric
+        .sample_string(&mut rand::rng(), 10)
+        .to_ascii_uppercase()
+}
+
+pub fn generate_access_token() -> String {
+    format!("myl_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
+}
+
+impl Sessions {
+    pub fn new(storage: Storage) -> Arc<Self> {
+        Arc::new(Self {
+            storage,
+            pending_last_seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Issues a token for a new or existing device of the user.
+    pub async fn create(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        display_name: Option<&str>,
+    ) -> Result<NewSession> {
+        let device_id = device_id
+            .map(str::to_owned)
+            .unwrap_or_else(generate_device_id);
+        let access_token = generate_access_token();
+        self.storage
+            .create_session(user_id, &device_id, display_name, &access_token)
+            .await?;
+        Ok(NewSession {
+            device_id,
+            access_token,
+        })
+    }
+
+    /// Resolves a token to its requester (with the current account type) and
+    /// records the device as seen.
+    pub async fn authenticate(&self, token: &str, ip: &str, user_agent: &str) -> Result<Requester> {
+        let requester = self
+            .storage
+            .requester_by_token(token)
+            .await?
+            .ok_or_else(MatrixError::unknown_token)?;
+        if requester.is_deactivated {
+            return Err(MatrixError::unknown_token());
+        }
+        self.pending_last_seen.lock().insert(
+            (requester.user_id.clone(), requester.device_id.clone()),
+            LastSeen {
+                user_id: requester.user_id.clone(),
+                device_id: requester.device_id.clone(),
+                ip: ip.to_owned(),
+                user_agent: user_agent.to_owned(),
+                ts: now_ms(),
+            },
+        );
+        Ok(requester)
+    }
+
+    /// Writes the pending last-seen records. Called periodically and at shutdown.
+    pub async fn flush_last_seen(&self) -> Result<()> {
+        let batch: Vec<LastSeen> = std::mem::take(&mut *self.pending_last_seen.lock())
+            .into_values()
+            .collect();
+        self.storage.write_last_seen(&batch).await?;
+        Ok(())
+    }
+
+    fn merge_pending(&self, mut d: DeviceRow) -> DeviceRow {
+        if let Some(seen) = self
+            .pending_last_seen
+            .lock()
+            .get(&(d.user_id.clone(), d.device_id.clone()))
+        {
+            d.last_seen_ip = Some(seen.ip.clone());
+            d.last_seen_user_agent = Some(seen.user_agent.clone());
+            d.last_seen_ts = Some(seen.ts);
+        }
+        d
+    }
+
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
+        Ok(self
+            .storage
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| self.merge_pending(d))
+            .collect())
+    }
+
+    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+        Ok(self
+            .storage
+            .device(user_id, device_id)
+            .await?
+            .map(|d| self.merge_pending(d)))
+    }
+
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<bool> {
+        Ok(self
+            .storage
+            .set_device_display_name(user_id, device_id, name)
+            .await?)
+    }
+
+    fn forget_pending(&self, user_id: &str, devices: Option<&[String]>, except: Option<&str>) {
+        self.pending_last_seen.lock().retain(|(u, d), _| {
+            u != user_id
+                || match devices {
+                    Some(ids) => !ids.contains(d),
+                    None => except == Some(d.as_str()),
+                }
+        });
+    }
+
+    /// Deletes the given devices with their tokens. (Later: their E2E keys and
+    /// a device-list update, once those exist.)
+    pub async fn delete_devices(&self, user_id: &str, devices: &[String]) -> Result<()> {
+        self.storage
+            .delete_devices(user_id, Some(devices), None)
+            .await?;
+        self.forget_pending(user_id, Some(devices), None);
+        Ok(())
+    }
+
+    /// Deletes every device of the user except `keep` (all of them if `None`).
+    pub async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
+        self.storage.delete_devices(user_id, None, keep).await?;
+        self.forget_pending(user_id, None, keep);
+        Ok(())
+    }
+}

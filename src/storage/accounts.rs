@@ -1,0 +1,173 @@
+//! Table `accounts`: one row per local account.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Storage, now_ms};
+
+/// Account types, numbered as Dendrite's `account_type` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountType {
+    User = 1,
+    Guest = 2,
+    Admin = 3,
+    AppService = 4,
+}
+
+impl AccountType {
+    pub fn from_db(v: i64) -> Self {
+        match v {
+            2 => Self::Guest,
+            3 => Self::Admin,
+            4 => Self::AppService,
+            _ => Self::User,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub account_type: AccountType,
+    pub is_deactivated: bool,
+    pub user_type: Option<String>,
+    pub created_ts: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "user_id, password_hash, account_type, is_deactivated, user_type, created_ts"
+    };
+}
+
+fn from_row(r: &AnyRow) -> AccountRow {
+    AccountRow {
+        user_id: r.get(0),
+        password_hash: r.get(1),
+        account_type: AccountType::from_db(r.get(2)),
+        is_deactivated: r.get::<i64, _>(3) != 0,
+        user_type: r.get(4),
+        created_ts: r.get(5),
+    }
+}
+
+/// What a new account starts with.
+pub struct NewAccount<'a> {
+    pub user_id: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub account_type: AccountType,
+    pub user_type: Option<&'a str>,
+    pub displayname: Option<&'a str>,
+    /// A registration token whose use is counted in the same transaction.
+    pub registration_token: Option<&'a str>,
+}
+
+pub enum CreateOutcome {
+    Created,
+    Taken,
+    TokenInvalid,
+}
+
+impl Storage {
+    pub async fn account(&self, user_id: &str) -> sqlx::Result<Option<AccountRow>> {
+        const Q: &str = concat!("SELECT ", columns!(), " FROM accounts WHERE user_id = $1");
+        Ok(sqlx::query(Q)
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(from_row))
+    }
+
+    /// Creates the account and its profile, spending the registration token if
+    /// one is given, in one transaction.
+    pub async fn create_account(&self, new: &NewAccount<'_>) -> sqlx::Result<CreateOutcome> {
+        let mut tx = self.pool().begin().await?;
+        if let Some(token) = new.registration_token {
+            let used = sqlx::query(
+                "UPDATE registration_tokens SET completed = completed + 1
+                 WHERE token = $1 AND (expiry_time IS NULL OR expiry_time > $2)
+                   AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
+            )
+            .bind(token)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() == 0 {
+                return Ok(CreateOutcome::TokenInvalid);
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (user_id, password_hash, account_type, is_deactivated, user_type, created_ts)
+             VALUES ($1, $2, $3, 0, $4, $5)",
+        )
+        .bind(new.user_id)
+        .bind(new.password_hash)
+        .bind(new.account_type as i64)
+        .bind(new.user_type)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if super::Dialect::is_unique_violation(&e) => return Ok(CreateOutcome::Taken),
+            Err(e) => return Err(e),
+        }
+        sqlx::query(
+            "INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, NULL)",
+        )
+        .bind(new.user_id)
+        .bind(new.displayname)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> sqlx::Result<bool> {
+        let r = sqlx::query("UPDATE accounts SET password_hash = $1 WHERE user_id = $2")
+            .bind(hash)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn set_account_type(&self, user_id: &str, ty: AccountType) -> sqlx::Result<bool> {
+        let r = sqlx::query("UPDATE accounts SET account_type = $1 WHERE user_id = $2")
+            .bind(ty as i64)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Marks the account deactivated and removes its devices and tokens, in one transaction.
+    pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE accounts SET is_deactivated = 1, password_hash = NULL WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Number of accounts, deactivated ones included.
+    pub async fn count_accounts(&self) -> sqlx::Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM accounts")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+}

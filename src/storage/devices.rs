@@ -1,0 +1,246 @@
+//! Tables `devices` and `access_tokens`.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{AccountType, Storage, now_ms};
+
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub user_id: String,
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_user_agent: Option<String>,
+    pub last_seen_ts: Option<i64>,
+}
+
+/// Who made a request: the owner of an access token, with the account type as
+/// it is in the database right now.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub user_id: String,
+    pub device_id: String,
+    pub account_type: AccountType,
+    pub is_deactivated: bool,
+}
+
+impl Requester {
+    pub fn is_admin(&self) -> bool {
+        self.account_type == AccountType::Admin
+    }
+    pub fn is_guest(&self) -> bool {
+        self.account_type == AccountType::Guest
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "user_id, device_id, display_name, last_seen_ip, last_seen_user_agent, last_seen_ts"
+    };
+}
+
+fn from_row(r: &AnyRow) -> DeviceRow {
+    DeviceRow {
+        user_id: r.get(0),
+        device_id: r.get(1),
+        display_name: r.get(2),
+        last_seen_ip: r.get(3),
+        last_seen_user_agent: r.get(4),
+        last_seen_ts: r.get(5),
+    }
+}
+
+/// A last-seen record waiting to be written.
+pub struct LastSeen {
+    pub user_id: String,
+    pub device_id: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub ts: i64,
+}
+
+impl Storage {
+    /// Resolves an access token, joining the account so the account type is
+    /// always current (an admin promotion applies to the next request).
+    pub async fn requester_by_token(&self, token: &str) -> sqlx::Result<Option<Requester>> {
+        let row = sqlx::query(
+            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated
+             FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id
+             WHERE t.token = $1",
+        )
+        .bind(token)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| Requester {
+            user_id: r.get(0),
+            device_id: r.get(1),
+            account_type: AccountType::from_db(r.get(2)),
+            is_deactivated: r.get::<i64, _>(3) != 0,
+        }))
+    }
+
+    /// Creates (or reuses) a device and issues a new access token for it. An
+    /// existing device keeps its other tokens only if `keep_tokens`.
+    pub async fn create_session(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        token: &str,
+    ) -> sqlx::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if exists {
+            // Logging in again with a device id replaces that device's session.
+            sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(name) = display_name {
+                sqlx::query(
+                    "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+                )
+                .bind(name)
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        } else {
+            sqlx::query(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user_id)
+            .bind(device_id)
+            .bind(display_name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)")
+            .bind(token)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn devices(&self, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM devices WHERE user_id = $1 ORDER BY created_ts, device_id"
+        );
+        Ok(sqlx::query(Q)
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(from_row)
+            .collect())
+    }
+
+    pub async fn device(&self, user_id: &str, device_id: &str) -> sqlx::Result<Option<DeviceRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM devices WHERE user_id = $1 AND device_id = $2"
+        );
+        Ok(sqlx::query(Q)
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(from_row))
+    }
+
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(name)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Deletes devices and their tokens in one transaction. `None` deletes all
+    /// of the user's devices except `except`.
+    pub async fn delete_devices(
+        &self,
+        user_id: &str,
+        devices: Option<&[String]>,
+        except: Option<&str>,
+    ) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        match devices {
+            Some(ids) => {
+                for id in ids {
+                    for q in [
+                        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                        "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+                    ] {
+                        sqlx::query(q)
+                            .bind(user_id)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            None => {
+                for q in [
+                    "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+                    "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
+                ] {
+                    sqlx::query(q)
+                        .bind(user_id)
+                        .bind(except.unwrap_or(""))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Writes a batch of last-seen records in one transaction.
+    pub async fn write_last_seen(&self, batch: &[LastSeen]) -> sqlx::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for s in batch {
+            sqlx::query(
+                "UPDATE devices SET last_seen_ip = $1, last_seen_user_agent = $2, last_seen_ts = $3
+                 WHERE user_id = $4 AND device_id = $5",
+            )
+            .bind(&s.ip)
+            .bind(&s.user_agent)
+            .bind(s.ts)
+            .bind(&s.user_id)
+            .bind(&s.device_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+}

@@ -1,0 +1,62 @@
+//! Everything that differs between SQLite and PostgreSQL, in one place.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            anyhow::bail!("unsupported database URL (expected sqlite: or postgres://)")
+        }
+    }
+
+    /// SQLite: create the file if missing.
+    pub fn normalize_url(self, url: &str) -> String {
+        match self {
+            Self::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        }
+    }
+
+    /// Statements run on every new connection.
+    pub fn connection_setup(self) -> &'static [&'static str] {
+        match self {
+            Self::Sqlite => &[
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA busy_timeout = 10000",
+            ],
+            Self::Postgres => &[],
+        }
+    }
+
+    /// Rewrites the dialect-neutral DDL of a migration: `{AUTO_ID}` is an
+    /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string.
+    pub fn ddl(self, sql: &str) -> String {
+        let (auto_id, blob) = match self {
+            Self::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+            Self::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+        };
+        sql.replace("{AUTO_ID}", auto_id).replace("{BLOB}", blob)
+    }
+
+    /// Whether a database error is a unique-constraint violation.
+    pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+        match err {
+            sqlx::Error::Database(db) => {
+                matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                    || db.code().as_deref() == Some("23505")
+                    || db.message().contains("UNIQUE constraint failed")
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The `myelin` binary: generate-config, create-account, serve (config errors).
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_myelin");
+
+/// Runs the binary with `args`, failing the test if it takes over 120 s.
+async fn run(args: &[&str]) -> Output {
+    run_within(args, 120).await
+}
+
+async fn run_within(args: &[&str], secs: u64) -> Output {
+    let child = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(secs), child).await {
+        Ok(out) => out.expect("binary runs"),
+        Err(_) => panic!("`myelin {}` did not finish within {secs} s", args.join(" ")),
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// generate-config for `dir`, written to `dir/myelin.yaml`; returns the path.
+/// The data dir is `dir/data`, created beforehand only if `create_data_dir`.
+async fn write_config(dir: &Path, secret: &str, create_data_dir: bool) -> std::path::PathBuf {
+    let data = dir.join("data");
+    if create_data_dir {
+        std::fs::create_dir_all(&data).unwrap();
+    }
+    let out = run(&[
+        "generate-config",
+        "--server-name",
+        "example.org",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--registration-shared-secret",
+        secret,
+        "--disable-rate-limits",
+    ])
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "generate-config failed: {stderr}");
+    let path = dir.join("myelin.yaml");
+    std::fs::write(&path, stdout).unwrap();
+    path
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    let resp = client
+        .post(format!("{base}/_matrix/client/v3/login"))
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status();
+    (st, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn generate_config_prints_yaml_with_the_given_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("somewhere").join("data");
+    let out = run(&[
+        "generate-config",
+        "--server-name",
+        "example.org",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--registration-shared-secret",
+        "s3cret-Value_42",
+        "--disable-rate-limits",
+    ])
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    for needle in [
+        "example.org",
+        "127.0.0.1:0",
+        data.to_str().unwrap(),
+        "s3cret-Value_42",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+
+    let yaml: serde_norway::Value = serde_norway::from_str(&stdout).expect("output parses as YAML");
+    assert_eq!(yaml["server_name"].as_str(), Some("example.org"));
+    assert_eq!(yaml["listen"].as_str(), Some("127.0.0.1:0"));
+    assert_eq!(yaml["data_dir"].as_str(), data.to_str());
+    assert_eq!(
+        yaml["registration"]["shared_secret"].as_str(),
+        Some("s3cret-Value_42")
+    );
+    assert_eq!(yaml["rate_limits"]["enabled"].as_bool(), Some(false));
+
+    // And it is a valid Myelin config with the same values.
+    let config = myelin::config::Config::from_yaml(&stdout).expect("valid config");
+    assert_eq!(config.server_name, "example.org");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(config.data_dir, data);
+    assert_eq!(
+        config.registration.shared_secret.as_deref(),
+        Some("s3cret-Value_42")
+    );
+    assert!(!config.rate_limits.enabled);
+}
+
+#[tokio::test]
+async fn generate_config_without_rate_limit_flag_keeps_them_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "generate-config",
+        "--server-name",
+        "example.org",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--registration-shared-secret",
+        "x",
+    ])
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let config = myelin::config::Config::from_yaml(&stdout).expect("valid config");
+    assert!(config.rate_limits.enabled);
+}
+
+#[tokio::test]
+async fn create_account_then_login_as_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), "cli-secret", true).await;
+    let cfg = config_path.to_str().unwrap();
+
+    let out = run(&[
+        "create-account",
+        "--config",
+        cfg,
+        "--username",
+        "boss",
+        "--password",
+        "bosspassword",
+        "--admin",
+    ])
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "create-account failed: {stderr}");
+    let out = run(&[
+        "create-account",
+        "--config",
+        cfg,
+        "--username",
+        "worker",
+        "--password",
+        "workerpassword",
+    ])
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "create-account (non-admin) failed: {stderr}"
+    );
+
+    let config = myelin::config::Config::load(&config_path).expect("config loads");
+    let running = myelin::server::start(config).await.expect("server starts");
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+
+    let (st, body) = login(&client, &base, "boss", "bosspassword").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], "@boss:example.org");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let resp = client
+        .get(format!("{base}/_synapse/admin/v1/registration_tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(st, StatusCode::OK, "boss is not an admin: {body}");
+
+    let (st, body) = login(&client, &base, "worker", "workerpassword").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let resp = client
+        .get(format!("{base}/_synapse/admin/v1/registration_tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "worker should not be an admin"
+    );
+
+    // Wrong password is still refused.
+    let (st, _) = login(&client, &base, "boss", "wrongpassword").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_account_twice_fails_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), "cli-secret", true).await;
+    let cfg = config_path.to_str().unwrap();
+    let args = [
+        "create-account",
+        "--config",
+        cfg,
+        "--username",
+        "dup",
+        "--password",
+        "duppassword",
+    ];
+    let out = run(&args).await;
+    assert!(
+        out.status.success(),
+        "first create-account failed: {}",
+        text(&out).1
+    );
+
+    let out = run(&args).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "second create-account succeeded: {stdout}"
+    );
+    let all = format!("{stdout}{stderr}").to_lowercase();
+    assert!(
+        !all.contains("panicked"),
+        "panic instead of an error message: {all}"
+    );
+    assert!(
+        ["dup", "exist", "taken", "in use", "already"]
+            .iter()
+            .any(|w| all.contains(w)),
+        "message does not say why: {all:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_account_rejects_weak_password() {
+    // Password policy applies everywhere (contract).
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), "cli-secret", true).await;
+    let out = run(&[
+        "create-account",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--username",
+        "weak",
+        "--password",
+        "short",
+    ])
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "weak password accepted: {stdout}");
+    assert!(
+        !format!("{stdout}{stderr}").contains("panicked"),
+        "{stderr}"
+    );
+    assert!(
+        format!("{stdout}{stderr}").to_lowercase().contains("weak"),
+        "message does not say the password is weak: {stderr}"
+    );
+}
+
+async fn serve_rejects(config_text: &str, key: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    // A server that accepted the config would keep running: the timeout fails the test.
+    let out = run_within(&["serve", "--config", path.to_str().unwrap()], 30).await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "serve accepted a bad config; stdout: {stdout} stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stdout.contains("panicked"),
+        "panic: {stderr}"
+    );
+    assert!(
+        stderr.contains(key) || stdout.contains(key),
+        "message does not name `{key}`:\n{stderr}\n{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn serve_with_unknown_top_level_key_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "server_name: example.org\nlisten: 127.0.0.1:0\ndata_dir: {}\nbogus_option_xyz: 1\n",
+        serde_json::to_string(dir.path().to_str().unwrap()).unwrap()
+    );
+    serve_rejects(&text, "bogus_option_xyz").await;
+}
+
+#[tokio::test]
+async fn serve_with_unknown_nested_key_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "server_name: example.org\nlisten: 127.0.0.1:0\ndata_dir: {}\nregistration:\n  enabled: true\n  nested_bogus_key: yes\n",
+        serde_json::to_string(dir.path().to_str().unwrap()).unwrap()
+    );
+    serve_rejects(&text, "nested_bogus_key").await;
+}
+
+#[tokio::test]
+async fn serve_with_invalid_value_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "server_name: 'not a server name!'\nlisten: 127.0.0.1:0\ndata_dir: {}\n",
+        serde_json::to_string(dir.path().to_str().unwrap()).unwrap()
+    );
+    serve_rejects(&text, "server_name").await;
+}
+
+#[tokio::test]
+async fn create_account_before_first_serve_creates_the_data_dir() {
+    // The natural first-run order: generate-config, create-account, serve.
+    // The data dir does not exist yet; `serve` creates it, so must create-account.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), "cli-secret", false).await;
+    let out = run(&[
+        "create-account",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--username",
+        "first",
+        "--password",
+        "firstpassword",
+        "--admin",
+    ])
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "create-account on a fresh data dir failed: {stderr}"
+    );
+
+    let config = myelin::config::Config::load(&config_path).expect("config loads");
+    let running = myelin::server::start(config).await.expect("server starts");
+    let base = format!("http://{}", running.addr);
+    let (st, body) = login(&reqwest::Client::new(), &base, "first", "firstpassword").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    running.shutdown().await;
+}

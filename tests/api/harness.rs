@@ -1,0 +1,345 @@
+//! Black-box test harness: starts a Myelin server on an ephemeral port with a
+//! fresh database and talks HTTP to it.
+//!
+//! The backend comes from `MYELIN_TEST_BACKEND` (`sqlite`, the default, or
+//! `postgres`). For PostgreSQL, `MYELIN_TEST_DATABASE_URL` must point at a
+//! server where the user may create databases; every test server gets a new
+//! database of its own.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use myelin::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const SHARED_SECRET: &str = "test-shared-secret";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub server_name: String,
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub running: Option<myelin::server::RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn backend() -> String {
+    std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
+}
+
+/// A fresh database URL for one test server.
+async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match backend().as_str() {
+        "sqlite" => format!("sqlite://{}", dir.join("myelin.db").display()),
+        "postgres" => {
+            let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
+                .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
+            let name = format!("myelin_test_{}", random_suffix());
+            myelin::storage::create_postgres_database(&admin, &name)
+                .await
+                .expect("create test database");
+            let mut url = url::Url::parse(&admin).expect("MYELIN_TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+        other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
+    }
+}
+
+fn random_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The config every test server starts from: cheap password hashing, rate
+/// limits off, shared-secret registration on, open registration on.
+pub fn test_config() -> Config {
+    let mut c = Config {
+        server_name: "test.local".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    c.registration.enabled = true;
+    c.registration.shared_secret = Some(SHARED_SECRET.into());
+    c.rate_limits.enabled = false;
+    c.password_hashing.memory_kib = 64;
+    c.password_hashing.iterations = 1;
+    c.log_level = "warn".into();
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` has adjusted the test config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config();
+        config.data_dir = dir.path().to_owned();
+        config.database.url = fresh_database_url(dir.path()).await;
+        config.database.max_connections = 4;
+        tweak(&mut config);
+        let running = myelin::server::start(config.clone())
+            .await
+            .expect("server starts");
+        Self {
+            addr: running.addr,
+            server_name: config.server_name.clone(),
+            config,
+            client: reqwest::Client::new(),
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data dir and database.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let running = myelin::server::start(self.config.clone())
+            .await
+            .expect("server restarts");
+        self.addr = running.addr;
+        self.running = Some(running);
+    }
+
+    /// Runs one SQL statement directly against this server's database (to act
+    /// as an operator would, e.g. `UPDATE accounts SET account_type = 3 ...`).
+    pub async fn sql(&self, statement: &str) {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.config.database_url())
+            .await
+            .expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&pool)
+            .await
+            .expect("statement runs");
+        pool.close().await;
+    }
+
+    /// Runs a `SELECT COUNT(*) ...`-style query and returns the first column.
+    pub async fn sql_count(&self, query: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.config.database_url())
+            .await
+            .expect("connect");
+        let row = sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_one(&pool)
+            .await
+            .expect("query runs");
+        let n: i64 = row.try_get(0).expect("integer column");
+        pool.close().await;
+        n
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{}:{}", localpart, self.server_name)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns the
+    /// status and the body parsed as JSON (`Value::Null` for an empty body).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "response to {path} is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// Sends raw bytes as the body (for malformed-JSON cases).
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &'static str,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, token, body).await
+    }
+
+    /// Registers a user through shared-secret registration; returns its session.
+    pub async fn register(&self, localpart: &str, password: &str, admin: bool) -> Session {
+        let (st, nonce) = self.get("/_synapse/admin/v1/register", None).await;
+        assert_eq!(st, StatusCode::OK, "{nonce}");
+        let nonce = nonce["nonce"].as_str().unwrap().to_owned();
+        let mac = shared_secret_mac(SHARED_SECRET, &nonce, localpart, password, admin, None);
+        let (st, body) = self
+            .post(
+                "/_synapse/admin/v1/register",
+                None,
+                json!({"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": mac}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "register {localpart}: {body}");
+        Session {
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            device_id: body["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Registers a normal user with password "password123".
+    pub async fn user(&self, localpart: &str) -> Session {
+        self.register(localpart, "password123", false).await
+    }
+
+    /// Registers an admin with password "password123".
+    pub async fn admin(&self, localpart: &str) -> Session {
+        self.register(localpart, "password123", true).await
+    }
+
+    /// Logs in with m.login.password; returns the new session.
+    pub async fn login(&self, localpart: &str, password: &str) -> Session {
+        let (st, body) = self
+            .post(
+                "/_matrix/client/v3/login",
+                None,
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": password}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "login {localpart}: {body}");
+        Session {
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            device_id: body["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub access_token: String,
+    pub device_id: String,
+}
+
+impl Session {
+    pub fn token(&self) -> Option<&str> {
+        Some(&self.access_token)
+    }
+}
+
+/// Synapse's shared-secret registration MAC: HMAC-SHA1 over
+/// nonce \0 user \0 password \0 admin|notadmin [\0 user_type], hex.
+pub fn shared_secret_mac(
+    secret: &str,
+    nonce: &str,
+    user: &str,
+    password: &str,
+    admin: bool,
+    user_type: Option<&str>,
+) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(nonce.as_bytes());
+    mac.update(b"\x00");
+    mac.update(user.as_bytes());
+    mac.update(b"\x00");
+    mac.update(password.as_bytes());
+    mac.update(b"\x00");
+    mac.update(if admin {
+        b"admin" as &[u8]
+    } else {
+        b"notadmin"
+    });
+    if let Some(t) = user_type {
+        mac.update(b"\x00");
+        mac.update(t.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Asserts a Matrix error response: status and errcode, and that `error` is a string.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_eq!(
+        resp.0.as_u16(),
+        status,
+        "unexpected status, body: {}",
+        resp.1
+    );
+    assert_eq!(
+        resp.1["errcode"], errcode,
+        "unexpected errcode, body: {}",
+        resp.1
+    );
+    assert!(
+        resp.1["error"].is_string(),
+        "error message missing: {}",
+        resp.1
+    );
+}

@@ -1,0 +1,23 @@
+//! One integration-test binary for the whole HTTP surface (one link step, not
+//! one per file). Each module covers one area; `harness` starts servers.
+
+mod harness;
+
+// Client-Server API
+mod client_account; // /account/password, /account/deactivate
+mod client_basics; // /versions, /.well-known, CORS, 404/405, r0 aliases, capabilities
+mod client_devices; // /devices, /devices/{id}, /delete_devices, last-seen tracking
+mod client_login; // /login, /logout, /logout/all, whoami, tokens (header, query, missing, unknown)
+mod client_profile; // /profile and its fields
+mod client_pushrules_filters; // /pushrules/, filters
+mod client_ratelimit;
+mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
+
+// Admin API
+mod admin_misc;
+mod admin_register; // /_synapse/admin/v1/register (shared secret, HMAC vectors)
+mod admin_reset_password; // /_dendrite/admin/resetPassword/{userID}
+mod admin_whois; // whois at both paths // server_version, admin check on every request, error shapes
+
+// The binary
+mod cli; // generate-config, create-account, serve config errors
