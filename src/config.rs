@@ -23,6 +23,7 @@ pub struct Config {
     pub search: SearchConfig,
     pub password_hashing: PasswordHashingConfig,
     pub limits: LimitsConfig,
+    pub rooms: RoomsConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -93,6 +94,21 @@ pub struct PasswordHashingConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Room version for new rooms when the client asks for none: 10, 11 or 12.
+    pub default_version: String,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_version: "12".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest accepted request body in bytes; larger bodies get 413 `M_TOO_LARGE`.
     pub max_request_bytes: usize,
@@ -111,6 +127,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             password_hashing: PasswordHashingConfig::default(),
             limits: LimitsConfig::default(),
+            rooms: RoomsConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -274,6 +291,9 @@ impl Config {
                 "memory_kib must be at least 8 and iterations at least 1",
             );
         }
+        if !["10", "11", "12"].contains(&self.rooms.default_version.as_str()) {
+            return invalid("rooms.default_version", "must be 10, 11 or 12");
+        }
         if self.limits.max_request_bytes < 1024 {
             return invalid("limits.max_request_bytes", "must be at least 1024");
         }
@@ -391,6 +411,10 @@ limits:
   # Largest request body accepted, in bytes (larger: 413 M_TOO_LARGE).
   max_request_bytes: {max_body}
 
+rooms:
+  # Version of new rooms when the client does not ask for one (10, 11 or 12).
+  default_version: {room_version}
+
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
 log_level: {log_level}
@@ -416,6 +440,7 @@ log_level: {log_level}
             ph_mem = self.password_hashing.memory_kib,
             ph_iter = self.password_hashing.iterations,
             max_body = self.limits.max_request_bytes,
+            room_version = y(&self.rooms.default_version),
             log_level = y(&self.log_level),
         )
     }

@@ -36,7 +36,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let services = Services::new(config, storage, signing_key)?;
+    let services = Services::new(config, storage, signing_key).await?;
     let app = crate::http::app(services.clone());
 
     let (stop, stop_rx) = watch::channel(false);

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, R
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::path_builder::PathBuilder;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt};
 use serde::de::DeserializeOwned;
 
@@ -26,8 +27,18 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
         let params = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
-        let args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
-        let body = read_body(body, state).await?;
+        let mut args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
+        // Routes that omit a trailing parameter (`/state/{type}` for an empty
+        // state key) pass it as empty.
+        let expected = T::PATH_BUILDER
+            .all_paths()
+            .next()
+            .map(|p| p.matches('{').count())
+            .unwrap_or(0);
+        while args.len() < expected {
+            args.push(String::new());
+        }
+        let body = normalize_legacy_auth(read_body(body, state).await?);
         let http_req = http::Request::from_parts(parts, body.as_ref());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         // ruma may panic on some malformed bodies; that is bad input, not our crash.
@@ -61,6 +72,37 @@ fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
         }
         other => MatrixError::bad_json(format!("Invalid request: {other}")),
     }
+}
+
+/// Rewrites what older clients send in a user-interactive `auth` object into
+/// what the spec (and ruma) expect, as Synapse does: an `auth` without a
+/// `type` is no attempt at all (the client wants the flows), and
+/// `m.login.password` with a top-level `user` becomes an `m.id.user` identifier.
+fn normalize_legacy_auth(body: Bytes) -> Bytes {
+    if !body.windows(6).any(|w| w == b"\"auth\"") {
+        return body;
+    }
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return body;
+    };
+    let Some(serde_json::Value::Object(auth)) = map.get_mut("auth") else {
+        return body;
+    };
+    if !auth.contains_key("type") {
+        map.remove("auth");
+    } else if auth.get("type").and_then(|t| t.as_str()) == Some("m.login.password")
+        && !auth.contains_key("identifier")
+        && let Some(user) = auth.remove("user")
+    {
+        auth.insert(
+            "identifier".into(),
+            serde_json::json!({ "type": "m.id.user", "user": user }),
+        );
+    } else {
+        return body;
+    }
+    serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }
 
 /// Reads the whole body, mapping an oversized one to 413 `M_TOO_LARGE`.

@@ -1,13 +1,17 @@
 //! Domain logic. Handlers call these; these call storage.
 
 pub mod accounts;
+pub mod filtering;
 pub mod filters;
 pub mod passwords;
 pub mod profiles;
 pub mod ratelimit;
 pub mod registration_tokens;
+pub mod rooms;
 pub mod sessions;
 pub mod shared_secret;
+pub mod stream;
+pub mod sync;
 pub mod uia;
 
 use std::sync::Arc;
@@ -23,7 +27,9 @@ pub struct Services {
     pub config: Config,
     pub server_name: OwnedServerName,
     pub storage: Storage,
-    pub signing_key: SigningKey,
+    pub signing_key: Arc<SigningKey>,
+    pub stream: Arc<stream::Stream>,
+    pub rooms: rooms::Rooms,
     pub accounts: accounts::Accounts,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
@@ -39,12 +45,15 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(
+    pub async fn new(
         config: Config,
         storage: Storage,
         signing_key: SigningKey,
     ) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
+        let signing_key = Arc::new(signing_key);
+        let stream = Arc::new(stream::Stream::new(storage.max_stream_ordering().await?));
+        let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let rl = &config.rate_limits;
         Ok(Arc::new(Self {
@@ -54,6 +63,14 @@ impl Services {
             filters: filters::Filters::new(storage.clone()),
             registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
             uia: uia::Uia::default(),
+            rooms: rooms::Rooms::new(
+                storage.clone(),
+                server_name.clone(),
+                signing_key.clone(),
+                stream.clone(),
+                default_version,
+            ),
+            stream,
             shared_secret: config
                 .registration
                 .shared_secret

@@ -6,7 +6,10 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 use super::{Storage, now_ms};
 
 /// (version, name, dialect-neutral DDL). See [`super::Dialect::ddl`].
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "accounts_devices_profiles", V1)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "accounts_devices_profiles", V1),
+    (2, "rooms_events_state", V2),
+];
 
 const V1: &str = r#"
 CREATE TABLE accounts (
@@ -57,6 +60,93 @@ CREATE TABLE registration_tokens (
     pending BIGINT NOT NULL DEFAULT 0,
     completed BIGINT NOT NULL DEFAULT 0,
     expiry_time BIGINT
+);
+"#;
+
+const V2: &str = r#"
+CREATE TABLE rooms (
+    room_id TEXT PRIMARY KEY,
+    room_version TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    is_public BIGINT NOT NULL DEFAULT 0,
+    created_ts BIGINT NOT NULL
+);
+
+CREATE TABLE events (
+    stream_ordering BIGINT PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    room_id TEXT NOT NULL,
+    depth BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    state_key TEXT,
+    sender TEXT NOT NULL,
+    origin_server_ts BIGINT NOT NULL,
+    state_group BIGINT,
+    redacted_by TEXT,
+    json TEXT NOT NULL
+);
+CREATE INDEX events_room_topo ON events (room_id, depth, stream_ordering);
+CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
+
+CREATE TABLE event_relations (
+    event_id TEXT PRIMARY KEY,
+    relates_to TEXT NOT NULL,
+    rel_type TEXT NOT NULL,
+    room_id TEXT NOT NULL
+);
+CREATE INDEX event_relations_target ON event_relations (relates_to, rel_type);
+
+CREATE TABLE state_groups (
+    state_group BIGINT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    prev_group BIGINT,
+    chain_length BIGINT NOT NULL
+);
+
+CREATE TABLE state_group_entries (
+    state_group BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (state_group, event_type, state_key)
+);
+
+CREATE TABLE current_state (
+    room_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    membership TEXT,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (room_id, event_type, state_key)
+);
+CREATE INDEX current_state_members ON current_state (state_key, membership);
+
+CREATE TABLE forward_extremities (
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);
+
+CREATE TABLE transaction_ids (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id)
+);
+
+CREATE TABLE room_aliases (
+    alias TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    creator TEXT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases (room_id);
+
+CREATE TABLE forgotten_rooms (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
 );
 "#;
 

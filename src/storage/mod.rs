@@ -6,8 +6,10 @@
 //! methods on [`Storage`]; services call them, handlers never do.
 
 pub mod accounts;
+mod aliases;
 pub mod devices;
 pub mod dialect;
+pub mod events;
 mod filters;
 mod migrations;
 mod profiles;

@@ -1,11 +1,11 @@
 //! `/devices` and `/delete_devices`.
 
-use axum::Router;
 use axum::extract::State;
+use axum::{Json, Router};
 use ruma::api::client::device::{
-    Device, delete_device, delete_devices, get_device, get_devices, update_device,
+    delete_device, delete_devices, get_device, get_devices, update_device,
 };
-use ruma::{MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt};
+use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, Ruma, RumaResponse};
@@ -20,15 +20,17 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<delete_devices::v3::Request, _, _>(r, delete_many)
 }
 
-pub(crate) fn to_device(d: DeviceRow) -> Device {
-    let mut dev = Device::new(OwnedDeviceId::from(d.device_id));
-    dev.display_name = d.display_name;
-    dev.last_seen_ip = d.last_seen_ip;
-    dev.last_seen_ts = d
-        .last_seen_ts
-        .and_then(|ts| UInt::try_from(ts).ok())
-        .map(MilliSecondsSinceUnixEpoch);
-    dev
+/// A device as the spec shapes it. Built by hand rather than with ruma's
+/// `Device`, which leaves out unset fields: clients such as matrix-nio require
+/// `last_seen_ip` and `last_seen_ts` to be present (null when never seen), as
+/// Synapse sends them.
+pub(crate) fn device_json(d: DeviceRow) -> Value {
+    json!({
+        "device_id": d.device_id,
+        "display_name": d.display_name,
+        "last_seen_ip": d.last_seen_ip,
+        "last_seen_ts": d.last_seen_ts,
+    })
 }
 
 fn unknown_device() -> MatrixError {
@@ -39,28 +41,28 @@ async fn list(
     State(s): State<AppState>,
     Auth(r): Auth,
     _: Ruma<get_devices::v3::Request>,
-) -> Result<RumaResponse<get_devices::v3::Response>> {
-    let devices = s
+) -> Result<Json<Value>> {
+    let devices: Vec<Value> = s
         .sessions
         .devices(&r.user_id)
         .await?
         .into_iter()
-        .map(to_device)
+        .map(device_json)
         .collect();
-    Ok(RumaResponse(get_devices::v3::Response::new(devices)))
+    Ok(Json(json!({ "devices": devices })))
 }
 
 async fn get(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<get_device::v3::Request>,
-) -> Result<RumaResponse<get_device::v3::Response>> {
+) -> Result<Json<Value>> {
     let d = s
         .sessions
         .device(&r.user_id, req.device_id.as_str())
         .await?
         .ok_or_else(unknown_device)?;
-    Ok(RumaResponse(get_device::v3::Response::new(to_device(d))))
+    Ok(Json(device_json(d)))
 }
 
 async fn update(

@@ -7,7 +7,10 @@ mod filter;
 mod profile;
 mod push;
 mod register;
+mod room_read;
+mod rooms;
 mod session;
+mod sync;
 
 use axum::Router;
 
@@ -22,5 +25,8 @@ pub fn routes() -> Router<AppState> {
     let r = devices::routes(r);
     let r = profile::routes(r);
     let r = push::routes(r);
-    filter::routes(r)
+    let r = rooms::routes(r);
+    let r = room_read::routes(r);
+    let r = filter::routes(r);
+    sync::routes(r)
 }

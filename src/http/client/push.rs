@@ -26,7 +26,59 @@ fn ruleset(r: &crate::storage::Requester) -> Result<Value> {
     for kind in ["override", "content", "room", "sender", "underride"] {
         map.entry(kind).or_insert(json!([]));
     }
+    add_legacy_mention_rules(map, &r.user_id);
     Ok(value)
+}
+
+/// The pre-`m.mentions` rules (deprecated in spec v1.7, dropped from ruma's
+/// defaults) that Synapse still serves: clients that do not send
+/// `m.mentions` rely on them to highlight a mention of a user's name or @room.
+fn add_legacy_mention_rules(map: &mut serde_json::Map<String, Value>, user_id: &str) {
+    let localpart = user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    let highlight_sound =
+        json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]);
+    let insert_after = |list: &mut Vec<Value>, after: &str, rule: Value| {
+        let pos = list
+            .iter()
+            .position(|r| r["rule_id"] == after)
+            .map(|p| p + 1)
+            .unwrap_or(list.len());
+        list.insert(pos, rule);
+    };
+    if let Some(Value::Array(overrides)) = map.get_mut("override") {
+        insert_after(
+            overrides,
+            ".m.rule.is_user_mention",
+            json!({
+                "rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
+                "conditions": [{"kind": "contains_display_name"}],
+                "actions": highlight_sound,
+            }),
+        );
+        insert_after(
+            overrides,
+            ".m.rule.is_room_mention",
+            json!({
+                "rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+                "conditions": [
+                    {"kind": "event_match", "key": "content.body", "pattern": "@room"},
+                    {"kind": "sender_notification_permission", "key": "room"}
+                ],
+                "actions": ["notify", {"set_tweak": "highlight"}],
+            }),
+        );
+    }
+    if let Some(Value::Array(content)) = map.get_mut("content") {
+        content.push(json!({
+            "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+            "pattern": localpart,
+            "actions": highlight_sound,
+        }));
+    }
 }
 
 async fn all(

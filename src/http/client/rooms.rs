@@ -1,0 +1,515 @@
+//! Writing to rooms: `createRoom`, membership (`join`, `invite`, `leave`,
+//! `forget`, `kick`, `ban`, `unban`), `send`, `state` (PUT) and `redact`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::put;
+use ruma::api::client::membership::{
+    ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
+    leave_room, unban_user,
+};
+use ruma::api::client::message::send_message_event;
+use ruma::api::client::redact::redact_event;
+use ruma::api::client::room::create_room;
+use ruma::api::client::state::send_state_event;
+use ruma::events::TimelineEventType;
+use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::error::{MatrixError, Result};
+use crate::http::extract::{Auth, Ruma, RumaResponse};
+use crate::http::{AppState, ruma_route};
+use crate::services::rooms::{CreateRoom, NewEvent, create::Preset};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = ruma_route::<create_room::v3::Request, _, _>(r, create);
+    let r = ruma_route::<join_room_by_id::v3::Request, _, _>(r, join_by_id);
+    let r = ruma_route::<join_room_by_id_or_alias::v3::Request, _, _>(r, join_by_id_or_alias);
+    let r = ruma_route::<invite_user::v3::Request, _, _>(r, invite);
+    let r = ruma_route::<leave_room::v3::Request, _, _>(r, leave);
+    let r = ruma_route::<forget_room::v3::Request, _, _>(r, forget);
+    let r = ruma_route::<kick_user::v3::Request, _, _>(r, kick);
+    let r = ruma_route::<ban_user::v3::Request, _, _>(r, ban);
+    let r = ruma_route::<unban_user::v3::Request, _, _>(r, unban);
+    let r = ruma_route::<send_message_event::v3::Request, _, _>(r, send);
+    let r = ruma_route::<redact_event::v3::Request, _, _>(r, redact);
+    let r = ruma_route::<send_state_event::v3::Request, _, _>(r, send_state);
+    // The state key may be left out (an empty state key).
+    r.route(
+        "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
+        put(send_state),
+    )
+    .route(
+        "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/",
+        put(send_state),
+    )
+}
+
+/// The `{displayname, avatar_url}` of a local user, for member events.
+pub(crate) async fn member_profile(s: &AppState, user: &UserId) -> Result<Value> {
+    let mut content = Map::new();
+    if s.accounts.is_local(user)
+        && let Ok(p) = s.profiles.get(user).await
+    {
+        if let Some(n) = p.displayname {
+            content.insert("displayname".into(), json!(n));
+        }
+        if let Some(a) = p.avatar_url {
+            content.insert("avatar_url".into(), json!(a));
+        }
+    }
+    Ok(Value::Object(content))
+}
+
+/// A user who may be invited: local and existing (federation comes later).
+async fn check_invitee(s: &AppState, user: &UserId) -> Result<()> {
+    if !s.accounts.is_local(user) {
+        return Err(MatrixError::invalid_param(
+            "Inviting users of other servers needs federation, not available yet",
+        ));
+    }
+    match s.accounts.get(user).await? {
+        Some(a) if !a.is_deactivated => Ok(()),
+        _ => Err(MatrixError::not_found(format!(
+            "User {user} does not exist"
+        ))),
+    }
+}
+
+fn raw_to_value<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
+    serde_json::from_str(raw.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<create_room::v3::Request>,
+) -> Result<RumaResponse<create_room::v3::Response>> {
+    let creator = r.user_id();
+    let version = req
+        .room_version
+        .clone()
+        .unwrap_or_else(|| s.rooms.default_version().clone());
+    let creation_content = match &req.creation_content {
+        Some(raw) => match raw_to_value(raw)? {
+            Value::Object(mut m) => {
+                // The server decides these.
+                for key in ["creator", "room_version", "additional_creators"] {
+                    m.remove(key);
+                }
+                m
+            }
+            _ => return Err(MatrixError::bad_json("creation_content must be an object")),
+        },
+        None => Map::new(),
+    };
+    let preset = match req.preset.as_ref().map(|p| p.as_str()) {
+        Some("private_chat") => Preset::PrivateChat,
+        Some("trusted_private_chat") => Preset::TrustedPrivateChat,
+        Some("public_chat") => Preset::PublicChat,
+        Some(other) => return Err(MatrixError::bad_json(format!("Unknown preset {other}"))),
+        None if req.visibility == ruma::api::client::room::Visibility::Public => Preset::PublicChat,
+        None => Preset::PrivateChat,
+    };
+    let mut initial_state = Vec::new();
+    for raw in &req.initial_state {
+        let v = raw_to_value(raw)?;
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| MatrixError::bad_json("initial_state event without type"))?;
+        let sk = v
+            .get("state_key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let content = v.get("content").cloned().unwrap_or_else(|| json!({}));
+        initial_state.push((ty.to_owned(), sk.to_owned(), content));
+    }
+    let power_level_override = match &req.power_level_content_override {
+        Some(raw) => match raw_to_value(raw)? {
+            Value::Object(m) => Some(m),
+            _ => {
+                return Err(MatrixError::bad_json(
+                    "power_level_content_override must be an object",
+                ));
+            }
+        },
+        None => None,
+    };
+    let alias = match &req.room_alias_name {
+        Some(name) => {
+            if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+                return Err(MatrixError::invalid_param(
+                    "room_alias_name must be a plain local name",
+                ));
+            }
+            let alias = format!("#{name}:{}", s.server_name);
+            ruma::RoomAliasId::parse(&alias)
+                .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
+            if s.storage.alias_room(&alias).await?.is_some() {
+                return Err(MatrixError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::RoomInUse,
+                    "Room alias already taken",
+                ));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+    for invitee in &req.invite {
+        check_invitee(&s, invitee).await?;
+    }
+    let room_id = s
+        .rooms
+        .create_room(CreateRoom {
+            creator: creator.clone(),
+            version,
+            creation_content,
+            preset,
+            name: req.name.clone(),
+            topic: req.topic.clone(),
+            invite: req.invite.clone(),
+            is_direct: req.is_direct,
+            initial_state,
+            power_level_override,
+            canonical_alias: alias.clone(),
+            creator_member_content: member_profile(&s, &creator).await?,
+        })
+        .await?;
+    if let Some(alias) = &alias {
+        s.storage
+            .insert_alias(alias, room_id.as_str(), creator.as_str())
+            .await?;
+    }
+    if req.visibility == ruma::api::client::room::Visibility::Public {
+        s.storage.set_room_public(room_id.as_str(), true).await?;
+    }
+    tracing::info!(%room_id, %creator, "room created");
+    Ok(RumaResponse(create_room::v3::Response::new(room_id)))
+}
+
+/// Resolves `#alias:server` (local aliases only until federation) or a room id.
+pub(crate) async fn resolve_room(s: &AppState, id_or_alias: &str) -> Result<OwnedRoomId> {
+    if id_or_alias.starts_with('#') {
+        let room = s
+            .storage
+            .alias_room(id_or_alias)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+        return OwnedRoomId::try_from(room).map_err(MatrixError::internal);
+    }
+    OwnedRoomId::try_from(id_or_alias)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))
+}
+
+async fn do_join(
+    s: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+    reason: Option<&str>,
+) -> Result<()> {
+    s.rooms.known_version(room_id).await?;
+    let profile = member_profile(s, user).await?;
+    s.rooms.join(room_id, user, profile, reason).await?;
+    Ok(())
+}
+
+async fn join_by_id(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<join_room_by_id::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
+    do_join(&s, &req.room_id, &r.user_id(), req.reason.as_deref()).await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(
+        req.room_id,
+    )))
+}
+
+async fn join_by_id_or_alias(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let room_id = resolve_room(&s, req.room_id_or_alias.as_str()).await?;
+    do_join(&s, &room_id, &r.user_id(), req.reason.as_deref()).await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id,
+    )))
+}
+
+async fn invite(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>> {
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.recipient else {
+        return Err(MatrixError::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::ThreepidMediumNotSupported,
+            "Third-party invites are not supported",
+        ));
+    };
+    s.rooms.known_version(&req.room_id).await?;
+    check_invitee(&s, &recipient.user_id).await?;
+    let profile = member_profile(&s, &recipient.user_id).await?;
+    s.rooms
+        .invite(
+            &req.room_id,
+            &r.user_id(),
+            &recipient.user_id,
+            profile,
+            false,
+            recipient.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+async fn leave(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<leave_room::v3::Request>,
+) -> Result<RumaResponse<leave_room::v3::Response>> {
+    s.rooms.known_version(&req.room_id).await?;
+    let user = r.user_id();
+    s.rooms
+        .leave(&req.room_id, &user, &user, req.reason.as_deref())
+        .await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+async fn forget(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<forget_room::v3::Request>,
+) -> Result<RumaResponse<forget_room::v3::Response>> {
+    let user = r.user_id();
+    match s.rooms.membership(&req.room_id, &user).await?.as_deref() {
+        Some("join" | "invite" | "knock") => {
+            return Err(MatrixError::unknown(
+                http::StatusCode::BAD_REQUEST,
+                "Leave the room before forgetting it",
+            ));
+        }
+        None => return Err(MatrixError::not_found("You were never in this room")),
+        _ => {}
+    }
+    s.storage
+        .forget_room(user.as_str(), req.room_id.as_str())
+        .await?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
+}
+
+async fn kick(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<kick_user::v3::Request>,
+) -> Result<RumaResponse<kick_user::v3::Response>> {
+    s.rooms.known_version(&req.room_id).await?;
+    s.rooms
+        .leave(
+            &req.room_id,
+            &r.user_id(),
+            &req.user_id,
+            req.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+async fn ban(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<ban_user::v3::Request>,
+) -> Result<RumaResponse<ban_user::v3::Response>> {
+    s.rooms.known_version(&req.room_id).await?;
+    s.rooms
+        .ban(
+            &req.room_id,
+            &r.user_id(),
+            &req.user_id,
+            req.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+async fn unban(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<unban_user::v3::Request>,
+) -> Result<RumaResponse<unban_user::v3::Response>> {
+    s.rooms.known_version(&req.room_id).await?;
+    if s.rooms
+        .membership(&req.room_id, &req.user_id)
+        .await?
+        .as_deref()
+        != Some("ban")
+    {
+        return Err(MatrixError::forbidden("The user is not banned"));
+    }
+    s.rooms
+        .leave(
+            &req.room_id,
+            &r.user_id(),
+            &req.user_id,
+            req.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+/// Sending needs the sender to be joined; say so plainly rather than with
+/// the auth rules' wording.
+async fn require_joined(s: &AppState, room_id: &RoomId, user: &UserId) -> Result<RoomVersionId> {
+    let version = s.rooms.known_version(room_id).await?;
+    if s.rooms.membership(room_id, user).await?.as_deref() != Some("join") {
+        return Err(MatrixError::forbidden("You are not joined to this room"));
+    }
+    Ok(version)
+}
+
+async fn send(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<send_message_event::v3::Request>,
+) -> Result<RumaResponse<send_message_event::v3::Response>> {
+    let user = r.user_id();
+    if let Some(existing) = s
+        .storage
+        .transaction_event(&r.user_id, &r.device_id, req.txn_id.as_str())
+        .await?
+    {
+        return Ok(RumaResponse(send_message_event::v3::Response::new(
+            existing.try_into().map_err(MatrixError::internal)?,
+        )));
+    }
+    require_joined(&s, &req.room_id, &user).await?;
+    let content = raw_to_value(&req.body)?;
+    if !content.is_object() {
+        return Err(MatrixError::bad_json("Event content must be an object"));
+    }
+    let pdu = s
+        .rooms
+        .append(NewEvent {
+            room_id: &req.room_id,
+            sender: &user,
+            kind: TimelineEventType::from(req.event_type.to_string()),
+            state_key: None,
+            content,
+            txn: Some((&r.device_id, req.txn_id.as_str())),
+            redacts: None,
+        })
+        .await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        pdu.event_id,
+    )))
+}
+
+async fn send_state(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<send_state_event::v3::Request>,
+) -> Result<RumaResponse<send_state_event::v3::Response>> {
+    let user = r.user_id();
+    s.rooms.known_version(&req.room_id).await?;
+    let content = raw_to_value(&req.body)?;
+    if !content.is_object() {
+        return Err(MatrixError::bad_json("Event content must be an object"));
+    }
+    let kind = req.event_type.to_string();
+    if kind == "m.room.create" {
+        return Err(MatrixError::forbidden("m.room.create cannot be sent"));
+    }
+    if kind == "m.room.member" {
+        // Membership changes go through their own endpoints' checks too, but
+        // the auth rules are what decide.
+        UserId::parse(&req.state_key)
+            .map_err(|_| MatrixError::bad_json("m.room.member state_key must be a user id"))?;
+    } else if s.rooms.membership(&req.room_id, &user).await?.as_deref() != Some("join") {
+        return Err(MatrixError::forbidden("You are not joined to this room"));
+    }
+    if kind == "m.room.canonical_alias" {
+        check_canonical_alias(&s, &req.room_id, &content).await?;
+    }
+    let pdu = s
+        .rooms
+        .append(NewEvent {
+            room_id: &req.room_id,
+            sender: &user,
+            kind: TimelineEventType::from(kind),
+            state_key: Some(req.state_key.clone()),
+            content,
+            txn: None,
+            redacts: None,
+        })
+        .await?;
+    Ok(RumaResponse(send_state_event::v3::Response::new(
+        pdu.event_id,
+    )))
+}
+
+/// Aliases in `m.room.canonical_alias` must point at this room (M_BAD_ALIAS).
+async fn check_canonical_alias(s: &AppState, room_id: &RoomId, content: &Value) -> Result<()> {
+    let mut aliases: Vec<&str> = Vec::new();
+    if let Some(a) = content.get("alias").and_then(Value::as_str) {
+        aliases.push(a);
+    }
+    if let Some(list) = content.get("alt_aliases").and_then(Value::as_array) {
+        aliases.extend(list.iter().filter_map(Value::as_str));
+    }
+    for alias in aliases {
+        let parsed = ruma::RoomAliasId::parse(alias)
+            .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
+        let points_here = parsed.server_name() == s.server_name
+            && s.storage.alias_room(alias).await?.as_deref() == Some(room_id.as_str());
+        if !points_here {
+            return Err(MatrixError::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadAlias,
+                format!("Alias {alias} does not point to this room"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn redact(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<redact_event::v3::Request>,
+) -> Result<RumaResponse<redact_event::v3::Response>> {
+    let user = r.user_id();
+    if let Some(existing) = s
+        .storage
+        .transaction_event(&r.user_id, &r.device_id, req.txn_id.as_str())
+        .await?
+    {
+        return Ok(RumaResponse(redact_event::v3::Response::new(
+            existing.try_into().map_err(MatrixError::internal)?,
+        )));
+    }
+    require_joined(&s, &req.room_id, &user).await?;
+    match s.rooms.pdu(req.event_id.as_str()).await? {
+        Some(target) if target.room_id == req.room_id => {}
+        _ => return Err(MatrixError::not_found("Event not found")),
+    }
+    let mut content = json!({});
+    if let Some(reason) = &req.reason {
+        content["reason"] = json!(reason);
+    }
+    let pdu = s
+        .rooms
+        .append(NewEvent {
+            room_id: &req.room_id,
+            sender: &user,
+            kind: TimelineEventType::RoomRedaction,
+            state_key: None,
+            content,
+            txn: Some((&r.device_id, req.txn_id.as_str())),
+            redacts: Some(req.event_id.clone()),
+        })
+        .await?;
+    Ok(RumaResponse(redact_event::v3::Response::new(pdu.event_id)))
+}

@@ -1,0 +1,59 @@
+//! Event filters (`RoomEventFilter` from ruma) applied to events.
+
+use ruma::api::client::filter::RoomEventFilter;
+
+use crate::services::rooms::Pdu;
+
+/// `*` at the end of a type pattern matches any suffix.
+fn type_matches(pattern: &str, ty: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => ty.starts_with(prefix),
+        None => pattern == ty,
+    }
+}
+
+/// Whether an event passes the filter's type, sender and URL conditions.
+pub fn matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let ty = pdu.kind.to_string();
+    if filter.not_types.iter().any(|p| type_matches(p, &ty)) {
+        return false;
+    }
+    if let Some(types) = &filter.types
+        && !types.iter().any(|p| type_matches(p, &ty))
+    {
+        return false;
+    }
+    if filter.not_senders.contains(&pdu.sender) {
+        return false;
+    }
+    if let Some(senders) = &filter.senders
+        && !senders.contains(&pdu.sender)
+    {
+        return false;
+    }
+    if let Some(url_filter) = &filter.url_filter {
+        let has_url = pdu
+            .content_value()
+            .get("url")
+            .is_some_and(|u| u.is_string());
+        let wants_url = matches!(
+            url_filter,
+            ruma::api::client::filter::UrlFilter::EventsWithUrl
+        );
+        if has_url != wants_url {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the room passes the filter's room conditions.
+pub fn room_matches(filter: &RoomEventFilter, room_id: &ruma::RoomId) -> bool {
+    if filter.not_rooms.iter().any(|r| r == room_id) {
+        return false;
+    }
+    filter
+        .rooms
+        .as_ref()
+        .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+}

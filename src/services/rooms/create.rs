@@ -1,0 +1,245 @@
+//! `createRoom`: the create event, the creator's join, power levels, the
+//! preset's join rules / history visibility / guest access, initial state,
+//! name, topic and invites — each a real event through the pipeline.
+
+use std::sync::Arc;
+
+use rand::distr::{Alphanumeric, SampleString};
+use ruma::events::TimelineEventType;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId,
+    RoomVersionId,
+};
+use serde_json::{Map, Value, json};
+
+use super::{NewEvent, RoomHead, Rooms, StateMap};
+use crate::error::{MatrixError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    TrustedPrivateChat,
+    PublicChat,
+}
+
+pub struct CreateRoom {
+    pub creator: OwnedUserId,
+    pub version: RoomVersionId,
+    /// Extra fields for the create event's content (`m.federate`, `type`, ...).
+    pub creation_content: Map<String, Value>,
+    pub preset: Preset,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    /// (type, state_key, content)
+    pub initial_state: Vec<(String, String, Value)>,
+    pub power_level_override: Option<Map<String, Value>>,
+    /// A full alias (`#name:server`) already checked to be free.
+    pub canonical_alias: Option<String>,
+    /// Content of the creator's join event (display name, avatar).
+    pub creator_member_content: Value,
+}
+
+impl Rooms {
+    pub async fn create_room(&self, req: CreateRoom) -> Result<OwnedRoomId> {
+        if !super::SUPPORTED_ROOM_VERSIONS.contains(&req.version) {
+            return Err(MatrixError::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+                format!("Room version {} is not supported", req.version),
+            ));
+        }
+        let rules = req
+            .version
+            .rules()
+            .ok_or_else(|| MatrixError::internal("no rules for version"))?;
+        let v12 = rules.authorization.room_create_event_id_as_room_id;
+
+        // 1. The create event.
+        let mut content = req.creation_content.clone();
+        content.insert("room_version".into(), json!(req.version));
+        if !rules.authorization.use_room_create_sender {
+            content.insert("creator".into(), json!(req.creator));
+        }
+        if v12 && req.preset == Preset::TrustedPrivateChat && !req.invite.is_empty() {
+            content.insert("additional_creators".into(), json!(req.invite));
+        }
+        let mut obj = CanonicalJsonObject::new();
+        let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
+        obj.insert("type".into(), s("m.room.create"));
+        obj.insert("state_key".into(), s(""));
+        obj.insert("sender".into(), s(req.creator.as_str()));
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().get().into()),
+        );
+        obj.insert(
+            "content".into(),
+            ruma::canonical_json::to_canonical_value(&content)
+                .map_err(|e| MatrixError::bad_json(e.to_string()))?,
+        );
+        obj.insert("prev_events".into(), CanonicalJsonValue::Array(vec![]));
+        obj.insert("auth_events".into(), CanonicalJsonValue::Array(vec![]));
+        obj.insert("depth".into(), CanonicalJsonValue::Integer(1u32.into()));
+        let provisional_id = if v12 {
+            // Replaced by the create event's reference hash in sign_and_check.
+            OwnedRoomId::try_from("!placeholder").map_err(MatrixError::internal)?
+        } else {
+            let id = format!(
+                "!{}:{}",
+                Alphanumeric.sample_string(&mut rand::rng(), 18),
+                self.server_name
+            );
+            obj.insert("room_id".into(), s(&id));
+            OwnedRoomId::try_from(id).map_err(MatrixError::internal)?
+        };
+        let empty = StateMap::new();
+        let pdu = self
+            .sign_and_check(obj, &req.version, provisional_id, &empty)
+            .await?;
+        let room_id = pdu.room_id.clone();
+        let mut head = RoomHead {
+            version: req.version.clone(),
+            extremities: vec![],
+            depth: 0,
+            state_group: 0,
+            chain_length: 0,
+            state: Arc::new(StateMap::new()),
+        };
+        let lock = self.room_lock(&room_id);
+        {
+            let mut guard = lock.lock().await;
+            self.persist(
+                pdu,
+                &mut head,
+                None,
+                Some((req.version.as_str(), req.creator.as_str())),
+            )
+            .await?;
+            *guard = Some(head);
+        }
+
+        let state_event = |kind: &str, state_key: &str, content: Value| NewEvent {
+            room_id: &room_id,
+            sender: &req.creator,
+            kind: TimelineEventType::from(kind),
+            state_key: Some(state_key.to_owned()),
+            content,
+            txn: None,
+            redacts: None,
+        };
+
+        // 2. The creator joins.
+        let mut join = req.creator_member_content.clone();
+        join["membership"] = json!("join");
+        self.append(state_event("m.room.member", req.creator.as_str(), join))
+            .await?;
+
+        // 3. Power levels.
+        let mut users = Map::new();
+        if !rules.authorization.explicitly_privilege_room_creators {
+            users.insert(req.creator.to_string(), json!(100));
+            if req.preset == Preset::TrustedPrivateChat {
+                for u in &req.invite {
+                    users.insert(u.to_string(), json!(100));
+                }
+            }
+        }
+        let mut pl = json!({
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50,
+                "m.room.power_levels": 100,
+                "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50,
+                "m.room.avatar": 50,
+                "m.room.tombstone": 100,
+                "m.room.server_acl": 100,
+                "m.room.encryption": 100
+            },
+            "events_default": 0,
+            "state_default": 50,
+            "ban": 50,
+            "kick": 50,
+            "redact": 50,
+            "invite": if req.preset == Preset::PublicChat { 50 } else { 0 },
+            "notifications": { "room": 50 }
+        });
+        if let (Some(over), Value::Object(map)) = (&req.power_level_override, &mut pl) {
+            for (k, v) in over {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        self.append(state_event("m.room.power_levels", "", pl))
+            .await?;
+
+        // 4. Alias, then the preset's rules.
+        if let Some(alias) = &req.canonical_alias {
+            self.append(state_event(
+                "m.room.canonical_alias",
+                "",
+                json!({ "alias": alias }),
+            ))
+            .await?;
+        }
+        let (join_rule, guest_access) = match req.preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            _ => ("invite", "can_join"),
+        };
+        let overridden = |ty: &str| {
+            req.initial_state
+                .iter()
+                .any(|(t, k, _)| t == ty && k.is_empty())
+        };
+        if !overridden("m.room.join_rules") {
+            self.append(state_event(
+                "m.room.join_rules",
+                "",
+                json!({ "join_rule": join_rule }),
+            ))
+            .await?;
+        }
+        if !overridden("m.room.history_visibility") {
+            self.append(state_event(
+                "m.room.history_visibility",
+                "",
+                json!({ "history_visibility": "shared" }),
+            ))
+            .await?;
+        }
+        if !overridden("m.room.guest_access") {
+            self.append(state_event(
+                "m.room.guest_access",
+                "",
+                json!({ "guest_access": guest_access }),
+            ))
+            .await?;
+        }
+
+        // 5. Initial state, name, topic.
+        for (ty, sk, content) in &req.initial_state {
+            self.append(state_event(ty, sk, content.clone())).await?;
+        }
+        if let Some(name) = &req.name {
+            self.append(state_event("m.room.name", "", json!({ "name": name })))
+                .await?;
+        }
+        if let Some(topic) = &req.topic {
+            self.append(state_event("m.room.topic", "", json!({ "topic": topic })))
+                .await?;
+        }
+
+        // 6. Invites.
+        for invitee in &req.invite {
+            let mut content = json!({ "membership": "invite" });
+            if req.is_direct {
+                content["is_direct"] = json!(true);
+            }
+            self.append(state_event("m.room.member", invitee.as_str(), content))
+                .await?;
+        }
+        Ok(room_id)
+    }
+}

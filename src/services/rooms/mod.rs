@@ -1,0 +1,540 @@
+//! Rooms and their events: the event pipeline (build, authorize, persist,
+//! notify), room state, room creation and membership.
+//!
+//! Creating events is serialized per room (one async mutex per room guards
+//! that room's head: forward extremities, depth and current state); rooms
+//! proceed in parallel. See ARCHITECTURE.md, "The event pipeline".
+
+pub mod create;
+mod membership;
+pub mod pdu;
+mod state;
+pub mod timeline;
+mod visibility;
+
+pub use create::CreateRoom;
+pub use pdu::Pdu;
+pub use state::StateMap;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ruma::events::TimelineEventType;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedServerName, RoomId, RoomVersionId, UserId,
+};
+use serde_json::Value;
+
+use crate::error::{MatrixError, Result};
+use crate::keys::SigningKey;
+use crate::services::stream::Stream;
+use crate::storage::Storage;
+use crate::storage::events::{NewStateGroup, PersistEvent};
+
+/// Room versions this server creates and joins.
+pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
+    [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+
+/// A full snapshot is written after this many deltas, so finding the state at
+/// any event reads at most this many state groups.
+const MAX_STATE_CHAIN: i64 = 64;
+
+/// What the pipeline needs to know about a room to append to it.
+struct RoomHead {
+    version: RoomVersionId,
+    extremities: Vec<OwnedEventId>,
+    depth: i64,
+    state_group: i64,
+    chain_length: i64,
+    state: Arc<StateMap>,
+}
+
+/// A new event to append to a room.
+pub struct NewEvent<'a> {
+    pub room_id: &'a RoomId,
+    pub sender: &'a UserId,
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Value,
+    /// (device id, transaction id) for idempotent client sends.
+    pub txn: Option<(&'a str, &'a str)>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+pub struct Rooms {
+    storage: Storage,
+    server_name: OwnedServerName,
+    signing_key: Arc<SigningKey>,
+    stream: Arc<Stream>,
+    heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
+    /// The newest stream position of each room, so `/sync` skips rooms
+    /// with nothing new without a query.
+    latest: Mutex<HashMap<OwnedRoomId, i64>>,
+    /// Room versions never change: cached after the first lookup.
+    versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
+    state: state::StateCache,
+    default_version: RoomVersionId,
+}
+
+impl Rooms {
+    pub fn new(
+        storage: Storage,
+        server_name: OwnedServerName,
+        signing_key: Arc<SigningKey>,
+        stream: Arc<Stream>,
+        default_version: RoomVersionId,
+    ) -> Self {
+        Self {
+            state: state::StateCache::new(storage.clone()),
+            storage,
+            server_name,
+            signing_key,
+            stream,
+            heads: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+            default_version,
+        }
+    }
+
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    pub fn default_version(&self) -> &RoomVersionId {
+        &self.default_version
+    }
+
+    fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomHead>>> {
+        self.heads
+            .lock()
+            .entry(room_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The room's version, or `None` for a room this server does not know.
+    pub async fn version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
+        if let Some(v) = self.versions.lock().get(room_id) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(row) = self.storage.room(room_id.as_str()).await? else {
+            return Ok(None);
+        };
+        let version =
+            RoomVersionId::try_from(row.room_version.as_str()).map_err(MatrixError::internal)?;
+        self.versions
+            .lock()
+            .insert(room_id.to_owned(), version.clone());
+        Ok(Some(version))
+    }
+
+    /// The event in client format as `viewer` (user, device) sees it: with
+    /// redactions applied and the transaction id for the sending device.
+    pub async fn client_event(&self, pdu: &Pdu, viewer: Option<(&str, &str)>) -> Result<Value> {
+        let version = self.known_version(&pdu.room_id).await?;
+        let redaction = match &pdu.redacted_by {
+            Some(id) => self.pdu(id.as_str()).await?,
+            None => None,
+        };
+        let mut unsigned = serde_json::Map::new();
+        if let Some((user, device)) = viewer
+            && pdu.sender.as_str() == user
+            && let Some(txn) = self
+                .storage
+                .transaction_id_of(pdu.event_id.as_str(), user, device)
+                .await?
+        {
+            unsigned.insert("transaction_id".into(), Value::String(txn));
+        }
+        Ok(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))))
+    }
+
+    /// The newest stream position of any event in the room.
+    pub async fn latest_position(&self, room_id: &RoomId) -> Result<i64> {
+        if let Some(p) = self.latest.lock().get(room_id) {
+            return Ok(*p);
+        }
+        let p = self.storage.room_max_stream(room_id.as_str()).await?;
+        let mut latest = self.latest.lock();
+        let entry = latest.entry(room_id.to_owned()).or_insert(p);
+        *entry = (*entry).max(p);
+        Ok(*entry)
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The version, or 404 `M_NOT_FOUND`.
+    pub async fn known_version(&self, room_id: &RoomId) -> Result<RoomVersionId> {
+        self.version(room_id)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Room not found"))
+    }
+
+    /// Loads one event.
+    pub async fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        let Some(row) = self.storage.event(event_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(row_to_pdu(row)?))
+    }
+
+    async fn load_head(&self, room_id: &RoomId) -> Result<RoomHead> {
+        let version = self.known_version(room_id).await?;
+        let extremities = self.storage.forward_extremities(room_id.as_str()).await?;
+        let mut depth = 0;
+        let mut state_group = 0;
+        for id in &extremities {
+            if let Some(row) = self.storage.event(id).await?
+                && row.depth >= depth
+            {
+                depth = row.depth;
+                state_group = row.state_group.unwrap_or(0);
+            }
+        }
+        let (state, chain_length) = self.state.load(state_group).await?;
+        Ok(RoomHead {
+            version,
+            extremities: extremities
+                .into_iter()
+                .filter_map(|e| OwnedEventId::try_from(e).ok())
+                .collect(),
+            depth,
+            state_group,
+            chain_length,
+            state,
+        })
+    }
+
+    /// The current state of a room as (type, state_key) → event id.
+    pub async fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
+        let lock = self.room_lock(room_id);
+        let mut head = lock.lock().await;
+        if head.is_none() {
+            *head = Some(self.load_head(room_id).await?);
+        }
+        Ok(head.as_ref().map(|h| h.state.clone()).unwrap_or_default())
+    }
+
+    /// The state after an event (its state group).
+    pub async fn state_after(&self, pdu_state_group: i64) -> Result<Arc<StateMap>> {
+        Ok(self.state.load(pdu_state_group).await?.0)
+    }
+
+    /// The state event currently in force for (type, state_key).
+    pub async fn current_state_pdu(
+        &self,
+        room_id: &RoomId,
+        ty: &str,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        match self
+            .storage
+            .current_state_event_id(room_id.as_str(), ty, state_key)
+            .await?
+        {
+            Some(id) => self.pdu(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The user's current membership in the room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .current_state_pdu(room_id, "m.room.member", user_id.as_str())
+            .await?
+            .and_then(|p| p.membership()))
+    }
+
+    /// Builds, signs, authorizes and persists a new event; returns it
+    /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
+    pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
+        let lock = self.room_lock(new.room_id);
+        let mut guard = lock.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load_head(new.room_id).await?);
+        }
+        let head = guard.as_mut().expect("head loaded above");
+        if let Some((device, txn)) = new.txn
+            && let Some(existing) = self
+                .storage
+                .transaction_event(new.sender.as_str(), device, txn)
+                .await?
+            && let Some(pdu) = self.pdu(&existing).await?
+        {
+            return Ok(pdu);
+        }
+        let version = head.version.clone();
+        let rules = version
+            .rules()
+            .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+
+        let mut content = new.content;
+        if let Some(redacts) = &new.redacts
+            && rules.redaction.content_field_redacts
+            && let Value::Object(map) = &mut content
+        {
+            map.insert("redacts".into(), Value::String(redacts.to_string()));
+        }
+        let content_raw =
+            serde_json::value::to_raw_value(&content).map_err(MatrixError::internal)?;
+        let auth_types = ruma::state_res::auth_types_for_event(
+            &new.kind,
+            new.sender,
+            new.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(|e| MatrixError::bad_json(format!("Invalid event content: {e}")))?;
+        let mut auth_events: Vec<OwnedEventId> = auth_types
+            .iter()
+            .filter_map(|(ty, sk)| head.state.get(&(ty.to_string(), sk.clone())).cloned())
+            .collect();
+        auth_events.sort();
+        auth_events.dedup();
+
+        let mut obj = CanonicalJsonObject::new();
+        let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
+        obj.insert("type".into(), s(&new.kind.to_string()));
+        obj.insert("room_id".into(), s(new.room_id.as_str()));
+        obj.insert("sender".into(), s(new.sender.as_str()));
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().get().into()),
+        );
+        obj.insert(
+            "content".into(),
+            ruma::canonical_json::to_canonical_value(&content)
+                .map_err(|e| MatrixError::bad_json(e.to_string()))?,
+        );
+        if let Some(sk) = &new.state_key {
+            obj.insert("state_key".into(), s(sk));
+        }
+        if let Some(r) = &new.redacts
+            && !rules.redaction.content_field_redacts
+        {
+            obj.insert("redacts".into(), s(r.as_str()));
+        }
+        obj.insert(
+            "prev_events".into(),
+            CanonicalJsonValue::Array(head.extremities.iter().map(|e| s(e.as_str())).collect()),
+        );
+        obj.insert(
+            "auth_events".into(),
+            CanonicalJsonValue::Array(auth_events.iter().map(|e| s(e.as_str())).collect()),
+        );
+        let depth = head.depth + 1;
+        obj.insert(
+            "depth".into(),
+            CanonicalJsonValue::Integer(depth.try_into().map_err(MatrixError::internal)?),
+        );
+        let pdu = self
+            .sign_and_check(obj, &version, new.room_id.to_owned(), &head.state)
+            .await?;
+
+        self.persist(
+            pdu,
+            head,
+            new.txn.map(|(d, t)| (new.sender.as_str(), d, t)),
+            None,
+        )
+        .await
+    }
+
+    /// Hashes, signs and ids the PDU, then runs the authorization rules
+    /// against `state` (the state before the event).
+    async fn sign_and_check(
+        &self,
+        mut obj: CanonicalJsonObject,
+        version: &RoomVersionId,
+        room_id: OwnedRoomId,
+        state: &StateMap,
+    ) -> Result<Pdu> {
+        let rules = version
+            .rules()
+            .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+        ruma::signatures::hash_and_sign_event(
+            self.server_name.as_str(),
+            &self.signing_key.key_pair,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| MatrixError::bad_json(format!("Cannot sign event: {e}")))?;
+        let hash = ruma::signatures::reference_hash(&obj, &rules)
+            .map_err(|e| MatrixError::bad_json(format!("Cannot hash event: {e}")))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(MatrixError::internal)?;
+        let is_create =
+            obj.get("type") == Some(&CanonicalJsonValue::String("m.room.create".into()));
+        let room_id = if is_create && rules.authorization.room_create_event_id_as_room_id {
+            OwnedRoomId::try_from(format!("!{hash}")).map_err(MatrixError::internal)?
+        } else {
+            room_id
+        };
+        let pdu = Pdu::from_json(event_id, room_id, obj).map_err(MatrixError::internal)?;
+
+        // Load the events the rules may consult: the auth events and the
+        // state they were chosen from.
+        let mut needed: Vec<OwnedEventId> = pdu.auth_events.clone();
+        if let Some(create) = state.get(&("m.room.create".to_owned(), String::new())) {
+            needed.push(create.clone());
+        }
+        if let Ok(types) = ruma::state_res::auth_types_for_event(
+            &pdu.kind,
+            &pdu.sender,
+            pdu.state_key.as_deref(),
+            &pdu.content,
+            &rules.authorization,
+        ) {
+            needed.extend(
+                types
+                    .iter()
+                    .filter_map(|(ty, sk)| state.get(&(ty.to_string(), sk.clone())).cloned()),
+            );
+        }
+        let mut loaded: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        for id in needed {
+            if !loaded.contains_key(&id)
+                && let Some(p) = self.pdu(id.as_str()).await?
+            {
+                loaded.insert(id, p);
+            }
+        }
+        let forbidden = |e: String| MatrixError::forbidden(format!("Event not allowed: {e}"));
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
+            loaded.get(id).cloned()
+        })
+        .map_err(forbidden)?;
+        ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, |ty, sk| {
+            state
+                .get(&(ty.to_string(), sk.to_owned()))
+                .and_then(|id| loaded.get(id))
+                .cloned()
+        })
+        .map_err(forbidden)?;
+        Ok(pdu)
+    }
+
+    /// Writes the event and everything it changes in one transaction, then
+    /// advances the room head and the stream.
+    async fn persist(
+        &self,
+        mut pdu: Pdu,
+        head: &mut RoomHead,
+        txn: Option<(&str, &str, &str)>,
+        new_room: Option<(&str, &str)>,
+    ) -> Result<Pdu> {
+        let reservation = self.stream.reserve();
+        let pos = reservation.0;
+        let result = self.write(&pdu, head, pos, txn, new_room).await;
+        self.stream.complete(reservation);
+        let (state_group, chain_length, state) = result?;
+        head.extremities = vec![pdu.event_id.clone()];
+        head.depth = pdu.depth;
+        head.state_group = state_group;
+        head.chain_length = chain_length;
+        head.state = state;
+        pdu.stream_ordering = pos;
+        self.latest.lock().insert(pdu.room_id.clone(), pos);
+        Ok(pdu)
+    }
+
+    async fn write(
+        &self,
+        pdu: &Pdu,
+        head: &RoomHead,
+        pos: i64,
+        txn: Option<(&str, &str, &str)>,
+        new_room: Option<(&str, &str)>,
+    ) -> Result<(i64, i64, Arc<StateMap>)> {
+        let (state_group, chain_length, state, new_group) = match &pdu.state_key {
+            Some(sk) => {
+                let mut next = (*head.state).clone();
+                let key = (pdu.kind.to_string(), sk.clone());
+                next.insert(key.clone(), pdu.event_id.clone());
+                let snapshot = head.state_group == 0 || head.chain_length + 1 >= MAX_STATE_CHAIN;
+                let (prev_group, chain_length, entries) = if snapshot {
+                    let all = next
+                        .iter()
+                        .map(|((t, k), e)| (t.clone(), k.clone(), e.to_string()))
+                        .collect();
+                    (None, 0, all)
+                } else {
+                    (
+                        Some(head.state_group),
+                        head.chain_length + 1,
+                        vec![(key.0, key.1, pdu.event_id.to_string())],
+                    )
+                };
+                let group = NewStateGroup {
+                    id: pos,
+                    prev_group,
+                    chain_length,
+                    entries,
+                };
+                (pos, chain_length, Arc::new(next), Some(group))
+            }
+            None => (
+                head.state_group,
+                head.chain_length,
+                head.state.clone(),
+                None,
+            ),
+        };
+        let json = serde_json::to_string(&pdu.json).map_err(MatrixError::internal)?;
+        let relation = relation_of(&pdu.content_value());
+        let membership = pdu.membership();
+        let prev: Vec<String> = head.extremities.iter().map(|e| e.to_string()).collect();
+        let redacts = pdu.redacts.as_ref().map(|r| r.to_string());
+        self.storage
+            .persist_event(&PersistEvent {
+                stream_ordering: pos,
+                event_id: pdu.event_id.as_str(),
+                room_id: pdu.room_id.as_str(),
+                depth: pdu.depth,
+                event_type: &pdu.kind.to_string(),
+                state_key: pdu.state_key.as_deref(),
+                sender: pdu.sender.as_str(),
+                origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+                json: &json,
+                state_group,
+                new_state_group: new_group,
+                membership: membership.as_deref(),
+                prev_events: &prev,
+                new_room,
+                txn,
+                relation: relation.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                redacts: redacts.as_deref(),
+            })
+            .await?;
+        if state_group == pos {
+            self.state.insert(pos, state.clone(), chain_length);
+        }
+        Ok((state_group, chain_length, state))
+    }
+}
+
+/// `content.m.relates_to` as (event id, rel_type).
+fn relation_of(content: &Value) -> Option<(String, String)> {
+    let rel = content.get("m.relates_to")?;
+    let event_id = rel.get("event_id")?.as_str()?;
+    let rel_type = rel
+        .get("rel_type")
+        .and_then(Value::as_str)
+        .unwrap_or("m.in_reply_to");
+    Some((event_id.to_owned(), rel_type.to_owned()))
+}
+
+pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
+    let json: CanonicalJsonObject =
+        serde_json::from_str(&row.json).map_err(MatrixError::internal)?;
+    let event_id = OwnedEventId::try_from(row.event_id).map_err(MatrixError::internal)?;
+    let room_id = OwnedRoomId::try_from(row.room_id).map_err(MatrixError::internal)?;
+    let mut pdu = Pdu::from_json(event_id, room_id, json).map_err(MatrixError::internal)?;
+    pdu.stream_ordering = row.stream_ordering;
+    pdu.redacted_by = row.redacted_by.and_then(|r| OwnedEventId::try_from(r).ok());
+    Ok(pdu)
+}

@@ -1,0 +1,84 @@
+//! Room state storage: state groups. Each state event starts a new group
+//! holding only what it changed (a delta on its parent group); every
+//! `MAX_STATE_CHAIN` deltas a full snapshot is written instead. The state at
+//! any event is its group resolved up the chain; resolved maps are cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ruma::OwnedEventId;
+
+use crate::error::{MatrixError, Result};
+use crate::storage::Storage;
+
+/// (event type, state key) → event id.
+pub type StateMap = HashMap<(String, String), OwnedEventId>;
+
+const CACHE_LIMIT: usize = 4096;
+
+pub struct StateCache {
+    storage: Storage,
+    cache: Mutex<HashMap<i64, (Arc<StateMap>, i64)>>,
+}
+
+impl StateCache {
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn insert(&self, group: i64, state: Arc<StateMap>, chain_length: i64) {
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(group, (state, chain_length));
+    }
+
+    /// The full state of a group and its chain length. Group 0 is the empty
+    /// state (before a room's create event).
+    pub async fn load(&self, group: i64) -> Result<(Arc<StateMap>, i64)> {
+        if group == 0 {
+            return Ok((Arc::default(), 0));
+        }
+        if let Some(hit) = self.cache.lock().get(&group) {
+            return Ok(hit.clone());
+        }
+        // Walk up to the nearest snapshot (or cached ancestor), then apply
+        // the deltas from oldest to newest.
+        let mut deltas = Vec::new();
+        let mut base: Option<Arc<StateMap>> = None;
+        let mut cursor = Some(group);
+        let mut chain_length = None;
+        while let Some(g) = cursor {
+            if let Some((state, _)) = self.cache.lock().get(&g).cloned() {
+                base = Some(state);
+                break;
+            }
+            let (prev, len, entries) = self
+                .storage
+                .state_group(g)
+                .await?
+                .ok_or_else(|| MatrixError::internal(format!("missing state group {g}")))?;
+            chain_length.get_or_insert(len);
+            deltas.push(entries);
+            cursor = prev;
+        }
+        let mut state = base.map(|b| (*b).clone()).unwrap_or_default();
+        for entries in deltas.into_iter().rev() {
+            for (ty, sk, id) in entries {
+                state.insert(
+                    (ty, sk),
+                    OwnedEventId::try_from(id).map_err(MatrixError::internal)?,
+                );
+            }
+        }
+        let state = Arc::new(state);
+        let chain_length = chain_length.unwrap_or(0);
+        self.insert(group, state.clone(), chain_length);
+        Ok((state, chain_length))
+    }
+}

@@ -1,0 +1,165 @@
+//! Reading a room's timeline: `/messages` pagination and `/context`.
+//!
+//! Pagination tokens: `t{depth}_{stream}` is a topological position (an
+//! exclusive bound for the next page); `s{stream}` is a position in the global
+//! stream, as `/sync` hands out, converted to the room's topological position.
+
+use ruma::api::client::filter::RoomEventFilter;
+use ruma::{RoomId, UserId};
+
+use super::{Pdu, Rooms, row_to_pdu};
+use crate::error::{MatrixError, Result};
+use crate::services::filtering;
+
+/// The newest possible topological position.
+const END: (i64, i64) = (i64::MAX, i64::MAX);
+
+pub fn topo_token(pdu: &Pdu) -> String {
+    format!("t{}_{}", pdu.depth, pdu.stream_ordering)
+}
+
+/// One page of a room's timeline.
+pub struct Page {
+    pub events: Vec<Pdu>,
+    pub start: String,
+    /// `None` when there is nothing further in that direction.
+    pub end: Option<String>,
+}
+
+impl Rooms {
+    /// Converts a pagination token into a topological position.
+    async fn position(&self, room_id: &RoomId, token: &str) -> Result<(i64, i64)> {
+        let invalid = || MatrixError::invalid_param(format!("Invalid pagination token {token:?}"));
+        if let Some(rest) = token.strip_prefix('t') {
+            let (d, s) = rest.split_once('_').ok_or_else(invalid)?;
+            return Ok((
+                d.parse().map_err(|_| invalid())?,
+                s.parse().map_err(|_| invalid())?,
+            ));
+        }
+        let stream: i64 = token
+            .strip_prefix('s')
+            .unwrap_or(token)
+            .parse()
+            .map_err(|_| invalid())?;
+        Ok(
+            match self
+                .storage
+                .room_event_at_stream(room_id.as_str(), stream)
+                .await?
+            {
+                // Just after that event, so paging back includes it.
+                Some(row) => (row.depth, row.stream_ordering + 1),
+                None => (0, 0),
+            },
+        )
+    }
+
+    /// `/messages`: up to `limit` visible events matching `filter`, from
+    /// `from` (default: the newest end when going backwards, the start when
+    /// going forwards) towards `to`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn messages(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        from: Option<&str>,
+        to: Option<&str>,
+        backwards: bool,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<Page> {
+        let start_pos = match from {
+            Some(t) => self.position(room_id, t).await?,
+            None if backwards => END,
+            None => (0, 0),
+        };
+        let stop = match to {
+            Some(t) => Some(self.position(room_id, t).await?),
+            None => None,
+        };
+        let current = self.membership(room_id, user).await?;
+        let mut cursor = start_pos;
+        let mut events = Vec::new();
+        let mut exhausted = false;
+        let batch = (limit as i64 * 2).clamp(20, 1000);
+        'fill: while events.len() < limit {
+            let rows = self
+                .storage
+                .room_events_topological(room_id.as_str(), cursor, backwards, batch)
+                .await?;
+            if rows.is_empty() {
+                exhausted = true;
+                break;
+            }
+            let fetched = rows.len() as i64;
+            for row in rows {
+                let pdu = row_to_pdu(row)?;
+                cursor = (pdu.depth, pdu.stream_ordering);
+                if let Some(stop) = stop {
+                    let past = if backwards {
+                        cursor < stop
+                    } else {
+                        cursor >= stop
+                    };
+                    if past {
+                        exhausted = true;
+                        break 'fill;
+                    }
+                }
+                if filtering::matches(filter, &pdu)
+                    && self.can_see(user, &pdu, current.as_deref()).await?
+                {
+                    events.push(pdu);
+                    if events.len() >= limit {
+                        break 'fill;
+                    }
+                }
+            }
+            if fetched < batch {
+                exhausted = true;
+                break;
+            }
+        }
+        let start = from.map(str::to_owned).unwrap_or_else(|| match start_pos {
+            END => events
+                .first()
+                .map(topo_token)
+                .unwrap_or_else(|| "t0_0".into()),
+            (d, s) => format!("t{d}_{s}"),
+        });
+        // A `from`-less backwards page starts just after its newest event.
+        let start = if from.is_none() && backwards {
+            events
+                .first()
+                .map(|p| format!("t{}_{}", p.depth, p.stream_ordering + 1))
+                .unwrap_or(start)
+        } else {
+            start
+        };
+        let end =
+            (!exhausted || events.len() >= limit).then(|| format!("t{}_{}", cursor.0, cursor.1));
+        Ok(Page { events, start, end })
+    }
+
+    /// `/context`: the event and up to `limit` visible events around it.
+    pub async fn context(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        event: &Pdu,
+        limit: usize,
+        filter: &RoomEventFilter,
+    ) -> Result<(Page, Page)> {
+        let before_n = limit / 2;
+        let after_n = limit - before_n;
+        let here = format!("t{}_{}", event.depth, event.stream_ordering);
+        let before = self
+            .messages(room_id, user, Some(&here), None, true, before_n, filter)
+            .await?;
+        let after = self
+            .messages(room_id, user, Some(&here), None, false, after_n, filter)
+            .await?;
+        Ok((before, after))
+    }
+}

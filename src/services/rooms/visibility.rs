@@ -1,0 +1,128 @@
+//! Who may see what: history visibility for events, and which state a user
+//! may read. Applied on every read path (`/messages`, `/context`, `/event`,
+//! `/state`, `/members`, `/sync`).
+
+use std::sync::Arc;
+
+use ruma::{RoomId, UserId};
+use serde_json::Value;
+
+use super::{Pdu, Rooms, StateMap};
+use crate::error::{MatrixError, Result};
+
+impl Rooms {
+    /// The content value of a state event in `state`, if present.
+    pub async fn state_content(
+        &self,
+        state: &StateMap,
+        ty: &str,
+        sk: &str,
+    ) -> Result<Option<Value>> {
+        match state.get(&(ty.to_owned(), sk.to_owned())) {
+            Some(id) => Ok(self.pdu(id.as_str()).await?.map(|p| p.content_value())),
+            None => Ok(None),
+        }
+    }
+
+    async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .state_content(state, "m.room.member", user.as_str())
+            .await?
+            .and_then(|c| {
+                c.get("membership")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }))
+    }
+
+    async fn history_visibility(&self, state: &StateMap) -> Result<String> {
+        Ok(self
+            .state_content(state, "m.room.history_visibility", "")
+            .await?
+            .and_then(|c| {
+                c.get("history_visibility")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "shared".to_owned()))
+    }
+
+    /// The state after an event.
+    pub async fn state_at(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
+        let group = self
+            .storage
+            .event(pdu.event_id.as_str())
+            .await?
+            .and_then(|r| r.state_group)
+            .unwrap_or(0);
+        self.state_after(group).await
+    }
+
+    /// Whether `user` may see `pdu`, by the room's history visibility at the
+    /// event and the user's membership then and now.
+    pub async fn can_see(
+        &self,
+        user: &UserId,
+        pdu: &Pdu,
+        current_membership: Option<&str>,
+    ) -> Result<bool> {
+        // Everyone sees their own membership changes.
+        if pdu.state_key.as_deref() == Some(user.as_str()) {
+            return Ok(true);
+        }
+        let state = self.state_at(pdu).await?;
+        let visibility = self.history_visibility(&state).await?;
+        if visibility == "world_readable" {
+            return Ok(true);
+        }
+        let then = self.membership_in(&state, user).await?;
+        Ok(match visibility.as_str() {
+            "joined" => then.as_deref() == Some("join"),
+            "invited" => matches!(then.as_deref(), Some("join" | "invite")),
+            // shared: members see everything while they are joined, and
+            // what happened while they were there after they leave.
+            _ => current_membership == Some("join") || matches!(then.as_deref(), Some("join")),
+        })
+    }
+
+    /// Keeps the events `user` may see, in order.
+    pub async fn filter_visible(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        pdus: Vec<Pdu>,
+    ) -> Result<Vec<Pdu>> {
+        let current = self.membership(room_id, user).await?;
+        let mut out = Vec::with_capacity(pdus.len());
+        for p in pdus {
+            if self.can_see(user, &p, current.as_deref()).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The state `user` may read: the current state while joined (or for a
+    /// world-readable room), the state when they left otherwise. Not a
+    /// member and never was: 403 `M_FORBIDDEN`.
+    pub async fn readable_state(&self, room_id: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
+        self.known_version(room_id).await?;
+        let current = self.current_state(room_id).await?;
+        let member = self
+            .current_state_pdu(room_id, "m.room.member", user.as_str())
+            .await?;
+        match member.as_ref().and_then(|m| m.membership()).as_deref() {
+            Some("join") => return Ok(current),
+            Some("leave" | "ban") => {
+                if let Some(m) = &member {
+                    return self.state_at(m).await;
+                }
+            }
+            _ => {}
+        }
+        if self.history_visibility(&current).await? == "world_readable" {
+            return Ok(current);
+        }
+        Err(MatrixError::forbidden("You are not a member of this room"))
+    }
+}

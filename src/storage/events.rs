@@ -1,0 +1,501 @@
+//! Tables `rooms`, `events`, `event_relations`, `forward_extremities`,
+//! `transaction_ids`, `current_state`, and the state groups
+//! (`state_groups`, `state_group_entries`).
+//!
+//! An event and everything it changes are written by [`Storage::persist_event`]
+//! in one transaction.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Storage, now_ms};
+
+#[derive(Debug, Clone)]
+pub struct RoomRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub is_public: bool,
+}
+
+/// An event as stored: its PDU JSON and where it sits.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub state_group: Option<i64>,
+    pub redacted_by: Option<String>,
+    pub json: String,
+}
+
+macro_rules! event_columns {
+    () => {
+        "stream_ordering, event_id, room_id, depth, state_group, redacted_by, json"
+    };
+}
+
+fn event_row(r: &AnyRow) -> EventRow {
+    EventRow {
+        stream_ordering: r.get(0),
+        event_id: r.get(1),
+        room_id: r.get(2),
+        depth: r.get(3),
+        state_group: r.get(4),
+        redacted_by: r.get(5),
+        json: r.get(6),
+    }
+}
+
+/// A new state group: the state after a state event, stored as a delta on
+/// `prev_group` (or as a full snapshot when `prev_group` is `None`).
+pub struct NewStateGroup {
+    pub id: i64,
+    pub prev_group: Option<i64>,
+    pub chain_length: i64,
+    /// (type, state_key, event_id)
+    pub entries: Vec<(String, String, String)>,
+}
+
+/// Everything one new event writes.
+pub struct PersistEvent<'a> {
+    pub stream_ordering: i64,
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub depth: i64,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub json: &'a str,
+    /// The state after this event.
+    pub state_group: i64,
+    pub new_state_group: Option<NewStateGroup>,
+    /// For state events: the membership, if a member event.
+    pub membership: Option<&'a str>,
+    pub prev_events: &'a [String],
+    /// For a create event: the room row to add (version, creator).
+    pub new_room: Option<(&'a str, &'a str)>,
+    /// (user, device, txn id) for idempotent sends.
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    /// (relates_to event, rel_type)
+    pub relation: Option<(&'a str, &'a str)>,
+    /// The event this one redacts (already checked to be in the same room).
+    pub redacts: Option<&'a str>,
+}
+
+impl Storage {
+    pub async fn max_stream_ordering(&self) -> sqlx::Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn persist_event(&self, e: &PersistEvent<'_>) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        if let Some((version, creator)) = e.new_room {
+            sqlx::query(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
+            )
+            .bind(e.room_id)
+            .bind(version)
+            .bind(creator)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
+                                 origin_server_ts, state_group, redacted_by, json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
+        )
+        .bind(e.stream_ordering)
+        .bind(e.event_id)
+        .bind(e.room_id)
+        .bind(e.depth)
+        .bind(e.event_type)
+        .bind(e.state_key)
+        .bind(e.sender)
+        .bind(e.origin_server_ts)
+        .bind(e.state_group)
+        .bind(e.json)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(g) = &e.new_state_group {
+            sqlx::query(
+                "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(g.id)
+            .bind(e.room_id)
+            .bind(g.prev_group)
+            .bind(g.chain_length)
+            .execute(&mut *tx)
+            .await?;
+            for (ty, sk, id) in &g.entries {
+                sqlx::query(
+                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(g.id)
+                .bind(ty)
+                .bind(sk)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if e.event_type == "m.room.member"
+            && e.membership == Some("join")
+            && let Some(user) = e.state_key
+        {
+            sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+                .bind(user)
+                .bind(e.room_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(sk) = e.state_key {
+            sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
+                .bind(e.room_id)
+                .bind(e.event_type)
+                .bind(sk)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership, stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.room_id)
+            .bind(e.event_type)
+            .bind(sk)
+            .bind(e.event_id)
+            .bind(e.membership)
+            .bind(e.stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for prev in e.prev_events {
+            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(e.room_id)
+                .bind(prev)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(e.room_id)
+            .bind(e.event_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some((user, device, txn)) = e.txn {
+            sqlx::query("INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+                .bind(user)
+                .bind(device)
+                .bind(txn)
+                .bind(e.event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((target, rel_type)) = e.relation {
+            sqlx::query("INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES ($1, $2, $3, $4)")
+                .bind(e.event_id)
+                .bind(target)
+                .bind(rel_type)
+                .bind(e.room_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(target) = e.redacts {
+            sqlx::query("UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL")
+                .bind(e.event_id)
+                .bind(target)
+                .bind(e.room_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    pub async fn room(&self, room_id: &str) -> sqlx::Result<Option<RoomRow>> {
+        let row = sqlx::query(
+            "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| RoomRow {
+            room_id: r.get(0),
+            room_version: r.get(1),
+            creator: r.get(2),
+            is_public: r.get::<i64, _>(3) != 0,
+        }))
+    }
+
+    pub async fn event(&self, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE event_id = $1"
+        );
+        Ok(sqlx::query(Q)
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(event_row))
+    }
+
+    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// One state group: its parent and its own entries.
+    pub async fn state_group(
+        &self,
+        group: i64,
+    ) -> sqlx::Result<Option<(Option<i64>, i64, Vec<(String, String, String)>)>> {
+        let Some(head) =
+            sqlx::query("SELECT prev_group, chain_length FROM state_groups WHERE state_group = $1")
+                .bind(group)
+                .fetch_optional(self.pool())
+                .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
+            .bind(group)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(Some((
+            head.get(0),
+            head.get(1),
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        )))
+    }
+
+    /// (type, state_key, event_id) of the room's current state.
+    pub async fn current_state(
+        &self,
+        room_id: &str,
+    ) -> sqlx::Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    pub async fn current_state_event_id(
+        &self,
+        room_id: &str,
+        ty: &str,
+        sk: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+        )
+        .bind(room_id)
+        .bind(ty)
+        .bind(sk)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Rooms where the user's current membership is one of `memberships`,
+    /// with that membership and the stream position of the member event.
+    pub async fn rooms_for_user(&self, user_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT room_id, membership, stream_ordering FROM current_state
+             WHERE event_type = 'm.room.member' AND state_key = $1",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<Option<String>, _>(1).unwrap_or_default(),
+                    r.get(2),
+                )
+            })
+            .collect())
+    }
+
+    /// Current members of a room with the given membership.
+    pub async fn room_members(&self, room_id: &str, membership: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT state_key FROM current_state
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = $2 ORDER BY state_key",
+        )
+        .bind(room_id)
+        .bind(membership)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Events of a room with `from < stream_ordering <= to`, newest first.
+    pub async fn room_events_in_stream(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
+              ORDER BY stream_ordering DESC LIMIT $4"
+        );
+        let rows = sqlx::query(Q)
+            .bind(room_id)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    /// Events of a room in topological order from a (depth, stream) position:
+    /// backwards (`before`, newest first) or forwards (`after`, oldest first).
+    pub async fn room_events_topological(
+        &self,
+        room_id: &str,
+        from: (i64, i64),
+        backwards: bool,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const BACK: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1 AND (depth < $2 OR (depth = $2 AND stream_ordering < $3))
+              ORDER BY depth DESC, stream_ordering DESC LIMIT $4"
+        );
+        const FWD: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1 AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
+              ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
+        );
+        let rows = sqlx::query(if backwards { BACK } else { FWD })
+            .bind(room_id)
+            .bind(from.0)
+            .bind(from.1)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    pub async fn transaction_event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query("SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(txn_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The transaction id under which `event_id` was sent from this device, if any.
+    pub async fn transaction_id_of(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        device_id: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query("SELECT txn_id FROM transaction_ids WHERE event_id = $1 AND user_id = $2 AND device_id = $3")
+            .bind(event_id)
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn set_room_public(&self, room_id: &str, public: bool) -> sqlx::Result<()> {
+        sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
+            .bind(public as i64)
+            .bind(room_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn forget_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Rooms the user has forgotten (and not rejoined since).
+    pub async fn forgotten_rooms(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT room_id FROM forgotten_rooms WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The latest event of the room at or before a stream position.
+    pub async fn room_event_at_stream(
+        &self,
+        room_id: &str,
+        pos: i64,
+    ) -> sqlx::Result<Option<EventRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1 AND stream_ordering <= $2 ORDER BY stream_ordering DESC LIMIT 1"
+        );
+        Ok(sqlx::query(Q)
+            .bind(room_id)
+            .bind(pos)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(event_row))
+    }
+
+    /// The highest stream position of any event in the room.
+    pub async fn room_max_stream(&self, room_id: &str) -> sqlx::Result<i64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(row.get(0))
+    }
+}
