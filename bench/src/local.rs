@@ -1,0 +1,180 @@
+//! A Myelin process started by the bench: its config in a temp dir, spawn,
+//! wait until it answers, stop with SIGTERM.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::client::Client;
+
+/// Asks the kernel for a free loopback port (it may be taken again before the
+/// server binds it, which start-up then reports).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `bytes` random bytes from the kernel, hex-encoded.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("cannot read /dev/urandom")?;
+    Ok(hex::encode(buf))
+}
+
+/// Runs `myelin generate-config` for a loopback server on `port` with its
+/// data in `dir/data`, shared-secret registration on and rate limits off;
+/// writes `dir/myelin.yaml` and returns its path.
+pub fn generate_config(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    shared_secret: &str,
+) -> anyhow::Result<PathBuf> {
+    let out = Command::new(binary)
+        .arg("generate-config")
+        .args(["--server-name", "localhost"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--registration-shared-secret", shared_secret])
+        .arg("--disable-rate-limits")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} generate-config failed ({}): {}",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = dir.join("myelin.yaml");
+    std::fs::write(&path, &out.stdout)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// A running `myelin serve`. Dropping it kills the process (SIGKILL) if it
+/// was not stopped.
+pub struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Spawns `binary serve --config CONFIG`, its stdout and stderr to `log`,
+    /// with `env` added to the bench's own environment.
+    pub fn spawn(
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(Self {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `GET /_matrix/client/versions` every millisecond until a 200,
+    /// and returns how long after `since` it came. Fails if the process exits
+    /// or nothing answers within `timeout`.
+    pub async fn wait_ready(
+        &mut self,
+        client: &Client,
+        since: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        loop {
+            if let Ok(true) = client.versions_ok().await {
+                return Ok(since.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the server exited ({status}) before answering; its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if since.elapsed() > timeout {
+                bail!(
+                    "no 200 from {} within {timeout:?}; the server's log:\n{}",
+                    client.url("/_matrix/client/versions"),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (Myelin finishes requests, flushes and
+    /// closes the database). After `timeout` it is killed and this fails.
+    /// Returns how long the shutdown took.
+    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        // SAFETY: kill(2) with a pid of our own child that has not been reaped
+        // (we hold the Child and have not waited on it successfully).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!(
+                "cannot send SIGTERM to {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!(
+                        "the server exited with {status} after SIGTERM; its log:\n{}",
+                        self.log_tail()
+                    );
+                }
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the server did not exit within {timeout:?} of SIGTERM; killed it");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
