@@ -24,6 +24,7 @@ pub struct Config {
     pub password_hashing: PasswordHashingConfig,
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
+    pub presence: PresenceConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -94,6 +95,19 @@ pub struct PasswordHashingConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Track and share online/offline status.
+    pub enabled: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RoomsConfig {
     /// Room version for new rooms when the client asks for none: 10, 11 or 12.
     pub default_version: String,
@@ -128,6 +142,7 @@ impl Default for Config {
             password_hashing: PasswordHashingConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
+            presence: PresenceConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -415,6 +430,10 @@ rooms:
   # Version of new rooms when the client does not ask for one (10, 11 or 12).
   default_version: {room_version}
 
+presence:
+  # Track online/offline status and share it with users in the same rooms.
+  enabled: {presence}
+
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
 log_level: {log_level}
@@ -441,6 +460,7 @@ log_level: {log_level}
             ph_iter = self.password_hashing.iterations,
             max_body = self.limits.max_request_bytes,
             room_version = y(&self.rooms.default_version),
+            presence = self.presence.enabled,
             log_level = y(&self.log_level),
         )
     }

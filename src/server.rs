@@ -51,7 +51,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         })
         .await
     });
-    let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx));
+    let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
+    tokio::spawn(expire_typing(services.clone(), stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
     Ok(RunningServer {
         addr,
@@ -76,6 +77,17 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
     }
     if let Err(e) = services.sessions.flush_last_seen().await {
         tracing::warn!(error = %e.message(), "could not write last-seen records at shutdown");
+    }
+}
+
+/// Expires typing notifications once a second until shutdown.
+async fn expire_typing(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => services.ephemeral.expire_typing(),
+            _ = stop.wait_for(|s| *s) => break,
+        }
     }
 }
 

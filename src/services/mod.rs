@@ -1,9 +1,13 @@
 //! Domain logic. Handlers call these; these call storage.
 
+pub mod account_data;
 pub mod accounts;
+pub mod ephemeral;
 pub mod filtering;
 pub mod filters;
+pub mod notifications;
 pub mod passwords;
+pub mod presence;
 pub mod profiles;
 pub mod ratelimit;
 pub mod registration_tokens;
@@ -30,6 +34,9 @@ pub struct Services {
     pub signing_key: Arc<SigningKey>,
     pub stream: Arc<stream::Stream>,
     pub rooms: rooms::Rooms,
+    pub account_data: account_data::AccountData,
+    pub ephemeral: ephemeral::Ephemeral,
+    pub presence: presence::Presence,
     pub accounts: accounts::Accounts,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
@@ -52,7 +59,11 @@ impl Services {
     ) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
-        let stream = Arc::new(stream::Stream::new(storage.max_stream_ordering().await?));
+        let max_pos = storage
+            .max_stream_ordering()
+            .await?
+            .max(storage.max_side_stream().await?);
+        let stream = Arc::new(stream::Stream::new(max_pos));
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let rl = &config.rate_limits;
@@ -63,6 +74,9 @@ impl Services {
             filters: filters::Filters::new(storage.clone()),
             registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
             uia: uia::Uia::default(),
+            account_data: account_data::AccountData::new(storage.clone(), stream.clone()),
+            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
+            presence: presence::Presence::new(storage.clone(), stream.clone()),
             rooms: rooms::Rooms::new(
                 storage.clone(),
                 server_name.clone(),

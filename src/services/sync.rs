@@ -5,7 +5,7 @@
 //! its newest event is past `since` (an in-memory lookup), so idle syncers cost
 //! almost nothing per wake-up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,9 +75,46 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
         .await?
         .into_iter()
         .collect();
+    // Account data, receipts and typing changed in the window, by room.
+    let from = since.unwrap_or(0);
+    let mut global_data = Vec::new();
+    let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    for (room, ty, content) in s
+        .storage
+        .account_data_since(user.as_str(), from, to)
+        .await?
+    {
+        let content: Value = serde_json::from_str(&content).unwrap_or_else(|_| json!({}));
+        let ev = json!({ "type": ty, "content": content });
+        if room.is_empty() {
+            global_data.push(ev);
+        } else {
+            room_data.entry(room).or_default().push(ev);
+        }
+    }
+    if since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
+        let rules = s.account_data.push_rules_json(&user).await?;
+        global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
+    }
+    let mut receipts: HashMap<String, Value> = HashMap::new();
+    for r in s.storage.receipts_since(from, to).await? {
+        if r.receipt_type == "m.read.private" && r.user_id != user.as_str() {
+            continue;
+        }
+        let mut entry = json!({ "ts": r.ts });
+        if !r.thread_id.is_empty() {
+            entry["thread_id"] = json!(r.thread_id);
+        }
+        let content = receipts
+            .entry(r.room_id.clone())
+            .or_insert_with(|| json!({}));
+        content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
+    }
+
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let mut joined_rooms = Vec::new();
     for (room, membership, member_pos) in s.storage.rooms_for_user(user.as_str()).await? {
         let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
         if room_filter.not_rooms.contains(&room_id)
@@ -91,18 +128,33 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
         let latest = s.rooms.latest_position(&room_id).await?;
         let changed = since.is_none_or(|since| latest > since);
         match membership.as_str() {
-            "join" if (changed || req.full_state) => {
-                join.insert(
-                    room.clone(),
-                    joined_room(s, who, &user, &room_id, since, to, req).await?,
-                );
+            "join" => {
+                joined_rooms.push(room_id.clone());
+                let typing = s.ephemeral.typing_since(&room_id, since);
+                let mut ephemeral = Vec::new();
+                if let Some(users) = typing {
+                    ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+                }
+                if let Some(content) = receipts.remove(&room) {
+                    ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+                }
+                let data = room_data.remove(&room).unwrap_or_default();
+                if changed || req.full_state || !ephemeral.is_empty() || !data.is_empty() {
+                    let mut body = joined_room(s, who, &user, &room_id, since, to, req).await?;
+                    body["ephemeral"]["events"] = json!(ephemeral);
+                    body["account_data"]["events"] = json!(data);
+                    join.insert(room.clone(), body);
+                }
             }
             "invite" if since.is_none_or(|since| member_pos > since) => {
-                invite.insert(room.clone(), json!({ "invite_state": { "events": invite_state(s, &room_id, &user).await? } }));
+                invite.insert(
+                    room.clone(),
+                    json!({ "invite_state": { "events": invite_state(s, &room_id, &user).await? } }),
+                );
             }
             "leave" | "ban" => {
                 let in_window = since.is_some_and(|since| member_pos > since && member_pos <= to);
-                let wanted = in_window || (room_filter.include_leave && !forgotten.contains(&room));
+                let wanted = in_window || room_filter.include_leave;
                 if wanted && !forgotten.contains(&room) {
                     leave.insert(
                         room.clone(),
@@ -113,17 +165,61 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
             _ => {}
         }
     }
-    let has_updates = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
+    let presence = if s.config.presence.enabled {
+        presence_events(s, &user, &joined_rooms, from, to).await?
+    } else {
+        Vec::new()
+    };
+    let has_updates = !join.is_empty()
+        || !invite.is_empty()
+        || !leave.is_empty()
+        || !global_data.is_empty()
+        || !presence.is_empty();
     let body = json!({
         "next_batch": format!("s{to}"),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
-        "account_data": { "events": [] },
-        "presence": { "events": [] },
+        "account_data": { "events": global_data },
+        "presence": { "events": presence },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
     Ok((body, has_updates))
+}
+
+/// Presence changes of the user and of everyone sharing a joined room.
+async fn presence_events(
+    s: &Services,
+    user: &UserId,
+    joined: &[OwnedRoomId],
+    from: i64,
+    to: i64,
+) -> Result<Vec<Value>> {
+    let changes = s.storage.presence_since(from, to).await?;
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut visible: HashSet<String> = HashSet::from([user.to_string()]);
+    for room in joined {
+        let state = s.rooms.current_state(room).await?;
+        visible.extend(
+            state
+                .keys()
+                .filter(|(ty, _)| ty == "m.room.member")
+                .map(|(_, sk)| sk.clone()),
+        );
+    }
+    Ok(changes
+        .iter()
+        .filter(|p| visible.contains(&p.user_id))
+        .map(|p| {
+            json!({
+                "type": "m.presence",
+                "sender": p.user_id,
+                "content": crate::services::presence::content(p),
+            })
+        })
+        .collect())
 }
 
 fn timeline_limit(filter: &RoomEventFilter) -> usize {
@@ -315,6 +411,13 @@ async fn joined_room(
         &filter.state,
     )
     .await?;
+    // Evaluate the rules as the client sees them (legacy mention rules included).
+    let rules: ruma::push::Ruleset =
+        serde_json::from_value(s.account_data.push_rules_json(user).await?)
+            .map_err(MatrixError::internal)?;
+    let (notify, highlight) =
+        crate::services::notifications::unread_counts(s, user, room_id, &current, &rules, to)
+            .await?;
     let prev_batch = match events.first() {
         Some(first) => topo_token(first),
         None => format!("s{to}"),
@@ -327,7 +430,7 @@ async fn joined_room(
         },
         "state": { "events": state },
         "summary": summary(s, user, &current).await?,
-        "unread_notifications": { "highlight_count": 0, "notification_count": 0 },
+        "unread_notifications": { "highlight_count": highlight, "notification_count": notify },
         "ephemeral": { "events": [] },
         "account_data": { "events": [] },
     }))

@@ -9,6 +9,7 @@ use super::{Storage, now_ms};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts_devices_profiles", V1),
     (2, "rooms_events_state", V2),
+    (3, "account_data_receipts_presence", V3),
 ];
 
 const V1: &str = r#"
@@ -147,6 +148,38 @@ CREATE TABLE forgotten_rooms (
     user_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
     PRIMARY KEY (user_id, room_id)
+);
+"#;
+
+const V3: &str = r#"
+CREATE TABLE account_data (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id, data_type)
+);
+CREATE INDEX account_data_stream ON account_data (user_id, stream_ordering);
+
+CREATE TABLE receipts (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    receipt_type TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
+);
+CREATE INDEX receipts_stream ON receipts (stream_ordering);
+
+CREATE TABLE presence (
+    user_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status_msg TEXT,
+    last_active_ts BIGINT NOT NULL,
+    stream_ordering BIGINT NOT NULL
 );
 "#;
 

@@ -5,6 +5,7 @@
 //! Each submodule adds the queries of one area (`accounts`, `devices`, ...) as
 //! methods on [`Storage`]; services call them, handlers never do.
 
+mod account_data;
 pub mod accounts;
 mod aliases;
 pub mod devices;
@@ -15,6 +16,7 @@ mod migrations;
 mod profiles;
 mod registration_tokens;
 
+pub use account_data::{PresenceRow, ReceiptRow};
 pub use accounts::{AccountRow, AccountType};
 pub use devices::{DeviceRow, Requester};
 pub use dialect::Dialect;

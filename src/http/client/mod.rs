@@ -1,6 +1,7 @@
 //! Client-Server API handlers, one module per area of the spec.
 
 mod account;
+mod account_data;
 mod devices;
 mod discovery;
 mod filter;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<AppState> {
     let r = discovery::routes(r);
     let r = session::routes(r);
     let r = account::routes(r);
+    let r = account_data::routes(r);
     let r = register::routes(r);
     let r = devices::routes(r);
     let r = profile::routes(r);

@@ -1,9 +1,16 @@
-//! `GET /pushrules/` and `GET /pushrules/global/`: the spec's server-default
-//! ruleset (user-defined rules come with the rooms issue).
+//! Push rules: the ruleset (`/pushrules/`), and reading and changing single
+//! rules (`/pushrules/global/{kind}/{ruleId}[/enabled|/actions]`). The user's
+//! rules live in the `m.push_rules` account data.
 
+use axum::extract::State;
 use axum::{Json, Router};
-use ruma::api::client::push::{get_pushrules_all, get_pushrules_global_scope};
-use ruma::push::Ruleset;
+use ruma::UserId;
+use ruma::api::client::push::{
+    RuleKind, delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+    get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
+    set_pushrule_enabled,
+};
+use ruma::push::{InsertPushRuleError, RemovePushRuleError};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -12,85 +19,133 @@ use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_pushrules_all::v3::Request, _, _>(r, all);
-    ruma_route::<get_pushrules_global_scope::v3::Request, _, _>(r, global)
-}
-
-/// The user's ruleset with all five kinds present: ruma omits empty kinds,
-/// but clients (and Synapse) expect `content`, `room` and `sender` arrays too.
-fn ruleset(r: &crate::storage::Requester) -> Result<Value> {
-    let mut value = serde_json::to_value(Ruleset::server_default(&r.user_id()))
-        .map_err(MatrixError::internal)?;
-    let map = value
-        .as_object_mut()
-        .ok_or_else(|| MatrixError::internal("ruleset is not an object"))?;
-    for kind in ["override", "content", "room", "sender", "underride"] {
-        map.entry(kind).or_insert(json!([]));
-    }
-    add_legacy_mention_rules(map, &r.user_id);
-    Ok(value)
-}
-
-/// The pre-`m.mentions` rules (deprecated in spec v1.7, dropped from ruma's
-/// defaults) that Synapse still serves: clients that do not send
-/// `m.mentions` rely on them to highlight a mention of a user's name or @room.
-fn add_legacy_mention_rules(map: &mut serde_json::Map<String, Value>, user_id: &str) {
-    let localpart = user_id
-        .trim_start_matches('@')
-        .split(':')
-        .next()
-        .unwrap_or_default();
-    let highlight_sound =
-        json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]);
-    let insert_after = |list: &mut Vec<Value>, after: &str, rule: Value| {
-        let pos = list
-            .iter()
-            .position(|r| r["rule_id"] == after)
-            .map(|p| p + 1)
-            .unwrap_or(list.len());
-        list.insert(pos, rule);
-    };
-    if let Some(Value::Array(overrides)) = map.get_mut("override") {
-        insert_after(
-            overrides,
-            ".m.rule.is_user_mention",
-            json!({
-                "rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
-                "conditions": [{"kind": "contains_display_name"}],
-                "actions": highlight_sound,
-            }),
-        );
-        insert_after(
-            overrides,
-            ".m.rule.is_room_mention",
-            json!({
-                "rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
-                "conditions": [
-                    {"kind": "event_match", "key": "content.body", "pattern": "@room"},
-                    {"kind": "sender_notification_permission", "key": "room"}
-                ],
-                "actions": ["notify", {"set_tweak": "highlight"}],
-            }),
-        );
-    }
-    if let Some(Value::Array(content)) = map.get_mut("content") {
-        content.push(json!({
-            "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
-            "pattern": localpart,
-            "actions": highlight_sound,
-        }));
-    }
+    let r = ruma_route::<get_pushrules_global_scope::v3::Request, _, _>(r, global);
+    let r = ruma_route::<get_pushrule::v3::Request, _, _>(r, get_rule);
+    let r = ruma_route::<set_pushrule::v3::Request, _, _>(r, set_rule);
+    let r = ruma_route::<delete_pushrule::v3::Request, _, _>(r, delete_rule);
+    let r = ruma_route::<get_pushrule_enabled::v3::Request, _, _>(r, get_enabled);
+    let r = ruma_route::<set_pushrule_enabled::v3::Request, _, _>(r, set_enabled);
+    let r = ruma_route::<get_pushrule_actions::v3::Request, _, _>(r, get_actions);
+    ruma_route::<set_pushrule_actions::v3::Request, _, _>(r, set_actions)
 }
 
 async fn all(
+    State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     _: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<Json<Value>> {
-    Ok(Json(json!({ "global": ruleset(&r)? })))
+    Ok(Json(
+        json!({ "global": s.account_data.push_rules_json(&r.user_id()).await? }),
+    ))
 }
 
 async fn global(
+    State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     _: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<Json<Value>> {
-    Ok(Json(ruleset(&r)?))
+    Ok(Json(s.account_data.push_rules_json(&r.user_id()).await?))
+}
+
+fn not_found() -> MatrixError {
+    MatrixError::not_found("Push rule not found")
+}
+
+/// One rule, as JSON, from the client view of the ruleset.
+async fn find_rule(s: &AppState, user: &UserId, kind: &RuleKind, rule_id: &str) -> Result<Value> {
+    let rules = s.account_data.push_rules_json(user).await?;
+    rules
+        .get(kind.as_str())
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find(|r| r["rule_id"] == rule_id))
+        .cloned()
+        .ok_or_else(not_found)
+}
+
+async fn get_rule(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<get_pushrule::v3::Request>,
+) -> Result<Json<Value>> {
+    Ok(Json(
+        find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?,
+    ))
+}
+
+async fn set_rule(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<set_pushrule::v3::Request>,
+) -> Result<Json<Value>> {
+    let user = r.user_id();
+    let mut rules = s.account_data.push_rules(&user).await?;
+    rules
+        .insert(req.rule, req.after.as_deref(), req.before.as_deref())
+        .map_err(|e| match e {
+            InsertPushRuleError::UnknownRuleId => not_found(),
+            other => MatrixError::invalid_param(other.to_string()),
+        })?;
+    s.account_data.set_push_rules(&user, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_rule(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<delete_pushrule::v3::Request>,
+) -> Result<Json<Value>> {
+    let user = r.user_id();
+    let mut rules = s.account_data.push_rules(&user).await?;
+    rules.remove(req.kind, &req.rule_id).map_err(|e| match e {
+        RemovePushRuleError::NotFound => not_found(),
+        other => MatrixError::forbidden(other.to_string()),
+    })?;
+    s.account_data.set_push_rules(&user, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+async fn get_enabled(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<get_pushrule_enabled::v3::Request>,
+) -> Result<Json<Value>> {
+    let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
+    Ok(Json(json!({ "enabled": rule["enabled"] })))
+}
+
+async fn set_enabled(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<set_pushrule_enabled::v3::Request>,
+) -> Result<Json<Value>> {
+    let user = r.user_id();
+    let mut rules = s.account_data.push_rules(&user).await?;
+    rules
+        .set_enabled(req.kind, &req.rule_id, req.enabled)
+        .map_err(|_| not_found())?;
+    s.account_data.set_push_rules(&user, &rules).await?;
+    Ok(Json(json!({})))
+}
+
+async fn get_actions(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<get_pushrule_actions::v3::Request>,
+) -> Result<Json<Value>> {
+    let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
+    Ok(Json(json!({ "actions": rule["actions"] })))
+}
+
+async fn set_actions(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<set_pushrule_actions::v3::Request>,
+) -> Result<Json<Value>> {
+    let user = r.user_id();
+    let mut rules = s.account_data.push_rules(&user).await?;
+    rules
+        .set_actions(req.kind, &req.rule_id, req.actions)
+        .map_err(|_| not_found())?;
+    s.account_data.set_push_rules(&user, &rules).await?;
+    Ok(Json(json!({})))
 }

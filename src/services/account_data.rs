@@ -1,0 +1,167 @@
+//! Account data, global and per room (tags are the room type `m.tag`), and
+//! the user's push rules (kept as the global `m.push_rules` account data,
+//! which is also how clients receive them in `/sync`).
+
+use std::sync::Arc;
+
+use ruma::push::Ruleset;
+use ruma::{RoomId, UserId};
+use serde_json::{Value, json};
+
+use crate::error::{MatrixError, Result};
+use crate::services::stream::Stream;
+use crate::storage::Storage;
+
+pub struct AccountData {
+    storage: Storage,
+    stream: Arc<Stream>,
+}
+
+impl AccountData {
+    pub fn new(storage: Storage, stream: Arc<Stream>) -> Self {
+        Self { storage, stream }
+    }
+
+    /// Stores `content` (a JSON object) under `data_type`, globally when
+    /// `room` is `None`.
+    pub async fn set(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        data_type: &str,
+        content: &Value,
+    ) -> Result<()> {
+        if !content.is_object() {
+            return Err(MatrixError::bad_json(
+                "Account data content must be a JSON object",
+            ));
+        }
+        let json = serde_json::to_string(content).map_err(MatrixError::internal)?;
+        let r = self.stream.reserve();
+        let pos = r.0;
+        let result = self
+            .storage
+            .set_account_data(
+                user.as_str(),
+                room.map(|r| r.as_str()).unwrap_or(""),
+                data_type,
+                &json,
+                pos,
+            )
+            .await;
+        self.stream.complete(r);
+        Ok(result?)
+    }
+
+    pub async fn get(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        data_type: &str,
+    ) -> Result<Option<Value>> {
+        match self
+            .storage
+            .account_data(
+                user.as_str(),
+                room.map(|r| r.as_str()).unwrap_or(""),
+                data_type,
+            )
+            .await?
+        {
+            Some(json) => Ok(Some(
+                serde_json::from_str(&json).map_err(MatrixError::internal)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The user's push rules: stored ones, or the server defaults.
+    pub async fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
+        match self.get(user, None, "m.push_rules").await? {
+            Some(v) => match v
+                .get("global")
+                .cloned()
+                .map(serde_json::from_value::<Ruleset>)
+            {
+                Some(Ok(mut rules)) => {
+                    // New server-default rules appear, user changes stay.
+                    rules.update_with_server_default(Ruleset::server_default(user));
+                    Ok(rules)
+                }
+                _ => Ok(Ruleset::server_default(user)),
+            },
+            None => Ok(Ruleset::server_default(user)),
+        }
+    }
+
+    pub async fn set_push_rules(&self, user: &UserId, rules: &Ruleset) -> Result<()> {
+        let content = serde_json::json!({ "global": rules });
+        self.set(user, None, "m.push_rules", &content).await
+    }
+
+    /// The ruleset as clients see it: all five kinds present (ruma omits
+    /// empty kinds) and the legacy mention rules added.
+    pub async fn push_rules_json(&self, user: &UserId) -> Result<Value> {
+        let rules = self.push_rules(user).await?;
+        let mut value = serde_json::to_value(rules).map_err(MatrixError::internal)?;
+        let map = value
+            .as_object_mut()
+            .ok_or_else(|| MatrixError::internal("ruleset is not an object"))?;
+        for kind in ["override", "content", "room", "sender", "underride"] {
+            map.entry(kind).or_insert(json!([]));
+        }
+        add_legacy_mention_rules(map, user.as_str());
+        Ok(value)
+    }
+}
+
+/// The pre-`m.mentions` rules (deprecated in spec v1.7, dropped from ruma's
+/// defaults) that Synapse still serves: clients that do not send
+/// `m.mentions` rely on them to highlight a mention of a user's name or @room.
+fn add_legacy_mention_rules(map: &mut serde_json::Map<String, Value>, user_id: &str) {
+    let localpart = user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    let highlight_sound =
+        json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]);
+    let insert_after = |list: &mut Vec<Value>, after: &str, rule: Value| {
+        let pos = list
+            .iter()
+            .position(|r| r["rule_id"] == after)
+            .map(|p| p + 1)
+            .unwrap_or(list.len());
+        list.insert(pos, rule);
+    };
+    if let Some(Value::Array(overrides)) = map.get_mut("override") {
+        insert_after(
+            overrides,
+            ".m.rule.is_user_mention",
+            json!({
+                "rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
+                "conditions": [{"kind": "contains_display_name"}],
+                "actions": highlight_sound,
+            }),
+        );
+        insert_after(
+            overrides,
+            ".m.rule.is_room_mention",
+            json!({
+                "rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+                "conditions": [
+                    {"kind": "event_match", "key": "content.body", "pattern": "@room"},
+                    {"kind": "sender_notification_permission", "key": "room"}
+                ],
+                "actions": ["notify", {"set_tweak": "highlight"}],
+            }),
+        );
+    }
+    if let Some(Value::Array(content)) = map.get_mut("content") {
+        content.push(json!({
+            "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+            "pattern": localpart,
+            "actions": highlight_sound,
+        }));
+    }
+}

@@ -1,0 +1,112 @@
+//! Receipts (persisted) and typing notifications (in memory, expiring). Both
+//! take positions in the global stream so long-polling `/sync` wakes for them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use crate::error::Result;
+use crate::services::stream::Stream;
+use crate::storage::{ReceiptRow, Storage, now_ms};
+
+/// Longest typing timeout honoured.
+const MAX_TYPING: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct RoomTyping {
+    users: HashMap<OwnedUserId, Instant>,
+    /// Stream position of the last change.
+    pos: i64,
+}
+
+pub struct Ephemeral {
+    storage: Storage,
+    stream: Arc<Stream>,
+    typing: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
+}
+
+impl Ephemeral {
+    pub fn new(storage: Storage, stream: Arc<Stream>) -> Self {
+        Self {
+            storage,
+            stream,
+            typing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn set_receipt(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+        event_id: &str,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
+        let row = ReceiptRow {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            receipt_type: receipt_type.to_owned(),
+            thread_id: thread_id.unwrap_or_default().to_owned(),
+            event_id: event_id.to_owned(),
+            ts: now_ms(),
+        };
+        let r = self.stream.reserve();
+        let pos = r.0;
+        let result = self.storage.set_receipt(&row, pos).await;
+        self.stream.complete(r);
+        Ok(result?)
+    }
+
+    /// Marks the user typing (for `timeout`) or not.
+    pub fn set_typing(&self, room: &RoomId, user: &UserId, typing: bool, timeout: Duration) {
+        let r = self.stream.reserve();
+        {
+            let mut rooms = self.typing.lock();
+            let entry = rooms.entry(room.to_owned()).or_default();
+            if typing {
+                entry
+                    .users
+                    .insert(user.to_owned(), Instant::now() + timeout.min(MAX_TYPING));
+            } else {
+                entry.users.remove(user);
+            }
+            entry.pos = r.0;
+        }
+        self.stream.complete(r);
+    }
+
+    /// Drops expired typing notifications; called every second.
+    pub fn expire_typing(&self) {
+        let now = Instant::now();
+        let mut rooms = self.typing.lock();
+        let expired: Vec<OwnedRoomId> = rooms
+            .iter()
+            .filter(|(_, t)| t.users.values().any(|until| *until <= now))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in expired {
+            let r = self.stream.reserve();
+            if let Some(t) = rooms.get_mut(&room) {
+                t.users.retain(|_, until| *until > now);
+                t.pos = r.0;
+            }
+            self.stream.complete(r);
+        }
+        rooms.retain(|_, t| !t.users.is_empty() || t.pos > 0);
+    }
+
+    /// Who is typing in the room, if that changed after `since`.
+    pub fn typing_since(&self, room: &RoomId, since: Option<i64>) -> Option<Vec<OwnedUserId>> {
+        let rooms = self.typing.lock();
+        let t = rooms.get(room)?;
+        if since.is_some_and(|s| t.pos <= s) || (since.is_none() && t.users.is_empty()) {
+            return None;
+        }
+        let mut users: Vec<OwnedUserId> = t.users.keys().cloned().collect();
+        users.sort();
+        Some(users)
+    }
+}
