@@ -139,8 +139,19 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
                     ephemeral.push(json!({ "type": "m.receipt", "content": content }));
                 }
                 let data = room_data.remove(&room).unwrap_or_default();
+                // Joined since the last sync: the room is new to the client,
+                // so it gets the whole picture, as on an initial sync.
+                let room_since = match since {
+                    Some(since)
+                        if member_pos > since && !was_joined(s, &room_id, &user, since).await? =>
+                    {
+                        None
+                    }
+                    other => other,
+                };
                 if changed || req.full_state || !ephemeral.is_empty() || !data.is_empty() {
-                    let mut body = joined_room(s, who, &user, &room_id, since, to, req).await?;
+                    let mut body =
+                        joined_room(s, who, &user, &room_id, room_since, to, req).await?;
                     body["ephemeral"]["events"] = json!(ephemeral);
                     body["account_data"]["events"] = json!(data);
                     join.insert(room.clone(), body);
@@ -259,15 +270,18 @@ async fn timeline(
     Ok((pdus, limited))
 }
 
-/// The room state just before an event.
-async fn state_before(s: &Services, pdu: &Pdu) -> Result<Arc<StateMap>> {
-    match pdu.prev_events.first() {
-        Some(prev) => match s.rooms.pdu(prev.as_str()).await? {
-            Some(p) => s.rooms.state_at(&p).await,
-            None => Ok(Arc::default()),
-        },
-        None => Ok(Arc::default()),
-    }
+/// Whether the user was joined to the room at a stream position.
+async fn was_joined(s: &Services, room_id: &RoomId, user: &UserId, pos: i64) -> Result<bool> {
+    let state = state_at_position(s, room_id, pos).await?;
+    Ok(s.rooms
+        .state_content(&state, "m.room.member", user.as_str())
+        .await?
+        .and_then(|c| {
+            c.get("membership")
+                .and_then(Value::as_str)
+                .map(|m| m == "join")
+        })
+        == Some(true))
 }
 
 /// The room state at a stream position.
@@ -297,7 +311,7 @@ async fn state_section(
     filter: &RoomEventFilter,
 ) -> Result<Vec<Value>> {
     let start = match timeline.first() {
-        Some(first) => state_before(s, first).await?,
+        Some(first) => s.rooms.state_before(first).await?,
         None => end_state,
     };
     let previous = match (since, full_state) {

@@ -97,10 +97,11 @@ impl Rooms {
                 let pdu = row_to_pdu(row)?;
                 cursor = (pdu.depth, pdu.stream_ordering);
                 if let Some(stop) = stop {
+                    // A `to` token names the last event of an earlier page: include it.
                     let past = if backwards {
                         cursor < stop
                     } else {
-                        cursor >= stop
+                        cursor > stop
                     };
                     if past {
                         exhausted = true;

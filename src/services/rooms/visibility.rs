@@ -58,6 +58,17 @@ impl Rooms {
         self.state_after(group).await
     }
 
+    /// The state just before an event (after its first prev event).
+    pub async fn state_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
+        match pdu.prev_events.first() {
+            Some(prev) => match self.pdu(prev.as_str()).await? {
+                Some(p) => self.state_at(&p).await,
+                None => Ok(Arc::default()),
+            },
+            None => Ok(Arc::default()),
+        }
+    }
+
     /// Whether `user` may see `pdu`, by the room's history visibility at the
     /// event and the user's membership then and now.
     pub async fn can_see(
@@ -70,7 +81,8 @@ impl Rooms {
         if pdu.state_key.as_deref() == Some(user.as_str()) {
             return Ok(true);
         }
-        let state = self.state_at(pdu).await?;
+        // The visibility in force when the event was sent: the state before it.
+        let state = self.state_before(pdu).await?;
         let visibility = self.history_visibility(&state).await?;
         if visibility == "world_readable" {
             return Ok(true);
