@@ -63,7 +63,10 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+        // ruma's auth checks log every event at info; keep them for debugging.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{},ruma_state_res=warn", config.log_level))
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -5,12 +5,9 @@
 //! "99+" long before that).
 
 use ruma::events::AnySyncTimelineEvent;
-use ruma::events::room::power_levels::{
-    RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource,
-};
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use ruma::{OwnedUserId, RoomId, UInt, UserId};
+use ruma::{RoomId, UInt, UserId};
 use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
@@ -104,39 +101,7 @@ async fn context(
         user.to_owned(),
         display_name,
     );
-    let version = s.rooms.known_version(room_id).await?;
-    if let Some(rules) = version.rules() {
-        let create = s.rooms.state_content(state, "m.room.create", "").await?;
-        let mut creators: Vec<OwnedUserId> = Vec::new();
-        if let Some(id) = state.get(&("m.room.create".to_owned(), String::new()))
-            && let Some(p) = s.rooms.pdu(id.as_str()).await?
-        {
-            creators.push(p.sender.clone());
-        }
-        if let Some(extra) = create
-            .as_ref()
-            .and_then(|c| c.get("additional_creators"))
-            .and_then(Value::as_array)
-        {
-            creators.extend(
-                extra
-                    .iter()
-                    .filter_map(|u| u.as_str())
-                    .filter_map(|u| UserId::parse(u).ok()),
-            );
-        }
-        let source = match s
-            .rooms
-            .state_content(state, "m.room.power_levels", "")
-            .await?
-        {
-            Some(c) => serde_json::from_value::<RoomPowerLevelsEventContent>(c)
-                .map(RoomPowerLevelsSource::Original)
-                .unwrap_or_default(),
-            None => RoomPowerLevelsSource::None,
-        };
-        let levels = RoomPowerLevels::new(source, &rules.authorization, creators);
-        ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels));
-    }
+    let levels = s.rooms.power_levels(room_id, state).await?;
+    ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels));
     Ok(ctx)
 }

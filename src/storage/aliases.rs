@@ -58,3 +58,89 @@ impl Storage {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
+
+impl Storage {
+    /// Rooms published in the directory.
+    pub async fn public_rooms(&self) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Local users matching `term` (in user id or display name) who share a
+    /// joined room with `searcher` or are joined to a public room.
+    pub async fn search_user_directory(
+        &self,
+        searcher: &str,
+        term: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
+        let pattern = format!(
+            "%{}%",
+            term.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(
+            "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM profiles p
+             JOIN current_state m ON m.event_type = 'm.room.member' AND m.state_key = p.user_id AND m.membership = 'join'
+             WHERE (LOWER(p.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')
+               AND (m.room_id IN (SELECT room_id FROM rooms WHERE is_public = 1)
+                    OR m.room_id IN (SELECT room_id FROM current_state
+                                     WHERE event_type = 'm.room.member' AND state_key = $2 AND membership = 'join'))
+             ORDER BY p.user_id LIMIT $3",
+        )
+        .bind(pattern)
+        .bind(searcher)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Events relating to `event_id` (optionally of one rel_type and event
+    /// type), newest first, with `stream_ordering < before`.
+    pub async fn relations(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        rel_type: Option<&str>,
+        event_type: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<super::events::EventRow>> {
+        let rows = sqlx::query(
+            "SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json
+             FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             WHERE r.relates_to = $1 AND r.room_id = $2
+               AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.event_type = $4)
+               AND e.stream_ordering < $5
+             ORDER BY e.stream_ordering DESC LIMIT $6",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .bind(rel_type.unwrap_or(""))
+        .bind(event_type.unwrap_or(""))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| super::events::EventRow {
+                stream_ordering: r.get(0),
+                event_id: r.get(1),
+                room_id: r.get(2),
+                depth: r.get(3),
+                state_group: r.get(4),
+                redacted_by: r.get(5),
+                json: r.get(6),
+            })
+            .collect())
+    }
+}

@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod devices;
+mod directory;
 mod discovery;
 mod filter;
 mod profile;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
     let r = account_data::routes(r);
     let r = register::routes(r);
     let r = devices::routes(r);
+    let r = directory::routes(r);
     let r = profile::routes(r);
     let r = push::routes(r);
     let r = rooms::routes(r);

@@ -8,6 +8,7 @@
 pub mod create;
 mod membership;
 pub mod pdu;
+mod power;
 mod state;
 pub mod timeline;
 mod visibility;
