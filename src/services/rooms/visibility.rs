@@ -82,12 +82,32 @@ impl Rooms {
             return Ok(true);
         }
         // The visibility in force when the event was sent: the state before it.
-        let state = self.state_before(pdu).await?;
-        let visibility = self.history_visibility(&state).await?;
+        let before = self.state_before(pdu).await?;
+        if self.allowed_by(&before, user, current_membership).await? {
+            return Ok(true);
+        }
+        // A history visibility change is visible if either the old or the
+        // new setting allows it (spec, "History visibility").
+        if pdu.kind.to_string() == "m.room.history_visibility"
+            && pdu.state_key.as_deref() == Some("")
+        {
+            let after = self.state_at(pdu).await?;
+            return self.allowed_by(&after, user, current_membership).await;
+        }
+        Ok(false)
+    }
+
+    async fn allowed_by(
+        &self,
+        state: &StateMap,
+        user: &UserId,
+        current_membership: Option<&str>,
+    ) -> Result<bool> {
+        let visibility = self.history_visibility(state).await?;
         if visibility == "world_readable" {
             return Ok(true);
         }
-        let then = self.membership_in(&state, user).await?;
+        let then = self.membership_in(state, user).await?;
         Ok(match visibility.as_str() {
             "joined" => then.as_deref() == Some("join"),
             "invited" => matches!(then.as_deref(), Some("join" | "invite")),
