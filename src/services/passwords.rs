@@ -35,13 +35,22 @@ pub fn validate(password: &str) -> Result<()> {
 #[derive(Clone)]
 pub struct PasswordHasherService {
     params: Params,
+    /// At most one hash per core at a time: a burst of logins then peaks at
+    /// cores x the memory cost instead of requests x the memory cost.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordHasherService {
     pub fn new(cfg: &PasswordHashingConfig) -> Self {
         let params = Params::new(cfg.memory_kib, cfg.iterations, 1, None)
             .expect("password hashing parameters are validated with the config");
-        Self { params }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            params,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -52,6 +61,11 @@ impl PasswordHasherService {
     pub async fn hash(&self, password: &str) -> Result<String> {
         let argon = self.argon2();
         let password = password.to_owned();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(MatrixError::internal)?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             argon
@@ -68,6 +82,11 @@ impl PasswordHasherService {
     pub async fn verify(&self, password: &str, hash: &str) -> Result<bool> {
         let password = password.to_owned();
         let hash = hash.to_owned();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(MatrixError::internal)?;
         tokio::task::spawn_blocking(move || {
             if hash.starts_with("$argon2") {
                 PasswordHash::new(&hash)

@@ -252,21 +252,38 @@ async fn timeline(
     filter: &RoomEventFilter,
 ) -> Result<(Vec<Pdu>, bool)> {
     let limit = timeline_limit(filter);
+    // Filters apply before the limit: with type or sender conditions, look
+    // further back (bounded) to fill the timeline with matching events.
+    let narrowing = filter.types.is_some()
+        || !filter.not_types.is_empty()
+        || filter.senders.is_some()
+        || !filter.not_senders.is_empty()
+        || filter.url_filter.is_some();
+    let fetch = if narrowing {
+        (limit * 5).max(50)
+    } else {
+        limit + 1
+    } as i64;
     let rows = s
         .storage
-        .room_events_in_stream(room_id.as_str(), since.unwrap_or(0), to, limit as i64 + 1)
+        .room_events_in_stream(room_id.as_str(), since.unwrap_or(0), to, fetch)
         .await?;
-    let limited = rows.len() > limit;
-    let mut pdus = Vec::with_capacity(rows.len());
-    for row in rows.into_iter().take(limit) {
-        pdus.push(row_to_pdu(row)?);
+    let exhausted = (rows.len() as i64) < fetch;
+    let mut matching = Vec::new();
+    for row in rows {
+        let pdu = row_to_pdu(row)?;
+        if filtering::matches(filter, &pdu) {
+            matching.push(pdu);
+            if matching.len() > limit {
+                break;
+            }
+        }
     }
-    pdus.reverse();
-    let pdus: Vec<Pdu> = pdus
-        .into_iter()
-        .filter(|p| filtering::matches(filter, p))
-        .collect();
-    let pdus = s.rooms.filter_visible(user, room_id, pdus).await?;
+    // More matching events than the limit, or unexamined older events: a gap.
+    let limited = matching.len() > limit || !exhausted;
+    matching.truncate(limit);
+    matching.reverse();
+    let pdus = s.rooms.filter_visible(user, room_id, matching).await?;
     Ok((pdus, limited))
 }
 

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts_devices_profiles", V1),
     (2, "rooms_events_state", V2),
     (3, "account_data_receipts_presence", V3),
+    (4, "reports_notices", V4),
 ];
 
 const V1: &str = r#"
@@ -180,6 +181,41 @@ CREATE TABLE presence (
     status_msg TEXT,
     last_active_ts BIGINT NOT NULL,
     stream_ordering BIGINT NOT NULL
+);
+"#;
+
+const V4: &str = r#"
+CREATE TABLE event_reports (
+    id {AUTO_ID},
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    reporter TEXT NOT NULL,
+    event_sender TEXT NOT NULL,
+    reason TEXT,
+    score BIGINT,
+    received_ts BIGINT NOT NULL
+);
+CREATE INDEX event_reports_room ON event_reports (room_id);
+
+CREATE TABLE room_reports (
+    id {AUTO_ID},
+    room_id TEXT NOT NULL,
+    reporter TEXT NOT NULL,
+    reason TEXT,
+    received_ts BIGINT NOT NULL
+);
+
+CREATE TABLE user_reports (
+    id {AUTO_ID},
+    target_user_id TEXT NOT NULL,
+    reporter TEXT NOT NULL,
+    reason TEXT,
+    received_ts BIGINT NOT NULL
+);
+
+CREATE TABLE server_notice_rooms (
+    user_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL
 );
 "#;
 

@@ -15,6 +15,7 @@ mod filters;
 mod migrations;
 mod profiles;
 mod registration_tokens;
+pub mod reports;
 
 pub use account_data::{PresenceRow, ReceiptRow};
 pub use accounts::{AccountRow, AccountType};

@@ -12,6 +12,8 @@ mod client_profile; // /profile and its fields
 mod client_pushrules_filters; // /pushrules/, filters
 mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
+mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
+mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Admin API
 mod admin_misc;

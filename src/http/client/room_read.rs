@@ -125,11 +125,8 @@ async fn members(
     let mut state = s.rooms.readable_state(&req.room_id, &user).await?;
     if let Some(at) = &req.at {
         // The members as of a sync token, if the user could see the room then.
-        let pos: i64 = at
-            .strip_prefix('s')
-            .unwrap_or(at)
-            .parse()
-            .map_err(|_| MatrixError::invalid_param("Invalid `at` token"))?;
+        let pos = crate::services::rooms::timeline::inclusive_stream_position(at)
+            .ok_or_else(|| MatrixError::invalid_param("Invalid `at` token"))?;
         if let Some(row) = s
             .storage
             .room_event_at_stream(req.room_id.as_str(), pos)

@@ -18,6 +18,17 @@ pub fn topo_token(pdu: &Pdu) -> String {
     format!("t{}_{}", pdu.depth, pdu.stream_ordering)
 }
 
+/// The last stream position a token covers: everything up to `s` for a
+/// sync token `s{s}`; everything before the event for a `t{depth}_{s}` token
+/// (a `prev_batch` names the first event of a timeline, exclusively).
+pub fn inclusive_stream_position(token: &str) -> Option<i64> {
+    if let Some(rest) = token.strip_prefix('t') {
+        let (_, stream) = rest.split_once('_')?;
+        return stream.parse::<i64>().ok().map(|s| s - 1);
+    }
+    token.strip_prefix('s').unwrap_or(token).parse().ok()
+}
+
 /// One page of a room's timeline.
 pub struct Page {
     pub events: Vec<Pdu>,

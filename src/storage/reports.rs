@@ -1,0 +1,194 @@
+//! Tables `event_reports`, `room_reports`, `user_reports` (abuse reports)
+//! and `server_notice_rooms` (each user's server-notices room).
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Storage, now_ms};
+
+#[derive(Debug, Clone)]
+pub struct EventReportRow {
+    pub id: i64,
+    pub room_id: String,
+    pub event_id: String,
+    pub reporter: String,
+    pub event_sender: String,
+    pub reason: Option<String>,
+    pub score: Option<i64>,
+    pub received_ts: i64,
+}
+
+fn report_row(r: &AnyRow) -> EventReportRow {
+    EventReportRow {
+        id: r.get(0),
+        room_id: r.get(1),
+        event_id: r.get(2),
+        reporter: r.get(3),
+        event_sender: r.get(4),
+        reason: r.get(5),
+        score: r.get(6),
+        received_ts: r.get(7),
+    }
+}
+
+/// Filters of the admin report listing (Synapse's query parameters).
+#[derive(Debug, Default)]
+pub struct ReportFilter {
+    pub user_id: Option<String>,
+    pub room_id: Option<String>,
+    pub event_sender_user_id: Option<String>,
+}
+
+impl Storage {
+    pub async fn insert_event_report(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        reporter: &str,
+        event_sender: &str,
+        reason: Option<&str>,
+        score: Option<i64>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO event_reports (room_id, event_id, reporter, event_sender, reason, score, received_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(room_id)
+        .bind(event_id)
+        .bind(reporter)
+        .bind(event_sender)
+        .bind(reason)
+        .bind(score)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_room_report(
+        &self,
+        room_id: &str,
+        reporter: &str,
+        reason: Option<&str>,
+    ) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO room_reports (room_id, reporter, reason, received_ts) VALUES ($1, $2, $3, $4)")
+            .bind(room_id)
+            .bind(reporter)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_user_report(
+        &self,
+        target: &str,
+        reporter: &str,
+        reason: Option<&str>,
+    ) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO user_reports (target_user_id, reporter, reason, received_ts) VALUES ($1, $2, $3, $4)")
+            .bind(target)
+            .bind(reporter)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A page of event reports (newest first unless `forwards`) and the
+    /// total matching the filter. Substring matches, as Synapse.
+    pub async fn event_reports(
+        &self,
+        f: &ReportFilter,
+        offset: i64,
+        limit: i64,
+        forwards: bool,
+    ) -> sqlx::Result<(Vec<EventReportRow>, i64)> {
+        const WHERE: &str = "WHERE ($1 = '' OR reporter LIKE $1) AND ($2 = '' OR room_id LIKE $2)
+                               AND ($3 = '' OR event_sender LIKE $3)";
+        let like = |v: &Option<String>| v.as_ref().map(|v| format!("%{v}%")).unwrap_or_default();
+        let (u, r, s) = (
+            like(&f.user_id),
+            like(&f.room_id),
+            like(&f.event_sender_user_id),
+        );
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM event_reports {WHERE}"
+        )))
+        .bind(&u)
+        .bind(&r)
+        .bind(&s)
+        .fetch_one(self.pool())
+        .await?
+        .get(0);
+        let order = if forwards { "ASC" } else { "DESC" };
+        let q = format!(
+            "SELECT id, room_id, event_id, reporter, event_sender, reason, score, received_ts FROM event_reports
+             {WHERE} ORDER BY received_ts {order}, id {order} LIMIT $4 OFFSET $5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(&u)
+            .bind(&r)
+            .bind(&s)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
+        Ok((rows.iter().map(report_row).collect(), total))
+    }
+
+    pub async fn event_report(&self, id: i64) -> sqlx::Result<Option<EventReportRow>> {
+        let row = sqlx::query(
+            "SELECT id, room_id, event_id, reporter, event_sender, reason, score, received_ts FROM event_reports WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(report_row))
+    }
+
+    pub async fn delete_event_report(&self, id: i64) -> sqlx::Result<bool> {
+        let r = sqlx::query("DELETE FROM event_reports WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn server_notice_room(&self, user_id: &str) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query("SELECT room_id FROM server_notice_rooms WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM server_notice_rooms WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO server_notice_rooms (user_id, room_id) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Whether the room is some user's server-notices room.
+    pub async fn is_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<bool> {
+        Ok(self.server_notice_room(user_id).await?.as_deref() == Some(room_id))
+    }
+
+    /// Every local, active account (for broadcasts).
+    pub async fn active_local_users(&self) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT user_id FROM accounts WHERE is_deactivated = 0 AND account_type <> 2 ORDER BY user_id")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}

@@ -1,0 +1,177 @@
+//! The e2e suite's own server start: a Myelin on an ephemeral port with a
+//! fresh database (SQLite file in a temp dir, or a new PostgreSQL database
+//! when `MYELIN_TEST_BACKEND=postgres`), rate limits off, cheap password
+//! hashing, shared-secret registration to create the users. A few lines
+//! copied from tests/api/harness.rs so the two binaries stay independent.
+
+use std::time::Duration;
+
+use matrix_sdk::Client;
+use matrix_sdk::config::RequestConfig;
+use myelin::config::Config;
+use serde_json::{Value, json};
+
+pub const SHARED_SECRET: &str = "e2e-shared-secret";
+pub const PASSWORD: &str = "password123";
+
+pub struct TestServer {
+    pub base_url: String,
+    pub server_name: String,
+    _running: myelin::server::RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+fn backend() -> String {
+    std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
+}
+
+async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match backend().as_str() {
+        "sqlite" => format!("sqlite://{}", dir.join("myelin.db").display()),
+        "postgres" => {
+            let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
+                .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
+            let name = format!("myelin_e2e_{}", unique_suffix());
+            myelin::storage::create_postgres_database(&admin, &name)
+                .await
+                .expect("create test database");
+            let mut url = url::Url::parse(&admin).expect("MYELIN_TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+        other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` shows
+/// every request the SDK sends and what it made of the response.
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            server_name: "e2e.test".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        config.database.url = fresh_database_url(dir.path()).await;
+        config.database.max_connections = 4;
+        config.registration.shared_secret = Some(SHARED_SECRET.into());
+        config.rate_limits.enabled = false;
+        config.password_hashing.memory_kib = 64;
+        config.password_hashing.iterations = 1;
+        config.log_level = "warn".into();
+        let running = myelin::server::start(config.clone())
+            .await
+            .expect("server starts");
+        Self {
+            base_url: format!("http://{}", running.addr),
+            server_name: config.server_name,
+            _running: running,
+            _dir: dir,
+        }
+    }
+
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+
+    /// Creates an account through shared-secret registration (plain HTTP, not
+    /// the SDK) with password [`PASSWORD`].
+    pub async fn register(&self, localpart: &str) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/_synapse/admin/v1/register", self.base_url);
+        let nonce: Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("nonce request")
+            .json()
+            .await
+            .expect("nonce JSON");
+        let nonce = nonce["nonce"].as_str().expect("nonce").to_owned();
+        let mac = shared_secret_mac(&nonce, localpart, PASSWORD);
+        let resp = http
+            .post(&url)
+            .json(
+                &json!({"nonce": nonce, "username": localpart, "password": PASSWORD,
+                          "admin": false, "mac": mac}),
+            )
+            .send()
+            .await
+            .expect("register request");
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "register {localpart}: {status} {body}");
+    }
+
+    /// A matrix-sdk client (in-memory store) pointed at this server, not
+    /// logged in. Retries are off so a server error fails the test at once
+    /// instead of being retried with backoff.
+    pub async fn client(&self) -> Client {
+        Client::builder()
+            .homeserver_url(&self.base_url)
+            .request_config(
+                RequestConfig::new()
+                    .disable_retry()
+                    .timeout(Duration::from_secs(30)),
+            )
+            .build()
+            .await
+            .expect("matrix-sdk client builds")
+    }
+
+    /// Registers `localpart` and returns an SDK client logged in as it with
+    /// m.login.password.
+    pub async fn logged_in(&self, localpart: &str) -> Client {
+        self.register(localpart).await;
+        let client = self.client().await;
+        client
+            .matrix_auth()
+            .login_username(localpart, PASSWORD)
+            .initial_device_display_name(&format!("e2e {localpart}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("SDK login as {localpart}: {e:?}"));
+        client
+    }
+}
+
+/// Synapse's shared-secret registration MAC for a non-admin user:
+/// HMAC-SHA1 over nonce \0 user \0 password \0 notadmin, hex.
+fn shared_secret_mac(nonce: &str, user: &str, password: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).unwrap();
+    for part in [nonce, user, password] {
+        mac.update(part.as_bytes());
+        mac.update(b"\x00");
+    }
+    mac.update(b"notadmin");
+    hex::encode(mac.finalize().into_bytes())
+}
