@@ -2,9 +2,11 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin;
 pub mod ephemeral;
 pub mod filtering;
 pub mod filters;
+pub mod notices;
 pub mod notifications;
 pub mod passwords;
 pub mod presence;

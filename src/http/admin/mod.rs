@@ -1,7 +1,10 @@
 //! Admin APIs: Dendrite's (`/_dendrite/admin/...`) and Synapse's
 //! (`/_synapse/admin/...`), both thin fronts over the same services.
 
+mod dendrite;
+mod notices;
 mod registration_tokens;
+mod reports;
 mod shared_secret;
 mod users;
 
@@ -19,6 +22,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         r = shared_secret::routes(r);
     }
     let r = users::routes(r);
+    let r = dendrite::routes(r);
+    let r = reports::routes(r);
+    let r = notices::routes(r);
     registration_tokens::routes(r)
 }
 

@@ -9,6 +9,7 @@ mod filter;
 mod profile;
 mod push;
 mod register;
+mod report;
 mod room_read;
 mod rooms;
 mod session;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
     let r = account::routes(r);
     let r = account_data::routes(r);
     let r = register::routes(r);
+    let r = report::routes(r);
     let r = devices::routes(r);
     let r = directory::routes(r);
     let r = profile::routes(r);

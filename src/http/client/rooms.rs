@@ -273,6 +273,16 @@ async fn leave(
 ) -> Result<RumaResponse<leave_room::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
     let user = r.user_id();
+    // The server-notices invite cannot be rejected (it can be left once joined).
+    if s.rooms.membership(&req.room_id, &user).await?.as_deref() == Some("invite")
+        && crate::services::notices::is_notice_room(&s, &user, &req.room_id).await?
+    {
+        return Err(MatrixError::new(
+            http::StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::CannotLeaveServerNoticeRoom,
+            "You cannot reject this invite",
+        ));
+    }
     s.rooms
         .leave(&req.room_id, &user, &user, req.reason.as_deref())
         .await?;

@@ -1,0 +1,52 @@
+//! Dendrite's room and user operations: `evacuateRoom`, `evacuateUser`
+//! (`resetPassword` is in `users.rs`).
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use ruma::OwnedRoomId;
+use serde_json::{Value, json};
+
+use crate::error::{MatrixError, Result};
+use crate::http::AppState;
+use crate::http::extract::AdminAuth;
+use crate::services::admin;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route(
+        "/_dendrite/admin/evacuateRoom/{room_id}",
+        post(evacuate_room),
+    )
+    .route(
+        "/_dendrite/admin/evacuateUser/{user_id}",
+        post(evacuate_user),
+    )
+}
+
+pub(crate) fn parse_room_id(raw: &str) -> Result<OwnedRoomId> {
+    OwnedRoomId::try_from(raw)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid room id {raw:?}: {e}")))
+}
+
+async fn evacuate_room(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&raw)?;
+    Ok(Json(
+        json!({ "affected": admin::evacuate_room(&s, &room_id).await? }),
+    ))
+}
+
+async fn evacuate_user(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let user = s.accounts.parse_local_user_id(&raw)?;
+    s.accounts.get_existing(&user).await?;
+    Ok(Json(
+        json!({ "affected": admin::evacuate_user(&s, &user).await? }),
+    ))
+}

@@ -1,0 +1,102 @@
+//! Synapse's event report admin API: list, read (with the event's PDU),
+//! delete.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{MatrixError, Result};
+use crate::http::AppState;
+use crate::http::extract::AdminAuth;
+use crate::services::admin;
+use crate::storage::reports::ReportFilter;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/_synapse/admin/v1/event_reports", get(list))
+        .route(
+            "/_synapse/admin/v1/event_reports/{report_id}",
+            get(fetch).delete(remove),
+        )
+}
+
+/// Query parameters; unknown ones (ketesa sends `order_by`) are ignored.
+#[derive(Deserialize)]
+struct ListQuery {
+    from: Option<String>,
+    limit: Option<String>,
+    dir: Option<String>,
+    user_id: Option<String>,
+    room_id: Option<String>,
+    event_sender_user_id: Option<String>,
+}
+
+fn non_negative(v: Option<&str>, name: &str, default: i64) -> Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            MatrixError::invalid_param(format!("{name} must be a non-negative integer"))
+        }),
+    }
+}
+
+async fn list(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>> {
+    let from = non_negative(q.from.as_deref(), "from", 0)?;
+    let limit = non_negative(q.limit.as_deref(), "limit", 100)?;
+    let forwards = match q.dir.as_deref() {
+        None | Some("b") => false,
+        Some("f") => true,
+        Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
+    };
+    let filter = ReportFilter {
+        user_id: q.user_id,
+        room_id: q.room_id,
+        event_sender_user_id: q.event_sender_user_id,
+    };
+    Ok(Json(
+        admin::list_reports(&s, &filter, from, limit, forwards).await?,
+    ))
+}
+
+fn report_id(raw: &str) -> Result<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| MatrixError::invalid_param("The report id must be a non-negative integer"))
+}
+
+async fn fetch(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let id = report_id(&raw)?;
+    let report = s
+        .storage
+        .event_report(id)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Event report not found"))?;
+    let mut body = admin::report_json(&s, &report).await?;
+    body["event_json"] = match s.rooms.pdu(&report.event_id).await? {
+        Some(p) => serde_json::to_value(&p.json).map_err(MatrixError::internal)?,
+        None => Value::Null,
+    };
+    Ok(Json(body))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let id = report_id(&raw)?;
+    if !s.storage.delete_event_report(id).await? {
+        return Err(MatrixError::not_found("Event report not found"));
+    }
+    Ok(Json(serde_json::json!({})))
+}
