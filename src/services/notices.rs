@@ -19,8 +19,8 @@ pub struct Notice<'a> {
     pub kind: &'a str,
     pub state_key: Option<&'a str>,
     pub content: Value,
-    /// (device id, transaction id) of the admin's request, for idempotent PUTs.
-    pub txn: Option<(&'a str, &'a str)>,
+    /// (device id, scope, transaction id) of the admin's request, for idempotent PUTs.
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
 }
 
 pub fn notices_user(s: &Services) -> Result<OwnedUserId> {

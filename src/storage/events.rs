@@ -1,5 +1,5 @@
 //! Tables `rooms`, `events`, `event_relations`, `forward_extremities`,
-//! `transaction_ids`, `current_state`, and the state groups
+//! `event_transactions`, `current_state`, and the state groups
 //! (`state_groups`, `state_group_entries`).
 //!
 //! An event and everything it changes are written by [`Storage::persist_event`]
@@ -77,8 +77,8 @@ pub struct PersistEvent<'a> {
     pub prev_events: &'a [String],
     /// For a create event: the room row to add (version, creator).
     pub new_room: Option<(&'a str, &'a str)>,
-    /// (user, device, txn id) for idempotent sends.
-    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    /// (user, device, scope, txn id) for idempotent sends.
+    pub txn: Option<(&'a str, &'a str, &'a str, &'a str)>,
     /// (relates_to event, rel_type)
     pub relation: Option<(&'a str, &'a str)>,
     /// The event this one redacts (already checked to be in the same room).
@@ -187,14 +187,18 @@ impl Storage {
             .bind(e.event_id)
             .execute(&mut *tx)
             .await?;
-        if let Some((user, device, txn)) = e.txn {
-            sqlx::query("INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
-                .bind(user)
-                .bind(device)
-                .bind(txn)
-                .bind(e.event_id)
-                .execute(&mut *tx)
-                .await?;
+        if let Some((user, device, scope, txn)) = e.txn {
+            sqlx::query(
+                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user)
+            .bind(device)
+            .bind(scope)
+            .bind(txn)
+            .bind(e.event_id)
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some((target, rel_type)) = e.relation {
             sqlx::query("INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES ($1, $2, $3, $4)")
@@ -409,14 +413,19 @@ impl Storage {
         &self,
         user_id: &str,
         device_id: &str,
+        scope: &str,
         txn_id: &str,
     ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
-            .bind(user_id)
-            .bind(device_id)
-            .bind(txn_id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT event_id FROM event_transactions
+             WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(scope)
+        .bind(txn_id)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -427,7 +436,7 @@ impl Storage {
         user_id: &str,
         device_id: &str,
     ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT txn_id FROM transaction_ids WHERE event_id = $1 AND user_id = $2 AND device_id = $3")
+        let row = sqlx::query("SELECT txn_id FROM event_transactions WHERE event_id = $1 AND user_id = $2 AND device_id = $3")
             .bind(event_id)
             .bind(user_id)
             .bind(device_id)

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "rooms_events_state", V2),
     (3, "account_data_receipts_presence", V3),
     (4, "reports_notices", V4),
+    (5, "transactions_scoped", V5),
 ];
 
 const V1: &str = r#"
@@ -217,6 +218,24 @@ CREATE TABLE server_notice_rooms (
     user_id TEXT PRIMARY KEY,
     room_id TEXT NOT NULL
 );
+"#;
+
+/// Transaction ids are scoped to the endpoint and path too (spec: a retry is
+/// the same txn id on the same path), not only to the device.
+const V5: &str = r#"
+CREATE TABLE event_transactions (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
+);
+CREATE INDEX event_transactions_event ON event_transactions (event_id);
+INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
+    SELECT t.user_id, t.device_id, 'send:' || e.room_id, t.txn_id, t.event_id
+    FROM transaction_ids t JOIN events e ON e.event_id = t.event_id;
+DROP TABLE transaction_ids;
 "#;
 
 pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {

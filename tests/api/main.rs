@@ -6,6 +6,7 @@ mod harness;
 // Client-Server API
 mod client_account; // /account/password, /account/deactivate
 mod client_basics; // /versions, /.well-known, CORS, 404/405, r0 aliases, capabilities
+mod client_compat; // matrix-nio compatibility: device fields, legacy UIA auth, pre-m.mentions push rules
 mod client_devices; // /devices, /devices/{id}, /delete_devices, last-seen tracking
 mod client_login; // /login, /logout, /logout/all, whoami, tokens (header, query, missing, unknown)
 mod client_profile; // /profile and its fields
@@ -13,6 +14,7 @@ mod client_pushrules_filters; // /pushrules/, filters
 mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
+mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Admin API

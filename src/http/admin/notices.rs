@@ -35,7 +35,7 @@ fn notice<'a>(
     kind: &'a Option<String>,
     state_key: &'a Option<String>,
     content: &Value,
-    txn: Option<(&'a str, &'a str)>,
+    txn: Option<(&'a str, &'a str, &'a str)>,
 ) -> Result<Notice<'a>> {
     if !content.is_object() {
         return Err(MatrixError::bad_json("content must be a JSON object"));
@@ -51,7 +51,7 @@ fn notice<'a>(
 async fn do_send(
     s: &AppState,
     body: &NoticeBody,
-    txn: Option<(&str, &str)>,
+    txn: Option<(&str, &str, &str)>,
 ) -> Result<Json<Value>> {
     let target = ruma::UserId::parse(&body.user_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid user id: {e}")))?;
@@ -87,10 +87,10 @@ async fn send_txn(
     JsonBody(body): JsonBody<NoticeBody>,
 ) -> Result<Json<Value>> {
     enabled(&s)?;
-    // Scoped to the admin's device; the notices user sends the event.
-    let txn_scope = format!("notice:{}", r.device_id);
-    let txn_key = format!("{}:{}", r.user_id, txn_id);
-    do_send(&s, &body, Some((&txn_scope, &txn_key))).await
+    // Scoped to the admin's device and this endpoint; the notices user
+    // sends the event.
+    let device = format!("{}/{}", r.user_id, r.device_id);
+    do_send(&s, &body, Some((&device, "send_server_notice", &txn_id))).await
 }
 
 #[derive(Deserialize)]

@@ -386,9 +386,10 @@ async fn send(
     Ruma(req): Ruma<send_message_event::v3::Request>,
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let user = r.user_id();
+    let scope = format!("send:{}", req.room_id);
     if let Some(existing) = s
         .storage
-        .transaction_event(&r.user_id, &r.device_id, req.txn_id.as_str())
+        .transaction_event(&r.user_id, &r.device_id, &scope, req.txn_id.as_str())
         .await?
     {
         return Ok(RumaResponse(send_message_event::v3::Response::new(
@@ -408,7 +409,7 @@ async fn send(
             kind: TimelineEventType::from(req.event_type.to_string()),
             state_key: None,
             content,
-            txn: Some((&r.device_id, req.txn_id.as_str())),
+            txn: Some((&r.device_id, &scope, req.txn_id.as_str())),
             redacts: None,
         })
         .await?;
@@ -491,9 +492,10 @@ async fn redact(
     Ruma(req): Ruma<redact_event::v3::Request>,
 ) -> Result<RumaResponse<redact_event::v3::Response>> {
     let user = r.user_id();
+    let scope = format!("redact:{}:{}", req.room_id, req.event_id);
     if let Some(existing) = s
         .storage
-        .transaction_event(&r.user_id, &r.device_id, req.txn_id.as_str())
+        .transaction_event(&r.user_id, &r.device_id, &scope, req.txn_id.as_str())
         .await?
     {
         return Ok(RumaResponse(redact_event::v3::Response::new(
@@ -501,9 +503,23 @@ async fn redact(
         )));
     }
     require_joined(&s, &req.room_id, &user).await?;
-    match s.rooms.pdu(req.event_id.as_str()).await? {
-        Some(target) if target.room_id == req.room_id => {}
+    let target = match s.rooms.pdu(req.event_id.as_str()).await? {
+        Some(target) if target.room_id == req.room_id => target,
         _ => return Err(MatrixError::not_found("Event not found")),
+    };
+    // The auth rules let any member send a redaction (servers check the power
+    // when applying it); refuse up front what would not apply.
+    let state = s.rooms.current_state(&req.room_id).await?;
+    let levels = s.rooms.power_levels(&req.room_id, &state).await?;
+    let allowed = if target.sender == user {
+        levels.user_can_redact_own_event(&user)
+    } else {
+        levels.user_can_redact_event_of_other(&user)
+    };
+    if !allowed {
+        return Err(MatrixError::forbidden(
+            "You do not have the power to redact this event",
+        ));
     }
     let mut content = json!({});
     if let Some(reason) = &req.reason {
@@ -517,7 +533,7 @@ async fn redact(
             kind: TimelineEventType::RoomRedaction,
             state_key: None,
             content,
-            txn: Some((&r.device_id, req.txn_id.as_str())),
+            txn: Some((&r.device_id, &scope, req.txn_id.as_str())),
             redacts: Some(req.event_id.clone()),
         })
         .await?;

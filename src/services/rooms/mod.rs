@@ -59,8 +59,9 @@ pub struct NewEvent<'a> {
     pub kind: TimelineEventType,
     pub state_key: Option<String>,
     pub content: Value,
-    /// (device id, transaction id) for idempotent client sends.
-    pub txn: Option<(&'a str, &'a str)>,
+    /// (device id, scope, transaction id) for idempotent client sends; the
+    /// scope names the endpoint and path (e.g. `send:!room`).
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
     pub redacts: Option<OwnedEventId>,
 }
 
@@ -260,10 +261,10 @@ impl Rooms {
             *guard = Some(self.load_head(new.room_id).await?);
         }
         let head = guard.as_mut().expect("head loaded above");
-        if let Some((device, txn)) = new.txn
+        if let Some((device, scope, txn)) = new.txn
             && let Some(existing) = self
                 .storage
-                .transaction_event(new.sender.as_str(), device, txn)
+                .transaction_event(new.sender.as_str(), device, scope, txn)
                 .await?
             && let Some(pdu) = self.pdu(&existing).await?
         {
@@ -340,7 +341,7 @@ impl Rooms {
         self.persist(
             pdu,
             head,
-            new.txn.map(|(d, t)| (new.sender.as_str(), d, t)),
+            new.txn.map(|(d, sc, t)| (new.sender.as_str(), d, sc, t)),
             None,
         )
         .await
@@ -425,7 +426,7 @@ impl Rooms {
         &self,
         mut pdu: Pdu,
         head: &mut RoomHead,
-        txn: Option<(&str, &str, &str)>,
+        txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
     ) -> Result<Pdu> {
         let reservation = self.stream.reserve();
@@ -448,7 +449,7 @@ impl Rooms {
         pdu: &Pdu,
         head: &RoomHead,
         pos: i64,
-        txn: Option<(&str, &str, &str)>,
+        txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
     ) -> Result<(i64, i64, Arc<StateMap>)> {
         let (state_group, chain_length, state, new_group) = match &pdu.state_key {
