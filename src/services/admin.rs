@@ -99,3 +99,25 @@ pub async fn list_reports(
     }
     Ok(body)
 }
+
+/// Deactivates an account as Synapse's admin API does: leaves every room and
+/// rejects invites, deletes devices and tokens, clears the password, and
+/// with `erase` also the profile (marking the account erased).
+pub async fn deactivate_user(s: &Services, user: &UserId, erase: bool) -> Result<()> {
+    evacuate_user(s, user).await?;
+    s.accounts.deactivate(user).await?;
+    s.sessions.delete_all_devices(user.as_str(), None).await?;
+    if erase {
+        s.profiles.set_displayname(user, None).await?;
+        s.profiles.set_avatar_url(user, None).await?;
+        s.storage
+            .set_account_flag(
+                user.as_str(),
+                crate::storage::admin_users::AccountFlag::Erased,
+                true,
+            )
+            .await?;
+    }
+    tracing::info!(%user, erase, "deactivated account");
+    Ok(())
+}

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "account_data_receipts_presence", V3),
     (4, "reports_notices", V4),
     (5, "transactions_scoped", V5),
+    (6, "account_flags", V6),
 ];
 
 const V1: &str = r#"
@@ -236,6 +237,14 @@ INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
     SELECT t.user_id, t.device_id, 'send:' || e.room_id, t.txn_id, t.event_id
     FROM transaction_ids t JOIN events e ON e.event_id = t.event_id;
 DROP TABLE transaction_ids;
+"#;
+
+/// Account states that admin tools show and set (Synapse's shapes).
+const V6: &str = r#"
+ALTER TABLE accounts ADD COLUMN erased BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN locked BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN suspended BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN shadow_banned BIGINT NOT NULL DEFAULT 0;
 "#;
 
 pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {

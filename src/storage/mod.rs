@@ -7,6 +7,7 @@
 
 mod account_data;
 pub mod accounts;
+pub mod admin_users;
 mod aliases;
 pub mod devices;
 pub mod dialect;

@@ -6,6 +6,7 @@ mod notices;
 mod registration_tokens;
 mod reports;
 mod shared_secret;
+mod synapse_users;
 mod users;
 
 use axum::Json;
@@ -23,6 +24,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     }
     let r = users::routes(r);
     let r = dendrite::routes(r);
+    let r = synapse_users::routes(r);
     let r = reports::routes(r);
     let r = notices::routes(r);
     registration_tokens::routes(r)

@@ -1,0 +1,589 @@
+//! Synapse's user admin API, in Synapse's exact shapes: list (`v2`, `v3`),
+//! query and create/modify (`v2/users/{id}`), deactivate, reset_password,
+//! the admin flag, joined rooms, memberships, login-as, and devices.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{MatrixError, Result};
+use crate::http::AppState;
+use crate::http::extract::{AdminAuth, JsonBody, OptionalJsonBody};
+use crate::services::accounts::Registration;
+use crate::services::{admin, passwords};
+use crate::storage::admin_users::{AccountFlag, AdminUserRow, UserListFilter, order_column};
+use crate::storage::{AccountType, DeviceRow};
+
+const V1: &str = "/_synapse/admin/v1";
+const V2: &str = "/_synapse/admin/v2";
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route(&format!("{V2}/users"), get(list_v2))
+        .route("/_synapse/admin/v3/users", get(list_v3))
+        .route(
+            &format!("{V2}/users/{{user_id}}"),
+            get(query).put(create_or_modify),
+        )
+        .route(&format!("{V1}/deactivate/{{user_id}}"), post(deactivate))
+        .route(
+            &format!("{V1}/reset_password/{{user_id}}"),
+            post(reset_password),
+        )
+        .route(
+            &format!("{V1}/users/{{user_id}}/admin"),
+            get(get_admin).put(set_admin),
+        )
+        .route(
+            &format!("{V1}/users/{{user_id}}/joined_rooms"),
+            get(joined_rooms),
+        )
+        .route(
+            &format!("{V1}/users/{{user_id}}/memberships"),
+            get(memberships),
+        )
+        .route(&format!("{V1}/users/{{user_id}}/login"), post(login_as))
+        .route(
+            &format!("{V2}/users/{{user_id}}/devices"),
+            get(devices).post(create_device),
+        )
+        .route(
+            &format!("{V2}/users/{{user_id}}/devices/{{device_id}}"),
+            get(device).put(rename_device).delete(delete_device),
+        )
+        .route(
+            &format!("{V2}/users/{{user_id}}/delete_devices"),
+            post(delete_devices),
+        )
+}
+
+/// The list form of a user (`creation_ts` in milliseconds).
+fn list_entry(u: &AdminUserRow) -> Value {
+    json!({
+        "name": u.user_id,
+        "is_guest": u.account_type == AccountType::Guest as i64,
+        "admin": u.account_type == AccountType::Admin as i64,
+        "user_type": u.user_type,
+        "deactivated": u.is_deactivated,
+        "erased": u.erased,
+        "shadow_banned": u.shadow_banned,
+        "displayname": u.displayname,
+        "avatar_url": u.avatar_url,
+        "creation_ts": u.created_ts,
+        "last_seen_ts": u.last_seen_ts,
+        "locked": u.locked,
+        "suspended": u.suspended,
+    })
+}
+
+/// The single-user form (`creation_ts` in seconds, as Synapse).
+fn user_json(u: &AdminUserRow) -> Value {
+    let mut v = list_entry(u);
+    v["creation_ts"] = json!(u.created_ts / 1000);
+    for (k, val) in [
+        ("threepids", json!([])),
+        ("external_ids", json!([])),
+        ("appservice_id", Value::Null),
+        ("consent_server_notice_sent", Value::Null),
+        ("consent_version", Value::Null),
+        ("consent_ts", Value::Null),
+    ] {
+        v[k] = val;
+    }
+    v
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    from: Option<String>,
+    limit: Option<String>,
+    user_id: Option<String>,
+    name: Option<String>,
+    guests: Option<String>,
+    admins: Option<String>,
+    deactivated: Option<String>,
+    locked: Option<String>,
+    order_by: Option<String>,
+    dir: Option<String>,
+}
+
+fn parse_bool(v: Option<&str>, name: &str) -> Result<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{name} must be true or false"
+        ))),
+    }
+}
+
+fn parse_count(v: Option<&str>, name: &str, default: i64) -> Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            MatrixError::invalid_param(format!("{name} must be a non-negative integer"))
+        }),
+    }
+}
+
+async fn list(s: &AppState, q: ListQuery, v3: bool) -> Result<Json<Value>> {
+    let from = parse_count(q.from.as_deref(), "from", 0)?;
+    let limit = parse_count(q.limit.as_deref(), "limit", 100)?;
+    let deactivated = parse_bool(q.deactivated.as_deref(), "deactivated")?;
+    let filter = UserListFilter {
+        user_id: q.user_id,
+        name: q.name,
+        guests: parse_bool(q.guests.as_deref(), "guests")?.unwrap_or(true),
+        admins: parse_bool(q.admins.as_deref(), "admins")?,
+        // v2: deactivated accounts are listed only when asked for;
+        // v3: true/false filter, absent lists everyone.
+        deactivated: if v3 {
+            deactivated
+        } else if deactivated == Some(true) {
+            None
+        } else {
+            Some(false)
+        },
+        locked: parse_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
+        order_by: order_column(q.order_by.as_deref().unwrap_or("name"))
+            .ok_or_else(|| MatrixError::invalid_param("Unknown order_by"))?,
+        backwards: match q.dir.as_deref() {
+            None | Some("f") => false,
+            Some("b") => true,
+            Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
+        },
+    };
+    let (rows, total) = s.storage.admin_users(&filter, from, limit).await?;
+    let mut body =
+        json!({ "users": rows.iter().map(list_entry).collect::<Vec<_>>(), "total": total });
+    if from + (rows.len() as i64) < total {
+        body["next_token"] = json!((from + rows.len() as i64).to_string());
+    }
+    Ok(Json(body))
+}
+
+async fn list_v2(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>> {
+    list(&s, q, false).await
+}
+
+async fn list_v3(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>> {
+    list(&s, q, true).await
+}
+
+async fn existing(s: &AppState, raw: &str) -> Result<(ruma::OwnedUserId, AdminUserRow)> {
+    let user = s.accounts.parse_local_user_id(raw)?;
+    let row = s
+        .storage
+        .admin_user(user.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::not_found("User not found"))?;
+    Ok((user, row))
+}
+
+async fn query(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (_, row) = existing(&s, &raw).await?;
+    Ok(Json(user_json(&row)))
+}
+
+fn opt_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) => Ok(Some(v)),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a string"
+        ))),
+    }
+}
+
+fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a boolean"
+        ))),
+    }
+}
+
+/// `PUT /_synapse/admin/v2/users/{userId}`: 201 and the user when created,
+/// 200 and the user when modified.
+async fn create_or_modify(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<impl IntoResponse> {
+    let user = s.accounts.parse_local_user_id(&raw)?;
+    let password = opt_str(&body, "password")?;
+    let displayname = opt_str(&body, "displayname")?;
+    let avatar_url = opt_str(&body, "avatar_url")?;
+    let admin_flag = opt_bool(&body, "admin")?;
+    let deactivated = opt_bool(&body, "deactivated")?;
+    let locked = opt_bool(&body, "locked")?;
+    let logout_devices = opt_bool(&body, "logout_devices")?.unwrap_or(true);
+    let user_type = match body.get("user_type") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(t)) => Some(Some(t.as_str())),
+        Some(_) => {
+            return Err(MatrixError::invalid_param(
+                "user_type must be a string or null",
+            ));
+        }
+    };
+    if let Some(p) = password {
+        passwords::validate(p)?;
+    }
+    let created = match s.accounts.get(&user).await? {
+        Some(_) => false,
+        None => {
+            let localpart = s.accounts.validate_localpart(user.localpart())?;
+            if localpart != user.localpart() {
+                return Err(MatrixError::invalid_param("User ids must be lower case"));
+            }
+            s.accounts
+                .register(Registration {
+                    localpart: Some(&localpart),
+                    password,
+                    account_type: if admin_flag == Some(true) {
+                        AccountType::Admin
+                    } else {
+                        AccountType::User
+                    },
+                    displayname: displayname.filter(|d| !d.is_empty()),
+                    user_type: user_type.flatten(),
+                    registration_token: None,
+                })
+                .await?;
+            true
+        }
+    };
+    if !created {
+        if let Some(admin_flag) = admin_flag {
+            if user.as_str() == me.user_id && !admin_flag {
+                return Err(MatrixError::invalid_param("You may not demote yourself"));
+            }
+            s.accounts.set_admin(&user, admin_flag).await?;
+        }
+        if let Some(t) = user_type {
+            s.storage.set_user_type(user.as_str(), t).await?;
+        }
+        match deactivated {
+            Some(true) => admin::deactivate_user(&s, &user, false).await?,
+            Some(false) => {
+                let row = s.storage.admin_user(user.as_str()).await?;
+                if row.is_some_and(|r| r.is_deactivated) {
+                    if password.is_none() {
+                        return Err(MatrixError::invalid_param(
+                            "A password is needed to reactivate an account",
+                        ));
+                    }
+                    s.storage
+                        .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
+                        .await?;
+                    s.storage
+                        .set_account_flag(user.as_str(), AccountFlag::Erased, false)
+                        .await?;
+                }
+            }
+            None => {}
+        }
+        if let Some(p) = password {
+            s.accounts.set_password(&user, p).await?;
+            if logout_devices {
+                s.sessions.delete_all_devices(user.as_str(), None).await?;
+            }
+        }
+    }
+    if let Some(d) = displayname {
+        s.profiles.set_displayname(&user, Some(d)).await?;
+    }
+    if let Some(a) = avatar_url {
+        s.profiles.set_avatar_url(&user, Some(a)).await?;
+    }
+    if let Some(l) = locked {
+        s.storage
+            .set_account_flag(user.as_str(), AccountFlag::Locked, l)
+            .await?;
+    }
+    let row = s
+        .storage
+        .admin_user(user.as_str())
+        .await?
+        .ok_or_else(|| MatrixError::internal("user vanished"))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(user_json(&row))))
+}
+
+#[derive(Deserialize)]
+struct DeactivateBody {
+    #[serde(default)]
+    erase: bool,
+}
+
+async fn deactivate(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<DeactivateBody>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    admin::deactivate_user(&s, &user, body.erase).await?;
+    Ok(Json(json!({ "id_server_unbind_result": "success" })))
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    new_password: String,
+    #[serde(default = "yes")]
+    logout_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn reset_password(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<ResetBody>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    s.accounts.set_password(&user, &body.new_password).await?;
+    if body.logout_devices {
+        s.sessions.delete_all_devices(user.as_str(), None).await?;
+    }
+    Ok(Json(json!({})))
+}
+
+async fn get_admin(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (_, row) = existing(&s, &raw).await?;
+    Ok(Json(
+        json!({ "admin": row.account_type == AccountType::Admin as i64 }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AdminBody {
+    admin: bool,
+}
+
+async fn set_admin(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<AdminBody>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    if user.as_str() == me.user_id && !body.admin {
+        return Err(MatrixError::invalid_param("You may not demote yourself"));
+    }
+    s.accounts.set_admin(&user, body.admin).await?;
+    Ok(Json(json!({})))
+}
+
+async fn joined_rooms(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    let rooms: Vec<String> = s
+        .storage
+        .rooms_for_user(user.as_str())
+        .await?
+        .into_iter()
+        .filter(|(_, m, _)| m == "join")
+        .map(|(r, _, _)| r)
+        .collect();
+    Ok(Json(json!({ "total": rooms.len(), "joined_rooms": rooms })))
+}
+
+async fn memberships(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    let mut map = Map::new();
+    for (room, membership, _) in s.storage.rooms_for_user(user.as_str()).await? {
+        map.insert(room, json!(membership));
+    }
+    Ok(Json(json!({ "memberships": map })))
+}
+
+/// `POST /_synapse/admin/v1/users/{userId}/login`: a new device and token to
+/// act as the user (not for another admin, as Synapse).
+async fn login_as(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (user, row) = existing(&s, &raw).await?;
+    if row.is_deactivated {
+        return Err(MatrixError::invalid_param("The user is deactivated"));
+    }
+    if row.account_type == AccountType::Admin as i64 && user.as_str() != me.user_id {
+        return Err(MatrixError::forbidden("Cannot log in as another admin"));
+    }
+    let session = s
+        .sessions
+        .create(user.as_str(), None, Some("Admin login"))
+        .await?;
+    tracing::info!(admin = %me.user_id, %user, "admin logged in as user");
+    Ok(Json(json!({ "access_token": session.access_token })))
+}
+
+fn device_json(d: &DeviceRow) -> Value {
+    json!({
+        "device_id": d.device_id,
+        "display_name": d.display_name,
+        "last_seen_ip": d.last_seen_ip,
+        "last_seen_user_agent": d.last_seen_user_agent,
+        "last_seen_ts": d.last_seen_ts,
+        "user_id": d.user_id,
+    })
+}
+
+async fn devices(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    let devices: Vec<Value> = s
+        .sessions
+        .devices(user.as_str())
+        .await?
+        .iter()
+        .map(|d| {
+            let mut v = device_json(d);
+            v["dehydrated"] = json!(false);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "total": devices.len(), "devices": devices })))
+}
+
+#[derive(Deserialize)]
+struct NewDevice {
+    device_id: String,
+}
+
+async fn create_device(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<NewDevice>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    if body.device_id.is_empty() {
+        return Err(MatrixError::invalid_param("device_id must not be empty"));
+    }
+    if s.sessions
+        .device(user.as_str(), &body.device_id)
+        .await?
+        .is_none()
+    {
+        // A device with a token nobody holds, as Synapse's device creation.
+        s.sessions
+            .create(user.as_str(), Some(&body.device_id), None)
+            .await?;
+    }
+    Ok(Json(json!({})))
+}
+
+async fn existing_device(
+    s: &AppState,
+    raw: &str,
+    device: &str,
+) -> Result<(ruma::OwnedUserId, DeviceRow)> {
+    let (user, _) = existing(s, raw).await?;
+    let d = s
+        .sessions
+        .device(user.as_str(), device)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Device not found"))?;
+    Ok((user, d))
+}
+
+async fn device(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path((raw, device)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let (_, d) = existing_device(&s, &raw, &device).await?;
+    Ok(Json(device_json(&d)))
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+async fn rename_device(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path((raw, device)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Rename>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing_device(&s, &raw, &device).await?;
+    s.sessions
+        .rename_device(user.as_str(), &device, body.display_name.as_deref())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_device(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path((raw, device)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    s.sessions.delete_devices(user.as_str(), &[device]).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeleteMany {
+    devices: Vec<String>,
+}
+
+async fn delete_devices(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<DeleteMany>,
+) -> Result<Json<Value>> {
+    let (user, _) = existing(&s, &raw).await?;
+    s.sessions
+        .delete_devices(user.as_str(), &body.devices)
+        .await?;
+    Ok(Json(json!({})))
+}

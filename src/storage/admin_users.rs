@@ -1,0 +1,179 @@
+//! Queries behind the Synapse user admin API: listing accounts with filters,
+//! ordering and paging, and the flags admin tools set.
+
+use sqlx::Row;
+
+use super::Storage;
+
+/// One account as the admin listing shows it.
+#[derive(Debug, Clone)]
+pub struct AdminUserRow {
+    pub user_id: String,
+    pub account_type: i64,
+    pub is_deactivated: bool,
+    pub erased: bool,
+    pub locked: bool,
+    pub suspended: bool,
+    pub shadow_banned: bool,
+    pub user_type: Option<String>,
+    pub created_ts: i64,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub last_seen_ts: Option<i64>,
+}
+
+/// Filters of `GET /_synapse/admin/v2|v3/users`.
+#[derive(Debug, Default)]
+pub struct UserListFilter {
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub guests: bool,
+    pub admins: Option<bool>,
+    pub deactivated: Option<bool>,
+    pub locked: bool,
+    /// Column to order by (already checked against the allowed list).
+    pub order_by: &'static str,
+    pub backwards: bool,
+}
+
+const SELECT: &str =
+    "SELECT a.user_id, a.account_type, a.is_deactivated, a.erased, a.locked, a.suspended,
+        a.shadow_banned, a.user_type, a.created_ts, p.displayname, p.avatar_url,
+        (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = a.user_id) AS last_seen_ts
+    FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id";
+
+fn row(r: &sqlx::any::AnyRow) -> AdminUserRow {
+    AdminUserRow {
+        user_id: r.get(0),
+        account_type: r.get(1),
+        is_deactivated: r.get::<i64, _>(2) != 0,
+        erased: r.get::<i64, _>(3) != 0,
+        locked: r.get::<i64, _>(4) != 0,
+        suspended: r.get::<i64, _>(5) != 0,
+        shadow_banned: r.get::<i64, _>(6) != 0,
+        user_type: r.get(7),
+        created_ts: r.get(8),
+        displayname: r.get(9),
+        avatar_url: r.get(10),
+        last_seen_ts: r.get(11),
+    }
+}
+
+/// Maps Synapse's `order_by` values onto columns; `None` for unknown ones.
+pub fn order_column(order_by: &str) -> Option<&'static str> {
+    Some(match order_by {
+        "name" => "a.user_id",
+        "is_guest" => "a.account_type = 2",
+        "admin" => "a.account_type = 3",
+        "user_type" => "a.user_type",
+        "deactivated" => "a.is_deactivated",
+        "shadow_banned" => "a.shadow_banned",
+        "displayname" => "p.displayname",
+        "avatar_url" => "p.avatar_url",
+        "creation_ts" => "a.created_ts",
+        "last_seen_ts" => "last_seen_ts",
+        "locked" => "a.locked",
+        _ => return None,
+    })
+}
+
+impl Storage {
+    pub async fn admin_user(&self, user_id: &str) -> sqlx::Result<Option<AdminUserRow>> {
+        let q = format!("{SELECT} WHERE a.user_id = $1");
+        Ok(sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(row))
+    }
+
+    /// A page of accounts and the total matching the filter.
+    pub async fn admin_users(
+        &self,
+        f: &UserListFilter,
+        offset: i64,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<AdminUserRow>, i64)> {
+        let like = |v: &Option<String>| {
+            v.as_ref()
+                .map(|v| format!("%{}%", v.to_lowercase()))
+                .unwrap_or_default()
+        };
+        let tri = |v: Option<bool>| match v {
+            None => -1i64,
+            Some(b) => b as i64,
+        };
+        let condition = "WHERE ($1 = '' OR LOWER(a.user_id) LIKE $1)
+            AND ($2 = '' OR LOWER(a.user_id) LIKE $2 OR LOWER(COALESCE(p.displayname, '')) LIKE $2)
+            AND ($3 = 1 OR a.account_type <> 2)
+            AND ($4 = -1 OR (a.account_type = 3) = ($4 = 1))
+            AND ($5 = -1 OR a.is_deactivated = $5)
+            AND ($6 = 1 OR a.locked = 0)";
+        let count_q = format!(
+            "SELECT COUNT(*) FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id {condition}"
+        );
+        let bind = |q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>| {
+            q.bind(like(&f.user_id))
+                .bind(like(&f.name))
+                .bind(f.guests as i64)
+                .bind(tri(f.admins))
+                .bind(tri(f.deactivated))
+                .bind(f.locked as i64)
+        };
+        let total: i64 = bind(sqlx::query(sqlx::AssertSqlSafe(count_q)))
+            .fetch_one(self.pool())
+            .await?
+            .get(0);
+        let dir = if f.backwards { "DESC" } else { "ASC" };
+        let page_q = format!(
+            "{SELECT} {condition} ORDER BY {} {dir}, a.user_id {dir} LIMIT $7 OFFSET $8",
+            f.order_by
+        );
+        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(page_q)))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
+        Ok((rows.iter().map(row).collect(), total))
+    }
+
+    pub async fn set_account_flag(
+        &self,
+        user_id: &str,
+        flag: AccountFlag,
+        value: bool,
+    ) -> sqlx::Result<()> {
+        let q = match flag {
+            AccountFlag::Erased => "UPDATE accounts SET erased = $1 WHERE user_id = $2",
+            AccountFlag::Locked => "UPDATE accounts SET locked = $1 WHERE user_id = $2",
+            AccountFlag::Suspended => "UPDATE accounts SET suspended = $1 WHERE user_id = $2",
+            AccountFlag::Deactivated => {
+                "UPDATE accounts SET is_deactivated = $1 WHERE user_id = $2"
+            }
+        };
+        sqlx::query(q)
+            .bind(value as i64)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_user_type(&self, user_id: &str, user_type: Option<&str>) -> sqlx::Result<()> {
+        sqlx::query("UPDATE accounts SET user_type = $1 WHERE user_id = $2")
+            .bind(user_type)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AccountFlag {
+    Erased,
+    Locked,
+    Suspended,
+    Deactivated,
+}
