@@ -121,3 +121,149 @@ pub async fn deactivate_user(s: &Services, user: &UserId, erase: bool) -> Result
     tracing::info!(%user, erase, "deactivated account");
     Ok(())
 }
+
+/// Removes a room from this server: local members are evacuated first, then
+/// every row about it goes in one transaction, and the caches forget it.
+pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
+    let started = std::time::Instant::now();
+    if s.rooms.version(room_id).await?.is_some() {
+        evacuate_room(s, room_id).await?;
+    }
+    let events = s.storage.purge_room(room_id.as_str()).await?;
+    s.rooms.forget_caches(room_id);
+    tracing::info!(%room_id, events, elapsed = ?started.elapsed(), "purged room");
+    Ok(events)
+}
+
+/// Options of Synapse's room deletion (`DELETE /_synapse/admin/v2/rooms/{id}`).
+pub struct DeleteRoom {
+    pub block: bool,
+    pub purge: bool,
+    pub new_room_user_id: Option<ruma::OwnedUserId>,
+    pub room_name: Option<String>,
+    pub message: Option<String>,
+    pub requester: String,
+}
+
+/// Runs a room deletion as a tracked job; returns its id at once.
+pub fn start_room_delete(
+    s: &std::sync::Arc<Services>,
+    room_id: ruma::OwnedRoomId,
+    opts: DeleteRoom,
+) -> String {
+    use crate::services::jobs::JobStatus;
+    let id = s.jobs.new_room_job(room_id.as_str());
+    let job_id = id.clone();
+    let s = s.clone();
+    tokio::spawn(async move {
+        s.jobs.update(&job_id, |j| j.status = JobStatus::Active);
+        match delete_room(&s, &room_id, &opts, &job_id).await {
+            Ok(()) => s.jobs.update(&job_id, |j| j.status = JobStatus::Complete),
+            Err(e) => {
+                tracing::warn!(%room_id, error = %e.message(), "room deletion failed");
+                s.jobs.update(&job_id, |j| {
+                    j.status = JobStatus::Failed;
+                    j.error = Some(e.message().to_owned());
+                })
+            }
+        }
+    });
+    id
+}
+
+async fn delete_room(
+    s: &Services,
+    room_id: &RoomId,
+    opts: &DeleteRoom,
+    job_id: &str,
+) -> Result<()> {
+    if opts.block {
+        s.storage
+            .block_room(room_id.as_str(), &opts.requester, true)
+            .await?;
+    }
+    let known = s.rooms.version(room_id).await?.is_some();
+    let mut new_room = None;
+    if known && let Some(owner) = &opts.new_room_user_id {
+        let name = opts
+            .room_name
+            .clone()
+            .unwrap_or_else(|| "Content Violation Notification".to_owned());
+        let new_id = s
+            .rooms
+            .create_room(crate::services::rooms::CreateRoom {
+                creator: owner.clone(),
+                version: s.rooms.default_version().clone(),
+                creation_content: Default::default(),
+                preset: crate::services::rooms::create::Preset::PublicChat,
+                name: Some(name),
+                topic: None,
+                invite: Vec::new(),
+                is_direct: false,
+                initial_state: Vec::new(),
+                power_level_override: None,
+                canonical_alias: None,
+                creator_member_content: json!({}),
+            })
+            .await?;
+        let message = opts
+            .message
+            .clone()
+            .unwrap_or_else(|| "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.".to_owned());
+        s.rooms
+            .append(crate::services::rooms::NewEvent {
+                room_id: &new_id,
+                sender: owner,
+                kind: ruma::events::TimelineEventType::RoomMessage,
+                state_key: None,
+                content: json!({ "msgtype": "m.text", "body": message }),
+                txn: None,
+                redacts: None,
+            })
+            .await?;
+        new_room = Some(new_id);
+    }
+    let mut kicked = Vec::new();
+    let mut failed = Vec::new();
+    if known {
+        for member in s.storage.room_members(room_id.as_str(), "join").await? {
+            let Ok(user) = UserId::parse(&member) else {
+                continue;
+            };
+            if !s.accounts.is_local(&user) {
+                continue;
+            }
+            match s.rooms.leave(room_id, &user, &user, None).await {
+                Ok(_) => {
+                    if let Some(new_id) = &new_room
+                        && Some(&user) != opts.new_room_user_id.as_ref()
+                        && s.rooms.join(new_id, &user, json!({}), None).await.is_err()
+                    {
+                        tracing::warn!(%user, "could not move a user to the replacement room");
+                    }
+                    kicked.push(member);
+                }
+                Err(_) => failed.push(member),
+            }
+        }
+    }
+    let aliases = s.storage.room_aliases(room_id.as_str()).await?;
+    for alias in &aliases {
+        s.storage.delete_alias(alias).await?;
+        if let (Some(new_id), Some(owner)) = (&new_room, &opts.new_room_user_id) {
+            s.storage
+                .insert_alias(alias, new_id.as_str(), owner.as_str())
+                .await?;
+        }
+    }
+    s.jobs.update(job_id, |j| {
+        j.shutdown_room.kicked_users = kicked.clone();
+        j.shutdown_room.failed_to_kick_users = failed.clone();
+        j.shutdown_room.local_aliases = aliases.clone();
+        j.shutdown_room.new_room_id = new_room.as_ref().map(|r| r.to_string());
+    });
+    if opts.purge {
+        purge_room(s, room_id).await?;
+    }
+    Ok(())
+}

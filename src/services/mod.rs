@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ephemeral;
 pub mod filtering;
 pub mod filters;
+pub mod jobs;
 pub mod notices;
 pub mod notifications;
 pub mod passwords;
@@ -39,6 +40,7 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub ephemeral: ephemeral::Ephemeral,
     pub presence: presence::Presence,
+    pub jobs: jobs::Jobs,
     pub accounts: accounts::Accounts,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
@@ -79,6 +81,7 @@ impl Services {
             account_data: account_data::AccountData::new(storage.clone(), stream.clone()),
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
             presence: presence::Presence::new(storage.clone(), stream.clone()),
+            jobs: jobs::Jobs::default(),
             rooms: rooms::Rooms::new(
                 storage.clone(),
                 server_name.clone(),

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "reports_notices", V4),
     (5, "transactions_scoped", V5),
     (6, "account_flags", V6),
+    (7, "blocked_rooms", V7),
 ];
 
 const V1: &str = r#"
@@ -245,6 +246,15 @@ ALTER TABLE accounts ADD COLUMN erased BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE accounts ADD COLUMN locked BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE accounts ADD COLUMN suspended BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE accounts ADD COLUMN shadow_banned BIGINT NOT NULL DEFAULT 0;
+"#;
+
+const V7: &str = r#"
+CREATE TABLE blocked_rooms (
+    room_id TEXT PRIMARY KEY,
+    blocked_by TEXT NOT NULL,
+    blocked_ts BIGINT NOT NULL
+);
+CREATE INDEX state_groups_room ON state_groups (room_id);
 "#;
 
 pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ pub mod events;
 mod filters;
 mod migrations;
 mod profiles;
+pub mod purge;
 mod registration_tokens;
 pub mod reports;
 

@@ -17,6 +17,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         "/_dendrite/admin/evacuateRoom/{room_id}",
         post(evacuate_room),
     )
+    .route("/_dendrite/admin/purgeRoom/{room_id}", post(purge_room))
     .route(
         "/_dendrite/admin/evacuateUser/{user_id}",
         post(evacuate_user),
@@ -49,4 +50,29 @@ async fn evacuate_user(
     Ok(Json(
         json!({ "affected": admin::evacuate_user(&s, &user).await? }),
     ))
+}
+
+/// `POST /_dendrite/admin/purgeRoom/{roomID}`: evacuates and purges the room
+/// as a tracked job (status at `/_synapse/admin/v2/rooms/{roomId}/delete_status`);
+/// answers `{}` at once, as Dendrite.
+async fn purge_room(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&raw)?;
+    s.rooms.known_version(&room_id).await?;
+    admin::start_room_delete(
+        &s,
+        room_id,
+        admin::DeleteRoom {
+            block: false,
+            purge: true,
+            new_room_user_id: None,
+            room_name: None,
+            message: None,
+            requester: me.user_id.clone(),
+        },
+    );
+    Ok(Json(json!({})))
 }

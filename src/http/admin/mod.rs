@@ -1,11 +1,12 @@
 //! Admin APIs: Dendrite's (`/_dendrite/admin/...`) and Synapse's
 //! (`/_synapse/admin/...`), both thin fronts over the same services.
 
-mod dendrite;
+pub(crate) mod dendrite;
 mod notices;
 mod registration_tokens;
 mod reports;
 mod shared_secret;
+mod synapse_rooms;
 mod synapse_users;
 mod users;
 
@@ -25,6 +26,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let r = users::routes(r);
     let r = dendrite::routes(r);
     let r = synapse_users::routes(r);
+    let r = synapse_rooms::routes(r);
     let r = reports::routes(r);
     let r = notices::routes(r);
     registration_tokens::routes(r)

@@ -11,7 +11,7 @@ mod push;
 mod register;
 mod report;
 mod room_read;
-mod rooms;
+pub(crate) mod rooms;
 mod session;
 mod sync;
 

@@ -261,7 +261,7 @@ async fn messages(
         .rooms
         .messages(
             &req.room_id,
-            &r.user_id(),
+            Some(&r.user_id()),
             req.from.as_deref(),
             req.to.as_deref(),
             backwards,

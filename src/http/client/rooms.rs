@@ -61,6 +61,16 @@ pub(crate) async fn member_profile(s: &AppState, user: &UserId) -> Result<Value>
     Ok(Value::Object(content))
 }
 
+/// Rooms an admin blocked cannot be joined or invited into.
+pub(crate) async fn check_not_blocked(s: &AppState, room_id: &RoomId) -> Result<()> {
+    if s.storage.room_blocked_by(room_id.as_str()).await?.is_some() {
+        return Err(MatrixError::forbidden(
+            "This room has been blocked on this server",
+        ));
+    }
+    Ok(())
+}
+
 /// A user who may be invited: local and existing (federation comes later).
 async fn check_invitee(s: &AppState, user: &UserId) -> Result<()> {
     if !s.accounts.is_local(user) {
@@ -209,6 +219,7 @@ async fn do_join(
     user: &UserId,
     reason: Option<&str>,
 ) -> Result<()> {
+    check_not_blocked(s, room_id).await?;
     s.rooms.known_version(room_id).await?;
     let profile = member_profile(s, user).await?;
     s.rooms.join(room_id, user, profile, reason).await?;
@@ -251,6 +262,7 @@ async fn invite(
         ));
     };
     s.rooms.known_version(&req.room_id).await?;
+    check_not_blocked(&s, &req.room_id).await?;
     check_invitee(&s, &recipient.user_id).await?;
     let profile = member_profile(&s, &recipient.user_id).await?;
     s.rooms

@@ -166,6 +166,14 @@ impl Rooms {
         Ok(*entry)
     }
 
+    /// Drops every cached fact about a room (after it was purged), so the
+    /// room id can be created or joined again without a restart.
+    pub fn forget_caches(&self, room_id: &RoomId) {
+        self.heads.lock().remove(room_id);
+        self.versions.lock().remove(room_id);
+        self.latest.lock().remove(room_id);
+    }
+
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
