@@ -75,44 +75,56 @@ impl AccountData {
         }
     }
 
-    /// The user's push rules: stored ones, or the server defaults.
+    /// The user's push rules: stored ones (with new server defaults merged
+    /// in), or the server defaults.
     pub async fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
-        match self.get(user, None, "m.push_rules").await? {
-            Some(v) => match v
-                .get("global")
-                .cloned()
-                .map(serde_json::from_value::<Ruleset>)
-            {
-                Some(Ok(mut rules)) => {
-                    // New server-default rules appear, user changes stay.
-                    rules.update_with_server_default(Ruleset::server_default(user));
-                    Ok(rules)
-                }
-                _ => Ok(Ruleset::server_default(user)),
-            },
-            None => Ok(Ruleset::server_default(user)),
-        }
+        let defaults = server_default(user)?;
+        let stored = self
+            .get(user, None, "m.push_rules")
+            .await?
+            .and_then(|v| v.get("global").cloned())
+            .and_then(|g| serde_json::from_value::<Ruleset>(g).ok());
+        Ok(match stored {
+            Some(mut rules) => {
+                rules.update_with_server_default(defaults);
+                rules
+            }
+            None => defaults,
+        })
     }
 
+    /// Stores the ruleset in the shape clients read (in `/sync` too).
     pub async fn set_push_rules(&self, user: &UserId, rules: &Ruleset) -> Result<()> {
-        let content = serde_json::json!({ "global": rules });
+        let content = json!({ "global": ruleset_json(rules)? });
         self.set(user, None, "m.push_rules", &content).await
     }
 
-    /// The ruleset as clients see it: all five kinds present (ruma omits
-    /// empty kinds) and the legacy mention rules added.
+    /// The ruleset as clients see it.
     pub async fn push_rules_json(&self, user: &UserId) -> Result<Value> {
-        let rules = self.push_rules(user).await?;
-        let mut value = serde_json::to_value(rules).map_err(MatrixError::internal)?;
-        let map = value
-            .as_object_mut()
-            .ok_or_else(|| MatrixError::internal("ruleset is not an object"))?;
-        for kind in ["override", "content", "room", "sender", "underride"] {
-            map.entry(kind).or_insert(json!([]));
-        }
-        add_legacy_mention_rules(map, user.as_str());
-        Ok(value)
+        ruleset_json(&self.push_rules(user).await?)
     }
+}
+
+/// A ruleset with all five kinds present (ruma omits empty ones).
+fn ruleset_json(rules: &Ruleset) -> Result<Value> {
+    let mut value = serde_json::to_value(rules).map_err(MatrixError::internal)?;
+    let map = value
+        .as_object_mut()
+        .ok_or_else(|| MatrixError::internal("ruleset is not an object"))?;
+    for kind in ["override", "content", "room", "sender", "underride"] {
+        map.entry(kind).or_insert(json!([]));
+    }
+    Ok(value)
+}
+
+/// The server-default rules: ruma's, plus the legacy mention rules, as real
+/// rules that users can disable and that the evaluator applies.
+pub fn server_default(user: &UserId) -> Result<Ruleset> {
+    let mut value = ruleset_json(&Ruleset::server_default(user))?;
+    if let Some(map) = value.as_object_mut() {
+        add_legacy_mention_rules(map, user.as_str());
+    }
+    serde_json::from_value(value).map_err(MatrixError::internal)
 }
 
 /// The pre-`m.mentions` rules (deprecated in spec v1.7, dropped from ruma's

@@ -111,6 +111,7 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
         content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
     }
 
+    let rules = s.account_data.push_rules(&user).await?;
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -151,7 +152,7 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
                 };
                 if changed || req.full_state || !ephemeral.is_empty() || !data.is_empty() {
                     let mut body =
-                        joined_room(s, who, &user, &room_id, room_since, to, req).await?;
+                        joined_room(s, who, &user, &room_id, room_since, to, req, &rules).await?;
                     body["ephemeral"]["events"] = json!(ephemeral);
                     body["account_data"]["events"] = json!(data);
                     join.insert(room.clone(), body);
@@ -415,6 +416,7 @@ async fn summary(s: &Services, user: &UserId, state: &StateMap) -> Result<Value>
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn joined_room(
     s: &Services,
     who: &Requester,
@@ -423,6 +425,7 @@ async fn joined_room(
     since: Option<i64>,
     to: i64,
     req: &SyncRequest,
+    rules: &ruma::push::Ruleset,
 ) -> Result<Value> {
     let filter = &req.filter.room;
     let (events, limited) = timeline(s, user, room_id, since, to, &filter.timeline).await?;
@@ -443,11 +446,8 @@ async fn joined_room(
     )
     .await?;
     // Evaluate the rules as the client sees them (legacy mention rules included).
-    let rules: ruma::push::Ruleset =
-        serde_json::from_value(s.account_data.push_rules_json(user).await?)
-            .map_err(MatrixError::internal)?;
     let (notify, highlight) =
-        crate::services::notifications::unread_counts(s, user, room_id, &current, &rules, to)
+        crate::services::notifications::unread_counts(s, user, room_id, &current, rules, to)
             .await?;
     let prev_batch = match events.first() {
         Some(first) => topo_token(first),

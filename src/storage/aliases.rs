@@ -104,32 +104,41 @@ impl Storage {
     }
 
     /// Events relating to `event_id` (optionally of one rel_type and event
-    /// type), newest first, with `stream_ordering < before`.
+    /// type): newest first below `from`, or oldest first above it when
+    /// `forwards`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn relations(
         &self,
         room_id: &str,
         event_id: &str,
         rel_type: Option<&str>,
         event_type: Option<&str>,
-        before: i64,
+        from: Option<i64>,
+        forwards: bool,
         limit: i64,
     ) -> sqlx::Result<Vec<super::events::EventRow>> {
-        let rows = sqlx::query(
+        let (cmp, order, bound) = if forwards {
+            (">", "ASC", from.unwrap_or(0))
+        } else {
+            ("<", "DESC", from.unwrap_or(i64::MAX))
+        };
+        let q = format!(
             "SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
              WHERE r.relates_to = $1 AND r.room_id = $2
                AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.event_type = $4)
-               AND e.stream_ordering < $5
-             ORDER BY e.stream_ordering DESC LIMIT $6",
-        )
-        .bind(event_id)
-        .bind(room_id)
-        .bind(rel_type.unwrap_or(""))
-        .bind(event_type.unwrap_or(""))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+               AND e.stream_ordering {cmp} $5
+             ORDER BY e.stream_ordering {order} LIMIT $6"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(event_id)
+            .bind(room_id)
+            .bind(rel_type.unwrap_or(""))
+            .bind(event_type.unwrap_or(""))
+            .bind(bound)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows
             .iter()
             .map(|r| super::events::EventRow {

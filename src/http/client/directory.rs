@@ -316,14 +316,16 @@ async fn relations_page(
         Some(p) if s.rooms.can_see(&user, p, current.as_deref()).await? => {}
         _ => return Err(MatrixError::not_found("Event not found")),
     }
-    let before = match from {
-        Some(t) => t
-            .rsplit('_')
-            .next()
-            .and_then(|v| v.trim_start_matches(['s', 't', 'r']).parse::<i64>().ok())
-            .ok_or_else(|| MatrixError::invalid_param("Invalid from token"))?,
-        None => i64::MAX,
+    let from = match from {
+        Some(t) => Some(
+            t.rsplit('_')
+                .next()
+                .and_then(|v| v.trim_start_matches(['s', 't', 'r']).parse::<i64>().ok())
+                .ok_or_else(|| MatrixError::invalid_param("Invalid from token"))?,
+        ),
+        None => None,
     };
+    let forwards = dir == Direction::Forward;
     let limit = limit.unwrap_or(50).clamp(1, 1000) as i64;
     let rows = s
         .storage
@@ -332,7 +334,8 @@ async fn relations_page(
             event_id,
             rel_type,
             event_type,
-            before,
+            from,
+            forwards,
             limit + 1,
         )
         .await?;
@@ -344,10 +347,7 @@ async fn relations_page(
     let next = more
         .then(|| pdus.last().map(|p| format!("r{}", p.stream_ordering)))
         .flatten();
-    let mut pdus = s.rooms.filter_visible(&user, room_id, pdus).await?;
-    if dir == Direction::Forward {
-        pdus.reverse();
-    }
+    let pdus = s.rooms.filter_visible(&user, room_id, pdus).await?;
     let mut chunk = Vec::new();
     for p in &pdus {
         chunk.push(

@@ -3,15 +3,13 @@
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use ruma::api::client::reporting::report_user;
-use ruma::api::client::room::report_room;
 use ruma::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, OptionalJsonBody, Ruma};
-use crate::http::{AppState, ruma_route};
+use crate::http::AppState;
+use crate::http::extract::{Auth, JsonBody, OptionalJsonBody};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     // Hand-parsed: ruma's type dropped `score`, which Synapse's and Dendrite's
@@ -20,8 +18,15 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         "/_matrix/client/v3/rooms/{room_id}/report/{event_id}",
         post(report_event),
     );
-    let r = ruma_route::<report_room::v3::Request, _, _>(r, report_a_room);
-    ruma_route::<report_user::v3::Request, _, _>(r, report_a_user)
+    // Paths as ruma declares them; bodies parsed here so a missing reason is an error.
+    let r = r.route(
+        "/_matrix/client/v3/rooms/{room_id}/report",
+        post(report_a_room),
+    );
+    r.route(
+        "/_matrix/client/v3/users/{user_id}/report",
+        post(report_a_user),
+    )
 }
 
 #[derive(Deserialize)]
@@ -74,14 +79,23 @@ async fn report_event(
     Ok(Json(json!({})))
 }
 
+#[derive(Deserialize)]
+struct ReasonBody {
+    reason: String,
+}
+
+/// `reason` is required (spec v1.13/v1.14); ruma's type would default it.
 async fn report_a_room(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<report_room::v3::Request>,
+    Path(room_id): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
-    s.rooms.known_version(&req.room_id).await?;
+    let room_id = OwnedRoomId::try_from(room_id)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))?;
+    s.rooms.known_version(&room_id).await?;
     s.storage
-        .insert_room_report(req.room_id.as_str(), &r.user_id, Some(&req.reason))
+        .insert_room_report(room_id.as_str(), &r.user_id, Some(&body.reason))
         .await?;
     Ok(Json(json!({})))
 }
@@ -89,13 +103,16 @@ async fn report_a_room(
 async fn report_a_user(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<report_user::v3::Request>,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
-    if s.accounts.is_local(&req.user_id) && s.accounts.get(&req.user_id).await?.is_none() {
+    let user = ruma::UserId::parse(&user_id)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid user id: {e}")))?;
+    if s.accounts.is_local(&user) && s.accounts.get(&user).await?.is_none() {
         return Err(MatrixError::not_found("Unknown user"));
     }
     s.storage
-        .insert_user_report(req.user_id.as_str(), &r.user_id, Some(&req.reason))
+        .insert_user_report(user.as_str(), &r.user_id, Some(&body.reason))
         .await?;
     Ok(Json(json!({})))
 }
