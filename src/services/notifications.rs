@@ -27,13 +27,14 @@ pub async fn unread_counts(
 ) -> Result<(u64, u64)> {
     let mut read_pos = 0;
     for ty in ["m.read", "m.read.private"] {
-        if let Some(event_id) = s
+        for event_id in s
             .storage
-            .receipt_of(room_id.as_str(), user.as_str(), ty)
+            .main_receipts(room_id.as_str(), user.as_str(), ty)
             .await?
-            && let Some(pdu) = s.rooms.pdu(&event_id).await?
         {
-            read_pos = read_pos.max(pdu.stream_ordering);
+            if let Some(pdu) = s.rooms.pdu(&event_id).await? {
+                read_pos = read_pos.max(pdu.stream_ordering);
+            }
         }
     }
     // Your own membership join also marks the room read up to then.

@@ -213,13 +213,7 @@ async fn presence_events(
     }
     let mut visible: HashSet<String> = HashSet::from([user.to_string()]);
     for room in joined {
-        let state = s.rooms.current_state(room).await?;
-        visible.extend(
-            state
-                .keys()
-                .filter(|(ty, _)| ty == "m.room.member")
-                .map(|(_, sk)| sk.clone()),
-        );
+        visible.extend(s.storage.room_members(room.as_str(), "join").await?);
     }
     Ok(changes
         .iter()

@@ -146,22 +146,24 @@ impl Storage {
             .collect())
     }
 
-    /// The user's own receipt of a type in a room (unthreaded), if any.
-    pub async fn receipt_of(
+    /// The events of the user's receipts of a type in a room that cover the
+    /// main timeline (unthreaded, or the `main` thread).
+    pub async fn main_receipts(
         &self,
         room_id: &str,
         user_id: &str,
         receipt_type: &str,
-    ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT event_id FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = ''",
+    ) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT event_id FROM receipts
+             WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id IN ('', 'main')",
         )
         .bind(room_id)
         .bind(user_id)
         .bind(receipt_type)
-        .fetch_optional(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     pub async fn set_presence(&self, p: &PresenceRow) -> sqlx::Result<()> {

@@ -48,6 +48,15 @@ impl Dialect {
         sql.replace("{AUTO_ID}", auto_id).replace("{BLOB}", blob)
     }
 
+    /// SQL for "`column` contains the text of `param`", literal (no
+    /// wildcards) and case-sensitive.
+    pub fn contains(self, column: &str, param: &str) -> String {
+        match self {
+            Self::Sqlite => format!("instr({column}, {param}) > 0"),
+            Self::Postgres => format!("strpos({column}, {param}) > 0"),
+        }
+    }
+
     /// Whether a database error is a unique-constraint violation.
     pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         match err {

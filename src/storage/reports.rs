@@ -106,16 +106,22 @@ impl Storage {
         limit: i64,
         forwards: bool,
     ) -> sqlx::Result<(Vec<EventReportRow>, i64)> {
-        const WHERE: &str = "WHERE ($1 = '' OR reporter LIKE $1) AND ($2 = '' OR room_id LIKE $2)
-                               AND ($3 = '' OR event_sender LIKE $3)";
-        let like = |v: &Option<String>| v.as_ref().map(|v| format!("%{v}%")).unwrap_or_default();
+        // Case-sensitive, literal substring matches (as Synapse).
+        let d = self.dialect();
+        let condition = format!(
+            "WHERE ($1 = '' OR {}) AND ($2 = '' OR {}) AND ($3 = '' OR {})",
+            d.contains("reporter", "$1"),
+            d.contains("room_id", "$2"),
+            d.contains("event_sender", "$3")
+        );
+        let plain = |v: &Option<String>| v.clone().unwrap_or_default();
         let (u, r, s) = (
-            like(&f.user_id),
-            like(&f.room_id),
-            like(&f.event_sender_user_id),
+            plain(&f.user_id),
+            plain(&f.room_id),
+            plain(&f.event_sender_user_id),
         );
         let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM event_reports {WHERE}"
+            "SELECT COUNT(*) FROM event_reports {condition}"
         )))
         .bind(&u)
         .bind(&r)
@@ -126,7 +132,7 @@ impl Storage {
         let order = if forwards { "ASC" } else { "DESC" };
         let q = format!(
             "SELECT id, room_id, event_id, reporter, event_sender, reason, score, received_ts FROM event_reports
-             {WHERE} ORDER BY received_ts {order}, id {order} LIMIT $4 OFFSET $5"
+             {condition} ORDER BY received_ts {order}, id {order} LIMIT $4 OFFSET $5"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(&u)

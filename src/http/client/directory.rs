@@ -342,7 +342,11 @@ async fn relations_page(
     let more = rows.len() as i64 > limit;
     let mut pdus = Vec::new();
     for row in rows.into_iter().take(limit as usize) {
-        pdus.push(row_to_pdu(row)?);
+        let pdu = row_to_pdu(row)?;
+        // A redacted event no longer relates to anything (its relation is gone).
+        if pdu.redacted_by.is_none() {
+            pdus.push(pdu);
+        }
     }
     let next = more
         .then(|| pdus.last().map(|p| format!("r{}", p.stream_ordering)))

@@ -61,6 +61,21 @@ pub(crate) async fn member_profile(s: &AppState, user: &UserId) -> Result<Value>
     Ok(Value::Object(content))
 }
 
+/// The server-notices invite cannot be rejected, by any route (leave, kick
+/// of oneself, a member state event); the room can be left once joined.
+async fn check_can_reject(s: &AppState, room_id: &RoomId, user: &UserId) -> Result<()> {
+    if s.rooms.membership(room_id, user).await?.as_deref() == Some("invite")
+        && crate::services::notices::is_notice_room(s, user, room_id).await?
+    {
+        return Err(MatrixError::new(
+            http::StatusCode::FORBIDDEN,
+            ruma::api::error::ErrorKind::CannotLeaveServerNoticeRoom,
+            "You cannot reject this invite",
+        ));
+    }
+    Ok(())
+}
+
 /// Rooms an admin blocked cannot be joined or invited into.
 pub(crate) async fn check_not_blocked(s: &AppState, room_id: &RoomId) -> Result<()> {
     if s.storage.room_blocked_by(room_id.as_str()).await?.is_some() {
@@ -285,16 +300,7 @@ async fn leave(
 ) -> Result<RumaResponse<leave_room::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
     let user = r.user_id();
-    // The server-notices invite cannot be rejected (it can be left once joined).
-    if s.rooms.membership(&req.room_id, &user).await?.as_deref() == Some("invite")
-        && crate::services::notices::is_notice_room(&s, &user, &req.room_id).await?
-    {
-        return Err(MatrixError::new(
-            http::StatusCode::FORBIDDEN,
-            ruma::api::error::ErrorKind::CannotLeaveServerNoticeRoom,
-            "You cannot reject this invite",
-        ));
-    }
+    check_can_reject(&s, &req.room_id, &user).await?;
     s.rooms
         .leave(&req.room_id, &user, &user, req.reason.as_deref())
         .await?;
@@ -329,6 +335,9 @@ async fn kick(
     Ruma(req): Ruma<kick_user::v3::Request>,
 ) -> Result<RumaResponse<kick_user::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
+    if req.user_id == r.user_id() {
+        check_can_reject(&s, &req.room_id, &req.user_id).await?;
+    }
     s.rooms
         .leave(
             &req.room_id,
@@ -450,6 +459,11 @@ async fn send_state(
         // the auth rules are what decide.
         UserId::parse(&req.state_key)
             .map_err(|_| MatrixError::bad_json("m.room.member state_key must be a user id"))?;
+        if req.state_key == user.as_str()
+            && content.get("membership").and_then(Value::as_str) != Some("join")
+        {
+            check_can_reject(&s, &req.room_id, &user).await?;
+        }
     } else if s.rooms.membership(&req.room_id, &user).await?.as_deref() != Some("join") {
         return Err(MatrixError::forbidden("You are not joined to this room"));
     }
