@@ -4,6 +4,7 @@
 mod harness;
 
 // Client-Server API
+mod account_data; // account data (global, room), tags, push rule endpoints, unread counts
 mod client_account; // /account/password, /account/deactivate
 mod client_basics; // /versions, /.well-known, CORS, 404/405, r0 aliases, capabilities
 mod client_compat; // matrix-nio compatibility: device fields, legacy UIA auth, pre-m.mentions push rules
@@ -13,13 +14,18 @@ mod client_profile; // /profile and its fields
 mod client_pushrules_filters; // /pushrules/, filters
 mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
+mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
+mod ephemeral; // receipts, read markers, typing, presence
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Admin API
+mod admin_evacuate; // /_dendrite/admin/evacuateRoom, evacuateUser
 mod admin_misc;
+mod admin_notices; // send_server_notice (POST, PUT txn), broadcast_server_notice
 mod admin_register; // /_synapse/admin/v1/register (shared secret, HMAC vectors)
+mod admin_reports; // event/room/user reports, /_synapse/admin/v1/event_reports, admin auth matrix
 mod admin_reset_password; // /_dendrite/admin/resetPassword/{userID}
 mod admin_whois; // whois at both paths // server_version, admin check on every request, error shapes
 
