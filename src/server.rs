@@ -52,6 +52,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
     });
     let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
+    if services.search_needs_rebuild {
+        let s = services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::services::search::reindex(&s).await {
+                tracing::warn!(error = %e.message(), "could not rebuild the search index");
+            }
+        });
+    }
     tokio::spawn(expire_typing(services.clone(), stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
     Ok(RunningServer {
@@ -74,9 +82,18 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
         if let Err(e) = services.sessions.flush_last_seen().await {
             tracing::warn!(error = %e.message(), "could not write last-seen records");
         }
+        // New events become durable in the search index within a few seconds.
+        if let Some(search) = &services.search
+            && let Err(e) = search.commit()
+        {
+            tracing::warn!(error = %e.message(), "could not commit the search index");
+        }
     }
     if let Err(e) = services.sessions.flush_last_seen().await {
         tracing::warn!(error = %e.message(), "could not write last-seen records at shutdown");
+    }
+    if let Some(search) = &services.search {
+        let _ = search.commit();
     }
 }
 

@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod ratelimit;
 pub mod registration_tokens;
 pub mod rooms;
+pub mod search;
 pub mod sessions;
 pub mod shared_secret;
 pub mod stream;
@@ -41,6 +42,10 @@ pub struct Services {
     pub ephemeral: ephemeral::Ephemeral,
     pub presence: presence::Presence,
     pub jobs: jobs::Jobs,
+    /// `None` when `search.enabled` is off.
+    pub search: Option<Arc<search::Search>>,
+    /// The index was (re)created empty at start: rebuild it from the events.
+    pub search_needs_rebuild: bool,
     pub accounts: accounts::Accounts,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
@@ -69,6 +74,12 @@ impl Services {
             .max(storage.max_side_stream().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
+        let (search, search_needs_rebuild) = if config.search.enabled {
+            let (s, created) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
+            (Some(Arc::new(s)), created)
+        } else {
+            (None, false)
+        };
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let rl = &config.rate_limits;
         Ok(Arc::new(Self {
@@ -82,12 +93,15 @@ impl Services {
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
             presence: presence::Presence::new(storage.clone(), stream.clone()),
             jobs: jobs::Jobs::default(),
+            search: search.clone(),
+            search_needs_rebuild,
             rooms: rooms::Rooms::new(
                 storage.clone(),
                 server_name.clone(),
                 signing_key.clone(),
                 stream.clone(),
                 default_version,
+                search.clone(),
             ),
             stream,
             shared_secret: config

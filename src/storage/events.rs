@@ -507,4 +507,26 @@ impl Storage {
                 .await?;
         Ok(row.get(0))
     }
+
+    /// Unredacted messages, names and topics after a stream position, oldest
+    /// first (for rebuilding the search index).
+    pub async fn searchable_events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_ordering > $1
+               AND event_type IN ('m.room.message', 'm.room.name', 'm.room.topic') AND redacted_by IS NULL
+             ORDER BY stream_ordering LIMIT $2"
+        );
+        let rows = sqlx::query(Q)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
+    }
 }

@@ -2,7 +2,7 @@
 //! (`resetPassword` is in `users.rs`).
 
 use axum::extract::{Path, State};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ruma::OwnedRoomId;
 use serde_json::{Value, json};
@@ -18,6 +18,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         post(evacuate_room),
     )
     .route("/_dendrite/admin/purgeRoom/{room_id}", post(purge_room))
+    .route(
+        "/_dendrite/admin/fulltext/reindex",
+        get(reindex).post(reindex),
+    )
     .route(
         "/_dendrite/admin/evacuateUser/{user_id}",
         post(evacuate_user),
@@ -74,5 +78,24 @@ async fn purge_room(
             requester: me.user_id.clone(),
         },
     );
+    Ok(Json(json!({})))
+}
+
+/// `GET|POST /_dendrite/admin/fulltext/reindex`: rebuilds the search index
+/// from the events table as a background job; answers `{}` at once. Progress
+/// and the final `Indexed N events in T` go to the log.
+async fn reindex(State(s): State<AppState>, _: AdminAuth) -> Result<Json<Value>> {
+    if s.search.is_none() {
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Full-text search is disabled (search.enabled is false)",
+        ));
+    }
+    let services = s.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::services::search::reindex(&services).await {
+            tracing::warn!(error = %e.message(), "search reindex failed");
+        }
+    });
     Ok(Json(json!({})))
 }

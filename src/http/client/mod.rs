@@ -12,6 +12,7 @@ mod register;
 mod report;
 mod room_read;
 pub(crate) mod rooms;
+mod search;
 mod session;
 mod sync;
 
@@ -34,5 +35,6 @@ pub fn routes() -> Router<AppState> {
     let r = rooms::routes(r);
     let r = room_read::routes(r);
     let r = filter::routes(r);
+    let r = search::routes(r);
     sync::routes(r)
 }

@@ -78,6 +78,7 @@ pub struct Rooms {
     versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
     state: state::StateCache,
     default_version: RoomVersionId,
+    search: Option<Arc<crate::services::search::Search>>,
 }
 
 impl Rooms {
@@ -87,6 +88,7 @@ impl Rooms {
         signing_key: Arc<SigningKey>,
         stream: Arc<Stream>,
         default_version: RoomVersionId,
+        search: Option<Arc<crate::services::search::Search>>,
     ) -> Self {
         Self {
             state: state::StateCache::new(storage.clone()),
@@ -98,6 +100,7 @@ impl Rooms {
             versions: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             default_version,
+            search,
         }
     }
 
@@ -169,6 +172,11 @@ impl Rooms {
     /// Drops every cached fact about a room (after it was purged), so the
     /// room id can be created or joined again without a restart.
     pub fn forget_caches(&self, room_id: &RoomId) {
+        if let Some(search) = &self.search
+            && let Err(e) = search.delete_room(room_id.as_str())
+        {
+            tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
+        }
         self.heads.lock().remove(room_id);
         self.versions.lock().remove(room_id);
         self.latest.lock().remove(room_id);
@@ -449,6 +457,12 @@ impl Rooms {
         head.state = state;
         pdu.stream_ordering = pos;
         self.latest.lock().insert(pdu.room_id.clone(), pos);
+        if let Some(search) = &self.search
+            && let Err(e) = search.on_event(&pdu)
+        {
+            // The event is stored; a reindex repairs the index.
+            tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
+        }
         Ok(pdu)
     }
 
