@@ -40,6 +40,20 @@ pub enum Command {
         #[arg(long)]
         disable_rate_limits: bool,
     },
+    /// Operate a running server through its admin API (needs an admin's token).
+    Admin {
+        /// Base URL of the server; defaults to the `listen` address of --config, else localhost:8008.
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin's access token (or set MYELIN_ADMIN_TOKEN).
+        #[arg(long, env = "MYELIN_ADMIN_TOKEN")]
+        token: String,
+        /// Config file to take the listen address from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Create an account directly in the database.
     CreateAccount {
         #[arg(long, short)]
@@ -52,6 +66,137 @@ pub enum Command {
         #[arg(long)]
         admin: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum AdminAction {
+    /// Make every local member leave a room.
+    EvacuateRoom { room_id: String },
+    /// Make a user leave every room and reject every invite.
+    EvacuateUser { user_id: String },
+    /// Set a user's password.
+    ResetPassword {
+        user_id: String,
+        #[arg(long)]
+        password: String,
+        /// Also log out all the user's devices.
+        #[arg(long)]
+        logout_devices: bool,
+    },
+    /// Evacuate and delete a room from this server.
+    PurgeRoom { room_id: String },
+    /// Rebuild the full-text search index.
+    Reindex,
+    /// Send a server notice to one user, or with --all to every local user.
+    Notice {
+        #[arg(long, required_unless_present = "all")]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+        message: String,
+    },
+    /// Sessions, IPs and user agents of a user.
+    Whois { user_id: String },
+    /// List abuse reports.
+    Reports {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// List accounts.
+    Users {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Runs an admin action against a server's HTTP API; returns the JSON answer.
+pub async fn run_admin(
+    base: &str,
+    token: &str,
+    action: AdminAction,
+) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let (method, path, body) = match action {
+        AdminAction::EvacuateRoom { room_id } => (
+            "POST",
+            format!("/_dendrite/admin/evacuateRoom/{}", enc(&room_id)),
+            None,
+        ),
+        AdminAction::EvacuateUser { user_id } => (
+            "POST",
+            format!("/_dendrite/admin/evacuateUser/{}", enc(&user_id)),
+            None,
+        ),
+        AdminAction::ResetPassword {
+            user_id,
+            password,
+            logout_devices,
+        } => (
+            "POST",
+            format!("/_dendrite/admin/resetPassword/{}", enc(&user_id)),
+            Some(json!({ "password": password, "logout_devices": logout_devices })),
+        ),
+        AdminAction::PurgeRoom { room_id } => (
+            "POST",
+            format!("/_dendrite/admin/purgeRoom/{}", enc(&room_id)),
+            None,
+        ),
+        AdminAction::Reindex => ("POST", "/_dendrite/admin/fulltext/reindex".to_owned(), None),
+        AdminAction::Notice { user, all, message } => {
+            let content = json!({ "msgtype": "m.text", "body": message });
+            if all {
+                (
+                    "POST",
+                    "/_myelin/admin/v1/broadcast_server_notice".to_owned(),
+                    Some(json!({ "content": content })),
+                )
+            } else {
+                let user = user.ok_or_else(|| anyhow::anyhow!("--user or --all is needed"))?;
+                (
+                    "POST",
+                    "/_synapse/admin/v1/send_server_notice".to_owned(),
+                    Some(json!({ "user_id": user, "content": content })),
+                )
+            }
+        }
+        AdminAction::Whois { user_id } => (
+            "GET",
+            format!("/_synapse/admin/v1/whois/{}", enc(&user_id)),
+            None,
+        ),
+        AdminAction::Reports { limit } => (
+            "GET",
+            format!("/_synapse/admin/v1/event_reports?limit={limit}"),
+            None,
+        ),
+        AdminAction::Users { limit } => (
+            "GET",
+            format!("/_synapse/admin/v2/users?limit={limit}"),
+            None,
+        ),
+    };
+    let client = reqwest::Client::new();
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let req = match method {
+        "GET" => client.get(&url),
+        _ => client.post(&url).json(&body.unwrap_or_else(|| json!({}))),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
+    let status = resp.status();
+    let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {} ({})",
+            value["error"].as_str().unwrap_or("request failed"),
+            value["errcode"].as_str().unwrap_or("no errcode")
+        );
+    }
+    Ok(value)
 }
 
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -1,5 +1,7 @@
 use clap::Parser;
-use myelin::cli::{Cli, Command, create_account, generate_config, init_logging, load_config};
+use myelin::cli::{
+    Cli, Command, create_account, generate_config, init_logging, load_config, run_admin,
+};
 
 fn main() -> std::process::ExitCode {
     limit_retained_heap();
@@ -49,6 +51,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 disable_rate_limits,
             )?;
             print!("{yaml}");
+            Ok(())
+        }
+        Command::Admin {
+            url,
+            token,
+            config,
+            action,
+        } => {
+            let base = match (url, config) {
+                (Some(u), _) => u,
+                (None, Some(c)) => format!("http://{}", load_config(Some(&c))?.listen),
+                (None, None) => "http://localhost:8008".to_owned(),
+            };
+            let value = run_admin(&base, &token, action).await?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         Command::CreateAccount {

@@ -372,3 +372,69 @@ async fn create_account_before_first_serve_creates_the_data_dir() {
     assert_eq!(st, StatusCode::OK, "{body}");
     running.shutdown().await;
 }
+
+/// `myelin admin ...` drives a running server through its admin API.
+#[tokio::test]
+async fn admin_cli_evacuates_a_room_and_reports_errors() {
+    let server = crate::harness::TestServer::start().await;
+    let root = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let (st, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "public_chat"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let url = format!("http://{}", server.addr);
+
+    let out = run(&[
+        "admin",
+        "--url",
+        &url,
+        "--token",
+        &root.access_token,
+        "evacuate-room",
+        &room,
+    ])
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(v["affected"], json!([alice.user_id]));
+    let (_, joined) = server
+        .get("/_matrix/client/v3/joined_rooms", alice.token())
+        .await;
+    assert_eq!(joined["joined_rooms"], json!([]));
+
+    // An unknown user: non-zero exit and the server's errcode in the message.
+    let out = run(&[
+        "admin",
+        "--url",
+        &url,
+        "--token",
+        &root.access_token,
+        "evacuate-user",
+        "@nobody:test.local",
+    ])
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("M_NOT_FOUND"), "{stderr}");
+
+    // A non-admin token is refused.
+    let out = run(&[
+        "admin",
+        "--url",
+        &url,
+        "--token",
+        &alice.access_token,
+        "reindex",
+    ])
+    .await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("M_FORBIDDEN"), "{stderr}");
+}
