@@ -756,3 +756,49 @@ async fn registration_tokens_promoted_admin_at_once() {
     assert_eq!(st, StatusCode::OK, "{list}");
     assert!(list["registration_tokens"].is_array(), "{list}");
 }
+
+/// Dendrite's registration-token paths serve the same tokens (update by POST).
+#[tokio::test]
+async fn dendrite_registration_token_paths() {
+    let s = TestServer::start().await;
+    let admin = s.admin("root").await;
+    let user = s.user("plain").await;
+    let base = "/_dendrite/admin/registrationTokens";
+    let (st, body) = s
+        .post(
+            &format!("{base}/new"),
+            admin.token(),
+            json!({"token": "dtok", "uses_allowed": 2}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["token"], "dtok");
+    assert_eq!(body["uses_allowed"], 2);
+    let (st, body) = s.get(base, admin.token()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["registration_tokens"][0]["token"], "dtok");
+    let (st, body) = s
+        .post(
+            &format!("{base}/dtok"),
+            admin.token(),
+            json!({"uses_allowed": 5}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["uses_allowed"], 5);
+    // The Synapse path sees the same token.
+    let (st, body) = s
+        .get("/_synapse/admin/v1/registration_tokens/dtok", admin.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["uses_allowed"], 5);
+    assert_error(&s.get(base, user.token()).await, 403, "M_FORBIDDEN");
+    assert_error(&s.get(base, None).await, 401, "M_MISSING_TOKEN");
+    let (st, _) = s.delete(&format!("{base}/dtok"), admin.token(), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_error(
+        &s.get(&format!("{base}/dtok"), admin.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
+}

@@ -13,7 +13,17 @@ use crate::http::extract::{AdminAuth, JsonBody, OptionalJsonBody};
 
 const BASE: &str = "/_synapse/admin/v1/registration_tokens";
 
+/// Dendrite's paths for the same operations (updates are POSTs there).
+const DENDRITE: &str = "/_dendrite/admin/registrationTokens";
+
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = r
+        .route(DENDRITE, get(list))
+        .route(&format!("{DENDRITE}/new"), post(create))
+        .route(
+            &format!("{DENDRITE}/{{token}}"),
+            get(fetch).post(update).delete(delete),
+        );
     r.route(BASE, get(list))
         .route(&format!("{BASE}/new"), post(create))
         .route(
