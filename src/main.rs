@@ -30,8 +30,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = load_config(config.as_deref())?;
             init_logging(&config);
+            let signal = myelin::server::shutdown_signal()?;
             let server = myelin::server::start(config).await?;
-            server.run_until_signal().await;
+            server.run_until(signal).await;
             Ok(())
         }
         Command::GenerateConfig {

@@ -82,6 +82,12 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
         if let Err(e) = services.sessions.flush_last_seen().await {
             tracing::warn!(error = %e.message(), "could not write last-seen records");
         }
+        // Return memory freed after a burst of work to the system.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         // New events become durable in the search index within a few seconds.
         if let Some(search) = &services.search
             && let Err(e) = search.commit()
@@ -117,22 +123,27 @@ impl RunningServer {
         self.services.storage.close().await;
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then shuts down cleanly.
-    pub async fn run_until_signal(self) {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("can install a SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+    /// Serves until `shutdown_signal` completes, then shuts down cleanly.
+    pub async fn run_until(self, shutdown_signal: impl std::future::Future<Output = ()>) {
+        shutdown_signal.await;
         tracing::info!("shutting down");
         self.shutdown().await;
     }
+}
+
+/// Ctrl-C or SIGTERM. Call it before the server starts, so a signal that
+/// arrives while it starts up is not missed (or fatal).
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("cannot install a SIGTERM handler: {e}"))?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

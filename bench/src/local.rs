@@ -62,6 +62,30 @@ pub fn generate_config(
     Ok(path)
 }
 
+/// Sets `password_hashing.memory_kib` in a config that `generate_config`
+/// wrote (for runs where registration is set-up, not what is measured).
+pub fn set_password_hashing_memory(config: &Path, kib: u32) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("memory_kib:") {
+                found = true;
+                format!("  memory_kib: {kib}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        bail!("no memory_kib line in {}", config.display());
+    }
+    std::fs::write(config, out.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", config.display()))
+}
+
 /// A running `myelin serve`. Dropping it kills the process (SIGKILL) if it
 /// was not stopped.
 pub struct Server {

@@ -1,12 +1,16 @@
 //! `myelin-bench`: Myelin's own benchmark and load tool.
 //!
 //! Scenarios live in [`scenarios`], one module each. Some start a Myelin
-//! binary themselves ([`local`]); the load scenarios to come (`send`,
-//! `wakeup`, `initial-sync`, `join`, `idle-syncers`) drive any homeserver by
-//! URL through [`client`]. Every scenario prints a table and can write JSON
-//! ([`report`]); [`procstat`] reads a process's memory from /proc.
+//! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
+//! `initial-sync`, `join`, `idle-syncers`) drive any homeserver by URL
+//! through [`client`], with what they share in [`load`]. Every scenario
+//! prints a table and can write JSON ([`report`]); [`procstat`] reads a
+//! process's memory and CPU from /proc. A load scenario exits with status 1
+//! when its correctness checks fail (lost, duplicated or out-of-order
+//! messages, failed requests), 2 when it cannot run.
 
 mod client;
+mod load;
 mod local;
 mod procstat;
 mod report;
@@ -23,13 +27,28 @@ use clap::{Parser, Subcommand};
     version,
     about = "Benchmarks for Myelin (and other homeservers)"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
+    /// K senders into one room (or --rooms rooms) for T seconds: messages/s,
+    /// send latency, and a follower's check that every acknowledged message
+    /// arrives once and in order.
+    Send(scenarios::send::Args),
+    /// One user long-polls /sync while another sends: send-to-delivery latency.
+    Wakeup(scenarios::wakeup::Args),
+    /// A user in R rooms with M messages each: initial /sync time and size.
+    InitialSync(scenarios::initial_sync::Args),
+    /// Users join one room: join latency as it grows, and into a full room.
+    Join(scenarios::join::Args),
+    /// C clients hold long-polling /syncs while one room sees traffic:
+    /// server memory and wake-up latency.
+    IdleSyncers(scenarios::idle_syncers::Args),
+    /// Every load scenario at a tiny size against a Myelin it starts (CI).
+    Smoke(scenarios::smoke::Args),
     /// Start time on an existing SQLite database (spawn to the first 200 from
     /// /_matrix/client/versions) and idle memory, of a local Myelin binary.
     Startup(scenarios::startup::Args),
@@ -60,15 +79,24 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Startup(args) => scenarios::startup::run(args).await,
-            Command::Rss { pid, json } => scenarios::rss::run(pid, json.as_deref()),
+            Command::Startup(args) => scenarios::startup::run(args).await.map(|()| true),
+            Command::Rss { pid, json } => scenarios::rss::run(pid, json.as_deref()).map(|()| true),
+            Command::Send(args) => scenarios::send::run(args).await,
+            Command::Wakeup(args) => scenarios::wakeup::run(args).await,
+            Command::InitialSync(args) => scenarios::initial_sync::run(args).await,
+            Command::Join(args) => scenarios::join::run(args).await,
+            Command::IdleSyncers(args) => scenarios::idle_syncers::run(args).await,
+            Command::Smoke(args) => scenarios::smoke::run(args).await,
         }
     });
+    // Long-polls of idle clients may still be open; do not wait for them.
+    runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("myelin-bench: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -69,6 +69,61 @@ pub fn smaps_rollup(pid: u32) -> anyhow::Result<BTreeMap<String, u64>> {
         .collect())
 }
 
+/// CPU time the process has used (user + system, all threads), from
+/// fields 14 and 15 of `/proc/PID/stat`, in seconds.
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_stat_cpu_ticks(&text)
+        .map(|ticks| ticks as f64 / clock_ticks_per_sec())
+        .with_context(|| format!("cannot parse {path}"))
+}
+
+/// utime + stime from a `/proc/PID/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after the last `)`.
+fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// One reading of a process: memory and CPU time so far.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: std::time::Instant,
+    pub status: Status,
+    pub cpu_secs: f64,
+}
+
+impl Snapshot {
+    pub fn take(pid: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            at: std::time::Instant::now(),
+            status: status(pid)?,
+            cpu_secs: cpu_secs(pid)?,
+        })
+    }
+
+    /// The CPU the process used between `earlier` and this reading, in % of
+    /// one core.
+    pub fn cpu_percent_since(&self, earlier: &Snapshot) -> f64 {
+        let wall = self.at.duration_since(earlier.at).as_secs_f64();
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        (self.cpu_secs - earlier.cpu_secs) / wall * 100.0
+    }
+}
+
 /// KiB to MiB, rounded to 0.1.
 pub fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
@@ -113,6 +168,15 @@ Cpus_allowed_list:\t0-1\n";
             }
         );
         assert_eq!(mib(s.vm_rss_kib), 17.5);
+    }
+
+    #[test]
+    fn stat_cpu_fields_after_the_command_name() {
+        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
+                    123 45 0 0 20 0 5 0 100 800000 4480 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(line), Some(168));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert!(cpu_secs(std::process::id()).unwrap() >= 0.0);
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-/// min / p50 / p95 / max / mean of a set of durations, in milliseconds.
+/// min / p50 / p95 / p99 / max / mean of a set of durations, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub count: usize,
     pub min: f64,
     pub p50: f64,
     pub p95: f64,
+    pub p99: f64,
     pub max: f64,
     pub mean: f64,
 }
@@ -30,6 +31,7 @@ impl Summary {
             min: ms[0],
             p50: percentile(&ms, 50.0),
             p95: percentile(&ms, 95.0),
+            p99: percentile(&ms, 99.0),
             max: ms[ms.len() - 1],
             mean: ms.iter().sum::<f64>() / ms.len() as f64,
         })
@@ -41,6 +43,7 @@ impl Summary {
             "min_ms": round3(self.min),
             "p50_ms": round3(self.p50),
             "p95_ms": round3(self.p95),
+            "p99_ms": round3(self.p99),
             "max_ms": round3(self.max),
             "mean_ms": round3(self.mean),
         })
@@ -107,6 +110,32 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Milliseconds with a precision that suits their size.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2}")
+    } else if ms < 1000.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+/// The row of a latency table: name, count, p50, p95, p99, max, mean.
+pub fn latency_row(name: &str, s: &Summary) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        s.count.to_string(),
+        fmt_ms(s.p50),
+        fmt_ms(s.p95),
+        fmt_ms(s.p99),
+        fmt_ms(s.max),
+        fmt_ms(s.mean),
+    ]
+}
+
+pub const LATENCY_HEADER: [&str; 7] = ["ms", "n", "p50", "p95", "p99", "max", "mean"];
+
 /// Writes pretty JSON, with a final newline.
 pub fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
@@ -129,6 +158,7 @@ mod tests {
         v.swap(3, 11);
         let s = Summary::of(&ms(&v)).unwrap();
         assert_eq!((s.min, s.p50, s.p95, s.max), (1.0, 10.0, 19.0, 20.0));
+        assert_eq!(s.p99, 20.0);
         assert_eq!(s.mean, 10.5);
         let one = Summary::of(&ms(&[7])).unwrap();
         assert_eq!((one.min, one.p50, one.p95, one.max), (7.0, 7.0, 7.0, 7.0));

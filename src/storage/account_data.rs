@@ -34,7 +34,7 @@ impl Storage {
         content: &str,
         pos: i64,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         )
@@ -97,7 +97,7 @@ impl Storage {
     }
 
     pub async fn set_receipt(&self, r: &ReceiptRow, pos: i64) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
         )
@@ -167,7 +167,7 @@ impl Storage {
     }
 
     pub async fn set_presence(&self, p: &PresenceRow) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM presence WHERE user_id = $1")
             .bind(&p.user_id)
             .execute(&mut *tx)

@@ -83,7 +83,7 @@ impl Storage {
     /// Creates the account and its profile, spending the registration token if
     /// one is given, in one transaction.
     pub async fn create_account(&self, new: &NewAccount<'_>) -> sqlx::Result<CreateOutcome> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(token) = new.registration_token {
             let used = sqlx::query(
                 "UPDATE registration_tokens SET completed = completed + 1
@@ -145,7 +145,7 @@ impl Storage {
 
     /// Marks the account deactivated and removes its devices and tokens, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE accounts SET is_deactivated = 1, password_hash = NULL WHERE user_id = $1",
         )

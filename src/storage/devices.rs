@@ -90,7 +90,7 @@ impl Storage {
         token: &str,
     ) -> sqlx::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)
@@ -190,7 +190,7 @@ impl Storage {
         devices: Option<&[String]>,
         except: Option<&str>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         match devices {
             Some(ids) => {
                 for id in ids {
@@ -227,7 +227,7 @@ impl Storage {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for s in batch {
             sqlx::query(
                 "UPDATE devices SET last_seen_ip = $1, last_seen_user_agent = $2, last_seen_ts = $3

@@ -48,6 +48,14 @@ impl Dialect {
         sql.replace("{AUTO_ID}", auto_id).replace("{BLOB}", blob)
     }
 
+    /// The statement that opens a write transaction.
+    pub fn begin_write(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
     /// SQL for "`column` contains the text of `param`", literal (no
     /// wildcards) and case-sensitive.
     pub fn contains(self, column: &str, param: &str) -> String {

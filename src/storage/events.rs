@@ -94,7 +94,7 @@ impl Storage {
     }
 
     pub async fn persist_event(&self, e: &PersistEvent<'_>) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if let Some((version, creator)) = e.new_room {
             sqlx::query(
                 "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
@@ -455,7 +455,7 @@ impl Storage {
     }
 
     pub async fn forget_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
             .bind(user_id)
             .bind(room_id)

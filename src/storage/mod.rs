@@ -69,6 +69,13 @@ impl Storage {
         &self.pool
     }
 
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before writing waits
+    /// for a concurrent writer instead of failing with "database is locked".
+    pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.pool.begin_with(self.dialect.begin_write()).await
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

@@ -27,7 +27,7 @@ impl Storage {
     /// Removes everything about a room, in one transaction. Returns the
     /// number of events removed.
     pub async fn purge_room(&self, room_id: &str) -> sqlx::Result<u64> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM event_transactions WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
         )
@@ -57,7 +57,7 @@ impl Storage {
     }
 
     pub async fn block_room(&self, room_id: &str, by: &str, block: bool) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM blocked_rooms WHERE room_id = $1")
             .bind(room_id)
             .execute(&mut *tx)

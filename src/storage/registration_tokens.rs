@@ -98,7 +98,7 @@ impl Storage {
         uses_allowed: Option<Option<i64>>,
         expiry_time: Option<Option<i64>>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(v) = uses_allowed {
             sqlx::query("UPDATE registration_tokens SET uses_allowed = $1 WHERE token = $2")
                 .bind(v)

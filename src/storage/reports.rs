@@ -172,7 +172,7 @@ impl Storage {
     }
 
     pub async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM server_notice_rooms WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)

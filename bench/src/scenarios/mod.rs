@@ -2,9 +2,16 @@
 //!
 //! - `startup`: start time and idle memory of a local Myelin binary.
 //! - `rss`: the memory of any running process, by pid.
-//!
-//! Planned (the load tool; they drive any homeserver by URL through
-//! [`crate::client`]): `send`, `wakeup`, `initial-sync`, `join`, `idle-syncers`.
+//! - The load scenarios, which drive any homeserver by URL through
+//!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
+//!   `join`, `idle_syncers`.
+//! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
 
+pub mod idle_syncers;
+pub mod initial_sync;
+pub mod join;
 pub mod rss;
+pub mod send;
+pub mod smoke;
 pub mod startup;
+pub mod wakeup;

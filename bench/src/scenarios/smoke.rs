@@ -1,0 +1,140 @@
+//! `myelin-bench smoke`: every load scenario at a tiny size against a Myelin
+//! this command starts itself (a temp dir, SQLite, a free loopback port,
+//! rate limits off, cheap password hashing). For CI: it checks that the tool
+//! works and that every correctness counter is zero; it asserts no timing.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::client::Client;
+use crate::local::{self, Server};
+use crate::report::table;
+use crate::{Cli, Command, scenarios};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The myelin binary to start.
+    #[arg(long, default_value = "target/debug/myelin")]
+    binary: PathBuf,
+    /// Write each scenario's JSON into this directory.
+    #[arg(long)]
+    json_dir: Option<PathBuf>,
+    /// Keep the temp dir (config, database, server log) and print its path.
+    #[arg(long)]
+    keep_dir: bool,
+}
+
+/// The scenarios and their extra flags, in the order they run.
+const RUNS: &[(&str, &[&str])] = &[
+    ("send", &[]),
+    ("send", &["--senders", "2", "--rooms", "2"]),
+    ("wakeup", &[]),
+    ("initial-sync", &[]),
+    ("join", &[]),
+    ("idle-syncers", &["--in-room", "5"]),
+];
+
+pub async fn run(args: Args) -> anyhow::Result<bool> {
+    let binary = std::fs::canonicalize(&args.binary).with_context(|| {
+        format!(
+            "no binary at {} (build it: cargo build -p myelin)",
+            args.binary.display()
+        )
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("myelin-bench-smoke-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let port = local::free_port()?;
+    let secret = local::random_hex(16)?;
+    let config = local::generate_config(&binary, dir.path(), port, &secret)?;
+    // Registration is set-up here, not what is measured: cheap hashing.
+    local::set_password_hashing_memory(&config, 256)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Server::spawn(&binary, &config, &dir.path().join("server.log"), &[])?;
+    server
+        .wait_ready(
+            &Client::new(&base)?,
+            Instant::now(),
+            Duration::from_secs(60),
+        )
+        .await?;
+    let pid = server.pid().to_string();
+    if let Some(d) = &args.json_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for (i, (name, extra)) in RUNS.iter().enumerate() {
+        let mut argv: Vec<String> = ["myelin-bench", name, "--url", &base]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(
+            [
+                "--shared-secret",
+                &secret,
+                "--pid",
+                &pid,
+                "--label",
+                "myelin (smoke)",
+                "--smoke",
+                "--quiet",
+                "--settle-secs",
+                "0",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        if let Some(d) = &args.json_dir {
+            argv.push("--json".into());
+            argv.push(d.join(format!("{i}-{name}.json")).display().to_string());
+        }
+        let cli = Cli::try_parse_from(&argv).context("smoke arguments")?;
+        let t0 = Instant::now();
+        let result = match cli.command {
+            Command::Send(a) => scenarios::send::run(a).await,
+            Command::Wakeup(a) => scenarios::wakeup::run(a).await,
+            Command::InitialSync(a) => scenarios::initial_sync::run(a).await,
+            Command::Join(a) => scenarios::join::run(a).await,
+            Command::IdleSyncers(a) => scenarios::idle_syncers::run(a).await,
+            _ => unreachable!("RUNS lists load scenarios only"),
+        };
+        let verdict = match result {
+            Ok(true) => "pass".to_owned(),
+            Ok(false) => {
+                all_ok = false;
+                "FAIL (correctness)".to_owned()
+            }
+            Err(e) => {
+                all_ok = false;
+                format!("FAIL (error: {e:#})")
+            }
+        };
+        rows.push(vec![
+            format!("{name} {}", extra.join(" ")).trim().to_owned(),
+            format!("{:.1}", t0.elapsed().as_secs_f64()),
+            verdict,
+        ]);
+    }
+    server.stop(Duration::from_secs(30))?;
+    println!();
+    println!(
+        "== smoke: every load scenario at a tiny size against {} ({:.1} s)",
+        binary.display(),
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", table(&["scenario", "s", "result"], &rows));
+    let passed = rows.iter().filter(|r| r[2] == "pass").count();
+    println!("smoke: {passed} passed, {} failed", rows.len() - passed);
+    if args.keep_dir {
+        eprintln!("kept {}", dir.keep().display());
+    }
+    Ok(all_ok)
+}
