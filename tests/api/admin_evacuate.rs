@@ -491,6 +491,44 @@ async fn evacuate_unknown_local_user_is_404() {
     );
 }
 
+/// Long-polls from `since` until `room` shows up under rooms.leave; the
+/// first request is already waiting when `action` runs. Fails if that takes
+/// anywhere near the 20 s sync timeout (a sync that was never woken).
+async fn wait_for_leave<F: std::future::Future<Output = (StatusCode, Value)>>(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    action: F,
+) -> (StatusCode, Value) {
+    let since = sync_token(server, who).await;
+    let started = std::time::Instant::now();
+    let path = |since: &str| format!("/_matrix/client/v3/sync?since={}&timeout=20000", enc(since));
+    let first = path(&since);
+    let ((st, mut body), resp) = tokio::join!(server.get(&first, who.token()), async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        action.await
+    });
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // The sync wakes at the first new event, which may be another member's
+    // leave; follow next_batch until our own leave arrives.
+    while !body["rooms"]["leave"][room].is_object() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "no leave for {room} after {:?}: {body}",
+            started.elapsed()
+        );
+        let next = body["next_batch"].as_str().expect("next_batch").to_owned();
+        let (st, b) = server.get(&path(&next), who.token()).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        body = b;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the sync waited out its timeout"
+    );
+    resp
+}
+
 #[tokio::test]
 async fn evacuation_wakes_a_waiting_sync() {
     let server = TestServer::start().await;
@@ -502,41 +540,26 @@ async fn evacuation_wakes_a_waiting_sync() {
     join(&server, &bob, &room1).await;
     join(&server, &bob, &room2).await;
 
-    // evacuateRoom: bob's long-poll returns with room1 left.
-    let since = sync_token(&server, &bob).await;
-    let started = std::time::Instant::now();
-    let path = format!(
-        "/_matrix/client/v3/sync?since={}&timeout=20000",
-        enc(&since)
+    // evacuateRoom: bob's waiting sync returns and room1 is left.
+    let resp = wait_for_leave(
+        &server,
+        &bob,
+        &room1,
+        evacuate_room(&server, &admin, &room1),
+    )
+    .await;
+    assert_eq!(
+        as_set(&affected(&resp)),
+        set(&[&alice.user_id, &bob.user_id])
     );
-    let ((st, body), resp) = tokio::join!(server.get(&path, bob.token()), async {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        evacuate_room(&server, &admin, &room1).await
-    });
-    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
-    assert_eq!(st, StatusCode::OK, "{body}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "the sync waited out its timeout"
-    );
-    assert!(body["rooms"]["leave"][&room1].is_object(), "{body}");
 
     // evacuateUser: the same for room2.
-    let since = sync_token(&server, &bob).await;
-    let started = std::time::Instant::now();
-    let path = format!(
-        "/_matrix/client/v3/sync?since={}&timeout=20000",
-        enc(&since)
-    );
-    let ((st, body), resp) = tokio::join!(server.get(&path, bob.token()), async {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        evacuate_user(&server, &admin, &bob.user_id).await
-    });
+    let resp = wait_for_leave(
+        &server,
+        &bob,
+        &room2,
+        evacuate_user(&server, &admin, &bob.user_id),
+    )
+    .await;
     assert_eq!(affected(&resp), vec![room2.clone()]);
-    assert_eq!(st, StatusCode::OK, "{body}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "the sync waited out its timeout"
-    );
-    assert!(body["rooms"]["leave"][&room2].is_object(), "{body}");
 }
