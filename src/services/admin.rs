@@ -94,7 +94,8 @@ pub async fn list_reports(
         reports.push(report_json(s, r).await?);
     }
     let mut body = json!({ "event_reports": reports, "total": total });
-    if from + (rows.len() as i64) < total {
+    // No token for an empty page (limit=0): following it would loop forever.
+    if !rows.is_empty() && from + (rows.len() as i64) < total {
         body["next_token"] = json!(from + rows.len() as i64);
     }
     Ok(body)
