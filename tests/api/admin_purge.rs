@@ -1,0 +1,280 @@
+//! `POST /_dendrite/admin/purgeRoom/{roomID}`: nothing about the room is left
+//! in any table, and the room id space is usable again without a restart.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::rooms_read::{create_room, join, send_text};
+
+/// Every table of the schema that has a `room_id` column.
+async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
+    let names: Vec<&str> = vec![
+        "accounts",
+        "devices",
+        "access_tokens",
+        "profiles",
+        "filters",
+        "registration_tokens",
+        "rooms",
+        "events",
+        "event_relations",
+        "state_groups",
+        "state_group_entries",
+        "current_state",
+        "forward_extremities",
+        "event_transactions",
+        "room_aliases",
+        "forgotten_rooms",
+        "account_data",
+        "receipts",
+        "presence",
+        "event_reports",
+        "room_reports",
+        "user_reports",
+        "server_notice_rooms",
+        "blocked_rooms",
+        "schema_migrations",
+    ];
+    let mut out = Vec::new();
+    for t in names {
+        let q = if backend() == "postgres" {
+            format!(
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_name = '{t}' AND column_name = 'room_id'"
+            )
+        } else {
+            format!("SELECT COUNT(*) FROM pragma_table_info('{t}') WHERE name = 'room_id'")
+        };
+        if server.sql_count(&q).await > 0 {
+            out.push(t.to_owned());
+        }
+    }
+    out
+}
+
+/// Every table must be in the list above: a new table must be added there
+/// (and to the purge) deliberately.
+async fn table_count(server: &TestServer) -> i64 {
+    let q = if backend() == "postgres" {
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    } else {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    };
+    server.sql_count(q).await
+}
+
+#[tokio::test]
+async fn purge_room_leaves_no_row_behind() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "room_alias_name": "doomed", "name": "Doomed"}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    let mut last = String::new();
+    for i in 0..5 {
+        last = send_text(&server, &alice, &room, &format!("message {i}")).await;
+    }
+    // Rows in every room table: receipts, account data, tags, reports, relations, redactions.
+    let st = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{last}"),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let st = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/rooms/{room}/tags/u.work",
+                bob.user_id
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let st = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/report/{last}"),
+            bob.token(),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let st = server
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/report"),
+            bob.token(),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let st = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/r1"),
+            bob.token(),
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": last, "key": "x"}}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let other = create_room(&server, &alice, json!({"name": "Survivor"})).await;
+
+    let tables = tables_with_room_id(&server).await;
+    assert!(tables.len() >= 12, "room tables found: {tables:?}");
+    assert_eq!(
+        table_count(&server).await,
+        25,
+        "a table was added: list it in this test and in the purge"
+    );
+
+    let st = server
+        .post(
+            &format!("/_dendrite/admin/purgeRoom/{room}"),
+            admin.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    assert_eq!(st.1, json!({}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, body) = server
+            .get(
+                &format!("/_synapse/admin/v2/rooms/{room}/delete_status"),
+                admin.token(),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let status = body["results"][0]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if status == "complete" {
+            break;
+        }
+        assert_ne!(status, "failed", "{body}");
+        assert!(Instant::now() < deadline, "purge did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for t in &tables {
+        let n = server
+            .sql_count(&format!(
+                "SELECT COUNT(*) FROM {t} WHERE room_id = '{room}'"
+            ))
+            .await;
+        assert_eq!(n, 0, "{t} still has rows for the purged room");
+    }
+    // Tables keyed through events or state groups.
+    assert_eq!(
+        server
+            .sql_count(&format!(
+                "SELECT COUNT(*) FROM event_transactions WHERE event_id = '{last}'"
+            ))
+            .await,
+        0
+    );
+    assert_eq!(
+        server.sql_count("SELECT COUNT(*) FROM state_group_entries WHERE state_group NOT IN (SELECT state_group FROM state_groups)").await,
+        0
+    );
+    // The other room is untouched, and the purged room is unknown now.
+    assert!(
+        server
+            .sql_count(&format!(
+                "SELECT COUNT(*) FROM events WHERE room_id = '{other}'"
+            ))
+            .await
+            > 0
+    );
+    let (st, body) = server
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    assert_error(
+        &server
+            .get(
+                "/_matrix/client/v3/directory/room/%23doomed:test.local",
+                None,
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let (_, joined) = server
+        .get("/_matrix/client/v3/joined_rooms", bob.token())
+        .await;
+    assert!(
+        !joined["joined_rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &Value::String(room.clone()))
+    );
+    // The alias can be taken again at once, by a new room.
+    let again = create_room(&server, &alice, json!({"room_alias_name": "doomed"})).await;
+    assert_ne!(again, room);
+}
+
+#[tokio::test]
+async fn purge_room_errors() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let user = server.user("plain").await;
+    assert_error(
+        &server
+            .post(
+                "/_dendrite/admin/purgeRoom/!nope:test.local",
+                admin.token(),
+                json!({}),
+            )
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &server
+            .post(
+                "/_dendrite/admin/purgeRoom/notaroom",
+                admin.token(),
+                json!({}),
+            )
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &server
+            .post(
+                "/_dendrite/admin/purgeRoom/!nope:test.local",
+                user.token(),
+                json!({}),
+            )
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &server
+            .post(
+                "/_dendrite/admin/purgeRoom/!nope:test.local",
+                None,
+                json!({}),
+            )
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}
