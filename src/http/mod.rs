@@ -16,7 +16,7 @@ use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode, header};
 use ruma::api::IncomingRequest;
 use ruma::api::path_builder::PathBuilder;
 use tower_http::cors::{Any, CorsLayer};
@@ -152,12 +152,4 @@ pub fn method_filter(m: &Method) -> MethodFilter {
         Method::HEAD => MethodFilter::HEAD,
         _ => MethodFilter::OPTIONS,
     }
-}
-
-/// `Content-Type: application/json` for hand-built responses.
-pub fn json_content_type() -> (header::HeaderName, HeaderValue) {
-    (
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )
 }

@@ -4,7 +4,6 @@
 //! server restarts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
@@ -82,5 +81,3 @@ impl Jobs {
         jobs
     }
 }
-
-pub type SharedJobs = Arc<Jobs>;

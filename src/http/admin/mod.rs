@@ -37,3 +37,28 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 async fn server_version() -> Json<Value> {
     Json(json!({ "server_version": concat!("Myelin ", env!("CARGO_PKG_VERSION")) }))
 }
+
+/// A non-negative integer query parameter (`from`, `limit`, ...); anything
+/// else is 400 `M_INVALID_PARAM`.
+pub(crate) fn query_count(v: Option<&str>, name: &str, default: i64) -> crate::error::Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            crate::error::MatrixError::invalid_param(format!(
+                "{name} must be a non-negative integer"
+            ))
+        }),
+    }
+}
+
+/// A `true`/`false` query parameter; absent is `None`.
+pub(crate) fn query_bool(v: Option<&str>, name: &str) -> crate::error::Result<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(crate::error::MatrixError::invalid_param(format!(
+            "{name} must be true or false"
+        ))),
+    }
+}

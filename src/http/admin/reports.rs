@@ -32,22 +32,13 @@ struct ListQuery {
     event_sender_user_id: Option<String>,
 }
 
-fn non_negative(v: Option<&str>, name: &str, default: i64) -> Result<i64> {
-    match v {
-        None => Ok(default),
-        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            MatrixError::invalid_param(format!("{name} must be a non-negative integer"))
-        }),
-    }
-}
-
 async fn list(
     State(s): State<AppState>,
     _: AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>> {
-    let from = non_negative(q.from.as_deref(), "from", 0)?;
-    let limit = non_negative(q.limit.as_deref(), "limit", 100)?;
+    let from = super::query_count(q.from.as_deref(), "from", 0)?;
+    let limit = super::query_count(q.limit.as_deref(), "limit", 100)?;
     let forwards = match q.dir.as_deref() {
         None | Some("b") => false,
         Some("f") => true,

@@ -105,35 +105,15 @@ struct ListQuery {
     empty_rooms: Option<String>,
 }
 
-fn count(v: Option<&str>, name: &str, default: usize) -> Result<usize> {
-    match v {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            MatrixError::invalid_param(format!("{name} must be a non-negative integer"))
-        }),
-    }
-}
-
-fn tri(v: Option<&str>, name: &str) -> Result<Option<bool>> {
-    match v {
-        None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(_) => Err(MatrixError::invalid_param(format!(
-            "{name} must be true or false"
-        ))),
-    }
-}
-
 async fn list(
     State(s): State<AppState>,
     _: AdminAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>> {
-    let from = count(q.from.as_deref(), "from", 0)?;
-    let limit = count(q.limit.as_deref(), "limit", 100)?;
-    let public_rooms = tri(q.public_rooms.as_deref(), "public_rooms")?;
-    let empty_rooms = tri(q.empty_rooms.as_deref(), "empty_rooms")?;
+    let from = super::query_count(q.from.as_deref(), "from", 0)? as usize;
+    let limit = super::query_count(q.limit.as_deref(), "limit", 100)? as usize;
+    let public_rooms = super::query_bool(q.public_rooms.as_deref(), "public_rooms")?;
+    let empty_rooms = super::query_bool(q.empty_rooms.as_deref(), "empty_rooms")?;
     if q.search_term.as_deref() == Some("") {
         return Err(MatrixError::invalid_param("search_term cannot be empty"));
     }
@@ -322,7 +302,7 @@ async fn messages(
         Some("f") => false,
         Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
     };
-    let limit = count(q.limit.as_deref(), "limit", 10)?.clamp(1, 1000);
+    let limit = (super::query_count(q.limit.as_deref(), "limit", 10)? as usize).clamp(1, 1000);
     let filter: RoomEventFilter = match &q.filter {
         Some(f) => serde_json::from_str(f)
             .map_err(|e| MatrixError::invalid_param(format!("Invalid filter: {e}")))?,

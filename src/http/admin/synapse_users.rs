@@ -110,35 +110,15 @@ struct ListQuery {
     dir: Option<String>,
 }
 
-fn parse_bool(v: Option<&str>, name: &str) -> Result<Option<bool>> {
-    match v {
-        None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(_) => Err(MatrixError::invalid_param(format!(
-            "{name} must be true or false"
-        ))),
-    }
-}
-
-fn parse_count(v: Option<&str>, name: &str, default: i64) -> Result<i64> {
-    match v {
-        None => Ok(default),
-        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            MatrixError::invalid_param(format!("{name} must be a non-negative integer"))
-        }),
-    }
-}
-
 async fn list(s: &AppState, q: ListQuery, v3: bool) -> Result<Json<Value>> {
-    let from = parse_count(q.from.as_deref(), "from", 0)?;
-    let limit = parse_count(q.limit.as_deref(), "limit", 100)?;
-    let deactivated = parse_bool(q.deactivated.as_deref(), "deactivated")?;
+    let from = super::query_count(q.from.as_deref(), "from", 0)?;
+    let limit = super::query_count(q.limit.as_deref(), "limit", 100)?;
+    let deactivated = super::query_bool(q.deactivated.as_deref(), "deactivated")?;
     let filter = UserListFilter {
         user_id: q.user_id,
         name: q.name,
-        guests: parse_bool(q.guests.as_deref(), "guests")?.unwrap_or(true),
-        admins: parse_bool(q.admins.as_deref(), "admins")?,
+        guests: super::query_bool(q.guests.as_deref(), "guests")?.unwrap_or(true),
+        admins: super::query_bool(q.admins.as_deref(), "admins")?,
         // v2: deactivated accounts are listed only when asked for;
         // v3: true/false filter, absent lists everyone.
         deactivated: if v3 {
@@ -148,7 +128,7 @@ async fn list(s: &AppState, q: ListQuery, v3: bool) -> Result<Json<Value>> {
         } else {
             Some(false)
         },
-        locked: parse_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
+        locked: super::query_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
         order_by: order_column(q.order_by.as_deref().unwrap_or("name"))
             .ok_or_else(|| MatrixError::invalid_param("Unknown order_by"))?,
         backwards: match q.dir.as_deref() {

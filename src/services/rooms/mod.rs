@@ -104,10 +104,6 @@ impl Rooms {
         }
     }
 
-    pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
-    }
-
     pub fn default_version(&self) -> &RoomVersionId {
         &self.default_version
     }
@@ -180,10 +176,6 @@ impl Rooms {
         self.heads.lock().remove(room_id);
         self.versions.lock().remove(room_id);
         self.latest.lock().remove(room_id);
-    }
-
-    pub fn storage(&self) -> &Storage {
-        &self.storage
     }
 
     /// The version, or 404 `M_NOT_FOUND`.
