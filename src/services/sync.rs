@@ -367,18 +367,6 @@ async fn state_section(
     Ok(out)
 }
 
-async fn client_events(s: &Services, who: &Requester, pdus: &[Pdu]) -> Result<Vec<Value>> {
-    let mut out = Vec::with_capacity(pdus.len());
-    for p in pdus {
-        out.push(
-            s.rooms
-                .client_event(p, Some((who.user_id.as_str(), who.device_id.as_str())))
-                .await?,
-        );
-    }
-    Ok(out)
-}
-
 /// Heroes and member counts from the room's current state.
 async fn summary(s: &Services, user: &UserId, state: &StateMap) -> Result<Value> {
     let mut joined = 0;
@@ -449,7 +437,7 @@ async fn joined_room(
     };
     Ok(json!({
         "timeline": {
-            "events": client_events(s, who, &events).await?,
+            "events": s.rooms.client_events(&events, Some((who.user_id.as_str(), who.device_id.as_str()))).await?,
             "limited": limited,
             "prev_batch": prev_batch,
         },
@@ -491,7 +479,7 @@ async fn left_room(
         .map(topo_token)
         .unwrap_or_else(|| format!("s{leave_pos}"));
     Ok(json!({
-        "timeline": { "events": client_events(s, who, &events).await?, "limited": limited, "prev_batch": prev_batch },
+        "timeline": { "events": s.rooms.client_events(&events, Some((who.user_id.as_str(), who.device_id.as_str()))).await?, "limited": limited, "prev_batch": prev_batch },
         "state": { "events": state },
         "account_data": { "events": [] },
     }))

@@ -44,14 +44,6 @@ fn viewer(r: &Requester) -> Option<(&str, &str)> {
     Some((r.user_id.as_str(), r.device_id.as_str()))
 }
 
-async fn client_events(s: &AppState, r: &Requester, pdus: &[Pdu]) -> Result<Vec<Value>> {
-    let mut out = Vec::with_capacity(pdus.len());
-    for p in pdus {
-        out.push(s.rooms.client_event(p, viewer(r)).await?);
-    }
-    Ok(out)
-}
-
 async fn state_pdus(s: &AppState, state: &StateMap) -> Result<Vec<Pdu>> {
     let mut pdus = Vec::with_capacity(state.len());
     for id in state.values() {
@@ -93,7 +85,9 @@ async fn state(
 ) -> Result<Json<Value>> {
     let state = s.rooms.readable_state(&req.room_id, &r.user_id()).await?;
     let pdus = state_pdus(&s, &state).await?;
-    Ok(Json(Value::Array(client_events(&s, &r, &pdus).await?)))
+    Ok(Json(Value::Array(
+        s.rooms.client_events(&pdus, viewer(&r)).await?,
+    )))
 }
 
 async fn state_for_key(
@@ -175,7 +169,7 @@ async fn members(
     }
     pdus.sort_by_key(|p| p.stream_ordering);
     Ok(Json(
-        json!({ "chunk": client_events(&s, &r, &pdus).await? }),
+        json!({ "chunk": s.rooms.client_events(&pdus, viewer(&r)).await? }),
     ))
 }
 
@@ -270,7 +264,7 @@ async fn messages(
         )
         .await?;
     let mut body = json!({
-        "chunk": client_events(&s, &r, &page.events).await?,
+        "chunk": s.rooms.client_events(&page.events, viewer(&r)).await?,
         "start": page.start,
     });
     if let Some(end) = page.end {
@@ -327,10 +321,10 @@ async fn context(
     };
     Ok(Json(json!({
         "event": s.rooms.client_event(&pdu, viewer(&r)).await?,
-        "events_before": client_events(&s, &r, &before.events).await?,
-        "events_after": client_events(&s, &r, &after.events).await?,
+        "events_before": s.rooms.client_events(&before.events, viewer(&r)).await?,
+        "events_after": s.rooms.client_events(&after.events, viewer(&r)).await?,
         "start": before.end.unwrap_or(before.start),
         "end": after.end.unwrap_or(after.start),
-        "state": client_events(&s, &r, &state_events).await?,
+        "state": s.rooms.client_events(&state_events, viewer(&r)).await?,
     })))
 }

@@ -153,6 +153,19 @@ impl Rooms {
         Ok(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))))
     }
 
+    /// [`Rooms::client_event`] for a list of events, in order.
+    pub async fn client_events(
+        &self,
+        pdus: &[Pdu],
+        viewer: Option<(&str, &str)>,
+    ) -> Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(pdus.len());
+        for p in pdus {
+            out.push(self.client_event(p, viewer).await?);
+        }
+        Ok(out)
+    }
+
     /// The newest stream position of any event in the room.
     pub async fn latest_position(&self, room_id: &RoomId) -> Result<i64> {
         if let Some(p) = self.latest.lock().get(room_id) {
