@@ -85,8 +85,27 @@ pub enum AdminAction {
     },
     /// Evacuate and delete a room from this server.
     PurgeRoom { room_id: String },
-    /// Rebuild the full-text search index.
+    /// Rebuild the full-text search index (prints the job id).
     Reindex,
+    /// Remove a room's old non-state events (Synapse's purge_history; prints
+    /// the job id). Local users' events stay unless --delete-local.
+    PurgeHistory {
+        room_id: String,
+        /// Purge up to (not including) this event.
+        #[arg(
+            long,
+            required_unless_present = "before_ts",
+            conflicts_with = "before_ts"
+        )]
+        event: Option<String>,
+        /// Purge events sent before this time (ms since the epoch).
+        #[arg(long)]
+        before_ts: Option<i64>,
+        #[arg(long)]
+        delete_local: bool,
+    },
+    /// Show a tracked job (reindex, history purge, room deletion).
+    Job { job_id: String },
     /// Send a server notice to one user, or with --all to every local user.
     Notice {
         #[arg(long, required_unless_present = "all")]
@@ -143,6 +162,29 @@ pub async fn run_admin(
             None,
         ),
         AdminAction::Reindex => ("POST", "/_dendrite/admin/fulltext/reindex".to_owned(), None),
+        AdminAction::PurgeHistory {
+            room_id,
+            event,
+            before_ts,
+            delete_local,
+        } => {
+            let mut body = json!({ "delete_local_events": delete_local });
+            match (event, before_ts) {
+                (Some(e), _) => body["purge_up_to_event_id"] = json!(e),
+                (None, Some(ts)) => body["purge_up_to_ts"] = json!(ts),
+                (None, None) => anyhow::bail!("--event or --before-ts is needed"),
+            }
+            (
+                "POST",
+                format!("/_synapse/admin/v1/purge_history/{}", enc(&room_id)),
+                Some(body),
+            )
+        }
+        AdminAction::Job { job_id } => (
+            "GET",
+            format!("/_myelin/admin/v1/jobs/{}", enc(&job_id)),
+            None,
+        ),
         AdminAction::Notice { user, all, message } => {
             let content = json!({ "msgtype": "m.text", "body": message });
             if all {

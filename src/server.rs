@@ -55,7 +55,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if services.search_needs_rebuild {
         let s = services.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::services::search::reindex(&s).await {
+            if let Err(e) = crate::services::search::reindex(&s, None).await {
                 tracing::warn!(error = %e.message(), "could not rebuild the search index");
             }
         });

@@ -136,6 +136,94 @@ pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
     Ok(events)
 }
 
+/// Where a history purge stops, as Synapse's `purge_history` decides it:
+/// events below the returned depth may go. With an event, that event (and
+/// anything at its depth) stays; with a timestamp, the newest event sent
+/// before it stays. Unknown event or no event before the time: 404; an event
+/// of another room: 400.
+pub async fn purge_history_point(
+    s: &Services,
+    room_id: &RoomId,
+    up_to_event: Option<&str>,
+    up_to_ts: Option<i64>,
+) -> Result<i64> {
+    s.rooms.known_version(room_id).await?;
+    if let Some(id) = up_to_event {
+        let row = s
+            .storage
+            .event(id)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+        if row.room_id != room_id.as_str() {
+            return Err(MatrixError::invalid_param("Event is for another room"));
+        }
+        return Ok(row.depth);
+    }
+    let ts = up_to_ts.ok_or_else(|| {
+        MatrixError::missing_param(
+            "Give purge_up_to_event_id (or an event id in the path) or purge_up_to_ts",
+        )
+    })?;
+    let (_, depth) = s
+        .storage
+        .last_event_before_ts(room_id.as_str(), ts)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("There is no event to be purged"))?;
+    Ok(depth)
+}
+
+/// Starts a history purge of the room as a tracked job: the non-state events
+/// below `depth` go (only those of remote senders unless `delete_local`);
+/// room state always stays. One purge per room at a time: a second is 400.
+pub fn start_purge_history(
+    s: &std::sync::Arc<Services>,
+    room_id: ruma::OwnedRoomId,
+    depth: i64,
+    delete_local: bool,
+) -> Result<String> {
+    use crate::services::jobs::{TaskKind, spawn_task};
+    let room = room_id.to_string();
+    spawn_task(
+        s,
+        TaskKind::PurgeHistory,
+        Some(&room),
+        move |s, job| async move { purge_history(&s, &room_id, depth, delete_local, &job).await },
+    )
+    .map_err(|_| {
+        MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            format!("History purge already in progress for {room}"),
+        )
+    })
+}
+
+async fn purge_history(
+    s: &Services,
+    room_id: &RoomId,
+    depth: i64,
+    delete_local: bool,
+    job: &str,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = s
+        .storage
+        .history_below(room_id.as_str(), depth)
+        .await?
+        .into_iter()
+        .filter(|(_, sender)| {
+            delete_local || UserId::parse(sender.as_str()).is_ok_and(|u| !s.accounts.is_local(&u))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let deleted = s.storage.delete_events(room_id.as_str(), &ids).await?;
+    s.jobs.progress(job, deleted);
+    if let Some(search) = &s.search {
+        search.delete_events(&ids)?;
+    }
+    tracing::info!(%room_id, deleted, elapsed = ?started.elapsed(), "purged room history");
+    Ok(())
+}
+
 /// Options of Synapse's room deletion (`DELETE /_synapse/admin/v2/rooms/{id}`).
 pub struct DeleteRoom {
     pub block: bool,

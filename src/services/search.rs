@@ -210,6 +210,18 @@ impl Search {
         self.commit()
     }
 
+    /// Removes single events (after a history purge).
+    pub fn delete_events(&self, event_ids: &[String]) -> Result<()> {
+        {
+            let writer = self.writer.lock();
+            for id in event_ids {
+                writer.delete_term(Term::from_field_text(self.fields.event_id, id));
+            }
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.commit()
+    }
+
     /// Makes pending changes searchable.
     pub fn commit(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
@@ -314,7 +326,9 @@ impl Search {
 /// Rebuilds the index from the events table: messages, names and topics in
 /// stream order, edits applied, redacted events left out. Logs progress every
 /// 10,000 events and `Indexed N events in T` at the end.
-pub async fn reindex(s: &crate::services::Services) -> Result<u64> {
+/// Rebuilds the index from the events table. With a job id, progress goes
+/// into that job as well as the log.
+pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result<u64> {
     let search = s
         .search
         .as_ref()
@@ -327,6 +341,7 @@ pub async fn reindex(s: &crate::services::Services) -> Result<u64> {
         if rows.is_empty() {
             break;
         }
+        let batch = rows.len() as u64;
         for row in rows {
             after = row.stream_ordering;
             let pdu = crate::services::rooms::row_to_pdu(row)?;
@@ -335,6 +350,9 @@ pub async fn reindex(s: &crate::services::Services) -> Result<u64> {
             if count % 10_000 == 0 {
                 tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
             }
+        }
+        if let Some(job) = job {
+            s.jobs.progress(job, batch);
         }
     }
     search.commit()?;

@@ -56,6 +56,83 @@ impl Storage {
         Ok(events)
     }
 
+    /// The newest event of a room sent before `ts`, as (event id, depth).
+    pub async fn last_event_before_ts(
+        &self,
+        room_id: &str,
+        ts: i64,
+    ) -> sqlx::Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT event_id, depth FROM events WHERE room_id = $1 AND origin_server_ts < $2
+             ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(ts)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// What a history purge up to `depth` may remove: the room's non-state
+    /// events below that depth, never a forward extremity. As (event id,
+    /// sender), oldest first.
+    pub async fn history_below(
+        &self,
+        room_id: &str,
+        depth: i64,
+    ) -> sqlx::Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT event_id, sender FROM events
+             WHERE room_id = $1 AND depth < $2 AND state_key IS NULL
+               AND event_id NOT IN (SELECT event_id FROM forward_extremities WHERE room_id = $1)
+             ORDER BY stream_ordering",
+        )
+        .bind(room_id)
+        .bind(depth)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Deletes events of a room with their relation rows and transaction
+    /// ids, in one transaction. Returns how many events went.
+    pub async fn delete_events(&self, room_id: &str, event_ids: &[String]) -> sqlx::Result<u64> {
+        let mut tx = self.begin().await?;
+        let mut deleted = 0;
+        for chunk in event_ids.chunks(500) {
+            let list = |first: usize| {
+                (first..first + chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM event_transactions WHERE event_id IN ({})",
+                list(1)
+            )));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+            for table in ["event_relations", "events"] {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE room_id = $1 AND event_id IN ({})",
+                    list(2)
+                )))
+                .bind(room_id);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                let r = q.execute(&mut *tx).await?;
+                if table == "events" {
+                    deleted += r.rows_affected();
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     pub async fn block_room(&self, room_id: &str, by: &str, block: bool) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM blocked_rooms WHERE room_id = $1")

@@ -25,6 +25,7 @@ mod admin_evacuate; // /_dendrite/admin/evacuateRoom, evacuateUser
 mod admin_misc;
 mod admin_notices; // send_server_notice (POST, PUT txn), broadcast_server_notice
 mod admin_purge; // purgeRoom: no row left in any table
+mod admin_purge_history; // purge_history + status, the generic job status
 mod admin_register; // /_synapse/admin/v1/register (shared secret, HMAC vectors)
 mod admin_reports; // event/room/user reports, /_synapse/admin/v1/event_reports, admin auth matrix
 mod admin_reset_password; // /_dendrite/admin/resetPassword/{userID}

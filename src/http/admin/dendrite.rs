@@ -11,6 +11,7 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::AdminAuth;
 use crate::services::admin;
+use crate::services::jobs::{TaskKind, spawn_task};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route(
@@ -82,8 +83,11 @@ async fn purge_room(
 }
 
 /// `GET|POST /_dendrite/admin/fulltext/reindex`: rebuilds the search index
-/// from the events table as a background job; answers `{}` at once. Progress
-/// and the final `Indexed N events in T` go to the log.
+/// from the events table as a tracked job; answers at once with the job's id
+/// (`{"job_id"}`; Dendrite answers `{}`), whose progress is at
+/// `/_myelin/admin/v1/jobs/{jobId}`. A rebuild already running is not started
+/// twice: its id is returned. Progress and the final `Indexed N events in T`
+/// also go to the log.
 async fn reindex(State(s): State<AppState>, _: AdminAuth) -> Result<Json<Value>> {
     if s.search.is_none() {
         return Err(MatrixError::unknown(
@@ -91,11 +95,11 @@ async fn reindex(State(s): State<AppState>, _: AdminAuth) -> Result<Json<Value>>
             "Full-text search is disabled (search.enabled is false)",
         ));
     }
-    let services = s.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::services::search::reindex(&services).await {
-            tracing::warn!(error = %e.message(), "search reindex failed");
-        }
+    let started = spawn_task(&s, TaskKind::Reindex, None, |s, job| async move {
+        crate::services::search::reindex(&s, Some(&job))
+            .await
+            .map(drop)
     });
-    Ok(Json(json!({})))
+    let id = started.unwrap_or_else(|running| running);
+    Ok(Json(json!({ "job_id": id })))
 }

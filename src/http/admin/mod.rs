@@ -2,7 +2,9 @@
 //! (`/_synapse/admin/...`), both thin fronts over the same services.
 
 pub(crate) mod dendrite;
+mod jobs;
 mod notices;
+mod purge_history;
 mod registration_tokens;
 mod reports;
 mod shared_secret;
@@ -29,6 +31,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let r = synapse_rooms::routes(r);
     let r = reports::routes(r);
     let r = notices::routes(r);
+    let r = purge_history::routes(r);
+    let r = jobs::routes(r);
     registration_tokens::routes(r)
 }
 

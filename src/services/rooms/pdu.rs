@@ -117,15 +117,24 @@ impl Pdu {
         version: &RoomVersionId,
         redaction: Option<&Pdu>,
     ) -> CanonicalJsonObject {
-        match (redaction, version.rules()) {
-            (Some(red), Some(rules)) => {
+        let Some(rules) = version.rules() else {
+            return self.json.clone();
+        };
+        match redaction {
+            Some(red) => {
                 let because = ruma::canonical_json::RedactedBecause::from_json(
                     red.client_json_object(version),
                 );
                 ruma::canonical_json::redact(self.json.clone(), &rules.redaction, Some(because))
                     .unwrap_or_else(|_| self.json.clone())
             }
-            _ => self.json.clone(),
+            // Redacted, but the redaction itself is gone (purged history):
+            // still redacted, without `redacted_because`.
+            None if self.redacted_by.is_some() => {
+                ruma::canonical_json::redact(self.json.clone(), &rules.redaction, None)
+                    .unwrap_or_else(|_| self.json.clone())
+            }
+            None => self.json.clone(),
         }
     }
 

@@ -1,0 +1,519 @@
+//! Synapse's purge history API: `POST /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]`,
+//! `GET /_synapse/admin/v1/purge_history_status/{purgeId}`, and the same job at
+//! `GET /_myelin/admin/v1/jobs/{jobId}`.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::rooms_read::{create_room, enc, send_text, set_state};
+
+fn purge_path(room: &str) -> String {
+    format!("/_synapse/admin/v1/purge_history/{}", enc(room))
+}
+
+/// Starts a purge; returns its id.
+async fn start_purge(server: &TestServer, admin: &Session, path: &str, body: Value) -> String {
+    let (st, b) = server.post(path, admin.token(), body).await;
+    assert_eq!(st, StatusCode::OK, "purge_history: {b}");
+    b["purge_id"].as_str().expect("purge_id").to_owned()
+}
+
+/// Polls the purge's status until it is no longer active; returns it.
+async fn wait_purge(server: &TestServer, admin: &Session, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, b) = server
+            .get(
+                &format!("/_synapse/admin/v1/purge_history_status/{}", enc(id)),
+                admin.token(),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "status: {b}");
+        if b["status"] != "active" {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "purge {id} still active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn event_status(server: &TestServer, who: &Session, room: &str, event: &str) -> StatusCode {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        enc(room),
+        enc(event)
+    );
+    server.get(&path, who.token()).await.0
+}
+
+/// The event ids /messages shows, newest first, paging back to the start.
+async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..50 {
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=7",
+            enc(room)
+        );
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={}", enc(f)));
+        }
+        let (st, b) = server.get(&path, who.token()).await;
+        assert_eq!(st, StatusCode::OK, "messages: {b}");
+        for e in b["chunk"].as_array().unwrap() {
+            out.push((
+                e["event_id"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match b["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => return out,
+        }
+    }
+    panic!("/messages did not end");
+}
+
+#[tokio::test]
+async fn purge_up_to_event_removes_older_messages_and_keeps_state() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({"name": "History"})).await;
+    let m1 = send_text(&server, &alice, &room, "first words").await;
+    let m2 = send_text(&server, &alice, &room, "second words").await;
+    let topic = set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "kept"}),
+    )
+    .await;
+    let m3 = send_text(&server, &alice, &room, "third words").await;
+    let m4 = send_text(&server, &alice, &room, "fourth words").await;
+    let m5 = send_text(&server, &alice, &room, "fifth words").await;
+    let before = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM events WHERE room_id = '{room}'"
+        ))
+        .await;
+
+    let id = start_purge(
+        &server,
+        &admin,
+        &format!("{}/{}", purge_path(&room), enc(&m4)),
+        json!({"delete_local_events": true}),
+    )
+    .await;
+    let status = wait_purge(&server, &admin, &id).await;
+    assert_eq!(status, json!({"status": "complete"}));
+
+    for gone in [&m1, &m2, &m3] {
+        assert_eq!(
+            event_status(&server, &alice, &room, gone).await,
+            StatusCode::NOT_FOUND
+        );
+    }
+    for kept in [&m4, &m5, &topic] {
+        assert_eq!(
+            event_status(&server, &alice, &room, kept).await,
+            StatusCode::OK
+        );
+    }
+    let after = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM events WHERE room_id = '{room}'"
+        ))
+        .await;
+    assert_eq!(before - after, 3, "three messages removed");
+
+    // Paging back shows the kept messages and every state event, nothing else.
+    let seen = timeline(&server, &alice, &room).await;
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(ids.contains(&m4.as_str()) && ids.contains(&m5.as_str()));
+    assert!(ids.contains(&topic.as_str()));
+    for gone in [&m1, &m2, &m3] {
+        assert!(!ids.contains(&gone.as_str()), "{gone} still in /messages");
+    }
+    let messages = seen.iter().filter(|(_, t)| t == "m.room.message").count();
+    assert_eq!(messages, 2);
+    assert!(seen.iter().any(|(_, t)| t == "m.room.create"));
+
+    // The room still works: state, sending, syncing.
+    let (st, b) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+                enc(&room)
+            ),
+            alice.token(),
+        )
+        .await;
+    assert_eq!((st, b), (StatusCode::OK, json!({"topic": "kept"})));
+    send_text(&server, &alice, &room, "after the purge").await;
+
+    // The job is visible at Myelin's job endpoint too, with its count.
+    let (st, job) = server
+        .get(
+            &format!("/_myelin/admin/v1/jobs/{}", enc(&id)),
+            admin.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{job}");
+    assert_eq!(job["kind"], "purge_history");
+    assert_eq!(job["status"], "complete");
+    assert_eq!(job["processed"], 3);
+    assert_eq!(job["room_id"], room.as_str());
+    assert!(job["elapsed_ms"].is_u64() && job["finished_ts"].is_i64());
+}
+
+#[tokio::test]
+async fn local_events_stay_unless_asked() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let m1 = send_text(&server, &alice, &room, "one").await;
+    let m2 = send_text(&server, &alice, &room, "two").await;
+    let id = start_purge(
+        &server,
+        &admin,
+        &purge_path(&room),
+        json!({"purge_up_to_event_id": m2}),
+    )
+    .await;
+    assert_eq!(wait_purge(&server, &admin, &id).await["status"], "complete");
+    // Every sender here is local: with delete_local_events false nothing goes.
+    assert_eq!(
+        event_status(&server, &alice, &room, &m1).await,
+        StatusCode::OK
+    );
+    let (_, job) = server
+        .get(
+            &format!("/_myelin/admin/v1/jobs/{}", enc(&id)),
+            admin.token(),
+        )
+        .await;
+    assert_eq!(job["processed"], 0);
+}
+
+#[tokio::test]
+async fn purge_up_to_ts_keeps_the_last_event_before_it() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let m1 = send_text(&server, &alice, &room, "old one").await;
+    let m2 = send_text(&server, &alice, &room, "old two").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let m3 = send_text(&server, &alice, &room, "new one").await;
+
+    let id = start_purge(
+        &server,
+        &admin,
+        &purge_path(&room),
+        json!({"purge_up_to_ts": ts, "delete_local_events": true}),
+    )
+    .await;
+    assert_eq!(wait_purge(&server, &admin, &id).await["status"], "complete");
+    assert_eq!(
+        event_status(&server, &alice, &room, &m1).await,
+        StatusCode::NOT_FOUND
+    );
+    // As Synapse: the newest event before the time stays, and what follows.
+    assert_eq!(
+        event_status(&server, &alice, &room, &m2).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        event_status(&server, &alice, &room, &m3).await,
+        StatusCode::OK
+    );
+
+    // A time in the future never takes the last message.
+    let id = start_purge(
+        &server,
+        &admin,
+        &purge_path(&room),
+        json!({"purge_up_to_ts": ts + 3_600_000, "delete_local_events": true}),
+    )
+    .await;
+    assert_eq!(wait_purge(&server, &admin, &id).await["status"], "complete");
+    assert_eq!(
+        event_status(&server, &alice, &room, &m2).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        event_status(&server, &alice, &room, &m3).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn purged_messages_leave_search_and_redactions_still_hold() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &room, "zebracorn sighting").await;
+    let topic = set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.topic",
+        "",
+        json!({"topic": "secret topic"}),
+    )
+    .await;
+    // Redact the topic: the redaction is a message event, the topic is state.
+    let (st, b) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+                enc(&room),
+                enc(&topic)
+            ),
+            alice.token(),
+            json!({"reason": "oops"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let last = send_text(&server, &alice, &room, "latest").await;
+
+    let search = |term: &'static str| {
+        let server = &server;
+        let alice = &alice;
+        async move {
+            let (st, b) = server
+                .post(
+                    "/_matrix/client/v3/search",
+                    alice.token(),
+                    json!({"search_categories": {"room_events": {"search_term": term}}}),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+            b["search_categories"]["room_events"]["count"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(search("zebracorn").await, 1);
+
+    let id = start_purge(
+        &server,
+        &admin,
+        &format!("{}/{}", purge_path(&room), enc(&last)),
+        json!({"delete_local_events": true}),
+    )
+    .await;
+    assert_eq!(wait_purge(&server, &admin, &id).await["status"], "complete");
+    assert_eq!(
+        search("zebracorn").await,
+        0,
+        "purged message still searchable"
+    );
+
+    // The redaction went with the history, but the topic stays redacted.
+    let (st, ev) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                enc(&room),
+                enc(&topic)
+            ),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ev}");
+    assert_eq!(ev["content"], json!({}), "redacted content came back: {ev}");
+}
+
+#[tokio::test]
+async fn purge_history_errors() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let other = create_room(&server, &alice, json!({})).await;
+    let m1 = send_text(&server, &alice, &room, "one").await;
+    let elsewhere = send_text(&server, &alice, &other, "two").await;
+
+    // Auth.
+    let r = server
+        .post(
+            &purge_path(&room),
+            None,
+            json!({"purge_up_to_event_id": m1}),
+        )
+        .await;
+    assert_error(&r, 401, "M_MISSING_TOKEN");
+    let r = server
+        .post(
+            &purge_path(&room),
+            alice.token(),
+            json!({"purge_up_to_event_id": m1}),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+
+    // Ids.
+    let r = server
+        .post(
+            &purge_path("not-a-room"),
+            admin.token(),
+            json!({"purge_up_to_ts": 1}),
+        )
+        .await;
+    assert_error(&r, 400, "M_INVALID_PARAM");
+    let r = server
+        .post(
+            &purge_path("!unknown:test.local"),
+            admin.token(),
+            json!({"purge_up_to_ts": 1}),
+        )
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+    let r = server
+        .post(
+            &format!("{}/{}", purge_path(&room), enc("$nosuchevent")),
+            admin.token(),
+            json!({}),
+        )
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+    let r = server
+        .post(
+            &purge_path(&room),
+            admin.token(),
+            json!({"purge_up_to_event_id": elsewhere}),
+        )
+        .await;
+    assert_error(&r, 400, "M_INVALID_PARAM");
+
+    // The body.
+    let r = server
+        .post(&purge_path(&room), admin.token(), json!({}))
+        .await;
+    assert_error(&r, 400, "M_MISSING_PARAM");
+    let r = server
+        .post(
+            &purge_path(&room),
+            admin.token(),
+            json!({"purge_up_to_ts": "yesterday"}),
+        )
+        .await;
+    assert_error(&r, 400, "M_INVALID_PARAM");
+    let r = server
+        .post(
+            &purge_path(&room),
+            admin.token(),
+            json!({"purge_up_to_ts": 1, "delete_local_events": "yes"}),
+        )
+        .await;
+    assert_error(&r, 400, "M_BAD_JSON");
+    let r = server
+        .post(
+            &purge_path(&room),
+            admin.token(),
+            json!({"purge_up_to_event_id": 5}),
+        )
+        .await;
+    assert_error(&r, 400, "M_INVALID_PARAM");
+    let (st, b) = server
+        .request_raw(
+            reqwest::Method::POST,
+            &purge_path(&room),
+            admin.token(),
+            "{not json",
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["errcode"], "M_NOT_JSON");
+    // Nothing was sent before the epoch.
+    let r = server
+        .post(
+            &purge_path(&room),
+            admin.token(),
+            json!({"purge_up_to_ts": 1}),
+        )
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+
+    // Status of an unknown purge; a room-deletion id is not a purge id either.
+    let r = server
+        .get(
+            "/_synapse/admin/v1/purge_history_status/nope",
+            admin.token(),
+        )
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+    let r = server
+        .get(
+            "/_synapse/admin/v1/purge_history_status/nope",
+            alice.token(),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    let r = server
+        .get("/_myelin/admin/v1/jobs/nope", admin.token())
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+
+    // Nothing was removed by any of the refused requests.
+    assert_eq!(
+        event_status(&server, &alice, &room, &m1).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn room_deletion_is_a_job_too() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let (st, b) = server
+        .delete(
+            &format!("/_synapse/admin/v2/rooms/{}", enc(&room)),
+            admin.token(),
+            Some(json!({"purge": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let id = b["delete_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, job) = server
+            .get(
+                &format!("/_myelin/admin/v1/jobs/{}", enc(&id)),
+                admin.token(),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{job}");
+        assert_eq!(job["kind"], "room_delete");
+        assert_eq!(job["room_id"], room.as_str());
+        if job["status"] == "complete" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A purge id is not a room deletion id.
+    let r = server
+        .get(
+            &format!("/_synapse/admin/v1/purge_history_status/{}", enc(&id)),
+            admin.token(),
+        )
+        .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
+}
