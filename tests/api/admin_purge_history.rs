@@ -338,6 +338,9 @@ async fn purged_messages_leave_search_and_redactions_still_hold() {
     assert_eq!(ev["content"], json!({}), "redacted content came back: {ev}");
 }
 
+/// (name, path, token, body, status, errcode)
+type Case<'a> = (&'a str, String, Option<&'a str>, Value, u16, &'a str);
+
 #[tokio::test]
 async fn purge_history_errors() {
     let server = TestServer::start().await;
@@ -348,126 +351,136 @@ async fn purge_history_errors() {
     let m1 = send_text(&server, &alice, &room, "one").await;
     let elsewhere = send_text(&server, &alice, &other, "two").await;
 
-    // Auth.
-    let r = server
-        .post(
-            &purge_path(&room),
+    let here = purge_path(&room);
+    let (a, u) = (admin.token(), alice.token());
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            here.clone(),
             None,
             json!({"purge_up_to_event_id": m1}),
-        )
-        .await;
-    assert_error(&r, 401, "M_MISSING_TOKEN");
-    let r = server
-        .post(
-            &purge_path(&room),
-            alice.token(),
+            401,
+            "M_MISSING_TOKEN",
+        ),
+        (
+            "not an admin",
+            here.clone(),
+            u,
             json!({"purge_up_to_event_id": m1}),
-        )
-        .await;
-    assert_error(&r, 403, "M_FORBIDDEN");
-
-    // Ids.
-    let r = server
-        .post(
-            &purge_path("not-a-room"),
-            admin.token(),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "malformed room",
+            purge_path("not-a-room"),
+            a,
             json!({"purge_up_to_ts": 1}),
-        )
-        .await;
-    assert_error(&r, 400, "M_INVALID_PARAM");
-    let r = server
-        .post(
-            &purge_path("!unknown:test.local"),
-            admin.token(),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "unknown room",
+            purge_path("!unknown:test.local"),
+            a,
             json!({"purge_up_to_ts": 1}),
-        )
-        .await;
-    assert_error(&r, 404, "M_NOT_FOUND");
-    let r = server
-        .post(
-            &format!("{}/{}", purge_path(&room), enc("$nosuchevent")),
-            admin.token(),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "unknown event in the path",
+            format!("{here}/{}", enc("$nosuchevent")),
+            a,
             json!({}),
-        )
-        .await;
-    assert_error(&r, 404, "M_NOT_FOUND");
-    let r = server
-        .post(
-            &purge_path(&room),
-            admin.token(),
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
+            "event of another room",
+            here.clone(),
+            a,
             json!({"purge_up_to_event_id": elsewhere}),
-        )
-        .await;
-    assert_error(&r, 400, "M_INVALID_PARAM");
-
-    // The body.
-    let r = server
-        .post(&purge_path(&room), admin.token(), json!({}))
-        .await;
-    assert_error(&r, 400, "M_MISSING_PARAM");
-    let r = server
-        .post(
-            &purge_path(&room),
-            admin.token(),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "no purge point",
+            here.clone(),
+            a,
+            json!({}),
+            400,
+            "M_MISSING_PARAM",
+        ),
+        (
+            "ts not an int",
+            here.clone(),
+            a,
             json!({"purge_up_to_ts": "yesterday"}),
-        )
-        .await;
-    assert_error(&r, 400, "M_INVALID_PARAM");
-    let r = server
-        .post(
-            &purge_path(&room),
-            admin.token(),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "delete_local_events not a bool",
+            here.clone(),
+            a,
             json!({"purge_up_to_ts": 1, "delete_local_events": "yes"}),
-        )
-        .await;
-    assert_error(&r, 400, "M_BAD_JSON");
-    let r = server
-        .post(
-            &purge_path(&room),
-            admin.token(),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "event id not a string",
+            here.clone(),
+            a,
             json!({"purge_up_to_event_id": 5}),
-        )
-        .await;
-    assert_error(&r, 400, "M_INVALID_PARAM");
-    let (st, b) = server
-        .request_raw(
-            reqwest::Method::POST,
-            &purge_path(&room),
-            admin.token(),
-            "{not json",
-        )
-        .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
-    assert_eq!(b["errcode"], "M_NOT_JSON");
-    // Nothing was sent before the epoch.
-    let r = server
-        .post(
-            &purge_path(&room),
-            admin.token(),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        // Nothing was sent before the epoch.
+        (
+            "nothing before the time",
+            here.clone(),
+            a,
             json!({"purge_up_to_ts": 1}),
-        )
+            404,
+            "M_NOT_FOUND",
+        ),
+    ];
+    for (name, path, token, body, status, errcode) in cases {
+        let r = server.post(&path, token, body).await;
+        assert_eq!(
+            (r.0.as_u16(), r.1["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{name}: {}",
+            r.1
+        );
+        assert!(r.1["error"].is_string(), "{name}: {}", r.1);
+    }
+    let (st, b) = server
+        .request_raw(reqwest::Method::POST, &here, a, "{not json")
         .await;
-    assert_error(&r, 404, "M_NOT_FOUND");
+    assert_eq!(
+        (st, &b["errcode"]),
+        (StatusCode::BAD_REQUEST, &json!("M_NOT_JSON")),
+        "{b}"
+    );
 
-    // Status of an unknown purge; a room-deletion id is not a purge id either.
-    let r = server
-        .get(
+    // Status of an unknown purge or job.
+    for (path, token, status, errcode) in [
+        (
             "/_synapse/admin/v1/purge_history_status/nope",
-            admin.token(),
-        )
-        .await;
-    assert_error(&r, 404, "M_NOT_FOUND");
-    let r = server
-        .get(
+            a,
+            404,
+            "M_NOT_FOUND",
+        ),
+        (
             "/_synapse/admin/v1/purge_history_status/nope",
-            alice.token(),
-        )
-        .await;
-    assert_error(&r, 403, "M_FORBIDDEN");
-    let r = server
-        .get("/_myelin/admin/v1/jobs/nope", admin.token())
-        .await;
-    assert_error(&r, 404, "M_NOT_FOUND");
+            u,
+            403,
+            "M_FORBIDDEN",
+        ),
+        ("/_myelin/admin/v1/jobs/nope", a, 404, "M_NOT_FOUND"),
+    ] {
+        assert_error(&server.get(path, token).await, status, errcode);
+    }
 
     // Nothing was removed by any of the refused requests.
     assert_eq!(
