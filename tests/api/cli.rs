@@ -438,3 +438,75 @@ async fn admin_cli_evacuates_a_room_and_reports_errors() {
     assert!(!out.status.success());
     assert!(stderr.contains("M_FORBIDDEN"), "{stderr}");
 }
+
+/// `myelin admin reindex`, `purge-history` and `job`: the job ids they print
+/// lead to the job's status.
+#[tokio::test]
+async fn admin_cli_starts_jobs_and_shows_them() {
+    let server = crate::harness::TestServer::start().await;
+    let root = server.admin("root").await;
+    let room = crate::rooms_read::create_room(&server, &root, json!({})).await;
+    let first = crate::rooms_read::send_text(&server, &root, &room, "old").await;
+    let last = crate::rooms_read::send_text(&server, &root, &room, "new").await;
+    let url = format!("http://{}", server.addr);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", &url, "--token", &root.access_token];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let json_of = |out: &Output| -> Value {
+        let (stdout, stderr) = text(out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        serde_json::from_str(&stdout).expect("JSON on stdout")
+    };
+    let run_owned = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs).await
+    };
+
+    let started = json_of(
+        &run_owned(admin(&[
+            "purge-history",
+            &room,
+            "--event",
+            &last,
+            "--delete-local",
+        ]))
+        .await,
+    );
+    let job_id = started["purge_id"].as_str().expect("purge_id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let job = json_of(&run_owned(admin(&["job", &job_id])).await);
+        assert_eq!(job["kind"], "purge_history");
+        if job["status"] == "complete" {
+            assert_eq!(job["processed"], 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+    }
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        crate::rooms_read::enc(&room),
+        crate::rooms_read::enc(&first)
+    );
+    assert_eq!(
+        server.get(&path, root.token()).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let started = json_of(&run_owned(admin(&["reindex"])).await);
+    let job_id = started["job_id"].as_str().expect("job_id").to_owned();
+    let job = json_of(&run_owned(admin(&["job", &job_id])).await);
+    assert_eq!(job["kind"], "reindex");
+
+    // Neither a point nor an unknown job gets past the CLI quietly.
+    let out = run_owned(admin(&["purge-history", &room])).await;
+    assert!(!out.status.success());
+    let out = run_owned(admin(&["job", "nope"])).await;
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("M_NOT_FOUND"),
+        "{stderr}"
+    );
+}
