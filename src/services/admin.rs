@@ -216,6 +216,7 @@ async fn purge_history(
         .map(|(id, _)| id)
         .collect();
     let deleted = s.storage.delete_events(room_id.as_str(), &ids).await?;
+    s.rooms.forget_events(&ids);
     s.jobs.progress(job, deleted);
     if let Some(search) = &s.search {
         search.delete_events(&ids)?;

@@ -77,24 +77,19 @@ async fn context(
     room_id: &RoomId,
     state: &StateMap,
 ) -> Result<PushConditionRoomCtx> {
-    let mut joined = 0u32;
+    let joined = s
+        .storage
+        .joined_and_invited(room_id.as_str())
+        .await?
+        .iter()
+        .filter(|(_, m)| m == "join")
+        .count() as u32;
     let mut display_name = user.localpart().to_owned();
-    for ((ty, sk), id) in state.iter() {
-        if ty != "m.room.member" {
-            continue;
-        }
-        let Some(p) = s.rooms.pdu(id.as_str()).await? else {
-            continue;
-        };
-        let c = p.content_value();
-        if c.get("membership").and_then(Value::as_str) == Some("join") {
-            joined += 1;
-        }
-        if sk == user.as_str()
-            && let Some(n) = c.get("displayname").and_then(Value::as_str)
-        {
-            display_name = n.to_owned();
-        }
+    if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
+        && let Some(p) = s.rooms.pdu(id.as_str()).await?
+        && let Some(n) = p.content_value().get("displayname").and_then(Value::as_str)
+    {
+        display_name = n.to_owned();
     }
     let mut ctx = PushConditionRoomCtx::new(
         room_id.to_owned(),

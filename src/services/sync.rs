@@ -356,39 +356,23 @@ async fn state_section(
         }
     }
     pdus.sort_by_key(|p| p.stream_ordering);
-    let mut out = Vec::with_capacity(pdus.len());
-    for p in &pdus {
-        out.push(
-            s.rooms
-                .client_event(p, Some((who.user_id.as_str(), who.device_id.as_str())))
-                .await?,
-        );
-    }
-    Ok(out)
+    s.rooms
+        .client_events(&pdus, Some((who.user_id.as_str(), who.device_id.as_str())))
+        .await
 }
 
 /// Heroes and member counts from the room's current state.
-async fn summary(s: &Services, user: &UserId, state: &StateMap) -> Result<Value> {
-    let mut joined = 0;
-    let mut invited = 0;
+async fn summary(s: &Services, user: &UserId, room_id: &RoomId) -> Result<Value> {
+    let (mut joined, mut invited) = (0, 0);
     let mut heroes = Vec::new();
-    let mut members: Vec<(&String, &ruma::OwnedEventId)> = state
-        .iter()
-        .filter(|((ty, _), _)| ty == "m.room.member")
-        .map(|((_, sk), id)| (sk, id))
-        .collect();
-    members.sort();
-    for (member, id) in members {
-        let Some(p) = s.rooms.pdu(id.as_str()).await? else {
-            continue;
-        };
-        match p.membership().as_deref() {
-            Some("join") => joined += 1,
-            Some("invite") => invited += 1,
-            _ => continue,
+    for (member, membership) in s.storage.joined_and_invited(room_id.as_str()).await? {
+        if membership == "join" {
+            joined += 1;
+        } else {
+            invited += 1;
         }
         if member != user.as_str() && heroes.len() < 5 {
-            heroes.push(member.clone());
+            heroes.push(member);
         }
     }
     Ok(json!({
@@ -442,7 +426,7 @@ async fn joined_room(
             "prev_batch": prev_batch,
         },
         "state": { "events": state },
-        "summary": summary(s, user, &current).await?,
+        "summary": summary(s, user, room_id).await?,
         "unread_notifications": { "highlight_count": highlight, "notification_count": notify },
         "ephemeral": { "events": [] },
         "account_data": { "events": [] },

@@ -354,6 +354,20 @@ impl Storage {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// The joined and invited members of a room, as (user id, membership),
+    /// ordered by user id.
+    pub async fn joined_and_invited(&self, room_id: &str) -> sqlx::Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT state_key, membership FROM current_state
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership IN ('join', 'invite')
+             ORDER BY state_key",
+        )
+        .bind(room_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Events of a room with `from < stream_ordering <= to`, newest first.
     pub async fn room_events_in_stream(
         &self,
@@ -430,19 +444,34 @@ impl Storage {
     }
 
     /// The transaction id under which `event_id` was sent from this device, if any.
-    pub async fn transaction_id_of(
+    /// The transaction ids a device sent events with: event id → transaction
+    /// id, for those of `event_ids` it sent with one.
+    pub async fn transaction_ids_of(
         &self,
-        event_id: &str,
+        event_ids: &[&str],
         user_id: &str,
         device_id: &str,
-    ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT txn_id FROM event_transactions WHERE event_id = $1 AND user_id = $2 AND device_id = $3")
-            .bind(event_id)
+    ) -> sqlx::Result<std::collections::HashMap<String, String>> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in event_ids.chunks(500) {
+            let list = (3..chunk.len() + 3)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT event_id, txn_id FROM event_transactions
+                 WHERE user_id = $1 AND device_id = $2 AND event_id IN ({list})"
+            )))
             .bind(user_id)
-            .bind(device_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .bind(device_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.insert(r.get(0), r.get(1));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn set_room_public(&self, room_id: &str, public: bool) -> sqlx::Result<()> {

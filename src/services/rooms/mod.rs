@@ -42,6 +42,10 @@ pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
 /// any event reads at most this many state groups.
 const MAX_STATE_CHAIN: i64 = 64;
 
+/// How many parsed events [`Rooms::pdu`] keeps: enough for the state and
+/// recent timeline of a few hundred rooms (about 1 KiB each).
+const EVENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
+
 /// What the pipeline needs to know about a room to append to it.
 struct RoomHead {
     version: RoomVersionId,
@@ -77,6 +81,9 @@ pub struct Rooms {
     /// Room versions never change: cached after the first lookup.
     versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
     state: state::StateCache,
+    /// Recently loaded events by id (events never change but for
+    /// redaction, which evicts the target).
+    events: Mutex<lru::LruCache<String, Arc<Pdu>>>,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
 }
@@ -99,6 +106,7 @@ impl Rooms {
             heads: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            events: Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)),
             default_version,
             search,
         }
@@ -135,33 +143,43 @@ impl Rooms {
     /// The event in client format as `viewer` (user, device) sees it: with
     /// redactions applied and the transaction id for the sending device.
     pub async fn client_event(&self, pdu: &Pdu, viewer: Option<(&str, &str)>) -> Result<Value> {
-        let version = self.known_version(&pdu.room_id).await?;
-        let redaction = match &pdu.redacted_by {
-            Some(id) => self.pdu(id.as_str()).await?,
-            None => None,
-        };
-        let mut unsigned = serde_json::Map::new();
-        if let Some((user, device)) = viewer
-            && pdu.sender.as_str() == user
-            && let Some(txn) = self
-                .storage
-                .transaction_id_of(pdu.event_id.as_str(), user, device)
-                .await?
-        {
-            unsigned.insert("transaction_id".into(), Value::String(txn));
-        }
-        Ok(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))))
+        Ok(self
+            .client_events(std::slice::from_ref(pdu), viewer)
+            .await?
+            .pop()
+            .unwrap_or(Value::Null))
     }
 
-    /// [`Rooms::client_event`] for a list of events, in order.
+    /// [`Rooms::client_event`] for a list of events, in order (the viewer's
+    /// transaction ids found in one query).
     pub async fn client_events(
         &self,
         pdus: &[Pdu],
         viewer: Option<(&str, &str)>,
     ) -> Result<Vec<Value>> {
+        let mut txns = HashMap::new();
+        if let Some((user, device)) = viewer {
+            let own: Vec<&str> = pdus
+                .iter()
+                .filter(|p| p.sender.as_str() == user)
+                .map(|p| p.event_id.as_str())
+                .collect();
+            if !own.is_empty() {
+                txns = self.storage.transaction_ids_of(&own, user, device).await?;
+            }
+        }
         let mut out = Vec::with_capacity(pdus.len());
-        for p in pdus {
-            out.push(self.client_event(p, viewer).await?);
+        for pdu in pdus {
+            let version = self.known_version(&pdu.room_id).await?;
+            let redaction = match &pdu.redacted_by {
+                Some(id) => self.pdu(id.as_str()).await?,
+                None => None,
+            };
+            let mut unsigned = serde_json::Map::new();
+            if let Some(txn) = txns.remove(pdu.event_id.as_str()) {
+                unsigned.insert("transaction_id".into(), Value::String(txn));
+            }
+            out.push(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))));
         }
         Ok(out)
     }
@@ -189,6 +207,8 @@ impl Rooms {
         self.heads.lock().remove(room_id);
         self.versions.lock().remove(room_id);
         self.latest.lock().remove(room_id);
+        // Rare: simpler to start the event cache afresh than to find the room's.
+        self.events.lock().clear();
     }
 
     /// The version, or 404 `M_NOT_FOUND`.
@@ -198,12 +218,27 @@ impl Rooms {
             .ok_or_else(|| MatrixError::not_found("Room not found"))
     }
 
-    /// Loads one event.
+    /// Loads one event, from the event cache when it is there.
     pub async fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        if let Some(p) = self.events.lock().get(event_id) {
+            return Ok(Some(Pdu::clone(p)));
+        }
         let Some(row) = self.storage.event(event_id).await? else {
             return Ok(None);
         };
-        Ok(Some(row_to_pdu(row)?))
+        let pdu = row_to_pdu(row)?;
+        self.events
+            .lock()
+            .put(event_id.to_owned(), Arc::new(pdu.clone()));
+        Ok(Some(pdu))
+    }
+
+    /// Drops events from the event cache (after they were deleted).
+    pub fn forget_events(&self, event_ids: &[String]) {
+        let mut cache = self.events.lock();
+        for id in event_ids {
+            cache.pop(id.as_str());
+        }
     }
 
     async fn load_head(&self, room_id: &RoomId) -> Result<RoomHead> {
@@ -461,6 +496,11 @@ impl Rooms {
         head.chain_length = chain_length;
         head.state = state;
         pdu.stream_ordering = pos;
+        pdu.state_group = Some(state_group);
+        if let Some(target) = &pdu.redacts {
+            // The cached copy of the target does not know it is redacted.
+            self.events.lock().pop(target.as_str());
+        }
         self.latest.lock().insert(pdu.room_id.clone(), pos);
         if let Some(search) = &self.search
             && let Err(e) = search.on_event(&pdu)
@@ -565,5 +605,6 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     let mut pdu = Pdu::from_json(event_id, room_id, json).map_err(MatrixError::internal)?;
     pdu.stream_ordering = row.stream_ordering;
     pdu.redacted_by = row.redacted_by.and_then(|r| OwnedEventId::try_from(r).ok());
+    pdu.state_group = row.state_group;
     Ok(pdu)
 }

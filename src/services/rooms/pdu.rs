@@ -32,6 +32,9 @@ pub struct Pdu {
     pub stream_ordering: i64,
     /// Set when a later redaction applies to this event.
     pub redacted_by: Option<OwnedEventId>,
+    /// The state group after this event (`None` until persisted, or when
+    /// not loaded).
+    pub state_group: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +92,7 @@ impl Pdu {
             json,
             stream_ordering: 0,
             redacted_by: None,
+            state_group: None,
         })
     }
 

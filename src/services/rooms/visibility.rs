@@ -2,9 +2,10 @@
 //! may read. Applied on every read path (`/messages`, `/context`, `/event`,
 //! `/state`, `/members`, `/sync`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use ruma::{RoomId, UserId};
+use ruma::{EventId, RoomId, UserId};
 use serde_json::Value;
 
 use super::{Pdu, Rooms, StateMap};
@@ -47,26 +48,45 @@ impl Rooms {
             .unwrap_or_else(|| "shared".to_owned()))
     }
 
+    /// The state group after an event.
+    async fn state_group_of(&self, pdu: &Pdu) -> Result<i64> {
+        let group = match pdu.state_group {
+            Some(g) => Some(g),
+            None => self
+                .storage
+                .event(pdu.event_id.as_str())
+                .await?
+                .and_then(|r| r.state_group),
+        };
+        Ok(group.unwrap_or(0))
+    }
+
     /// The state after an event.
     pub async fn state_at(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
-        let group = self
-            .storage
-            .event(pdu.event_id.as_str())
-            .await?
-            .and_then(|r| r.state_group)
-            .unwrap_or(0);
+        let group = self.state_group_of(pdu).await?;
         self.state_after(group).await
+    }
+
+    /// The state group just before an event (after its first prev event);
+    /// 0, the empty state, for the create event. `known` gives the groups of
+    /// events already at hand (the rest of a timeline), saving a lookup.
+    async fn state_group_before(&self, pdu: &Pdu, known: &HashMap<&EventId, i64>) -> Result<i64> {
+        let Some(prev) = pdu.prev_events.first() else {
+            return Ok(0);
+        };
+        if let Some(g) = known.get(&**prev) {
+            return Ok(*g);
+        }
+        match self.pdu(prev.as_str()).await? {
+            Some(p) => self.state_group_of(&p).await,
+            None => Ok(0),
+        }
     }
 
     /// The state just before an event (after its first prev event).
     pub async fn state_before(&self, pdu: &Pdu) -> Result<Arc<StateMap>> {
-        match pdu.prev_events.first() {
-            Some(prev) => match self.pdu(prev.as_str()).await? {
-                Some(p) => self.state_at(&p).await,
-                None => Ok(Arc::default()),
-            },
-            None => Ok(Arc::default()),
-        }
+        let group = self.state_group_before(pdu, &HashMap::new()).await?;
+        self.state_after(group).await
     }
 
     /// Whether `user` may see `pdu`, by the room's history visibility at the
@@ -77,13 +97,43 @@ impl Rooms {
         pdu: &Pdu,
         current_membership: Option<&str>,
     ) -> Result<bool> {
+        self.can_see_memo(
+            user,
+            pdu,
+            current_membership,
+            &HashMap::new(),
+            &mut HashMap::new(),
+        )
+        .await
+    }
+
+    /// [`Rooms::can_see`] for one event of a batch: `known` has the state
+    /// groups of the batch's events, `decided` what `allowed_by` said for
+    /// each state group so far (the events of a timeline mostly share one).
+    async fn can_see_memo(
+        &self,
+        user: &UserId,
+        pdu: &Pdu,
+        current_membership: Option<&str>,
+        known: &HashMap<&EventId, i64>,
+        decided: &mut HashMap<i64, bool>,
+    ) -> Result<bool> {
         // Everyone sees their own membership changes.
         if pdu.state_key.as_deref() == Some(user.as_str()) {
             return Ok(true);
         }
         // The visibility in force when the event was sent: the state before it.
-        let before = self.state_before(pdu).await?;
-        if self.allowed_by(&before, user, current_membership).await? {
+        let group = self.state_group_before(pdu, known).await?;
+        let allowed = match decided.get(&group) {
+            Some(a) => *a,
+            None => {
+                let before = self.state_after(group).await?;
+                let a = self.allowed_by(&before, user, current_membership).await?;
+                decided.insert(group, a);
+                a
+            }
+        };
+        if allowed {
             return Ok(true);
         }
         // A history visibility change is visible if either the old or the
@@ -125,13 +175,23 @@ impl Rooms {
         pdus: Vec<Pdu>,
     ) -> Result<Vec<Pdu>> {
         let current = self.membership(room_id, user).await?;
-        let mut out = Vec::with_capacity(pdus.len());
-        for p in pdus {
-            if self.can_see(user, &p, current.as_deref()).await? {
-                out.push(p);
-            }
+        let known: HashMap<&EventId, i64> = pdus
+            .iter()
+            .filter_map(|p| Some((p.event_id.as_ref(), p.state_group?)))
+            .collect();
+        let mut decided = HashMap::new();
+        let mut keep = Vec::with_capacity(pdus.len());
+        for p in &pdus {
+            keep.push(
+                self.can_see_memo(user, p, current.as_deref(), &known, &mut decided)
+                    .await?,
+            );
         }
-        Ok(out)
+        Ok(pdus
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(p, k)| k.then_some(p))
+            .collect())
     }
 
     /// The state `user` may read: the current state while joined (or for a
