@@ -2,7 +2,7 @@
 //! receipt, evaluated against the user's push rules with ruma's evaluator.
 //!
 //! Counted at sync time over at most `MAX_COUNTED` unread events (clients show
-//! "99+" long before that).
+//! "99+" long before that); `/sync` reads those events for all rooms at once.
 
 use ruma::events::AnySyncTimelineEvent;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
@@ -13,28 +13,22 @@ use serde_json::Value;
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
 use crate::services::rooms::{StateMap, row_to_pdu};
+use crate::storage::events::EventRow;
 
-const MAX_COUNTED: i64 = 500;
+pub const MAX_COUNTED: i64 = 500;
 
-/// (notification_count, highlight_count) for the user in the room up to `to`.
-pub async fn unread_counts(
+/// Where the user has read the room up to: the newest of their main-timeline
+/// read receipts (public or private, given as event ids) and their own join.
+pub async fn read_position(
     s: &Services,
     user: &UserId,
-    room_id: &RoomId,
     state: &StateMap,
-    rules: &Ruleset,
-    to: i64,
-) -> Result<(u64, u64)> {
+    receipt_events: Vec<String>,
+) -> Result<i64> {
     let mut read_pos = 0;
-    for ty in ["m.read", "m.read.private"] {
-        for event_id in s
-            .storage
-            .main_receipts(room_id.as_str(), user.as_str(), ty)
-            .await?
-        {
-            if let Some(pdu) = s.rooms.pdu(&event_id).await? {
-                read_pos = read_pos.max(pdu.stream_ordering);
-            }
+    for event_id in receipt_events {
+        if let Some(pdu) = s.rooms.pdu(&event_id).await? {
+            read_pos = read_pos.max(pdu.stream_ordering);
         }
     }
     // Your own membership join also marks the room read up to then.
@@ -43,16 +37,26 @@ pub async fn unread_counts(
     {
         read_pos = read_pos.max(pdu.stream_ordering);
     }
-    let rows = s
-        .storage
-        .room_events_in_stream(room_id.as_str(), read_pos, to, MAX_COUNTED)
-        .await?;
-    if rows.is_empty() {
+    Ok(read_pos)
+}
+
+/// (notification_count, highlight_count) over `unread`: the room's events
+/// after the read position sent by others (at most `MAX_COUNTED`).
+pub async fn count_unread(
+    s: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    state: &StateMap,
+    joined_members: u32,
+    rules: &Ruleset,
+    unread: Vec<EventRow>,
+) -> Result<(u64, u64)> {
+    if unread.is_empty() {
         return Ok((0, 0));
     }
-    let ctx = context(s, user, room_id, state).await?;
+    let ctx = context(s, user, room_id, state, joined_members).await?;
     let (mut notify, mut highlight) = (0, 0);
-    for row in rows {
+    for row in unread {
         let pdu = row_to_pdu(row)?;
         if pdu.sender == user || pdu.redacted_by.is_some() {
             continue;
@@ -76,14 +80,8 @@ async fn context(
     user: &UserId,
     room_id: &RoomId,
     state: &StateMap,
+    joined: u32,
 ) -> Result<PushConditionRoomCtx> {
-    let joined = s
-        .storage
-        .joined_and_invited(room_id.as_str())
-        .await?
-        .iter()
-        .filter(|(_, m)| m == "join")
-        .count() as u32;
     let mut display_name = user.localpart().to_owned();
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
         && let Some(p) = s.rooms.pdu(id.as_str()).await?

@@ -16,9 +16,11 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
 use crate::services::filtering;
+use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::rooms::{Pdu, StateMap, row_to_pdu};
 use crate::storage::Requester;
+use crate::storage::events::EventRow;
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -116,6 +118,7 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
     let mut invite = Map::new();
     let mut leave = Map::new();
     let mut joined_rooms = Vec::new();
+    let mut pending = Vec::new();
     for (room, membership, member_pos) in s.storage.rooms_for_user(user.as_str()).await? {
         let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
         if room_filter.not_rooms.contains(&room_id)
@@ -151,11 +154,12 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
                     other => other,
                 };
                 if changed || req.full_state || !ephemeral.is_empty() || !data.is_empty() {
-                    let mut body =
-                        joined_room(s, who, &user, &room_id, room_since, to, req, &rules).await?;
-                    body["ephemeral"]["events"] = json!(ephemeral);
-                    body["account_data"]["events"] = json!(data);
-                    join.insert(room.clone(), body);
+                    pending.push(PendingJoined {
+                        room_id,
+                        since: room_since,
+                        ephemeral,
+                        account_data: data,
+                    });
                 }
             }
             "invite" if since.is_none_or(|since| member_pos > since) => {
@@ -176,6 +180,34 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
             }
             _ => {}
         }
+    }
+    // The joined rooms: their reads together, then each room, then the
+    // client form of every timeline event with one transaction id lookup.
+    let mut reads = read_joined(s, &user, &pending, to, &room_filter.timeline).await?;
+    let mut bodies = Vec::with_capacity(pending.len());
+    for room in pending {
+        let id = room.room_id.to_string();
+        bodies.push((
+            id,
+            joined_room(s, &user, room, &mut reads, to, req, &rules).await?,
+        ));
+    }
+    let own: Vec<&str> = bodies
+        .iter()
+        .flat_map(|(_, (_, events))| events)
+        .filter(|p| p.sender == user)
+        .map(|p| p.event_id.as_str())
+        .collect();
+    let txns = if own.is_empty() {
+        HashMap::new()
+    } else {
+        s.storage
+            .transaction_ids_of(&own, who.user_id.as_str(), who.device_id.as_str())
+            .await?
+    };
+    for (room, (mut body, events)) in bodies {
+        body["timeline"]["events"] = json!(s.rooms.client_events_with(&events, &txns).await?);
+        join.insert(room, body);
     }
     let presence = if s.config.presence.enabled {
         presence_events(s, &user, &joined_rooms, from, to).await?
@@ -236,16 +268,9 @@ fn timeline_limit(filter: &RoomEventFilter) -> usize {
         .clamp(1, 1000)
 }
 
-/// Timeline events of a room in `(since, to]`, oldest first, visible to the
-/// user and matching the filter; and whether older ones were left out.
-async fn timeline(
-    s: &Services,
-    user: &UserId,
-    room_id: &RoomId,
-    since: Option<i64>,
-    to: i64,
-    filter: &RoomEventFilter,
-) -> Result<(Vec<Pdu>, bool)> {
+/// How many events to read for a timeline: one more than the limit (to
+/// tell whether there is a gap), or more when the filter narrows the events.
+fn timeline_fetch(filter: &RoomEventFilter) -> i64 {
     let limit = timeline_limit(filter);
     // Filters apply before the limit: with type or sender conditions, look
     // further back (bounded) to fill the timeline with matching events.
@@ -254,16 +279,46 @@ async fn timeline(
         || filter.senders.is_some()
         || !filter.not_senders.is_empty()
         || filter.url_filter.is_some();
-    let fetch = if narrowing {
-        (limit * 5).max(50)
+    if narrowing {
+        (limit * 5).max(50) as i64
     } else {
-        limit + 1
-    } as i64;
+        limit as i64 + 1
+    }
+}
+
+/// Timeline events of a room in `(since, to]`, oldest first, visible to the
+/// user and matching the filter; and whether older ones were left out.
+async fn timeline(
+    s: &Services,
+    user: &UserId,
+    (room_id, membership): (&RoomId, &str),
+    since: Option<i64>,
+    to: i64,
+    filter: &RoomEventFilter,
+) -> Result<(Vec<Pdu>, bool)> {
     let rows = s
         .storage
-        .room_events_in_stream(room_id.as_str(), since.unwrap_or(0), to, fetch)
+        .room_events_in_stream(
+            room_id.as_str(),
+            since.unwrap_or(0),
+            to,
+            timeline_fetch(filter),
+        )
         .await?;
-    let exhausted = (rows.len() as i64) < fetch;
+    timeline_from_rows(s, user, membership, rows, filter).await
+}
+
+/// [`timeline`] from the rows already read (newest first, as many as
+/// [`timeline_fetch`] says).
+async fn timeline_from_rows(
+    s: &Services,
+    user: &UserId,
+    membership: &str,
+    rows: Vec<EventRow>,
+    filter: &RoomEventFilter,
+) -> Result<(Vec<Pdu>, bool)> {
+    let limit = timeline_limit(filter);
+    let exhausted = (rows.len() as i64) < timeline_fetch(filter);
     let mut matching = Vec::new();
     for row in rows {
         let pdu = row_to_pdu(row)?;
@@ -278,7 +333,10 @@ async fn timeline(
     let limited = matching.len() > limit || !exhausted;
     matching.truncate(limit);
     matching.reverse();
-    let pdus = s.rooms.filter_visible(user, room_id, matching).await?;
+    let pdus = s
+        .rooms
+        .filter_visible_as(user, Some(membership), matching)
+        .await?;
     Ok((pdus, limited))
 }
 
@@ -313,7 +371,6 @@ async fn state_at_position(s: &Services, room_id: &RoomId, pos: i64) -> Result<A
 #[allow(clippy::too_many_arguments)]
 async fn state_section(
     s: &Services,
-    who: &Requester,
     user: &UserId,
     room_id: &RoomId,
     since: Option<i64>,
@@ -356,81 +413,143 @@ async fn state_section(
         }
     }
     pdus.sort_by_key(|p| p.stream_ordering);
-    s.rooms
-        .client_events(&pdus, Some((who.user_id.as_str(), who.device_id.as_str())))
-        .await
+    // No transaction ids: state events are never sent with one.
+    s.rooms.client_events(&pdus, None).await
 }
 
-/// Heroes and member counts from the room's current state.
-async fn summary(s: &Services, user: &UserId, room_id: &RoomId) -> Result<Value> {
-    let (mut joined, mut invited) = (0, 0);
-    let mut heroes = Vec::new();
-    for (member, membership) in s.storage.joined_and_invited(room_id.as_str()).await? {
-        if membership == "join" {
-            joined += 1;
-        } else {
-            invited += 1;
-        }
-        if member != user.as_str() && heroes.len() < 5 {
-            heroes.push(member);
-        }
-    }
-    Ok(json!({
+/// Heroes and member counts from the room's joined and invited members.
+fn summary(user: &UserId, members: Vec<(String, String)>) -> Value {
+    let joined = members.iter().filter(|(_, m)| m == "join").count();
+    let invited = members.len() - joined;
+    let heroes: Vec<String> = members
+        .into_iter()
+        .map(|(member, _)| member)
+        .filter(|m| m != user.as_str())
+        .take(5)
+        .collect();
+    json!({
         "m.heroes": heroes,
         "m.joined_member_count": joined,
         "m.invited_member_count": invited,
-    }))
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A joined room the sync answers for, found in the first pass.
+struct PendingJoined {
+    room_id: OwnedRoomId,
+    since: Option<i64>,
+    ephemeral: Vec<Value>,
+    account_data: Vec<Value>,
+}
+
+/// What the joined rooms of a sync need from the database, read for all of
+/// them at once (a round trip per kind, not several per room).
+#[derive(Default)]
+struct JoinedReads {
+    /// Timeline candidates, newest first.
+    timelines: HashMap<String, Vec<EventRow>>,
+    /// Joined and invited members.
+    members: HashMap<String, Vec<(String, String)>>,
+    /// Others' events after the user's read position, newest first.
+    unread: HashMap<String, Vec<EventRow>>,
+}
+
+async fn read_joined(
+    s: &Services,
+    user: &UserId,
+    pending: &[PendingJoined],
+    to: i64,
+    filter: &RoomEventFilter,
+) -> Result<JoinedReads> {
+    if pending.is_empty() {
+        return Ok(JoinedReads::default());
+    }
+    let fetch = timeline_fetch(filter);
+    let wanted: Vec<(&str, i64, i64, i64)> = pending
+        .iter()
+        .map(|p| (p.room_id.as_str(), p.since.unwrap_or(0), to, fetch))
+        .collect();
+    let timelines = s.storage.rooms_events_in_stream(&wanted, None).await?;
+    let rooms: Vec<&str> = pending.iter().map(|p| p.room_id.as_str()).collect();
+    let members = s.storage.rooms_joined_and_invited(&rooms).await?;
+    let mut receipts = s.storage.all_main_receipts(user.as_str()).await?;
+    let mut read = Vec::with_capacity(pending.len());
+    for p in pending {
+        let current = s.rooms.current_state(&p.room_id).await?;
+        let receipts = receipts.remove(p.room_id.as_str()).unwrap_or_default();
+        let pos = notifications::read_position(s, user, &current, receipts).await?;
+        read.push((p.room_id.as_str(), pos, to, notifications::MAX_COUNTED));
+    }
+    let unread = s
+        .storage
+        .rooms_events_in_stream(&read, Some(user.as_str()))
+        .await?;
+    Ok(JoinedReads {
+        timelines,
+        members,
+        unread,
+    })
+}
+
+/// A joined room's section, but for the client form of its timeline events
+/// (made for all rooms together, see [`build`]): the body and those events.
 async fn joined_room(
     s: &Services,
-    who: &Requester,
     user: &UserId,
-    room_id: &RoomId,
-    since: Option<i64>,
+    room: PendingJoined,
+    reads: &mut JoinedReads,
     to: i64,
     req: &SyncRequest,
     rules: &ruma::push::Ruleset,
-) -> Result<Value> {
+) -> Result<(Value, Vec<Pdu>)> {
     let filter = &req.filter.room;
-    let (events, limited) = timeline(s, user, room_id, since, to, &filter.timeline).await?;
+    let room_id = &room.room_id;
+    let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
+    let (events, limited) = timeline_from_rows(s, user, "join", rows, &filter.timeline).await?;
     let current = s.rooms.current_state(room_id).await?;
-    let end_state = state_at_position(s, room_id, to).await?;
+    // Read after `current`: nothing newer than `to` has reached `current`
+    // when the room's newest event is at or before `to`.
+    let end_state = if s.rooms.latest_position(room_id).await? <= to {
+        current.clone()
+    } else {
+        state_at_position(s, room_id, to).await?
+    };
     // With a limited timeline the state section still covers the gap: it is
     // the difference between the state at `since` and at the timeline start.
     let state = state_section(
         s,
-        who,
         user,
         room_id,
-        since,
+        room.since,
         req.full_state,
         &events,
         end_state,
         &filter.state,
     )
     .await?;
+    let members = reads.members.remove(room_id.as_str()).unwrap_or_default();
+    let joined = members.iter().filter(|(_, m)| m == "join").count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
+    let unread = reads.unread.remove(room_id.as_str()).unwrap_or_default();
     let (notify, highlight) =
-        crate::services::notifications::unread_counts(s, user, room_id, &current, rules, to)
-            .await?;
+        notifications::count_unread(s, user, room_id, &current, joined, rules, unread).await?;
     let prev_batch = match events.first() {
         Some(first) => topo_token(first),
         None => format!("s{to}"),
     };
-    Ok(json!({
+    let body = json!({
         "timeline": {
-            "events": s.rooms.client_events(&events, Some((who.user_id.as_str(), who.device_id.as_str()))).await?,
+            "events": [],
             "limited": limited,
             "prev_batch": prev_batch,
         },
         "state": { "events": state },
-        "summary": summary(s, user, room_id).await?,
+        "summary": summary(user, members),
         "unread_notifications": { "highlight_count": highlight, "notification_count": notify },
-        "ephemeral": { "events": [] },
-        "account_data": { "events": [] },
-    }))
+        "ephemeral": { "events": room.ephemeral },
+        "account_data": { "events": room.account_data },
+    });
+    Ok((body, events))
 }
 
 async fn left_room(
@@ -444,11 +563,18 @@ async fn left_room(
 ) -> Result<Value> {
     let filter = &req.filter.room;
     // Up to and including the leave event; nothing after it.
-    let (events, limited) = timeline(s, user, room_id, since, leave_pos, &filter.timeline).await?;
+    let (events, limited) = timeline(
+        s,
+        user,
+        (room_id, "leave"),
+        since,
+        leave_pos,
+        &filter.timeline,
+    )
+    .await?;
     let end_state = state_at_position(s, room_id, leave_pos).await?;
     let state = state_section(
         s,
-        who,
         user,
         room_id,
         since,

@@ -146,24 +146,25 @@ impl Storage {
             .collect())
     }
 
-    /// The events of the user's receipts of a type in a room that cover the
-    /// main timeline (unthreaded, or the `main` thread).
-    pub async fn main_receipts(
+    /// The events of the user's main-timeline read receipts (public and
+    /// private) in every room: room → event ids.
+    pub async fn all_main_receipts(
         &self,
-        room_id: &str,
         user_id: &str,
-        receipt_type: &str,
-    ) -> sqlx::Result<Vec<String>> {
+    ) -> sqlx::Result<std::collections::HashMap<String, Vec<String>>> {
         let rows = sqlx::query(
-            "SELECT event_id FROM receipts
-             WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id IN ('', 'main')",
+            "SELECT room_id, event_id FROM receipts
+             WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private')
+               AND thread_id IN ('', 'main')",
         )
-        .bind(room_id)
         .bind(user_id)
-        .bind(receipt_type)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for r in &rows {
+            out.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        Ok(out)
     }
 
     pub async fn set_presence(&self, p: &PresenceRow) -> sqlx::Result<()> {

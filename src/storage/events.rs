@@ -5,6 +5,8 @@
 //! An event and everything it changes are written by [`Storage::persist_event`]
 //! in one transaction.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -354,18 +356,85 @@ impl Storage {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// The joined and invited members of a room, as (user id, membership),
-    /// ordered by user id.
-    pub async fn joined_and_invited(&self, room_id: &str) -> sqlx::Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT state_key, membership FROM current_state
-             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership IN ('join', 'invite')
-             ORDER BY state_key",
-        )
-        .bind(room_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
+    /// for each `(room, from, to, limit)`, that room's newest events in
+    /// `(from, to]`, newest first; with `not_sender`, that user's events are
+    /// left out. Rooms without events are absent from the map.
+    pub async fn rooms_events_in_stream(
+        &self,
+        wanted: &[(&str, i64, i64, i64)],
+        not_sender: Option<&str>,
+    ) -> sqlx::Result<HashMap<String, Vec<EventRow>>> {
+        let mut out: HashMap<String, Vec<EventRow>> = HashMap::new();
+        // One SELECT per room, each using the (room_id, stream_ordering)
+        // index with its own LIMIT, glued with UNION ALL (at most 100 per
+        // statement: SQLite allows 500 compound terms).
+        for chunk in wanted.chunks(100) {
+            let per = if not_sender.is_some() { 5 } else { 4 };
+            let parts: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * per;
+                    let sender = if not_sender.is_some() {
+                        format!(" AND sender <> ${}", b + 5)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
+                         AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
+                        event_columns!(),
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                    )
+                })
+                .collect();
+            let sql = parts.join(" UNION ALL ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (room, from, to, limit) in chunk {
+                q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
+                if let Some(user) = not_sender {
+                    q = q.bind(user);
+                }
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                let row = event_row(&r);
+                out.entry(row.room_id.clone()).or_default().push(row);
+            }
+        }
+        for rows in out.values_mut() {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.stream_ordering));
+        }
+        Ok(out)
+    }
+
+    /// The joined and invited members of each room, as (user id,
+    /// membership) ordered by user id.
+    pub async fn rooms_joined_and_invited(
+        &self,
+        rooms: &[&str],
+    ) -> sqlx::Result<HashMap<String, Vec<(String, String)>>> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for chunk in rooms.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT room_id, state_key, membership FROM current_state
+                 WHERE room_id IN ({list}) AND event_type = 'm.room.member'
+                   AND membership IN ('join', 'invite')
+                 ORDER BY room_id, state_key"
+            )));
+            for room in chunk {
+                q = q.bind(*room);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+            }
+        }
+        Ok(out)
     }
 
     /// Events of a room with `from < stream_ordering <= to`, newest first.

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "transactions_scoped", V5),
     (6, "account_flags", V6),
     (7, "blocked_rooms", V7),
+    (8, "receipts_by_user", V8),
 ];
 
 const V1: &str = r#"
@@ -255,6 +256,11 @@ CREATE TABLE blocked_rooms (
     blocked_ts BIGINT NOT NULL
 );
 CREATE INDEX state_groups_room ON state_groups (room_id);
+"#;
+
+/// `/sync` reads a user's read receipts in all rooms at once.
+const V8: &str = r#"
+CREATE INDEX receipts_user ON receipts (user_id);
 "#;
 
 pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {

@@ -168,6 +168,16 @@ impl Rooms {
                 txns = self.storage.transaction_ids_of(&own, user, device).await?;
             }
         }
+        self.client_events_with(pdus, &txns).await
+    }
+
+    /// [`Rooms::client_events`] with the viewer's transaction ids (event id
+    /// → transaction id) already looked up.
+    pub async fn client_events_with(
+        &self,
+        pdus: &[Pdu],
+        txns: &HashMap<String, String>,
+    ) -> Result<Vec<Value>> {
         let mut out = Vec::with_capacity(pdus.len());
         for pdu in pdus {
             let version = self.known_version(&pdu.room_id).await?;
@@ -176,8 +186,8 @@ impl Rooms {
                 None => None,
             };
             let mut unsigned = serde_json::Map::new();
-            if let Some(txn) = txns.remove(pdu.event_id.as_str()) {
-                unsigned.insert("transaction_id".into(), Value::String(txn));
+            if let Some(txn) = txns.get(pdu.event_id.as_str()) {
+                unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
             }
             out.push(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))));
         }

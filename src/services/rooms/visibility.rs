@@ -175,6 +175,17 @@ impl Rooms {
         pdus: Vec<Pdu>,
     ) -> Result<Vec<Pdu>> {
         let current = self.membership(room_id, user).await?;
+        self.filter_visible_as(user, current.as_deref(), pdus).await
+    }
+
+    /// [`Rooms::filter_visible`] when the caller knows the user's current
+    /// membership of the room.
+    pub async fn filter_visible_as(
+        &self,
+        user: &UserId,
+        current: Option<&str>,
+        pdus: Vec<Pdu>,
+    ) -> Result<Vec<Pdu>> {
         let known: HashMap<&EventId, i64> = pdus
             .iter()
             .filter_map(|p| Some((p.event_id.as_ref(), p.state_group?)))
@@ -183,7 +194,7 @@ impl Rooms {
         let mut keep = Vec::with_capacity(pdus.len());
         for p in &pdus {
             keep.push(
-                self.can_see_memo(user, p, current.as_deref(), &known, &mut decided)
+                self.can_see_memo(user, p, current, &known, &mut decided)
                     .await?,
             );
         }
