@@ -27,13 +27,13 @@ pub async fn read_position(
 ) -> Result<i64> {
     let mut read_pos = 0;
     for event_id in receipt_events {
-        if let Some(pdu) = s.rooms.pdu(&event_id).await? {
+        if let Some(pdu) = s.rooms.pdu_shared(&event_id).await? {
             read_pos = read_pos.max(pdu.stream_ordering);
         }
     }
     // Your own membership join also marks the room read up to then.
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
-        && let Some(pdu) = s.rooms.pdu(id.as_str()).await?
+        && let Some(pdu) = s.rooms.pdu_shared(id.as_str()).await?
     {
         read_pos = read_pos.max(pdu.stream_ordering);
     }
@@ -84,7 +84,7 @@ async fn context(
 ) -> Result<PushConditionRoomCtx> {
     let mut display_name = user.localpart().to_owned();
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
-        && let Some(p) = s.rooms.pdu(id.as_str()).await?
+        && let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
         && let Some(n) = p.content_value().get("displayname").and_then(Value::as_str)
     {
         display_name = n.to_owned();

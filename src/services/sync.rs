@@ -406,7 +406,7 @@ async fn state_section(
         if lazy && key.0 == "m.room.member" && !wanted_members.contains(key.1.as_str()) {
             continue;
         }
-        if let Some(p) = s.rooms.pdu(id.as_str()).await?
+        if let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
             && filtering::matches(filter, &p)
         {
             pdus.push(p);

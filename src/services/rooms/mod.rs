@@ -152,15 +152,16 @@ impl Rooms {
 
     /// [`Rooms::client_event`] for a list of events, in order (the viewer's
     /// transaction ids found in one query).
-    pub async fn client_events(
+    pub async fn client_events<P: std::borrow::Borrow<Pdu>>(
         &self,
-        pdus: &[Pdu],
+        pdus: &[P],
         viewer: Option<(&str, &str)>,
     ) -> Result<Vec<Value>> {
         let mut txns = HashMap::new();
         if let Some((user, device)) = viewer {
             let own: Vec<&str> = pdus
                 .iter()
+                .map(|p| p.borrow())
                 .filter(|p| p.sender.as_str() == user)
                 .map(|p| p.event_id.as_str())
                 .collect();
@@ -173,23 +174,24 @@ impl Rooms {
 
     /// [`Rooms::client_events`] with the viewer's transaction ids (event id
     /// → transaction id) already looked up.
-    pub async fn client_events_with(
+    pub async fn client_events_with<P: std::borrow::Borrow<Pdu>>(
         &self,
-        pdus: &[Pdu],
+        pdus: &[P],
         txns: &HashMap<String, String>,
     ) -> Result<Vec<Value>> {
         let mut out = Vec::with_capacity(pdus.len());
         for pdu in pdus {
+            let pdu: &Pdu = pdu.borrow();
             let version = self.known_version(&pdu.room_id).await?;
             let redaction = match &pdu.redacted_by {
-                Some(id) => self.pdu(id.as_str()).await?,
+                Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
             let mut unsigned = serde_json::Map::new();
             if let Some(txn) = txns.get(pdu.event_id.as_str()) {
                 unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
             }
-            out.push(pdu.to_client(&version, redaction.as_ref(), Some(Value::Object(unsigned))));
+            out.push(pdu.to_client(&version, redaction.as_deref(), Some(Value::Object(unsigned))));
         }
         Ok(out)
     }
@@ -230,16 +232,19 @@ impl Rooms {
 
     /// Loads one event, from the event cache when it is there.
     pub async fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        Ok(self.pdu_shared(event_id).await?.map(|p| Pdu::clone(&p)))
+    }
+
+    /// [`Rooms::pdu`] without a copy: the cached event itself.
+    pub async fn pdu_shared(&self, event_id: &str) -> Result<Option<Arc<Pdu>>> {
         if let Some(p) = self.events.lock().get(event_id) {
-            return Ok(Some(Pdu::clone(p)));
+            return Ok(Some(p.clone()));
         }
         let Some(row) = self.storage.event(event_id).await? else {
             return Ok(None);
         };
-        let pdu = row_to_pdu(row)?;
-        self.events
-            .lock()
-            .put(event_id.to_owned(), Arc::new(pdu.clone()));
+        let pdu = Arc::new(row_to_pdu(row)?);
+        self.events.lock().put(event_id.to_owned(), pdu.clone());
         Ok(Some(pdu))
     }
 

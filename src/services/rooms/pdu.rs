@@ -115,31 +115,32 @@ impl Pdu {
             .map(str::to_owned)
     }
 
-    /// The PDU with redaction applied, if a redaction applies to it.
+    /// The PDU with redaction applied, if a redaction applies to it (a
+    /// borrow of the stored JSON when none does).
     fn visible_json(
         &self,
         version: &RoomVersionId,
         redaction: Option<&Pdu>,
-    ) -> CanonicalJsonObject {
+    ) -> std::borrow::Cow<'_, CanonicalJsonObject> {
+        use std::borrow::Cow;
         let Some(rules) = version.rules() else {
-            return self.json.clone();
+            return Cow::Borrowed(&self.json);
         };
-        match redaction {
+        let redacted = match redaction {
             Some(red) => {
                 let because = ruma::canonical_json::RedactedBecause::from_json(
                     red.client_json_object(version),
                 );
                 ruma::canonical_json::redact(self.json.clone(), &rules.redaction, Some(because))
-                    .unwrap_or_else(|_| self.json.clone())
             }
             // Redacted, but the redaction itself is gone (purged history):
             // still redacted, without `redacted_because`.
             None if self.redacted_by.is_some() => {
                 ruma::canonical_json::redact(self.json.clone(), &rules.redaction, None)
-                    .unwrap_or_else(|_| self.json.clone())
             }
-            None => self.json.clone(),
-        }
+            None => return Cow::Borrowed(&self.json),
+        };
+        redacted.map_or(Cow::Borrowed(&self.json), Cow::Owned)
     }
 
     fn client_json_object(&self, _version: &RoomVersionId) -> CanonicalJsonObject {

@@ -15,7 +15,7 @@ impl Rooms {
     pub async fn creators(&self, state: &StateMap) -> Result<Vec<OwnedUserId>> {
         let mut creators = Vec::new();
         if let Some(id) = state.get(&("m.room.create".to_owned(), String::new()))
-            && let Some(p) = self.pdu(id.as_str()).await?
+            && let Some(p) = self.pdu_shared(id.as_str()).await?
         {
             creators.push(p.sender.clone());
             if let Some(extra) = p

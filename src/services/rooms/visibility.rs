@@ -20,7 +20,7 @@ impl Rooms {
         sk: &str,
     ) -> Result<Option<Value>> {
         match state.get(&(ty.to_owned(), sk.to_owned())) {
-            Some(id) => Ok(self.pdu(id.as_str()).await?.map(|p| p.content_value())),
+            Some(id) => Ok(self.pdu_shared(id.as_str()).await?.map(|p| p.content_value())),
             None => Ok(None),
         }
     }
@@ -77,7 +77,7 @@ impl Rooms {
         if let Some(g) = known.get(&**prev) {
             return Ok(*g);
         }
-        match self.pdu(prev.as_str()).await? {
+        match self.pdu_shared(prev.as_str()).await? {
             Some(p) => self.state_group_of(&p).await,
             None => Ok(0),
         }
