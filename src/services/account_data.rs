@@ -9,17 +9,24 @@ use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
+use crate::services::notifications::UnreadCounts;
 use crate::services::stream::Stream;
 use crate::storage::Storage;
 
 pub struct AccountData {
     storage: Storage,
     stream: Arc<Stream>,
+    /// Unread counts were made with the old push rules: forgotten on change.
+    unread: Arc<UnreadCounts>,
 }
 
 impl AccountData {
-    pub fn new(storage: Storage, stream: Arc<Stream>) -> Self {
-        Self { storage, stream }
+    pub fn new(storage: Storage, stream: Arc<Stream>, unread: Arc<UnreadCounts>) -> Self {
+        Self {
+            storage,
+            stream,
+            unread,
+        }
     }
 
     /// Stores `content` (a JSON object) under `data_type`, globally when
@@ -50,6 +57,9 @@ impl AccountData {
             )
             .await;
         self.stream.complete(r);
+        if room.is_none() && data_type == "m.push_rules" {
+            self.unread.forget_user(user);
+        }
         Ok(result?)
     }
 

@@ -40,6 +40,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub account_data: account_data::AccountData,
     pub ephemeral: ephemeral::Ephemeral,
+    pub unread: Arc<notifications::UnreadCounts>,
     pub presence: presence::Presence,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
@@ -73,6 +74,7 @@ impl Services {
             .await?
             .max(storage.max_side_stream().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
+        let unread = Arc::new(notifications::UnreadCounts::default());
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let (search, search_needs_rebuild) = if config.search.enabled {
             let (s, created) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
@@ -89,8 +91,13 @@ impl Services {
             filters: filters::Filters::new(storage.clone()),
             registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
             uia: uia::Uia::default(),
-            account_data: account_data::AccountData::new(storage.clone(), stream.clone()),
+            account_data: account_data::AccountData::new(
+                storage.clone(),
+                stream.clone(),
+                unread.clone(),
+            ),
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
+            unread: unread.clone(),
             presence: presence::Presence::new(storage.clone(), stream.clone()),
             jobs: jobs::Jobs::default(),
             search: search.clone(),
@@ -102,6 +109,7 @@ impl Services {
                 stream.clone(),
                 default_version,
                 search.clone(),
+                unread.clone(),
             ),
             stream,
             shared_secret: config

@@ -7,7 +7,10 @@
 use ruma::events::AnySyncTimelineEvent;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use ruma::{RoomId, UInt, UserId};
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
@@ -16,6 +19,58 @@ use crate::services::rooms::{StateMap, row_to_pdu};
 use crate::storage::events::EventRow;
 
 pub const MAX_COUNTED: i64 = 500;
+
+/// Counts already made, per (user, room): a sync only evaluates the events
+/// that arrived since the last one counted, as long as the read position has
+/// not moved (when it moves, the room is counted afresh). Lost at restart.
+#[derive(Default)]
+pub struct UnreadCounts {
+    counted: Mutex<HashMap<(OwnedUserId, OwnedRoomId), Counted>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// The read position the counts start from.
+    pub read_pos: i64,
+    /// The stream position counted up to.
+    pub upto: i64,
+    pub notify: u64,
+    pub highlight: u64,
+}
+
+impl UnreadCounts {
+    /// Where to start counting the room at `to` from, and the counts so far:
+    /// the earlier counts when they start at the same read position and stop
+    /// at or before `to`, else nothing.
+    pub fn resume(&self, user: &UserId, room: &RoomId, read_pos: i64, to: i64) -> Counted {
+        let fresh = Counted {
+            read_pos,
+            upto: read_pos,
+            notify: 0,
+            highlight: 0,
+        };
+        match self.counted.lock().get(&(user.to_owned(), room.to_owned())) {
+            Some(c) if c.read_pos == read_pos && c.upto <= to => *c,
+            _ => fresh,
+        }
+    }
+
+    pub fn store(&self, user: &UserId, room: &RoomId, counted: Counted) {
+        self.counted
+            .lock()
+            .insert((user.to_owned(), room.to_owned()), counted);
+    }
+
+    /// Forgets a room's counts (an event in it was redacted).
+    pub fn forget_room(&self, room: &RoomId) {
+        self.counted.lock().retain(|(_, r), _| r != room);
+    }
+
+    /// Forgets a user's counts (their push rules changed).
+    pub fn forget_user(&self, user: &UserId) {
+        self.counted.lock().retain(|(u, _), _| u != user);
+    }
+}
 
 /// Where the user has read the room up to: the newest of their main-timeline
 /// read receipts (public or private, given as event ids) and their own join.

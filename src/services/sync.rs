@@ -450,8 +450,10 @@ struct JoinedReads {
     timelines: HashMap<String, Vec<EventRow>>,
     /// Joined and invited members.
     members: HashMap<String, Vec<(String, String)>>,
-    /// Others' events after the user's read position, newest first.
+    /// Others' events after what was counted before, newest first.
     unread: HashMap<String, Vec<EventRow>>,
+    /// The counts made before (see `UnreadCounts`).
+    counted: HashMap<String, notifications::Counted>,
 }
 
 async fn read_joined(
@@ -474,11 +476,21 @@ async fn read_joined(
     let members = s.storage.rooms_joined_and_invited(&rooms).await?;
     let mut receipts = s.storage.all_main_receipts(user.as_str()).await?;
     let mut read = Vec::with_capacity(pending.len());
+    let mut counted = HashMap::with_capacity(pending.len());
     for p in pending {
         let current = s.rooms.current_state(&p.room_id).await?;
         let receipts = receipts.remove(p.room_id.as_str()).unwrap_or_default();
         let pos = notifications::read_position(s, user, &current, receipts).await?;
-        read.push((p.room_id.as_str(), pos, to, notifications::MAX_COUNTED));
+        let so_far = s.unread.resume(user, &p.room_id, pos, to);
+        if so_far.upto < to {
+            read.push((
+                p.room_id.as_str(),
+                so_far.upto,
+                to,
+                notifications::MAX_COUNTED,
+            ));
+        }
+        counted.insert(p.room_id.to_string(), so_far);
     }
     let unread = s
         .storage
@@ -488,6 +500,7 @@ async fn read_joined(
         timelines,
         members,
         unread,
+        counted,
     })
 }
 
@@ -531,8 +544,19 @@ async fn joined_room(
     let joined = members.iter().filter(|(_, m)| m == "join").count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
     let unread = reads.unread.remove(room_id.as_str()).unwrap_or_default();
-    let (notify, highlight) =
-        notifications::count_unread(s, user, room_id, &current, joined, rules, unread).await?;
+    let (notify, highlight) = match reads.counted.remove(room_id.as_str()) {
+        Some(mut so_far) => {
+            let (n, h) =
+                notifications::count_unread(s, user, room_id, &current, joined, rules, unread)
+                    .await?;
+            so_far.notify += n;
+            so_far.highlight += h;
+            so_far.upto = so_far.upto.max(to);
+            s.unread.store(user, room_id, so_far);
+            (so_far.notify, so_far.highlight)
+        }
+        None => (0, 0),
+    };
     let prev_batch = match events.first() {
         Some(first) => topo_token(first),
         None => format!("s{to}"),

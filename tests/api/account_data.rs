@@ -1241,6 +1241,39 @@ async fn unread_counts_reset_by_read_receipt() {
     assert_eq!(unread(&server, &bob, &room).await, (1, 0));
 }
 
+/// Counts carry over from one sync to the next (only new events are
+/// evaluated), and a redaction takes its event out again.
+#[tokio::test]
+async fn unread_counts_follow_new_events_and_redactions() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = room_with_bob(&server, &alice, &bob).await;
+    let first = send_text(&server, &alice, &room, "one").await;
+    assert_eq!(unread(&server, &bob, &room).await, (1, 0));
+    send_text(&server, &alice, &room, "two").await;
+    assert_eq!(unread(&server, &bob, &room).await, (2, 0));
+    send_text(&server, &alice, &room, "three, bob").await;
+    assert_eq!(unread(&server, &bob, &room).await, (3, 1));
+    let (st, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/unread-redact",
+                enc(&room),
+                enc(&first)
+            ),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        unread(&server, &bob, &room).await,
+        (2, 1),
+        "the redacted message no longer counts"
+    );
+}
+
 #[tokio::test]
 async fn unread_counts_reset_by_private_read_receipt() {
     let server = TestServer::start().await;

@@ -86,6 +86,8 @@ pub struct Rooms {
     events: Mutex<lru::LruCache<String, Arc<Pdu>>>,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
+    /// Unread counts may include a redacted event: forgotten for its room.
+    unread: Arc<crate::services::notifications::UnreadCounts>,
 }
 
 impl Rooms {
@@ -96,6 +98,7 @@ impl Rooms {
         stream: Arc<Stream>,
         default_version: RoomVersionId,
         search: Option<Arc<crate::services::search::Search>>,
+        unread: Arc<crate::services::notifications::UnreadCounts>,
     ) -> Self {
         Self {
             state: state::StateCache::new(storage.clone()),
@@ -109,6 +112,7 @@ impl Rooms {
             events: Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)),
             default_version,
             search,
+            unread,
         }
     }
 
@@ -191,7 +195,11 @@ impl Rooms {
             if let Some(txn) = txns.get(pdu.event_id.as_str()) {
                 unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
             }
-            out.push(pdu.to_client(&version, redaction.as_deref(), Some(Value::Object(unsigned))));
+            out.push(pdu.to_client(
+                &version,
+                redaction.as_deref(),
+                Some(Value::Object(unsigned)),
+            ));
         }
         Ok(out)
     }
@@ -515,6 +523,7 @@ impl Rooms {
         if let Some(target) = &pdu.redacts {
             // The cached copy of the target does not know it is redacted.
             self.events.lock().pop(target.as_str());
+            self.unread.forget_room(&pdu.room_id);
         }
         self.latest.lock().insert(pdu.room_id.clone(), pos);
         if let Some(search) = &self.search

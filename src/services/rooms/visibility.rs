@@ -20,7 +20,10 @@ impl Rooms {
         sk: &str,
     ) -> Result<Option<Value>> {
         match state.get(&(ty.to_owned(), sk.to_owned())) {
-            Some(id) => Ok(self.pdu_shared(id.as_str()).await?.map(|p| p.content_value())),
+            Some(id) => Ok(self
+                .pdu_shared(id.as_str())
+                .await?
+                .map(|p| p.content_value())),
             None => Ok(None),
         }
     }
