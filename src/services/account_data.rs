@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::services::notifications::UnreadCounts;
-use crate::services::stream::Stream;
+use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 
 pub struct AccountData {
@@ -46,6 +46,7 @@ impl AccountData {
         let json = serde_json::to_string(content).map_err(MatrixError::internal)?;
         let r = self.stream.reserve();
         let pos = r.0;
+        self.stream.touch(Topic::User(user.to_owned()), pos);
         let result = self
             .storage
             .set_account_data(

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::error::Result;
-use crate::services::stream::Stream;
+use crate::services::stream::{Stream, Topic};
 use crate::storage::{ReceiptRow, Storage, now_ms};
 
 /// Longest typing timeout honoured.
@@ -55,6 +55,7 @@ impl Ephemeral {
         };
         let r = self.stream.reserve();
         let pos = r.0;
+        self.stream.touch(Topic::Room(room.to_owned()), pos);
         let result = self.storage.set_receipt(&row, pos).await;
         self.stream.complete(r);
         Ok(result?)
@@ -75,6 +76,7 @@ impl Ephemeral {
             }
             entry.pos = r.0;
         }
+        self.stream.touch(Topic::Room(room.to_owned()), r.0);
         self.stream.complete(r);
     }
 
@@ -93,6 +95,7 @@ impl Ephemeral {
                 t.users.retain(|_, until| *until > now);
                 t.pos = r.0;
             }
+            self.stream.touch(Topic::Room(room), r.0);
             self.stream.complete(r);
         }
         rooms.retain(|_, t| !t.users.is_empty() || t.pos > 0);

@@ -7,7 +7,7 @@ use ruma::UserId;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::services::stream::Stream;
+use crate::services::stream::{Stream, Topic};
 use crate::storage::{PresenceRow, Storage, now_ms};
 
 /// A user active within this many ms is `currently_active`.
@@ -37,6 +37,7 @@ impl Presence {
             last_active_ts: now_ms(),
             stream_ordering: r.0,
         };
+        self.stream.touch(Topic::Presence, r.0);
         let result = self.storage.set_presence(&row).await;
         self.stream.complete(r);
         Ok(result?)

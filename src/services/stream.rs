@@ -6,14 +6,29 @@
 //! below which every position has been persisted. Waiters (long-polling
 //! `/sync`) are woken when it advances.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::Mutex;
+use ruma::{OwnedRoomId, OwnedUserId};
 use tokio::sync::watch;
+
+/// What a stream position changed, as far as waiting `/sync`s care: a
+/// room (its events, receipts, typing), a user (their account data, or a
+/// membership of theirs anywhere), or anyone's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Room(OwnedRoomId),
+    User(OwnedUserId),
+    Presence,
+}
 
 pub struct Stream {
     inner: Mutex<Inner>,
     current: watch::Sender<i64>,
+    /// The last position that changed each topic. A writer records it
+    /// before completing the position, so a waiter woken at a position sees
+    /// every topic changed up to it.
+    touched: Mutex<HashMap<Topic, i64>>,
 }
 
 struct Inner {
@@ -34,7 +49,23 @@ impl Stream {
                 in_flight: BTreeSet::new(),
             }),
             current: watch::channel(max_persisted).0,
+            touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that `pos` changed `topic` (call before completing `pos`).
+    pub fn touch(&self, topic: Topic, pos: i64) {
+        let mut touched = self.touched.lock();
+        let last = touched.entry(topic).or_insert(pos);
+        *last = (*last).max(pos);
+    }
+
+    /// Whether any of the topics changed after `since`.
+    pub fn touched_after(&self, topics: &[Topic], since: i64) -> bool {
+        let touched = self.touched.lock();
+        topics
+            .iter()
+            .any(|t| touched.get(t).is_some_and(|pos| *pos > since))
     }
 
     pub fn reserve(&self) -> Reservation {

@@ -19,6 +19,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::rooms::{Pdu, StateMap, row_to_pdu};
+use crate::services::stream::Topic;
 use crate::storage::Requester;
 use crate::storage::events::EventRow;
 
@@ -49,25 +50,47 @@ pub fn parse_token(token: &str) -> Result<i64> {
 pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<Value> {
     let deadline = Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut rx = s.stream.subscribe();
+    // Boxed: a parked long-poll holds only this loop's small state, not the
+    // whole state machine of `build`.
+    let to = *rx.borrow_and_update();
+    let (mut body, has_updates, topics) = Box::pin(build(s, who, &req, to)).await?;
+    if has_updates || req.since.is_none() || req.full_state {
+        return Ok(body);
+    }
+    let since = req.since.unwrap_or(0);
     loop {
-        let to = *rx.borrow_and_update();
-        let (body, has_updates) = build(s, who, &req, to).await?;
-        if has_updates || req.since.is_none() || req.full_state {
-            return Ok(body);
-        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Ok(body);
         }
-        if tokio::time::timeout(remaining, rx.changed()).await.is_err() {
+        let woken = tokio::time::timeout(remaining, rx.changed()).await.is_ok();
+        let to = *rx.borrow_and_update();
+        if !woken {
             // Timed out: answer with the position we have now.
-            let to = *rx.borrow();
-            return Ok(build(s, who, &req, to).await?.0);
+            return Ok(Box::pin(build(s, who, &req, to)).await?.0);
         }
+        // Most wake-ups are about other users and rooms: build only when a
+        // room of the user's, the user, or presence changed after `since`.
+        // (A new room of the user's comes with a membership of theirs.)
+        if !s.stream.touched_after(&topics, since) {
+            continue;
+        }
+        let (next, has_updates, _) = Box::pin(build(s, who, &req, to)).await?;
+        if has_updates {
+            return Ok(next);
+        }
+        body = next;
     }
 }
 
-async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Result<(Value, bool)> {
+/// The sync answer for `(since, to]`, whether it has anything new, and the
+/// stream topics that could change it (see [`Stream::touched_after`]).
+async fn build(
+    s: &Services,
+    who: &Requester,
+    req: &SyncRequest,
+    to: i64,
+) -> Result<(Value, bool, Vec<Topic>)> {
     let user = who.user_id();
     let since = req.since.filter(|since| *since <= to);
     let room_filter = &req.filter.room;
@@ -228,7 +251,12 @@ async fn build(s: &Services, who: &Requester, req: &SyncRequest, to: i64) -> Res
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     });
-    Ok((body, has_updates))
+    let mut topics: Vec<Topic> = joined_rooms.into_iter().map(Topic::Room).collect();
+    topics.push(Topic::User(user.clone()));
+    if s.config.presence.enabled {
+        topics.push(Topic::Presence);
+    }
+    Ok((body, has_updates, topics))
 }
 
 /// Presence changes of the user and of everyone sharing a joined room.

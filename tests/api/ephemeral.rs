@@ -890,3 +890,70 @@ async fn presence_not_sent_after_leaving_the_shared_room() {
         "alice shares no room with bob but gets his presence: {leaked:?}"
     );
 }
+
+/// A read receipt, and a tag (room account data), each wake a long-poll;
+/// activity in a room the user is not in does not.
+#[tokio::test]
+async fn receipts_and_tags_wake_a_long_polling_sync() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let (room, event) = room_with_message(&server, &alice, &bob).await;
+    let elsewhere = create_room(&server, &carol, json!({})).await;
+
+    let since = sync_token(&server, &bob).await;
+    let poll = spawn_poll(&server, &bob, &since, 10000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Others' activity elsewhere: no answer.
+    send_text(&server, &carol, &elsewhere, "not for bob").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "woken by a room bob is not in");
+    let changed = Instant::now();
+    post_receipt(&server, &alice, &room, "m.read", &event).await;
+    let (st, body, done) = tokio::time::timeout(Duration::from_secs(15), poll)
+        .await
+        .expect("long-poll finishes")
+        .expect("task");
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(done.duration_since(changed) < Duration::from_secs(2));
+    assert!(
+        event_of_type(
+            &joined_room(&body, &room)["ephemeral"]["events"],
+            "m.receipt"
+        )
+        .is_some(),
+        "{body}"
+    );
+
+    let since = next_batch(&body);
+    let poll = spawn_poll(&server, &bob, &since, 10000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "returned before anything happened");
+    let changed = Instant::now();
+    let (st, b) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/rooms/{}/tags/u.work",
+                enc(&bob.user_id),
+                enc(&room)
+            ),
+            bob.token(),
+            json!({"order": 0.5}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (_, body, done) = tokio::time::timeout(Duration::from_secs(15), poll)
+        .await
+        .expect("long-poll finishes")
+        .expect("task");
+    assert!(done.duration_since(changed) < Duration::from_secs(2));
+    assert!(
+        event_of_type(
+            &joined_room(&body, &room)["account_data"]["events"],
+            "m.tag"
+        )
+        .is_some(),
+        "{body}"
+    );
+}

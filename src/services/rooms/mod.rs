@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::keys::SigningKey;
-use crate::services::stream::Stream;
+use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 use crate::storage::events::{NewStateGroup, PersistEvent};
 
@@ -510,6 +510,12 @@ impl Rooms {
     ) -> Result<Pdu> {
         let reservation = self.stream.reserve();
         let pos = reservation.0;
+        self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+        {
+            self.stream.touch(Topic::User(user), pos);
+        }
         let result = self.write(&pdu, head, pos, txn, new_room).await;
         self.stream.complete(reservation);
         let (state_group, chain_length, state) = result?;
