@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod client;
 pub mod extract;
+mod federation;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     let inner = Router::new()
         .merge(client::routes())
         .merge(admin::routes(&state))
+        .merge(federation::routes())
         .fallback(|| async { MatrixError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
             MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED)

@@ -241,24 +241,56 @@ pub fn start_room_delete(
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,
 ) -> String {
+    let id = s.jobs.new_room_job(room_id.as_str());
+    tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()));
+    id
+}
+
+/// Runs a room deletion as a tracked job and waits for it (Synapse's v1
+/// API): the outcome, or the job's error. The job goes on to the end even
+/// if the waiting request goes away.
+pub async fn delete_room_now(
+    s: &std::sync::Arc<Services>,
+    room_id: ruma::OwnedRoomId,
+    opts: DeleteRoom,
+) -> Result<crate::services::jobs::ShutdownResult> {
     use crate::services::jobs::JobStatus;
     let id = s.jobs.new_room_job(room_id.as_str());
-    let job_id = id.clone();
-    let s = s.clone();
-    tokio::spawn(async move {
-        s.jobs.update(&job_id, |j| j.status = JobStatus::Active);
-        match delete_room(&s, &room_id, &opts, &job_id).await {
-            Ok(()) => s.jobs.update(&job_id, |j| j.status = JobStatus::Complete),
-            Err(e) => {
-                tracing::warn!(%room_id, error = %e.message(), "room deletion failed");
-                s.jobs.update(&job_id, |j| {
-                    j.status = JobStatus::Failed;
-                    j.error = Some(e.message().to_owned());
-                })
-            }
+    tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()))
+        .await
+        .map_err(MatrixError::internal)?;
+    let job = s
+        .jobs
+        .room_job(&id)
+        .ok_or_else(|| MatrixError::internal("room deletion job vanished"))?;
+    match job.status {
+        JobStatus::Complete => Ok(job.shutdown_room),
+        _ => Err(MatrixError::unknown(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            job.error
+                .unwrap_or_else(|| "Room deletion failed".to_owned()),
+        )),
+    }
+}
+
+async fn run_room_delete(
+    s: std::sync::Arc<Services>,
+    room_id: ruma::OwnedRoomId,
+    opts: DeleteRoom,
+    job_id: String,
+) {
+    use crate::services::jobs::JobStatus;
+    s.jobs.update(&job_id, |j| j.status = JobStatus::Active);
+    match delete_room(&s, &room_id, &opts, &job_id).await {
+        Ok(()) => s.jobs.update(&job_id, |j| j.status = JobStatus::Complete),
+        Err(e) => {
+            tracing::warn!(%room_id, error = %e.message(), "room deletion failed");
+            s.jobs.update(&job_id, |j| {
+                j.status = JobStatus::Failed;
+                j.error = Some(e.message().to_owned());
+            })
         }
-    });
-    id
+    }
 }
 
 async fn delete_room(

@@ -10,6 +10,18 @@ pub struct RegistrationTokens {
 }
 
 /// Characters Synapse allows in a token.
+/// A token named in a path must be one that could exist: else 400
+/// `M_INVALID_PARAM`, not 404.
+fn check_format(token: &str) -> Result<()> {
+    if valid_token(token) {
+        Ok(())
+    } else {
+        Err(MatrixError::invalid_param(
+            "token must be 1-64 characters from A-Z, a-z, 0-9 and ._~-",
+        ))
+    }
+}
+
 fn valid_token(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 64
@@ -39,14 +51,11 @@ impl RegistrationTokens {
                 "expiry_time must not be in the past",
             ));
         }
+        // As Synapse: with a token given, `length` is ignored (synadm always
+        // sends one).
         let token = match (token, length) {
-            (Some(_), Some(_)) => {
-                return Err(MatrixError::invalid_param(
-                    "give either token or length, not both",
-                ));
-            }
-            (Some(t), None) if valid_token(&t) => t,
-            (Some(_), None) => {
+            (Some(t), _) if valid_token(&t) => t,
+            (Some(_), _) => {
                 return Err(MatrixError::invalid_param(
                     "token must be 1-64 characters from A-Z, a-z, 0-9 and ._~-",
                 ));
@@ -88,6 +97,7 @@ impl RegistrationTokens {
     }
 
     pub async fn get(&self, token: &str) -> Result<RegistrationTokenRow> {
+        check_format(token)?;
         self.storage
             .registration_token(token)
             .await?
@@ -119,6 +129,7 @@ impl RegistrationTokens {
     }
 
     pub async fn delete(&self, token: &str) -> Result<()> {
+        check_format(token)?;
         if !self.storage.delete_registration_token(token).await? {
             return Err(MatrixError::not_found(format!(
                 "No such registration token: {token}"

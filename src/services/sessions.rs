@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
+use ruma::api::error::{ErrorKind, UnknownTokenErrorData};
 
 use crate::error::{MatrixError, Result};
 use crate::storage::devices::LastSeen;
@@ -54,12 +55,31 @@ impl Sessions {
         device_id: Option<&str>,
         display_name: Option<&str>,
     ) -> Result<NewSession> {
+        self.create_until(user_id, device_id, display_name, None)
+            .await
+    }
+
+    /// [`Sessions::create`] with a token that stops working at
+    /// `valid_until_ms` (when given).
+    pub async fn create_until(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        display_name: Option<&str>,
+        valid_until_ms: Option<i64>,
+    ) -> Result<NewSession> {
         let device_id = device_id
             .map(str::to_owned)
             .unwrap_or_else(generate_device_id);
         let access_token = generate_access_token();
         self.storage
-            .create_session(user_id, &device_id, display_name, &access_token)
+            .create_session(
+                user_id,
+                &device_id,
+                display_name,
+                &access_token,
+                valid_until_ms,
+            )
             .await?;
         Ok(NewSession {
             device_id,
@@ -77,6 +97,22 @@ impl Sessions {
             .ok_or_else(MatrixError::unknown_token)?;
         if requester.is_deactivated {
             return Err(MatrixError::unknown_token());
+        }
+        if requester.valid_until_ms.is_some_and(|t| t <= now_ms()) {
+            let mut data = UnknownTokenErrorData::new();
+            data.soft_logout = true;
+            return Err(MatrixError::new(
+                http::StatusCode::UNAUTHORIZED,
+                ErrorKind::UnknownToken(data),
+                "Access token has expired",
+            ));
+        }
+        if requester.is_locked {
+            return Err(MatrixError::new(
+                http::StatusCode::UNAUTHORIZED,
+                ErrorKind::UserLocked,
+                "User account has been locked",
+            ));
         }
         self.pending_last_seen.lock().insert(
             (requester.user_id.clone(), requester.device_id.clone()),

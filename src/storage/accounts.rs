@@ -33,11 +33,13 @@ pub struct AccountRow {
     pub is_deactivated: bool,
     pub user_type: Option<String>,
     pub created_ts: i64,
+    /// Locked by an admin: no login, no authenticated request.
+    pub locked: bool,
 }
 
 macro_rules! columns {
     () => {
-        "user_id, password_hash, account_type, is_deactivated, user_type, created_ts"
+        "user_id, password_hash, account_type, is_deactivated, user_type, created_ts, locked"
     };
 }
 
@@ -49,6 +51,7 @@ fn from_row(r: &AnyRow) -> AccountRow {
         is_deactivated: r.get::<i64, _>(3) != 0,
         user_type: r.get(4),
         created_ts: r.get(5),
+        locked: r.get::<i64, _>(6) != 0,
     }
 }
 

@@ -31,6 +31,8 @@ pub struct UserListFilter {
     pub admins: Option<bool>,
     pub deactivated: Option<bool>,
     pub locked: bool,
+    /// User types to leave out (`""`: users without a type).
+    pub not_user_types: Vec<String>,
     /// Column to order by (already checked against the allowed list).
     pub order_by: &'static str,
     pub backwards: bool,
@@ -104,12 +106,24 @@ impl Storage {
             None => -1i64,
             Some(b) => b as i64,
         };
-        let condition = "WHERE ($1 = '' OR LOWER(a.user_id) LIKE $1)
+        // $7 lists the excluded types as ",bot,support," (",," for none).
+        let excluded = self
+            .dialect
+            .contains("$7", "(',' || COALESCE(a.user_type, '') || ',')");
+        let condition = format!(
+            "WHERE ($1 = '' OR LOWER(a.user_id) LIKE $1)
             AND ($2 = '' OR LOWER(a.user_id) LIKE $2 OR LOWER(COALESCE(p.displayname, '')) LIKE $2)
             AND ($3 = 1 OR a.account_type <> 2)
             AND ($4 = -1 OR (a.account_type = 3) = ($4 = 1))
             AND ($5 = -1 OR a.is_deactivated = $5)
-            AND ($6 = 1 OR a.locked = 0)";
+            AND ($6 = 1 OR a.locked = 0)
+            AND ($7 = '' OR NOT {excluded})"
+        );
+        let not_types = if f.not_user_types.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", f.not_user_types.join(","))
+        };
         let count_q = format!(
             "SELECT COUNT(*) FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id {condition}"
         );
@@ -120,6 +134,7 @@ impl Storage {
                 .bind(tri(f.admins))
                 .bind(tri(f.deactivated))
                 .bind(f.locked as i64)
+                .bind(not_types.clone())
         };
         let total: i64 = bind(sqlx::query(sqlx::AssertSqlSafe(count_q)))
             .fetch_one(self.pool())
@@ -127,7 +142,7 @@ impl Storage {
             .get(0);
         let dir = if f.backwards { "DESC" } else { "ASC" };
         let page_q = format!(
-            "{SELECT} {condition} ORDER BY {} {dir}, a.user_id {dir} LIMIT $7 OFFSET $8",
+            "{SELECT} {condition} ORDER BY {} {dir}, a.user_id {dir} LIMIT $8 OFFSET $9",
             f.order_by
         );
         let rows = bind(sqlx::query(sqlx::AssertSqlSafe(page_q)))

@@ -23,6 +23,9 @@ pub struct Requester {
     pub device_id: String,
     pub account_type: AccountType,
     pub is_deactivated: bool,
+    pub is_locked: bool,
+    /// When the token stops working (admin login-as tokens), in ms.
+    pub valid_until_ms: Option<i64>,
 }
 
 impl Requester {
@@ -65,7 +68,7 @@ impl Storage {
     /// always current (an admin promotion applies to the next request).
     pub async fn requester_by_token(&self, token: &str) -> sqlx::Result<Option<Requester>> {
         let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated
+            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated, a.locked, t.valid_until_ms
              FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id
              WHERE t.token = $1",
         )
@@ -77,6 +80,8 @@ impl Storage {
             device_id: r.get(1),
             account_type: AccountType::from_db(r.get(2)),
             is_deactivated: r.get::<i64, _>(3) != 0,
+            is_locked: r.get::<i64, _>(4) != 0,
+            valid_until_ms: r.get(5),
         }))
     }
 
@@ -88,6 +93,7 @@ impl Storage {
         device_id: &str,
         display_name: Option<&str>,
         token: &str,
+        valid_until_ms: Option<i64>,
     ) -> sqlx::Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
@@ -125,11 +131,12 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, created_ts, valid_until_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(token)
             .bind(user_id)
             .bind(device_id)
             .bind(now)
+            .bind(valid_until_ms)
             .execute(&mut *tx)
             .await?;
         tx.commit().await

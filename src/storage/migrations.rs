@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "account_flags", V6),
     (7, "blocked_rooms", V7),
     (8, "receipts_by_user", V8),
+    (9, "token_expiry", V9),
 ];
 
 const V1: &str = r#"
@@ -261,6 +262,11 @@ CREATE INDEX state_groups_room ON state_groups (room_id);
 /// `/sync` reads a user's read receipts in all rooms at once.
 const V8: &str = r#"
 CREATE INDEX receipts_user ON receipts (user_id);
+"#;
+
+/// Tokens an admin made with Synapse's login-as API may expire.
+const V9: &str = r#"
+ALTER TABLE access_tokens ADD COLUMN valid_until_ms BIGINT;
 "#;
 
 pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {

@@ -21,6 +21,7 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Admin API
+mod admin_auth_matrix; // every admin endpoint: no/bad/normal/deactivated tokens, admin success, malformed and unknown ids, CORS
 mod admin_evacuate; // /_dendrite/admin/evacuateRoom, evacuateUser
 mod admin_misc;
 mod admin_notices; // send_server_notice (POST, PUT txn), broadcast_server_notice
@@ -29,6 +30,7 @@ mod admin_purge_history; // purge_history + status, the generic job status
 mod admin_register; // /_synapse/admin/v1/register (shared secret, HMAC vectors)
 mod admin_reports; // event/room/user reports, /_synapse/admin/v1/event_reports, admin auth matrix
 mod admin_reset_password; // /_dendrite/admin/resetPassword/{userID}
+mod admin_synadm; // synadm (the Synapse admin CLI from PyPI) run against the server, side effects checked over HTTP
 mod admin_whois; // whois at both paths // server_version, admin check on every request, error shapes
 
 // The binary

@@ -78,6 +78,13 @@ async fn start(
             ));
         }
     };
+    if let Some(e) = &event
+        && ruma::EventId::parse(e).is_err()
+    {
+        return Err(MatrixError::invalid_param(format!(
+            "Malformed event id {e:?}"
+        )));
+    }
     let ts = match body.get("purge_up_to_ts") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

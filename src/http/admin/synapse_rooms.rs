@@ -23,7 +23,6 @@ const V1: &str = "/_synapse/admin/v1";
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route(&format!("{V1}/rooms"), get(list))
-        .route(&format!("{V1}/rooms/{{room_id}}"), get(details))
         .route(&format!("{V1}/rooms/{{room_id}}/members"), get(members))
         .route(&format!("{V1}/rooms/{{room_id}}/state"), get(state))
         .route(&format!("{V1}/rooms/{{room_id}}/messages"), get(messages))
@@ -36,6 +35,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
             post(make_room_admin),
         )
         .route(&format!("{V1}/join/{{room}}"), post(force_join))
+        .route(
+            &format!("{V1}/rooms/{{room_id}}"),
+            get(details).delete(delete_room_v1),
+        )
         .route("/_synapse/admin/v2/rooms/{room_id}", delete(delete_room))
         .route(
             "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
@@ -501,13 +504,8 @@ fn yes() -> bool {
 }
 
 /// `DELETE /_synapse/admin/v2/rooms/{roomId}`: starts the deletion job.
-async fn delete_room(
-    State(s): State<AppState>,
-    AdminAuth(me): AdminAuth,
-    Path(raw): Path<String>,
-    JsonBody(body): JsonBody<DeleteBody>,
-) -> Result<Json<Value>> {
-    let room_id = parse_room_id(&raw)?;
+/// The options of a room deletion from its request (both API versions).
+async fn delete_options(s: &AppState, me: &str, body: DeleteBody) -> Result<DeleteRoom> {
     let new_room_user_id = match &body.new_room_user_id {
         Some(u) => {
             let u = s.accounts.parse_local_user_id(u)?;
@@ -516,19 +514,48 @@ async fn delete_room(
         }
         None => None,
     };
-    let id = admin::start_room_delete(
-        &s,
-        room_id,
-        DeleteRoom {
-            block: body.block,
-            purge: body.purge,
-            new_room_user_id,
-            room_name: body.room_name,
-            message: body.message,
-            requester: me.user_id.clone(),
-        },
-    );
+    Ok(DeleteRoom {
+        block: body.block,
+        purge: body.purge,
+        new_room_user_id,
+        room_name: body.room_name,
+        message: body.message,
+        requester: me.to_owned(),
+    })
+}
+
+/// `DELETE /_synapse/admin/v2/rooms/{roomId}`: a tracked job; `{"delete_id"}`.
+async fn delete_room(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<DeleteBody>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&raw)?;
+    let opts = delete_options(&s, &me.user_id, body).await?;
+    let id = admin::start_room_delete(&s, room_id, opts);
     Ok(Json(json!({ "delete_id": id })))
+}
+
+/// `DELETE /_synapse/admin/v1/rooms/{roomId}`: the same deletion, answered
+/// when done with `{"kicked_users", "failed_to_kick_users", "local_aliases",
+/// "new_room_id"}`.
+async fn delete_room_v1(
+    State(s): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<DeleteBody>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&raw)?;
+    // A room never seen can only be blocked (as Synapse).
+    if !body.block {
+        s.rooms.known_version(&room_id).await?;
+    }
+    let opts = delete_options(&s, &me.user_id, body).await?;
+    let done = admin::delete_room_now(&s, room_id, opts).await?;
+    Ok(Json(
+        serde_json::to_value(done).map_err(MatrixError::internal)?,
+    ))
 }
 
 async fn delete_status(

@@ -2,7 +2,7 @@
 //! query and create/modify (`v2/users/{id}`), deactivate, reset_password,
 //! the admin flag, joined rooms, memberships, login-as, and devices.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -110,7 +110,15 @@ struct ListQuery {
     dir: Option<String>,
 }
 
-async fn list(s: &AppState, q: ListQuery, v3: bool) -> Result<Json<Value>> {
+/// Every `not_user_type` of the query (it may be given many times).
+fn not_user_types(raw: Option<&str>) -> Vec<String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "not_user_type")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Result<Json<Value>> {
     let from = super::query_count(q.from.as_deref(), "from", 0)?;
     let limit = super::query_count(q.limit.as_deref(), "limit", 100)?;
     let deactivated = super::query_bool(q.deactivated.as_deref(), "deactivated")?;
@@ -129,6 +137,7 @@ async fn list(s: &AppState, q: ListQuery, v3: bool) -> Result<Json<Value>> {
             Some(false)
         },
         locked: super::query_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
+        not_user_types: not_user_types(raw.as_deref()),
         order_by: order_column(q.order_by.as_deref().unwrap_or("name"))
             .ok_or_else(|| MatrixError::invalid_param("Unknown order_by"))?,
         backwards: match q.dir.as_deref() {
@@ -150,16 +159,18 @@ async fn list_v2(
     State(s): State<AppState>,
     _: AdminAuth,
     Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    list(&s, q, false).await
+    list(&s, q, raw, false).await
 }
 
 async fn list_v3(
     State(s): State<AppState>,
     _: AdminAuth,
     Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
-    list(&s, q, true).await
+    list(&s, q, raw, true).await
 }
 
 async fn existing(s: &AppState, raw: &str) -> Result<(ruma::OwnedUserId, AdminUserRow)> {
@@ -419,21 +430,34 @@ async fn memberships(
 
 /// `POST /_synapse/admin/v1/users/{userId}/login`: a new device and token to
 /// act as the user (not for another admin, as Synapse).
+/// `POST /_synapse/admin/v1/users/{userId}/login` `{"valid_until_ms"?}`:
+/// a token acting as the user (not yourself, as Synapse), which stops
+/// working at `valid_until_ms` when given.
 async fn login_as(
     State(s): State<AppState>,
     AdminAuth(me): AdminAuth,
     Path(raw): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let (user, row) = existing(&s, &raw).await?;
     if row.is_deactivated {
         return Err(MatrixError::invalid_param("The user is deactivated"));
     }
-    if row.account_type == AccountType::Admin as i64 && user.as_str() != me.user_id {
-        return Err(MatrixError::forbidden("Cannot log in as another admin"));
+    if user.as_str() == me.user_id {
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Cannot use admin API to login as self",
+        ));
     }
+    let valid_until_ms = match body.get("valid_until_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().filter(|t| *t >= 0).ok_or_else(|| {
+            MatrixError::invalid_param("valid_until_ms must be a non-negative integer")
+        })?),
+    };
     let session = s
         .sessions
-        .create(user.as_str(), None, Some("Admin login"))
+        .create_until(user.as_str(), None, Some("Admin login"), valid_until_ms)
         .await?;
     tracing::info!(admin = %me.user_id, %user, "admin logged in as user");
     Ok(Json(json!({ "access_token": session.access_token })))
@@ -545,7 +569,8 @@ async fn delete_device(
     _: AdminAuth,
     Path((raw, device)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let (user, _) = existing(&s, &raw).await?;
+    // An unknown device is 404, as for GET and PUT (and the client API).
+    let (user, _) = existing_device(&s, &raw, &device).await?;
     s.sessions.delete_devices(user.as_str(), &[device]).await?;
     Ok(Json(json!({})))
 }

@@ -84,7 +84,14 @@ async fn login(
         (None, None) => return Err(MatrixError::bad_json("Missing identifier")),
     };
     let user_id = s.accounts.resolve_login_user(&user)?;
-    s.accounts.check_password(&user_id, &p.password).await?;
+    let account = s.accounts.check_password(&user_id, &p.password).await?;
+    if account.locked {
+        return Err(MatrixError::new(
+            http::StatusCode::UNAUTHORIZED,
+            ruma::api::error::ErrorKind::UserLocked,
+            "User account has been locked",
+        ));
+    }
     let session = s
         .sessions
         .create(
