@@ -33,5 +33,8 @@ mod admin_reset_password; // /_dendrite/admin/resetPassword/{userID}
 mod admin_synadm; // synadm (the Synapse admin CLI from PyPI) run against the server, side effects checked over HTTP
 mod admin_whois; // whois at both paths // server_version, admin check on every request, error shapes
 
+// Server-Server API
+mod federation_keys; // GET /_matrix/key/v2/server
+
 // The binary
 mod cli; // generate-config, create-account, serve config errors
