@@ -80,16 +80,17 @@ impl Client {
         registered_from(&url, &body)
     }
 
-    /// Shared-secret registration, or a password login when the name is
-    /// taken already (a re-run with the same `--prefix`).
+    /// Shared-secret registration (an admin if `admin`), or a password login
+    /// when the name is taken already (a re-run with the same `--prefix`).
     pub async fn register_or_login(
         &self,
         shared_secret: &str,
         username: &str,
         password: &str,
+        admin: bool,
     ) -> anyhow::Result<Registered> {
         match self
-            .register_shared_secret(shared_secret, username, password, false)
+            .register_shared_secret(shared_secret, username, password, admin)
             .await
         {
             Ok(r) => Ok(r),
@@ -293,6 +294,20 @@ impl Session {
             message: format!("bad JSON: {e}"),
         })?;
         Ok((value, bytes.len()))
+    }
+
+    /// `GET path` (a path with its query, already encoded); the JSON answer.
+    pub async fn get(&self, path: &str) -> Result<Value, RequestError> {
+        self.request(reqwest::Method::GET, path, &[], None, None)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// `POST path` with a JSON body; the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, RequestError> {
+        self.request(reqwest::Method::POST, path, &[], Some(body), None)
+            .await
+            .map(|(v, _)| v)
     }
 
     /// `POST /createRoom`; returns the room id.

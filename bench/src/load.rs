@@ -29,9 +29,10 @@ pub struct Target {
     #[arg(long, default_value = "http://127.0.0.1:8008")]
     pub url: String,
     /// The registration shared secret (`registration_shared_secret` in
-    /// Synapse, `registration.shared_secret` in Myelin).
+    /// Synapse, `registration.shared_secret` in Myelin). Required, except by
+    /// `admin --binary`, which starts a server with a secret of its own.
     #[arg(long, env = "BENCH_SHARED_SECRET", hide_env_values = true)]
-    pub shared_secret: String,
+    pub shared_secret: Option<String>,
     /// The server's pid: its memory and CPU are read from /proc before,
     /// during and after the measured phase.
     #[arg(long)]
@@ -72,6 +73,13 @@ impl Target {
         }
     }
 
+    /// The shared secret, or an error saying how to give it.
+    pub fn secret(&self) -> anyhow::Result<&str> {
+        self.shared_secret
+            .as_deref()
+            .context("--shared-secret (or BENCH_SHARED_SECRET) is required")
+    }
+
     pub fn bar(&self, len: u64, msg: &str) -> ProgressBar {
         let bar = ProgressBar::new(len).with_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}")
@@ -93,6 +101,7 @@ pub async fn register_users(
     target: &Target,
     names: Vec<String>,
 ) -> anyhow::Result<Vec<Session>> {
+    let secret = target.secret()?.to_owned();
     let bar = target.bar(names.len() as u64, "registering users");
     let sem = Arc::new(tokio::sync::Semaphore::new(
         target.register_concurrency.max(1),
@@ -100,14 +109,17 @@ pub async fn register_users(
     let mut tasks = Vec::with_capacity(names.len());
     for name in names {
         let client = client.clone();
-        let secret = target.shared_secret.clone();
+        let secret = secret.clone();
         let sem = sem.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("never closed");
             let mut attempt = 0;
             let r = loop {
-                match client.register_or_login(&secret, &name, PASSWORD).await {
+                match client
+                    .register_or_login(&secret, &name, PASSWORD, false)
+                    .await
+                {
                     // Set-up is not what is measured: a 5xx is retried (and
                     // counted, so the server's problem stays visible).
                     Err(e) if attempt < 5 && format!("{e}").contains(": 5") => {

@@ -29,16 +29,22 @@ pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Runs `myelin generate-config` for a loopback server on `port` with its
-/// data in `dir/data`, shared-secret registration on and rate limits off;
-/// writes `dir/myelin.yaml` and returns its path.
+/// data in `dir/data`, shared-secret registration on and rate limits off,
+/// on SQLite or the database at `database_url`; writes `dir/myelin.yaml` and
+/// returns its path.
 pub fn generate_config(
     binary: &Path,
     dir: &Path,
     port: u16,
     shared_secret: &str,
+    database_url: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let out = Command::new(binary)
-        .arg("generate-config")
+    let mut cmd = Command::new(binary);
+    cmd.arg("generate-config");
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd
         .args(["--server-name", "localhost"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -200,5 +206,65 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A Myelin the bench started for a load scenario: its temp dir (config,
+/// data, `server.log`), address and shared secret.
+pub struct Local {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub secret: String,
+}
+
+impl Local {
+    /// `binary serve` in a fresh temp dir named `prefix…`: loopback, a free
+    /// port, a random shared secret, rate limits off, argon2 at 256 KiB
+    /// (registration is set-up, never what is measured), SQLite in the temp
+    /// dir or the database at `database_url`. Returns once it answers.
+    pub async fn start(
+        binary: &Path,
+        prefix: &str,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let binary = std::fs::canonicalize(binary).with_context(|| {
+            format!(
+                "no binary at {} (build it: cargo build -p myelin)",
+                binary.display()
+            )
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .context("cannot create a temp dir")?;
+        let port = free_port()?;
+        let secret = random_hex(16)?;
+        let config = generate_config(&binary, dir.path(), port, &secret, database_url)?;
+        set_password_hashing_memory(&config, 256)?;
+        let base = format!("http://127.0.0.1:{port}");
+        let mut server = Server::spawn(&binary, &config, &dir.path().join("server.log"), &[])?;
+        server
+            .wait_ready(
+                &Client::new(&base)?,
+                Instant::now(),
+                Duration::from_secs(60),
+            )
+            .await?;
+        Ok(Self {
+            server,
+            dir,
+            base,
+            secret,
+        })
+    }
+
+    /// SIGTERM and wait; with `keep`, the temp dir stays and its path is printed.
+    pub fn stop(self, keep: bool) -> anyhow::Result<()> {
+        let stopped = self.server.stop(Duration::from_secs(30));
+        if keep {
+            eprintln!("kept {}", self.dir.keep().display());
+        }
+        stopped.map(drop)
     }
 }

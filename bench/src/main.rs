@@ -2,7 +2,7 @@
 //!
 //! Scenarios live in [`scenarios`], one module each. Some start a Myelin
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
-//! `initial-sync`, `join`, `idle-syncers`) drive any homeserver by URL
+//! `initial-sync`, `join`, `idle-syncers`, `admin`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -47,6 +47,10 @@ pub enum Command {
     /// C clients hold long-polling /syncs while one room sees traffic:
     /// server memory and wake-up latency.
     IdleSyncers(scenarios::idle_syncers::Args),
+    /// The admin API's long operations: full-text reindex throughput,
+    /// purgeRoom of a big room, evacuateRoom of a crowded one (by URL, or a
+    /// Myelin it starts with --binary).
+    Admin(scenarios::admin::Args),
     /// Every load scenario at a tiny size against a Myelin it starts (CI).
     Smoke(scenarios::smoke::Args),
     /// Start time on an existing SQLite database (spawn to the first 200 from
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             Command::InitialSync(args) => scenarios::initial_sync::run(args).await,
             Command::Join(args) => scenarios::join::run(args).await,
             Command::IdleSyncers(args) => scenarios::idle_syncers::run(args).await,
+            Command::Admin(args) => scenarios::admin::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }
     });

@@ -19,9 +19,13 @@ use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocum
 
 use crate::error::{MatrixError, Result};
 use crate::services::rooms::Pdu;
+use crate::storage::events::EventRow;
 
-/// Memory for the index writer (tantivy's minimum per thread).
-const WRITER_BUDGET: usize = 15_000_000;
+/// Memory for the index writer before it writes a segment. Live indexing
+/// never gets near it between commits; a rebuild does, and a larger budget
+/// means fewer, larger segments to write and merge (the memory is freed
+/// when the rebuild commits).
+const WRITER_BUDGET: usize = 64_000_000;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -38,6 +42,8 @@ pub struct Search {
     writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
     dirty: AtomicBool,
+    /// A rebuild is running: live events are left to it.
+    rebuilding: AtomicBool,
 }
 
 /// One hit: the event id, its room, and its score.
@@ -78,35 +84,94 @@ fn schema() -> (Schema, Fields) {
     )
 }
 
-/// What an event contributes to the index: (key, text), or nothing.
-pub fn searchable(pdu: &Pdu) -> Option<(&'static str, String)> {
-    let content = pdu.content_value();
-    let (key, field) = match pdu.kind.to_string().as_str() {
-        "m.room.message" => ("content.body", "body"),
-        "m.room.name" if pdu.state_key.as_deref() == Some("") => ("content.name", "name"),
-        "m.room.topic" if pdu.state_key.as_deref() == Some("") => ("content.topic", "topic"),
-        _ => return None,
-    };
-    content
-        .get(field)
-        .and_then(Value::as_str)
-        .map(|t| (key, t.to_owned()))
+/// What storing an event does to the index.
+#[derive(Debug, PartialEq)]
+enum Change {
+    Nothing,
+    /// A redaction: the target goes.
+    Remove(String),
+    /// Text to index under `id` (the event itself, or for an edit the event
+    /// it edits, whose text it replaces).
+    Put {
+        id: String,
+        key: &'static str,
+        text: String,
+        replaces: bool,
+    },
 }
 
-/// For an edit: the event it replaces and the new body.
-pub fn edit_of(pdu: &Pdu) -> Option<(String, String)> {
-    let content = pdu.content_value();
-    let rel = content.get("m.relates_to")?;
-    if rel.get("rel_type").and_then(Value::as_str) != Some("m.replace") {
-        return None;
+/// The change for an event given its parts (from a `Pdu`, or from a stored
+/// row's JSON during a rebuild).
+fn change_of(
+    event_id: &str,
+    kind: &str,
+    state_key: Option<&str>,
+    content: &Value,
+    redacts: Option<&str>,
+) -> Change {
+    if kind == "m.room.redaction" {
+        let target = redacts.or_else(|| content.get("redacts").and_then(Value::as_str));
+        return target.map_or(Change::Nothing, |t| Change::Remove(t.to_owned()));
     }
-    let target = rel.get("event_id")?.as_str()?.to_owned();
-    let body = content
-        .get("m.new_content")?
-        .get("body")?
-        .as_str()?
-        .to_owned();
-    Some((target, body))
+    let text = |field: &str| {
+        content
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match kind {
+        "m.room.message" => {
+            let rel = content.get("m.relates_to");
+            if rel.and_then(|r| r.get("rel_type")).and_then(Value::as_str) == Some("m.replace") {
+                let target = rel.and_then(|r| r.get("event_id")).and_then(Value::as_str);
+                let body = content
+                    .get("m.new_content")
+                    .and_then(|c| c.get("body"))
+                    .and_then(Value::as_str);
+                return match (target, body) {
+                    (Some(t), Some(b)) => Change::Put {
+                        id: t.to_owned(),
+                        key: "content.body",
+                        text: b.to_owned(),
+                        replaces: true,
+                    },
+                    _ => Change::Nothing,
+                };
+            }
+            text("body").map_or(Change::Nothing, |t| Change::Put {
+                id: event_id.to_owned(),
+                key: "content.body",
+                text: t,
+                replaces: false,
+            })
+        }
+        "m.room.name" | "m.room.topic" if state_key == Some("") => {
+            let (key, field) = if kind == "m.room.name" {
+                ("content.name", "name")
+            } else {
+                ("content.topic", "topic")
+            };
+            text(field).map_or(Change::Nothing, |t| Change::Put {
+                id: event_id.to_owned(),
+                key,
+                text: t,
+                replaces: false,
+            })
+        }
+        _ => Change::Nothing,
+    }
+}
+
+/// The parts of a stored event the index needs, read from its JSON without
+/// building a whole `Pdu` (a rebuild reads every message).
+#[derive(serde::Deserialize)]
+struct IndexedParts {
+    #[serde(rename = "type")]
+    kind: String,
+    state_key: Option<String>,
+    #[serde(default)]
+    content: Value,
+    redacts: Option<String>,
 }
 
 impl Search {
@@ -142,6 +207,7 @@ impl Search {
                 writer: Mutex::new(writer),
                 fields,
                 dirty: AtomicBool::new(false),
+                rebuilding: AtomicBool::new(false),
             },
             created,
         ))
@@ -169,36 +235,89 @@ impl Search {
         Ok(())
     }
 
-    /// Indexes a newly stored event (or applies its edit or redaction).
-    pub fn on_event(&self, pdu: &Pdu) -> Result<()> {
-        let writer = self.writer.lock();
+    /// Applies one change. `idempotent`: first remove whatever is indexed
+    /// under the id (an event indexed twice stays one document).
+    fn apply(
+        &self,
+        writer: &IndexWriter<TantivyDocument>,
+        change: Change,
+        room_id: &str,
+        stream: i64,
+        idempotent: bool,
+    ) -> Result<bool> {
         let f = self.fields;
-        if let Some(target) = &pdu.redacts {
-            writer.delete_term(Term::from_field_text(f.event_id, target.as_str()));
-        } else if let Some((target, body)) = edit_of(pdu) {
-            writer.delete_term(Term::from_field_text(f.event_id, &target));
-            self.add(
-                &writer,
-                &target,
-                pdu.room_id.as_str(),
-                "content.body",
-                &body,
-                pdu.stream_ordering,
-            )?;
-        } else if let Some((key, text)) = searchable(pdu) {
-            self.add(
-                &writer,
-                pdu.event_id.as_str(),
-                pdu.room_id.as_str(),
+        match change {
+            Change::Nothing => return Ok(false),
+            Change::Remove(target) => {
+                writer.delete_term(Term::from_field_text(f.event_id, &target));
+            }
+            Change::Put {
+                id,
                 key,
-                &text,
-                pdu.stream_ordering,
-            )?;
-        } else {
-            return Ok(());
+                text,
+                replaces,
+            } => {
+                if replaces || idempotent {
+                    writer.delete_term(Term::from_field_text(f.event_id, &id));
+                }
+                self.add(writer, &id, room_id, key, &text, stream)?;
+            }
         }
         self.dirty.store(true, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Indexes a newly stored event (or applies its edit or redaction).
+    /// While a rebuild runs, it is left to the rebuild.
+    pub fn on_event(&self, pdu: &Pdu) -> Result<()> {
+        if self.rebuilding.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let change = change_of(
+            pdu.event_id.as_str(),
+            &pdu.kind.to_string(),
+            pdu.state_key.as_deref(),
+            &pdu.content_value(),
+            pdu.redacts.as_ref().map(|r| r.as_str()),
+        );
+        let writer = self.writer.lock();
+        self.apply(
+            &writer,
+            change,
+            pdu.room_id.as_str(),
+            pdu.stream_ordering,
+            true,
+        )?;
         Ok(())
+    }
+
+    /// Indexes stored events during a rebuild, in stream order: messages,
+    /// names, topics and redactions. Returns how many were not redactions.
+    fn index_rows(&self, rows: &[EventRow], idempotent: bool) -> Result<u64> {
+        let writer = self.writer.lock();
+        let mut count = 0;
+        for row in rows {
+            let parts: IndexedParts =
+                serde_json::from_str(&row.json).map_err(MatrixError::internal)?;
+            if parts.kind != "m.room.redaction" {
+                count += 1;
+            }
+            let change = change_of(
+                &row.event_id,
+                &parts.kind,
+                parts.state_key.as_deref(),
+                &parts.content,
+                parts.redacts.as_deref(),
+            );
+            self.apply(
+                &writer,
+                change,
+                &row.room_id,
+                row.stream_ordering,
+                idempotent,
+            )?;
+        }
+        Ok(count)
     }
 
     /// Removes everything of a room (after a purge).
@@ -233,8 +352,11 @@ impl Search {
 
     /// Empties the index (the first step of a rebuild).
     pub fn clear(&self) -> Result<()> {
-        self.writer
-            .lock()
+        let mut writer = self.writer.lock();
+        // Documents added but not yet committed would survive
+        // `delete_all_documents`: commit them first, then delete everything.
+        writer.commit().map_err(MatrixError::internal)?;
+        writer
             .delete_all_documents()
             .map_err(MatrixError::internal)?;
         self.dirty.store(true, Ordering::Release);
@@ -328,34 +450,61 @@ impl Search {
 /// 10,000 events and `Indexed N events in T` at the end.
 /// Rebuilds the index from the events table. With a job id, progress goes
 /// into that job as well as the log.
+///
+/// While it runs, newly stored events are not indexed live: the rebuild
+/// reads the events table in stream order until it has caught up, then live
+/// indexing resumes and one last pass (idempotent, so nothing is indexed
+/// twice) covers what arrived in between.
 pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result<u64> {
     let search = s
         .search
         .as_ref()
         .ok_or_else(|| MatrixError::unknown(http::StatusCode::BAD_REQUEST, "Search is disabled"))?;
     let started = std::time::Instant::now();
-    search.clear()?;
-    let (mut after, mut count) = (0i64, 0u64);
+    search.rebuilding.store(true, Ordering::Release);
+    let result = rebuild(s, search, job, started).await;
+    search.rebuilding.store(false, Ordering::Release);
+    let (after, mut count) = result?;
+    // What was stored while live indexing was off.
+    let mut after = after;
     loop {
-        let rows = s.storage.searchable_events_after(after, 10_000).await?;
-        if rows.is_empty() {
-            break;
-        }
-        let batch = rows.len() as u64;
-        for row in rows {
-            after = row.stream_ordering;
-            let pdu = crate::services::rooms::row_to_pdu(row)?;
-            search.on_event(&pdu)?;
-            count += 1;
-            if count % 10_000 == 0 {
-                tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
-            }
-        }
-        if let Some(job) = job {
-            s.jobs.progress(job, batch);
-        }
+        let rows = s.storage.indexable_events_after(after, BATCH).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.stream_ordering;
+        count += search.index_rows(&rows, true)?;
     }
     search.commit()?;
     tracing::info!("Indexed {count} events in {:?}", started.elapsed());
     Ok(count)
+}
+
+/// Events read per query during a rebuild.
+const BATCH: i64 = 10_000;
+
+async fn rebuild(
+    s: &crate::services::Services,
+    search: &std::sync::Arc<Search>,
+    job: Option<&str>,
+    started: std::time::Instant,
+) -> Result<(i64, u64)> {
+    search.clear()?;
+    let (mut after, mut count) = (0i64, 0u64);
+    let mut next = s.storage.indexable_events_after(after, BATCH).await?;
+    while let Some(last) = next.last() {
+        after = last.stream_ordering;
+        let rows = std::mem::take(&mut next);
+        // Index this batch on a blocking thread while the next one is read.
+        let indexer = search.clone();
+        let indexing = tokio::task::spawn_blocking(move || indexer.index_rows(&rows, false));
+        let (indexed, fetched) =
+            tokio::join!(indexing, s.storage.indexable_events_after(after, BATCH));
+        let batch = indexed.map_err(MatrixError::internal)??;
+        next = fetched?;
+        count += batch;
+        if let Some(job) = job {
+            s.jobs.progress(job, batch);
+        }
+        tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
+    }
+    Ok((after, count))
 }

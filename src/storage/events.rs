@@ -608,7 +608,9 @@ impl Storage {
 
     /// Unredacted messages, names and topics after a stream position, oldest
     /// first (for rebuilding the search index).
-    pub async fn searchable_events_after(
+    /// What the search index is rebuilt from, in stream order after
+    /// `after`: unredacted messages, names and topics, and redactions.
+    pub async fn indexable_events_after(
         &self,
         after: i64,
         limit: i64,
@@ -617,7 +619,8 @@ impl Storage {
             "SELECT ",
             event_columns!(),
             " FROM events WHERE stream_ordering > $1
-               AND event_type IN ('m.room.message', 'm.room.name', 'm.room.topic') AND redacted_by IS NULL
+               AND ((event_type IN ('m.room.message', 'm.room.name', 'm.room.topic') AND redacted_by IS NULL)
+                    OR event_type = 'm.room.redaction')
              ORDER BY stream_ordering LIMIT $2"
         );
         let rows = sqlx::query(Q)

@@ -4,9 +4,10 @@
 //! - `rss`: the memory of any running process, by pid.
 //! - The load scenarios, which drive any homeserver by URL through
 //!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
-//!   `join`, `idle_syncers`.
+//!   `join`, `idle_syncers`, and `admin` (which can also start a Myelin).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
 
+pub mod admin;
 pub mod idle_syncers;
 pub mod initial_sync;
 pub mod join;

@@ -4,13 +4,12 @@
 //! works and that every correctness counter is zero; it asserts no timing.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 
-use crate::client::Client;
-use crate::local::{self, Server};
+use crate::local::Local;
 use crate::report::table;
 use crate::{Cli, Command, scenarios};
 
@@ -35,34 +34,13 @@ const RUNS: &[(&str, &[&str])] = &[
     ("initial-sync", &[]),
     ("join", &[]),
     ("idle-syncers", &["--in-room", "5"]),
+    ("admin", &["--require-job-status"]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
-    let binary = std::fs::canonicalize(&args.binary).with_context(|| {
-        format!(
-            "no binary at {} (build it: cargo build -p myelin)",
-            args.binary.display()
-        )
-    })?;
-    let dir = tempfile::Builder::new()
-        .prefix("myelin-bench-smoke-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let port = local::free_port()?;
-    let secret = local::random_hex(16)?;
-    let config = local::generate_config(&binary, dir.path(), port, &secret)?;
-    // Registration is set-up here, not what is measured: cheap hashing.
-    local::set_password_hashing_memory(&config, 256)?;
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Server::spawn(&binary, &config, &dir.path().join("server.log"), &[])?;
-    server
-        .wait_ready(
-            &Client::new(&base)?,
-            Instant::now(),
-            Duration::from_secs(60),
-        )
-        .await?;
-    let pid = server.pid().to_string();
+    let local = Local::start(&args.binary, "myelin-bench-smoke-", None).await?;
+    let (base, secret) = (local.base.clone(), local.secret.clone());
+    let pid = local.server.pid().to_string();
     if let Some(d) = &args.json_dir {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -104,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::InitialSync(a) => scenarios::initial_sync::run(a).await,
             Command::Join(a) => scenarios::join::run(a).await,
             Command::IdleSyncers(a) => scenarios::idle_syncers::run(a).await,
+            Command::Admin(a) => scenarios::admin::run(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
         let verdict = match result {
@@ -123,18 +102,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             verdict,
         ]);
     }
-    server.stop(Duration::from_secs(30))?;
+    local.stop(args.keep_dir)?;
     println!();
     println!(
         "== smoke: every load scenario at a tiny size against {} ({:.1} s)",
-        binary.display(),
+        args.binary.display(),
         started.elapsed().as_secs_f64()
     );
     print!("{}", table(&["scenario", "s", "result"], &rows));
     let passed = rows.iter().filter(|r| r[2] == "pass").count();
     println!("smoke: {passed} passed, {} failed", rows.len() - passed);
-    if args.keep_dir {
-        eprintln!("kept {}", dir.keep().display());
-    }
     Ok(all_ok)
 }

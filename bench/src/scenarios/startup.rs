@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot create a temp dir")?;
     let port = local::free_port()?;
     let secret = local::random_hex(16)?;
-    let config = local::generate_config(&binary, dir.path(), port, &secret)?;
+    let config = local::generate_config(&binary, dir.path(), port, &secret, None)?;
     let base = format!("http://127.0.0.1:{port}");
     eprintln!(
         "startup: {} on {base}, {} timed starts, temp dir {}",
