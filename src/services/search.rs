@@ -5,16 +5,18 @@
 //! in `<data_dir>/search`; if it cannot be opened (lost or corrupt) it is
 //! created anew and rebuilt from the events table at start.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value as _,
 };
+use tantivy::tokenizer::TokenStream;
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term, doc};
 
 use crate::error::{MatrixError, Result};
@@ -90,24 +92,53 @@ enum Change {
     Nothing,
     /// A redaction: the target goes.
     Remove(String),
-    /// Text to index under `id` (the event itself, or for an edit the event
-    /// it edits, whose text it replaces).
+    /// Text to index under `id` at stream position `stream` (the event
+    /// itself, or for an edit the event it edits, whose text it replaces:
+    /// the document keeps the original's id, room and position).
     Put {
         id: String,
         key: &'static str,
         text: String,
+        stream: i64,
         replaces: bool,
     },
 }
 
+/// What the index needs to know about the event an edit edits.
+#[derive(Debug, Clone)]
+struct Original {
+    room_id: String,
+    sender: String,
+    stream: i64,
+}
+
+/// The event an `m.replace` edit (a message) claims to edit, if it is one.
+fn replaced_id(kind: &str, content: &Value) -> Option<String> {
+    if kind != "m.room.message" {
+        return None;
+    }
+    let rel = content.get("m.relates_to")?;
+    if rel.get("rel_type").and_then(Value::as_str) != Some("m.replace") {
+        return None;
+    }
+    rel.get("event_id")?.as_str().map(str::to_owned)
+}
+
 /// The change for an event given its parts (from a `Pdu`, or from a stored
-/// row's JSON during a rebuild).
+/// row's JSON during a rebuild). For an edit, `original` is the event it
+/// edits, if that is an indexed message: the edit counts only from the same
+/// sender in the same room (spec, "Event replacements"), else it is ignored.
+#[allow(clippy::too_many_arguments)]
 fn change_of(
     event_id: &str,
+    room_id: &str,
+    sender: &str,
+    stream: i64,
     kind: &str,
     state_key: Option<&str>,
     content: &Value,
     redacts: Option<&str>,
+    original: Option<&Original>,
 ) -> Change {
     if kind == "m.room.redaction" {
         let target = redacts.or_else(|| content.get("redacts").and_then(Value::as_str));
@@ -119,47 +150,35 @@ fn change_of(
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    match kind {
-        "m.room.message" => {
-            let rel = content.get("m.relates_to");
-            if rel.and_then(|r| r.get("rel_type")).and_then(Value::as_str) == Some("m.replace") {
-                let target = rel.and_then(|r| r.get("event_id")).and_then(Value::as_str);
-                let body = content
-                    .get("m.new_content")
-                    .and_then(|c| c.get("body"))
-                    .and_then(Value::as_str);
-                return match (target, body) {
-                    (Some(t), Some(b)) => Change::Put {
-                        id: t.to_owned(),
-                        key: "content.body",
-                        text: b.to_owned(),
-                        replaces: true,
-                    },
-                    _ => Change::Nothing,
-                };
-            }
-            text("body").map_or(Change::Nothing, |t| Change::Put {
-                id: event_id.to_owned(),
+    if let Some(target) = replaced_id(kind, content) {
+        let body = content
+            .get("m.new_content")
+            .and_then(|c| c.get("body"))
+            .and_then(Value::as_str);
+        return match (original, body) {
+            (Some(o), Some(b)) if o.room_id == room_id && o.sender == sender => Change::Put {
+                id: target,
                 key: "content.body",
-                text: t,
-                replaces: false,
-            })
-        }
-        "m.room.name" | "m.room.topic" if state_key == Some("") => {
-            let (key, field) = if kind == "m.room.name" {
-                ("content.name", "name")
-            } else {
-                ("content.topic", "topic")
-            };
-            text(field).map_or(Change::Nothing, |t| Change::Put {
-                id: event_id.to_owned(),
-                key,
-                text: t,
-                replaces: false,
-            })
-        }
-        _ => Change::Nothing,
+                text: b.to_owned(),
+                stream: o.stream,
+                replaces: true,
+            },
+            _ => Change::Nothing,
+        };
     }
+    let (key, field) = match kind {
+        "m.room.message" => ("content.body", "body"),
+        "m.room.name" if state_key == Some("") => ("content.name", "name"),
+        "m.room.topic" if state_key == Some("") => ("content.topic", "topic"),
+        _ => return Change::Nothing,
+    };
+    text(field).map_or(Change::Nothing, |t| Change::Put {
+        id: event_id.to_owned(),
+        key,
+        text: t,
+        stream,
+        replaces: false,
+    })
 }
 
 /// The parts of a stored event the index needs, read from its JSON without
@@ -168,6 +187,7 @@ fn change_of(
 struct IndexedParts {
     #[serde(rename = "type")]
     kind: String,
+    sender: String,
     state_key: Option<String>,
     #[serde(default)]
     content: Value,
@@ -242,7 +262,6 @@ impl Search {
         writer: &IndexWriter<TantivyDocument>,
         change: Change,
         room_id: &str,
-        stream: i64,
         idempotent: bool,
     ) -> Result<bool> {
         let f = self.fields;
@@ -255,6 +274,7 @@ impl Search {
                 id,
                 key,
                 text,
+                stream,
                 replaces,
             } => {
                 if replaces || idempotent {
@@ -267,33 +287,55 @@ impl Search {
         Ok(true)
     }
 
-    /// Indexes a newly stored event (or applies its edit or redaction).
-    /// While a rebuild runs, it is left to the rebuild.
-    pub fn on_event(&self, pdu: &Pdu) -> Result<()> {
+    /// Indexes a newly stored event, or applies its edit or redaction (see
+    /// [`on_stored`], which finds the events these need). While a rebuild
+    /// runs, it is left to the rebuild.
+    fn on_event(
+        &self,
+        pdu: &Pdu,
+        original: Option<&Original>,
+        restore: Option<(&Pdu, String)>,
+    ) -> Result<()> {
         if self.rebuilding.load(Ordering::Acquire) {
             return Ok(());
         }
         let change = change_of(
             pdu.event_id.as_str(),
+            pdu.room_id.as_str(),
+            pdu.sender.as_str(),
+            pdu.stream_ordering,
             &pdu.kind.to_string(),
             pdu.state_key.as_deref(),
             &pdu.content_value(),
             pdu.redacts.as_ref().map(|r| r.as_str()),
+            original,
         );
         let writer = self.writer.lock();
-        self.apply(
-            &writer,
-            change,
-            pdu.room_id.as_str(),
-            pdu.stream_ordering,
-            true,
-        )?;
+        self.apply(&writer, change, pdu.room_id.as_str(), true)?;
+        // A redacted edit: the edited event gets back its latest text.
+        if let Some((orig, text)) = restore {
+            let put = Change::Put {
+                id: orig.event_id.to_string(),
+                key: "content.body",
+                text,
+                stream: orig.stream_ordering,
+                replaces: true,
+            };
+            self.apply(&writer, put, orig.room_id.as_str(), true)?;
+        }
         Ok(())
     }
 
     /// Indexes stored events during a rebuild, in stream order: messages,
-    /// names, topics and redactions. Returns how many were not redactions.
-    fn index_rows(&self, rows: &[EventRow], idempotent: bool) -> Result<u64> {
+    /// names, topics and redactions. `originals` remembers the messages
+    /// indexed so far, for the edits that follow them. Returns how many rows
+    /// were not redactions.
+    fn index_rows(
+        &self,
+        rows: &[EventRow],
+        originals: &mut HashMap<String, Original>,
+        idempotent: bool,
+    ) -> Result<u64> {
         let writer = self.writer.lock();
         let mut count = 0;
         for row in rows {
@@ -302,20 +344,29 @@ impl Search {
             if parts.kind != "m.room.redaction" {
                 count += 1;
             }
+            let edited = replaced_id(&parts.kind, &parts.content);
             let change = change_of(
                 &row.event_id,
+                &row.room_id,
+                &parts.sender,
+                row.stream_ordering,
                 &parts.kind,
                 parts.state_key.as_deref(),
                 &parts.content,
                 parts.redacts.as_deref(),
+                edited.as_ref().and_then(|id| originals.get(id)),
             );
-            self.apply(
-                &writer,
-                change,
-                &row.room_id,
-                row.stream_ordering,
-                idempotent,
-            )?;
+            if parts.kind == "m.room.message" && edited.is_none() {
+                originals.insert(
+                    row.event_id.clone(),
+                    Original {
+                        room_id: row.room_id.clone(),
+                        sender: parts.sender.clone(),
+                        stream: row.stream_ordering,
+                    },
+                );
+            }
+            self.apply(&writer, change, &row.room_id, idempotent)?;
         }
         Ok(count)
     }
@@ -370,9 +421,35 @@ impl Search {
             return Ok((Vec::new(), 0));
         }
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
-        parser.set_conjunction_by_default();
-        let (text_query, _) = parser.parse_query_lenient(q.term);
+        // The term is plain words, every one required: it goes through the
+        // text field's own tokenizer, never tantivy's query syntax (which
+        // would let `room_id:...` reach other fields).
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(f.text)
+            .map_err(MatrixError::internal)?;
+        let mut words = Vec::new();
+        let mut stream = analyzer.token_stream(q.term);
+        while let Some(token) = stream.next() {
+            words.push(token.text.clone());
+        }
+        words.sort();
+        words.dedup();
+        if words.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(
+            words
+                .iter()
+                .map(|w| {
+                    let t: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(f.text, w),
+                        IndexRecordOption::WithFreqs,
+                    ));
+                    (Occur::Must, t)
+                })
+                .collect(),
+        ));
         let rooms: Vec<(Occur, Box<dyn Query>)> = q
             .rooms
             .iter()
@@ -464,18 +541,89 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
     search.rebuilding.store(true, Ordering::Release);
     let result = rebuild(s, search, job, started).await;
     search.rebuilding.store(false, Ordering::Release);
-    let (after, mut count) = result?;
+    let (after, mut count, mut originals) = result?;
     // What was stored while live indexing was off.
     let mut after = after;
     loop {
         let rows = s.storage.indexable_events_after(after, BATCH).await?;
         let Some(last) = rows.last() else { break };
         after = last.stream_ordering;
-        count += search.index_rows(&rows, true)?;
+        count += search.index_rows(&rows, &mut originals, true)?;
     }
     search.commit()?;
     tracing::info!("Indexed {count} events in {:?}", started.elapsed());
     Ok(count)
+}
+
+/// Updates the index for a newly stored event: finds the event an edit
+/// edits (the edit counts only if it is an indexed message of the same
+/// sender and room) and, when an edit is redacted, the text the edited
+/// event falls back to (its latest remaining edit, or its own body).
+pub async fn on_stored(
+    search: &Search,
+    rooms: &crate::services::rooms::Rooms,
+    storage: &crate::storage::Storage,
+    pdu: &Pdu,
+) -> Result<()> {
+    if search.rebuilding.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let content = pdu.content_value();
+    let mut original = None;
+    if let Some(target) = replaced_id(&pdu.kind.to_string(), &content)
+        && let Some(o) = rooms.pdu_shared(&target).await?
+        && o.redacted_by.is_none()
+        && o.kind == ruma::events::TimelineEventType::RoomMessage
+        && replaced_id("m.room.message", &o.content_value()).is_none()
+    {
+        original = Some(Original {
+            room_id: o.room_id.to_string(),
+            sender: o.sender.to_string(),
+            stream: o.stream_ordering,
+        });
+    }
+    let mut restore = None;
+    if let Some(redacted) = &pdu.redacts
+        && let Some(edit) = rooms.pdu_shared(redacted.as_str()).await?
+        && let Some(target) = replaced_id("m.room.message", &edit.content_value())
+        && let Some(orig) = rooms.pdu_shared(&target).await?
+        && orig.redacted_by.is_none()
+        && orig.sender == edit.sender
+        && orig.room_id == edit.room_id
+    {
+        // The newest edit still standing, else the original's own body.
+        let mut text = orig
+            .content_value()
+            .get("body")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut newest = 0;
+        for id in storage.replacements_of(orig.event_id.as_str()).await? {
+            if id == redacted.as_str() {
+                continue;
+            }
+            if let Some(e) = rooms.pdu_shared(&id).await?
+                && e.redacted_by.is_none()
+                && e.sender == orig.sender
+                && e.room_id == orig.room_id
+                && e.stream_ordering > newest
+                && let Some(body) = e
+                    .content_value()
+                    .get("m.new_content")
+                    .and_then(|c| c.get("body"))
+                    .and_then(Value::as_str)
+            {
+                newest = e.stream_ordering;
+                text = Some(body.to_owned());
+            }
+        }
+        restore = text.map(|t| (orig, t));
+    }
+    search.on_event(
+        pdu,
+        original.as_ref(),
+        restore.as_ref().map(|(o, t)| (&**o, t.clone())),
+    )
 }
 
 /// Events read per query during a rebuild.
@@ -486,19 +634,25 @@ async fn rebuild(
     search: &std::sync::Arc<Search>,
     job: Option<&str>,
     started: std::time::Instant,
-) -> Result<(i64, u64)> {
+) -> Result<(i64, u64, HashMap<String, Original>)> {
     search.clear()?;
     let (mut after, mut count) = (0i64, 0u64);
+    let mut originals = HashMap::new();
     let mut next = s.storage.indexable_events_after(after, BATCH).await?;
     while let Some(last) = next.last() {
         after = last.stream_ordering;
         let rows = std::mem::take(&mut next);
         // Index this batch on a blocking thread while the next one is read.
         let indexer = search.clone();
-        let indexing = tokio::task::spawn_blocking(move || indexer.index_rows(&rows, false));
+        let indexing = tokio::task::spawn_blocking(move || {
+            let indexed = indexer.index_rows(&rows, &mut originals, false);
+            (indexed, originals)
+        });
         let (indexed, fetched) =
             tokio::join!(indexing, s.storage.indexable_events_after(after, BATCH));
-        let batch = indexed.map_err(MatrixError::internal)??;
+        let (indexed, back) = indexed.map_err(MatrixError::internal)?;
+        originals = back;
+        let batch = indexed?;
         next = fetched?;
         count += batch;
         if let Some(job) = job {
@@ -506,5 +660,5 @@ async fn rebuild(
         }
         tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
     }
-    Ok((after, count))
+    Ok((after, count, originals))
 }

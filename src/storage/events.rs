@@ -608,6 +608,17 @@ impl Storage {
 
     /// Unredacted messages, names and topics after a stream position, oldest
     /// first (for rebuilding the search index).
+    /// The events that claim to replace (`m.replace`) an event.
+    pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT event_id FROM event_relations WHERE relates_to = $1 AND rel_type = 'm.replace'",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// What the search index is rebuilt from, in stream order after
     /// `after`: unredacted messages, names and topics, and redactions.
     pub async fn indexable_events_after(

@@ -18,6 +18,7 @@ mod directory; // aliases, room visibility, /publicRooms, user directory, /relat
 mod ephemeral; // receipts, read markers, typing, presence
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
+mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Admin API

@@ -15,8 +15,10 @@ use crate::http::{AppState, ruma_route};
 use crate::services::search::SearchQuery;
 use crate::storage::Requester;
 
-/// Results per page.
+/// Results per page unless the filter sets a limit.
 const PAGE: usize = 10;
+/// The largest page a filter may ask for.
+const MAX_PAGE: usize = 1000;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<search_events::v3::Request, _, _>(r, search)
@@ -53,12 +55,9 @@ async fn search(
         .filter(|(_, m, _)| m == "join")
         .map(|(room, _, _)| room)
         .collect();
+    // A filter naming rooms the user is not in just finds nothing there
+    // (as Synapse: the filter is intersected with the user's rooms).
     if let Some(wanted) = &filter.rooms {
-        for w in wanted {
-            if !rooms.iter().any(|r| r == w.as_str()) {
-                return Err(MatrixError::forbidden(format!("You are not in room {w}")));
-            }
-        }
         rooms.retain(|r| wanted.iter().any(|w| w.as_str() == r));
     }
     rooms.retain(|r| !filter.not_rooms.iter().any(|n| n.as_str() == r));
@@ -68,19 +67,44 @@ async fn search(
         .flatten()
         .map(|k| k.as_str().to_owned())
         .collect();
-    let recent_first = matches!(criteria.order_by, Some(OrderBy::Recent));
+    let recent_first = match &criteria.order_by {
+        None | Some(OrderBy::Rank) => false,
+        Some(OrderBy::Recent) => true,
+        Some(other) => {
+            return Err(MatrixError::invalid_param(format!(
+                "Unknown order_by {:?}: rank or recent",
+                other.as_str()
+            )));
+        }
+    };
+    for g in &criteria.groupings.group_by {
+        if !matches!(
+            g.key,
+            None | Some(GroupingKey::RoomId | GroupingKey::Sender)
+        ) {
+            return Err(MatrixError::invalid_param(
+                "Unknown grouping key: room_id or sender",
+            ));
+        }
+    }
+    let page = filter
+        .limit
+        .map(|l| (u64::from(l) as usize).clamp(1, MAX_PAGE))
+        .unwrap_or(PAGE);
     let (hits, total) = search.query(&SearchQuery {
         term: &criteria.search_term,
         keys,
         rooms,
         recent_first,
         offset,
-        limit: PAGE,
+        limit: page,
     })?;
 
     let before = u64::from(criteria.event_context.before_limit) as usize;
     let after = u64::from(criteria.event_context.after_limit) as usize;
-    let want_context = before > 0 || after > 0;
+    // ruma fills in the spec's defaults when `event_context` is absent; the
+    // context is sent only when asked for (anything but those defaults).
+    let want_context = !criteria.event_context.is_default();
     let mut results = Vec::new();
     let mut result_rooms = BTreeSet::new();
     let mut groups_room: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -127,8 +151,8 @@ async fn search(
         "results": results,
         "highlights": highlights(&criteria.search_term),
     });
-    if offset + PAGE < total {
-        body["next_batch"] = json!((offset + PAGE).to_string());
+    if offset + page < total {
+        body["next_batch"] = json!((offset + page).to_string());
     }
     if criteria.include_state == Some(true) {
         let mut state = Map::new();
@@ -233,7 +257,8 @@ async fn context(
         "end": a.end.unwrap_or(a.start),
     });
     if include_profile {
-        let state = s.rooms.current_state(room_id).await?;
+        // Profiles as they were at the result (the state after it).
+        let state = s.rooms.state_at(pdu).await?;
         let mut profiles = Map::new();
         let senders: BTreeSet<String> = b
             .events

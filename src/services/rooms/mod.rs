@@ -533,7 +533,8 @@ impl Rooms {
         }
         self.latest.lock().insert(pdu.room_id.clone(), pos);
         if let Some(search) = &self.search
-            && let Err(e) = search.on_event(&pdu)
+            && let Err(e) =
+                crate::services::search::on_stored(search, self, &self.storage, &pdu).await
         {
             // The event is stored; a reindex repairs the index.
             tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");

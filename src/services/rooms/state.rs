@@ -15,27 +15,51 @@ use crate::storage::Storage;
 /// (event type, state key) → event id.
 pub type StateMap = HashMap<(String, String), OwnedEventId>;
 
-const CACHE_LIMIT: usize = 4096;
+/// How many state entries (summed over the cached groups) the cache holds
+/// at most, about 150 bytes each: big rooms have big maps, so the bound is
+/// on entries, not on groups. The least recently used groups go first.
+const CACHE_ENTRIES: usize = 100_000;
 
 pub struct StateCache {
     storage: Storage,
-    cache: Mutex<HashMap<i64, (Arc<StateMap>, i64)>>,
+    cache: Mutex<Cached>,
+}
+
+struct Cached {
+    groups: lru::LruCache<i64, (Arc<StateMap>, i64)>,
+    entries: usize,
+}
+
+impl Cached {
+    fn get(&mut self, group: i64) -> Option<(Arc<StateMap>, i64)> {
+        self.groups.get(&group).cloned()
+    }
 }
 
 impl StateCache {
     pub fn new(storage: Storage) -> Self {
         Self {
             storage,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cached {
+                groups: lru::LruCache::unbounded(),
+                entries: 0,
+            }),
         }
     }
 
     pub fn insert(&self, group: i64, state: Arc<StateMap>, chain_length: i64) {
         let mut cache = self.cache.lock();
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        let size = state.len().max(1);
+        if let Some((old, _)) = cache.groups.put(group, (state, chain_length)) {
+            cache.entries -= old.len().max(1);
         }
-        cache.insert(group, (state, chain_length));
+        cache.entries += size;
+        while cache.entries > CACHE_ENTRIES && cache.groups.len() > 1 {
+            match cache.groups.pop_lru() {
+                Some((_, (old, _))) => cache.entries -= old.len().max(1),
+                None => break,
+            }
+        }
     }
 
     /// The full state of a group and its chain length. Group 0 is the empty
@@ -44,8 +68,8 @@ impl StateCache {
         if group == 0 {
             return Ok((Arc::default(), 0));
         }
-        if let Some(hit) = self.cache.lock().get(&group) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.cache.lock().get(group) {
+            return Ok(hit);
         }
         // Walk up to the nearest snapshot (or cached ancestor), then apply
         // the deltas from oldest to newest.
@@ -54,7 +78,7 @@ impl StateCache {
         let mut cursor = Some(group);
         let mut chain_length = None;
         while let Some(g) = cursor {
-            if let Some((state, _)) = self.cache.lock().get(&g).cloned() {
+            if let Some((state, _)) = self.cache.lock().get(g) {
                 base = Some(state);
                 break;
             }
