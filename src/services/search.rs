@@ -27,7 +27,7 @@ use crate::storage::events::EventRow;
 /// never gets near it between commits; a rebuild does, and a larger budget
 /// means fewer, larger segments to write and merge (the memory is freed
 /// when the rebuild commits).
-const WRITER_BUDGET: usize = 64_000_000;
+const WRITER_BUDGET: usize = 15_000_000;
 
 #[derive(Clone, Copy)]
 struct Fields {

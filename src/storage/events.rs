@@ -391,7 +391,8 @@ impl Storage {
                 })
                 .collect();
             let sql = parts.join(" UNION ALL ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            // Its text varies with the number of rooms: not worth a cached statement.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for (room, from, to, limit) in chunk {
                 q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
                 if let Some(user) = not_sender {
@@ -426,7 +427,8 @@ impl Storage {
                  WHERE room_id IN ({list}) AND event_type = 'm.room.member'
                    AND membership IN ('join', 'invite')
                  ORDER BY room_id, state_key"
-            )));
+            )))
+            .persistent(false);
             for room in chunk {
                 q = q.bind(*room);
             }
@@ -531,6 +533,7 @@ impl Storage {
                 "SELECT event_id, txn_id FROM event_transactions
                  WHERE user_id = $1 AND device_id = $2 AND event_id IN ({list})"
             )))
+            .persistent(false)
             .bind(user_id)
             .bind(device_id);
             for id in chunk {

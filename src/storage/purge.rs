@@ -109,7 +109,8 @@ impl Storage {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM event_transactions WHERE event_id IN ({})",
                 list(1)
-            )));
+            )))
+            .persistent(false);
             for id in chunk {
                 q = q.bind(id);
             }
@@ -119,6 +120,7 @@ impl Storage {
                     "DELETE FROM {table} WHERE room_id = $1 AND event_id IN ({})",
                     list(2)
                 )))
+                .persistent(false)
                 .bind(room_id);
                 for id in chunk {
                     q = q.bind(id);
