@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
@@ -41,7 +41,9 @@ struct Fields {
 pub struct Search {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
+    /// Made on first use: an idle server with no messages to index keeps
+    /// no writer (its threads and buffers).
+    writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
     fields: Fields,
     dirty: AtomicBool,
     /// A rebuild is running: live events are left to it.
@@ -215,7 +217,8 @@ impl Search {
         let created = !dir.join("meta.json").exists();
         let directory = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(directory, schema)?;
-        let writer = index.writer_with_num_threads(1, WRITER_BUDGET)?;
+        // A writer can be made (the index is usable); made again when needed.
+        drop(index.writer_with_num_threads::<TantivyDocument>(1, WRITER_BUDGET)?);
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -224,13 +227,28 @@ impl Search {
             Self {
                 index,
                 reader,
-                writer: Mutex::new(writer),
+                writer: Mutex::new(None),
                 fields,
                 dirty: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
             },
             created,
         ))
+    }
+
+    /// The index writer, made now if there is none yet.
+    fn writer(&self) -> Result<MappedMutexGuard<'_, IndexWriter<TantivyDocument>>> {
+        let mut guard = self.writer.lock();
+        if guard.is_none() {
+            *guard = Some(
+                self.index
+                    .writer_with_num_threads(1, WRITER_BUDGET)
+                    .map_err(MatrixError::internal)?,
+            );
+        }
+        Ok(MutexGuard::map(guard, |w| {
+            w.as_mut().expect("the writer was made above")
+        }))
     }
 
     pub fn index_dir(data_dir: &Path) -> PathBuf {
@@ -310,7 +328,7 @@ impl Search {
             pdu.redacts.as_ref().map(|r| r.as_str()),
             original,
         );
-        let writer = self.writer.lock();
+        let writer = self.writer()?;
         self.apply(&writer, change, pdu.room_id.as_str(), true)?;
         // A redacted edit: the edited event gets back its latest text.
         if let Some((orig, text)) = restore {
@@ -336,7 +354,7 @@ impl Search {
         originals: &mut HashMap<String, Original>,
         idempotent: bool,
     ) -> Result<u64> {
-        let writer = self.writer.lock();
+        let writer = self.writer()?;
         let mut count = 0;
         for row in rows {
             let parts: IndexedParts =
@@ -373,8 +391,7 @@ impl Search {
 
     /// Removes everything of a room (after a purge).
     pub fn delete_room(&self, room_id: &str) -> Result<()> {
-        self.writer
-            .lock()
+        self.writer()?
             .delete_term(Term::from_field_text(self.fields.room_id, room_id));
         self.dirty.store(true, Ordering::Release);
         self.commit()
@@ -383,7 +400,7 @@ impl Search {
     /// Removes single events (after a history purge).
     pub fn delete_events(&self, event_ids: &[String]) -> Result<()> {
         {
-            let writer = self.writer.lock();
+            let writer = self.writer()?;
             for id in event_ids {
                 writer.delete_term(Term::from_field_text(self.fields.event_id, id));
             }
@@ -395,7 +412,7 @@ impl Search {
     /// Makes pending changes searchable.
     pub fn commit(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            self.writer.lock().commit().map_err(MatrixError::internal)?;
+            self.writer()?.commit().map_err(MatrixError::internal)?;
             self.reader.reload().map_err(MatrixError::internal)?;
         }
         Ok(())
@@ -403,7 +420,12 @@ impl Search {
 
     /// Empties the index (the first step of a rebuild).
     pub fn clear(&self) -> Result<()> {
-        let mut writer = self.writer.lock();
+        // No writer yet and nothing indexed: nothing to clear (and no writer
+        // to make, on the start of a server without messages).
+        if self.writer.lock().is_none() && self.reader.searcher().num_docs() == 0 {
+            return Ok(());
+        }
+        let mut writer = self.writer()?;
         // Documents added but not yet committed would survive
         // `delete_all_documents`: commit them first, then delete everything.
         writer.commit().map_err(MatrixError::internal)?;
