@@ -314,6 +314,9 @@ impl Search {
         original: Option<&Original>,
         restore: Option<(&Pdu, String)>,
     ) -> Result<()> {
+        // Checked under the writer's lock: a rebuild sets the flag before it
+        // clears the index under the same lock.
+        let writer = self.writer()?;
         if self.rebuilding.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -328,7 +331,6 @@ impl Search {
             pdu.redacts.as_ref().map(|r| r.as_str()),
             original,
         );
-        let writer = self.writer()?;
         self.apply(&writer, change, pdu.room_id.as_str(), true)?;
         // A redacted edit: the edited event gets back its latest text.
         if let Some((orig, text)) = restore {
@@ -354,6 +356,9 @@ impl Search {
         originals: &mut HashMap<String, Original>,
         idempotent: bool,
     ) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let writer = self.writer()?;
         let mut count = 0;
         for row in rows {
@@ -563,14 +568,28 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
     search.rebuilding.store(true, Ordering::Release);
     let result = rebuild(s, search, job, started).await;
     search.rebuilding.store(false, Ordering::Release);
-    let (after, mut count, mut originals) = result?;
-    // What was stored while live indexing was off.
-    let mut after = after;
+    let (mut after, mut count, mut originals) = result?;
+    // What was stored while live indexing was off (and maybe some of what
+    // was indexed live since: idempotent): every position handed out before
+    // live indexing resumed, once they are all written.
+    let target = s.stream.last_reserved();
+    if !s
+        .stream
+        .wait_for(target, std::time::Duration::from_secs(30))
+        .await
+    {
+        tracing::warn!(
+            target,
+            "reindex: positions still unwritten after 30 s; a later reindex picks up what this one misses"
+        );
+    }
     loop {
-        let rows = s.storage.indexable_events_after(after, BATCH).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.stream_ordering;
+        let (rows, next) = read_batch(s, after).await?;
         count += search.index_rows(&rows, &mut originals, true)?;
+        if (rows.len() as i64) < BATCH {
+            break;
+        }
+        after = next;
     }
     search.commit()?;
     tracing::info!("Indexed {count} events in {:?}", started.elapsed());
@@ -651,6 +670,20 @@ pub async fn on_stored(
 /// Events read per query during a rebuild.
 const BATCH: i64 = 10_000;
 
+/// The next batch of indexable events after stream position `after`, and
+/// the position it reaches. Only positions the stream has completed are
+/// read: rooms commit out of order, so a position past an unfinished one may
+/// be visible before it, and reading past it would skip it for good.
+async fn read_batch(s: &crate::services::Services, after: i64) -> Result<(Vec<EventRow>, i64)> {
+    let upto = s.stream.current();
+    let rows = s.storage.indexable_events_after(after, upto, BATCH).await?;
+    let reached = match rows.last() {
+        Some(last) if rows.len() as i64 == BATCH => last.stream_ordering,
+        _ => upto.max(after),
+    };
+    Ok((rows, reached))
+}
+
 async fn rebuild(
     s: &crate::services::Services,
     search: &std::sync::Arc<Search>,
@@ -660,27 +693,37 @@ async fn rebuild(
     search.clear()?;
     let (mut after, mut count) = (0i64, 0u64);
     let mut originals = HashMap::new();
-    let mut next = s.storage.indexable_events_after(after, BATCH).await?;
-    while let Some(last) = next.last() {
-        after = last.stream_ordering;
-        let rows = std::mem::take(&mut next);
+    let (mut rows, mut reached) = read_batch(s, after).await?;
+    loop {
+        // A short batch reached the stream's position: the rest is for the
+        // catch-up pass.
+        let full = rows.len() as i64 == BATCH;
+        after = reached;
         // Index this batch on a blocking thread while the next one is read.
         let indexer = search.clone();
+        let batch_rows = std::mem::take(&mut rows);
         let indexing = tokio::task::spawn_blocking(move || {
-            let indexed = indexer.index_rows(&rows, &mut originals, false);
+            let indexed = indexer.index_rows(&batch_rows, &mut originals, false);
             (indexed, originals)
         });
-        let (indexed, fetched) =
-            tokio::join!(indexing, s.storage.indexable_events_after(after, BATCH));
+        let (indexed, fetched) = if full {
+            let (i, f) = tokio::join!(indexing, read_batch(s, after));
+            (i, Some(f))
+        } else {
+            (indexing.await, None)
+        };
         let (indexed, back) = indexed.map_err(MatrixError::internal)?;
         originals = back;
         let batch = indexed?;
-        next = fetched?;
         count += batch;
         if let Some(job) = job {
             s.jobs.progress(job, batch);
         }
         tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
+        match fetched {
+            Some(f) => (rows, reached) = f?,
+            None => break,
+        }
     }
     Ok((after, count, originals))
 }

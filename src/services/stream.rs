@@ -96,6 +96,20 @@ impl Stream {
         });
     }
 
+    /// The highest position handed out so far (maybe not yet completed).
+    pub fn last_reserved(&self) -> i64 {
+        self.inner.lock().next - 1
+    }
+
+    /// Waits until every position up to `pos` is completed (at most
+    /// `timeout`); whether it got there.
+    pub async fn wait_for(&self, pos: i64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.current.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|cur| *cur >= pos))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The highest position below which everything is persisted.
     pub fn current(&self) -> i64 {
         *self.current.borrow()

@@ -605,23 +605,25 @@ impl Storage {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// What the search index is rebuilt from, in stream order after
-    /// `after`: unredacted messages, names and topics, and redactions.
+    /// What the search index is rebuilt from, in stream order in
+    /// `(after, upto]`: unredacted messages, names and topics, and redactions.
     pub async fn indexable_events_after(
         &self,
         after: i64,
+        upto: i64,
         limit: i64,
     ) -> sqlx::Result<Vec<EventRow>> {
         const Q: &str = concat!(
             "SELECT ",
             event_columns!(),
-            " FROM events WHERE stream_ordering > $1
+            " FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
                AND ((event_type IN ('m.room.message', 'm.room.name', 'm.room.topic') AND redacted_by IS NULL)
                     OR event_type = 'm.room.redaction')
-             ORDER BY stream_ordering LIMIT $2"
+             ORDER BY stream_ordering LIMIT $3"
         );
         let rows = sqlx::query(Q)
             .bind(after)
+            .bind(upto)
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
