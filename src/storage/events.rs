@@ -304,6 +304,23 @@ impl Storage {
             .collect())
     }
 
+    pub async fn current_state_event_id(
+        &self,
+        room_id: &str,
+        ty: &str,
+        sk: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+        )
+        .bind(room_id)
+        .bind(ty)
+        .bind(sk)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Rooms where the user's current membership is one of `memberships`,
     /// with that membership and the stream position of the member event.
     pub async fn rooms_for_user(&self, user_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {

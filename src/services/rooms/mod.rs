@@ -78,9 +78,6 @@ pub struct Rooms {
     /// The newest stream position of each room, so `/sync` skips rooms
     /// with nothing new without a query.
     latest: Mutex<HashMap<OwnedRoomId, i64>>,
-    /// Each room's current state as of its last appended event (what the
-    /// head holds, readable without the room's lock).
-    current: Mutex<HashMap<OwnedRoomId, Arc<StateMap>>>,
     /// Room versions never change: cached after the first lookup.
     versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
     state: state::StateCache,
@@ -112,7 +109,6 @@ impl Rooms {
             heads: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
-            current: Mutex::new(HashMap::new()),
             events: Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)),
             default_version,
             search,
@@ -231,7 +227,6 @@ impl Rooms {
         self.heads.lock().remove(room_id);
         self.versions.lock().remove(room_id);
         self.latest.lock().remove(room_id);
-        self.current.lock().remove(room_id);
         // Rare: simpler to start the event cache afresh than to find the room's.
         self.events.lock().clear();
     }
@@ -296,23 +291,14 @@ impl Rooms {
         })
     }
 
-    /// The current state of a room as (type, state_key) → event id. Read
-    /// from a snapshot kept beside the room head, so readers never wait for
-    /// an event being appended.
+    /// The current state of a room as (type, state_key) → event id.
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
-        if let Some(state) = self.current.lock().get(room_id) {
-            return Ok(state.clone());
-        }
         let lock = self.room_lock(room_id);
         let mut head = lock.lock().await;
         if head.is_none() {
             *head = Some(self.load_head(room_id).await?);
         }
-        let state = head.as_ref().map(|h| h.state.clone()).unwrap_or_default();
-        self.current
-            .lock()
-            .insert(room_id.to_owned(), state.clone());
-        Ok(state)
+        Ok(head.as_ref().map(|h| h.state.clone()).unwrap_or_default())
     }
 
     /// The state after an event (its state group).
@@ -327,12 +313,12 @@ impl Rooms {
         ty: &str,
         state_key: &str,
     ) -> Result<Option<Pdu>> {
-        if self.version(room_id).await?.is_none() {
-            return Ok(None);
-        }
-        let state = self.current_state(room_id).await?;
-        match state.get(&(ty.to_owned(), state_key.to_owned())) {
-            Some(id) => self.pdu(id.as_str()).await,
+        match self
+            .storage
+            .current_state_event_id(room_id.as_str(), ty, state_key)
+            .await?
+        {
+            Some(id) => self.pdu(&id).await,
             None => Ok(None),
         }
     }
@@ -537,9 +523,6 @@ impl Rooms {
         head.depth = pdu.depth;
         head.state_group = state_group;
         head.chain_length = chain_length;
-        self.current
-            .lock()
-            .insert(pdu.room_id.clone(), state.clone());
         head.state = state;
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);
