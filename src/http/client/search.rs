@@ -216,30 +216,14 @@ async fn context(
     after: usize,
     include_profile: bool,
 ) -> Result<Value> {
-    let filter = Default::default();
-    let here = format!("t{}_{}", pdu.depth, pdu.stream_ordering);
-    let b = s
+    let (b, a) = s
         .rooms
-        .messages(
+        .around(
             room_id,
-            Some(user),
-            Some(&here),
-            None,
-            true,
-            before.max(1),
-            &filter,
-        )
-        .await?;
-    let a = s
-        .rooms
-        .messages(
-            room_id,
-            Some(user),
-            Some(&here),
-            None,
-            false,
-            after.max(1),
-            &filter,
+            user,
+            pdu,
+            (before.max(1), after.max(1)),
+            &Default::default(),
         )
         .await?;
     let mut events_before = Vec::new();

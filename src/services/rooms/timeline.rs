@@ -170,30 +170,24 @@ impl Rooms {
         filter: &RoomEventFilter,
     ) -> Result<(Page, Page)> {
         let before_n = limit / 2;
-        let after_n = limit - before_n;
+        self.around(room_id, user, event, (before_n, limit - before_n), filter)
+            .await
+    }
+
+    /// Up to `before` visible events before `event` (newest first) and up to
+    /// `after` after it (oldest first).
+    pub async fn around(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        event: &Pdu,
+        (before, after): (usize, usize),
+        filter: &RoomEventFilter,
+    ) -> Result<(Page, Page)> {
         let here = format!("t{}_{}", event.depth, event.stream_ordering);
-        let before = self
-            .messages(
-                room_id,
-                Some(user),
-                Some(&here),
-                None,
-                true,
-                before_n,
-                filter,
-            )
-            .await?;
-        let after = self
-            .messages(
-                room_id,
-                Some(user),
-                Some(&here),
-                None,
-                false,
-                after_n,
-                filter,
-            )
-            .await?;
-        Ok((before, after))
+        let page = |backwards: bool, n: usize| {
+            self.messages(room_id, Some(user), Some(&here), None, backwards, n, filter)
+        };
+        Ok((page(true, before).await?, page(false, after).await?))
     }
 }
