@@ -70,6 +70,18 @@ pub async fn is_notice_room(s: &Services, user: &UserId, room_id: &RoomId) -> Re
 
 /// Sends a notice to a local, existing, active user; returns the event.
 pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<Pdu> {
+    let notices_sender = notices_user(s)?;
+    // A retried transaction is the event it made (once written; one still
+    // queued is found by `append`).
+    if let Some((device, scope, txn)) = notice.txn
+        && let Some(existing) = s
+            .storage
+            .transaction_event(notices_sender.as_str(), device, scope, txn)
+            .await?
+        && let Some(pdu) = s.rooms.pdu(&existing).await?
+    {
+        return Ok(pdu);
+    }
     if !s.accounts.is_local(target) {
         return Err(MatrixError::invalid_param(
             "Server notices can only be sent to local users",

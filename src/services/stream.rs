@@ -79,8 +79,15 @@ impl Stream {
     /// Marks a position finished (written or rolled back) and advances the
     /// readable position past every finished one.
     pub fn complete(&self, r: Reservation) {
+        self.complete_many([r]);
+    }
+
+    /// Completes several positions at once: waiters wake once.
+    pub fn complete_many(&self, rs: impl IntoIterator<Item = Reservation>) {
         let mut inner = self.inner.lock();
-        inner.in_flight.remove(&r.0);
+        for r in rs {
+            inner.in_flight.remove(&r.0);
+        }
         let readable = match inner.in_flight.first() {
             Some(first) => first - 1,
             None => inner.next - 1,

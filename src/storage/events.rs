@@ -2,8 +2,8 @@
 //! `event_transactions`, `current_state`, and the state groups
 //! (`state_groups`, `state_group_entries`).
 //!
-//! An event and everything it changes are written by [`Storage::persist_event`]
-//! in one transaction.
+//! Events and everything they change are written by [`Storage::persist_events`]
+//! in one transaction per batch.
 
 use std::collections::HashMap;
 
@@ -60,31 +60,31 @@ pub struct NewStateGroup {
     pub entries: Vec<(String, String, String)>,
 }
 
-/// Everything one new event writes.
-pub struct PersistEvent<'a> {
+/// Everything one new event writes (owned: it waits in the write queue).
+pub struct PersistEvent {
     pub stream_ordering: i64,
-    pub event_id: &'a str,
-    pub room_id: &'a str,
+    pub event_id: String,
+    pub room_id: String,
     pub depth: i64,
-    pub event_type: &'a str,
-    pub state_key: Option<&'a str>,
-    pub sender: &'a str,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
     pub origin_server_ts: i64,
-    pub json: &'a str,
+    pub json: String,
     /// The state after this event.
     pub state_group: i64,
     pub new_state_group: Option<NewStateGroup>,
     /// For state events: the membership, if a member event.
-    pub membership: Option<&'a str>,
-    pub prev_events: &'a [String],
+    pub membership: Option<String>,
+    pub prev_events: Vec<String>,
     /// For a create event: the room row to add (version, creator).
-    pub new_room: Option<(&'a str, &'a str)>,
+    pub new_room: Option<(String, String)>,
     /// (user, device, scope, txn id) for idempotent sends.
-    pub txn: Option<(&'a str, &'a str, &'a str, &'a str)>,
+    pub txn: Option<(String, String, String, String)>,
     /// (relates_to event, rel_type)
-    pub relation: Option<(&'a str, &'a str)>,
+    pub relation: Option<(String, String)>,
     /// The event this one redacts (already checked to be in the same room).
-    pub redacts: Option<&'a str>,
+    pub redacts: Option<String>,
 }
 
 impl Storage {
@@ -95,17 +95,44 @@ impl Storage {
         Ok(row.get(0))
     }
 
-    pub async fn persist_event(&self, e: &PersistEvent<'_>) -> sqlx::Result<()> {
+    /// Writes a batch of new events, in order, and everything they change
+    /// in one transaction (a group commit: see ARCHITECTURE.md, "The event
+    /// pipeline"). Events of one room arrive in the order they were built,
+    /// each naming the one before it as its prev event.
+    pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
-        if let Some((version, creator)) = e.new_room {
+        // Forward extremities: an event of the batch that a later one names
+        // as prev is never an extremity; only prev events from before the
+        // batch are deleted.
+        let in_batch: std::collections::HashSet<&str> =
+            batch.iter().map(|e| e.event_id.as_str()).collect();
+        let superseded: std::collections::HashSet<&str> = batch
+            .iter()
+            .flat_map(|e| e.prev_events.iter().map(String::as_str))
+            .filter(|p| in_batch.contains(p))
+            .collect();
+        for e in batch {
+            let extremity = !superseded.contains(e.event_id.as_str());
+            Self::insert_event(&mut tx, e, &in_batch, extremity).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn insert_event(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        e: &PersistEvent,
+        in_batch: &std::collections::HashSet<&str>,
+        extremity: bool,
+    ) -> sqlx::Result<()> {
+        if let Some((version, creator)) = &e.new_room {
             sqlx::query(
                 "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
             )
-            .bind(e.room_id)
+            .bind(&e.room_id)
             .bind(version)
             .bind(creator)
             .bind(now_ms())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         sqlx::query(
@@ -114,26 +141,26 @@ impl Storage {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
         )
         .bind(e.stream_ordering)
-        .bind(e.event_id)
-        .bind(e.room_id)
+        .bind(&e.event_id)
+        .bind(&e.room_id)
         .bind(e.depth)
-        .bind(e.event_type)
-        .bind(e.state_key)
-        .bind(e.sender)
+        .bind(&e.event_type)
+        .bind(&e.state_key)
+        .bind(&e.sender)
         .bind(e.origin_server_ts)
         .bind(e.state_group)
-        .bind(e.json)
-        .execute(&mut *tx)
+        .bind(&e.json)
+        .execute(&mut **tx)
         .await?;
         if let Some(g) = &e.new_state_group {
             sqlx::query(
                 "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) VALUES ($1, $2, $3, $4)",
             )
             .bind(g.id)
-            .bind(e.room_id)
+            .bind(&e.room_id)
             .bind(g.prev_group)
             .bind(g.chain_length)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             for (ty, sk, id) in &g.entries {
                 sqlx::query(
@@ -143,53 +170,61 @@ impl Storage {
                 .bind(ty)
                 .bind(sk)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
         }
         if e.event_type == "m.room.member"
-            && e.membership == Some("join")
-            && let Some(user) = e.state_key
+            && e.membership.as_deref() == Some("join")
+            && let Some(user) = &e.state_key
         {
             sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
                 .bind(user)
-                .bind(e.room_id)
-                .execute(&mut *tx)
+                .bind(&e.room_id)
+                .execute(&mut **tx)
                 .await?;
         }
-        if let Some(sk) = e.state_key {
+        if let Some(sk) = &e.state_key {
             sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
-                .bind(e.room_id)
-                .bind(e.event_type)
+                .bind(&e.room_id)
+                .bind(&e.event_type)
                 .bind(sk)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             sqlx::query(
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership, stream_ordering)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(e.room_id)
-            .bind(e.event_type)
+            .bind(&e.room_id)
+            .bind(&e.event_type)
             .bind(sk)
-            .bind(e.event_id)
-            .bind(e.membership)
+            .bind(&e.event_id)
+            .bind(&e.membership)
             .bind(e.stream_ordering)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        for prev in e.prev_events {
+        // A prev event written earlier in the same batch was never
+        // inserted as an extremity (see persist_events).
+        for prev in e
+            .prev_events
+            .iter()
+            .filter(|p| !in_batch.contains(p.as_str()))
+        {
             sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(e.room_id)
+                .bind(&e.room_id)
                 .bind(prev)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(e.room_id)
-            .bind(e.event_id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some((user, device, scope, txn)) = e.txn {
+        if extremity {
+            sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+                .bind(&e.room_id)
+                .bind(&e.event_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some((user, device, scope, txn)) = &e.txn {
             sqlx::query(
                 "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -198,28 +233,28 @@ impl Storage {
             .bind(device)
             .bind(scope)
             .bind(txn)
-            .bind(e.event_id)
-            .execute(&mut *tx)
+            .bind(&e.event_id)
+            .execute(&mut **tx)
             .await?;
         }
-        if let Some((target, rel_type)) = e.relation {
+        if let Some((target, rel_type)) = &e.relation {
             sqlx::query("INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES ($1, $2, $3, $4)")
-                .bind(e.event_id)
+                .bind(&e.event_id)
                 .bind(target)
                 .bind(rel_type)
-                .bind(e.room_id)
-                .execute(&mut *tx)
+                .bind(&e.room_id)
+                .execute(&mut **tx)
                 .await?;
         }
-        if let Some(target) = e.redacts {
+        if let Some(target) = &e.redacts {
             sqlx::query("UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL")
-                .bind(e.event_id)
+                .bind(&e.event_id)
                 .bind(target)
-                .bind(e.room_id)
-                .execute(&mut *tx)
+                .bind(&e.room_id)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await
+        Ok(())
     }
 
     pub async fn room(&self, room_id: &str) -> sqlx::Result<Option<RoomRow>> {

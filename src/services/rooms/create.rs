@@ -106,19 +106,22 @@ impl Rooms {
             state_group: 0,
             chain_length: 0,
             state: Arc::new(StateMap::new()),
+            generation: self.next_generation(),
+            recent_txns: Default::default(),
         };
         let lock = self.room_lock(&room_id);
-        {
+        let written = {
             let mut guard = lock.lock().await;
-            self.persist(
+            let queued = self.enqueue(
                 pdu,
                 &mut head,
                 None,
                 Some((req.version.as_str(), req.creator.as_str())),
-            )
-            .await?;
+            )?;
             *guard = Some(head);
-        }
+            queued
+        };
+        self.finish(written.0, written.1).await?;
 
         let state_event = |kind: &str, state_key: &str, content: Value| NewEvent {
             room_id: &room_id,

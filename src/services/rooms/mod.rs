@@ -3,7 +3,9 @@
 //!
 //! Creating events is serialized per room (one async mutex per room guards
 //! that room's head: forward extremities, depth and current state); rooms
-//! proceed in parallel. See ARCHITECTURE.md, "The event pipeline".
+//! proceed in parallel. Writing them is a group commit ([`writer`]): the
+//! room's lock is released once the event is queued. See ARCHITECTURE.md,
+//! "The event pipeline".
 
 pub mod create;
 mod membership;
@@ -12,13 +14,15 @@ mod power;
 mod state;
 pub mod timeline;
 mod visibility;
+mod writer;
 
 pub use create::CreateRoom;
 pub use pdu::Pdu;
 pub use state::StateMap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
@@ -46,7 +50,8 @@ const MAX_STATE_CHAIN: i64 = 64;
 /// recent timeline of a few hundred rooms (about 1 KiB each).
 const EVENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4096).unwrap();
 
-/// What the pipeline needs to know about a room to append to it.
+/// What the pipeline needs to know about a room to append to it. It runs
+/// ahead of the database by the events still in the write queue.
 struct RoomHead {
     version: RoomVersionId,
     extremities: Vec<OwnedEventId>,
@@ -54,6 +59,36 @@ struct RoomHead {
     state_group: i64,
     chain_length: i64,
     state: Arc<StateMap>,
+    /// Told apart from a head reloaded after a failed write.
+    generation: u64,
+    /// The newest client transactions, which may still be queued (older
+    /// ones are found in the database).
+    recent_txns: RecentTxns,
+}
+
+/// The last [`RecentTxns::KEEP`] transaction ids sent in a room.
+#[derive(Default)]
+struct RecentTxns {
+    ids: HashMap<String, OwnedEventId>,
+    order: VecDeque<String>,
+}
+
+impl RecentTxns {
+    const KEEP: usize = 256;
+
+    fn key(sender: &str, device: &str, scope: &str, txn: &str) -> String {
+        format!("{sender}\0{device}\0{scope}\0{txn}")
+    }
+
+    fn insert(&mut self, key: String, event_id: OwnedEventId) {
+        if self.order.len() == Self::KEEP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.ids.insert(key, event_id);
+    }
 }
 
 /// A new event to append to a room.
@@ -76,18 +111,21 @@ pub struct Rooms {
     stream: Arc<Stream>,
     heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
     /// The newest stream position of each room, so `/sync` skips rooms
-    /// with nothing new without a query.
-    latest: Mutex<HashMap<OwnedRoomId, i64>>,
+    /// with nothing new without a query (advanced by the writer).
+    latest: Arc<Mutex<HashMap<OwnedRoomId, i64>>>,
     /// Room versions never change: cached after the first lookup.
     versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
     state: state::StateCache,
     /// Recently loaded events by id (events never change but for
-    /// redaction, which evicts the target).
-    events: Mutex<lru::LruCache<String, Arc<Pdu>>>,
+    /// redaction, which evicts the target). A new event is put here when
+    /// queued, so the next one's auth checks find it before it is written.
+    events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+    /// The group commit's queue.
+    writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
+    poisoned: Arc<writer::Poisoned>,
+    generations: AtomicU64,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
-    /// Unread counts may include a redacted event: forgotten for its room.
-    unread: Arc<crate::services::notifications::UnreadCounts>,
 }
 
 impl Rooms {
@@ -100,6 +138,18 @@ impl Rooms {
         search: Option<Arc<crate::services::search::Search>>,
         unread: Arc<crate::services::notifications::UnreadCounts>,
     ) -> Self {
+        let latest = Arc::new(Mutex::new(HashMap::new()));
+        let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
+        let poisoned = Arc::new(writer::Poisoned::default());
+        let writes = writer::Writer {
+            storage: storage.clone(),
+            stream: stream.clone(),
+            latest: latest.clone(),
+            events: events.clone(),
+            unread,
+            poisoned: poisoned.clone(),
+        }
+        .spawn();
         Self {
             state: state::StateCache::new(storage.clone()),
             storage,
@@ -108,11 +158,13 @@ impl Rooms {
             stream,
             heads: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
-            latest: Mutex::new(HashMap::new()),
-            events: Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)),
+            latest,
+            events,
+            writes,
+            poisoned,
+            generations: AtomicU64::new(0),
             default_version,
             search,
-            unread,
         }
     }
 
@@ -288,17 +340,39 @@ impl Rooms {
             state_group,
             chain_length,
             state,
+            generation: self.next_generation(),
+            recent_txns: RecentTxns::default(),
         })
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The room's head, loaded when missing or when a write built on it
+    /// failed.
+    async fn head<'g>(
+        &self,
+        guard: &'g mut Option<RoomHead>,
+        room_id: &RoomId,
+    ) -> Result<&'g mut RoomHead> {
+        if guard
+            .as_ref()
+            .is_some_and(|h| self.poisoned.contains(room_id, h.generation))
+        {
+            *guard = None;
+        }
+        if guard.is_none() {
+            *guard = Some(self.load_head(room_id).await?);
+        }
+        Ok(guard.as_mut().expect("head loaded above"))
     }
 
     /// The current state of a room as (type, state_key) → event id.
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
         let lock = self.room_lock(room_id);
-        let mut head = lock.lock().await;
-        if head.is_none() {
-            *head = Some(self.load_head(room_id).await?);
-        }
-        Ok(head.as_ref().map(|h| h.state.clone()).unwrap_or_default())
+        let mut guard = lock.lock().await;
+        Ok(self.head(&mut guard, room_id).await?.state.clone())
     }
 
     /// The state after an event (its state group).
@@ -334,18 +408,18 @@ impl Rooms {
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
+        // A retried transaction answers with the event it made. Callers
+        // look for written ones in the database first (`transaction_event`);
+        // ones still queued are in the room head.
         let lock = self.room_lock(new.room_id);
         let mut guard = lock.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.load_head(new.room_id).await?);
-        }
-        let head = guard.as_mut().expect("head loaded above");
+        let head = self.head(&mut guard, new.room_id).await?;
         if let Some((device, scope, txn)) = new.txn
-            && let Some(existing) = self
-                .storage
-                .transaction_event(new.sender.as_str(), device, scope, txn)
-                .await?
-            && let Some(pdu) = self.pdu(&existing).await?
+            && let Some(existing) =
+                head.recent_txns
+                    .ids
+                    .get(&RecentTxns::key(new.sender.as_str(), device, scope, txn))
+            && let Some(pdu) = self.pdu(existing.as_str()).await?
         {
             return Ok(pdu);
         }
@@ -417,13 +491,14 @@ impl Rooms {
             .sign_and_check(obj, &version, new.room_id.to_owned(), &head.state)
             .await?;
 
-        self.persist(
+        let (pdu, written) = self.enqueue(
             pdu,
             head,
             new.txn.map(|(d, sc, t)| (new.sender.as_str(), d, sc, t)),
             None,
-        )
-        .await
+        )?;
+        drop(guard);
+        self.finish(pdu, written).await
     }
 
     /// Hashes, signs and ids the PDU, then runs the authorization rules
@@ -499,15 +574,16 @@ impl Rooms {
         Ok(pdu)
     }
 
-    /// Writes the event and everything it changes in one transaction, then
-    /// advances the room head and the stream.
-    async fn persist(
+    /// Queues the event and everything it changes for the writer, and
+    /// advances the room head past it; [`Rooms::finish`] waits for the write.
+    fn enqueue(
         &self,
         mut pdu: Pdu,
         head: &mut RoomHead,
         txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
-    ) -> Result<Pdu> {
+    ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<()>>)> {
+        let json = serde_json::to_string(&pdu.json).map_err(MatrixError::internal)?;
         let reservation = self.stream.reserve();
         let pos = reservation.0;
         self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
@@ -516,40 +592,6 @@ impl Rooms {
         {
             self.stream.touch(Topic::User(user), pos);
         }
-        let result = self.write(&pdu, head, pos, txn, new_room).await;
-        self.stream.complete(reservation);
-        let (state_group, chain_length, state) = result?;
-        head.extremities = vec![pdu.event_id.clone()];
-        head.depth = pdu.depth;
-        head.state_group = state_group;
-        head.chain_length = chain_length;
-        head.state = state;
-        pdu.stream_ordering = pos;
-        pdu.state_group = Some(state_group);
-        if let Some(target) = &pdu.redacts {
-            // The cached copy of the target does not know it is redacted.
-            self.events.lock().pop(target.as_str());
-            self.unread.forget_room(&pdu.room_id);
-        }
-        self.latest.lock().insert(pdu.room_id.clone(), pos);
-        if let Some(search) = &self.search
-            && let Err(e) =
-                crate::services::search::on_stored(search, self, &self.storage, &pdu).await
-        {
-            // The event is stored; a reindex repairs the index.
-            tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
-        }
-        Ok(pdu)
-    }
-
-    async fn write(
-        &self,
-        pdu: &Pdu,
-        head: &RoomHead,
-        pos: i64,
-        txn: Option<(&str, &str, &str, &str)>,
-        new_room: Option<(&str, &str)>,
-    ) -> Result<(i64, i64, Arc<StateMap>)> {
         let (state_group, chain_length, state, new_group) = match &pdu.state_key {
             Some(sk) => {
                 let mut next = (*head.state).clone();
@@ -584,36 +626,77 @@ impl Rooms {
                 None,
             ),
         };
-        let json = serde_json::to_string(&pdu.json).map_err(MatrixError::internal)?;
-        let relation = relation_of(&pdu.content_value());
-        let membership = pdu.membership();
-        let prev: Vec<String> = head.extremities.iter().map(|e| e.to_string()).collect();
-        let redacts = pdu.redacts.as_ref().map(|r| r.to_string());
-        self.storage
-            .persist_event(&PersistEvent {
-                stream_ordering: pos,
-                event_id: pdu.event_id.as_str(),
-                room_id: pdu.room_id.as_str(),
-                depth: pdu.depth,
-                event_type: &pdu.kind.to_string(),
-                state_key: pdu.state_key.as_deref(),
-                sender: pdu.sender.as_str(),
-                origin_server_ts: i64::from(pdu.origin_server_ts.get()),
-                json: &json,
-                state_group,
-                new_state_group: new_group,
-                membership: membership.as_deref(),
-                prev_events: &prev,
-                new_room,
-                txn,
-                relation: relation.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-                redacts: redacts.as_deref(),
-            })
-            .await?;
+        let row = PersistEvent {
+            stream_ordering: pos,
+            event_id: pdu.event_id.to_string(),
+            room_id: pdu.room_id.to_string(),
+            depth: pdu.depth,
+            event_type: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+            sender: pdu.sender.to_string(),
+            origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+            json,
+            state_group,
+            new_state_group: new_group,
+            membership: pdu.membership(),
+            prev_events: head.extremities.iter().map(|e| e.to_string()).collect(),
+            new_room: new_room.map(|(v, c)| (v.to_owned(), c.to_owned())),
+            txn: txn.map(|(u, d, sc, t)| (u.to_owned(), d.to_owned(), sc.to_owned(), t.to_owned())),
+            relation: relation_of(&pdu.content_value()),
+            redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        let queued = self.writes.send(writer::PendingWrite {
+            row,
+            room_id: pdu.room_id.clone(),
+            generation: head.generation,
+            reservation,
+            redacts: pdu.redacts.clone(),
+            done,
+        });
+        if let Err(tokio::sync::mpsc::error::SendError(w)) = queued {
+            self.stream.complete(w.reservation);
+            return Err(MatrixError::internal("the event writer has stopped"));
+        }
         if state_group == pos {
             self.state.insert(pos, state.clone(), chain_length);
         }
-        Ok((state_group, chain_length, state))
+        if let Some((user, device, scope, txn)) = txn {
+            head.recent_txns.insert(
+                RecentTxns::key(user, device, scope, txn),
+                pdu.event_id.clone(),
+            );
+        }
+        head.extremities = vec![pdu.event_id.clone()];
+        head.depth = pdu.depth;
+        head.state_group = state_group;
+        head.chain_length = chain_length;
+        head.state = state;
+        pdu.stream_ordering = pos;
+        pdu.state_group = Some(state_group);
+        self.events
+            .lock()
+            .put(pdu.event_id.to_string(), Arc::new(pdu.clone()));
+        Ok((pdu, written))
+    }
+
+    /// Waits for a queued event to be written, then indexes it for search.
+    async fn finish(
+        &self,
+        pdu: Pdu,
+        written: tokio::sync::oneshot::Receiver<Result<()>>,
+    ) -> Result<Pdu> {
+        written
+            .await
+            .map_err(|_| MatrixError::internal("the event writer has stopped"))??;
+        if let Some(search) = &self.search
+            && let Err(e) =
+                crate::services::search::on_stored(search, self, &self.storage, &pdu).await
+        {
+            // The event is stored; a reindex repairs the index.
+            tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
+        }
+        Ok(pdu)
     }
 }
 

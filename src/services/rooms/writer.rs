@@ -1,0 +1,175 @@
+//! The group commit: every new event goes to one writer task, which writes
+//! whatever has queued up since its last write in one transaction.
+//!
+//! An append builds, signs and authorizes its event under the room's lock,
+//! advances the room head in memory, queues the event here and releases
+//! the lock; it answers its client once the writer reports the event
+//! committed. So the next event of the room is built while this one is
+//! written, and a burst of events costs one transaction and one wake-up of
+//! the waiting `/sync`s instead of one each.
+//!
+//! The writer runs as its own task: a client that goes away mid-request
+//! cannot cancel a write half-way or leave its stream position in flight
+//! (which would stall every `/sync`).
+//!
+//! If a batch fails, its events are retried one at a time, so a bad event
+//! fails only itself and the events of its room built on it. Such a room's
+//! head is marked poisoned (by its generation): the next append reloads it
+//! from the database, and queued events built on the old head fail.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use ruma::{OwnedEventId, OwnedRoomId, RoomId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Pdu;
+use crate::error::{MatrixError, Result};
+use crate::services::notifications::UnreadCounts;
+use crate::services::stream::{Reservation, Stream};
+use crate::storage::Storage;
+use crate::storage::events::PersistEvent;
+
+/// At most this many events go in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One event waiting to be written.
+pub(super) struct PendingWrite {
+    pub row: PersistEvent,
+    pub room_id: OwnedRoomId,
+    /// The generation of the room head it was built on.
+    pub generation: u64,
+    pub reservation: Reservation,
+    pub redacts: Option<OwnedEventId>,
+    pub done: oneshot::Sender<Result<()>>,
+}
+
+/// Room heads whose events failed to be written, by (room, generation).
+#[derive(Default)]
+pub(super) struct Poisoned {
+    any: AtomicBool,
+    heads: Mutex<HashSet<(OwnedRoomId, u64)>>,
+}
+
+impl Poisoned {
+    pub fn contains(&self, room_id: &RoomId, generation: u64) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .heads
+                .lock()
+                .contains(&(room_id.to_owned(), generation))
+    }
+
+    fn insert(&self, room_id: OwnedRoomId, generation: u64) {
+        self.heads.lock().insert((room_id, generation));
+        self.any.store(true, Ordering::Release);
+    }
+}
+
+/// What the writer updates once events are committed.
+pub(super) struct Writer {
+    pub storage: Storage,
+    pub stream: Arc<Stream>,
+    pub latest: Arc<Mutex<HashMap<OwnedRoomId, i64>>>,
+    pub events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+    pub unread: Arc<UnreadCounts>,
+    pub poisoned: Arc<Poisoned>,
+}
+
+impl Writer {
+    /// Starts the writer task; it ends when the returned sender is dropped.
+    pub fn spawn(self) -> mpsc::UnboundedSender<PendingWrite> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.run(rx));
+        tx
+    }
+
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingWrite>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn write(&self, batch: Vec<PendingWrite>) {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
+        let (live, dead): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| {
+            !self
+                .poisoned
+                .contains(&batch[i].room_id, batch[i].generation)
+        });
+        for _ in &batch {
+            results.push(Ok(()));
+        }
+        for i in dead {
+            results[i] = Err(built_on_failed());
+        }
+        let rows: Vec<&PersistEvent> = live.iter().map(|&i| &batch[i].row).collect();
+        if let Err(e) = self.storage.persist_events(&rows).await {
+            tracing::warn!(error = %e, events = rows.len(), "group commit failed; writing its events one at a time");
+            let mut failed: HashSet<&RoomId> = HashSet::new();
+            for &i in &live {
+                let item = &batch[i];
+                if failed.contains(&*item.room_id) {
+                    results[i] = Err(built_on_failed());
+                    continue;
+                }
+                if let Err(e) = self.storage.persist_events(&[&item.row]).await {
+                    failed.insert(&*item.room_id);
+                    results[i] = Err(e.into());
+                }
+            }
+        }
+
+        // Everything a reader consults goes in before the positions
+        // complete: a `/sync` woken at a position must find its events.
+        {
+            let mut latest = self.latest.lock();
+            for (item, result) in batch.iter().zip(&results) {
+                if result.is_ok() {
+                    let last = latest.entry(item.room_id.clone()).or_insert(0);
+                    *last = (*last).max(item.row.stream_ordering);
+                }
+            }
+        }
+        {
+            let mut events = self.events.lock();
+            for (item, result) in batch.iter().zip(&results) {
+                match (result, &item.redacts) {
+                    (Ok(()), Some(target)) => {
+                        // The cached copy of the target does not know it is redacted.
+                        events.pop(target.as_str());
+                    }
+                    (Err(_), _) => {
+                        events.pop(item.row.event_id.as_str());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (item, result) in batch.iter().zip(&results) {
+            match result {
+                Ok(()) if item.redacts.is_some() => self.unread.forget_room(&item.room_id),
+                Err(_) => self.poisoned.insert(item.room_id.clone(), item.generation),
+                Ok(()) => {}
+            }
+        }
+        let mut reservations = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
+        for (item, result) in batch.into_iter().zip(results) {
+            reservations.push(item.reservation);
+            answers.push((item.done, result));
+        }
+        self.stream.complete_many(reservations);
+        for (done, result) in answers {
+            // The client may have gone; the event is written all the same.
+            let _ = done.send(result);
+        }
+    }
+}
+
+fn built_on_failed() -> MatrixError {
+    MatrixError::internal("an earlier event of this room could not be stored")
+}

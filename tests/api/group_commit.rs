@@ -1,0 +1,295 @@
+//! The group commit (src/services/rooms/writer.rs): concurrent sends to one
+//! room form one chain, a retried transaction makes one event even while
+//! the first is queued, and a write that fails fails only its room's
+//! events built on it: the room recovers and the stream does not stall.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::harness::*;
+
+const V3: &str = "/_matrix/client/v3";
+
+fn enc(s: &str) -> String {
+    s.replace('!', "%21")
+        .replace(':', "%3A")
+        .replace('$', "%24")
+}
+
+async fn create_room(server: &TestServer, s: &Session) -> String {
+    let (st, body) = server
+        .post(&format!("{V3}/createRoom"), s.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    body["room_id"].as_str().unwrap().to_owned()
+}
+
+/// Starts `PUT /send` requests at once; returns (status, body) of each, in
+/// the order given.
+async fn send_all(
+    server: &TestServer,
+    s: &Session,
+    sends: Vec<(String, String, String)>, // (room, txn, body text)
+) -> Vec<(StatusCode, Value)> {
+    let client = reqwest::Client::new();
+    let mut set = JoinSet::new();
+    for (i, (room, txn, text)) in sends.into_iter().enumerate() {
+        let url = server.url(&format!(
+            "{V3}/rooms/{}/send/m.room.message/{txn}",
+            enc(&room)
+        ));
+        let req = client
+            .put(url)
+            .bearer_auth(&s.access_token)
+            .json(&json!({"msgtype": "m.text", "body": text}));
+        set.spawn(async move {
+            let resp = req.send().await.expect("request sent");
+            let status = resp.status();
+            (i, status, resp.json::<Value>().await.expect("JSON body"))
+        });
+    }
+    let mut out: Vec<(usize, StatusCode, Value)> = set.join_all().await;
+    out.sort_by_key(|(i, _, _)| *i);
+    out.into_iter().map(|(_, st, b)| (st, b)).collect()
+}
+
+/// The room's events form one chain: one forward extremity, and depths
+/// 1..=n without a gap or a repeat.
+async fn assert_one_chain(server: &TestServer, room: &str) {
+    let q = |sql: &str| sql.replace("ROOM", &room.replace('\'', "''"));
+    let extremities = server
+        .sql_count(&q(
+            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
+        ))
+        .await;
+    assert_eq!(extremities, 1, "one forward extremity");
+    let events = server
+        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
+        .await;
+    let depths = server
+        .sql_count(&q(
+            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
+        ))
+        .await;
+    let max_depth = server
+        .sql_count(&q("SELECT MAX(depth) FROM events WHERE room_id = 'ROOM'"))
+        .await;
+    assert_eq!((depths, max_depth), (events, events), "depths 1..={events}");
+}
+
+/// The bodies of the room's m.room.message events, oldest first, as
+/// /messages serves them.
+async fn message_bodies(server: &TestServer, s: &Session, room: &str) -> Vec<String> {
+    let (st, body) = server
+        .get(
+            &format!("{V3}/rooms/{}/messages?dir=f&limit=1000", enc(room)),
+            s.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_sends_to_one_room_form_one_chain() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice).await;
+    let sends = (0..40)
+        .map(|i| (room.clone(), format!("c{i}"), format!("m{i}")))
+        .collect();
+    let results = send_all(&server, &alice, sends).await;
+    let mut ids: Vec<&str> = results
+        .iter()
+        .map(|(st, b)| {
+            assert_eq!(*st, StatusCode::OK, "{b}");
+            b["event_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "40 distinct events");
+    assert_one_chain(&server, &room).await;
+    let mut bodies = message_bodies(&server, &alice, &room).await;
+    assert_eq!(bodies.len(), 40);
+    bodies.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(bodies, want);
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_transaction_make_one_event() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice).await;
+    let sends = (0..6)
+        .map(|_| (room.clone(), "same-txn".to_owned(), "once".to_owned()))
+        .collect();
+    let results = send_all(&server, &alice, sends).await;
+    let first = results[0].1["event_id"].as_str().unwrap().to_owned();
+    for (st, b) in &results {
+        assert_eq!(*st, StatusCode::OK, "{b}");
+        assert_eq!(b["event_id"], first.as_str(), "the same event each time");
+    }
+    assert_eq!(message_bodies(&server, &alice, &room).await, vec!["once"]);
+    assert_one_chain(&server, &room).await;
+}
+
+/// Takes every unused state group id up to 5,000 (stream positions name
+/// new state groups), so the next state events' writes fail on the primary
+/// key of `state_groups`: the one way to make a write fail from outside.
+/// Messages create no state group and are written as usual.
+async fn plant_state_group_clash(server: &TestServer) {
+    server
+        .sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO state_groups (state_group, room_id, prev_group, chain_length)
+             SELECT i, '!planted:clash', NULL, 0 FROM n
+             WHERE i NOT IN (SELECT state_group FROM state_groups)",
+        )
+        .await;
+}
+
+async fn remove_state_group_clash(server: &TestServer) {
+    server
+        .sql("DELETE FROM state_groups WHERE room_id = '!planted:clash'")
+        .await;
+}
+
+async fn put_topic(
+    server: &TestServer,
+    s: &Session,
+    room: &str,
+    topic: &str,
+) -> (StatusCode, Value) {
+    server
+        .put(
+            &format!("{V3}/rooms/{}/state/m.room.topic/", enc(room)),
+            s.token(),
+            json!({"topic": topic}),
+        )
+        .await
+}
+
+async fn send_text(server: &TestServer, s: &Session, room: &str, txn: &str) -> (StatusCode, Value) {
+    server
+        .put(
+            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
+            s.token(),
+            json!({"msgtype": "m.text", "body": txn}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_alone_and_the_room_recovers() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice).await;
+    let other = create_room(&server, &alice).await;
+    let (_, body) = server
+        .get(&format!("{V3}/sync?timeout=0"), alice.token())
+        .await;
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    plant_state_group_clash(&server).await;
+
+    assert_error(
+        &put_topic(&server, &alice, &room, "lost").await,
+        500,
+        "M_UNKNOWN",
+    );
+    // The room goes on from what was written; so does the other one.
+    let (st, body) = send_text(&server, &alice, &room, "after").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = send_text(&server, &alice, &other, "other room").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_one_chain(&server, &room).await;
+    assert_one_chain(&server, &other).await;
+    assert_eq!(message_bodies(&server, &alice, &room).await, vec!["after"]);
+    let (st, body) = server
+        .get(
+            &format!("{V3}/rooms/{}/state/m.room.topic/", enc(&room)),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "no topic was set: {body}");
+
+    // The failed event's stream position was given up, not left in
+    // flight: an incremental sync sees both rooms' new messages at once.
+    let (st, body) = server
+        .get(
+            &format!("{V3}/sync?timeout=5000&since={since}"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let bodies = |r: &str| -> Vec<String> {
+        body["rooms"]["join"][r]["timeline"]["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(bodies(&room), vec!["after"]);
+    assert_eq!(bodies(&other), vec!["other room"]);
+
+    // State events work again once the clash is gone.
+    remove_state_group_clash(&server).await;
+    let (st, body) = put_topic(&server, &alice, &room, "kept").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = server
+        .get(
+            &format!("{V3}/rooms/{}/state/m.room.topic/", enc(&room)),
+            alice.token(),
+        )
+        .await;
+    assert_eq!((st, &body["topic"]), (StatusCode::OK, &json!("kept")));
+    assert_one_chain(&server, &room).await;
+}
+
+/// A failure in the middle of a burst: every send answered 200 is stored
+/// and served, no other is, and the room is still one chain.
+#[tokio::test]
+async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice).await;
+    let sends = (0..30)
+        .map(|i| (room.clone(), format!("b{i}"), format!("m{i}")))
+        .collect();
+    plant_state_group_clash(&server).await;
+    // The topic goes in the middle of the burst of messages.
+    let (burst, topic) = tokio::join!(send_all(&server, &alice, sends), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        put_topic(&server, &alice, &room, "lost").await
+    });
+    assert_error(&topic, 500, "M_UNKNOWN");
+    let mut accepted = Vec::new();
+    for (i, (st, b)) in burst.iter().enumerate() {
+        match st.as_u16() {
+            200 => accepted.push(format!("m{i}")),
+            500 => assert_eq!(b["errcode"], "M_UNKNOWN", "{b}"),
+            other => panic!("send {i}: unexpected {other}: {b}"),
+        }
+    }
+    let mut bodies = message_bodies(&server, &alice, &room).await;
+    bodies.sort();
+    accepted.sort();
+    assert_eq!(bodies, accepted, "exactly the accepted sends are stored");
+    assert_one_chain(&server, &room).await;
+    let (st, body) = send_text(&server, &alice, &room, "later").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_one_chain(&server, &room).await;
+}
