@@ -45,7 +45,7 @@ impl AccountData {
         }
         let json = serde_json::to_string(content).map_err(MatrixError::internal)?;
         let r = self.stream.reserve();
-        let pos = r.0;
+        let pos = r.pos();
         self.stream.touch(Topic::User(user.to_owned()), pos);
         let result = self
             .storage

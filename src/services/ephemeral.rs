@@ -54,7 +54,7 @@ impl Ephemeral {
             ts: now_ms(),
         };
         let r = self.stream.reserve();
-        let pos = r.0;
+        let pos = r.pos();
         self.stream.touch(Topic::Room(room.to_owned()), pos);
         let result = self.storage.set_receipt(&row, pos).await;
         self.stream.complete(r);
@@ -74,9 +74,9 @@ impl Ephemeral {
             } else {
                 entry.users.remove(user);
             }
-            entry.pos = r.0;
+            entry.pos = r.pos();
         }
-        self.stream.touch(Topic::Room(room.to_owned()), r.0);
+        self.stream.touch(Topic::Room(room.to_owned()), r.pos());
         self.stream.complete(r);
     }
 
@@ -93,9 +93,9 @@ impl Ephemeral {
             let r = self.stream.reserve();
             if let Some(t) = rooms.get_mut(&room) {
                 t.users.retain(|_, until| *until > now);
-                t.pos = r.0;
+                t.pos = r.pos();
             }
-            self.stream.touch(Topic::Room(room), r.0);
+            self.stream.touch(Topic::Room(room), r.pos());
             self.stream.complete(r);
         }
         rooms.retain(|_, t| !t.users.is_empty() || t.pos > 0);

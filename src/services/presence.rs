@@ -35,9 +35,9 @@ impl Presence {
             state: state.to_owned(),
             status_msg: status_msg.map(str::to_owned),
             last_active_ts: now_ms(),
-            stream_ordering: r.0,
+            stream_ordering: r.pos(),
         };
-        self.stream.touch(Topic::Presence, r.0);
+        self.stream.touch(Topic::Presence, r.pos());
         let result = self.storage.set_presence(&row).await;
         self.stream.complete(r);
         Ok(result?)

@@ -7,6 +7,7 @@
 //! `/sync`) are woken when it advances.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId};
@@ -36,9 +37,30 @@ struct Inner {
     in_flight: BTreeSet<i64>,
 }
 
-/// A reserved position; call [`Stream::complete`] once persisted (or abandoned).
+/// A reserved position; call [`Stream::complete`] once persisted (or
+/// abandoned). Dropping it completes it too, so a request cancelled
+/// half-way (its client went away) cannot leave its position in flight,
+/// which would stall every `/sync`.
 #[must_use]
-pub struct Reservation(pub i64);
+pub struct Reservation {
+    stream: Arc<Stream>,
+    pos: i64,
+    done: bool,
+}
+
+impl Reservation {
+    pub fn pos(&self) -> i64 {
+        self.pos
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stream.finish(&[self.pos]);
+        }
+    }
+}
 
 impl Stream {
     /// `max_persisted` is the highest position found in the database.
@@ -68,12 +90,16 @@ impl Stream {
             .any(|t| touched.get(t).is_some_and(|pos| *pos > since))
     }
 
-    pub fn reserve(&self) -> Reservation {
+    pub fn reserve(self: &Arc<Self>) -> Reservation {
         let mut inner = self.inner.lock();
         let pos = inner.next;
         inner.next += 1;
         inner.in_flight.insert(pos);
-        Reservation(pos)
+        Reservation {
+            stream: self.clone(),
+            pos,
+            done: false,
+        }
     }
 
     /// Marks a position finished (written or rolled back) and advances the
@@ -84,9 +110,20 @@ impl Stream {
 
     /// Completes several positions at once: waiters wake once.
     pub fn complete_many(&self, rs: impl IntoIterator<Item = Reservation>) {
+        let positions: Vec<i64> = rs
+            .into_iter()
+            .map(|mut r| {
+                r.done = true;
+                r.pos
+            })
+            .collect();
+        self.finish(&positions);
+    }
+
+    fn finish(&self, positions: &[i64]) {
         let mut inner = self.inner.lock();
-        for r in rs {
-            inner.in_flight.remove(&r.0);
+        for pos in positions {
+            inner.in_flight.remove(pos);
         }
         let readable = match inner.in_flight.first() {
             Some(first) => first - 1,
@@ -133,13 +170,28 @@ mod tests {
 
     #[test]
     fn readable_position_waits_for_gaps() {
-        let s = Stream::new(10);
+        let s = Arc::new(Stream::new(10));
         let a = s.reserve();
         let b = s.reserve();
-        assert_eq!((a.0, b.0), (11, 12));
+        assert_eq!((a.pos(), b.pos()), (11, 12));
         s.complete(b);
         assert_eq!(s.current(), 10, "11 is still in flight");
         s.complete(a);
         assert_eq!(s.current(), 12);
+    }
+
+    #[test]
+    fn a_dropped_reservation_is_completed() {
+        let s = Arc::new(Stream::new(10));
+        let a = s.reserve();
+        let b = s.reserve();
+        drop(a);
+        assert_eq!(s.current(), 11);
+        s.complete_many([b]);
+        assert_eq!(s.current(), 12);
+        let c = s.reserve();
+        let _d = s.reserve();
+        drop(c);
+        assert_eq!(s.current(), 13, "14 is still held");
     }
 }

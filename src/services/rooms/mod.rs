@@ -124,6 +124,9 @@ pub struct Rooms {
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
     poisoned: Arc<writer::Poisoned>,
     generations: AtomicU64,
+    /// Each loaded head's current state (with the head's generation), for
+    /// [`Rooms::membership`] without the room's lock or a query.
+    current: Mutex<HashMap<OwnedRoomId, (u64, Arc<StateMap>)>>,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
 }
@@ -163,6 +166,7 @@ impl Rooms {
             writes,
             poisoned,
             generations: AtomicU64::new(0),
+            current: Mutex::new(HashMap::new()),
             default_version,
             search,
         }
@@ -277,6 +281,7 @@ impl Rooms {
             tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
         }
         self.heads.lock().remove(room_id);
+        self.current.lock().remove(room_id);
         self.versions.lock().remove(room_id);
         self.latest.lock().remove(room_id);
         // Rare: simpler to start the event cache afresh than to find the room's.
@@ -363,7 +368,11 @@ impl Rooms {
             *guard = None;
         }
         if guard.is_none() {
-            *guard = Some(self.load_head(room_id).await?);
+            let head = self.load_head(room_id).await?;
+            self.current
+                .lock()
+                .insert(room_id.to_owned(), (head.generation, head.state.clone()));
+            *guard = Some(head);
         }
         Ok(guard.as_mut().expect("head loaded above"))
     }
@@ -399,6 +408,20 @@ impl Rooms {
 
     /// The user's current membership in the room (`join`, `invite`, `leave`, `ban`, `knock`).
     pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        // A loaded head knows the member event without a query.
+        let current = self.current.lock().get(room_id).cloned();
+        if let Some((generation, state)) = current
+            && !self.poisoned.contains(room_id, generation)
+        {
+            let key = ("m.room.member".to_owned(), user_id.as_str().to_owned());
+            return Ok(match state.get(&key) {
+                Some(id) => self
+                    .pdu_shared(id.as_str())
+                    .await?
+                    .and_then(|p| p.membership()),
+                None => None,
+            });
+        }
         Ok(self
             .current_state_pdu(room_id, "m.room.member", user_id.as_str())
             .await?
@@ -585,7 +608,7 @@ impl Rooms {
     ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<()>>)> {
         let json = serde_json::to_string(&pdu.json).map_err(MatrixError::internal)?;
         let reservation = self.stream.reserve();
-        let pos = reservation.0;
+        let pos = reservation.pos();
         self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
@@ -671,6 +694,11 @@ impl Rooms {
         head.depth = pdu.depth;
         head.state_group = state_group;
         head.chain_length = chain_length;
+        if pdu.state_key.is_some() {
+            self.current
+                .lock()
+                .insert(pdu.room_id.clone(), (head.generation, state.clone()));
+        }
         head.state = state;
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);
