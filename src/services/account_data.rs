@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ruma::push::Ruleset;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -18,7 +19,14 @@ pub struct AccountData {
     stream: Arc<Stream>,
     /// Unread counts were made with the old push rules: forgotten on change.
     unread: Arc<UnreadCounts>,
+    /// Recently used rulesets (every `/sync` with new events evaluates
+    /// them); a user's entry goes when their rules are stored. The counter
+    /// counts such stores, so a load that raced one is not cached.
+    rules: Mutex<(u64, lru::LruCache<OwnedUserId, Arc<Ruleset>>)>,
 }
+
+/// How many users' push rules [`AccountData`] keeps parsed (a few KiB each).
+const RULES_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(256).unwrap();
 
 impl AccountData {
     pub fn new(storage: Storage, stream: Arc<Stream>, unread: Arc<UnreadCounts>) -> Self {
@@ -26,6 +34,7 @@ impl AccountData {
             storage,
             stream,
             unread,
+            rules: Mutex::new((0, lru::LruCache::new(RULES_CACHE_SIZE))),
         }
     }
 
@@ -57,10 +66,14 @@ impl AccountData {
                 pos,
             )
             .await;
-        self.stream.complete(r);
         if room.is_none() && data_type == "m.push_rules" {
+            let mut rules = self.rules.lock();
+            rules.0 += 1;
+            rules.1.pop(user);
+            drop(rules);
             self.unread.forget_user(user);
         }
+        self.stream.complete(r);
         Ok(result?)
     }
 
@@ -89,6 +102,27 @@ impl AccountData {
     /// The user's push rules: stored ones (with new server defaults merged
     /// in), or the server defaults.
     pub async fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
+        Ok(Ruleset::clone(&*self.push_rules_shared(user).await?))
+    }
+
+    /// [`AccountData::push_rules`] without a copy, from the cache when there.
+    pub async fn push_rules_shared(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        let stores = {
+            let mut cache = self.rules.lock();
+            if let Some(rules) = cache.1.get(user) {
+                return Ok(rules.clone());
+            }
+            cache.0
+        };
+        let rules = Arc::new(self.load_push_rules(user).await?);
+        let mut cache = self.rules.lock();
+        if cache.0 == stores {
+            cache.1.put(user.to_owned(), rules.clone());
+        }
+        Ok(rules)
+    }
+
+    async fn load_push_rules(&self, user: &UserId) -> Result<Ruleset> {
         let defaults = server_default(user)?;
         let stored = self
             .get(user, None, "m.push_rules")
@@ -112,7 +146,7 @@ impl AccountData {
 
     /// The ruleset as clients see it.
     pub async fn push_rules_json(&self, user: &UserId) -> Result<Value> {
-        ruleset_json(&self.push_rules(user).await?)
+        ruleset_json(&*self.push_rules_shared(user).await?)
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Stream {
     /// before completing the position, so a waiter woken at a position sees
     /// every topic changed up to it.
     touched: Mutex<HashMap<Topic, i64>>,
+    /// The position at start-up: what touched which topic before it is not
+    /// known.
+    floor: i64,
 }
 
 struct Inner {
@@ -72,6 +75,7 @@ impl Stream {
             }),
             current: watch::channel(max_persisted).0,
             touched: Mutex::new(HashMap::new()),
+            floor: max_persisted,
         }
     }
 
@@ -82,7 +86,14 @@ impl Stream {
         *last = (*last).max(pos);
     }
 
-    /// Whether any of the topics changed after `since`.
+    /// Whether any of the topics may have changed after `since`: yes when
+    /// `since` is from before start-up, else as [`Stream::touched_after`].
+    pub fn changed_since(&self, topics: &[Topic], since: i64) -> bool {
+        since < self.floor || self.touched_after(topics, since)
+    }
+
+    /// Whether any of the topics changed after `since` (this process's
+    /// writes only).
     pub fn touched_after(&self, topics: &[Topic], since: i64) -> bool {
         let touched = self.touched.lock();
         topics

@@ -94,21 +94,34 @@ async fn build(
     let user = who.user_id();
     let since = req.since.filter(|since| *since <= to);
     let room_filter = &req.filter.room;
-    let forgotten: HashSet<String> = s
-        .storage
-        .forgotten_rooms(user.as_str())
-        .await?
-        .into_iter()
-        .collect();
+    let memberships = s.storage.rooms_for_user(user.as_str()).await?;
+    // What an incremental sync may skip: each kind is read only when a
+    // stream topic it depends on changed after `since`.
+    let user_changed =
+        since.is_none_or(|since| s.stream.changed_since(&[Topic::User(user.clone())], since));
+    let rooms_changed = since.is_none_or(|since| {
+        let joined: Vec<Topic> = memberships
+            .iter()
+            .filter(|(_, m, _)| m == "join")
+            .filter_map(|(r, _, _)| OwnedRoomId::try_from(r.as_str()).ok())
+            .map(Topic::Room)
+            .collect();
+        s.stream.changed_since(&joined, since)
+    });
+    // Read when a left room is a candidate.
+    let mut forgotten: Option<HashSet<String>> = None;
     // Account data, receipts and typing changed in the window, by room.
     let from = since.unwrap_or(0);
     let mut global_data = Vec::new();
     let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
-    for (room, ty, content) in s
-        .storage
-        .account_data_since(user.as_str(), from, to)
-        .await?
-    {
+    let account_data = if user_changed {
+        s.storage
+            .account_data_since(user.as_str(), from, to)
+            .await?
+    } else {
+        Vec::new()
+    };
+    for (room, ty, content) in account_data {
         let content: Value = serde_json::from_str(&content).unwrap_or_else(|_| json!({}));
         let ev = json!({ "type": ty, "content": content });
         if room.is_empty() {
@@ -122,7 +135,12 @@ async fn build(
         global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
     }
     let mut receipts: HashMap<String, Value> = HashMap::new();
-    for r in s.storage.receipts_since(from, to).await? {
+    let new_receipts = if rooms_changed {
+        s.storage.receipts_since(from, to).await?
+    } else {
+        Vec::new()
+    };
+    for r in new_receipts {
         if r.receipt_type == "m.read.private" && r.user_id != user.as_str() {
             continue;
         }
@@ -136,13 +154,12 @@ async fn build(
         content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
     }
 
-    let rules = s.account_data.push_rules(&user).await?;
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
     let mut joined_rooms = Vec::new();
     let mut pending = Vec::new();
-    for (room, membership, member_pos) in s.storage.rooms_for_user(user.as_str()).await? {
+    for (room, membership, member_pos) in memberships {
         let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
         if room_filter.not_rooms.contains(&room_id)
             || room_filter
@@ -194,7 +211,16 @@ async fn build(
             "leave" | "ban" => {
                 let in_window = since.is_some_and(|since| member_pos > since && member_pos <= to);
                 let wanted = in_window || room_filter.include_leave;
-                if wanted && !forgotten.contains(&room) {
+                if wanted && forgotten.is_none() {
+                    forgotten = Some(
+                        s.storage
+                            .forgotten_rooms(user.as_str())
+                            .await?
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+                if wanted && !forgotten.as_ref().is_some_and(|f| f.contains(&room)) {
                     leave.insert(
                         room.clone(),
                         left_room(s, who, &user, &room_id, since, member_pos, req).await?,
@@ -207,6 +233,11 @@ async fn build(
     // The joined rooms: their reads together, then each room, then the
     // client form of every timeline event with one transaction id lookup.
     let mut reads = read_joined(s, &user, &pending, to, &room_filter.timeline).await?;
+    let rules = if pending.is_empty() {
+        Arc::default()
+    } else {
+        s.account_data.push_rules_shared(&user).await?
+    };
     let mut bodies = Vec::with_capacity(pending.len());
     for room in pending {
         let id = room.room_id.to_string();
@@ -232,7 +263,9 @@ async fn build(
         body["timeline"]["events"] = json!(s.rooms.client_events_with(&events, &txns).await?);
         join.insert(room, body);
     }
-    let presence = if s.config.presence.enabled {
+    let presence_changed =
+        since.is_none_or(|since| s.stream.changed_since(&[Topic::Presence], since));
+    let presence = if s.config.presence.enabled && presence_changed {
         presence_events(s, &user, &joined_rooms, from, to).await?
     } else {
         Vec::new()

@@ -932,3 +932,104 @@ async fn rooms_and_not_rooms_filters() {
     let rooms: HashSet<&String> = body["rooms"]["join"].as_object().unwrap().keys().collect();
     assert_eq!(rooms, HashSet::from([&r2]), "{body}");
 }
+
+/// An incremental sync skips a kind (account data, receipts, presence)
+/// when nothing it depends on changed after `since`, as far as the running
+/// server knows; a `since` from before a restart reads them all.
+#[tokio::test]
+async fn incremental_sync_across_a_restart_has_what_changed_before_it() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let (st, body) = server
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "public_chat"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let room_enc = room.replace('!', "%21").replace(':', "%3A");
+    let (st, body) = server
+        .post(
+            &format!("/_matrix/client/v3/join/{room_enc}"),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, sent) = server
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room_enc}/send/m.room.message/t1"),
+            alice.token(),
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{sent}");
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let (_, body) = server
+        .get("/_matrix/client/v3/sync?timeout=0", alice.token())
+        .await;
+    let since = next_batch(&body);
+
+    // Account data of alice's, and bob's receipt in her room.
+    let alice_enc = alice.user_id.replace('@', "%40").replace(':', "%3A");
+    let (st, body) = server
+        .put(
+            &format!("/_matrix/client/v3/user/{alice_enc}/account_data/org.example.kept"),
+            alice.token(),
+            json!({"k": 1}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = server
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room_enc}/receipt/m.read/{}",
+                event_id.replace('$', "%24")
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+
+    server.restart().await;
+    let (st, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?timeout=0&since={since}"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let data: Vec<&str> = body["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(data.contains(&"org.example.kept"), "{body}");
+    let ephemeral = &joined(&body, &room)["ephemeral"]["events"];
+    let receipt = ephemeral
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .unwrap_or_else(|| panic!("no receipt: {body}"));
+    assert!(
+        receipt["content"][event_id.as_str()]["m.read"][bob.user_id.as_str()].is_object(),
+        "{receipt}"
+    );
+
+    // With nothing new, the same sync after the restart is empty.
+    let next = next_batch(&body);
+    let (st, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?timeout=0&since={next}"),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(section_is_empty(&body, "join"), "{body}");
+}
