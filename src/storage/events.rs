@@ -60,6 +60,9 @@ pub struct NewStateGroup {
     pub entries: Vec<(String, String, String)>,
 }
 
+/// (user, device, scope, txn id) of an idempotent send.
+pub type TxnKey = (String, String, String, String);
+
 /// Everything one new event writes (owned: it waits in the write queue).
 pub struct PersistEvent {
     pub stream_ordering: i64,
@@ -80,11 +83,21 @@ pub struct PersistEvent {
     /// For a create event: the room row to add (version, creator).
     pub new_room: Option<(String, String)>,
     /// (user, device, scope, txn id) for idempotent sends.
-    pub txn: Option<(String, String, String, String)>,
+    pub txn: Option<TxnKey>,
     /// (relates_to event, rel_type)
     pub relation: Option<(String, String)>,
     /// The event this one redacts (already checked to be in the same room).
     pub redacts: Option<String>,
+}
+
+/// Rows per multi-row `INSERT` (at most 10 binds a row: well within
+/// SQLite's and PostgreSQL's limits on parameters).
+const ROWS_PER_INSERT: usize = 256;
+
+/// `n` value tuples for a multi-row `INSERT`, each made by `row` from the
+/// number of parameters before it (`cols` a row).
+fn values_rows(n: usize, cols: usize, row: impl Fn(usize) -> String) -> String {
+    (0..n).map(|r| row(r * cols)).collect::<Vec<_>>().join(", ")
 }
 
 impl Storage {
@@ -98,60 +111,165 @@ impl Storage {
     /// Writes a batch of new events, in order, and everything they change
     /// in one transaction (a group commit: see ARCHITECTURE.md, "The event
     /// pipeline"). Events of one room arrive in the order they were built,
-    /// each naming the one before it as its prev event.
+    /// each naming the one before it as its prev event. The rows of a kind
+    /// go in one multi-row `INSERT`, so a batch costs a few statements
+    /// whatever its size.
     pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
+        use std::collections::HashSet;
         let mut tx = self.begin().await?;
+        for e in batch {
+            if let Some((version, creator)) = &e.new_room {
+                sqlx::query(
+                    "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
+                )
+                .bind(&e.room_id)
+                .bind(version)
+                .bind(creator)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
+                                     origin_server_ts, state_group, redacted_by, json) VALUES {}",
+                values_rows(chunk.len(), 10, |i| format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, ${})",
+                    i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7, i + 8, i + 9, i + 10
+                ))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for e in chunk {
+                q = q
+                    .bind(e.stream_ordering)
+                    .bind(&e.event_id)
+                    .bind(&e.room_id)
+                    .bind(e.depth)
+                    .bind(&e.event_type)
+                    .bind(&e.state_key)
+                    .bind(&e.sender)
+                    .bind(e.origin_server_ts)
+                    .bind(e.state_group)
+                    .bind(&e.json);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for e in batch.iter().filter(|e| e.state_key.is_some()) {
+            Self::write_state(&mut tx, e).await?;
+        }
+
         // Forward extremities: an event of the batch that a later one names
         // as prev is never an extremity; only prev events from before the
         // batch are deleted.
-        let in_batch: std::collections::HashSet<&str> =
-            batch.iter().map(|e| e.event_id.as_str()).collect();
-        let superseded: std::collections::HashSet<&str> = batch
+        let in_batch: HashSet<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
+        let superseded: HashSet<&str> = batch
             .iter()
             .flat_map(|e| e.prev_events.iter().map(String::as_str))
             .filter(|p| in_batch.contains(p))
             .collect();
         for e in batch {
-            let extremity = !superseded.contains(e.event_id.as_str());
-            Self::insert_event(&mut tx, e, &in_batch, extremity).await?;
+            for prev in e
+                .prev_events
+                .iter()
+                .filter(|p| !in_batch.contains(p.as_str()))
+            {
+                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                    .bind(&e.room_id)
+                    .bind(prev)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let extremities: Vec<&&PersistEvent> = batch
+            .iter()
+            .filter(|e| !superseded.contains(e.event_id.as_str()))
+            .collect();
+        for chunk in extremities.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
+                values_rows(chunk.len(), 2, |i| format!("(${}, ${})", i + 1, i + 2))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for e in chunk {
+                q = q.bind(&e.room_id).bind(&e.event_id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let txns: Vec<(&PersistEvent, &TxnKey)> = batch
+            .iter()
+            .filter_map(|e| e.txn.as_ref().map(|t| (*e, t)))
+            .collect();
+        for chunk in txns.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id) VALUES {}",
+                values_rows(chunk.len(), 5, |i| format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    i + 1,
+                    i + 2,
+                    i + 3,
+                    i + 4,
+                    i + 5
+                ))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for (e, (user, device, scope, txn)) in chunk {
+                q = q
+                    .bind(user)
+                    .bind(device)
+                    .bind(scope)
+                    .bind(txn)
+                    .bind(&e.event_id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let relations: Vec<(&PersistEvent, &(String, String))> = batch
+            .iter()
+            .filter_map(|e| e.relation.as_ref().map(|r| (*e, r)))
+            .collect();
+        for chunk in relations.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES {}",
+                values_rows(chunk.len(), 4, |i| format!(
+                    "(${}, ${}, ${}, ${})",
+                    i + 1,
+                    i + 2,
+                    i + 3,
+                    i + 4
+                ))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for (e, (target, rel_type)) in chunk {
+                q = q
+                    .bind(&e.event_id)
+                    .bind(target)
+                    .bind(rel_type)
+                    .bind(&e.room_id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        for e in batch {
+            if let Some(target) = &e.redacts {
+                sqlx::query("UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL")
+                    .bind(&e.event_id)
+                    .bind(target)
+                    .bind(&e.room_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await
     }
 
-    async fn insert_event(
+    /// A state event's new state group, its `current_state` row, and for a
+    /// join the end of a forgotten mark.
+    async fn write_state(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         e: &PersistEvent,
-        in_batch: &std::collections::HashSet<&str>,
-        extremity: bool,
     ) -> sqlx::Result<()> {
-        if let Some((version, creator)) = &e.new_room {
-            sqlx::query(
-                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
-            )
-            .bind(&e.room_id)
-            .bind(version)
-            .bind(creator)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                 origin_server_ts, state_group, redacted_by, json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
-        )
-        .bind(e.stream_ordering)
-        .bind(&e.event_id)
-        .bind(&e.room_id)
-        .bind(e.depth)
-        .bind(&e.event_type)
-        .bind(&e.state_key)
-        .bind(&e.sender)
-        .bind(e.origin_server_ts)
-        .bind(e.state_group)
-        .bind(&e.json)
-        .execute(&mut **tx)
-        .await?;
         if let Some(g) = &e.new_state_group {
             sqlx::query(
                 "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) VALUES ($1, $2, $3, $4)",
@@ -162,16 +280,22 @@ impl Storage {
             .bind(g.chain_length)
             .execute(&mut **tx)
             .await?;
-            for (ty, sk, id) in &g.entries {
-                sqlx::query(
-                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(g.id)
-                .bind(ty)
-                .bind(sk)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            for chunk in g.entries.chunks(ROWS_PER_INSERT) {
+                let sql = format!(
+                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {}",
+                    values_rows(chunk.len(), 4, |i| format!(
+                        "(${}, ${}, ${}, ${})",
+                        i + 1,
+                        i + 2,
+                        i + 3,
+                        i + 4
+                    ))
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (ty, sk, id) in chunk {
+                    q = q.bind(g.id).bind(ty).bind(sk).bind(id);
+                }
+                q.execute(&mut **tx).await?;
             }
         }
         if e.event_type == "m.room.member"
@@ -203,56 +327,6 @@ impl Storage {
             .bind(e.stream_ordering)
             .execute(&mut **tx)
             .await?;
-        }
-        // A prev event written earlier in the same batch was never
-        // inserted as an extremity (see persist_events).
-        for prev in e
-            .prev_events
-            .iter()
-            .filter(|p| !in_batch.contains(p.as_str()))
-        {
-            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-                .bind(&e.room_id)
-                .bind(prev)
-                .execute(&mut **tx)
-                .await?;
-        }
-        if extremity {
-            sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-                .bind(&e.room_id)
-                .bind(&e.event_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        if let Some((user, device, scope, txn)) = &e.txn {
-            sqlx::query(
-                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(user)
-            .bind(device)
-            .bind(scope)
-            .bind(txn)
-            .bind(&e.event_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some((target, rel_type)) = &e.relation {
-            sqlx::query("INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES ($1, $2, $3, $4)")
-                .bind(&e.event_id)
-                .bind(target)
-                .bind(rel_type)
-                .bind(&e.room_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        if let Some(target) = &e.redacts {
-            sqlx::query("UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL")
-                .bind(&e.event_id)
-                .bind(target)
-                .bind(&e.room_id)
-                .execute(&mut **tx)
-                .await?;
         }
         Ok(())
     }
