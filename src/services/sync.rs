@@ -18,7 +18,7 @@ use crate::services::Services;
 use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
-use crate::services::rooms::{Pdu, StateMap, row_to_pdu};
+use crate::services::rooms::{Pdu, StateMap};
 use crate::services::stream::Topic;
 use crate::storage::Requester;
 use crate::storage::events::EventRow;
@@ -260,7 +260,8 @@ async fn build(
             .await?
     };
     for (room, (mut body, events)) in bodies {
-        body["timeline"]["events"] = json!(s.rooms.client_events_with(&events, &txns).await?);
+        body["timeline"]["events"] =
+            Value::Array(s.rooms.client_events_with(&events, &txns).await?);
         join.insert(room, body);
     }
     let presence_changed =
@@ -275,21 +276,41 @@ async fn build(
         || !leave.is_empty()
         || !global_data.is_empty()
         || !presence.is_empty();
-    let body = json!({
-        "next_batch": format!("s{to}"),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
-        "account_data": { "events": global_data },
-        "presence": { "events": presence },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    });
+    // Built by moving the parts in: `json!` would copy each of them.
+    let body = object([
+        ("next_batch", Value::String(format!("s{to}"))),
+        (
+            "rooms",
+            object([
+                ("join", Value::Object(join)),
+                ("invite", Value::Object(invite)),
+                ("leave", Value::Object(leave)),
+                ("knock", json!({})),
+            ]),
+        ),
+        ("account_data", events_object(global_data)),
+        ("presence", events_object(presence)),
+        ("to_device", json!({ "events": [] })),
+        ("device_lists", json!({ "changed": [], "left": [] })),
+        ("device_one_time_keys_count", json!({})),
+    ]);
     let mut topics: Vec<Topic> = joined_rooms.into_iter().map(Topic::Room).collect();
     topics.push(Topic::User(user.clone()));
     if s.config.presence.enabled {
         topics.push(Topic::Presence);
     }
     Ok((body, has_updates, topics))
+}
+
+/// A JSON object of the fields, moved in (unlike `json!`, which copies
+/// each value it is given).
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// `{"events": [...]}`, the events moved in.
+fn events_object(events: Vec<Value>) -> Value {
+    object([("events", Value::Array(events))])
 }
 
 /// Presence changes of the user and of everyone sharing a joined room.
@@ -356,7 +377,7 @@ async fn timeline(
     since: Option<i64>,
     to: i64,
     filter: &RoomEventFilter,
-) -> Result<(Vec<Pdu>, bool)> {
+) -> Result<(Vec<Arc<Pdu>>, bool)> {
     let rows = s
         .storage
         .room_events_in_stream(
@@ -377,12 +398,12 @@ async fn timeline_from_rows(
     membership: &str,
     rows: Vec<EventRow>,
     filter: &RoomEventFilter,
-) -> Result<(Vec<Pdu>, bool)> {
+) -> Result<(Vec<Arc<Pdu>>, bool)> {
     let limit = timeline_limit(filter);
     let exhausted = (rows.len() as i64) < timeline_fetch(filter);
     let mut matching = Vec::new();
     for row in rows {
-        let pdu = row_to_pdu(row)?;
+        let pdu = s.rooms.pdu_from_row(row)?;
         if filtering::matches(filter, &pdu) {
             matching.push(pdu);
             if matching.len() > limit {
@@ -436,7 +457,7 @@ async fn state_section(
     room_id: &RoomId,
     since: Option<i64>,
     full_state: bool,
-    timeline: &[Pdu],
+    timeline: &[Arc<Pdu>],
     end_state: Arc<StateMap>,
     filter: &RoomEventFilter,
 ) -> Result<Vec<Value>> {
@@ -575,7 +596,7 @@ async fn joined_room(
     to: i64,
     req: &SyncRequest,
     rules: &ruma::push::Ruleset,
-) -> Result<(Value, Vec<Pdu>)> {
+) -> Result<(Value, Vec<Arc<Pdu>>)> {
     let filter = &req.filter.room;
     let room_id = &room.room_id;
     let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
@@ -622,18 +643,20 @@ async fn joined_room(
         Some(first) => topo_token(first),
         None => format!("s{to}"),
     };
-    let body = json!({
-        "timeline": {
-            "events": [],
-            "limited": limited,
-            "prev_batch": prev_batch,
-        },
-        "state": { "events": state },
-        "summary": summary(user, members),
-        "unread_notifications": { "highlight_count": highlight, "notification_count": notify },
-        "ephemeral": { "events": room.ephemeral },
-        "account_data": { "events": room.account_data },
-    });
+    let body = object([
+        (
+            "timeline",
+            json!({ "events": [], "limited": limited, "prev_batch": prev_batch }),
+        ),
+        ("state", events_object(state)),
+        ("summary", summary(user, members)),
+        (
+            "unread_notifications",
+            json!({ "highlight_count": highlight, "notification_count": notify }),
+        ),
+        ("ephemeral", events_object(room.ephemeral)),
+        ("account_data", events_object(room.account_data)),
+    ]);
     Ok((body, events))
 }
 
@@ -671,7 +694,7 @@ async fn left_room(
     .await?;
     let prev_batch = events
         .first()
-        .map(topo_token)
+        .map(|p| topo_token(p))
         .unwrap_or_else(|| format!("s{leave_pos}"));
     Ok(json!({
         "timeline": { "events": s.rooms.client_events(&events, Some((who.user_id.as_str(), who.device_id.as_str()))).await?, "limited": limited, "prev_batch": prev_batch },

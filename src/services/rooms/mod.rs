@@ -313,6 +313,18 @@ impl Rooms {
         Ok(Some(pdu))
     }
 
+    /// An event read as a row, from the event cache when there (no parse),
+    /// else parsed and cached.
+    pub fn pdu_from_row(&self, row: crate::storage::events::EventRow) -> Result<Arc<Pdu>> {
+        if let Some(p) = self.events.lock().get(row.event_id.as_str()) {
+            return Ok(p.clone());
+        }
+        let id = row.event_id.clone();
+        let pdu = Arc::new(row_to_pdu(row)?);
+        self.events.lock().put(id, pdu.clone());
+        Ok(pdu)
+    }
+
     /// Drops events from the event cache (after they were deleted).
     pub fn forget_events(&self, event_ids: &[String]) {
         let mut cache = self.events.lock();

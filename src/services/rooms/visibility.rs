@@ -183,21 +183,22 @@ impl Rooms {
 
     /// [`Rooms::filter_visible`] when the caller knows the user's current
     /// membership of the room.
-    pub async fn filter_visible_as(
+    pub async fn filter_visible_as<P: std::borrow::Borrow<Pdu>>(
         &self,
         user: &UserId,
         current: Option<&str>,
-        pdus: Vec<Pdu>,
-    ) -> Result<Vec<Pdu>> {
+        pdus: Vec<P>,
+    ) -> Result<Vec<P>> {
         let known: HashMap<&EventId, i64> = pdus
             .iter()
+            .map(|p| p.borrow())
             .filter_map(|p| Some((p.event_id.as_ref(), p.state_group?)))
             .collect();
         let mut decided = HashMap::new();
         let mut keep = Vec::with_capacity(pdus.len());
         for p in &pdus {
             keep.push(
-                self.can_see_memo(user, p, current, &known, &mut decided)
+                self.can_see_memo(user, p.borrow(), current, &known, &mut decided)
                     .await?,
             );
         }
