@@ -94,6 +94,11 @@ pub struct PersistEvent {
 /// SQLite's and PostgreSQL's limits on parameters).
 const ROWS_PER_INSERT: usize = 256;
 
+/// Multi-row `INSERT`s of up to this many rows keep their prepared
+/// statement (the common small batches, one event above all); longer ones
+/// are prepared each time rather than fill the statement cache.
+const CACHED_ROWS: usize = 4;
+
 /// `n` value tuples for a multi-row `INSERT`, each made by `row` from the
 /// number of parameters before it (`cols` a row).
 fn values_rows(n: usize, cols: usize, row: impl Fn(usize) -> String) -> String {
@@ -139,7 +144,8 @@ impl Storage {
                     i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7, i + 8, i + 9, i + 10
                 ))
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for e in chunk {
                 q = q
                     .bind(e.stream_ordering)
@@ -190,7 +196,8 @@ impl Storage {
                 "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
                 values_rows(chunk.len(), 2, |i| format!("(${}, ${})", i + 1, i + 2))
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for e in chunk {
                 q = q.bind(&e.room_id).bind(&e.event_id);
             }
@@ -213,7 +220,8 @@ impl Storage {
                     i + 5
                 ))
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for (e, (user, device, scope, txn)) in chunk {
                 q = q
                     .bind(user)
@@ -240,7 +248,8 @@ impl Storage {
                     i + 4
                 ))
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for (e, (target, rel_type)) in chunk {
                 q = q
                     .bind(&e.event_id)
@@ -291,7 +300,8 @@ impl Storage {
                         i + 4
                     ))
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut q =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
                 for (ty, sk, id) in chunk {
                     q = q.bind(g.id).bind(ty).bind(sk).bind(id);
                 }
