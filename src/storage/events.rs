@@ -99,10 +99,25 @@ const ROWS_PER_INSERT: usize = 256;
 /// are prepared each time rather than fill the statement cache.
 const CACHED_ROWS: usize = 4;
 
-/// `n` value tuples for a multi-row `INSERT`, each made by `row` from the
-/// number of parameters before it (`cols` a row).
-fn values_rows(n: usize, cols: usize, row: impl Fn(usize) -> String) -> String {
-    (0..n).map(|r| row(r * cols)).collect::<Vec<_>>().join(", ")
+/// A multi-row `INSERT`: `head` (`INSERT INTO t (a, b)`) and `rows` tuples
+/// of `cols` parameters each, to bind row by row. Small ones keep their
+/// prepared statement.
+fn insert_rows<'q>(
+    head: &str,
+    rows: usize,
+    cols: usize,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{head} VALUES {}",
+        tuples.join(", ")
+    )))
+    .persistent(rows <= CACHED_ROWS)
 }
 
 impl Storage {
@@ -136,16 +151,11 @@ impl Storage {
             }
         }
         for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender,
-                                     origin_server_ts, state_group, redacted_by, json) VALUES {}",
-                values_rows(chunk.len(), 10, |i| format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL, ${})",
-                    i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7, i + 8, i + 9, i + 10
-                ))
+            let mut q = insert_rows(
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json)",
+                chunk.len(),
+                10,
             );
-            let mut q =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for e in chunk {
                 q = q
                     .bind(e.stream_ordering)
@@ -192,12 +202,11 @@ impl Storage {
             .filter(|e| !superseded.contains(e.event_id.as_str()))
             .collect();
         for chunk in extremities.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO forward_extremities (room_id, event_id) VALUES {}",
-                values_rows(chunk.len(), 2, |i| format!("(${}, ${})", i + 1, i + 2))
+            let mut q = insert_rows(
+                "INSERT INTO forward_extremities (room_id, event_id)",
+                chunk.len(),
+                2,
             );
-            let mut q =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for e in chunk {
                 q = q.bind(&e.room_id).bind(&e.event_id);
             }
@@ -209,19 +218,11 @@ impl Storage {
             .filter_map(|e| e.txn.as_ref().map(|t| (*e, t)))
             .collect();
         for chunk in txns.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id) VALUES {}",
-                values_rows(chunk.len(), 5, |i| format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    i + 1,
-                    i + 2,
-                    i + 3,
-                    i + 4,
-                    i + 5
-                ))
+            let mut q = insert_rows(
+                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)",
+                chunk.len(),
+                5,
             );
-            let mut q =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for (e, (user, device, scope, txn)) in chunk {
                 q = q
                     .bind(user)
@@ -238,18 +239,11 @@ impl Storage {
             .filter_map(|e| e.relation.as_ref().map(|r| (*e, r)))
             .collect();
         for chunk in relations.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO event_relations (event_id, relates_to, rel_type, room_id) VALUES {}",
-                values_rows(chunk.len(), 4, |i| format!(
-                    "(${}, ${}, ${}, ${})",
-                    i + 1,
-                    i + 2,
-                    i + 3,
-                    i + 4
-                ))
+            let mut q = insert_rows(
+                "INSERT INTO event_relations (event_id, relates_to, rel_type, room_id)",
+                chunk.len(),
+                4,
             );
-            let mut q =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
             for (e, (target, rel_type)) in chunk {
                 q = q
                     .bind(&e.event_id)
@@ -290,18 +284,11 @@ impl Storage {
             .execute(&mut **tx)
             .await?;
             for chunk in g.entries.chunks(ROWS_PER_INSERT) {
-                let sql = format!(
-                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES {}",
-                    values_rows(chunk.len(), 4, |i| format!(
-                        "(${}, ${}, ${}, ${})",
-                        i + 1,
-                        i + 2,
-                        i + 3,
-                        i + 4
-                    ))
+                let mut q = insert_rows(
+                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)",
+                    chunk.len(),
+                    4,
                 );
-                let mut q =
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() <= CACHED_ROWS);
                 for (ty, sk, id) in chunk {
                     q = q.bind(g.id).bind(ty).bind(sk).bind(id);
                 }
