@@ -94,18 +94,15 @@ impl Writer {
     }
 
     async fn write(&self, batch: Vec<PendingWrite>) {
-        let mut results: Vec<Result<()>> = Vec::with_capacity(batch.len());
-        let (live, dead): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| {
-            !self
-                .poisoned
-                .contains(&batch[i].room_id, batch[i].generation)
-        });
-        for _ in &batch {
-            results.push(Ok(()));
-        }
-        for i in dead {
-            results[i] = Err(built_on_failed());
-        }
+        // Events built on a head whose write failed before fail at once.
+        let mut results: Vec<Result<()>> = batch
+            .iter()
+            .map(|w| match self.poisoned.contains(&w.room_id, w.generation) {
+                true => Err(built_on_failed()),
+                false => Ok(()),
+            })
+            .collect();
+        let live: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_ok()).collect();
         let rows: Vec<&PersistEvent> = live.iter().map(|&i| &batch[i].row).collect();
         if let Err(e) = self.storage.persist_events(&rows).await {
             tracing::warn!(error = %e, events = rows.len(), "group commit failed; writing its events one at a time");
