@@ -120,6 +120,50 @@ fn insert_rows<'q>(
     .persistent(rows <= CACHED_ROWS)
 }
 
+/// Rooms per statement of [`Storage::rooms_events_in_stream`], at most.
+const UNION_MAX: usize = 64;
+
+/// The `UNION ALL` of `size` per-room SELECTs, with the sender condition
+/// or without; the text of each (size, condition) is built once.
+fn union_sql(size: usize, not_sender: bool) -> &'static str {
+    static CACHE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        let build = |size: usize, not_sender: bool| {
+            let per = if not_sender { 5 } else { 4 };
+            (0..size)
+                .map(|i| {
+                    let b = i * per;
+                    let sender = if not_sender {
+                        format!(" AND sender <> ${}", b + 5)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
+                         AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
+                        event_columns!(),
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ")
+        };
+        super::PADDED_SIZES
+            .iter()
+            .take_while(|s| **s <= UNION_MAX)
+            .flat_map(|s| [build(*s, false), build(*s, true)])
+            .collect()
+    });
+    let i = super::PADDED_SIZES
+        .iter()
+        .position(|s| *s == size)
+        .unwrap_or(0);
+    &all[i * 2 + usize::from(not_sender)]
+}
+
 impl Storage {
     pub async fn max_stream_ordering(&self) -> sqlx::Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
@@ -473,33 +517,15 @@ impl Storage {
     ) -> sqlx::Result<HashMap<String, Vec<EventRow>>> {
         let mut out: HashMap<String, Vec<EventRow>> = HashMap::new();
         // One SELECT per room, each using the (room_id, stream_ordering)
-        // index with its own LIMIT, glued with UNION ALL (at most 100 per
-        // statement: SQLite allows 500 compound terms).
-        for chunk in wanted.chunks(100) {
-            let per = if not_sender.is_some() { 5 } else { 4 };
-            let parts: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * per;
-                    let sender = if not_sender.is_some() {
-                        format!(" AND sender <> ${}", b + 5)
-                    } else {
-                        String::new()
-                    };
-                    format!(
-                        "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
-                         AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
-                        event_columns!(),
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                    )
-                })
-                .collect();
-            let sql = parts.join(" UNION ALL ");
-            // Its text varies with the number of rooms: not worth a cached statement.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-            for (room, from, to, limit) in chunk {
+        // index with its own LIMIT, glued with UNION ALL. The statements
+        // come in a few fixed sizes, padded with branches that match
+        // nothing, so each is parsed once per connection and cached (parsing
+        // a 100-branch statement on every /sync cost more than running it).
+        for (chunk, size) in super::padded_chunks(wanted, UNION_MAX) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(union_sql(size, not_sender.is_some())))
+                .persistent(true);
+            let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
+            for (room, from, to, limit) in chunk.iter().chain(padding) {
                 q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
                 if let Some(user) = not_sender {
                     q = q.bind(user);
@@ -523,20 +549,16 @@ impl Storage {
         rooms: &[&str],
     ) -> sqlx::Result<HashMap<String, Vec<(String, String)>>> {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for chunk in rooms.chunks(500) {
-            let list = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+        for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT room_id, state_key, membership FROM current_state
                  WHERE room_id IN ({list}) AND event_type = 'm.room.member'
                    AND membership IN ('join', 'invite')
                  ORDER BY room_id, state_key"
-            )))
-            .persistent(false);
-            for room in chunk {
-                q = q.bind(*room);
+            )));
+            for room in super::padded_ids(chunk, size) {
+                q = q.bind(room);
             }
             for r in q.fetch_all(self.pool()).await? {
                 out.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
@@ -630,20 +652,16 @@ impl Storage {
         device_id: &str,
     ) -> sqlx::Result<std::collections::HashMap<String, String>> {
         let mut out = std::collections::HashMap::new();
-        for chunk in event_ids.chunks(500) {
-            let list = (3..chunk.len() + 3)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+        for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
+            let list = super::placeholders(3, size);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT event_id, txn_id FROM event_transactions
                  WHERE user_id = $1 AND device_id = $2 AND event_id IN ({list})"
             )))
-            .persistent(false)
             .bind(user_id)
             .bind(device_id);
-            for id in chunk {
-                q = q.bind(*id);
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
             }
             for r in q.fetch_all(self.pool()).await? {
                 out.insert(r.get(0), r.get(1));

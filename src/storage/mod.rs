@@ -31,6 +31,54 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+/// The sizes a statement with a variable number of parameters (an `IN`
+/// list, a `UNION ALL` per room) is padded to, so that a handful of
+/// statement texts serve every call and stay in each connection's
+/// statement cache instead of being parsed on every call.
+pub(crate) const PADDED_SIZES: [usize; 5] = [1, 4, 16, 64, 256];
+/// The largest of [`PADDED_SIZES`]: longer lists take several statements.
+pub(crate) const PADDED_MAX: usize = 256;
+
+/// The padded size for `n` items (`n` > 0), at most `max` (one of
+/// [`PADDED_SIZES`]).
+pub(crate) fn padded_len(n: usize, max: usize) -> usize {
+    PADDED_SIZES
+        .iter()
+        .copied()
+        .find(|s| *s >= n.min(max))
+        .unwrap_or(max)
+}
+
+/// `items` cut into statements: each chunk with the padded size its
+/// statement has (the last chunk is padded up; see [`padded_ids`]).
+pub(crate) fn padded_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = (&[T], usize)> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = padded_len(rest.len(), max);
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        Some((chunk, size))
+    })
+}
+
+/// The ids of a chunk, then `""` (an id that matches nothing) up to `size`.
+pub(crate) fn padded_ids<'a>(ids: &'a [&'a str], size: usize) -> impl Iterator<Item = &'a str> {
+    ids.iter()
+        .copied()
+        .chain(std::iter::repeat_n("", size.saturating_sub(ids.len())))
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Clone)]
 pub struct Storage {
     pool: AnyPool,
@@ -61,8 +109,26 @@ impl Storage {
             .connect_with(options)
             .await?;
         let storage = Self { pool, dialect };
+        if dialect == Dialect::Sqlite && !storage.sqlite_has_qpsg().await? {
+            tracing::warn!(
+                "SQLite was built without SQLITE_ENABLE_QPSG (see .cargo/config.toml): \
+                 statements with a bound LIMIT are prepared again on every execution"
+            );
+        }
         migrations::run(&storage).await?;
         Ok(storage)
+    }
+
+    /// Whether the SQLite library was built with the query planner stability
+    /// guarantee on, so cached statements stay prepared whatever is bound
+    /// to their `LIMIT` (set in `.cargo/config.toml`).
+    pub async fn sqlite_has_qpsg(&self) -> sqlx::Result<bool> {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT compile_options FROM pragma_compile_options WHERE compile_options = 'ENABLE_QPSG'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -105,4 +171,20 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Storage;
+
+    /// The bundled SQLite must keep statements with a bound LIMIT prepared
+    /// (`.cargo/config.toml`); without the flag every timeline read parses
+    /// its statement again.
+    #[tokio::test]
+    async fn bundled_sqlite_has_the_query_planner_stability_guarantee() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        assert!(storage.sqlite_has_qpsg().await.unwrap());
+    }
 }
