@@ -5,12 +5,14 @@
 //! its newest event is past `since` (an in-memory lookup), so idle syncers cost
 //! almost nothing per wake-up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::{OwnedRoomId, RoomId, UserId};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -27,6 +29,78 @@ use crate::storage::events::EventRow;
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An event in client form, as JSON text.
+type RawEvent = Box<RawValue>;
+
+/// The `/sync` response. Events are written out as the text
+/// [`Pdu::client_json`] made, not rebuilt as `serde_json::Value` trees.
+#[derive(Serialize)]
+pub struct SyncResponse {
+    pub next_batch: String,
+    pub rooms: RoomsSection,
+    pub account_data: Events<Value>,
+    pub presence: Events<Value>,
+    pub to_device: Events<Value>,
+    pub device_lists: DeviceLists,
+    pub device_one_time_keys_count: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+pub struct RoomsSection {
+    pub join: BTreeMap<String, JoinedRoom>,
+    pub invite: Map<String, Value>,
+    pub leave: BTreeMap<String, LeftRoom>,
+    pub knock: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+pub struct JoinedRoom {
+    pub timeline: Timeline,
+    pub state: Events<RawEvent>,
+    pub summary: Value,
+    pub unread_notifications: UnreadNotifications,
+    pub ephemeral: Events<Value>,
+    pub account_data: Events<Value>,
+}
+
+#[derive(Serialize)]
+pub struct LeftRoom {
+    pub timeline: Timeline,
+    pub state: Events<RawEvent>,
+    pub account_data: Events<Value>,
+}
+
+#[derive(Serialize)]
+pub struct Timeline {
+    pub events: Vec<RawEvent>,
+    pub limited: bool,
+    pub prev_batch: String,
+}
+
+#[derive(Serialize)]
+pub struct UnreadNotifications {
+    pub highlight_count: u64,
+    pub notification_count: u64,
+}
+
+#[derive(Serialize, Default)]
+pub struct DeviceLists {
+    pub changed: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// `{"events": [...]}`.
+#[derive(Serialize)]
+pub struct Events<T> {
+    pub events: Vec<T>,
+}
+
+impl<T> From<Vec<T>> for Events<T> {
+    fn from(events: Vec<T>) -> Self {
+        Self { events }
+    }
+}
 
 pub struct SyncRequest {
     pub since: Option<i64>,
@@ -47,7 +121,7 @@ pub fn parse_token(token: &str) -> Result<i64> {
 
 /// Answers a sync: at once if there is something new (or no `since`), else
 /// when something arrives or the timeout passes.
-pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<Value> {
+pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<SyncResponse> {
     let deadline = Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut rx = s.stream.subscribe();
     // Boxed: a parked long-poll holds only this loop's small state, not the
@@ -90,7 +164,7 @@ async fn build(
     who: &Requester,
     req: &SyncRequest,
     to: i64,
-) -> Result<(Value, bool, Vec<Topic>)> {
+) -> Result<(SyncResponse, bool, Vec<Topic>)> {
     let user = who.user_id();
     let since = req.since.filter(|since| *since <= to);
     let room_filter = &req.filter.room;
@@ -154,9 +228,9 @@ async fn build(
         content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
     }
 
-    let mut join = Map::new();
+    let mut join = BTreeMap::new();
     let mut invite = Map::new();
-    let mut leave = Map::new();
+    let mut leave = BTreeMap::new();
     let mut joined_rooms = Vec::new();
     let mut pending = Vec::new();
     for (room, membership, member_pos) in memberships {
@@ -260,8 +334,7 @@ async fn build(
             .await?
     };
     for (room, (mut body, events)) in bodies {
-        body["timeline"]["events"] =
-            Value::Array(s.rooms.client_events_with(&events, &txns).await?);
+        body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
         join.insert(room, body);
     }
     let presence_changed =
@@ -276,41 +349,26 @@ async fn build(
         || !leave.is_empty()
         || !global_data.is_empty()
         || !presence.is_empty();
-    // Built by moving the parts in: `json!` would copy each of them.
-    let body = object([
-        ("next_batch", Value::String(format!("s{to}"))),
-        (
-            "rooms",
-            object([
-                ("join", Value::Object(join)),
-                ("invite", Value::Object(invite)),
-                ("leave", Value::Object(leave)),
-                ("knock", json!({})),
-            ]),
-        ),
-        ("account_data", events_object(global_data)),
-        ("presence", events_object(presence)),
-        ("to_device", json!({ "events": [] })),
-        ("device_lists", json!({ "changed": [], "left": [] })),
-        ("device_one_time_keys_count", json!({})),
-    ]);
+    let body = SyncResponse {
+        next_batch: format!("s{to}"),
+        rooms: RoomsSection {
+            join,
+            invite,
+            leave,
+            knock: Map::new(),
+        },
+        account_data: global_data.into(),
+        presence: presence.into(),
+        to_device: Vec::new().into(),
+        device_lists: DeviceLists::default(),
+        device_one_time_keys_count: Map::new(),
+    };
     let mut topics: Vec<Topic> = joined_rooms.into_iter().map(Topic::Room).collect();
     topics.push(Topic::User(user.clone()));
     if s.config.presence.enabled {
         topics.push(Topic::Presence);
     }
     Ok((body, has_updates, topics))
-}
-
-/// A JSON object of the fields, moved in (unlike `json!`, which copies
-/// each value it is given).
-fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
-    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
-/// `{"events": [...]}`, the events moved in.
-fn events_object(events: Vec<Value>) -> Value {
-    object([("events", Value::Array(events))])
 }
 
 /// Presence changes of the user and of everyone sharing a joined room.
@@ -460,7 +518,7 @@ async fn state_section(
     timeline: &[Arc<Pdu>],
     end_state: Arc<StateMap>,
     filter: &RoomEventFilter,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<RawEvent>> {
     let start = match timeline.first() {
         Some(first) => s.rooms.state_before(first).await?,
         None => end_state,
@@ -496,7 +554,7 @@ async fn state_section(
     }
     pdus.sort_by_key(|p| p.stream_ordering);
     // No transaction ids: state events are never sent with one.
-    s.rooms.client_events(&pdus, None).await
+    s.rooms.client_events_with(&pdus, &HashMap::new()).await
 }
 
 /// Heroes and member counts from the room's joined and invited members.
@@ -596,7 +654,7 @@ async fn joined_room(
     to: i64,
     req: &SyncRequest,
     rules: &ruma::push::Ruleset,
-) -> Result<(Value, Vec<Arc<Pdu>>)> {
+) -> Result<(JoinedRoom, Vec<Arc<Pdu>>)> {
     let filter = &req.filter.room;
     let room_id = &room.room_id;
     let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
@@ -643,20 +701,22 @@ async fn joined_room(
         Some(first) => topo_token(first),
         None => format!("s{to}"),
     };
-    let body = object([
-        (
-            "timeline",
-            json!({ "events": [], "limited": limited, "prev_batch": prev_batch }),
-        ),
-        ("state", events_object(state)),
-        ("summary", summary(user, members)),
-        (
-            "unread_notifications",
-            json!({ "highlight_count": highlight, "notification_count": notify }),
-        ),
-        ("ephemeral", events_object(room.ephemeral)),
-        ("account_data", events_object(room.account_data)),
-    ]);
+    let body = JoinedRoom {
+        // The events' client form is made for all rooms together.
+        timeline: Timeline {
+            events: Vec::new(),
+            limited,
+            prev_batch,
+        },
+        state: state.into(),
+        summary: summary(user, members),
+        unread_notifications: UnreadNotifications {
+            highlight_count: highlight,
+            notification_count: notify,
+        },
+        ephemeral: room.ephemeral.into(),
+        account_data: room.account_data.into(),
+    };
     Ok((body, events))
 }
 
@@ -668,7 +728,7 @@ async fn left_room(
     since: Option<i64>,
     leave_pos: i64,
     req: &SyncRequest,
-) -> Result<Value> {
+) -> Result<LeftRoom> {
     let filter = &req.filter.room;
     // Up to and including the leave event; nothing after it.
     let (events, limited) = timeline(
@@ -696,11 +756,16 @@ async fn left_room(
         .first()
         .map(|p| topo_token(p))
         .unwrap_or_else(|| format!("s{leave_pos}"));
-    Ok(json!({
-        "timeline": { "events": s.rooms.client_events(&events, Some((who.user_id.as_str(), who.device_id.as_str()))).await?, "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": state },
-        "account_data": { "events": [] },
-    }))
+    let viewer = (who.user_id.as_str(), who.device_id.as_str());
+    Ok(LeftRoom {
+        timeline: Timeline {
+            events: s.rooms.client_events_raw(&events, Some(viewer)).await?,
+            limited,
+            prev_batch,
+        },
+        state: state.into(),
+        account_data: Vec::new().into(),
+    })
 }
 
 /// Stripped state an invitee sees: the room's public face and the invite.

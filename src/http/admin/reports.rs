@@ -74,7 +74,7 @@ async fn fetch(
         .ok_or_else(|| MatrixError::not_found("Event report not found"))?;
     let mut body = admin::report_json(&s, &report).await?;
     body["event_json"] = match s.rooms.pdu(&report.event_id).await? {
-        Some(p) => serde_json::to_value(&p.json).map_err(MatrixError::internal)?,
+        Some(p) => serde_json::from_str(&p.json).map_err(MatrixError::internal)?,
         None => Value::Null,
     };
     Ok(Json(body))

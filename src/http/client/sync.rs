@@ -6,12 +6,11 @@ use axum::extract::State;
 use axum::{Json, Router};
 use ruma::api::client::filter::FilterDefinition;
 use ruma::api::client::sync::sync_events;
-use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{GuestAuth, Ruma};
 use crate::http::{AppState, ruma_route};
-use crate::services::sync::{SyncRequest, parse_token, sync};
+use crate::services::sync::{SyncRequest, SyncResponse, parse_token, sync};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<sync_events::v3::Request, _, _>(r, get_sync)
@@ -21,7 +20,7 @@ async fn get_sync(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<sync_events::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SyncResponse>> {
     let filter = match req.filter {
         None => FilterDefinition::default(),
         Some(sync_events::v3::Filter::FilterDefinition(f)) => f,

@@ -217,6 +217,20 @@ impl Rooms {
         pdus: &[P],
         viewer: Option<(&str, &str)>,
     ) -> Result<Vec<Value>> {
+        Ok(self
+            .client_events_raw(pdus, viewer)
+            .await?
+            .into_iter()
+            .map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+            .collect())
+    }
+
+    /// [`Rooms::client_events`] as JSON text.
+    pub async fn client_events_raw<P: std::borrow::Borrow<Pdu>>(
+        &self,
+        pdus: &[P],
+        viewer: Option<(&str, &str)>,
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
         let mut txns = HashMap::new();
         if let Some((user, device)) = viewer {
             let own: Vec<&str> = pdus
@@ -232,13 +246,15 @@ impl Rooms {
         self.client_events_with(pdus, &txns).await
     }
 
-    /// [`Rooms::client_events`] with the viewer's transaction ids (event id
-    /// → transaction id) already looked up.
+    /// The client form of events as JSON text (what `/sync` writes out as
+    /// it is), with the viewer's transaction ids (event id → transaction
+    /// id) already looked up.
     pub async fn client_events_with<P: std::borrow::Borrow<Pdu>>(
         &self,
         pdus: &[P],
         txns: &HashMap<String, String>,
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+        let now = ruma::MilliSecondsSinceUnixEpoch::now();
         let mut out = Vec::with_capacity(pdus.len());
         for pdu in pdus {
             let pdu: &Pdu = pdu.borrow();
@@ -247,15 +263,8 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            let mut unsigned = serde_json::Map::new();
-            if let Some(txn) = txns.get(pdu.event_id.as_str()) {
-                unsigned.insert("transaction_id".into(), Value::String(txn.clone()));
-            }
-            out.push(pdu.to_client(
-                &version,
-                redaction.as_deref(),
-                Some(Value::Object(unsigned)),
-            ));
+            let txn = txns.get(pdu.event_id.as_str()).map(String::as_str);
+            out.push(pdu.client_json(&version, redaction.as_deref(), txn, now));
         }
         Ok(out)
     }
@@ -618,7 +627,7 @@ impl Rooms {
         txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
     ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<()>>)> {
-        let json = serde_json::to_string(&pdu.json).map_err(MatrixError::internal)?;
+        let json = pdu.json.to_string();
         let reservation = self.stream.reserve();
         let pos = reservation.pos();
         self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
@@ -752,11 +761,10 @@ fn relation_of(content: &Value) -> Option<(String, String)> {
 }
 
 pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
-    let json: CanonicalJsonObject =
-        serde_json::from_str(&row.json).map_err(MatrixError::internal)?;
     let event_id = OwnedEventId::try_from(row.event_id).map_err(MatrixError::internal)?;
     let room_id = OwnedRoomId::try_from(row.room_id).map_err(MatrixError::internal)?;
-    let mut pdu = Pdu::from_json(event_id, room_id, json).map_err(MatrixError::internal)?;
+    let mut pdu =
+        Pdu::from_text(event_id, room_id, row.json.into()).map_err(MatrixError::internal)?;
     pdu.stream_ordering = row.stream_ordering;
     pdu.redacted_by = row.redacted_by.and_then(|r| OwnedEventId::try_from(r).ok());
     pdu.state_group = row.state_group;

@@ -6,7 +6,11 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
     OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
 };
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue as RawJsonValue;
 use serde_json::{Value, json};
 
@@ -26,8 +30,14 @@ pub struct Pdu {
     pub depth: i64,
     /// The event a redaction redacts (top level before v11, in content since).
     pub redacts: Option<OwnedEventId>,
-    /// The signed PDU exactly as stored and sent over federation.
-    pub json: CanonicalJsonObject,
+    /// The signed PDU exactly as stored and sent over federation: its
+    /// canonical JSON text (shared, so a clone copies no event). Parsed
+    /// again only when needed whole ([`Pdu::canonical`]): redaction, admin
+    /// views. Cached events are kept in this form, a third of the memory of
+    /// a parsed tree.
+    pub json: Arc<str>,
+    /// Whether the PDU has a `room_id` (v12 create events have none).
+    has_room_id: bool,
     /// Where the event sits in the global stream (0 until persisted).
     pub stream_ordering: i64,
     /// Set when a later redaction applies to this event.
@@ -51,6 +61,7 @@ struct PduFields {
     auth_events: Vec<OwnedEventId>,
     depth: UInt,
     redacts: Option<OwnedEventId>,
+    room_id: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -58,16 +69,42 @@ struct RedactsInContent {
     redacts: Option<OwnedEventId>,
 }
 
+/// The top-level fields of a PDU a client sees, unparsed.
+#[derive(Deserialize)]
+struct ClientFields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a RawJsonValue,
+    #[serde(borrow)]
+    content: &'a RawJsonValue,
+    #[serde(borrow)]
+    sender: &'a RawJsonValue,
+    #[serde(borrow)]
+    origin_server_ts: &'a RawJsonValue,
+    #[serde(borrow, default)]
+    state_key: Option<&'a RawJsonValue>,
+    #[serde(borrow, default)]
+    unsigned: Option<&'a RawJsonValue>,
+}
+
 impl Pdu {
-    /// Reads a PDU from its JSON. `room_id` is given separately because v12
-    /// create events carry none (their id is the room id).
+    /// Reads a PDU from its JSON object (a locally built event).
+    /// `room_id` is given separately because v12 create events carry none
+    /// (their id is the room id).
     pub fn from_json(
         event_id: OwnedEventId,
         room_id: OwnedRoomId,
         json: CanonicalJsonObject,
     ) -> Result<Self, serde_json::Error> {
-        let value = serde_json::to_value(&json)?;
-        let f: PduFields = serde_json::from_value(value)?;
+        Self::from_text(event_id, room_id, serde_json::to_string(&json)?.into())
+    }
+
+    /// Reads a PDU from its canonical JSON text, as stored.
+    pub fn from_text(
+        event_id: OwnedEventId,
+        room_id: OwnedRoomId,
+        json: Arc<str>,
+    ) -> Result<Self, serde_json::Error> {
+        let f: PduFields = serde_json::from_str(&json)?;
         let redacts = match f.redacts {
             Some(r) => Some(r),
             None if f.kind == TimelineEventType::RoomRedaction => {
@@ -90,10 +127,16 @@ impl Pdu {
             depth: i64::from(f.depth),
             redacts,
             json,
+            has_room_id: f.room_id.is_some(),
             stream_ordering: 0,
             redacted_by: None,
             state_group: None,
         })
+    }
+
+    /// The PDU as a canonical JSON object (parsed from its text).
+    pub fn canonical(&self) -> CanonicalJsonObject {
+        serde_json::from_str(&self.json).unwrap_or_default()
     }
 
     pub fn is_state(&self) -> bool {
@@ -115,48 +158,37 @@ impl Pdu {
             .map(str::to_owned)
     }
 
-    /// The PDU with redaction applied, if a redaction applies to it (a
-    /// borrow of the stored JSON when none does).
-    fn visible_json(
-        &self,
-        version: &RoomVersionId,
-        redaction: Option<&Pdu>,
-    ) -> std::borrow::Cow<'_, CanonicalJsonObject> {
-        use std::borrow::Cow;
-        let Some(rules) = version.rules() else {
-            return Cow::Borrowed(&self.json);
-        };
+    /// The PDU with redaction applied, as JSON text, if a redaction applies
+    /// to it (`None`: the stored text is what clients see).
+    fn redacted_text(&self, version: &RoomVersionId, redaction: Option<&Pdu>) -> Option<String> {
+        if redaction.is_none() && self.redacted_by.is_none() {
+            return None;
+        }
+        let rules = version.rules()?;
         let redacted = match redaction {
             Some(red) => {
                 let because = ruma::canonical_json::RedactedBecause::from_json(
                     red.client_json_object(version),
                 );
-                ruma::canonical_json::redact(self.json.clone(), &rules.redaction, Some(because))
+                ruma::canonical_json::redact(self.canonical(), &rules.redaction, Some(because))
             }
             // Redacted, but the redaction itself is gone (purged history):
             // still redacted, without `redacted_because`.
-            None if self.redacted_by.is_some() => {
-                ruma::canonical_json::redact(self.json.clone(), &rules.redaction, None)
-            }
-            None => return Cow::Borrowed(&self.json),
+            None => ruma::canonical_json::redact(self.canonical(), &rules.redaction, None),
         };
-        redacted.map_or(Cow::Borrowed(&self.json), Cow::Owned)
+        redacted
+            .ok()
+            .and_then(|obj| serde_json::to_string(&obj).ok())
     }
 
     fn client_json_object(&self, _version: &RoomVersionId) -> CanonicalJsonObject {
-        let mut obj = CanonicalJsonObject::new();
-        for key in [
-            "type",
-            "content",
-            "sender",
-            "origin_server_ts",
-            "state_key",
-            "redacts",
-        ] {
-            if let Some(v) = self.json.get(key) {
-                obj.insert(key.to_owned(), v.clone());
-            }
-        }
+        let mut obj = self.canonical();
+        obj.retain(|key, _| {
+            matches!(
+                key.as_str(),
+                "type" | "content" | "sender" | "origin_server_ts" | "state_key" | "redacts"
+            )
+        });
         obj.insert(
             "event_id".into(),
             CanonicalJsonValue::String(self.event_id.to_string()),
@@ -168,45 +200,85 @@ impl Pdu {
         obj
     }
 
-    /// The client-server format of the event (the "ClientEvent" of the spec).
-    /// `redaction` is the redaction event that applies, if any; `unsigned`
-    /// extra fields (transaction id, prev_content, age) are merged in.
+    /// The client-server format of the event (the "ClientEvent" of the
+    /// spec) as JSON text, written straight from the stored text.
+    /// `redaction` is the redaction event that applies, if any;
+    /// `unsigned` gets the event's age at `now` and the sender's
+    /// `transaction_id` if given.
+    pub fn client_json(
+        &self,
+        version: &RoomVersionId,
+        redaction: Option<&Pdu>,
+        transaction_id: Option<&str>,
+        now: MilliSecondsSinceUnixEpoch,
+    ) -> Box<RawJsonValue> {
+        let redacted = self.redacted_text(version, redaction);
+        let text = redacted.as_deref().unwrap_or(&self.json);
+        let mut out = String::with_capacity(text.len() + 160);
+        match serde_json::from_str::<ClientFields<'_>>(text) {
+            Ok(f) => {
+                out.push_str("{\"type\":");
+                out.push_str(f.kind.get());
+                out.push_str(",\"content\":");
+                out.push_str(f.content.get());
+                out.push_str(",\"sender\":");
+                out.push_str(f.sender.get());
+                out.push_str(",\"origin_server_ts\":");
+                out.push_str(f.origin_server_ts.get());
+                if let Some(sk) = f.state_key {
+                    out.push_str(",\"state_key\":");
+                    out.push_str(sk.get());
+                }
+                if let Some(r) = &self.redacts {
+                    push_field(&mut out, "redacts", r.as_str());
+                }
+                push_field(&mut out, "event_id", self.event_id.as_str());
+                push_field(&mut out, "room_id", self.room_id.as_str());
+                out.push_str(",\"unsigned\":{");
+                // What the PDU carries in `unsigned` (`redacted_because`).
+                let stored = f
+                    .unsigned
+                    .map(|u| u.get().trim())
+                    .and_then(|u| u.strip_prefix('{')?.strip_suffix('}'))
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty());
+                if let Some(inner) = stored {
+                    out.push_str(inner);
+                    out.push(',');
+                }
+                let age =
+                    i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
+                out.push_str("\"age\":");
+                let _ = write!(out, "{}", age.max(0));
+                if let Some(txn) = transaction_id {
+                    push_field(&mut out, "transaction_id", txn);
+                }
+                out.push_str("}}");
+            }
+            // A stored event always has these fields; if not, say what there is.
+            Err(_) => {
+                out = json!({ "event_id": self.event_id, "room_id": self.room_id }).to_string()
+            }
+        }
+        RawJsonValue::from_string(out)
+            .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("valid JSON"))
+    }
+
+    /// [`Pdu::client_json`] as a `serde_json::Value`, for responses built as
+    /// values.
     pub fn to_client(
         &self,
         version: &RoomVersionId,
         redaction: Option<&Pdu>,
-        unsigned: Option<Value>,
+        transaction_id: Option<&str>,
     ) -> Value {
-        let visible = self.visible_json(version, redaction);
-        let mut out = serde_json::Map::new();
-        for key in ["type", "content", "sender", "origin_server_ts", "state_key"] {
-            if let Some(v) = visible.get(key) {
-                out.insert(
-                    key.to_owned(),
-                    serde_json::to_value(v).unwrap_or(Value::Null),
-                );
-            }
-        }
-        if let Some(r) = &self.redacts {
-            out.insert("redacts".into(), json!(r));
-        }
-        out.insert("event_id".into(), json!(self.event_id));
-        out.insert("room_id".into(), json!(self.room_id));
-        let mut unsigned_map = match visible.get("unsigned") {
-            Some(CanonicalJsonValue::Object(o)) => serde_json::to_value(o)
-                .ok()
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default(),
-            _ => serde_json::Map::new(),
-        };
-        let now = MilliSecondsSinceUnixEpoch::now().get();
-        let age = i64::from(now).saturating_sub(i64::from(self.origin_server_ts.get()));
-        unsigned_map.insert("age".into(), json!(age.max(0)));
-        if let Some(Value::Object(extra)) = unsigned {
-            unsigned_map.extend(extra);
-        }
-        out.insert("unsigned".into(), Value::Object(unsigned_map));
-        Value::Object(out)
+        let raw = self.client_json(
+            version,
+            redaction,
+            transaction_id,
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        serde_json::from_str(raw.get()).unwrap_or(Value::Null)
     }
 
     /// Stripped state for invites: type, state_key, sender, content.
@@ -228,7 +300,7 @@ impl ruma::state_res::Event for Pdu {
     }
     fn room_id(&self) -> Option<&RoomId> {
         // v12 create events carry no room_id; report what the PDU says.
-        self.json.contains_key("room_id").then_some(&*self.room_id)
+        self.has_room_id.then_some(&*self.room_id)
     }
     fn sender(&self) -> &UserId {
         &self.sender
@@ -257,4 +329,12 @@ impl ruma::state_res::Event for Pdu {
     fn rejected(&self) -> bool {
         false
     }
+}
+
+/// `,"name":"value"`, the value escaped as a JSON string.
+fn push_field(out: &mut String, name: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned()));
 }
