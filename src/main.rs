@@ -91,10 +91,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// resident, so a few logins would leave the idle server at hundreds of MiB.
 /// Blocks of 128 KiB and more get their own mapping instead, returned to the
 /// system when freed.
+///
+/// glibc also gives each thread that allocates an arena of its own, up to
+/// eight per core; each keeps the pages its freed blocks leave behind
+/// (partly used pages cannot be trimmed). Two arenas serve this server's
+/// few busy threads as well and kept a quarter less memory after load
+/// (BENCHMARKS.md, "Runs 9"). mimalloc was tried instead and kept more.
 fn limit_retained_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any threads exist.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
