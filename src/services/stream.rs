@@ -3,15 +3,17 @@
 //!
 //! Positions are handed out in order but persisted concurrently (rooms are
 //! written in parallel), so the position readers may use is the highest one
-//! below which every position has been persisted. Waiters (long-polling
-//! `/sync`) are woken when it advances.
+//! below which every position has been persisted. A long-polling `/sync`
+//! registers for its topics ([`Stream::register`]) and is woken only when a
+//! position that touched one of them becomes readable: a message in one room
+//! wakes that room's syncers, not every connected client.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// What a stream position changed, as far as waiting `/sync`s care: a
 /// room (its events, receipts, typing), a user (their account data, or a
@@ -30,9 +32,27 @@ pub struct Stream {
     /// before completing the position, so a waiter woken at a position sees
     /// every topic changed up to it.
     touched: Mutex<HashMap<Topic, i64>>,
+    /// Touches of positions not yet readable, woken when they become so.
+    pending: Mutex<Vec<(i64, Topic)>>,
+    /// Waiting `/sync`s by topic (dead entries are dropped as the lists
+    /// are walked or grow).
+    waiters: Mutex<HashMap<Topic, Vec<Weak<Notify>>>>,
     /// The position at start-up: what touched which topic before it is not
     /// known.
     floor: i64,
+}
+
+/// A waiter's registration for its topics; [`Registration::notified`]
+/// returns when a position touching one of them becomes readable (or one
+/// did between registering and waiting). Dropping it unregisters.
+pub struct Registration {
+    notify: Arc<Notify>,
+}
+
+impl Registration {
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
 }
 
 struct Inner {
@@ -75,15 +95,77 @@ impl Stream {
             }),
             current: watch::channel(max_persisted).0,
             touched: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            waiters: Mutex::new(HashMap::new()),
             floor: max_persisted,
         }
     }
 
     /// Records that `pos` changed `topic` (call before completing `pos`).
     pub fn touch(&self, topic: Topic, pos: i64) {
-        let mut touched = self.touched.lock();
-        let last = touched.entry(topic).or_insert(pos);
-        *last = (*last).max(pos);
+        {
+            let mut touched = self.touched.lock();
+            let last = touched.entry(topic.clone()).or_insert(pos);
+            *last = (*last).max(pos);
+        }
+        self.pending.lock().push((pos, topic));
+    }
+
+    /// Registers a waiter for `topics`. If one of them changed after
+    /// `since` already, the first [`Registration::notified`] returns at once
+    /// (the caller then checks what is readable).
+    pub fn register(&self, topics: &[Topic], since: i64) -> Registration {
+        let notify = Arc::new(Notify::new());
+        {
+            let mut waiters = self.waiters.lock();
+            for topic in topics {
+                let list = waiters.entry(topic.clone()).or_default();
+                // Amortized clean-up of waiters that went away.
+                if list.len() >= 8 && list.len().is_power_of_two() {
+                    list.retain(|w| w.strong_count() > 0);
+                }
+                list.push(Arc::downgrade(&notify));
+            }
+        }
+        if self.touched_after(topics, since) {
+            notify.notify_one();
+        }
+        Registration { notify }
+    }
+
+    /// Wakes the waiters of the topics touched at positions up to `readable`.
+    fn wake(&self, readable: i64) {
+        let due: Vec<Topic> = {
+            let mut pending = self.pending.lock();
+            if pending.is_empty() {
+                return;
+            }
+            let mut due = Vec::new();
+            pending.retain(|(pos, topic)| {
+                if *pos <= readable {
+                    due.push(topic.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        let mut waiters = self.waiters.lock();
+        for topic in due {
+            if let Some(list) = waiters.get_mut(&topic) {
+                list.retain(|w| match w.upgrade() {
+                    Some(n) => {
+                        n.notify_one();
+                        true
+                    }
+                    None => false,
+                });
+                if list.is_empty() {
+                    waiters.remove(&topic);
+                }
+            }
+        }
     }
 
     /// Whether any of the topics may have changed after `since`: yes when
@@ -141,7 +223,7 @@ impl Stream {
             None => inner.next - 1,
         };
         drop(inner);
-        self.current.send_if_modified(|cur| {
+        let advanced = self.current.send_if_modified(|cur| {
             if readable > *cur {
                 *cur = readable;
                 true
@@ -149,6 +231,9 @@ impl Stream {
                 false
             }
         });
+        if advanced {
+            self.wake(readable);
+        }
     }
 
     /// The highest position handed out so far (maybe not yet completed).
@@ -204,5 +289,71 @@ mod tests {
         let _d = s.reserve();
         drop(c);
         assert_eq!(s.current(), 13, "14 is still held");
+    }
+
+    fn room(name: &str) -> Topic {
+        Topic::Room(OwnedRoomId::try_from(format!("!{name}:example.org")).unwrap())
+    }
+
+    async fn woken(r: &Registration) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(20), r.notified())
+            .await
+            .is_ok()
+    }
+
+    /// One change at a time: touched, then completed.
+    fn change(s: &Arc<Stream>, topic: &Topic) -> Reservation {
+        let r = s.reserve();
+        s.touch(topic.clone(), r.pos());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_only_when_its_topic_becomes_readable() {
+        let s = Arc::new(Stream::new(0));
+        let reg = s.register(&[room("a")], 0);
+        s.complete(change(&s, &room("b")));
+        assert!(!woken(&reg).await, "another room's event does not wake it");
+        let held = s.reserve();
+        let mine = change(&s, &room("a"));
+        s.complete(mine);
+        assert!(!woken(&reg).await, "its event is not readable yet");
+        s.complete(held);
+        assert!(woken(&reg).await, "woken once its event is readable");
+        assert!(!woken(&reg).await, "once");
+    }
+
+    #[tokio::test]
+    async fn a_change_before_registering_wakes_at_once() {
+        let s = Arc::new(Stream::new(0));
+        s.complete(change(&s, &room("a")));
+        assert!(woken(&s.register(&[room("a")], 0)).await);
+        assert!(
+            !woken(&s.register(&[room("a")], 1)).await,
+            "nothing after 1"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiters_that_went_away_are_forgotten() {
+        let s = Arc::new(Stream::new(0));
+        let kept = s.register(&[room("a")], 0);
+        for _ in 0..100 {
+            drop(s.register(&[room("a")], 0));
+        }
+        assert!(
+            s.waiters.lock()[&room("a")].len() < 100,
+            "cleaned as the list grows"
+        );
+        s.complete(change(&s, &room("a")));
+        assert!(woken(&kept).await);
+        assert_eq!(
+            s.waiters.lock()[&room("a")].len(),
+            1,
+            "only the live one is left"
+        );
+        drop(kept);
+        s.complete(change(&s, &room("a")));
+        assert!(!s.waiters.lock().contains_key(&room("a")));
     }
 }

@@ -123,28 +123,30 @@ pub fn parse_token(token: &str) -> Result<i64> {
 /// when something arrives or the timeout passes.
 pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<SyncResponse> {
     let deadline = Instant::now() + req.timeout.min(MAX_TIMEOUT);
-    let mut rx = s.stream.subscribe();
     // Boxed: a parked long-poll holds only this loop's small state, not the
     // whole state machine of `build`.
-    let to = *rx.borrow_and_update();
+    let to = s.stream.current();
     let (mut body, has_updates, topics) = Box::pin(build(s, who, &req, to)).await?;
     if has_updates || req.since.is_none() || req.full_state {
         return Ok(body);
     }
     let since = req.since.unwrap_or(0);
+    // Woken only for positions that touched the user's rooms, the user, or
+    // presence; anything touched after `to` already wakes it at once.
+    let registration = s.stream.register(&topics, to);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Ok(body);
         }
-        let woken = tokio::time::timeout(remaining, rx.changed()).await.is_ok();
-        let to = *rx.borrow_and_update();
+        let woken = tokio::time::timeout(remaining, registration.notified())
+            .await
+            .is_ok();
+        let to = s.stream.current();
         if !woken {
             // Timed out: answer with the position we have now.
             return Ok(Box::pin(build(s, who, &req, to)).await?.0);
         }
-        // Most wake-ups are about other users and rooms: build only when a
-        // room of the user's, the user, or presence changed after `since`.
         // (A new room of the user's comes with a membership of theirs.)
         if !s.stream.touched_after(&topics, since) {
             continue;
