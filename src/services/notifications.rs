@@ -8,15 +8,15 @@ use ruma::events::AnySyncTimelineEvent;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
-use crate::error::{MatrixError, Result};
+use crate::error::Result;
 use crate::services::Services;
-use crate::services::rooms::{StateMap, row_to_pdu};
-use crate::storage::events::EventRow;
+use crate::services::rooms::{Pdu, StateMap};
 
 pub const MAX_COUNTED: i64 = 500;
 
@@ -104,21 +104,27 @@ pub async fn count_unread(
     state: &StateMap,
     joined_members: u32,
     rules: &Ruleset,
-    unread: Vec<EventRow>,
+    unread: Vec<Arc<Pdu>>,
 ) -> Result<(u64, u64)> {
     if unread.is_empty() {
         return Ok((0, 0));
     }
     let ctx = context(s, user, room_id, state, joined_members).await?;
     let (mut notify, mut highlight) = (0, 0);
-    for row in unread {
-        let pdu = row_to_pdu(row)?;
+    let no_txns = std::collections::HashMap::new();
+    for pdu in unread {
         if pdu.sender == user || pdu.redacted_by.is_some() {
             continue;
         }
-        let ev = s.rooms.client_event(&pdu, None).await?;
-        let raw: Raw<AnySyncTimelineEvent> =
-            Raw::from_json(serde_json::value::to_raw_value(&ev).map_err(MatrixError::internal)?);
+        let Some(json) = s
+            .rooms
+            .client_events_with(std::slice::from_ref(&*pdu), &no_txns)
+            .await?
+            .pop()
+        else {
+            continue;
+        };
+        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json);
         let actions = rules.get_actions(&raw, &ctx).await;
         if actions.iter().any(|a| a.should_notify()) {
             notify += 1;

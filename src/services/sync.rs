@@ -23,7 +23,6 @@ use crate::services::rooms::timeline::topo_token;
 use crate::services::rooms::{Pdu, StateMap};
 use crate::services::stream::Topic;
 use crate::storage::Requester;
-use crate::storage::events::EventRow;
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -447,23 +446,26 @@ async fn timeline(
             timeline_fetch(filter),
         )
         .await?;
-    timeline_from_rows(s, user, membership, rows, filter).await
+    let pdus = rows
+        .into_iter()
+        .map(|row| s.rooms.pdu_from_row(row))
+        .collect::<Result<Vec<_>>>()?;
+    timeline_from_pdus(s, user, membership, pdus, filter).await
 }
 
-/// [`timeline`] from the rows already read (newest first, as many as
+/// [`timeline`] from the events already read (newest first, as many as
 /// [`timeline_fetch`] says).
-async fn timeline_from_rows(
+async fn timeline_from_pdus(
     s: &Services,
     user: &UserId,
     membership: &str,
-    rows: Vec<EventRow>,
+    pdus: Vec<Arc<Pdu>>,
     filter: &RoomEventFilter,
 ) -> Result<(Vec<Arc<Pdu>>, bool)> {
     let limit = timeline_limit(filter);
-    let exhausted = (rows.len() as i64) < timeline_fetch(filter);
+    let exhausted = (pdus.len() as i64) < timeline_fetch(filter);
     let mut matching = Vec::new();
-    for row in rows {
-        let pdu = s.rooms.pdu_from_row(row)?;
+    for pdu in pdus {
         if filtering::matches(filter, &pdu) {
             matching.push(pdu);
             if matching.len() > limit {
@@ -589,11 +591,11 @@ struct PendingJoined {
 #[derive(Default)]
 struct JoinedReads {
     /// Timeline candidates, newest first.
-    timelines: HashMap<String, Vec<EventRow>>,
+    timelines: HashMap<String, Vec<Arc<Pdu>>>,
     /// Joined and invited members.
     members: HashMap<String, Vec<(String, String)>>,
     /// Others' events after what was counted before, newest first.
-    unread: HashMap<String, Vec<EventRow>>,
+    unread: HashMap<String, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
     counted: HashMap<String, notifications::Counted>,
 }
@@ -614,6 +616,7 @@ async fn read_joined(
         .map(|p| (p.room_id.as_str(), p.since.unwrap_or(0), to, fetch))
         .collect();
     let timelines = s.storage.rooms_events_in_stream(&wanted, None).await?;
+    let timelines = s.rooms.pdus_for_refs(timelines).await?;
     let rooms: Vec<&str> = pending.iter().map(|p| p.room_id.as_str()).collect();
     let members = s.storage.rooms_joined_and_invited(&rooms).await?;
     let mut receipts = s.storage.all_main_receipts(user.as_str()).await?;
@@ -638,6 +641,7 @@ async fn read_joined(
         .storage
         .rooms_events_in_stream(&read, Some(user.as_str()))
         .await?;
+    let unread = s.rooms.pdus_for_refs(unread).await?;
     Ok(JoinedReads {
         timelines,
         members,
@@ -660,7 +664,7 @@ async fn joined_room(
     let filter = &req.filter.room;
     let room_id = &room.room_id;
     let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
-    let (events, limited) = timeline_from_rows(s, user, "join", rows, &filter.timeline).await?;
+    let (events, limited) = timeline_from_pdus(s, user, "join", rows, &filter.timeline).await?;
     let current = s.rooms.current_state(room_id).await?;
     // Read after `current`: nothing newer than `to` has reached `current`
     // when the room's newest event is at or before `to`.

@@ -139,17 +139,6 @@ impl Storage {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| super::events::EventRow {
-                stream_ordering: r.get(0),
-                event_id: r.get(1),
-                room_id: r.get(2),
-                depth: r.get(3),
-                state_group: r.get(4),
-                redacted_by: r.get(5),
-                json: r.get(6),
-            })
-            .collect())
+        Ok(rows.iter().map(super::events::event_row).collect())
     }
 }

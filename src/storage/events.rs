@@ -38,16 +38,53 @@ macro_rules! event_columns {
     };
 }
 
-fn event_row(r: &AnyRow) -> EventRow {
-    EventRow {
+/// Where an event sits, without its JSON: what `/sync` reads first, taking
+/// the JSON only of the events not in the event cache
+/// ([`Storage::events_json`]).
+#[derive(Debug, Clone)]
+pub struct EventRef {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub state_group: Option<i64>,
+    pub redacted_by: Option<String>,
+}
+
+impl EventRef {
+    /// The row, given the event's JSON.
+    pub fn with_json(self, json: String) -> EventRow {
+        EventRow {
+            stream_ordering: self.stream_ordering,
+            event_id: self.event_id,
+            room_id: self.room_id,
+            depth: self.depth,
+            state_group: self.state_group,
+            redacted_by: self.redacted_by,
+            json,
+        }
+    }
+}
+
+macro_rules! event_ref_columns {
+    () => {
+        "stream_ordering, event_id, room_id, depth, state_group, redacted_by"
+    };
+}
+
+fn event_ref(r: &AnyRow) -> EventRef {
+    EventRef {
         stream_ordering: r.get(0),
         event_id: r.get(1),
         room_id: r.get(2),
         depth: r.get(3),
         state_group: r.get(4),
         redacted_by: r.get(5),
-        json: r.get(6),
     }
+}
+
+pub(crate) fn event_row(r: &AnyRow) -> EventRow {
+    event_ref(r).with_json(r.get(6))
 }
 
 /// A new state group: the state after a state event, stored as a delta on
@@ -141,7 +178,7 @@ fn union_sql(size: usize, not_sender: bool) -> &'static str {
                     format!(
                         "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
                          AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
-                        event_columns!(),
+                        event_ref_columns!(),
                         b + 1,
                         b + 2,
                         b + 3,
@@ -514,8 +551,8 @@ impl Storage {
         &self,
         wanted: &[(&str, i64, i64, i64)],
         not_sender: Option<&str>,
-    ) -> sqlx::Result<HashMap<String, Vec<EventRow>>> {
-        let mut out: HashMap<String, Vec<EventRow>> = HashMap::new();
+    ) -> sqlx::Result<HashMap<String, Vec<EventRef>>> {
+        let mut out: HashMap<String, Vec<EventRef>> = HashMap::new();
         // One SELECT per room, each using the (room_id, stream_ordering)
         // index with its own LIMIT, glued with UNION ALL. The statements
         // come in a few fixed sizes, padded with branches that match
@@ -532,12 +569,30 @@ impl Storage {
                 }
             }
             for r in q.fetch_all(self.pool()).await? {
-                let row = event_row(&r);
+                let row = event_ref(&r);
                 out.entry(row.room_id.clone()).or_default().push(row);
             }
         }
         for rows in out.values_mut() {
             rows.sort_by_key(|r| std::cmp::Reverse(r.stream_ordering));
+        }
+        Ok(out)
+    }
+
+    /// The JSON of events by id (those that exist).
+    pub async fn events_json(&self, event_ids: &[&str]) -> sqlx::Result<HashMap<String, String>> {
+        let mut out = HashMap::with_capacity(event_ids.len());
+        for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT event_id, json FROM events WHERE event_id IN ({list})"
+            )));
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.insert(r.get(0), r.get(1));
+            }
         }
         Ok(out)
     }

@@ -334,6 +334,50 @@ impl Rooms {
         Ok(pdu)
     }
 
+    /// The events of many rooms' refs (room → refs, order kept), from the
+    /// event cache where there, the rest read in one query and cached.
+    /// Events deleted in between are left out.
+    pub async fn pdus_for_refs(
+        &self,
+        refs: HashMap<String, Vec<crate::storage::events::EventRef>>,
+    ) -> Result<HashMap<String, Vec<Arc<Pdu>>>> {
+        let missing: Vec<String> = {
+            let mut cache = self.events.lock();
+            refs.values()
+                .flatten()
+                .filter(|r| cache.get(r.event_id.as_str()).is_none())
+                .map(|r| r.event_id.clone())
+                .collect()
+        };
+        let mut json = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            let ids: Vec<&str> = missing.iter().map(String::as_str).collect();
+            self.storage.events_json(&ids).await?
+        };
+        let mut out = HashMap::with_capacity(refs.len());
+        for (room, room_refs) in refs {
+            let mut pdus = Vec::with_capacity(room_refs.len());
+            for r in room_refs {
+                let cached = self.events.lock().get(r.event_id.as_str()).cloned();
+                let pdu = match cached {
+                    Some(p) => p,
+                    None => match json.remove(&r.event_id) {
+                        Some(text) => self.pdu_from_row(r.with_json(text))?,
+                        // Evicted since the first look: read it alone.
+                        None => match self.pdu_shared(&r.event_id).await? {
+                            Some(p) => p,
+                            None => continue,
+                        },
+                    },
+                };
+                pdus.push(pdu);
+            }
+            out.insert(room, pdus);
+        }
+        Ok(out)
+    }
+
     /// Drops events from the event cache (after they were deleted).
     pub fn forget_events(&self, event_ids: &[String]) {
         let mut cache = self.events.lock();
