@@ -82,17 +82,19 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
         if let Err(e) = services.sessions.flush_last_seen().await {
             tracing::warn!(error = %e.message(), "could not write last-seen records");
         }
-        // Return memory freed after a burst of work to the system.
+        // New events become durable in the search index within a few seconds.
+        // An idle server also gives back the index writer's memory.
+        if let Some(search) = &services.search
+            && let Err(e) = search.commit_and_release_if_idle()
+        {
+            tracing::warn!(error = %e.message(), "could not commit the search index");
+        }
+        // Return memory freed after a burst of work (and by a released
+        // index writer) to the system.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only releases free heap pages.
         unsafe {
             libc::malloc_trim(0);
-        }
-        // New events become durable in the search index within a few seconds.
-        if let Some(search) = &services.search
-            && let Err(e) = search.commit()
-        {
-            tracing::warn!(error = %e.message(), "could not commit the search index");
         }
     }
     if let Err(e) = services.sessions.flush_last_seen().await {

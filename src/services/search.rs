@@ -44,6 +44,8 @@ pub struct Search {
     /// Made on first use: an idle server with no messages to index keeps
     /// no writer (its threads and buffers).
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    /// The writer was used since the last [`Search::commit_and_release_if_idle`].
+    used: AtomicBool,
     fields: Fields,
     dirty: AtomicBool,
     /// A rebuild is running: live events are left to it.
@@ -229,6 +231,7 @@ impl Search {
                 reader,
                 writer: Mutex::new(None),
                 fields,
+                used: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
             },
@@ -239,6 +242,7 @@ impl Search {
     /// The index writer, made now if there is none yet.
     fn writer(&self) -> Result<MappedMutexGuard<'_, IndexWriter<TantivyDocument>>> {
         let mut guard = self.writer.lock();
+        self.used.store(true, Ordering::Release);
         if guard.is_none() {
             *guard = Some(
                 self.index
@@ -421,6 +425,28 @@ impl Search {
             self.reader.reload().map_err(MatrixError::internal)?;
         }
         Ok(())
+    }
+
+    /// [`Search::commit`], then drops the writer if nothing went through it
+    /// since the previous call (called every few seconds). Once it has
+    /// indexed, a writer holds its indexing thread, a 10,000-document
+    /// channel and its arena: 15-20 MB that an idle server gives back.
+    pub fn commit_and_release_if_idle(&self) -> Result<()> {
+        self.commit()?;
+        if self.used.swap(false, Ordering::AcqRel) || self.rebuilding.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut writer = self.writer.lock();
+        // Checked again under the lock: a change may have come in between.
+        if !self.used.load(Ordering::Acquire) && !self.dirty.load(Ordering::Acquire) {
+            *writer = None;
+        }
+        Ok(())
+    }
+
+    /// Whether a writer is open (tests).
+    pub fn has_writer(&self) -> bool {
+        self.writer.lock().is_some()
     }
 
     /// Empties the index (the first step of a rebuild).
@@ -726,4 +752,38 @@ async fn rebuild(
         }
     }
     Ok((after, count, originals))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_writer_is_released_and_made_again_when_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (search, _) = Search::open(dir.path()).unwrap();
+        let writer = search.writer().unwrap();
+        search
+            .add(&writer, "$a", "!r:x", "content.body", "hello", 1)
+            .unwrap();
+        drop(writer);
+        search.dirty.store(true, Ordering::Release);
+        search.commit_and_release_if_idle().unwrap();
+        assert!(search.has_writer(), "used since the last call: kept");
+        search.commit_and_release_if_idle().unwrap();
+        assert!(!search.has_writer(), "a quiet interval: released");
+        assert_eq!(search.reader.searcher().num_docs(), 1, "committed before");
+        let writer = search.writer().unwrap();
+        search
+            .add(&writer, "$b", "!r:x", "content.body", "again", 2)
+            .unwrap();
+        drop(writer);
+        search.dirty.store(true, Ordering::Release);
+        search.commit_and_release_if_idle().unwrap();
+        assert_eq!(
+            search.reader.searcher().num_docs(),
+            2,
+            "a new writer indexes"
+        );
+    }
 }
