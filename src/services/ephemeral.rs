@@ -56,6 +56,7 @@ impl Ephemeral {
         let r = self.stream.reserve();
         let pos = r.pos();
         self.stream.touch(Topic::Room(room.to_owned()), pos);
+        self.stream.touch(Topic::Receipts, pos);
         let result = self.storage.set_receipt(&row, pos).await;
         self.stream.complete(r);
         Ok(result?)

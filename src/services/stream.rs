@@ -23,6 +23,9 @@ pub enum Topic {
     Room(OwnedRoomId),
     User(OwnedUserId),
     Presence,
+    /// Anyone's read receipt in any room (besides its room's topic), so an
+    /// incremental `/sync` reads receipts only when one was written.
+    Receipts,
 }
 
 pub struct Stream {

@@ -210,7 +210,11 @@ async fn build(
         global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
     }
     let mut receipts: HashMap<String, Value> = HashMap::new();
-    let new_receipts = if rooms_changed {
+    // Only when a receipt was written after `since` (most changes of a
+    // room are its events).
+    let receipts_changed = rooms_changed
+        && since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since));
+    let new_receipts = if receipts_changed {
         s.storage.receipts_since(from, to).await?
     } else {
         Vec::new()
