@@ -257,10 +257,6 @@ impl Stream {
     pub fn current(&self) -> i64 {
         *self.current.borrow()
     }
-
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.current.subscribe()
-    }
 }
 
 #[cfg(test)]

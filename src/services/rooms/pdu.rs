@@ -264,23 +264,6 @@ impl Pdu {
             .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("valid JSON"))
     }
 
-    /// [`Pdu::client_json`] as a `serde_json::Value`, for responses built as
-    /// values.
-    pub fn to_client(
-        &self,
-        version: &RoomVersionId,
-        redaction: Option<&Pdu>,
-        transaction_id: Option<&str>,
-    ) -> Value {
-        let raw = self.client_json(
-            version,
-            redaction,
-            transaction_id,
-            MilliSecondsSinceUnixEpoch::now(),
-        );
-        serde_json::from_str(raw.get()).unwrap_or(Value::Null)
-    }
-
     /// Stripped state for invites: type, state_key, sender, content.
     pub fn to_stripped(&self) -> Value {
         json!({
