@@ -146,10 +146,10 @@ pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<Syn
             // Timed out: answer with the position we have now.
             return Ok(Box::pin(build(s, who, &req, to)).await?.0);
         }
-        // Nothing of the user's changed after `since`: wait on. (A change
-        // not readable yet is built below, finds nothing, and waits on.)
-        // (A new room of the user's comes with a membership of theirs, so
-        // the user's topic covers rooms the first build did not know.)
+        // Nothing of the user's changed after `since`: wait on. A change not
+        // readable yet is built below, finds nothing, and waits on too. A new
+        // room of the user's comes with a membership of theirs, so the user's
+        // topic covers rooms the first build did not know.
         if !s.stream.touched_after(&topics, since) {
             continue;
         }
