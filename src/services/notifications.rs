@@ -111,19 +111,12 @@ pub async fn count_unread(
     }
     let ctx = context(s, user, room_id, state, joined_members).await?;
     let (mut notify, mut highlight) = (0, 0);
-    let no_txns = std::collections::HashMap::new();
-    for pdu in unread {
-        if pdu.sender == user || pdu.redacted_by.is_some() {
-            continue;
-        }
-        let Some(json) = s
-            .rooms
-            .client_events_with(std::slice::from_ref(&*pdu), &no_txns)
-            .await?
-            .pop()
-        else {
-            continue;
-        };
+    let others: Vec<Arc<Pdu>> = unread
+        .into_iter()
+        .filter(|p| p.sender != user && p.redacted_by.is_none())
+        .collect();
+    // Their client form, as the push rules see it (no transaction ids).
+    for json in s.rooms.client_events_with(&others, &HashMap::new()).await? {
         let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json);
         let actions = rules.get_actions(&raw, &ctx).await;
         if actions.iter().any(|a| a.should_notify()) {
