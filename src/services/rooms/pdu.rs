@@ -235,16 +235,19 @@ impl Pdu {
                 push_field(&mut out, "event_id", self.event_id.as_str());
                 push_field(&mut out, "room_id", self.room_id.as_str());
                 out.push_str(",\"unsigned\":{");
-                // What the PDU carries in `unsigned` (`redacted_because`).
-                let stored = f
+                // What the PDU carries in `unsigned` (`redacted_because`),
+                // but for the fields written here.
+                let stored: std::collections::BTreeMap<String, Box<RawJsonValue>> = f
                     .unsigned
-                    .map(|u| u.get().trim())
-                    .and_then(|u| u.strip_prefix('{')?.strip_suffix('}'))
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty());
-                if let Some(inner) = stored {
-                    out.push_str(inner);
-                    out.push(',');
+                    .and_then(|u| serde_json::from_str(u.get()).ok())
+                    .unwrap_or_default();
+                for (key, value) in &stored {
+                    if key != "age" && key != "transaction_id" {
+                        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+                        out.push(':');
+                        out.push_str(value.get());
+                        out.push(',');
+                    }
                 }
                 let age =
                     i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
@@ -320,4 +323,40 @@ fn push_field(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push_str("\":");
     out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_json_keeps_stored_unsigned_but_writes_its_own_age_and_transaction_id() {
+        let text = r#"{"content":{"body":"hi","msgtype":"m.text"},"depth":3,"origin_server_ts":1000,"room_id":"!r:x","sender":"@a:x","type":"m.room.message","unsigned":{"age":5,"transaction_id":"old","m.relations":{"k":1}}}"#;
+        let pdu = Pdu::from_text(
+            OwnedEventId::try_from("$e:x").unwrap(),
+            OwnedRoomId::try_from("!r:x").unwrap(),
+            Arc::from(text),
+        )
+        .unwrap();
+        let raw = pdu.client_json(
+            &RoomVersionId::V10,
+            None,
+            Some("t\"1"),
+            MilliSecondsSinceUnixEpoch(UInt::new(1500).unwrap()),
+        );
+        let v: Value = serde_json::from_str(raw.get()).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({
+                "type": "m.room.message",
+                "content": { "body": "hi", "msgtype": "m.text" },
+                "sender": "@a:x",
+                "origin_server_ts": 1000,
+                "event_id": "$e:x",
+                "room_id": "!r:x",
+                "unsigned": { "age": 500, "transaction_id": "t\"1", "m.relations": { "k": 1 } },
+            })
+        );
+        assert_eq!(raw.get().matches("\"age\"").count(), 1, "{}", raw.get());
+    }
 }
