@@ -644,7 +644,7 @@ fn sync_request(since: Option<i64>) -> SyncRequest {
     SyncRequest {
         since,
         full_state: false,
-        filter: FilterDefinition::default(),
+        filter: FilterDefinition::default().into(),
         timeout: Duration::ZERO,
     }
 }

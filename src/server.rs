@@ -17,7 +17,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub services: Arc<Services>,
     stop: watch::Sender<bool>,
-    serve_task: JoinHandle<std::io::Result<()>>,
+    serve_task: JoinHandle<()>,
     flush_task: JoinHandle<()>,
 }
 
@@ -40,17 +40,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let app = crate::http::app(services.clone());
 
     let (stop, stop_rx) = watch::channel(false);
-    let mut serve_stop = stop_rx.clone();
-    let serve_task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = serve_stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, stop_rx.clone()));
     let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
     if services.search_needs_rebuild {
         let s = services.clone();

@@ -52,6 +52,20 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
     }
 }
 
+/// [`Ruma`], boxed. For a handler that parks (the long-polling `/sync`): a
+/// handler's future is as large as everything it holds, for as long as it
+/// waits, and a parsed request can be a kilobyte or more (a sync filter).
+pub struct RumaBoxed<T>(pub Box<T>);
+
+impl<T: IncomingRequest + Send> FromRequest<AppState> for RumaBoxed<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Ruma(parsed) = Box::pin(Ruma::<T>::from_request(req, state)).await?;
+        Ok(Self(Box::new(parsed)))
+    }
+}
+
 fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
     match e {
         FromHttpRequestError::Deserialization(DeserializationError::Json(err)) => {

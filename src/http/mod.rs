@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client;
 pub mod extract;
 mod federation;
+pub mod serve;
 
 use std::sync::Arc;
 

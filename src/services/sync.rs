@@ -104,7 +104,9 @@ impl<T> From<Vec<T>> for Events<T> {
 pub struct SyncRequest {
     pub since: Option<i64>,
     pub full_state: bool,
-    pub filter: FilterDefinition,
+    /// Shared: a parked long-poll holds its request, and a filter is large
+    /// (about a kilobyte).
+    pub filter: Arc<FilterDefinition>,
     pub timeout: Duration,
 }
 

@@ -594,3 +594,102 @@ async fn body_over_limit_on_authenticated_endpoint_is_413() {
         .await;
     assert_error(&r, 413, "M_TOO_LARGE");
 }
+
+// ---- connections (src/http/serve.rs) ----
+
+/// Writes `request` on a raw TCP connection and reads until `responses`
+/// complete HTTP responses (each with a Content-Length body) have arrived.
+async fn raw_http(addr: std::net::SocketAddr, request: &str, responses: usize) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < responses {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed after {} responses", out.len());
+        buf.extend_from_slice(&chunk[..n]);
+        // Take every complete response off the front of the buffer.
+        loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let Some(head_end) = text.find("\r\n\r\n") else {
+                break;
+            };
+            let len: usize = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("a Content-Length header");
+            if buf.len() < head_end + 4 + len {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&buf[..head_end + 4 + len]).into_owned());
+            buf.drain(..head_end + 4 + len);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_connection_serves_requests_one_after_another() {
+    let s = TestServer::start().await;
+    // Two requests written at once (pipelined) on one keep-alive connection:
+    // both are answered, in order.
+    let req = "GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n\
+               GET /_matrix/client/v3/nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resps = raw_http(s.addr, req, 2).await;
+    assert!(resps[0].starts_with("HTTP/1.1 200"), "{}", resps[0]);
+    assert!(resps[0].contains("\"versions\""), "{}", resps[0]);
+    assert!(resps[1].starts_with("HTTP/1.1 404"), "{}", resps[1]);
+    assert!(resps[1].contains("M_UNRECOGNIZED"), "{}", resps[1]);
+}
+
+#[tokio::test]
+async fn a_malformed_request_line_is_400_and_the_server_carries_on() {
+    let s = TestServer::start().await;
+    let resps = raw_http(s.addr, "NOT HTTP AT ALL\r\n\r\n", 1).await;
+    assert!(resps[0].starts_with("HTTP/1.1 400"), "{}", resps[0]);
+    let (st, _) = s.get("/_matrix/client/versions", None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn shutdown_answers_a_long_poll_in_flight_and_stops_accepting() {
+    let mut s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let (st, body) = s.get("/_matrix/client/v3/sync", alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    let poll = {
+        let client = s.client.clone();
+        let url = s.url(&format!(
+            "/_matrix/client/v3/sync?since={since}&timeout=1500"
+        ));
+        let token = alice.access_token.clone();
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let addr = s.addr;
+    let running = s.running.take().unwrap();
+    let shutdown = tokio::spawn(running.shutdown());
+    // The parked long-poll is answered (at its timeout), not cut off.
+    let resp = poll.await.unwrap().expect("long-poll answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["next_batch"].is_string(), "{body}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown completes")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens after shutdown"
+    );
+}

@@ -1,5 +1,6 @@
 //! `GET /sync`.
 
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -8,7 +9,7 @@ use ruma::api::client::filter::FilterDefinition;
 use ruma::api::client::sync::sync_events;
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, Ruma};
+use crate::http::extract::{GuestAuth, RumaBoxed};
 use crate::http::{AppState, ruma_route};
 use crate::services::sync::{SyncRequest, SyncResponse, parse_token, sync};
 
@@ -19,29 +20,45 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn get_sync(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
-    Ruma(req): Ruma<sync_events::v3::Request>,
+    RumaBoxed(req): RumaBoxed<sync_events::v3::Request>,
 ) -> Result<Json<SyncResponse>> {
-    let filter = match req.filter {
-        None => FilterDefinition::default(),
-        Some(sync_events::v3::Filter::FilterDefinition(f)) => f,
-        Some(sync_events::v3::Filter::FilterId(id)) => s
-            .filters
-            .get(&r.user_id(), &id)
+    // Taken apart at once, so the parked long-poll does not keep the parsed
+    // request's allocation.
+    let sync_events::v3::Request {
+        filter,
+        since,
+        full_state,
+        timeout,
+        ..
+    } = *req;
+    let filter = match filter {
+        None => default_filter(),
+        Some(sync_events::v3::Filter::FilterDefinition(f)) => Arc::new(f),
+        // Boxed, so this rare wait does not size the whole handler's future.
+        Some(sync_events::v3::Filter::FilterId(id)) => Box::pin(s.filters.get(&r.user_id(), &id))
             .await
+            .map(Arc::new)
             .map_err(|_| MatrixError::invalid_param(format!("Unknown filter {id}")))?,
-        Some(_) => FilterDefinition::default(),
+        Some(_) => default_filter(),
     };
-    let since = req.since.as_deref().map(parse_token).transpose()?;
+    let since = since.as_deref().map(parse_token).transpose()?;
     let body = sync(
         &s,
         &r,
         SyncRequest {
             since,
-            full_state: req.full_state,
+            full_state,
             filter,
-            timeout: req.timeout.unwrap_or(Duration::ZERO),
+            timeout: timeout.unwrap_or(Duration::ZERO),
         },
     )
     .await?;
     Ok(Json(body))
+}
+
+/// The filter of a sync that names none: shared by every such long-poll.
+fn default_filter() -> Arc<FilterDefinition> {
+    static DEFAULT: LazyLock<Arc<FilterDefinition>> =
+        LazyLock::new(|| Arc::new(FilterDefinition::default()));
+    DEFAULT.clone()
 }

@@ -1,0 +1,99 @@
+//! Accepting connections: each TCP connection is served as HTTP/1.1 by the
+//! router, until shutdown.
+//!
+//! This replaces `axum::serve` for one reason: memory per held connection.
+//! `axum::serve` uses hyper-util's "auto" builder, which (when HTTP/2 is
+//! compiled in anywhere in the build) first reads a few bytes to tell the
+//! HTTP/2 preface from HTTP/1 and hands them back through a rewinding reader.
+//! hyper's first read then returns only those bytes, and its second read
+//! grows the 8 KiB read buffer to 16 KiB, for the life of the connection.
+//! A long-polling client holds its connection open, so with 10,000 of them
+//! that was 80 MB. Myelin speaks HTTP/1.1 only (as Synapse does; TLS and
+//! HTTP/2 are a reverse proxy's job), so the detection is not needed.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `stop` turns true, then stops accepting,
+/// lets every connection finish its request in flight, and returns.
+/// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+    // Each connection task holds a receiver; `closed()` completes when the
+    // last one is dropped.
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        // Responses are written in one go; don't let Nagle hold back the
+        // last segment of one waiting for an ACK.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            stop.clone(),
+            open_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req.map(Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopped(&mut stop) => {
+            // Finish the request in flight (if any), then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Completes once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
