@@ -205,21 +205,21 @@ async fn purge_history(
     job: &str,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let ids: Vec<String> = s
+    let (ids, streams): (Vec<String>, Vec<i64>) = s
         .storage
         .history_below(room_id.as_str(), depth)
         .await?
         .into_iter()
-        .filter(|(_, sender)| {
+        .filter(|(_, sender, _)| {
             delete_local || UserId::parse(sender.as_str()).is_ok_and(|u| !s.accounts.is_local(&u))
         })
-        .map(|(id, _)| id)
-        .collect();
+        .map(|(id, _, stream)| (id, stream))
+        .unzip();
     let deleted = s.storage.delete_events(room_id.as_str(), &ids).await?;
     s.rooms.forget_events(&ids);
     s.jobs.progress(job, deleted);
     if let Some(search) = &s.search {
-        search.delete_events(&ids)?;
+        search.delete_events(&streams)?;
     }
     tracing::info!(%room_id, deleted, elapsed = ?started.elapsed(), "purged room history");
     Ok(())

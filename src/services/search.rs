@@ -73,7 +73,10 @@ pub struct SearchQuery<'a> {
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let event_id = b.add_text_field("event_id", STRING | STORED);
+    // Stored, not indexed: documents are found by `stream` (unique per
+    // event). A term per event id, random strings, made building the term
+    // dictionary the largest cost of a reindex.
+    let event_id = b.add_text_field("event_id", STORED);
     let room_id = b.add_text_field("room_id", STRING | STORED);
     let key = b.add_text_field("key", STRING);
     let text = b.add_text_field("text", TEXT);
@@ -94,11 +97,12 @@ fn schema() -> (Schema, Fields) {
 #[derive(Debug, PartialEq)]
 enum Change {
     Nothing,
-    /// A redaction: the target goes.
-    Remove(String),
+    /// A redaction: the document at the target's stream position goes.
+    Remove(i64),
     /// Text to index under `id` at stream position `stream` (the event
     /// itself, or for an edit the event it edits, whose text it replaces:
-    /// the document keeps the original's id, room and position).
+    /// the document keeps the original's id, room and position). A
+    /// document is known by its position, which is unique per event.
     Put {
         id: String,
         key: &'static str,
@@ -128,10 +132,25 @@ fn replaced_id(kind: &str, content: &Value) -> Option<String> {
     rel.get("event_id")?.as_str().map(str::to_owned)
 }
 
+/// The event a redaction redacts: top level before room version 11, in
+/// `content` since.
+fn redaction_target<'a>(
+    kind: &str,
+    redacts: Option<&'a str>,
+    content: &'a Value,
+) -> Option<&'a str> {
+    if kind != "m.room.redaction" {
+        return None;
+    }
+    redacts.or_else(|| content.get("redacts").and_then(Value::as_str))
+}
+
 /// The change for an event given its parts (from a `Pdu`, or from a stored
 /// row's JSON during a rebuild). For an edit, `original` is the event it
 /// edits, if that is an indexed message: the edit counts only from the same
 /// sender in the same room (spec, "Event replacements"), else it is ignored.
+/// For a redaction, `redacted` is the stream position of the event it
+/// redacts, if that is stored.
 #[allow(clippy::too_many_arguments)]
 fn change_of(
     event_id: &str,
@@ -141,12 +160,11 @@ fn change_of(
     kind: &str,
     state_key: Option<&str>,
     content: &Value,
-    redacts: Option<&str>,
     original: Option<&Original>,
+    redacted: Option<i64>,
 ) -> Change {
     if kind == "m.room.redaction" {
-        let target = redacts.or_else(|| content.get("redacts").and_then(Value::as_str));
-        return target.map_or(Change::Nothing, |t| Change::Remove(t.to_owned()));
+        return redacted.map_or(Change::Nothing, Change::Remove);
     }
     let text = |field: &str| {
         content
@@ -290,7 +308,7 @@ impl Search {
         match change {
             Change::Nothing => return Ok(false),
             Change::Remove(target) => {
-                writer.delete_term(Term::from_field_text(f.event_id, &target));
+                writer.delete_term(Term::from_field_i64(f.stream, target));
             }
             Change::Put {
                 id,
@@ -300,7 +318,7 @@ impl Search {
                 replaces,
             } => {
                 if replaces || idempotent {
-                    writer.delete_term(Term::from_field_text(f.event_id, &id));
+                    writer.delete_term(Term::from_field_i64(f.stream, stream));
                 }
                 self.add(writer, &id, room_id, key, &text, stream)?;
             }
@@ -316,6 +334,7 @@ impl Search {
         &self,
         pdu: &Pdu,
         original: Option<&Original>,
+        redacted: Option<i64>,
         restore: Option<(&Pdu, String)>,
     ) -> Result<()> {
         // Checked under the writer's lock: a rebuild sets the flag before it
@@ -332,8 +351,8 @@ impl Search {
             &pdu.kind.to_string(),
             pdu.state_key.as_deref(),
             &pdu.content_value(),
-            pdu.redacts.as_ref().map(|r| r.as_str()),
             original,
+            redacted,
         );
         self.apply(&writer, change, pdu.room_id.as_str(), true)?;
         // A redacted edit: the edited event gets back its latest text.
@@ -356,10 +375,11 @@ impl Search {
     /// were not redactions.
     fn index_rows(
         &self,
-        rows: &[EventRow],
+        batch: &Batch,
         originals: &mut HashMap<String, Original>,
         idempotent: bool,
     ) -> Result<u64> {
+        let rows = &batch.rows;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -380,8 +400,9 @@ impl Search {
                 &parts.kind,
                 parts.state_key.as_deref(),
                 &parts.content,
-                parts.redacts.as_deref(),
                 edited.as_ref().and_then(|id| originals.get(id)),
+                redaction_target(&parts.kind, parts.redacts.as_deref(), &parts.content)
+                    .and_then(|t| batch.redacted.get(t).copied()),
             );
             if parts.kind == "m.room.message" && edited.is_none() {
                 originals.insert(
@@ -406,12 +427,12 @@ impl Search {
         self.commit()
     }
 
-    /// Removes single events (after a history purge).
-    pub fn delete_events(&self, event_ids: &[String]) -> Result<()> {
+    /// Removes single events, by stream position (after a history purge).
+    pub fn delete_events(&self, streams: &[i64]) -> Result<()> {
         {
             let writer = self.writer()?;
-            for id in event_ids {
-                writer.delete_term(Term::from_field_text(self.fields.event_id, id));
+            for &stream in streams {
+                writer.delete_term(Term::from_field_i64(self.fields.stream, stream));
             }
         }
         self.dirty.store(true, Ordering::Release);
@@ -610,9 +631,9 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
         );
     }
     loop {
-        let (rows, next) = read_batch(s, after).await?;
-        count += search.index_rows(&rows, &mut originals, true)?;
-        if (rows.len() as i64) < BATCH {
+        let (batch, next) = read_batch(s, after).await?;
+        count += search.index_rows(&batch, &mut originals, true)?;
+        if (batch.rows.len() as i64) < BATCH {
             break;
         }
         after = next;
@@ -650,8 +671,17 @@ pub async fn on_stored(
         });
     }
     let mut restore = None;
-    if let Some(redacted) = &pdu.redacts
-        && let Some(edit) = rooms.pdu_shared(redacted.as_str()).await?
+    let mut redacted_stream = None;
+    let redacted = pdu.redacts.as_ref();
+    let redacted_pdu = match redacted {
+        Some(id) => rooms.pdu_shared(id.as_str()).await?,
+        None => None,
+    };
+    if let Some(r) = &redacted_pdu {
+        redacted_stream = Some(r.stream_ordering);
+    }
+    if let Some(redacted) = redacted
+        && let Some(edit) = redacted_pdu
         && let Some(target) = replaced_id("m.room.message", &edit.content_value())
         && let Some(orig) = rooms.pdu_shared(&target).await?
         && orig.redacted_by.is_none()
@@ -689,6 +719,7 @@ pub async fn on_stored(
     search.on_event(
         pdu,
         original.as_ref(),
+        redacted_stream,
         restore.as_ref().map(|(o, t)| (&**o, t.clone())),
     )
 }
@@ -696,18 +727,43 @@ pub async fn on_stored(
 /// Events read per query during a rebuild.
 const BATCH: i64 = 10_000;
 
+/// Stored events to index during a rebuild.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<EventRow>,
+    /// The stream position of each event a redaction among `rows` redacts.
+    redacted: HashMap<String, i64>,
+}
+
 /// The next batch of indexable events after stream position `after`, and
 /// the position it reaches. Only positions the stream has completed are
 /// read: rooms commit out of order, so a position past an unfinished one may
 /// be visible before it, and reading past it would skip it for good.
-async fn read_batch(s: &crate::services::Services, after: i64) -> Result<(Vec<EventRow>, i64)> {
+async fn read_batch(s: &crate::services::Services, after: i64) -> Result<(Batch, i64)> {
     let upto = s.stream.current();
     let rows = s.storage.indexable_events_after(after, upto, BATCH).await?;
     let reached = match rows.last() {
         Some(last) if rows.len() as i64 == BATCH => last.stream_ordering,
         _ => upto.max(after),
     };
-    Ok((rows, reached))
+    // Redactions name their target by id; documents are found by position.
+    let mut targets = Vec::new();
+    for row in &rows {
+        if !row.json.contains("m.room.redaction") {
+            continue;
+        }
+        let parts: IndexedParts = serde_json::from_str(&row.json).map_err(MatrixError::internal)?;
+        if let Some(t) = redaction_target(&parts.kind, parts.redacts.as_deref(), &parts.content) {
+            targets.push(t.to_owned());
+        }
+    }
+    let redacted = if targets.is_empty() {
+        HashMap::new()
+    } else {
+        let ids: Vec<&str> = targets.iter().map(String::as_str).collect();
+        s.storage.stream_orderings(&ids).await?
+    };
+    Ok((Batch { rows, redacted }, reached))
 }
 
 async fn rebuild(
@@ -719,17 +775,17 @@ async fn rebuild(
     search.clear()?;
     let (mut after, mut count) = (0i64, 0u64);
     let mut originals = HashMap::new();
-    let (mut rows, mut reached) = read_batch(s, after).await?;
+    let (mut batch, mut reached) = read_batch(s, after).await?;
     loop {
         // A short batch reached the stream's position: the rest is for the
         // catch-up pass.
-        let full = rows.len() as i64 == BATCH;
+        let full = batch.rows.len() as i64 == BATCH;
         after = reached;
         // Index this batch on a blocking thread while the next one is read.
         let indexer = search.clone();
-        let batch_rows = std::mem::take(&mut rows);
+        let this_batch = std::mem::take(&mut batch);
         let indexing = tokio::task::spawn_blocking(move || {
-            let indexed = indexer.index_rows(&batch_rows, &mut originals, false);
+            let indexed = indexer.index_rows(&this_batch, &mut originals, false);
             (indexed, originals)
         });
         let (indexed, fetched) = if full {
@@ -740,14 +796,14 @@ async fn rebuild(
         };
         let (indexed, back) = indexed.map_err(MatrixError::internal)?;
         originals = back;
-        let batch = indexed?;
-        count += batch;
+        let indexed = indexed?;
+        count += indexed;
         if let Some(job) = job {
-            s.jobs.progress(job, batch);
+            s.jobs.progress(job, indexed);
         }
         tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
         match fetched {
-            Some(f) => (rows, reached) = f?,
+            Some(f) => (batch, reached) = f?,
             None => break,
         }
     }
@@ -785,5 +841,76 @@ mod tests {
             2,
             "a new writer indexes"
         );
+    }
+
+    fn row(stream: i64, event_id: &str, json: serde_json::Value) -> EventRow {
+        EventRow {
+            stream_ordering: stream,
+            event_id: event_id.into(),
+            room_id: "!r:x".into(),
+            depth: stream,
+            state_group: None,
+            redacted_by: None,
+            json: json.to_string(),
+        }
+    }
+
+    fn batch(rows: Vec<EventRow>, redacted: &[(&str, i64)]) -> Batch {
+        Batch {
+            rows,
+            redacted: redacted
+                .iter()
+                .map(|(id, s)| (id.to_string(), *s))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_rebuild_finds_documents_by_stream_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let (search, _) = Search::open(dir.path()).unwrap();
+        let mut originals = HashMap::new();
+        let message = |body: &str| serde_json::json!({"type": "m.room.message", "sender": "@a:x", "content": {"msgtype": "m.text", "body": body}});
+        let first = batch(
+            vec![
+                row(1, "$one", message("first")),
+                row(2, "$two", message("second")),
+            ],
+            &[],
+        );
+        assert_eq!(search.index_rows(&first, &mut originals, false).unwrap(), 2);
+        // A later batch: an edit of $one, and a redaction of $two (found by
+        // its position, as `read_batch` looks it up); a v11 redaction names
+        // its target in content.
+        let edit = serde_json::json!({"type": "m.room.message", "sender": "@a:x", "content": {
+            "msgtype": "m.text", "body": "* edited",
+            "m.new_content": {"msgtype": "m.text", "body": "edited"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$one"}}});
+        let redaction = serde_json::json!({"type": "m.room.redaction", "sender": "@a:x", "content": {"redacts": "$two"}});
+        let second = batch(
+            vec![row(3, "$edit", edit), row(4, "$red", redaction)],
+            &[("$two", 2)],
+        );
+        assert_eq!(
+            search.index_rows(&second, &mut originals, false).unwrap(),
+            1
+        );
+        search.commit().unwrap();
+        let searcher = search.reader.searcher();
+        assert_eq!(
+            searcher.num_docs(),
+            1,
+            "$two removed, $one replaced by its edit"
+        );
+        let text = |word: &str| {
+            let q = tantivy::query::TermQuery::new(
+                Term::from_field_text(search.fields.text, word),
+                tantivy::schema::IndexRecordOption::Basic,
+            );
+            searcher.search(&q, &tantivy::collector::Count).unwrap()
+        };
+        assert_eq!(text("edited"), 1);
+        assert_eq!(text("first"), 0);
+        assert_eq!(text("second"), 0);
     }
 }

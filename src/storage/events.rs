@@ -581,11 +581,28 @@ impl Storage {
 
     /// The JSON of events by id (those that exist).
     pub async fn events_json(&self, event_ids: &[&str]) -> sqlx::Result<HashMap<String, String>> {
+        self.column_by_event_id("json", event_ids).await
+    }
+
+    /// The stream positions of events by id (those that exist).
+    pub async fn stream_orderings(&self, event_ids: &[&str]) -> sqlx::Result<HashMap<String, i64>> {
+        self.column_by_event_id("stream_ordering", event_ids).await
+    }
+
+    /// One column of `events` by event id, for the ids that exist.
+    async fn column_by_event_id<T>(
+        &self,
+        column: &'static str,
+        event_ids: &[&str],
+    ) -> sqlx::Result<HashMap<String, T>>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT event_id, json FROM events WHERE event_id IN ({list})"
+                "SELECT event_id, {column} FROM events WHERE event_id IN ({list})"
             )));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);

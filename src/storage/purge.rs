@@ -80,9 +80,9 @@ impl Storage {
         &self,
         room_id: &str,
         depth: i64,
-    ) -> sqlx::Result<Vec<(String, String)>> {
+    ) -> sqlx::Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(
-            "SELECT event_id, sender FROM events
+            "SELECT event_id, sender, stream_ordering FROM events
              WHERE room_id = $1 AND depth < $2 AND state_key IS NULL
                AND event_id NOT IN (SELECT event_id FROM forward_extremities WHERE room_id = $1)
              ORDER BY stream_ordering",
@@ -91,7 +91,10 @@ impl Storage {
         .bind(depth)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// Deletes events of a room with their relation rows and transaction

@@ -1776,3 +1776,27 @@ async fn truncated_meta_is_rebuilt_at_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_index_of_an_older_layout_is_rebuilt_at_start() {
+    // The layout before documents were keyed by stream position: the event
+    // id indexed as a term. Opening it with today's schema fails, so the
+    // server starts a fresh index and rebuilds it from the events.
+    damage_and_restart(|dir| {
+        use tantivy::schema::{INDEXED, STORED, STRING, Schema, TEXT};
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut b = Schema::builder();
+        let event_id = b.add_text_field("event_id", STRING | STORED);
+        b.add_text_field("room_id", STRING | STORED);
+        b.add_text_field("key", STRING);
+        let text = b.add_text_field("text", TEXT);
+        b.add_i64_field("stream", INDEXED | STORED);
+        let index = tantivy::Index::create_in_dir(dir, b.build()).unwrap();
+        let mut w: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+        w.add_document(tantivy::doc!(event_id => "$old", text => "durian"))
+            .unwrap();
+        w.commit().unwrap();
+    })
+    .await;
+}
