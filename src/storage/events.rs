@@ -589,6 +589,33 @@ impl Storage {
         self.column_by_event_id("stream_ordering", event_ids).await
     }
 
+    /// Of the given events, the messages an edit may edit: unredacted
+    /// `m.room.message`s that are not edits themselves. (event id, room id,
+    /// sender, stream position).
+    pub async fn editable_messages(
+        &self,
+        event_ids: &[&str],
+    ) -> sqlx::Result<Vec<(String, String, String, i64)>> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT e.event_id, e.room_id, e.sender, e.stream_ordering FROM events e
+                 WHERE e.event_id IN ({list}) AND e.event_type = 'm.room.message'
+                   AND e.redacted_by IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM event_relations r
+                                   WHERE r.event_id = e.event_id AND r.rel_type = 'm.replace')"
+            )));
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.push((r.get(0), r.get(1), r.get(2), r.get(3)));
+            }
+        }
+        Ok(out)
+    }
+
     /// One column of `events` by event id, for the ids that exist.
     async fn column_by_event_id<T>(
         &self,

@@ -1800,3 +1800,56 @@ async fn an_index_of_an_older_layout_is_rebuilt_at_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn reindex_ignores_edits_the_live_index_ignores() {
+    // A rebuild finds what an edit edits in the database: the same rules as
+    // live indexing apply (same sender, an unredacted message, not an edit).
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    let lemon = send_text(&server, &alice, &room, "alice says lemon").await;
+    edit(&server, &bob, &room, &lemon, "bob says lime").await;
+    let first = send_text(&server, &alice, &room, "first fig").await;
+    let fig_edit = edit(&server, &alice, &room, &first, "second fig").await;
+    edit(
+        &server,
+        &alice,
+        &room,
+        &fig_edit,
+        "an edit of an edit: kiwi",
+    )
+    .await;
+    let gone = send_text(&server, &alice, &room, "redacted plum").await;
+    redact(&server, &alice, &room, &gone).await;
+    edit(
+        &server,
+        &alice,
+        &room,
+        &gone,
+        "edited after redaction: mango",
+    )
+    .await;
+
+    let before = |term: &'static str| {
+        let server = &server;
+        let alice = &alice;
+        async move { ids(&search(server, alice, term).await) }
+    };
+    let mut expected = Vec::new();
+    for term in ["lemon", "lime", "fig", "second", "kiwi", "plum", "mango"] {
+        expected.push((term, before(term).await));
+    }
+    assert_eq!(expected[0].1, vec![lemon.clone()]);
+    assert!(expected[1].1.is_empty() && expected[4].1.is_empty() && expected[6].1.is_empty());
+
+    let id = start_reindex(&server, &admin).await;
+    let done = wait_job(&server, &admin, &id).await;
+    assert_eq!(done["status"], "complete", "{done}");
+    for (term, want) in expected {
+        assert_eq!(before(term).await, want, "{term} after the reindex");
+    }
+}
