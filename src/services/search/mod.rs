@@ -751,7 +751,10 @@ async fn read_batch(s: &crate::services::Services, after: i64) -> Result<(Batch,
 /// The indexable events at stream positions `(from, to]`, which are
 /// completed positions, at most [`BATCH`] of them.
 async fn read_range(s: &crate::services::Services, (from, to): (i64, i64)) -> Result<Batch> {
-    let rows = s.storage.indexable_events_after(from, to, BATCH).await?;
+    let rows = match s.storage.indexable_events_packed(from, to).await? {
+        Some(rows) => rows,
+        None => s.storage.indexable_events_after(from, to, BATCH).await?,
+    };
     with_targets(s, rows).await
 }
 
