@@ -113,7 +113,7 @@ impl Server {
             .expect("session");
         self.s
             .sessions
-            .authenticate(&session.access_token, "127.0.0.1", "hot_paths")
+            .authenticate(&session.access_token, "127.0.0.1", "hot_paths", true)
             .await
             .expect("token")
     }

@@ -244,12 +244,17 @@ fn access_token(parts: &Parts) -> Result<String, MatrixError> {
 }
 
 /// Resolves the token, records last-seen, and applies the client rate limit.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Requester, MatrixError> {
+/// `fresh`: see [`crate::services::sessions::Sessions::authenticate`].
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    fresh: bool,
+) -> Result<Requester, MatrixError> {
     let token = access_token(parts)?;
     let client = ClientInfo::from_parts(parts);
     let requester = state
         .sessions
-        .authenticate(&token, &client.ip, &client.user_agent)
+        .authenticate(&token, &client.ip, &client.user_agent, fresh)
         .await?;
     if let Some(limiter) = &state.client_limiter
         && !requester.is_admin()
@@ -257,6 +262,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Requester, Matr
         // Long-polling /sync is how clients wait; it is not limited (as Synapse).
         && !parts.uri.path().ends_with("/sync")
         && let Err(wait) = limiter.check(&format!("{}/{}", requester.user_id, requester.device_id))
+        // Admins are exempt, a promotion made by hand included.
+        && !state.sessions.admin_now(&requester).await?
     {
         return Err(MatrixError::limit_exceeded(wait));
     }
@@ -269,7 +276,8 @@ pub struct Auth(pub Requester);
 /// A logged-in caller; guests allowed.
 pub struct GuestAuth(pub Requester);
 
-/// A logged-in server admin (account type 3, read from the database now).
+/// A logged-in server admin (account type 3, read from the database now,
+/// never from the token cache).
 pub struct AdminAuth(pub Requester);
 
 impl FromRequestParts<AppState> for Auth {
@@ -278,7 +286,7 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let r = authenticate(parts, state).await?;
+        let r = authenticate(parts, state, false).await?;
         if r.is_guest() {
             return Err(MatrixError::guest_forbidden());
         }
@@ -292,7 +300,7 @@ impl FromRequestParts<AppState> for GuestAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state).await.map(Self)
+        authenticate(parts, state, false).await.map(Self)
     }
 }
 
@@ -302,7 +310,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let r = authenticate(parts, state).await?;
+        let r = authenticate(parts, state, true).await?;
         if r.is_guest() {
             return Err(MatrixError::guest_forbidden());
         }

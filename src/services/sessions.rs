@@ -4,10 +4,14 @@
 //! Last-seen records are kept in memory and written in one batch every few
 //! seconds, not once per request; reads merge the pending records in, so they
 //! are visible at once.
+//!
+//! Resolved tokens are cached: an entry is used while the storage's auth
+//! epoch has not moved since it was read (every change to tokens, devices
+//! or account flags moves it) and for at most [`TOKEN_CACHE_TTL`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
@@ -19,9 +23,22 @@ use crate::storage::{DeviceRow, Requester, Storage, now_ms};
 
 pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Tokens kept resolved in memory, and for how long at most (a bound on
+/// changes made to the database by another process).
+const TOKEN_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(16_384).unwrap();
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+
 pub struct Sessions {
     storage: Storage,
     pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
+    tokens: Mutex<lru::LruCache<String, CachedToken>>,
+}
+
+struct CachedToken {
+    requester: Requester,
+    /// The storage's auth epoch before the token was read.
+    epoch: u64,
+    read_at: Instant,
 }
 
 /// A freshly issued login.
@@ -45,6 +62,7 @@ impl Sessions {
         Arc::new(Self {
             storage,
             pending_last_seen: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(lru::LruCache::new(TOKEN_CACHE_SIZE)),
         })
     }
 
@@ -87,14 +105,40 @@ impl Sessions {
         })
     }
 
-    /// Resolves a token to its requester (with the current account type) and
-    /// records the device as seen.
-    pub async fn authenticate(&self, token: &str, ip: &str, user_agent: &str) -> Result<Requester> {
-        let requester = self
-            .storage
-            .requester_by_token(token)
-            .await?
-            .ok_or_else(MatrixError::unknown_token)?;
+    /// Resolves a token to its requester and records the device as seen.
+    /// `fresh`: read the account from the database now (admin endpoints:
+    /// a promotion or demotion made by hand in the database applies to the
+    /// next request); otherwise a cached entry may be used.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        ip: &str,
+        user_agent: &str,
+        fresh: bool,
+    ) -> Result<Requester> {
+        let cached = if fresh {
+            None
+        } else {
+            self.cached_requester(token)
+        };
+        let requester = match cached {
+            Some(r) => r,
+            None => {
+                let epoch = self.storage.auth_epoch();
+                let r = self
+                    .storage
+                    .requester_by_token(token)
+                    .await?
+                    .ok_or_else(MatrixError::unknown_token)?;
+                let entry = CachedToken {
+                    requester: r.clone(),
+                    epoch,
+                    read_at: Instant::now(),
+                };
+                self.tokens.lock().put(token.to_owned(), entry);
+                r
+            }
+        };
         if requester.is_deactivated {
             return Err(MatrixError::unknown_token());
         }
@@ -125,6 +169,30 @@ impl Sessions {
             },
         );
         Ok(requester)
+    }
+
+    /// The cached owner of a token, if the entry is still current.
+    fn cached_requester(&self, token: &str) -> Option<Requester> {
+        let mut tokens = self.tokens.lock();
+        let entry = tokens.get(token)?;
+        if entry.epoch == self.storage.auth_epoch() && entry.read_at.elapsed() < TOKEN_CACHE_TTL {
+            let mut r = entry.requester.clone();
+            r.fresh = false;
+            return Some(r);
+        }
+        tokens.pop(token);
+        None
+    }
+
+    /// Whether the requester is a server admin according to the database now
+    /// (a cached requester's account type may predate a change made by hand).
+    pub async fn admin_now(&self, r: &Requester) -> Result<bool> {
+        if r.fresh {
+            return Ok(r.is_admin());
+        }
+        Ok(self.storage.account(&r.user_id).await?.is_some_and(|a| {
+            a.account_type == crate::storage::AccountType::Admin && !a.is_deactivated
+        }))
     }
 
     /// Writes the pending last-seen records. Called periodically and at shutdown.

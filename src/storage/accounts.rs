@@ -138,32 +138,38 @@ impl Storage {
     }
 
     pub async fn set_account_type(&self, user_id: &str, ty: AccountType) -> sqlx::Result<bool> {
-        let r = sqlx::query("UPDATE accounts SET account_type = $1 WHERE user_id = $2")
-            .bind(ty as i64)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.changing_auth(async {
+            let r = sqlx::query("UPDATE accounts SET account_type = $1 WHERE user_id = $2")
+                .bind(ty as i64)
+                .bind(user_id)
+                .execute(self.pool())
+                .await?;
+            Ok(r.rows_affected() > 0)
+        })
+        .await
     }
 
     /// Marks the account deactivated and removes its devices and tokens, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE accounts SET is_deactivated = 1, password_hash = NULL WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+        self.changing_auth(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "UPDATE accounts SET is_deactivated = 1, password_hash = NULL WHERE user_id = $1",
+            )
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM devices WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+            sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM devices WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await
     }
 
     /// Number of accounts, deactivated ones included.

@@ -159,20 +159,23 @@ impl Storage {
         flag: AccountFlag,
         value: bool,
     ) -> sqlx::Result<()> {
-        let q = match flag {
-            AccountFlag::Erased => "UPDATE accounts SET erased = $1 WHERE user_id = $2",
-            AccountFlag::Locked => "UPDATE accounts SET locked = $1 WHERE user_id = $2",
-            AccountFlag::Suspended => "UPDATE accounts SET suspended = $1 WHERE user_id = $2",
-            AccountFlag::Deactivated => {
-                "UPDATE accounts SET is_deactivated = $1 WHERE user_id = $2"
-            }
-        };
-        sqlx::query(q)
-            .bind(value as i64)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        self.changing_auth(async {
+            let q = match flag {
+                AccountFlag::Erased => "UPDATE accounts SET erased = $1 WHERE user_id = $2",
+                AccountFlag::Locked => "UPDATE accounts SET locked = $1 WHERE user_id = $2",
+                AccountFlag::Suspended => "UPDATE accounts SET suspended = $1 WHERE user_id = $2",
+                AccountFlag::Deactivated => {
+                    "UPDATE accounts SET is_deactivated = $1 WHERE user_id = $2"
+                }
+            };
+            sqlx::query(q)
+                .bind(value as i64)
+                .bind(user_id)
+                .execute(self.pool())
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn set_user_type(&self, user_id: &str, user_type: Option<&str>) -> sqlx::Result<()> {

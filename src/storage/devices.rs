@@ -26,6 +26,9 @@ pub struct Requester {
     pub is_locked: bool,
     /// When the token stops working (admin login-as tokens), in ms.
     pub valid_until_ms: Option<i64>,
+    /// Read from the database for this request, not from the token cache
+    /// (whose entries may miss a change made to the database by hand).
+    pub fresh: bool,
 }
 
 impl Requester {
@@ -82,6 +85,7 @@ impl Storage {
             is_deactivated: r.get::<i64, _>(3) != 0,
             is_locked: r.get::<i64, _>(4) != 0,
             valid_until_ms: r.get(5),
+            fresh: true,
         }))
     }
 
@@ -95,51 +99,54 @@ impl Storage {
         token: &str,
         valid_until_ms: Option<i64>,
     ) -> sqlx::Result<()> {
-        let now = now_ms();
-        let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if exists {
-            // Logging in again with a device id replaces that device's session.
-            sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+        self.changing_auth(async {
+            let now = now_ms();
+            let mut tx = self.begin().await?;
+            let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(name) = display_name {
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if exists {
+                // Logging in again with a device id replaces that device's session.
+                sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+                    .bind(user_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(name) = display_name {
+                    sqlx::query(
+                        "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+                    )
+                    .bind(name)
+                    .bind(user_id)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            } else {
                 sqlx::query(
-                    "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+                    "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(name)
                 .bind(user_id)
                 .bind(device_id)
+                .bind(display_name)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
-        } else {
-            sqlx::query(
-                "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(user_id)
-            .bind(device_id)
-            .bind(display_name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, created_ts, valid_until_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(token)
-            .bind(user_id)
-            .bind(device_id)
-            .bind(now)
-            .bind(valid_until_ms)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+            sqlx::query("INSERT INTO access_tokens (token, user_id, device_id, created_ts, valid_until_ms) VALUES ($1, $2, $3, $4, $5)")
+                .bind(token)
+                .bind(user_id)
+                .bind(device_id)
+                .bind(now)
+                .bind(valid_until_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await
     }
 
     pub async fn devices(&self, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
@@ -197,36 +204,39 @@ impl Storage {
         devices: Option<&[String]>,
         except: Option<&str>,
     ) -> sqlx::Result<()> {
-        let mut tx = self.begin().await?;
-        match devices {
-            Some(ids) => {
-                for id in ids {
+        self.changing_auth(async {
+            let mut tx = self.begin().await?;
+            match devices {
+                Some(ids) => {
+                    for id in ids {
+                        for q in [
+                            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                            "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+                        ] {
+                            sqlx::query(q)
+                                .bind(user_id)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                None => {
                     for q in [
-                        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-                        "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+                        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+                        "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
                     ] {
                         sqlx::query(q)
                             .bind(user_id)
-                            .bind(id)
+                            .bind(except.unwrap_or(""))
                             .execute(&mut *tx)
                             .await?;
                     }
                 }
             }
-            None => {
-                for q in [
-                    "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
-                    "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-                ] {
-                    sqlx::query(q)
-                        .bind(user_id)
-                        .bind(except.unwrap_or(""))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await
+            tx.commit().await
+        })
+        .await
     }
 
     /// Writes a batch of last-seen records in one transaction.

@@ -26,6 +26,8 @@ pub use dialect::Dialect;
 pub use registration_tokens::RegistrationTokenRow;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -83,6 +85,10 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 pub struct Storage {
     pool: AnyPool,
     dialect: Dialect,
+    /// Bumped after every change to access tokens or to the account fields
+    /// a [`Requester`] carries; a cache of resolved tokens keeps an entry only
+    /// while this has not moved since the entry was read.
+    auth_epoch: Arc<AtomicU64>,
 }
 
 impl Storage {
@@ -108,7 +114,11 @@ impl Storage {
             })
             .connect_with(options)
             .await?;
-        let storage = Self { pool, dialect };
+        let storage = Self {
+            pool,
+            dialect,
+            auth_epoch: Arc::new(AtomicU64::new(0)),
+        };
         if dialect == Dialect::Sqlite && !storage.sqlite_has_qpsg().await? {
             tracing::warn!(
                 "SQLite was built without SQLITE_ENABLE_QPSG (see .cargo/config.toml): \
@@ -117,6 +127,23 @@ impl Storage {
         }
         migrations::run(&storage).await?;
         Ok(storage)
+    }
+
+    /// See [`Storage::auth_epoch`] (the field). Read it before reading a
+    /// token: an entry read under an older value is stale.
+    pub fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(Ordering::Acquire)
+    }
+
+    /// Runs a change to access tokens or account flags, then moves the auth
+    /// epoch (whether or not the change went through).
+    pub(crate) async fn changing_auth<T>(
+        &self,
+        change: impl Future<Output = sqlx::Result<T>>,
+    ) -> sqlx::Result<T> {
+        let result = change.await;
+        self.auth_epoch.fetch_add(1, Ordering::AcqRel);
+        result
     }
 
     /// Whether the SQLite library was built with the query planner stability

@@ -460,3 +460,98 @@ async fn guest_allowed_on_capabilities_and_logout() {
     let r = s.get(WHOAMI, guest.token()).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
 }
+
+/// Tokens are cached after their first use. Every change that ends or
+/// limits a session through the API applies to the very next request all
+/// the same, and so does a promotion (admin endpoints read the account
+/// from the database every time).
+#[tokio::test]
+async fn a_cached_token_follows_every_change_at_once() {
+    let server = TestServer::start().await;
+    let root = server.admin("root").await;
+    let whoami = "/_matrix/client/v3/account/whoami";
+    let alice = server.user("alice").await;
+    let second = server.login("alice", "password123").await;
+    let third = server.login("alice", "password123").await;
+    for s in [&alice, &second, &third] {
+        assert_eq!(server.get(whoami, s.token()).await.0, StatusCode::OK);
+    }
+
+    // Log out: that token only.
+    let (st, _) = server
+        .post("/_matrix/client/v3/logout", alice.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_error(
+        &server.get(whoami, alice.token()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_eq!(server.get(whoami, second.token()).await.0, StatusCode::OK);
+
+    // Logging in again with a device id replaces that device's token.
+    let (st, body) = server
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                   "password": "password123", "device_id": second.device_id}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_error(
+        &server.get(whoami, second.token()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let replaced = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(server.get(whoami, Some(&replaced)).await.0, StatusCode::OK);
+
+    // A non-admin's cached entry does not keep admin endpoints closed after
+    // a promotion, nor open after a demotion.
+    let users = "/_synapse/admin/v2/users?from=0&limit=10";
+    assert_error(&server.get(users, third.token()).await, 403, "M_FORBIDDEN");
+    let path = "/_synapse/admin/v2/users/@alice:test.local";
+    let (st, _) = server.put(path, root.token(), json!({"admin": true})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(server.get(users, third.token()).await.0, StatusCode::OK);
+    let (st, _) = server
+        .put(path, root.token(), json!({"admin": false}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_error(&server.get(users, third.token()).await, 403, "M_FORBIDDEN");
+
+    // Locked, unlocked, then deactivated by an admin.
+    let (st, _) = server
+        .put(path, root.token(), json!({"locked": true}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_error(
+        &server.get(whoami, third.token()).await,
+        401,
+        "M_USER_LOCKED",
+    );
+    let (st, _) = server
+        .put(path, root.token(), json!({"locked": false}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(server.get(whoami, third.token()).await.0, StatusCode::OK);
+    let (st, _) = server
+        .post(
+            "/_synapse/admin/v1/deactivate/@alice:test.local",
+            root.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_error(
+        &server.get(whoami, third.token()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    assert_error(
+        &server.get(whoami, Some(&replaced)).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+}

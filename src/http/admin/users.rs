@@ -60,7 +60,7 @@ async fn client_whois(
     Auth(r): Auth,
     Ruma(req): Ruma<get_user_info::v3::Request>,
 ) -> Result<RumaResponse<get_user_info::v3::Response>> {
-    if r.user_id != req.user_id.as_str() && !r.is_admin() {
+    if r.user_id != req.user_id.as_str() && !s.sessions.admin_now(&r).await? {
         return Err(MatrixError::forbidden(
             "You may only look up your own sessions",
         ));

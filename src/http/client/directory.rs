@@ -94,7 +94,7 @@ async fn remove_alias(
     let creator = s.storage.alias_creator(alias).await?;
     let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
     let allowed = creator.as_deref() == Some(r.user_id.as_str())
-        || r.is_admin()
+        || s.sessions.admin_now(&r).await?
         || s.rooms
             .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
             .await?;
@@ -112,7 +112,7 @@ async fn room_aliases(
 ) -> Result<Json<Value>> {
     // Members (or anyone, for a world-readable room) may list the aliases;
     // server admins may for any room, as on Synapse (admin tools rely on it).
-    if r.is_admin() {
+    if s.sessions.admin_now(&r).await? {
         s.rooms.known_version(&req.room_id).await?;
     } else {
         s.rooms.readable_state(&req.room_id, &r.user_id()).await?;
@@ -142,7 +142,7 @@ async fn set_visibility(
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
 ) -> Result<Json<Value>> {
     s.rooms.known_version(&req.room_id).await?;
-    if !r.is_admin()
+    if !s.sessions.admin_now(&r).await?
         && !s
             .rooms
             .can_send_state(&req.room_id, &r.user_id(), "m.room.canonical_alias")
