@@ -507,8 +507,16 @@ async fn was_joined(s: &Services, room_id: &RoomId, user: &UserId, pos: i64) -> 
         == Some(true))
 }
 
-/// The room state at a stream position.
+/// The room state at a stream position: the current state when no state
+/// event came after it, else read through the event at or before it.
 async fn state_at_position(s: &Services, room_id: &RoomId, pos: i64) -> Result<Arc<StateMap>> {
+    // A room whose head cannot be loaded (only an invite or a leave from
+    // another server is known here) is left to the query.
+    if let Ok((current, changed_at)) = s.rooms.current_state_and_change(room_id).await
+        && changed_at <= pos
+    {
+        return Ok(current);
+    }
     match s
         .storage
         .room_event_at_stream(room_id.as_str(), pos)

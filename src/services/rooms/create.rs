@@ -106,6 +106,7 @@ impl Rooms {
             state_group: 0,
             chain_length: 0,
             state: Arc::new(StateMap::new()),
+            state_changed_at: 0,
             generation: self.next_generation(),
             recent_txns: Default::default(),
         };

@@ -59,6 +59,10 @@ struct RoomHead {
     state_group: i64,
     chain_length: i64,
     state: Arc<StateMap>,
+    /// No event after this stream position changed `state`: the state at
+    /// any later position is `state`. The position of the newest state
+    /// event appended; at load, the newest position handed out.
+    state_changed_at: i64,
     /// Told apart from a head reloaded after a failed write.
     generation: u64,
     /// The newest client transactions, which may still be queued (older
@@ -410,6 +414,7 @@ impl Rooms {
             state_group,
             chain_length,
             state,
+            state_changed_at: self.stream.last_reserved(),
             generation: self.next_generation(),
             recent_txns: RecentTxns::default(),
         })
@@ -447,6 +452,15 @@ impl Rooms {
         let lock = self.room_lock(room_id);
         let mut guard = lock.lock().await;
         Ok(self.head(&mut guard, room_id).await?.state.clone())
+    }
+
+    /// The current state, and the stream position after which nothing
+    /// changed it (the state at any later position is this one).
+    pub async fn current_state_and_change(&self, room_id: &RoomId) -> Result<(Arc<StateMap>, i64)> {
+        let lock = self.room_lock(room_id);
+        let mut guard = lock.lock().await;
+        let head = self.head(&mut guard, room_id).await?;
+        Ok((head.state.clone(), head.state_changed_at))
     }
 
     /// The state after an event (its state group).
@@ -763,6 +777,7 @@ impl Rooms {
             self.current
                 .lock()
                 .insert(pdu.room_id.clone(), (head.generation, state.clone()));
+            head.state_changed_at = pos;
         }
         head.state = state;
         pdu.stream_ordering = pos;
