@@ -10,7 +10,7 @@ mod content;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use tantivy::collector::{Count, TopDocs};
@@ -56,6 +56,11 @@ pub struct Search {
     dirty: AtomicBool,
     /// A rebuild is running: live events are left to it.
     rebuilding: AtomicBool,
+    /// The last rebuild's final pass indexed positions up to this one, and
+    /// may have done so before a live event at or below it was indexed:
+    /// those are indexed idempotently (delete, then add). Newer ones are
+    /// only added, since the deletes cost memory and time at every commit.
+    idempotent_through: AtomicI64,
 }
 
 /// One hit: the event id, its room, and its score.
@@ -267,6 +272,7 @@ impl Search {
                 used: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
+                idempotent_through: AtomicI64::new(0),
             },
             created,
         ))
@@ -369,7 +375,8 @@ impl Search {
             original,
             redacted,
         );
-        self.apply(&writer, change, pdu.room_id.as_str(), true)?;
+        let idempotent = pdu.stream_ordering <= self.idempotent_through.load(Ordering::Acquire);
+        self.apply(&writer, change, pdu.room_id.as_str(), idempotent)?;
         // A redacted edit: the edited event gets back its latest text.
         if let Some((orig, text)) = restore {
             let put = Change::Put {
@@ -621,6 +628,8 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
     // was indexed live since: idempotent): every position handed out before
     // live indexing resumed, once they are all written.
     let target = s.stream.last_reserved();
+    // Live indexing of anything up to `target` may come after this pass.
+    search.idempotent_through.store(target, Ordering::Release);
     if !s
         .stream
         .wait_for(target, std::time::Duration::from_secs(30))
@@ -632,7 +641,9 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
         );
     }
     loop {
-        let (batch, next) = read_batch(s, after).await?;
+        // Newer events are indexed live (they were reserved after live
+        // indexing resumed), and only added: not read here.
+        let (batch, next) = read_batch(s, after, target).await?;
         count += search.index_rows(&batch, true)?;
         if (batch.rows.len() as i64) < BATCH {
             break;
@@ -734,12 +745,12 @@ struct Batch {
     originals: HashMap<String, Original>,
 }
 
-/// The next batch of indexable events after stream position `after`, and
-/// the position it reaches. Only positions the stream has completed are
+/// The next batch of indexable events after stream position `after` (and
+/// at most at `limit`), and the position it reaches. Only positions the stream has completed are
 /// read: rooms commit out of order, so a position past an unfinished one may
 /// be visible before it, and reading past it would skip it for good.
-async fn read_batch(s: &crate::services::Services, after: i64) -> Result<(Batch, i64)> {
-    let upto = s.stream.current();
+async fn read_batch(s: &crate::services::Services, after: i64, limit: i64) -> Result<(Batch, i64)> {
+    let upto = s.stream.current().min(limit);
     let rows = s.storage.indexable_events_after(after, upto, BATCH).await?;
     let reached = match rows.last() {
         Some(last) if rows.len() as i64 == BATCH => last.stream_ordering,
