@@ -108,6 +108,9 @@ pub struct NewEvent<'a> {
     pub redacts: Option<OwnedEventId>,
 }
 
+/// A loaded head's (generation, current state, where the state last changed).
+type LoadedState = (u64, Arc<StateMap>, i64);
+
 pub struct Rooms {
     storage: Storage,
     server_name: OwnedServerName,
@@ -128,9 +131,10 @@ pub struct Rooms {
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
     poisoned: Arc<writer::Poisoned>,
     generations: AtomicU64,
-    /// Each loaded head's current state (with the head's generation), for
-    /// [`Rooms::membership`] without the room's lock or a query.
-    current: Mutex<HashMap<OwnedRoomId, (u64, Arc<StateMap>)>>,
+    /// Each loaded head's current state (with the head's generation and
+    /// where the state last changed), for [`Rooms::membership`] and
+    /// [`Rooms::current_state`] without the room's lock or a query.
+    current: Mutex<HashMap<OwnedRoomId, LoadedState>>,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
 }
@@ -439,9 +443,10 @@ impl Rooms {
         }
         if guard.is_none() {
             let head = self.load_head(room_id).await?;
-            self.current
-                .lock()
-                .insert(room_id.to_owned(), (head.generation, head.state.clone()));
+            self.current.lock().insert(
+                room_id.to_owned(),
+                (head.generation, head.state.clone(), head.state_changed_at),
+            );
             *guard = Some(head);
         }
         Ok(guard.as_mut().expect("head loaded above"))
@@ -449,14 +454,22 @@ impl Rooms {
 
     /// The current state of a room as (type, state_key) → event id.
     pub async fn current_state(&self, room_id: &RoomId) -> Result<Arc<StateMap>> {
-        let lock = self.room_lock(room_id);
-        let mut guard = lock.lock().await;
-        Ok(self.head(&mut guard, room_id).await?.state.clone())
+        Ok(self.current_state_and_change(room_id).await?.0)
+    }
+
+    /// A loaded head's current state and where it last changed, without
+    /// the room's lock (which a burst of syncs would queue behind sends on).
+    fn loaded_current(&self, room_id: &RoomId) -> Option<(Arc<StateMap>, i64)> {
+        let (generation, state, changed_at) = self.current.lock().get(room_id).cloned()?;
+        (!self.poisoned.contains(room_id, generation)).then_some((state, changed_at))
     }
 
     /// The current state, and the stream position after which nothing
     /// changed it (the state at any later position is this one).
     pub async fn current_state_and_change(&self, room_id: &RoomId) -> Result<(Arc<StateMap>, i64)> {
+        if let Some(loaded) = self.loaded_current(room_id) {
+            return Ok(loaded);
+        }
         let lock = self.room_lock(room_id);
         let mut guard = lock.lock().await;
         let head = self.head(&mut guard, room_id).await?;
@@ -488,10 +501,7 @@ impl Rooms {
     /// The user's current membership in the room (`join`, `invite`, `leave`, `ban`, `knock`).
     pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
         // A loaded head knows the member event without a query.
-        let current = self.current.lock().get(room_id).cloned();
-        if let Some((generation, state)) = current
-            && !self.poisoned.contains(room_id, generation)
-        {
+        if let Some((state, _)) = self.loaded_current(room_id) {
             let key = ("m.room.member".to_owned(), user_id.as_str().to_owned());
             return Ok(match state.get(&key) {
                 Some(id) => self
@@ -776,7 +786,7 @@ impl Rooms {
         if pdu.state_key.is_some() {
             self.current
                 .lock()
-                .insert(pdu.room_id.clone(), (head.generation, state.clone()));
+                .insert(pdu.room_id.clone(), (head.generation, state.clone(), pos));
             head.state_changed_at = pos;
         }
         head.state = state;
