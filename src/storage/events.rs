@@ -162,12 +162,12 @@ const UNION_MAX: usize = 64;
 
 /// The `UNION ALL` of `size` per-room SELECTs, with the sender condition
 /// or without; the text of each (size, condition) is built once.
-fn union_sql(size: usize, not_sender: bool) -> &'static str {
+fn union_sql(size: usize, not_sender: bool, packed: bool) -> &'static str {
     static CACHE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = CACHE.get_or_init(|| {
-        let build = |size: usize, not_sender: bool| {
+        let build = |size: usize, not_sender: bool, packed: bool| {
             let per = if not_sender { 5 } else { 4 };
-            (0..size)
+            let union = (0..size)
                 .map(|i| {
                     let b = i * per;
                     let sender = if not_sender {
@@ -186,19 +186,84 @@ fn union_sql(size: usize, not_sender: bool) -> &'static str {
                     )
                 })
                 .collect::<Vec<_>>()
-                .join(" UNION ALL ")
+                .join(" UNION ALL ");
+            if !packed {
+                return union;
+            }
+            // All the rows as one value: fields split by the next
+            // parameter, rows by the one after it (see `unpack_refs`).
+            let (field, row) = (size * per + 1, size * per + 2);
+            format!(
+                "SELECT string_agg(CAST(stream_ordering AS TEXT) || ${field} || event_id || ${field} || room_id \
+                 || ${field} || CAST(depth AS TEXT) || ${field} || COALESCE(CAST(state_group AS TEXT), '') \
+                 || ${field} || COALESCE(redacted_by, ''), ${row}) FROM ({union}) AS u"
+            )
         };
         super::PADDED_SIZES
             .iter()
             .take_while(|s| **s <= UNION_MAX)
-            .flat_map(|s| [build(*s, false), build(*s, true)])
+            .flat_map(|s| {
+                [
+                    build(*s, false, false),
+                    build(*s, false, true),
+                    build(*s, true, false),
+                    build(*s, true, true),
+                ]
+            })
             .collect()
     });
     let i = super::PADDED_SIZES
         .iter()
         .position(|s| *s == size)
         .unwrap_or(0);
-    &all[i * 2 + usize::from(not_sender)]
+    &all[i * 4 + usize::from(not_sender) * 2 + usize::from(packed)]
+}
+
+/// Separators of a packed read: no event or room id this server stores
+/// should contain them; one that does makes the read fall back to rows.
+const FIELD_SEP: char = '\u{1f}';
+const ROW_SEP: char = '\u{1e}';
+
+/// The rows of a packed event-reference read; `None` if one does not split
+/// into its six fields.
+fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
+    let mut out = Vec::new();
+    for record in packed.split(ROW_SEP) {
+        let mut f = record.split(FIELD_SEP);
+        let (
+            Some(stream),
+            Some(event_id),
+            Some(room_id),
+            Some(depth),
+            Some(group),
+            Some(redacted),
+            None,
+        ) = (
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+        )
+        else {
+            return None;
+        };
+        out.push(EventRef {
+            stream_ordering: stream.parse().ok()?,
+            event_id: event_id.to_owned(),
+            room_id: room_id.to_owned(),
+            depth: depth.parse().ok()?,
+            state_group: if group.is_empty() {
+                None
+            } else {
+                Some(group.parse().ok()?)
+            },
+            redacted_by: (!redacted.is_empty()).then(|| redacted.to_owned()),
+        });
+    }
+    Some(out)
 }
 
 impl Storage {
@@ -558,18 +623,37 @@ impl Storage {
         // come in a few fixed sizes, padded with branches that match
         // nothing, so each is parsed once per connection and cached (parsing
         // a 100-branch statement on every /sync cost more than running it).
+        // The rows come back aggregated into one value: a row crossing from
+        // sqlx's SQLite thread is a thread hand-off, and an initial sync
+        // reads a thousand or more.
         for (chunk, size) in super::padded_chunks(wanted, UNION_MAX) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(union_sql(size, not_sender.is_some())))
-                .persistent(true);
-            let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
-            for (room, from, to, limit) in chunk.iter().chain(padding) {
-                q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
-                if let Some(user) = not_sender {
-                    q = q.bind(user);
+            let query = |packed: bool| {
+                let sql = union_sql(size, not_sender.is_some(), packed);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
+                let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
+                for (room, from, to, limit) in chunk.iter().chain(padding) {
+                    q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
+                    if let Some(user) = not_sender {
+                        q = q.bind(user);
+                    }
                 }
-            }
-            for r in q.fetch_all(self.pool()).await? {
-                let row = event_ref(&r);
+                if packed {
+                    q = q.bind(FIELD_SEP.to_string()).bind(ROW_SEP.to_string());
+                }
+                q
+            };
+            let packed: Option<String> = query(true).fetch_one(self.pool()).await?.get(0);
+            let rows = match packed.as_deref().map(unpack_refs) {
+                None => Vec::new(),
+                Some(Some(rows)) => rows,
+                Some(None) => query(false)
+                    .fetch_all(self.pool())
+                    .await?
+                    .iter()
+                    .map(event_ref)
+                    .collect(),
+            };
+            for row in rows {
                 out.entry(row.room_id.clone()).or_default().push(row);
             }
         }
@@ -927,5 +1011,50 @@ impl Storage {
             .fetch_all(self.pool())
             .await?;
         Ok(rows.iter().map(event_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod packed_tests {
+    use super::{FIELD_SEP, ROW_SEP, unpack_refs};
+
+    fn record(fields: &[&str]) -> String {
+        fields.join(&FIELD_SEP.to_string())
+    }
+
+    #[test]
+    fn packed_refs_split_into_rows_with_optional_fields() {
+        let packed = [
+            record(&["7", "$a", "!r:x", "3", "12", ""]),
+            record(&["9", "$b", "!r:x", "4", "", "$c"]),
+        ]
+        .join(&ROW_SEP.to_string());
+        let rows = unpack_refs(&packed).expect("splits");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].stream_ordering,
+                rows[0].event_id.as_str(),
+                rows[0].depth
+            ),
+            (7, "$a", 3)
+        );
+        assert_eq!(
+            (rows[0].state_group, rows[0].redacted_by.as_deref()),
+            (Some(12), None)
+        );
+        assert_eq!(
+            (rows[1].state_group, rows[1].redacted_by.as_deref()),
+            (None, Some("$c"))
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_split_cleanly_is_refused() {
+        // An id holding the field separator gives seven fields.
+        let bad = record(&["7", "$a", "x", "!r:x", "3", "", ""]);
+        assert!(unpack_refs(&bad).is_none());
+        assert!(unpack_refs(&record(&["7", "$a", "!r:x", "3", ""])).is_none());
+        assert!(unpack_refs(&record(&["x", "$a", "!r:x", "3", "", ""])).is_none());
     }
 }
