@@ -73,18 +73,26 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
             tracing::warn!(error = %e.message(), "could not write last-seen records");
         }
         // New events become durable in the search index within a few seconds.
-        // An idle server also gives back the index writer's memory.
-        if let Some(search) = &services.search
-            && let Err(e) = search.commit_and_release_if_idle()
-        {
-            tracing::warn!(error = %e.message(), "could not commit the search index");
-        }
-        // Return memory freed after a burst of work (and by a released
-        // index writer) to the system.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free heap pages.
-        unsafe {
-            libc::malloc_trim(0);
+        // An idle server also gives back the index writer's memory. Then
+        // memory freed after a burst of work (and by a released index
+        // writer) goes back to the system. Both block for milliseconds (a
+        // commit syncs files to disk): not on a thread that serves requests.
+        let search = services.search.clone();
+        let housekeeping = tokio::task::spawn_blocking(move || {
+            let committed = search.map(|s| s.commit_and_release_if_idle());
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free heap pages.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            committed
+        });
+        match housekeeping.await {
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e.message(), "could not commit the search index");
+            }
+            Err(e) => tracing::warn!(error = %e, "search commit task failed"),
+            Ok(_) => {}
         }
     }
     if let Err(e) = services.sessions.flush_last_seen().await {
