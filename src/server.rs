@@ -91,7 +91,7 @@ async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool
             Ok(Some(Err(e))) => {
                 tracing::warn!(error = %e.message(), "could not commit the search index");
             }
-            Err(e) => tracing::warn!(error = %e, "search commit task failed"),
+            Err(e) => tracing::warn!(error = %e, "the housekeeping task failed"),
             Ok(_) => {}
         }
     }

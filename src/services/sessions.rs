@@ -26,7 +26,7 @@ pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Tokens kept resolved in memory, and for how long at most (a bound on
 /// changes made to the database by another process).
 const TOKEN_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(16_384).unwrap();
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub struct Sessions {
     storage: Storage,

@@ -428,6 +428,19 @@ async fn room_aliases_need_membership() {
         401,
         "M_MISSING_TOKEN",
     );
+    // A server admin outside the room may list them (as on Synapse); an
+    // unknown room is 404 for the admin too.
+    let admin = server.admin("operator").await;
+    let (st, body) = server.get(&room_aliases_path(&room), admin.token()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["aliases"], json!(["#secret:test.local"]));
+    assert_error(
+        &server
+            .get(&room_aliases_path("!nowhere:test.local"), admin.token())
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
 }
 
 // ---------------------------------------------------------------------------

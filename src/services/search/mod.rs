@@ -746,9 +746,10 @@ struct Batch {
 }
 
 /// The next batch of indexable events after stream position `after` (and
-/// at most at `limit`), and the position it reaches. Only positions the stream has completed are
-/// read: rooms commit out of order, so a position past an unfinished one may
-/// be visible before it, and reading past it would skip it for good.
+/// at most at `limit`), and the position it reaches. Only positions the
+/// stream has completed are read: rooms commit out of order, so a position
+/// past an unfinished one may be visible before it, and reading past it
+/// would skip it for good.
 async fn read_batch(s: &crate::services::Services, after: i64, limit: i64) -> Result<(Batch, i64)> {
     let upto = s.stream.current().min(limit);
     let rows = s.storage.indexable_events_after(after, upto, BATCH).await?;
