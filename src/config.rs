@@ -38,7 +38,8 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://user:pass@host/db`. Empty means
     /// SQLite at `<data_dir>/myelin.db`.
     pub url: String,
-    /// Maximum connections in the pool.
+    /// Maximum connections in the pool (SQLite: at most one per core; see
+    /// `Dialect::pool_size`).
     pub max_connections: u32,
 }
 
@@ -378,7 +379,9 @@ database:
   # Empty: SQLite at <data_dir>/myelin.db (created on first start, WAL mode).
   # For PostgreSQL: postgres://USER:PASSWORD@HOST:PORT/DATABASE
   url: {db_url}
-  # Largest number of pooled database connections.
+  # Largest number of pooled database connections. SQLite uses at most one
+  # per CPU core Myelin may run on: a write by one connection empties the
+  # others' page caches.
   max_connections: {max_conn}
 
 registration:

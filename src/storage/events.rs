@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::batch::WriteBatch;
 use super::{Storage, now_ms};
 
 #[derive(Debug, Clone)]
@@ -131,30 +132,16 @@ pub struct PersistEvent {
 /// SQLite's and PostgreSQL's limits on parameters).
 const ROWS_PER_INSERT: usize = 256;
 
-/// Multi-row `INSERT`s of up to this many rows keep their prepared
-/// statement (the common small batches, one event above all); longer ones
-/// are prepared each time rather than fill the statement cache.
-const CACHED_ROWS: usize = 4;
-
 /// A multi-row `INSERT`: `head` (`INSERT INTO t (a, b)`) and `rows` tuples
-/// of `cols` parameters each, to bind row by row. Small ones keep their
-/// prepared statement.
-fn insert_rows<'q>(
-    head: &str,
-    rows: usize,
-    cols: usize,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+/// of `cols` parameters each, to bind row by row.
+fn insert_rows(head: &str, rows: usize, cols: usize) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
             let params: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
             format!("({})", params.join(", "))
         })
         .collect();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{head} VALUES {}",
-        tuples.join(", ")
-    )))
-    .persistent(rows <= CACHED_ROWS)
+    format!("{head} VALUES {}", tuples.join(", "))
 }
 
 /// Rooms per statement of [`Storage::rooms_events_in_stream`], at most.
@@ -282,43 +269,40 @@ impl Storage {
     /// whatever its size.
     pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
         use std::collections::HashSet;
-        let mut tx = self.begin().await?;
+        let mut w = WriteBatch::default();
         for e in batch {
             if let Some((version, creator)) = &e.new_room {
-                sqlx::query(
+                w.push(
                     "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
-                )
-                .bind(&e.room_id)
-                .bind(version)
-                .bind(creator)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+                    [(&e.room_id).into(), version.into(), creator.into(), now_ms().into()],
+                );
             }
         }
         for chunk in batch.chunks(ROWS_PER_INSERT) {
-            let mut q = insert_rows(
-                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json)",
-                chunk.len(),
-                10,
+            w.push(
+                insert_rows(
+                    "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json)",
+                    chunk.len(),
+                    10,
+                ),
+                chunk.iter().flat_map(|e| {
+                    [
+                        e.stream_ordering.into(),
+                        (&e.event_id).into(),
+                        (&e.room_id).into(),
+                        e.depth.into(),
+                        (&e.event_type).into(),
+                        (&e.state_key).into(),
+                        (&e.sender).into(),
+                        e.origin_server_ts.into(),
+                        e.state_group.into(),
+                        (&e.json).into(),
+                    ]
+                }),
             );
-            for e in chunk {
-                q = q
-                    .bind(e.stream_ordering)
-                    .bind(&e.event_id)
-                    .bind(&e.room_id)
-                    .bind(e.depth)
-                    .bind(&e.event_type)
-                    .bind(&e.state_key)
-                    .bind(&e.sender)
-                    .bind(e.origin_server_ts)
-                    .bind(e.state_group)
-                    .bind(&e.json);
-            }
-            q.execute(&mut *tx).await?;
         }
         for e in batch.iter().filter(|e| e.state_key.is_some()) {
-            Self::write_state(&mut tx, e).await?;
+            Self::write_state(&mut w, e);
         }
 
         // Forward extremities: an event of the batch that a later one names
@@ -336,11 +320,10 @@ impl Storage {
                 .iter()
                 .filter(|p| !in_batch.contains(p.as_str()))
             {
-                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-                    .bind(&e.room_id)
-                    .bind(prev)
-                    .execute(&mut *tx)
-                    .await?;
+                w.push(
+                    "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2",
+                    [(&e.room_id).into(), prev.into()],
+                );
             }
         }
         let extremities: Vec<&&PersistEvent> = batch
@@ -348,15 +331,16 @@ impl Storage {
             .filter(|e| !superseded.contains(e.event_id.as_str()))
             .collect();
         for chunk in extremities.chunks(ROWS_PER_INSERT) {
-            let mut q = insert_rows(
-                "INSERT INTO forward_extremities (room_id, event_id)",
-                chunk.len(),
-                2,
+            w.push(
+                insert_rows(
+                    "INSERT INTO forward_extremities (room_id, event_id)",
+                    chunk.len(),
+                    2,
+                ),
+                chunk
+                    .iter()
+                    .flat_map(|e| [(&e.room_id).into(), (&e.event_id).into()]),
             );
-            for e in chunk {
-                q = q.bind(&e.room_id).bind(&e.event_id);
-            }
-            q.execute(&mut *tx).await?;
         }
 
         let txns: Vec<(&PersistEvent, &TxnKey)> = batch
@@ -364,20 +348,22 @@ impl Storage {
             .filter_map(|e| e.txn.as_ref().map(|t| (*e, t)))
             .collect();
         for chunk in txns.chunks(ROWS_PER_INSERT) {
-            let mut q = insert_rows(
-                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)",
-                chunk.len(),
-                5,
+            w.push(
+                insert_rows(
+                    "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)",
+                    chunk.len(),
+                    5,
+                ),
+                chunk.iter().flat_map(|(e, (user, device, scope, txn))| {
+                    [
+                        user.into(),
+                        device.into(),
+                        scope.into(),
+                        txn.into(),
+                        (&e.event_id).into(),
+                    ]
+                }),
             );
-            for (e, (user, device, scope, txn)) in chunk {
-                q = q
-                    .bind(user)
-                    .bind(device)
-                    .bind(scope)
-                    .bind(txn)
-                    .bind(&e.event_id);
-            }
-            q.execute(&mut *tx).await?;
         }
 
         let relations: Vec<(&PersistEvent, &(String, String))> = batch
@@ -385,93 +371,87 @@ impl Storage {
             .filter_map(|e| e.relation.as_ref().map(|r| (*e, r)))
             .collect();
         for chunk in relations.chunks(ROWS_PER_INSERT) {
-            let mut q = insert_rows(
-                "INSERT INTO event_relations (event_id, relates_to, rel_type, room_id)",
-                chunk.len(),
-                4,
+            w.push(
+                insert_rows(
+                    "INSERT INTO event_relations (event_id, relates_to, rel_type, room_id)",
+                    chunk.len(),
+                    4,
+                ),
+                chunk.iter().flat_map(|(e, (target, rel_type))| {
+                    [
+                        (&e.event_id).into(),
+                        target.into(),
+                        rel_type.into(),
+                        (&e.room_id).into(),
+                    ]
+                }),
             );
-            for (e, (target, rel_type)) in chunk {
-                q = q
-                    .bind(&e.event_id)
-                    .bind(target)
-                    .bind(rel_type)
-                    .bind(&e.room_id);
-            }
-            q.execute(&mut *tx).await?;
         }
 
         for e in batch {
             if let Some(target) = &e.redacts {
-                sqlx::query("UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL")
-                    .bind(&e.event_id)
-                    .bind(target)
-                    .bind(&e.room_id)
-                    .execute(&mut *tx)
-                    .await?;
+                w.push(
+                    "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
+                    [(&e.event_id).into(), target.into(), (&e.room_id).into()],
+                );
             }
         }
-        tx.commit().await
+        self.run_batch(w).await
     }
 
     /// A state event's new state group, its `current_state` row, and for a
     /// join the end of a forgotten mark.
-    async fn write_state(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        e: &PersistEvent,
-    ) -> sqlx::Result<()> {
+    fn write_state<'a>(w: &mut WriteBatch<'a>, e: &'a PersistEvent) {
         if let Some(g) = &e.new_state_group {
-            sqlx::query(
+            w.push(
                 "INSERT INTO state_groups (state_group, room_id, prev_group, chain_length) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(g.id)
-            .bind(&e.room_id)
-            .bind(g.prev_group)
-            .bind(g.chain_length)
-            .execute(&mut **tx)
-            .await?;
+                [
+                    g.id.into(),
+                    (&e.room_id).into(),
+                    g.prev_group.into(),
+                    g.chain_length.into(),
+                ],
+            );
             for chunk in g.entries.chunks(ROWS_PER_INSERT) {
-                let mut q = insert_rows(
-                    "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)",
-                    chunk.len(),
-                    4,
+                w.push(
+                    insert_rows(
+                        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)",
+                        chunk.len(),
+                        4,
+                    ),
+                    chunk
+                        .iter()
+                        .flat_map(|(ty, sk, id)| [g.id.into(), ty.into(), sk.into(), id.into()]),
                 );
-                for (ty, sk, id) in chunk {
-                    q = q.bind(g.id).bind(ty).bind(sk).bind(id);
-                }
-                q.execute(&mut **tx).await?;
             }
         }
         if e.event_type == "m.room.member"
             && e.membership.as_deref() == Some("join")
             && let Some(user) = &e.state_key
         {
-            sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
-                .bind(user)
-                .bind(&e.room_id)
-                .execute(&mut **tx)
-                .await?;
+            w.push(
+                "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
+                [user.into(), (&e.room_id).into()],
+            );
         }
         if let Some(sk) = &e.state_key {
-            sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
-                .bind(&e.room_id)
-                .bind(&e.event_type)
-                .bind(sk)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(
+            w.push(
+                "DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+                [(&e.room_id).into(), (&e.event_type).into(), sk.into()],
+            );
+            w.push(
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership, stream_ordering)
                  VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&e.room_id)
-            .bind(&e.event_type)
-            .bind(sk)
-            .bind(&e.event_id)
-            .bind(&e.membership)
-            .bind(e.stream_ordering)
-            .execute(&mut **tx)
-            .await?;
+                [
+                    (&e.room_id).into(),
+                    (&e.event_type).into(),
+                    sk.into(),
+                    (&e.event_id).into(),
+                    (&e.membership).into(),
+                    e.stream_ordering.into(),
+                ],
+            );
         }
-        Ok(())
     }
 
     pub async fn room(&self, room_id: &str) -> sqlx::Result<Option<RoomRow>> {

@@ -9,6 +9,7 @@ mod account_data;
 pub mod accounts;
 pub mod admin_users;
 mod aliases;
+mod batch;
 pub mod devices;
 pub mod dialect;
 pub mod events;
@@ -100,8 +101,10 @@ impl Storage {
         let options = AnyConnectOptions::from_str(&url)?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let connections = dialect.pool_size(max_connections);
+        tracing::info!(connections, "database pool");
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _meta| {
