@@ -43,6 +43,21 @@ impl Dialect {
         }
     }
 
+    /// Whether the database wants its write-ahead log checkpointed by a task
+    /// of its own (`storage::checkpoint`).
+    pub fn checkpoints_in_background(self) -> bool {
+        matches!(self, Self::Sqlite)
+    }
+
+    /// Whether the pool checks a connection (a round trip) before handing it
+    /// out. A PostgreSQL connection can be dropped by the server or the
+    /// network while idle, and the check spares the next request the
+    /// error; an SQLite connection is a file opened in this process, and
+    /// the check would double the thread switches of every statement.
+    pub fn test_before_acquire(self) -> bool {
+        matches!(self, Self::Postgres)
+    }
+
     /// Whether a transaction of several statements with parameters goes to
     /// the database as one text (see `storage::batch`): SQLite runs each
     /// statement on the connection's worker thread, two thread switches a
@@ -66,6 +81,13 @@ impl Dialect {
                 // memory rather than hits; reads of pages not cached come
                 // from the operating system's file cache.
                 "PRAGMA cache_size = -256",
+                // Checkpoints run on a connection of their own
+                // (`storage::checkpoint`); a commit checkpoints only if that
+                // has fallen far behind (128 MiB of log).
+                "PRAGMA wal_autocheckpoint = 32768",
+                // A log that grew in a burst is cut back to 64 MiB when it
+                // starts over.
+                "PRAGMA journal_size_limit = 67108864",
             ],
             Self::Postgres => &[],
         }

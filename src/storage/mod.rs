@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod admin_users;
 mod aliases;
 mod batch;
+mod checkpoint;
 pub mod devices;
 pub mod dialect;
 pub mod events;
@@ -90,11 +91,24 @@ pub struct Storage {
     /// a [`Requester`] carries; a cache of resolved tokens keeps an entry only
     /// while this has not moved since the entry was read.
     auth_epoch: Arc<AtomicU64>,
+    /// Held by every handle; background tasks of the storage end when the
+    /// last handle goes.
+    alive: Arc<()>,
 }
 
 impl Storage {
     /// Connects (creating the SQLite file if needed) and runs pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_connections, Some(checkpoint::Schedule::default())).await
+    }
+
+    /// [`Storage::connect`], with the SQLite checkpoint task on the given
+    /// schedule, or without it.
+    async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        checkpoints: Option<checkpoint::Schedule>,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let url = dialect.normalize_url(url);
@@ -105,6 +119,7 @@ impl Storage {
         tracing::info!(connections, "database pool");
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
+            .test_before_acquire(dialect.test_before_acquire())
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _meta| {
@@ -121,6 +136,7 @@ impl Storage {
             pool,
             dialect,
             auth_epoch: Arc::new(AtomicU64::new(0)),
+            alive: Arc::new(()),
         };
         if dialect == Dialect::Sqlite && !storage.sqlite_has_qpsg().await? {
             tracing::warn!(
@@ -129,6 +145,12 @@ impl Storage {
             );
         }
         migrations::run(&storage).await?;
+        if dialect.checkpoints_in_background()
+            && let Some(schedule) = checkpoints
+        {
+            let alive = Arc::downgrade(&storage.alive);
+            checkpoint::spawn(&url, alive, storage.pool.clone(), schedule).await?;
+        }
         Ok(storage)
     }
 

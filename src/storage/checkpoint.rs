@@ -1,0 +1,170 @@
+//! SQLite's write-ahead log checkpoints, off the commit path.
+//!
+//! Left to itself, SQLite copies the log back into the database file inside
+//! the commit that takes the log past 1,000 pages: that commit (and every
+//! event of a group commit, and every request waiting on them) waits for the
+//! copy and two fsyncs. Under a steady stream of messages that was most of
+//! the send latency's tail.
+//!
+//! So the pool's connections checkpoint only as a backstop
+//! (`wal_autocheckpoint`, see [`super::Dialect::connection_setup`]), and a
+//! task with a connection of its own does it instead:
+//! - every [`BUSY_TICK`] while the log grows, a `PASSIVE` checkpoint copies
+//!   what it can without waiting for or blocking anyone;
+//! - when the log is longer than [`RESTART_FRAMES`], a `RESTART` checkpoint
+//!   finishes the copy and makes the next write start the log over, which
+//!   keeps the file bounded (a passive copy alone never lets it start over
+//!   while writes keep coming). It holds new writers back while it waits
+//!   (at most its busy timeout) and copies the few pages written since the
+//!   passive one;
+//! - with nothing to copy it looks again after [`IDLE_TICK`].
+//!
+//! The task ends with the last handle to the storage, or when the pool is
+//! closed.
+
+use std::str::FromStr;
+use std::sync::Weak;
+use std::time::Duration;
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyConnection, ConnectOptions, Connection, Executor};
+
+/// Between checkpoints while the log grows.
+const BUSY_TICK: Duration = Duration::from_millis(100);
+/// Between checks while nothing is written.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A log longer than this (in pages: 16 MiB of 4 KiB pages) is started over.
+const RESTART_FRAMES: i64 = 4096;
+/// How long a `RESTART` checkpoint waits for the writer and readers before
+/// giving up until the next tick; new writers wait behind it meanwhile.
+const RESTART_WAIT_MS: u32 = 20;
+
+/// When the task checkpoints: [`BUSY_TICK`], [`IDLE_TICK`] and
+/// [`RESTART_FRAMES`], or others in tests.
+#[derive(Clone, Copy)]
+pub(super) struct Schedule {
+    pub busy_tick: Duration,
+    pub idle_tick: Duration,
+    pub restart_frames: i64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            busy_tick: BUSY_TICK,
+            idle_tick: IDLE_TICK,
+            restart_frames: RESTART_FRAMES,
+        }
+    }
+}
+
+/// Opens the checkpoint connection and starts the task. `alive` is held by
+/// every handle to the storage.
+pub(super) async fn spawn(
+    url: &str,
+    alive: Weak<()>,
+    pool: sqlx::AnyPool,
+    schedule: Schedule,
+) -> sqlx::Result<()> {
+    let mut conn = AnyConnectOptions::from_str(url)?
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {RESTART_WAIT_MS}"
+    )))
+    .await?;
+    tokio::spawn(async move {
+        let mut last_log = 0;
+        loop {
+            let tick = match checkpoint(&mut conn, schedule.restart_frames).await {
+                Ok(log) if log == last_log => schedule.idle_tick,
+                Ok(log) => {
+                    last_log = log;
+                    schedule.busy_tick
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                    schedule.idle_tick
+                }
+            };
+            tokio::time::sleep(tick).await;
+            if alive.strong_count() == 0 || pool.is_closed() {
+                break;
+            }
+        }
+        let _ = conn.close().await;
+    });
+    Ok(())
+}
+
+/// One round: a passive copy, and a restart if the log has grown long.
+/// Returns the log's length in pages (0 once started over).
+async fn checkpoint(conn: &mut AnyConnection, restart_frames: i64) -> sqlx::Result<i64> {
+    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if log <= restart_frames {
+        return Ok(log);
+    }
+    let started = std::time::Instant::now();
+    let (busy, log, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *conn)
+        .await?;
+    tracing::debug!(busy, log, elapsed = ?started.elapsed(), "WAL restart checkpoint");
+    Ok(if busy == 0 { 0 } else { log })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Schedule;
+    use crate::storage::Storage;
+
+    /// Writes that would grow the log far past the threshold leave it short:
+    /// the task copies it back and makes writes start it over. Without the
+    /// task the log only grows (the pool's own checkpoints wait for 32,768
+    /// pages). 1,000 rows of 4,000 bytes are some 4 MiB of log.
+    #[tokio::test]
+    async fn the_log_is_copied_back_and_started_over() {
+        let schedule = Schedule {
+            busy_tick: Duration::from_millis(10),
+            idle_tick: Duration::from_millis(10),
+            restart_frames: 64,
+        };
+        for (with_task, expect_short) in [(true, true), (false, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("t.db").display());
+            let storage = Storage::connect_with(&url, 1, with_task.then_some(schedule))
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+                .execute(storage.pool())
+                .await
+                .unwrap();
+            let filler = "x".repeat(4000);
+            for i in 0..1000 {
+                sqlx::query("INSERT INTO t (a, b) VALUES ($1, $2)")
+                    .bind(i)
+                    .bind(&filler)
+                    .execute(storage.pool())
+                    .await
+                    .unwrap();
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            }
+            // Started over, the log is written from its start again: the
+            // file stays as long as the longest log.
+            let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+                .unwrap()
+                .len();
+            if expect_short {
+                assert!(wal < 3 << 20, "log file of {wal} bytes");
+            } else {
+                assert!(wal > 4 << 20, "log file of only {wal} bytes");
+            }
+        }
+    }
+}
