@@ -330,19 +330,16 @@ async fn build(
             joined_room(s, &user, room, &mut reads, to, req, &rules).await?,
         ));
     }
-    let own: Vec<&str> = bodies
+    let all: Vec<&Pdu> = bodies
         .iter()
         .flat_map(|(_, (_, events))| events)
-        .filter(|p| p.sender == user)
-        .map(|p| p.event_id.as_str())
+        .map(|p| &**p)
         .collect();
-    let txns = if own.is_empty() {
-        HashMap::new()
-    } else {
-        s.storage
-            .transaction_ids_of(&own, who.user_id.as_str(), who.device_id.as_str())
-            .await?
-    };
+    let txns = s
+        .rooms
+        .transaction_ids(&all, who.user_id.as_str(), who.device_id.as_str())
+        .await?;
+    drop(all);
     for (room, (mut body, events)) in bodies {
         body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
         join.insert(room, body);

@@ -123,7 +123,8 @@ impl Storage {
             ("<", "DESC", from.unwrap_or(i64::MAX))
         };
         let q = format!(
-            "SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json
+            "SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json,
+                    e.txn_device, e.txn_id
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
              WHERE r.relates_to = $1 AND r.room_id = $2
                AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.event_type = $4)

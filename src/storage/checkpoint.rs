@@ -136,7 +136,7 @@ mod tests {
         for (with_task, expect_short) in [(true, true), (false, false)] {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("t.db").display());
-            let storage = Storage::connect_with(&url, 1, with_task.then_some(schedule))
+            let storage = Storage::connect_with(&url, 1, with_task.then_some(schedule), i64::MAX)
                 .await
                 .unwrap();
             sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::batch::WriteBatch;
+use super::batch::{Param, WriteBatch};
 use super::{Storage, now_ms};
 
 #[derive(Debug, Clone)]
@@ -31,11 +31,14 @@ pub struct EventRow {
     pub state_group: Option<i64>,
     pub redacted_by: Option<String>,
     pub json: String,
+    /// (device id, transaction id) it was sent with by a local client, if
+    /// it was.
+    pub txn: Option<(String, String)>,
 }
 
 macro_rules! event_columns {
     () => {
-        "stream_ordering, event_id, room_id, depth, state_group, redacted_by, json"
+        "stream_ordering, event_id, room_id, depth, state_group, redacted_by, json, txn_device, txn_id"
     };
 }
 
@@ -53,8 +56,8 @@ pub struct EventRef {
 }
 
 impl EventRef {
-    /// The row, given the event's JSON.
-    pub fn with_json(self, json: String) -> EventRow {
+    /// The row, given the event's JSON and transaction.
+    pub fn with_json(self, (json, txn): (String, Option<(String, String)>)) -> EventRow {
         EventRow {
             stream_ordering: self.stream_ordering,
             event_id: self.event_id,
@@ -63,6 +66,7 @@ impl EventRef {
             state_group: self.state_group,
             redacted_by: self.redacted_by,
             json,
+            txn,
         }
     }
 }
@@ -85,7 +89,14 @@ fn event_ref(r: &AnyRow) -> EventRef {
 }
 
 pub(crate) fn event_row(r: &AnyRow) -> EventRow {
-    event_ref(r).with_json(r.get(6))
+    event_ref(r).with_json((r.get(6), txn_at(r, 7)))
+}
+
+/// The (device, transaction id) pair of a row at columns `i`, `i + 1`.
+fn txn_at(r: &AnyRow, i: usize) -> Option<(String, String)> {
+    let device: Option<String> = r.get(i);
+    let txn: Option<String> = r.get(i + 1);
+    device.zip(txn)
 }
 
 /// A new state group: the state after a state event, stored as a delta on
@@ -128,7 +139,7 @@ pub struct PersistEvent {
     pub redacts: Option<String>,
 }
 
-/// Rows per multi-row `INSERT` (at most 10 binds a row: well within
+/// Rows per multi-row `INSERT` (at most 12 binds a row: well within
 /// SQLite's and PostgreSQL's limits on parameters).
 const ROWS_PER_INSERT: usize = 256;
 
@@ -281,9 +292,9 @@ impl Storage {
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             w.push(
                 insert_rows(
-                    "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json)",
+                    "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json, txn_device, txn_id)",
                     chunk.len(),
-                    10,
+                    12,
                 ),
                 chunk.iter().flat_map(|e| {
                     [
@@ -297,6 +308,8 @@ impl Storage {
                         e.origin_server_ts.into(),
                         e.state_group.into(),
                         (&e.json).into(),
+                        Param::OptText(e.txn.as_ref().map(|t| t.1.as_str())),
+                        Param::OptText(e.txn.as_ref().map(|t| t.3.as_str())),
                     ]
                 }),
             );
@@ -644,8 +657,26 @@ impl Storage {
     }
 
     /// The JSON of events by id (those that exist).
-    pub async fn events_json(&self, event_ids: &[&str]) -> sqlx::Result<HashMap<String, String>> {
-        self.column_by_event_id("json", event_ids).await
+    /// The JSON of events by id, with the (device, transaction id) each was
+    /// sent with, if any (those that exist).
+    pub async fn events_json(
+        &self,
+        event_ids: &[&str],
+    ) -> sqlx::Result<HashMap<String, (String, Option<(String, String)>)>> {
+        let mut out = HashMap::with_capacity(event_ids.len());
+        for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT event_id, json, txn_device, txn_id FROM events WHERE event_id IN ({list})"
+            )));
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.insert(r.get(0), (r.get(1), txn_at(&r, 2)));
+            }
+        }
+        Ok(out)
     }
 
     /// The stream positions of events by id (those that exist).
@@ -962,6 +993,7 @@ impl Storage {
                     state_group: None,
                     redacted_by: None,
                     json: json.to_owned(),
+                    txn: None,
                 });
             }
         }

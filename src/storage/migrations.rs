@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "blocked_rooms", V7),
     (8, "receipts_by_user", V8),
     (9, "token_expiry", V9),
+    (10, "event_transaction_columns", V10),
 ];
 
 const V1: &str = r#"
@@ -269,7 +270,23 @@ const V9: &str = r#"
 ALTER TABLE access_tokens ADD COLUMN valid_until_ms BIGINT;
 "#;
 
-pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {
+/// An event keeps the device and transaction id its local sender sent it
+/// with, so that `/sync` can give the sending device its transaction id
+/// from the event's own row (or the event cache) without a lookup per
+/// event.
+const V10: &str = r#"
+ALTER TABLE events ADD COLUMN txn_device TEXT;
+ALTER TABLE events ADD COLUMN txn_id TEXT;
+UPDATE events SET
+    txn_device = (SELECT t.device_id FROM event_transactions t
+                  WHERE t.event_id = events.event_id LIMIT 1),
+    txn_id = (SELECT t.txn_id FROM event_transactions t
+              WHERE t.event_id = events.event_id LIMIT 1)
+WHERE event_id IN (SELECT event_id FROM event_transactions);
+"#;
+
+/// Applies the migrations not applied yet, up to version `upto`.
+pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
     let pool = storage.pool();
     pool.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -289,7 +306,7 @@ pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {
             "the database schema (version {max}) is newer than this Myelin (version {latest}); upgrade Myelin"
         );
     }
-    for (version, name, ddl) in MIGRATIONS {
+    for (version, name, ddl) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
         if applied.contains(version) {
             continue;
         }
@@ -312,4 +329,53 @@ pub(super) async fn run(storage: &Storage) -> anyhow::Result<()> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::Storage;
+
+    /// Version 10 copies each event's transaction from `event_transactions`
+    /// onto the event's row; events sent without one keep none.
+    #[tokio::test]
+    async fn v10_moves_transactions_onto_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect_with(&url, 1, None, 9).await.unwrap();
+        for (pos, id) in [(1_i64, "$a"), (2, "$b")] {
+            sqlx::query(
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, sender, origin_server_ts, json)
+                 VALUES ($1, $2, '!r:x', $1, 'm.room.message', '@u:x', 0, '{}')",
+            )
+            .bind(pos)
+            .bind(id)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
+             VALUES ('@u:x', 'DEV', 'send:!r:x', 't1', '$a')",
+        )
+        .execute(storage.pool())
+        .await
+        .unwrap();
+        drop(storage);
+
+        let storage = Storage::connect_with(&url, 1, None, i64::MAX)
+            .await
+            .unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT event_id, txn_device, txn_id FROM events ORDER BY event_id")
+                .fetch_all(storage.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("$a".into(), Some("DEV".into()), Some("t1".into())),
+                ("$b".into(), None, None),
+            ]
+        );
+    }
 }

@@ -99,15 +99,17 @@ pub struct Storage {
 impl Storage {
     /// Connects (creating the SQLite file if needed) and runs pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        Self::connect_with(url, max_connections, Some(checkpoint::Schedule::default())).await
+        let schedule = Some(checkpoint::Schedule::default());
+        Self::connect_with(url, max_connections, schedule, i64::MAX).await
     }
 
     /// [`Storage::connect`], with the SQLite checkpoint task on the given
-    /// schedule, or without it.
+    /// schedule (or without it), migrated up to schema version `upto`.
     async fn connect_with(
         url: &str,
         max_connections: u32,
         checkpoints: Option<checkpoint::Schedule>,
+        upto: i64,
     ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
@@ -144,7 +146,7 @@ impl Storage {
                  statements with a bound LIMIT are prepared again on every execution"
             );
         }
-        migrations::run(&storage).await?;
+        migrations::run(&storage, upto).await?;
         if dialect.checkpoints_in_background()
             && let Some(schedule) = checkpoints
         {

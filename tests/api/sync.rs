@@ -743,6 +743,69 @@ async fn transaction_id_only_for_the_sending_device() {
     );
 }
 
+/// After a restart the events come from the database, not from the event
+/// cache that kept their transaction since they were sent: the transaction
+/// id still reaches the sending device (and only it), for message events
+/// and redactions alike.
+#[tokio::test]
+async fn transaction_id_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let alice2 = server.login("alice", "password123").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let id = send_event_txn(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "before the restart"}),
+        "txn-before",
+    )
+    .await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/txn-redact",
+        enc(&room),
+        enc(&id)
+    );
+    let (status, body) = server
+        .put(&path, alice.token(), json!({"reason": "gone"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let redaction = body["event_id"].as_str().unwrap().to_owned();
+    server.restart().await;
+
+    let timeline = |body: &Value| -> Vec<Value> {
+        joined(body, &room)["timeline"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let body = sync(&server, &alice, "").await;
+    let events = timeline(&body);
+    let txn_of = |events: &[Value], id: &str| -> Value {
+        events
+            .iter()
+            .find(|e| e["event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {events:?}"))["unsigned"]["transaction_id"]
+            .clone()
+    };
+    assert_eq!(txn_of(&events, &id), "txn-before");
+    assert_eq!(txn_of(&events, &redaction), "txn-redact");
+    let events = timeline(&sync(&server, &alice2, "").await);
+    assert_eq!(txn_of(&events, &id), Value::Null, "other device");
+    assert_eq!(txn_of(&events, &redaction), Value::Null, "other device");
+
+    // /messages reads the events' rows too.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
+        enc(&room)
+    );
+    let (status, body) = server.get(&path, alice.token()).await;
+    assert_eq!(status, 200, "{body}");
+    let chunk = body["chunk"].as_array().unwrap().clone();
+    assert_eq!(txn_of(&chunk, &id), "txn-before");
+}
+
 #[tokio::test]
 async fn prev_batch_pages_back_before_the_timeline() {
     let server = TestServer::start().await;

@@ -239,19 +239,44 @@ impl Rooms {
         pdus: &[P],
         viewer: Option<(&str, &str)>,
     ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+        let txns = match viewer {
+            Some((user, device)) => {
+                let pdus: Vec<&Pdu> = pdus.iter().map(|p| p.borrow()).collect();
+                self.transaction_ids(&pdus, user, device).await?
+            }
+            None => HashMap::new(),
+        };
+        self.client_events_with(pdus, &txns).await
+    }
+
+    /// The transaction ids `device` of `user` sent these events with (event
+    /// id → transaction id). Events built here or read with their row know
+    /// their transaction; the others are looked up in one query.
+    pub async fn transaction_ids(
+        &self,
+        pdus: &[&Pdu],
+        user: &str,
+        device: &str,
+    ) -> Result<HashMap<String, String>> {
         let mut txns = HashMap::new();
-        if let Some((user, device)) = viewer {
-            let own: Vec<&str> = pdus
-                .iter()
-                .map(|p| p.borrow())
-                .filter(|p| p.sender.as_str() == user)
-                .map(|p| p.event_id.as_str())
-                .collect();
-            if !own.is_empty() {
-                txns = self.storage.transaction_ids_of(&own, user, device).await?;
+        let mut unknown = Vec::new();
+        for pdu in pdus.iter().filter(|p| p.sender.as_str() == user) {
+            match &pdu.sent_with {
+                pdu::SentWith::Txn { device: d, txn } if &**d == device => {
+                    txns.insert(pdu.event_id.to_string(), txn.to_string());
+                }
+                pdu::SentWith::Unknown => unknown.push(pdu.event_id.as_str()),
+                _ => {}
             }
         }
-        self.client_events_with(pdus, &txns).await
+        if !unknown.is_empty() {
+            txns.extend(
+                self.storage
+                    .transaction_ids_of(&unknown, user, device)
+                    .await?,
+            );
+        }
+        Ok(txns)
     }
 
     /// The client form of events as JSON text (what `/sync` writes out as
@@ -695,6 +720,8 @@ impl Rooms {
         txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
     ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<()>>)> {
+        pdu.sent_with =
+            pdu::SentWith::from_pair(txn.map(|(_, d, _, t)| (d.to_owned(), t.to_owned())));
         let json = pdu.json.to_string();
         let reservation = self.stream.reserve();
         let pos = reservation.pos();
@@ -837,5 +864,6 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     pdu.stream_ordering = row.stream_ordering;
     pdu.redacted_by = row.redacted_by.and_then(|r| OwnedEventId::try_from(r).ok());
     pdu.state_group = row.state_group;
+    pdu.sent_with = pdu::SentWith::from_pair(row.txn);
     Ok(pdu)
 }

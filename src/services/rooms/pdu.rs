@@ -45,6 +45,34 @@ pub struct Pdu {
     /// The state group after this event (`None` until persisted, or when
     /// not loaded).
     pub state_group: Option<i64>,
+    /// The transaction a local client sent it with, as far as known.
+    pub sent_with: SentWith,
+}
+
+/// How an event was sent: what `/sync` needs to give the sending device
+/// its transaction id back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SentWith {
+    /// Not known: the event was read without its row's transaction columns
+    /// (the transaction table has the answer).
+    #[default]
+    Unknown,
+    /// Without a transaction id (or not by a local client).
+    Nothing,
+    /// By `device`, with transaction id `txn`.
+    Txn { device: Box<str>, txn: Box<str> },
+}
+
+impl SentWith {
+    pub fn from_pair(pair: Option<(String, String)>) -> Self {
+        match pair {
+            Some((device, txn)) => Self::Txn {
+                device: device.into(),
+                txn: txn.into(),
+            },
+            None => Self::Nothing,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -131,6 +159,7 @@ impl Pdu {
             stream_ordering: 0,
             redacted_by: None,
             state_group: None,
+            sent_with: SentWith::Unknown,
         })
     }
 

@@ -914,6 +914,7 @@ mod tests {
             state_group: None,
             redacted_by: None,
             json: json.to_string(),
+            txn: None,
         }
     }
 
