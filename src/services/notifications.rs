@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::services::Services;
-use crate::services::rooms::{Pdu, StateMap};
+use crate::services::rooms::{Pdu, StateMap, ViewerTxns};
 
 pub const MAX_COUNTED: i64 = 500;
 
@@ -116,7 +116,11 @@ pub async fn count_unread(
         .filter(|p| p.sender != user && p.redacted_by.is_none())
         .collect();
     // Their client form, as the push rules see it (no transaction ids).
-    for json in s.rooms.client_events_with(&others, &HashMap::new()).await? {
+    for json in s
+        .rooms
+        .client_events_with(&others, &ViewerTxns::default())
+        .await?
+    {
         let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json);
         let actions = rules.get_actions(&raw, &ctx).await;
         if actions.iter().any(|a| a.should_notify()) {

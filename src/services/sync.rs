@@ -20,7 +20,7 @@ use crate::services::Services;
 use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
-use crate::services::rooms::{Pdu, StateMap};
+use crate::services::rooms::{Pdu, StateMap, ViewerTxns};
 use crate::services::stream::Topic;
 use crate::storage::Requester;
 
@@ -572,7 +572,9 @@ async fn state_section(
     }
     pdus.sort_by_key(|p| p.stream_ordering);
     // No transaction ids: state events are never sent with one.
-    s.rooms.client_events_with(&pdus, &HashMap::new()).await
+    s.rooms
+        .client_events_with(&pdus, &ViewerTxns::default())
+        .await
 }
 
 /// Heroes and member counts from the room's joined and invited members.

@@ -2051,6 +2051,10 @@ async fn redact_message_in(version: &str) {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"room_version": version})).await;
     let msg = send_text(&server, &alice, &room, "regrettable").await;
+    // Read once unredacted, so that its client form is cached.
+    let (st, ev) = get_event(&server, &alice, &room, &msg).await;
+    assert_eq!(st, StatusCode::OK, "{ev}");
+    assert_eq!(ev["content"]["body"], "regrettable", "{ev}");
     let (st, body) = redact(&server, &alice, &room, &msg, json!({"reason": "oops"})).await;
     assert_eq!(st, StatusCode::OK, "v{version}: {body}");
     let redaction_id = body["event_id"].as_str().unwrap().to_owned();

@@ -70,6 +70,32 @@ struct RoomHead {
     recent_txns: RecentTxns,
 }
 
+/// The transaction ids a viewer (a user's device) is shown: only for the
+/// events that device sent, from the event's own record or, for events read
+/// without it, from a lookup ([`Rooms::transaction_ids`]).
+#[derive(Default)]
+pub struct ViewerTxns {
+    viewer: Option<(String, String)>,
+    looked_up: HashMap<String, String>,
+}
+
+impl ViewerTxns {
+    fn get<'p>(&'p self, pdu: &'p Pdu) -> Option<&'p str> {
+        let (user, device) = self.viewer.as_ref()?;
+        if pdu.sender.as_str() != user {
+            return None;
+        }
+        match &pdu.sent_with {
+            pdu::SentWith::Txn { device: d, txn } if **d == **device => Some(txn),
+            pdu::SentWith::Unknown => self
+                .looked_up
+                .get(pdu.event_id.as_str())
+                .map(String::as_str),
+            _ => None,
+        }
+    }
+}
+
 /// The last [`RecentTxns::KEEP`] transaction ids sent in a room.
 #[derive(Default)]
 struct RecentTxns {
@@ -244,48 +270,45 @@ impl Rooms {
                 let pdus: Vec<&Pdu> = pdus.iter().map(|p| p.borrow()).collect();
                 self.transaction_ids(&pdus, user, device).await?
             }
-            None => HashMap::new(),
+            None => ViewerTxns::default(),
         };
         self.client_events_with(pdus, &txns).await
     }
 
-    /// The transaction ids `device` of `user` sent these events with (event
-    /// id → transaction id). Events built here or read with their row know
-    /// their transaction; the others are looked up in one query.
+    /// The transaction ids `device` of `user` sent these events with. Events
+    /// built here or read with their row know their transaction; the others
+    /// are looked up in one query.
     pub async fn transaction_ids(
         &self,
         pdus: &[&Pdu],
         user: &str,
         device: &str,
-    ) -> Result<HashMap<String, String>> {
-        let mut txns = HashMap::new();
-        let mut unknown = Vec::new();
-        for pdu in pdus.iter().filter(|p| p.sender.as_str() == user) {
-            match &pdu.sent_with {
-                pdu::SentWith::Txn { device: d, txn } if &**d == device => {
-                    txns.insert(pdu.event_id.to_string(), txn.to_string());
-                }
-                pdu::SentWith::Unknown => unknown.push(pdu.event_id.as_str()),
-                _ => {}
-            }
-        }
-        if !unknown.is_empty() {
-            txns.extend(
-                self.storage
-                    .transaction_ids_of(&unknown, user, device)
-                    .await?,
-            );
-        }
-        Ok(txns)
+    ) -> Result<ViewerTxns> {
+        let unknown: Vec<&str> = pdus
+            .iter()
+            .filter(|p| p.sender.as_str() == user && p.sent_with == pdu::SentWith::Unknown)
+            .map(|p| p.event_id.as_str())
+            .collect();
+        let looked_up = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.storage
+                .transaction_ids_of(&unknown, user, device)
+                .await?
+        };
+        Ok(ViewerTxns {
+            viewer: Some((user.to_owned(), device.to_owned())),
+            looked_up,
+        })
     }
 
     /// The client form of events as JSON text (what `/sync` writes out as
-    /// it is), with the viewer's transaction ids (event id → transaction
-    /// id) already looked up.
+    /// it is), with the viewer's transaction ids
+    /// ([`Rooms::transaction_ids`]; none for `ViewerTxns::default()`).
     pub async fn client_events_with<P: std::borrow::Borrow<Pdu>>(
         &self,
         pdus: &[P],
-        txns: &HashMap<String, String>,
+        txns: &ViewerTxns,
     ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
         let now = ruma::MilliSecondsSinceUnixEpoch::now();
         let mut out = Vec::with_capacity(pdus.len());
@@ -296,8 +319,7 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            let txn = txns.get(pdu.event_id.as_str()).map(String::as_str);
-            out.push(pdu.client_json(&version, redaction.as_deref(), txn, now));
+            out.push(pdu.client_json(&version, redaction.as_deref(), txns.get(pdu), now));
         }
         Ok(out)
     }

@@ -47,6 +47,10 @@ pub struct Pdu {
     pub state_group: Option<i64>,
     /// The transaction a local client sent it with, as far as known.
     pub sent_with: SentWith,
+    /// The unredacted client form up to its viewer- and time-dependent
+    /// fields ([`Pdu::client_prefix_of`]), made on first use: a cached event
+    /// sent to many clients, or to one many times, is parsed once.
+    client_prefix: std::sync::OnceLock<Option<Box<str>>>,
 }
 
 /// How an event was sent: what `/sync` needs to give the sending device
@@ -160,6 +164,7 @@ impl Pdu {
             redacted_by: None,
             state_group: None,
             sent_with: SentWith::Unknown,
+            client_prefix: std::sync::OnceLock::new(),
         })
     }
 
@@ -234,6 +239,47 @@ impl Pdu {
     /// `redaction` is the redaction event that applies, if any;
     /// `unsigned` gets the event's age at `now` and the sender's
     /// `transaction_id` if given.
+    /// The client form of `text` (this event's PDU, or its redacted form)
+    /// up to the viewer- and time-dependent fields: everything but `age`
+    /// and `transaction_id`, ending inside `unsigned` after what the PDU
+    /// carries there (`redacted_because`). `None` if the text lacks a field
+    /// every stored event has.
+    fn client_prefix_of(&self, text: &str) -> Option<Box<str>> {
+        let f = serde_json::from_str::<ClientFields<'_>>(text).ok()?;
+        let mut out = String::with_capacity(text.len() / 2 + 160);
+        out.push_str("{\"type\":");
+        out.push_str(f.kind.get());
+        out.push_str(",\"content\":");
+        out.push_str(f.content.get());
+        out.push_str(",\"sender\":");
+        out.push_str(f.sender.get());
+        out.push_str(",\"origin_server_ts\":");
+        out.push_str(f.origin_server_ts.get());
+        if let Some(sk) = f.state_key {
+            out.push_str(",\"state_key\":");
+            out.push_str(sk.get());
+        }
+        if let Some(r) = &self.redacts {
+            push_field(&mut out, "redacts", r.as_str());
+        }
+        push_field(&mut out, "event_id", self.event_id.as_str());
+        push_field(&mut out, "room_id", self.room_id.as_str());
+        out.push_str(",\"unsigned\":{");
+        let stored: std::collections::BTreeMap<String, Box<RawJsonValue>> = f
+            .unsigned
+            .and_then(|u| serde_json::from_str(u.get()).ok())
+            .unwrap_or_default();
+        for (key, value) in &stored {
+            if key != "age" && key != "transaction_id" {
+                out.push_str(&serde_json::to_string(key).unwrap_or_default());
+                out.push(':');
+                out.push_str(value.get());
+                out.push(',');
+            }
+        }
+        Some(out.into_boxed_str())
+    }
+
     pub fn client_json(
         &self,
         version: &RoomVersionId,
@@ -242,42 +288,21 @@ impl Pdu {
         now: MilliSecondsSinceUnixEpoch,
     ) -> Box<RawJsonValue> {
         let redacted = self.redacted_text(version, redaction);
-        let text = redacted.as_deref().unwrap_or(&self.json);
-        let mut out = String::with_capacity(text.len() + 160);
-        match serde_json::from_str::<ClientFields<'_>>(text) {
-            Ok(f) => {
-                out.push_str("{\"type\":");
-                out.push_str(f.kind.get());
-                out.push_str(",\"content\":");
-                out.push_str(f.content.get());
-                out.push_str(",\"sender\":");
-                out.push_str(f.sender.get());
-                out.push_str(",\"origin_server_ts\":");
-                out.push_str(f.origin_server_ts.get());
-                if let Some(sk) = f.state_key {
-                    out.push_str(",\"state_key\":");
-                    out.push_str(sk.get());
-                }
-                if let Some(r) = &self.redacts {
-                    push_field(&mut out, "redacts", r.as_str());
-                }
-                push_field(&mut out, "event_id", self.event_id.as_str());
-                push_field(&mut out, "room_id", self.room_id.as_str());
-                out.push_str(",\"unsigned\":{");
-                // What the PDU carries in `unsigned` (`redacted_because`),
-                // but for the fields written here.
-                let stored: std::collections::BTreeMap<String, Box<RawJsonValue>> = f
-                    .unsigned
-                    .and_then(|u| serde_json::from_str(u.get()).ok())
-                    .unwrap_or_default();
-                for (key, value) in &stored {
-                    if key != "age" && key != "transaction_id" {
-                        out.push_str(&serde_json::to_string(key).unwrap_or_default());
-                        out.push(':');
-                        out.push_str(value.get());
-                        out.push(',');
-                    }
-                }
+        let fresh;
+        let prefix = match &redacted {
+            Some(text) => {
+                fresh = self.client_prefix_of(text);
+                fresh.as_deref()
+            }
+            None => self
+                .client_prefix
+                .get_or_init(|| self.client_prefix_of(&self.json))
+                .as_deref(),
+        };
+        let out = match prefix {
+            Some(prefix) => {
+                let mut out = String::with_capacity(prefix.len() + 64);
+                out.push_str(prefix);
                 let age =
                     i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
                 out.push_str("\"age\":");
@@ -286,12 +311,11 @@ impl Pdu {
                     push_field(&mut out, "transaction_id", txn);
                 }
                 out.push_str("}}");
+                out
             }
             // A stored event always has these fields; if not, say what there is.
-            Err(_) => {
-                out = json!({ "event_id": self.event_id, "room_id": self.room_id }).to_string()
-            }
-        }
+            None => json!({ "event_id": self.event_id, "room_id": self.room_id }).to_string(),
+        };
         RawJsonValue::from_string(out)
             .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("valid JSON"))
     }
