@@ -43,6 +43,37 @@ impl Dialect {
         }
     }
 
+    /// `sql` with its `$1`, `$2`, ... placeholders as SQLite's anonymous `?`
+    /// when they appear exactly once each and in order (otherwise, and on
+    /// PostgreSQL, as it is). sqlx asks SQLite for the name of every
+    /// parameter it binds, and SQLite finds a name by walking the list of
+    /// the statement's named parameters: quadratic in a statement with
+    /// hundreds of them (an `IN` list, the per-room `UNION ALL`). Anonymous
+    /// parameters have no names to walk.
+    pub fn positional(self, sql: &str) -> std::borrow::Cow<'_, str> {
+        if self != Self::Sqlite {
+            return sql.into();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql;
+        let mut next = 1usize;
+        while let Some(at) = rest.find('$') {
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            if rest[at + 1..at + 1 + digits].parse::<usize>().ok() != Some(next) {
+                return sql.into();
+            }
+            out.push_str(&rest[..at]);
+            out.push('?');
+            rest = &rest[at + 1 + digits..];
+            next += 1;
+        }
+        out.push_str(rest);
+        out.into()
+    }
+
     /// Whether the database wants its write-ahead log checkpointed by a task
     /// of its own (`storage::checkpoint`).
     pub fn checkpoints_in_background(self) -> bool {
@@ -129,6 +160,28 @@ impl Dialect {
                     || db.message().contains("UNIQUE constraint failed")
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dialect;
+
+    #[test]
+    fn placeholders_in_order_become_anonymous_on_sqlite() {
+        let sql = "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)";
+        assert_eq!(
+            Dialect::Sqlite.positional(sql),
+            "SELECT a FROM t WHERE b = ? AND c IN (?, ?)"
+        );
+        assert_eq!(Dialect::Postgres.positional(sql), sql);
+        for kept in [
+            "SELECT a FROM t WHERE b = $1 OR c = $1",
+            "SELECT a FROM t WHERE b = $2 AND c = $1",
+            "SELECT a FROM t WHERE b = $1 AND c = $3",
+        ] {
+            assert_eq!(Dialect::Sqlite.positional(kept), kept);
         }
     }
 }

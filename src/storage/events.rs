@@ -160,61 +160,67 @@ const UNION_MAX: usize = 64;
 
 /// The `UNION ALL` of `size` per-room SELECTs, with the sender condition
 /// or without; the text of each (size, condition) is built once.
-fn union_sql(size: usize, not_sender: bool, packed: bool) -> &'static str {
-    static CACHE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+fn union_sql(dialect: super::Dialect, size: usize, not_sender: bool, packed: bool) -> &'static str {
+    static CACHE: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
     let all = CACHE.get_or_init(|| {
-        let build = |size: usize, not_sender: bool, packed: bool| {
-            let per = if not_sender { 5 } else { 4 };
-            let union = (0..size)
-                .map(|i| {
-                    let b = i * per;
-                    let sender = if not_sender {
-                        format!(" AND sender <> ${}", b + 5)
-                    } else {
-                        String::new()
-                    };
-                    format!(
-                        "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
-                         AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
-                        event_ref_columns!(),
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
+        let set = |dialect: super::Dialect| -> Vec<String> {
+            super::PADDED_SIZES
+                .iter()
+                .take_while(|s| **s <= UNION_MAX)
+                .flat_map(|s| {
+                    [(false, false), (false, true), (true, false), (true, true)].map(
+                        |(not_sender, packed)| {
+                            let text = union_text(*s, not_sender, packed);
+                            dialect.positional(&text).into_owned()
+                        },
                     )
                 })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            if !packed {
-                return union;
-            }
-            // All the rows as one value: fields split by the next
-            // parameter, rows by the one after it (see `unpack_refs`).
-            let (field, row) = (size * per + 1, size * per + 2);
-            format!(
-                "SELECT string_agg(CAST(stream_ordering AS TEXT) || ${field} || event_id || ${field} || room_id \
-                 || ${field} || CAST(depth AS TEXT) || ${field} || COALESCE(CAST(state_group AS TEXT), '') \
-                 || ${field} || COALESCE(redacted_by, ''), ${row}) FROM ({union}) AS u"
-            )
+                .collect()
         };
-        super::PADDED_SIZES
-            .iter()
-            .take_while(|s| **s <= UNION_MAX)
-            .flat_map(|s| {
-                [
-                    build(*s, false, false),
-                    build(*s, false, true),
-                    build(*s, true, false),
-                    build(*s, true, true),
-                ]
-            })
-            .collect()
+        [set(super::Dialect::Sqlite), set(super::Dialect::Postgres)]
     });
     let i = super::PADDED_SIZES
         .iter()
         .position(|s| *s == size)
         .unwrap_or(0);
-    &all[i * 4 + usize::from(not_sender) * 2 + usize::from(packed)]
+    let set = &all[usize::from(dialect == super::Dialect::Postgres)];
+    &set[i * 4 + usize::from(not_sender) * 2 + usize::from(packed)]
+}
+
+/// The text of [`union_sql`], with `$N` placeholders.
+fn union_text(size: usize, not_sender: bool, packed: bool) -> String {
+    let per = if not_sender { 5 } else { 4 };
+    let union = (0..size)
+        .map(|i| {
+            let b = i * per;
+            let sender = if not_sender {
+                format!(" AND sender <> ${}", b + 5)
+            } else {
+                String::new()
+            };
+            format!(
+                "SELECT * FROM (SELECT {} FROM events WHERE room_id = ${} AND stream_ordering > ${} \
+                 AND stream_ordering <= ${}{sender} ORDER BY stream_ordering DESC LIMIT ${}) AS t{i}",
+                event_ref_columns!(),
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    if !packed {
+        return union;
+    }
+    // All the rows as one value: fields split by FIELD_SEP, rows by
+    // ROW_SEP (see `unpack_refs`), written as literals.
+    let (field, row) = (format!("'{FIELD_SEP}'"), format!("'{ROW_SEP}'"));
+    format!(
+        "SELECT string_agg(CAST(stream_ordering AS TEXT) || {field} || event_id || {field} || room_id \
+         || {field} || CAST(depth AS TEXT) || {field} || COALESCE(CAST(state_group AS TEXT), '') \
+         || {field} || COALESCE(redacted_by, ''), {row}) FROM ({union}) AS u"
+    )
 }
 
 /// Separators of a packed read: no event or room id this server stores
@@ -621,7 +627,7 @@ impl Storage {
         // reads a thousand or more.
         for (chunk, size) in super::padded_chunks(wanted, UNION_MAX) {
             let query = |packed: bool| {
-                let sql = union_sql(size, not_sender.is_some(), packed);
+                let sql = union_sql(self.dialect(), size, not_sender.is_some(), packed);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
                 let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
                 for (room, from, to, limit) in chunk.iter().chain(padding) {
@@ -629,9 +635,6 @@ impl Storage {
                     if let Some(user) = not_sender {
                         q = q.bind(user);
                     }
-                }
-                if packed {
-                    q = q.bind(FIELD_SEP.to_string()).bind(ROW_SEP.to_string());
                 }
                 q
             };
@@ -666,9 +669,12 @@ impl Storage {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let sql = format!(
                 "SELECT event_id, json, txn_device, txn_id FROM events WHERE event_id IN ({list})"
-            )));
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(
+                self.dialect().positional(&sql).into_owned(),
+            ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
@@ -694,13 +700,16 @@ impl Storage {
         let mut out = Vec::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let sql = format!(
                 "SELECT e.event_id, e.room_id, e.sender, e.stream_ordering FROM events e
                  WHERE e.event_id IN ({list}) AND e.event_type = 'm.room.message'
                    AND e.redacted_by IS NULL
                    AND NOT EXISTS (SELECT 1 FROM event_relations r
                                    WHERE r.event_id = e.event_id AND r.rel_type = 'm.replace')"
-            )));
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(
+                self.dialect().positional(&sql).into_owned(),
+            ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
@@ -723,9 +732,10 @@ impl Storage {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT event_id, {column} FROM events WHERE event_id IN ({list})"
-            )));
+            let sql = format!("SELECT event_id, {column} FROM events WHERE event_id IN ({list})");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(
+                self.dialect().positional(&sql).into_owned(),
+            ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
@@ -745,12 +755,15 @@ impl Storage {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let sql = format!(
                 "SELECT room_id, state_key, membership FROM current_state
                  WHERE room_id IN ({list}) AND event_type = 'm.room.member'
                    AND membership IN ('join', 'invite')
                  ORDER BY room_id, state_key"
-            )));
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(
+                self.dialect().positional(&sql).into_owned(),
+            ));
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);
             }
@@ -848,10 +861,13 @@ impl Storage {
         let mut out = std::collections::HashMap::new();
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(3, size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let sql = format!(
                 "SELECT event_id, txn_id FROM event_transactions
                  WHERE user_id = $1 AND device_id = $2 AND event_id IN ({list})"
-            )))
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(
+                self.dialect().positional(&sql).into_owned(),
+            ))
             .bind(user_id)
             .bind(device_id);
             for id in super::padded_ids(chunk, size) {
