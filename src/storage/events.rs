@@ -139,7 +139,7 @@ pub struct PersistEvent {
     pub redacts: Option<String>,
 }
 
-/// Rows per multi-row `INSERT` (at most 12 binds a row: well within
+/// Rows per multi-row `INSERT` (at most 13 binds a row: well within
 /// SQLite's and PostgreSQL's limits on parameters).
 const ROWS_PER_INSERT: usize = 256;
 
@@ -298,9 +298,9 @@ impl Storage {
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             w.push(
                 insert_rows(
-                    "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json, txn_device, txn_id)",
+                    "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, state_group, json, txn_device, txn_scope, txn_id)",
                     chunk.len(),
-                    12,
+                    13,
                 ),
                 chunk.iter().flat_map(|e| {
                     [
@@ -315,6 +315,7 @@ impl Storage {
                         e.state_group.into(),
                         (&e.json).into(),
                         Param::OptText(e.txn.as_ref().map(|t| t.1.as_str())),
+                        Param::OptText(e.txn.as_ref().map(|t| t.2.as_str())),
                         Param::OptText(e.txn.as_ref().map(|t| t.3.as_str())),
                     ]
                 }),
@@ -849,7 +850,6 @@ impl Storage {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// The transaction id under which `event_id` was sent from this device, if any.
     /// The transaction ids a device sent events with: event id → transaction
     /// id, for those of `event_ids` it sent with one.
     pub async fn transaction_ids_of(
@@ -862,8 +862,8 @@ impl Storage {
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(3, size);
             let sql = format!(
-                "SELECT event_id, txn_id FROM event_transactions
-                 WHERE user_id = $1 AND device_id = $2 AND event_id IN ({list})"
+                "SELECT event_id, txn_id FROM events
+                 WHERE sender = $1 AND txn_device = $2 AND event_id IN ({list})"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(
                 self.dialect().positional(&sql).into_owned(),

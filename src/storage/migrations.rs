@@ -270,19 +270,25 @@ const V9: &str = r#"
 ALTER TABLE access_tokens ADD COLUMN valid_until_ms BIGINT;
 "#;
 
-/// An event keeps the device and transaction id its local sender sent it
-/// with, so that `/sync` can give the sending device its transaction id
-/// from the event's own row (or the event cache) without a lookup per
-/// event.
+/// An event keeps the device, scope and transaction id its local sender
+/// sent it with, so that `/sync` can give the sending device its
+/// transaction id from the event's own row (or the event cache) without a
+/// lookup per event. `event_transactions` then needs no index by event
+/// (one random insert less for every message): purges find its rows
+/// through the events' columns.
 const V10: &str = r#"
 ALTER TABLE events ADD COLUMN txn_device TEXT;
+ALTER TABLE events ADD COLUMN txn_scope TEXT;
 ALTER TABLE events ADD COLUMN txn_id TEXT;
 UPDATE events SET
     txn_device = (SELECT t.device_id FROM event_transactions t
                   WHERE t.event_id = events.event_id LIMIT 1),
+    txn_scope = (SELECT t.scope FROM event_transactions t
+                 WHERE t.event_id = events.event_id LIMIT 1),
     txn_id = (SELECT t.txn_id FROM event_transactions t
               WHERE t.event_id = events.event_id LIMIT 1)
 WHERE event_id IN (SELECT event_id FROM event_transactions);
+DROP INDEX event_transactions_event;
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.
@@ -365,16 +371,23 @@ mod tests {
         let storage = Storage::connect_with(&url, 1, None, i64::MAX)
             .await
             .unwrap();
-        let rows: Vec<(String, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT event_id, txn_device, txn_id FROM events ORDER BY event_id")
-                .fetch_all(storage.pool())
-                .await
-                .unwrap();
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT event_id, txn_device, txn_scope, txn_id FROM events ORDER BY event_id",
+        )
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
         assert_eq!(
             rows,
             vec![
-                ("$a".into(), Some("DEV".into()), Some("t1".into())),
-                ("$b".into(), None, None),
+                (
+                    "$a".into(),
+                    Some("DEV".into()),
+                    Some("send:!r:x".into()),
+                    Some("t1".into())
+                ),
+                ("$b".into(), None, None, None),
             ]
         );
     }

@@ -29,7 +29,9 @@ impl Storage {
     pub async fn purge_room(&self, room_id: &str) -> sqlx::Result<u64> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "DELETE FROM event_transactions WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
+            "DELETE FROM event_transactions WHERE (user_id, device_id, scope, txn_id) IN
+                (SELECT sender, txn_device, txn_scope, txn_id FROM events
+                 WHERE room_id = $1 AND txn_id IS NOT NULL)",
         )
         .bind(room_id)
         .execute(&mut *tx)
@@ -110,7 +112,9 @@ impl Storage {
                     .join(", ")
             };
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM event_transactions WHERE event_id IN ({})",
+                "DELETE FROM event_transactions WHERE (user_id, device_id, scope, txn_id) IN
+                    (SELECT sender, txn_device, txn_scope, txn_id FROM events
+                     WHERE event_id IN ({}) AND txn_id IS NOT NULL)",
                 list(1)
             )))
             .persistent(false);

@@ -131,6 +131,17 @@ async fn purge_up_to_event_removes_older_messages_and_keeps_state() {
         ))
         .await;
     assert_eq!(before - after, 3, "three messages removed");
+    // Their transaction ids went with them; the kept messages keep theirs.
+    let txns = |ids: &[&String]| {
+        let list = ids
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("SELECT COUNT(*) FROM event_transactions WHERE event_id IN ({list})")
+    };
+    assert_eq!(server.sql_count(&txns(&[&m1, &m2, &m3])).await, 0);
+    assert_eq!(server.sql_count(&txns(&[&m4, &m5])).await, 2);
 
     // Paging back shows the kept messages and every state event, nothing else.
     let seen = timeline(&server, &alice, &room).await;
