@@ -145,7 +145,10 @@ impl Storage {
                 let persistent = batch.params.len() <= CACHED_PARAMS;
                 let mut conn = self.pool().acquire().await?;
                 for (text, range) in &texts {
-                    let q = sqlx::query(sqlx::AssertSqlSafe(text.as_str())).persistent(persistent);
+                    // Every statement binds its own parameters once each, in
+                    // order, so the joined text can use anonymous ones.
+                    let text = self.dialect().positional(text).into_owned();
+                    let q = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(persistent);
                     if let Err(e) = bind(q, &batch.params[range.clone()])
                         .execute(&mut *conn)
                         .await
