@@ -19,11 +19,13 @@
 //!   passive one;
 //! - with nothing to copy it looks again after [`IDLE_TICK`].
 //!
-//! The task ends with the last handle to the storage, or when the pool is
-//! closed.
+//! The task ends when the storage is closed ([`super::Storage::close`]
+//! closes its connection first, so that the pool's last connection makes
+//! the final checkpoint and removes the log), or with the last handle to
+//! the storage.
 
 use std::str::FromStr;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::any::AnyConnectOptions;
@@ -63,9 +65,10 @@ impl Default for Schedule {
 pub(super) async fn spawn(
     url: &str,
     alive: Weak<()>,
+    stop: Arc<tokio::sync::Notify>,
     pool: sqlx::AnyPool,
     schedule: Schedule,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<tokio::task::JoinHandle<()>> {
     let mut conn = AnyConnectOptions::from_str(url)?
         .disable_statement_logging()
         .connect()
@@ -74,7 +77,7 @@ pub(super) async fn spawn(
         "PRAGMA busy_timeout = {RESTART_WAIT_MS}"
     )))
     .await?;
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         let mut last_log = 0;
         loop {
             let tick = match checkpoint(&mut conn, schedule.restart_frames).await {
@@ -88,14 +91,17 @@ pub(super) async fn spawn(
                     schedule.idle_tick
                 }
             };
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.notified() => break,
+            }
             if alive.strong_count() == 0 || pool.is_closed() {
                 break;
             }
         }
         let _ = conn.close().await;
     });
-    Ok(())
+    Ok(handle)
 }
 
 /// One round: a passive copy, and a restart if the log has grown long.
@@ -166,5 +172,21 @@ mod tests {
                 assert!(wal > 4 << 20, "log file of only {wal} bytes");
             }
         }
+    }
+
+    /// Closing the storage stops the task before the pool closes, so the
+    /// pool's last connection checkpoints the log and removes it.
+    #[tokio::test]
+    async fn closing_leaves_no_log_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY)")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        assert!(dir.path().join("t.db-wal").exists());
+        storage.close().await;
+        assert!(!dir.path().join("t.db-wal").exists());
     }
 }

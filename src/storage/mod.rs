@@ -94,6 +94,9 @@ pub struct Storage {
     /// Held by every handle; background tasks of the storage end when the
     /// last handle goes.
     alive: Arc<()>,
+    /// The SQLite checkpoint task (`checkpoint`), and what stops it.
+    checkpointer: Arc<parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    stop_checkpointer: Arc<tokio::sync::Notify>,
 }
 
 impl Storage {
@@ -139,6 +142,8 @@ impl Storage {
             dialect,
             auth_epoch: Arc::new(AtomicU64::new(0)),
             alive: Arc::new(()),
+            checkpointer: Arc::default(),
+            stop_checkpointer: Arc::default(),
         };
         if dialect == Dialect::Sqlite && !storage.sqlite_has_qpsg().await? {
             tracing::warn!(
@@ -151,7 +156,9 @@ impl Storage {
             && let Some(schedule) = checkpoints
         {
             let alive = Arc::downgrade(&storage.alive);
-            checkpoint::spawn(&url, alive, storage.pool.clone(), schedule).await?;
+            let stop = storage.stop_checkpointer.clone();
+            let task = checkpoint::spawn(&url, alive, stop, storage.pool.clone(), schedule).await?;
+            *storage.checkpointer.lock() = Some(task);
         }
         Ok(storage)
     }
@@ -201,6 +208,11 @@ impl Storage {
     }
 
     pub async fn close(&self) {
+        self.stop_checkpointer.notify_one();
+        let checkpointer = self.checkpointer.lock().take();
+        if let Some(task) = checkpointer {
+            let _ = task.await;
+        }
         self.pool.close().await;
     }
 }
