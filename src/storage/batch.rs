@@ -230,13 +230,7 @@ mod tests {
     /// together.
     #[tokio::test]
     async fn a_failed_batch_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let storage = Storage::connect(&url, 1).await.unwrap();
-        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY)")
-            .execute(storage.pool())
-            .await
-            .unwrap();
+        let (_dir, storage) = Storage::scratch_with_table_t().await;
         let count = || async {
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
                 .fetch_one(storage.pool())

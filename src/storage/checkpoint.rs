@@ -178,13 +178,7 @@ mod tests {
     /// pool's last connection checkpoints the log and removes it.
     #[tokio::test]
     async fn closing_leaves_no_log_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let storage = Storage::connect(&url, 1).await.unwrap();
-        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY)")
-            .execute(storage.pool())
-            .await
-            .unwrap();
+        let (dir, storage) = Storage::scratch_with_table_t().await;
         assert!(dir.path().join("t.db-wal").exists());
         storage.close().await;
         assert!(!dir.path().join("t.db-wal").exists());

@@ -240,6 +240,22 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+impl Storage {
+    /// A fresh SQLite storage in a temporary directory (kept alive by the
+    /// returned guard) with a table `t (a INTEGER PRIMARY KEY)`.
+    pub(crate) async fn scratch_with_table_t() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY)")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        (dir, storage)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::Storage;
 
