@@ -670,11 +670,8 @@ impl Storage {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let sql = format!(
+            let mut q = self.list_query(format!(
                 "SELECT event_id, json, txn_device, txn_id FROM events WHERE event_id IN ({list})"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(
-                self.dialect().positional(&sql).into_owned(),
             ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
@@ -701,15 +698,12 @@ impl Storage {
         let mut out = Vec::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let sql = format!(
+            let mut q = self.list_query(format!(
                 "SELECT e.event_id, e.room_id, e.sender, e.stream_ordering FROM events e
                  WHERE e.event_id IN ({list}) AND e.event_type = 'm.room.message'
                    AND e.redacted_by IS NULL
                    AND NOT EXISTS (SELECT 1 FROM event_relations r
                                    WHERE r.event_id = e.event_id AND r.rel_type = 'm.replace')"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(
-                self.dialect().positional(&sql).into_owned(),
             ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
@@ -733,9 +727,8 @@ impl Storage {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let sql = format!("SELECT event_id, {column} FROM events WHERE event_id IN ({list})");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(
-                self.dialect().positional(&sql).into_owned(),
+            let mut q = self.list_query(format!(
+                "SELECT event_id, {column} FROM events WHERE event_id IN ({list})"
             ));
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
@@ -756,14 +749,11 @@ impl Storage {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
-            let sql = format!(
+            let mut q = self.list_query(format!(
                 "SELECT room_id, state_key, membership FROM current_state
                  WHERE room_id IN ({list}) AND event_type = 'm.room.member'
                    AND membership IN ('join', 'invite')
                  ORDER BY room_id, state_key"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(
-                self.dialect().positional(&sql).into_owned(),
             ));
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);
@@ -861,15 +851,13 @@ impl Storage {
         let mut out = std::collections::HashMap::new();
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(3, size);
-            let sql = format!(
-                "SELECT event_id, txn_id FROM events
+            let mut q = self
+                .list_query(format!(
+                    "SELECT event_id, txn_id FROM events
                  WHERE sender = $1 AND txn_device = $2 AND event_id IN ({list})"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(
-                self.dialect().positional(&sql).into_owned(),
-            ))
-            .bind(user_id)
-            .bind(device_id);
+                ))
+                .bind(user_id)
+                .bind(device_id);
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }

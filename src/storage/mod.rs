@@ -203,6 +203,20 @@ impl Storage {
         self.pool.begin_with(self.dialect.begin_write()).await
     }
 
+    /// A statement whose text is built per call (an `IN` list padded to one
+    /// of [`PADDED_SIZES`]), with its placeholders as the dialect binds them
+    /// fastest ([`Dialect::positional`]).
+    pub(crate) fn list_query<'q>(
+        &self,
+        sql: String,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let sql = match self.dialect.positional(&sql) {
+            std::borrow::Cow::Borrowed(_) => sql,
+            std::borrow::Cow::Owned(rewritten) => rewritten,
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
