@@ -233,16 +233,83 @@ impl Storage {
 
 /// Creates a PostgreSQL database (used by tests and tools that set up a fresh one).
 pub async fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    postgres_admin_statement(admin_url, name, |name| format!("CREATE DATABASE {name}")).await
+}
+
+/// Drops a PostgreSQL database, ending any sessions still connected to it
+/// (`WITH (FORCE)`, PostgreSQL 13 and later). Missing databases are no error.
+pub async fn drop_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    postgres_admin_statement(admin_url, name, |name| {
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    })
+    .await
+}
+
+async fn postgres_admin_statement(
+    admin_url: &str,
+    name: &str,
+    statement: impl FnOnce(&str) -> String,
+) -> anyhow::Result<()> {
     sqlx::any::install_default_drivers();
     anyhow::ensure!(
         name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database name must be alphanumeric"
     );
     let mut conn = AnyConnectOptions::from_str(admin_url)?.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    sqlx::query(sqlx::AssertSqlSafe(statement(name)))
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+/// A PostgreSQL database that lives as long as this value: made by
+/// [`ScratchPostgresDatabase::create`], dropped (with whatever is still
+/// connected to it) when the value is. The test suites give every server one,
+/// so a run leaves no databases behind to fill the disk.
+pub struct ScratchPostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchPostgresDatabase {
+    /// Creates database `name` through `admin_url` (a role that may create
+    /// databases).
+    pub async fn create(admin_url: &str, name: &str) -> anyhow::Result<Self> {
+        create_postgres_database(admin_url, name).await?;
+        let mut url = url::Url::parse(admin_url)?;
+        url.set_path(name);
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL that connects to this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchPostgresDatabase {
+    /// Drops the database on a thread of its own with its own runtime: `drop`
+    /// may run inside a runtime (the end of a `#[tokio::test]`), where nothing
+    /// may block on a future. A failure is printed, never a panic (this may
+    /// run while a failed test unwinds).
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drop_postgres_database(&admin_url, &name))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop scratch database {}: {e:#}", self.name);
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

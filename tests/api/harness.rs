@@ -21,6 +21,8 @@ pub struct TestServer {
     pub config: Config,
     pub client: reqwest::Client,
     pub running: Option<myelin::server::RunningServer>,
+    /// PostgreSQL leg: this server's database, dropped with the server.
+    _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,20 +30,24 @@ pub fn backend() -> String {
     std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
 }
 
-/// A fresh database URL for one test server.
-async fn fresh_database_url(dir: &std::path::Path) -> String {
+/// A fresh database for one test server: its URL, and on PostgreSQL the
+/// guard that drops it.
+async fn fresh_database(
+    dir: &std::path::Path,
+) -> (String, Option<myelin::storage::ScratchPostgresDatabase>) {
     match backend().as_str() {
-        "sqlite" => format!("sqlite://{}", dir.join("myelin.db").display()),
+        "sqlite" => (
+            format!("sqlite://{}", dir.join("myelin.db").display()),
+            None,
+        ),
         "postgres" => {
             let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
                 .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
             let name = format!("myelin_test_{}", random_suffix());
-            myelin::storage::create_postgres_database(&admin, &name)
+            let database = myelin::storage::ScratchPostgresDatabase::create(&admin, &name)
                 .await
                 .expect("create test database");
-            let mut url = url::Url::parse(&admin).expect("MYELIN_TEST_DATABASE_URL is a URL");
-            url.set_path(&name);
-            url.to_string()
+            (database.url().to_owned(), Some(database))
         }
         other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
     }
@@ -89,7 +95,8 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.data_dir = dir.path().to_owned();
-        config.database.url = fresh_database_url(dir.path()).await;
+        let (url, database) = fresh_database(dir.path()).await;
+        config.database.url = url;
         config.database.max_connections = 4;
         tweak(&mut config);
         let running = myelin::server::start(config.clone())
@@ -101,6 +108,7 @@ impl TestServer {
             config,
             client: reqwest::Client::new(),
             running: Some(running),
+            _database: database,
             _dir: dir,
         }
     }

@@ -40,3 +40,6 @@ mod federation_keys; // GET /_matrix/key/v2/server
 
 // The binary
 mod cli; // generate-config, create-account, serve config errors
+
+// The suite itself
+mod test_databases; // a dropped test server leaves no data dir or PostgreSQL database behind

@@ -18,6 +18,8 @@ pub struct TestServer {
     pub base_url: String,
     pub server_name: String,
     _running: myelin::server::RunningServer,
+    /// PostgreSQL leg: this server's database, dropped with the server.
+    _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -25,19 +27,22 @@ fn backend() -> String {
     std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
 }
 
-async fn fresh_database_url(dir: &std::path::Path) -> String {
+async fn fresh_database(
+    dir: &std::path::Path,
+) -> (String, Option<myelin::storage::ScratchPostgresDatabase>) {
     match backend().as_str() {
-        "sqlite" => format!("sqlite://{}", dir.join("myelin.db").display()),
+        "sqlite" => (
+            format!("sqlite://{}", dir.join("myelin.db").display()),
+            None,
+        ),
         "postgres" => {
             let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
                 .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
             let name = format!("myelin_e2e_{}", unique_suffix());
-            myelin::storage::create_postgres_database(&admin, &name)
+            let database = myelin::storage::ScratchPostgresDatabase::create(&admin, &name)
                 .await
                 .expect("create test database");
-            let mut url = url::Url::parse(&admin).expect("MYELIN_TEST_DATABASE_URL is a URL");
-            url.set_path(&name);
-            url.to_string()
+            (database.url().to_owned(), Some(database))
         }
         other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
     }
@@ -80,7 +85,8 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
-        config.database.url = fresh_database_url(dir.path()).await;
+        let (url, database) = fresh_database(dir.path()).await;
+        config.database.url = url;
         config.database.max_connections = 4;
         config.registration.shared_secret = Some(SHARED_SECRET.into());
         config.rate_limits.enabled = false;
@@ -94,6 +100,7 @@ impl TestServer {
             base_url: format!("http://{}", running.addr),
             server_name: config.server_name,
             _running: running,
+            _database: database,
             _dir: dir,
         }
     }
