@@ -75,7 +75,7 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
     // queued is found by `append`).
     if let Some((device, scope, txn)) = notice.txn
         && let Some(existing) = s
-            .storage
+            .rooms
             .transaction_event(notices_sender.as_str(), device, scope, txn)
             .await?
         && let Some(pdu) = s.rooms.pdu(&existing).await?

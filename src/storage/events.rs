@@ -840,6 +840,26 @@ impl Storage {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// A device's client transactions, (scope, transaction id), at most
+    /// `limit` of them.
+    pub async fn device_transactions(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        limit: usize,
+    ) -> sqlx::Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT scope, txn_id FROM event_transactions
+             WHERE user_id = $1 AND device_id = $2 LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The transaction ids a device sent events with: event id → transaction
     /// id, for those of `event_ids` it sent with one.
     pub async fn transaction_ids_of(

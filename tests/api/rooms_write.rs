@@ -1593,6 +1593,42 @@ async fn send_same_txn_after_restart_same_event() {
     assert_eq!(count_bodies(&server, &alice, &room, "durable").await, 1);
 }
 
+/// After a restart the server learns a device's transactions from the
+/// database on its next send (a new transaction id): the old ones are still
+/// retries afterwards, in the room they were sent to and only there.
+#[tokio::test]
+async fn old_txns_are_retries_after_a_new_send_following_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = private_room(&server, &alice).await;
+    let other = private_room(&server, &alice).await;
+    let mut first = Vec::new();
+    for i in 0..3 {
+        let (st, sent) = send_with_txn(&server, &alice, &room, &format!("old-{i}"), "old").await;
+        assert_eq!(st, StatusCode::OK, "{sent}");
+        first.push(sent["event_id"].clone());
+    }
+    server.restart().await;
+    let (st, new) = send_with_txn(&server, &alice, &room, "new-0", "new").await;
+    assert_eq!(st, StatusCode::OK, "{new}");
+    assert!(!first.contains(&new["event_id"]), "{new}");
+    for (i, id) in first.iter().enumerate() {
+        let (st, again) = send_with_txn(&server, &alice, &room, &format!("old-{i}"), "old").await;
+        assert_eq!(st, StatusCode::OK, "{again}");
+        assert_eq!(&again["event_id"], id, "old-{i} after the restart");
+    }
+    let (st, again) = send_with_txn(&server, &alice, &room, "new-0", "new").await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["event_id"], new["event_id"]);
+    assert_eq!(count_bodies(&server, &alice, &room, "old").await, 3);
+    assert_eq!(count_bodies(&server, &alice, &room, "new").await, 1);
+    // The same ids in another room are new events there.
+    let (st, elsewhere) = send_with_txn(&server, &alice, &other, "old-0", "old").await;
+    assert_eq!(st, StatusCode::OK, "{elsewhere}");
+    assert!(!first.contains(&elsewhere["event_id"]), "{elsewhere}");
+    assert_eq!(count_bodies(&server, &alice, &other, "old").await, 1);
+}
+
 #[tokio::test]
 async fn send_same_txn_concurrently_gives_one_event() {
     let server = TestServer::start().await;

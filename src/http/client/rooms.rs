@@ -409,7 +409,7 @@ async fn send(
     let user = r.user_id();
     let scope = format!("send:{}", req.room_id);
     if let Some(existing) = s
-        .storage
+        .rooms
         .transaction_event(&r.user_id, &r.device_id, &scope, req.txn_id.as_str())
         .await?
     {
@@ -520,7 +520,7 @@ async fn redact(
     let user = r.user_id();
     let scope = format!("redact:{}:{}", req.room_id, req.event_id);
     if let Some(existing) = s
-        .storage
+        .rooms
         .transaction_event(&r.user_id, &r.device_id, &scope, req.txn_id.as_str())
         .await?
     {

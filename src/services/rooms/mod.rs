@@ -13,6 +13,7 @@ pub mod pdu;
 mod power;
 mod state;
 pub mod timeline;
+mod txns;
 mod visibility;
 mod writer;
 
@@ -153,6 +154,9 @@ pub struct Rooms {
     /// redaction, which evicts the target). A new event is put here when
     /// queued, so the next one's auth checks find it before it is written.
     events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+    /// Which transaction ids each device sent, so a new one needs no query
+    /// ([`Rooms::transaction_event`]).
+    txns: txns::SentTxns,
     /// The group commit's queue.
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
     poisoned: Arc<writer::Poisoned>,
@@ -197,6 +201,7 @@ impl Rooms {
             versions: Mutex::new(HashMap::new()),
             latest,
             events,
+            txns: txns::SentTxns::new(),
             writes,
             poisoned,
             generations: AtomicU64::new(0),
@@ -564,6 +569,52 @@ impl Rooms {
             .and_then(|p| p.membership()))
     }
 
+    /// The event a device's client transaction made, once written (one
+    /// still queued is found by [`Rooms::append`]). A transaction id the
+    /// device never used (nearly every send) is answered from memory once
+    /// the device's transactions are loaded (`txns.rs`).
+    pub async fn transaction_event(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        scope: &str,
+        txn_id: &str,
+    ) -> Result<Option<String>> {
+        let mut known = self.txns.check(user_id, device_id, scope, txn_id);
+        if known == txns::Known::Unloaded {
+            self.load_txns(user_id, device_id).await;
+            known = self.txns.check(user_id, device_id, scope, txn_id);
+        }
+        if known == txns::Known::New {
+            return Ok(None);
+        }
+        Ok(self
+            .storage
+            .transaction_event(user_id, device_id, scope, txn_id)
+            .await?)
+    }
+
+    /// Loads a device's transactions into `txns`: after every event queued
+    /// so far is written, so none is missed. A failure leaves it unloaded
+    /// (the caller asks the database).
+    async fn load_txns(&self, user_id: &str, device_id: &str) {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let Some(epoch) = self.txns.begin_load(user_id, device_id) else {
+            return;
+        };
+        let queued = self.stream.last_reserved();
+        let rows = match self.stream.wait_for(queued, WAIT).await {
+            true => self
+                .storage
+                .device_transactions(user_id, device_id, self.txns.load_limit())
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "loading a device's transactions"))
+                .ok(),
+            false => None,
+        };
+        self.txns.finish_load(user_id, device_id, epoch, rows);
+    }
+
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
@@ -823,6 +874,9 @@ impl Rooms {
             self.state.insert(pos, state.clone(), chain_length);
         }
         if let Some((user, device, scope, txn)) = txn {
+            // After the reservation: a load that missed this note waits
+            // for this position (see txns.rs).
+            self.txns.note(user, device, scope, txn);
             head.recent_txns.insert(
                 RecentTxns::key(user, device, scope, txn),
                 pdu.event_id.clone(),
