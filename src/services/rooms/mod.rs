@@ -599,7 +599,7 @@ impl Rooms {
     /// (the caller asks the database).
     async fn load_txns(&self, user_id: &str, device_id: &str) {
         const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-        let Some(epoch) = self.txns.begin_load(user_id, device_id) else {
+        let Some(loading) = self.txns.begin(user_id, device_id) else {
             return;
         };
         let queued = self.stream.last_reserved();
@@ -612,7 +612,7 @@ impl Rooms {
                 .ok(),
             false => None,
         };
-        self.txns.finish_load(user_id, device_id, epoch, rows);
+        loading.finish(rows);
     }
 
     /// Builds, signs, authorizes and persists a new event; returns it

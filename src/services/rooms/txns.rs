@@ -119,9 +119,22 @@ impl SentTxns {
         self.forget_all_if_full(&mut inner);
     }
 
-    /// Starts loading a device: makes its entry and returns its epoch for
-    /// [`SentTxns::finish_load`]. `None` if it is loaded or being loaded.
-    pub fn begin_load(&self, user: &str, device: &str) -> Option<u64> {
+    /// Starts loading a device: makes its entry and returns the load, to be
+    /// finished with the device's rows. `None` if the device is loaded or
+    /// being loaded. A load dropped unfinished (its request went away while
+    /// it waited) counts as failed, so the device is not left half-loaded.
+    pub fn begin(&self, user: &str, device: &str) -> Option<Loading<'_>> {
+        let epoch = self.begin_load(user, device)?;
+        Some(Loading {
+            txns: self,
+            user: user.to_owned(),
+            device: device.to_owned(),
+            epoch,
+            finished: false,
+        })
+    }
+
+    fn begin_load(&self, user: &str, device: &str) -> Option<u64> {
         let mut inner = self.inner.lock();
         let key = (user.to_owned(), device.to_owned());
         if inner.devices.contains_key(&key) {
@@ -143,7 +156,7 @@ impl SentTxns {
     /// Ends a load begun at `epoch` with the device's rows, or with `None`
     /// if they could not be read (the entry goes; the next send tries again).
     /// Does nothing if the filter forgot the device meanwhile.
-    pub fn finish_load(
+    fn finish_load(
         &self,
         user: &str,
         device: &str,
@@ -189,6 +202,34 @@ impl SentTxns {
     #[cfg(test)]
     fn total(&self) -> usize {
         self.inner.lock().total
+    }
+}
+
+/// A device's load in progress ([`SentTxns::begin`]).
+pub(super) struct Loading<'a> {
+    txns: &'a SentTxns,
+    user: String,
+    device: String,
+    epoch: u64,
+    finished: bool,
+}
+
+impl Loading<'_> {
+    /// Ends the load with the device's rows, or `None` if they could not be
+    /// read.
+    pub fn finish(mut self, rows: Option<Vec<(String, String)>>) {
+        self.finished = true;
+        self.txns
+            .finish_load(&self.user, &self.device, self.epoch, rows);
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.txns
+                .finish_load(&self.user, &self.device, self.epoch, None);
+        }
     }
 }
 
@@ -255,6 +296,19 @@ mod tests {
         assert_eq!(f.check("@a:x", "D", "send:!r", "queued"), Known::Unloaded);
         assert_eq!(f.total(), 0);
         assert!(f.begin_load("@a:x", "D").is_some());
+    }
+
+    #[test]
+    fn a_load_dropped_unfinished_leaves_the_device_unloaded() {
+        let f = SentTxns::with_limits(100, 10);
+        let loading = f.begin("@a:x", "D").unwrap();
+        assert!(f.begin("@a:x", "D").is_none());
+        assert_eq!(f.check("@a:x", "D", "send:!r", "t"), Known::Maybe);
+        drop(loading);
+        assert_eq!(f.check("@a:x", "D", "send:!r", "t"), Known::Unloaded);
+        f.begin("@a:x", "D").unwrap().finish(rows(1));
+        assert_eq!(f.check("@a:x", "D", "send:!r", "t0"), Known::Maybe);
+        assert_eq!(f.check("@a:x", "D", "send:!r", "t"), Known::New);
     }
 
     #[test]
