@@ -596,9 +596,11 @@ impl Rooms {
 
     /// Loads a device's transactions into `txns`: after every event queued
     /// so far is written, so none is missed. A failure leaves it unloaded
-    /// (the caller asks the database).
+    /// (the caller asks the database). The wait is short: the queue drains
+    /// in milliseconds, and if a position stays in flight longer, asking the
+    /// database costs this send less than waiting would.
     async fn load_txns(&self, user_id: &str, device_id: &str) {
-        const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
         let Some(loading) = self.txns.begin(user_id, device_id) else {
             return;
         };
