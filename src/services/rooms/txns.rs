@@ -41,10 +41,30 @@ pub(super) struct SentTxns {
     inner: Mutex<Inner>,
 }
 
+impl Inner {
+    fn device(&self, user: &str, device: &str) -> Option<&Device> {
+        self.devices.get(user)?.get(device)
+    }
+
+    fn device_mut(&mut self, user: &str, device: &str) -> Option<&mut Device> {
+        self.devices.get_mut(user)?.get_mut(device)
+    }
+
+    fn remove(&mut self, user: &str, device: &str) {
+        if let Some(devices) = self.devices.get_mut(user) {
+            devices.remove(device);
+            if devices.is_empty() {
+                self.devices.remove(user);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    /// By (user id, device id).
-    devices: HashMap<(String, String), Device>,
+    /// By user id, then device id: looked up by `&str`, so the checks on
+    /// every send allocate nothing.
+    devices: HashMap<String, HashMap<String, Device>>,
     /// Hashes held in all.
     total: usize,
     next_epoch: u64,
@@ -96,7 +116,7 @@ impl SentTxns {
 
     pub fn check(&self, user: &str, device: &str, scope: &str, txn: &str) -> Known {
         let inner = self.inner.lock();
-        match inner.devices.get(&(user.to_owned(), device.to_owned())) {
+        match inner.device(user, device) {
             None => Known::Unloaded,
             Some(d) => match d.state {
                 Load::Loaded if !d.hashes.contains(&hash(scope, txn)) => Known::New,
@@ -109,7 +129,7 @@ impl SentTxns {
     /// stream position is reserved (see the module's comment).
     pub fn note(&self, user: &str, device: &str, scope: &str, txn: &str) {
         let mut inner = self.inner.lock();
-        let Some(d) = inner.devices.get_mut(&(user.to_owned(), device.to_owned())) else {
+        let Some(d) = inner.device_mut(user, device) else {
             return;
         };
         if d.state == Load::TooMany || !d.hashes.insert(hash(scope, txn)) {
@@ -136,14 +156,13 @@ impl SentTxns {
 
     fn begin_load(&self, user: &str, device: &str) -> Option<u64> {
         let mut inner = self.inner.lock();
-        let key = (user.to_owned(), device.to_owned());
-        if inner.devices.contains_key(&key) {
+        if inner.device(user, device).is_some() {
             return None;
         }
         let epoch = inner.next_epoch;
         inner.next_epoch += 1;
-        inner.devices.insert(
-            key,
+        inner.devices.entry(user.to_owned()).or_default().insert(
+            device.to_owned(),
             Device {
                 epoch,
                 state: Load::Loading,
@@ -164,8 +183,7 @@ impl SentTxns {
         rows: Option<Vec<(String, String)>>,
     ) {
         let mut inner = self.inner.lock();
-        let key = (user.to_owned(), device.to_owned());
-        let Some(d) = inner.devices.get_mut(&key) else {
+        let Some(d) = inner.device_mut(user, device) else {
             return;
         };
         if d.epoch != epoch || d.state != Load::Loading {
@@ -173,7 +191,7 @@ impl SentTxns {
         }
         let Some(rows) = rows else {
             let held = d.hashes.len();
-            inner.devices.remove(&key);
+            inner.remove(user, device);
             inner.total -= held;
             return;
         };
