@@ -14,14 +14,17 @@ fn type_matches(pattern: &str, ty: &str) -> bool {
 
 /// Whether an event passes the filter's type, sender and URL conditions.
 pub fn matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    let ty = pdu.kind.to_string();
-    if filter.not_types.iter().any(|p| type_matches(p, &ty)) {
-        return false;
-    }
-    if let Some(types) = &filter.types
-        && !types.iter().any(|p| type_matches(p, &ty))
-    {
-        return false;
+    // Spelled out only when a type condition needs it (most filters have none).
+    if !filter.not_types.is_empty() || filter.types.is_some() {
+        let ty = pdu.kind.to_string();
+        if filter.not_types.iter().any(|p| type_matches(p, &ty)) {
+            return false;
+        }
+        if let Some(types) = &filter.types
+            && !types.iter().any(|p| type_matches(p, &ty))
+        {
+            return false;
+        }
     }
     if filter.not_senders.contains(&pdu.sender) {
         return false;

@@ -225,8 +225,8 @@ fn union_text(size: usize, not_sender: bool, packed: bool) -> String {
 
 /// Separators of a packed read: no event or room id this server stores
 /// should contain them; one that does makes the read fall back to rows.
-const FIELD_SEP: char = '\u{1f}';
-const ROW_SEP: char = '\u{1e}';
+pub(crate) const FIELD_SEP: char = '\u{1f}';
+pub(crate) const ROW_SEP: char = '\u{1e}';
 
 /// The rows of a packed event-reference read; `None` if one does not split
 /// into its six fields.
@@ -576,10 +576,38 @@ impl Storage {
     /// Rooms where the user's current membership is one of `memberships`,
     /// with that membership and the stream position of the member event.
     pub async fn rooms_for_user(&self, user_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT room_id, membership, stream_ordering FROM current_state
-             WHERE event_type = 'm.room.member' AND state_key = $1",
-        )
+        const WHERE: &str =
+            "FROM current_state WHERE event_type = 'm.room.member' AND state_key = $1";
+        static PACKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let packed_sql = PACKED.get_or_init(|| {
+            let column = super::packed_column(
+                &[
+                    "room_id",
+                    "COALESCE(membership, '')",
+                    "CAST(stream_ordering AS TEXT)",
+                ],
+                "",
+            );
+            format!("SELECT COUNT(*), {column} {WHERE}")
+        });
+        let row = sqlx::query(sqlx::AssertSqlSafe(packed_sql.as_str()))
+            .bind(user_id)
+            .fetch_one(self.pool())
+            .await?;
+        let packed: Option<String> = row.get(1);
+        let unpacked = super::unpack::<3>(packed.as_deref(), row.get(0)).and_then(|rows| {
+            rows.into_iter()
+                .map(|[room, membership, pos]| {
+                    Some((room.to_owned(), membership.to_owned(), pos.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()
+        });
+        if let Some(rooms) = unpacked {
+            return Ok(rooms);
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT room_id, membership, stream_ordering {WHERE}"
+        )))
         .bind(user_id)
         .fetch_all(self.pool())
         .await?;
@@ -749,11 +777,30 @@ impl Storage {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
+            let filter = format!(
+                "FROM current_state WHERE room_id IN ({list}) AND event_type = 'm.room.member'
+                   AND membership IN ('join', 'invite')"
+            );
+            let column = super::packed_column(
+                &["room_id", "state_key", "membership"],
+                "room_id, state_key",
+            );
+            let mut q = self.list_query(format!("SELECT COUNT(*), {column} {filter}"));
+            for room in super::padded_ids(chunk, size) {
+                q = q.bind(room);
+            }
+            let row = q.fetch_one(self.pool()).await?;
+            let packed: Option<String> = row.get(1);
+            if let Some(rows) = super::unpack::<3>(packed.as_deref(), row.get(0)) {
+                for [room, member, membership] in rows {
+                    out.entry(room.to_owned())
+                        .or_default()
+                        .push((member.to_owned(), membership.to_owned()));
+                }
+                continue;
+            }
             let mut q = self.list_query(format!(
-                "SELECT room_id, state_key, membership FROM current_state
-                 WHERE room_id IN ({list}) AND event_type = 'm.room.member'
-                   AND membership IN ('join', 'invite')
-                 ORDER BY room_id, state_key"
+                "SELECT room_id, state_key, membership {filter} ORDER BY room_id, state_key"
             ));
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);

@@ -83,6 +83,47 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `string_agg` of `fields` (SQL text expressions) over the rows: one value
+/// with fields split by [`events::FIELD_SEP`] and rows by
+/// [`events::ROW_SEP`], optionally ordered. A row crossing from sqlx's
+/// SQLite thread is a thread hand-off; a packed read is one (see
+/// [`unpack`]).
+pub(crate) fn packed_column(fields: &[&str], order_by: &str) -> String {
+    let field = format!(" || '{}' || ", events::FIELD_SEP);
+    let order = if order_by.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {order_by}")
+    };
+    format!(
+        "string_agg({}, '{}'{order})",
+        fields.join(&field),
+        events::ROW_SEP
+    )
+}
+
+/// The records of a packed read ([`packed_column`]) of `count` rows of `N`
+/// fields each. `None` when the text does not split into exactly that (a
+/// stored value holding a separator): the caller then reads rows.
+pub(crate) fn unpack<const N: usize>(packed: Option<&str>, count: i64) -> Option<Vec<[&str; N]>> {
+    let Some(packed) = packed else {
+        return (count == 0).then(Vec::new);
+    };
+    let mut out = Vec::with_capacity(usize::try_from(count).ok()?);
+    for record in packed.split(events::ROW_SEP) {
+        let mut fields = record.split(events::FIELD_SEP);
+        let mut row = [""; N];
+        for slot in &mut row {
+            *slot = fields.next()?;
+        }
+        if fields.next().is_some() {
+            return None;
+        }
+        out.push(row);
+    }
+    (i64::try_from(out.len()).ok()? == count).then_some(out)
+}
+
 #[derive(Clone)]
 pub struct Storage {
     pool: AnyPool,
@@ -349,5 +390,35 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let storage = Storage::connect(&url, 1).await.unwrap();
         assert!(storage.sqlite_has_qpsg().await.unwrap());
+    }
+
+    fn packed(rows: &[&[&str]]) -> String {
+        rows.iter()
+            .map(|r| r.join(&super::events::FIELD_SEP.to_string()))
+            .collect::<Vec<_>>()
+            .join(&super::events::ROW_SEP.to_string())
+    }
+
+    #[test]
+    fn unpack_splits_rows_of_the_expected_shape() {
+        let text = packed(&[&["!a:x", "join", "4"], &["!b:x", "", "7"]]);
+        let rows = super::unpack::<3>(Some(&text), 2).expect("splits");
+        assert_eq!(rows, vec![["!a:x", "join", "4"], ["!b:x", "", "7"]]);
+        assert_eq!(super::unpack::<3>(None, 0), Some(Vec::new()));
+    }
+
+    /// A stored value holding a separator changes the row or field count:
+    /// the caller is told to read rows instead of getting wrong ones.
+    #[test]
+    fn unpack_refuses_text_that_does_not_match_the_row_count() {
+        let sep = super::events::FIELD_SEP.to_string();
+        let odd_field = packed(&[&[&format!("!a{sep}:x"), "join", "4"]]);
+        assert_eq!(super::unpack::<3>(Some(&odd_field), 1), None);
+        let row = super::events::ROW_SEP;
+        let smuggled = packed(&[&[&format!("!a:x{sep}join{sep}1{row}!b:x"), "join", "4"]]);
+        assert_eq!(super::unpack::<3>(Some(&smuggled), 1), None);
+        assert_eq!(super::unpack::<3>(None, 1), None);
+        let short = packed(&[&["!a:x", "join"]]);
+        assert_eq!(super::unpack::<3>(Some(&short), 1), None);
     }
 }

@@ -317,9 +317,18 @@ impl Rooms {
     ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
         let now = ruma::MilliSecondsSinceUnixEpoch::now();
         let mut out = Vec::with_capacity(pdus.len());
+        // Events come grouped by room: look the version up once per run.
+        let mut last: Option<(&RoomId, RoomVersionId)> = None;
         for pdu in pdus {
             let pdu: &Pdu = pdu.borrow();
-            let version = self.known_version(&pdu.room_id).await?;
+            let version = match &last {
+                Some((room, version)) if *room == &*pdu.room_id => version.clone(),
+                _ => {
+                    let version = self.known_version(&pdu.room_id).await?;
+                    last = Some((&pdu.room_id, version.clone()));
+                    version
+                }
+            };
             let redaction = match &pdu.redacted_by {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,

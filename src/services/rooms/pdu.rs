@@ -6,6 +6,7 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
     OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
 };
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -186,10 +187,32 @@ impl Pdu {
         if self.kind != TimelineEventType::RoomMember {
             return None;
         }
-        self.content_value()
-            .get("membership")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        self.membership_str().map(Cow::into_owned)
+    }
+
+    /// `content.membership`, read without parsing the rest of the content
+    /// (borrowed unless the value has escapes).
+    pub fn membership_str(&self) -> Option<Cow<'_, str>> {
+        #[derive(Deserialize)]
+        struct Field<'a> {
+            #[serde(borrow)]
+            membership: Option<Cow<'a, str>>,
+        }
+        serde_json::from_str::<Field<'_>>(self.content.get())
+            .ok()?
+            .membership
+    }
+
+    /// `content.history_visibility`, as [`Pdu::membership_str`].
+    pub fn history_visibility_str(&self) -> Option<Cow<'_, str>> {
+        #[derive(Deserialize)]
+        struct Field<'a> {
+            #[serde(borrow)]
+            history_visibility: Option<Cow<'a, str>>,
+        }
+        serde_json::from_str::<Field<'_>>(self.content.get())
+            .ok()?
+            .history_visibility
     }
 
     /// The PDU with redaction applied, as JSON text, if a redaction applies

@@ -2,6 +2,7 @@
 //! may read. Applied on every read path (`/messages`, `/context`, `/event`,
 //! `/state`, `/members`, `/sync`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,26 +29,26 @@ impl Rooms {
         }
     }
 
+    /// The state event `(ty, sk)` in `state`, if present.
+    async fn state_event(&self, state: &StateMap, ty: &str, sk: &str) -> Result<Option<Arc<Pdu>>> {
+        match state.get(&(ty.to_owned(), sk.to_owned())) {
+            Some(id) => self.pdu_shared(id.as_str()).await,
+            None => Ok(None),
+        }
+    }
+
     async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
         Ok(self
-            .state_content(state, "m.room.member", user.as_str())
+            .state_event(state, "m.room.member", user.as_str())
             .await?
-            .and_then(|c| {
-                c.get("membership")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            }))
+            .and_then(|p| p.membership_str().map(Cow::into_owned)))
     }
 
     async fn history_visibility(&self, state: &StateMap) -> Result<String> {
         Ok(self
-            .state_content(state, "m.room.history_visibility", "")
+            .state_event(state, "m.room.history_visibility", "")
             .await?
-            .and_then(|c| {
-                c.get("history_visibility")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .and_then(|p| p.history_visibility_str().map(Cow::into_owned))
             .unwrap_or_else(|| "shared".to_owned()))
     }
 
@@ -141,7 +142,7 @@ impl Rooms {
         }
         // A history visibility change is visible if either the old or the
         // new setting allows it (spec, "History visibility").
-        if pdu.kind.to_string() == "m.room.history_visibility"
+        if pdu.kind == ruma::events::TimelineEventType::RoomHistoryVisibility
             && pdu.state_key.as_deref() == Some("")
         {
             let after = self.state_at(pdu).await?;
