@@ -121,7 +121,7 @@ pub async fn count_unread(
         .client_events_with(&others, &ViewerTxns::default())
         .await?
     {
-        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json);
+        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json.to_raw());
         let actions = rules.get_actions(&raw, &ctx).await;
         if actions.iter().any(|a| a.should_notify()) {
             notify += 1;

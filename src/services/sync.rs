@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -29,11 +28,11 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// An event in client form, as JSON text.
-type RawEvent = Box<RawValue>;
+/// An event in client form, written out from its pieces.
+type RawEvent = crate::services::rooms::pdu::ClientEvent;
 
-/// The `/sync` response. Events are written out as the text
-/// [`Pdu::client_json`] made, not rebuilt as `serde_json::Value` trees.
+/// The `/sync` response. Events are written out from the pieces
+/// [`Pdu::client_event`] shares, not rebuilt as `serde_json::Value` trees.
 #[derive(Serialize)]
 pub struct SyncResponse {
     pub next_batch: String,

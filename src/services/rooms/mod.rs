@@ -259,17 +259,17 @@ impl Rooms {
         Ok(self
             .client_events_raw(pdus, viewer)
             .await?
-            .into_iter()
-            .map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+            .iter()
+            .map(|event| serde_json::to_value(event).unwrap_or(Value::Null))
             .collect())
     }
 
-    /// [`Rooms::client_events`] as JSON text.
+    /// [`Rooms::client_events`] as they are written out.
     pub async fn client_events_raw<P: std::borrow::Borrow<Pdu>>(
         &self,
         pdus: &[P],
         viewer: Option<(&str, &str)>,
-    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+    ) -> Result<Vec<pdu::ClientEvent>> {
         let txns = match viewer {
             Some((user, device)) => {
                 let pdus: Vec<&Pdu> = pdus.iter().map(|p| p.borrow()).collect();
@@ -314,7 +314,7 @@ impl Rooms {
         &self,
         pdus: &[P],
         txns: &ViewerTxns,
-    ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+    ) -> Result<Vec<pdu::ClientEvent>> {
         let now = ruma::MilliSecondsSinceUnixEpoch::now();
         let mut out = Vec::with_capacity(pdus.len());
         // Events come grouped by room: look the version up once per run.
@@ -333,7 +333,7 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            out.push(pdu.client_json(&version, redaction.as_deref(), txns.get(pdu), now));
+            out.push(pdu.client_event(&version, redaction.as_deref(), txns.get(pdu), now));
         }
         Ok(out)
     }

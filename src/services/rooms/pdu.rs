@@ -7,7 +7,6 @@ use ruma::{
     OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
 };
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -48,10 +47,10 @@ pub struct Pdu {
     pub state_group: Option<i64>,
     /// The transaction a local client sent it with, as far as known.
     pub sent_with: SentWith,
-    /// The unredacted client form up to its viewer- and time-dependent
-    /// fields ([`Pdu::client_prefix_of`]), made on first use: a cached event
+    /// The unredacted client form but for its viewer- and time-dependent
+    /// fields ([`Pdu::client_pieces_of`]), made on first use: a cached event
     /// sent to many clients, or to one many times, is parsed once.
-    client_prefix: std::sync::OnceLock<Option<Box<str>>>,
+    client_pieces: std::sync::OnceLock<Arc<ClientPieces>>,
 }
 
 /// How an event was sent: what `/sync` needs to give the sending device
@@ -119,6 +118,81 @@ struct ClientFields<'a> {
     unsigned: Option<&'a RawJsonValue>,
 }
 
+/// A piece of JSON text, checked when it was made.
+type RawPiece = Box<RawJsonValue>;
+
+/// An event's client form in pieces, each piece JSON text checked once
+/// when the pieces were made: writing the event out (to many clients, or
+/// many times) copies them and parses nothing.
+#[derive(Debug)]
+pub struct ClientPieces {
+    /// The top-level fields but `unsigned`, in the order written.
+    fields: Box<[(&'static str, RawPiece)]>,
+    /// What the PDU carries in `unsigned`; `None` for an event whose stored
+    /// text lacked the fields every event has (only its ids are written).
+    unsigned: Option<Box<[(String, RawPiece)]>>,
+}
+
+/// An event as one client sees it ([`Pdu::client_event`]): its shared
+/// pieces, plus its age and the viewer's transaction id in `unsigned`.
+#[derive(Debug, Clone)]
+pub struct ClientEvent {
+    pieces: Arc<ClientPieces>,
+    age: i64,
+    transaction_id: Option<Box<str>>,
+}
+
+impl ClientEvent {
+    /// As JSON text.
+    pub fn to_raw(&self) -> Box<RawJsonValue> {
+        serde_json::value::to_raw_value(self).unwrap_or_default()
+    }
+}
+
+impl serde::Serialize for ClientEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pieces = &self.pieces;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in pieces.fields.iter() {
+            map.serialize_entry(key, &**value)?;
+        }
+        if let Some(stored) = &pieces.unsigned {
+            map.serialize_entry(
+                "unsigned",
+                &Unsigned {
+                    stored,
+                    age: self.age,
+                    transaction_id: self.transaction_id.as_deref(),
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+/// `unsigned` of a [`ClientEvent`]: the stored fields, then the viewer's.
+struct Unsigned<'a> {
+    stored: &'a [(String, RawPiece)],
+    age: i64,
+    transaction_id: Option<&'a str>,
+}
+
+impl serde::Serialize for Unsigned<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.stored {
+            map.serialize_entry(key, &**value)?;
+        }
+        map.serialize_entry("age", &self.age)?;
+        if let Some(txn) = self.transaction_id {
+            map.serialize_entry("transaction_id", txn)?;
+        }
+        map.end()
+    }
+}
+
 impl Pdu {
     /// Reads a PDU from its JSON object (a locally built event).
     /// `room_id` is given separately because v12 create events carry none
@@ -165,7 +239,7 @@ impl Pdu {
             redacted_by: None,
             state_group: None,
             sent_with: SentWith::Unknown,
-            client_prefix: std::sync::OnceLock::new(),
+            client_pieces: std::sync::OnceLock::new(),
         })
     }
 
@@ -257,90 +331,75 @@ impl Pdu {
         obj
     }
 
-    /// The client-server format of the event (the "ClientEvent" of the
-    /// spec) as JSON text, written straight from the stored text.
-    /// `redaction` is the redaction event that applies, if any;
-    /// `unsigned` gets the event's age at `now` and the sender's
-    /// `transaction_id` if given.
     /// The client form of `text` (this event's PDU, or its redacted form)
-    /// up to the viewer- and time-dependent fields: everything but `age`
-    /// and `transaction_id`, ending inside `unsigned` after what the PDU
-    /// carries there (`redacted_because`). `None` if the text lacks a field
-    /// every stored event has.
-    fn client_prefix_of(&self, text: &str) -> Option<Box<str>> {
-        let f = serde_json::from_str::<ClientFields<'_>>(text).ok()?;
-        let mut out = String::with_capacity(text.len() / 2 + 160);
-        out.push_str("{\"type\":");
-        out.push_str(f.kind.get());
-        out.push_str(",\"content\":");
-        out.push_str(f.content.get());
-        out.push_str(",\"sender\":");
-        out.push_str(f.sender.get());
-        out.push_str(",\"origin_server_ts\":");
-        out.push_str(f.origin_server_ts.get());
+    /// but for the viewer- and time-dependent fields (`age`,
+    /// `transaction_id`), in pieces. Without a field every stored event
+    /// has, only the ids.
+    fn client_pieces_of(&self, text: &str) -> ClientPieces {
+        let string = |s: &str| serde_json::value::to_raw_value(s).unwrap_or_default();
+        let Ok(f) = serde_json::from_str::<ClientFields<'_>>(text) else {
+            return ClientPieces {
+                fields: Box::new([
+                    ("event_id", string(self.event_id.as_str())),
+                    ("room_id", string(self.room_id.as_str())),
+                ]),
+                unsigned: None,
+            };
+        };
+        let mut fields = Vec::with_capacity(8);
+        fields.push(("type", f.kind.to_owned()));
+        fields.push(("content", f.content.to_owned()));
+        fields.push(("sender", f.sender.to_owned()));
+        fields.push(("origin_server_ts", f.origin_server_ts.to_owned()));
         if let Some(sk) = f.state_key {
-            out.push_str(",\"state_key\":");
-            out.push_str(sk.get());
+            fields.push(("state_key", sk.to_owned()));
         }
         if let Some(r) = &self.redacts {
-            push_field(&mut out, "redacts", r.as_str());
+            fields.push(("redacts", string(r.as_str())));
         }
-        push_field(&mut out, "event_id", self.event_id.as_str());
-        push_field(&mut out, "room_id", self.room_id.as_str());
-        out.push_str(",\"unsigned\":{");
+        fields.push(("event_id", string(self.event_id.as_str())));
+        fields.push(("room_id", string(self.room_id.as_str())));
+        // What the PDU carries in `unsigned` (`redacted_because`), in key
+        // order, but what is written per viewer.
         let stored: std::collections::BTreeMap<String, Box<RawJsonValue>> = f
             .unsigned
             .and_then(|u| serde_json::from_str(u.get()).ok())
             .unwrap_or_default();
-        for (key, value) in &stored {
-            if key != "age" && key != "transaction_id" {
-                out.push_str(&serde_json::to_string(key).unwrap_or_default());
-                out.push(':');
-                out.push_str(value.get());
-                out.push(',');
-            }
+        let unsigned = stored
+            .into_iter()
+            .filter(|(key, _)| key != "age" && key != "transaction_id")
+            .collect();
+        ClientPieces {
+            fields: fields.into_boxed_slice(),
+            unsigned: Some(unsigned),
         }
-        Some(out.into_boxed_str())
     }
 
-    pub fn client_json(
+    /// The client-server format of the event (the "ClientEvent" of the
+    /// spec), written straight from the stored text's pieces.
+    /// `redaction` is the redaction event that applies, if any;
+    /// `unsigned` gets the event's age at `now` and the sender's
+    /// `transaction_id` if given.
+    pub fn client_event(
         &self,
         version: &RoomVersionId,
         redaction: Option<&Pdu>,
         transaction_id: Option<&str>,
         now: MilliSecondsSinceUnixEpoch,
-    ) -> Box<RawJsonValue> {
-        let redacted = self.redacted_text(version, redaction);
-        let fresh;
-        let prefix = match &redacted {
-            Some(text) => {
-                fresh = self.client_prefix_of(text);
-                fresh.as_deref()
-            }
+    ) -> ClientEvent {
+        let pieces = match self.redacted_text(version, redaction) {
+            Some(text) => Arc::new(self.client_pieces_of(&text)),
             None => self
-                .client_prefix
-                .get_or_init(|| self.client_prefix_of(&self.json))
-                .as_deref(),
+                .client_pieces
+                .get_or_init(|| Arc::new(self.client_pieces_of(&self.json)))
+                .clone(),
         };
-        let out = match prefix {
-            Some(prefix) => {
-                let mut out = String::with_capacity(prefix.len() + 64);
-                out.push_str(prefix);
-                let age =
-                    i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
-                out.push_str("\"age\":");
-                let _ = write!(out, "{}", age.max(0));
-                if let Some(txn) = transaction_id {
-                    push_field(&mut out, "transaction_id", txn);
-                }
-                out.push_str("}}");
-                out
-            }
-            // A stored event always has these fields; if not, say what there is.
-            None => json!({ "event_id": self.event_id, "room_id": self.room_id }).to_string(),
-        };
-        RawJsonValue::from_string(out)
-            .unwrap_or_else(|_| RawJsonValue::from_string("{}".to_owned()).expect("valid JSON"))
+        let age = i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
+        ClientEvent {
+            pieces,
+            age: age.max(0),
+            transaction_id: transaction_id.map(Into::into),
+        }
     }
 
     /// Stripped state for invites: type, state_key, sender, content.
@@ -393,20 +452,12 @@ impl ruma::state_res::Event for Pdu {
     }
 }
 
-/// `,"name":"value"`, the value escaped as a JSON string.
-fn push_field(out: &mut String, name: &str, value: &str) {
-    out.push_str(",\"");
-    out.push_str(name);
-    out.push_str("\":");
-    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned()));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn client_json_keeps_stored_unsigned_but_writes_its_own_age_and_transaction_id() {
+    fn client_event_keeps_stored_unsigned_but_writes_its_own_age_and_transaction_id() {
         let text = r#"{"content":{"body":"hi","msgtype":"m.text"},"depth":3,"origin_server_ts":1000,"room_id":"!r:x","sender":"@a:x","type":"m.room.message","unsigned":{"age":5,"transaction_id":"old","m.relations":{"k":1}}}"#;
         let pdu = Pdu::from_text(
             OwnedEventId::try_from("$e:x").unwrap(),
@@ -414,12 +465,14 @@ mod tests {
             Arc::from(text),
         )
         .unwrap();
-        let raw = pdu.client_json(
-            &RoomVersionId::V10,
-            None,
-            Some("t\"1"),
-            MilliSecondsSinceUnixEpoch(UInt::new(1500).unwrap()),
-        );
+        let raw = pdu
+            .client_event(
+                &RoomVersionId::V10,
+                None,
+                Some("t\"1"),
+                MilliSecondsSinceUnixEpoch(UInt::new(1500).unwrap()),
+            )
+            .to_raw();
         let v: Value = serde_json::from_str(raw.get()).expect("valid JSON");
         assert_eq!(
             v,
@@ -434,5 +487,54 @@ mod tests {
             })
         );
         assert_eq!(raw.get().matches("\"age\"").count(), 1, "{}", raw.get());
+    }
+
+    /// The pieces are made once and shared: a second viewer gets its own
+    /// age and transaction id over the same stored fields, and a state
+    /// event keeps its `state_key`.
+    #[test]
+    fn client_events_of_one_pdu_share_pieces_but_not_viewer_fields() {
+        let text = r#"{"content":{"name":"R"},"depth":3,"origin_server_ts":1000,"room_id":"!r:x","sender":"@a:x","state_key":"","type":"m.room.name"}"#;
+        let pdu = Pdu::from_text(
+            OwnedEventId::try_from("$e:x").unwrap(),
+            OwnedRoomId::try_from("!r:x").unwrap(),
+            Arc::from(text),
+        )
+        .unwrap();
+        let at = |ms: u32| MilliSecondsSinceUnixEpoch(UInt::from(ms));
+        let first = pdu.client_event(&RoomVersionId::V10, None, Some("t1"), at(1200));
+        let second = pdu.client_event(&RoomVersionId::V10, None, None, at(4000));
+        assert!(Arc::ptr_eq(&first.pieces, &second.pieces));
+        let first: Value = serde_json::to_value(&first).unwrap();
+        let second: Value = serde_json::to_value(&second).unwrap();
+        assert_eq!(first["state_key"], "");
+        assert_eq!(
+            first["unsigned"],
+            json!({ "age": 200, "transaction_id": "t1" })
+        );
+        assert_eq!(second["unsigned"], json!({ "age": 3000 }));
+        assert_eq!(first["content"], second["content"]);
+    }
+
+    /// Stored text without the fields every event has: only the ids.
+    #[test]
+    fn client_pieces_of_text_lacking_fields_are_the_ids() {
+        let text = r#"{"content":{"body":"hi"},"depth":3,"origin_server_ts":1000,"room_id":"!r:x","sender":"@a:x","type":"m.room.message"}"#;
+        let pdu = Pdu::from_text(
+            OwnedEventId::try_from("$e:x").unwrap(),
+            OwnedRoomId::try_from("!r:x").unwrap(),
+            Arc::from(text),
+        )
+        .unwrap();
+        let pieces = pdu.client_pieces_of(r#"{"content":{}}"#);
+        let event = ClientEvent {
+            pieces: Arc::new(pieces),
+            age: 1,
+            transaction_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({ "event_id": "$e:x", "room_id": "!r:x" })
+        );
     }
 }
