@@ -251,7 +251,7 @@ impl Rooms {
 
     /// [`Rooms::client_event`] for a list of events, in order (the viewer's
     /// transaction ids found in one query).
-    pub async fn client_events<P: std::borrow::Borrow<Pdu>>(
+    pub async fn client_events<P: pdu::AsPdu>(
         &self,
         pdus: &[P],
         viewer: Option<(&str, &str)>,
@@ -265,14 +265,14 @@ impl Rooms {
     }
 
     /// [`Rooms::client_events`] as they are written out.
-    pub async fn client_events_raw<P: std::borrow::Borrow<Pdu>>(
+    pub async fn client_events_raw<P: pdu::AsPdu>(
         &self,
         pdus: &[P],
         viewer: Option<(&str, &str)>,
     ) -> Result<Vec<pdu::ClientEvent>> {
         let txns = match viewer {
             Some((user, device)) => {
-                let pdus: Vec<&Pdu> = pdus.iter().map(|p| p.borrow()).collect();
+                let pdus: Vec<&Pdu> = pdus.iter().map(|p| p.as_pdu()).collect();
                 self.transaction_ids(&pdus, user, device).await?
             }
             None => ViewerTxns::default(),
@@ -310,7 +310,7 @@ impl Rooms {
     /// The client form of events as JSON text (what `/sync` writes out as
     /// it is), with the viewer's transaction ids
     /// ([`Rooms::transaction_ids`]; none for `ViewerTxns::default()`).
-    pub async fn client_events_with<P: std::borrow::Borrow<Pdu>>(
+    pub async fn client_events_with<P: pdu::AsPdu>(
         &self,
         pdus: &[P],
         txns: &ViewerTxns,
@@ -319,8 +319,9 @@ impl Rooms {
         let mut out = Vec::with_capacity(pdus.len());
         // Events come grouped by room: look the version up once per run.
         let mut last: Option<(&RoomId, RoomVersionId)> = None;
-        for pdu in pdus {
-            let pdu: &Pdu = pdu.borrow();
+        for held in pdus {
+            let pdu: &Pdu = held.as_pdu();
+            let shared = held.shared();
             let version = match &last {
                 Some((room, version)) if *room == &*pdu.room_id => version.clone(),
                 _ => {
@@ -333,7 +334,7 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            out.push(pdu.client_event(&version, redaction.as_deref(), txns.get(pdu), now));
+            out.push(pdu.client_event(shared, &version, redaction.as_deref(), txns.get(pdu), now));
         }
         Ok(out)
     }

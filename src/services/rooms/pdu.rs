@@ -47,10 +47,9 @@ pub struct Pdu {
     pub state_group: Option<i64>,
     /// The transaction a local client sent it with, as far as known.
     pub sent_with: SentWith,
-    /// The unredacted client form but for its viewer- and time-dependent
-    /// fields ([`Pdu::client_pieces_of`]), made on first use: a cached event
-    /// sent to many clients, or to one many times, is parsed once.
-    client_pieces: std::sync::OnceLock<Arc<ClientPieces>>,
+    /// What the PDU carries in `unsigned` (events from other servers may),
+    /// which clients get beside their own fields.
+    unsigned: Option<Box<RawJsonValue>>,
 }
 
 /// How an event was sent: what `/sync` needs to give the sending device
@@ -94,6 +93,8 @@ struct PduFields {
     depth: UInt,
     redacts: Option<OwnedEventId>,
     room_id: Option<IgnoredAny>,
+    #[serde(default)]
+    unsigned: Option<Box<RawJsonValue>>,
 }
 
 #[derive(Deserialize)]
@@ -133,13 +134,22 @@ pub struct ClientPieces {
     unsigned: Option<Box<[(String, RawPiece)]>>,
 }
 
-/// An event as one client sees it ([`Pdu::client_event`]): its shared
-/// pieces, plus its age and the viewer's transaction id in `unsigned`.
+/// An event as one client sees it ([`Pdu::client_event`]): the event's
+/// fields, plus its age and the viewer's transaction id in `unsigned`.
 #[derive(Debug, Clone)]
 pub struct ClientEvent {
-    pieces: Arc<ClientPieces>,
+    form: Form,
     age: i64,
     transaction_id: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    /// Written from the shared event's own fields: nothing copied or parsed
+    /// before it is written out.
+    Shared(Arc<Pdu>),
+    /// Cut from JSON text (a redacted form, or an event not held shared).
+    Pieces(Arc<ClientPieces>),
 }
 
 impl ClientEvent {
@@ -152,12 +162,31 @@ impl ClientEvent {
 impl serde::Serialize for ClientEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let pieces = &self.pieces;
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in pieces.fields.iter() {
-            map.serialize_entry(key, &**value)?;
-        }
-        if let Some(stored) = &pieces.unsigned {
+        let stored = match &self.form {
+            Form::Shared(pdu) => {
+                map.serialize_entry("type", &pdu.kind)?;
+                map.serialize_entry("content", &*pdu.content)?;
+                map.serialize_entry("sender", &pdu.sender)?;
+                map.serialize_entry("origin_server_ts", &pdu.origin_server_ts)?;
+                if let Some(sk) = &pdu.state_key {
+                    map.serialize_entry("state_key", sk)?;
+                }
+                if let Some(r) = &pdu.redacts {
+                    map.serialize_entry("redacts", r)?;
+                }
+                map.serialize_entry("event_id", &pdu.event_id)?;
+                map.serialize_entry("room_id", &pdu.room_id)?;
+                Some(Stored::Text(pdu.unsigned.as_deref()))
+            }
+            Form::Pieces(pieces) => {
+                for (key, value) in pieces.fields.iter() {
+                    map.serialize_entry(key, &**value)?;
+                }
+                pieces.unsigned.as_deref().map(Stored::Pieces)
+            }
+        };
+        if let Some(stored) = stored {
             map.serialize_entry(
                 "unsigned",
                 &Unsigned {
@@ -171,9 +200,16 @@ impl serde::Serialize for ClientEvent {
     }
 }
 
+/// What an event carried in `unsigned` itself.
+enum Stored<'a> {
+    Pieces(&'a [(String, RawPiece)]),
+    /// The PDU's `unsigned` as it came (rare), read when written.
+    Text(Option<&'a RawJsonValue>),
+}
+
 /// `unsigned` of a [`ClientEvent`]: the stored fields, then the viewer's.
 struct Unsigned<'a> {
-    stored: &'a [(String, RawPiece)],
+    stored: Stored<'a>,
     age: i64,
     transaction_id: Option<&'a str>,
 }
@@ -182,14 +218,51 @@ impl serde::Serialize for Unsigned<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in self.stored {
-            map.serialize_entry(key, &**value)?;
+        let viewer_field = |key: &str| key == "age" || key == "transaction_id";
+        match &self.stored {
+            Stored::Pieces(stored) => {
+                for (key, value) in stored.iter() {
+                    map.serialize_entry(key, &**value)?;
+                }
+            }
+            Stored::Text(Some(text)) => {
+                let stored: std::collections::BTreeMap<String, &RawJsonValue> =
+                    serde_json::from_str(text.get()).unwrap_or_default();
+                for (key, value) in stored.iter().filter(|(k, _)| !viewer_field(k)) {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+            Stored::Text(None) => {}
         }
         map.serialize_entry("age", &self.age)?;
         if let Some(txn) = self.transaction_id {
             map.serialize_entry("transaction_id", txn)?;
         }
         map.end()
+    }
+}
+
+/// An event as callers hold it: owned, or shared (which a client form can
+/// then refer to instead of copying from).
+pub trait AsPdu {
+    fn as_pdu(&self) -> &Pdu;
+    fn shared(&self) -> Option<&Arc<Pdu>> {
+        None
+    }
+}
+
+impl AsPdu for Pdu {
+    fn as_pdu(&self) -> &Pdu {
+        self
+    }
+}
+
+impl AsPdu for Arc<Pdu> {
+    fn as_pdu(&self) -> &Pdu {
+        self
+    }
+    fn shared(&self) -> Option<&Arc<Pdu>> {
+        Some(self)
     }
 }
 
@@ -239,7 +312,7 @@ impl Pdu {
             redacted_by: None,
             state_group: None,
             sent_with: SentWith::Unknown,
-            client_pieces: std::sync::OnceLock::new(),
+            unsigned: f.unsigned,
         })
     }
 
@@ -376,27 +449,26 @@ impl Pdu {
     }
 
     /// The client-server format of the event (the "ClientEvent" of the
-    /// spec), written straight from the stored text's pieces.
-    /// `redaction` is the redaction event that applies, if any;
-    /// `unsigned` gets the event's age at `now` and the sender's
-    /// `transaction_id` if given.
+    /// spec). `shared` is this event when the caller holds it shared: the
+    /// client form then refers to it. `redaction` is the redaction event
+    /// that applies, if any; `unsigned` gets the event's age at `now` and
+    /// the sender's `transaction_id` if given.
     pub fn client_event(
         &self,
+        shared: Option<&Arc<Pdu>>,
         version: &RoomVersionId,
         redaction: Option<&Pdu>,
         transaction_id: Option<&str>,
         now: MilliSecondsSinceUnixEpoch,
     ) -> ClientEvent {
-        let pieces = match self.redacted_text(version, redaction) {
-            Some(text) => Arc::new(self.client_pieces_of(&text)),
-            None => self
-                .client_pieces
-                .get_or_init(|| Arc::new(self.client_pieces_of(&self.json)))
-                .clone(),
+        let form = match (self.redacted_text(version, redaction), shared) {
+            (Some(text), _) => Form::Pieces(Arc::new(self.client_pieces_of(&text))),
+            (None, Some(pdu)) => Form::Shared(pdu.clone()),
+            (None, None) => Form::Pieces(Arc::new(self.client_pieces_of(&self.json))),
         };
         let age = i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
         ClientEvent {
-            pieces,
+            form,
             age: age.max(0),
             transaction_id: transaction_id.map(Into::into),
         }
@@ -465,35 +537,38 @@ mod tests {
             Arc::from(text),
         )
         .unwrap();
-        let raw = pdu
-            .client_event(
-                &RoomVersionId::V10,
-                None,
-                Some("t\"1"),
-                MilliSecondsSinceUnixEpoch(UInt::new(1500).unwrap()),
-            )
-            .to_raw();
-        let v: Value = serde_json::from_str(raw.get()).expect("valid JSON");
-        assert_eq!(
-            v,
-            json!({
-                "type": "m.room.message",
-                "content": { "body": "hi", "msgtype": "m.text" },
-                "sender": "@a:x",
-                "origin_server_ts": 1000,
-                "event_id": "$e:x",
-                "room_id": "!r:x",
-                "unsigned": { "age": 500, "transaction_id": "t\"1", "m.relations": { "k": 1 } },
-            })
-        );
-        assert_eq!(raw.get().matches("\"age\"").count(), 1, "{}", raw.get());
+        let now = MilliSecondsSinceUnixEpoch(UInt::new(1500).unwrap());
+        // Held shared (written from the event's fields) or not (cut from
+        // its text), the same client form.
+        let shared = Arc::new(pdu.clone());
+        let forms = [
+            pdu.client_event(None, &RoomVersionId::V10, None, Some("t\"1"), now),
+            pdu.client_event(Some(&shared), &RoomVersionId::V10, None, Some("t\"1"), now),
+        ];
+        for event in forms {
+            let raw = event.to_raw();
+            let v: Value = serde_json::from_str(raw.get()).expect("valid JSON");
+            assert_eq!(
+                v,
+                json!({
+                    "type": "m.room.message",
+                    "content": { "body": "hi", "msgtype": "m.text" },
+                    "sender": "@a:x",
+                    "origin_server_ts": 1000,
+                    "event_id": "$e:x",
+                    "room_id": "!r:x",
+                    "unsigned": { "age": 500, "transaction_id": "t\"1", "m.relations": { "k": 1 } },
+                })
+            );
+            assert_eq!(raw.get().matches("\"age\"").count(), 1, "{}", raw.get());
+        }
     }
 
-    /// The pieces are made once and shared: a second viewer gets its own
-    /// age and transaction id over the same stored fields, and a state
-    /// event keeps its `state_key`.
+    /// A shared event's client forms refer to it: a second viewer gets its
+    /// own age and transaction id over the same fields, and a state event
+    /// keeps its `state_key`.
     #[test]
-    fn client_events_of_one_pdu_share_pieces_but_not_viewer_fields() {
+    fn client_events_of_one_shared_pdu_share_it_but_not_viewer_fields() {
         let text = r#"{"content":{"name":"R"},"depth":3,"origin_server_ts":1000,"room_id":"!r:x","sender":"@a:x","state_key":"","type":"m.room.name"}"#;
         let pdu = Pdu::from_text(
             OwnedEventId::try_from("$e:x").unwrap(),
@@ -502,9 +577,13 @@ mod tests {
         )
         .unwrap();
         let at = |ms: u32| MilliSecondsSinceUnixEpoch(UInt::from(ms));
-        let first = pdu.client_event(&RoomVersionId::V10, None, Some("t1"), at(1200));
-        let second = pdu.client_event(&RoomVersionId::V10, None, None, at(4000));
-        assert!(Arc::ptr_eq(&first.pieces, &second.pieces));
+        let pdu = Arc::new(pdu);
+        let v10 = &RoomVersionId::V10;
+        let first = pdu.client_event(Some(&pdu), v10, None, Some("t1"), at(1200));
+        let second = pdu.client_event(Some(&pdu), v10, None, None, at(4000));
+        for event in [&first, &second] {
+            assert!(matches!(&event.form, Form::Shared(p) if Arc::ptr_eq(p, &pdu)));
+        }
         let first: Value = serde_json::to_value(&first).unwrap();
         let second: Value = serde_json::to_value(&second).unwrap();
         assert_eq!(first["state_key"], "");
@@ -528,7 +607,7 @@ mod tests {
         .unwrap();
         let pieces = pdu.client_pieces_of(r#"{"content":{}}"#);
         let event = ClientEvent {
-            pieces: Arc::new(pieces),
+            form: Form::Pieces(Arc::new(pieces)),
             age: 1,
             transaction_id: None,
         };
