@@ -1,6 +1,6 @@
 //! A small Matrix client for the scenarios: any homeserver, by base URL.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hmac::{Hmac, Mac};
@@ -235,6 +235,8 @@ pub struct Session {
 pub struct SyncResponse {
     pub body: Value,
     pub bytes: usize,
+    /// When the last byte of the answer arrived (before the tool parsed it).
+    pub received: Instant,
 }
 
 impl SyncResponse {
@@ -266,6 +268,21 @@ impl Session {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(Value, usize), RequestError> {
+        self.request_received(method, path, query, body, timeout)
+            .await
+            .map(|(value, bytes, _)| (value, bytes))
+    }
+
+    /// [`Self::request`], and when the last byte of the answer arrived: what
+    /// the server took, without the tool's own parsing of the body.
+    async fn request_received(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<(Value, usize, Instant), RequestError> {
         let mut req = self
             .client
             .http
@@ -283,6 +300,7 @@ impl Session {
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport)?;
+        let received = Instant::now();
         if !status.is_success() {
             return Err(RequestError {
                 status: Some(status.as_u16()),
@@ -293,7 +311,7 @@ impl Session {
             status: Some(status.as_u16()),
             message: format!("bad JSON: {e}"),
         })?;
-        Ok((value, bytes.len()))
+        Ok((value, bytes.len(), received))
     }
 
     /// `GET path` (a path with its query, already encoded); the JSON answer.
@@ -378,8 +396,8 @@ impl Session {
         if let Some(f) = filter {
             query.push(("filter", f));
         }
-        let (body, bytes) = self
-            .request(
+        let (body, bytes, received) = self
+            .request_received(
                 reqwest::Method::GET,
                 "/_matrix/client/v3/sync",
                 &query,
@@ -387,7 +405,11 @@ impl Session {
                 Some(Duration::from_millis(timeout_ms) + Duration::from_secs(30)),
             )
             .await?;
-        Ok(SyncResponse { body, bytes })
+        Ok(SyncResponse {
+            body,
+            bytes,
+            received,
+        })
     }
 
     /// `GET /rooms/{room}/messages?dir=b&from=TOKEN&limit=N`.
