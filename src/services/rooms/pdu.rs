@@ -122,9 +122,9 @@ struct ClientFields<'a> {
 /// A piece of JSON text, checked when it was made.
 type RawPiece = Box<RawJsonValue>;
 
-/// An event's client form in pieces, each piece JSON text checked once
-/// when the pieces were made: writing the event out (to many clients, or
-/// many times) copies them and parses nothing.
+/// An event's client form cut from JSON text (its redacted form, or an
+/// event the caller does not hold shared): each piece checked when cut and
+/// written out as it is.
 #[derive(Debug)]
 pub struct ClientPieces {
     /// The top-level fields but `unsigned`, in the order written.
