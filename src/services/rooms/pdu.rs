@@ -136,20 +136,20 @@ pub struct ClientPieces {
 
 /// An event as one client sees it ([`Pdu::client_event`]): the event's
 /// fields, plus its age and the viewer's transaction id in `unsigned`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientEvent {
     form: Form,
     age: i64,
     transaction_id: Option<Box<str>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Form {
     /// Written from the shared event's own fields: nothing copied or parsed
     /// before it is written out.
     Shared(Arc<Pdu>),
     /// Cut from JSON text (a redacted form, or an event not held shared).
-    Pieces(Arc<ClientPieces>),
+    Pieces(Box<ClientPieces>),
 }
 
 impl ClientEvent {
@@ -462,9 +462,9 @@ impl Pdu {
         now: MilliSecondsSinceUnixEpoch,
     ) -> ClientEvent {
         let form = match (self.redacted_text(version, redaction), shared) {
-            (Some(text), _) => Form::Pieces(Arc::new(self.client_pieces_of(&text))),
+            (Some(text), _) => Form::Pieces(Box::new(self.client_pieces_of(&text))),
             (None, Some(pdu)) => Form::Shared(pdu.clone()),
-            (None, None) => Form::Pieces(Arc::new(self.client_pieces_of(&self.json))),
+            (None, None) => Form::Pieces(Box::new(self.client_pieces_of(&self.json))),
         };
         let age = i64::from(now.get()).saturating_sub(i64::from(self.origin_server_ts.get()));
         ClientEvent {
@@ -607,7 +607,7 @@ mod tests {
         .unwrap();
         let pieces = pdu.client_pieces_of(r#"{"content":{}}"#);
         let event = ClientEvent {
-            form: Form::Pieces(Arc::new(pieces)),
+            form: Form::Pieces(Box::new(pieces)),
             age: 1,
             transaction_id: None,
         };

@@ -20,13 +20,10 @@ impl Rooms {
         ty: &str,
         sk: &str,
     ) -> Result<Option<Value>> {
-        match state.get(&(ty.to_owned(), sk.to_owned())) {
-            Some(id) => Ok(self
-                .pdu_shared(id.as_str())
-                .await?
-                .map(|p| p.content_value())),
-            None => Ok(None),
-        }
+        Ok(self
+            .state_event(state, ty, sk)
+            .await?
+            .map(|p| p.content_value()))
     }
 
     /// The state event `(ty, sk)` in `state`, if present.
