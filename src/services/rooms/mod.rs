@@ -97,11 +97,15 @@ impl ViewerTxns {
     }
 }
 
-/// The last [`RecentTxns::KEEP`] transaction ids sent in a room.
+/// The transaction ids sent in a room lately: every one whose event is still
+/// queued, since a retry finds those here only (the database does not have
+/// them yet), and of the written ones the newest, up to [`RecentTxns::KEEP`]
+/// entries in all.
 #[derive(Default)]
 struct RecentTxns {
     ids: HashMap<String, OwnedEventId>,
-    order: VecDeque<String>,
+    /// Keys in the order sent, with their events' stream positions.
+    order: VecDeque<(String, i64)>,
 }
 
 impl RecentTxns {
@@ -111,14 +115,19 @@ impl RecentTxns {
         format!("{sender}\0{device}\0{scope}\0{txn}")
     }
 
-    fn insert(&mut self, key: String, event_id: OwnedEventId) {
-        if self.order.len() == Self::KEEP
-            && let Some(old) = self.order.pop_front()
+    /// Notes `key`'s event at stream position `pos`, then forgets the oldest
+    /// entries past `KEEP` whose events are written (at or below
+    /// `persisted`). An entry still queued is never forgotten, however many
+    /// follow it: the write queue bounds them.
+    fn insert(&mut self, key: String, event_id: OwnedEventId, pos: i64, persisted: i64) {
+        self.order.push_back((key.clone(), pos));
+        self.ids.insert(key, event_id);
+        while self.order.len() > Self::KEEP
+            && self.order.front().is_some_and(|(_, p)| *p <= persisted)
+            && let Some((old, _)) = self.order.pop_front()
         {
             self.ids.remove(&old);
         }
-        self.order.push_back(key.clone());
-        self.ids.insert(key, event_id);
     }
 }
 
@@ -636,14 +645,29 @@ impl Rooms {
         let lock = self.room_lock(new.room_id);
         let mut guard = lock.lock().await;
         let head = self.head(&mut guard, new.room_id).await?;
-        if let Some((device, scope, txn)) = new.txn
-            && let Some(existing) =
-                head.recent_txns
-                    .ids
-                    .get(&RecentTxns::key(new.sender.as_str(), device, scope, txn))
-            && let Some(pdu) = self.pdu(existing.as_str()).await?
-        {
-            return Ok(pdu);
+        if let Some((device, scope, txn)) = new.txn {
+            let sender = new.sender.as_str();
+            if let Some(existing) = head
+                .recent_txns
+                .ids
+                .get(&RecentTxns::key(sender, device, scope, txn))
+                && let Some(pdu) = self.pdu(existing.as_str()).await?
+            {
+                return Ok(pdu);
+            }
+            // Not queued, and not in the database when the caller looked.
+            // A transaction the device may have sent (a retry) can have been
+            // written and forgotten here since: ask the database again, under
+            // the lock. A new transaction id, nearly every send, costs no query.
+            if self.txns.check(sender, device, scope, txn) == txns::Known::Maybe
+                && let Some(existing) = self
+                    .storage
+                    .transaction_event(sender, device, scope, txn)
+                    .await?
+                && let Some(pdu) = self.pdu(&existing).await?
+            {
+                return Ok(pdu);
+            }
         }
         let version = head.version.clone();
         let rules = version
@@ -892,6 +916,8 @@ impl Rooms {
             head.recent_txns.insert(
                 RecentTxns::key(user, device, scope, txn),
                 pdu.event_id.clone(),
+                pos,
+                self.stream.current(),
             );
         }
         head.extremities = vec![pdu.event_id.clone()];
@@ -954,4 +980,53 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     pdu.state_group = row.state_group;
     pdu.sent_with = pdu::SentWith::from_pair(row.txn);
     Ok(pdu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentTxns;
+    use ruma::OwnedEventId;
+
+    fn event(i: usize) -> OwnedEventId {
+        OwnedEventId::try_from(format!("$e{i}")).unwrap()
+    }
+
+    /// Key `k{i}` made event `i` at stream position `i + 1`.
+    fn send(r: &mut RecentTxns, i: usize, persisted: i64) {
+        r.insert(format!("k{i}"), event(i), i as i64 + 1, persisted);
+    }
+
+    #[test]
+    fn recent_txns_forget_only_written_events() {
+        let mut r = RecentTxns::default();
+        // More than KEEP queued and none written: a retry of the first must
+        // still find it.
+        for i in 0..300 {
+            send(&mut r, i, 0);
+        }
+        assert_eq!(r.ids.len(), 300);
+        assert_eq!(r.ids.get("k0"), Some(&event(0)));
+        // The first ten written: only those go, though more are past KEEP.
+        send(&mut r, 300, 10);
+        assert_eq!(r.ids.len(), 291);
+        assert!(!r.ids.contains_key("k9"));
+        assert_eq!(r.ids.get("k10"), Some(&event(10)));
+        // All written: back to the newest KEEP.
+        send(&mut r, 301, 302);
+        assert_eq!(r.ids.len(), RecentTxns::KEEP);
+        assert_eq!(r.order.len(), RecentTxns::KEEP);
+        assert!(!r.ids.contains_key("k45"));
+        assert_eq!(r.ids.get("k46"), Some(&event(46)));
+        assert_eq!(r.ids.get("k301"), Some(&event(301)));
+    }
+
+    #[test]
+    fn recent_txns_under_keep_forget_nothing() {
+        let mut r = RecentTxns::default();
+        for i in 0..RecentTxns::KEEP {
+            send(&mut r, i, i64::MAX);
+        }
+        assert_eq!(r.ids.len(), RecentTxns::KEEP);
+        assert_eq!(r.ids.get("k0"), Some(&event(0)));
+    }
 }
