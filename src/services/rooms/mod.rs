@@ -659,6 +659,8 @@ impl Rooms {
             // A transaction the device may have sent (a retry) can have been
             // written and forgotten here since: ask the database again, under
             // the lock. A new transaction id, nearly every send, costs no query.
+            // A device the filter does not hold (over 2^16 transactions) is
+            // not asked again: its retry would have to race 256 written sends.
             if self.txns.check(sender, device, scope, txn) == txns::Known::Maybe
                 && let Some(existing) = self
                     .storage
