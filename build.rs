@@ -23,10 +23,10 @@ fn main() {
     // Lay out the functions that start-up and the common requests run next to
     // each other, in the order `link-order.txt` lists them (written by
     // `scripts/link-order`). The kernel maps an executable's code 64 KiB at a
-    // time around each page first touched; start-up runs about 2,000
-    // functions, and scattered over the 12 MB of code they made 9 MiB of it
-    // resident before the first request. Grouped, they take about 2 MiB
-    // (BENCHMARKS.md, "Run 20"). Only the names the file and the binary share
+    // time around each page first touched, and start-up's functions scattered
+    // over the whole binary make most of its code resident before the first
+    // request; grouped, they take a fraction of it (docs/benchmarks-history.md,
+    // "Run 20"). Only the names the file and the binary share
     // are placed; a stale file costs nothing but the gain.
     if link_order_applies(&target) {
         let file = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("link-order.txt");

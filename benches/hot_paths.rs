@@ -6,8 +6,8 @@
 //! default config otherwise: search and presence on, room version 12),
 //! accounts registered, rooms created and events appended through
 //! `services.rooms`. `cargo bench --bench hot_paths` measures;
-//! `cargo test --all-targets` runs each benchmark once. The results are in
-//! BENCHMARKS.md, "Micro-benchmarks (criterion)".
+//! `cargo test --all-targets` runs each benchmark once. How to run is in
+//! BENCHMARKS.md; the recorded results in docs/benchmarks-history.md.
 
 use std::collections::HashMap;
 use std::hint::black_box;

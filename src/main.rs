@@ -96,7 +96,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// eight per core; each keeps the pages its freed blocks leave behind
 /// (partly used pages cannot be trimmed). Two arenas serve this server's
 /// few busy threads as well and kept a quarter less memory after load
-/// (BENCHMARKS.md, "Runs 9 and 10"). mimalloc was tried instead and kept more.
+/// (docs/benchmarks-history.md, "Runs 9 and 10"). mimalloc was tried instead
+/// and kept more.
 fn limit_retained_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any threads exist.

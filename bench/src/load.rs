@@ -49,7 +49,7 @@ pub struct Target {
     pub prefix: Option<String>,
     /// Registrations in flight at once during set-up. More than 1 makes
     /// Myelin (SQLite) answer some of them 500 "database is locked" as of
-    /// f3e3dc6 (see BENCHMARKS.md).
+    /// f3e3dc6 (see docs/benchmarks-history.md).
     #[arg(long, default_value_t = 1)]
     pub register_concurrency: usize,
     /// Tiny sizes and short times, for CI: the scenario runs in seconds and

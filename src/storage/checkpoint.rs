@@ -38,7 +38,8 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// A log longer than this (in pages: 64 MiB of 4 KiB pages, the size
 /// `journal_size_limit` trims the file back to) is started over. Each restart
 /// holds writers for a few milliseconds; at 4,096 pages it came often enough
-/// under a steady send load to show in the p99 (BENCHMARKS.md, run 15).
+/// under a steady send load to show in the send p99 (docs/benchmarks-history.md,
+/// run 15).
 const RESTART_FRAMES: i64 = 16384;
 /// How long a `RESTART` checkpoint waits for the writer and readers before
 /// giving up until the next tick; new writers wait behind it meanwhile.
