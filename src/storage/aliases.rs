@@ -42,6 +42,16 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Deletes the alias if it still points at `room_id`.
+    pub async fn delete_alias_of_room(&self, alias: &str, room_id: &str) -> sqlx::Result<bool> {
+        let r = sqlx::query("DELETE FROM room_aliases WHERE alias = $1 AND room_id = $2")
+            .bind(alias)
+            .bind(room_id)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<String>> {
         let row = sqlx::query("SELECT creator FROM room_aliases WHERE alias = $1")
             .bind(alias)

@@ -259,6 +259,24 @@ async fn a_failed_write_fails_alone_and_the_room_recovers() {
     assert_one_chain(&server, &room).await;
 }
 
+/// Plants the state-group clash and sends the burst with a topic in
+/// `topic_room` in the middle of it; asserts the topic failed (500) and
+/// returns the burst's answers.
+async fn burst_with_failing_topic(
+    server: &TestServer,
+    s: &Session,
+    sends: Vec<(String, String, String)>,
+    topic_room: &str,
+) -> Vec<(StatusCode, Value)> {
+    plant_state_group_clash(server).await;
+    let (burst, topic) = tokio::join!(send_all(server, s, sends), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        put_topic(server, s, topic_room, "lost").await
+    });
+    assert_error(&topic, 500, "M_UNKNOWN");
+    burst
+}
+
 /// A failure in the middle of a burst: every send answered 200 is stored
 /// and served, no other is, and the room is still one chain.
 #[tokio::test]
@@ -269,13 +287,7 @@ async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
     let sends = (0..30)
         .map(|i| (room.clone(), format!("b{i}"), format!("m{i}")))
         .collect();
-    plant_state_group_clash(&server).await;
-    // The topic goes in the middle of the burst of messages.
-    let (burst, topic) = tokio::join!(send_all(&server, &alice, sends), async {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        put_topic(&server, &alice, &room, "lost").await
-    });
-    assert_error(&topic, 500, "M_UNKNOWN");
+    let burst = burst_with_failing_topic(&server, &alice, sends, &room).await;
     let mut accepted = Vec::new();
     for (i, (st, b)) in burst.iter().enumerate() {
         match st.as_u16() {
@@ -292,4 +304,37 @@ async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
     let (st, body) = send_text(&server, &alice, &room, "later").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_one_chain(&server, &room).await;
+}
+
+/// A failed write fails only its own room's events: the other rooms'
+/// events queued with it (in the same group commit, as a burst makes
+/// them) are written and answered 200.
+#[tokio::test]
+async fn a_failed_write_fails_no_other_rooms_events() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(create_room(&server, &alice).await);
+    }
+    let sends = (0..30)
+        .map(|i| (others[i % 3].clone(), format!("o{i}"), format!("m{i}")))
+        .collect();
+    let burst = burst_with_failing_topic(&server, &alice, sends, &room).await;
+    for (i, (st, b)) in burst.iter().enumerate() {
+        assert_eq!(*st, StatusCode::OK, "send {i} to another room: {b}");
+    }
+    for (k, other) in others.iter().enumerate() {
+        let mut bodies = message_bodies(&server, &alice, other).await;
+        bodies.sort();
+        let mut expected: Vec<String> = (0..30)
+            .filter(|i| i % 3 == k)
+            .map(|i| format!("m{i}"))
+            .collect();
+        expected.sort();
+        assert_eq!(bodies, expected);
+        assert_one_chain(&server, other).await;
+    }
+    remove_state_group_clash(&server).await;
 }

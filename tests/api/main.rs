@@ -16,7 +16,8 @@ mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod ephemeral; // receipts, read markers, typing, presence
-mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone
+mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
+mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start

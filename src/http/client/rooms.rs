@@ -171,13 +171,7 @@ async fn create(
             let alias = format!("#{name}:{}", s.server_name);
             ruma::RoomAliasId::parse(&alias)
                 .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
-            if s.storage.alias_room(&alias).await?.is_some() {
-                return Err(MatrixError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    ruma::api::error::ErrorKind::RoomInUse,
-                    "Room alias already taken",
-                ));
-            }
+            // Reserved by create_room: taken is 400 M_ROOM_IN_USE, no room.
             Some(alias)
         }
         None => None,
@@ -198,15 +192,10 @@ async fn create(
             is_direct: req.is_direct,
             initial_state,
             power_level_override,
-            canonical_alias: alias.clone(),
+            canonical_alias: alias,
             creator_member_content: member_profile(&s, &creator).await?,
         })
         .await?;
-    if let Some(alias) = &alias {
-        s.storage
-            .insert_alias(alias, room_id.as_str(), creator.as_str())
-            .await?;
-    }
     if req.visibility == ruma::api::client::room::Visibility::Public {
         s.storage.set_room_public(room_id.as_str(), true).await?;
     }

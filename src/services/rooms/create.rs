@@ -3,12 +3,13 @@
 //! name, topic and invites — each a real event through the pipeline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::distr::{Alphanumeric, SampleString};
 use ruma::events::TimelineEventType;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId,
-    RoomVersionId,
+    RoomId, RoomVersionId,
 };
 use serde_json::{Map, Value, json};
 
@@ -35,7 +36,9 @@ pub struct CreateRoom {
     /// (type, state_key, content)
     pub initial_state: Vec<(String, String, Value)>,
     pub power_level_override: Option<Map<String, Value>>,
-    /// A full alias (`#name:server`) already checked to be free.
+    /// A full alias (`#name:server`) for the room: reserved for it before
+    /// any event is written, and made its `m.room.canonical_alias`. Taken
+    /// (even by a creation racing this one): 400 `M_ROOM_IN_USE`, no room.
     pub canonical_alias: Option<String>,
     /// Content of the creator's join event (display name, avatar).
     pub creator_member_content: Value,
@@ -72,7 +75,9 @@ impl Rooms {
         obj.insert("sender".into(), s(req.creator.as_str()));
         obj.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().get().into()),
+            CanonicalJsonValue::Integer(
+                ruma::Int::try_from(create_event_ts()).map_err(MatrixError::internal)?,
+            ),
         );
         obj.insert(
             "content".into(),
@@ -99,6 +104,43 @@ impl Rooms {
             .sign_and_check(obj, &req.version, provisional_id, &empty)
             .await?;
         let room_id = pdu.room_id.clone();
+        // The alias is reserved before anything is written: of two
+        // creations racing for it, the one whose insert loses gets
+        // M_ROOM_IN_USE and leaves no room behind. Until the create event
+        // is written, the reservation is released if creation fails or
+        // the request goes away.
+        let mut reservation = None;
+        if let Some(alias) = &req.canonical_alias {
+            // Held from before the insert: one cut short is undone too.
+            let held = reservation.insert(AliasReservation {
+                storage: self.storage.clone(),
+                alias: alias.clone(),
+                room_id: room_id.to_string(),
+                held: true,
+            });
+            if !self
+                .storage
+                .insert_alias(alias, room_id.as_str(), req.creator.as_str())
+                .await?
+            {
+                held.held = false;
+                return Err(alias_taken());
+            }
+        }
+        self.write_create_event(pdu, &req).await?;
+        if let Some(r) = &mut reservation {
+            r.held = false;
+        }
+        // From here on the room exists and owns the alias, whatever
+        // fails later.
+        self.fill_new_room(&req, &room_id).await?;
+        Ok(room_id)
+    }
+
+    /// Queues the create event of a new room with a fresh head, and waits
+    /// for it to be written.
+    async fn write_create_event(&self, pdu: super::Pdu, req: &CreateRoom) -> Result<()> {
+        let room_id = pdu.room_id.clone();
         let mut head = RoomHead {
             version: req.version.clone(),
             extremities: vec![],
@@ -123,9 +165,18 @@ impl Rooms {
             queued
         };
         self.finish(written.0, written.1).await?;
+        Ok(())
+    }
 
+    /// Everything after the create event: join, power levels, alias,
+    /// preset rules, initial state, name, topic, invites.
+    async fn fill_new_room(&self, req: &CreateRoom, room_id: &RoomId) -> Result<()> {
+        let rules = req
+            .version
+            .rules()
+            .ok_or_else(|| MatrixError::internal("no rules for version"))?;
         let state_event = |kind: &str, state_key: &str, content: Value| NewEvent {
-            room_id: &room_id,
+            room_id,
             sender: &req.creator,
             kind: TimelineEventType::from(kind),
             state_key: Some(state_key.to_owned()),
@@ -244,6 +295,66 @@ impl Rooms {
             self.append(state_event("m.room.member", invitee.as_str(), content))
                 .await?;
         }
-        Ok(room_id)
+        Ok(())
+    }
+}
+
+/// An alias reserved for a room whose create event is not written yet:
+/// dropped while `held`, it deletes the reservation (if it still names
+/// the room).
+struct AliasReservation {
+    storage: crate::storage::Storage,
+    alias: String,
+    room_id: String,
+    held: bool,
+}
+
+impl Drop for AliasReservation {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (storage, alias, room_id) = (
+            self.storage.clone(),
+            std::mem::take(&mut self.alias),
+            std::mem::take(&mut self.room_id),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = storage.delete_alias_of_room(&alias, &room_id).await {
+                tracing::warn!(%alias, %room_id, error = %e, "could not release the alias of a room not created");
+            }
+        });
+    }
+}
+
+fn alias_taken() -> MatrixError {
+    MatrixError::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::RoomInUse,
+        "Room alias already taken",
+    )
+}
+
+/// The `origin_server_ts` of a new create event: the clock, but always at
+/// least one millisecond past the previous create event made by this
+/// process. From room version 12 the room id is the create event's
+/// reference hash, and the timestamp is the create event's only entropy:
+/// two creations by one user with the same options in one millisecond
+/// would make the same event and so the same room (MSC4291 lets servers
+/// add entropy; Synapse perturbs the timestamp on a collision). A
+/// timestamp a few milliseconds ahead during a burst is well within what
+/// the spec allows (it is the sending server's clock); a field in
+/// `content` would be shown to every client and kept by redaction.
+fn create_event_ts() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = u64::from(MilliSecondsSinceUnixEpoch::now().get());
+    let next = |last: u64| now.max(last + 1);
+    match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+        Some(next(last))
+    }) {
+        Ok(last) | Err(last) => next(last),
     }
 }

@@ -1,14 +1,45 @@
 //! Membership changes: join, invite, leave, kick, ban, unban. Each is one
 //! `m.room.member` event; the authorization rules decide whether it is allowed.
+//! A change that changes nothing writes no event ([`Rooms::unchanged_member`]).
 
 use ruma::events::TimelineEventType;
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{NewEvent, Pdu, Rooms};
+use super::{NewEvent, Pdu, Rooms, StateMap};
 use crate::error::Result;
 
 impl Rooms {
+    /// The member event in force if `new` (a member event) would change
+    /// nothing: the same sender and the same content, membership, profile
+    /// and reason included. Like Synapse, such a change answers with the
+    /// event in force and writes nothing (a join while joined, a leave
+    /// while left, a repeated invite or ban); a different display name,
+    /// avatar or reason, or another sender, is a new event. `state` is the
+    /// room head's, under the room's lock.
+    pub(super) async fn unchanged_member(
+        &self,
+        state: &StateMap,
+        new: &NewEvent<'_>,
+    ) -> Result<Option<Pdu>> {
+        if new.kind != TimelineEventType::RoomMember || new.redacts.is_some() {
+            return Ok(None);
+        }
+        let Some(key) = new.state_key.as_ref() else {
+            return Ok(None);
+        };
+        let Some(id) = state.get(&("m.room.member".to_owned(), key.clone())) else {
+            return Ok(None);
+        };
+        let Some(current) = self.pdu_shared(id.as_str()).await? else {
+            return Ok(None);
+        };
+        let unchanged = current.redacted_by.is_none()
+            && current.sender == new.sender
+            && current.content_value() == new.content;
+        Ok(unchanged.then(|| Pdu::clone(&current)))
+    }
+
     async fn member_event(
         &self,
         room_id: &RoomId,
@@ -40,7 +71,7 @@ impl Rooms {
         mut profile: Value,
         reason: Option<&str>,
     ) -> Result<Pdu> {
-        // Joining again while joined just refreshes the member event.
+        // Joining again while joined with the same profile writes nothing.
         profile["membership"] = json!("join");
         self.member_event(room_id, user, user, profile, reason)
             .await

@@ -645,6 +645,10 @@ impl Rooms {
         let lock = self.room_lock(new.room_id);
         let mut guard = lock.lock().await;
         let head = self.head(&mut guard, new.room_id).await?;
+        // Decided under the lock: concurrent repeats write one event.
+        if let Some(current) = self.unchanged_member(&head.state, &new).await? {
+            return Ok(current);
+        }
         if let Some((device, scope, txn)) = new.txn {
             let sender = new.sender.as_str();
             if let Some(existing) = head
