@@ -166,7 +166,7 @@ async function run(base) {
     );
     await until(
         bob,
-        () => bob.getRoom(main).getMember(aliceReg.user_id)?.membership === "join",
+        () => bob.getRoom(main)?.getMember(aliceReg.user_id)?.membership === "join",
         "bob's sync shows alice in the room",
     );
     await until(
