@@ -1,0 +1,261 @@
+// Smoke suite: matrix-js-sdk (the JavaScript client library) against a running Myelin.
+//
+//     node tests/clients/js/smoke.mjs http://127.0.0.1:PORT
+//
+// Run by scripts/client-smoke after scripts/install-js-sdk (npm ci of the pinned
+// package-lock.json here). The server must allow open registration. Clients run
+// as an application would: startClient() and its sync loop, the room's live
+// timeline (RoomEvent.Timeline), paginateEventTimeline() for history; crypto is
+// not enabled (unencrypted rooms). Users, rooms and aliases get random names.
+// Exits 0 when every step passed, 1 on the first failure (naming the step and
+// what was expected), 2 on bad usage.
+
+import { randomBytes } from "node:crypto";
+import * as sdk from "matrix-js-sdk";
+import loglevel from "loglevel";
+
+const MESSAGES = 12; // sent by alice, read by bob through sync and /messages
+const PAGES = 20; // bound on back-pagination requests
+const WAIT_MS = 30_000; // bound on waiting for one thing to arrive through sync
+const SUITE_MS = 120_000;
+const PASSWORD = `js smoke password ${randomBytes(4).toString("hex")}`;
+// The library's own log (loglevel): off, or at MYELIN_JS_SDK_LOG (e.g. debug). It logs
+// harmless errors (state events of a room it is still creating); its parts make
+// their loggers as they start, so quiet() is applied again then.
+const LOG_LEVEL = process.env.MYELIN_JS_SDK_LOG ?? "silent";
+const quiet = () => {
+    for (const l of [loglevel, ...Object.values(loglevel.getLoggers())]) l.setLevel(LOG_LEVEL, false);
+};
+
+class Failure extends Error {}
+
+function check(cond, what) {
+    if (!cond) throw new Failure(what);
+}
+
+function step(name) {
+    console.log(`ok - ${name}`);
+}
+
+// Awaits a client-library promise; a rejection fails the step, showing the Matrix error.
+async function expectOk(promise, what) {
+    try {
+        return await promise;
+    } catch (e) {
+        const detail = e?.errcode ? `${e.httpStatus} ${e.errcode}: ${e.data?.error ?? e.message}` : String(e);
+        throw new Failure(`${what}: ${detail}`);
+    }
+}
+
+const texts = (events) =>
+    events.filter((e) => e.getType() === "m.room.message").map((e) => [e.getId(), e.getContent().body]);
+
+const show = (list) => list.map((m) => `  ${m.join(" ")}`).join("\n");
+
+// Resolves once pred() holds, checking after each sync and room event; fails after WAIT_MS.
+function until(client, pred, what) {
+    return new Promise((resolve, reject) => {
+        const events = [sdk.ClientEvent.Sync, sdk.RoomEvent.Timeline, sdk.RoomEvent.MyMembership];
+        const done = (f) => {
+            clearTimeout(timer);
+            for (const ev of events) client.off(ev, test);
+            f();
+        };
+        const test = () => {
+            let ok;
+            try {
+                ok = pred();
+            } catch (e) {
+                return done(() => reject(e));
+            }
+            if (ok) done(() => resolve(ok));
+        };
+        const timer = setTimeout(
+            () => done(() => reject(new Failure(`${what}: not seen within ${WAIT_MS / 1000} s`))),
+            WAIT_MS,
+        );
+        for (const ev of events) client.on(ev, test);
+        test();
+    });
+}
+
+const clients = [];
+
+// A client for an account, started with its sync loop; resolves once the first sync is in.
+async function started(base, login, opts = {}) {
+    const client = sdk.createClient({
+        baseUrl: base,
+        userId: login.user_id,
+        accessToken: login.access_token,
+        deviceId: login.device_id,
+    });
+    clients.push(client);
+    const prepared = new Promise((resolve, reject) => {
+        client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
+            if (state === sdk.SyncState.Prepared) resolve();
+            if (state === sdk.SyncState.Error) reject(new Failure(`sync of ${login.user_id}: ${data?.error}`));
+        });
+    });
+    quiet();
+    await client.startClient({ lazyLoadMembers: false, ...opts });
+    quiet();
+    await prepared;
+    return client;
+}
+
+async function run(base) {
+    const tag = randomBytes(4).toString("hex");
+    const anon = sdk.createClient({ baseUrl: base });
+    clients.push(anon);
+    quiet();
+
+    // register: open registration with m.login.dummy, two users.
+    const dummy = { type: "m.login.dummy" };
+    const aliceReg = await expectOk(anon.register(`js_alice_${tag}`, PASSWORD, null, dummy), "register alice");
+    check(aliceReg.user_id?.startsWith(`@js_alice_${tag}:`), `register alice: user_id ${aliceReg.user_id}`);
+    check(aliceReg.access_token && aliceReg.device_id, "register alice: no access_token/device_id");
+    const server = aliceReg.user_id.split(":").slice(1).join(":");
+    const bobReg = await expectOk(anon.register(`js_bob_${tag}`, PASSWORD, null, dummy), "register bob");
+    check(bobReg.user_id === `@js_bob_${tag}:${server}`, `register bob: user_id ${bobReg.user_id}`);
+    step("register two users");
+
+    // login: a second device for alice, which does the rest of her part.
+    const password = (user) => ({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user },
+        password: PASSWORD,
+        initial_device_display_name: "js smoke",
+    });
+    const aliceLogin = await expectOk(anon.loginRequest(password(`js_alice_${tag}`)), "login alice");
+    check(aliceLogin.user_id === aliceReg.user_id, `login: user_id ${aliceLogin.user_id}, expected ${aliceReg.user_id}`);
+    check(
+        aliceLogin.device_id && aliceLogin.device_id !== aliceReg.device_id,
+        `login: device_id ${aliceLogin.device_id} is not a new device (register's was ${aliceReg.device_id})`,
+    );
+    check(aliceLogin.access_token !== aliceReg.access_token, "login: same access token as register's");
+    step("login with password");
+
+    const alice = await started(base, aliceLogin);
+    const bob = await started(base, bobReg);
+    step("startClient: both reach PREPARED");
+
+    // create: a public room with an alias, and one without.
+    const aliasLocal = `js_smoke_${tag}`;
+    const alias = `#${aliasLocal}:${server}`;
+    const publicRoom = { visibility: sdk.Visibility.Public, preset: sdk.Preset.PublicChat };
+    const main = (await expectOk(alice.createRoom({ ...publicRoom, room_alias_name: aliasLocal, name: "js smoke" }), "create the aliased room")).room_id;
+    check(main?.startsWith("!"), `create: room_id ${main}`);
+    const other = (await expectOk(alice.createRoom({ ...publicRoom, name: "js smoke other" }), "create the second room")).room_id;
+    check(other !== main, "create: both rooms got the same id");
+    const resolved = await expectOk(alice.getRoomIdForAlias(alias), "resolve the alias");
+    check(resolved.room_id === main, `resolve ${alias}: ${resolved.room_id}, expected ${main}`);
+    await until(alice, () => alice.getRoom(main)?.getMyMembership() === "join", "alice's sync shows her room");
+    step("create two rooms, one with an alias");
+
+    // join: by alias and by id.
+    const byAlias = await expectOk(bob.joinRoom(alias), `bob joins ${alias} (by alias)`);
+    check(byAlias.roomId === main, `join by alias: room ${byAlias.roomId}, expected ${main}`);
+    step("join by alias");
+    const byId = await expectOk(bob.joinRoom(other), `bob joins ${other} (by id)`);
+    check(byId.roomId === other, `join by id: room ${byId.roomId}, expected ${other}`);
+    step("join by room id");
+    await until(
+        bob,
+        () => [main, other].every((r) => bob.getRoom(r)?.getMyMembership() === "join"),
+        "bob's sync shows both rooms joined",
+    );
+    await until(
+        bob,
+        () => bob.getRoom(main)?.getMember(aliceReg.user_id)?.membership === "join",
+        "bob's sync shows alice in the room",
+    );
+    await until(
+        alice,
+        () => alice.getRoom(main)?.getMember(bobReg.user_id)?.membership === "join",
+        "alice's sync shows bob's join",
+    );
+    step("sync shows both rooms and their members");
+
+    // send / receive: bob's live timeline gets alice's messages in order, once each.
+    const received = [];
+    bob.on(sdk.RoomEvent.Timeline, (event, room, toStart, removed, data) => {
+        if (room?.roomId === main && !toStart && !removed && data?.liveEvent && event.getType() === "m.room.message") {
+            received.push([event.getId(), event.getContent().body]);
+        }
+    });
+    const sent = [];
+    for (let i = 0; i < MESSAGES; i++) {
+        const body = `js smoke ${tag} #${i}`;
+        const r = await expectOk(alice.sendTextMessage(main, body), `send message ${i}`);
+        check(r.event_id?.startsWith("$"), `send ${i}: event_id ${r.event_id}`);
+        sent.push([r.event_id, body]);
+    }
+    check(new Set(sent.map(([id]) => id)).size === MESSAGES, "send: repeated event ids");
+    step(`send ${MESSAGES} messages`);
+    await until(bob, () => received.length >= MESSAGES, `bob's timeline receives ${MESSAGES} messages`);
+    check(
+        JSON.stringify(received) === JSON.stringify(sent),
+        `sync: bob's live timeline got\n${show(received)}\nexpected, in this order:\n${show(sent)}`,
+    );
+    const live = texts(bob.getRoom(main).getLiveTimeline().getEvents());
+    check(JSON.stringify(live) === JSON.stringify(sent), `bob's live timeline holds\n${show(live)}\nexpected\n${show(sent)}`);
+    step("sync delivers the messages to the live timeline in order, once each");
+
+    // paginate: a fresh login of bob starting with a short timeline, then
+    // paginateEventTimeline backwards until the room's creation.
+    const last = 3;
+    const bobLogin = await expectOk(anon.loginRequest(password(`js_bob_${tag}`)), "login bob");
+    const bob2 = await started(base, bobLogin, { initialSyncLimit: last });
+    const room2 = bob2.getRoom(main);
+    check(room2, `second device: ${main} not in its first sync`);
+    const first = texts(room2.getLiveTimeline().getEvents());
+    check(
+        JSON.stringify(first) === JSON.stringify(sent.slice(-last)),
+        `initial sync with timeline limit ${last}:\n${show(first)}\nexpected\n${show(sent.slice(-last))}`,
+    );
+    let more = true;
+    for (let i = 0; i < PAGES && more; i++) {
+        more = await expectOk(
+            bob2.paginateEventTimeline(room2.getLiveTimeline(), { backwards: true, limit: 4 }),
+            "paginate back",
+        );
+    }
+    const events = room2.getLiveTimeline().getEvents();
+    check(!more, `paginate: more history after ${PAGES} pages`);
+    check(events.some((e) => e.getType() === "m.room.create"), "paginate: the m.room.create event never came");
+    const all = texts(events);
+    check(JSON.stringify(all) === JSON.stringify(sent), `paginate: the timeline holds\n${show(all)}\nexpected\n${show(sent)}`);
+    step("paginate the timeline back from a short initial sync to the room's creation");
+
+    // leave: the room leaves the joined rooms, in sync and on the server.
+    await expectOk(bob.leave(other), `bob leaves ${other}`);
+    await until(bob, () => bob.getRoom(other)?.getMyMembership() === "leave", "bob's sync shows the room left");
+    const joined = (await expectOk(bob.getJoinedRooms(), "joined_rooms after leaving")).joined_rooms;
+    check(!joined.includes(other), `joined_rooms after leaving ${other}: ${joined}`);
+    check(joined.includes(main), `joined_rooms after leaving ${other}: ${main} missing from ${joined}`);
+    step("leave removes the room from joined rooms");
+}
+
+const base = process.argv[2];
+if (!base || process.argv.length !== 3) {
+    console.error("usage: node tests/clients/js/smoke.mjs http://127.0.0.1:PORT");
+    process.exit(2);
+}
+const start = Date.now();
+const deadline = setTimeout(() => {
+    console.log(`FAILED - the suite did not finish within ${SUITE_MS / 1000} s`);
+    process.exit(1);
+}, SUITE_MS);
+try {
+    await run(base.replace(/\/+$/, ""));
+    console.log(`js-sdk smoke: all steps passed in ${((Date.now() - start) / 1000).toFixed(1)} s`);
+    process.exitCode = 0;
+} catch (e) {
+    console.log(`FAILED - ${e instanceof Failure ? e.message : e?.stack ?? e}`);
+    process.exitCode = 1;
+} finally {
+    clearTimeout(deadline);
+    for (const c of clients) c.stopClient();
+}
+// Lingering sockets or timers of the library must not keep the process alive.
+process.exit(process.exitCode);
