@@ -37,19 +37,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let services = Services::new(config, storage, signing_key).await?;
+    // Before serving: what a crash kept out of the search index goes in.
+    let mut rebuild_search = services.search_needs_rebuild;
+    if let Err(e) = crate::services::search::catch_up(&services).await {
+        tracing::warn!(error = %e.message(), "could not catch the search index up; rebuilding it");
+        rebuild_search = true;
+    }
     let app = crate::http::app(services.clone());
 
     let (stop, stop_rx) = watch::channel(false);
     let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, stop_rx.clone()));
     let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
-    if services.search_needs_rebuild {
-        let s = services.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::services::search::reindex(&s, None).await {
-                tracing::warn!(error = %e.message(), "could not rebuild the search index");
-            }
+    let s = services.clone();
+    tokio::spawn(async move {
+        // Jobs a crash interrupted run again; a resumed reindex also
+        // rebuilds the index.
+        let reindexing = crate::services::jobs::resume(&s).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e.message(), "could not resume interrupted jobs");
+            false
         });
-    }
+        if rebuild_search
+            && !reindexing
+            && let Err(e) = crate::services::search::reindex(&s, None).await
+        {
+            tracing::warn!(error = %e.message(), "could not rebuild the search index");
+        }
+    });
     tokio::spawn(expire_typing(services.clone(), stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
     Ok(RunningServer {

@@ -130,6 +130,10 @@ pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
     if s.rooms.version(room_id).await?.is_some() {
         evacuate_room(s, room_id).await?;
     }
+    let _guard = match &s.search {
+        Some(search) => Some(search.purge_guard().await),
+        None => None,
+    };
     let events = s.storage.purge_room(room_id.as_str()).await?;
     s.rooms.forget_caches(room_id);
     tracing::info!(%room_id, events, elapsed = ?started.elapsed(), "purged room");
@@ -175,21 +179,20 @@ pub async fn purge_history_point(
 /// Starts a history purge of the room as a tracked job: the non-state events
 /// below `depth` go (only those of remote senders unless `delete_local`);
 /// room state always stays. One purge per room at a time: a second is 400.
-pub fn start_purge_history(
+pub async fn start_purge_history(
     s: &std::sync::Arc<Services>,
     room_id: ruma::OwnedRoomId,
     depth: i64,
     delete_local: bool,
 ) -> Result<String> {
-    use crate::services::jobs::{TaskKind, spawn_task};
+    use crate::services::jobs::{Work, start_task};
     let room = room_id.to_string();
-    spawn_task(
-        s,
-        TaskKind::PurgeHistory,
-        Some(&room),
-        move |s, job| async move { purge_history(&s, &room_id, depth, delete_local, &job).await },
-    )
-    .map_err(|_| {
+    let work = Work::PurgeHistory {
+        room_id,
+        depth,
+        delete_local,
+    };
+    start_task(s, work).await?.map_err(|_| {
         MatrixError::unknown(
             http::StatusCode::BAD_REQUEST,
             format!("History purge already in progress for {room}"),
@@ -197,7 +200,10 @@ pub fn start_purge_history(
     })
 }
 
-async fn purge_history(
+/// A history purge (the job's work). The events leave the search index
+/// first, then the database: killed in between, the job runs again at
+/// start and finds the same events. No reindex runs while either happens.
+pub(crate) async fn purge_history(
     s: &Services,
     room_id: &RoomId,
     depth: i64,
@@ -215,17 +221,29 @@ async fn purge_history(
         })
         .map(|(id, _, stream)| (id, stream))
         .unzip();
+    if let Some(search) = &s.search {
+        let _no_reindex = search.purge_guard().await;
+        search.delete_events(&streams)?;
+    }
+    crate::services::jobs::pause_point(job).await;
+    let _no_reindex = match &s.search {
+        Some(search) => Some(search.purge_guard().await),
+        None => None,
+    };
     let deleted = s.storage.delete_events(room_id.as_str(), &ids).await?;
     s.rooms.forget_events(&ids);
-    s.jobs.progress(job, deleted);
+    // Again: a reindex may have run since the first time.
     if let Some(search) = &s.search {
         search.delete_events(&streams)?;
     }
+    s.jobs.progress(job, deleted).await;
     tracing::info!(%room_id, deleted, elapsed = ?started.elapsed(), "purged room history");
     Ok(())
 }
 
-/// Options of Synapse's room deletion (`DELETE /_synapse/admin/v2/rooms/{id}`).
+/// Options of Synapse's room deletion (`DELETE /_synapse/admin/v2/rooms/{id}`),
+/// kept with the job to run it again after a restart.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct DeleteRoom {
     pub block: bool,
     pub purge: bool,
@@ -236,14 +254,14 @@ pub struct DeleteRoom {
 }
 
 /// Runs a room deletion as a tracked job; returns its id at once.
-pub fn start_room_delete(
+pub async fn start_room_delete(
     s: &std::sync::Arc<Services>,
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,
-) -> String {
-    let id = s.jobs.new_room_job(room_id.as_str());
+) -> Result<String> {
+    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
     tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()));
-    id
+    Ok(id)
 }
 
 /// Runs a room deletion as a tracked job and waits for it (Synapse's v1
@@ -255,13 +273,14 @@ pub async fn delete_room_now(
     opts: DeleteRoom,
 ) -> Result<crate::services::jobs::ShutdownResult> {
     use crate::services::jobs::JobStatus;
-    let id = s.jobs.new_room_job(room_id.as_str());
+    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
     tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()))
         .await
         .map_err(MatrixError::internal)?;
     let job = s
         .jobs
         .room_job(&id)
+        .await?
         .ok_or_else(|| MatrixError::internal("room deletion job vanished"))?;
     match job.status {
         JobStatus::Complete => Ok(job.shutdown_room),
@@ -273,22 +292,32 @@ pub async fn delete_room_now(
     }
 }
 
-async fn run_room_delete(
+/// Runs a room deletion (also again, after a restart interrupted it: each
+/// step can run twice).
+pub(crate) async fn run_room_delete(
     s: std::sync::Arc<Services>,
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,
     job_id: String,
 ) {
     use crate::services::jobs::JobStatus;
-    s.jobs.update(&job_id, |j| j.status = JobStatus::Active);
+    s.jobs
+        .update(&job_id, |j| j.status = JobStatus::Active)
+        .await;
     match delete_room(&s, &room_id, &opts, &job_id).await {
-        Ok(()) => s.jobs.update(&job_id, |j| j.status = JobStatus::Complete),
+        Ok(()) => {
+            s.jobs
+                .update(&job_id, |j| j.status = JobStatus::Complete)
+                .await
+        }
         Err(e) => {
             tracing::warn!(%room_id, error = %e.message(), "room deletion failed");
-            s.jobs.update(&job_id, |j| {
-                j.status = JobStatus::Failed;
-                j.error = Some(e.message().to_owned());
-            })
+            s.jobs
+                .update(&job_id, |j| {
+                    j.status = JobStatus::Failed;
+                    j.error = Some(e.message().to_owned());
+                })
+                .await
         }
     }
 }
@@ -305,8 +334,18 @@ async fn delete_room(
             .await?;
     }
     let known = s.rooms.version(room_id).await?.is_some();
-    let mut new_room = None;
-    if known && let Some(owner) = &opts.new_room_user_id {
+    // A deletion run again after a restart keeps the replacement room it
+    // made before.
+    let mut new_room = s
+        .jobs
+        .room_job(job_id)
+        .await?
+        .and_then(|j| j.shutdown_room.new_room_id)
+        .and_then(|r| ruma::OwnedRoomId::try_from(r).ok());
+    if known
+        && new_room.is_none()
+        && let Some(owner) = &opts.new_room_user_id
+    {
         let name = opts
             .room_name
             .clone()
@@ -343,6 +382,10 @@ async fn delete_room(
                 redacts: None,
             })
             .await?;
+        let id = new_id.to_string();
+        s.jobs
+            .update(job_id, |j| j.shutdown_room.new_room_id = Some(id))
+            .await;
         new_room = Some(new_id);
     }
     let mut kicked = Vec::new();
@@ -378,14 +421,28 @@ async fn delete_room(
                 .await?;
         }
     }
-    s.jobs.update(job_id, |j| {
-        j.shutdown_room.kicked_users = kicked.clone();
-        j.shutdown_room.failed_to_kick_users = failed.clone();
-        j.shutdown_room.local_aliases = aliases.clone();
-        j.shutdown_room.new_room_id = new_room.as_ref().map(|r| r.to_string());
-    });
+    s.jobs
+        .update(job_id, |j| {
+            let done = &mut j.shutdown_room;
+            // A second run (after a restart) finds fewer members and aliases.
+            merge(&mut done.kicked_users, kicked);
+            merge(&mut done.failed_to_kick_users, failed);
+            merge(&mut done.local_aliases, aliases);
+            done.new_room_id = new_room.as_ref().map(|r| r.to_string());
+        })
+        .await;
+    crate::services::jobs::pause_point(job_id).await;
     if opts.purge {
         purge_room(s, room_id).await?;
     }
     Ok(())
+}
+
+/// Adds to `into` what it lacks of `more`.
+fn merge(into: &mut Vec<String>, more: Vec<String>) {
+    for m in more {
+        if !into.contains(&m) {
+            into.push(m);
+        }
+    }
 }

@@ -1,22 +1,31 @@
-//! Long admin operations (room deletion and purge, full-text reindexing) run
-//! as tracked background jobs: the HTTP request returns at once, the job goes
-//! on if the client disconnects, and its status can be asked for until the
-//! server restarts.
+//! Long admin operations (room deletion and purge, history purges, full-text
+//! reindexing) run as tracked background jobs: the HTTP request returns at
+//! once, the job goes on if the client disconnects, and its status can be
+//! asked for, also after a restart. Every job is a row of the `jobs` table
+//! (kind, parameters, status, progress, outcome); running ones are also held
+//! in memory. A job that was unfinished when the server stopped (killed)
+//! runs again at start ([`resume`]): purges are deletes that can run twice,
+//! a reindex starts over.
+//!
+//! Test knob: with `MYELIN_TEST_PAUSE_JOBS=<dir>` in the environment, each
+//! job stops half-way (see [`pause_point`]), creates `<dir>/<job id>` and
+//! waits forever, so that a test can kill the server in the middle of a job
+//! without guessing at timing. Never set it in production.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::error::Result;
+use crate::error::{MatrixError, Result};
 use crate::services::Services;
+use crate::storage::Storage;
+use crate::storage::jobs::JobRow;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Scheduled,
@@ -25,8 +34,28 @@ pub enum JobStatus {
     Failed,
 }
 
+impl JobStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Active => "active",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "scheduled" => Self::Scheduled,
+            "active" => Self::Active,
+            "complete" => Self::Complete,
+            _ => Self::Failed,
+        }
+    }
+}
+
 /// What a room deletion did (Synapse's `shutdown_room` object).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ShutdownResult {
     pub kicked_users: Vec<String>,
     pub failed_to_kick_users: Vec<String>,
@@ -42,6 +71,48 @@ pub struct RoomJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub shutdown_room: ShutdownResult,
+    #[serde(skip)]
+    started_ts: i64,
+    #[serde(skip)]
+    params: String,
+}
+
+/// The `kind` of a room deletion in the `jobs` table.
+const ROOM_DELETE: &str = "room_delete";
+
+impl RoomJob {
+    fn to_row(&self) -> Result<JobRow> {
+        let finished = matches!(self.status, JobStatus::Complete | JobStatus::Failed);
+        Ok(JobRow {
+            job_id: self.delete_id.clone(),
+            kind: ROOM_DELETE.into(),
+            room: Some(self.room_id.clone()),
+            params: self.params.clone(),
+            status: self.status.as_str().into(),
+            processed: 0,
+            error: self.error.clone(),
+            result: Some(
+                serde_json::to_string(&self.shutdown_room).map_err(MatrixError::internal)?,
+            ),
+            started_ts: self.started_ts,
+            finished_ts: finished.then(crate::storage::now_ms),
+        })
+    }
+
+    fn from_row(row: JobRow) -> Self {
+        Self {
+            delete_id: row.job_id,
+            room_id: row.room.unwrap_or_default(),
+            status: JobStatus::parse(&row.status),
+            error: row.error,
+            shutdown_room: row
+                .result
+                .and_then(|r| serde_json::from_str(&r).ok())
+                .unwrap_or_default(),
+            started_ts: row.started_ts,
+            params: row.params,
+        }
+    }
 }
 
 /// What kind of work a [`Task`] does.
@@ -52,6 +123,65 @@ pub enum TaskKind {
     Reindex,
     /// Synapse's `purge_history` of one room.
     PurgeHistory,
+}
+
+impl TaskKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reindex => "reindex",
+            Self::PurgeHistory => "purge_history",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reindex" => Some(Self::Reindex),
+            "purge_history" => Some(Self::PurgeHistory),
+            _ => None,
+        }
+    }
+}
+
+/// The work of a [`Task`], with its parameters (kept in the `jobs` table so
+/// that the task can run again after a restart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "snake_case")]
+pub enum Work {
+    Reindex,
+    PurgeHistory {
+        room_id: ruma::OwnedRoomId,
+        depth: i64,
+        delete_local: bool,
+    },
+}
+
+impl Work {
+    fn kind(&self) -> TaskKind {
+        match self {
+            Self::Reindex => TaskKind::Reindex,
+            Self::PurgeHistory { .. } => TaskKind::PurgeHistory,
+        }
+    }
+
+    fn room(&self) -> Option<String> {
+        match self {
+            Self::Reindex => None,
+            Self::PurgeHistory { room_id, .. } => Some(room_id.to_string()),
+        }
+    }
+
+    async fn run(self, s: &Services, job: &str) -> Result<()> {
+        match self {
+            Self::Reindex => crate::services::search::reindex(s, Some(job))
+                .await
+                .map(drop),
+            Self::PurgeHistory {
+                room_id,
+                depth,
+                delete_local,
+            } => crate::services::admin::purge_history(s, &room_id, depth, delete_local, job).await,
+        }
+    }
 }
 
 /// A tracked job other than a room deletion: its state and progress, shown
@@ -67,28 +197,25 @@ pub struct Task {
     /// Items done so far (events indexed, events purged).
     pub processed: u64,
     pub started_ts: i64,
-    started: Instant,
-    finished: Option<(i64, Instant)>,
+    pub finished_ts: Option<i64>,
+    params: String,
 }
 
 impl Task {
     pub fn to_json(&self) -> Value {
-        let elapsed = match self.finished {
-            Some((_, at)) => at.duration_since(self.started),
-            None => self.started.elapsed(),
-        };
+        let end = self.finished_ts.unwrap_or_else(crate::storage::now_ms);
         let mut body = json!({
             "job_id": self.id,
             "kind": self.kind,
             "status": self.status,
             "processed": self.processed,
             "started_ts": self.started_ts,
-            "elapsed_ms": elapsed.as_millis() as u64,
+            "elapsed_ms": (end - self.started_ts).max(0),
         });
         if let Some(room) = &self.room_id {
             body["room_id"] = json!(room);
         }
-        if let Some((ts, _)) = self.finished {
+        if let Some(ts) = self.finished_ts {
             body["finished_ts"] = json!(ts);
         }
         if let Some(e) = &self.error {
@@ -100,10 +227,41 @@ impl Task {
     pub fn is_running(&self) -> bool {
         matches!(self.status, JobStatus::Scheduled | JobStatus::Active)
     }
+
+    fn to_row(&self) -> JobRow {
+        JobRow {
+            job_id: self.id.clone(),
+            kind: self.kind.as_str().into(),
+            room: self.room_id.clone(),
+            params: self.params.clone(),
+            status: self.status.as_str().into(),
+            processed: self.processed as i64,
+            error: self.error.clone(),
+            result: None,
+            started_ts: self.started_ts,
+            finished_ts: self.finished_ts,
+        }
+    }
+
+    fn from_row(row: JobRow) -> Option<Self> {
+        Some(Self {
+            kind: TaskKind::parse(&row.kind)?,
+            id: row.job_id,
+            room_id: row.room,
+            status: JobStatus::parse(&row.status),
+            error: row.error,
+            processed: row.processed.max(0) as u64,
+            started_ts: row.started_ts,
+            finished_ts: row.finished_ts,
+            params: row.params,
+        })
+    }
 }
 
-#[derive(Default)]
+/// Jobs: every one in the database, the running ones also in memory (their
+/// latest state; finished ones are dropped from memory once written).
 pub struct Jobs {
+    storage: Storage,
     rooms: Mutex<HashMap<String, RoomJob>>,
     tasks: Mutex<HashMap<String, Task>>,
 }
@@ -113,115 +271,178 @@ fn new_id() -> String {
 }
 
 impl Jobs {
-    pub fn new_room_job(&self, room_id: &str) -> String {
-        let id = new_id();
-        self.rooms.lock().insert(
-            id.clone(),
-            RoomJob {
-                delete_id: id.clone(),
-                room_id: room_id.to_owned(),
-                status: JobStatus::Scheduled,
-                error: None,
-                shutdown_room: ShutdownResult::default(),
-            },
-        );
-        id
-    }
-
-    pub fn update(&self, id: &str, f: impl FnOnce(&mut RoomJob)) {
-        if let Some(job) = self.rooms.lock().get_mut(id) {
-            f(job);
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            rooms: Mutex::default(),
+            tasks: Mutex::default(),
         }
     }
 
-    pub fn room_job(&self, id: &str) -> Option<RoomJob> {
-        self.rooms.lock().get(id).cloned()
+    /// Registers a room deletion with its options (to run it again after
+    /// a restart).
+    pub async fn new_room_job(&self, room_id: &str, params: &impl Serialize) -> Result<String> {
+        let id = new_id();
+        let job = RoomJob {
+            delete_id: id.clone(),
+            room_id: room_id.to_owned(),
+            status: JobStatus::Scheduled,
+            error: None,
+            shutdown_room: ShutdownResult::default(),
+            started_ts: crate::storage::now_ms(),
+            params: serde_json::to_string(params).map_err(MatrixError::internal)?,
+        };
+        self.storage.insert_job(&job.to_row()?).await?;
+        self.rooms.lock().insert(id.clone(), job);
+        Ok(id)
     }
 
-    /// Every job for a room, oldest first.
-    pub fn room_jobs_for(&self, room_id: &str) -> Vec<RoomJob> {
-        let mut jobs: Vec<RoomJob> = self
-            .rooms
-            .lock()
-            .values()
-            .filter(|j| j.room_id == room_id)
-            .cloned()
-            .collect();
-        jobs.sort_by(|a, b| a.delete_id.cmp(&b.delete_id));
-        jobs
+    /// Changes a running room deletion and writes it down; a finished one
+    /// leaves memory once written.
+    pub async fn update(&self, id: &str, f: impl FnOnce(&mut RoomJob)) {
+        let job = {
+            let mut rooms = self.rooms.lock();
+            let Some(job) = rooms.get_mut(id) else {
+                return;
+            };
+            f(job);
+            job.clone()
+        };
+        let saved = match job.to_row() {
+            Ok(row) => self
+                .storage
+                .update_job(&row)
+                .await
+                .map_err(MatrixError::from),
+            Err(e) => Err(e),
+        };
+        match saved {
+            Ok(()) if matches!(job.status, JobStatus::Complete | JobStatus::Failed) => {
+                self.rooms.lock().remove(id);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(job = id, error = %e.message(), "could not write a job's state")
+            }
+        }
     }
 
-    pub fn task(&self, id: &str) -> Option<Task> {
-        self.tasks.lock().get(id).cloned()
+    pub async fn room_job(&self, id: &str) -> Result<Option<RoomJob>> {
+        if let Some(job) = self.rooms.lock().get(id).cloned() {
+            return Ok(Some(job));
+        }
+        Ok(self
+            .storage
+            .job(id)
+            .await?
+            .filter(|r| r.kind == ROOM_DELETE)
+            .map(RoomJob::from_row))
     }
 
-    pub fn update_task(&self, id: &str, f: impl FnOnce(&mut Task)) {
-        if let Some(task) = self.tasks.lock().get_mut(id) {
+    /// Every deletion of a room, oldest first.
+    pub async fn room_jobs_for(&self, room_id: &str) -> Result<Vec<RoomJob>> {
+        let rows = self.storage.room_jobs(room_id, ROOM_DELETE).await?;
+        let running = self.rooms.lock();
+        Ok(rows
+            .into_iter()
+            .map(|r| match running.get(&r.job_id) {
+                Some(job) => job.clone(),
+                None => RoomJob::from_row(r),
+            })
+            .collect())
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<Task>> {
+        if let Some(task) = self.tasks.lock().get(id).cloned() {
+            return Ok(Some(task));
+        }
+        Ok(self.storage.job(id).await?.and_then(Task::from_row))
+    }
+
+    /// Changes a running task and writes it down; a finished one leaves
+    /// memory once written.
+    pub async fn update_task(&self, id: &str, f: impl FnOnce(&mut Task)) {
+        let task = {
+            let mut tasks = self.tasks.lock();
+            let Some(task) = tasks.get_mut(id) else {
+                return;
+            };
             f(task);
+            task.clone()
+        };
+        match self.storage.update_job(&task.to_row()).await {
+            Ok(()) if !task.is_running() => {
+                self.tasks.lock().remove(id);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(job = id, error = %e, "could not write a job's state"),
         }
     }
 
     /// Adds to a task's progress count.
-    pub fn progress(&self, id: &str, n: u64) {
-        self.update_task(id, |t| t.processed += n);
+    pub async fn progress(&self, id: &str, n: u64) {
+        self.update_task(id, |t| t.processed += n).await;
     }
 
     /// Registers a new task, unless one of the same kind (for the same room)
-    /// is still running: then `Err` with that one's id.
-    fn new_task(
-        &self,
-        kind: TaskKind,
-        room_id: Option<&str>,
-    ) -> std::result::Result<String, String> {
-        let mut tasks = self.tasks.lock();
-        if let Some(t) = tasks
-            .values()
-            .find(|t| t.kind == kind && t.room_id.as_deref() == room_id && t.is_running())
-        {
-            return Err(t.id.clone());
-        }
-        let id = new_id();
-        tasks.insert(
-            id.clone(),
-            Task {
-                id: id.clone(),
+    /// is still running: then `Ok(Err)` with that one's id.
+    async fn new_task(&self, work: &Work) -> Result<std::result::Result<String, String>> {
+        let (kind, room_id) = (work.kind(), work.room());
+        let task = {
+            let mut tasks = self.tasks.lock();
+            if let Some(t) = tasks
+                .values()
+                .find(|t| t.kind == kind && t.room_id == room_id && t.is_running())
+            {
+                return Ok(Err(t.id.clone()));
+            }
+            let task = Task {
+                id: new_id(),
                 kind,
-                room_id: room_id.map(str::to_owned),
+                room_id,
                 status: JobStatus::Scheduled,
                 error: None,
                 processed: 0,
                 started_ts: crate::storage::now_ms(),
-                started: Instant::now(),
-                finished: None,
-            },
-        );
-        Ok(id)
+                finished_ts: None,
+                params: serde_json::to_string(work).map_err(MatrixError::internal)?,
+            };
+            tasks.insert(task.id.clone(), task.clone());
+            task
+        };
+        if let Err(e) = self.storage.insert_job(&task.to_row()).await {
+            self.tasks.lock().remove(&task.id);
+            return Err(e.into());
+        }
+        Ok(Ok(task.id))
     }
 }
 
-/// Starts `work` as a tracked task and returns its id at once. The work gets
-/// the task id (to report progress) and runs to the end even if the client
-/// that asked for it goes away; its outcome becomes the task's status. Only
-/// one task of a kind runs for a room (or, without a room, at all): while one
-/// runs, `Err` carries its id and nothing new starts.
-pub fn spawn_task<F, Fut>(
+/// Starts `work` as a tracked task and returns its id at once. It runs to
+/// the end even if the client that asked for it goes away; its outcome
+/// becomes the task's status. Only one task of a kind runs for a room (or,
+/// without a room, at all): while one runs, `Ok(Err)` carries its id and
+/// nothing new starts.
+pub async fn start_task(
     s: &Arc<Services>,
-    kind: TaskKind,
-    room_id: Option<&str>,
-    work: F,
-) -> std::result::Result<String, String>
-where
-    F: FnOnce(Arc<Services>, String) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<()>> + Send + 'static,
-{
-    let id = s.jobs.new_task(kind, room_id)?;
-    let (s, task_id) = (s.clone(), id.clone());
-    tokio::spawn(async move {
-        s.jobs
-            .update_task(&task_id, |t| t.status = JobStatus::Active);
-        let outcome = work(s.clone(), task_id.clone()).await;
-        s.jobs.update_task(&task_id, |t| {
-            t.finished = Some((crate::storage::now_ms(), Instant::now()));
+    work: Work,
+) -> Result<std::result::Result<String, String>> {
+    let id = match s.jobs.new_task(&work).await? {
+        Ok(id) => id,
+        Err(running) => return Ok(Err(running)),
+    };
+    tokio::spawn(run_task(s.clone(), id.clone(), work));
+    Ok(Ok(id))
+}
+
+async fn run_task(s: Arc<Services>, id: String, work: Work) {
+    s.jobs
+        .update_task(&id, |t| t.status = JobStatus::Active)
+        .await;
+    let outcome = work.run(&s, &id).await;
+    s.jobs
+        .update_task(&id, |t| {
+            t.finished_ts = Some(crate::storage::now_ms());
             match outcome {
                 Ok(()) => t.status = JobStatus::Complete,
                 Err(e) => {
@@ -230,7 +451,72 @@ where
                     t.error = Some(e.message().to_owned());
                 }
             }
-        });
-    });
-    Ok(id)
+        })
+        .await;
+}
+
+/// Runs again every job that was unfinished when the server stopped, each
+/// under its own id (its status stays readable throughout). A job whose
+/// parameters cannot be read is marked failed. Returns whether a reindex
+/// was among them (it rebuilds the search index anyway).
+pub async fn resume(s: &Arc<Services>) -> Result<bool> {
+    let mut reindexing = false;
+    for row in s.storage.unfinished_jobs().await? {
+        let id = row.job_id.clone();
+        tracing::info!(job = %id, kind = %row.kind, "resuming a job interrupted by a restart");
+        if row.kind == ROOM_DELETE {
+            let job = RoomJob::from_row(row);
+            match serde_json::from_str(&job.params) {
+                Ok(opts) => {
+                    let room_id = ruma::OwnedRoomId::try_from(job.room_id.as_str())
+                        .map_err(MatrixError::internal)?;
+                    s.jobs.rooms.lock().insert(id.clone(), job);
+                    tokio::spawn(crate::services::admin::run_room_delete(
+                        s.clone(),
+                        room_id,
+                        opts,
+                        id,
+                    ));
+                }
+                Err(e) => fail_unreadable(s, job.to_row()?, &e.to_string()).await?,
+            }
+            continue;
+        }
+        let params = row.params.clone();
+        let Some(task) = Task::from_row(row.clone()) else {
+            fail_unreadable(s, row, "unknown job kind").await?;
+            continue;
+        };
+        match serde_json::from_str::<Work>(&params) {
+            Ok(work) => {
+                reindexing |= task.kind == TaskKind::Reindex;
+                s.jobs.tasks.lock().insert(id.clone(), task);
+                tokio::spawn(run_task(s.clone(), id, work));
+            }
+            Err(e) => fail_unreadable(s, row, &e.to_string()).await?,
+        }
+    }
+    Ok(reindexing)
+}
+
+async fn fail_unreadable(s: &Services, mut row: JobRow, why: &str) -> Result<()> {
+    tracing::warn!(job = %row.job_id, error = why, "cannot resume a job; marking it failed");
+    row.status = JobStatus::Failed.as_str().into();
+    row.error = Some(format!(
+        "Interrupted by a restart and could not be resumed: {why}"
+    ));
+    row.finished_ts = Some(crate::storage::now_ms());
+    s.storage.update_job(&row).await?;
+    Ok(())
+}
+
+/// The test knob (see the module docs): with `MYELIN_TEST_PAUSE_JOBS` set,
+/// a job reaching this point marks it with a file and never goes on.
+pub async fn pause_point(job: &str) {
+    let Some(dir) = std::env::var_os("MYELIN_TEST_PAUSE_JOBS") else {
+        return;
+    };
+    tracing::warn!(job, "MYELIN_TEST_PAUSE_JOBS: job paused half-way");
+    let _ = std::fs::write(std::path::Path::new(&dir).join(job), b"");
+    std::future::pending::<()>().await;
 }

@@ -77,8 +77,9 @@ impl Services {
         let unread = Arc::new(notifications::UnreadCounts::default());
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let (search, search_needs_rebuild) = if config.search.enabled {
-            let (s, created) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
-            (Some(Arc::new(s)), created)
+            let (s, rebuild) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
+            s.set_stream(stream.clone());
+            (Some(Arc::new(s)), rebuild)
         } else {
             (None, false)
         };
@@ -99,7 +100,7 @@ impl Services {
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
             unread: unread.clone(),
             presence: presence::Presence::new(storage.clone(), stream.clone()),
-            jobs: jobs::Jobs::default(),
+            jobs: jobs::Jobs::new(storage.clone()),
             search: search.clone(),
             search_needs_rebuild,
             rooms: rooms::Rooms::new(

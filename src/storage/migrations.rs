@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "token_expiry", V9),
     (10, "event_transaction_columns", V10),
     (11, "events_room_stream_covering", V11),
+    (12, "jobs", V12),
 ];
 
 const V1: &str = r#"
@@ -300,6 +301,25 @@ const V11: &str = r#"
 DROP INDEX events_room_stream;
 CREATE INDEX events_room_stream ON events
     (room_id, stream_ordering, event_id, depth, state_group, redacted_by, sender);
+"#;
+
+/// Admin jobs (reindex, history purges, room deletions) outlive a restart:
+/// their status stays readable and unfinished ones resume (`services/jobs.rs`).
+/// The room is `job_room`, not `room_id`: a room's purge keeps its job.
+const V12: &str = r#"
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    job_room TEXT,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    processed BIGINT NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT,
+    started_ts BIGINT NOT NULL,
+    finished_ts BIGINT
+);
+CREATE INDEX jobs_room ON jobs (job_room);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

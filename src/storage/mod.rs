@@ -15,6 +15,7 @@ pub mod devices;
 pub mod dialect;
 pub mod events;
 mod filters;
+pub mod jobs;
 mod migrations;
 mod profiles;
 pub mod purge;

@@ -37,6 +37,8 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "server_notice_rooms",
         "blocked_rooms",
         "schema_migrations",
+        // A room's jobs name it in `job_room`: they outlive its purge.
+        "jobs",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -132,7 +134,7 @@ async fn purge_room_leaves_no_row_behind() {
     assert!(tables.len() >= 12, "room tables found: {tables:?}");
     assert_eq!(
         table_count(&server).await,
-        25,
+        26,
         "a table was added: list it in this test and in the purge"
     );
 

@@ -11,7 +11,7 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::AdminAuth;
 use crate::services::admin;
-use crate::services::jobs::{TaskKind, spawn_task};
+use crate::services::jobs::{Work, start_task};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route(
@@ -78,7 +78,8 @@ async fn purge_room(
             message: None,
             requester: me.user_id.clone(),
         },
-    );
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
@@ -95,11 +96,8 @@ async fn reindex(State(s): State<AppState>, _: AdminAuth) -> Result<Json<Value>>
             "Full-text search is disabled (search.enabled is false)",
         ));
     }
-    let started = spawn_task(&s, TaskKind::Reindex, None, |s, job| async move {
-        crate::services::search::reindex(&s, Some(&job))
-            .await
-            .map(drop)
-    });
-    let id = started.unwrap_or_else(|running| running);
+    let id = start_task(&s, Work::Reindex)
+        .await?
+        .unwrap_or_else(|running| running);
     Ok(Json(json!({ "job_id": id })))
 }

@@ -22,12 +22,13 @@ async fn job(
     _: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    if let Some(task) = s.jobs.task(&id) {
+    if let Some(task) = s.jobs.task(&id).await? {
         return Ok(Json(task.to_json()));
     }
     let room_job = s
         .jobs
         .room_job(&id)
+        .await?
         .ok_or_else(|| MatrixError::not_found("Unknown job id"))?;
     let mut body = serde_json::to_value(room_job).map_err(MatrixError::internal)?;
     body["job_id"] = json!(id);

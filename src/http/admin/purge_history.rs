@@ -93,7 +93,7 @@ async fn start(
         ),
     };
     let depth = admin::purge_history_point(s, &room_id, event.as_deref(), ts).await?;
-    let id = admin::start_purge_history(s, room_id, depth, delete_local)?;
+    let id = admin::start_purge_history(s, room_id, depth, delete_local).await?;
     Ok(Json(json!({ "purge_id": id })))
 }
 
@@ -106,6 +106,7 @@ async fn status(
     let task = s
         .jobs
         .task(&id)
+        .await?
         .filter(|t| t.kind == TaskKind::PurgeHistory)
         .ok_or_else(|| MatrixError::not_found("Unknown purge id"))?;
     let status = match task.status {

@@ -533,7 +533,7 @@ async fn delete_room(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&raw)?;
     let opts = delete_options(&s, &me.user_id, body).await?;
-    let id = admin::start_room_delete(&s, room_id, opts);
+    let id = admin::start_room_delete(&s, room_id, opts).await?;
     Ok(Json(json!({ "delete_id": id })))
 }
 
@@ -566,6 +566,7 @@ async fn delete_status(
     let job = s
         .jobs
         .room_job(&id)
+        .await?
         .ok_or_else(|| MatrixError::not_found("Unknown delete id"))?;
     Ok(Json(
         serde_json::to_value(job).map_err(MatrixError::internal)?,
@@ -578,7 +579,7 @@ async fn delete_status_by_room(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&raw)?;
-    let jobs = s.jobs.room_jobs_for(room_id.as_str());
+    let jobs = s.jobs.room_jobs_for(room_id.as_str()).await?;
     if jobs.is_empty() {
         return Err(MatrixError::not_found("No deletion for this room"));
     }

@@ -840,6 +840,9 @@ impl Rooms {
         let json = pdu.json.to_string();
         let reservation = self.stream.reserve();
         let pos = reservation.pos();
+        if let Some(search) = &self.search {
+            search.note_pending(pos);
+        }
         self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
@@ -951,17 +954,21 @@ impl Rooms {
         pdu: Pdu,
         written: tokio::sync::oneshot::Receiver<Result<()>>,
     ) -> Result<Pdu> {
-        written
+        let written = written
             .await
-            .map_err(|_| MatrixError::internal("the event writer has stopped"))??;
-        if let Some(search) = &self.search
-            && let Err(e) =
-                crate::services::search::on_stored(search, self, &self.storage, &pdu).await
-        {
-            // The event is stored; a reindex repairs the index.
-            tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
+            .map_err(|_| MatrixError::internal("the event writer has stopped"))
+            .and_then(|w| w);
+        if let Some(search) = &self.search {
+            if written.is_ok()
+                && let Err(e) =
+                    crate::services::search::on_stored(search, self, &self.storage, &pdu).await
+            {
+                // The event is stored; a reindex repairs the index.
+                tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
+            }
+            search.note_indexed(pdu.stream_ordering);
         }
-        Ok(pdu)
+        written.map(|()| pdu)
     }
 }
 

@@ -4,13 +4,21 @@
 //! text of the event it edits, a redaction removes the event. The index lives
 //! in `<data_dir>/search`; if it cannot be opened (lost or corrupt) it is
 //! created anew and rebuilt from the events table at start.
+//!
+//! Each commit carries (as its tantivy payload) the stream position through
+//! which every event is in the committed documents, so that the documents
+//! and the position are durable together. At start, before the server
+//! serves, [`catch_up`] indexes what was stored after that position (a
+//! crash loses up to one commit interval of indexing); an index whose last
+//! commit was made during a rebuild, or that has no position, is rebuilt.
 
 mod content;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use tantivy::collector::{Count, TopDocs};
@@ -27,6 +35,7 @@ use serde_json::value::RawValue;
 use self::content::Content;
 use crate::error::{MatrixError, Result};
 use crate::services::rooms::Pdu;
+use crate::services::stream::Stream;
 use crate::storage::events::EventRow;
 
 /// Memory for the index writer before it writes a segment. Live indexing
@@ -61,6 +70,35 @@ pub struct Search {
     /// those are indexed idempotently (delete, then add). Newer ones are
     /// only added, since the deletes cost memory and time at every commit.
     idempotent_through: AtomicI64,
+    /// The event stream: its completed position is what a commit records
+    /// (see [`Search::payload`]).
+    stream: OnceLock<Arc<Stream>>,
+    /// Stream positions of stored events handed to the pipeline but not yet
+    /// through [`on_stored`]: a commit's position stays below them. One
+    /// whose indexing never finishes (its task was dropped) holds the
+    /// position back until the next start, which indexes it.
+    pending: parking_lot::Mutex<BTreeSet<i64>>,
+    /// A reindex (rebuild and final pass) is running: commits say so, and
+    /// the next start rebuilds if it is killed.
+    reindexing: AtomicBool,
+    /// The position the last commit before this start recorded, if usable.
+    committed_through: Option<i64>,
+    /// Held by a reindex throughout, and by purges (shared) while they
+    /// delete: a reindex that read events a purge then deleted would put
+    /// them back in the index.
+    purges: tokio::sync::RwLock<()>,
+}
+
+/// What a commit records (the tantivy commit payload, JSON).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Payload {
+    /// Every event at or below this stream position is in the committed
+    /// documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    through: Option<i64>,
+    /// Committed during a rebuild: the documents are incomplete.
+    #[serde(default)]
+    rebuild: bool,
 }
 
 /// One hit: the event id, its room, and its score.
@@ -237,8 +275,10 @@ impl<'a> IndexedParts<'a> {
 }
 
 impl Search {
-    /// Opens the index in `dir`, or creates it; the bool says whether it was
-    /// created (and so needs rebuilding from the events).
+    /// Opens the index in `dir`, or creates it; the bool says whether it
+    /// needs rebuilding from the events (it was created, or its last commit
+    /// gives no position to catch up from: made during a rebuild, or by an
+    /// older Myelin).
     pub fn open(dir: &Path) -> anyhow::Result<(Self, bool)> {
         match Self::try_open(dir) {
             Ok(s) => Ok(s),
@@ -257,6 +297,12 @@ impl Search {
         let created = !dir.join("meta.json").exists();
         let directory = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(directory, schema)?;
+        let payload: Payload = index
+            .load_metas()?
+            .payload
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default();
+        let committed_through = payload.through.filter(|_| !payload.rebuild && !created);
         // A writer can be made (the index is usable); made again when needed.
         drop(index.writer_with_num_threads::<TantivyDocument>(1, WRITER_BUDGET)?);
         let reader = index
@@ -273,8 +319,13 @@ impl Search {
                 dirty: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
                 idempotent_through: AtomicI64::new(0),
+                stream: OnceLock::new(),
+                pending: Default::default(),
+                reindexing: AtomicBool::new(false),
+                committed_through,
+                purges: tokio::sync::RwLock::new(()),
             },
-            created,
+            committed_through.is_none(),
         ))
     }
 
@@ -292,6 +343,63 @@ impl Search {
         Ok(MutexGuard::map(guard, |w| {
             w.as_mut().expect("the writer was made above")
         }))
+    }
+
+    /// Gives the index the event stream, whose completed position each
+    /// commit records.
+    pub fn set_stream(&self, stream: Arc<Stream>) {
+        let _ = self.stream.set(stream);
+    }
+
+    /// A stored event at `pos` is on its way to [`on_stored`]: called when
+    /// its position is reserved, before it can complete.
+    pub fn note_pending(&self, pos: i64) {
+        self.pending.lock().insert(pos);
+    }
+
+    /// The event at `pos` went through [`on_stored`] (or was not stored).
+    pub fn note_indexed(&self, pos: i64) {
+        self.pending.lock().remove(&pos);
+    }
+
+    /// What the next commit records; called under the writer's lock, so
+    /// that every event at or below the position that is no longer pending
+    /// went into the writer before the commit.
+    fn payload(&self) -> String {
+        let payload = if self.reindexing.load(Ordering::Acquire) {
+            Payload {
+                through: None,
+                rebuild: true,
+            }
+        } else {
+            let through = self.stream.get().map(|stream| {
+                let current = stream.current();
+                match self.pending.lock().first() {
+                    Some(first) => current.min(first - 1),
+                    None => current,
+                }
+            });
+            Payload {
+                through,
+                rebuild: false,
+            }
+        };
+        serde_json::to_string(&payload).unwrap_or_default()
+    }
+
+    /// Commits with the position ([`Search::payload`]).
+    fn commit_writer(&self, writer: &mut IndexWriter<TantivyDocument>) -> Result<()> {
+        let payload = self.payload();
+        let mut prepared = writer.prepare_commit().map_err(MatrixError::internal)?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(MatrixError::internal)?;
+        Ok(())
+    }
+
+    /// Keeps a reindex from starting (or waits for one to end) while a
+    /// purge deletes events from the database and the index.
+    pub async fn purge_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.purges.read().await
     }
 
     pub fn index_dir(data_dir: &Path) -> PathBuf {
@@ -450,7 +558,7 @@ impl Search {
     /// Makes pending changes searchable.
     pub fn commit(&self) -> Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            self.writer()?.commit().map_err(MatrixError::internal)?;
+            self.commit_writer(&mut *self.writer()?)?;
             self.reader.reload().map_err(MatrixError::internal)?;
         }
         Ok(())
@@ -488,7 +596,7 @@ impl Search {
         let mut writer = self.writer()?;
         // Documents added but not yet committed would survive
         // `delete_all_documents`: commit them first, then delete everything.
-        writer.commit().map_err(MatrixError::internal)?;
+        self.commit_writer(&mut writer)?;
         writer
             .delete_all_documents()
             .map_err(MatrixError::internal)?;
@@ -619,11 +727,15 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
         .search
         .as_ref()
         .ok_or_else(|| MatrixError::unknown(http::StatusCode::BAD_REQUEST, "Search is disabled"))?;
+    let _no_purges = search.purges.write().await;
     let started = std::time::Instant::now();
+    // Commits made from here until this reindex succeeds say that the
+    // index is being rebuilt (so a start after a crash rebuilds again).
+    search.reindexing.store(true, Ordering::Release);
     search.rebuilding.store(true, Ordering::Release);
     let result = rebuild(s, search, job, started).await;
     search.rebuilding.store(false, Ordering::Release);
-    let (mut after, mut count) = result?;
+    let (after, mut count) = result?;
     // What was stored while live indexing was off (and maybe some of what
     // was indexed live since: idempotent): every position handed out before
     // live indexing resumed, once they are all written.
@@ -640,18 +752,65 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
             "reindex: positions still unwritten after 30 s; a later reindex picks up what this one misses"
         );
     }
+    // Newer events are indexed live (they were reserved after live
+    // indexing resumed), and only added: not read here.
+    count += index_span(s, search, after, target).await?;
+    search.reindexing.store(false, Ordering::Release);
+    // Committed even if nothing changed since the last commit: the position
+    // replaces the rebuild mark.
+    search.dirty.store(true, Ordering::Release);
+    search.commit()?;
+    tracing::info!("Indexed {count} events in {:?}", started.elapsed());
+    Ok(count)
+}
+
+/// Indexes (idempotently) the stored events at completed positions in
+/// `(after, target]`, [`BATCH`] at a time; returns how many.
+async fn index_span(
+    s: &crate::services::Services,
+    search: &Search,
+    mut after: i64,
+    target: i64,
+) -> Result<u64> {
+    let mut count = 0;
     loop {
-        // Newer events are indexed live (they were reserved after live
-        // indexing resumed), and only added: not read here.
         let (batch, next) = read_batch(s, after, target).await?;
         count += search.index_rows(&batch, true)?;
         if (batch.rows.len() as i64) < BATCH {
-            break;
+            return Ok(count);
         }
         after = next;
     }
+}
+
+/// At start, before the server serves: indexes what was stored after the
+/// position the index's last commit recorded (what a crash lost), up to the
+/// stream's head, and commits. Redactions and edits among those events are
+/// applied; purges after that position removed their documents themselves
+/// (or run again as interrupted jobs). Nothing to do for an index that
+/// needs a rebuild (see [`Search::open`]). An index ahead of the database
+/// (restored from an older backup) is an error: the caller rebuilds it.
+pub async fn catch_up(s: &crate::services::Services) -> Result<u64> {
+    let Some(search) = &s.search else {
+        return Ok(0);
+    };
+    let Some(after) = search.committed_through else {
+        return Ok(0);
+    };
+    let target = s.stream.current();
+    if after > target {
+        return Err(MatrixError::internal(format!(
+            "the search index is at stream position {after}, past the database's {target}"
+        )));
+    }
+    if after == target {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let count = index_span(s, search, after, target).await?;
+    search.dirty.store(true, Ordering::Release);
     search.commit()?;
-    tracing::info!("Indexed {count} events in {:?}", started.elapsed());
+    tracing::info!(from = after, to = target, count, elapsed = ?started.elapsed(), "search index caught up");
     Ok(count)
 }
 
@@ -864,7 +1023,8 @@ async fn rebuild(
         let indexed = indexed.map_err(MatrixError::internal)??;
         count += indexed;
         if let Some(job) = job {
-            s.jobs.progress(job, indexed);
+            s.jobs.progress(job, indexed).await;
+            crate::services::jobs::pause_point(job).await;
         }
         tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
         batches = next?;
@@ -903,6 +1063,39 @@ mod tests {
             2,
             "a new writer indexes"
         );
+    }
+
+    #[test]
+    fn a_commit_records_the_position_below_events_not_yet_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = Arc::new(Stream::new(10));
+        let committed = |s: &Search| {
+            s.dirty.store(true, Ordering::Release);
+            s.commit().unwrap();
+            let payload = s.index.load_metas().unwrap().payload.unwrap();
+            let payload: Payload = serde_json::from_str(&payload).unwrap();
+            assert!(!payload.rebuild);
+            payload.through
+        };
+        let (search, rebuild) = Search::open(dir.path()).unwrap();
+        assert!(rebuild, "a new index is built from the events");
+        search.set_stream(stream.clone());
+        assert_eq!(committed(&search), Some(10));
+        // 11 is stored (its position completed) but not yet indexed.
+        let r = stream.reserve();
+        search.note_pending(r.pos());
+        stream.complete(r);
+        assert_eq!(stream.current(), 11);
+        assert_eq!(committed(&search), Some(10));
+        search.note_indexed(11);
+        assert_eq!(committed(&search), Some(11));
+        // A reindex's commits say so: the next start rebuilds.
+        search.reindexing.store(true, Ordering::Release);
+        search.dirty.store(true, Ordering::Release);
+        search.commit().unwrap();
+        drop(search);
+        let (reopened, rebuild) = Search::open(dir.path()).unwrap();
+        assert!(rebuild && reopened.committed_through.is_none());
     }
 
     fn row(stream: i64, event_id: &str, json: serde_json::Value) -> EventRow {

@@ -1,0 +1,110 @@
+//! Table `jobs`: admin jobs (reindex, history purges, room deletions), so
+//! that their status outlives a restart and unfinished ones resume.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::Storage;
+
+/// One job as stored. `params` and `result` are JSON text.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub job_id: String,
+    pub kind: String,
+    pub room: Option<String>,
+    pub params: String,
+    pub status: String,
+    pub processed: i64,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub started_ts: i64,
+    pub finished_ts: Option<i64>,
+}
+
+const COLUMNS: &str =
+    "job_id, kind, job_room, params, status, processed, error, result, started_ts, finished_ts";
+
+fn job_row(r: &AnyRow) -> JobRow {
+    JobRow {
+        job_id: r.get(0),
+        kind: r.get(1),
+        room: r.get(2),
+        params: r.get(3),
+        status: r.get(4),
+        processed: r.get(5),
+        error: r.get(6),
+        result: r.get(7),
+        started_ts: r.get(8),
+        finished_ts: r.get(9),
+    }
+}
+
+impl Storage {
+    pub async fn insert_job(&self, j: &JobRow) -> sqlx::Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )))
+        .bind(&j.job_id)
+        .bind(&j.kind)
+        .bind(&j.room)
+        .bind(&j.params)
+        .bind(&j.status)
+        .bind(j.processed)
+        .bind(&j.error)
+        .bind(&j.result)
+        .bind(j.started_ts)
+        .bind(j.finished_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a job's changing fields (status, progress, outcome).
+    pub async fn update_job(&self, j: &JobRow) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, processed = $3, error = $4, result = $5, finished_ts = $6
+             WHERE job_id = $1",
+        )
+        .bind(&j.job_id)
+        .bind(&j.status)
+        .bind(j.processed)
+        .bind(&j.error)
+        .bind(&j.result)
+        .bind(j.finished_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, job_id: &str) -> sqlx::Result<Option<JobRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE job_id = $1"
+        )))
+        .bind(job_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(job_row))
+    }
+
+    /// A room's jobs of one kind, oldest first.
+    pub async fn room_jobs(&self, room: &str, kind: &str) -> sqlx::Result<Vec<JobRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE job_room = $1 AND kind = $2 ORDER BY started_ts, job_id"
+        )))
+        .bind(room)
+        .bind(kind)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(job_row).collect())
+    }
+
+    /// Jobs that were scheduled or running when the server stopped.
+    pub async fn unfinished_jobs(&self) -> sqlx::Result<Vec<JobRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status IN ('scheduled', 'active') ORDER BY started_ts, job_id"
+        )))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(job_row).collect())
+    }
+}

@@ -1,0 +1,424 @@
+//! The real binary killed with SIGKILL (`kill -9`) and started again on the
+//! same data dir and database: the search index catches up with every
+//! stored message, and admin jobs interrupted half-way (reindex, purgeRoom,
+//! room delete v2, purge_history) run to completion with their status
+//! readable throughout. A job is stopped half-way deterministically by the
+//! server's `MYELIN_TEST_PAUSE_JOBS` knob (it marks a file and waits).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Session, TestServer};
+use crate::rooms_read::{create_room, enc, send_text};
+
+const BIN: &str = env!("CARGO_BIN_EXE_myelin");
+
+/// A test server's data dir and database, served by the `myelin` binary.
+struct Binary {
+    server: TestServer,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// A fresh database and data dir, set up in-process (with `setup`), then
+    /// handed to the binary.
+    async fn start<T>(
+        setup: impl AsyncFnOnce(&TestServer) -> T,
+        pause: Option<&Path>,
+    ) -> (Self, T) {
+        let mut server = TestServer::start().await;
+        let made = setup(&server).await;
+        server.running.take().expect("running").shutdown().await;
+        let mut b = Self {
+            server,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.spawn(pause).await;
+        (b, made)
+    }
+
+    /// Starts the binary on the server's config (a free port), and waits
+    /// until it answers.
+    async fn spawn(&mut self, pause: Option<&Path>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.server.config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        let yaml = self.dir.path().join("myelin.yaml");
+        std::fs::write(&yaml, serde_norway::to_string(&self.server.config).unwrap()).unwrap();
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["serve", "--config", yaml.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove("MYELIN_TEST_PAUSE_JOBS")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(dir) = pause {
+            cmd.env("MYELIN_TEST_PAUSE_JOBS", dir);
+        }
+        self.child = Some(cmd.spawn().expect("binary starts"));
+        self.server.addr = self.server.config.listen;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = self
+                .server
+                .client
+                .get(self.server.url("/_matrix/client/versions"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ok {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never answered: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// SIGKILL, then start again (without the pause knob).
+    async fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        self.spawn(None).await;
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The total count of a search for `term` by `who`.
+async fn search_count(server: &TestServer, who: &Session, term: &str) -> i64 {
+    let (st, b) = server
+        .post(
+            "/_matrix/client/v3/search",
+            who.token(),
+            json!({"search_categories": {"room_events": {"search_term": term}}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "search: {b}");
+    b["search_categories"]["room_events"]["count"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("count: {b}"))
+}
+
+/// Unredacted messages stored in `room` whose body has `word`.
+async fn stored_messages(server: &TestServer, room: &str, word: &str) -> i64 {
+    server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM events WHERE room_id = '{room}' AND event_type = 'm.room.message'
+             AND redacted_by IS NULL AND json LIKE '%{word}%'"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn kill_under_send_load_then_search_finds_every_stored_message() {
+    let (mut bin, (root, room)) = Binary::start(
+        async |s: &TestServer| {
+            let root = s.admin("root").await;
+            let room = create_room(s, &root, json!({})).await;
+            (root, room)
+        },
+        None,
+    )
+    .await;
+    let server = &bin.server;
+    // A redaction and an edit after the index's last commit are applied by
+    // the catch-up too.
+    let gone = send_text(server, &root, &room, "crashword redacted").await;
+    let (st, b) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+                enc(&room),
+                enc(&gone)
+            ),
+            root.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let edited = send_text(server, &root, &room, "crashword original").await;
+    let (st, b) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/e1",
+                enc(&room)
+            ),
+            root.token(),
+            json!({"msgtype": "m.text", "body": "* editedword",
+                "m.new_content": {"msgtype": "m.text", "body": "editedword"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": edited}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+
+    // Eight senders at once; killed once 300 sends were acknowledged, with
+    // more in flight.
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for n in 0..8 {
+        let (client, base, token, room, acked) = (
+            server.client.clone(),
+            server.url(""),
+            root.access_token.clone(),
+            room.clone(),
+            acked.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let url = format!(
+                    "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/load{n}-{i}",
+                    enc(&room)
+                );
+                let sent = client
+                    .put(url)
+                    .bearer_auth(&token)
+                    .json(&json!({"msgtype": "m.text", "body": format!("crashword {n} {i}")}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < 300 {
+        assert!(Instant::now() < deadline, "sends too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bin.kill_and_restart().await;
+    let acknowledged = acked.load(Ordering::SeqCst) as i64;
+    for s in senders {
+        s.await.unwrap();
+    }
+    let server = &bin.server;
+    let stored = stored_messages(server, &room, "crashword").await;
+    assert!(
+        stored > acknowledged,
+        "{stored} stored, {acknowledged} acknowledged"
+    );
+    // The original's text is the edit's ("crashword original" is gone),
+    // the redacted message is not found.
+    assert_eq!(
+        search_count(server, &root, "crashword").await,
+        stored - 1,
+        "every stored message is found once the server answers"
+    );
+    assert_eq!(search_count(server, &root, "editedword").await, 1);
+    assert_eq!(search_count(server, &root, "redacted").await, 0);
+
+    // And the index still takes new messages, and survives a second crash.
+    send_text(server, &root, &room, "crashword after").await;
+    bin.kill_and_restart().await;
+    let server = &bin.server;
+    assert_eq!(
+        search_count(server, &root, "crashword").await,
+        stored_messages(server, &room, "crashword").await - 1
+    );
+}
+
+/// Polls `path` until `done` says the job finished; returns the last body.
+async fn wait_until(
+    server: &TestServer,
+    who: &Session,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, b) = server.get(path, who.token()).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {b}");
+        if done(&b) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "{path} never finished: {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the paused job `id` has marked its file.
+async fn wait_paused(dir: &Path, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join(id).exists() {
+        assert!(Instant::now() < deadline, "job {id} never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Rooms {
+    root: Session,
+    kept: String,
+    deleted: String,
+    purged: String,
+    history: String,
+    history_last: String,
+}
+
+#[tokio::test]
+async fn kill_during_each_job_kind_then_every_job_completes() {
+    let pause = tempfile::tempdir().unwrap();
+    let (mut bin, r) = Binary::start(
+        async |s: &TestServer| {
+            let root = s.admin("root").await;
+            let mut rooms = Vec::new();
+            for name in ["kept", "deleted", "purged", "history"] {
+                let room = create_room(s, &root, json!({})).await;
+                for i in 0..5 {
+                    send_text(s, &root, &room, &format!("jobword {name} {i}")).await;
+                }
+                rooms.push(room);
+            }
+            let history_last = send_text(s, &root, &rooms[3], "jobword history last").await;
+            let [kept, deleted, purged, history] = rooms.try_into().unwrap();
+            Rooms {
+                root,
+                kept,
+                deleted,
+                purged,
+                history,
+                history_last,
+            }
+        },
+        Some(pause.path()),
+    )
+    .await;
+    let server = &bin.server;
+    let root = &r.root;
+
+    let (st, b) = server
+        .post(
+            &format!(
+                "/_synapse/admin/v1/purge_history/{}/{}",
+                enc(&r.history),
+                enc(&r.history_last)
+            ),
+            root.token(),
+            json!({"delete_local_events": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let purge_history = b["purge_id"].as_str().unwrap().to_owned();
+    // Paused before the reindex starts: a reindex waits for a purge's deletes.
+    wait_paused(pause.path(), &purge_history).await;
+    let (st, b) = server
+        .post("/_dendrite/admin/fulltext/reindex", root.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let reindex = b["job_id"].as_str().unwrap().to_owned();
+    let (st, b) = server
+        .delete(
+            &format!("/_synapse/admin/v2/rooms/{}", enc(&r.deleted)),
+            root.token(),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let delete = b["delete_id"].as_str().unwrap().to_owned();
+    let (st, b) = server
+        .post(
+            &format!("/_dendrite/admin/purgeRoom/{}", enc(&r.purged)),
+            root.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let by_room = format!("/_synapse/admin/v2/rooms/{}/delete_status", enc(&r.purged));
+    let (st, b) = server.get(&by_room, root.token()).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let purge_room = b["results"][0]["delete_id"].as_str().unwrap().to_owned();
+    for id in [&reindex, &delete, &purge_room, &purge_history] {
+        wait_paused(pause.path(), id).await;
+    }
+
+    bin.kill_and_restart().await;
+    let server = &bin.server;
+    let done = |b: &Value| b["status"] == "complete" || b["status"] == "failed";
+    let b = wait_until(
+        server,
+        root,
+        &format!("/_myelin/admin/v1/jobs/{}", enc(&reindex)),
+        done,
+    )
+    .await;
+    assert_eq!(b["status"], "complete", "{b}");
+    assert_eq!(b["kind"], "reindex", "{b}");
+    let b = wait_until(
+        server,
+        root,
+        &format!("/_synapse/admin/v2/rooms/delete_status/{}", enc(&delete)),
+        done,
+    )
+    .await;
+    assert_eq!(b["status"], "complete", "{b}");
+    assert_eq!(
+        b["shutdown_room"]["kicked_users"],
+        json!([root.user_id]),
+        "{b}"
+    );
+    let b = wait_until(server, root, &by_room, |b| done(&b["results"][0])).await;
+    assert_eq!(b["results"][0]["delete_id"], purge_room.as_str(), "{b}");
+    assert_eq!(b["results"][0]["status"], "complete", "{b}");
+    let b = wait_until(
+        server,
+        root,
+        &format!(
+            "/_synapse/admin/v1/purge_history_status/{}",
+            enc(&purge_history)
+        ),
+        done,
+    )
+    .await;
+    assert_eq!(b, json!({"status": "complete"}));
+
+    // The deleted rooms are gone, the history purged; search finds exactly
+    // what is stored.
+    for room in [&r.deleted, &r.purged] {
+        let n = server
+            .sql_count(&format!(
+                "SELECT COUNT(*) FROM events WHERE room_id = '{room}'"
+            ))
+            .await;
+        assert_eq!(n, 0, "{room} still has events");
+    }
+    assert_eq!(stored_messages(server, &r.kept, "jobword").await, 5);
+    assert_eq!(stored_messages(server, &r.history, "jobword").await, 1);
+    assert_eq!(search_count(server, root, "jobword").await, 5 + 1);
+    assert_eq!(search_count(server, root, "history").await, 1);
+}
