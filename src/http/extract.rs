@@ -208,6 +208,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Like [`JsonBody`], but an empty body is always 400 `M_NOT_JSON`: for a body
+/// with a field the handler requires although its type lets it default
+/// (Dendrite's `resetPassword` wants `password`, and answers no body so).
+pub struct RequiredJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for RequiredJsonBody<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let body = read_body(req.into_body(), state).await?;
+        parse_json(&body).map(RequiredJsonBody)
+    }
+}
+
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, MatrixError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| MatrixError::not_json(format!("Body is not valid JSON: {e}")))?;
