@@ -125,8 +125,13 @@ impl Default for RoomsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest accepted request body in bytes; larger bodies get 413 `M_TOO_LARGE`.
+    /// Largest accepted request body in bytes (every JSON endpoint); larger
+    /// bodies get 413 `M_TOO_LARGE`, checked after authentication and rate
+    /// limits, from `Content-Length` before the body is read.
     pub max_request_bytes: usize,
+    /// Seconds a client may take to send a request body once its headers
+    /// are in (then 408 and the connection is closed).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -202,7 +207,8 @@ impl Default for PasswordHashingConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_request_bytes: 50 * 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -312,6 +318,9 @@ impl Config {
         }
         if self.limits.max_request_bytes < 1024 {
             return invalid("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self.limits.body_read_timeout_secs == 0 {
+            return invalid("limits.body_read_timeout_secs", "must be at least 1");
         }
         if self
             .public_baseurl
@@ -426,8 +435,13 @@ password_hashing:
   iterations: {ph_iter}
 
 limits:
-  # Largest request body accepted, in bytes (larger: 413 M_TOO_LARGE).
+  # Largest request body accepted, in bytes (larger: 413 M_TOO_LARGE), on
+  # every JSON endpoint. Checked after authentication and rate limits and
+  # before the body is read.
   max_request_bytes: {max_body}
+  # Seconds a client may take to send a request body after its headers
+  # (then 408 M_UNKNOWN and the connection is closed).
+  body_read_timeout_secs: {body_timeout}
 
 rooms:
   # Version of new rooms when the client does not ask for one (10, 11 or 12).
@@ -462,6 +476,7 @@ log_level: {log_level}
             ph_mem = self.password_hashing.memory_kib,
             ph_iter = self.password_hashing.iterations,
             max_body = self.limits.max_request_bytes,
+            body_timeout = self.limits.body_read_timeout_secs,
             room_version = y(&self.rooms.default_version),
             presence = self.presence.enabled,
             log_level = y(&self.log_level),

@@ -39,17 +39,55 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
             args.push(String::new());
         }
         let body = normalize_legacy_auth(read_body(body, state).await?);
-        let http_req = http::Request::from_parts(parts, body.as_ref());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        // ruma may panic on some malformed bodies; that is bad input, not our crash.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            T::try_from_http_request(http_req, &arg_refs)
-        }))
-        .map_err(|_| MatrixError::bad_json("Malformed request body"))?;
-        parsed
-            .map(Ruma)
-            .map_err(|e| deserialization_error(e, &body))
+        // An empty body where `{}` would do is `{}` (as Synapse, wherever no
+        // field of the body is required): the head is kept for that retry.
+        // GET and HEAD have no body to retry with.
+        let head = (is_blank(&body)
+            && !matches!(parts.method, http::Method::GET | http::Method::HEAD))
+        .then(|| head_of(&parts));
+        match parse_ruma::<T>(parts, &body, &arg_refs) {
+            Ok(parsed) => Ok(Ruma(parsed)),
+            Err(e) => {
+                if let Some(head) = head
+                    && let Ok(parsed) = parse_ruma::<T>(head, b"{}", &arg_refs)
+                {
+                    return Ok(Ruma(parsed));
+                }
+                Err(e)
+            }
+        }
     }
+}
+
+/// Parses a request into its ruma type, mapping failures to Matrix errors.
+fn parse_ruma<T: IncomingRequest>(
+    parts: Parts,
+    body: &[u8],
+    args: &[&str],
+) -> Result<T, MatrixError> {
+    let http_req = http::Request::from_parts(parts, body);
+    // ruma may panic on some malformed bodies; that is bad input, not our crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        T::try_from_http_request(http_req, args)
+    }))
+    .map_err(|_| MatrixError::bad_json("Malformed request body"))?
+    .map_err(|e| deserialization_error(e, body))
+}
+
+/// The request line and headers, without the extensions (ruma reads none).
+fn head_of(parts: &Parts) -> Parts {
+    let mut head = http::Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// An empty body, or one of whitespace only.
+fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
 }
 
 /// [`Ruma`], boxed. For a handler that parks (the long-polling `/sync`): a
@@ -119,25 +157,42 @@ fn normalize_legacy_auth(body: Bytes) -> Bytes {
     serde_json::to_vec(&map).map(Bytes::from).unwrap_or(body)
 }
 
-/// Reads the whole body, mapping an oversized one to 413 `M_TOO_LARGE`.
-async fn read_body(body: axum::body::Body, state: &AppState) -> Result<Bytes, MatrixError> {
-    axum::body::to_bytes(body, state.config.limits.max_request_bytes)
-        .await
-        .map_err(|e| {
-            let inner = e.into_inner();
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-            while let Some(err) = source {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return MatrixError::too_large("Request body too large");
-                }
-                source = err.source();
+/// Reads the whole body, at most `limits.max_request_bytes` of it: a larger
+/// declared `Content-Length` is 413 `M_TOO_LARGE` before a byte is read, and
+/// a body that grows past the cap while being read (chunked) is cut off with
+/// the same error. A body that takes too long to arrive is 408
+/// (see [`super::body_guard`]).
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<Bytes, MatrixError> {
+    let limit = state.config.limits.max_request_bytes;
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(MatrixError::too_large("Request body too large"));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return MatrixError::too_large("Request body too large");
             }
-            MatrixError::bad_json(format!("Cannot read request body: {inner}"))
-        })
+            if err.is::<super::BodyTimeout>() {
+                return MatrixError::unknown(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "Timed out reading the request body",
+                );
+            }
+            source = err.source();
+        }
+        MatrixError::bad_json(format!("Cannot read request body: {inner}"))
+    })
 }
 
-/// A JSON body for endpoints ruma has no type for (the admin APIs). An empty
-/// or unparseable body is 400 `M_NOT_JSON`; wrong fields are 400 `M_BAD_JSON`.
+/// A JSON object body for endpoints ruma has no type for (the admin APIs).
+/// An empty body counts as `{}` when `{}` is a valid `T` (every field
+/// optional), as Synapse; otherwise it, like any unparseable body, is 400
+/// `M_NOT_JSON`. Wrong fields are 400 `M_BAD_JSON`.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -145,23 +200,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let body = read_body(req.into_body(), state).await?;
-        parse_json(&body).map(JsonBody)
+        match parse_json(&body) {
+            Err(e) if is_blank(&body) => parse_json(b"{}").map_err(|_| e),
+            parsed => parsed,
+        }
+        .map(JsonBody)
     }
 }
 
-/// Like [`JsonBody`], but an empty body counts as `{}` (Synapse accepts empty
-/// bodies on several admin POSTs).
-pub struct OptionalJsonBody<T>(pub T);
+/// Like [`JsonBody`], but an empty body is always 400 `M_NOT_JSON`: for a body
+/// with a field the handler requires although its type lets it default
+/// (Dendrite's `resetPassword` wants `password`, and answers no body so).
+pub struct RequiredJsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for RequiredJsonBody<T> {
     type Rejection = MatrixError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let body = read_body(req.into_body(), state).await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return parse_json(b"{}").map(OptionalJsonBody);
-        }
-        parse_json(&body).map(OptionalJsonBody)
+        parse_json(&body).map(RequiredJsonBody)
     }
 }
 
@@ -268,6 +325,27 @@ async fn authenticate(
         return Err(MatrixError::limit_exceeded(wait));
     }
     Ok(requester)
+}
+
+/// A caller within the per-IP limit on login and registration attempts
+/// (`rate_limits.login_*`). Checked from the request head, so before the
+/// body is read.
+pub struct LoginRateLimit;
+
+impl FromRequestParts<AppState> for LoginRateLimit {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(limiter) = &state.login_limiter {
+            let client = ClientInfo::from_parts(parts);
+            limiter
+                .check(&client.ip)
+                .map_err(MatrixError::limit_exceeded)?;
+        }
+        Ok(Self)
+    }
 }
 
 /// A logged-in caller who is not a guest.

@@ -97,11 +97,7 @@ impl Storage {
         offset: i64,
         limit: i64,
     ) -> sqlx::Result<(Vec<AdminUserRow>, i64)> {
-        let like = |v: &Option<String>| {
-            v.as_ref()
-                .map(|v| format!("%{}%", v.to_lowercase()))
-                .unwrap_or_default()
-        };
+        let like = |v: &Option<String>| v.as_deref().map(super::like_contains).unwrap_or_default();
         let tri = |v: Option<bool>| match v {
             None => -1i64,
             Some(b) => b as i64,
@@ -111,8 +107,9 @@ impl Storage {
             .dialect
             .contains("$7", "(',' || COALESCE(a.user_type, '') || ',')");
         let condition = format!(
-            "WHERE ($1 = '' OR LOWER(a.user_id) LIKE $1)
-            AND ($2 = '' OR LOWER(a.user_id) LIKE $2 OR LOWER(COALESCE(p.displayname, '')) LIKE $2)
+            "WHERE ($1 = '' OR LOWER(a.user_id) LIKE $1 ESCAPE '\\')
+            AND ($2 = '' OR LOWER(a.user_id) LIKE $2 ESCAPE '\\'
+                 OR LOWER(COALESCE(p.displayname, '')) LIKE $2 ESCAPE '\\')
             AND ($3 = 1 OR a.account_type <> 2)
             AND ($4 = -1 OR (a.account_type = 3) = ($4 = 1))
             AND ($5 = -1 OR a.is_deactivated = $5)

@@ -86,13 +86,7 @@ impl Storage {
         term: &str,
         limit: i64,
     ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
-        let pattern = format!(
-            "%{}%",
-            term.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = super::like_contains(term);
         let rows = sqlx::query(
             "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM profiles p
              JOIN current_state m ON m.event_type = 'm.room.member' AND m.state_key = p.user_id AND m.membership = 'join'

@@ -76,6 +76,18 @@ pub(crate) fn padded_ids<'a>(ids: &'a [&'a str], size: usize) -> impl Iterator<I
         .chain(std::iter::repeat_n("", size.saturating_sub(ids.len())))
 }
 
+/// A `LIKE ... ESCAPE '\'` pattern matching values that contain `term`
+/// (lower-cased) literally: `%`, `_` and `\` in it match only themselves.
+pub(crate) fn like_contains(term: &str) -> String {
+    format!(
+        "%{}%",
+        term.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
 /// `$first, $first+1, ...`: `n` numbered placeholders.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

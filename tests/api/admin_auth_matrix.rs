@@ -634,9 +634,9 @@ async fn admin_auth_matrix() {
             &["token"],
         )
         .reg_tokens(|t| format!("{dtokens}/{}", enc(t))),
-        // Dendrite updates a token with POST.
+        // Dendrite updates a token with PUT (POST is an alias).
         row(
-            Method::POST,
+            Method::PUT,
             format!("{dtokens}/dupdate"),
             Some(upd.clone()),
             200,

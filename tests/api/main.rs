@@ -23,6 +23,9 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
+// Request input and connections, across both APIs
+mod http_input; // empty body == {}, body cap before reading, body-read timeout, keep-alive after early answers (raw TCP), search-term bounds
+
 // Admin API
 mod admin_auth_matrix; // every admin endpoint: no/bad/normal/deactivated tokens, admin success, malformed and unknown ids, CORS
 mod admin_evacuate; // /_dendrite/admin/evacuateRoom, evacuateUser

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::admin::dendrite::parse_room_id;
-use crate::http::extract::{AdminAuth, OptionalJsonBody};
+use crate::http::extract::{AdminAuth, JsonBody};
 use crate::services::admin;
 use crate::services::jobs::{JobStatus, TaskKind};
 
@@ -35,7 +35,7 @@ async fn purge_room_history(
     State(s): State<AppState>,
     _: AdminAuth,
     Path(room): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<Map<String, Value>>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     start(&s, &room, None, body).await
 }
@@ -44,7 +44,7 @@ async fn purge_history_to_event(
     State(s): State<AppState>,
     _: AdminAuth,
     Path((room, event)): Path<(String, String)>,
-    OptionalJsonBody(body): OptionalJsonBody<Map<String, Value>>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     start(&s, &room, Some(event), body).await
 }

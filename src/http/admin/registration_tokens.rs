@@ -9,11 +9,12 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
-use crate::http::extract::{AdminAuth, JsonBody, OptionalJsonBody};
+use crate::http::extract::{AdminAuth, JsonBody};
 
 const BASE: &str = "/_synapse/admin/v1/registration_tokens";
 
-/// Dendrite's paths for the same operations (updates are POSTs there).
+/// Dendrite's paths for the same operations (updates are PUTs there, as in
+/// Dendrite's router; POST is kept as an alias).
 const DENDRITE: &str = "/_dendrite/admin/registrationTokens";
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -22,7 +23,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route(&format!("{DENDRITE}/new"), post(create))
         .route(
             &format!("{DENDRITE}/{{token}}"),
-            get(fetch).post(update).delete(delete),
+            get(fetch).put(update).post(update).delete(delete),
         );
     r.route(BASE, get(list))
         .route(&format!("{BASE}/new"), post(create))
@@ -67,7 +68,7 @@ fn int_field(body: &Map<String, Value>, key: &str) -> Result<Option<Option<i64>>
 async fn create(
     State(s): State<AppState>,
     _: AdminAuth,
-    OptionalJsonBody(body): OptionalJsonBody<Map<String, Value>>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let token = match body.get("token") {
         None | Some(Value::Null) => None,

@@ -15,7 +15,7 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::admin::dendrite::parse_room_id;
 use crate::http::client::rooms::{member_profile, resolve_room};
-use crate::http::extract::{AdminAuth, JsonBody, OptionalJsonBody};
+use crate::http::extract::{AdminAuth, JsonBody};
 use crate::services::admin::{self, DeleteRoom};
 use crate::services::rooms::NewEvent;
 
@@ -405,7 +405,7 @@ async fn make_room_admin(
     State(s): State<AppState>,
     AdminAuth(me): AdminAuth,
     Path(raw): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<TargetBody>,
+    JsonBody(body): JsonBody<TargetBody>,
 ) -> Result<Json<Value>> {
     let (room_id, ..) = known(&s, &raw).await?;
     let target = s

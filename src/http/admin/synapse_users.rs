@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
-use crate::http::extract::{AdminAuth, JsonBody, OptionalJsonBody};
+use crate::http::extract::{AdminAuth, JsonBody};
 use crate::services::accounts::Registration;
 use crate::services::{admin, passwords};
 use crate::storage::admin_users::{AccountFlag, AdminUserRow, UserListFilter, order_column};
@@ -122,6 +122,8 @@ async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Resu
     let from = super::query_count(q.from.as_deref(), "from", 0)?;
     let limit = super::query_count(q.limit.as_deref(), "limit", 100)?;
     let deactivated = super::query_bool(q.deactivated.as_deref(), "deactivated")?;
+    crate::http::check_search_term(q.user_id.as_deref(), "user_id")?;
+    crate::http::check_search_term(q.name.as_deref(), "name")?;
     let filter = UserListFilter {
         user_id: q.user_id,
         name: q.name,
@@ -336,7 +338,7 @@ async fn deactivate(
     State(s): State<AppState>,
     _: AdminAuth,
     Path(raw): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<DeactivateBody>,
+    JsonBody(body): JsonBody<DeactivateBody>,
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
     admin::deactivate_user(&s, &user, body.erase).await?;
@@ -345,7 +347,7 @@ async fn deactivate(
 
 #[derive(Deserialize)]
 struct ResetBody {
-    new_password: String,
+    new_password: Option<String>,
     #[serde(default = "yes")]
     logout_devices: bool,
 }
@@ -360,8 +362,11 @@ async fn reset_password(
     Path(raw): Path<String>,
     JsonBody(body): JsonBody<ResetBody>,
 ) -> Result<Json<Value>> {
+    let Some(new_password) = &body.new_password else {
+        return Err(MatrixError::missing_param("Missing param: new_password"));
+    };
     let (user, _) = existing(&s, &raw).await?;
-    s.accounts.set_password(&user, &body.new_password).await?;
+    s.accounts.set_password(&user, new_password).await?;
     if body.logout_devices {
         s.sessions.delete_all_devices(user.as_str(), None).await?;
     }
@@ -437,7 +442,7 @@ async fn login_as(
     State(s): State<AppState>,
     AdminAuth(me): AdminAuth,
     Path(raw): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<Map<String, Value>>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let (user, row) = existing(&s, &raw).await?;
     if row.is_deactivated {

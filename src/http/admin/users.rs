@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{AdminAuth, Auth, JsonBody, Ruma, RumaResponse};
+use crate::http::extract::{AdminAuth, Auth, RequiredJsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -91,7 +91,7 @@ async fn reset_password(
     State(s): State<AppState>,
     _: AdminAuth,
     Path(raw_user_id): Path<String>,
-    JsonBody(body): JsonBody<ResetPasswordBody>,
+    RequiredJsonBody(body): RequiredJsonBody<ResetPasswordBody>,
 ) -> Result<Json<Value>> {
     let user_id = s.accounts.parse_local_user_id(&raw_user_id)?;
     s.accounts.get_existing(&user_id).await?;

@@ -287,6 +287,7 @@ async fn user_search(
     Auth(r): Auth,
     Ruma(req): Ruma<search_users::v3::Request>,
 ) -> Result<Json<Value>> {
+    crate::http::check_search_term(Some(&req.search_term), "search_term")?;
     let limit = u64::from(req.limit).clamp(1, 1000) as i64;
     let rows = s
         .storage

@@ -7,8 +7,7 @@ use ruma::api::client::account::{
 };
 
 use crate::error::{MatrixError, Result};
-use crate::http::client::session::check_login_rate;
-use crate::http::extract::{ClientInfo, Ruma, RumaResponse};
+use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::services::accounts::Registration;
 use crate::storage::AccountType;
@@ -21,10 +20,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 
 async fn register(
     State(s): State<AppState>,
-    client: ClientInfo,
+    _: LoginRateLimit,
     Ruma(req): Ruma<register::v3::Request>,
 ) -> Result<RumaResponse<register::v3::Response>> {
-    check_login_rate(&s, &client)?;
     let guest = req.kind == register::RegistrationKind::Guest;
     let cfg = &s.config.registration;
     if guest && !cfg.allow_guests {

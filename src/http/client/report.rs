@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
-use crate::http::extract::{Auth, JsonBody, OptionalJsonBody};
+use crate::http::extract::{Auth, JsonBody};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     // Hand-parsed: ruma's type dropped `score`, which Synapse's and Dendrite's
@@ -43,7 +43,7 @@ async fn report_event(
     State(s): State<AppState>,
     Auth(r): Auth,
     Path((room_id, event_id)): Path<(String, String)>,
-    OptionalJsonBody(body): OptionalJsonBody<EventReport>,
+    JsonBody(body): JsonBody<EventReport>,
 ) -> Result<Json<Value>> {
     let room_id = OwnedRoomId::try_from(room_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))?;

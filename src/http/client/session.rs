@@ -1,45 +1,46 @@
 //! `/login` and `/logout`.
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::handler::Handler;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequest, Request, State};
 use ruma::api::client::session::{get_login_types, login, logout, logout_all};
 use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{ClientInfo, GuestAuth, Ruma, RumaResponse};
+use crate::http::extract::{GuestAuth, LoginRateLimit, Ruma, RumaResponse, read_body};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_login_types::v3::Request, _, _>(r, login_types);
-    let r = ruma_route::<login::v3::Request, _, _>(
-        r,
-        login.layer(middleware::from_fn(require_login_type)),
-    );
+    let r = ruma_route::<login::v3::Request, _, _>(r, login);
     let r = ruma_route::<logout::v3::Request, _, _>(r, logout);
     ruma_route::<logout_all::v3::Request, _, _>(r, logout_all)
 }
 
-/// ruma's login body parser assumes a `type` field; reject bodies without one
-/// as bad input before it runs.
-async fn require_login_type(req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return MatrixError::too_large("Login body too large").into_response();
-    };
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Err(e) => {
-            return MatrixError::not_json(format!("Body is not valid JSON: {e}")).into_response();
+/// The login request. ruma's login body parser assumes a `type` field, so a
+/// body without one is rejected as bad input before it runs.
+struct LoginBody(login::v3::Request);
+
+impl FromRequest<AppState> for LoginBody {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(body, state).await?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => {
+                return Err(MatrixError::not_json(format!(
+                    "Body is not valid JSON: {e}"
+                )));
+            }
+            Ok(v) if !v.get("type").is_some_and(|t| t.is_string()) => {
+                return Err(MatrixError::bad_json("Missing login type"));
+            }
+            Ok(_) => {}
         }
-        Ok(v) if !v.get("type").is_some_and(|t| t.is_string()) => {
-            return MatrixError::bad_json("Missing login type").into_response();
-        }
-        Ok(_) => {}
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Ruma(parsed) = Ruma::from_request(req, state).await?;
+        Ok(Self(parsed))
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
 }
 
 async fn login_types(
@@ -50,23 +51,12 @@ async fn login_types(
     ]))
 }
 
-/// Applies the per-IP limit on login and registration attempts.
-pub(super) fn check_login_rate(s: &AppState, client: &ClientInfo) -> Result<()> {
-    if let Some(limiter) = &s.login_limiter {
-        limiter
-            .check(&client.ip)
-            .map_err(MatrixError::limit_exceeded)?;
-    }
-    Ok(())
-}
-
 #[allow(deprecated)] // the legacy `user` field is still sent by older clients and tools
 async fn login(
     State(s): State<AppState>,
-    client: ClientInfo,
-    Ruma(req): Ruma<login::v3::Request>,
+    _: LoginRateLimit,
+    LoginBody(req): LoginBody,
 ) -> Result<RumaResponse<login::v3::Response>> {
-    check_login_rate(&s, &client)?;
     let login::v3::LoginInfo::Password(p) = &req.login_info else {
         return Err(MatrixError::unknown(
             http::StatusCode::BAD_REQUEST,
