@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "token_expiry", V9),
     (10, "event_transaction_columns", V10),
     (11, "events_room_stream_covering", V11),
+    (13, "receipts_by_room", V13),
 ];
 
 const V1: &str = r#"
@@ -300,6 +301,12 @@ const V11: &str = r#"
 DROP INDEX events_room_stream;
 CREATE INDEX events_room_stream ON events
     (room_id, stream_ordering, event_id, depth, state_group, redacted_by, sender);
+"#;
+
+/// `/sync` reads the receipts of the user's rooms written in its window,
+/// room by room, never the receipts of the whole server.
+const V13: &str = r#"
+CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.
