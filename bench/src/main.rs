@@ -51,6 +51,10 @@ pub enum Command {
     /// purgeRoom of a big room, evacuateRoom of a crowded one (by URL, or a
     /// Myelin it starts with --binary).
     Admin(scenarios::admin::Args),
+    /// A large server written in bulk (10,000 users, 2,000 rooms, 1,000,000
+    /// events, 200,000 receipts) against a small one: a user's initial and
+    /// incremental /sync, send, /messages, /search, a join, and RSS.
+    LargeFixture(scenarios::large::Args),
     /// Every load scenario at a tiny size against a Myelin it starts (CI).
     Smoke(scenarios::smoke::Args),
     /// Start time on an existing SQLite database (spawn to the first 200 from
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             Command::Join(args) => scenarios::join::run(args).await,
             Command::IdleSyncers(args) => scenarios::idle_syncers::run(args).await,
             Command::Admin(args) => scenarios::admin::run(args).await,
+            Command::LargeFixture(args) => scenarios::large::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }
     });

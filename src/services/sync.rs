@@ -219,14 +219,27 @@ async fn build(
     let receipts_changed = rooms_changed
         && since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since));
     let new_receipts = if receipts_changed {
-        s.storage.receipts_since(from, to).await?
+        // Only the joined rooms the sync answers for whose topic moved in
+        // the window (a receipt touches its room's topic).
+        let rooms: Vec<&str> = memberships
+            .iter()
+            .filter(|(_, m, _)| m == "join")
+            .filter_map(|(r, _, _)| Some((r.as_str(), OwnedRoomId::try_from(r.as_str()).ok()?)))
+            .filter(|(_, id)| {
+                room_wanted(room_filter, id)
+                    && since.is_none_or(|since| {
+                        s.stream.changed_since(&[Topic::Room(id.clone())], since)
+                    })
+            })
+            .map(|(r, _)| r)
+            .collect();
+        s.storage
+            .receipts_in_rooms(&rooms, user.as_str(), from, to)
+            .await?
     } else {
         Vec::new()
     };
     for r in new_receipts {
-        if r.receipt_type == "m.read.private" && r.user_id != user.as_str() {
-            continue;
-        }
         let mut entry = json!({ "ts": r.ts });
         if !r.thread_id.is_empty() {
             entry["thread_id"] = json!(r.thread_id);
@@ -244,12 +257,7 @@ async fn build(
     let mut pending = Vec::new();
     for (room, membership, member_pos) in memberships {
         let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
-        if room_filter.not_rooms.contains(&room_id)
-            || room_filter
-                .rooms
-                .as_ref()
-                .is_some_and(|r| !r.contains(&room_id))
-        {
+        if !room_wanted(room_filter, &room_id) {
             continue;
         }
         let latest = s.rooms.latest_position(&room_id).await?;
@@ -385,17 +393,13 @@ async fn presence_events(
     from: i64,
     to: i64,
 ) -> Result<Vec<Value>> {
-    let changes = s.storage.presence_since(from, to).await?;
-    if changes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut visible: HashSet<String> = HashSet::from([user.to_string()]);
-    for room in joined {
-        visible.extend(s.storage.room_members(room.as_str(), "join").await?);
-    }
+    let rooms: Vec<&str> = joined.iter().map(|r| r.as_str()).collect();
+    let changes = s
+        .storage
+        .presence_in_rooms(&rooms, user.as_str(), from, to)
+        .await?;
     Ok(changes
         .iter()
-        .filter(|p| visible.contains(&p.user_id))
         .map(|p| {
             json!({
                 "type": "m.presence",
@@ -404,6 +408,15 @@ async fn presence_events(
             })
         })
         .collect())
+}
+
+/// Whether the room filter lets a room through.
+fn room_wanted(filter: &ruma::api::client::filter::RoomFilter, room_id: &RoomId) -> bool {
+    !filter.not_rooms.iter().any(|r| r == room_id)
+        && filter
+            .rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
 }
 
 fn timeline_limit(filter: &RoomEventFilter) -> usize {

@@ -123,27 +123,39 @@ impl Storage {
         tx.commit().await
     }
 
-    /// Receipts (in any room) changed in `(since, to]`.
-    pub async fn receipts_since(&self, since: i64, to: i64) -> sqlx::Result<Vec<ReceiptRow>> {
-        let rows = sqlx::query(
-            "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts
-             WHERE stream_ordering > $1 AND stream_ordering <= $2",
-        )
-        .bind(since)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ReceiptRow {
+    /// Receipts changed in `(since, to]` in the given rooms, as `user_id`
+    /// may see them (others' private receipts left out). Each room is a
+    /// range of the `(room_id, stream_ordering)` index: the receipts of
+    /// other rooms, or from before `since`, are never read.
+    pub async fn receipts_in_rooms(
+        &self,
+        rooms: &[&str],
+        user_id: &str,
+        since: i64,
+        to: i64,
+    ) -> sqlx::Result<Vec<ReceiptRow>> {
+        let mut out = Vec::new();
+        for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
+            let mut q = self.list_query(receipts_in_rooms_sql(size));
+            for room in super::padded_ids(chunk, size) {
+                q = q.bind(room);
+            }
+            let rows = q
+                .bind(since)
+                .bind(to)
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows.iter().map(|r| ReceiptRow {
                 room_id: r.get(0),
                 user_id: r.get(1),
                 receipt_type: r.get(2),
                 thread_id: r.get(3),
                 event_id: r.get(4),
                 ts: r.get(5),
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// The events of the user's main-timeline read receipts (public and
@@ -202,26 +214,45 @@ impl Storage {
         }))
     }
 
-    /// Presence changed in `(since, to]`, for the given users.
-    pub async fn presence_since(&self, since: i64, to: i64) -> sqlx::Result<Vec<PresenceRow>> {
-        let rows = sqlx::query(
-            "SELECT user_id, state, status_msg, last_active_ts, stream_ordering FROM presence
-             WHERE stream_ordering > $1 AND stream_ordering <= $2",
-        )
-        .bind(since)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| PresenceRow {
-                user_id: r.get(0),
-                state: r.get(1),
-                status_msg: r.get(2),
-                last_active_ts: r.get(3),
-                stream_ordering: r.get(4),
-            })
-            .collect())
+    /// Presence changed in `(since, to]` of `user_id` and of the joined
+    /// members of `rooms` (each user once). Read from the rooms' member
+    /// entries to each member's presence row: the presence of users who
+    /// share no room is never read.
+    pub async fn presence_in_rooms(
+        &self,
+        rooms: &[&str],
+        user_id: &str,
+        since: i64,
+        to: i64,
+    ) -> sqlx::Result<Vec<PresenceRow>> {
+        let mut out: Vec<PresenceRow> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // The user alone when in no room.
+        let rooms: &[&str] = if rooms.is_empty() { &[""] } else { rooms };
+        for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
+            let mut q = self
+                .list_query(presence_in_rooms_sql(size))
+                .bind(user_id)
+                .bind(since)
+                .bind(to);
+            for room in super::padded_ids(chunk, size) {
+                q = q.bind(room);
+            }
+            let rows = q.bind(since).bind(to).fetch_all(self.pool()).await?;
+            for r in &rows {
+                let user: String = r.get(0);
+                if seen.insert(user.clone()) {
+                    out.push(PresenceRow {
+                        user_id: user,
+                        state: r.get(1),
+                        status_msg: r.get(2),
+                        last_active_ts: r.get(3),
+                        stream_ordering: r.get(4),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The highest stream position used by account data, receipts or presence.
@@ -236,5 +267,191 @@ impl Storage {
             max = max.max(row.get::<i64, _>(0));
         }
         Ok(max)
+    }
+}
+
+/// [`Storage::receipts_in_rooms`] for `size` rooms: `$1..$size` the rooms,
+/// then since, to and the reader.
+fn receipts_in_rooms_sql(size: usize) -> String {
+    let list = super::placeholders(1, size);
+    format!(
+        "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts
+         WHERE room_id IN ({list}) AND stream_ordering > ${} AND stream_ordering <= ${}
+           AND (receipt_type <> 'm.read.private' OR user_id = ${})",
+        size + 1,
+        size + 2,
+        size + 3
+    )
+}
+
+/// [`Storage::presence_in_rooms`] for `size` rooms: `$1` the user, `$2`
+/// and `$3` since and to, then the rooms, then since and to again (each
+/// placeholder once, in order; see [`super::Dialect::positional`]).
+/// `CROSS JOIN` keeps the member entries the outer loop on SQLite
+/// (PostgreSQL plans it as an inner join).
+fn presence_in_rooms_sql(size: usize) -> String {
+    let list = super::placeholders(4, size);
+    let columns = "p.user_id, p.state, p.status_msg, p.last_active_ts, p.stream_ordering";
+    format!(
+        "SELECT {columns} FROM presence p
+         WHERE p.user_id = $1 AND p.stream_ordering > $2 AND p.stream_ordering <= $3
+         UNION ALL
+         SELECT {columns} FROM current_state c CROSS JOIN presence p
+         WHERE c.room_id IN ({list}) AND c.event_type = 'm.room.member'
+           AND c.membership = 'join' AND p.user_id = c.state_key
+           AND p.stream_ordering > ${} AND p.stream_ordering <= ${}",
+        size + 4,
+        size + 5
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    async fn storage() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        (dir, storage)
+    }
+
+    /// SQLite's plan for a statement, one line per step.
+    async fn plan(storage: &Storage, sql: String, binds: &[&str]) -> Vec<String> {
+        let mut q = storage.list_query(format!("EXPLAIN QUERY PLAN {sql}"));
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(storage.pool()).await.unwrap();
+        rows.iter().map(|r| r.get::<String, _>(3)).collect()
+    }
+
+    fn receipt(room: &str, user: &str, receipt_type: &str) -> ReceiptRow {
+        ReceiptRow {
+            room_id: room.into(),
+            user_id: user.into(),
+            receipt_type: receipt_type.into(),
+            thread_id: String::new(),
+            event_id: format!("$e-{room}-{user}"),
+            ts: 1,
+        }
+    }
+
+    /// The receipts a `/sync` reads are ranges of the rooms' index in the
+    /// window, never a scan of every room's receipts (issue 16).
+    #[tokio::test]
+    async fn receipt_reads_are_bounded_by_the_rooms_and_the_window() {
+        let (_dir, storage) = storage().await;
+        let detail = plan(
+            &storage,
+            receipts_in_rooms_sql(2),
+            &["!a:x", "!b:x", "1", "9", "@u:x"],
+        )
+        .await;
+        assert!(
+            detail.iter().all(|d| d.contains(
+                "USING INDEX receipts_room_stream (room_id=? AND stream_ordering>? AND stream_ordering<?)"
+            )),
+            "{detail:?}"
+        );
+
+        storage
+            .set_receipt(&receipt("!a:x", "@v:x", "m.read"), 1)
+            .await
+            .unwrap();
+        storage
+            .set_receipt(&receipt("!a:x", "@w:x", "m.read"), 5)
+            .await
+            .unwrap();
+        storage
+            .set_receipt(&receipt("!a:x", "@v:x", "m.read.private"), 6)
+            .await
+            .unwrap();
+        storage
+            .set_receipt(&receipt("!a:x", "@u:x", "m.read.private"), 7)
+            .await
+            .unwrap();
+        storage
+            .set_receipt(&receipt("!b:x", "@w:x", "m.read"), 8)
+            .await
+            .unwrap();
+        let got = storage
+            .receipts_in_rooms(&["!a:x"], "@u:x", 1, 7)
+            .await
+            .unwrap();
+        let mut got: Vec<(String, String)> = got
+            .into_iter()
+            .map(|r| (r.user_id, r.receipt_type))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("@u:x".into(), "m.read.private".into()),
+                ("@w:x".into(), "m.read".into()),
+            ]
+        );
+    }
+
+    /// Presence is read from the rooms' joined members to their presence
+    /// rows: the presence table is never scanned (issue 16).
+    #[tokio::test]
+    async fn presence_reads_are_bounded_by_the_rooms_members() {
+        let (_dir, storage) = storage().await;
+        let detail = plan(
+            &storage,
+            presence_in_rooms_sql(2),
+            &["@u:x", "0", "9", "!a:x", "!b:x", "0", "9"],
+        )
+        .await;
+        assert!(detail.iter().all(|d| !d.starts_with("SCAN")), "{detail:?}");
+        assert!(
+            detail.iter().any(|d| d.starts_with("SEARCH c")),
+            "{detail:?}"
+        );
+
+        for (room, member) in [("!a:x", "@u:x"), ("!a:x", "@v:x"), ("!b:x", "@w:x")] {
+            sqlx::query(
+                "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership, stream_ordering)
+                 VALUES ($1, 'm.room.member', $2, $3, 'join', 1)",
+            )
+            .bind(room)
+            .bind(member)
+            .bind(format!("$m-{room}-{member}"))
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        for (pos, user) in [(2, "@u:x"), (3, "@v:x"), (4, "@w:x"), (5, "@stranger:x")] {
+            storage
+                .set_presence(&PresenceRow {
+                    user_id: user.into(),
+                    state: "online".into(),
+                    status_msg: None,
+                    last_active_ts: 1,
+                    stream_ordering: pos,
+                })
+                .await
+                .unwrap();
+        }
+        let users = |rows: Vec<PresenceRow>| {
+            let mut users: Vec<String> = rows.into_iter().map(|p| p.user_id).collect();
+            users.sort();
+            users
+        };
+        let got = storage
+            .presence_in_rooms(&["!a:x"], "@u:x", 0, 9)
+            .await
+            .unwrap();
+        assert_eq!(users(got), vec!["@u:x", "@v:x"]);
+        let got = storage
+            .presence_in_rooms(&["!a:x"], "@u:x", 2, 9)
+            .await
+            .unwrap();
+        assert_eq!(users(got), vec!["@v:x"]);
+        let got = storage.presence_in_rooms(&[], "@w:x", 0, 9).await.unwrap();
+        assert_eq!(users(got), vec!["@w:x"]);
     }
 }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "event_transaction_columns", V10),
     (11, "events_room_stream_covering", V11),
     (12, "jobs", V12),
+    (13, "receipts_by_room", V13),
 ];
 
 const V1: &str = r#"
@@ -320,6 +321,12 @@ CREATE TABLE jobs (
     finished_ts BIGINT
 );
 CREATE INDEX jobs_room ON jobs (job_room);
+"#;
+
+/// `/sync` reads the receipts of the user's rooms written in its window,
+/// room by room, never the receipts of the whole server.
+const V13: &str = r#"
+CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

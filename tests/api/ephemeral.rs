@@ -143,6 +143,36 @@ async fn read_receipt_appears_in_other_members_sync() {
     );
 }
 
+/// Receipts written in a room the user is not in never reach their sync
+/// (issue 16: sync reads receipts of the user's rooms only), while one in
+/// their room written in the same window does.
+#[tokio::test]
+async fn receipts_of_rooms_the_user_is_not_in_stay_out_of_their_sync() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let (room, msg) = room_with_message(&server, &alice, &bob).await;
+    let (other, other_msg) = room_with_message(&server, &carol, &bob).await;
+    let ta = sync_token(&server, &alice).await;
+
+    post_receipt(&server, &carol, &other, "m.read", &other_msg).await;
+    post_receipt(&server, &bob, &room, "m.read", &msg).await;
+
+    for body in [
+        sync_since(&server, &alice, &ta).await,
+        sync(&server, &alice, "timeout=0").await,
+    ] {
+        assert!(body["rooms"]["join"].get(&other).is_none(), "{body}");
+        assert!(!body.to_string().contains(&other_msg), "{body}");
+        let content = receipt_content(&body, &room).unwrap_or_else(|| panic!("{body}"));
+        assert!(
+            content[msg.as_str()]["m.read"][bob.user_id.as_str()]["ts"].is_u64(),
+            "{content}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn read_receipt_moves_to_the_newer_event() {
     let server = TestServer::start().await;

@@ -5,12 +5,15 @@
 //! - The load scenarios, which drive any homeserver by URL through
 //!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
 //!   `join`, `idle_syncers`, and `admin` (which can also start a Myelin).
+//! - `large`: a large server written in bulk into a Myelin's database,
+//!   against a small one (`large-fixture`).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
 
 pub mod admin;
 pub mod idle_syncers;
 pub mod initial_sync;
 pub mod join;
+pub mod large;
 pub mod rss;
 pub mod send;
 pub mod smoke;

@@ -103,6 +103,27 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         ]);
     }
     local.stop(args.keep_dir)?;
+    // The large-fixture scenario at a tiny size: it starts Myelins of its own.
+    let t0 = Instant::now();
+    let large = scenarios::large::run(scenarios::large::Args {
+        binary: args.binary.clone(),
+        smoke: true,
+        json: args.json_dir.as_ref().map(|d| d.join("large-fixture.json")),
+        keep_dir: args.keep_dir,
+        ..scenarios::large::Args::defaults()
+    })
+    .await;
+    let verdict = match large {
+        Ok(true) => "pass".to_owned(),
+        Ok(false) => "FAIL (correctness)".to_owned(),
+        Err(e) => format!("FAIL (error: {e:#})"),
+    };
+    all_ok &= verdict == "pass";
+    rows.push(vec![
+        "large-fixture --smoke".into(),
+        format!("{:.1}", t0.elapsed().as_secs_f64()),
+        verdict,
+    ]);
     println!();
     println!(
         "== smoke: every load scenario at a tiny size against {} ({:.1} s)",
