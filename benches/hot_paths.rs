@@ -577,7 +577,6 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
             s.rooms.default_version().clone(),
             None,
             s.unread.clone(),
-            &s.config.caches,
         )
     };
     // Warm the caches the cached lookups use.

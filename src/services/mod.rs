@@ -114,8 +114,8 @@ impl Services {
                 default_version,
                 search.clone(),
                 unread.clone(),
-                &config.caches,
-            ),
+            )
+            .with_cache_limits(&config.caches),
             stream,
             shared_secret: config
                 .registration

@@ -197,8 +197,8 @@ impl Rooms {
         default_version: RoomVersionId,
         search: Option<Arc<crate::services::search::Search>>,
         unread: Arc<crate::services::notifications::UnreadCounts>,
-        caches: &crate::config::CacheConfig,
     ) -> Self {
+        let caches = crate::config::CacheConfig::default();
         let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
         let latest = Arc::new(Mutex::new(lru::LruCache::new(rooms_cap)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
@@ -231,6 +231,15 @@ impl Rooms {
             default_version,
             search,
         }
+    }
+
+    /// Sets the bounds of the room caches (`caches.room_heads`, `caches.rooms`).
+    pub fn with_cache_limits(mut self, caches: &crate::config::CacheConfig) -> Self {
+        let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
+        self.latest.lock().resize(rooms_cap);
+        self.versions.lock().resize(rooms_cap);
+        self.max_heads = caches.room_heads.max(1);
+        self
     }
 
     pub fn default_version(&self) -> &RoomVersionId {
