@@ -25,6 +25,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub presence: PresenceConfig,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are
+    /// believed (see [`crate::net::client_ip`]).
+    pub trusted_proxies: Vec<crate::net::Cidr>,
+    pub caches: CacheConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -122,6 +126,38 @@ impl Default for RoomsConfig {
     }
 }
 
+/// The bound of every in-memory cache and table, in entries (the least
+/// recently used entry goes first; see README, "Memory").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Rooms whose head (extremities, state) is kept loaded.
+    pub room_heads: usize,
+    /// Rooms whose version and newest stream position are kept.
+    pub rooms: usize,
+    /// (user, room) pairs whose unread counts are kept.
+    pub unread_counts: usize,
+    /// Rate-limit buckets (per device and per IP).
+    pub rate_limit_buckets: usize,
+    /// Open user-interactive-auth sessions.
+    pub uia_sessions: usize,
+    /// Outstanding shared-secret registration nonces.
+    pub registration_nonces: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            room_heads: 10_000,
+            rooms: 100_000,
+            unread_counts: 100_000,
+            rate_limit_buckets: 100_000,
+            uia_sessions: 10_000,
+            registration_nonces: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -149,6 +185,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             presence: PresenceConfig::default(),
+            trusted_proxies: Vec::new(),
+            caches: CacheConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -329,6 +367,19 @@ impl Config {
         {
             return invalid("public_baseurl", "not a valid URL");
         }
+        let c = &self.caches;
+        for (key, n) in [
+            ("caches.room_heads", c.room_heads),
+            ("caches.rooms", c.rooms),
+            ("caches.unread_counts", c.unread_counts),
+            ("caches.rate_limit_buckets", c.rate_limit_buckets),
+            ("caches.uia_sessions", c.uia_sessions),
+            ("caches.registration_nonces", c.registration_nonces),
+        ] {
+            if n == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
@@ -451,6 +502,29 @@ presence:
   # Track online/offline status and share it with users in the same rooms.
   enabled: {presence}
 
+# Reverse proxies (CIDR ranges, IPv4 or IPv6, e.g. ["127.0.0.1/32", "::1"])
+# whose X-Forwarded-For (or, without it, Forwarded: for=) header names the
+# client: the right-most address not itself in this list. From any other
+# peer those headers are ignored. The client address keys the login and
+# registration rate limits and is each device's last-seen IP.
+trusted_proxies: {proxies}
+
+# Upper bounds, in entries, of the in-memory caches and tables (the least
+# recently used goes first); logged at start.
+caches:
+  # Rooms whose head (forward extremities, current state) stays loaded.
+  room_heads: {c_heads}
+  # Rooms whose version and newest stream position are remembered.
+  rooms: {c_rooms}
+  # (user, room) pairs whose unread notification counts are remembered.
+  unread_counts: {c_unread}
+  # Rate-limit buckets (per user and device, per IP address).
+  rate_limit_buckets: {c_buckets}
+  # Open user-interactive authentication sessions.
+  uia_sessions: {c_uia}
+  # Outstanding shared-secret registration nonces.
+  registration_nonces: {c_nonces}
+
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
 log_level: {log_level}
@@ -479,6 +553,13 @@ log_level: {log_level}
             body_timeout = self.limits.body_read_timeout_secs,
             room_version = y(&self.rooms.default_version),
             presence = self.presence.enabled,
+            proxies = serde_json::to_string(&self.trusted_proxies).expect("strings serialize"),
+            c_heads = self.caches.room_heads,
+            c_rooms = self.caches.rooms,
+            c_unread = self.caches.unread_counts,
+            c_buckets = self.caches.rate_limit_buckets,
+            c_uia = self.caches.uia_sessions,
+            c_nonces = self.caches.registration_nonces,
             log_level = y(&self.log_level),
         )
     }
@@ -512,6 +593,26 @@ mod tests {
         assert_eq!(back.server_name, "example.org");
         assert_eq!(back.registration.shared_secret.as_deref(), Some("s3cr\"et"));
         assert_eq!(back.listen, c.listen);
+        c.trusted_proxies = vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()];
+        c.caches.rooms = 7;
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.trusted_proxies, c.trusted_proxies);
+        assert_eq!(back.caches.rooms, 7);
+    }
+
+    #[test]
+    fn bad_trusted_proxy_is_named() {
+        let err = Config::from_yaml("trusted_proxies: ['10.0.0.0/8', '10.0.0.0/40']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("10.0.0.0/40"),
+            "{err}"
+        );
+        let err = Config::from_yaml("caches:\n  rooms: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("caches.rooms"), "{err}");
     }
 
     #[test]

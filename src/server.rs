@@ -65,6 +65,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     });
     tokio::spawn(expire_typing(services.clone(), stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
+    let c = &services.config.caches;
+    tracing::info!(
+        room_heads = c.room_heads,
+        rooms = c.rooms,
+        unread_counts = c.unread_counts,
+        rate_limit_buckets = c.rate_limit_buckets,
+        uia_sessions = c.uia_sessions,
+        registration_nonces = c.registration_nonces,
+        trusted_proxies = services.config.trusted_proxies.len(),
+        "cache bounds (entries; `caches` in the config)"
+    );
     Ok(RunningServer {
         addr,
         services,

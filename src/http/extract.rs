@@ -246,18 +246,22 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
     }
 }
 
-/// The caller's IP address and user agent.
+/// The caller's IP address (the forwarded client's when the peer is a
+/// trusted proxy, see [`crate::net::client_ip`]) and user agent.
 pub struct ClientInfo {
     pub ip: String,
     pub user_agent: String,
 }
 
 impl ClientInfo {
-    fn from_parts(parts: &Parts) -> Self {
+    fn from_parts(parts: &Parts, state: &AppState) -> Self {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string())
+            .map(|ci| {
+                crate::net::client_ip(ci.0.ip(), &parts.headers, &state.config.trusted_proxies)
+                    .to_string()
+            })
             .unwrap_or_default();
         let user_agent = parts
             .headers
@@ -272,8 +276,11 @@ impl ClientInfo {
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self::from_parts(parts))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts, state))
     }
 }
 
@@ -308,7 +315,7 @@ async fn authenticate(
     fresh: bool,
 ) -> Result<Requester, MatrixError> {
     let token = access_token(parts)?;
-    let client = ClientInfo::from_parts(parts);
+    let client = ClientInfo::from_parts(parts, state);
     let requester = state
         .sessions
         .authenticate(&token, &client.ip, &client.user_agent, fresh)
@@ -339,7 +346,7 @@ impl FromRequestParts<AppState> for LoginRateLimit {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         if let Some(limiter) = &state.login_limiter {
-            let client = ClientInfo::from_parts(parts);
+            let client = ClientInfo::from_parts(parts, state);
             limiter
                 .check(&client.ip)
                 .map_err(MatrixError::limit_exceeded)?;

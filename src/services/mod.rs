@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod ephemeral;
+pub mod expiring;
 pub mod filtering;
 pub mod filters;
 pub mod jobs;
@@ -74,7 +75,9 @@ impl Services {
             .await?
             .max(storage.max_side_stream().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
-        let unread = Arc::new(notifications::UnreadCounts::default());
+        let unread = Arc::new(notifications::UnreadCounts::new(
+            config.caches.unread_counts,
+        ));
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let (search, search_needs_rebuild) = if config.search.enabled {
             let (s, rebuild) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
@@ -85,13 +88,14 @@ impl Services {
         };
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let rl = &config.rate_limits;
+        let max_buckets = config.caches.rate_limit_buckets;
         Ok(Arc::new(Self {
             accounts: accounts::Accounts::new(storage.clone(), hasher, server_name.clone()),
             sessions: sessions::Sessions::new(storage.clone()),
             profiles: profiles::Profiles::new(storage.clone()),
             filters: filters::Filters::new(storage.clone()),
             registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
-            uia: uia::Uia::default(),
+            uia: uia::Uia::new(config.caches.uia_sessions),
             account_data: account_data::AccountData::new(
                 storage.clone(),
                 stream.clone(),
@@ -111,19 +115,20 @@ impl Services {
                 default_version,
                 search.clone(),
                 unread.clone(),
-            ),
+            )
+            .with_cache_limits(&config.caches),
             stream,
             shared_secret: config
                 .registration
                 .shared_secret
                 .clone()
-                .map(shared_secret::SharedSecret::new),
+                .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces)),
             client_limiter: rl
                 .enabled
-                .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst)),
-            login_limiter: rl
-                .enabled
-                .then(|| ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst)),
+                .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst, max_buckets)),
+            login_limiter: rl.enabled.then(|| {
+                ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst, max_buckets)
+            }),
             server_name,
             storage,
             signing_key,

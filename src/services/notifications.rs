@@ -7,7 +7,7 @@
 use ruma::events::AnySyncTimelineEvent;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,10 +22,11 @@ pub const MAX_COUNTED: i64 = 500;
 
 /// Counts already made, per (user, room): a sync only evaluates the events
 /// that arrived since the last one counted, as long as the read position has
-/// not moved (when it moves, the room is counted afresh). Lost at restart.
-#[derive(Default)]
+/// not moved (when it moves, the room is counted afresh). Lost at restart;
+/// at most `caches.unread_counts` pairs, least recently used forgotten first
+/// (a forgotten pair is counted afresh).
 pub struct UnreadCounts {
-    counted: Mutex<HashMap<(OwnedUserId, OwnedRoomId), Counted>>,
+    counted: Mutex<lru::LruCache<(OwnedUserId, OwnedRoomId), Counted>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,14 @@ pub struct Counted {
 }
 
 impl UnreadCounts {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            counted: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
     /// Where to start counting the room at `to` from, and the counts so far:
     /// the earlier counts when they start at the same read position and stop
     /// at or before `to`, else nothing.
@@ -58,17 +67,29 @@ impl UnreadCounts {
     pub fn store(&self, user: &UserId, room: &RoomId, counted: Counted) {
         self.counted
             .lock()
-            .insert((user.to_owned(), room.to_owned()), counted);
+            .put((user.to_owned(), room.to_owned()), counted);
     }
 
     /// Forgets a room's counts (an event in it was redacted).
     pub fn forget_room(&self, room: &RoomId) {
-        self.counted.lock().retain(|(_, r), _| r != room);
+        self.forget(|(_, r)| r == room);
     }
 
     /// Forgets a user's counts (their push rules changed).
     pub fn forget_user(&self, user: &UserId) {
-        self.counted.lock().retain(|(u, _), _| u != user);
+        self.forget(|(u, _)| u == user);
+    }
+
+    fn forget(&self, which: impl Fn(&(OwnedUserId, OwnedRoomId)) -> bool) {
+        let mut counted = self.counted.lock();
+        let gone: Vec<_> = counted
+            .iter()
+            .filter(|(k, _)| which(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            counted.pop(&k);
+        }
     }
 }
 

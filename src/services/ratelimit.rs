@@ -1,7 +1,12 @@
 //! Token-bucket rate limiting, keyed by (user, device) for client requests and
 //! by IP address for login and registration.
+//!
+//! At most `capacity` buckets are kept, least recently used first out: a
+//! bucket idle for `burst / per_second` has refilled and holds no state, so
+//! only a flood of more distinct keys than that within one refill time
+//! forgets a partly spent bucket early. No sweep scans the table.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -9,7 +14,7 @@ use parking_lot::Mutex;
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<lru::LruCache<String, Bucket>>,
 }
 
 struct Bucket {
@@ -18,11 +23,13 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    pub fn new(per_second: f64, burst: u32) -> Self {
+    pub fn new(per_second: f64, burst: u32, capacity: usize) -> Self {
         Self {
             per_second,
             burst: burst as f64,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -30,12 +37,7 @@ impl RateLimiter {
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // Forget buckets that have refilled completely: they hold no state.
-            let full_after = Duration::from_secs_f64(self.burst / self.per_second);
-            buckets.retain(|_, b| now.duration_since(b.updated) < full_after);
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = buckets.get_or_insert_mut_ref(key, || Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -59,7 +61,7 @@ mod tests {
 
     #[test]
     fn burst_then_limited() {
-        let rl = RateLimiter::new(0.5, 2);
+        let rl = RateLimiter::new(0.5, 2, 100);
         assert!(rl.check("a").is_ok());
         assert!(rl.check("a").is_ok());
         let wait = rl.check("a").unwrap_err();
@@ -68,5 +70,20 @@ mod tests {
             "{wait:?}"
         );
         assert!(rl.check("b").is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn bounded_least_recently_used_first() {
+        let rl = RateLimiter::new(0.001, 1, 2);
+        assert!(rl.check("a").is_ok());
+        assert!(rl.check("b").is_ok());
+        assert!(rl.check("a").is_err(), "a is spent (and now most recent)");
+        assert!(rl.check("c").is_ok(), "c evicts b, the least recently used");
+        assert_eq!(rl.buckets.lock().len(), 2, "the bound holds");
+        assert!(rl.check("a").is_err(), "a was kept");
+        assert!(
+            rl.check("b").is_ok(),
+            "b was forgotten: a full bucket again"
+        );
     }
 }

@@ -1,43 +1,38 @@
 //! Shared-secret registration (Synapse's `/_synapse/admin/v1/register`):
-//! single-use nonces that expire after 60 s, and the HMAC-SHA1 check.
+//! single-use nonces that expire after 60 s (at most `caches.registration_nonces`
+//! outstanding, the oldest forgotten first), and the HMAC-SHA1 check.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
+
+use crate::services::expiring::ExpiringSet;
 
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
 
 pub struct SharedSecret {
     secret: String,
-    nonces: Mutex<HashMap<String, Instant>>,
+    nonces: ExpiringSet,
 }
 
 impl SharedSecret {
-    pub fn new(secret: String) -> Self {
+    pub fn new(secret: String, max_nonces: usize) -> Self {
         Self {
             secret,
-            nonces: Mutex::new(HashMap::new()),
+            nonces: ExpiringSet::new(NONCE_TTL, max_nonces),
         }
     }
 
     pub fn new_nonce(&self) -> String {
         let nonce = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        let now = Instant::now();
-        let mut nonces = self.nonces.lock();
-        nonces.retain(|_, created| now.duration_since(*created) < NONCE_TTL);
-        nonces.insert(nonce.clone(), now);
+        self.nonces.insert(nonce.clone());
         nonce
     }
 
     /// Removes the nonce; true if it existed and had not expired.
     pub fn consume_nonce(&self, nonce: &str) -> bool {
-        self.nonces
-            .lock()
-            .remove(nonce)
-            .is_some_and(|created| created.elapsed() < NONCE_TTL)
+        self.nonces.remove(nonce)
     }
 
     /// Checks the hex MAC over nonce \0 username \0 password \0 admin|notadmin
@@ -96,7 +91,7 @@ mod tests {
 
     #[test]
     fn dendrite_and_synapse_vectors() {
-        let s = SharedSecret::new("dendritetest".into());
+        let s = SharedSecret::new("dendritetest".into(), 10);
         assert!(s.verify_mac(
             "f1ba8d37123866fd659b40de4bad9b0f8965c565",
             NONCE,
@@ -135,7 +130,7 @@ mod tests {
 
     #[test]
     fn nonces_are_single_use() {
-        let s = SharedSecret::new("k".into());
+        let s = SharedSecret::new("k".into(), 10);
         let n = s.new_nonce();
         assert!(s.consume_nonce(&n));
         assert!(!s.consume_nonce(&n));

@@ -2,10 +2,8 @@
 //! checking the stages Myelin offers (`m.login.password`, `m.login.dummy`,
 //! `m.login.registration_token`).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
 use ruma::UserId;
 use ruma::api::client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier};
@@ -13,22 +11,27 @@ use ruma::api::error::{ErrorKind, StandardErrorBody};
 
 use crate::error::{MatrixError, Result};
 use crate::services::accounts::Accounts;
+use crate::services::expiring::ExpiringSet;
 use crate::storage::{Storage, now_ms};
 
 const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
-#[derive(Default)]
+/// Open sessions expire `SESSION_TTL` after they were issued; at most
+/// `caches.uia_sessions` are kept (the oldest forgotten first).
 pub struct Uia {
-    sessions: Mutex<HashMap<String, Instant>>,
+    sessions: ExpiringSet,
 }
 
 impl Uia {
+    pub fn new(max_sessions: usize) -> Self {
+        Self {
+            sessions: ExpiringSet::new(SESSION_TTL, max_sessions),
+        }
+    }
+
     fn new_session(&self) -> String {
         let id = Alphanumeric.sample_string(&mut rand::rng(), 24);
-        let now = Instant::now();
-        let mut sessions = self.sessions.lock();
-        sessions.retain(|_, created| now.duration_since(*created) < SESSION_TTL);
-        sessions.insert(id.clone(), now);
+        self.sessions.insert(id.clone());
         id
     }
 
@@ -41,7 +44,7 @@ impl Uia {
         error: Option<(ErrorKind, &str)>,
     ) -> MatrixError {
         let session = match session {
-            Some(s) if self.sessions.lock().contains_key(s) => s.to_owned(),
+            Some(s) if self.sessions.contains(s) => s.to_owned(),
             _ => self.new_session(),
         };
         let mut info = UiaaInfo::new(vec![AuthFlow::new(vec![stage])]);
@@ -55,7 +58,7 @@ impl Uia {
     /// A session the client names must be one we issued and still hold.
     fn check_known(&self, session: Option<&str>) -> Result<()> {
         match session {
-            Some(s) if !self.sessions.lock().contains_key(s) => Err(MatrixError::unknown(
+            Some(s) if !self.sessions.contains(s) => Err(MatrixError::unknown(
                 http::StatusCode::BAD_REQUEST,
                 format!("Unknown session ID: {s}"),
             )),
@@ -65,7 +68,7 @@ impl Uia {
 
     fn finish(&self, session: Option<&str>) {
         if let Some(s) = session {
-            self.sessions.lock().remove(s);
+            self.sessions.remove(s);
         }
     }
 

@@ -5,6 +5,7 @@ mod harness;
 
 // Client-Server API
 mod account_data; // account data (global, room), tags, push rule endpoints, unread counts
+mod bounded_caches; // caches: bounded nonces (and their per-IP limit), UIA sessions, one-entry room caches
 mod client_account; // /account/password, /account/deactivate
 mod client_basics; // /versions, /.well-known, CORS, 404/405, r0 aliases, capabilities
 mod client_compat; // matrix-nio compatibility: device fields, legacy UIA auth, pre-m.mentions push rules
@@ -17,6 +18,7 @@ mod client_register; // /register (UIA dummy, registration tokens, guests), /reg
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod ephemeral; // receipts, read markers, typing, presence
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
+mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
 mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact

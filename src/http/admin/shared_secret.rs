@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
-use crate::http::extract::JsonBody;
+use crate::http::extract::{ClientInfo, JsonBody};
 use crate::services::accounts::Registration;
 use crate::services::passwords;
 use crate::storage::AccountType;
@@ -24,8 +24,16 @@ fn secret(s: &AppState) -> Result<&crate::services::shared_secret::SharedSecret>
         .ok_or_else(|| MatrixError::unrecognized(http::StatusCode::NOT_FOUND))
 }
 
-async fn nonce(State(s): State<AppState>) -> Result<Json<Value>> {
-    Ok(Json(json!({ "nonce": secret(&s)?.new_nonce() })))
+/// Needs no authentication, so it is limited per IP like login (in its own
+/// bucket), and the outstanding nonces are bounded.
+async fn nonce(State(s): State<AppState>, client: ClientInfo) -> Result<Json<Value>> {
+    let secret = secret(&s)?;
+    if let Some(limiter) = &s.login_limiter {
+        limiter
+            .check(&format!("nonce:{}", client.ip))
+            .map_err(MatrixError::limit_exceeded)?;
+    }
+    Ok(Json(json!({ "nonce": secret.new_nonce() })))
 }
 
 #[derive(Deserialize)]

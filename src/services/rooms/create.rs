@@ -150,6 +150,7 @@ impl Rooms {
             state: Arc::new(StateMap::new()),
             state_changed_at: 0,
             generation: self.next_generation(),
+            queued_upto: 0,
             recent_txns: Default::default(),
         };
         let lock = self.room_lock(&room_id);

@@ -22,6 +22,7 @@ pub use pdu::Pdu;
 pub use state::StateMap;
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,6 +67,10 @@ struct RoomHead {
     state_changed_at: i64,
     /// Told apart from a head reloaded after a failed write.
     generation: u64,
+    /// The stream position of the newest event appended through this head:
+    /// until it is written the head is ahead of the database and must stay
+    /// loaded ([`Rooms::evict_idle_heads`]).
+    queued_upto: i64,
     /// The newest client transactions, which may still be queued (older
     /// ones are found in the database).
     recent_txns: RecentTxns,
@@ -152,12 +157,16 @@ pub struct Rooms {
     server_name: OwnedServerName,
     signing_key: Arc<SigningKey>,
     stream: Arc<Stream>,
-    heads: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
+    /// Least recently used first; beyond `caches.room_heads` idle heads are
+    /// dropped (and reloaded from the database when next needed).
+    heads: Mutex<lru::LruCache<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>>,
+    max_heads: usize,
     /// The newest stream position of each room, so `/sync` skips rooms
-    /// with nothing new without a query (advanced by the writer).
-    latest: Arc<Mutex<HashMap<OwnedRoomId, i64>>>,
+    /// with nothing new without a query (advanced by the writer). At most
+    /// `caches.rooms`, like `versions`.
+    latest: Arc<Mutex<lru::LruCache<OwnedRoomId, i64>>>,
     /// Room versions never change: cached after the first lookup.
-    versions: Mutex<HashMap<OwnedRoomId, RoomVersionId>>,
+    versions: Mutex<lru::LruCache<OwnedRoomId, RoomVersionId>>,
     state: state::StateCache,
     /// Recently loaded events by id (events never change but for
     /// redaction, which evicts the target). A new event is put here when
@@ -173,6 +182,7 @@ pub struct Rooms {
     /// Each loaded head's current state (with the head's generation and
     /// where the state last changed), for [`Rooms::membership`] and
     /// [`Rooms::current_state`] without the room's lock or a query.
+    /// Dropped with the head, so bounded by `heads`.
     current: Mutex<HashMap<OwnedRoomId, LoadedState>>,
     default_version: RoomVersionId,
     search: Option<Arc<crate::services::search::Search>>,
@@ -188,7 +198,9 @@ impl Rooms {
         search: Option<Arc<crate::services::search::Search>>,
         unread: Arc<crate::services::notifications::UnreadCounts>,
     ) -> Self {
-        let latest = Arc::new(Mutex::new(HashMap::new()));
+        let caches = crate::config::CacheConfig::default();
+        let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
+        let latest = Arc::new(Mutex::new(lru::LruCache::new(rooms_cap)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
         let poisoned = Arc::new(writer::Poisoned::default());
         let writes = writer::Writer {
@@ -206,8 +218,9 @@ impl Rooms {
             server_name,
             signing_key,
             stream,
-            heads: Mutex::new(HashMap::new()),
-            versions: Mutex::new(HashMap::new()),
+            heads: Mutex::new(lru::LruCache::unbounded()),
+            max_heads: caches.room_heads.max(1),
+            versions: Mutex::new(lru::LruCache::new(rooms_cap)),
             latest,
             events,
             txns: txns::SentTxns::new(),
@@ -220,16 +233,63 @@ impl Rooms {
         }
     }
 
+    /// Sets the bounds of the room caches (`caches.room_heads`, `caches.rooms`).
+    pub fn with_cache_limits(mut self, caches: &crate::config::CacheConfig) -> Self {
+        let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
+        self.latest.lock().resize(rooms_cap);
+        self.versions.lock().resize(rooms_cap);
+        self.max_heads = caches.room_heads.max(1);
+        self
+    }
+
     pub fn default_version(&self) -> &RoomVersionId {
         &self.default_version
     }
 
     fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomHead>>> {
-        self.heads
-            .lock()
-            .entry(room_id.to_owned())
-            .or_default()
-            .clone()
+        let mut heads = self.heads.lock();
+        if let Some(lock) = heads.get(room_id) {
+            return lock.clone();
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(None));
+        heads.put(room_id.to_owned(), lock.clone());
+        if heads.len() > self.max_heads {
+            self.evict_idle_heads(&mut heads);
+        }
+        lock
+    }
+
+    /// Drops the least recently used heads past `max_heads` that are idle:
+    /// nobody holds or waits for the room's lock (the map holds the only
+    /// reference, and new ones are taken under the map's lock) and every
+    /// event appended through the head is written, so the database has
+    /// caught up with it and a reload finds the same extremities and state.
+    /// Looks at a few of the oldest only; a busy one is retried next time.
+    fn evict_idle_heads(
+        &self,
+        heads: &mut lru::LruCache<OwnedRoomId, Arc<tokio::sync::Mutex<Option<RoomHead>>>>,
+    ) {
+        const LOOK_AT: usize = 16;
+        let written = self.stream.current();
+        let excess = heads.len() - self.max_heads;
+        let idle: Vec<OwnedRoomId> = heads
+            .iter()
+            .rev()
+            .take(LOOK_AT)
+            .filter(|(_, lock)| {
+                Arc::strong_count(lock) == 1
+                    && lock
+                        .try_lock()
+                        .is_ok_and(|head| head.as_ref().is_none_or(|h| h.queued_upto <= written))
+            })
+            .map(|(room_id, _)| room_id.clone())
+            .take(excess)
+            .collect();
+        let mut current = self.current.lock();
+        for room_id in idle {
+            heads.pop(&room_id);
+            current.remove(&room_id);
+        }
     }
 
     /// The room's version, or `None` for a room this server does not know.
@@ -244,7 +304,7 @@ impl Rooms {
             RoomVersionId::try_from(row.room_version.as_str()).map_err(MatrixError::internal)?;
         self.versions
             .lock()
-            .insert(room_id.to_owned(), version.clone());
+            .put(room_id.to_owned(), version.clone());
         Ok(Some(version))
     }
 
@@ -355,7 +415,7 @@ impl Rooms {
         }
         let p = self.storage.room_max_stream(room_id.as_str()).await?;
         let mut latest = self.latest.lock();
-        let entry = latest.entry(room_id.to_owned()).or_insert(p);
+        let entry = latest.get_or_insert_mut_ref(room_id, || p);
         *entry = (*entry).max(p);
         Ok(*entry)
     }
@@ -368,10 +428,10 @@ impl Rooms {
         {
             tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
         }
-        self.heads.lock().remove(room_id);
+        self.heads.lock().pop(room_id);
         self.current.lock().remove(room_id);
-        self.versions.lock().remove(room_id);
-        self.latest.lock().remove(room_id);
+        self.versions.lock().pop(room_id);
+        self.latest.lock().pop(room_id);
         // Rare: simpler to start the event cache afresh than to find the room's.
         self.events.lock().clear();
     }
@@ -491,6 +551,7 @@ impl Rooms {
             state,
             state_changed_at: self.stream.last_reserved(),
             generation: self.next_generation(),
+            queued_upto: 0,
             recent_txns: RecentTxns::default(),
         })
     }
@@ -929,6 +990,7 @@ impl Rooms {
                 self.stream.current(),
             );
         }
+        head.queued_upto = pos;
         head.extremities = vec![pdu.event_id.clone()];
         head.depth = pdu.depth;
         head.state_group = state_group;

@@ -17,7 +17,7 @@
 //! head is marked poisoned (by its generation): the next append reloads it
 //! from the database, and queued events built on the old head fail.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,7 +72,7 @@ impl Poisoned {
 pub(super) struct Writer {
     pub storage: Storage,
     pub stream: Arc<Stream>,
-    pub latest: Arc<Mutex<HashMap<OwnedRoomId, i64>>>,
+    pub latest: Arc<Mutex<lru::LruCache<OwnedRoomId, i64>>>,
     pub events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
     pub unread: Arc<UnreadCounts>,
     pub poisoned: Arc<Poisoned>,
@@ -126,7 +126,7 @@ impl Writer {
             let mut latest = self.latest.lock();
             for (item, result) in batch.iter().zip(&results) {
                 if result.is_ok() {
-                    let last = latest.entry(item.room_id.clone()).or_insert(0);
+                    let last = latest.get_or_insert_mut_ref(&item.room_id, || 0);
                     *last = (*last).max(item.row.stream_ordering);
                 }
             }

@@ -1,0 +1,124 @@
+//! A bounded set of random tokens (UIA sessions, registration nonces) that
+//! expire a fixed time after they were issued.
+//!
+//! Tokens are kept in issue order, which with one time-to-live is also
+//! expiry order: expiring looks only at the oldest, and when the set is
+//! full the oldest goes first. No operation scans the set.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub struct ExpiringSet {
+    ttl: Duration,
+    /// Issue order; never promoted by a lookup (`peek`/`contains`/`pop`).
+    tokens: Mutex<lru::LruCache<String, Instant>>,
+}
+
+impl ExpiringSet {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            tokens: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// Adds a token issued now (forgetting the oldest when full).
+    pub fn insert(&self, token: String) {
+        self.insert_at(token, Instant::now());
+    }
+
+    /// Whether the token was issued and has not expired.
+    pub fn contains(&self, token: &str) -> bool {
+        self.contains_at(token, Instant::now())
+    }
+
+    /// Removes the token; true if it was live.
+    pub fn remove(&self, token: &str) -> bool {
+        self.remove_at(token, Instant::now())
+    }
+
+    fn insert_at(&self, token: String, now: Instant) {
+        let mut tokens = self.tokens.lock();
+        self.expire(&mut tokens, now);
+        tokens.push(token, now);
+    }
+
+    fn contains_at(&self, token: &str, now: Instant) -> bool {
+        let mut tokens = self.tokens.lock();
+        self.expire(&mut tokens, now);
+        tokens.contains(token)
+    }
+
+    fn remove_at(&self, token: &str, now: Instant) -> bool {
+        let mut tokens = self.tokens.lock();
+        self.expire(&mut tokens, now);
+        tokens.pop(token).is_some()
+    }
+
+    /// Drops the expired tokens, oldest first, stopping at the first live one.
+    fn expire(&self, tokens: &mut lru::LruCache<String, Instant>, now: Instant) {
+        while tokens
+            .peek_lru()
+            .is_some_and(|(_, issued)| now.saturating_duration_since(*issued) >= self.ttl)
+        {
+            tokens.pop_lru();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tokens.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn full_set_forgets_the_oldest() {
+        let s = ExpiringSet::new(TTL, 3);
+        let t0 = Instant::now();
+        for (i, t) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            s.insert_at(t.into(), t0 + Duration::from_secs(i as u64));
+        }
+        assert_eq!(s.len(), 3, "the bound holds");
+        let now = t0 + Duration::from_secs(5);
+        assert!(!s.contains_at("a", now), "the oldest went first");
+        // A lookup does not make a token younger.
+        assert!(s.contains_at("b", now));
+        s.insert_at("e".into(), now);
+        assert!(!s.contains_at("b", now));
+        assert!(s.contains_at("c", now) && s.contains_at("d", now) && s.contains_at("e", now));
+    }
+
+    #[test]
+    fn tokens_expire_in_issue_order() {
+        let s = ExpiringSet::new(TTL, 100);
+        let t0 = Instant::now();
+        s.insert_at("old".into(), t0);
+        s.insert_at("new".into(), t0 + Duration::from_secs(30));
+        let later = t0 + TTL;
+        assert!(!s.contains_at("old", later), "expired at its TTL");
+        assert_eq!(s.len(), 1, "and dropped");
+        assert!(s.contains_at("new", later));
+        assert!(!s.remove_at("new", t0 + Duration::from_secs(90)), "expired");
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn remove_is_single_use() {
+        let s = ExpiringSet::new(TTL, 10);
+        s.insert("n".into());
+        assert!(s.remove("n"));
+        assert!(!s.remove("n"));
+        assert!(!s.remove("never issued"));
+        assert!(!s.contains("n"));
+    }
+}
