@@ -149,7 +149,7 @@ impl Rooms {
             chain_length: 0,
             state: Arc::new(StateMap::new()),
             state_changed_at: 0,
-            generation: self.next_generation(),
+            failed: Default::default(),
             queued_upto: 0,
             recent_txns: Default::default(),
         };

@@ -24,7 +24,6 @@ pub use state::StateMap;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
@@ -65,8 +64,9 @@ struct RoomHead {
     /// any later position is `state`. The position of the newest state
     /// event appended; at load, the newest position handed out.
     state_changed_at: i64,
-    /// Told apart from a head reloaded after a failed write.
-    generation: u64,
+    /// Set when an event built on this head failed to be written (the
+    /// head is then reloaded).
+    failed: writer::HeadFailed,
     /// The stream position of the newest event appended through this head:
     /// until it is written the head is ahead of the database and must stay
     /// loaded ([`Rooms::evict_idle_heads`]).
@@ -149,8 +149,8 @@ pub struct NewEvent<'a> {
     pub redacts: Option<OwnedEventId>,
 }
 
-/// A loaded head's (generation, current state, where the state last changed).
-type LoadedState = (u64, Arc<StateMap>, i64);
+/// A loaded head's (failure flag, current state, where the state last changed).
+type LoadedState = (writer::HeadFailed, Arc<StateMap>, i64);
 
 pub struct Rooms {
     storage: Storage,
@@ -177,9 +177,7 @@ pub struct Rooms {
     txns: txns::SentTxns,
     /// The group commit's queue.
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
-    poisoned: Arc<writer::Poisoned>,
-    generations: AtomicU64,
-    /// Each loaded head's current state (with the head's generation and
+    /// Each loaded head's current state (with the head's failure flag and
     /// where the state last changed), for [`Rooms::membership`] and
     /// [`Rooms::current_state`] without the room's lock or a query.
     /// Dropped with the head, so bounded by `heads`.
@@ -202,14 +200,12 @@ impl Rooms {
         let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
         let latest = Arc::new(Mutex::new(lru::LruCache::new(rooms_cap)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
-        let poisoned = Arc::new(writer::Poisoned::default());
         let writes = writer::Writer {
             storage: storage.clone(),
             stream: stream.clone(),
             latest: latest.clone(),
             events: events.clone(),
             unread,
-            poisoned: poisoned.clone(),
         }
         .spawn();
         Self {
@@ -225,8 +221,6 @@ impl Rooms {
             events,
             txns: txns::SentTxns::new(),
             writes,
-            poisoned,
-            generations: AtomicU64::new(0),
             current: Mutex::new(HashMap::new()),
             default_version,
             search,
@@ -550,14 +544,10 @@ impl Rooms {
             chain_length,
             state,
             state_changed_at: self.stream.last_reserved(),
-            generation: self.next_generation(),
+            failed: writer::HeadFailed::default(),
             queued_upto: 0,
             recent_txns: RecentTxns::default(),
         })
-    }
-
-    fn next_generation(&self) -> u64 {
-        self.generations.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The room's head, loaded when missing or when a write built on it
@@ -567,17 +557,18 @@ impl Rooms {
         guard: &'g mut Option<RoomHead>,
         room_id: &RoomId,
     ) -> Result<&'g mut RoomHead> {
-        if guard
-            .as_ref()
-            .is_some_and(|h| self.poisoned.contains(room_id, h.generation))
-        {
+        if guard.as_ref().is_some_and(|h| h.failed.is_set()) {
             *guard = None;
         }
         if guard.is_none() {
             let head = self.load_head(room_id).await?;
             self.current.lock().insert(
                 room_id.to_owned(),
-                (head.generation, head.state.clone(), head.state_changed_at),
+                (
+                    head.failed.clone(),
+                    head.state.clone(),
+                    head.state_changed_at,
+                ),
             );
             *guard = Some(head);
         }
@@ -592,8 +583,8 @@ impl Rooms {
     /// A loaded head's current state and where it last changed, without
     /// the room's lock (which a burst of syncs would queue behind sends on).
     fn loaded_current(&self, room_id: &RoomId) -> Option<(Arc<StateMap>, i64)> {
-        let (generation, state, changed_at) = self.current.lock().get(room_id).cloned()?;
-        (!self.poisoned.contains(room_id, generation)).then_some((state, changed_at))
+        let (failed, state, changed_at) = self.current.lock().get(room_id).cloned()?;
+        (!failed.is_set()).then_some((state, changed_at))
     }
 
     /// The current state, and the stream position after which nothing
@@ -967,7 +958,7 @@ impl Rooms {
         let queued = self.writes.send(writer::PendingWrite {
             row,
             room_id: pdu.room_id.clone(),
-            generation: head.generation,
+            head_failed: head.failed.clone(),
             reservation,
             redacts: pdu.redacts.clone(),
             done,
@@ -996,9 +987,10 @@ impl Rooms {
         head.state_group = state_group;
         head.chain_length = chain_length;
         if pdu.state_key.is_some() {
-            self.current
-                .lock()
-                .insert(pdu.room_id.clone(), (head.generation, state.clone(), pos));
+            self.current.lock().insert(
+                pdu.room_id.clone(),
+                (head.failed.clone(), state.clone(), pos),
+            );
             head.state_changed_at = pos;
         }
         head.state = state;

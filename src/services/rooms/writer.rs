@@ -14,7 +14,8 @@
 //!
 //! If a batch fails, its events are retried one at a time, so a bad event
 //! fails only itself and the events of its room built on it. Such a room's
-//! head is marked poisoned (by its generation): the next append reloads it
+//! head is marked failed (a flag it shares with the events queued on it and
+//! its copy of the current state): the next append reloads it
 //! from the database, and queued events built on the old head fail.
 
 use std::collections::HashSet;
@@ -39,32 +40,29 @@ const MAX_BATCH: usize = 256;
 pub(super) struct PendingWrite {
     pub row: PersistEvent,
     pub room_id: OwnedRoomId,
-    /// The generation of the room head it was built on.
-    pub generation: u64,
+    /// The failure flag of the room head it was built on.
+    pub head_failed: HeadFailed,
     pub reservation: Reservation,
     pub redacts: Option<OwnedEventId>,
     pub done: oneshot::Sender<Result<()>>,
 }
 
-/// Room heads whose events failed to be written, by (room, generation).
-#[derive(Default)]
-pub(super) struct Poisoned {
-    any: AtomicBool,
-    heads: Mutex<HashSet<(OwnedRoomId, u64)>>,
-}
+/// Set once an event built on a room head could not be written: the head
+/// is then ahead of the database for good, so it is reloaded, and the
+/// events still queued on it fail. The head, its copy of the current state
+/// (`Rooms::current`) and each event queued on it share one flag, so the
+/// flag lives exactly as long as they do (no server-wide set of failed
+/// heads to grow).
+#[derive(Clone, Default)]
+pub(super) struct HeadFailed(Arc<AtomicBool>);
 
-impl Poisoned {
-    pub fn contains(&self, room_id: &RoomId, generation: u64) -> bool {
-        self.any.load(Ordering::Acquire)
-            && self
-                .heads
-                .lock()
-                .contains(&(room_id.to_owned(), generation))
+impl HeadFailed {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 
-    fn insert(&self, room_id: OwnedRoomId, generation: u64) {
-        self.heads.lock().insert((room_id, generation));
-        self.any.store(true, Ordering::Release);
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -75,7 +73,6 @@ pub(super) struct Writer {
     pub latest: Arc<Mutex<lru::LruCache<OwnedRoomId, i64>>>,
     pub events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
     pub unread: Arc<UnreadCounts>,
-    pub poisoned: Arc<Poisoned>,
 }
 
 impl Writer {
@@ -97,7 +94,7 @@ impl Writer {
         // Events built on a head whose write failed before fail at once.
         let mut results: Vec<Result<()>> = batch
             .iter()
-            .map(|w| match self.poisoned.contains(&w.room_id, w.generation) {
+            .map(|w| match w.head_failed.is_set() {
                 true => Err(built_on_failed()),
                 false => Ok(()),
             })
@@ -149,7 +146,7 @@ impl Writer {
         for (item, result) in batch.iter().zip(&results) {
             match result {
                 Ok(()) if item.redacts.is_some() => self.unread.forget_room(&item.room_id),
-                Err(_) => self.poisoned.insert(item.room_id.clone(), item.generation),
+                Err(_) => item.head_failed.set(),
                 Ok(()) => {}
             }
         }
