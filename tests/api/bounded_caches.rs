@@ -13,10 +13,6 @@ const V3: &str = "/_matrix/client/v3";
 const NONCE: &str = "/_synapse/admin/v1/register";
 const REGISTER: &str = "/_matrix/client/v3/register";
 
-fn enc(s: &str) -> String {
-    s.replace('!', "%21").replace(':', "%3A")
-}
-
 async fn nonce(s: &TestServer) -> String {
     let (st, body) = s.get(NONCE, None).await;
     assert_eq!(st, StatusCode::OK, "{body}");

@@ -11,12 +11,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-fn enc(s: &str) -> String {
-    s.replace('!', "%21")
-        .replace(':', "%3A")
-        .replace('$', "%24")
-}
-
 async fn create_room(server: &TestServer, s: &Session) -> String {
     let (st, body) = server
         .post(&format!("{V3}/createRoom"), s.token(), json!({}))

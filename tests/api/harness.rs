@@ -351,3 +351,16 @@ pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
         resp.1
     );
 }
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

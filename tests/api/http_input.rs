@@ -17,19 +17,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-/// Percent-encodes one path segment.
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// One server's worth of things a request can refer to, made afresh for
 /// every request of the table so that each sees the same state.
 struct World {

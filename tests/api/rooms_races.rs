@@ -11,13 +11,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-fn enc(s: &str) -> String {
-    s.replace('!', "%21")
-        .replace(':', "%3A")
-        .replace('#', "%23")
-        .replace('$', "%24")
-}
-
 /// Runs `n` POSTs of `body` to `path` at once as `s`; the (status, body)
 /// of each.
 async fn post_all(

@@ -11,19 +11,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-/// Percent-encodes one path segment (everything but unreserved characters).
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `/_matrix/client/v3/rooms/{room}{rest}`.
 fn room_path(room: &str, rest: &str) -> String {
     format!("{V3}/rooms/{}{rest}", enc(room))
