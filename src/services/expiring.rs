@@ -20,9 +20,7 @@ impl ExpiringSet {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            tokens: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
+            tokens: Mutex::new(bounded_lru(capacity)),
         }
     }
 
@@ -75,6 +73,16 @@ impl ExpiringSet {
     }
 }
 
+/// An LRU cache bounded at `capacity` entries (at least one) whose table
+/// grows with its entries. `lru::LruCache::new` sizes its table for the
+/// whole bound at once, and clears that table's control bytes, so every
+/// bound paid its memory at start-up whether the entries ever came.
+pub fn bounded_lru<K: std::hash::Hash + Eq, V>(capacity: usize) -> lru::LruCache<K, V> {
+    let mut cache = lru::LruCache::unbounded();
+    cache.resize(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN));
+    cache
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +128,19 @@ mod tests {
         assert!(!s.remove("n"));
         assert!(!s.remove("never issued"));
         assert!(!s.contains("n"));
+    }
+
+    #[test]
+    fn a_bounded_lru_holds_its_bound_without_sizing_for_it() {
+        let mut cache = bounded_lru::<u32, u32>(3);
+        assert_eq!(cache.cap().get(), 3);
+        for i in 0..10 {
+            cache.put(i, i);
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.peek_lru(), Some((&7, &7)));
+        let big = bounded_lru::<u64, u64>(1_000_000);
+        assert_eq!(big.cap().get(), 1_000_000);
+        assert!(big.is_empty());
     }
 }

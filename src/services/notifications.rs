@@ -7,7 +7,6 @@
 use ruma::events::AnySyncTimelineEvent;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -42,9 +41,7 @@ pub struct Counted {
 impl UnreadCounts {
     pub fn new(capacity: usize) -> Self {
         Self {
-            counted: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
+            counted: Mutex::new(crate::services::expiring::bounded_lru(capacity)),
         }
     }
 

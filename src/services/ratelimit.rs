@@ -6,7 +6,6 @@
 //! only a flood of more distinct keys than that within one refill time
 //! forgets a partly spent bucket early. No sweep scans the table.
 
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -27,9 +26,7 @@ impl RateLimiter {
         Self {
             per_second,
             burst: burst as f64,
-            buckets: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
+            buckets: Mutex::new(crate::services::expiring::bounded_lru(capacity)),
         }
     }
 

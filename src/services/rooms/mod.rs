@@ -35,6 +35,7 @@ use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::keys::SigningKey;
+use crate::services::expiring::bounded_lru;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 use crate::storage::events::{NewStateGroup, PersistEvent};
@@ -197,8 +198,7 @@ impl Rooms {
         unread: Arc<crate::services::notifications::UnreadCounts>,
     ) -> Self {
         let caches = crate::config::CacheConfig::default();
-        let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
-        let latest = Arc::new(Mutex::new(lru::LruCache::new(rooms_cap)));
+        let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
         let writes = writer::Writer {
             storage: storage.clone(),
@@ -216,7 +216,7 @@ impl Rooms {
             stream,
             heads: Mutex::new(lru::LruCache::unbounded()),
             max_heads: caches.room_heads.max(1),
-            versions: Mutex::new(lru::LruCache::new(rooms_cap)),
+            versions: Mutex::new(bounded_lru(caches.rooms)),
             latest,
             events,
             txns: txns::SentTxns::new(),
