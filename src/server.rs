@@ -44,9 +44,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         rebuild_search = true;
     }
     let app = crate::http::app(services.clone());
+    let bodyless = crate::http::app_without_body_guard(services.clone());
 
     let (stop, stop_rx) = watch::channel(false);
-    let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, stop_rx.clone()));
+    let serve_task = tokio::spawn(crate::http::serve::serve(
+        listener,
+        app,
+        bodyless,
+        stop_rx.clone(),
+    ));
     let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
     let s = services.clone();
     tokio::spawn(async move {

@@ -35,9 +35,17 @@ use crate::services::Services;
 
 pub type AppState = Arc<Services>;
 
-/// Builds the whole application: every route plus the middleware stack.
+/// Builds the whole application: every route plus the middleware stack,
+/// with [`body_guard`] outermost.
 pub fn app(state: AppState) -> Router {
     let guard = middleware::from_fn_with_state(state.clone(), body_guard);
+    app_without_body_guard(state).layer(guard)
+}
+
+/// [`app`] without [`body_guard`], for requests that have no body: the
+/// guard has nothing to do for them, and a boxed middleware around a parked
+/// long-poll would stay allocated for as long as it waits.
+pub fn app_without_body_guard(state: AppState) -> Router {
     let inner = Router::new()
         .merge(client::routes())
         .merge(admin::routes(&state))
@@ -82,7 +90,6 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             MatrixError::internal("a request handler panicked").into_response()
         }))
-        .layer(guard)
 }
 
 /// Bounds how long a request body may take to arrive

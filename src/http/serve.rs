@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,8 +29,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting,
 /// lets every connection finish its request in flight, and returns.
+/// A request without a body goes to `bodyless` instead (the same routes
+/// without the request-body guard, `http::app_without_body_guard`).
 /// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    bodyless: Router,
+    mut stop: watch::Receiver<bool>,
+) {
     // Each connection task holds a receiver; `closed()` completes when the
     // last one is dropped.
     let (open_tx, open_rx) = watch::channel(());
@@ -55,6 +62,7 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
             stream,
             peer,
             app.clone(),
+            bodyless.clone(),
             stop.clone(),
             open_rx.clone(),
         ));
@@ -68,12 +76,18 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: Router,
+    bodyless: Router,
     mut stop: watch::Receiver<bool>,
     _open: watch::Receiver<()>,
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req.map(Body::new))
+        let app = if req.body().is_end_stream() {
+            bodyless.clone()
+        } else {
+            app.clone()
+        };
+        app.oneshot(req.map(Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
