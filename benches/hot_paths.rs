@@ -18,10 +18,12 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use myelin::config::Config;
 use myelin::keys::SigningKey;
+use myelin::model::pdu::Pdu;
+use myelin::model::state::StateMap;
 use myelin::services::Services;
 use myelin::services::accounts::Registration;
 use myelin::services::rooms::create::Preset;
-use myelin::services::rooms::{CreateRoom, NewEvent, Pdu, Rooms, StateMap};
+use myelin::services::rooms::{CreateRoom, NewEvent, Rooms};
 use myelin::services::sync::{SyncRequest, parse_token, sync};
 use myelin::storage::{AccountType, Requester, Storage};
 use ruma::api::client::filter::FilterDefinition;
@@ -575,8 +577,7 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
             s.signing_key.clone(),
             s.stream.clone(),
             s.rooms.default_version().clone(),
-            None,
-            s.unread.clone(),
+            std::sync::Arc::default(),
         )
     };
     // Warm the caches the cached lookups use.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
+use crate::services::jobs::{JobFuture, JobHandle};
 use crate::storage::reports::{EventReportRow, ReportFilter};
 
 /// Makes every joined local user leave the room (one leave event each,
@@ -135,6 +136,11 @@ pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
         None => None,
     };
     let events = s.storage.purge_room(room_id.as_str()).await?;
+    if let Some(search) = &s.search
+        && let Err(e) = search.delete_room(room_id.as_str())
+    {
+        tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
+    }
     s.rooms.forget_caches(room_id);
     tracing::info!(%room_id, events, elapsed = ?started.elapsed(), "purged room");
     Ok(events)
@@ -200,15 +206,26 @@ pub async fn start_purge_history(
     })
 }
 
+/// The job runner's entry for a history purge ([`purge_history`]).
+pub fn purge_history_job(
+    s: std::sync::Arc<Services>,
+    job: JobHandle,
+    room_id: ruma::OwnedRoomId,
+    depth: i64,
+    delete_local: bool,
+) -> JobFuture<Result<()>> {
+    Box::pin(async move { purge_history(&s, &room_id, depth, delete_local, &job).await })
+}
+
 /// A history purge (the job's work). The events leave the search index
 /// first, then the database: killed in between, the job runs again at
 /// start and finds the same events. No reindex runs while either happens.
-pub(crate) async fn purge_history(
+async fn purge_history(
     s: &Services,
     room_id: &RoomId,
     depth: i64,
     delete_local: bool,
-    job: &str,
+    job: &JobHandle,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let (ids, streams): (Vec<String>, Vec<i64>) = s
@@ -225,7 +242,7 @@ pub(crate) async fn purge_history(
         let _no_reindex = search.purge_guard().await;
         search.delete_events(&streams)?;
     }
-    crate::services::jobs::pause_point(job).await;
+    job.pause_point().await;
     let _no_reindex = match &s.search {
         Some(search) => Some(search.purge_guard().await),
         None => None,
@@ -236,7 +253,7 @@ pub(crate) async fn purge_history(
     if let Some(search) = &s.search {
         search.delete_events(&streams)?;
     }
-    s.jobs.progress(job, deleted).await;
+    job.progress(deleted).await;
     tracing::info!(%room_id, deleted, elapsed = ?started.elapsed(), "purged room history");
     Ok(())
 }
@@ -292,9 +309,21 @@ pub async fn delete_room_now(
     }
 }
 
+/// The job runner's entry for a room deletion interrupted by a restart:
+/// runs it again from its stored options.
+pub fn resume_room_delete(
+    s: std::sync::Arc<Services>,
+    room_id: ruma::OwnedRoomId,
+    params: &str,
+    job_id: String,
+) -> std::result::Result<JobFuture<()>, String> {
+    let opts: DeleteRoom = serde_json::from_str(params).map_err(|e| e.to_string())?;
+    Ok(Box::pin(run_room_delete(s, room_id, opts, job_id)))
+}
+
 /// Runs a room deletion (also again, after a restart interrupted it: each
 /// step can run twice).
-pub(crate) async fn run_room_delete(
+async fn run_room_delete(
     s: std::sync::Arc<Services>,
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,

@@ -2,7 +2,7 @@
 
 use ruma::api::client::filter::RoomEventFilter;
 
-use crate::services::rooms::Pdu;
+use crate::model::pdu::Pdu;
 
 /// `*` at the end of a type pattern matches any suffix.
 fn type_matches(pattern: &str, ty: &str) -> bool {

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod notices;
 pub mod notifications;
 pub mod passwords;
+pub mod pipeline;
 pub mod presence;
 pub mod profiles;
 pub mod ratelimit;
@@ -86,6 +87,12 @@ impl Services {
         } else {
             (None, false)
         };
+        // What hears of every committed event.
+        let subscribers = Arc::new(pipeline::Subscribers::default());
+        subscribers.subscribe(unread.clone());
+        if let Some(search) = &search {
+            subscribers.subscribe(search::Indexer::start(search.clone()));
+        }
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let rl = &config.rate_limits;
         let max_buckets = config.caches.rate_limit_buckets;
@@ -104,7 +111,14 @@ impl Services {
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
             unread: unread.clone(),
             presence: presence::Presence::new(storage.clone(), stream.clone()),
-            jobs: jobs::Jobs::new(storage.clone()),
+            jobs: jobs::Jobs::new(
+                storage.clone(),
+                jobs::Runners {
+                    reindex: search::reindex_job,
+                    purge_history: admin::purge_history_job,
+                    room_delete: admin::resume_room_delete,
+                },
+            ),
             search: search.clone(),
             search_needs_rebuild,
             rooms: rooms::Rooms::new(
@@ -113,8 +127,7 @@ impl Services {
                 signing_key.clone(),
                 stream.clone(),
                 default_version,
-                search.clone(),
-                unread.clone(),
+                subscribers,
             )
             .with_cache_limits(&config.caches),
             stream,

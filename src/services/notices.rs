@@ -8,10 +8,11 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
 use crate::services::Services;
 use crate::services::accounts::Registration;
 use crate::services::rooms::create::Preset;
-use crate::services::rooms::{CreateRoom, NewEvent, Pdu};
+use crate::services::rooms::{CreateRoom, NewEvent};
 use crate::storage::AccountType;
 
 /// A notice to send.

@@ -14,8 +14,11 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
 use crate::error::Result;
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
+use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
-use crate::services::rooms::{Pdu, StateMap, ViewerTxns};
+use crate::services::pipeline::{Batch, Settled, Subscriber};
 
 pub const MAX_COUNTED: i64 = 500;
 
@@ -87,6 +90,21 @@ impl UnreadCounts {
         for k in gone {
             counted.pop(&k);
         }
+    }
+}
+
+/// Unread counts listen to the event pipeline: a redaction may take back a
+/// counted event, so its room is counted afresh. Done on the writer task,
+/// before the redaction's position completes, so no `/sync` can count
+/// with the old figures after it.
+impl Subscriber for UnreadCounts {
+    fn committed(&self, batch: &Batch) -> Option<Settled> {
+        for event in batch.events.iter() {
+            if event.redacts.is_some() {
+                self.forget_room(&event.pdu.room_id);
+            }
+        }
+        None
     }
 }
 

@@ -15,11 +15,13 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
+use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
 use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
-use crate::services::rooms::{Pdu, StateMap, ViewerTxns};
 use crate::services::stream::Topic;
 use crate::storage::Requester;
 
@@ -29,7 +31,7 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An event in client form, written out from its pieces.
-type RawEvent = crate::services::rooms::pdu::ClientEvent;
+type RawEvent = crate::model::pdu::ClientEvent;
 
 /// The `/sync` response. Events are written out from the pieces
 /// [`Pdu::client_event`] shares, not rebuilt as `serde_json::Value` trees.

@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{GuestAuth, Ruma};
 use crate::http::{AppState, ruma_route};
-use crate::services::rooms::{Pdu, StateMap};
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
 use crate::storage::Requester;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {

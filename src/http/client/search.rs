@@ -211,7 +211,7 @@ async fn context(
     r: &Requester,
     user: &UserId,
     room_id: &OwnedRoomId,
-    pdu: &crate::services::rooms::Pdu,
+    pdu: &crate::model::pdu::Pdu,
     before: usize,
     after: usize,
     include_profile: bool,

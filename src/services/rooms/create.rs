@@ -13,8 +13,9 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{NewEvent, RoomHead, Rooms, StateMap};
+use super::{NewEvent, RoomHead, Rooms};
 use crate::error::{MatrixError, Result};
+use crate::model::state::StateMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -139,7 +140,11 @@ impl Rooms {
 
     /// Queues the create event of a new room with a fresh head, and waits
     /// for it to be written.
-    async fn write_create_event(&self, pdu: super::Pdu, req: &CreateRoom) -> Result<()> {
+    async fn write_create_event(
+        &self,
+        pdu: crate::model::pdu::Pdu,
+        req: &CreateRoom,
+    ) -> Result<()> {
         let room_id = pdu.room_id.clone();
         let mut head = RoomHead {
             version: req.version.clone(),

@@ -6,8 +6,10 @@ use ruma::events::TimelineEventType;
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{NewEvent, Pdu, Rooms, StateMap};
+use super::{NewEvent, Rooms};
 use crate::error::Result;
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
 
 impl Rooms {
     /// The member event in force if `new` (a member event) would change

@@ -9,7 +9,6 @@
 
 pub mod create;
 mod membership;
-pub mod pdu;
 mod power;
 mod state;
 pub mod timeline;
@@ -18,8 +17,6 @@ mod visibility;
 mod writer;
 
 pub use create::CreateRoom;
-pub use pdu::Pdu;
-pub use state::StateMap;
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -35,7 +32,11 @@ use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::keys::SigningKey;
+use crate::model::pdu::{self, Pdu};
+use crate::model::state::StateMap;
+use crate::model::viewer::ViewerTxns;
 use crate::services::expiring::bounded_lru;
+use crate::services::pipeline::{BoxFuture, EventLookup, Settled, Subscribers};
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 use crate::storage::events::{NewStateGroup, PersistEvent};
@@ -75,32 +76,6 @@ struct RoomHead {
     /// The newest client transactions, which may still be queued (older
     /// ones are found in the database).
     recent_txns: RecentTxns,
-}
-
-/// The transaction ids a viewer (a user's device) is shown: only for the
-/// events that device sent, from the event's own record or, for events read
-/// without it, from a lookup ([`Rooms::transaction_ids`]).
-#[derive(Default)]
-pub struct ViewerTxns {
-    viewer: Option<(String, String)>,
-    looked_up: HashMap<String, String>,
-}
-
-impl ViewerTxns {
-    fn get<'p>(&'p self, pdu: &'p Pdu) -> Option<&'p str> {
-        let (user, device) = self.viewer.as_ref()?;
-        if pdu.sender.as_str() != user {
-            return None;
-        }
-        match &pdu.sent_with {
-            pdu::SentWith::Txn { device: d, txn } if **d == **device => Some(txn),
-            pdu::SentWith::Unknown => self
-                .looked_up
-                .get(pdu.event_id.as_str())
-                .map(String::as_str),
-            _ => None,
-        }
-    }
 }
 
 /// The transaction ids sent in a room lately: every one whose event is still
@@ -173,6 +148,8 @@ pub struct Rooms {
     /// redaction, which evicts the target). A new event is put here when
     /// queued, so the next one's auth checks find it before it is written.
     events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+    /// `events` over the database.
+    cached: Arc<CachedEvents>,
     /// Which transaction ids each device sent, so a new one needs no query
     /// ([`Rooms::transaction_event`]).
     txns: txns::SentTxns,
@@ -184,7 +161,37 @@ pub struct Rooms {
     /// Dropped with the head, so bounded by `heads`.
     current: Mutex<HashMap<OwnedRoomId, LoadedState>>,
     default_version: RoomVersionId,
-    search: Option<Arc<crate::services::search::Search>>,
+}
+
+/// The event cache over the database: what [`Rooms::pdu_shared`] reads
+/// through, and what the pipeline's subscribers look events up in.
+struct CachedEvents {
+    storage: Storage,
+    events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+}
+
+impl CachedEvents {
+    async fn get(&self, event_id: &str) -> Result<Option<Arc<Pdu>>> {
+        if let Some(p) = self.events.lock().get(event_id) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(row) = self.storage.event(event_id).await? else {
+            return Ok(None);
+        };
+        let pdu = Arc::new(row_to_pdu(row)?);
+        self.events.lock().put(event_id.to_owned(), pdu.clone());
+        Ok(Some(pdu))
+    }
+}
+
+impl EventLookup for CachedEvents {
+    fn event<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Pdu>>>> {
+        Box::pin(self.get(event_id))
+    }
+
+    fn edits_of<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move { Ok(self.storage.replacements_of(event_id).await?) })
+    }
 }
 
 impl Rooms {
@@ -194,18 +201,22 @@ impl Rooms {
         signing_key: Arc<SigningKey>,
         stream: Arc<Stream>,
         default_version: RoomVersionId,
-        search: Option<Arc<crate::services::search::Search>>,
-        unread: Arc<crate::services::notifications::UnreadCounts>,
+        subscribers: Arc<Subscribers>,
     ) -> Self {
         let caches = crate::config::CacheConfig::default();
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
+        let cached = Arc::new(CachedEvents {
+            storage: storage.clone(),
+            events: events.clone(),
+        });
         let writes = writer::Writer {
             storage: storage.clone(),
             stream: stream.clone(),
             latest: latest.clone(),
             events: events.clone(),
-            unread,
+            subscribers,
+            lookup: cached.clone(),
         }
         .spawn();
         Self {
@@ -219,11 +230,11 @@ impl Rooms {
             versions: Mutex::new(bounded_lru(caches.rooms)),
             latest,
             events,
+            cached,
             txns: txns::SentTxns::new(),
             writes,
             current: Mutex::new(HashMap::new()),
             default_version,
-            search,
         }
     }
 
@@ -364,10 +375,7 @@ impl Rooms {
                 .transaction_ids_of(&unknown, user, device)
                 .await?
         };
-        Ok(ViewerTxns {
-            viewer: Some((user.to_owned(), device.to_owned())),
-            looked_up,
-        })
+        Ok(ViewerTxns::new(user, device, looked_up))
     }
 
     /// The client form of events as JSON text (what `/sync` writes out as
@@ -417,11 +425,6 @@ impl Rooms {
     /// Drops every cached fact about a room (after it was purged), so the
     /// room id can be created or joined again without a restart.
     pub fn forget_caches(&self, room_id: &RoomId) {
-        if let Some(search) = &self.search
-            && let Err(e) = search.delete_room(room_id.as_str())
-        {
-            tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
-        }
         self.heads.lock().pop(room_id);
         self.current.lock().remove(room_id);
         self.versions.lock().pop(room_id);
@@ -444,15 +447,7 @@ impl Rooms {
 
     /// [`Rooms::pdu`] without a copy: the cached event itself.
     pub async fn pdu_shared(&self, event_id: &str) -> Result<Option<Arc<Pdu>>> {
-        if let Some(p) = self.events.lock().get(event_id) {
-            return Ok(Some(p.clone()));
-        }
-        let Some(row) = self.storage.event(event_id).await? else {
-            return Ok(None);
-        };
-        let pdu = Arc::new(row_to_pdu(row)?);
-        self.events.lock().put(event_id.to_owned(), pdu.clone());
-        Ok(Some(pdu))
+        self.cached.get(event_id).await
     }
 
     /// An event read as a row, from the event cache when there (no parse),
@@ -886,15 +881,12 @@ impl Rooms {
         head: &mut RoomHead,
         txn: Option<(&str, &str, &str, &str)>,
         new_room: Option<(&str, &str)>,
-    ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<()>>)> {
+    ) -> Result<(Pdu, tokio::sync::oneshot::Receiver<Result<Vec<Settled>>>)> {
         pdu.sent_with =
             pdu::SentWith::from_pair(txn.map(|(_, d, _, t)| (d.to_owned(), t.to_owned())));
         let json = pdu.json.to_string();
         let reservation = self.stream.reserve();
         let pos = reservation.pos();
-        if let Some(search) = &self.search {
-            search.note_pending(pos);
-        }
         self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
@@ -954,13 +946,16 @@ impl Rooms {
             relation: relation_of(&pdu.content_value()),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
         };
+        pdu.stream_ordering = pos;
+        pdu.state_group = Some(state_group);
+        let shared = Arc::new(pdu.clone());
         let (done, written) = tokio::sync::oneshot::channel();
         let queued = self.writes.send(writer::PendingWrite {
             row,
             room_id: pdu.room_id.clone(),
             head_failed: head.failed.clone(),
             reservation,
-            redacts: pdu.redacts.clone(),
+            pdu: shared.clone(),
             done,
         });
         if let Err(tokio::sync::mpsc::error::SendError(w)) = queued {
@@ -994,35 +989,26 @@ impl Rooms {
             head.state_changed_at = pos;
         }
         head.state = state;
-        pdu.stream_ordering = pos;
-        pdu.state_group = Some(state_group);
-        self.events
-            .lock()
-            .put(pdu.event_id.to_string(), Arc::new(pdu.clone()));
+        self.events.lock().put(pdu.event_id.to_string(), shared);
         Ok((pdu, written))
     }
 
-    /// Waits for a queued event to be written, then indexes it for search.
+    /// Waits for a queued event to be written, and for what the pipeline's
+    /// subscribers ask its sender to wait for (search indexing: a `/search`
+    /// after the answer finds the event). The subscribers' work runs in
+    /// tasks of their own: a client that goes away stops only the waiting.
     async fn finish(
         &self,
         pdu: Pdu,
-        written: tokio::sync::oneshot::Receiver<Result<()>>,
+        written: tokio::sync::oneshot::Receiver<Result<Vec<Settled>>>,
     ) -> Result<Pdu> {
-        let written = written
+        let settled = written
             .await
-            .map_err(|_| MatrixError::internal("the event writer has stopped"))
-            .and_then(|w| w);
-        if let Some(search) = &self.search {
-            if written.is_ok()
-                && let Err(e) =
-                    crate::services::search::on_stored(search, self, &self.storage, &pdu).await
-            {
-                // The event is stored; a reindex repairs the index.
-                tracing::warn!(event_id = %pdu.event_id, error = %e.message(), "could not index event for search");
-            }
-            search.note_indexed(pdu.stream_ordering);
+            .map_err(|_| MatrixError::internal("the event writer has stopped"))??;
+        for s in settled {
+            s.wait().await;
         }
-        written.map(|()| pdu)
+        Ok(pdu)
     }
 }
 

@@ -6,8 +6,9 @@ use ruma::events::room::power_levels::{
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
-use super::{Rooms, StateMap};
+use super::Rooms;
 use crate::error::{MatrixError, Result};
+use crate::model::state::StateMap;
 
 impl Rooms {
     /// The room's creators: the create event's sender and, since v12, its

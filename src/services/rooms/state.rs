@@ -3,17 +3,14 @@
 //! `MAX_STATE_CHAIN` deltas a full snapshot is written instead. The state at
 //! any event is its group resolved up the chain; resolved maps are cached.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ruma::OwnedEventId;
 
 use crate::error::{MatrixError, Result};
+use crate::model::state::StateMap;
 use crate::storage::Storage;
-
-/// (event type, state key) → event id.
-pub type StateMap = HashMap<(String, String), OwnedEventId>;
 
 /// How many state entries (summed over the cached groups) the cache holds
 /// at most, about 150 bytes each: big rooms have big maps, so the bound is

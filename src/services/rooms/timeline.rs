@@ -7,8 +7,9 @@
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::{RoomId, UserId};
 
-use super::{Pdu, Rooms, row_to_pdu};
+use super::{Rooms, row_to_pdu};
 use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
 use crate::services::filtering;
 
 /// The newest possible topological position.

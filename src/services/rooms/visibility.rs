@@ -9,8 +9,10 @@ use std::sync::Arc;
 use ruma::{EventId, RoomId, UserId};
 use serde_json::Value;
 
-use super::{Pdu, Rooms, StateMap};
+use super::Rooms;
 use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
 
 impl Rooms {
     /// The content value of a state event in `state`, if present.

@@ -12,6 +12,11 @@
 //! cannot cancel a write half-way or leave its stream position in flight
 //! (which would stall every `/sync`).
 //!
+//! Once a batch is committed the writer publishes its events to the
+//! pipeline's subscribers (`services/pipeline.rs`: search, unread counts),
+//! before the positions complete, and each sender waits for what those
+//! subscribers ask it to (search indexing: see `search::Indexer`).
+//!
 //! If a batch fails, its events are retried one at a time, so a bad event
 //! fails only itself and the events of its room built on it. Such a room's
 //! head is marked failed (a flag it shares with the events queued on it and
@@ -23,12 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use ruma::{OwnedEventId, OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, RoomId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Pdu;
 use crate::error::{MatrixError, Result};
-use crate::services::notifications::UnreadCounts;
+use crate::model::pdu::Pdu;
+use crate::services::pipeline::{Batch, Committed, EventLookup, Settled, Subscribers};
 use crate::services::stream::{Reservation, Stream};
 use crate::storage::Storage;
 use crate::storage::events::PersistEvent;
@@ -43,8 +48,11 @@ pub(super) struct PendingWrite {
     /// The failure flag of the room head it was built on.
     pub head_failed: HeadFailed,
     pub reservation: Reservation,
-    pub redacts: Option<OwnedEventId>,
-    pub done: oneshot::Sender<Result<()>>,
+    /// The event as cached.
+    pub pdu: Arc<Pdu>,
+    /// Answered once the event is committed, with what the sender waits
+    /// for before it answers its client.
+    pub done: oneshot::Sender<Result<Vec<Settled>>>,
 }
 
 /// Set once an event built on a room head could not be written: the head
@@ -72,7 +80,8 @@ pub(super) struct Writer {
     pub stream: Arc<Stream>,
     pub latest: Arc<Mutex<lru::LruCache<OwnedRoomId, i64>>>,
     pub events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
-    pub unread: Arc<UnreadCounts>,
+    pub subscribers: Arc<Subscribers>,
+    pub lookup: Arc<dyn EventLookup>,
 }
 
 impl Writer {
@@ -131,7 +140,7 @@ impl Writer {
         {
             let mut events = self.events.lock();
             for (item, result) in batch.iter().zip(&results) {
-                match (result, &item.redacts) {
+                match (result, &item.pdu.redacts) {
                     (Ok(()), Some(target)) => {
                         // The cached copy of the target does not know it is redacted.
                         events.pop(target.as_str());
@@ -144,12 +153,26 @@ impl Writer {
             }
         }
         for (item, result) in batch.iter().zip(&results) {
-            match result {
-                Ok(()) if item.redacts.is_some() => self.unread.forget_room(&item.room_id),
-                Err(_) => item.head_failed.set(),
-                Ok(()) => {}
+            if result.is_err() {
+                item.head_failed.set();
             }
         }
+        // Subscribers hear of the batch before its positions complete, so
+        // nothing a reader or a sender sees can be ahead of them.
+        let committed: Arc<[Committed]> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .map(|(item, _)| Committed {
+                pdu: item.pdu.clone(),
+                pos: item.row.stream_ordering,
+                redacts: item.pdu.redacts.clone(),
+            })
+            .collect();
+        let settled = self.subscribers.publish(&Batch {
+            events: committed,
+            lookup: self.lookup.clone(),
+        });
         let mut reservations = Vec::with_capacity(batch.len());
         let mut answers = Vec::with_capacity(batch.len());
         for (item, result) in batch.into_iter().zip(results) {
@@ -159,7 +182,7 @@ impl Writer {
         self.stream.complete_many(reservations);
         for (done, result) in answers {
             // The client may have gone; the event is written all the same.
-            let _ = done.send(result);
+            let _ = done.send(result.map(|()| settled.clone()));
         }
     }
 }

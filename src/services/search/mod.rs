@@ -34,7 +34,11 @@ use serde_json::value::RawValue;
 
 use self::content::Content;
 use crate::error::{MatrixError, Result};
-use crate::services::rooms::Pdu;
+use crate::model::pdu::Pdu;
+use crate::services::jobs::progress::JobHandle;
+use crate::services::pipeline::{
+    Batch as Published, Committed, EventLookup, Settled, SettledWhenDropped, Subscriber,
+};
 use crate::services::stream::Stream;
 use crate::storage::events::EventRow;
 
@@ -73,10 +77,10 @@ pub struct Search {
     /// The event stream: its completed position is what a commit records
     /// (see [`Search::payload`]).
     stream: OnceLock<Arc<Stream>>,
-    /// Stream positions of stored events handed to the pipeline but not yet
-    /// through [`on_stored`]: a commit's position stays below them. One
-    /// whose indexing never finishes (its task was dropped) holds the
-    /// position back until the next start, which indexes it.
+    /// Stream positions of committed events handed to the [`Indexer`] but
+    /// not yet through [`on_stored`]: a commit's position stays below them.
+    /// The indexer's task resolves every one (indexed or failed), whatever
+    /// the senders do.
     pending: parking_lot::Mutex<BTreeSet<i64>>,
     /// A reindex (rebuild and final pass) is running: commits say so, and
     /// the next start rebuilds if it is killed.
@@ -351,8 +355,8 @@ impl Search {
         let _ = self.stream.set(stream);
     }
 
-    /// A stored event at `pos` is on its way to [`on_stored`]: called when
-    /// its position is reserved, before it can complete.
+    /// A stored event at `pos` is on its way to [`on_stored`]: called
+    /// before its position completes.
     pub fn note_pending(&self, pos: i64) {
         self.pending.lock().insert(pos);
     }
@@ -722,7 +726,7 @@ impl Search {
 /// reads the events table in stream order until it has caught up, then live
 /// indexing resumes and one last pass (idempotent, so nothing is indexed
 /// twice) covers what arrived in between.
-pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result<u64> {
+pub async fn reindex(s: &crate::services::Services, job: Option<&JobHandle>) -> Result<u64> {
     let search = s
         .search
         .as_ref()
@@ -762,6 +766,14 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&str>) -> Result
     search.commit()?;
     tracing::info!("Indexed {count} events in {:?}", started.elapsed());
     Ok(count)
+}
+
+/// The job runner's entry for a reindex.
+pub fn reindex_job(
+    s: Arc<crate::services::Services>,
+    job: JobHandle,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
+    Box::pin(async move { reindex(&s, Some(&job)).await.map(drop) })
 }
 
 /// Indexes (idempotently) the stored events at completed positions in
@@ -818,19 +830,14 @@ pub async fn catch_up(s: &crate::services::Services) -> Result<u64> {
 /// edits (the edit counts only if it is an indexed message of the same
 /// sender and room) and, when an edit is redacted, the text the edited
 /// event falls back to (its latest remaining edit, or its own body).
-pub async fn on_stored(
-    search: &Search,
-    rooms: &crate::services::rooms::Rooms,
-    storage: &crate::storage::Storage,
-    pdu: &Pdu,
-) -> Result<()> {
+async fn on_stored(search: &Search, events: &dyn EventLookup, pdu: &Pdu) -> Result<()> {
     if search.rebuilding.load(Ordering::Acquire) {
         return Ok(());
     }
     let content = Content::parse(pdu.content.get());
     let mut original = None;
     if let Some(target) = replaced_id(&pdu.kind.to_string(), &content)
-        && let Some(o) = rooms.pdu_shared(&target).await?
+        && let Some(o) = events.event(&target).await?
         && o.redacted_by.is_none()
         && o.kind == ruma::events::TimelineEventType::RoomMessage
         && replaced_id("m.room.message", &Content::parse(o.content.get())).is_none()
@@ -845,7 +852,7 @@ pub async fn on_stored(
     let mut redacted_stream = None;
     let redacted = pdu.redacts.as_ref();
     let redacted_pdu = match redacted {
-        Some(id) => rooms.pdu_shared(id.as_str()).await?,
+        Some(id) => events.event(id.as_str()).await?,
         None => None,
     };
     if let Some(r) = &redacted_pdu {
@@ -854,7 +861,7 @@ pub async fn on_stored(
     if let Some(redacted) = redacted
         && let Some(edit) = redacted_pdu
         && let Some(target) = replaced_id("m.room.message", &Content::parse(edit.content.get()))
-        && let Some(orig) = rooms.pdu_shared(&target).await?
+        && let Some(orig) = events.event(&target).await?
         && orig.redacted_by.is_none()
         && orig.sender == edit.sender
         && orig.room_id == edit.room_id
@@ -865,11 +872,11 @@ pub async fn on_stored(
             .0
             .map(Cow::into_owned);
         let mut newest = 0;
-        for id in storage.replacements_of(orig.event_id.as_str()).await? {
+        for id in events.edits_of(orig.event_id.as_str()).await? {
             if id == redacted.as_str() {
                 continue;
             }
-            if let Some(e) = rooms.pdu_shared(&id).await?
+            if let Some(e) = events.event(&id).await?
                 && e.redacted_by.is_none()
                 && e.sender == orig.sender
                 && e.room_id == orig.room_id
@@ -888,6 +895,91 @@ pub async fn on_stored(
         redacted_stream,
         restore.as_ref().map(|(o, t)| (&**o, t.clone())),
     )
+}
+
+/// Search as a subscriber of the event pipeline: indexes committed events
+/// in stream order on a task of its own (which no client can cancel), so
+/// that looking up what an edit or a redaction points at stays off the
+/// writer task.
+///
+/// The writer's senders wait for their batch to be indexed before they
+/// answer (the batch's [`Settled`]): a `/search` made after a send, an edit
+/// or a redaction was answered finds it, as with Synapse, which indexes in
+/// the event's own transaction. Only batches with an event that can change
+/// the index (messages, names, topics, redactions) are waited for. Each
+/// position is marked pending before it completes and resolved by the task
+/// once its event went through [`on_stored`] (indexed or not), so the
+/// position a commit records always advances.
+pub struct Indexer {
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+    search: Arc<Search>,
+}
+
+/// A batch's indexable events, with what their senders wait on.
+struct Queued {
+    events: Vec<Committed>,
+    lookup: Arc<dyn EventLookup>,
+    _settled: SettledWhenDropped,
+}
+
+impl Indexer {
+    /// Starts the indexing task; it ends when the indexer is dropped.
+    pub fn start(search: Arc<Search>) -> Arc<Self> {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Queued>();
+        let indexing = search.clone();
+        tokio::spawn(async move {
+            while let Some(queued) = rx.recv().await {
+                for event in &queued.events {
+                    if let Err(e) = on_stored(&indexing, &*queued.lookup, &event.pdu).await {
+                        // The event is stored; a reindex repairs the index.
+                        tracing::warn!(event_id = %event.pdu.event_id, error = %e.message(), "could not index event for search");
+                    }
+                    indexing.note_indexed(event.pos);
+                }
+            }
+        });
+        Arc::new(Self { queue, search })
+    }
+}
+
+/// Whether an event can change the index (see [`change_of`]).
+fn may_change_index(pdu: &Pdu) -> bool {
+    use ruma::events::TimelineEventType as T;
+    matches!(
+        pdu.kind,
+        T::RoomMessage | T::RoomName | T::RoomTopic | T::RoomRedaction
+    )
+}
+
+impl Subscriber for Indexer {
+    fn committed(&self, batch: &Published) -> Option<Settled> {
+        let events: Vec<Committed> = batch
+            .events
+            .iter()
+            .filter(|e| may_change_index(&e.pdu))
+            .cloned()
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        for e in &events {
+            self.search.note_pending(e.pos);
+        }
+        let (done, settled) = Settled::new();
+        let queued = Queued {
+            events,
+            lookup: batch.lookup.clone(),
+            _settled: done,
+        };
+        if let Err(tokio::sync::mpsc::error::SendError(lost)) = self.queue.send(queued) {
+            // The task has ended (it panicked): the next start catches up.
+            for e in &lost.events {
+                self.search.note_indexed(e.pos);
+            }
+            return None;
+        }
+        Some(settled)
+    }
 }
 
 /// Events read per query during a rebuild.
@@ -992,7 +1084,7 @@ async fn with_targets(s: &crate::services::Services, rows: Vec<EventRow>) -> Res
 async fn rebuild(
     s: &crate::services::Services,
     search: &std::sync::Arc<Search>,
-    job: Option<&str>,
+    job: Option<&JobHandle>,
     started: std::time::Instant,
 ) -> Result<(i64, u64)> {
     search.clear()?;
@@ -1023,8 +1115,8 @@ async fn rebuild(
         let indexed = indexed.map_err(MatrixError::internal)??;
         count += indexed;
         if let Some(job) = job {
-            s.jobs.progress(job, indexed).await;
-            crate::services::jobs::pause_point(job).await;
+            job.progress(indexed).await;
+            job.pause_point().await;
         }
         tracing::info!(count, elapsed = ?started.elapsed(), "reindexing: events indexed so far");
         batches = next?;
@@ -1096,6 +1188,101 @@ mod tests {
         drop(search);
         let (reopened, rebuild) = Search::open(dir.path()).unwrap();
         assert!(rebuild && reopened.committed_through.is_none());
+    }
+
+    /// No other events: enough for plain messages.
+    struct NoEvents;
+
+    impl EventLookup for NoEvents {
+        fn event<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::services::pipeline::BoxFuture<'a, Result<Option<Arc<Pdu>>>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn edits_of<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> crate::services::pipeline::BoxFuture<'a, Result<Vec<String>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn committed_message(pos: i64, body: &str) -> Committed {
+        let json = serde_json::json!({
+            "type": "m.room.message", "room_id": "!r:x", "sender": "@a:x",
+            "origin_server_ts": 1, "depth": pos, "prev_events": [], "auth_events": [],
+            "content": {"msgtype": "m.text", "body": body},
+        });
+        let ruma::CanonicalJsonValue::Object(obj) =
+            ruma::canonical_json::to_canonical_value(&json).unwrap()
+        else {
+            unreachable!()
+        };
+        let mut pdu = Pdu::from_json(
+            ruma::OwnedEventId::try_from(format!("$e{pos}")).unwrap(),
+            ruma::OwnedRoomId::try_from("!r:x").unwrap(),
+            obj,
+        )
+        .unwrap();
+        pdu.stream_ordering = pos;
+        Committed {
+            pdu: Arc::new(pdu),
+            pos,
+            redacts: None,
+        }
+    }
+
+    /// The defect this guards against: indexing ran in the sender's
+    /// request, and a sender that went away after its event was queued
+    /// left the position pending for good (the committed position stuck
+    /// below it until a restart). Now the indexer's task resolves it
+    /// whether or not anyone waits.
+    #[tokio::test]
+    async fn a_sender_that_goes_away_leaves_no_position_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = Arc::new(Stream::new(10));
+        let (search, _) = Search::open(dir.path()).unwrap();
+        search.set_stream(stream.clone());
+        let search = Arc::new(search);
+        let indexer = Indexer::start(search.clone());
+        let r = stream.reserve();
+        let batch = Published {
+            events: vec![committed_message(r.pos(), "hello")].into(),
+            lookup: Arc::new(NoEvents),
+        };
+        let settled = indexer.committed(&batch).expect("a message is waited for");
+        stream.complete(r);
+        // The sender goes away without waiting.
+        drop(settled);
+        // Whoever waits sees it done (another sender of the same batch).
+        let again = indexer.committed(&Published {
+            events: vec![committed_message(12, "again")].into(),
+            lookup: Arc::new(NoEvents),
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), again.unwrap().wait())
+            .await
+            .expect("indexed");
+        assert!(search.pending.lock().is_empty(), "nothing left pending");
+        search.dirty.store(true, Ordering::Release);
+        search.commit().unwrap();
+        let payload: Payload =
+            serde_json::from_str(&search.index.load_metas().unwrap().payload.unwrap()).unwrap();
+        assert_eq!(payload.through, Some(11), "the committed position advanced");
+        let q = tantivy::query::TermQuery::new(
+            Term::from_field_text(search.fields.text, "hello"),
+            IndexRecordOption::Basic,
+        );
+        assert_eq!(search.reader.searcher().search(&q, &Count).unwrap(), 1);
+        // Events that cannot change the index are not waited for.
+        let mut member = committed_message(13, "x");
+        Arc::get_mut(&mut member.pdu).unwrap().kind = ruma::events::TimelineEventType::RoomMember;
+        let batch = Published {
+            events: vec![member].into(),
+            lookup: Arc::new(NoEvents),
+        };
+        assert!(indexer.committed(&batch).is_none());
     }
 
     fn row(stream: i64, event_id: &str, json: serde_json::Value) -> EventRow {

@@ -11,8 +11,16 @@
 //! job stops half-way (see [`pause_point`]), creates `<dir>/<job id>` and
 //! waits forever, so that a test can kill the server in the middle of a job
 //! without guessing at timing. Never set it in production.
+//!
+//! The runner knows the kinds of job, not their work: the services that own
+//! the work give it one function per kind ([`Runners`], at start-up), and
+//! the work sees its job through a [`JobHandle`] (`progress.rs`).
+
+pub mod progress;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,6 +32,29 @@ use crate::error::{MatrixError, Result};
 use crate::services::Services;
 use crate::storage::Storage;
 use crate::storage::jobs::JobRow;
+pub use progress::{JobHandle, pause_point};
+
+/// A job's work, running.
+pub type JobFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How each kind of job runs, given by the service that owns its work
+/// (`Services::new`).
+#[derive(Clone, Copy)]
+pub struct Runners {
+    /// Rebuilds the search index.
+    pub reindex: fn(Arc<Services>, JobHandle) -> JobFuture<Result<()>>,
+    /// Purges a room's history: (room, depth, delete local events too).
+    pub purge_history:
+        fn(Arc<Services>, JobHandle, ruma::OwnedRoomId, i64, bool) -> JobFuture<Result<()>>,
+    /// Runs a room deletion again after a restart, from the parameters it
+    /// was stored with (JSON), under its id; `Err` when they cannot be read.
+    pub room_delete: fn(
+        Arc<Services>,
+        ruma::OwnedRoomId,
+        &str,
+        String,
+    ) -> std::result::Result<JobFuture<()>, String>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -170,16 +201,15 @@ impl Work {
         }
     }
 
-    async fn run(self, s: &Services, job: &str) -> Result<()> {
+    async fn run(self, s: Arc<Services>, job: JobHandle) -> Result<()> {
+        let runners = s.jobs.runners;
         match self {
-            Self::Reindex => crate::services::search::reindex(s, Some(job))
-                .await
-                .map(drop),
+            Self::Reindex => (runners.reindex)(s, job).await,
             Self::PurgeHistory {
                 room_id,
                 depth,
                 delete_local,
-            } => crate::services::admin::purge_history(s, &room_id, depth, delete_local, job).await,
+            } => (runners.purge_history)(s, job, room_id, depth, delete_local).await,
         }
     }
 }
@@ -262,6 +292,7 @@ impl Task {
 /// latest state; finished ones are dropped from memory once written).
 pub struct Jobs {
     storage: Storage,
+    runners: Runners,
     rooms: Mutex<HashMap<String, RoomJob>>,
     tasks: Mutex<HashMap<String, Task>>,
 }
@@ -271,9 +302,10 @@ fn new_id() -> String {
 }
 
 impl Jobs {
-    pub fn new(storage: Storage) -> Self {
+    pub fn new(storage: Storage, runners: Runners) -> Self {
         Self {
             storage,
+            runners,
             rooms: Mutex::default(),
             tasks: Mutex::default(),
         }
@@ -439,7 +471,16 @@ async fn run_task(s: Arc<Services>, id: String, work: Work) {
     s.jobs
         .update_task(&id, |t| t.status = JobStatus::Active)
         .await;
-    let outcome = work.run(&s, &id).await;
+    let reporter = s.clone();
+    let report_id = id.clone();
+    let handle = JobHandle::new(
+        id.clone(),
+        Arc::new(move |n| {
+            let (s, id) = (reporter.clone(), report_id.clone());
+            Box::pin(async move { s.jobs.progress(&id, n).await })
+        }),
+    );
+    let outcome = work.run(s.clone(), handle).await;
     s.jobs
         .update_task(&id, |t| {
             t.finished_ts = Some(crate::storage::now_ms());
@@ -466,19 +507,21 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
         tracing::info!(job = %id, kind = %row.kind, "resuming a job interrupted by a restart");
         if row.kind == ROOM_DELETE {
             let job = RoomJob::from_row(row);
-            match serde_json::from_str(&job.params) {
-                Ok(opts) => {
-                    let room_id = ruma::OwnedRoomId::try_from(job.room_id.as_str())
-                        .map_err(MatrixError::internal)?;
-                    s.jobs.rooms.lock().insert(id.clone(), job);
-                    tokio::spawn(crate::services::admin::run_room_delete(
-                        s.clone(),
-                        room_id,
-                        opts,
-                        id,
-                    ));
+            let room_id =
+                ruma::OwnedRoomId::try_from(job.room_id.as_str()).map_err(MatrixError::internal)?;
+            let params = job.params.clone();
+            // In memory before it runs: the deletion updates it.
+            s.jobs.rooms.lock().insert(id.clone(), job);
+            match (s.jobs.runners.room_delete)(s.clone(), room_id, &params, id.clone()) {
+                Ok(run) => {
+                    tokio::spawn(run);
                 }
-                Err(e) => fail_unreadable(s, job.to_row()?, &e.to_string()).await?,
+                Err(e) => {
+                    let job = s.jobs.rooms.lock().remove(&id);
+                    if let Some(job) = job {
+                        fail_unreadable(s, job.to_row()?, &e).await?;
+                    }
+                }
             }
             continue;
         }
@@ -508,15 +551,4 @@ async fn fail_unreadable(s: &Services, mut row: JobRow, why: &str) -> Result<()>
     row.finished_ts = Some(crate::storage::now_ms());
     s.storage.update_job(&row).await?;
     Ok(())
-}
-
-/// The test knob (see the module docs): with `MYELIN_TEST_PAUSE_JOBS` set,
-/// a job reaching this point marks it with a file and never goes on.
-pub async fn pause_point(job: &str) {
-    let Some(dir) = std::env::var_os("MYELIN_TEST_PAUSE_JOBS") else {
-        return;
-    };
-    tracing::warn!(job, "MYELIN_TEST_PAUSE_JOBS: job paused half-way");
-    let _ = std::fs::write(std::path::Path::new(&dir).join(job), b"");
-    std::future::pending::<()>().await;
 }
