@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, GuestAuth, Ruma};
 use crate::http::{AppState, ruma_route};
-use crate::storage::Requester;
+use crate::model::accounts::Requester;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_global_account_data::v3::Request, _, _>(r, get_global);

@@ -4,6 +4,7 @@
 
 use axum::extract::State;
 use axum::{Json, Router};
+use ruma::RoomId;
 use ruma::api::Direction;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
 use ruma::api::client::directory::{
@@ -15,14 +16,14 @@ use ruma::api::client::relations::{
 };
 use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::user_directory::search_users;
-use ruma::{OwnedRoomId, RoomId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, GuestAuth, Ruma};
 use crate::http::{AppState, ruma_route};
-use crate::services::rooms::row_to_pdu;
-use crate::storage::Requester;
+use crate::model::accounts::Requester;
+use crate::services::directory;
+use crate::services::relations::{self, RelationsQuery};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_alias::v3::Request, _, _>(r, put_alias);
@@ -47,22 +48,7 @@ async fn put_alias(
     Auth(r): Auth,
     Ruma(req): Ruma<create_alias::v3::Request>,
 ) -> Result<Json<Value>> {
-    if req.room_alias.server_name() != s.server_name {
-        return Err(MatrixError::invalid_param(
-            "Aliases of other servers cannot be created here",
-        ));
-    }
-    s.rooms.known_version(&req.room_id).await?;
-    if !s
-        .storage
-        .insert_alias(req.room_alias.as_str(), req.room_id.as_str(), &r.user_id)
-        .await?
-    {
-        return Err(MatrixError::unknown(
-            http::StatusCode::CONFLICT,
-            "Room alias already exists",
-        ));
-    }
+    directory::create_alias(&s, &r, &req.room_alias, &req.room_id).await?;
     Ok(Json(json!({})))
 }
 
@@ -70,39 +56,16 @@ async fn get_alias_room(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_alias::v3::Request>,
 ) -> Result<Json<Value>> {
-    let room = s
-        .storage
-        .alias_room(req.room_alias.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    let room = directory::resolve_alias(&s, req.room_alias.as_str()).await?;
     Ok(Json(json!({ "room_id": room, "servers": [s.server_name] })))
 }
 
-/// The alias's creator, a server admin, or whoever may change the room's
-/// canonical alias may delete it.
 async fn remove_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<delete_alias::v3::Request>,
 ) -> Result<Json<Value>> {
-    let alias = req.room_alias.as_str();
-    let room = s
-        .storage
-        .alias_room(alias)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    let creator = s.storage.alias_creator(alias).await?;
-    let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
-    // The admin check reads the account: last.
-    let allowed = creator.as_deref() == Some(r.user_id.as_str())
-        || s.rooms
-            .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
-            .await?
-        || s.sessions.admin_now(&r).await?;
-    if !allowed {
-        return Err(MatrixError::forbidden("You may not delete this alias"));
-    }
-    s.storage.delete_alias(alias).await?;
+    directory::delete_alias(&s, &r, &req.room_alias).await?;
     Ok(Json(json!({})))
 }
 
@@ -111,17 +74,8 @@ async fn room_aliases(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<aliases::v3::Request>,
 ) -> Result<Json<Value>> {
-    // Members (or anyone, for a world-readable room) may list the aliases;
-    // server admins may for any room, as on Synapse (admin tools rely on it).
-    // The admin check reads the account: only when the first one refuses.
-    if let Err(refused) = s.rooms.readable_state(&req.room_id, &r.user_id()).await {
-        if !s.sessions.admin_now(&r).await? {
-            return Err(refused);
-        }
-        s.rooms.known_version(&req.room_id).await?;
-    }
     Ok(Json(
-        json!({ "aliases": s.storage.room_aliases(req.room_id.as_str()).await? }),
+        json!({ "aliases": directory::room_aliases(&s, &r, &req.room_id).await? }),
     ))
 }
 
@@ -129,13 +83,9 @@ async fn get_visibility(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_room_visibility::v3::Request>,
 ) -> Result<Json<Value>> {
-    let room = s
-        .storage
-        .room(req.room_id.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room not found"))?;
+    let public = directory::is_public(&s, &req.room_id).await?;
     Ok(Json(
-        json!({ "visibility": if room.is_public { "public" } else { "private" } }),
+        json!({ "visibility": if public { "public" } else { "private" } }),
     ))
 }
 
@@ -144,20 +94,8 @@ async fn set_visibility(
     Auth(r): Auth,
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
 ) -> Result<Json<Value>> {
-    s.rooms.known_version(&req.room_id).await?;
-    if !s
-        .rooms
-        .can_send_state(&req.room_id, &r.user_id(), "m.room.canonical_alias")
-        .await?
-        && !s.sessions.admin_now(&r).await?
-    {
-        return Err(MatrixError::forbidden(
-            "You may not change this room's visibility",
-        ));
-    }
-    s.storage
-        .set_room_public(req.room_id.as_str(), req.visibility == Visibility::Public)
-        .await?;
+    let public = req.visibility == Visibility::Public;
+    directory::set_visibility(&s, &r, &req.room_id, public).await?;
     Ok(Json(json!({})))
 }
 
@@ -208,8 +146,7 @@ async fn directory_page(
     term: Option<&str>,
 ) -> Result<Value> {
     let mut rooms = Vec::new();
-    for room in s.storage.public_rooms().await? {
-        let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
+    for room_id in directory::public_rooms(s).await? {
         rooms.push(chunk(s, &room_id).await?);
     }
     if let Some(term) = term.map(str::to_lowercase).filter(|t| !t.is_empty()) {
@@ -288,82 +225,27 @@ async fn user_search(
     Ruma(req): Ruma<search_users::v3::Request>,
 ) -> Result<Json<Value>> {
     crate::http::check_search_term(Some(&req.search_term), "search_term")?;
-    let limit = u64::from(req.limit).clamp(1, 1000) as i64;
-    let rows = s
-        .storage
-        .search_user_directory(&r.user_id, &req.search_term, limit + 1)
-        .await?;
-    let limited = rows.len() as i64 > limit;
-    let results: Vec<Value> = rows
+    let limit = u64::from(req.limit).clamp(1, 1000) as usize;
+    let found = directory::search_users(&s, &r, &req.search_term, limit).await?;
+    let results: Vec<Value> = found
+        .results
         .into_iter()
-        .take(limit as usize)
-        .map(|(user_id, name, avatar)| json!({ "user_id": user_id, "display_name": name, "avatar_url": avatar }))
+        .map(|u| json!({ "user_id": u.user_id, "display_name": u.display_name, "avatar_url": u.avatar_url }))
         .collect();
-    Ok(Json(json!({ "results": results, "limited": limited })))
+    Ok(Json(
+        json!({ "results": results, "limited": found.limited }),
+    ))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn relations_page(
     s: &AppState,
     r: &Requester,
     room_id: &RoomId,
-    event_id: &str,
-    rel_type: Option<&str>,
-    event_type: Option<&str>,
-    from: Option<&str>,
-    limit: Option<u64>,
-    dir: Direction,
+    q: RelationsQuery<'_>,
 ) -> Result<Value> {
-    let user = r.user_id();
-    s.rooms.readable_state(room_id, &user).await?;
-    let parent = s
-        .rooms
-        .pdu(event_id)
-        .await?
-        .filter(|p| p.room_id == room_id);
-    let current = s.rooms.membership(room_id, &user).await?;
-    match &parent {
-        Some(p) if s.rooms.can_see(&user, p, current.as_deref()).await? => {}
-        _ => return Err(MatrixError::not_found("Event not found")),
-    }
-    let from = match from {
-        Some(t) => Some(
-            t.rsplit('_')
-                .next()
-                .and_then(|v| v.trim_start_matches(['s', 't', 'r']).parse::<i64>().ok())
-                .ok_or_else(|| MatrixError::invalid_param("Invalid from token"))?,
-        ),
-        None => None,
-    };
-    let forwards = dir == Direction::Forward;
-    let limit = limit.unwrap_or(50).clamp(1, 1000) as i64;
-    let rows = s
-        .storage
-        .relations(
-            room_id.as_str(),
-            event_id,
-            rel_type,
-            event_type,
-            from,
-            forwards,
-            limit + 1,
-        )
-        .await?;
-    let more = rows.len() as i64 > limit;
-    let mut pdus = Vec::new();
-    for row in rows.into_iter().take(limit as usize) {
-        let pdu = row_to_pdu(row)?;
-        // A redacted event no longer relates to anything (its relation is gone).
-        if pdu.redacted_by.is_none() {
-            pdus.push(pdu);
-        }
-    }
-    let next = more
-        .then(|| pdus.last().map(|p| format!("r{}", p.stream_ordering)))
-        .flatten();
-    let pdus = s.rooms.filter_visible(&user, room_id, pdus).await?;
+    let page = relations::page(s, r, room_id, q).await?;
     let mut chunk = Vec::new();
-    for p in &pdus {
+    for p in &page.events {
         chunk.push(
             s.rooms
                 .client_event(p, Some((r.user_id.as_str(), r.device_id.as_str())))
@@ -371,7 +253,7 @@ async fn relations_page(
         );
     }
     let mut body = json!({ "chunk": chunk });
-    if let Some(n) = next {
+    if let Some(n) = page.next_batch {
         body["next_batch"] = json!(n);
     }
     Ok(body)
@@ -388,12 +270,14 @@ async fn relations(
             &s,
             &r,
             &req.room_id,
-            req.event_id.as_str(),
-            None,
-            None,
-            req.from.as_deref(),
-            limit,
-            req.dir,
+            RelationsQuery {
+                event_id: req.event_id.as_str(),
+                rel_type: None,
+                event_type: None,
+                from: req.from.as_deref(),
+                limit,
+                forwards: req.dir == Direction::Forward,
+            },
         )
         .await?,
     ))
@@ -411,12 +295,14 @@ async fn relations_rel(
             &s,
             &r,
             &req.room_id,
-            req.event_id.as_str(),
-            Some(&rel),
-            None,
-            req.from.as_deref(),
-            limit,
-            req.dir,
+            RelationsQuery {
+                event_id: req.event_id.as_str(),
+                rel_type: Some(&rel),
+                event_type: None,
+                from: req.from.as_deref(),
+                limit,
+                forwards: req.dir == Direction::Forward,
+            },
         )
         .await?,
     ))
@@ -435,12 +321,14 @@ async fn relations_rel_type(
             &s,
             &r,
             &req.room_id,
-            req.event_id.as_str(),
-            Some(&rel),
-            Some(&ty),
-            req.from.as_deref(),
-            limit,
-            req.dir,
+            RelationsQuery {
+                event_id: req.event_id.as_str(),
+                rel_type: Some(&rel),
+                event_type: Some(&ty),
+                from: req.from.as_deref(),
+                limit,
+                forwards: req.dir == Direction::Forward,
+            },
         )
         .await?,
     ))
