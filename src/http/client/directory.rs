@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::{Json, Router};
-use ruma::RoomId;
 use ruma::api::Direction;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
 use ruma::api::client::directory::{
@@ -16,10 +15,11 @@ use ruma::api::client::relations::{
 };
 use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::user_directory::search_users;
+use ruma::{OwnedRoomAliasId, RoomId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, GuestAuth, Ruma};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
 use crate::services::directory;
@@ -47,56 +47,66 @@ async fn put_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<create_alias::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<create_alias::v3::Response>> {
     directory::create_alias(&s, &r, &req.room_alias, &req.room_id).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(create_alias::v3::Response::new()))
 }
 
 async fn get_alias_room(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_alias::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_alias::v3::Response>> {
     let room = directory::resolve_alias(&s, req.room_alias.as_str()).await?;
-    Ok(Json(json!({ "room_id": room, "servers": [s.server_name] })))
+    Ok(RumaResponse(get_alias::v3::Response::new(
+        room,
+        vec![s.server_name.clone()],
+    )))
 }
 
 async fn remove_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<delete_alias::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<delete_alias::v3::Response>> {
     directory::delete_alias(&s, &r, &req.room_alias).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
 async fn room_aliases(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<aliases::v3::Request>,
-) -> Result<Json<Value>> {
-    Ok(Json(
-        json!({ "aliases": directory::room_aliases(&s, &r, &req.room_id).await? }),
-    ))
+) -> Result<RumaResponse<aliases::v3::Response>> {
+    let aliases = directory::room_aliases(&s, &r, &req.room_id)
+        .await?
+        .into_iter()
+        .map(|a| OwnedRoomAliasId::try_from(a).map_err(MatrixError::internal))
+        .collect::<Result<_>>()?;
+    Ok(RumaResponse(aliases::v3::Response::new(aliases)))
 }
 
 async fn get_visibility(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_room_visibility::v3::Request>,
-) -> Result<Json<Value>> {
-    let public = directory::is_public(&s, &req.room_id).await?;
-    Ok(Json(
-        json!({ "visibility": if public { "public" } else { "private" } }),
-    ))
+) -> Result<RumaResponse<get_room_visibility::v3::Response>> {
+    let visibility = if directory::is_public(&s, &req.room_id).await? {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    };
+    Ok(RumaResponse(get_room_visibility::v3::Response::new(
+        visibility,
+    )))
 }
 
 async fn set_visibility(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
     let public = req.visibility == Visibility::Public;
     directory::set_visibility(&s, &r, &req.room_id, public).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
 
 /// A room as the directory shows it.

@@ -16,7 +16,7 @@ use ruma::{OwnedRoomId, RoomId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, Ruma};
+use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
 use crate::services::memberships;
@@ -178,9 +178,13 @@ async fn joined_rooms(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     _: Ruma<joined_rooms::v3::Request>,
-) -> Result<Json<Value>> {
-    let rooms = memberships::joined_rooms(&s, &r.user_id()).await?;
-    Ok(Json(json!({ "joined_rooms": rooms })))
+) -> Result<RumaResponse<joined_rooms::v3::Response>> {
+    let rooms = memberships::joined_rooms(&s, &r.user_id())
+        .await?
+        .into_iter()
+        .map(|room| OwnedRoomId::try_from(room).map_err(MatrixError::internal))
+        .collect::<Result<_>>()?;
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 
 /// Member events for the senders of `events` (lazy-loading members).
