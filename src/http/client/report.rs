@@ -1,15 +1,16 @@
 //! Reporting abuse: an event, a room or a user.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use axum::{Json, Router};
+use ruma::api::client::reporting::report_user;
+use ruma::api::client::room::{report_content, report_room};
 use ruma::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Auth, JsonBody, RumaResponse};
 use crate::services::reports;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -43,7 +44,7 @@ async fn report_event(
     Auth(r): Auth,
     Path((room_id, event_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<EventReport>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<report_content::v3::Response>> {
     let room_id = OwnedRoomId::try_from(room_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))?;
     let event_id = OwnedEventId::try_from(event_id)
@@ -57,7 +58,7 @@ async fn report_event(
         body.score,
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(report_content::v3::Response::new()))
 }
 
 #[derive(Deserialize)]
@@ -71,11 +72,11 @@ async fn report_a_room(
     Auth(r): Auth,
     Path(room_id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<report_room::v3::Response>> {
     let room_id = OwnedRoomId::try_from(room_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))?;
     reports::report_room(&s, &r, &room_id, &body.reason).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(report_room::v3::Response::new()))
 }
 
 async fn report_a_user(
@@ -83,9 +84,9 @@ async fn report_a_user(
     Auth(r): Auth,
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<report_user::v3::Response>> {
     let user = ruma::UserId::parse(&user_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid user id: {e}")))?;
     reports::report_user(&s, &r, &user, &body.reason).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(report_user::v3::Response::new()))
 }
