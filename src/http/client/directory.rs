@@ -15,6 +15,8 @@ use ruma::api::client::relations::{
 };
 use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::user_directory::search_users;
+use ruma::events::AnyMessageLikeEvent;
+use ruma::serde::Raw;
 use ruma::{OwnedRoomAliasId, RoomId};
 use serde_json::{Value, json};
 
@@ -247,99 +249,87 @@ async fn user_search(
     ))
 }
 
+/// A page of relations as the requester sees them, and the next page's token.
 async fn relations_page(
     s: &AppState,
     r: &Requester,
     room_id: &RoomId,
     q: RelationsQuery<'_>,
-) -> Result<Value> {
+) -> Result<(Vec<Raw<AnyMessageLikeEvent>>, Option<String>)> {
     let page = relations::page(s, r, room_id, q).await?;
-    let mut chunk = Vec::new();
-    for p in &page.events {
-        chunk.push(
-            s.rooms
-                .client_event(p, Some((r.user_id.as_str(), r.device_id.as_str())))
-                .await?,
-        );
+    let viewer = Some((r.user_id.as_str(), r.device_id.as_str()));
+    let chunk = s
+        .rooms
+        .client_events(&page.events, viewer)
+        .await?
+        .iter()
+        .map(|event| {
+            serde_json::value::to_raw_value(event)
+                .map(Raw::from_json)
+                .map_err(MatrixError::internal)
+        })
+        .collect::<Result<_>>()?;
+    Ok((chunk, page.next_batch))
+}
+
+/// The page a `/relations` request asks for, of any rel_type and event type.
+fn query<'a>(
+    event_id: &'a ruma::EventId,
+    from: Option<&'a str>,
+    limit: Option<ruma::UInt>,
+    dir: Direction,
+) -> RelationsQuery<'a> {
+    RelationsQuery {
+        event_id: event_id.as_str(),
+        rel_type: None,
+        event_type: None,
+        from,
+        limit: limit.map(u64::from),
+        forwards: dir == Direction::Forward,
     }
-    let mut body = json!({ "chunk": chunk });
-    if let Some(n) = page.next_batch {
-        body["next_batch"] = json!(n);
-    }
-    Ok(body)
 }
 
 async fn relations(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events::v1::Request>,
-) -> Result<Json<Value>> {
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            RelationsQuery {
-                event_id: req.event_id.as_str(),
-                rel_type: None,
-                event_type: None,
-                from: req.from.as_deref(),
-                limit,
-                forwards: req.dir == Direction::Forward,
-            },
-        )
-        .await?,
-    ))
+) -> Result<RumaResponse<get_relating_events::v1::Response>> {
+    let q = query(&req.event_id, req.from.as_deref(), req.limit, req.dir);
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }
 
 async fn relations_rel(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events_with_rel_type::v1::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_relating_events_with_rel_type::v1::Response>> {
     let rel = req.rel_type.to_string();
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            RelationsQuery {
-                event_id: req.event_id.as_str(),
-                rel_type: Some(&rel),
-                event_type: None,
-                from: req.from.as_deref(),
-                limit,
-                forwards: req.dir == Direction::Forward,
-            },
-        )
-        .await?,
-    ))
+    let q = RelationsQuery {
+        rel_type: Some(&rel),
+        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+    };
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }
 
 async fn relations_rel_type(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
-) -> Result<Json<Value>> {
-    let rel = req.rel_type.to_string();
-    let ty = req.event_type.to_string();
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            RelationsQuery {
-                event_id: req.event_id.as_str(),
-                rel_type: Some(&rel),
-                event_type: Some(&ty),
-                from: req.from.as_deref(),
-                limit,
-                forwards: req.dir == Direction::Forward,
-            },
-        )
-        .await?,
-    ))
+) -> Result<RumaResponse<get_relating_events_with_rel_type_and_event_type::v1::Response>> {
+    let (rel, ty) = (req.rel_type.to_string(), req.event_type.to_string());
+    let q = RelationsQuery {
+        rel_type: Some(&rel),
+        event_type: Some(&ty),
+        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+    };
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }
