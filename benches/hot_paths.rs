@@ -60,7 +60,7 @@ fn main() {
     state_lookups(&mut c, &rt, &reads);
     sync_assembly(&mut c, &rt, &reads);
     append(&mut c, &rt);
-    rt.block_on(reads.server.s.storage.close());
+    rt.block_on(reads.server.s.close_storage());
     c.final_summary();
 }
 
@@ -70,6 +70,9 @@ fn main() {
 /// A server's services over a fresh SQLite database in a temporary directory.
 struct Server {
     s: Arc<Services>,
+    /// The services' database, for what no service offers (chain lengths, a
+    /// cold `Rooms`).
+    storage: Storage,
     _dir: TempDir,
 }
 
@@ -86,8 +89,14 @@ impl Server {
         let storage = Storage::connect(&config.database_url(), config.database.max_connections)
             .await
             .expect("database");
-        let s = Services::new(config, storage, key).await.expect("services");
-        Self { s, _dir: dir }
+        let s = Services::new(config, storage.clone(), key)
+            .await
+            .expect("services");
+        Self {
+            s,
+            storage,
+            _dir: dir,
+        }
     }
 
     async fn register(&self, localpart: &str) -> OwnedUserId {
@@ -209,8 +218,7 @@ impl Server {
 
     /// How many deltas lie between a state group and its snapshot.
     async fn chain_length(&self, group: i64) -> i64 {
-        self.s
-            .storage
+        self.storage
             .state_group(group)
             .await
             .expect("state group")
@@ -572,7 +580,7 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
     // database: its first `state_after` of a group reads the chain.
     let cold = || {
         Rooms::new(
-            s.storage.clone(),
+            fx.server.storage.clone(),
             s.server_name.clone(),
             s.signing_key.clone(),
             s.stream.clone(),
@@ -737,5 +745,5 @@ fn append(c: &mut Criterion, rt: &Runtime) {
         },
     );
     g.finish();
-    rt.block_on(server.s.storage.close());
+    rt.block_on(server.s.close_storage());
 }

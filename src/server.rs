@@ -150,7 +150,7 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.serve_task.await;
         let _ = self.flush_task.await;
-        self.services.storage.close().await;
+        self.services.close_storage().await;
     }
 
     /// Serves until `shutdown_signal` completes, then shuts down cleanly.

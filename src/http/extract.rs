@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::error::MatrixError;
-use crate::storage::Requester;
+use crate::model::accounts::Requester;
 
 /// A request parsed into its ruma type (path, query and body).
 pub struct Ruma<T>(pub T);
@@ -403,11 +403,5 @@ impl FromRequestParts<AppState> for AdminAuth {
             return Err(MatrixError::not_admin());
         }
         Ok(Self(r))
-    }
-}
-
-impl Requester {
-    pub fn user_id(&self) -> ruma::OwnedUserId {
-        ruma::OwnedUserId::try_from(self.user_id.as_str()).expect("stored user ids are valid")
     }
 }

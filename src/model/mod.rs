@@ -1,7 +1,10 @@
-//! Plain event types every layer above storage shares: the PDU and its
-//! client forms, room state maps, a viewer's transaction ids. Imports
-//! ruma, serde and `crate::error` only, never services or storage.
+//! Plain data types every layer above storage shares: the PDU and its
+//! client forms, room state maps, a viewer's transaction ids, who made a
+//! request, devices. A leaf: it imports ruma, serde and `crate::error` only,
+//! never services or storage.
 
+pub mod accounts;
+pub mod devices;
 pub mod pdu;
 pub mod state;
 pub mod viewer;

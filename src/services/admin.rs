@@ -1,14 +1,13 @@
 //! Operator actions behind both admin front ends (Dendrite's and Synapse's
-//! routes, and the CLI through them): evacuating rooms and users, abuse
-//! reports.
+//! routes, and the CLI through them): evacuating rooms and users, deleting
+//! and purging rooms. Abuse reports are in `reports.rs`.
 
 use ruma::{OwnedRoomId, RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
 use crate::services::jobs::{JobFuture, JobHandle};
-use crate::storage::reports::{EventReportRow, ReportFilter};
 
 /// Makes every joined local user leave the room (one leave event each,
 /// appended in turn). Returns who left.
@@ -44,62 +43,6 @@ pub async fn evacuate_user(s: &Services, user: &UserId) -> Result<Vec<String>> {
     }
     tracing::info!(%user, count = affected.len(), "evacuated user");
     Ok(affected)
-}
-
-/// A report as Synapse's admin API shows it, with the room's current name
-/// and canonical alias (null when unset).
-pub async fn report_json(s: &Services, r: &EventReportRow) -> Result<Value> {
-    let (mut name, mut alias) = (Value::Null, Value::Null);
-    if let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str())
-        && s.rooms.version(&room_id).await?.is_some()
-    {
-        let state = s.rooms.current_state(&room_id).await?;
-        if let Some(c) = s.rooms.state_content(&state, "m.room.name", "").await? {
-            name = c.get("name").cloned().unwrap_or(Value::Null);
-        }
-        if let Some(c) = s
-            .rooms
-            .state_content(&state, "m.room.canonical_alias", "")
-            .await?
-        {
-            alias = c.get("alias").cloned().unwrap_or(Value::Null);
-        }
-    }
-    Ok(json!({
-        "id": r.id,
-        "received_ts": r.received_ts,
-        "room_id": r.room_id,
-        "event_id": r.event_id,
-        "user_id": r.reporter,
-        "sender": r.event_sender,
-        "reason": r.reason,
-        "score": r.score,
-        "name": name,
-        "canonical_alias": alias,
-    }))
-}
-
-pub async fn list_reports(
-    s: &Services,
-    filter: &ReportFilter,
-    from: i64,
-    limit: i64,
-    forwards: bool,
-) -> Result<Value> {
-    let (rows, total) = s
-        .storage
-        .event_reports(filter, from, limit, forwards)
-        .await?;
-    let mut reports = Vec::with_capacity(rows.len());
-    for r in &rows {
-        reports.push(report_json(s, r).await?);
-    }
-    let mut body = json!({ "event_reports": reports, "total": total });
-    // No token for an empty page (limit=0): following it would loop forever.
-    if !rows.is_empty() && from + (rows.len() as i64) < total {
-        body["next_token"] = json!(from + rows.len() as i64);
-    }
-    Ok(body)
 }
 
 /// Deactivates an account as Synapse's admin API does: leaves every room and

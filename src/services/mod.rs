@@ -3,11 +3,14 @@
 pub mod account_data;
 pub mod accounts;
 pub mod admin;
+pub mod admin_users;
+pub mod directory;
 pub mod ephemeral;
 pub mod expiring;
 pub mod filtering;
 pub mod filters;
 pub mod jobs;
+pub mod memberships;
 pub mod notices;
 pub mod notifications;
 pub mod passwords;
@@ -16,6 +19,9 @@ pub mod presence;
 pub mod profiles;
 pub mod ratelimit;
 pub mod registration_tokens;
+pub mod relations;
+pub mod reports;
+pub mod room_admin;
 pub mod rooms;
 pub mod search;
 pub mod sessions;
@@ -36,7 +42,7 @@ use crate::storage::Storage;
 pub struct Services {
     pub config: Config,
     pub server_name: OwnedServerName,
-    pub storage: Storage,
+    storage: Storage,
     pub signing_key: Arc<SigningKey>,
     pub stream: Arc<stream::Stream>,
     pub rooms: rooms::Rooms,
@@ -147,5 +153,12 @@ impl Services {
             signing_key,
             config,
         }))
+    }
+}
+
+impl Services {
+    /// Closes the database pool: at shutdown, once no request runs.
+    pub async fn close_storage(&self) {
+        self.storage.close().await;
     }
 }

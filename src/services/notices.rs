@@ -185,3 +185,39 @@ async fn notice_room(s: &Services, sender: &UserId, target: &UserId) -> Result<O
     tracing::info!(%room_id, user = %target, "created a server notices room");
     Ok(room_id)
 }
+
+/// What a broadcast did: how many users got the notice, and who could not.
+pub struct Broadcast {
+    pub sent: usize,
+    pub failed: Vec<String>,
+}
+
+/// Sends a notice (built afresh for each user by `notice`) to every active
+/// local user but the notices user itself. A user the notice cannot reach is
+/// logged and listed, and the others still get it.
+pub async fn broadcast<'a>(
+    s: &Services,
+    notice: impl Fn() -> Result<Notice<'a>>,
+) -> Result<Broadcast> {
+    let sender = ensure_notices_user(s).await?;
+    let mut out = Broadcast {
+        sent: 0,
+        failed: Vec::new(),
+    };
+    for user in s.storage.active_local_users().await? {
+        if user == sender.as_str() {
+            continue;
+        }
+        let Ok(target) = UserId::parse(&user) else {
+            continue;
+        };
+        match send(s, &target, notice()?).await {
+            Ok(_) => out.sent += 1,
+            Err(e) => {
+                tracing::warn!(%user, error = %e.message(), "server notice broadcast failed for a user");
+                out.failed.push(user);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -18,8 +18,9 @@ use rand::distr::{Alphanumeric, SampleString};
 use ruma::api::error::{ErrorKind, UnknownTokenErrorData};
 
 use crate::error::{MatrixError, Result};
+use crate::model::devices::Device;
 use crate::storage::devices::LastSeen;
-use crate::storage::{DeviceRow, Requester, Storage, now_ms};
+use crate::storage::{Requester, Storage, now_ms};
 
 pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -204,7 +205,8 @@ impl Sessions {
         Ok(())
     }
 
-    fn merge_pending(&self, mut d: DeviceRow) -> DeviceRow {
+    /// The device with its pending last-seen record.
+    fn merge_pending(&self, mut d: Device) -> Device {
         if let Some(seen) = self
             .pending_last_seen
             .lock()
@@ -217,7 +219,7 @@ impl Sessions {
         d
     }
 
-    pub async fn devices(&self, user_id: &str) -> Result<Vec<DeviceRow>> {
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<Device>> {
         Ok(self
             .storage
             .devices(user_id)
@@ -227,7 +229,7 @@ impl Sessions {
             .collect())
     }
 
-    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+    pub async fn device(&self, user_id: &str, device_id: &str) -> Result<Option<Device>> {
         Ok(self
             .storage
             .device(user_id, device_id)

@@ -12,7 +12,7 @@ use ruma::api::error::{ErrorKind, StandardErrorBody};
 use crate::error::{MatrixError, Result};
 use crate::services::accounts::Accounts;
 use crate::services::expiring::ExpiringSet;
-use crate::storage::{Storage, now_ms};
+use crate::services::registration_tokens::RegistrationTokens;
 
 const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -128,7 +128,7 @@ impl Uia {
         &self,
         auth: Option<&AuthData>,
         requires_token: bool,
-        storage: &Storage,
+        tokens: &RegistrationTokens,
     ) -> Result<Option<String>> {
         let stage = if requires_token {
             AuthType::RegistrationToken
@@ -146,11 +146,7 @@ impl Uia {
                 Ok(None)
             }
             (AuthData::RegistrationToken(t), true) => {
-                let valid = storage
-                    .registration_token(&t.token)
-                    .await?
-                    .is_some_and(|row| row.is_valid(now_ms()));
-                if valid {
+                if tokens.is_valid(&t.token).await? {
                     self.finish(session);
                     Ok(Some(t.token.clone()))
                 } else {

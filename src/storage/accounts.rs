@@ -5,25 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::{Storage, now_ms};
 
-/// Account types, numbered as Dendrite's `account_type` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountType {
-    User = 1,
-    Guest = 2,
-    Admin = 3,
-    AppService = 4,
-}
-
-impl AccountType {
-    pub fn from_db(v: i64) -> Self {
-        match v {
-            2 => Self::Guest,
-            3 => Self::Admin,
-            4 => Self::AppService,
-            _ => Self::User,
-        }
-    }
-}
+pub use crate::model::accounts::AccountType;
 
 #[derive(Debug, Clone)]
 pub struct AccountRow {

@@ -6,21 +6,7 @@ use sqlx::Row;
 use super::Storage;
 
 /// One account as the admin listing shows it.
-#[derive(Debug, Clone)]
-pub struct AdminUserRow {
-    pub user_id: String,
-    pub account_type: i64,
-    pub is_deactivated: bool,
-    pub erased: bool,
-    pub locked: bool,
-    pub suspended: bool,
-    pub shadow_banned: bool,
-    pub user_type: Option<String>,
-    pub created_ts: i64,
-    pub displayname: Option<String>,
-    pub avatar_url: Option<String>,
-    pub last_seen_ts: Option<i64>,
-}
+pub use crate::model::accounts::AdminUser as AdminUserRow;
 
 /// Filters of `GET /_synapse/admin/v2|v3/users`.
 #[derive(Debug, Default)]
@@ -47,7 +33,7 @@ const SELECT: &str =
 fn row(r: &sqlx::any::AnyRow) -> AdminUserRow {
     AdminUserRow {
         user_id: r.get(0),
-        account_type: r.get(1),
+        account_type: crate::model::accounts::AccountType::from_db(r.get(1)),
         is_deactivated: r.get::<i64, _>(2) != 0,
         erased: r.get::<i64, _>(3) != 0,
         locked: r.get::<i64, _>(4) != 0,

@@ -3,42 +3,12 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{AccountType, Storage, now_ms};
+use super::{Storage, now_ms};
+use crate::model::accounts::AccountType;
+pub use crate::model::accounts::Requester;
 
-#[derive(Debug, Clone)]
-pub struct DeviceRow {
-    pub user_id: String,
-    pub device_id: String,
-    pub display_name: Option<String>,
-    pub last_seen_ip: Option<String>,
-    pub last_seen_user_agent: Option<String>,
-    pub last_seen_ts: Option<i64>,
-}
-
-/// Who made a request: the owner of an access token, with the account type as
-/// it is in the database right now.
-#[derive(Debug, Clone)]
-pub struct Requester {
-    pub user_id: String,
-    pub device_id: String,
-    pub account_type: AccountType,
-    pub is_deactivated: bool,
-    pub is_locked: bool,
-    /// When the token stops working (admin login-as tokens), in ms.
-    pub valid_until_ms: Option<i64>,
-    /// Read from the database for this request, not from the token cache
-    /// (whose entries may miss a change made to the database by hand).
-    pub fresh: bool,
-}
-
-impl Requester {
-    pub fn is_admin(&self) -> bool {
-        self.account_type == AccountType::Admin
-    }
-    pub fn is_guest(&self) -> bool {
-        self.account_type == AccountType::Guest
-    }
-}
+/// A device row is the model's device: storage builds what handlers show.
+pub use crate::model::devices::Device as DeviceRow;
 
 macro_rules! columns {
     () => {

@@ -108,23 +108,6 @@ async fn broadcast(
     JsonBody(body): JsonBody<BroadcastBody>,
 ) -> Result<Json<Value>> {
     enabled(&s)?;
-    let sender = notices::ensure_notices_user(&s).await?;
-    let mut sent = 0;
-    let mut failed = Vec::new();
-    for user in s.storage.active_local_users().await? {
-        if user == sender.as_str() {
-            continue;
-        }
-        let Ok(target) = ruma::UserId::parse(&user) else {
-            continue;
-        };
-        match notices::send(&s, &target, notice(&body.kind, &None, &body.content, None)?).await {
-            Ok(_) => sent += 1,
-            Err(e) => {
-                tracing::warn!(%user, error = %e.message(), "server notice broadcast failed for a user");
-                failed.push(user);
-            }
-        }
-    }
-    Ok(Json(json!({ "sent": sent, "failed": failed })))
+    let out = notices::broadcast(&s, || notice(&body.kind, &None, &body.content, None)).await?;
+    Ok(Json(json!({ "sent": out.sent, "failed": out.failed })))
 }

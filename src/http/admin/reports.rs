@@ -10,8 +10,7 @@ use serde_json::Value;
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::AdminAuth;
-use crate::services::admin;
-use crate::storage::reports::ReportFilter;
+use crate::services::reports::{self, ReportFilter};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/_synapse/admin/v1/event_reports", get(list))
@@ -50,7 +49,7 @@ async fn list(
         event_sender_user_id: q.event_sender_user_id,
     };
     Ok(Json(
-        admin::list_reports(&s, &filter, from, limit, forwards).await?,
+        reports::list(&s, filter, from, limit, forwards).await?,
     ))
 }
 
@@ -66,18 +65,7 @@ async fn fetch(
     _: AdminAuth,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
-    let id = report_id(&raw)?;
-    let report = s
-        .storage
-        .event_report(id)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Event report not found"))?;
-    let mut body = admin::report_json(&s, &report).await?;
-    body["event_json"] = match s.rooms.pdu(&report.event_id).await? {
-        Some(p) => serde_json::from_str(&p.json).map_err(MatrixError::internal)?,
-        None => Value::Null,
-    };
-    Ok(Json(body))
+    Ok(Json(reports::get(&s, report_id(&raw)?).await?))
 }
 
 async fn remove(
@@ -85,9 +73,6 @@ async fn remove(
     _: AdminAuth,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
-    let id = report_id(&raw)?;
-    if !s.storage.delete_event_report(id).await? {
-        return Err(MatrixError::not_found("Event report not found"));
-    }
+    reports::delete(&s, report_id(&raw)?).await?;
     Ok(Json(serde_json::json!({})))
 }

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::{ClientInfo, JsonBody};
+use crate::model::accounts::AccountType;
 use crate::services::accounts::Registration;
 use crate::services::passwords;
-use crate::storage::AccountType;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/_synapse/admin/v1/register", get(nonce).post(register))

@@ -7,7 +7,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -17,7 +17,9 @@ use crate::http::admin::dendrite::parse_room_id;
 use crate::http::client::rooms::{member_profile, resolve_room};
 use crate::http::extract::{AdminAuth, JsonBody};
 use crate::services::admin::{self, DeleteRoom};
+use crate::services::room_admin::RoomInfo;
 use crate::services::rooms::NewEvent;
+use crate::services::{memberships, room_admin};
 
 const V1: &str = "/_synapse/admin/v1";
 
@@ -143,9 +145,9 @@ async fn list(
         Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
     };
     let mut rooms = Vec::new();
-    for (room, version, creator, public) in s.storage.all_rooms().await? {
-        let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
-        let summary = room_summary(&s, &room_id, &version, &creator, public).await?;
+    for room in room_admin::all_rooms(&s).await? {
+        let (room_id, public) = (&room.room_id, room.is_public);
+        let summary = room_summary(&s, room_id, &room.version, &room.creator, public).await?;
         if public_rooms.is_some_and(|p| p != public) {
             continue;
         }
@@ -198,14 +200,8 @@ async fn list(
     Ok(Json(body))
 }
 
-async fn known(s: &AppState, raw: &str) -> Result<(OwnedRoomId, String, String, bool)> {
-    let room_id = parse_room_id(raw)?;
-    let row = s
-        .storage
-        .room(room_id.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room not found"))?;
-    Ok((room_id, row.room_version, row.creator, row.is_public))
+async fn known(s: &AppState, raw: &str) -> Result<RoomInfo> {
+    room_admin::room(s, &parse_room_id(raw)?).await
 }
 
 async fn details(
@@ -213,8 +209,9 @@ async fn details(
     _: AdminAuth,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
-    let (room_id, version, creator, public) = known(&s, &raw).await?;
-    let mut v = room_summary(&s, &room_id, &version, &creator, public).await?;
+    let room = known(&s, &raw).await?;
+    let room_id = room.room_id;
+    let mut v = room_summary(&s, &room_id, &room.version, &room.creator, room.is_public).await?;
     let state = s.rooms.current_state(&room_id).await?;
     let topic = s.rooms.state_content(&state, "m.room.topic", "").await?;
     let avatar = s.rooms.state_content(&state, "m.room.avatar", "").await?;
@@ -234,7 +231,7 @@ async fn details(
         .unwrap_or(Value::Null);
     v["forgotten"] = json!(false);
     let mut devices = 0;
-    for member in s.storage.room_members(room_id.as_str(), "join").await? {
+    for member in memberships::joined_members(&s, &room_id).await? {
         if UserId::parse(&member).is_ok_and(|u| s.accounts.is_local(&u)) {
             devices += s.sessions.devices(&member).await?.len();
         }
@@ -248,8 +245,8 @@ async fn members(
     _: AdminAuth,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
-    let (room_id, ..) = known(&s, &raw).await?;
-    let members = s.storage.room_members(room_id.as_str(), "join").await?;
+    let room_id = known(&s, &raw).await?.room_id;
+    let members = memberships::joined_members(&s, &room_id).await?;
     Ok(Json(json!({ "total": members.len(), "members": members })))
 }
 
@@ -265,7 +262,7 @@ async fn state(
     Path(raw): Path<String>,
     Query(q): Query<StateQuery>,
 ) -> Result<Json<Value>> {
-    let (room_id, ..) = known(&s, &raw).await?;
+    let room_id = known(&s, &raw).await?.room_id;
     let state = s.rooms.current_state(&room_id).await?;
     let mut pdus = Vec::new();
     for ((ty, _), id) in state.iter() {
@@ -299,7 +296,7 @@ async fn messages(
     Path(raw): Path<String>,
     Query(q): Query<MessagesQuery>,
 ) -> Result<Json<Value>> {
-    let (room_id, ..) = known(&s, &raw).await?;
+    let room_id = known(&s, &raw).await?.room_id;
     let backwards = match q.dir.as_deref() {
         None | Some("b") => true,
         Some("f") => false,
@@ -340,12 +337,10 @@ async fn get_block(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&raw)?;
-    Ok(Json(
-        match s.storage.room_blocked_by(room_id.as_str()).await? {
-            Some(by) => json!({ "block": true, "user_id": by }),
-            None => json!({ "block": false }),
-        },
-    ))
+    Ok(Json(match room_admin::blocked_by(&s, &room_id).await? {
+        Some(by) => json!({ "block": true, "user_id": by }),
+        None => json!({ "block": false }),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -360,9 +355,7 @@ async fn put_block(
     JsonBody(body): JsonBody<BlockBody>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&raw)?;
-    s.storage
-        .block_room(room_id.as_str(), &me.user_id, body.block)
-        .await?;
+    room_admin::set_blocked(&s, &room_id, &me.user_id, body.block).await?;
     Ok(Json(json!({ "block": body.block })))
 }
 
@@ -370,33 +363,6 @@ async fn put_block(
 struct TargetBody {
     #[serde(default)]
     user_id: Option<String>,
-}
-
-/// The local joined member with the most power who may change power levels.
-async fn room_operator(s: &AppState, room_id: &RoomId) -> Result<ruma::OwnedUserId> {
-    let state = s.rooms.current_state(room_id).await?;
-    let levels = s.rooms.power_levels(room_id, &state).await?;
-    let mut best: Option<(
-        ruma::OwnedUserId,
-        ruma::events::room::power_levels::UserPowerLevel,
-    )> = None;
-    for member in s.storage.room_members(room_id.as_str(), "join").await? {
-        let Ok(user) = UserId::parse(&member) else {
-            continue;
-        };
-        if !s.accounts.is_local(&user)
-            || !levels.user_can_send_state(&user, "m.room.power_levels".into())
-        {
-            continue;
-        }
-        let power = levels.for_user(&user);
-        if best.as_ref().is_none_or(|(_, p)| power > *p) {
-            best = Some((user, power));
-        }
-    }
-    best.map(|(u, _)| u).ok_or_else(|| {
-        MatrixError::invalid_param("No local member of this room can change its power levels")
-    })
 }
 
 /// Makes the target (the calling admin by default) a member with the
@@ -407,12 +373,12 @@ async fn make_room_admin(
     Path(raw): Path<String>,
     JsonBody(body): JsonBody<TargetBody>,
 ) -> Result<Json<Value>> {
-    let (room_id, ..) = known(&s, &raw).await?;
+    let room_id = known(&s, &raw).await?.room_id;
     let target = s
         .accounts
         .parse_local_user_id(body.user_id.as_deref().unwrap_or(&me.user_id))?;
     s.accounts.get_existing(&target).await?;
-    let operator = room_operator(&s, &room_id).await?;
+    let operator = room_admin::room_operator(&s, &room_id).await?;
     if s.rooms.membership(&room_id, &target).await?.as_deref() != Some("join") {
         if s.rooms.membership(&room_id, &target).await?.as_deref() != Some("invite") {
             s.rooms
@@ -476,7 +442,7 @@ async fn force_join(
         .await
         .is_err()
     {
-        let operator = room_operator(&s, &room_id).await?;
+        let operator = room_admin::room_operator(&s, &room_id).await?;
         s.rooms
             .invite(&room_id, &operator, &user, json!({}), false, None)
             .await?;

@@ -13,10 +13,12 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::{AdminAuth, JsonBody};
-use crate::services::accounts::Registration;
-use crate::services::{admin, passwords};
-use crate::storage::admin_users::{AccountFlag, AdminUserRow, UserListFilter, order_column};
-use crate::storage::{AccountType, DeviceRow};
+use crate::model::accounts::AccountType;
+use crate::model::devices::Device;
+use crate::services::admin_users::{
+    self, AdminUser, UserChanges, UserListQuery, UserOrder, existing,
+};
+use crate::services::{admin, memberships};
 
 const V1: &str = "/_synapse/admin/v1";
 const V2: &str = "/_synapse/admin/v2";
@@ -61,11 +63,11 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 /// The list form of a user (`creation_ts` in milliseconds).
-fn list_entry(u: &AdminUserRow) -> Value {
+fn list_entry(u: &AdminUser) -> Value {
     json!({
         "name": u.user_id,
-        "is_guest": u.account_type == AccountType::Guest as i64,
-        "admin": u.account_type == AccountType::Admin as i64,
+        "is_guest": u.account_type == AccountType::Guest,
+        "admin": u.account_type == AccountType::Admin,
         "user_type": u.user_type,
         "deactivated": u.is_deactivated,
         "erased": u.erased,
@@ -80,7 +82,7 @@ fn list_entry(u: &AdminUserRow) -> Value {
 }
 
 /// The single-user form (`creation_ts` in seconds, as Synapse).
-fn user_json(u: &AdminUserRow) -> Value {
+fn user_json(u: &AdminUser) -> Value {
     let mut v = list_entry(u);
     v["creation_ts"] = json!(u.created_ts / 1000);
     for (k, val) in [
@@ -124,7 +126,7 @@ async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Resu
     let deactivated = super::query_bool(q.deactivated.as_deref(), "deactivated")?;
     crate::http::check_search_term(q.user_id.as_deref(), "user_id")?;
     crate::http::check_search_term(q.name.as_deref(), "name")?;
-    let filter = UserListFilter {
+    let query = UserListQuery {
         user_id: q.user_id,
         name: q.name,
         guests: super::query_bool(q.guests.as_deref(), "guests")?.unwrap_or(true),
@@ -140,15 +142,17 @@ async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Resu
         },
         locked: super::query_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
         not_user_types: not_user_types(raw.as_deref()),
-        order_by: order_column(q.order_by.as_deref().unwrap_or("name"))
-            .ok_or_else(|| MatrixError::invalid_param("Unknown order_by"))?,
+        order_by: UserOrder::parse(q.order_by.as_deref().unwrap_or("name"))?,
         backwards: match q.dir.as_deref() {
             None | Some("f") => false,
             Some("b") => true,
             Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
         },
+        from,
+        limit,
     };
-    let (rows, total) = s.storage.admin_users(&filter, from, limit).await?;
+    let page = admin_users::list(s, query).await?;
+    let (rows, total) = (page.users, page.total);
     let mut body =
         json!({ "users": rows.iter().map(list_entry).collect::<Vec<_>>(), "total": total });
     if from + (rows.len() as i64) < total {
@@ -173,16 +177,6 @@ async fn list_v3(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>> {
     list(&s, q, raw, true).await
-}
-
-async fn existing(s: &AppState, raw: &str) -> Result<(ruma::OwnedUserId, AdminUserRow)> {
-    let user = s.accounts.parse_local_user_id(raw)?;
-    let row = s
-        .storage
-        .admin_user(user.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("User not found"))?;
-    Ok((user, row))
 }
 
 async fn query(
@@ -223,103 +217,26 @@ async fn create_or_modify(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<impl IntoResponse> {
     let user = s.accounts.parse_local_user_id(&raw)?;
-    let password = opt_str(&body, "password")?;
-    let displayname = opt_str(&body, "displayname")?;
-    let avatar_url = opt_str(&body, "avatar_url")?;
-    let admin_flag = opt_bool(&body, "admin")?;
-    let deactivated = opt_bool(&body, "deactivated")?;
-    let locked = opt_bool(&body, "locked")?;
-    let logout_devices = opt_bool(&body, "logout_devices")?.unwrap_or(true);
-    let user_type = match body.get("user_type") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(t)) => Some(Some(t.as_str())),
-        Some(_) => {
-            return Err(MatrixError::invalid_param(
-                "user_type must be a string or null",
-            ));
-        }
+    let changes = UserChanges {
+        password: opt_str(&body, "password")?,
+        displayname: opt_str(&body, "displayname")?,
+        avatar_url: opt_str(&body, "avatar_url")?,
+        admin: opt_bool(&body, "admin")?,
+        deactivated: opt_bool(&body, "deactivated")?,
+        locked: opt_bool(&body, "locked")?,
+        logout_devices: opt_bool(&body, "logout_devices")?.unwrap_or(true),
+        user_type: match body.get("user_type") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(t)) => Some(Some(t.as_str())),
+            Some(_) => {
+                return Err(MatrixError::invalid_param(
+                    "user_type must be a string or null",
+                ));
+            }
+        },
     };
-    if let Some(p) = password {
-        passwords::validate(p)?;
-    }
-    let created = match s.accounts.get(&user).await? {
-        Some(_) => false,
-        None => {
-            let localpart = s.accounts.validate_localpart(user.localpart())?;
-            if localpart != user.localpart() {
-                return Err(MatrixError::invalid_param("User ids must be lower case"));
-            }
-            s.accounts
-                .register(Registration {
-                    localpart: Some(&localpart),
-                    password,
-                    account_type: if admin_flag == Some(true) {
-                        AccountType::Admin
-                    } else {
-                        AccountType::User
-                    },
-                    displayname: displayname.filter(|d| !d.is_empty()),
-                    user_type: user_type.flatten(),
-                    registration_token: None,
-                })
-                .await?;
-            true
-        }
-    };
-    if !created {
-        if let Some(admin_flag) = admin_flag {
-            if user.as_str() == me.user_id && !admin_flag {
-                return Err(MatrixError::invalid_param("You may not demote yourself"));
-            }
-            s.accounts.set_admin(&user, admin_flag).await?;
-        }
-        if let Some(t) = user_type {
-            s.storage.set_user_type(user.as_str(), t).await?;
-        }
-        match deactivated {
-            Some(true) => admin::deactivate_user(&s, &user, false).await?,
-            Some(false) => {
-                let row = s.storage.admin_user(user.as_str()).await?;
-                if row.is_some_and(|r| r.is_deactivated) {
-                    if password.is_none() {
-                        return Err(MatrixError::invalid_param(
-                            "A password is needed to reactivate an account",
-                        ));
-                    }
-                    s.storage
-                        .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
-                        .await?;
-                    s.storage
-                        .set_account_flag(user.as_str(), AccountFlag::Erased, false)
-                        .await?;
-                }
-            }
-            None => {}
-        }
-        if let Some(p) = password {
-            s.accounts.set_password(&user, p).await?;
-            if logout_devices {
-                s.sessions.delete_all_devices(user.as_str(), None).await?;
-            }
-        }
-    }
-    if let Some(d) = displayname {
-        s.profiles.set_displayname(&user, Some(d)).await?;
-    }
-    if let Some(a) = avatar_url {
-        s.profiles.set_avatar_url(&user, Some(a)).await?;
-    }
-    if let Some(l) = locked {
-        s.storage
-            .set_account_flag(user.as_str(), AccountFlag::Locked, l)
-            .await?;
-    }
-    let row = s
-        .storage
-        .admin_user(user.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::internal("user vanished"))?;
+    let (created, row) = admin_users::create_or_modify(&s, &me, &user, changes).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -380,7 +297,7 @@ async fn get_admin(
 ) -> Result<Json<Value>> {
     let (_, row) = existing(&s, &raw).await?;
     Ok(Json(
-        json!({ "admin": row.account_type == AccountType::Admin as i64 }),
+        json!({ "admin": row.account_type == AccountType::Admin }),
     ))
 }
 
@@ -396,10 +313,7 @@ async fn set_admin(
     JsonBody(body): JsonBody<AdminBody>,
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
-    if user.as_str() == me.user_id && !body.admin {
-        return Err(MatrixError::invalid_param("You may not demote yourself"));
-    }
-    s.accounts.set_admin(&user, body.admin).await?;
+    admin_users::set_admin(&s, &me, &user, body.admin).await?;
     Ok(Json(json!({})))
 }
 
@@ -409,14 +323,7 @@ async fn joined_rooms(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
-    let rooms: Vec<String> = s
-        .storage
-        .rooms_for_user(user.as_str())
-        .await?
-        .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(r, _, _)| r)
-        .collect();
+    let rooms = memberships::joined_rooms(&s, &user).await?;
     Ok(Json(json!({ "total": rooms.len(), "joined_rooms": rooms })))
 }
 
@@ -427,8 +334,8 @@ async fn memberships(
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
     let mut map = Map::new();
-    for (room, membership, _) in s.storage.rooms_for_user(user.as_str()).await? {
-        map.insert(room, json!(membership));
+    for m in memberships::memberships(&s, &user).await? {
+        map.insert(m.room_id, json!(m.membership));
     }
     Ok(Json(json!({ "memberships": map })))
 }
@@ -468,7 +375,7 @@ async fn login_as(
     Ok(Json(json!({ "access_token": session.access_token })))
 }
 
-fn device_json(d: &DeviceRow) -> Value {
+fn device_json(d: &Device) -> Value {
     json!({
         "device_id": d.device_id,
         "display_name": d.display_name,
@@ -531,7 +438,7 @@ async fn existing_device(
     s: &AppState,
     raw: &str,
     device: &str,
-) -> Result<(ruma::OwnedUserId, DeviceRow)> {
+) -> Result<(ruma::OwnedUserId, Device)> {
     let (user, _) = existing(s, raw).await?;
     let d = s
         .sessions

@@ -17,9 +17,9 @@ use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, GuestAuth, Ruma};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
-use crate::storage::Requester;
+use crate::model::accounts::Requester;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_global_account_data::v3::Request, _, _>(r, get_global);
@@ -52,6 +52,14 @@ fn raw_object<T>(raw: &ruma::serde::Raw<T>) -> Result<Value> {
     Ok(v)
 }
 
+/// Stored account data content as ruma carries it; 404 when there is none.
+fn found<T>(content: Option<Value>) -> Result<ruma::serde::Raw<T>> {
+    let content = content.ok_or_else(|| MatrixError::not_found("Account data not found"))?;
+    serde_json::value::to_raw_value(&content)
+        .map(ruma::serde::Raw::from_json)
+        .map_err(MatrixError::internal)
+}
+
 /// Push rules are managed through `/pushrules`, not account data.
 fn check_type(ty: &str) -> Result<()> {
     if ty == "m.push_rules" {
@@ -68,36 +76,36 @@ async fn get_global(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_global_account_data::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_global_account_data::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let v = s
         .account_data
         .get(&req.user_id, None, &req.event_type.to_string())
         .await?;
-    Ok(Json(v.ok_or_else(|| {
-        MatrixError::not_found("Account data not found")
-    })?))
+    Ok(RumaResponse(get_global_account_data::v3::Response::new(
+        found(v)?,
+    )))
 }
 
 async fn set_global(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_global_account_data::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_global_account_data::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let ty = req.event_type.to_string();
     check_type(&ty)?;
     s.account_data
         .set(&req.user_id, None, &ty, &raw_object(&req.data)?)
         .await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_global_account_data::v3::Response::new()))
 }
 
 async fn get_room(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_room_account_data::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_room_account_data::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let v = s
         .account_data
@@ -107,16 +115,16 @@ async fn get_room(
             &req.event_type.to_string(),
         )
         .await?;
-    Ok(Json(v.ok_or_else(|| {
-        MatrixError::not_found("Account data not found")
-    })?))
+    Ok(RumaResponse(get_room_account_data::v3::Response::new(
+        found(v)?,
+    )))
 }
 
 async fn set_room(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_room_account_data::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_room_account_data::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let ty = req.event_type.to_string();
     check_type(&ty)?;
@@ -129,7 +137,7 @@ async fn set_room(
             &raw_object(&req.data)?,
         )
         .await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_room_account_data::v3::Response::new()))
 }
 
 async fn current_tags(s: &AppState, user: &UserId, room: &RoomId) -> Result<Value> {
@@ -156,7 +164,7 @@ async fn put_tag(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<create_tag::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<create_tag::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let mut tags = current_tags(&s, &req.user_id, &req.room_id).await?;
     let info = serde_json::to_value(&req.tag_info).map_err(MatrixError::internal)?;
@@ -169,14 +177,14 @@ async fn put_tag(
             &json!({ "tags": tags }),
         )
         .await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(create_tag::v3::Response::new()))
 }
 
 async fn remove_tag(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<delete_tag::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<delete_tag::v3::Response>> {
     only_self(&r, &req.user_id)?;
     let mut tags = current_tags(&s, &req.user_id, &req.room_id).await?;
     if let Some(map) = tags.as_object_mut() {
@@ -190,7 +198,7 @@ async fn remove_tag(
             &json!({ "tags": tags }),
         )
         .await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(delete_tag::v3::Response::new()))
 }
 
 /// Receipts and markers need the user in the room and the event in it.
@@ -213,7 +221,7 @@ async fn receipt(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<create_receipt::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<create_receipt::v3::Response>> {
     check_event_in_room(&s, &r, &req.room_id, req.event_id.as_str()).await?;
     let user = r.user_id();
     match req.receipt_type.as_str() {
@@ -245,14 +253,14 @@ async fn receipt(
             )));
         }
     }
-    Ok(Json(json!({})))
+    Ok(RumaResponse(create_receipt::v3::Response::new()))
 }
 
 async fn read_markers(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<set_read_marker::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_read_marker::v3::Response>> {
     let user = r.user_id();
     if let Some(e) = &req.fully_read {
         check_event_in_room(&s, &r, &req.room_id, e.as_str()).await?;
@@ -276,14 +284,14 @@ async fn read_markers(
                 .await?;
         }
     }
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_read_marker::v3::Response::new()))
 }
 
 async fn typing(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<create_typing_event::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<create_typing_event::v3::Response>> {
     only_self(&r, &req.user_id)?;
     if s.rooms
         .membership(&req.room_id, &req.user_id)
@@ -303,7 +311,7 @@ async fn typing(
                 .set_typing(&req.room_id, &req.user_id, false, Duration::ZERO)
         }
     }
-    Ok(Json(json!({})))
+    Ok(RumaResponse(create_typing_event::v3::Response::new()))
 }
 
 async fn presence_get(
@@ -326,7 +334,7 @@ async fn presence_set(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_presence::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_presence::v3::Response>> {
     only_self(&r, &req.user_id)?;
     if s.config.presence.enabled {
         s.presence
@@ -337,5 +345,5 @@ async fn presence_set(
             )
             .await?;
     }
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_presence::v3::Response::new()))
 }

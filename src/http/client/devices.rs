@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
-use crate::storage::DeviceRow;
+use crate::model::devices::Device;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_devices::v3::Request, _, _>(r, list);
@@ -24,7 +24,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// `Device`, which leaves out unset fields: clients such as matrix-nio require
 /// `last_seen_ip` and `last_seen_ts` to be present (null when never seen), as
 /// Synapse sends them.
-pub(crate) fn device_json(d: DeviceRow) -> Value {
+pub(crate) fn device_json(d: Device) -> Value {
     json!({
         "device_id": d.device_id,
         "display_name": d.display_name,

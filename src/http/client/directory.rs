@@ -15,14 +15,17 @@ use ruma::api::client::relations::{
 };
 use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::user_directory::search_users;
-use ruma::{OwnedRoomId, RoomId};
+use ruma::events::AnyMessageLikeEvent;
+use ruma::serde::Raw;
+use ruma::{OwnedRoomAliasId, RoomId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, GuestAuth, Ruma};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
-use crate::services::rooms::row_to_pdu;
-use crate::storage::Requester;
+use crate::model::accounts::Requester;
+use crate::services::directory;
+use crate::services::relations::{self, RelationsQuery};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_alias::v3::Request, _, _>(r, put_alias);
@@ -46,119 +49,66 @@ async fn put_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<create_alias::v3::Request>,
-) -> Result<Json<Value>> {
-    if req.room_alias.server_name() != s.server_name {
-        return Err(MatrixError::invalid_param(
-            "Aliases of other servers cannot be created here",
-        ));
-    }
-    s.rooms.known_version(&req.room_id).await?;
-    if !s
-        .storage
-        .insert_alias(req.room_alias.as_str(), req.room_id.as_str(), &r.user_id)
-        .await?
-    {
-        return Err(MatrixError::unknown(
-            http::StatusCode::CONFLICT,
-            "Room alias already exists",
-        ));
-    }
-    Ok(Json(json!({})))
+) -> Result<RumaResponse<create_alias::v3::Response>> {
+    directory::create_alias(&s, &r, &req.room_alias, &req.room_id).await?;
+    Ok(RumaResponse(create_alias::v3::Response::new()))
 }
 
 async fn get_alias_room(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_alias::v3::Request>,
-) -> Result<Json<Value>> {
-    let room = s
-        .storage
-        .alias_room(req.room_alias.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    Ok(Json(json!({ "room_id": room, "servers": [s.server_name] })))
+) -> Result<RumaResponse<get_alias::v3::Response>> {
+    let room = directory::resolve_alias(&s, req.room_alias.as_str()).await?;
+    Ok(RumaResponse(get_alias::v3::Response::new(
+        room,
+        vec![s.server_name.clone()],
+    )))
 }
 
-/// The alias's creator, a server admin, or whoever may change the room's
-/// canonical alias may delete it.
 async fn remove_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<delete_alias::v3::Request>,
-) -> Result<Json<Value>> {
-    let alias = req.room_alias.as_str();
-    let room = s
-        .storage
-        .alias_room(alias)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    let creator = s.storage.alias_creator(alias).await?;
-    let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
-    // The admin check reads the account: last.
-    let allowed = creator.as_deref() == Some(r.user_id.as_str())
-        || s.rooms
-            .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
-            .await?
-        || s.sessions.admin_now(&r).await?;
-    if !allowed {
-        return Err(MatrixError::forbidden("You may not delete this alias"));
-    }
-    s.storage.delete_alias(alias).await?;
-    Ok(Json(json!({})))
+) -> Result<RumaResponse<delete_alias::v3::Response>> {
+    directory::delete_alias(&s, &r, &req.room_alias).await?;
+    Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
 async fn room_aliases(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<aliases::v3::Request>,
-) -> Result<Json<Value>> {
-    // Members (or anyone, for a world-readable room) may list the aliases;
-    // server admins may for any room, as on Synapse (admin tools rely on it).
-    // The admin check reads the account: only when the first one refuses.
-    if let Err(refused) = s.rooms.readable_state(&req.room_id, &r.user_id()).await {
-        if !s.sessions.admin_now(&r).await? {
-            return Err(refused);
-        }
-        s.rooms.known_version(&req.room_id).await?;
-    }
-    Ok(Json(
-        json!({ "aliases": s.storage.room_aliases(req.room_id.as_str()).await? }),
-    ))
+) -> Result<RumaResponse<aliases::v3::Response>> {
+    let aliases = directory::room_aliases(&s, &r, &req.room_id)
+        .await?
+        .into_iter()
+        .map(|a| OwnedRoomAliasId::try_from(a).map_err(MatrixError::internal))
+        .collect::<Result<_>>()?;
+    Ok(RumaResponse(aliases::v3::Response::new(aliases)))
 }
 
 async fn get_visibility(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_room_visibility::v3::Request>,
-) -> Result<Json<Value>> {
-    let room = s
-        .storage
-        .room(req.room_id.as_str())
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room not found"))?;
-    Ok(Json(
-        json!({ "visibility": if room.is_public { "public" } else { "private" } }),
-    ))
+) -> Result<RumaResponse<get_room_visibility::v3::Response>> {
+    let visibility = if directory::is_public(&s, &req.room_id).await? {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    };
+    Ok(RumaResponse(get_room_visibility::v3::Response::new(
+        visibility,
+    )))
 }
 
 async fn set_visibility(
     State(s): State<AppState>,
     Auth(r): Auth,
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
-) -> Result<Json<Value>> {
-    s.rooms.known_version(&req.room_id).await?;
-    if !s
-        .rooms
-        .can_send_state(&req.room_id, &r.user_id(), "m.room.canonical_alias")
-        .await?
-        && !s.sessions.admin_now(&r).await?
-    {
-        return Err(MatrixError::forbidden(
-            "You may not change this room's visibility",
-        ));
-    }
-    s.storage
-        .set_room_public(req.room_id.as_str(), req.visibility == Visibility::Public)
-        .await?;
-    Ok(Json(json!({})))
+) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
+    let public = req.visibility == Visibility::Public;
+    directory::set_visibility(&s, &r, &req.room_id, public).await?;
+    Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
 
 /// A room as the directory shows it.
@@ -208,8 +158,7 @@ async fn directory_page(
     term: Option<&str>,
 ) -> Result<Value> {
     let mut rooms = Vec::new();
-    for room in s.storage.public_rooms().await? {
-        let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
+    for room_id in directory::public_rooms(s).await? {
         rooms.push(chunk(s, &room_id).await?);
     }
     if let Some(term) = term.map(str::to_lowercase).filter(|t| !t.is_empty()) {
@@ -288,160 +237,99 @@ async fn user_search(
     Ruma(req): Ruma<search_users::v3::Request>,
 ) -> Result<Json<Value>> {
     crate::http::check_search_term(Some(&req.search_term), "search_term")?;
-    let limit = u64::from(req.limit).clamp(1, 1000) as i64;
-    let rows = s
-        .storage
-        .search_user_directory(&r.user_id, &req.search_term, limit + 1)
-        .await?;
-    let limited = rows.len() as i64 > limit;
-    let results: Vec<Value> = rows
+    let limit = u64::from(req.limit).clamp(1, 1000) as usize;
+    let found = directory::search_users(&s, &r, &req.search_term, limit).await?;
+    let results: Vec<Value> = found
+        .results
         .into_iter()
-        .take(limit as usize)
-        .map(|(user_id, name, avatar)| json!({ "user_id": user_id, "display_name": name, "avatar_url": avatar }))
+        .map(|u| json!({ "user_id": u.user_id, "display_name": u.display_name, "avatar_url": u.avatar_url }))
         .collect();
-    Ok(Json(json!({ "results": results, "limited": limited })))
+    Ok(Json(
+        json!({ "results": results, "limited": found.limited }),
+    ))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A page of relations as the requester sees them, and the next page's token.
 async fn relations_page(
     s: &AppState,
     r: &Requester,
     room_id: &RoomId,
-    event_id: &str,
-    rel_type: Option<&str>,
-    event_type: Option<&str>,
-    from: Option<&str>,
-    limit: Option<u64>,
-    dir: Direction,
-) -> Result<Value> {
-    let user = r.user_id();
-    s.rooms.readable_state(room_id, &user).await?;
-    let parent = s
+    q: RelationsQuery<'_>,
+) -> Result<(Vec<Raw<AnyMessageLikeEvent>>, Option<String>)> {
+    let page = relations::page(s, r, room_id, q).await?;
+    let viewer = Some((r.user_id.as_str(), r.device_id.as_str()));
+    let chunk = s
         .rooms
-        .pdu(event_id)
+        .client_events(&page.events, viewer)
         .await?
-        .filter(|p| p.room_id == room_id);
-    let current = s.rooms.membership(room_id, &user).await?;
-    match &parent {
-        Some(p) if s.rooms.can_see(&user, p, current.as_deref()).await? => {}
-        _ => return Err(MatrixError::not_found("Event not found")),
+        .iter()
+        .map(|event| {
+            serde_json::value::to_raw_value(event)
+                .map(Raw::from_json)
+                .map_err(MatrixError::internal)
+        })
+        .collect::<Result<_>>()?;
+    Ok((chunk, page.next_batch))
+}
+
+/// The page a `/relations` request asks for, of any rel_type and event type.
+fn query<'a>(
+    event_id: &'a ruma::EventId,
+    from: Option<&'a str>,
+    limit: Option<ruma::UInt>,
+    dir: Direction,
+) -> RelationsQuery<'a> {
+    RelationsQuery {
+        event_id: event_id.as_str(),
+        rel_type: None,
+        event_type: None,
+        from,
+        limit: limit.map(u64::from),
+        forwards: dir == Direction::Forward,
     }
-    let from = match from {
-        Some(t) => Some(
-            t.rsplit('_')
-                .next()
-                .and_then(|v| v.trim_start_matches(['s', 't', 'r']).parse::<i64>().ok())
-                .ok_or_else(|| MatrixError::invalid_param("Invalid from token"))?,
-        ),
-        None => None,
-    };
-    let forwards = dir == Direction::Forward;
-    let limit = limit.unwrap_or(50).clamp(1, 1000) as i64;
-    let rows = s
-        .storage
-        .relations(
-            room_id.as_str(),
-            event_id,
-            rel_type,
-            event_type,
-            from,
-            forwards,
-            limit + 1,
-        )
-        .await?;
-    let more = rows.len() as i64 > limit;
-    let mut pdus = Vec::new();
-    for row in rows.into_iter().take(limit as usize) {
-        let pdu = row_to_pdu(row)?;
-        // A redacted event no longer relates to anything (its relation is gone).
-        if pdu.redacted_by.is_none() {
-            pdus.push(pdu);
-        }
-    }
-    let next = more
-        .then(|| pdus.last().map(|p| format!("r{}", p.stream_ordering)))
-        .flatten();
-    let pdus = s.rooms.filter_visible(&user, room_id, pdus).await?;
-    let mut chunk = Vec::new();
-    for p in &pdus {
-        chunk.push(
-            s.rooms
-                .client_event(p, Some((r.user_id.as_str(), r.device_id.as_str())))
-                .await?,
-        );
-    }
-    let mut body = json!({ "chunk": chunk });
-    if let Some(n) = next {
-        body["next_batch"] = json!(n);
-    }
-    Ok(body)
 }
 
 async fn relations(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events::v1::Request>,
-) -> Result<Json<Value>> {
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            req.event_id.as_str(),
-            None,
-            None,
-            req.from.as_deref(),
-            limit,
-            req.dir,
-        )
-        .await?,
-    ))
+) -> Result<RumaResponse<get_relating_events::v1::Response>> {
+    let q = query(&req.event_id, req.from.as_deref(), req.limit, req.dir);
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }
 
 async fn relations_rel(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events_with_rel_type::v1::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_relating_events_with_rel_type::v1::Response>> {
     let rel = req.rel_type.to_string();
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            req.event_id.as_str(),
-            Some(&rel),
-            None,
-            req.from.as_deref(),
-            limit,
-            req.dir,
-        )
-        .await?,
-    ))
+    let q = RelationsQuery {
+        rel_type: Some(&rel),
+        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+    };
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }
 
 async fn relations_rel_type(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
-) -> Result<Json<Value>> {
-    let rel = req.rel_type.to_string();
-    let ty = req.event_type.to_string();
-    let limit = req.limit.map(u64::from);
-    Ok(Json(
-        relations_page(
-            &s,
-            &r,
-            &req.room_id,
-            req.event_id.as_str(),
-            Some(&rel),
-            Some(&ty),
-            req.from.as_deref(),
-            limit,
-            req.dir,
-        )
-        .await?,
-    ))
+) -> Result<RumaResponse<get_relating_events_with_rel_type_and_event_type::v1::Response>> {
+    let (rel, ty) = (req.rel_type.to_string(), req.event_type.to_string());
+    let q = RelationsQuery {
+        rel_type: Some(&rel),
+        event_type: Some(&ty),
+        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+    };
+    let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
+    let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
+    response.next_batch = next_batch;
+    Ok(RumaResponse(response))
 }

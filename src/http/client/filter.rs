@@ -13,7 +13,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<get_filter::v3::Request, _, _>(r, get)
 }
 
-fn only_self(requester: &crate::storage::Requester, user_id: &ruma::UserId) -> Result<()> {
+fn only_self(requester: &crate::model::accounts::Requester, user_id: &ruma::UserId) -> Result<()> {
     if requester.user_id != user_id.as_str() {
         return Err(MatrixError::forbidden("Cannot use filters of other users"));
     }

@@ -28,7 +28,7 @@ async fn lookup(s: &AppState, user_id: &UserId) -> Result<Profile> {
     s.profiles.get(user_id).await
 }
 
-fn only_self(requester: &crate::storage::Requester, user_id: &UserId) -> Result<()> {
+fn only_self(requester: &crate::model::accounts::Requester, user_id: &UserId) -> Result<()> {
     if requester.user_id != user_id.as_str() {
         return Err(MatrixError::forbidden(
             "You cannot change another user's profile",

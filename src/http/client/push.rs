@@ -14,7 +14,7 @@ use ruma::push::{InsertPushRuleError, RemovePushRuleError};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, Ruma};
+use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -76,7 +76,7 @@ async fn set_rule(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_pushrule::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_pushrule::v3::Response>> {
     let user = r.user_id();
     let mut rules = s.account_data.push_rules(&user).await?;
     rules
@@ -86,14 +86,14 @@ async fn set_rule(
             other => MatrixError::invalid_param(other.to_string()),
         })?;
     s.account_data.set_push_rules(&user, &rules).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_pushrule::v3::Response::new()))
 }
 
 async fn delete_rule(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<delete_pushrule::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<delete_pushrule::v3::Response>> {
     let user = r.user_id();
     let mut rules = s.account_data.push_rules(&user).await?;
     rules.remove(req.kind, &req.rule_id).map_err(|e| match e {
@@ -101,51 +101,59 @@ async fn delete_rule(
         other => MatrixError::forbidden(other.to_string()),
     })?;
     s.account_data.set_push_rules(&user, &rules).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(delete_pushrule::v3::Response::new()))
 }
 
 async fn get_enabled(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_pushrule_enabled::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_pushrule_enabled::v3::Response>> {
     let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
-    Ok(Json(json!({ "enabled": rule["enabled"] })))
+    let enabled = rule["enabled"]
+        .as_bool()
+        .ok_or_else(|| MatrixError::internal("push rule without `enabled`"))?;
+    Ok(RumaResponse(get_pushrule_enabled::v3::Response::new(
+        enabled,
+    )))
 }
 
 async fn set_enabled(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_pushrule_enabled::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_pushrule_enabled::v3::Response>> {
     let user = r.user_id();
     let mut rules = s.account_data.push_rules(&user).await?;
     rules
         .set_enabled(req.kind, &req.rule_id, req.enabled)
         .map_err(|_| not_found())?;
     s.account_data.set_push_rules(&user, &rules).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_pushrule_enabled::v3::Response::new()))
 }
 
 async fn get_actions(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_pushrule_actions::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_pushrule_actions::v3::Response>> {
     let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
-    Ok(Json(json!({ "actions": rule["actions"] })))
+    let actions = serde_json::from_value(rule["actions"].clone()).map_err(MatrixError::internal)?;
+    Ok(RumaResponse(get_pushrule_actions::v3::Response::new(
+        actions,
+    )))
 }
 
 async fn set_actions(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_pushrule_actions::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<set_pushrule_actions::v3::Response>> {
     let user = r.user_id();
     let mut rules = s.account_data.push_rules(&user).await?;
     rules
         .set_actions(req.kind, &req.rule_id, req.actions)
         .map_err(|_| not_found())?;
     s.account_data.set_push_rules(&user, &rules).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_pushrule_actions::v3::Response::new()))
 }

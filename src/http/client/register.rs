@@ -9,8 +9,8 @@ use ruma::api::client::account::{
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::model::accounts::AccountType;
 use crate::services::accounts::Registration;
-use crate::storage::AccountType;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<register::v3::Request, _, _>(r, register);
@@ -52,7 +52,11 @@ async fn register(
         }
         let token = s
             .uia
-            .require_registration(req.auth.as_ref(), cfg.requires_token, &s.storage)
+            .require_registration(
+                req.auth.as_ref(),
+                cfg.requires_token,
+                &s.registration_tokens,
+            )
             .await?;
         (localpart, token)
     };

@@ -16,11 +16,12 @@ use ruma::{OwnedRoomId, RoomId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, Ruma};
+use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::model::accounts::Requester;
 use crate::model::pdu::Pdu;
 use crate::model::state::StateMap;
-use crate::storage::Requester;
+use crate::services::memberships;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_room_event::v3::Request, _, _>(r, event);
@@ -117,32 +118,7 @@ async fn members(
     Ruma(req): Ruma<get_member_events::v3::Request>,
 ) -> Result<Json<Value>> {
     let user = r.user_id();
-    let mut state = s.rooms.readable_state(&req.room_id, &user).await?;
-    if let Some(at) = &req.at {
-        // The members as of a sync token, if the user could see the room then.
-        let pos = crate::services::rooms::timeline::inclusive_stream_position(at)
-            .ok_or_else(|| MatrixError::invalid_param("Invalid `at` token"))?;
-        if let Some(row) = s
-            .storage
-            .room_event_at_stream(req.room_id.as_str(), pos)
-            .await?
-        {
-            let at_state = s.rooms.state_after(row.state_group.unwrap_or(0)).await?;
-            let then = at_state.get(&("m.room.member".to_owned(), user.to_string()));
-            let world = s
-                .rooms
-                .state_content(&at_state, "m.room.history_visibility", "")
-                .await?;
-            let world = world.and_then(|c| {
-                c["history_visibility"]
-                    .as_str()
-                    .map(|v| v == "world_readable")
-            });
-            if then.is_some() || world == Some(true) {
-                state = at_state;
-            }
-        }
-    }
+    let state = memberships::members_state(&s, &user, &req.room_id, req.at.as_deref()).await?;
     let mut pdus = Vec::new();
     for ((ty, _), id) in state.iter() {
         if ty != "m.room.member" {
@@ -203,16 +179,13 @@ async fn joined_rooms(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     _: Ruma<joined_rooms::v3::Request>,
-) -> Result<Json<Value>> {
-    let rooms: Vec<String> = s
-        .storage
-        .rooms_for_user(&r.user_id)
+) -> Result<RumaResponse<joined_rooms::v3::Response>> {
+    let rooms = memberships::joined_rooms(&s, &r.user_id())
         .await?
         .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(room, _, _)| room)
-        .collect();
-    Ok(Json(json!({ "joined_rooms": rooms })))
+        .map(|room| OwnedRoomId::try_from(room).map_err(MatrixError::internal))
+        .collect::<Result<_>>()?;
+    Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 
 /// Member events for the senders of `events` (lazy-loading members).

@@ -19,7 +19,9 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::services::room_admin::check_not_blocked;
 use crate::services::rooms::{CreateRoom, NewEvent, create::Preset};
+use crate::services::{directory, memberships};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_room::v3::Request, _, _>(r, create);
@@ -71,16 +73,6 @@ async fn check_can_reject(s: &AppState, room_id: &RoomId, user: &UserId) -> Resu
             http::StatusCode::FORBIDDEN,
             ruma::api::error::ErrorKind::CannotLeaveServerNoticeRoom,
             "You cannot reject this invite",
-        ));
-    }
-    Ok(())
-}
-
-/// Rooms an admin blocked cannot be joined or invited into.
-pub(crate) async fn check_not_blocked(s: &AppState, room_id: &RoomId) -> Result<()> {
-    if s.storage.room_blocked_by(room_id.as_str()).await?.is_some() {
-        return Err(MatrixError::forbidden(
-            "This room has been blocked on this server",
         ));
     }
     Ok(())
@@ -197,7 +189,7 @@ async fn create(
         })
         .await?;
     if req.visibility == ruma::api::client::room::Visibility::Public {
-        s.storage.set_room_public(room_id.as_str(), true).await?;
+        directory::publish(&s, &room_id, true).await?;
     }
     tracing::info!(%room_id, %creator, "room created");
     Ok(RumaResponse(create_room::v3::Response::new(room_id)))
@@ -206,12 +198,7 @@ async fn create(
 /// Resolves `#alias:server` (local aliases only until federation) or a room id.
 pub(crate) async fn resolve_room(s: &AppState, id_or_alias: &str) -> Result<OwnedRoomId> {
     if id_or_alias.starts_with('#') {
-        let room = s
-            .storage
-            .alias_room(id_or_alias)
-            .await?
-            .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-        return OwnedRoomId::try_from(room).map_err(MatrixError::internal);
+        return directory::resolve_alias(s, id_or_alias).await;
     }
     OwnedRoomId::try_from(id_or_alias)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))
@@ -301,20 +288,7 @@ async fn forget(
     Auth(r): Auth,
     Ruma(req): Ruma<forget_room::v3::Request>,
 ) -> Result<RumaResponse<forget_room::v3::Response>> {
-    let user = r.user_id();
-    match s.rooms.membership(&req.room_id, &user).await?.as_deref() {
-        Some("join" | "invite" | "knock") => {
-            return Err(MatrixError::unknown(
-                http::StatusCode::BAD_REQUEST,
-                "Leave the room before forgetting it",
-            ));
-        }
-        None => return Err(MatrixError::not_found("You were never in this room")),
-        _ => {}
-    }
-    s.storage
-        .forget_room(user.as_str(), req.room_id.as_str())
-        .await?;
+    memberships::forget(&s, &r.user_id(), &req.room_id).await?;
     Ok(RumaResponse(forget_room::v3::Response::new()))
 }
 
@@ -488,9 +462,7 @@ async fn check_canonical_alias(s: &AppState, room_id: &RoomId, content: &Value) 
     for alias in aliases {
         let parsed = ruma::RoomAliasId::parse(alias)
             .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
-        let points_here = parsed.server_name() == s.server_name
-            && s.storage.alias_room(alias).await?.as_deref() == Some(room_id.as_str());
-        if !points_here {
+        if !directory::is_local_alias_of(s, &parsed, room_id).await? {
             return Err(MatrixError::new(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::BadAlias,

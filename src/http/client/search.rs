@@ -12,8 +12,9 @@ use serde_json::{Map, Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, Ruma};
 use crate::http::{AppState, ruma_route};
+use crate::model::accounts::Requester;
+use crate::services::memberships;
 use crate::services::search::SearchQuery;
-use crate::storage::Requester;
 
 /// Results per page unless the filter sets a limit.
 const PAGE: usize = 10;
@@ -47,14 +48,7 @@ async fn search(
     };
     // Rooms the user is in (and the filter allows).
     let filter = &criteria.filter;
-    let mut rooms: Vec<String> = s
-        .storage
-        .rooms_for_user(user.as_str())
-        .await?
-        .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(room, _, _)| room)
-        .collect();
+    let mut rooms = memberships::joined_rooms(&s, &user).await?;
     // A filter naming rooms the user is not in just finds nothing there
     // (as Synapse: the filter is intersected with the user's rooms).
     if let Some(wanted) = &filter.rooms {

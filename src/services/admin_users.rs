@@ -1,0 +1,187 @@
+//! Synapse's user admin API behind its handlers: listing accounts with
+//! filters, ordering and paging, creating and modifying one, and the flags
+//! admin tools set. Tables `accounts`, `profiles`, `devices` (last seen).
+
+use ruma::{OwnedUserId, UserId};
+
+use crate::error::{MatrixError, Result};
+pub use crate::model::accounts::AdminUser;
+use crate::model::accounts::{AccountType, Requester};
+use crate::services::accounts::Registration;
+use crate::services::{Services, admin, passwords};
+use crate::storage::admin_users::{AccountFlag, UserListFilter, order_column};
+
+/// What the listing may be ordered by (Synapse's `order_by` values).
+#[derive(Debug, Clone, Copy)]
+pub struct UserOrder(&'static str);
+
+impl UserOrder {
+    /// 400 `M_INVALID_PARAM` for a value Synapse does not know.
+    pub fn parse(order_by: &str) -> Result<Self> {
+        order_column(order_by)
+            .map(Self)
+            .ok_or_else(|| MatrixError::invalid_param("Unknown order_by"))
+    }
+}
+
+/// Filters, order and page of `GET /_synapse/admin/v2|v3/users`.
+pub struct UserListQuery {
+    /// Substring of the user id.
+    pub user_id: Option<String>,
+    /// Substring of the user id or the display name.
+    pub name: Option<String>,
+    pub guests: bool,
+    pub admins: Option<bool>,
+    pub deactivated: Option<bool>,
+    pub locked: bool,
+    /// User types to leave out (`""`: users without a type).
+    pub not_user_types: Vec<String>,
+    pub order_by: UserOrder,
+    pub backwards: bool,
+    pub from: i64,
+    pub limit: i64,
+}
+
+/// A page of accounts and how many match in all.
+pub struct UserPage {
+    pub users: Vec<AdminUser>,
+    pub total: i64,
+}
+
+pub async fn list(s: &Services, q: UserListQuery) -> Result<UserPage> {
+    let filter = UserListFilter {
+        user_id: q.user_id,
+        name: q.name,
+        guests: q.guests,
+        admins: q.admins,
+        deactivated: q.deactivated,
+        locked: q.locked,
+        not_user_types: q.not_user_types,
+        order_by: q.order_by.0,
+        backwards: q.backwards,
+    };
+    let (rows, total) = s.storage.admin_users(&filter, q.from, q.limit).await?;
+    Ok(UserPage { users: rows, total })
+}
+
+/// The local account `raw` names; 404 when there is none.
+pub async fn existing(s: &Services, raw: &str) -> Result<(OwnedUserId, AdminUser)> {
+    let user = s.accounts.parse_local_user_id(raw)?;
+    let row = admin_user(s, &user)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("User not found"))?;
+    Ok((user, row))
+}
+
+async fn admin_user(s: &Services, user: &UserId) -> Result<Option<AdminUser>> {
+    Ok(s.storage.admin_user(user.as_str()).await?)
+}
+
+/// What `PUT /_synapse/admin/v2/users/{userId}` asks for; `None` leaves a
+/// field as it is.
+pub struct UserChanges<'a> {
+    pub password: Option<&'a str>,
+    pub displayname: Option<&'a str>,
+    pub avatar_url: Option<&'a str>,
+    pub admin: Option<bool>,
+    pub deactivated: Option<bool>,
+    pub locked: Option<bool>,
+    /// Whether a new password logs out every device.
+    pub logout_devices: bool,
+    /// `Some(None)` clears the type.
+    pub user_type: Option<Option<&'a str>>,
+}
+
+/// Creates the account with `changes` or applies them to the existing one.
+/// Returns whether it was created, and the account as it is now. An admin
+/// may not demote themself; reactivating needs a password.
+pub async fn create_or_modify(
+    s: &Services,
+    me: &Requester,
+    user: &UserId,
+    changes: UserChanges<'_>,
+) -> Result<(bool, AdminUser)> {
+    let c = changes;
+    let (password, admin_flag, user_type) = (c.password, c.admin, c.user_type);
+    if let Some(p) = password {
+        passwords::validate(p)?;
+    }
+    let created = match s.accounts.get(user).await? {
+        Some(_) => false,
+        None => {
+            let localpart = s.accounts.validate_localpart(user.localpart())?;
+            if localpart != user.localpart() {
+                return Err(MatrixError::invalid_param("User ids must be lower case"));
+            }
+            s.accounts
+                .register(Registration {
+                    localpart: Some(&localpart),
+                    password,
+                    account_type: if admin_flag == Some(true) {
+                        AccountType::Admin
+                    } else {
+                        AccountType::User
+                    },
+                    displayname: c.displayname.filter(|d| !d.is_empty()),
+                    user_type: user_type.flatten(),
+                    registration_token: None,
+                })
+                .await?;
+            true
+        }
+    };
+    if !created {
+        if let Some(admin_flag) = admin_flag {
+            set_admin(s, me, user, admin_flag).await?;
+        }
+        if let Some(t) = user_type {
+            s.storage.set_user_type(user.as_str(), t).await?;
+        }
+        if c.deactivated == Some(true) {
+            admin::deactivate_user(s, user, false).await?;
+        } else if c.deactivated == Some(false)
+            && admin_user(s, user).await?.is_some_and(|u| u.is_deactivated)
+        {
+            if password.is_none() {
+                return Err(MatrixError::invalid_param(
+                    "A password is needed to reactivate an account",
+                ));
+            }
+            s.storage
+                .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
+                .await?;
+            s.storage
+                .set_account_flag(user.as_str(), AccountFlag::Erased, false)
+                .await?;
+        }
+        if let Some(p) = password {
+            s.accounts.set_password(user, p).await?;
+            if c.logout_devices {
+                s.sessions.delete_all_devices(user.as_str(), None).await?;
+            }
+        }
+    }
+    if let Some(d) = c.displayname {
+        s.profiles.set_displayname(user, Some(d)).await?;
+    }
+    if let Some(a) = c.avatar_url {
+        s.profiles.set_avatar_url(user, Some(a)).await?;
+    }
+    if let Some(l) = c.locked {
+        s.storage
+            .set_account_flag(user.as_str(), AccountFlag::Locked, l)
+            .await?;
+    }
+    let row = admin_user(s, user)
+        .await?
+        .ok_or_else(|| MatrixError::internal("user vanished"))?;
+    Ok((created, row))
+}
+
+/// Makes the account an admin or not; an admin may not demote themself.
+pub async fn set_admin(s: &Services, me: &Requester, user: &UserId, admin: bool) -> Result<()> {
+    if user.as_str() == me.user_id && !admin {
+        return Err(MatrixError::invalid_param("You may not demote yourself"));
+    }
+    s.accounts.set_admin(user, admin).await
+}

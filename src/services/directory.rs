@@ -1,0 +1,174 @@
+//! Room aliases (`room_aliases`), the public room directory (the `is_public`
+//! flag of `rooms`) and the user directory (`profiles` joined with room
+//! memberships). Local only until federation.
+
+use ruma::{OwnedRoomId, RoomAliasId, RoomId};
+
+use crate::error::{MatrixError, Result};
+use crate::model::accounts::Requester;
+use crate::services::Services;
+
+/// One user the user directory found.
+pub struct DirectoryUser {
+    pub user_id: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A user directory search: at most `limit` users, and whether more matched.
+pub struct UserSearch {
+    pub results: Vec<DirectoryUser>,
+    pub limited: bool,
+}
+
+/// Creates a local alias for a known room; 409 when it exists.
+pub async fn create_alias(
+    s: &Services,
+    creator: &Requester,
+    alias: &RoomAliasId,
+    room_id: &RoomId,
+) -> Result<()> {
+    if alias.server_name() != s.server_name {
+        return Err(MatrixError::invalid_param(
+            "Aliases of other servers cannot be created here",
+        ));
+    }
+    s.rooms.known_version(room_id).await?;
+    if !s
+        .storage
+        .insert_alias(alias.as_str(), room_id.as_str(), &creator.user_id)
+        .await?
+    {
+        return Err(MatrixError::unknown(
+            http::StatusCode::CONFLICT,
+            "Room alias already exists",
+        ));
+    }
+    Ok(())
+}
+
+/// The room an alias points at; 404 when it points nowhere.
+pub async fn resolve_alias(s: &Services, alias: &str) -> Result<OwnedRoomId> {
+    let room = s
+        .storage
+        .alias_room(alias)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
+    OwnedRoomId::try_from(room).map_err(MatrixError::internal)
+}
+
+/// Whether `alias` is one of this server's and points at `room_id` (what an
+/// `m.room.canonical_alias` event may name).
+pub async fn is_local_alias_of(
+    s: &Services,
+    alias: &RoomAliasId,
+    room_id: &RoomId,
+) -> Result<bool> {
+    Ok(alias.server_name() == s.server_name
+        && s.storage.alias_room(alias.as_str()).await?.as_deref() == Some(room_id.as_str()))
+}
+
+/// Deletes an alias. The alias's creator, a server admin, or whoever may
+/// change the room's canonical alias may.
+pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> Result<()> {
+    let alias = alias.as_str();
+    let room_id = resolve_alias(s, alias).await?;
+    let creator = s.storage.alias_creator(alias).await?;
+    // The admin check reads the account: last.
+    let allowed = creator.as_deref() == Some(r.user_id.as_str())
+        || s.rooms
+            .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
+            .await?
+        || s.sessions.admin_now(r).await?;
+    if !allowed {
+        return Err(MatrixError::forbidden("You may not delete this alias"));
+    }
+    s.storage.delete_alias(alias).await?;
+    Ok(())
+}
+
+/// The room's local aliases. Members (or anyone, for a world-readable room)
+/// may list them; server admins may for any room, as on Synapse (admin tools
+/// rely on it).
+pub async fn room_aliases(s: &Services, r: &Requester, room_id: &RoomId) -> Result<Vec<String>> {
+    // The admin check reads the account: only when the first one refuses.
+    if let Err(refused) = s.rooms.readable_state(room_id, &r.user_id()).await {
+        if !s.sessions.admin_now(r).await? {
+            return Err(refused);
+        }
+        s.rooms.known_version(room_id).await?;
+    }
+    Ok(s.storage.room_aliases(room_id.as_str()).await?)
+}
+
+/// Whether the room is listed in the public directory; 404 for an unknown room.
+pub async fn is_public(s: &Services, room_id: &RoomId) -> Result<bool> {
+    Ok(crate::services::room_admin::room(s, room_id)
+        .await?
+        .is_public)
+}
+
+/// Lists or unlists a room, for whoever may change its canonical alias or
+/// a server admin.
+pub async fn set_visibility(
+    s: &Services,
+    r: &Requester,
+    room_id: &RoomId,
+    public: bool,
+) -> Result<()> {
+    s.rooms.known_version(room_id).await?;
+    if !s
+        .rooms
+        .can_send_state(room_id, &r.user_id(), "m.room.canonical_alias")
+        .await?
+        && !s.sessions.admin_now(r).await?
+    {
+        return Err(MatrixError::forbidden(
+            "You may not change this room's visibility",
+        ));
+    }
+    publish(s, room_id, public).await
+}
+
+/// Lists or unlists a room, no questions asked (its creator at creation).
+pub async fn publish(s: &Services, room_id: &RoomId, public: bool) -> Result<()> {
+    s.storage.set_room_public(room_id.as_str(), public).await?;
+    Ok(())
+}
+
+/// The rooms listed in the public directory.
+pub async fn public_rooms(s: &Services) -> Result<Vec<OwnedRoomId>> {
+    s.storage
+        .public_rooms()
+        .await?
+        .into_iter()
+        .map(|room| OwnedRoomId::try_from(room).map_err(MatrixError::internal))
+        .collect()
+}
+
+/// Local users matching `term` (in user id or display name) who share a
+/// joined room with `searcher` or are joined to a public room.
+pub async fn search_users(
+    s: &Services,
+    searcher: &Requester,
+    term: &str,
+    limit: usize,
+) -> Result<UserSearch> {
+    let mut rows = s
+        .storage
+        .search_user_directory(&searcher.user_id, term, limit as i64 + 1)
+        .await?;
+    let limited = rows.len() > limit;
+    rows.truncate(limit);
+    Ok(UserSearch {
+        results: rows
+            .into_iter()
+            .map(|(user_id, display_name, avatar_url)| DirectoryUser {
+                user_id,
+                display_name,
+                avatar_url,
+            })
+            .collect(),
+        limited,
+    })
+}

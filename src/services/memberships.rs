@@ -1,0 +1,102 @@
+//! Who is in which room, as the current state says (`current_state`'s member
+//! rows), and forgetting rooms (`forgotten_rooms`).
+
+use std::sync::Arc;
+
+use ruma::{RoomId, UserId};
+
+use crate::error::{MatrixError, Result};
+use crate::model::state::StateMap;
+use crate::services::Services;
+
+/// A user's current membership in one room.
+pub struct RoomMembership {
+    pub room_id: String,
+    pub membership: String,
+}
+
+/// Every room where the user has a current membership (any kind).
+pub async fn memberships(s: &Services, user: &UserId) -> Result<Vec<RoomMembership>> {
+    Ok(s.storage
+        .rooms_for_user(user.as_str())
+        .await?
+        .into_iter()
+        .map(|(room_id, membership, _)| RoomMembership {
+            room_id,
+            membership,
+        })
+        .collect())
+}
+
+/// The rooms the user is joined to.
+pub async fn joined_rooms(s: &Services, user: &UserId) -> Result<Vec<String>> {
+    Ok(memberships(s, user)
+        .await?
+        .into_iter()
+        .filter(|m| m.membership == "join")
+        .map(|m| m.room_id)
+        .collect())
+}
+
+/// The room's joined members, by user id.
+pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
+    Ok(s.storage.room_members(room_id.as_str(), "join").await?)
+}
+
+/// The state `/members` reads: the current one, or with `at` (a sync token)
+/// the state at that point if the user could see the room then (a member,
+/// or the room was world-readable). 403 when the user may not read it now.
+pub async fn members_state(
+    s: &Services,
+    user: &UserId,
+    room_id: &RoomId,
+    at: Option<&str>,
+) -> Result<Arc<StateMap>> {
+    let state = s.rooms.readable_state(room_id, user).await?;
+    let Some(at) = at else {
+        return Ok(state);
+    };
+    let pos = crate::services::rooms::timeline::inclusive_stream_position(at)
+        .ok_or_else(|| MatrixError::invalid_param("Invalid `at` token"))?;
+    let Some(row) = s
+        .storage
+        .room_event_at_stream(room_id.as_str(), pos)
+        .await?
+    else {
+        return Ok(state);
+    };
+    let at_state = s.rooms.state_after(row.state_group.unwrap_or(0)).await?;
+    let then = at_state.get(&("m.room.member".to_owned(), user.to_string()));
+    let world = s
+        .rooms
+        .state_content(&at_state, "m.room.history_visibility", "")
+        .await?;
+    let world = world.and_then(|c| {
+        c["history_visibility"]
+            .as_str()
+            .map(|v| v == "world_readable")
+    });
+    Ok(if then.is_some() || world == Some(true) {
+        at_state
+    } else {
+        state
+    })
+}
+
+/// Forgets a room the user has left (or was kicked or banned from).
+pub async fn forget(s: &Services, user: &UserId, room_id: &RoomId) -> Result<()> {
+    match s.rooms.membership(room_id, user).await?.as_deref() {
+        Some("join" | "invite" | "knock") => {
+            return Err(MatrixError::unknown(
+                http::StatusCode::BAD_REQUEST,
+                "Leave the room before forgetting it",
+            ));
+        }
+        None => return Err(MatrixError::not_found("You were never in this room")),
+        _ => {}
+    }
+    s.storage
+        .forget_room(user.as_str(), room_id.as_str())
+        .await?;
+    Ok(())
+}
