@@ -213,7 +213,7 @@ impl Server {
             .await
             .expect("state group")
             .expect("a stored state group")
-            .1
+            .chain_length
     }
 }
 

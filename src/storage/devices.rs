@@ -1,11 +1,9 @@
 //! Tables `devices` and `access_tokens`.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
+use super::rows::IntFlag;
 use super::{AccountType, Storage, now_ms};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceRow {
     pub user_id: String,
     pub device_id: String,
@@ -17,17 +15,21 @@ pub struct DeviceRow {
 
 /// Who made a request: the owner of an access token, with the account type as
 /// it is in the database right now.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Requester {
     pub user_id: String,
     pub device_id: String,
+    #[sqlx(try_from = "i64")]
     pub account_type: AccountType,
+    #[sqlx(try_from = "IntFlag")]
     pub is_deactivated: bool,
+    #[sqlx(try_from = "IntFlag")]
     pub is_locked: bool,
     /// When the token stops working (admin login-as tokens), in ms.
     pub valid_until_ms: Option<i64>,
     /// Read from the database for this request, not from the token cache
     /// (whose entries may miss a change made to the database by hand).
+    #[sqlx(skip)]
     pub fresh: bool,
 }
 
@@ -46,17 +48,6 @@ macro_rules! columns {
     };
 }
 
-fn from_row(r: &AnyRow) -> DeviceRow {
-    DeviceRow {
-        user_id: r.get(0),
-        device_id: r.get(1),
-        display_name: r.get(2),
-        last_seen_ip: r.get(3),
-        last_seen_user_agent: r.get(4),
-        last_seen_ts: r.get(5),
-    }
-}
-
 /// A last-seen record waiting to be written.
 pub struct LastSeen {
     pub user_id: String,
@@ -70,23 +61,16 @@ impl Storage {
     /// Resolves an access token, joining the account so the account type is
     /// always current (an admin promotion applies to the next request).
     pub async fn requester_by_token(&self, token: &str) -> sqlx::Result<Option<Requester>> {
-        let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated, a.locked, t.valid_until_ms
+        let row: Option<Requester> = sqlx::query_as(
+            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated, a.locked AS is_locked,
+                    t.valid_until_ms
              FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id
              WHERE t.token = $1",
         )
         .bind(token)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| Requester {
-            user_id: r.get(0),
-            device_id: r.get(1),
-            account_type: AccountType::from_db(r.get(2)),
-            is_deactivated: r.get::<i64, _>(3) != 0,
-            is_locked: r.get::<i64, _>(4) != 0,
-            valid_until_ms: r.get(5),
-            fresh: true,
-        }))
+        Ok(row.map(|r| Requester { fresh: true, ..r }))
     }
 
     /// Creates (or reuses) a device and issues a new access token for it. An
@@ -155,13 +139,7 @@ impl Storage {
             columns!(),
             " FROM devices WHERE user_id = $1 ORDER BY created_ts, device_id"
         );
-        Ok(sqlx::query(Q)
-            .bind(user_id)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(from_row)
-            .collect())
+        sqlx::query_as(Q).bind(user_id).fetch_all(self.pool()).await
     }
 
     pub async fn device(&self, user_id: &str, device_id: &str) -> sqlx::Result<Option<DeviceRow>> {
@@ -170,13 +148,11 @@ impl Storage {
             columns!(),
             " FROM devices WHERE user_id = $1 AND device_id = $2"
         );
-        Ok(sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(user_id)
             .bind(device_id)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row))
+            .await
     }
 
     pub async fn set_device_display_name(

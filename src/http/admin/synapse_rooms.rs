@@ -7,6 +7,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -143,9 +144,9 @@ async fn list(
         Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
     };
     let mut rooms = Vec::new();
-    for (room, version, creator, public) in s.storage.all_rooms().await? {
-        let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
-        let summary = room_summary(&s, &room_id, &version, &creator, public).await?;
+    for room in s.storage.all_rooms().await? {
+        let (room_id, public) = (room.room_id, room.is_public);
+        let summary = room_summary(&s, &room_id, &room.room_version, &room.creator, public).await?;
         if public_rooms.is_some_and(|p| p != public) {
             continue;
         }
@@ -234,7 +235,11 @@ async fn details(
         .unwrap_or(Value::Null);
     v["forgotten"] = json!(false);
     let mut devices = 0;
-    for member in s.storage.room_members(room_id.as_str(), "join").await? {
+    for member in s
+        .storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?
+    {
         if UserId::parse(&member).is_ok_and(|u| s.accounts.is_local(&u)) {
             devices += s.sessions.devices(&member).await?.len();
         }
@@ -249,7 +254,10 @@ async fn members(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     let (room_id, ..) = known(&s, &raw).await?;
-    let members = s.storage.room_members(room_id.as_str(), "join").await?;
+    let members = s
+        .storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?;
     Ok(Json(json!({ "total": members.len(), "members": members })))
 }
 
@@ -380,7 +388,11 @@ async fn room_operator(s: &AppState, room_id: &RoomId) -> Result<ruma::OwnedUser
         ruma::OwnedUserId,
         ruma::events::room::power_levels::UserPowerLevel,
     )> = None;
-    for member in s.storage.room_members(room_id.as_str(), "join").await? {
+    for member in s
+        .storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?
+    {
         let Ok(user) = UserId::parse(&member) else {
             continue;
         };

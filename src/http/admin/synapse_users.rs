@@ -414,8 +414,8 @@ async fn joined_rooms(
         .rooms_for_user(user.as_str())
         .await?
         .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(r, _, _)| r)
+        .filter(|m| m.membership == ruma::events::room::member::MembershipState::Join)
+        .map(|m| m.room_id.to_string())
         .collect();
     Ok(Json(json!({ "total": rooms.len(), "joined_rooms": rooms })))
 }
@@ -427,8 +427,8 @@ async fn memberships(
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
     let mut map = Map::new();
-    for (room, membership, _) in s.storage.rooms_for_user(user.as_str()).await? {
-        map.insert(room, json!(membership));
+    for m in s.storage.rooms_for_user(user.as_str()).await? {
+        map.insert(m.room_id.to_string(), json!(m.membership));
     }
     Ok(Json(json!({ "memberships": map })))
 }

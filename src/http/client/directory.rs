@@ -297,7 +297,7 @@ async fn user_search(
     let results: Vec<Value> = rows
         .into_iter()
         .take(limit as usize)
-        .map(|(user_id, name, avatar)| json!({ "user_id": user_id, "display_name": name, "avatar_url": avatar }))
+        .map(|u| json!({ "user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url }))
         .collect();
     Ok(Json(json!({ "results": results, "limited": limited })))
 }

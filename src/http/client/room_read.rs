@@ -208,8 +208,8 @@ async fn joined_rooms(
         .rooms_for_user(&r.user_id)
         .await?
         .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(room, _, _)| room)
+        .filter(|m| m.membership == ruma::events::room::member::MembershipState::Join)
+        .map(|m| m.room_id.to_string())
         .collect();
     Ok(Json(json!({ "joined_rooms": rooms })))
 }

@@ -52,8 +52,8 @@ async fn search(
         .rooms_for_user(user.as_str())
         .await?
         .into_iter()
-        .filter(|(_, m, _)| m == "join")
-        .map(|(room, _, _)| room)
+        .filter(|m| m.membership == ruma::events::room::member::MembershipState::Join)
+        .map(|m| m.room_id.to_string())
         .collect();
     // A filter naming rooms the user is not in just finds nothing there
     // (as Synapse: the filter is intersected with the user's rooms).
