@@ -18,6 +18,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use myelin::config::Config;
 use myelin::keys::SigningKey;
+use myelin::model::accounts::Requester;
 use myelin::model::pdu::Pdu;
 use myelin::model::state::StateMap;
 use myelin::services::Services;
@@ -25,7 +26,7 @@ use myelin::services::accounts::Registration;
 use myelin::services::rooms::create::Preset;
 use myelin::services::rooms::{CreateRoom, NewEvent, Rooms};
 use myelin::services::sync::{SyncRequest, parse_token, sync};
-use myelin::storage::{AccountType, Requester, Storage};
+use myelin::storage::{AccountType, Storage};
 use ruma::api::client::filter::FilterDefinition;
 use ruma::events::TimelineEventType;
 use ruma::room_version_rules::RoomVersionRules;
@@ -223,7 +224,7 @@ impl Server {
             .await
             .expect("state group")
             .expect("a stored state group")
-            .1
+            .chain_length
     }
 }
 

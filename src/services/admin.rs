@@ -2,7 +2,8 @@
 //! routes, and the CLI through them): evacuating rooms and users, deleting
 //! and purging rooms. Abuse reports are in `reports.rs`.
 
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::events::room::member::MembershipState;
+use ruma::{RoomId, UserId};
 use serde_json::json;
 
 use crate::error::{MatrixError, Result};
@@ -14,7 +15,11 @@ use crate::services::jobs::{JobFuture, JobHandle};
 pub async fn evacuate_room(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
     s.rooms.known_version(room_id).await?;
     let mut affected = Vec::new();
-    for member in s.storage.room_members(room_id.as_str(), "join").await? {
+    for member in s
+        .storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?
+    {
         let user = UserId::parse(&member).map_err(MatrixError::internal)?;
         if !s.accounts.is_local(&user) {
             continue;
@@ -32,14 +37,16 @@ pub async fn evacuate_user(s: &Services, user: &UserId) -> Result<Vec<String>> {
     let mut affected = Vec::new();
     let mut rooms = s.storage.rooms_for_user(user.as_str()).await?;
     // Joined rooms first, then invites, as Dendrite.
-    rooms.sort_by_key(|(_, m, pos)| (m != "join", *pos));
-    for (room, membership, _) in rooms {
-        if !matches!(membership.as_str(), "join" | "invite" | "knock") {
+    rooms.sort_by_key(|m| (m.membership != MembershipState::Join, m.stream_ordering));
+    for m in rooms {
+        if !matches!(
+            m.membership,
+            MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+        ) {
             continue;
         }
-        let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
-        s.rooms.leave(&room_id, user, user, None).await?;
-        affected.push(room);
+        s.rooms.leave(&m.room_id, user, user, None).await?;
+        affected.push(m.room_id.to_string());
     }
     tracing::info!(%user, count = affected.len(), "evacuated user");
     Ok(affected)
@@ -117,12 +124,12 @@ pub async fn purge_history_point(
             "Give purge_up_to_event_id (or an event id in the path) or purge_up_to_ts",
         )
     })?;
-    let (_, depth) = s
+    let last = s
         .storage
         .last_event_before_ts(room_id.as_str(), ts)
         .await?
         .ok_or_else(|| MatrixError::not_found("There is no event to be purged"))?;
-    Ok(depth)
+    Ok(last.depth)
 }
 
 /// Starts a history purge of the room as a tracked job: the non-state events
@@ -176,10 +183,10 @@ async fn purge_history(
         .history_below(room_id.as_str(), depth)
         .await?
         .into_iter()
-        .filter(|(_, sender, _)| {
-            delete_local || UserId::parse(sender.as_str()).is_ok_and(|u| !s.accounts.is_local(&u))
+        .filter(|e| {
+            delete_local || UserId::parse(e.sender.as_str()).is_ok_and(|u| !s.accounts.is_local(&u))
         })
-        .map(|(id, _, stream)| (id, stream))
+        .map(|e| (e.event_id, e.stream_ordering))
         .unzip();
     if let Some(search) = &s.search {
         let _no_reindex = search.purge_guard().await;
@@ -363,7 +370,11 @@ async fn delete_room(
     let mut kicked = Vec::new();
     let mut failed = Vec::new();
     if known {
-        for member in s.storage.room_members(room_id.as_str(), "join").await? {
+        for member in s
+            .storage
+            .room_members(room_id.as_str(), &MembershipState::Join)
+            .await?
+        {
             let Ok(user) = UserId::parse(&member) else {
                 continue;
             };

@@ -163,10 +163,10 @@ pub async fn search_users(
     Ok(UserSearch {
         results: rows
             .into_iter()
-            .map(|(user_id, display_name, avatar_url)| DirectoryUser {
-                user_id,
-                display_name,
-                avatar_url,
+            .map(|u| DirectoryUser {
+                user_id: u.user_id,
+                display_name: u.displayname,
+                avatar_url: u.avatar_url,
             })
             .collect(),
         limited,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
 
 use crate::error::{MatrixError, Result};
@@ -21,9 +22,9 @@ pub async fn memberships(s: &Services, user: &UserId) -> Result<Vec<RoomMembersh
         .rooms_for_user(user.as_str())
         .await?
         .into_iter()
-        .map(|(room_id, membership, _)| RoomMembership {
-            room_id,
-            membership,
+        .map(|m| RoomMembership {
+            room_id: m.room_id.to_string(),
+            membership: m.membership.to_string(),
         })
         .collect())
 }
@@ -40,7 +41,9 @@ pub async fn joined_rooms(s: &Services, user: &UserId) -> Result<Vec<String>> {
 
 /// The room's joined members, by user id.
 pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
-    Ok(s.storage.room_members(room_id.as_str(), "join").await?)
+    Ok(s.storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?)
 }
 
 /// The state `/members` reads: the current one, or with `at` (a sync token)

@@ -22,14 +22,14 @@ impl Profiles {
 
     /// The profile, or 404 `M_NOT_FOUND` for a user we don't know.
     pub async fn get(&self, user_id: &UserId) -> Result<Profile> {
-        let (displayname, avatar_url) = self
+        let row = self
             .storage
             .profile(user_id.as_str())
             .await?
             .ok_or_else(|| MatrixError::not_found("Profile not found"))?;
         Ok(Profile {
-            displayname,
-            avatar_url,
+            displayname: row.displayname,
+            avatar_url: row.avatar_url,
         })
     }
 

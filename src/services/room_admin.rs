@@ -18,19 +18,17 @@ pub struct RoomInfo {
 
 /// Every room this server knows, by room id.
 pub async fn all_rooms(s: &Services) -> Result<Vec<RoomInfo>> {
-    s.storage
+    Ok(s.storage
         .all_rooms()
         .await?
         .into_iter()
-        .map(|(room, version, creator, is_public)| {
-            Ok(RoomInfo {
-                room_id: OwnedRoomId::try_from(room).map_err(MatrixError::internal)?,
-                version,
-                creator,
-                is_public,
-            })
+        .map(|r| RoomInfo {
+            room_id: r.room_id,
+            version: r.room_version,
+            creator: r.creator,
+            is_public: r.is_public,
         })
-        .collect()
+        .collect())
 }
 
 /// A room this server knows; 404 otherwise.

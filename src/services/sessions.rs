@@ -18,9 +18,10 @@ use rand::distr::{Alphanumeric, SampleString};
 use ruma::api::error::{ErrorKind, UnknownTokenErrorData};
 
 use crate::error::{MatrixError, Result};
+use crate::model::accounts::Requester;
 use crate::model::devices::Device;
 use crate::storage::devices::LastSeen;
-use crate::storage::{Requester, Storage, now_ms};
+use crate::storage::{Storage, now_ms};
 
 pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
+use crate::model::accounts::Requester;
 use crate::model::pdu::Pdu;
 use crate::model::state::StateMap;
 use crate::model::viewer::ViewerTxns;
@@ -23,7 +25,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
-use crate::storage::Requester;
+use crate::storage::events::RoomMemberRow;
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -183,9 +185,8 @@ async fn build(
     let rooms_changed = since.is_none_or(|since| {
         let joined: Vec<Topic> = memberships
             .iter()
-            .filter(|(_, m, _)| m == "join")
-            .filter_map(|(r, _, _)| OwnedRoomId::try_from(r.as_str()).ok())
-            .map(Topic::Room)
+            .filter(|m| m.membership == MembershipState::Join)
+            .map(|m| Topic::Room(m.room_id.clone()))
             .collect();
         s.stream.changed_since(&joined, since)
     });
@@ -202,13 +203,13 @@ async fn build(
     } else {
         Vec::new()
     };
-    for (room, ty, content) in account_data {
-        let content: Value = serde_json::from_str(&content).unwrap_or_else(|_| json!({}));
-        let ev = json!({ "type": ty, "content": content });
-        if room.is_empty() {
+    for data in account_data {
+        let content: Value = serde_json::from_str(&data.content).unwrap_or_else(|_| json!({}));
+        let ev = json!({ "type": data.data_type, "content": content });
+        if data.room_id.is_empty() {
             global_data.push(ev);
         } else {
-            room_data.entry(room).or_default().push(ev);
+            room_data.entry(data.room_id).or_default().push(ev);
         }
     }
     if since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
@@ -225,15 +226,15 @@ async fn build(
         // the window (a receipt touches its room's topic).
         let rooms: Vec<&str> = memberships
             .iter()
-            .filter(|(_, m, _)| m == "join")
-            .filter_map(|(r, _, _)| Some((r.as_str(), OwnedRoomId::try_from(r.as_str()).ok()?)))
-            .filter(|(_, id)| {
-                room_wanted(room_filter, id)
+            .filter(|m| m.membership == MembershipState::Join)
+            .filter(|m| {
+                room_wanted(room_filter, &m.room_id)
                     && since.is_none_or(|since| {
-                        s.stream.changed_since(&[Topic::Room(id.clone())], since)
+                        s.stream
+                            .changed_since(&[Topic::Room(m.room_id.clone())], since)
                     })
             })
-            .map(|(r, _)| r)
+            .map(|m| m.room_id.as_str())
             .collect();
         s.storage
             .receipts_in_rooms(&rooms, user.as_str(), from, to)
@@ -257,15 +258,16 @@ async fn build(
     let mut leave = BTreeMap::new();
     let mut joined_rooms = Vec::new();
     let mut pending = Vec::new();
-    for (room, membership, member_pos) in memberships {
-        let room_id = OwnedRoomId::try_from(room.as_str()).map_err(MatrixError::internal)?;
+    for m in memberships {
+        let (room_id, member_pos) = (m.room_id, m.stream_ordering);
+        let room = room_id.to_string();
         if !room_wanted(room_filter, &room_id) {
             continue;
         }
         let latest = s.rooms.latest_position(&room_id).await?;
         let changed = since.is_none_or(|since| latest > since);
-        match membership.as_str() {
-            "join" => {
+        match m.membership {
+            MembershipState::Join => {
                 joined_rooms.push(room_id.clone());
                 let typing = s.ephemeral.typing_since(&room_id, since);
                 let mut ephemeral = Vec::new();
@@ -295,13 +297,13 @@ async fn build(
                     });
                 }
             }
-            "invite" if since.is_none_or(|since| member_pos > since) => {
+            MembershipState::Invite if since.is_none_or(|since| member_pos > since) => {
                 invite.insert(
                     room.clone(),
                     json!({ "invite_state": { "events": invite_state(s, &room_id, &user).await? } }),
                 );
             }
-            "leave" | "ban" => {
+            MembershipState::Leave | MembershipState::Ban => {
                 let in_window = since.is_some_and(|since| member_pos > since && member_pos <= to);
                 let wanted = in_window || room_filter.include_leave;
                 if wanted && forgotten.is_none() {
@@ -592,12 +594,15 @@ async fn state_section(
 }
 
 /// Heroes and member counts from the room's joined and invited members.
-fn summary(user: &UserId, members: Vec<(String, String)>) -> Value {
-    let joined = members.iter().filter(|(_, m)| m == "join").count();
+fn summary(user: &UserId, members: Vec<RoomMemberRow>) -> Value {
+    let joined = members
+        .iter()
+        .filter(|m| m.membership == MembershipState::Join)
+        .count();
     let invited = members.len() - joined;
     let heroes: Vec<String> = members
         .into_iter()
-        .map(|(member, _)| member)
+        .map(|m| m.user_id)
         .filter(|m| m != user.as_str())
         .take(5)
         .collect();
@@ -623,7 +628,7 @@ struct JoinedReads {
     /// Timeline candidates, newest first.
     timelines: HashMap<String, Vec<Arc<Pdu>>>,
     /// Joined and invited members.
-    members: HashMap<String, Vec<(String, String)>>,
+    members: HashMap<String, Vec<RoomMemberRow>>,
     /// Others' events after what was counted before, newest first.
     unread: HashMap<String, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
@@ -717,7 +722,10 @@ async fn joined_room(
     )
     .await?;
     let members = reads.members.remove(room_id.as_str()).unwrap_or_default();
-    let joined = members.iter().filter(|(_, m)| m == "join").count() as u32;
+    let joined = members
+        .iter()
+        .filter(|m| m.membership == MembershipState::Join)
+        .count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
     let unread = reads.unread.remove(room_id.as_str()).unwrap_or_default();
     let (notify, highlight) = match reads.counted.remove(room_id.as_str()) {

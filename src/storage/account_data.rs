@@ -2,11 +2,20 @@
 //! `receipts` and `presence`. Each change takes a position in the global
 //! stream so `/sync` can send what changed since a token.
 
-use sqlx::Row;
+use sqlx::FromRow;
 
 use super::Storage;
 
-#[derive(Debug, Clone)]
+/// One piece of account data: global when `room_id` is empty.
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountDataRow {
+    pub room_id: String,
+    pub data_type: String,
+    /// JSON text.
+    pub content: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
 pub struct ReceiptRow {
     pub room_id: String,
     pub user_id: String,
@@ -16,7 +25,7 @@ pub struct ReceiptRow {
     pub ts: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct PresenceRow {
     pub user_id: String,
     pub state: String,
@@ -63,25 +72,24 @@ impl Storage {
         room_id: &str,
         data_type: &str,
     ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query(
+        sqlx::query_scalar(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         )
         .bind(user_id)
         .bind(room_id)
         .bind(data_type)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.get(0)))
+        .await
     }
 
-    /// (room_id, type, content) changed after `since` (all when 0), up to `to`.
+    /// The account data changed after `since` (all when 0), up to `to`.
     pub async fn account_data_since(
         &self,
         user_id: &str,
         since: i64,
         to: i64,
-    ) -> sqlx::Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query(
+    ) -> sqlx::Result<Vec<AccountDataRow>> {
+        sqlx::query_as(
             "SELECT room_id, data_type, content FROM account_data
              WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering",
         )
@@ -89,11 +97,7 @@ impl Storage {
         .bind(since)
         .bind(to)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        .await
     }
 
     pub async fn set_receipt(&self, r: &ReceiptRow, pos: i64) -> sqlx::Result<()> {
@@ -144,16 +148,10 @@ impl Storage {
                 .bind(since)
                 .bind(to)
                 .bind(user_id)
+                .try_map(|r| ReceiptRow::from_row(&r))
                 .fetch_all(self.pool())
                 .await?;
-            out.extend(rows.iter().map(|r| ReceiptRow {
-                room_id: r.get(0),
-                user_id: r.get(1),
-                receipt_type: r.get(2),
-                thread_id: r.get(3),
-                event_id: r.get(4),
-                ts: r.get(5),
-            }));
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -164,7 +162,12 @@ impl Storage {
         &self,
         user_id: &str,
     ) -> sqlx::Result<std::collections::HashMap<String, Vec<String>>> {
-        let rows = sqlx::query(
+        #[derive(FromRow)]
+        struct Receipt {
+            room_id: String,
+            event_id: String,
+        }
+        let rows: Vec<Receipt> = sqlx::query_as(
             "SELECT room_id, event_id FROM receipts
              WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private')
                AND thread_id IN ('', 'main')",
@@ -173,8 +176,8 @@ impl Storage {
         .fetch_all(self.pool())
         .await?;
         let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
-        for r in &rows {
-            out.entry(r.get(0)).or_default().push(r.get(1));
+        for r in rows {
+            out.entry(r.room_id).or_default().push(r.event_id);
         }
         Ok(out)
     }
@@ -199,19 +202,12 @@ impl Storage {
     }
 
     pub async fn presence(&self, user_id: &str) -> sqlx::Result<Option<PresenceRow>> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT user_id, state, status_msg, last_active_ts, stream_ordering FROM presence WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| PresenceRow {
-            user_id: r.get(0),
-            state: r.get(1),
-            status_msg: r.get(2),
-            last_active_ts: r.get(3),
-            stream_ordering: r.get(4),
-        }))
+        .await
     }
 
     /// Presence changed in `(since, to]` of `user_id` and of the joined
@@ -238,17 +234,15 @@ impl Storage {
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);
             }
-            let rows = q.bind(since).bind(to).fetch_all(self.pool()).await?;
-            for r in &rows {
-                let user: String = r.get(0);
-                if seen.insert(user.clone()) {
-                    out.push(PresenceRow {
-                        user_id: user,
-                        state: r.get(1),
-                        status_msg: r.get(2),
-                        last_active_ts: r.get(3),
-                        stream_ordering: r.get(4),
-                    });
+            let rows = q
+                .bind(since)
+                .bind(to)
+                .try_map(|r| PresenceRow::from_row(&r))
+                .fetch_all(self.pool())
+                .await?;
+            for row in rows {
+                if seen.insert(row.user_id.clone()) {
+                    out.push(row);
                 }
             }
         }
@@ -263,8 +257,8 @@ impl Storage {
             "SELECT COALESCE(MAX(stream_ordering), 0) FROM receipts",
             "SELECT COALESCE(MAX(stream_ordering), 0) FROM presence",
         ] {
-            let row = sqlx::query(q).fetch_one(self.pool()).await?;
-            max = max.max(row.get::<i64, _>(0));
+            let pos: i64 = sqlx::query_scalar(q).fetch_one(self.pool()).await?;
+            max = max.max(pos);
         }
         Ok(max)
     }
@@ -325,7 +319,9 @@ mod tests {
             q = q.bind(*b);
         }
         let rows = q.fetch_all(storage.pool()).await.unwrap();
-        rows.iter().map(|r| r.get::<String, _>(3)).collect()
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect()
     }
 
     fn receipt(room: &str, user: &str, receipt_type: &str) -> ReceiptRow {

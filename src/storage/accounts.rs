@@ -1,21 +1,29 @@
 //! Table `accounts`: one row per local account.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
+use super::rows::IntFlag;
 use super::{Storage, now_ms};
 
 pub use crate::model::accounts::AccountType;
 
-#[derive(Debug, Clone)]
+/// The column as stored (rows decode it with `try_from = "i64"`).
+impl From<i64> for AccountType {
+    fn from(v: i64) -> Self {
+        Self::from_db(v)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccountRow {
     pub user_id: String,
     pub password_hash: Option<String>,
+    #[sqlx(try_from = "i64")]
     pub account_type: AccountType,
+    #[sqlx(try_from = "IntFlag")]
     pub is_deactivated: bool,
     pub user_type: Option<String>,
     pub created_ts: i64,
     /// Locked by an admin: no login, no authenticated request.
+    #[sqlx(try_from = "IntFlag")]
     pub locked: bool,
 }
 
@@ -23,18 +31,6 @@ macro_rules! columns {
     () => {
         "user_id, password_hash, account_type, is_deactivated, user_type, created_ts, locked"
     };
-}
-
-fn from_row(r: &AnyRow) -> AccountRow {
-    AccountRow {
-        user_id: r.get(0),
-        password_hash: r.get(1),
-        account_type: AccountType::from_db(r.get(2)),
-        is_deactivated: r.get::<i64, _>(3) != 0,
-        user_type: r.get(4),
-        created_ts: r.get(5),
-        locked: r.get::<i64, _>(6) != 0,
-    }
 }
 
 /// What a new account starts with.
@@ -57,12 +53,10 @@ pub enum CreateOutcome {
 impl Storage {
     pub async fn account(&self, user_id: &str) -> sqlx::Result<Option<AccountRow>> {
         const Q: &str = concat!("SELECT ", columns!(), " FROM accounts WHERE user_id = $1");
-        Ok(sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row))
+            .await
     }
 
     /// Creates the account and its profile, spending the registration token if
@@ -156,9 +150,8 @@ impl Storage {
 
     /// Number of accounts, deactivated ones included.
     pub async fn count_accounts(&self) -> sqlx::Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM accounts")
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
             .fetch_one(self.pool())
-            .await?;
-        Ok(row.get::<i64, _>(0))
+            .await
     }
 }

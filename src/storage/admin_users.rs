@@ -1,12 +1,56 @@
 //! Queries behind the Synapse user admin API: listing accounts with filters,
 //! ordering and paging, and the flags admin tools set.
 
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::Storage;
+use super::rows::IntFlag;
 
 /// One account as the admin listing shows it.
 pub use crate::model::accounts::AdminUser as AdminUserRow;
+use crate::model::accounts::{AccountType, AdminUser};
+
+/// An account joined with its profile and last-seen time, as read.
+#[derive(sqlx::FromRow)]
+struct AdminUserRecord {
+    user_id: String,
+    #[sqlx(try_from = "i64")]
+    account_type: AccountType,
+    #[sqlx(try_from = "IntFlag")]
+    is_deactivated: bool,
+    #[sqlx(try_from = "IntFlag")]
+    erased: bool,
+    #[sqlx(try_from = "IntFlag")]
+    locked: bool,
+    #[sqlx(try_from = "IntFlag")]
+    suspended: bool,
+    #[sqlx(try_from = "IntFlag")]
+    shadow_banned: bool,
+    user_type: Option<String>,
+    created_ts: i64,
+    displayname: Option<String>,
+    avatar_url: Option<String>,
+    last_seen_ts: Option<i64>,
+}
+
+impl From<AdminUserRecord> for AdminUser {
+    fn from(r: AdminUserRecord) -> Self {
+        AdminUser {
+            user_id: r.user_id,
+            account_type: r.account_type,
+            is_deactivated: r.is_deactivated,
+            erased: r.erased,
+            locked: r.locked,
+            suspended: r.suspended,
+            shadow_banned: r.shadow_banned,
+            user_type: r.user_type,
+            created_ts: r.created_ts,
+            displayname: r.displayname,
+            avatar_url: r.avatar_url,
+            last_seen_ts: r.last_seen_ts,
+        }
+    }
+}
 
 /// Filters of `GET /_synapse/admin/v2|v3/users`.
 #[derive(Debug, Default)]
@@ -30,23 +74,6 @@ const SELECT: &str =
         (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = a.user_id) AS last_seen_ts
     FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id";
 
-fn row(r: &sqlx::any::AnyRow) -> AdminUserRow {
-    AdminUserRow {
-        user_id: r.get(0),
-        account_type: crate::model::accounts::AccountType::from_db(r.get(1)),
-        is_deactivated: r.get::<i64, _>(2) != 0,
-        erased: r.get::<i64, _>(3) != 0,
-        locked: r.get::<i64, _>(4) != 0,
-        suspended: r.get::<i64, _>(5) != 0,
-        shadow_banned: r.get::<i64, _>(6) != 0,
-        user_type: r.get(7),
-        created_ts: r.get(8),
-        displayname: r.get(9),
-        avatar_url: r.get(10),
-        last_seen_ts: r.get(11),
-    }
-}
-
 /// Maps Synapse's `order_by` values onto columns; `None` for unknown ones.
 pub fn order_column(order_by: &str) -> Option<&'static str> {
     Some(match order_by {
@@ -68,12 +95,11 @@ pub fn order_column(order_by: &str) -> Option<&'static str> {
 impl Storage {
     pub async fn admin_user(&self, user_id: &str) -> sqlx::Result<Option<AdminUserRow>> {
         let q = format!("{SELECT} WHERE a.user_id = $1");
-        Ok(sqlx::query(sqlx::AssertSqlSafe(q))
+        let row: Option<AdminUserRecord> = sqlx::query_as(sqlx::AssertSqlSafe(q))
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(row))
+            .await?;
+        Ok(row.map(AdminUser::from))
     }
 
     /// A page of accounts and the total matching the filter.
@@ -108,7 +134,7 @@ impl Storage {
             format!(",{},", f.not_user_types.join(","))
         };
         let count_q = format!(
-            "SELECT COUNT(*) FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id {condition}"
+            "SELECT COUNT(*) AS n FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id {condition}"
         );
         let bind = |q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>| {
             q.bind(like(&f.user_id))
@@ -120,9 +146,9 @@ impl Storage {
                 .bind(not_types.clone())
         };
         let total: i64 = bind(sqlx::query(sqlx::AssertSqlSafe(count_q)))
+            .try_map(|r: sqlx::any::AnyRow| r.try_get("n"))
             .fetch_one(self.pool())
-            .await?
-            .get(0);
+            .await?;
         let dir = if f.backwards { "DESC" } else { "ASC" };
         let page_q = format!(
             "{SELECT} {condition} ORDER BY {} {dir}, a.user_id {dir} LIMIT $8 OFFSET $9",
@@ -131,9 +157,10 @@ impl Storage {
         let rows = bind(sqlx::query(sqlx::AssertSqlSafe(page_q)))
             .bind(limit)
             .bind(offset)
+            .try_map(|r| AdminUserRecord::from_row(&r).map(AdminUser::from))
             .fetch_all(self.pool())
             .await?;
-        Ok((rows.iter().map(row).collect(), total))
+        Ok((rows, total))
     }
 
     pub async fn set_account_flag(

@@ -1,16 +1,21 @@
 //! Table `room_aliases`: local aliases (`#name:server`) pointing at rooms.
 
-use sqlx::Row;
-
 use super::{Dialect, Storage};
+
+/// A user found in the user directory.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DirectoryUserRow {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
 
 impl Storage {
     pub async fn alias_room(&self, alias: &str) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT room_id FROM room_aliases WHERE alias = $1")
+        sqlx::query_scalar("SELECT room_id FROM room_aliases WHERE alias = $1")
             .bind(alias)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .await
     }
 
     /// Returns false if the alias is taken.
@@ -53,29 +58,26 @@ impl Storage {
     }
 
     pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT creator FROM room_aliases WHERE alias = $1")
+        sqlx::query_scalar("SELECT creator FROM room_aliases WHERE alias = $1")
             .bind(alias)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .await
     }
 
     pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
             .bind(room_id)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await
     }
 }
 
 impl Storage {
     /// Rooms published in the directory.
     pub async fn public_rooms(&self) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1")
+        sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1")
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await
     }
 
     /// Local users matching `term` (in user id or display name) who share a
@@ -85,9 +87,9 @@ impl Storage {
         searcher: &str,
         term: &str,
         limit: i64,
-    ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
+    ) -> sqlx::Result<Vec<DirectoryUserRow>> {
         let pattern = super::like_contains(term);
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM profiles p
              JOIN current_state m ON m.event_type = 'm.room.member' AND m.state_key = p.user_id AND m.membership = 'join'
              WHERE (LOWER(p.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')
@@ -100,11 +102,7 @@ impl Storage {
         .bind(searcher)
         .bind(limit)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        .await
     }
 
     /// Events relating to `event_id` (optionally of one rel_type and event
@@ -135,7 +133,7 @@ impl Storage {
                AND e.stream_ordering {cmp} $5
              ORDER BY e.stream_ordering {order} LIMIT $6"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        sqlx::query_as(sqlx::AssertSqlSafe(q))
             .bind(event_id)
             .bind(room_id)
             .bind(rel_type.unwrap_or(""))
@@ -143,7 +141,6 @@ impl Storage {
             .bind(bound)
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(super::events::event_row).collect())
+            .await
     }
 }

@@ -232,11 +232,10 @@ mod tests {
     async fn a_failed_batch_writes_nothing() {
         let (_dir, storage) = Storage::scratch_with_table_t().await;
         let count = || async {
-            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t")
                 .fetch_one(storage.pool())
                 .await
-                .unwrap();
-            n
+                .unwrap()
         };
 
         let mut b = WriteBatch::default();

@@ -111,14 +111,21 @@ pub(super) async fn spawn(
 /// One round: a passive copy, and a restart if the log has grown long.
 /// Returns the log's length in pages (0 once started over).
 async fn checkpoint(conn: &mut AnyConnection, restart_frames: i64) -> sqlx::Result<i64> {
-    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+    /// What `PRAGMA wal_checkpoint` answers: whether it was kept from
+    /// finishing, the log's length and how much of it was copied, in pages.
+    #[derive(sqlx::FromRow)]
+    struct Checkpointed {
+        busy: i64,
+        log: i64,
+    }
+    let passive: Checkpointed = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
         .await?;
-    if log <= restart_frames {
-        return Ok(log);
+    if passive.log <= restart_frames {
+        return Ok(passive.log);
     }
     let started = std::time::Instant::now();
-    let (busy, log, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+    let Checkpointed { busy, log } = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
         .fetch_one(&mut *conn)
         .await?;
     tracing::debug!(busy, log, elapsed = ?started.elapsed(), "WAL restart checkpoint");

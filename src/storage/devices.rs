@@ -1,30 +1,55 @@
 //! Tables `devices` and `access_tokens`.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
+use super::rows::IntFlag;
 use super::{Storage, now_ms};
-use crate::model::accounts::AccountType;
-pub use crate::model::accounts::Requester;
+use crate::model::accounts::{AccountType, Requester};
+use crate::model::devices::Device;
 
-/// A device row is the model's device: storage builds what handlers show.
-pub use crate::model::devices::Device as DeviceRow;
+/// The model's device under the name storage's callers know.
+pub type DeviceRow = Device;
+
+/// A `devices` row as read.
+#[derive(sqlx::FromRow)]
+struct DeviceRecord {
+    user_id: String,
+    device_id: String,
+    display_name: Option<String>,
+    last_seen_ip: Option<String>,
+    last_seen_user_agent: Option<String>,
+    last_seen_ts: Option<i64>,
+}
+
+impl From<DeviceRecord> for Device {
+    fn from(r: DeviceRecord) -> Self {
+        Device {
+            user_id: r.user_id,
+            device_id: r.device_id,
+            display_name: r.display_name,
+            last_seen_ip: r.last_seen_ip,
+            last_seen_user_agent: r.last_seen_user_agent,
+            last_seen_ts: r.last_seen_ts,
+        }
+    }
+}
+
+/// An access token joined with its account, as read.
+#[derive(sqlx::FromRow)]
+struct RequesterRecord {
+    user_id: String,
+    device_id: String,
+    #[sqlx(try_from = "i64")]
+    account_type: AccountType,
+    #[sqlx(try_from = "IntFlag")]
+    is_deactivated: bool,
+    #[sqlx(try_from = "IntFlag")]
+    is_locked: bool,
+    valid_until_ms: Option<i64>,
+}
 
 macro_rules! columns {
     () => {
         "user_id, device_id, display_name, last_seen_ip, last_seen_user_agent, last_seen_ts"
     };
-}
-
-fn from_row(r: &AnyRow) -> DeviceRow {
-    DeviceRow {
-        user_id: r.get(0),
-        device_id: r.get(1),
-        display_name: r.get(2),
-        last_seen_ip: r.get(3),
-        last_seen_user_agent: r.get(4),
-        last_seen_ts: r.get(5),
-    }
 }
 
 /// A last-seen record waiting to be written.
@@ -40,8 +65,9 @@ impl Storage {
     /// Resolves an access token, joining the account so the account type is
     /// always current (an admin promotion applies to the next request).
     pub async fn requester_by_token(&self, token: &str) -> sqlx::Result<Option<Requester>> {
-        let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated, a.locked, t.valid_until_ms
+        let row: Option<RequesterRecord> = sqlx::query_as(
+            "SELECT t.user_id, t.device_id, a.account_type, a.is_deactivated, a.locked AS is_locked,
+                    t.valid_until_ms
              FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id
              WHERE t.token = $1",
         )
@@ -49,12 +75,12 @@ impl Storage {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(|r| Requester {
-            user_id: r.get(0),
-            device_id: r.get(1),
-            account_type: AccountType::from_db(r.get(2)),
-            is_deactivated: r.get::<i64, _>(3) != 0,
-            is_locked: r.get::<i64, _>(4) != 0,
-            valid_until_ms: r.get(5),
+            user_id: r.user_id,
+            device_id: r.device_id,
+            account_type: r.account_type,
+            is_deactivated: r.is_deactivated,
+            is_locked: r.is_locked,
+            valid_until_ms: r.valid_until_ms,
             fresh: true,
         }))
     }
@@ -125,13 +151,11 @@ impl Storage {
             columns!(),
             " FROM devices WHERE user_id = $1 ORDER BY created_ts, device_id"
         );
-        Ok(sqlx::query(Q)
+        let rows: Vec<DeviceRecord> = sqlx::query_as(Q)
             .bind(user_id)
             .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(from_row)
-            .collect())
+            .await?;
+        Ok(rows.into_iter().map(Device::from).collect())
     }
 
     pub async fn device(&self, user_id: &str, device_id: &str) -> sqlx::Result<Option<DeviceRow>> {
@@ -140,13 +164,12 @@ impl Storage {
             columns!(),
             " FROM devices WHERE user_id = $1 AND device_id = $2"
         );
-        Ok(sqlx::query(Q)
+        let row: Option<DeviceRecord> = sqlx::query_as(Q)
             .bind(user_id)
             .bind(device_id)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row))
+            .await?;
+        Ok(row.map(Device::from))
     }
 
     pub async fn set_device_display_name(

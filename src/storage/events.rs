@@ -7,17 +7,22 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use ruma::OwnedRoomId;
+use ruma::events::room::member::MembershipState;
 use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::batch::{Param, WriteBatch};
+use super::rows::{IntFlag, PackedRows, decode_error};
 use super::{Storage, now_ms};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct RoomRow {
-    pub room_id: String,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
     pub room_version: String,
     pub creator: String,
+    #[sqlx(try_from = "IntFlag")]
     pub is_public: bool,
 }
 
@@ -45,7 +50,7 @@ macro_rules! event_columns {
 /// Where an event sits, without its JSON: what `/sync` reads first, taking
 /// the JSON only of the events not in the event cache
 /// ([`Storage::events_json`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct EventRef {
     pub stream_ordering: i64,
     pub event_id: String,
@@ -77,26 +82,27 @@ macro_rules! event_ref_columns {
     };
 }
 
-fn event_ref(r: &AnyRow) -> EventRef {
-    EventRef {
-        stream_ordering: r.get(0),
-        event_id: r.get(1),
-        room_id: r.get(2),
-        depth: r.get(3),
-        state_group: r.get(4),
-        redacted_by: r.get(5),
+/// The columns of [`event_columns!`]: the reference, the JSON and the
+/// transaction (`txn_device` and `txn_id`, both set or both null).
+impl<'r> FromRow<'r, AnyRow> for EventRow {
+    fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(EventRef::from_row(r)?.with_json((r.try_get("json")?, txn_of(r)?)))
     }
 }
 
-pub(crate) fn event_row(r: &AnyRow) -> EventRow {
-    event_ref(r).with_json((r.get(6), txn_at(r, 7)))
+/// The (device, transaction id) pair of a row's `txn_device` and `txn_id`.
+fn txn_of(r: &AnyRow) -> sqlx::Result<Option<(String, String)>> {
+    let device: Option<String> = r.try_get("txn_device")?;
+    let txn: Option<String> = r.try_get("txn_id")?;
+    Ok(device.zip(txn))
 }
 
-/// The (device, transaction id) pair of a row at columns `i`, `i + 1`.
-fn txn_at(r: &AnyRow, i: usize) -> Option<(String, String)> {
-    let device: Option<String> = r.get(i);
-    let txn: Option<String> = r.get(i + 1);
-    device.zip(txn)
+/// One entry of a state group: the event at (type, state key).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct StateEntryRow {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: String,
 }
 
 /// A new state group: the state after a state event, stored as a delta on
@@ -105,12 +111,55 @@ pub struct NewStateGroup {
     pub id: i64,
     pub prev_group: Option<i64>,
     pub chain_length: i64,
-    /// (type, state_key, event_id)
-    pub entries: Vec<(String, String, String)>,
+    pub entries: Vec<StateEntryRow>,
 }
 
-/// (user, device, scope, txn id) of an idempotent send.
-pub type TxnKey = (String, String, String, String);
+/// A stored state group: its parent, how many deltas lie between it and a
+/// snapshot, and its own entries.
+#[derive(Debug, Clone)]
+pub struct StateGroupRow {
+    pub prev_group: Option<i64>,
+    pub chain_length: i64,
+    pub entries: Vec<StateEntryRow>,
+}
+
+/// A room the user has a membership in: the membership and the stream
+/// position of the member event.
+#[derive(Debug, Clone, FromRow)]
+pub struct RoomMembershipRow {
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
+    #[sqlx(try_from = "String")]
+    pub membership: MembershipState,
+    pub stream_ordering: i64,
+}
+
+/// A member of a room (see [`Storage::rooms_joined_and_invited`]).
+#[derive(Debug, Clone, FromRow)]
+pub struct RoomMemberRow {
+    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub membership: MembershipState,
+}
+
+/// A message an edit may replace (see [`Storage::editable_messages`]).
+#[derive(Debug, Clone, FromRow)]
+pub struct EditableMessageRow {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub stream_ordering: i64,
+}
+
+/// The idempotency key of a send: who sent it from which device, in which
+/// scope, with which transaction id.
+#[derive(Debug, Clone)]
+pub struct TxnKey {
+    pub user_id: String,
+    pub device_id: String,
+    pub scope: String,
+    pub txn_id: String,
+}
 
 /// Everything one new event writes (owned: it waits in the write queue).
 pub struct PersistEvent {
@@ -127,11 +176,11 @@ pub struct PersistEvent {
     pub state_group: i64,
     pub new_state_group: Option<NewStateGroup>,
     /// For state events: the membership, if a member event.
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
     pub prev_events: Vec<String>,
     /// For a create event: the room row to add (version, creator).
     pub new_room: Option<(String, String)>,
-    /// (user, device, scope, txn id) for idempotent sends.
+    /// For idempotent sends.
     pub txn: Option<TxnKey>,
     /// (relates_to event, rel_type)
     pub relation: Option<(String, String)>,
@@ -219,7 +268,7 @@ fn union_text(size: usize, not_sender: bool, packed: bool) -> String {
     format!(
         "SELECT string_agg(CAST(stream_ordering AS TEXT) || {field} || event_id || {field} || room_id \
          || {field} || CAST(depth AS TEXT) || {field} || COALESCE(CAST(state_group AS TEXT), '') \
-         || {field} || COALESCE(redacted_by, ''), {row}) FROM ({union}) AS u"
+         || {field} || COALESCE(redacted_by, ''), {row}) AS packed FROM ({union}) AS u"
     )
 }
 
@@ -272,10 +321,9 @@ fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
 
 impl Storage {
     pub async fn max_stream_ordering(&self) -> sqlx::Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
+        sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
             .fetch_one(self.pool())
-            .await?;
-        Ok(row.get(0))
+            .await
     }
 
     /// Writes a batch of new events, in order, and everything they change
@@ -314,9 +362,9 @@ impl Storage {
                         e.origin_server_ts.into(),
                         e.state_group.into(),
                         (&e.json).into(),
-                        Param::OptText(e.txn.as_ref().map(|t| t.1.as_str())),
-                        Param::OptText(e.txn.as_ref().map(|t| t.2.as_str())),
-                        Param::OptText(e.txn.as_ref().map(|t| t.3.as_str())),
+                        Param::OptText(e.txn.as_ref().map(|t| t.device_id.as_str())),
+                        Param::OptText(e.txn.as_ref().map(|t| t.scope.as_str())),
+                        Param::OptText(e.txn.as_ref().map(|t| t.txn_id.as_str())),
                     ]
                 }),
             );
@@ -374,12 +422,12 @@ impl Storage {
                     chunk.len(),
                     5,
                 ),
-                chunk.iter().flat_map(|(e, (user, device, scope, txn))| {
+                chunk.iter().flat_map(|(e, t)| {
                     [
-                        user.into(),
-                        device.into(),
-                        scope.into(),
-                        txn.into(),
+                        (&t.user_id).into(),
+                        (&t.device_id).into(),
+                        (&t.scope).into(),
+                        (&t.txn_id).into(),
                         (&e.event_id).into(),
                     ]
                 }),
@@ -439,14 +487,19 @@ impl Storage {
                         chunk.len(),
                         4,
                     ),
-                    chunk
-                        .iter()
-                        .flat_map(|(ty, sk, id)| [g.id.into(), ty.into(), sk.into(), id.into()]),
+                    chunk.iter().flat_map(|entry| {
+                        [
+                            g.id.into(),
+                            (&entry.event_type).into(),
+                            (&entry.state_key).into(),
+                            (&entry.event_id).into(),
+                        ]
+                    }),
                 );
             }
         }
         if e.event_type == "m.room.member"
-            && e.membership.as_deref() == Some("join")
+            && e.membership == Some(MembershipState::Join)
             && let Some(user) = &e.state_key
         {
             w.push(
@@ -467,7 +520,7 @@ impl Storage {
                     (&e.event_type).into(),
                     sk.into(),
                     (&e.event_id).into(),
-                    (&e.membership).into(),
+                    Param::OptText(e.membership.as_ref().map(MembershipState::as_str)),
                     e.stream_ordering.into(),
                 ],
             );
@@ -475,18 +528,12 @@ impl Storage {
     }
 
     pub async fn room(&self, room_id: &str) -> sqlx::Result<Option<RoomRow>> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
         )
         .bind(room_id)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| RoomRow {
-            room_id: r.get(0),
-            room_version: r.get(1),
-            creator: r.get(2),
-            is_public: r.get::<i64, _>(3) != 0,
-        }))
+        .await
     }
 
     pub async fn event(&self, event_id: &str) -> sqlx::Result<Option<EventRow>> {
@@ -495,65 +542,56 @@ impl Storage {
             event_columns!(),
             " FROM events WHERE event_id = $1"
         );
-        Ok(sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(event_id)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(event_row))
+            .await
     }
 
     pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query(
+        sqlx::query_scalar(
             "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
         )
         .bind(room_id)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        .await
     }
 
     /// One state group: its parent and its own entries.
-    pub async fn state_group(
-        &self,
-        group: i64,
-    ) -> sqlx::Result<Option<(Option<i64>, i64, Vec<(String, String, String)>)>> {
-        let Some(head) =
-            sqlx::query("SELECT prev_group, chain_length FROM state_groups WHERE state_group = $1")
-                .bind(group)
-                .fetch_optional(self.pool())
-                .await?
+    pub async fn state_group(&self, group: i64) -> sqlx::Result<Option<StateGroupRow>> {
+        #[derive(FromRow)]
+        struct Head {
+            prev_group: Option<i64>,
+            chain_length: i64,
+        }
+        let Some(head) = sqlx::query_as::<_, Head>(
+            "SELECT prev_group, chain_length FROM state_groups WHERE state_group = $1",
+        )
+        .bind(group)
+        .fetch_optional(self.pool())
+        .await?
         else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
+        let entries = sqlx::query_as("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
             .bind(group)
             .fetch_all(self.pool())
             .await?;
-        Ok(Some((
-            head.get(0),
-            head.get(1),
-            rows.iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect(),
-        )))
+        Ok(Some(StateGroupRow {
+            prev_group: head.prev_group,
+            chain_length: head.chain_length,
+            entries,
+        }))
     }
 
-    /// (type, state_key, event_id) of the room's current state.
-    pub async fn current_state(
-        &self,
-        room_id: &str,
-    ) -> sqlx::Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query(
+    /// The room's current state.
+    pub async fn current_state(&self, room_id: &str) -> sqlx::Result<Vec<StateEntryRow>> {
+        sqlx::query_as(
             "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1",
         )
         .bind(room_id)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        .await
     }
 
     pub async fn current_state_event_id(
@@ -562,20 +600,19 @@ impl Storage {
         ty: &str,
         sk: &str,
     ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query(
+        sqlx::query_scalar(
             "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
         )
         .bind(room_id)
         .bind(ty)
         .bind(sk)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.get(0)))
+        .await
     }
 
-    /// Rooms where the user's current membership is one of `memberships`,
-    /// with that membership and the stream position of the member event.
-    pub async fn rooms_for_user(&self, user_id: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
+    /// The rooms the user has a membership in (whichever), with that
+    /// membership and the stream position of the member event.
+    pub async fn rooms_for_user(&self, user_id: &str) -> sqlx::Result<Vec<RoomMembershipRow>> {
         const WHERE: &str =
             "FROM current_state WHERE event_type = 'm.room.member' AND state_key = $1";
         static PACKED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -588,52 +625,53 @@ impl Storage {
                 ],
                 "",
             );
-            format!("SELECT COUNT(*), {column} {WHERE}")
+            format!("SELECT COUNT(*) AS n, {column} AS packed {WHERE}")
         });
-        let row = sqlx::query(sqlx::AssertSqlSafe(packed_sql.as_str()))
+        let read: PackedRows = sqlx::query_as(sqlx::AssertSqlSafe(packed_sql.as_str()))
             .bind(user_id)
             .fetch_one(self.pool())
             .await?;
-        let packed: Option<String> = row.get(1);
-        let unpacked = super::unpack::<3>(packed.as_deref(), row.get(0)).and_then(|rows| {
+        // A position that does not parse: read rows instead.
+        let unpacked = super::unpack::<3>(read.packed.as_deref(), read.n).and_then(|rows| {
             rows.into_iter()
-                .map(|[room, membership, pos]| {
-                    Some((room.to_owned(), membership.to_owned(), pos.parse().ok()?))
-                })
+                .map(|[room, membership, pos]| Some((room, membership, pos.parse::<i64>().ok()?)))
                 .collect::<Option<Vec<_>>>()
         });
-        if let Some(rooms) = unpacked {
-            return Ok(rooms);
+        if let Some(rows) = unpacked {
+            return rows
+                .into_iter()
+                .map(|(room, membership, stream_ordering)| {
+                    Ok(RoomMembershipRow {
+                        room_id: OwnedRoomId::try_from(room)
+                            .map_err(|e| decode_error("room_id", e))?,
+                        membership: MembershipState::from(membership),
+                        stream_ordering,
+                    })
+                })
+                .collect();
         }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT room_id, membership, stream_ordering {WHERE}"
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT room_id, COALESCE(membership, '') AS membership, stream_ordering {WHERE}"
         )))
         .bind(user_id)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get::<Option<String>, _>(1).unwrap_or_default(),
-                    r.get(2),
-                )
-            })
-            .collect())
+        .await
     }
 
     /// Current members of a room with the given membership.
-    pub async fn room_members(&self, room_id: &str, membership: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query(
+    pub async fn room_members(
+        &self,
+        room_id: &str,
+        membership: &MembershipState,
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
             "SELECT state_key FROM current_state
              WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = $2 ORDER BY state_key",
         )
         .bind(room_id)
-        .bind(membership)
+        .bind(membership.as_str())
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        .await
     }
 
     /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
@@ -667,16 +705,19 @@ impl Storage {
                 }
                 q
             };
-            let packed: Option<String> = query(true).fetch_one(self.pool()).await?.get(0);
+            let packed: Option<String> = query(true)
+                .try_map(|r: AnyRow| r.try_get("packed"))
+                .fetch_one(self.pool())
+                .await?;
             let rows = match packed.as_deref().map(unpack_refs) {
                 None => Vec::new(),
                 Some(Some(rows)) => rows,
-                Some(None) => query(false)
-                    .fetch_all(self.pool())
-                    .await?
-                    .iter()
-                    .map(event_ref)
-                    .collect(),
+                Some(None) => {
+                    query(false)
+                        .try_map(|r| EventRef::from_row(&r))
+                        .fetch_all(self.pool())
+                        .await?
+                }
             };
             for row in rows {
                 out.entry(row.room_id.clone()).or_default().push(row);
@@ -704,9 +745,14 @@ impl Storage {
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(self.pool()).await? {
-                out.insert(r.get(0), (r.get(1), txn_at(&r, 2)));
-            }
+            let rows = q
+                .try_map(|r: AnyRow| {
+                    let json: String = r.try_get("json")?;
+                    Ok((r.try_get("event_id")?, (json, txn_of(&r)?)))
+                })
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -717,12 +763,11 @@ impl Storage {
     }
 
     /// Of the given events, the messages an edit may edit: unredacted
-    /// `m.room.message`s that are not edits themselves. (event id, room id,
-    /// sender, stream position).
+    /// `m.room.message`s that are not edits themselves.
     pub async fn editable_messages(
         &self,
         event_ids: &[&str],
-    ) -> sqlx::Result<Vec<(String, String, String, i64)>> {
+    ) -> sqlx::Result<Vec<EditableMessageRow>> {
         let mut out = Vec::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
@@ -736,9 +781,11 @@ impl Storage {
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(self.pool()).await? {
-                out.push((r.get(0), r.get(1), r.get(2), r.get(3)));
-            }
+            let rows = q
+                .try_map(|r| EditableMessageRow::from_row(&r))
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -750,7 +797,7 @@ impl Storage {
         event_ids: &[&str],
     ) -> sqlx::Result<HashMap<String, T>>
     where
-        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + Unpin,
     {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
@@ -761,20 +808,27 @@ impl Storage {
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(self.pool()).await? {
-                out.insert(r.get(0), r.get(1));
-            }
+            let rows = q
+                .try_map(|r: AnyRow| Ok((r.try_get("event_id")?, r.try_get(column)?)))
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
 
-    /// The joined and invited members of each room, as (user id,
-    /// membership) ordered by user id.
+    /// The joined and invited members of each room, ordered by user id.
     pub async fn rooms_joined_and_invited(
         &self,
         rooms: &[&str],
-    ) -> sqlx::Result<HashMap<String, Vec<(String, String)>>> {
-        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    ) -> sqlx::Result<HashMap<String, Vec<RoomMemberRow>>> {
+        #[derive(FromRow)]
+        struct Member {
+            room_id: String,
+            #[sqlx(flatten)]
+            member: RoomMemberRow,
+        }
+        let mut out: HashMap<String, Vec<RoomMemberRow>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
             let filter = format!(
@@ -785,28 +839,36 @@ impl Storage {
                 &["room_id", "state_key", "membership"],
                 "room_id, state_key",
             );
-            let mut q = self.list_query(format!("SELECT COUNT(*), {column} {filter}"));
+            let mut q =
+                self.list_query(format!("SELECT COUNT(*) AS n, {column} AS packed {filter}"));
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);
             }
-            let row = q.fetch_one(self.pool()).await?;
-            let packed: Option<String> = row.get(1);
-            if let Some(rows) = super::unpack::<3>(packed.as_deref(), row.get(0)) {
+            let read = q
+                .try_map(|r| PackedRows::from_row(&r))
+                .fetch_one(self.pool())
+                .await?;
+            if let Some(rows) = super::unpack::<3>(read.packed.as_deref(), read.n) {
                 for [room, member, membership] in rows {
-                    out.entry(room.to_owned())
-                        .or_default()
-                        .push((member.to_owned(), membership.to_owned()));
+                    out.entry(room.to_owned()).or_default().push(RoomMemberRow {
+                        user_id: member.to_owned(),
+                        membership: MembershipState::from(membership),
+                    });
                 }
                 continue;
             }
             let mut q = self.list_query(format!(
-                "SELECT room_id, state_key, membership {filter} ORDER BY room_id, state_key"
+                "SELECT room_id, state_key AS user_id, membership {filter} ORDER BY room_id, state_key"
             ));
             for room in super::padded_ids(chunk, size) {
                 q = q.bind(room);
             }
-            for r in q.fetch_all(self.pool()).await? {
-                out.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+            let rows = q
+                .try_map(|r| Member::from_row(&r))
+                .fetch_all(self.pool())
+                .await?;
+            for row in rows {
+                out.entry(row.room_id).or_default().push(row.member);
             }
         }
         Ok(out)
@@ -826,14 +888,13 @@ impl Storage {
             " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
               ORDER BY stream_ordering DESC LIMIT $4"
         );
-        let rows = sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(room_id)
             .bind(from)
             .bind(to)
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(event_row).collect())
+            .await
     }
 
     /// Events of a room in topological order from a (depth, stream) position:
@@ -857,14 +918,13 @@ impl Storage {
             " FROM events WHERE room_id = $1 AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
               ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
         );
-        let rows = sqlx::query(if backwards { BACK } else { FWD })
+        sqlx::query_as(if backwards { BACK } else { FWD })
             .bind(room_id)
             .bind(from.0)
             .bind(from.1)
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(event_row).collect())
+            .await
     }
 
     pub async fn transaction_event(
@@ -874,7 +934,7 @@ impl Storage {
         scope: &str,
         txn_id: &str,
     ) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query(
+        sqlx::query_scalar(
             "SELECT event_id FROM event_transactions
              WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
         )
@@ -883,8 +943,7 @@ impl Storage {
         .bind(scope)
         .bind(txn_id)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| r.get(0)))
+        .await
     }
 
     /// A device's client transactions, (scope, transaction id), at most
@@ -895,16 +954,16 @@ impl Storage {
         device_id: &str,
         limit: usize,
     ) -> sqlx::Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
+        sqlx::query(
             "SELECT scope, txn_id FROM event_transactions
              WHERE user_id = $1 AND device_id = $2 LIMIT $3",
         )
         .bind(user_id)
         .bind(device_id)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .try_map(|r: AnyRow| Ok((r.try_get("scope")?, r.try_get("txn_id")?)))
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .await
     }
 
     /// The transaction ids a device sent events with: event id → transaction
@@ -928,9 +987,11 @@ impl Storage {
             for id in super::padded_ids(chunk, size) {
                 q = q.bind(id);
             }
-            for r in q.fetch_all(self.pool()).await? {
-                out.insert(r.get(0), r.get(1));
-            }
+            let rows = q
+                .try_map(|r: AnyRow| Ok((r.try_get("event_id")?, r.try_get("txn_id")?)))
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -961,11 +1022,10 @@ impl Storage {
 
     /// Rooms the user has forgotten (and not rejoined since).
     pub async fn forgotten_rooms(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT room_id FROM forgotten_rooms WHERE user_id = $1")
+        sqlx::query_scalar("SELECT room_id FROM forgotten_rooms WHERE user_id = $1")
             .bind(user_id)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await
     }
 
     /// The latest event of the room at or before a stream position.
@@ -979,36 +1039,33 @@ impl Storage {
             event_columns!(),
             " FROM events WHERE room_id = $1 AND stream_ordering <= $2 ORDER BY stream_ordering DESC LIMIT 1"
         );
-        Ok(sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(room_id)
             .bind(pos)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(event_row))
+            .await
     }
 
     /// The highest stream position of any event in the room.
     pub async fn room_max_stream(&self, room_id: &str) -> sqlx::Result<i64> {
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
-                .bind(room_id)
-                .fetch_one(self.pool())
-                .await?;
-        Ok(row.get(0))
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_one(self.pool())
+        .await
     }
 
     /// Unredacted messages, names and topics after a stream position, oldest
     /// first (for rebuilding the search index).
     /// The events that claim to replace (`m.replace`) an event.
     pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query(
+        sqlx::query_scalar(
             "SELECT event_id FROM event_relations WHERE relates_to = $1 AND rel_type = 'm.replace'",
         )
         .bind(event_id)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        .await
     }
 
     /// [`Storage::indexable_events_after`] for a span of positions, read as
@@ -1087,13 +1144,12 @@ impl Storage {
                     OR event_type = 'm.room.redaction')
              ORDER BY stream_ordering LIMIT $3"
         );
-        let rows = sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(after)
             .bind(upto)
             .bind(limit)
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(event_row).collect())
+            .await
     }
 }
 

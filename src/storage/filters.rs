@@ -1,20 +1,17 @@
 //! Table `filters`: sync filters uploaded by users, numbered per user.
 
-use sqlx::Row;
-
 use super::{Dialect, Storage};
 
 impl Storage {
     /// Stores a filter and returns its id (the next number for this user).
     pub async fn insert_filter(&self, user_id: &str, filter_json: &str) -> sqlx::Result<i64> {
         loop {
-            let row = sqlx::query(
+            let id: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1",
             )
             .bind(user_id)
             .fetch_one(self.pool())
             .await?;
-            let id: i64 = row.get(0);
             let r = sqlx::query(
                 "INSERT INTO filters (user_id, filter_id, filter_json) VALUES ($1, $2, $3)",
             )
@@ -33,12 +30,10 @@ impl Storage {
     }
 
     pub async fn filter(&self, user_id: &str, filter_id: i64) -> sqlx::Result<Option<String>> {
-        let row =
-            sqlx::query("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
-                .bind(user_id)
-                .bind(filter_id)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map(|r| r.get(0)))
+        sqlx::query_scalar("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
+            .bind(user_id)
+            .bind(filter_id)
+            .fetch_optional(self.pool())
+            .await
     }
 }

@@ -1,16 +1,14 @@
 //! Table `jobs`: admin jobs (reindex, history purges, room deletions), so
 //! that their status outlives a restart and unfinished ones resume.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::Storage;
 
 /// One job as stored. `params` and `result` are JSON text.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub job_id: String,
     pub kind: String,
+    #[sqlx(rename = "job_room")]
     pub room: Option<String>,
     pub params: String,
     pub status: String,
@@ -23,21 +21,6 @@ pub struct JobRow {
 
 const COLUMNS: &str =
     "job_id, kind, job_room, params, status, processed, error, result, started_ts, finished_ts";
-
-fn job_row(r: &AnyRow) -> JobRow {
-    JobRow {
-        job_id: r.get(0),
-        kind: r.get(1),
-        room: r.get(2),
-        params: r.get(3),
-        status: r.get(4),
-        processed: r.get(5),
-        error: r.get(6),
-        result: r.get(7),
-        started_ts: r.get(8),
-        finished_ts: r.get(9),
-    }
-}
 
 impl Storage {
     pub async fn insert_job(&self, j: &JobRow) -> sqlx::Result<()> {
@@ -77,34 +60,31 @@ impl Storage {
     }
 
     pub async fn job(&self, job_id: &str) -> sqlx::Result<Option<JobRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE job_id = $1"
         )))
         .bind(job_id)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(job_row))
+        .await
     }
 
     /// A room's jobs of one kind, oldest first.
     pub async fn room_jobs(&self, room: &str, kind: &str) -> sqlx::Result<Vec<JobRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE job_room = $1 AND kind = $2 ORDER BY started_ts, job_id"
         )))
         .bind(room)
         .bind(kind)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(job_row).collect())
+        .await
     }
 
     /// Jobs that were scheduled or running when the server stopped.
     pub async fn unfinished_jobs(&self) -> sqlx::Result<Vec<JobRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE status IN ('scheduled', 'active') ORDER BY started_ts, job_id"
         )))
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(job_row).collect())
+        .await
     }
 }

@@ -1,7 +1,7 @@
 //! Versioned schema migrations, applied in order at start-up, each in one
 //! transaction. Never edit a released migration; add a new one.
 
-use sqlx::{AssertSqlSafe, Executor, Row};
+use sqlx::{AssertSqlSafe, Executor};
 
 use super::{Storage, now_ms};
 
@@ -337,12 +337,9 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)",
     )
     .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
         .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.get::<i64, _>(0))
-        .collect();
+        .await?;
     if let Some(max) = applied.iter().max() {
         let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         anyhow::ensure!(
@@ -446,7 +443,10 @@ mod tests {
         .fetch_all(storage.pool())
         .await
         .unwrap();
-        let detail: Vec<String> = plan.iter().map(|r| r.get::<String, _>(3)).collect();
+        let detail: Vec<String> = plan
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
         assert!(
             detail
                 .iter()

@@ -21,11 +21,14 @@ mod profiles;
 pub mod purge;
 mod registration_tokens;
 pub mod reports;
+mod rows;
 
-pub use account_data::{PresenceRow, ReceiptRow};
+pub use account_data::{AccountDataRow, PresenceRow, ReceiptRow};
 pub use accounts::{AccountRow, AccountType};
-pub use devices::{DeviceRow, Requester};
+pub use aliases::DirectoryUserRow;
+pub use devices::DeviceRow;
 pub use dialect::Dialect;
+pub use profiles::ProfileRow;
 pub use registration_tokens::RegistrationTokenRow;
 
 use std::str::FromStr;

@@ -1,20 +1,21 @@
 //! Table `profiles`: display name and avatar of local users.
 
-use sqlx::Row;
-
 use super::Storage;
+
+/// A local user's profile as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileRow {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
 
 impl Storage {
     /// `None` if the user has no profile row (no such local user).
-    pub async fn profile(
-        &self,
-        user_id: &str,
-    ) -> sqlx::Result<Option<(Option<String>, Option<String>)>> {
-        let row = sqlx::query("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
+    pub async fn profile(&self, user_id: &str) -> sqlx::Result<Option<ProfileRow>> {
+        sqlx::query_as("SELECT displayname, avatar_url FROM profiles WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+            .await
     }
 
     pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> sqlx::Result<()> {

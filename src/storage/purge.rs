@@ -2,9 +2,23 @@
 //! room blocking. Every table that holds a room id is listed here; the purge
 //! test counts rows by room id across the schema to keep this list honest.
 
-use sqlx::Row;
-
+use super::events::RoomRow;
 use super::{Storage, now_ms};
+
+/// An event a history purge may remove.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PurgeableEventRow {
+    pub event_id: String,
+    pub sender: String,
+    pub stream_ordering: i64,
+}
+
+/// The newest event before a time (see [`Storage::last_event_before_ts`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventDepthRow {
+    pub event_id: String,
+    pub depth: i64,
+}
 
 /// Tables with a `room_id` column, purged by room.
 pub const ROOM_TABLES: &[&str] = &[
@@ -58,32 +72,30 @@ impl Storage {
         Ok(events)
     }
 
-    /// The newest event of a room sent before `ts`, as (event id, depth).
+    /// The newest event of a room sent before `ts`.
     pub async fn last_event_before_ts(
         &self,
         room_id: &str,
         ts: i64,
-    ) -> sqlx::Result<Option<(String, i64)>> {
-        let row = sqlx::query(
+    ) -> sqlx::Result<Option<EventDepthRow>> {
+        sqlx::query_as(
             "SELECT event_id, depth FROM events WHERE room_id = $1 AND origin_server_ts < $2
              ORDER BY stream_ordering DESC LIMIT 1",
         )
         .bind(room_id)
         .bind(ts)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        .await
     }
 
     /// What a history purge up to `depth` may remove: the room's non-state
-    /// events below that depth, never a forward extremity. As (event id,
-    /// sender), oldest first.
+    /// events below that depth, never a forward extremity, oldest first.
     pub async fn history_below(
         &self,
         room_id: &str,
         depth: i64,
-    ) -> sqlx::Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
+    ) -> sqlx::Result<Vec<PurgeableEventRow>> {
+        sqlx::query_as(
             "SELECT event_id, sender, stream_ordering FROM events
              WHERE room_id = $1 AND depth < $2 AND state_key IS NULL
                AND event_id NOT IN (SELECT event_id FROM forward_extremities WHERE room_id = $1)
@@ -92,11 +104,7 @@ impl Storage {
         .bind(room_id)
         .bind(depth)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        .await
     }
 
     /// Deletes events of a room with their relation rows and transaction
@@ -163,23 +171,18 @@ impl Storage {
 
     /// Who blocked the room, if it is blocked.
     pub async fn room_blocked_by(&self, room_id: &str) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT blocked_by FROM blocked_rooms WHERE room_id = $1")
+        sqlx::query_scalar("SELECT blocked_by FROM blocked_rooms WHERE room_id = $1")
             .bind(room_id)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .await
     }
 
-    /// Every room id this server knows.
-    pub async fn all_rooms(&self) -> sqlx::Result<Vec<(String, String, String, bool)>> {
-        let rows = sqlx::query(
+    /// Every room this server knows.
+    pub async fn all_rooms(&self) -> sqlx::Result<Vec<RoomRow>> {
+        sqlx::query_as(
             "SELECT room_id, room_version, creator, is_public FROM rooms ORDER BY room_id",
         )
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<i64, _>(3) != 0))
-            .collect())
+        .await
     }
 }

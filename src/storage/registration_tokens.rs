@@ -1,12 +1,9 @@
 //! Table `registration_tokens`: tokens that allow registration when
 //! `registration.requires_token` is on.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Dialect, Storage};
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct RegistrationTokenRow {
     pub token: String,
     pub uses_allowed: Option<i64>,
@@ -31,16 +28,6 @@ macro_rules! columns {
     };
 }
 
-fn from_row(r: &AnyRow) -> RegistrationTokenRow {
-    RegistrationTokenRow {
-        token: r.get(0),
-        uses_allowed: r.get(1),
-        pending: r.get(2),
-        completed: r.get(3),
-        expiry_time: r.get(4),
-    }
-}
-
 impl Storage {
     pub async fn registration_tokens(&self) -> sqlx::Result<Vec<RegistrationTokenRow>> {
         const Q: &str = concat!(
@@ -48,12 +35,7 @@ impl Storage {
             columns!(),
             " FROM registration_tokens ORDER BY token"
         );
-        Ok(sqlx::query(Q)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(from_row)
-            .collect())
+        sqlx::query_as(Q).fetch_all(self.pool()).await
     }
 
     pub async fn registration_token(
@@ -65,12 +47,10 @@ impl Storage {
             columns!(),
             " FROM registration_tokens WHERE token = $1"
         );
-        Ok(sqlx::query(Q)
+        sqlx::query_as(Q)
             .bind(token)
             .fetch_optional(self.pool())
-            .await?
-            .as_ref()
-            .map(from_row))
+            .await
     }
 
     /// Returns false if the token already exists.

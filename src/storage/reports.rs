@@ -1,12 +1,9 @@
 //! Tables `event_reports`, `room_reports`, `user_reports` (abuse reports)
 //! and `server_notice_rooms` (each user's server-notices room).
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Storage, now_ms};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventReportRow {
     pub id: i64,
     pub room_id: String,
@@ -16,19 +13,6 @@ pub struct EventReportRow {
     pub reason: Option<String>,
     pub score: Option<i64>,
     pub received_ts: i64,
-}
-
-fn report_row(r: &AnyRow) -> EventReportRow {
-    EventReportRow {
-        id: r.get(0),
-        room_id: r.get(1),
-        event_id: r.get(2),
-        reporter: r.get(3),
-        event_sender: r.get(4),
-        reason: r.get(5),
-        score: r.get(6),
-        received_ts: r.get(7),
-    }
 }
 
 /// Filters of the admin report listing (Synapse's query parameters).
@@ -120,21 +104,20 @@ impl Storage {
             plain(&f.room_id),
             plain(&f.event_sender_user_id),
         );
-        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM event_reports {condition}"
         )))
         .bind(&u)
         .bind(&r)
         .bind(&s)
         .fetch_one(self.pool())
-        .await?
-        .get(0);
+        .await?;
         let order = if forwards { "ASC" } else { "DESC" };
         let q = format!(
             "SELECT id, room_id, event_id, reporter, event_sender, reason, score, received_ts FROM event_reports
              {condition} ORDER BY received_ts {order}, id {order} LIMIT $4 OFFSET $5"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(q))
             .bind(&u)
             .bind(&r)
             .bind(&s)
@@ -142,17 +125,16 @@ impl Storage {
             .bind(offset)
             .fetch_all(self.pool())
             .await?;
-        Ok((rows.iter().map(report_row).collect(), total))
+        Ok((rows, total))
     }
 
     pub async fn event_report(&self, id: i64) -> sqlx::Result<Option<EventReportRow>> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT id, room_id, event_id, reporter, event_sender, reason, score, received_ts FROM event_reports WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(report_row))
+        .await
     }
 
     pub async fn delete_event_report(&self, id: i64) -> sqlx::Result<bool> {
@@ -164,11 +146,10 @@ impl Storage {
     }
 
     pub async fn server_notice_room(&self, user_id: &str) -> sqlx::Result<Option<String>> {
-        let row = sqlx::query("SELECT room_id FROM server_notice_rooms WHERE user_id = $1")
+        sqlx::query_scalar("SELECT room_id FROM server_notice_rooms WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .await
     }
 
     pub async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
@@ -192,9 +173,8 @@ impl Storage {
 
     /// Every local, active account (for broadcasts).
     pub async fn active_local_users(&self) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT user_id FROM accounts WHERE is_deactivated = 0 AND account_type <> 2 ORDER BY user_id")
+        sqlx::query_scalar("SELECT user_id FROM accounts WHERE is_deactivated = 0 AND account_type <> 2 ORDER BY user_id")
             .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await
     }
 }

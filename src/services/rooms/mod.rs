@@ -39,7 +39,7 @@ use crate::services::expiring::bounded_lru;
 use crate::services::pipeline::{BoxFuture, EventLookup, Settled, Subscribers};
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::events::{NewStateGroup, PersistEvent};
+use crate::storage::events::{NewStateGroup, PersistEvent, StateEntryRow, TxnKey};
 
 /// Room versions this server creates and joins.
 pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
@@ -902,14 +902,22 @@ impl Rooms {
                 let (prev_group, chain_length, entries) = if snapshot {
                     let all = next
                         .iter()
-                        .map(|((t, k), e)| (t.clone(), k.clone(), e.to_string()))
+                        .map(|((t, k), e)| StateEntryRow {
+                            event_type: t.clone(),
+                            state_key: k.clone(),
+                            event_id: e.to_string(),
+                        })
                         .collect();
                     (None, 0, all)
                 } else {
                     (
                         Some(head.state_group),
                         head.chain_length + 1,
-                        vec![(key.0, key.1, pdu.event_id.to_string())],
+                        vec![StateEntryRow {
+                            event_type: key.0,
+                            state_key: key.1,
+                            event_id: pdu.event_id.to_string(),
+                        }],
                     )
                 };
                 let group = NewStateGroup {
@@ -939,10 +947,17 @@ impl Rooms {
             json,
             state_group,
             new_state_group: new_group,
-            membership: pdu.membership(),
+            membership: pdu
+                .membership()
+                .map(ruma::events::room::member::MembershipState::from),
             prev_events: head.extremities.iter().map(|e| e.to_string()).collect(),
             new_room: new_room.map(|(v, c)| (v.to_owned(), c.to_owned())),
-            txn: txn.map(|(u, d, sc, t)| (u.to_owned(), d.to_owned(), sc.to_owned(), t.to_owned())),
+            txn: txn.map(|(u, d, sc, t)| TxnKey {
+                user_id: u.to_owned(),
+                device_id: d.to_owned(),
+                scope: sc.to_owned(),
+                txn_id: t.to_owned(),
+            }),
             relation: relation_of(&pdu.content_value()),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
         };

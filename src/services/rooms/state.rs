@@ -79,21 +79,21 @@ impl StateCache {
                 base = Some(state);
                 break;
             }
-            let (prev, len, entries) = self
+            let row = self
                 .storage
                 .state_group(g)
                 .await?
                 .ok_or_else(|| MatrixError::internal(format!("missing state group {g}")))?;
-            chain_length.get_or_insert(len);
-            deltas.push(entries);
-            cursor = prev;
+            chain_length.get_or_insert(row.chain_length);
+            deltas.push(row.entries);
+            cursor = row.prev_group;
         }
         let mut state = base.map(|b| (*b).clone()).unwrap_or_default();
         for entries in deltas.into_iter().rev() {
-            for (ty, sk, id) in entries {
+            for e in entries {
                 state.insert(
-                    (ty, sk),
-                    OwnedEventId::try_from(id).map_err(MatrixError::internal)?,
+                    (e.event_type, e.state_key),
+                    OwnedEventId::try_from(e.event_id).map_err(MatrixError::internal)?,
                 );
             }
         }

@@ -1064,13 +1064,13 @@ async fn with_targets(s: &crate::services::Services, rows: Vec<EventRow>) -> Res
             .editable_messages(&ids)
             .await?
             .into_iter()
-            .map(|(id, room_id, sender, stream)| {
+            .map(|m| {
                 let o = Original {
-                    room_id,
-                    sender,
-                    stream,
+                    room_id: m.room_id,
+                    sender: m.sender,
+                    stream: m.stream_ordering,
                 };
-                (id, o)
+                (m.event_id, o)
             })
             .collect()
     };

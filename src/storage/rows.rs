@@ -1,0 +1,137 @@
+//! How rows are read. Every query's row decodes into a named struct with
+//! `#[derive(sqlx::FromRow)]` (columns by name, so the `SELECT` list and the
+//! struct must agree on names: alias computed columns with `AS`), or, for a
+//! single column, with `sqlx::query_scalar`. A column that does not decode
+//! into its field's type (a type drift, a bad id stored) is a
+//! `sqlx::Error::ColumnDecode`, which a request answers with a 500 and a
+//! log line: never a panic. `Row::get` is not used outside tests.
+//!
+//! Both databases store flags as integers (`BIGINT`, 0 or 1): a flag field
+//! is `#[sqlx(try_from = "IntFlag")] field: bool`. Ids that callers want as
+//! ruma types decode with `#[sqlx(try_from = "String")]`.
+
+use sqlx::any::{Any, AnyTypeInfo, AnyValueRef};
+use sqlx::error::BoxDynError;
+use sqlx::{Decode, Type};
+
+/// An integer column read as a flag: 0 is false, anything else true.
+pub(crate) struct IntFlag(i64);
+
+impl Type<Any> for IntFlag {
+    fn type_info() -> AnyTypeInfo {
+        <i64 as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <i64 as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Any> for IntFlag {
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        <i64 as Decode<'r, Any>>::decode(value).map(Self)
+    }
+}
+
+impl From<IntFlag> for bool {
+    fn from(flag: IntFlag) -> bool {
+        flag.0 != 0
+    }
+}
+
+/// A packed read (see [`super::packed_column`]): the number of rows and
+/// their fields as one text, `None` when there are none.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PackedRows {
+    pub n: i64,
+    pub packed: Option<String>,
+}
+
+/// A column that decoded but does not hold what its field wants (a
+/// malformed id in a packed read): the error a derived row gives.
+pub(crate) fn decode_error(
+    column: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IntFlag;
+    use crate::storage::Storage;
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Counted {
+        #[allow(dead_code)]
+        n: i64,
+    }
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Flagged {
+        #[sqlx(try_from = "IntFlag")]
+        flag: bool,
+    }
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct WithRoom {
+        #[sqlx(try_from = "String")]
+        #[allow(dead_code)]
+        room_id: ruma::OwnedRoomId,
+    }
+
+    async fn decode<T>(storage: &Storage, sql: &'static str) -> sqlx::Result<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        sqlx::query_as::<_, T>(sql).fetch_one(storage.pool()).await
+    }
+
+    /// A column of the wrong type, or an id that does not parse, is an
+    /// error the request turns into a 500, not a panic.
+    #[tokio::test]
+    async fn a_type_drift_is_an_error_not_a_panic() {
+        let (_dir, storage) = Storage::scratch_with_table_t().await;
+        let drifts = [
+            decode::<Counted>(&storage, "SELECT 'seven' AS n")
+                .await
+                .map(drop),
+            decode::<WithRoom>(&storage, "SELECT 'no-room' AS room_id")
+                .await
+                .map(drop),
+            decode::<Flagged>(&storage, "SELECT 'yes' AS flag")
+                .await
+                .map(drop),
+        ];
+        for drift in &drifts {
+            assert!(
+                matches!(drift, Err(sqlx::Error::ColumnDecode { .. })),
+                "{drift:?}"
+            );
+        }
+        let missing = decode::<Counted>(&storage, "SELECT 7 AS m").await;
+        assert!(
+            matches!(missing, Err(sqlx::Error::ColumnNotFound(_))),
+            "{missing:?}"
+        );
+        let off = decode::<Flagged>(&storage, "SELECT 0 AS flag")
+            .await
+            .unwrap();
+        let on = decode::<Flagged>(&storage, "SELECT 1 AS flag")
+            .await
+            .unwrap();
+        assert_eq!((off.flag, on.flag), (false, true));
+        // What a request answers with (and logs).
+        let [Err(drifted), ..] = drifts else {
+            unreachable!()
+        };
+        let answer = crate::error::MatrixError::from(drifted);
+        assert_eq!(
+            axum::response::IntoResponse::into_response(answer).status(),
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
