@@ -84,7 +84,9 @@ impl Server {
         let storage = Storage::connect(&config.database_url(), config.database.max_connections)
             .await
             .expect("database");
-        let s = Services::new(config, storage, key).await.expect("services");
+        let s = Services::new(config, storage, key, myelin::clock::SystemClock::shared())
+            .await
+            .expect("services");
         Self { s, _dir: dir }
     }
 

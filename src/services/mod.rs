@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use ruma::OwnedServerName;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::SigningKey;
 use crate::storage::Storage;
@@ -37,6 +38,8 @@ pub struct Services {
     pub server_name: OwnedServerName,
     pub storage: Storage,
     pub signing_key: Arc<SigningKey>,
+    /// The time every service reads (the system's, or a test's mock).
+    pub clock: SharedClock,
     pub stream: Arc<stream::Stream>,
     pub rooms: rooms::Rooms,
     pub account_data: account_data::AccountData,
@@ -67,6 +70,7 @@ impl Services {
         config: Config,
         storage: Storage,
         signing_key: SigningKey,
+        clock: SharedClock,
     ) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
@@ -90,21 +94,29 @@ impl Services {
         let rl = &config.rate_limits;
         let max_buckets = config.caches.rate_limit_buckets;
         Ok(Arc::new(Self {
-            accounts: accounts::Accounts::new(storage.clone(), hasher, server_name.clone()),
-            sessions: sessions::Sessions::new(storage.clone()),
+            accounts: accounts::Accounts::new(
+                storage.clone(),
+                hasher,
+                server_name.clone(),
+                clock.clone(),
+            ),
+            sessions: sessions::Sessions::new(storage.clone(), clock.clone()),
             profiles: profiles::Profiles::new(storage.clone()),
             filters: filters::Filters::new(storage.clone()),
-            registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
-            uia: uia::Uia::new(config.caches.uia_sessions),
+            registration_tokens: registration_tokens::RegistrationTokens::new(
+                storage.clone(),
+                clock.clone(),
+            ),
+            uia: uia::Uia::new(config.caches.uia_sessions, clock.clone()),
             account_data: account_data::AccountData::new(
                 storage.clone(),
                 stream.clone(),
                 unread.clone(),
             ),
-            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
+            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone()),
             unread: unread.clone(),
-            presence: presence::Presence::new(storage.clone(), stream.clone()),
-            jobs: jobs::Jobs::new(storage.clone()),
+            presence: presence::Presence::new(storage.clone(), stream.clone(), clock.clone()),
+            jobs: jobs::Jobs::new(storage.clone(), clock.clone()),
             search: search.clone(),
             search_needs_rebuild,
             rooms: rooms::Rooms::new(
@@ -116,7 +128,8 @@ impl Services {
                 search.clone(),
                 unread.clone(),
             )
-            .with_cache_limits(&config.caches),
+            .with_cache_limits(&config.caches)
+            .with_clock(clock.clone()),
             stream,
             shared_secret: config
                 .registration
@@ -132,6 +145,7 @@ impl Services {
             server_name,
             storage,
             signing_key,
+            clock,
             config,
         }))
     }

@@ -17,9 +17,10 @@ use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
 use ruma::api::error::{ErrorKind, UnknownTokenErrorData};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::storage::devices::LastSeen;
-use crate::storage::{DeviceRow, Requester, Storage, now_ms};
+use crate::storage::{DeviceRow, Requester, Storage};
 
 pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -30,6 +31,7 @@ const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub struct Sessions {
     storage: Storage,
+    clock: SharedClock,
     pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
     tokens: Mutex<lru::LruCache<String, CachedToken>>,
 }
@@ -58,9 +60,10 @@ pub fn generate_access_token() -> String {
 }
 
 impl Sessions {
-    pub fn new(storage: Storage) -> Arc<Self> {
+    pub fn new(storage: Storage, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
             storage,
+            clock,
             pending_last_seen: Mutex::new(HashMap::new()),
             tokens: Mutex::new(lru::LruCache::new(TOKEN_CACHE_SIZE)),
         })
@@ -97,6 +100,7 @@ impl Sessions {
                 display_name,
                 &access_token,
                 valid_until_ms,
+                self.clock.now_ms(),
             )
             .await?;
         Ok(NewSession {
@@ -142,7 +146,10 @@ impl Sessions {
         if requester.is_deactivated {
             return Err(MatrixError::unknown_token());
         }
-        if requester.valid_until_ms.is_some_and(|t| t <= now_ms()) {
+        if requester
+            .valid_until_ms
+            .is_some_and(|t| t <= self.clock.now_ms())
+        {
             let mut data = UnknownTokenErrorData::new();
             data.soft_logout = true;
             return Err(MatrixError::new(
@@ -165,7 +172,7 @@ impl Sessions {
                 device_id: requester.device_id.clone(),
                 ip: ip.to_owned(),
                 user_agent: user_agent.to_owned(),
-                ts: now_ms(),
+                ts: self.clock.now_ms(),
             },
         );
         Ok(requester)

@@ -9,10 +9,11 @@ use ruma::UserId;
 use ruma::api::client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier};
 use ruma::api::error::{ErrorKind, StandardErrorBody};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::services::accounts::Accounts;
 use crate::services::expiring::ExpiringSet;
-use crate::storage::{Storage, now_ms};
+use crate::storage::Storage;
 
 const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -20,12 +21,14 @@ const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// `caches.uia_sessions` are kept (the oldest forgotten first).
 pub struct Uia {
     sessions: ExpiringSet,
+    clock: SharedClock,
 }
 
 impl Uia {
-    pub fn new(max_sessions: usize) -> Self {
+    pub fn new(max_sessions: usize, clock: SharedClock) -> Self {
         Self {
             sessions: ExpiringSet::new(SESSION_TTL, max_sessions),
+            clock,
         }
     }
 
@@ -149,7 +152,7 @@ impl Uia {
                 let valid = storage
                     .registration_token(&t.token)
                     .await?
-                    .is_some_and(|row| row.is_valid(now_ms()));
+                    .is_some_and(|row| row.is_valid(self.clock.now_ms()));
                 if valid {
                     self.finish(session);
                     Ok(Some(t.token.clone()))

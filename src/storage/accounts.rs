@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Storage, now_ms};
+use super::Storage;
 
 /// Account types, numbered as Dendrite's `account_type` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,9 @@ pub struct NewAccount<'a> {
     pub displayname: Option<&'a str>,
     /// A registration token whose use is counted in the same transaction.
     pub registration_token: Option<&'a str>,
+    /// The time of creation (ms since the epoch): `created_ts`, and the
+    /// moment the registration token must not have expired by.
+    pub now: i64,
 }
 
 pub enum CreateOutcome {
@@ -94,7 +97,7 @@ impl Storage {
                    AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
             )
             .bind(token)
-            .bind(now_ms())
+            .bind(new.now)
             .execute(&mut *tx)
             .await?;
             if used.rows_affected() == 0 {
@@ -109,7 +112,7 @@ impl Storage {
         .bind(new.password_hash)
         .bind(new.account_type as i64)
         .bind(new.user_type)
-        .bind(now_ms())
+        .bind(new.now)
         .execute(&mut *tx)
         .await;
         match inserted {

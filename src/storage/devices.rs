@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{AccountType, Storage, now_ms};
+use super::{AccountType, Storage};
 
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
@@ -90,7 +90,8 @@ impl Storage {
     }
 
     /// Creates (or reuses) a device and issues a new access token for it. An
-    /// existing device keeps its other tokens only if `keep_tokens`.
+    /// existing device keeps its other tokens only if `keep_tokens`. `now`
+    /// (ms since the epoch) is the new rows' creation time.
     pub async fn create_session(
         &self,
         user_id: &str,
@@ -98,9 +99,9 @@ impl Storage {
         display_name: Option<&str>,
         token: &str,
         valid_until_ms: Option<i64>,
+        now: i64,
     ) -> sqlx::Result<()> {
         self.changing_auth(async {
-            let now = now_ms();
             let mut tx = self.begin().await?;
             let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)

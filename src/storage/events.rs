@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::Storage;
 use super::batch::{Param, WriteBatch};
-use super::{Storage, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct RoomRow {
@@ -129,7 +129,8 @@ pub struct PersistEvent {
     /// For state events: the membership, if a member event.
     pub membership: Option<String>,
     pub prev_events: Vec<String>,
-    /// For a create event: the room row to add (version, creator).
+    /// For a create event: the room row to add (version, creator); the
+    /// room's `created_ts` is the create event's `origin_server_ts`.
     pub new_room: Option<(String, String)>,
     /// (user, device, scope, txn id) for idempotent sends.
     pub txn: Option<TxnKey>,
@@ -291,7 +292,7 @@ impl Storage {
             if let Some((version, creator)) = &e.new_room {
                 w.push(
                     "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
-                    [(&e.room_id).into(), version.into(), creator.into(), now_ms().into()],
+                    [(&e.room_id).into(), version.into(), creator.into(), e.origin_server_ts.into()],
                 );
             }
         }
