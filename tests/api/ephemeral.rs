@@ -553,11 +553,12 @@ async fn typing_expires_after_its_timeout() {
     let (room, _) = room_with_message(&server, &alice, &bob).await;
     let tb = sync_token(&server, &bob).await;
 
+    // Long enough that the wall clock cannot expire it during the test.
     set_typing(
         &server,
         &alice,
         &room,
-        json!({"typing": true, "timeout": 1500}),
+        json!({"typing": true, "timeout": 60000}),
     )
     .await;
     let body = sync_since(&server, &bob, &tb).await;
@@ -568,8 +569,8 @@ async fn typing_expires_after_its_timeout() {
     );
     let since = next_batch(&body);
 
-    // 1.4 s on, an expiry pass leaves it: nothing changed.
-    server.advance(Duration::from_millis(1400));
+    // 59.9 s on, an expiry pass leaves it: nothing changed.
+    server.advance(Duration::from_millis(59_900));
     server.services().ephemeral.expire_typing();
     let body = sync(&server, &bob, &format!("since={}&timeout=0", enc(&since))).await;
     assert_eq!(
