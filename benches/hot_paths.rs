@@ -90,9 +90,14 @@ impl Server {
         let storage = Storage::connect(&config.database_url(), config.database.max_connections)
             .await
             .expect("database");
-        let s = Services::new(config, storage.clone(), key)
-            .await
-            .expect("services");
+        let s = Services::new(
+            config,
+            storage.clone(),
+            key,
+            myelin::clock::SystemClock::shared(),
+        )
+        .await
+        .expect("services");
         Self {
             s,
             storage,

@@ -302,6 +302,7 @@ pub async fn create_account(
         storage.clone(),
         PasswordHasherService::new(&config.password_hashing),
         config.server_name.as_str().try_into()?,
+        crate::clock::SystemClock::shared(),
     );
     let result = async {
         let localpart = accounts.validate_localpart(username)?;

@@ -6,6 +6,7 @@
 //! - [`storage`]: SQL over SQLite or PostgreSQL.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::keys::SigningKey;
 use crate::services::Services;
@@ -24,6 +25,12 @@ pub struct RunningServer {
 /// Builds every service and starts listening on `config.listen` (port 0 picks
 /// a free port; see [`RunningServer::addr`]).
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    start_with(config, SystemClock::shared()).await
+}
+
+/// [`start`] with the clock the services read (tests pass a
+/// [`crate::clock::MockClock`] to move time on instead of waiting).
+pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<RunningServer> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
@@ -36,7 +43,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    let services = Services::new(config, storage, signing_key).await?;
+    let services = Services::new(config, storage, signing_key, clock).await?;
     // Before serving: what a crash kept out of the search index goes in.
     let mut rebuild_search = services.search_needs_rebuild;
     if let Err(e) = crate::services::search::catch_up(&services).await {

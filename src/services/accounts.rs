@@ -2,6 +2,7 @@
 
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::services::passwords::{self, PasswordHasherService};
 use crate::storage::accounts::NewAccount;
@@ -11,6 +12,7 @@ pub struct Accounts {
     storage: Storage,
     hasher: PasswordHasherService,
     server_name: OwnedServerName,
+    clock: SharedClock,
 }
 
 /// Everything needed to create an account.
@@ -31,11 +33,13 @@ impl Accounts {
         storage: Storage,
         hasher: PasswordHasherService,
         server_name: OwnedServerName,
+        clock: SharedClock,
     ) -> Self {
         Self {
             storage,
             hasher,
             server_name,
+            clock,
         }
     }
 
@@ -141,6 +145,7 @@ impl Accounts {
                     user_type: reg.user_type,
                     displayname: Some(reg.displayname.unwrap_or(&candidate)),
                     registration_token: reg.registration_token,
+                    now: self.clock.now_ms(),
                 })
                 .await?;
             match outcome {

@@ -3,21 +3,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
+use crate::clock::SharedClock;
 use crate::error::Result;
 use crate::services::stream::{Stream, Topic};
-use crate::storage::{ReceiptRow, Storage, now_ms};
+use crate::storage::{ReceiptRow, Storage};
 
 /// Longest typing timeout honoured.
 const MAX_TYPING: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct RoomTyping {
-    users: HashMap<OwnedUserId, Instant>,
+    /// Until when (clock ms) each user types.
+    users: HashMap<OwnedUserId, i64>,
     /// Stream position of the last change.
     pos: i64,
 }
@@ -26,13 +28,15 @@ pub struct Ephemeral {
     storage: Storage,
     stream: Arc<Stream>,
     typing: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
+    clock: SharedClock,
 }
 
 impl Ephemeral {
-    pub fn new(storage: Storage, stream: Arc<Stream>) -> Self {
+    pub fn new(storage: Storage, stream: Arc<Stream>, clock: SharedClock) -> Self {
         Self {
             storage,
             stream,
+            clock,
             typing: Mutex::new(HashMap::new()),
         }
     }
@@ -51,7 +55,7 @@ impl Ephemeral {
             receipt_type: receipt_type.to_owned(),
             thread_id: thread_id.unwrap_or_default().to_owned(),
             event_id: event_id.to_owned(),
-            ts: now_ms(),
+            ts: self.clock.now_ms(),
         };
         let r = self.stream.reserve();
         let pos = r.pos();
@@ -69,9 +73,10 @@ impl Ephemeral {
             let mut rooms = self.typing.lock();
             let entry = rooms.entry(room.to_owned()).or_default();
             if typing {
+                let ms = i64::try_from(timeout.min(MAX_TYPING).as_millis()).unwrap_or(i64::MAX);
                 entry
                     .users
-                    .insert(user.to_owned(), Instant::now() + timeout.min(MAX_TYPING));
+                    .insert(user.to_owned(), self.clock.now_ms().saturating_add(ms));
             } else {
                 entry.users.remove(user);
             }
@@ -83,7 +88,7 @@ impl Ephemeral {
 
     /// Drops expired typing notifications; called every second.
     pub fn expire_typing(&self) {
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         let mut rooms = self.typing.lock();
         let expired: Vec<OwnedRoomId> = rooms
             .iter()

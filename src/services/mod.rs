@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use ruma::OwnedServerName;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::SigningKey;
 use crate::storage::Storage;
@@ -44,6 +45,8 @@ pub struct Services {
     pub server_name: OwnedServerName,
     storage: Storage,
     pub signing_key: Arc<SigningKey>,
+    /// The time every service reads (the system's, or a test's mock).
+    pub clock: SharedClock,
     pub stream: Arc<stream::Stream>,
     pub rooms: rooms::Rooms,
     pub account_data: account_data::AccountData,
@@ -74,6 +77,7 @@ impl Services {
         config: Config,
         storage: Storage,
         signing_key: SigningKey,
+        clock: SharedClock,
     ) -> anyhow::Result<Arc<Self>> {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
@@ -103,20 +107,28 @@ impl Services {
         let rl = &config.rate_limits;
         let max_buckets = config.caches.rate_limit_buckets;
         Ok(Arc::new(Self {
-            accounts: accounts::Accounts::new(storage.clone(), hasher, server_name.clone()),
-            sessions: sessions::Sessions::new(storage.clone()),
+            accounts: accounts::Accounts::new(
+                storage.clone(),
+                hasher,
+                server_name.clone(),
+                clock.clone(),
+            ),
+            sessions: sessions::Sessions::new(storage.clone(), clock.clone()),
             profiles: profiles::Profiles::new(storage.clone()),
             filters: filters::Filters::new(storage.clone()),
-            registration_tokens: registration_tokens::RegistrationTokens::new(storage.clone()),
+            registration_tokens: registration_tokens::RegistrationTokens::new(
+                storage.clone(),
+                clock.clone(),
+            ),
             uia: uia::Uia::new(config.caches.uia_sessions),
             account_data: account_data::AccountData::new(
                 storage.clone(),
                 stream.clone(),
                 unread.clone(),
             ),
-            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone()),
+            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone()),
             unread: unread.clone(),
-            presence: presence::Presence::new(storage.clone(), stream.clone()),
+            presence: presence::Presence::new(storage.clone(), stream.clone(), clock.clone()),
             jobs: jobs::Jobs::new(
                 storage.clone(),
                 jobs::Runners {
@@ -124,6 +136,7 @@ impl Services {
                     purge_history: admin::purge_history_job,
                     room_delete: admin::resume_room_delete,
                 },
+                clock.clone(),
             ),
             search: search.clone(),
             search_needs_rebuild,
@@ -135,7 +148,8 @@ impl Services {
                 default_version,
                 subscribers,
             )
-            .with_cache_limits(&config.caches),
+            .with_cache_limits(&config.caches)
+            .with_clock(clock.clone()),
             stream,
             shared_secret: config
                 .registration
@@ -151,6 +165,7 @@ impl Services {
             server_name,
             storage,
             signing_key,
+            clock,
             config,
         }))
     }

@@ -2,11 +2,13 @@
 
 use rand::distr::{Alphanumeric, SampleString};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
-use crate::storage::{RegistrationTokenRow, Storage, now_ms};
+use crate::storage::{RegistrationTokenRow, Storage};
 
 pub struct RegistrationTokens {
     storage: Storage,
+    clock: SharedClock,
 }
 
 /// Characters Synapse allows in a token.
@@ -30,8 +32,8 @@ fn valid_token(t: &str) -> bool {
 }
 
 impl RegistrationTokens {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(storage: Storage, clock: SharedClock) -> Self {
+        Self { storage, clock }
     }
 
     pub async fn create(
@@ -46,7 +48,7 @@ impl RegistrationTokens {
                 "uses_allowed must be a non-negative integer or null",
             ));
         }
-        if expiry_time.is_some_and(|t| t < now_ms()) {
+        if expiry_time.is_some_and(|t| t < self.clock.now_ms()) {
             return Err(MatrixError::invalid_param(
                 "expiry_time must not be in the past",
             ));
@@ -88,7 +90,7 @@ impl RegistrationTokens {
 
     /// All tokens, or only the valid (or invalid) ones.
     pub async fn list(&self, valid: Option<bool>) -> Result<Vec<RegistrationTokenRow>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let all = self.storage.registration_tokens().await?;
         Ok(all
             .into_iter()
@@ -117,7 +119,10 @@ impl RegistrationTokens {
                 "uses_allowed must be a non-negative integer or null",
             ));
         }
-        if expiry_time.flatten().is_some_and(|t| t < now_ms()) {
+        if expiry_time
+            .flatten()
+            .is_some_and(|t| t < self.clock.now_ms())
+        {
             return Err(MatrixError::invalid_param(
                 "expiry_time must not be in the past",
             ));
@@ -144,6 +149,6 @@ impl RegistrationTokens {
             .storage
             .registration_token(token)
             .await?
-            .is_some_and(|t| t.is_valid(now_ms())))
+            .is_some_and(|t| t.is_valid(self.clock.now_ms())))
     }
 }

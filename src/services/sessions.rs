@@ -17,11 +17,12 @@ use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
 use ruma::api::error::{ErrorKind, UnknownTokenErrorData};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::model::devices::Device;
+use crate::storage::Storage;
 use crate::storage::devices::LastSeen;
-use crate::storage::{Storage, now_ms};
 
 pub const LAST_SEEN_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -32,6 +33,7 @@ const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
 
 pub struct Sessions {
     storage: Storage,
+    clock: SharedClock,
     pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
     tokens: Mutex<lru::LruCache<String, CachedToken>>,
 }
@@ -60,9 +62,10 @@ pub fn generate_access_token() -> String {
 }
 
 impl Sessions {
-    pub fn new(storage: Storage) -> Arc<Self> {
+    pub fn new(storage: Storage, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
             storage,
+            clock,
             pending_last_seen: Mutex::new(HashMap::new()),
             tokens: Mutex::new(lru::LruCache::new(TOKEN_CACHE_SIZE)),
         })
@@ -99,6 +102,7 @@ impl Sessions {
                 display_name,
                 &access_token,
                 valid_until_ms,
+                self.clock.now_ms(),
             )
             .await?;
         Ok(NewSession {
@@ -144,7 +148,10 @@ impl Sessions {
         if requester.is_deactivated {
             return Err(MatrixError::unknown_token());
         }
-        if requester.valid_until_ms.is_some_and(|t| t <= now_ms()) {
+        if requester
+            .valid_until_ms
+            .is_some_and(|t| t <= self.clock.now_ms())
+        {
             let mut data = UnknownTokenErrorData::new();
             data.soft_logout = true;
             return Err(MatrixError::new(
@@ -167,7 +174,7 @@ impl Sessions {
                 device_id: requester.device_id.clone(),
                 ip: ip.to_owned(),
                 user_agent: user_agent.to_owned(),
-                ts: now_ms(),
+                ts: self.clock.now_ms(),
             },
         );
         Ok(requester)

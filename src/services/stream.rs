@@ -136,6 +136,20 @@ impl Stream {
         Registration { notify }
     }
 
+    /// How many registrations (parked long-polls) are alive now: a
+    /// measure of load, and what tests wait on before acting on a parked
+    /// `/sync` instead of sleeping.
+    pub fn waiting(&self) -> usize {
+        let waiters = self.waiters.lock();
+        let live: std::collections::HashSet<*const Notify> = waiters
+            .values()
+            .flatten()
+            .filter(|w| w.strong_count() > 0)
+            .map(Weak::as_ptr)
+            .collect();
+        live.len()
+    }
+
     /// Wakes the waiters of the topics touched at positions up to `readable`.
     fn wake(&self, readable: i64) {
         let due: Vec<Topic> = {

@@ -408,7 +408,7 @@ async fn presence_events(
             json!({
                 "type": "m.presence",
                 "sender": p.user_id,
-                "content": crate::services::presence::content(p),
+                "content": s.presence.content(p),
             })
         })
         .collect())

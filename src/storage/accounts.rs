@@ -1,7 +1,7 @@
 //! Table `accounts`: one row per local account.
 
+use super::Storage;
 use super::rows::IntFlag;
-use super::{Storage, now_ms};
 
 pub use crate::model::accounts::AccountType;
 
@@ -42,6 +42,9 @@ pub struct NewAccount<'a> {
     pub displayname: Option<&'a str>,
     /// A registration token whose use is counted in the same transaction.
     pub registration_token: Option<&'a str>,
+    /// The time of creation (ms since the epoch): `created_ts`, and the
+    /// moment the registration token must not have expired by.
+    pub now: i64,
 }
 
 pub enum CreateOutcome {
@@ -70,7 +73,7 @@ impl Storage {
                    AND (uses_allowed IS NULL OR pending + completed < uses_allowed)",
             )
             .bind(token)
-            .bind(now_ms())
+            .bind(new.now)
             .execute(&mut *tx)
             .await?;
             if used.rows_affected() == 0 {
@@ -85,7 +88,7 @@ impl Storage {
         .bind(new.password_hash)
         .bind(new.account_type as i64)
         .bind(new.user_type)
-        .bind(now_ms())
+        .bind(new.now)
         .execute(&mut *tx)
         .await;
         match inserted {

@@ -1,7 +1,7 @@
 //! Tables `devices` and `access_tokens`.
 
+use super::Storage;
 use super::rows::IntFlag;
-use super::{Storage, now_ms};
 use crate::model::accounts::{AccountType, Requester};
 use crate::model::devices::Device;
 
@@ -86,7 +86,8 @@ impl Storage {
     }
 
     /// Creates (or reuses) a device and issues a new access token for it. An
-    /// existing device keeps its other tokens only if `keep_tokens`.
+    /// existing device keeps its other tokens only if `keep_tokens`. `now`
+    /// (ms since the epoch) is the new rows' creation time.
     pub async fn create_session(
         &self,
         user_id: &str,
@@ -94,9 +95,9 @@ impl Storage {
         display_name: Option<&str>,
         token: &str,
         valid_until_ms: Option<i64>,
+        now: i64,
     ) -> sqlx::Result<()> {
         self.changing_auth(async {
-            let now = now_ms();
             let mut tx = self.begin().await?;
             let exists = sqlx::query("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)

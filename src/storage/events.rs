@@ -12,9 +12,9 @@ use ruma::events::room::member::MembershipState;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
+use super::Storage;
 use super::batch::{Param, WriteBatch};
 use super::rows::{IntFlag, PackedRows, decode_error};
-use super::{Storage, now_ms};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct RoomRow {
@@ -178,7 +178,8 @@ pub struct PersistEvent {
     /// For state events: the membership, if a member event.
     pub membership: Option<MembershipState>,
     pub prev_events: Vec<String>,
-    /// For a create event: the room row to add (version, creator).
+    /// For a create event: the room row to add (version, creator); the
+    /// room's `created_ts` is the create event's `origin_server_ts`.
     pub new_room: Option<(String, String)>,
     /// For idempotent sends.
     pub txn: Option<TxnKey>,
@@ -339,7 +340,7 @@ impl Storage {
             if let Some((version, creator)) = &e.new_room {
                 w.push(
                     "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, 0, $4)",
-                    [(&e.room_id).into(), version.into(), creator.into(), now_ms().into()],
+                    [(&e.room_id).into(), version.into(), creator.into(), e.origin_server_ts.into()],
                 );
             }
         }

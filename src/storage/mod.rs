@@ -369,12 +369,13 @@ impl Drop for ScratchPostgresDatabase {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, from the system clock: only for what
+/// no service decides (the migrations' `applied_ts`, the signing key's
+/// validity). Services read their [`crate::clock::Clock`] and pass the time
+/// to storage.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_ms()
 }
 
 #[cfg(test)]

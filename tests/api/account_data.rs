@@ -1,46 +1,15 @@
 //! Account data (global and per room), tags, push rules (the ruleset in sync,
 //! the per-rule endpoints) and unread notification counts.
-//!
-//! The small sync helpers here are `pub(crate)` so `ephemeral.rs` and
-//! `directory.rs` use them too.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, join, send_text, sync, sync_token};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// rooms.join[room] of a sync body, asserting it is there.
-pub(crate) fn joined_room<'a>(body: &'a Value, room: &str) -> &'a Value {
-    body["rooms"]["join"]
-        .get(room)
-        .unwrap_or_else(|| panic!("{room} not in rooms.join: {body}"))
-}
-
-pub(crate) fn next_batch(body: &Value) -> String {
-    body["next_batch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("next_batch: {body}"))
-        .to_owned()
-}
-
-/// An incremental sync that returns at once.
-pub(crate) async fn sync_since(server: &TestServer, who: &Session, since: &str) -> Value {
-    sync(server, who, &format!("since={}&timeout=0", enc(since))).await
-}
-
-/// The event of type `ty` in a list of `{type, content}` events.
-pub(crate) fn event_of_type<'a>(events: &'a Value, ty: &str) -> Option<&'a Value> {
-    events
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {events}"))
-        .iter()
-        .find(|e| e["type"] == ty)
-}
 
 fn global_path(user: &str, ty: &str) -> String {
     format!(
@@ -301,7 +270,7 @@ async fn global_account_data_wakes_a_long_poll() {
         let body: Value = resp.json().await.unwrap();
         (body, started.elapsed())
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.wait_for_parked_syncs(1).await;
     server
         .put(
             &global_path(&alice.user_id, "org.example.wake"),
@@ -1180,7 +1149,7 @@ async fn unread_counts_highlight_an_intentional_mention() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let room = room_with_bob(&server, &alice, &bob).await;
-    crate::rooms_read::send_event(
+    crate::harness::send_event(
         &server,
         &alice,
         &room,
@@ -1199,7 +1168,7 @@ async fn unread_counts_skip_notices_and_member_events() {
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
     let room = room_with_bob(&server, &alice, &bob).await;
-    crate::rooms_read::send_event(
+    crate::harness::send_event(
         &server,
         &alice,
         &room,

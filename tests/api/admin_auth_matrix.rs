@@ -21,13 +21,11 @@
 //! Ids without a grammar (device ids, delete/purge/job ids) have no
 //! "malformed" case: any string is a possible id, so an unknown one is 404.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, join, send_text};
 
 const BAD_TOKEN: &str = "myl_ThisTokenWasNeverIssuedByTheServer0000000";
 const MALFORMED_USER: &str = "notauser";
@@ -422,13 +420,6 @@ fn report(table: &str, rows: &[Row], failures: &[String]) {
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// An admin POST during set-up that must succeed; returns the body.
 async fn admin_post(server: &TestServer, admin: &Session, path: &str, body: Value) -> Value {

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, invite, join, leave, send_text, sync, sync_token};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -56,19 +56,6 @@ fn set(items: &[&str]) -> HashSet<String> {
 
 fn as_set(items: &[String]) -> HashSet<String> {
     items.iter().cloned().collect()
-}
-
-async fn joined_rooms(server: &TestServer, who: &Session) -> HashSet<String> {
-    let (st, body) = server
-        .get("/_matrix/client/v3/joined_rooms", who.token())
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["joined_rooms"]
-        .as_array()
-        .expect("joined_rooms")
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn joined_members(server: &TestServer, who: &Session, room: &str) -> HashSet<String> {
@@ -505,7 +492,7 @@ async fn wait_for_leave<F: std::future::Future<Output = (StatusCode, Value)>>(
     let path = |since: &str| format!("/_matrix/client/v3/sync?since={}&timeout=20000", enc(since));
     let first = path(&since);
     let ((st, mut body), resp) = tokio::join!(server.get(&first, who.token()), async {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        server.wait_for_parked_syncs(1).await;
         action.await
     });
     assert_eq!(st, StatusCode::OK, "{body}");

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{enc, find_state, join, leave, sync};
 
 const SEND: &str = "/_synapse/admin/v1/send_server_notice";
 const BROADCAST: &str = "/_myelin/admin/v1/broadcast_server_notice";
@@ -72,19 +72,6 @@ async fn the_invite(server: &TestServer, who: &Session) -> (String, Value) {
     );
     let (room, body) = inv.into_iter().next().unwrap();
     (room, body)
-}
-
-async fn joined_rooms(server: &TestServer, who: &Session) -> HashSet<String> {
-    let (st, body) = server
-        .get("/_matrix/client/v3/joined_rooms", who.token())
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["joined_rooms"]
-        .as_array()
-        .expect("joined_rooms")
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Every event of the room visible to `who`, oldest first.

@@ -2,13 +2,13 @@
 //! `GET /_synapse/admin/v1/purge_history_status/{purgeId}`, and the same job at
 //! `GET /_myelin/admin/v1/jobs/{jobId}`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, send_text, set_state};
 
 fn purge_path(room: &str) -> String {
     format!("/_synapse/admin/v1/purge_history/{}", enc(room))
@@ -23,21 +23,17 @@ async fn start_purge(server: &TestServer, admin: &Session, path: &str, body: Val
 
 /// Polls the purge's status until it is no longer active; returns it.
 async fn wait_purge(server: &TestServer, admin: &Session, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, b) = server
-            .get(
-                &format!("/_synapse/admin/v1/purge_history_status/{}", enc(id)),
-                admin.token(),
-            )
-            .await;
+    let path = format!("/_synapse/admin/v1/purge_history_status/{}", enc(id));
+    wait_until(&format!("purge {id}"), Duration::from_secs(20), || async {
+        let (st, b) = server.get(&path, admin.token()).await;
         assert_eq!(st, StatusCode::OK, "status: {b}");
-        if b["status"] != "active" {
-            return b;
+        if b["status"] == "active" {
+            Err(b.to_string())
+        } else {
+            Ok(b)
         }
-        assert!(Instant::now() < deadline, "purge {id} still active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn event_status(server: &TestServer, who: &Session, room: &str, event: &str) -> StatusCode {
@@ -215,18 +211,15 @@ async fn local_events_stay_unless_asked() {
 
 #[tokio::test]
 async fn purge_up_to_ts_keeps_the_last_event_before_it() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
     let m1 = send_text(&server, &alice, &room, "old one").await;
     let m2 = send_text(&server, &alice, &room, "old two").await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    server.advance(Duration::from_millis(30));
+    let ts = server.now_ms();
+    server.advance(Duration::from_millis(30));
     let m3 = send_text(&server, &alice, &room, "new one").await;
 
     let id = start_purge(
@@ -515,23 +508,19 @@ async fn room_deletion_is_a_job_too() {
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let id = b["delete_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, job) = server
-            .get(
-                &format!("/_myelin/admin/v1/jobs/{}", enc(&id)),
-                admin.token(),
-            )
-            .await;
+    let job_path = format!("/_myelin/admin/v1/jobs/{}", enc(&id));
+    wait_until("the room deletion", Duration::from_secs(20), || async {
+        let (st, job) = server.get(&job_path, admin.token()).await;
         assert_eq!(st, StatusCode::OK, "{job}");
         assert_eq!(job["kind"], "room_delete");
         assert_eq!(job["room_id"], room.as_str());
         if job["status"] == "complete" {
-            break;
+            Ok(())
+        } else {
+            Err(job.to_string())
         }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     // A purge id is not a room deletion id.
     let r = server
         .get(

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, join, leave, send_text};
 
 const REPORTS: &str = "/_synapse/admin/v1/event_reports";
 
@@ -171,10 +171,7 @@ async fn report_event_is_listed_with_its_details() {
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
     let ev = send_text(&server, &alice, &room, "offensive").await;
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let before = now_ms();
     assert_ok_empty(
         &report(
             &server,

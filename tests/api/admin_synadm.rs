@@ -15,13 +15,13 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, join, send_text, sync};
 
 /// How long one synadm command may take (its own HTTP timeout is 30 s).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -274,13 +274,6 @@ impl Run {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -994,13 +987,13 @@ async fn synadm_user_membership_with_aliases() {
 /// working then.
 #[tokio::test]
 async fn synadm_user_login_expiry() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
     let admin = server.admin("root").await;
     let Some(synadm) = Synadm::new(&server, &admin) else {
         return;
     };
     let bob = server.user("bob").await;
-    let expires = now_ms() + 1500;
+    let expires = server.now_ms() + 1500;
     let out = synadm
         .run(&[
             "--batch",
@@ -1015,10 +1008,7 @@ async fn synadm_user_login_expiry() {
         .as_str()
         .expect("access_token")
         .to_owned();
-    let wait = expires + 500 - now_ms();
-    if wait > 0 {
-        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-    }
+    server.advance(Duration::from_millis(2000));
     let r = whoami(&server, &token).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
 }
@@ -1347,22 +1337,19 @@ async fn synadm_room_delete() {
         .to_owned();
 
     // delete-status by delete id until it completes.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    let status = wait_until("the deletion", Duration::from_secs(60), || async {
         let out = synadm
             .run(&["room", "delete-status", "-d", &delete_id])
             .await;
         let s = out.ok().clone();
-        let st = s["status"].as_str().unwrap_or_default().to_owned();
-        match st.as_str() {
-            "complete" => break s,
+        match s["status"].as_str().unwrap_or_default() {
+            "complete" => Ok(s),
             "failed" => panic!("room deletion failed: {s}"),
-            "scheduled" | "active" | "shutting_down" | "purging" => {}
+            "scheduled" | "active" | "shutting_down" | "purging" => Err(s.to_string()),
             other => panic!("unexpected delete status {other:?}: {s}"),
         }
-        assert!(Instant::now() < deadline, "deletion did not finish: {s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(status["delete_id"], delete_id.as_str(), "{status}");
     let kicked = as_set(strings(&status["shutdown_room"]["kicked_users"]));
     assert_eq!(kicked, set(&[&alice.user_id, &bob.user_id]), "{status}");

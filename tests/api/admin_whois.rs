@@ -1,8 +1,6 @@
 //! Whois: GET /_matrix/client/{v3,r0}/admin/whois/{userId} (self or admin)
 //! and GET /_synapse/admin/v1/whois/{userId} (admin only).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -18,32 +16,6 @@ const ALL_PREFIXES: [&str; 3] = [
     "/_matrix/client/r0/admin/whois",
     SYNAPSE,
 ];
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-async fn get_with_ua(
-    server: &TestServer,
-    path: &str,
-    token: &str,
-    ua: &str,
-) -> (StatusCode, Value) {
-    let resp = server
-        .client
-        .get(server.url(path))
-        .bearer_auth(token)
-        .header(reqwest::header::USER_AGENT, ua)
-        .send()
-        .await
-        .expect("request sent");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("JSON body");
-    (status, body)
-}
 
 /// The single connection recorded for `device_id` in a whois body.
 #[track_caller]

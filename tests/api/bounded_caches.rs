@@ -122,18 +122,6 @@ fn one_of_each(c: &mut myelin::config::Config) {
     c.caches.unread_counts = 1;
 }
 
-async fn create_room(s: &TestServer, who: &Session) -> String {
-    let (st, body) = s
-        .post(
-            &format!("{V3}/createRoom"),
-            who.token(),
-            json!({"preset": "public_chat"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["room_id"].as_str().unwrap().to_owned()
-}
-
 /// One forward extremity and depths 1..=n: no event was built on a head
 /// that missed a queued one.
 async fn assert_one_chain(s: &TestServer, room: &str) {
@@ -161,9 +149,9 @@ async fn rooms_stay_right_with_one_entry_caches() {
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
     let rooms = [
-        create_room(&s, &alice).await,
-        create_room(&s, &alice).await,
-        create_room(&s, &alice).await,
+        create_room(&s, &alice, json!({"preset": "public_chat"})).await,
+        create_room(&s, &alice, json!({"preset": "public_chat"})).await,
+        create_room(&s, &alice, json!({"preset": "public_chat"})).await,
     ];
     for room in &rooms {
         let (st, body) = s

@@ -445,9 +445,9 @@ async fn admin_cli_evacuates_a_room_and_reports_errors() {
 async fn admin_cli_starts_jobs_and_shows_them() {
     let server = crate::harness::TestServer::start().await;
     let root = server.admin("root").await;
-    let room = crate::rooms_read::create_room(&server, &root, json!({})).await;
-    let first = crate::rooms_read::send_text(&server, &root, &room, "old").await;
-    let last = crate::rooms_read::send_text(&server, &root, &room, "new").await;
+    let room = crate::harness::create_room(&server, &root, json!({})).await;
+    let first = crate::harness::send_text(&server, &root, &room, "old").await;
+    let last = crate::harness::send_text(&server, &root, &room, "new").await;
     let url = format!("http://{}", server.addr);
     let admin = |args: &[&str]| {
         let mut all = vec!["admin", "--url", &url, "--token", &root.access_token];
@@ -487,8 +487,8 @@ async fn admin_cli_starts_jobs_and_shows_them() {
     }
     let path = format!(
         "/_matrix/client/v3/rooms/{}/event/{}",
-        crate::rooms_read::enc(&room),
-        crate::rooms_read::enc(&first)
+        crate::harness::enc_form(&room),
+        crate::harness::enc_form(&first)
     );
     assert_eq!(
         server.get(&path, root.token()).await.0,

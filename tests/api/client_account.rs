@@ -14,10 +14,6 @@ fn password_auth(user: &str, password: &str, session: &str) -> Value {
     json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password, "session": session})
 }
 
-fn password_login(user: &str, password: &str) -> Value {
-    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
-}
-
 #[track_caller]
 fn assert_password_uia(body: &Value) -> String {
     let flows = body["flows"]

@@ -675,7 +675,7 @@ async fn shutdown_answers_a_long_poll_in_flight_and_stops_accepting() {
         let token = alice.access_token.clone();
         tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.wait_for_parked_syncs(1).await;
     let addr = s.addr;
     let running = s.running.take().unwrap();
     let shutdown = tokio::spawn(running.shutdown());

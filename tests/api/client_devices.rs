@@ -1,38 +1,9 @@
 //! /devices, /devices/{id}, /delete_devices and last-seen tracking.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::*;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Sends an authenticated GET with a custom User-Agent header.
-async fn get_with_ua(
-    server: &TestServer,
-    path: &str,
-    token: &str,
-    ua: &str,
-) -> (StatusCode, Value) {
-    let resp = server
-        .client
-        .get(server.url(path))
-        .bearer_auth(token)
-        .header(reqwest::header::USER_AGENT, ua)
-        .send()
-        .await
-        .expect("request sent");
-    let status = resp.status();
-    let body: Value = resp.json().await.expect("JSON body");
-    (status, body)
-}
 
 /// Logs in with an explicit initial device display name.
 async fn login_named(server: &TestServer, localpart: &str, display_name: &str) -> Session {

@@ -9,10 +9,6 @@ const LOGIN: &str = "/_matrix/client/v3/login";
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 const DEVICES: &str = "/_matrix/client/v3/devices";
 
-fn password_login(user: &str, password: &str) -> Value {
-    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
-}
-
 fn device_ids(devices: &Value) -> Vec<String> {
     devices["devices"]
         .as_array()

@@ -8,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Session, TestServer};
-use crate::rooms_read::{create_room, enc, send_text};
+use crate::harness::{Session, TestServer, create_room, send_text, wait_until};
+
+/// How long a job resumed after a restart may take.
+const JOB_WAIT: Duration = Duration::from_secs(60);
+use crate::harness::enc_form as enc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_myelin");
 
@@ -68,36 +71,30 @@ impl Binary {
         }
         self.child = Some(cmd.spawn().expect("binary starts"));
         self.server.addr = self.server.config.listen;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ok = self
-                .server
-                .client
-                .get(self.server.url("/_matrix/client/versions"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK);
-            if ok {
-                return;
+        let log_path = self.log_path();
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let child = self.child.as_mut().unwrap();
+        let (client, url) = (
+            &self.server.client,
+            self.server.url("/_matrix/client/versions"),
+        );
+        wait_until("the server answering", Duration::from_secs(60), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", log());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", self.log());
+            let versions = client.get(&url).send();
+            async {
+                match versions.await {
+                    Ok(r) if r.status() == StatusCode::OK => Ok(()),
+                    _ => Err(log()),
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server never answered: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// SIGKILL, then start again (without the pause knob).
@@ -218,11 +215,17 @@ async fn kill_under_send_load_then_search_finds_every_stored_message() {
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.load(Ordering::SeqCst) < 300 {
-        assert!(Instant::now() < deadline, "sends too slow");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        "300 sends acknowledged",
+        Duration::from_secs(60),
+        || async {
+            match acked.load(Ordering::SeqCst) {
+                n if n >= 300 => Ok(()),
+                n => Err(format!("{n} acknowledged")),
+            }
+        },
+    )
+    .await;
     bin.kill_and_restart().await;
     let acknowledged = acked.load(Ordering::SeqCst) as i64;
     for s in senders {
@@ -254,32 +257,17 @@ async fn kill_under_send_load_then_search_finds_every_stored_message() {
     );
 }
 
-/// Polls `path` until `done` says the job finished; returns the last body.
-async fn wait_until(
-    server: &TestServer,
-    who: &Session,
-    path: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (st, b) = server.get(path, who.token()).await;
-        assert_eq!(st, StatusCode::OK, "{path}: {b}");
-        if done(&b) {
-            return b;
-        }
-        assert!(Instant::now() < deadline, "{path} never finished: {b}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the paused job `id` has marked its file.
 async fn wait_paused(dir: &Path, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join(id).exists() {
-        assert!(Instant::now() < deadline, "job {id} never paused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("job {id} pausing");
+    wait_until(&what, Duration::from_secs(60), || async {
+        if dir.join(id).exists() {
+            Ok(())
+        } else {
+            Err("no mark".into())
+        }
+    })
+    .await;
 }
 
 struct Rooms {
@@ -370,41 +358,46 @@ async fn kill_during_each_job_kind_then_every_job_completes() {
     bin.kill_and_restart().await;
     let server = &bin.server;
     let done = |b: &Value| b["status"] == "complete" || b["status"] == "failed";
-    let b = wait_until(
-        server,
-        root,
-        &format!("/_myelin/admin/v1/jobs/{}", enc(&reindex)),
-        done,
-    )
-    .await;
+    let b = server
+        .poll_get(
+            &format!("/_myelin/admin/v1/jobs/{}", enc(&reindex)),
+            root.token(),
+            JOB_WAIT,
+            done,
+        )
+        .await;
     assert_eq!(b["status"], "complete", "{b}");
     assert_eq!(b["kind"], "reindex", "{b}");
-    let b = wait_until(
-        server,
-        root,
-        &format!("/_synapse/admin/v2/rooms/delete_status/{}", enc(&delete)),
-        done,
-    )
-    .await;
+    let b = server
+        .poll_get(
+            &format!("/_synapse/admin/v2/rooms/delete_status/{}", enc(&delete)),
+            root.token(),
+            JOB_WAIT,
+            done,
+        )
+        .await;
     assert_eq!(b["status"], "complete", "{b}");
     assert_eq!(
         b["shutdown_room"]["kicked_users"],
         json!([root.user_id]),
         "{b}"
     );
-    let b = wait_until(server, root, &by_room, |b| done(&b["results"][0])).await;
+    let b = server
+        .poll_get(&by_room, root.token(), JOB_WAIT, |b| done(&b["results"][0]))
+        .await;
     assert_eq!(b["results"][0]["delete_id"], purge_room.as_str(), "{b}");
     assert_eq!(b["results"][0]["status"], "complete", "{b}");
-    let b = wait_until(
-        server,
-        root,
-        &format!(
-            "/_synapse/admin/v1/purge_history_status/{}",
-            enc(&purge_history)
-        ),
-        done,
-    )
-    .await;
+    let b = server
+        .poll_get(
+            &format!(
+                "/_synapse/admin/v1/purge_history_status/{}",
+                enc(&purge_history)
+            ),
+            root.token(),
+            JOB_WAIT,
+            done,
+        )
+        .await;
     assert_eq!(b, json!({"status": "complete"}));
 
     // The deleted rooms are gone, the history purged; search finds exactly

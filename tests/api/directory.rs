@@ -5,8 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, event_ids, join, send_event, send_text};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -752,7 +752,7 @@ async fn user_directory_finds_a_user_sharing_a_room() {
     let bob = server.user("bob").await;
     set_displayname(&server, &bob, "Bobby Builder").await;
     let room = create_room(&server, &alice, json!({})).await;
-    crate::rooms_read::invite(&server, &alice, &room, &bob.user_id).await;
+    crate::harness::invite(&server, &alice, &room, &bob.user_id).await;
     join(&server, &bob, &room).await;
 
     // By user id.

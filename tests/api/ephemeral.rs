@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::account_data::{event_of_type, joined_room, next_batch, sync_since};
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{create_room, enc, join, leave, send_text, sync, sync_token};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -548,18 +547,18 @@ async fn typing_appears_in_sync_and_false_clears_it() {
 
 #[tokio::test]
 async fn typing_expires_after_its_timeout() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let (room, _) = room_with_message(&server, &alice, &bob).await;
     let tb = sync_token(&server, &bob).await;
 
-    let started = Instant::now();
+    // Long enough that the wall clock cannot expire it during the test.
     set_typing(
         &server,
         &alice,
         &room,
-        json!({"typing": true, "timeout": 1500}),
+        json!({"typing": true, "timeout": 60000}),
     )
     .await;
     let body = sync_since(&server, &bob, &tb).await;
@@ -568,36 +567,28 @@ async fn typing_expires_after_its_timeout() {
         Some(vec![alice.user_id.clone()]),
         "{body}"
     );
-    let mut since = next_batch(&body);
+    let since = next_batch(&body);
 
-    // Long-poll until the typing notification goes away.
-    let expired_at = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(6),
-            "typing did not expire"
-        );
-        let body = sync(
-            &server,
-            &bob,
-            &format!("since={}&timeout=4000", enc(&since)),
-        )
-        .await;
-        if let Some(users) = typing_users(&body, &room) {
-            if users.is_empty() {
-                break started.elapsed();
-            }
-            assert_eq!(users, std::slice::from_ref(&alice.user_id), "{body}");
-        }
-        since = next_batch(&body);
-    };
-    assert!(
-        expired_at >= Duration::from_millis(1200),
-        "expired too early, after {expired_at:?}"
+    // 59.9 s on, an expiry pass leaves it: nothing changed.
+    server.advance(Duration::from_millis(59_900));
+    server.services().ephemeral.expire_typing();
+    let body = sync(&server, &bob, &format!("since={}&timeout=0", enc(&since))).await;
+    assert_eq!(
+        typing_users(&body, &room),
+        None,
+        "expired too early: {body}"
     );
-    assert!(
-        expired_at < Duration::from_millis(3500),
-        "expired only after {expired_at:?} (timeout 1500 ms)"
-    );
+
+    // Past its timeout: the server's next expiry pass (every second) drops
+    // it and wakes the long-poll.
+    server.advance(Duration::from_millis(200));
+    let body = sync(
+        &server,
+        &bob,
+        &format!("since={}&timeout=10000", enc(&since)),
+    )
+    .await;
+    assert_eq!(typing_users(&body, &room), Some(vec![]), "{body}");
     let body = sync(&server, &bob, "timeout=0").await;
     assert!(
         typing_users(&body, &room).is_none_or(|u| u.is_empty()),
@@ -614,7 +605,7 @@ async fn typing_wakes_a_long_polling_sync() {
     let tb = sync_token(&server, &bob).await;
 
     let poll = spawn_poll(&server, &bob, &tb, 10000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_for_parked_syncs(1).await;
     assert!(!poll.is_finished(), "returned before anything happened");
     let changed = Instant::now();
     set_typing(
@@ -643,7 +634,7 @@ async fn typing_wakes_a_long_polling_sync() {
     // And for typing stopping.
     let since = next_batch(&body);
     let poll = spawn_poll(&server, &bob, &since, 10000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_for_parked_syncs(1).await;
     assert!(!poll.is_finished(), "returned before anything happened");
     let changed = Instant::now();
     set_typing(&server, &alice, &room, json!({"typing": false})).await;
@@ -934,7 +925,7 @@ async fn receipts_and_tags_wake_a_long_polling_sync() {
 
     let since = sync_token(&server, &bob).await;
     let poll = spawn_poll(&server, &bob, &since, 10000);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_parked_syncs(1).await;
     // Others' activity elsewhere: no answer.
     send_text(&server, &carol, &elsewhere, "not for bob").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -958,7 +949,7 @@ async fn receipts_and_tags_wake_a_long_polling_sync() {
 
     let since = next_batch(&body);
     let poll = spawn_poll(&server, &bob, &since, 10000);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_parked_syncs(1).await;
     assert!(!poll.is_finished(), "returned before anything happened");
     let changed = Instant::now();
     let (st, b) = server

@@ -13,10 +13,7 @@ async fn server_keys_are_published_and_self_signed() {
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["server_name"], server.server_name.as_str());
     assert_eq!(body["old_verify_keys"], serde_json::json!({}));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     assert!(body["valid_until_ts"].as_i64().unwrap() > now);
     let keys = body["verify_keys"].as_object().expect("verify_keys");
     assert_eq!(keys.len(), 1, "{body}");

@@ -11,14 +11,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn create_room(server: &TestServer, s: &Session) -> String {
-    let (st, body) = server
-        .post(&format!("{V3}/createRoom"), s.token(), json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["room_id"].as_str().unwrap().to_owned()
-}
-
 /// Starts `PUT /send` requests at once; returns (status, body) of each, in
 /// the order given.
 async fn send_all(
@@ -95,7 +87,7 @@ async fn message_bodies(server: &TestServer, s: &Session, room: &str) -> Vec<Str
 async fn concurrent_sends_to_one_room_form_one_chain() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice).await;
+    let room = create_room(&server, &alice, json!({})).await;
     let sends = (0..40)
         .map(|i| (room.clone(), format!("c{i}"), format!("m{i}")))
         .collect();
@@ -123,7 +115,7 @@ async fn concurrent_sends_to_one_room_form_one_chain() {
 async fn concurrent_retries_of_one_transaction_make_one_event() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice).await;
+    let room = create_room(&server, &alice, json!({})).await;
     let sends = (0..6)
         .map(|_| (room.clone(), "same-txn".to_owned(), "once".to_owned()))
         .collect();
@@ -187,8 +179,8 @@ async fn send_text(server: &TestServer, s: &Session, room: &str, txn: &str) -> (
 async fn a_failed_write_fails_alone_and_the_room_recovers() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice).await;
-    let other = create_room(&server, &alice).await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let other = create_room(&server, &alice, json!({})).await;
     let (_, body) = server
         .get(&format!("{V3}/sync?timeout=0"), alice.token())
         .await;
@@ -277,7 +269,7 @@ async fn burst_with_failing_topic(
 async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice).await;
+    let room = create_room(&server, &alice, json!({})).await;
     let sends = (0..30)
         .map(|i| (room.clone(), format!("b{i}"), format!("m{i}")))
         .collect();
@@ -307,10 +299,10 @@ async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
 async fn a_failed_write_fails_no_other_rooms_events() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(&server, &alice).await;
+    let room = create_room(&server, &alice, json!({})).await;
     let mut others = Vec::new();
     for _ in 0..3 {
-        others.push(create_room(&server, &alice).await);
+        others.push(create_room(&server, &alice, json!({})).await);
     }
     let sends = (0..30)
         .map(|i| (others[i % 3].clone(), format!("o{i}"), format!("m{i}")))

@@ -7,11 +7,21 @@
 //! database of its own.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use myelin::clock::{Clock, MockClock, SharedClock, SystemClock};
 use myelin::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+mod rooms;
+mod sync;
+
+pub use rooms::*;
+pub use sync::*;
 
 pub const SHARED_SECRET: &str = "test-shared-secret";
 
@@ -21,6 +31,11 @@ pub struct TestServer {
     pub config: Config,
     pub client: reqwest::Client,
     pub running: Option<myelin::server::RunningServer>,
+    /// The clock the server reads; a test started with
+    /// [`TestServer::start_with_mock_clock`] moves it with
+    /// [`TestServer::advance`].
+    clock: SharedClock,
+    mock_clock: Option<Arc<MockClock>>,
     /// PostgreSQL leg: this server's database, dropped with the server.
     _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
@@ -92,6 +107,21 @@ impl TestServer {
 
     /// Starts a server after `tweak` has adjusted the test config.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(tweak, None).await
+    }
+
+    /// Starts a server whose clock stands still (at the current time) until
+    /// the test moves it with [`TestServer::advance`]: expiries and ages
+    /// are tested without waiting for time to pass.
+    pub async fn start_with_mock_clock(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(tweak, Some(Arc::new(MockClock::starting_now()))).await
+    }
+
+    async fn launch(tweak: impl FnOnce(&mut Config), mock_clock: Option<Arc<MockClock>>) -> Self {
+        let clock: SharedClock = match &mock_clock {
+            Some(c) => c.clone(),
+            None => SystemClock::shared(),
+        };
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.data_dir = dir.path().to_owned();
@@ -99,7 +129,7 @@ impl TestServer {
         config.database.url = url;
         config.database.max_connections = 4;
         tweak(&mut config);
-        let running = myelin::server::start(config.clone())
+        let running = myelin::server::start_with(config.clone(), clock.clone())
             .await
             .expect("server starts");
         Self {
@@ -108,6 +138,8 @@ impl TestServer {
             config,
             client: reqwest::Client::new(),
             running: Some(running),
+            clock,
+            mock_clock,
             _database: database,
             _dir: dir,
         }
@@ -118,11 +150,67 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        let running = myelin::server::start(self.config.clone())
+        let running = myelin::server::start_with(self.config.clone(), self.clock.clone())
             .await
             .expect("server restarts");
         self.addr = running.addr;
         self.running = Some(running);
+    }
+
+    /// The running server's services (to observe, e.g. how many `/sync`s
+    /// are parked).
+    pub fn services(&self) -> &Arc<myelin::services::Services> {
+        &self.running.as_ref().expect("server is running").services
+    }
+
+    /// The server's clock, in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Moves the mock clock on (the server must have been started with
+    /// [`TestServer::start_with_mock_clock`]).
+    pub fn advance(&self, by: Duration) {
+        self.mock_clock
+            .as_ref()
+            .expect("advance needs TestServer::start_with_mock_clock")
+            .advance(by);
+    }
+
+    /// Waits until at least `n` long-polling `/sync`s are parked on the
+    /// server (registered for wake-ups), so what the test does next
+    /// happens while they wait.
+    pub async fn wait_for_parked_syncs(&self, n: usize) {
+        wait_until(
+            &format!("{n} parked /sync"),
+            Duration::from_secs(10),
+            || async {
+                let waiting = self.services().stream.waiting();
+                if waiting >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{waiting} parked"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// GETs `path` (200 expected) until `done` accepts the body (a
+    /// background job's status, say); returns that body.
+    pub async fn poll_get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(path, within, || async {
+            let (st, b) = self.get(path, token).await;
+            assert_eq!(st, StatusCode::OK, "{path}: {b}");
+            if done(&b) { Ok(b) } else { Err(b.to_string()) }
+        })
+        .await
     }
 
     /// Runs one SQL statement directly against this server's database (to act
@@ -352,6 +440,37 @@ pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
     );
 }
 
+/// The wall clock in ms since the epoch (what a server started with the
+/// system clock reads).
+pub fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// An `m.login.password` login body for `user`.
+pub fn password_login(user: &str, password: &str) -> Value {
+    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+}
+
+/// GET with a `User-Agent` header (last-seen and whois record it).
+pub async fn get_with_ua(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    ua: &str,
+) -> (StatusCode, Value) {
+    let resp = server
+        .client
+        .get(server.url(path))
+        .bearer_auth(token)
+        .header(reqwest::header::USER_AGENT, ua)
+        .send()
+        .await
+        .expect("request sent");
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("JSON body");
+    (status, body)
+}
+
 /// Percent-encodes one path segment (everything but unreserved characters).
 pub fn enc(s: &str) -> String {
     let mut out = String::new();
@@ -363,4 +482,26 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// Polls `check` until it answers `Ok`, and returns that; `Err` carries
+/// what was seen last, for the failure message if `within` passes first.
+/// For waiting on something the server does in the background (a job, a
+/// rebuild, a parked request): never a fixed sleep.
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

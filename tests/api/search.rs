@@ -7,15 +7,13 @@
 //! Where the spec leaves room, Synapse's behaviour is the reference.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{
-    bodies, create_room, enc, event_ids, invite, join, leave, send_event, send_text, set_state,
-};
 
 const SEARCH: &str = "/_matrix/client/v3/search";
 const REINDEX: &str = "/_dendrite/admin/fulltext/reindex";
@@ -159,21 +157,6 @@ async fn edit(server: &TestServer, who: &Session, room: &str, target: &str, new:
     .await
 }
 
-fn hv_state(visibility: &str) -> Value {
-    json!([{
-        "type": "m.room.history_visibility",
-        "state_key": "",
-        "content": {"history_visibility": visibility}
-    }])
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// POST /_dendrite/admin/fulltext/reindex; asserts 200 and returns the job id.
 async fn start_reindex(server: &TestServer, admin: &Session) -> String {
     let (st, b) = server.post(REINDEX, admin.token(), json!({})).await;
@@ -211,39 +194,35 @@ async fn job(server: &TestServer, admin: &Session, id: &str) -> Value {
 
 /// Polls a reindex job until it is no longer scheduled or active; returns it.
 async fn wait_job(server: &TestServer, admin: &Session, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(&format!("job {id}"), Duration::from_secs(30), || async {
         let b = job(server, admin, id).await;
         if b["status"] == "complete" || b["status"] == "failed" {
-            return b;
+            return Ok(b);
         }
         assert!(
             b.get("finished_ts").is_none(),
             "running job has finished_ts: {b}"
         );
-        assert!(Instant::now() < deadline, "job {id} still running: {b}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(b.to_string())
+    })
+    .await
 }
 
 /// Polls a search for `term` until it returns `want` results (the rebuild at
 /// start may run in the background); returns the last first page.
 async fn wait_for_hits(server: &TestServer, who: &Session, term: &str, want: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let what = format!("search {term:?} returning {want} results");
+    wait_until(&what, Duration::from_secs(15), || async {
         let (st, b) = search_raw(server, who, json!({"search_term": term}), None).await;
         if st == StatusCode::OK {
             let re = &b["search_categories"]["room_events"];
             if re["results"].as_array().map(Vec::len) == Some(want) {
-                return re.clone();
+                return Ok(re.clone());
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "search {term:?} never returned {want} results; last: {st} {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("{st} {b}"))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -1612,22 +1591,21 @@ async fn messages_sent_during_the_start_rebuild_are_indexed_once() {
     // At once, while the rebuild (in the background) may still run.
     sent.extend(send_in_parallel(&server, &alice, &rooms, "chestnut late", 15).await);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let want = set(&sent);
+    wait_until("the rebuild at start", Duration::from_secs(15), || async {
         let got = all_ids(&all_pages(&server, &alice, json!({"search_term": "chestnut"})).await);
         assert_no_duplicates(&got);
-        let (want, have) = (set(&sent), set(&got));
+        let have = set(&got);
         if want == have {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "after the rebuild at start: missing {:?}, extra {:?}",
+        Err(format!(
+            "missing {:?}, extra {:?}",
             want.difference(&have).collect::<Vec<_>>(),
             have.difference(&want).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 #[tokio::test]

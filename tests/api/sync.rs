@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::harness::enc_form as enc;
 use crate::harness::*;
-use crate::rooms_read::{
-    bodies, create_room, enc, event_ids, find_state, invite, join, leave, member_keys,
-    send_event_txn, send_text, set_state, sync, sync_token,
-};
 
 /// The stream position in a `s{pos}` sync token (the contract's format).
 fn token_pos(token: &str) -> i64 {
@@ -21,13 +18,6 @@ fn token_pos(token: &str) -> i64 {
         .and_then(|t| t.split('_').next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("not an s-token: {token}"))
-}
-
-fn next_batch(body: &Value) -> String {
-    body["next_batch"]
-        .as_str()
-        .unwrap_or_else(|| panic!("next_batch: {body}"))
-        .to_owned()
 }
 
 fn section_is_empty(body: &Value, section: &str) -> bool {
@@ -282,7 +272,7 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
         let body: Value = resp.json().await.expect("sync JSON");
         (status, body, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_for_parked_syncs(1).await;
     assert!(
         !poll.is_finished(),
         "the long-poll returned before anything happened"
@@ -884,7 +874,7 @@ async fn long_poll_ignores_events_in_other_rooms() {
         let body: Value = resp.json().await.expect("sync JSON");
         (body, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_parked_syncs(1).await;
     send_text(&server, &bob, &bobs_room, "not for alice").await;
     let (body, elapsed) = poll.await.expect("task");
     assert!(
@@ -920,7 +910,7 @@ async fn long_poll_wakes_on_an_invite() {
         let body: Value = resp.json().await.expect("sync JSON");
         (body, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_parked_syncs(1).await;
     invite(&server, &alice, &room, &bob.user_id).await;
     let (body, elapsed) = tokio::time::timeout(Duration::from_secs(15), poll)
         .await

@@ -23,7 +23,7 @@ async fn job(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     if let Some(task) = s.jobs.task(&id).await? {
-        return Ok(Json(task.to_json()));
+        return Ok(Json(task.to_json(s.clock.now_ms())));
     }
     let room_job = s
         .jobs

@@ -28,6 +28,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
 use crate::storage::Storage;
@@ -112,7 +113,8 @@ pub struct RoomJob {
 const ROOM_DELETE: &str = "room_delete";
 
 impl RoomJob {
-    fn to_row(&self) -> Result<JobRow> {
+    /// The row to write; `now` (clock ms) is the finish time of a finished job.
+    fn to_row(&self, now: i64) -> Result<JobRow> {
         let finished = matches!(self.status, JobStatus::Complete | JobStatus::Failed);
         Ok(JobRow {
             job_id: self.delete_id.clone(),
@@ -126,7 +128,7 @@ impl RoomJob {
                 serde_json::to_string(&self.shutdown_room).map_err(MatrixError::internal)?,
             ),
             started_ts: self.started_ts,
-            finished_ts: finished.then(crate::storage::now_ms),
+            finished_ts: finished.then_some(now),
         })
     }
 
@@ -232,8 +234,9 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn to_json(&self) -> Value {
-        let end = self.finished_ts.unwrap_or_else(crate::storage::now_ms);
+    /// The job's status; a running job's `elapsed_ms` runs up to `now` (clock ms).
+    pub fn to_json(&self, now: i64) -> Value {
+        let end = self.finished_ts.unwrap_or(now);
         let mut body = json!({
             "job_id": self.id,
             "kind": self.kind,
@@ -293,6 +296,7 @@ impl Task {
 pub struct Jobs {
     storage: Storage,
     runners: Runners,
+    clock: SharedClock,
     rooms: Mutex<HashMap<String, RoomJob>>,
     tasks: Mutex<HashMap<String, Task>>,
 }
@@ -302,10 +306,11 @@ fn new_id() -> String {
 }
 
 impl Jobs {
-    pub fn new(storage: Storage, runners: Runners) -> Self {
+    pub fn new(storage: Storage, runners: Runners, clock: SharedClock) -> Self {
         Self {
             storage,
             runners,
+            clock,
             rooms: Mutex::default(),
             tasks: Mutex::default(),
         }
@@ -321,10 +326,12 @@ impl Jobs {
             status: JobStatus::Scheduled,
             error: None,
             shutdown_room: ShutdownResult::default(),
-            started_ts: crate::storage::now_ms(),
+            started_ts: self.clock.now_ms(),
             params: serde_json::to_string(params).map_err(MatrixError::internal)?,
         };
-        self.storage.insert_job(&job.to_row()?).await?;
+        self.storage
+            .insert_job(&job.to_row(self.clock.now_ms())?)
+            .await?;
         self.rooms.lock().insert(id.clone(), job);
         Ok(id)
     }
@@ -340,7 +347,7 @@ impl Jobs {
             f(job);
             job.clone()
         };
-        let saved = match job.to_row() {
+        let saved = match job.to_row(self.clock.now_ms()) {
             Ok(row) => self
                 .storage
                 .update_job(&row)
@@ -435,7 +442,7 @@ impl Jobs {
                 status: JobStatus::Scheduled,
                 error: None,
                 processed: 0,
-                started_ts: crate::storage::now_ms(),
+                started_ts: self.clock.now_ms(),
                 finished_ts: None,
                 params: serde_json::to_string(work).map_err(MatrixError::internal)?,
             };
@@ -483,7 +490,7 @@ async fn run_task(s: Arc<Services>, id: String, work: Work) {
     let outcome = work.run(s.clone(), handle).await;
     s.jobs
         .update_task(&id, |t| {
-            t.finished_ts = Some(crate::storage::now_ms());
+            t.finished_ts = Some(s.clock.now_ms());
             match outcome {
                 Ok(()) => t.status = JobStatus::Complete,
                 Err(e) => {
@@ -519,7 +526,7 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
                 Err(e) => {
                     let job = s.jobs.rooms.lock().remove(&id);
                     if let Some(job) = job {
-                        fail_unreadable(s, job.to_row()?, &e).await?;
+                        fail_unreadable(s, job.to_row(s.clock.now_ms())?, &e).await?;
                     }
                 }
             }
@@ -548,7 +555,7 @@ async fn fail_unreadable(s: &Services, mut row: JobRow, why: &str) -> Result<()>
     row.error = Some(format!(
         "Interrupted by a restart and could not be resumed: {why}"
     ));
-    row.finished_ts = Some(crate::storage::now_ms());
+    row.finished_ts = Some(s.clock.now_ms());
     s.storage.update_job(&row).await?;
     Ok(())
 }

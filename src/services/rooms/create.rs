@@ -77,7 +77,8 @@ impl Rooms {
         obj.insert(
             "origin_server_ts".into(),
             CanonicalJsonValue::Integer(
-                ruma::Int::try_from(create_event_ts()).map_err(MatrixError::internal)?,
+                ruma::Int::try_from(create_event_ts(self.clock.now()))
+                    .map_err(MatrixError::internal)?,
             ),
         );
         obj.insert(
@@ -354,9 +355,9 @@ fn alias_taken() -> MatrixError {
 /// timestamp a few milliseconds ahead during a burst is well within what
 /// the spec allows (it is the sending server's clock); a field in
 /// `content` would be shown to every client and kept by redaction.
-fn create_event_ts() -> u64 {
+fn create_event_ts(now: MilliSecondsSinceUnixEpoch) -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = u64::from(MilliSecondsSinceUnixEpoch::now().get());
+    let now = u64::from(now.get());
     let next = |last: u64| now.max(last + 1);
     match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
         Some(next(last))

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    OwnedServerName, RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
+    RoomVersionId, UserId,
 };
 use serde_json::Value;
 
@@ -161,6 +161,8 @@ pub struct Rooms {
     /// Dropped with the head, so bounded by `heads`.
     current: Mutex<HashMap<OwnedRoomId, LoadedState>>,
     default_version: RoomVersionId,
+    /// Event timestamps and ages (see [`Rooms::with_clock`]).
+    clock: crate::clock::SharedClock,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -235,7 +237,15 @@ impl Rooms {
             writes,
             current: Mutex::new(HashMap::new()),
             default_version,
+            clock: crate::clock::SystemClock::shared(),
         }
+    }
+
+    /// Sets the clock new events take their `origin_server_ts` from (and
+    /// events' `unsigned.age` is measured against); the system's by default.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sets the bounds of the room caches (`caches.room_heads`, `caches.rooms`).
@@ -386,7 +396,7 @@ impl Rooms {
         pdus: &[P],
         txns: &ViewerTxns,
     ) -> Result<Vec<pdu::ClientEvent>> {
-        let now = ruma::MilliSecondsSinceUnixEpoch::now();
+        let now = self.clock.now();
         let mut out = Vec::with_capacity(pdus.len());
         // Events come grouped by room: look the version up once per run.
         let mut last: Option<(&RoomId, RoomVersionId)> = None;
@@ -758,7 +768,7 @@ impl Rooms {
         obj.insert("sender".into(), s(new.sender.as_str()));
         obj.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().get().into()),
+            CanonicalJsonValue::Integer(self.clock.now().get().into()),
         );
         obj.insert(
             "content".into(),

@@ -1,0 +1,49 @@
+//! `/sync` helpers: one request, tokens, and the parts of a sync body.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::{Session, TestServer, enc_form};
+
+/// GET /sync with a raw query string (already encoded); asserts 200.
+pub async fn sync(server: &TestServer, who: &Session, query: &str) -> Value {
+    let (st, b) = server
+        .get(&format!("/_matrix/client/v3/sync?{query}"), who.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "sync ?{query}: {b}");
+    b
+}
+
+/// A sync token for "now" (an initial sync's next_batch).
+pub async fn sync_token(server: &TestServer, who: &Session) -> String {
+    let b = sync(server, who, "timeout=0").await;
+    b["next_batch"].as_str().expect("next_batch").to_owned()
+}
+
+/// rooms.join[room] of a sync body, asserting it is there.
+pub fn joined_room<'a>(body: &'a Value, room: &str) -> &'a Value {
+    body["rooms"]["join"]
+        .get(room)
+        .unwrap_or_else(|| panic!("{room} not in rooms.join: {body}"))
+}
+
+pub fn next_batch(body: &Value) -> String {
+    body["next_batch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("next_batch: {body}"))
+        .to_owned()
+}
+
+/// An incremental sync that returns at once.
+pub async fn sync_since(server: &TestServer, who: &Session, since: &str) -> Value {
+    sync(server, who, &format!("since={}&timeout=0", enc_form(since))).await
+}
+
+/// The event of type `ty` in a list of `{type, content}` events.
+pub fn event_of_type<'a>(events: &'a Value, ty: &str) -> Option<&'a Value> {
+    events
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {events}"))
+        .iter()
+        .find(|e| e["type"] == ty)
+}
