@@ -58,7 +58,7 @@ fn main() {
     state_lookups(&mut c, &rt, &reads);
     sync_assembly(&mut c, &rt, &reads);
     append(&mut c, &rt);
-    rt.block_on(reads.server.s.storage.close());
+    rt.block_on(reads.server.s.shutdown());
     c.final_summary();
 }
 
@@ -85,6 +85,7 @@ impl Server {
             .await
             .expect("database");
         let s = Services::new(config, storage, key).await.expect("services");
+        s.start(false, || {});
         Self { s, _dir: dir }
     }
 
@@ -736,5 +737,5 @@ fn append(c: &mut Criterion, rt: &Runtime) {
         },
     );
     g.finish();
-    rt.block_on(server.s.storage.close());
+    rt.block_on(server.s.shutdown());
 }

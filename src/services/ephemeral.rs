@@ -114,3 +114,9 @@ impl Ephemeral {
         Some(users)
     }
 }
+
+impl crate::services::lifecycle::CacheSizes for Ephemeral {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("typing_rooms", self.typing.lock().len())]
+    }
+}

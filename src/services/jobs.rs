@@ -431,7 +431,7 @@ pub async fn start_task(
         Ok(id) => id,
         Err(running) => return Ok(Err(running)),
     };
-    tokio::spawn(run_task(s.clone(), id.clone(), work));
+    s.spawn_job(run_task(s.clone(), id.clone(), work));
     Ok(Ok(id))
 }
 
@@ -471,7 +471,7 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
                     let room_id = ruma::OwnedRoomId::try_from(job.room_id.as_str())
                         .map_err(MatrixError::internal)?;
                     s.jobs.rooms.lock().insert(id.clone(), job);
-                    tokio::spawn(crate::services::admin::run_room_delete(
+                    s.spawn_job(crate::services::admin::run_room_delete(
                         s.clone(),
                         room_id,
                         opts,
@@ -491,7 +491,7 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
             Ok(work) => {
                 reindexing |= task.kind == TaskKind::Reindex;
                 s.jobs.tasks.lock().insert(id.clone(), task);
-                tokio::spawn(run_task(s.clone(), id, work));
+                s.spawn_job(run_task(s.clone(), id, work));
             }
             Err(e) => fail_unreadable(s, row, &e.to_string()).await?,
         }
@@ -519,4 +519,13 @@ pub async fn pause_point(job: &str) {
     tracing::warn!(job, "MYELIN_TEST_PAUSE_JOBS: job paused half-way");
     let _ = std::fs::write(std::path::Path::new(&dir).join(job), b"");
     std::future::pending::<()>().await;
+}
+
+impl crate::services::lifecycle::CacheSizes for Jobs {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("room_jobs", self.rooms.lock().len()),
+            ("tasks", self.tasks.lock().len()),
+        ]
+    }
 }

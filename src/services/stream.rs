@@ -259,6 +259,15 @@ impl Stream {
     }
 }
 
+impl crate::services::lifecycle::CacheSizes for Stream {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("touched_topics", self.touched.lock().len()),
+            ("waiting_topics", self.waiters.lock().len()),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

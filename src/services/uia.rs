@@ -169,3 +169,9 @@ impl Uia {
         }
     }
 }
+
+impl crate::services::lifecycle::CacheSizes for Uia {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("sessions", self.sessions.len())]
+    }
+}

@@ -47,6 +47,7 @@ mod federation_keys; // GET /_matrix/key/v2/server
 // The binary
 mod cli; // generate-config, create-account, serve config errors
 mod crash; // kill -9 and restart: search catches up, interrupted admin jobs complete
+mod lifecycle; // background workers, the cache report, shutdown drains the writer
 
 // The suite itself
 mod test_databases; // a dropped test server leaves no data dir or PostgreSQL database behind

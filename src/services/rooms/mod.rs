@@ -150,6 +150,12 @@ pub struct NewEvent<'a> {
     pub redacts: Option<OwnedEventId>,
 }
 
+/// The writer before it starts, with its end of the queue.
+type IdleWriter = (
+    writer::Writer,
+    tokio::sync::mpsc::UnboundedReceiver<writer::PendingWrite>,
+);
+
 /// A loaded head's (failure flag, current state, where the state last changed).
 type LoadedState = (writer::HeadFailed, Arc<StateMap>, i64);
 
@@ -178,6 +184,8 @@ pub struct Rooms {
     txns: txns::SentTxns,
     /// The group commit's queue.
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
+    /// The writer and its end of the queue until [`Rooms::start`].
+    writer: Mutex<Option<IdleWriter>>,
     /// Each loaded head's current state (with the head's failure flag and
     /// where the state last changed), for [`Rooms::membership`] and
     /// [`Rooms::current_state`] without the room's lock or a query.
@@ -200,14 +208,14 @@ impl Rooms {
         let caches = crate::config::CacheConfig::default();
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
-        let writes = writer::Writer {
+        let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
+        let writer = writer::Writer {
             storage: storage.clone(),
             stream: stream.clone(),
             latest: latest.clone(),
             events: events.clone(),
             unread,
-        }
-        .spawn();
+        };
         Self {
             state: state::StateCache::new(storage.clone()),
             storage,
@@ -221,9 +229,18 @@ impl Rooms {
             events,
             txns: txns::SentTxns::new(),
             writes,
+            writer: Mutex::new(Some((writer, queued))),
             current: Mutex::new(HashMap::new()),
             default_version,
             search,
+        }
+    }
+
+    /// Starts the group-commit writer (once; events appended before wait
+    /// in its queue).
+    pub fn start(&self, workers: &crate::services::lifecycle::Workers) {
+        if let Some((writer, queued)) = self.writer.lock().take() {
+            writer.start(queued, workers);
         }
     }
 
@@ -1047,6 +1064,20 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     pdu.state_group = row.state_group;
     pdu.sent_with = pdu::SentWith::from_pair(row.txn);
     Ok(pdu)
+}
+
+impl crate::services::lifecycle::CacheSizes for Rooms {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("heads", self.heads.lock().len()),
+            ("current_state", self.current.lock().len()),
+            ("latest", self.latest.lock().len()),
+            ("versions", self.versions.lock().len()),
+            ("events", self.events.lock().len()),
+            ("state_entries", self.state.entries()),
+            ("sent_txn_hashes", self.txns.hashes()),
+        ]
+    }
 }
 
 #[cfg(test)]
