@@ -322,6 +322,10 @@ pub(crate) async fn run_room_delete(
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the room deletion's steps in order; to be split"
+)]
 async fn delete_room(
     s: &Services,
     room_id: &RoomId,

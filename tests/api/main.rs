@@ -1,5 +1,9 @@
 //! One integration-test binary for the whole HTTP surface (one link step, not
 //! one per file). Each module covers one area; `harness` starts servers.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads best as one scenario, top to bottom"
+)]
 
 mod harness;
 

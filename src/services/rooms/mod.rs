@@ -707,6 +707,10 @@ impl Rooms {
 
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline's steps in order; to be split"
+    )]
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
         // A retried transaction answers with the event it made. Callers
         // look for written ones in the database first (`transaction_event`);
@@ -897,6 +901,10 @@ impl Rooms {
 
     /// Queues the event and everything it changes for the writer, and
     /// advances the room head past it; [`Rooms::finish`] waits for the write.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline's last step under the room lock; to be split"
+    )]
     fn enqueue(
         &self,
         mut pdu: Pdu,
