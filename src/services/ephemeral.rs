@@ -115,7 +115,7 @@ impl Ephemeral {
     }
 }
 
-impl crate::services::lifecycle::CacheSizes for Ephemeral {
+impl crate::services::workers::CacheSizes for Ephemeral {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("typing_rooms", self.typing.lock().len())]
     }

@@ -521,7 +521,7 @@ pub async fn pause_point(job: &str) {
     std::future::pending::<()>().await;
 }
 
-impl crate::services::lifecycle::CacheSizes for Jobs {
+impl crate::services::workers::CacheSizes for Jobs {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
             ("room_jobs", self.rooms.lock().len()),

@@ -23,6 +23,7 @@ pub mod shared_secret;
 pub mod stream;
 pub mod sync;
 pub mod uia;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ pub struct Services {
     /// Per IP, for login and registration; `None` when rate limits are off.
     pub login_limiter: Option<ratelimit::RateLimiter>,
     /// The background tasks (`lifecycle.rs`).
-    workers: lifecycle::Workers,
+    workers: workers::Workers,
 }
 
 impl Services {
@@ -82,7 +83,7 @@ impl Services {
             .await?
             .max(storage.max_side_stream().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
-        let workers = lifecycle::Workers::default();
+        let workers = workers::Workers::default();
 
         // Accounts, sessions and what guards them.
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);

@@ -176,7 +176,7 @@ async fn context(
     Ok(ctx)
 }
 
-impl crate::services::lifecycle::CacheSizes for UnreadCounts {
+impl crate::services::workers::CacheSizes for UnreadCounts {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("counts", self.counted.lock().len())]
     }

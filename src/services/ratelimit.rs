@@ -52,7 +52,7 @@ impl RateLimiter {
     }
 }
 
-impl crate::services::lifecycle::CacheSizes for RateLimiter {
+impl crate::services::workers::CacheSizes for RateLimiter {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("buckets", self.buckets.lock().len())]
     }

@@ -275,7 +275,7 @@ impl Sessions {
     }
 }
 
-impl crate::services::lifecycle::CacheSizes for Sessions {
+impl crate::services::workers::CacheSizes for Sessions {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
             ("tokens", self.tokens.lock().len()),

@@ -83,7 +83,7 @@ fn compute_mac(
     mac
 }
 
-impl crate::services::lifecycle::CacheSizes for SharedSecret {
+impl crate::services::workers::CacheSizes for SharedSecret {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("nonces", self.nonces.len())]
     }

@@ -259,7 +259,7 @@ impl Stream {
     }
 }
 
-impl crate::services::lifecycle::CacheSizes for Stream {
+impl crate::services::workers::CacheSizes for Stream {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
             ("touched_topics", self.touched.lock().len()),

@@ -170,7 +170,7 @@ impl Uia {
     }
 }
 
-impl crate::services::lifecycle::CacheSizes for Uia {
+impl crate::services::workers::CacheSizes for Uia {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("sessions", self.sessions.len())]
     }

@@ -238,7 +238,7 @@ impl Rooms {
 
     /// Starts the group-commit writer (once; events appended before wait
     /// in its queue).
-    pub fn start(&self, workers: &crate::services::lifecycle::Workers) {
+    pub fn start(&self, workers: &crate::services::workers::Workers) {
         if let Some((writer, queued)) = self.writer.lock().take() {
             writer.start(queued, workers);
         }
@@ -1074,7 +1074,7 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     Ok(pdu)
 }
 
-impl crate::services::lifecycle::CacheSizes for Rooms {
+impl crate::services::workers::CacheSizes for Rooms {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![
             ("heads", self.heads.lock().len()),

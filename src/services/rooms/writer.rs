@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Pdu;
 use crate::error::{MatrixError, Result};
-use crate::services::lifecycle::{Stage, Stop, Workers};
 use crate::services::notifications::UnreadCounts;
 use crate::services::stream::{Reservation, Stream};
+use crate::services::workers::{Stage, Stop, Workers};
 use crate::storage::Storage;
 use crate::storage::events::PersistEvent;
 
