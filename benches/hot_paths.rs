@@ -61,7 +61,7 @@ fn main() {
     state_lookups(&mut c, &rt, &reads);
     sync_assembly(&mut c, &rt, &reads);
     append(&mut c, &rt);
-    rt.block_on(reads.server.s.close_storage());
+    rt.block_on(reads.server.s.shutdown());
     c.final_summary();
 }
 
@@ -98,6 +98,7 @@ impl Server {
         )
         .await
         .expect("services");
+        s.start(false, || {});
         Self {
             s,
             storage,
@@ -751,5 +752,5 @@ fn append(c: &mut Criterion, rt: &Runtime) {
         },
     );
     g.finish();
-    rt.block_on(server.s.close_storage());
+    rt.block_on(server.s.shutdown());
 }

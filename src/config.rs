@@ -404,6 +404,10 @@ impl Config {
     }
 
     /// A complete YAML config with every key documented; `generate-config` prints this.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the template of the whole file, key by key, reads best in one piece"
+    )]
     pub fn to_commented_yaml(&self) -> String {
         let y = |v: &dyn erased::Yaml| v.yaml();
         let secret = match &self.registration.shared_secret {

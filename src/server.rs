@@ -10,7 +10,6 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::keys::SigningKey;
 use crate::services::Services;
-use crate::services::sessions::LAST_SEEN_FLUSH_INTERVAL;
 use crate::storage::Storage;
 
 /// A server that is accepting connections.
@@ -19,11 +18,10 @@ pub struct RunningServer {
     pub services: Arc<Services>,
     stop: watch::Sender<bool>,
     serve_task: JoinHandle<()>,
-    flush_task: JoinHandle<()>,
 }
 
-/// Builds every service and starts listening on `config.listen` (port 0 picks
-/// a free port; see [`RunningServer::addr`]).
+/// Builds every service, starts their background work and starts listening
+/// on `config.listen` (port 0 picks a free port; see [`RunningServer::addr`]).
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     start_with(config, SystemClock::shared()).await
 }
@@ -50,34 +48,24 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
         tracing::warn!(error = %e.message(), "could not catch the search index up; rebuilding it");
         rebuild_search = true;
     }
+    services.start(rebuild_search, release_free_memory);
+
     let app = crate::http::app(services.clone());
     let bodyless = crate::http::app_without_body_guard(services.clone());
-
     let (stop, stop_rx) = watch::channel(false);
-    let serve_task = tokio::spawn(crate::http::serve::serve(
-        listener,
-        app,
-        bodyless,
-        stop_rx.clone(),
-    ));
-    let flush_task = tokio::spawn(flush_last_seen(services.clone(), stop_rx.clone()));
-    let s = services.clone();
-    tokio::spawn(async move {
-        // Jobs a crash interrupted run again; a resumed reindex also
-        // rebuilds the index.
-        let reindexing = crate::services::jobs::resume(&s).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e.message(), "could not resume interrupted jobs");
-            false
-        });
-        if rebuild_search
-            && !reindexing
-            && let Err(e) = crate::services::search::reindex(&s, None).await
-        {
-            tracing::warn!(error = %e.message(), "could not rebuild the search index");
-        }
-    });
-    tokio::spawn(expire_typing(services.clone(), stop_rx));
+    let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, bodyless, stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
+    log_cache_bounds(&services);
+    Ok(RunningServer {
+        addr,
+        services,
+        stop,
+        serve_task,
+    })
+}
+
+/// The cache bounds from the config, and what each cache holds now.
+fn log_cache_bounds(services: &Services) {
     let c = &services.config.caches;
     tracing::info!(
         room_heads = c.room_heads,
@@ -87,77 +75,31 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
         uia_sessions = c.uia_sessions,
         registration_nonces = c.registration_nonces,
         trusted_proxies = services.config.trusted_proxies.len(),
+        held = %services.cache_report_line(),
         "cache bounds (entries; `caches` in the config)"
     );
-    Ok(RunningServer {
-        addr,
-        services,
-        stop,
-        serve_task,
-        flush_task,
-    })
 }
 
-/// Writes batched last-seen records every few seconds, and once more at shutdown.
-async fn flush_last_seen(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        if let Err(e) = services.sessions.flush_last_seen().await {
-            tracing::warn!(error = %e.message(), "could not write last-seen records");
-        }
-        // New events become durable in the search index within a few seconds.
-        // An idle server also gives back the index writer's memory. Then
-        // memory freed after a burst of work (and by a released index
-        // writer) goes back to the system. Both block for milliseconds (a
-        // commit syncs files to disk): not on a thread that serves requests.
-        let search = services.search.clone();
-        let housekeeping = tokio::task::spawn_blocking(move || {
-            let committed = search.map(|s| s.commit_and_release_if_idle());
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only releases free heap pages.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-            committed
-        });
-        match housekeeping.await {
-            Ok(Some(Err(e))) => {
-                tracing::warn!(error = %e.message(), "could not commit the search index");
-            }
-            Err(e) => tracing::warn!(error = %e, "the housekeeping task failed"),
-            Ok(_) => {}
-        }
-    }
-    if let Err(e) = services.sessions.flush_last_seen().await {
-        tracing::warn!(error = %e.message(), "could not write last-seen records at shutdown");
-    }
-    if let Some(search) = &services.search {
-        let _ = search.commit();
-    }
-}
-
-/// Expires typing notifications once a second until shutdown.
-async fn expire_typing(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => services.ephemeral.expire_typing(),
-            _ = stop.wait_for(|s| *s) => break,
-        }
+/// Gives the heap's free pages back to the system (after a burst of work
+/// and after the search index writer is released; run by the upkeep
+/// worker on a blocking thread).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
 impl RunningServer {
-    /// Stops accepting requests, finishes in-flight ones, flushes and closes the database.
+    /// Stops accepting requests and finishes those in flight, then stops
+    /// the background work in order and closes the database
+    /// ([`Services::shutdown`]).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.serve_task.await;
-        let _ = self.flush_task.await;
-        self.services.close_storage().await;
+        self.services.shutdown().await;
     }
 
     /// Serves until `shutdown_signal` completes, then shuts down cleanly.

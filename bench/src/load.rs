@@ -566,6 +566,7 @@ pub fn finish(
 
 /// Raises this process's open-file limit (soft, up to the hard limit) to at
 /// least `needed`; fails if the hard limit is lower.
+#[allow(unsafe_code)] // libc calls, each with its SAFETY comment
 pub fn raise_nofile(needed: u64) -> anyhow::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

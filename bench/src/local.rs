@@ -163,6 +163,7 @@ impl Server {
     /// SIGTERM, then waits for the exit (Myelin finishes requests, flushes and
     /// closes the database). After `timeout` it is killed and this fails.
     /// Returns how long the shutdown took.
+    #[allow(unsafe_code)] // libc calls, each with its SAFETY comment
     pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;

@@ -8,6 +8,10 @@
 //! process's memory and CPU from /proc. A load scenario exits with status 1
 //! when its correctness checks fail (lost, duplicated or out-of-order
 //! messages, failed requests), 2 when it cannot run.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a benchmark scenario reads best as one script, top to bottom"
+)]
 
 mod client;
 mod load;

@@ -222,3 +222,9 @@ fn add_legacy_mention_rules(map: &mut serde_json::Map<String, Value>, user_id: &
         }));
     }
 }
+
+impl crate::services::workers::CacheSizes for AccountData {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("push_rules", self.rules.lock().1.len())]
+    }
+}

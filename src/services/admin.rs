@@ -227,7 +227,7 @@ pub async fn start_room_delete(
     opts: DeleteRoom,
 ) -> Result<String> {
     let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
-    tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()));
+    s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()));
     Ok(id)
 }
 
@@ -241,7 +241,7 @@ pub async fn delete_room_now(
 ) -> Result<crate::services::jobs::ShutdownResult> {
     use crate::services::jobs::JobStatus;
     let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
-    tokio::spawn(run_room_delete(s.clone(), room_id, opts, id.clone()))
+    s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()))
         .await
         .map_err(MatrixError::internal)?;
     let job = s
@@ -301,6 +301,10 @@ async fn run_room_delete(
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the room deletion's steps in order; to be split"
+)]
 async fn delete_room(
     s: &Services,
     room_id: &RoomId,

@@ -119,3 +119,9 @@ impl Ephemeral {
         Some(users)
     }
 }
+
+impl crate::services::workers::CacheSizes for Ephemeral {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("typing_rooms", self.typing.lock().len())]
+    }
+}

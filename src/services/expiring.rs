@@ -67,9 +67,13 @@ impl ExpiringSet {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many tokens are held (expired ones included until the next use).
+    pub fn len(&self) -> usize {
         self.tokens.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -10,6 +10,7 @@ pub mod expiring;
 pub mod filtering;
 pub mod filters;
 pub mod jobs;
+pub mod lifecycle;
 pub mod memberships;
 pub mod notices;
 pub mod notifications;
@@ -29,6 +30,7 @@ pub mod shared_secret;
 pub mod stream;
 pub mod sync;
 pub mod uia;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -70,15 +72,21 @@ pub struct Services {
     pub client_limiter: Option<ratelimit::RateLimiter>,
     /// Per IP, for login and registration; `None` when rate limits are off.
     pub login_limiter: Option<ratelimit::RateLimiter>,
+    /// The background tasks (`lifecycle.rs`).
+    workers: workers::Workers,
 }
 
 impl Services {
+    /// Builds every service from its explicit dependencies, in dependency
+    /// order. Nothing runs yet: [`Services::start`] (`lifecycle.rs`) starts
+    /// the background work and [`Services::shutdown`] stops it.
     pub async fn new(
         config: Config,
         storage: Storage,
         signing_key: SigningKey,
         clock: SharedClock,
     ) -> anyhow::Result<Arc<Self>> {
+        // What the services share: the server's identity and the stream.
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
         let max_pos = storage
@@ -86,10 +94,36 @@ impl Services {
             .await?
             .max(storage.max_side_stream().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
+        let workers = workers::Workers::default();
+
+        // Accounts, sessions and what guards them.
+        let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
+        let accounts =
+            accounts::Accounts::new(storage.clone(), hasher, server_name.clone(), clock.clone());
+        let sessions = sessions::Sessions::new(storage.clone(), clock.clone());
+        let profiles = profiles::Profiles::new(storage.clone());
+        let filters = filters::Filters::new(storage.clone());
+        let registration_tokens =
+            registration_tokens::RegistrationTokens::new(storage.clone(), clock.clone());
+        let uia = uia::Uia::new(config.caches.uia_sessions);
+        let shared_secret = config
+            .registration
+            .shared_secret
+            .clone()
+            .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces));
+        let rl = &config.rate_limits;
+        let max_buckets = config.caches.rate_limit_buckets;
+        let client_limiter = rl
+            .enabled
+            .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst, max_buckets));
+        let login_limiter = rl
+            .enabled
+            .then(|| ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst, max_buckets));
+
+        // What listens to new events: search and unread counts.
         let unread = Arc::new(notifications::UnreadCounts::new(
             config.caches.unread_counts,
         ));
-        let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
         let (search, search_needs_rebuild) = if config.search.enabled {
             let (s, rebuild) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
             s.set_stream(stream.clone());
@@ -103,77 +137,58 @@ impl Services {
         if let Some(search) = &search {
             subscribers.subscribe(search::Indexer::start(search.clone()));
         }
-        let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
-        let rl = &config.rate_limits;
-        let max_buckets = config.caches.rate_limit_buckets;
+
+        // Rooms (the event pipeline) and what reads or writes beside it.
+        let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
+        let rooms = rooms::Rooms::new(
+            storage.clone(),
+            server_name.clone(),
+            signing_key.clone(),
+            stream.clone(),
+            default_version,
+            subscribers,
+        )
+        .with_cache_limits(&config.caches)
+        .with_clock(clock.clone());
+        let account_data =
+            account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
+        let ephemeral = ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone());
+        let presence = presence::Presence::new(storage.clone(), stream.clone(), clock.clone());
+        let jobs = jobs::Jobs::new(
+            storage.clone(),
+            jobs::Runners {
+                reindex: search::reindex_job,
+                purge_history: admin::purge_history_job,
+                room_delete: admin::resume_room_delete,
+            },
+            clock.clone(),
+        );
+
         Ok(Arc::new(Self {
-            accounts: accounts::Accounts::new(
-                storage.clone(),
-                hasher,
-                server_name.clone(),
-                clock.clone(),
-            ),
-            sessions: sessions::Sessions::new(storage.clone(), clock.clone()),
-            profiles: profiles::Profiles::new(storage.clone()),
-            filters: filters::Filters::new(storage.clone()),
-            registration_tokens: registration_tokens::RegistrationTokens::new(
-                storage.clone(),
-                clock.clone(),
-            ),
-            uia: uia::Uia::new(config.caches.uia_sessions),
-            account_data: account_data::AccountData::new(
-                storage.clone(),
-                stream.clone(),
-                unread.clone(),
-            ),
-            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone()),
-            unread: unread.clone(),
-            presence: presence::Presence::new(storage.clone(), stream.clone(), clock.clone()),
-            jobs: jobs::Jobs::new(
-                storage.clone(),
-                jobs::Runners {
-                    reindex: search::reindex_job,
-                    purge_history: admin::purge_history_job,
-                    room_delete: admin::resume_room_delete,
-                },
-                clock.clone(),
-            ),
-            search: search.clone(),
-            search_needs_rebuild,
-            rooms: rooms::Rooms::new(
-                storage.clone(),
-                server_name.clone(),
-                signing_key.clone(),
-                stream.clone(),
-                default_version,
-                subscribers,
-            )
-            .with_cache_limits(&config.caches)
-            .with_clock(clock.clone()),
-            stream,
-            shared_secret: config
-                .registration
-                .shared_secret
-                .clone()
-                .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces)),
-            client_limiter: rl
-                .enabled
-                .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst, max_buckets)),
-            login_limiter: rl.enabled.then(|| {
-                ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst, max_buckets)
-            }),
+            config,
             server_name,
             storage,
             signing_key,
             clock,
-            config,
+            stream,
+            rooms,
+            account_data,
+            ephemeral,
+            unread,
+            presence,
+            jobs,
+            search,
+            search_needs_rebuild,
+            accounts,
+            sessions,
+            profiles,
+            filters,
+            registration_tokens,
+            uia,
+            shared_secret,
+            client_limiter,
+            login_limiter,
+            workers,
         }))
-    }
-}
-
-impl Services {
-    /// Closes the database pool: at shutdown, once no request runs.
-    pub async fn close_storage(&self) {
-        self.storage.close().await;
     }
 }

@@ -193,3 +193,9 @@ async fn context(
     ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels));
     Ok(ctx)
 }
+
+impl crate::services::workers::CacheSizes for UnreadCounts {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("counts", self.counted.lock().len())]
+    }
+}

@@ -52,6 +52,12 @@ impl RateLimiter {
     }
 }
 
+impl crate::services::workers::CacheSizes for RateLimiter {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("buckets", self.buckets.lock().len())]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

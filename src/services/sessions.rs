@@ -284,3 +284,12 @@ impl Sessions {
         Ok(())
     }
 }
+
+impl crate::services::workers::CacheSizes for Sessions {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("tokens", self.tokens.lock().len()),
+            ("pending_last_seen", self.pending_last_seen.lock().len()),
+        ]
+    }
+}

@@ -83,6 +83,12 @@ fn compute_mac(
     mac
 }
 
+impl crate::services::workers::CacheSizes for SharedSecret {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("nonces", self.nonces.len())]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -273,6 +273,15 @@ impl Stream {
     }
 }
 
+impl crate::services::workers::CacheSizes for Stream {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("touched_topics", self.touched.lock().len()),
+            ("waiting_topics", self.waiters.lock().len()),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

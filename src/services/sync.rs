@@ -25,7 +25,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
-use crate::storage::events::RoomMemberRow;
+use crate::storage::events::{RoomMemberRow, RoomMembershipRow};
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -176,7 +176,6 @@ async fn build(
 ) -> Result<(SyncResponse, bool, Vec<Topic>)> {
     let user = who.user_id();
     let since = req.since.filter(|since| *since <= to);
-    let room_filter = &req.filter.room;
     let memberships = s.storage.rooms_for_user(user.as_str()).await?;
     // What an incremental sync may skip: each kind is read only when a
     // stream topic it depends on changed after `since`.
@@ -190,15 +189,76 @@ async fn build(
             .collect();
         s.stream.changed_since(&joined, since)
     });
-    // Read when a left room is a candidate.
-    let mut forgotten: Option<HashSet<String>> = None;
-    // Account data, receipts and typing changed in the window, by room.
-    let from = since.unwrap_or(0);
+    let window = Window { since, to };
+    let (global_data, room_data) = account_data(s, &user, window, user_changed).await?;
+    let receipts = if rooms_changed {
+        receipts_by_room(s, &user, &memberships, &req.filter.room, window).await?
+    } else {
+        HashMap::new()
+    };
+    let sorted = sort_rooms(s, who, req, window, memberships, receipts, room_data).await?;
+    let join = joined_rooms(s, who, req, to, sorted.pending).await?;
+    let presence_changed =
+        since.is_none_or(|since| s.stream.changed_since(&[Topic::Presence], since));
+    let presence = if s.config.presence.enabled && presence_changed {
+        presence_events(s, &user, &sorted.joined, since.unwrap_or(0), to).await?
+    } else {
+        Vec::new()
+    };
+    let has_updates = !join.is_empty()
+        || !sorted.invite.is_empty()
+        || !sorted.leave.is_empty()
+        || !global_data.is_empty()
+        || !presence.is_empty();
+    let body = SyncResponse {
+        next_batch: format!("s{to}"),
+        rooms: RoomsSection {
+            join,
+            invite: sorted.invite,
+            leave: sorted.leave,
+            knock: Map::new(),
+        },
+        account_data: global_data.into(),
+        presence: presence.into(),
+        to_device: Vec::new().into(),
+        device_lists: DeviceLists::default(),
+        device_one_time_keys_count: Map::new(),
+    };
+    let mut topics: Vec<Topic> = sorted.joined.into_iter().map(Topic::Room).collect();
+    topics.push(Topic::User(user.clone()));
+    if s.config.presence.enabled {
+        topics.push(Topic::Presence);
+    }
+    Ok((body, has_updates, topics))
+}
+
+/// The stream window a sync answers for: `(since, to]` (`since` is `None`
+/// on an initial sync).
+#[derive(Clone, Copy)]
+struct Window {
+    since: Option<i64>,
+    to: i64,
+}
+
+impl Window {
+    fn since_or_zero(self) -> i64 {
+        self.since.unwrap_or(0)
+    }
+}
+
+/// The user's account data changed in the window: the global events (with
+/// the push rules on an initial sync) and the room events by room.
+async fn account_data(
+    s: &Services,
+    user: &UserId,
+    window: Window,
+    user_changed: bool,
+) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
     let mut global_data = Vec::new();
     let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
     let account_data = if user_changed {
         s.storage
-            .account_data_since(user.as_str(), from, to)
+            .account_data_since(user.as_str(), window.since_or_zero(), window.to)
             .await?
     } else {
         Vec::new()
@@ -212,36 +272,46 @@ async fn build(
             room_data.entry(data.room_id).or_default().push(ev);
         }
     }
-    if since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
-        let rules = s.account_data.push_rules_json(&user).await?;
+    if window.since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
+        let rules = s.account_data.push_rules_json(user).await?;
         global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
     }
+    Ok((global_data, room_data))
+}
+
+/// The `m.receipt` content of each joined room, from the receipts written
+/// in the window (read only when a receipt was written after `since`: most
+/// changes of a room are its events).
+async fn receipts_by_room(
+    s: &Services,
+    user: &UserId,
+    memberships: &[RoomMembershipRow],
+    room_filter: &ruma::api::client::filter::RoomFilter,
+    window: Window,
+) -> Result<HashMap<String, Value>> {
+    let since = window.since;
     let mut receipts: HashMap<String, Value> = HashMap::new();
-    // Only when a receipt was written after `since` (most changes of a
-    // room are its events).
-    let receipts_changed = rooms_changed
-        && since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since));
-    let new_receipts = if receipts_changed {
-        // Only the joined rooms the sync answers for whose topic moved in
-        // the window (a receipt touches its room's topic).
-        let rooms: Vec<&str> = memberships
-            .iter()
-            .filter(|m| m.membership == MembershipState::Join)
-            .filter(|m| {
-                room_wanted(room_filter, &m.room_id)
-                    && since.is_none_or(|since| {
-                        s.stream
-                            .changed_since(&[Topic::Room(m.room_id.clone())], since)
-                    })
-            })
-            .map(|m| m.room_id.as_str())
-            .collect();
-        s.storage
-            .receipts_in_rooms(&rooms, user.as_str(), from, to)
-            .await?
-    } else {
-        Vec::new()
-    };
+    if !since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since)) {
+        return Ok(receipts);
+    }
+    // Only the joined rooms the sync answers for whose topic moved in
+    // the window (a receipt touches its room's topic).
+    let rooms: Vec<&str> = memberships
+        .iter()
+        .filter(|m| m.membership == MembershipState::Join)
+        .filter(|m| {
+            room_wanted(room_filter, &m.room_id)
+                && since.is_none_or(|since| {
+                    s.stream
+                        .changed_since(&[Topic::Room(m.room_id.clone())], since)
+                })
+        })
+        .map(|m| m.room_id.as_str())
+        .collect();
+    let new_receipts = s
+        .storage
+        .receipts_in_rooms(&rooms, user.as_str(), window.since_or_zero(), window.to)
+        .await?;
     for r in new_receipts {
         let mut entry = json!({ "ts": r.ts });
         if !r.thread_id.is_empty() {
@@ -252,12 +322,42 @@ async fn build(
             .or_insert_with(|| json!({}));
         content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
     }
+    Ok(receipts)
+}
 
-    let mut join = BTreeMap::new();
-    let mut invite = Map::new();
-    let mut leave = BTreeMap::new();
-    let mut joined_rooms = Vec::new();
-    let mut pending = Vec::new();
+/// The user's rooms sorted by membership: the joined rooms the sync
+/// answers for (built later, together), the invites and the left rooms.
+struct SortedRooms {
+    /// Every joined room the filter wants (the sync's wake-up topics).
+    joined: Vec<OwnedRoomId>,
+    /// The joined rooms with something to say.
+    pending: Vec<PendingJoined>,
+    invite: Map<String, Value>,
+    leave: BTreeMap<String, LeftRoom>,
+}
+
+/// First pass over the user's rooms: which the sync answers for, and the
+/// sections of invited and left rooms.
+async fn sort_rooms(
+    s: &Services,
+    who: &Requester,
+    req: &SyncRequest,
+    window: Window,
+    memberships: Vec<RoomMembershipRow>,
+    mut receipts: HashMap<String, Value>,
+    mut room_data: HashMap<String, Vec<Value>>,
+) -> Result<SortedRooms> {
+    let user = who.user_id();
+    let Window { since, to } = window;
+    let room_filter = &req.filter.room;
+    // Read when a left room is a candidate.
+    let mut forgotten: Option<HashSet<String>> = None;
+    let mut sorted = SortedRooms {
+        joined: Vec::new(),
+        pending: Vec::new(),
+        invite: Map::new(),
+        leave: BTreeMap::new(),
+    };
     for m in memberships {
         let (room_id, member_pos) = (m.room_id, m.stream_ordering);
         let room = room_id.to_string();
@@ -268,7 +368,7 @@ async fn build(
         let changed = since.is_none_or(|since| latest > since);
         match m.membership {
             MembershipState::Join => {
-                joined_rooms.push(room_id.clone());
+                sorted.joined.push(room_id.clone());
                 let typing = s.ephemeral.typing_since(&room_id, since);
                 let mut ephemeral = Vec::new();
                 if let Some(users) = typing {
@@ -289,7 +389,7 @@ async fn build(
                     other => other,
                 };
                 if changed || req.full_state || !ephemeral.is_empty() || !data.is_empty() {
-                    pending.push(PendingJoined {
+                    sorted.pending.push(PendingJoined {
                         room_id,
                         since: room_since,
                         ephemeral,
@@ -298,7 +398,7 @@ async fn build(
                 }
             }
             MembershipState::Invite if since.is_none_or(|since| member_pos > since) => {
-                invite.insert(
+                sorted.invite.insert(
                     room.clone(),
                     json!({ "invite_state": { "events": invite_state(s, &room_id, &user).await? } }),
                 );
@@ -316,7 +416,7 @@ async fn build(
                     );
                 }
                 if wanted && !forgotten.as_ref().is_some_and(|f| f.contains(&room)) {
-                    leave.insert(
+                    sorted.leave.insert(
                         room.clone(),
                         left_room(s, who, &user, &room_id, since, member_pos, req).await?,
                     );
@@ -325,9 +425,20 @@ async fn build(
             _ => {}
         }
     }
-    // The joined rooms: their reads together, then each room, then the
-    // client form of every timeline event with one transaction id lookup.
-    let mut reads = read_joined(s, &user, &pending, to, &room_filter.timeline).await?;
+    Ok(sorted)
+}
+
+/// The joined rooms' sections: their reads together, then each room, then
+/// the client form of every timeline event with one transaction id lookup.
+async fn joined_rooms(
+    s: &Services,
+    who: &Requester,
+    req: &SyncRequest,
+    to: i64,
+    pending: Vec<PendingJoined>,
+) -> Result<BTreeMap<String, JoinedRoom>> {
+    let user = who.user_id();
+    let mut reads = read_joined(s, &user, &pending, to, &req.filter.room.timeline).await?;
     let rules = if pending.is_empty() {
         Arc::default()
     } else {
@@ -351,42 +462,12 @@ async fn build(
         .transaction_ids(&all, who.user_id.as_str(), who.device_id.as_str())
         .await?;
     drop(all);
+    let mut join = BTreeMap::new();
     for (room, (mut body, events)) in bodies {
         body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
         join.insert(room, body);
     }
-    let presence_changed =
-        since.is_none_or(|since| s.stream.changed_since(&[Topic::Presence], since));
-    let presence = if s.config.presence.enabled && presence_changed {
-        presence_events(s, &user, &joined_rooms, from, to).await?
-    } else {
-        Vec::new()
-    };
-    let has_updates = !join.is_empty()
-        || !invite.is_empty()
-        || !leave.is_empty()
-        || !global_data.is_empty()
-        || !presence.is_empty();
-    let body = SyncResponse {
-        next_batch: format!("s{to}"),
-        rooms: RoomsSection {
-            join,
-            invite,
-            leave,
-            knock: Map::new(),
-        },
-        account_data: global_data.into(),
-        presence: presence.into(),
-        to_device: Vec::new().into(),
-        device_lists: DeviceLists::default(),
-        device_one_time_keys_count: Map::new(),
-    };
-    let mut topics: Vec<Topic> = joined_rooms.into_iter().map(Topic::Room).collect();
-    topics.push(Topic::User(user.clone()));
-    if s.config.presence.enabled {
-        topics.push(Topic::Presence);
-    }
-    Ok((body, has_updates, topics))
+    Ok(join)
 }
 
 /// Presence changes of the user and of everyone sharing a joined room.

@@ -165,3 +165,9 @@ impl Uia {
         }
     }
 }
+
+impl crate::services::workers::CacheSizes for Uia {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("sessions", self.sessions.len())]
+    }
+}

@@ -333,6 +333,10 @@ impl Storage {
     /// each naming the one before it as its prev event. The rows of a kind
     /// go in one multi-row `INSERT`, so a batch costs a few statements
     /// whatever its size.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the group commit's statements in order; to be split by table"
+    )]
     pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
         use std::collections::HashSet;
         let mut w = WriteBatch::default();

@@ -1,5 +1,9 @@
 //! One integration-test binary for the whole HTTP surface (one link step, not
 //! one per file). Each module covers one area; `harness` starts servers.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads best as one scenario, top to bottom"
+)]
 
 mod harness;
 
@@ -47,6 +51,7 @@ mod federation_keys; // GET /_matrix/key/v2/server
 // The binary
 mod cli; // generate-config, create-account, serve config errors
 mod crash; // kill -9 and restart: search catches up, interrupted admin jobs complete
+mod lifecycle; // background workers, the cache report, shutdown drains the writer
 
 // The suite itself
 mod test_databases; // a dropped test server leaves no data dir or PostgreSQL database behind

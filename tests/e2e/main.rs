@@ -5,6 +5,10 @@
 //!
 //! `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` logs
 //! every request the SDK sends.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads best as one scenario, top to bottom"
+)]
 
 mod sdk;
 mod server;

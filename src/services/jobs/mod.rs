@@ -38,23 +38,28 @@ pub use progress::{JobHandle, pause_point};
 /// A job's work, running.
 pub type JobFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Runs a history purge: (room, depth, delete local events too).
+pub type PurgeHistoryRunner =
+    fn(Arc<Services>, JobHandle, ruma::OwnedRoomId, i64, bool) -> JobFuture<Result<()>>;
+
+/// Runs a room deletion again from the parameters it was stored with
+/// (JSON), under its id; `Err` when they cannot be read.
+pub type RoomDeleteRunner = fn(
+    Arc<Services>,
+    ruma::OwnedRoomId,
+    &str,
+    String,
+) -> std::result::Result<JobFuture<()>, String>;
+
 /// How each kind of job runs, given by the service that owns its work
 /// (`Services::new`).
 #[derive(Clone, Copy)]
 pub struct Runners {
     /// Rebuilds the search index.
     pub reindex: fn(Arc<Services>, JobHandle) -> JobFuture<Result<()>>,
-    /// Purges a room's history: (room, depth, delete local events too).
-    pub purge_history:
-        fn(Arc<Services>, JobHandle, ruma::OwnedRoomId, i64, bool) -> JobFuture<Result<()>>,
-    /// Runs a room deletion again after a restart, from the parameters it
-    /// was stored with (JSON), under its id; `Err` when they cannot be read.
-    pub room_delete: fn(
-        Arc<Services>,
-        ruma::OwnedRoomId,
-        &str,
-        String,
-    ) -> std::result::Result<JobFuture<()>, String>,
+    pub purge_history: PurgeHistoryRunner,
+    /// After a restart.
+    pub room_delete: RoomDeleteRunner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,7 +475,7 @@ pub async fn start_task(
         Ok(id) => id,
         Err(running) => return Ok(Err(running)),
     };
-    tokio::spawn(run_task(s.clone(), id.clone(), work));
+    s.spawn_job(run_task(s.clone(), id.clone(), work));
     Ok(Ok(id))
 }
 
@@ -521,7 +526,7 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
             s.jobs.rooms.lock().insert(id.clone(), job);
             match (s.jobs.runners.room_delete)(s.clone(), room_id, &params, id.clone()) {
                 Ok(run) => {
-                    tokio::spawn(run);
+                    s.spawn_job(run);
                 }
                 Err(e) => {
                     let job = s.jobs.rooms.lock().remove(&id);
@@ -541,7 +546,7 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
             Ok(work) => {
                 reindexing |= task.kind == TaskKind::Reindex;
                 s.jobs.tasks.lock().insert(id.clone(), task);
-                tokio::spawn(run_task(s.clone(), id, work));
+                s.spawn_job(run_task(s.clone(), id, work));
             }
             Err(e) => fail_unreadable(s, row, &e.to_string()).await?,
         }
@@ -558,4 +563,13 @@ async fn fail_unreadable(s: &Services, mut row: JobRow, why: &str) -> Result<()>
     row.finished_ts = Some(s.clock.now_ms());
     s.storage.update_job(&row).await?;
     Ok(())
+}
+
+impl crate::services::workers::CacheSizes for Jobs {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("room_jobs", self.rooms.lock().len()),
+            ("tasks", self.tasks.lock().len()),
+        ]
+    }
 }

@@ -54,13 +54,28 @@ impl Rooms {
                 format!("Room version {} is not supported", req.version),
             ));
         }
+        // 1. The create event.
+        let pdu = self.build_create_event(&req).await?;
+        let room_id = pdu.room_id.clone();
+        let mut reservation = self.reserve_alias(&req, &room_id).await?;
+        self.write_create_event(pdu, &req).await?;
+        if let Some(r) = &mut reservation {
+            r.held = false;
+        }
+        // From here on the room exists and owns the alias, whatever
+        // fails later.
+        self.fill_new_room(&req, &room_id).await?;
+        Ok(room_id)
+    }
+
+    /// The new room's create event, built, signed and checked (from room
+    /// version 12 its hash is the room id).
+    async fn build_create_event(&self, req: &CreateRoom) -> Result<super::Pdu> {
         let rules = req
             .version
             .rules()
             .ok_or_else(|| MatrixError::internal("no rules for version"))?;
         let v12 = rules.authorization.room_create_event_id_as_room_id;
-
-        // 1. The create event.
         let mut content = req.creation_content.clone();
         content.insert("room_version".into(), json!(req.version));
         if !rules.authorization.use_room_create_sender {
@@ -102,15 +117,20 @@ impl Rooms {
             OwnedRoomId::try_from(id).map_err(MatrixError::internal)?
         };
         let empty = StateMap::new();
-        let pdu = self
-            .sign_and_check(obj, &req.version, provisional_id, &empty)
-            .await?;
-        let room_id = pdu.room_id.clone();
-        // The alias is reserved before anything is written: of two
-        // creations racing for it, the one whose insert loses gets
-        // M_ROOM_IN_USE and leaves no room behind. Until the create event
-        // is written, the reservation is released if creation fails or
-        // the request goes away.
+        self.sign_and_check(obj, &req.version, provisional_id, &empty)
+            .await
+    }
+
+    /// Reserves the requested alias for the room before anything is
+    /// written: of two creations racing for it, the one whose insert loses
+    /// gets `M_ROOM_IN_USE` and leaves no room behind. Until the create
+    /// event is written, the returned reservation releases the alias if
+    /// creation fails or the request goes away.
+    async fn reserve_alias(
+        &self,
+        req: &CreateRoom,
+        room_id: &RoomId,
+    ) -> Result<Option<AliasReservation>> {
         let mut reservation = None;
         if let Some(alias) = &req.canonical_alias {
             // Held from before the insert: one cut short is undone too.
@@ -129,14 +149,7 @@ impl Rooms {
                 return Err(alias_taken());
             }
         }
-        self.write_create_event(pdu, &req).await?;
-        if let Some(r) = &mut reservation {
-            r.held = false;
-        }
-        // From here on the room exists and owns the alias, whatever
-        // fails later.
-        self.fill_new_room(&req, &room_id).await?;
-        Ok(room_id)
+        Ok(reservation)
     }
 
     /// Queues the create event of a new room with a fresh head, and waits
@@ -199,41 +212,7 @@ impl Rooms {
             .await?;
 
         // 3. Power levels.
-        let mut users = Map::new();
-        if !rules.authorization.explicitly_privilege_room_creators {
-            users.insert(req.creator.to_string(), json!(100));
-            if req.preset == Preset::TrustedPrivateChat {
-                for u in &req.invite {
-                    users.insert(u.to_string(), json!(100));
-                }
-            }
-        }
-        let mut pl = json!({
-            "users": users,
-            "users_default": 0,
-            "events": {
-                "m.room.name": 50,
-                "m.room.power_levels": 100,
-                "m.room.history_visibility": 100,
-                "m.room.canonical_alias": 50,
-                "m.room.avatar": 50,
-                "m.room.tombstone": 100,
-                "m.room.server_acl": 100,
-                "m.room.encryption": 100
-            },
-            "events_default": 0,
-            "state_default": 50,
-            "ban": 50,
-            "kick": 50,
-            "redact": 50,
-            "invite": if req.preset == Preset::PublicChat { 50 } else { 0 },
-            "notifications": { "room": 50 }
-        });
-        if let (Some(over), Value::Object(map)) = (&req.power_level_override, &mut pl) {
-            for (k, v) in over {
-                map.insert(k.clone(), v.clone());
-            }
-        }
+        let pl = power_levels(req, rules.authorization.explicitly_privilege_room_creators);
         self.append(state_event("m.room.power_levels", "", pl))
             .await?;
 
@@ -246,38 +225,8 @@ impl Rooms {
             ))
             .await?;
         }
-        let (join_rule, guest_access) = match req.preset {
-            Preset::PublicChat => ("public", "forbidden"),
-            _ => ("invite", "can_join"),
-        };
-        let overridden = |ty: &str| {
-            req.initial_state
-                .iter()
-                .any(|(t, k, _)| t == ty && k.is_empty())
-        };
-        if !overridden("m.room.join_rules") {
-            self.append(state_event(
-                "m.room.join_rules",
-                "",
-                json!({ "join_rule": join_rule }),
-            ))
-            .await?;
-        }
-        if !overridden("m.room.history_visibility") {
-            self.append(state_event(
-                "m.room.history_visibility",
-                "",
-                json!({ "history_visibility": "shared" }),
-            ))
-            .await?;
-        }
-        if !overridden("m.room.guest_access") {
-            self.append(state_event(
-                "m.room.guest_access",
-                "",
-                json!({ "guest_access": guest_access }),
-            ))
-            .await?;
+        for (ty, content) in preset_rules(req) {
+            self.append(state_event(ty, "", content)).await?;
         }
 
         // 5. Initial state, name, topic.
@@ -304,6 +253,76 @@ impl Rooms {
         }
         Ok(())
     }
+}
+
+/// The new room's power levels: the defaults (the creator at 100, and the
+/// invitees of a trusted private chat, unless the room version privileges
+/// creators by itself), with the request's override on top.
+fn power_levels(req: &CreateRoom, creators_privileged: bool) -> Value {
+    let mut users = Map::new();
+    if !creators_privileged {
+        users.insert(req.creator.to_string(), json!(100));
+        if req.preset == Preset::TrustedPrivateChat {
+            for u in &req.invite {
+                users.insert(u.to_string(), json!(100));
+            }
+        }
+    }
+    let mut pl = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": if req.preset == Preset::PublicChat { 50 } else { 0 },
+        "notifications": { "room": 50 }
+    });
+    if let (Some(over), Value::Object(map)) = (&req.power_level_override, &mut pl) {
+        for (k, v) in over {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    pl
+}
+
+/// The preset's join rules, history visibility and guest access, in that
+/// order, each unless the initial state sets it.
+fn preset_rules(req: &CreateRoom) -> Vec<(&'static str, Value)> {
+    let (join_rule, guest_access) = match req.preset {
+        Preset::PublicChat => ("public", "forbidden"),
+        _ => ("invite", "can_join"),
+    };
+    let overridden = |ty: &str| {
+        req.initial_state
+            .iter()
+            .any(|(t, k, _)| t == ty && k.is_empty())
+    };
+    [
+        ("m.room.join_rules", json!({ "join_rule": join_rule })),
+        (
+            "m.room.history_visibility",
+            json!({ "history_visibility": "shared" }),
+        ),
+        (
+            "m.room.guest_access",
+            json!({ "guest_access": guest_access }),
+        ),
+    ]
+    .into_iter()
+    .filter(|(ty, _)| !overridden(ty))
+    .collect()
 }
 
 /// An alias reserved for a room whose create event is not written yet:

@@ -125,6 +125,12 @@ pub struct NewEvent<'a> {
     pub redacts: Option<OwnedEventId>,
 }
 
+/// The writer before it starts, with its end of the queue.
+type IdleWriter = (
+    writer::Writer,
+    tokio::sync::mpsc::UnboundedReceiver<writer::PendingWrite>,
+);
+
 /// A loaded head's (failure flag, current state, where the state last changed).
 type LoadedState = (writer::HeadFailed, Arc<StateMap>, i64);
 
@@ -155,6 +161,8 @@ pub struct Rooms {
     txns: txns::SentTxns,
     /// The group commit's queue.
     writes: tokio::sync::mpsc::UnboundedSender<writer::PendingWrite>,
+    /// The writer and its end of the queue until [`Rooms::start`].
+    writer: Mutex<Option<IdleWriter>>,
     /// Each loaded head's current state (with the head's failure flag and
     /// where the state last changed), for [`Rooms::membership`] and
     /// [`Rooms::current_state`] without the room's lock or a query.
@@ -212,15 +220,15 @@ impl Rooms {
             storage: storage.clone(),
             events: events.clone(),
         });
-        let writes = writer::Writer {
+        let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
+        let writer = writer::Writer {
             storage: storage.clone(),
             stream: stream.clone(),
             latest: latest.clone(),
             events: events.clone(),
             subscribers,
             lookup: cached.clone(),
-        }
-        .spawn();
+        };
         Self {
             state: state::StateCache::new(storage.clone()),
             storage,
@@ -235,6 +243,7 @@ impl Rooms {
             cached,
             txns: txns::SentTxns::new(),
             writes,
+            writer: Mutex::new(Some((writer, queued))),
             current: Mutex::new(HashMap::new()),
             default_version,
             clock: crate::clock::SystemClock::shared(),
@@ -246,6 +255,14 @@ impl Rooms {
     pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Starts the group-commit writer (once; events appended before wait
+    /// in its queue).
+    pub fn start(&self, workers: &crate::services::workers::Workers) {
+        if let Some((writer, queued)) = self.writer.lock().take() {
+            writer.start(queued, workers);
+        }
     }
 
     /// Sets the bounds of the room caches (`caches.room_heads`, `caches.rooms`).
@@ -695,6 +712,10 @@ impl Rooms {
 
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline's steps in order; to be split"
+    )]
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
         // A retried transaction answers with the event it made. Callers
         // look for written ones in the database first (`transaction_event`);
@@ -885,6 +906,10 @@ impl Rooms {
 
     /// Queues the event and everything it changes for the writer, and
     /// advances the room head past it; [`Rooms::finish`] waits for the write.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline's last step under the room lock; to be split"
+    )]
     fn enqueue(
         &self,
         mut pdu: Pdu,
@@ -1058,6 +1083,20 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
     pdu.state_group = row.state_group;
     pdu.sent_with = pdu::SentWith::from_pair(row.txn);
     Ok(pdu)
+}
+
+impl crate::services::workers::CacheSizes for Rooms {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("heads", self.heads.lock().len()),
+            ("current_state", self.current.lock().len()),
+            ("latest", self.latest.lock().len()),
+            ("versions", self.versions.lock().len()),
+            ("events", self.events.lock().len()),
+            ("state_entries", self.state.entries()),
+            ("sent_txn_hashes", self.txns.hashes()),
+        ]
+    }
 }
 
 #[cfg(test)]

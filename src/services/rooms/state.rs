@@ -34,6 +34,11 @@ impl Cached {
 }
 
 impl StateCache {
+    /// State entries held, summed over the cached groups.
+    pub fn entries(&self) -> usize {
+        self.cache.lock().entries
+    }
+
     pub fn new(storage: Storage) -> Self {
         Self {
             storage,

@@ -100,6 +100,11 @@ impl SentTxns {
         Self::with_limits(1 << 18, 1 << 16)
     }
 
+    /// Hashes held in all.
+    pub fn hashes(&self) -> usize {
+        self.inner.lock().total
+    }
+
     pub fn with_limits(max_total: usize, max_device: usize) -> Self {
         Self {
             max_total,

@@ -35,6 +35,7 @@ use crate::error::{MatrixError, Result};
 use crate::model::pdu::Pdu;
 use crate::services::pipeline::{Batch, Committed, EventLookup, Settled, Subscribers};
 use crate::services::stream::{Reservation, Stream};
+use crate::services::workers::{Stage, Stop, Workers};
 use crate::storage::Storage;
 use crate::storage::events::PersistEvent;
 
@@ -85,15 +86,28 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task; it ends when the returned sender is dropped.
-    pub fn spawn(self) -> mpsc::UnboundedSender<PendingWrite> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.run(rx));
-        tx
+    /// Starts the writer task on `rx` (see [`Stage::Drain`]). At shutdown
+    /// it stops taking events (a later append fails) and writes every
+    /// event already queued; it also ends when every sender is dropped.
+    pub fn start(self, rx: mpsc::UnboundedReceiver<PendingWrite>, workers: &Workers) {
+        workers.spawn("event writer", Stage::Drain, move |stop| self.run(rx, stop));
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingWrite>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<PendingWrite>, mut stop: Stop) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.write(std::mem::take(&mut batch)).await;
+                }
+                () = stop.requested() => break,
+            }
+        }
+        rx.close();
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.write(std::mem::take(&mut batch)).await;
         }

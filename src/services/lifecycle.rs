@@ -1,0 +1,204 @@
+//! Background work: every task the services run besides requests starts in
+//! [`Services::start`] and stops in [`Services::shutdown`], in one order.
+//!
+//! A service that needs a task registers it in the registry
+//! (`workers.rs`, `Workers::spawn`) with the [`Stage`] at which it
+//! stops; admin jobs go through `Workers::spawn_job`. Nothing in `services` calls `tokio::spawn` for
+//! work that outlives a request.
+//!
+//! What runs, by stage (see [`Services::start`]):
+//! - jobs: admin jobs (room deletion, history purge, reindex) and, at
+//!   start, resuming interrupted jobs / rebuilding the search index. Cut
+//!   off at shutdown: each is kept in the `jobs` table and runs again at
+//!   the next start.
+//! - [`Stage::Drain`]: the group-commit writer (`rooms/writer.rs`). It stops
+//!   taking events and writes every one already queued.
+//! - [`Stage::Flush`]: periodic upkeep (last-seen records, typing expiry,
+//!   search commits and giving memory back, the cache report). Each makes
+//!   a final pass when told to stop: last-seen records are written and the
+//!   search index committed after the writer has drained.
+//! - The database's own WAL checkpointer (`storage/checkpoint.rs`) starts
+//!   with the connection and stops when the database closes, last.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::Services;
+use super::sessions::LAST_SEEN_FLUSH_INTERVAL;
+use super::workers::{CacheSizes, Stage, Stop};
+
+/// How often the cache report is logged (at debug level).
+const CACHE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Services {
+    /// Starts every background task. Call once, after [`Services::new`]
+    /// (and after the search index has caught up). `rebuild_search` asks
+    /// for the index to be rebuilt unless a resumed reindex does it;
+    /// `release_memory` runs after each periodic search commit (the
+    /// server's `malloc_trim`).
+    pub fn start(self: &Arc<Self>, rebuild_search: bool, release_memory: fn()) {
+        self.rooms.start(&self.workers);
+        let s = self.clone();
+        self.workers.spawn("last-seen flush", Stage::Flush, |stop| {
+            flush_last_seen(s, stop)
+        });
+        let s = self.clone();
+        self.workers
+            .spawn("typing expiry", Stage::Flush, |stop| expire_typing(s, stop));
+        let s = self.clone();
+        self.workers.spawn("upkeep", Stage::Flush, move |stop| {
+            upkeep(s, release_memory, stop)
+        });
+        let s = self.clone();
+        self.workers.spawn_job(async move {
+            // Jobs a crash interrupted run again; a resumed reindex also
+            // rebuilds the index.
+            let reindexing = super::jobs::resume(&s).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e.message(), "could not resume interrupted jobs");
+                false
+            });
+            if rebuild_search
+                && !reindexing
+                && let Err(e) = super::search::reindex(&s, None).await
+            {
+                tracing::warn!(error = %e.message(), "could not rebuild the search index");
+            }
+        });
+    }
+
+    /// Starts an admin job (see `Workers::spawn_job`).
+    pub fn spawn_job<Fut>(&self, job: Fut) -> JoinHandle<()>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.workers.spawn_job(job)
+    }
+
+    /// The running workers' names and stages.
+    pub fn workers(&self) -> Vec<(&'static str, Stage)> {
+        self.workers.names()
+    }
+
+    /// Stops the background work in order and closes the database. Call it
+    /// once no request is being served any more: jobs are cut off (they
+    /// resume at the next start), the writer drains its queue, the upkeep
+    /// workers make their final pass (last-seen records, search commit),
+    /// then the database closes (and with it the WAL checkpointer).
+    pub async fn shutdown(&self) {
+        self.workers.stop_all().await;
+        self.storage.close().await;
+    }
+
+    /// Every in-memory cache and table with its number of entries, by
+    /// service (`service.cache`).
+    pub fn cache_report(&self) -> Vec<(String, usize)> {
+        let mut services: Vec<(&str, &dyn CacheSizes)> = vec![
+            ("rooms", &self.rooms),
+            ("sessions", &*self.sessions),
+            ("account_data", &self.account_data),
+            ("ephemeral", &self.ephemeral),
+            ("unread", &*self.unread),
+            ("stream", &*self.stream),
+            ("jobs", &self.jobs),
+            ("uia", &self.uia),
+        ];
+        if let Some(s) = &self.shared_secret {
+            services.push(("shared_secret", s));
+        }
+        if let Some(l) = &self.client_limiter {
+            services.push(("client_limiter", l));
+        }
+        if let Some(l) = &self.login_limiter {
+            services.push(("login_limiter", l));
+        }
+        services
+            .into_iter()
+            .flat_map(|(service, caches)| {
+                caches
+                    .cache_sizes()
+                    .into_iter()
+                    .map(move |(cache, n)| (format!("{service}.{cache}"), n))
+            })
+            .collect()
+    }
+
+    /// The cache report as one line: `rooms.heads=3 sessions.tokens=1 ...`.
+    pub fn cache_report_line(&self) -> String {
+        let report = self.cache_report();
+        let parts: Vec<String> = report.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        parts.join(" ")
+    }
+}
+
+/// Writes batched last-seen records every few seconds, and once more at
+/// shutdown.
+async fn flush_last_seen(services: Arc<Services>, mut stop: Stop) {
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.requested() => break,
+        }
+        if let Err(e) = services.sessions.flush_last_seen().await {
+            tracing::warn!(error = %e.message(), "could not write last-seen records");
+        }
+    }
+    if let Err(e) = services.sessions.flush_last_seen().await {
+        tracing::warn!(error = %e.message(), "could not write last-seen records at shutdown");
+    }
+}
+
+/// Expires typing notifications once a second.
+async fn expire_typing(services: Arc<Services>, mut stop: Stop) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => services.ephemeral.expire_typing(),
+            () = stop.requested() => break,
+        }
+    }
+}
+
+/// Every [`LAST_SEEN_FLUSH_INTERVAL`]: a search commit (new events become
+/// durable in the index within a few seconds; an idle server also gives
+/// back the index writer's memory), then `release_memory` (memory freed
+/// after a burst of work, and by a released index writer, goes back to the
+/// system). Both block for milliseconds (a commit syncs files to disk): not
+/// on a thread that serves requests. Once a minute, the cache report at
+/// debug level. At shutdown, after the writer has drained, a last commit.
+async fn upkeep(services: Arc<Services>, release_memory: fn(), mut stop: Stop) {
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH_INTERVAL);
+    let mut report = tokio::time::interval(CACHE_REPORT_INTERVAL);
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = report.tick() => {
+                tracing::debug!(caches = %services.cache_report_line(), "cache sizes (entries)");
+                continue;
+            }
+            () = stop.requested() => break,
+        }
+        let search = services.search.clone();
+        let housekeeping = tokio::task::spawn_blocking(move || {
+            let committed = search.map(|s| s.commit_and_release_if_idle());
+            release_memory();
+            committed
+        });
+        match housekeeping.await {
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e.message(), "could not commit the search index");
+            }
+            Err(e) => tracing::warn!(error = %e, "the housekeeping task failed"),
+            Ok(_) => {}
+        }
+    }
+    if let Some(search) = &services.search
+        && let Err(e) = search.commit()
+    {
+        tracing::warn!(error = %e.message(), "could not commit the search index at shutdown");
+    }
+}
