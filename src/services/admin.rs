@@ -313,7 +313,7 @@ async fn delete_room(
 ) -> Result<()> {
     if opts.block {
         s.storage
-            .block_room(room_id.as_str(), &opts.requester, true)
+            .block_room(room_id.as_str(), &opts.requester, true, s.clock.now_ms())
             .await?;
     }
     let known = s.rooms.version(room_id).await?.is_some();

@@ -13,6 +13,9 @@
 //!   the next start.
 //! - [`Stage::Drain`]: the group-commit writer (`rooms/writer.rs`). It stops
 //!   taking events and writes every one already queued.
+//! - [`Stage::Subscribers`]: the pipeline subscribers' own tasks (search
+//!   indexing, `search::Indexer`). Each finishes what the drained writer
+//!   published to it.
 //! - [`Stage::Flush`]: periodic upkeep (last-seen records, typing expiry,
 //!   search commits and giving memory back, the cache report). Each makes
 //!   a final pass when told to stop: last-seen records are written and the
@@ -41,6 +44,9 @@ impl Services {
     /// server's `malloc_trim`).
     pub fn start(self: &Arc<Self>, rebuild_search: bool, release_memory: fn()) {
         self.rooms.start(&self.workers);
+        if let Some(indexer) = &self.indexer {
+            indexer.start(&self.workers);
+        }
         let s = self.clone();
         self.workers.spawn("last-seen flush", Stage::Flush, |stop| {
             flush_last_seen(s, stop)

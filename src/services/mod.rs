@@ -72,6 +72,9 @@ pub struct Services {
     pub client_limiter: Option<ratelimit::RateLimiter>,
     /// Per IP, for login and registration; `None` when rate limits are off.
     pub login_limiter: Option<ratelimit::RateLimiter>,
+    /// Search's subscriber to the event pipeline, whose task
+    /// [`Services::start`] starts.
+    indexer: Option<Arc<search::Indexer>>,
     /// The background tasks (`lifecycle.rs`).
     workers: workers::Workers,
 }
@@ -134,8 +137,9 @@ impl Services {
         // What hears of every committed event.
         let subscribers = Arc::new(pipeline::Subscribers::default());
         subscribers.subscribe(unread.clone());
-        if let Some(search) = &search {
-            subscribers.subscribe(search::Indexer::start(search.clone()));
+        let indexer = search.clone().map(search::Indexer::new);
+        if let Some(indexer) = &indexer {
+            subscribers.subscribe(indexer.clone());
         }
 
         // Rooms (the event pipeline) and what reads or writes beside it.
@@ -188,6 +192,7 @@ impl Services {
             shared_secret,
             client_limiter,
             login_limiter,
+            indexer,
             workers,
         }))
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::services::Services;
-use crate::storage::reports::EventReportRow;
+use crate::storage::reports::{EventReportRow, NewEventReport};
 
 /// Filters of the admin report listing (Synapse's query parameters):
 /// substring matches on the reporter, the room and the event's sender.
@@ -52,14 +52,15 @@ pub async fn report_event(
         .filter(|p| p.room_id == room_id)
         .ok_or_else(not_found)?;
     s.storage
-        .insert_event_report(
-            room_id.as_str(),
-            event_id.as_str(),
-            &reporter.user_id,
-            pdu.sender.as_str(),
+        .insert_event_report(&NewEventReport {
+            room_id: room_id.as_str(),
+            event_id: event_id.as_str(),
+            reporter: &reporter.user_id,
+            event_sender: pdu.sender.as_str(),
             reason,
             score,
-        )
+            received_ts: s.clock.now_ms(),
+        })
         .await?;
     tracing::info!(%room_id, %event_id, reporter = %reporter.user_id, "event reported");
     Ok(())
@@ -74,7 +75,12 @@ pub async fn report_room(
 ) -> Result<()> {
     s.rooms.known_version(room_id).await?;
     s.storage
-        .insert_room_report(room_id.as_str(), &reporter.user_id, Some(reason))
+        .insert_room_report(
+            room_id.as_str(),
+            &reporter.user_id,
+            Some(reason),
+            s.clock.now_ms(),
+        )
         .await?;
     Ok(())
 }
@@ -90,7 +96,12 @@ pub async fn report_user(
         return Err(MatrixError::not_found("Unknown user"));
     }
     s.storage
-        .insert_user_report(user.as_str(), &reporter.user_id, Some(reason))
+        .insert_user_report(
+            user.as_str(),
+            &reporter.user_id,
+            Some(reason),
+            s.clock.now_ms(),
+        )
         .await?;
     Ok(())
 }

@@ -53,7 +53,9 @@ pub async fn blocked_by(s: &Services, room_id: &RoomId) -> Result<Option<String>
 
 /// Blocks (or unblocks) a room, known or not, in the name of the admin `by`.
 pub async fn set_blocked(s: &Services, room_id: &RoomId, by: &str, block: bool) -> Result<()> {
-    s.storage.block_room(room_id.as_str(), by, block).await?;
+    s.storage
+        .block_room(room_id.as_str(), by, block, s.clock.now_ms())
+        .await?;
     Ok(())
 }
 

@@ -16,12 +16,15 @@ use tokio::task::{AbortHandle, JoinHandle};
 pub enum Stage {
     /// Work that must finish what it holds: the event writer.
     Drain,
+    /// Subscribers' own tasks, which finish what the drained writer
+    /// published to them (search indexing).
+    Subscribers,
     /// Periodic upkeep, which makes a final pass over what the drained
     /// stage left (last-seen records, the search commit).
     Flush,
 }
 
-const STAGES: [Stage; 2] = [Stage::Drain, Stage::Flush];
+const STAGES: [Stage; 3] = [Stage::Drain, Stage::Subscribers, Stage::Flush];
 
 /// Told to a worker when it should stop (make its final pass and return).
 pub struct Stop(watch::Receiver<bool>);
@@ -132,7 +135,11 @@ mod tests {
     async fn stages_stop_in_order_and_jobs_are_cut_off() {
         let workers = Workers::default();
         let log = Arc::new(Mutex::new(Vec::new()));
-        for (name, stage) in [("flush", Stage::Flush), ("drain", Stage::Drain)] {
+        for (name, stage) in [
+            ("flush", Stage::Flush),
+            ("subscribers", Stage::Subscribers),
+            ("drain", Stage::Drain),
+        ] {
             let log = log.clone();
             workers.spawn(name, stage, move |mut stop| async move {
                 stop.requested().await;
@@ -146,7 +153,14 @@ mod tests {
         assert!(job.await.expect_err("cut off").is_cancelled());
         assert_eq!(
             *log.lock(),
-            ["drain told", "drain done", "flush told", "flush done"]
+            [
+                "drain told",
+                "drain done",
+                "subscribers told",
+                "subscribers done",
+                "flush told",
+                "flush done"
+            ]
         );
         assert!(workers.names().is_empty());
     }

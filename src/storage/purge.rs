@@ -2,8 +2,8 @@
 //! room blocking. Every table that holds a room id is listed here; the purge
 //! test counts rows by room id across the schema to keep this list honest.
 
+use super::Storage;
 use super::events::RoomRow;
-use super::{Storage, now_ms};
 
 /// An event a history purge may remove.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -150,7 +150,14 @@ impl Storage {
         Ok(deleted)
     }
 
-    pub async fn block_room(&self, room_id: &str, by: &str, block: bool) -> sqlx::Result<()> {
+    /// Blocks (at `now`, in ms) or unblocks the room.
+    pub async fn block_room(
+        &self,
+        room_id: &str,
+        by: &str,
+        block: bool,
+        now: i64,
+    ) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM blocked_rooms WHERE room_id = $1")
             .bind(room_id)
@@ -162,7 +169,7 @@ impl Storage {
             )
             .bind(room_id)
             .bind(by)
-            .bind(now_ms())
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         }

@@ -1,7 +1,7 @@
 //! Tables `event_reports`, `room_reports`, `user_reports` (abuse reports)
 //! and `server_notice_rooms` (each user's server-notices room).
 
-use super::{Storage, now_ms};
+use super::Storage;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventReportRow {
@@ -23,27 +23,31 @@ pub struct ReportFilter {
     pub event_sender_user_id: Option<String>,
 }
 
+/// A new row of `event_reports`.
+pub struct NewEventReport<'a> {
+    pub room_id: &'a str,
+    pub event_id: &'a str,
+    pub reporter: &'a str,
+    pub event_sender: &'a str,
+    pub reason: Option<&'a str>,
+    pub score: Option<i64>,
+    /// When the report was made, in ms.
+    pub received_ts: i64,
+}
+
 impl Storage {
-    pub async fn insert_event_report(
-        &self,
-        room_id: &str,
-        event_id: &str,
-        reporter: &str,
-        event_sender: &str,
-        reason: Option<&str>,
-        score: Option<i64>,
-    ) -> sqlx::Result<()> {
+    pub async fn insert_event_report(&self, r: &NewEventReport<'_>) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO event_reports (room_id, event_id, reporter, event_sender, reason, score, received_ts)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(room_id)
-        .bind(event_id)
-        .bind(reporter)
-        .bind(event_sender)
-        .bind(reason)
-        .bind(score)
-        .bind(now_ms())
+        .bind(r.room_id)
+        .bind(r.event_id)
+        .bind(r.reporter)
+        .bind(r.event_sender)
+        .bind(r.reason)
+        .bind(r.score)
+        .bind(r.received_ts)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -54,12 +58,13 @@ impl Storage {
         room_id: &str,
         reporter: &str,
         reason: Option<&str>,
+        received_ts: i64,
     ) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO room_reports (room_id, reporter, reason, received_ts) VALUES ($1, $2, $3, $4)")
             .bind(room_id)
             .bind(reporter)
             .bind(reason)
-            .bind(now_ms())
+            .bind(received_ts)
             .execute(self.pool())
             .await?;
         Ok(())
@@ -70,12 +75,13 @@ impl Storage {
         target: &str,
         reporter: &str,
         reason: Option<&str>,
+        received_ts: i64,
     ) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO user_reports (target_user_id, reporter, reason, received_ts) VALUES ($1, $2, $3, $4)")
             .bind(target)
             .bind(reporter)
             .bind(reason)
-            .bind(now_ms())
+            .bind(received_ts)
             .execute(self.pool())
             .await?;
         Ok(())

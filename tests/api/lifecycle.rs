@@ -24,7 +24,13 @@ async fn the_background_workers_run_under_the_lifecycle() {
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    for worker in ["event writer", "last-seen flush", "typing expiry", "upkeep"] {
+    for worker in [
+        "event writer",
+        "search indexer",
+        "last-seen flush",
+        "typing expiry",
+        "upkeep",
+    ] {
         assert!(names.contains(&worker), "{worker} missing from {names:?}");
     }
 }

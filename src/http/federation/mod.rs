@@ -29,7 +29,7 @@ async fn server_keys(State(s): State<AppState>) -> Result<Json<Value>> {
         "server_name": s.server_name,
         "verify_keys": { key.key_id(): { "key": public } },
         "old_verify_keys": {},
-        "valid_until_ts": i64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()) + KEY_VALIDITY_MS,
+        "valid_until_ts": s.clock.now_ms() + KEY_VALIDITY_MS,
     });
     let CanonicalJsonValue::Object(mut obj) =
         CanonicalJsonValue::try_from(body).map_err(MatrixError::internal)?

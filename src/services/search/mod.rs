@@ -40,6 +40,7 @@ use crate::services::pipeline::{
     Batch as Published, Committed, EventLookup, Settled, SettledWhenDropped, Subscriber,
 };
 use crate::services::stream::Stream;
+use crate::services::workers::{Stage, Workers};
 use crate::storage::events::EventRow;
 
 /// Memory for the index writer before it writes a segment. Live indexing
@@ -912,6 +913,8 @@ async fn on_stored(search: &Search, events: &dyn EventLookup, pdu: &Pdu) -> Resu
 /// position a commit records always advances.
 pub struct Indexer {
     queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+    /// Taken by [`Indexer::start`]; what is queued before waits.
+    queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Queued>>>,
     search: Arc<Search>,
 }
 
@@ -923,22 +926,53 @@ struct Queued {
 }
 
 impl Indexer {
-    /// Starts the indexing task; it ends when the indexer is dropped.
-    pub fn start(search: Arc<Search>) -> Arc<Self> {
-        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Queued>();
-        let indexing = search.clone();
-        tokio::spawn(async move {
-            while let Some(queued) = rx.recv().await {
-                for event in &queued.events {
-                    if let Err(e) = on_stored(&indexing, &*queued.lookup, &event.pdu).await {
-                        // The event is stored; a reindex repairs the index.
-                        tracing::warn!(event_id = %event.pdu.event_id, error = %e.message(), "could not index event for search");
+    pub fn new(search: Arc<Search>) -> Arc<Self> {
+        let (queue, rx) = tokio::sync::mpsc::unbounded_channel::<Queued>();
+        Arc::new(Self {
+            queue,
+            queued: Mutex::new(Some(rx)),
+            search,
+        })
+    }
+
+    /// Starts the indexing task (once). At shutdown, after the writer has
+    /// drained, it indexes everything still queued and stops
+    /// ([`Stage::Subscribers`]).
+    pub fn start(&self, workers: &Workers) {
+        let Some(mut rx) = self.queued.lock().take() else {
+            return;
+        };
+        let search = self.search.clone();
+        workers.spawn(
+            "search indexer",
+            Stage::Subscribers,
+            |mut stop| async move {
+                loop {
+                    tokio::select! {
+                        biased;
+                        queued = rx.recv() => match queued {
+                            Some(queued) => index_queued(&search, queued).await,
+                            None => return,
+                        },
+                        () = stop.requested() => break,
                     }
-                    indexing.note_indexed(event.pos);
                 }
-            }
-        });
-        Arc::new(Self { queue, search })
+                while let Ok(queued) = rx.try_recv() {
+                    index_queued(&search, queued).await;
+                }
+            },
+        );
+    }
+}
+
+/// Indexes a batch's events in order, resolving each position.
+async fn index_queued(search: &Search, queued: Queued) {
+    for event in &queued.events {
+        if let Err(e) = on_stored(search, &*queued.lookup, &event.pdu).await {
+            // The event is stored; a reindex repairs the index.
+            tracing::warn!(event_id = %event.pdu.event_id, error = %e.message(), "could not index event for search");
+        }
+        search.note_indexed(event.pos);
     }
 }
 
@@ -1246,7 +1280,9 @@ mod tests {
         let (search, _) = Search::open(dir.path()).unwrap();
         search.set_stream(stream.clone());
         let search = Arc::new(search);
-        let indexer = Indexer::start(search.clone());
+        let indexer = Indexer::new(search.clone());
+        let workers = Workers::default();
+        indexer.start(&workers);
         let r = stream.reserve();
         let batch = Published {
             events: vec![committed_message(r.pos(), "hello")].into(),
