@@ -25,6 +25,8 @@ impl AccountType {
 #[derive(Debug, Clone)]
 pub struct Requester {
     pub user_id: String,
+    /// `user_id` as a ruma id (checked when the token was resolved).
+    pub user: ruma::OwnedUserId,
     pub device_id: String,
     pub account_type: AccountType,
     pub is_deactivated: bool,
@@ -44,7 +46,7 @@ impl Requester {
         self.account_type == AccountType::Guest
     }
     pub fn user_id(&self) -> ruma::OwnedUserId {
-        ruma::OwnedUserId::try_from(self.user_id.as_str()).expect("stored user ids are valid")
+        self.user.clone()
     }
 }
 

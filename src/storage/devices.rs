@@ -35,7 +35,9 @@ impl From<DeviceRecord> for Device {
 /// An access token joined with its account, as read.
 #[derive(sqlx::FromRow)]
 struct RequesterRecord {
-    user_id: String,
+    /// A stored id that does not parse is a decode error, not a panic later.
+    #[sqlx(try_from = "String")]
+    user_id: ruma::OwnedUserId,
     device_id: String,
     #[sqlx(try_from = "i64")]
     account_type: AccountType,
@@ -75,7 +77,8 @@ impl Storage {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(|r| Requester {
-            user_id: r.user_id,
+            user_id: r.user_id.to_string(),
+            user: r.user_id,
             device_id: r.device_id,
             account_type: r.account_type,
             is_deactivated: r.is_deactivated,
