@@ -157,6 +157,19 @@ impl ClientEvent {
     pub fn to_raw(&self) -> Box<RawJsonValue> {
         serde_json::value::to_raw_value(self).unwrap_or_default()
     }
+
+    /// The event's `content` as written out (the redacted content of a
+    /// redacted event); `None` for an event whose stored text lacked it.
+    pub fn content(&self) -> Option<&RawJsonValue> {
+        match &self.form {
+            Form::Shared(pdu) => Some(&pdu.content),
+            Form::Pieces(pieces) => pieces
+                .fields
+                .iter()
+                .find(|(key, _)| *key == "content")
+                .map(|(_, value)| &**value),
+        }
+    }
 }
 
 impl serde::Serialize for ClientEvent {

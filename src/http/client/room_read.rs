@@ -12,14 +12,16 @@ use ruma::api::client::membership::{get_member_events, joined_members, joined_ro
 use ruma::api::client::message::get_message_events;
 use ruma::api::client::room::get_room_event;
 use ruma::api::client::state::{get_state_event_for_key, get_state_events};
+use ruma::serde::Raw;
 use ruma::{OwnedRoomId, RoomId};
+use serde_json::value::RawValue as RawJsonValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
-use crate::model::pdu::Pdu;
+use crate::model::pdu::{AsPdu, ClientEvent, Pdu};
 use crate::model::state::StateMap;
 use crate::services::memberships;
 
@@ -46,6 +48,25 @@ fn viewer(r: &Requester) -> Option<(&str, &str)> {
     Some((r.user_id.as_str(), r.device_id.as_str()))
 }
 
+/// The client form of events, as JSON text (never parsed again).
+async fn raw_events<T, P: AsPdu>(s: &AppState, r: &Requester, pdus: &[P]) -> Result<Vec<Raw<T>>> {
+    Ok(s.rooms
+        .client_events_raw(pdus, viewer(r))
+        .await?
+        .iter()
+        .map(|event| Raw::from_json(event.to_raw()))
+        .collect())
+}
+
+/// The client form of one event.
+async fn raw_event(s: &AppState, r: &Requester, pdu: &Pdu) -> Result<ClientEvent> {
+    s.rooms
+        .client_events_raw(std::slice::from_ref(pdu), viewer(r))
+        .await?
+        .pop()
+        .ok_or_else(|| MatrixError::internal("no client form of the event"))
+}
+
 async fn state_pdus(s: &AppState, state: &StateMap) -> Result<Vec<Pdu>> {
     let mut pdus = Vec::with_capacity(state.len());
     for id in state.values() {
@@ -61,7 +82,7 @@ async fn event(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_room_event::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_room_event::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
     let not_found = || MatrixError::not_found("Event not found");
     let pdu = s
@@ -77,18 +98,21 @@ async fn event(
     if !s.rooms.can_see(&user, &pdu, current.as_deref()).await? {
         return Err(not_found());
     }
-    Ok(Json(s.rooms.client_event(&pdu, viewer(&r)).await?))
+    let event = raw_event(&s, &r, &pdu).await?;
+    Ok(RumaResponse(get_room_event::v3::Response::new(
+        Raw::from_json(event.to_raw()),
+    )))
 }
 
 async fn state(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_state_events::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_state_events::v3::Response>> {
     let state = s.rooms.readable_state(&req.room_id, &r.user_id()).await?;
     let pdus = state_pdus(&s, &state).await?;
-    Ok(Json(Value::Array(
-        s.rooms.client_events(&pdus, viewer(&r)).await?,
+    Ok(RumaResponse(get_state_events::v3::Response::new(
+        raw_events(&s, &r, &pdus).await?,
     )))
 }
 
@@ -96,27 +120,32 @@ async fn state_for_key(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_state_event_for_key::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_state_event_for_key::v3::Response>> {
     let state = s.rooms.readable_state(&req.room_id, &r.user_id()).await?;
     let not_found = || MatrixError::not_found("State event not found");
     let id = state
         .get(&(req.event_type.to_string(), req.state_key.clone()))
         .ok_or_else(not_found)?;
     let pdu = s.rooms.pdu(id.as_str()).await?.ok_or_else(not_found)?;
-    let ev = s.rooms.client_event(&pdu, viewer(&r)).await?;
-    if req.format == get_state_event_for_key::v3::StateEventFormat::Event {
-        return Ok(Json(ev));
-    }
-    Ok(Json(
-        ev.get("content").cloned().unwrap_or_else(|| json!({})),
-    ))
+    let ev = raw_event(&s, &r, &pdu).await?;
+    let body = if req.format == get_state_event_for_key::v3::StateEventFormat::Event {
+        ev.to_raw()
+    } else {
+        match ev.content() {
+            Some(content) => content.to_owned(),
+            None => RawJsonValue::from_string("{}".to_owned()).map_err(MatrixError::internal)?,
+        }
+    };
+    Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
+        body,
+    )))
 }
 
 async fn members(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_member_events::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_member_events::v3::Response>> {
     let user = r.user_id();
     let state = memberships::members_state(&s, &user, &req.room_id, req.at.as_deref()).await?;
     let mut pdus = Vec::new();
@@ -145,11 +174,12 @@ async fn members(
         pdus.push(p);
     }
     pdus.sort_by_key(|p| p.stream_ordering);
-    Ok(Json(
-        json!({ "chunk": s.rooms.client_events(&pdus, viewer(&r)).await? }),
-    ))
+    Ok(RumaResponse(get_member_events::v3::Response::new(
+        raw_events(&s, &r, &pdus).await?,
+    )))
 }
 
+// JSON: ruma's `RoomMember` omits a missing display name or avatar, which Myelin sends as null.
 async fn joined_members(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
@@ -217,6 +247,7 @@ async fn check_can_read(s: &AppState, room_id: &OwnedRoomId, r: &Requester) -> R
         .map(|_| ())
 }
 
+// JSON: ruma omits `state` when empty; Myelin sends `state: []` when lazy-loading finds no member.
 async fn messages(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
@@ -250,6 +281,7 @@ async fn messages(
     Ok(Json(body))
 }
 
+// JSON: ruma omits empty `events_before`, `events_after` and `state`, which Myelin always sends.
 async fn context(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
