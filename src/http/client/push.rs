@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::{Json, Router};
 use ruma::UserId;
 use ruma::api::client::push::{
-    RuleKind, delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+    PushRule, RuleKind, delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
     get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
     set_pushrule_enabled,
 };
@@ -29,6 +29,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<set_pushrule_actions::v3::Request, _, _>(r, set_actions)
 }
 
+// JSON: ruma's `Ruleset` omits an empty rule kind, which Myelin sends as `[]`.
 async fn all(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
@@ -39,6 +40,7 @@ async fn all(
     ))
 }
 
+// JSON: as `all`.
 async fn global(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
@@ -51,14 +53,12 @@ fn not_found() -> MatrixError {
     MatrixError::not_found("Push rule not found")
 }
 
-/// One rule, as JSON, from the client view of the ruleset.
-async fn find_rule(s: &AppState, user: &UserId, kind: &RuleKind, rule_id: &str) -> Result<Value> {
-    let rules = s.account_data.push_rules_json(user).await?;
+/// One rule of the user's ruleset.
+async fn find_rule(s: &AppState, user: &UserId, kind: RuleKind, rule_id: &str) -> Result<PushRule> {
+    let rules = s.account_data.push_rules_shared(user).await?;
     rules
-        .get(kind.as_str())
-        .and_then(Value::as_array)
-        .and_then(|list| list.iter().find(|r| r["rule_id"] == rule_id))
-        .cloned()
+        .get(kind, rule_id)
+        .map(PushRule::from)
         .ok_or_else(not_found)
 }
 
@@ -66,10 +66,9 @@ async fn get_rule(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_pushrule::v3::Request>,
-) -> Result<Json<Value>> {
-    Ok(Json(
-        find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?,
-    ))
+) -> Result<RumaResponse<get_pushrule::v3::Response>> {
+    let rule = find_rule(&s, &r.user_id(), req.kind, &req.rule_id).await?;
+    Ok(RumaResponse(get_pushrule::v3::Response::new(rule)))
 }
 
 async fn set_rule(
@@ -109,12 +108,9 @@ async fn get_enabled(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<RumaResponse<get_pushrule_enabled::v3::Response>> {
-    let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
-    let enabled = rule["enabled"]
-        .as_bool()
-        .ok_or_else(|| MatrixError::internal("push rule without `enabled`"))?;
+    let rule = find_rule(&s, &r.user_id(), req.kind, &req.rule_id).await?;
     Ok(RumaResponse(get_pushrule_enabled::v3::Response::new(
-        enabled,
+        rule.enabled,
     )))
 }
 
@@ -137,10 +133,9 @@ async fn get_actions(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<RumaResponse<get_pushrule_actions::v3::Response>> {
-    let rule = find_rule(&s, &r.user_id(), &req.kind, &req.rule_id).await?;
-    let actions = serde_json::from_value(rule["actions"].clone()).map_err(MatrixError::internal)?;
+    let rule = find_rule(&s, &r.user_id(), req.kind, &req.rule_id).await?;
     Ok(RumaResponse(get_pushrule_actions::v3::Response::new(
-        actions,
+        rule.actions,
     )))
 }
 
