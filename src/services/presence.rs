@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use ruma::UserId;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
@@ -13,6 +14,21 @@ use crate::storage::{PresenceRow, Storage};
 
 /// A user active within this many ms is `currently_active`.
 const ACTIVE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// A user's presence as clients see it (serialized: the content of an
+/// `m.presence` event).
+#[derive(Debug, Serialize)]
+pub struct PresenceStatus {
+    /// `online`, `unavailable` or `offline`.
+    #[serde(rename = "presence")]
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_ago: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currently_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+}
 
 pub struct Presence {
     storage: Storage,
@@ -50,24 +66,31 @@ impl Presence {
     }
 
     /// The body of `GET /presence/{userId}/status` (offline if never set).
-    pub async fn get(&self, user: &UserId) -> Result<Value> {
+    pub async fn get(&self, user: &UserId) -> Result<PresenceStatus> {
         Ok(match self.storage.presence(user.as_str()).await? {
-            Some(p) => self.content(&p),
-            None => json!({ "presence": "offline" }),
+            Some(p) => self.status(&p),
+            None => PresenceStatus {
+                state: "offline".to_owned(),
+                last_active_ago: None,
+                currently_active: None,
+                status_msg: None,
+            },
         })
     }
 
-    /// Presence content as clients see it.
-    pub fn content(&self, p: &PresenceRow) -> Value {
+    /// A stored presence as clients see it now.
+    pub fn status(&self, p: &PresenceRow) -> PresenceStatus {
         let ago = (self.clock.now_ms() - p.last_active_ts).max(0);
-        let mut c = json!({
-            "presence": p.state,
-            "last_active_ago": ago,
-            "currently_active": p.state == "online" && ago < ACTIVE_WINDOW_MS,
-        });
-        if let Some(m) = &p.status_msg {
-            c["status_msg"] = json!(m);
+        PresenceStatus {
+            state: p.state.clone(),
+            last_active_ago: Some(ago.unsigned_abs()),
+            currently_active: Some(p.state == "online" && ago < ACTIVE_WINDOW_MS),
+            status_msg: p.status_msg.clone(),
         }
-        c
+    }
+
+    /// [`Presence::status`] as JSON (an `m.presence` event's content).
+    pub fn content(&self, p: &PresenceRow) -> Value {
+        serde_json::to_value(self.status(p)).unwrap_or_default()
     }
 }

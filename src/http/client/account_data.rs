@@ -13,6 +13,7 @@ use ruma::api::client::read_marker::set_read_marker;
 use ruma::api::client::receipt::create_receipt;
 use ruma::api::client::tag::{create_tag, delete_tag, get_tags};
 use ruma::api::client::typing::create_typing_event;
+use ruma::presence::PresenceState;
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
@@ -149,6 +150,7 @@ async fn current_tags(s: &AppState, user: &UserId, room: &RoomId) -> Result<Valu
         .unwrap_or_else(|| json!({})))
 }
 
+// JSON: ruma's `TagInfo` keeps only `order` and would drop a stored tag's other fields.
 async fn tags(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
@@ -318,7 +320,7 @@ async fn presence_get(
     State(s): State<AppState>,
     GuestAuth(_): GuestAuth,
     Ruma(req): Ruma<get_presence::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<RumaResponse<get_presence::v3::Response>> {
     if !s.config.presence.enabled {
         return Err(MatrixError::forbidden(
             "Presence is disabled on this server",
@@ -327,7 +329,12 @@ async fn presence_get(
     if !s.accounts.is_local(&req.user_id) || s.accounts.get(&req.user_id).await?.is_none() {
         return Err(MatrixError::not_found("Unknown user"));
     }
-    Ok(Json(s.presence.get(&req.user_id).await?))
+    let status = s.presence.get(&req.user_id).await?;
+    let mut resp = get_presence::v3::Response::new(PresenceState::from(status.state.as_str()));
+    resp.status_msg = status.status_msg;
+    resp.currently_active = status.currently_active;
+    resp.last_active_ago = status.last_active_ago.map(Duration::from_millis);
+    Ok(RumaResponse(resp))
 }
 
 async fn presence_set(
