@@ -57,7 +57,8 @@ async fn capabilities(_: GuestAuth, _: Ruma<get_capabilities::v3::Request>) -> R
             .map(|v| (v, RoomVersionStability::Stable))
             .collect(),
     );
-    // ruma leaves out capabilities at their default value; Synapse states them
+    // JSON: ruma leaves out capabilities at their default value (and `set`
+    // stores a known one in its typed field); Synapse states them
     // and some tools read them without defaults, so state them too.
     let mut value = serde_json::to_value(&caps).map_err(MatrixError::internal)?;
     let map = value

@@ -25,6 +25,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     ruma_route::<search_events::v3::Request, _, _>(r, search)
 }
 
+// JSON: ruma omits empty `results`, `highlights` and context arrays and null profile fields, which Myelin sends.
 #[allow(
     clippy::too_many_lines,
     reason = "split when the search logic moves into its service (issue 17, item 1)"
