@@ -569,6 +569,21 @@ impl Search {
         Ok(())
     }
 
+    /// Commits what the writer holds as indexed through `through` (a
+    /// catch-up's progress: every event at or below it is in the documents).
+    fn commit_through(&self, through: i64) -> Result<()> {
+        let payload = serde_json::to_string(&Payload {
+            through: Some(through),
+            rebuild: false,
+        })
+        .unwrap_or_default();
+        let mut writer = self.writer()?;
+        let mut prepared = writer.prepare_commit().map_err(MatrixError::internal)?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(MatrixError::internal)?;
+        Ok(())
+    }
+
     /// [`Search::commit`], then drops the writer if nothing went through it
     /// since the previous call (called every few seconds). Once it has
     /// indexed, a writer holds its indexing thread, a 10,000-document
@@ -759,7 +774,7 @@ pub async fn reindex(s: &crate::services::Services, job: Option<&JobHandle>) -> 
     }
     // Newer events are indexed live (they were reserved after live
     // indexing resumed), and only added: not read here.
-    count += index_span(s, search, after, target).await?;
+    count += index_span(s, search, after, target, false).await?;
     search.reindexing.store(false, Ordering::Release);
     // Committed even if nothing changed since the last commit: the position
     // replaces the rebuild mark.
@@ -784,17 +799,31 @@ async fn index_span(
     search: &Search,
     mut after: i64,
     target: i64,
+    checkpoints: bool,
 ) -> Result<u64> {
     let mut count = 0;
+    let mut uncommitted = 0;
     loop {
         let (batch, next) = read_batch(s, after, target).await?;
+        let read = batch.rows.len() as i64;
         count += search.index_rows(&batch, true)?;
-        if (batch.rows.len() as i64) < BATCH {
+        uncommitted += read;
+        if checkpoints && read == BATCH && uncommitted >= CHECKPOINT_EVERY {
+            // Idempotent indexing queues a delete per event until the next
+            // commit: a long catch-up commits as it goes, so its memory
+            // stays bounded whatever a crash or a bulk import left to index.
+            search.commit_through(next)?;
+            uncommitted = 0;
+        }
+        if read < BATCH {
             return Ok(count);
         }
         after = next;
     }
 }
+
+/// How many events a catch-up indexes between commits.
+const CHECKPOINT_EVERY: i64 = 5 * BATCH;
 
 /// At start, before the server serves: indexes what was stored after the
 /// position the index's last commit recorded (what a crash lost), up to the
@@ -820,7 +849,7 @@ pub async fn catch_up(s: &crate::services::Services) -> Result<u64> {
         return Ok(0);
     }
     let started = std::time::Instant::now();
-    let count = index_span(s, search, after, target).await?;
+    let count = index_span(s, search, after, target, true).await?;
     search.dirty.store(true, Ordering::Release);
     search.commit()?;
     tracing::info!(from = after, to = target, count, elapsed = ?started.elapsed(), "search index caught up");
