@@ -980,17 +980,32 @@ impl Indexer {
                     tokio::select! {
                         biased;
                         queued = rx.recv() => match queued {
-                            Some(queued) => index_queued(&search, queued).await,
+                            Some(queued) => index_guarded(&search, queued).await,
                             None => return,
                         },
                         () = stop.requested() => break,
                     }
                 }
                 while let Ok(queued) = rx.try_recv() {
-                    index_queued(&search, queued).await;
+                    index_guarded(&search, queued).await;
                 }
             },
         );
+    }
+}
+
+/// [`index_queued`] on a task of its own, so that a panic while indexing
+/// costs that batch's documents (a reindex repairs them) but neither stops
+/// the indexer nor leaves the batch's positions pending, which would hold
+/// the index's committed position back until a restart.
+async fn index_guarded(search: &Arc<Search>, queued: Queued) {
+    let positions: Vec<i64> = queued.events.iter().map(|e| e.pos).collect();
+    let indexing = search.clone();
+    if let Err(e) = tokio::spawn(async move { index_queued(&indexing, queued).await }).await {
+        tracing::error!(error = %e, "indexing a batch of events for search failed; a reindex repairs the index");
+        for pos in positions {
+            search.note_indexed(pos);
+        }
     }
 }
 
