@@ -305,7 +305,7 @@ CREATE INDEX events_room_stream ON events
 "#;
 
 /// Admin jobs (reindex, history purges, room deletions) outlive a restart:
-/// their status stays readable and unfinished ones resume (`services/jobs.rs`).
+/// their status stays readable and unfinished ones resume (`services/jobs/`).
 /// The room is `job_room`, not `room_id`: a room's purge keeps its job.
 const V12: &str = r#"
 CREATE TABLE jobs (
