@@ -68,3 +68,20 @@ pub struct AdminUser {
     pub avatar_url: Option<String>,
     pub last_seen_ts: Option<i64>,
 }
+
+/// Filters of `GET /_synapse/admin/v2|v3/users`.
+#[derive(Debug, Default)]
+pub struct UserListFilter {
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub guests: bool,
+    pub admins: Option<bool>,
+    pub deactivated: Option<bool>,
+    pub locked: bool,
+    /// User types to leave out (`""`: users without a type).
+    pub not_user_types: Vec<String>,
+    /// Column to order by (checked against the allowed list: see
+    /// `services::admin_users::UserOrder`).
+    pub order_by: &'static str,
+    pub backwards: bool,
+}

@@ -6,16 +6,22 @@ use ruma::{OwnedUserId, UserId};
 
 use crate::error::{MatrixError, Result};
 pub use crate::model::accounts::AdminUser;
+pub use crate::model::accounts::UserListFilter;
 use crate::model::accounts::{AccountType, Requester};
 use crate::services::accounts::Registration;
 use crate::services::{Services, admin, passwords};
-use crate::storage::admin_users::{AccountFlag, UserListFilter, order_column};
+use crate::storage::admin_users::{AccountFlag, order_column};
 
 /// What the listing may be ordered by (Synapse's `order_by` values).
 #[derive(Debug, Clone, Copy)]
 pub struct UserOrder(&'static str);
 
 impl UserOrder {
+    /// The column it orders by.
+    pub fn column(self) -> &'static str {
+        self.0
+    }
+
     /// 400 `M_INVALID_PARAM` for a value Synapse does not know.
     pub fn parse(order_by: &str) -> Result<Self> {
         order_column(order_by)
@@ -26,18 +32,7 @@ impl UserOrder {
 
 /// Filters, order and page of `GET /_synapse/admin/v2|v3/users`.
 pub struct UserListQuery {
-    /// Substring of the user id.
-    pub user_id: Option<String>,
-    /// Substring of the user id or the display name.
-    pub name: Option<String>,
-    pub guests: bool,
-    pub admins: Option<bool>,
-    pub deactivated: Option<bool>,
-    pub locked: bool,
-    /// User types to leave out (`""`: users without a type).
-    pub not_user_types: Vec<String>,
-    pub order_by: UserOrder,
-    pub backwards: bool,
+    pub filter: UserListFilter,
     pub from: i64,
     pub limit: i64,
 }
@@ -49,18 +44,7 @@ pub struct UserPage {
 }
 
 pub async fn list(s: &Services, q: UserListQuery) -> Result<UserPage> {
-    let filter = UserListFilter {
-        user_id: q.user_id,
-        name: q.name,
-        guests: q.guests,
-        admins: q.admins,
-        deactivated: q.deactivated,
-        locked: q.locked,
-        not_user_types: q.not_user_types,
-        order_by: q.order_by.0,
-        backwards: q.backwards,
-    };
-    let (rows, total) = s.storage.admin_users(&filter, q.from, q.limit).await?;
+    let (rows, total) = s.storage.admin_users(&q.filter, q.from, q.limit).await?;
     Ok(UserPage { users: rows, total })
 }
 

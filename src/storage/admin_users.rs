@@ -52,21 +52,7 @@ impl From<AdminUserRecord> for AdminUser {
     }
 }
 
-/// Filters of `GET /_synapse/admin/v2|v3/users`.
-#[derive(Debug, Default)]
-pub struct UserListFilter {
-    pub user_id: Option<String>,
-    pub name: Option<String>,
-    pub guests: bool,
-    pub admins: Option<bool>,
-    pub deactivated: Option<bool>,
-    pub locked: bool,
-    /// User types to leave out (`""`: users without a type).
-    pub not_user_types: Vec<String>,
-    /// Column to order by (already checked against the allowed list).
-    pub order_by: &'static str,
-    pub backwards: bool,
-}
+pub use crate::model::accounts::UserListFilter;
 
 const SELECT: &str =
     "SELECT a.user_id, a.account_type, a.is_deactivated, a.erased, a.locked, a.suspended,

@@ -16,7 +16,7 @@ use crate::http::extract::{AdminAuth, JsonBody};
 use crate::model::accounts::AccountType;
 use crate::model::devices::Device;
 use crate::services::admin_users::{
-    self, AdminUser, UserChanges, UserListQuery, UserOrder, existing,
+    self, AdminUser, UserChanges, UserListFilter, UserListQuery, UserOrder, existing,
 };
 use crate::services::{admin, memberships};
 
@@ -126,7 +126,7 @@ async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Resu
     let deactivated = super::query_bool(q.deactivated.as_deref(), "deactivated")?;
     crate::http::check_search_term(q.user_id.as_deref(), "user_id")?;
     crate::http::check_search_term(q.name.as_deref(), "name")?;
-    let query = UserListQuery {
+    let filter = UserListFilter {
         user_id: q.user_id,
         name: q.name,
         guests: super::query_bool(q.guests.as_deref(), "guests")?.unwrap_or(true),
@@ -142,12 +142,15 @@ async fn list(s: &AppState, q: ListQuery, raw: Option<String>, v3: bool) -> Resu
         },
         locked: super::query_bool(q.locked.as_deref(), "locked")?.unwrap_or(false),
         not_user_types: not_user_types(raw.as_deref()),
-        order_by: UserOrder::parse(q.order_by.as_deref().unwrap_or("name"))?,
+        order_by: UserOrder::parse(q.order_by.as_deref().unwrap_or("name"))?.column(),
         backwards: match q.dir.as_deref() {
             None | Some("f") => false,
             Some("b") => true,
             Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
         },
+    };
+    let query = UserListQuery {
+        filter,
         from,
         limit,
     };
