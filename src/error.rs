@@ -156,7 +156,15 @@ impl IntoResponse for MatrixError {
                 }
                 serde_json::to_vec(b)
             }
-            ErrorPayload::Uiaa(info) => serde_json::to_vec(info),
+            // `completed` is always there, empty before any stage passed (as
+            // Synapse; ruma leaves an empty list out).
+            ErrorPayload::Uiaa(info) => serde_json::to_value(info).and_then(|mut v| {
+                if let Some(map) = v.as_object_mut() {
+                    map.entry("completed")
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                }
+                serde_json::to_vec(&v)
+            }),
         }
         .unwrap_or_else(|_| br#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#.to_vec());
         let mut resp = (

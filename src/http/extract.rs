@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use crate::error::MatrixError;
 use crate::model::accounts::Requester;
+use crate::services::uia::Operation;
 
 /// A request parsed into its ruma type (path, query and body).
 pub struct Ruma<T>(pub T);
@@ -24,39 +25,112 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let params = RawPathParams::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
-        let mut args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
-        // Routes that omit a trailing parameter (`/state/{type}` for an empty
-        // state key) pass it as empty.
-        let expected = T::PATH_BUILDER
-            .all_paths()
-            .next()
-            .map(|p| p.matches('{').count())
-            .unwrap_or(0);
-        while args.len() < expected {
-            args.push(String::new());
-        }
+        let args = path_args::<T>(&mut parts, state).await?;
         let body = normalize_legacy_auth(read_body(body, state).await?);
-        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        // An empty body where `{}` would do is `{}` (as Synapse, wherever no
-        // field of the body is required): the head is kept for that retry.
-        // GET and HEAD have no body to retry with.
-        let head = (is_blank(&body)
-            && !matches!(parts.method, http::Method::GET | http::Method::HEAD))
+        parse_with_blank_retry::<T>(parts, &body, &args).map(Ruma)
+    }
+}
+
+/// The path's parameters in order; routes that omit a trailing parameter
+/// (`/state/{type}` for an empty state key) pass it as empty.
+async fn path_args<T: IncomingRequest>(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Vec<String>, MatrixError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
+    let mut args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
+    let expected = T::PATH_BUILDER
+        .all_paths()
+        .next()
+        .map(|p| p.matches('{').count())
+        .unwrap_or(0);
+    while args.len() < expected {
+        args.push(String::new());
+    }
+    Ok(args)
+}
+
+/// Parses the request; an empty body where `{}` would do is `{}` (as
+/// Synapse, wherever no field of the body is required), so the head is kept
+/// for that retry. GET and HEAD have no body to retry with.
+fn parse_with_blank_retry<T: IncomingRequest>(
+    parts: Parts,
+    body: &[u8],
+    args: &[String],
+) -> Result<T, MatrixError> {
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let head = (is_blank(body) && !matches!(parts.method, http::Method::GET | http::Method::HEAD))
         .then(|| head_of(&parts));
-        match parse_ruma::<T>(parts, &body, &arg_refs) {
-            Ok(parsed) => Ok(Ruma(parsed)),
-            Err(e) => {
-                if let Some(head) = head
-                    && let Ok(parsed) = parse_ruma::<T>(head, b"{}", &arg_refs)
-                {
-                    return Ok(Ruma(parsed));
-                }
-                Err(e)
+    match parse_ruma::<T>(parts, body, &arg_refs) {
+        Ok(parsed) => Ok(parsed),
+        Err(e) => {
+            if let Some(head) = head
+                && let Ok(parsed) = parse_ruma::<T>(head, b"{}", &arg_refs)
+            {
+                return Ok(parsed);
             }
+            Err(e)
         }
+    }
+}
+
+/// A request that user-interactive auth guards: the parsed request, and the
+/// [`Operation`] a UIA session is bound to (its method, path, and body
+/// without `auth`), so a session begun for one operation cannot complete
+/// another.
+pub struct UiaRuma<T> {
+    pub req: T,
+    pub op: Operation,
+    head: Parts,
+    args: Vec<String>,
+    auth: Option<serde_json::Value>,
+}
+
+impl<T: IncomingRequest> UiaRuma<T> {
+    /// This request again with another body (the parameters a UIA session
+    /// remembers from its first request) and this request's `auth`.
+    pub fn with_params(
+        &self,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<T, MatrixError> {
+        let mut body = params.clone();
+        if let Some(auth) = &self.auth {
+            body.insert("auth".to_owned(), auth.clone());
+        }
+        let bytes = serde_json::to_vec(&body).map_err(MatrixError::internal)?;
+        parse_with_blank_retry::<T>(head_of(&self.head), &bytes, &self.args)
+    }
+}
+
+impl<T: IncomingRequest + Send> FromRequest<AppState> for UiaRuma<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let args = path_args::<T>(&mut parts, state).await?;
+        let body = normalize_legacy_auth(read_body(body, state).await?);
+        let head = head_of(&parts);
+        let parsed = parse_with_blank_retry::<T>(parts, &body, &args)?;
+        // The body parsed, so it is JSON (or blank: no parameters).
+        let mut params = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let auth = params.remove("auth");
+        let op = Operation {
+            method: head.method.to_string(),
+            path: head.uri.path().to_owned(),
+            params,
+        };
+        Ok(Self {
+            req: parsed,
+            op,
+            head,
+            args,
+            auth,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! A bounded set of random tokens (UIA sessions, registration nonces) that
+//! Bounded sets of random tokens (UIA sessions, registration nonces) that
 //! expire a fixed time after they were issued.
 //!
 //! Tokens are kept in issue order, which with one time-to-live is also
@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-pub struct ExpiringSet {
+/// Tokens, each with a value (a UIA session's state), that expire `ttl`
+/// after they were issued.
+pub struct ExpiringMap<V> {
     ttl: Duration,
     /// Issue order; never promoted by a lookup (`peek`/`contains`/`pop`).
-    tokens: Mutex<lru::LruCache<String, Instant>>,
+    tokens: Mutex<lru::LruCache<String, (Instant, V)>>,
 }
 
-impl ExpiringSet {
+impl<V> ExpiringMap<V> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
@@ -25,13 +27,19 @@ impl ExpiringSet {
     }
 
     /// Adds a token issued now (forgetting the oldest when full).
-    pub fn insert(&self, token: String) {
-        self.insert_at(token, Instant::now());
+    pub fn insert(&self, token: String, value: V) {
+        self.insert_at(token, value, Instant::now());
     }
 
     /// Whether the token was issued and has not expired.
     pub fn contains(&self, token: &str) -> bool {
-        self.contains_at(token, Instant::now())
+        self.with_at(token, Instant::now(), |_| ()).is_some()
+    }
+
+    /// Runs `f` on a live token's value (which it may change), `None` when
+    /// the token is unknown or expired. Does not make the token younger.
+    pub fn with<R>(&self, token: &str, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        self.with_at(token, Instant::now(), f)
     }
 
     /// Removes the token; true if it was live.
@@ -39,16 +47,16 @@ impl ExpiringSet {
         self.remove_at(token, Instant::now())
     }
 
-    fn insert_at(&self, token: String, now: Instant) {
+    fn insert_at(&self, token: String, value: V, now: Instant) {
         let mut tokens = self.tokens.lock();
         self.expire(&mut tokens, now);
-        tokens.push(token, now);
+        tokens.push(token, (now, value));
     }
 
-    fn contains_at(&self, token: &str, now: Instant) -> bool {
+    fn with_at<R>(&self, token: &str, now: Instant, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         let mut tokens = self.tokens.lock();
         self.expire(&mut tokens, now);
-        tokens.contains(token)
+        tokens.peek_mut(token).map(|(_, v)| f(v))
     }
 
     fn remove_at(&self, token: &str, now: Instant) -> bool {
@@ -58,10 +66,10 @@ impl ExpiringSet {
     }
 
     /// Drops the expired tokens, oldest first, stopping at the first live one.
-    fn expire(&self, tokens: &mut lru::LruCache<String, Instant>, now: Instant) {
+    fn expire(&self, tokens: &mut lru::LruCache<String, (Instant, V)>, now: Instant) {
         while tokens
             .peek_lru()
-            .is_some_and(|(_, issued)| now.saturating_duration_since(*issued) >= self.ttl)
+            .is_some_and(|(_, (issued, _))| now.saturating_duration_since(*issued) >= self.ttl)
         {
             tokens.pop_lru();
         }
@@ -74,6 +82,54 @@ impl ExpiringSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Tokens without a value (registration nonces).
+pub struct ExpiringSet(ExpiringMap<()>);
+
+impl ExpiringSet {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self(ExpiringMap::new(ttl, capacity))
+    }
+
+    /// Adds a token issued now (forgetting the oldest when full).
+    pub fn insert(&self, token: String) {
+        self.0.insert(token, ());
+    }
+
+    /// Whether the token was issued and has not expired.
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.contains(token)
+    }
+
+    /// Removes the token; true if it was live.
+    pub fn remove(&self, token: &str) -> bool {
+        self.0.remove(token)
+    }
+
+    #[cfg(test)]
+    fn insert_at(&self, token: String, now: Instant) {
+        self.0.insert_at(token, (), now);
+    }
+
+    #[cfg(test)]
+    fn contains_at(&self, token: &str, now: Instant) -> bool {
+        self.0.with_at(token, now, |()| ()).is_some()
+    }
+
+    #[cfg(test)]
+    fn remove_at(&self, token: &str, now: Instant) -> bool {
+        self.0.remove_at(token, now)
+    }
+
+    /// How many tokens are held (expired ones included until the next use).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -73,12 +73,14 @@ async fn outstanding_nonces_are_bounded_oldest_first() {
     );
 }
 
-async fn uia_session(s: &TestServer) -> String {
+/// A registration session opened for `user` (a session is bound to its
+/// request's parameters).
+async fn uia_session(s: &TestServer, user: &str) -> String {
     let (st, body) = s
         .post(
             REGISTER,
             None,
-            json!({"username": "someone", "password": "password123"}),
+            json!({"username": user, "password": "password123"}),
         )
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
@@ -97,9 +99,9 @@ async fn register_in_session(s: &TestServer, session: &str, user: &str) -> (Stat
 #[tokio::test]
 async fn uia_sessions_are_bounded_oldest_first() {
     let s = TestServer::start_with(|c| c.caches.uia_sessions = 2).await;
-    let s1 = uia_session(&s).await;
-    let s2 = uia_session(&s).await;
-    let s3 = uia_session(&s).await;
+    let s1 = uia_session(&s, "alice").await;
+    let s2 = uia_session(&s, "carol").await;
+    let s3 = uia_session(&s, "bob").await;
     assert_error(
         &register_in_session(&s, &s1, "alice").await,
         400,
@@ -109,8 +111,11 @@ async fn uia_sessions_are_bounded_oldest_first() {
         let (st, body) = register_in_session(&s, session, user).await;
         assert_eq!(st, StatusCode::OK, "{body}");
     }
+    // Two more sessions push the completed ones out.
+    uia_session(&s, "erin").await;
+    uia_session(&s, "frank").await;
     assert_error(
-        &register_in_session(&s, &s2, "dave").await,
+        &register_in_session(&s, &s2, "carol").await,
         400,
         "M_UNKNOWN",
     );

@@ -206,7 +206,8 @@ async fn legacy_user_field_naming_another_user_is_refused() {
         &server.delete(&path, alice.token(), Some(json!({}))).await,
         "m.login.password",
     );
-    // bob's own (correct) password does not delete alice's device.
+    // bob's own (correct) password does not delete alice's device: 403, as
+    // Synapse (authenticating as another user is no retryable stage).
     let resp = server
         .delete(
             &path,
@@ -214,7 +215,7 @@ async fn legacy_user_field_naming_another_user_is_refused() {
             Some(json!({"auth": legacy_password_auth("bob", "password123", &session)})),
         )
         .await;
-    assert_eq!(resp.0, StatusCode::UNAUTHORIZED, "{}", resp.1);
+    assert_eq!(resp.0, StatusCode::FORBIDDEN, "{}", resp.1);
     assert_eq!(resp.1["errcode"], "M_FORBIDDEN", "{}", resp.1);
     let (st, _) = server.get(&path, alice.token()).await;
     assert_eq!(st, StatusCode::OK);

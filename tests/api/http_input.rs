@@ -253,13 +253,14 @@ fn optional_body_endpoints() -> Vec<(Method, &'static str, Who, Prep, u16)> {
             Nothing,
             200,
         ),
-        // Myelin asks for the password first (400), with or without a body.
+        // The flows (401), with or without a body: the password is asked
+        // for once the stages are done, as Synapse.
         (
             Method::POST,
             "/_matrix/client/v3/register",
             Nobody,
             Nothing,
-            400,
+            401,
         ),
         (
             Method::POST,

@@ -27,7 +27,8 @@ mod rooms_races; // concurrent createRoom (one alias, one user), no-op membershi
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
-mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
+mod sync;
+mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Request input and connections, across both APIs
 mod http_input; // empty body == {}, body cap before reading, body-read timeout, keep-alive after early answers (raw TCP), search-term bounds

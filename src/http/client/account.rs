@@ -5,7 +5,7 @@ use axum::extract::State;
 use ruma::api::client::account::{ThirdPartyIdRemovalStatus, change_password, deactivate, whoami};
 
 use crate::error::Result;
-use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -26,11 +26,11 @@ async fn whoami(
 async fn change_password(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<change_password::v3::Request>,
+    UiaRuma { req, op, .. }: UiaRuma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>> {
     let user_id = r.user_id();
     s.uia
-        .require_password(req.auth.as_ref(), &user_id, &s.accounts)
+        .require_password(req.auth.as_ref(), &op, &user_id, &s.accounts)
         .await?;
     s.accounts.set_password(&user_id, &req.new_password).await?;
     if req.logout_devices {
@@ -44,11 +44,11 @@ async fn change_password(
 async fn deactivate(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<deactivate::v3::Request>,
+    UiaRuma { req, op, .. }: UiaRuma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let user_id = r.user_id();
     s.uia
-        .require_password(req.auth.as_ref(), &user_id, &s.accounts)
+        .require_password(req.auth.as_ref(), &op, &user_id, &s.accounts)
         .await?;
     s.accounts.deactivate(&user_id).await?;
     s.sessions.delete_all_devices(&r.user_id, None).await?;

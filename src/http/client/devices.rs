@@ -8,7 +8,7 @@ use ruma::api::client::device::{
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, Ruma, RumaResponse};
+use crate::http::extract::{Auth, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::model::devices::Device;
 
@@ -87,7 +87,7 @@ async fn update(
 async fn delete(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<delete_device::v3::Request>,
+    UiaRuma { req, op, .. }: UiaRuma<delete_device::v3::Request>,
 ) -> Result<RumaResponse<delete_device::v3::Response>> {
     if s.sessions
         .device(&r.user_id, req.device_id.as_str())
@@ -97,7 +97,7 @@ async fn delete(
         return Err(unknown_device());
     }
     s.uia
-        .require_password(req.auth.as_ref(), &r.user_id(), &s.accounts)
+        .require_password(req.auth.as_ref(), &op, &r.user_id(), &s.accounts)
         .await?;
     s.sessions
         .delete_devices(&r.user_id, &[req.device_id.to_string()])
@@ -108,10 +108,10 @@ async fn delete(
 async fn delete_many(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<delete_devices::v3::Request>,
+    UiaRuma { req, op, .. }: UiaRuma<delete_devices::v3::Request>,
 ) -> Result<RumaResponse<delete_devices::v3::Response>> {
     s.uia
-        .require_password(req.auth.as_ref(), &r.user_id(), &s.accounts)
+        .require_password(req.auth.as_ref(), &op, &r.user_id(), &s.accounts)
         .await?;
     let ids: Vec<String> = req.devices.iter().map(|d| d.to_string()).collect();
     s.sessions.delete_devices(&r.user_id, &ids).await?;

@@ -6,8 +6,10 @@ use ruma::api::client::account::{
     check_registration_token_validity, get_username_availability, register,
 };
 
+use ruma::OwnedUserId;
+
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse};
+use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::AccountType;
 use crate::services::accounts::Registration;
@@ -21,9 +23,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn register(
     State(s): State<AppState>,
     _: LoginRateLimit,
-    Ruma(req): Ruma<register::v3::Request>,
+    uia_req: UiaRuma<register::v3::Request>,
 ) -> Result<RumaResponse<register::v3::Response>> {
-    let guest = req.kind == register::RegistrationKind::Guest;
+    let guest = uia_req.req.kind == register::RegistrationKind::Guest;
     let cfg = &s.config.registration;
     if guest && !cfg.allow_guests {
         return Err(MatrixError::guest_forbidden());
@@ -31,51 +33,97 @@ async fn register(
     if !guest && !cfg.enabled {
         return Err(MatrixError::forbidden("Registration is disabled"));
     }
-    let (localpart, token) = if guest {
-        (None, None)
+    if guest {
+        let user_id = s.accounts.register(registration(None, None, None)).await?;
+        tracing::info!(%user_id, guest, "registered a new account");
+        return login_after(&s, &uia_req.req, user_id).await;
+    }
+    let bound = s.uia.bind(uia_req.req.auth.as_ref(), &uia_req.op, None)?;
+    // A request that continues a session without parameters has the ones
+    // the session remembers from its first request.
+    let req = if uia_req.op.params.is_empty() && !bound.params.is_empty() {
+        uia_req.with_params(&bound.params)?
     } else {
-        // Check the request itself before asking the client to authenticate,
-        // as Synapse does, so the user learns of a taken name first.
-        let localpart = match &req.username {
-            Some(u) => {
-                let lp = s.accounts.validate_localpart(u)?;
-                if !s.accounts.is_available(&lp).await? {
-                    return Err(MatrixError::user_in_use());
-                }
-                Some(lp)
+        uia_req.req
+    };
+    // Check the request itself before asking the client to authenticate,
+    // as Synapse does, so the user learns of a taken name first. The name
+    // this session already registered is not taken from it.
+    let localpart = match &req.username {
+        Some(u) => {
+            let lp = s.accounts.validate_localpart(u)?;
+            let ours = bound
+                .registered
+                .as_ref()
+                .is_some_and(|r| r.localpart() == lp);
+            if !ours && !s.accounts.is_available(&lp).await? {
+                return Err(MatrixError::user_in_use());
             }
-            None => None,
-        };
-        match req.password.as_deref() {
-            None | Some("") => return Err(MatrixError::missing_param("Missing password")),
-            Some(p) => crate::services::passwords::validate(p)?,
+            Some(lp)
         }
-        let token = s
-            .uia
-            .require_registration(
-                req.auth.as_ref(),
-                cfg.requires_token,
-                &s.registration_tokens,
-            )
-            .await?;
-        (localpart, token)
+        None => None,
+    };
+    if let Some(p) = req.password.as_deref().filter(|p| !p.is_empty()) {
+        crate::services::passwords::validate(p)?;
+    }
+    let token = s
+        .uia
+        .require_registration(
+            &bound,
+            req.auth.as_ref(),
+            cfg.requires_token,
+            &s.registration_tokens,
+        )
+        .await?;
+    // Repeating a completed registration answers with its account (a new
+    // login), as Synapse does.
+    if let Some(user_id) = bound.registered.clone() {
+        return login_after(&s, &req, user_id).await;
+    }
+    let password = match req.password.as_deref() {
+        None | Some("") => return Err(MatrixError::missing_param("Missing password")),
+        Some(p) => p,
     };
     let user_id = s
         .accounts
-        .register(Registration {
-            localpart: localpart.as_deref(),
-            password: if guest { None } else { req.password.as_deref() },
-            account_type: if guest {
-                AccountType::Guest
-            } else {
-                AccountType::User
-            },
-            displayname: None,
-            user_type: None,
-            registration_token: token.as_deref(),
-        })
+        .register(registration(
+            localpart.as_deref(),
+            Some(password),
+            token.as_deref(),
+        ))
         .await?;
+    s.uia.note_registered(&bound, &user_id);
     tracing::info!(%user_id, guest, "registered a new account");
+    login_after(&s, &req, user_id).await
+}
+
+/// A new account: a user's with a password, or a guest's without.
+fn registration<'a>(
+    localpart: Option<&'a str>,
+    password: Option<&'a str>,
+    registration_token: Option<&'a str>,
+) -> Registration<'a> {
+    Registration {
+        localpart,
+        password,
+        account_type: if password.is_some() {
+            AccountType::User
+        } else {
+            AccountType::Guest
+        },
+        displayname: None,
+        user_type: None,
+        registration_token,
+    }
+}
+
+/// The registration's answer: the account, and a login on a new device
+/// unless the request inhibits it.
+async fn login_after(
+    s: &AppState,
+    req: &register::v3::Request,
+    user_id: OwnedUserId,
+) -> Result<RumaResponse<register::v3::Response>> {
     let mut resp = register::v3::Response::new(user_id.clone());
     if !req.inhibit_login {
         let session = s
