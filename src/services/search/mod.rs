@@ -13,6 +13,7 @@
 //! commit was made during a rebuild, or that has no position, is rebuilt.
 
 mod content;
+mod room_events;
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -33,6 +34,9 @@ use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocum
 use serde_json::value::RawValue;
 
 use self::content::Content;
+pub use self::room_events::{
+    Groups, MemberProfile, ResultContext, RoomEvents, SearchResult, room_events,
+};
 use crate::error::{MatrixError, Result};
 use crate::model::pdu::Pdu;
 use crate::services::jobs::progress::JobHandle;
