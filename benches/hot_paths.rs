@@ -24,7 +24,7 @@ use myelin::model::state::StateMap;
 use myelin::services::Services;
 use myelin::services::accounts::Registration;
 use myelin::services::rooms::create::Preset;
-use myelin::services::rooms::{CreateRoom, NewEvent, Rooms};
+use myelin::services::rooms::{CreateRoom, NewEvent, Rooms, RoomsDeps};
 use myelin::services::sync::{SyncRequest, parse_token, sync};
 use myelin::storage::{AccountType, Storage};
 use ruma::api::client::filter::FilterDefinition;
@@ -586,14 +586,16 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
     // A `Rooms` with empty caches, as after a restart, over the same
     // database: its first `state_after` of a group reads the chain.
     let cold = || {
-        Rooms::new(
-            fx.server.storage.clone(),
-            s.server_name.clone(),
-            s.signing_key.clone(),
-            s.stream.clone(),
-            s.rooms.default_version().clone(),
-            std::sync::Arc::default(),
-        )
+        Rooms::new(RoomsDeps {
+            storage: fx.server.storage.clone(),
+            server_name: s.server_name.clone(),
+            signing_key: s.signing_key.clone(),
+            stream: s.stream.clone(),
+            default_version: s.rooms.default_version().clone(),
+            subscribers: std::sync::Arc::default(),
+            caches: &Default::default(),
+            clock: myelin::clock::SystemClock::shared(),
+        })
     };
     // Warm the caches the cached lookups use.
     rt.block_on(async {

@@ -128,8 +128,8 @@ impl Services {
             config.caches.unread_counts,
         ));
         let (search, search_needs_rebuild) = if config.search.enabled {
-            let (s, rebuild) = search::Search::open(&search::Search::index_dir(&config.data_dir))?;
-            s.set_stream(stream.clone());
+            let dir = search::Search::index_dir(&config.data_dir);
+            let (s, rebuild) = search::Search::open(&dir, stream.clone())?;
             (Some(Arc::new(s)), rebuild)
         } else {
             (None, false)
@@ -144,16 +144,16 @@ impl Services {
 
         // Rooms (the event pipeline) and what reads or writes beside it.
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
-        let rooms = rooms::Rooms::new(
-            storage.clone(),
-            server_name.clone(),
-            signing_key.clone(),
-            stream.clone(),
+        let rooms = rooms::Rooms::new(rooms::RoomsDeps {
+            storage: storage.clone(),
+            server_name: server_name.clone(),
+            signing_key: signing_key.clone(),
+            stream: stream.clone(),
             default_version,
             subscribers,
-        )
-        .with_cache_limits(&config.caches)
-        .with_clock(clock.clone());
+            caches: &config.caches,
+            clock: clock.clone(),
+        });
         let account_data =
             account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone());

@@ -14,10 +14,12 @@ use ruma::api::client::room::get_room_event;
 use ruma::api::client::state::{get_state_event_for_key, get_state_events};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, RoomId};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
-use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
+use std::collections::BTreeMap;
+
 use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
@@ -179,14 +181,35 @@ async fn members(
     )))
 }
 
-// JSON: ruma's `RoomMember` omits a missing display name or avatar, which Myelin sends as null.
+/// `/joined_members`'s answer, as ruma's `joined_members::v3::Response`.
+#[derive(Serialize)]
+struct JoinedMembers {
+    joined: BTreeMap<String, JoinedMember>,
+}
+
+/// ruma's `RoomMember`, but a missing display name or avatar is sent as null (as Synapse does), not left out.
+#[derive(Serialize)]
+struct JoinedMember {
+    display_name: Option<Box<RawJsonValue>>,
+    avatar_url: Option<Box<RawJsonValue>>,
+}
+
+/// The profile fields of a member event's content, each its own JSON value.
+#[derive(Deserialize, Default)]
+struct MemberProfile {
+    #[serde(default)]
+    displayname: Option<Box<RawJsonValue>>,
+    #[serde(default)]
+    avatar_url: Option<Box<RawJsonValue>>,
+}
+
 async fn joined_members(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<joined_members::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<Json<JoinedMembers>> {
     let state = s.rooms.readable_state(&req.room_id, &r.user_id()).await?;
-    let mut joined = Map::new();
+    let mut joined = BTreeMap::new();
     for ((ty, sk), id) in state.iter() {
         if ty != "m.room.member" {
             continue;
@@ -195,14 +218,15 @@ async fn joined_members(
             continue;
         };
         if p.membership().as_deref() == Some("join") {
-            let c = p.content_value();
-            joined.insert(
-                sk.clone(),
-                json!({ "display_name": c.get("displayname"), "avatar_url": c.get("avatar_url") }),
-            );
+            let profile: MemberProfile = serde_json::from_str(p.content.get()).unwrap_or_default();
+            let member = JoinedMember {
+                display_name: profile.displayname,
+                avatar_url: profile.avatar_url,
+            };
+            joined.insert(sk.clone(), member);
         }
     }
-    Ok(Json(json!({ "joined": joined })))
+    Ok(Json(JoinedMembers { joined }))
 }
 
 async fn joined_rooms(
@@ -224,20 +248,20 @@ async fn lazy_members(
     r: &Requester,
     room_id: &RoomId,
     events: &[Pdu],
-) -> Result<Vec<Value>> {
+) -> Result<Vec<ClientEvent>> {
     let state = s.rooms.current_state(room_id).await?;
     let mut senders: Vec<&str> = events.iter().map(|p| p.sender.as_str()).collect();
     senders.sort_unstable();
     senders.dedup();
-    let mut out = Vec::new();
+    let mut members = Vec::new();
     for sender in senders {
         if let Some(id) = state.get(&("m.room.member".to_owned(), sender.to_owned()))
             && let Some(p) = s.rooms.pdu(id.as_str()).await?
         {
-            out.push(s.rooms.client_event(&p, viewer(r)).await?);
+            members.push(p);
         }
     }
-    Ok(out)
+    s.rooms.client_events_raw(&members, viewer(r)).await
 }
 
 async fn check_can_read(s: &AppState, room_id: &OwnedRoomId, r: &Requester) -> Result<()> {
@@ -247,12 +271,22 @@ async fn check_can_read(s: &AppState, room_id: &OwnedRoomId, r: &Requester) -> R
         .map(|_| ())
 }
 
-// JSON: ruma omits `state` when empty; Myelin sends `state: []` when lazy-loading finds no member.
+/// ruma's `get_message_events::v3::Response`, but `state` is sent (even empty) whenever members are lazy-loaded.
+#[derive(Serialize)]
+struct Messages {
+    chunk: Vec<ClientEvent>,
+    start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Vec<ClientEvent>>,
+}
+
 async fn messages(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_message_events::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Messages>> {
     check_can_read(&s, &req.room_id, &r).await?;
     let limit = u64::from(req.limit).clamp(1, 1000) as usize;
     let backwards = req.dir == Direction::Backward;
@@ -268,25 +302,35 @@ async fn messages(
             &req.filter,
         )
         .await?;
-    let mut body = json!({
-        "chunk": s.rooms.client_events(&page.events, viewer(&r)).await?,
-        "start": page.start,
-    });
-    if let Some(end) = page.end {
-        body["end"] = json!(end);
-    }
-    if !req.filter.lazy_load_options.is_disabled() {
-        body["state"] = json!(lazy_members(&s, &r, &req.room_id, &page.events).await?);
-    }
-    Ok(Json(body))
+    let state = if req.filter.lazy_load_options.is_disabled() {
+        None
+    } else {
+        Some(lazy_members(&s, &r, &req.room_id, &page.events).await?)
+    };
+    Ok(Json(Messages {
+        chunk: s.rooms.client_events_raw(&page.events, viewer(&r)).await?,
+        start: page.start,
+        end: page.end,
+        state,
+    }))
 }
 
-// JSON: ruma omits empty `events_before`, `events_after` and `state`, which Myelin always sends.
+/// ruma's `get_context::v3::Response`, but `events_before`, `events_after` and `state` are sent even when empty.
+#[derive(Serialize)]
+struct Context {
+    event: ClientEvent,
+    events_before: Vec<ClientEvent>,
+    events_after: Vec<ClientEvent>,
+    start: String,
+    end: String,
+    state: Vec<ClientEvent>,
+}
+
 async fn context(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_context::v3::Request>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Context>> {
     check_can_read(&s, &req.room_id, &r).await?;
     let user = r.user_id();
     let not_found = || MatrixError::not_found("Event not found");
@@ -325,12 +369,15 @@ async fn context(
     } else {
         state_events
     };
-    Ok(Json(json!({
-        "event": s.rooms.client_event(&pdu, viewer(&r)).await?,
-        "events_before": s.rooms.client_events(&before.events, viewer(&r)).await?,
-        "events_after": s.rooms.client_events(&after.events, viewer(&r)).await?,
-        "start": before.end.unwrap_or(before.start),
-        "end": after.end.unwrap_or(after.start),
-        "state": s.rooms.client_events(&state_events, viewer(&r)).await?,
-    })))
+    Ok(Json(Context {
+        event: raw_event(&s, &r, &pdu).await?,
+        events_before: s
+            .rooms
+            .client_events_raw(&before.events, viewer(&r))
+            .await?,
+        events_after: s.rooms.client_events_raw(&after.events, viewer(&r)).await?,
+        start: before.end.unwrap_or(before.start),
+        end: after.end.unwrap_or(after.start),
+        state: s.rooms.client_events_raw(&state_events, viewer(&r)).await?,
+    }))
 }

@@ -19,7 +19,6 @@ mod writer;
 pub use create::CreateRoom;
 
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -169,7 +168,7 @@ pub struct Rooms {
     /// Dropped with the head, so bounded by `heads`.
     current: Mutex<HashMap<OwnedRoomId, LoadedState>>,
     default_version: RoomVersionId,
-    /// Event timestamps and ages (see [`Rooms::with_clock`]).
+    /// Event timestamps and ages (see [`RoomsDeps::clock`]).
     clock: crate::clock::SharedClock,
 }
 
@@ -204,16 +203,35 @@ impl EventLookup for CachedEvents {
     }
 }
 
+/// What the room service is built from.
+pub struct RoomsDeps<'a> {
+    pub storage: Storage,
+    pub server_name: OwnedServerName,
+    pub signing_key: Arc<SigningKey>,
+    pub stream: Arc<Stream>,
+    /// The version new rooms get unless they ask for another.
+    pub default_version: RoomVersionId,
+    /// What hears of every committed event.
+    pub subscribers: Arc<Subscribers>,
+    /// The bounds of the room caches (`caches.room_heads`, `caches.rooms`).
+    pub caches: &'a crate::config::CacheConfig,
+    /// The clock new events take their `origin_server_ts` from (and
+    /// events' `unsigned.age` is measured against).
+    pub clock: crate::clock::SharedClock,
+}
+
 impl Rooms {
-    pub fn new(
-        storage: Storage,
-        server_name: OwnedServerName,
-        signing_key: Arc<SigningKey>,
-        stream: Arc<Stream>,
-        default_version: RoomVersionId,
-        subscribers: Arc<Subscribers>,
-    ) -> Self {
-        let caches = crate::config::CacheConfig::default();
+    pub fn new(deps: RoomsDeps<'_>) -> Self {
+        let RoomsDeps {
+            storage,
+            server_name,
+            signing_key,
+            stream,
+            default_version,
+            subscribers,
+            caches,
+            clock,
+        } = deps;
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
         let cached = Arc::new(CachedEvents {
@@ -246,15 +264,8 @@ impl Rooms {
             writer: Mutex::new(Some((writer, queued))),
             current: Mutex::new(HashMap::new()),
             default_version,
-            clock: crate::clock::SystemClock::shared(),
+            clock,
         }
-    }
-
-    /// Sets the clock new events take their `origin_server_ts` from (and
-    /// events' `unsigned.age` is measured against); the system's by default.
-    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Starts the group-commit writer (once; events appended before wait
@@ -263,15 +274,6 @@ impl Rooms {
         if let Some((writer, queued)) = self.writer.lock().take() {
             writer.start(queued, workers);
         }
-    }
-
-    /// Sets the bounds of the room caches (`caches.room_heads`, `caches.rooms`).
-    pub fn with_cache_limits(mut self, caches: &crate::config::CacheConfig) -> Self {
-        let rooms_cap = NonZeroUsize::new(caches.rooms).unwrap_or(NonZeroUsize::MIN);
-        self.latest.lock().resize(rooms_cap);
-        self.versions.lock().resize(rooms_cap);
-        self.max_heads = caches.room_heads.max(1);
-        self
     }
 
     pub fn default_version(&self) -> &RoomVersionId {

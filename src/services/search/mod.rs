@@ -13,12 +13,13 @@
 //! commit was made during a rebuild, or that has no position, is rebuilt.
 
 mod content;
+mod room_events;
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use tantivy::collector::{Count, TopDocs};
@@ -33,6 +34,9 @@ use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocum
 use serde_json::value::RawValue;
 
 use self::content::Content;
+pub use self::room_events::{
+    Groups, MemberProfile, ResultContext, RoomEvents, SearchResult, room_events,
+};
 use crate::error::{MatrixError, Result};
 use crate::model::pdu::Pdu;
 use crate::services::jobs::progress::JobHandle;
@@ -77,7 +81,7 @@ pub struct Search {
     idempotent_through: AtomicI64,
     /// The event stream: its completed position is what a commit records
     /// (see [`Search::payload`]).
-    stream: OnceLock<Arc<Stream>>,
+    stream: Arc<Stream>,
     /// Stream positions of committed events handed to the [`Indexer`] but
     /// not yet through [`on_stored`]: a commit's position stays below them.
     /// The indexer's task resolves every one (indexed or failed), whatever
@@ -283,20 +287,21 @@ impl Search {
     /// Opens the index in `dir`, or creates it; the bool says whether it
     /// needs rebuilding from the events (it was created, or its last commit
     /// gives no position to catch up from: made during a rebuild, or by an
-    /// older Myelin).
-    pub fn open(dir: &Path) -> anyhow::Result<(Self, bool)> {
-        match Self::try_open(dir) {
+    /// older Myelin). `stream` is the event stream, whose completed
+    /// position each commit records.
+    pub fn open(dir: &Path, stream: Arc<Stream>) -> anyhow::Result<(Self, bool)> {
+        match Self::try_open(dir, stream.clone()) {
             Ok(s) => Ok(s),
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "search index unusable; recreating it");
                 let _ = std::fs::remove_dir_all(dir);
-                let (s, _) = Self::try_open(dir)?;
+                let (s, _) = Self::try_open(dir, stream)?;
                 Ok((s, true))
             }
         }
     }
 
-    fn try_open(dir: &Path) -> anyhow::Result<(Self, bool)> {
+    fn try_open(dir: &Path, stream: Arc<Stream>) -> anyhow::Result<(Self, bool)> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let created = !dir.join("meta.json").exists();
@@ -324,7 +329,7 @@ impl Search {
                 dirty: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
                 idempotent_through: AtomicI64::new(0),
-                stream: OnceLock::new(),
+                stream,
                 pending: Default::default(),
                 reindexing: AtomicBool::new(false),
                 committed_through,
@@ -350,12 +355,6 @@ impl Search {
         }))
     }
 
-    /// Gives the index the event stream, whose completed position each
-    /// commit records.
-    pub fn set_stream(&self, stream: Arc<Stream>) {
-        let _ = self.stream.set(stream);
-    }
-
     /// A stored event at `pos` is on its way to [`on_stored`]: called
     /// before its position completes.
     pub fn note_pending(&self, pos: i64) {
@@ -377,15 +376,13 @@ impl Search {
                 rebuild: true,
             }
         } else {
-            let through = self.stream.get().map(|stream| {
-                let current = stream.current();
-                match self.pending.lock().first() {
-                    Some(first) => current.min(first - 1),
-                    None => current,
-                }
-            });
+            let current = self.stream.current();
+            let through = match self.pending.lock().first() {
+                Some(first) => current.min(first - 1),
+                None => current,
+            };
             Payload {
-                through,
+                through: Some(through),
                 rebuild: false,
             }
         };
@@ -1209,7 +1206,7 @@ mod tests {
     #[test]
     fn an_idle_writer_is_released_and_made_again_when_needed() {
         let dir = tempfile::tempdir().unwrap();
-        let (search, _) = Search::open(dir.path()).unwrap();
+        let (search, _) = Search::open(dir.path(), Arc::new(Stream::new(0))).unwrap();
         let writer = search.writer().unwrap();
         search
             .add(&writer, "$a", "!r:x", "content.body", "hello", 1)
@@ -1247,9 +1244,8 @@ mod tests {
             assert!(!payload.rebuild);
             payload.through
         };
-        let (search, rebuild) = Search::open(dir.path()).unwrap();
+        let (search, rebuild) = Search::open(dir.path(), stream.clone()).unwrap();
         assert!(rebuild, "a new index is built from the events");
-        search.set_stream(stream.clone());
         assert_eq!(committed(&search), Some(10));
         // 11 is stored (its position completed) but not yet indexed.
         let r = stream.reserve();
@@ -1264,7 +1260,7 @@ mod tests {
         search.dirty.store(true, Ordering::Release);
         search.commit().unwrap();
         drop(search);
-        let (reopened, rebuild) = Search::open(dir.path()).unwrap();
+        let (reopened, rebuild) = Search::open(dir.path(), stream).unwrap();
         assert!(rebuild && reopened.committed_through.is_none());
     }
 
@@ -1321,8 +1317,7 @@ mod tests {
     async fn a_sender_that_goes_away_leaves_no_position_pending() {
         let dir = tempfile::tempdir().unwrap();
         let stream = Arc::new(Stream::new(10));
-        let (search, _) = Search::open(dir.path()).unwrap();
-        search.set_stream(stream.clone());
+        let (search, _) = Search::open(dir.path(), stream.clone()).unwrap();
         let search = Arc::new(search);
         let indexer = Indexer::new(search.clone());
         let workers = Workers::default();
@@ -1400,7 +1395,7 @@ mod tests {
     #[test]
     fn a_rebuild_finds_documents_by_stream_position() {
         let dir = tempfile::tempdir().unwrap();
-        let (search, _) = Search::open(dir.path()).unwrap();
+        let (search, _) = Search::open(dir.path(), Arc::new(Stream::new(0))).unwrap();
         let message = |body: &str| serde_json::json!({"type": "m.room.message", "sender": "@a:x", "content": {"msgtype": "m.text", "body": body}});
         let first = batch(
             vec![
