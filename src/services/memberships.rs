@@ -103,3 +103,21 @@ pub async fn forget(s: &Services, user: &UserId, room_id: &RoomId) -> Result<()>
         .await?;
     Ok(())
 }
+
+/// Copies the user's profile into their member event in every room they are
+/// joined to, as Synapse does after a profile change, so that rooms show the
+/// new name and avatar. A room whose member event already carries it gets no
+/// new event; a room where the join is refused (it failed for a reason of
+/// that room's) is logged and skipped: the profile itself has changed.
+pub async fn copy_profile_to_rooms(s: &Services, user: &UserId) -> Result<()> {
+    let content = serde_json::Value::Object(s.profiles.get(user).await?.member_content());
+    for room in joined_rooms(s, user).await? {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room.as_str()) else {
+            continue;
+        };
+        if let Err(e) = s.rooms.join(&room_id, user, content.clone(), None).await {
+            tracing::warn!(%user, %room_id, error = %e.message(), "could not copy the profile into the room");
+        }
+    }
+    Ok(())
+}

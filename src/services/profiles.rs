@@ -15,6 +15,21 @@ pub struct Profile {
     pub avatar_url: Option<String>,
 }
 
+impl Profile {
+    /// The profile as a member event carries it: `displayname` and
+    /// `avatar_url`, each only when set.
+    pub fn member_content(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut content = serde_json::Map::new();
+        if let Some(n) = &self.displayname {
+            content.insert("displayname".into(), n.clone().into());
+        }
+        if let Some(a) = &self.avatar_url {
+            content.insert("avatar_url".into(), a.clone().into());
+        }
+        content
+    }
+}
+
 impl Profiles {
     pub fn new(storage: Storage) -> Self {
         Self { storage }

@@ -10,6 +10,7 @@ use ruma::{OwnedMxcUri, UserId};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::services::memberships;
 use crate::services::profiles::Profile;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -79,6 +80,7 @@ async fn set_displayname(
     s.profiles
         .set_displayname(&req.user_id, req.displayname.as_deref())
         .await?;
+    memberships::copy_profile_to_rooms(&s, &req.user_id).await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }
 
@@ -101,5 +103,6 @@ async fn set_avatar(
     s.profiles
         .set_avatar_url(&req.user_id, req.avatar_url.as_ref().map(|u| u.as_str()))
         .await?;
+    memberships::copy_profile_to_rooms(&s, &req.user_id).await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
 }

@@ -53,12 +53,7 @@ pub(crate) async fn member_profile(s: &AppState, user: &UserId) -> Result<Value>
     if s.accounts.is_local(user)
         && let Ok(p) = s.profiles.get(user).await
     {
-        if let Some(n) = p.displayname {
-            content.insert("displayname".into(), json!(n));
-        }
-        if let Some(a) = p.avatar_url {
-            content.insert("avatar_url".into(), json!(a));
-        }
+        content = p.member_content();
     }
     Ok(Value::Object(content))
 }
