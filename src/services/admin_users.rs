@@ -85,66 +85,99 @@ pub async fn create_or_modify(
     user: &UserId,
     changes: UserChanges<'_>,
 ) -> Result<(bool, AdminUser)> {
-    let c = changes;
-    let (password, admin_flag, user_type) = (c.password, c.admin, c.user_type);
-    if let Some(p) = password {
+    if let Some(p) = changes.password {
         passwords::validate(p)?;
     }
     let created = match s.accounts.get(user).await? {
         Some(_) => false,
         None => {
-            let localpart = s.accounts.validate_localpart(user.localpart())?;
-            if localpart != user.localpart() {
-                return Err(MatrixError::invalid_param("User ids must be lower case"));
-            }
-            s.accounts
-                .register(Registration {
-                    localpart: Some(&localpart),
-                    password,
-                    account_type: if admin_flag == Some(true) {
-                        AccountType::Admin
-                    } else {
-                        AccountType::User
-                    },
-                    displayname: c.displayname.filter(|d| !d.is_empty()),
-                    user_type: user_type.flatten(),
-                    registration_token: None,
-                })
-                .await?;
+            create_account(s, user, &changes).await?;
             true
         }
     };
     if !created {
-        if let Some(admin_flag) = admin_flag {
-            set_admin(s, me, user, admin_flag).await?;
-        }
-        if let Some(t) = user_type {
-            s.storage.set_user_type(user.as_str(), t).await?;
-        }
-        if c.deactivated == Some(true) {
-            admin::deactivate_user(s, user, false).await?;
-        } else if c.deactivated == Some(false)
-            && admin_user(s, user).await?.is_some_and(|u| u.is_deactivated)
-        {
-            if password.is_none() {
-                return Err(MatrixError::invalid_param(
-                    "A password is needed to reactivate an account",
-                ));
-            }
-            s.storage
-                .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
-                .await?;
-            s.storage
-                .set_account_flag(user.as_str(), AccountFlag::Erased, false)
-                .await?;
-        }
-        if let Some(p) = password {
-            s.accounts.set_password(user, p).await?;
-            if c.logout_devices {
-                s.sessions.delete_all_devices(user.as_str(), None).await?;
-            }
+        modify_account(s, me, user, &changes).await?;
+    }
+    set_profile_and_lock(s, user, &changes).await?;
+    let row = admin_user(s, user)
+        .await?
+        .ok_or_else(|| MatrixError::internal("user vanished"))?;
+    Ok((created, row))
+}
+
+/// Registers the account `changes` describe; its id must be lower case.
+async fn create_account(s: &Services, user: &UserId, c: &UserChanges<'_>) -> Result<()> {
+    let localpart = s.accounts.validate_localpart(user.localpart())?;
+    if localpart != user.localpart() {
+        return Err(MatrixError::invalid_param("User ids must be lower case"));
+    }
+    s.accounts
+        .register(Registration {
+            localpart: Some(&localpart),
+            password: c.password,
+            account_type: if c.admin == Some(true) {
+                AccountType::Admin
+            } else {
+                AccountType::User
+            },
+            displayname: c.displayname.filter(|d| !d.is_empty()),
+            user_type: c.user_type.flatten(),
+            registration_token: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Applies the admin flag, user type, (re)activation and password of
+/// `changes` to an existing account.
+async fn modify_account(
+    s: &Services,
+    me: &Requester,
+    user: &UserId,
+    c: &UserChanges<'_>,
+) -> Result<()> {
+    if let Some(admin_flag) = c.admin {
+        set_admin(s, me, user, admin_flag).await?;
+    }
+    if let Some(t) = c.user_type {
+        s.storage.set_user_type(user.as_str(), t).await?;
+    }
+    if c.deactivated == Some(true) {
+        admin::deactivate_user(s, user, false).await?;
+    } else if c.deactivated == Some(false)
+        && admin_user(s, user).await?.is_some_and(|u| u.is_deactivated)
+    {
+        reactivate(s, user, c.password).await?;
+    }
+    if let Some(p) = c.password {
+        s.accounts.set_password(user, p).await?;
+        if c.logout_devices {
+            s.sessions.delete_all_devices(user.as_str(), None).await?;
         }
     }
+    Ok(())
+}
+
+/// Clears a deactivated account's deactivated and erased flags; a password
+/// must come with it.
+async fn reactivate(s: &Services, user: &UserId, password: Option<&str>) -> Result<()> {
+    if password.is_none() {
+        return Err(MatrixError::invalid_param(
+            "A password is needed to reactivate an account",
+        ));
+    }
+    s.storage
+        .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
+        .await?;
+    s.storage
+        .set_account_flag(user.as_str(), AccountFlag::Erased, false)
+        .await?;
+    Ok(())
+}
+
+/// Sets the display name, avatar and locked flag `changes` give, on a new
+/// account as on an existing one.
+async fn set_profile_and_lock(s: &Services, user: &UserId, c: &UserChanges<'_>) -> Result<()> {
     if let Some(d) = c.displayname {
         s.profiles.set_displayname(user, Some(d)).await?;
     }
@@ -156,10 +189,7 @@ pub async fn create_or_modify(
             .set_account_flag(user.as_str(), AccountFlag::Locked, l)
             .await?;
     }
-    let row = admin_user(s, user)
-        .await?
-        .ok_or_else(|| MatrixError::internal("user vanished"))?;
-    Ok((created, row))
+    Ok(())
 }
 
 /// Makes the account an admin or not; an admin may not demote themself.

@@ -211,12 +211,23 @@ fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
     }
 }
 
+/// `Some(None)` for an explicit null: a field that can be cleared.
+fn opt_nullable_str<'a>(
+    body: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<Option<&'a str>>> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(t)) => Ok(Some(Some(t.as_str()))),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a string or null"
+        ))),
+    }
+}
+
 /// `PUT /_synapse/admin/v2/users/{userId}`: 201 and the user when created,
 /// 200 and the user when modified.
-#[allow(
-    clippy::too_many_lines,
-    reason = "split when its logic moves into a service (issue 17, item 1)"
-)]
 async fn create_or_modify(
     State(s): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -232,16 +243,7 @@ async fn create_or_modify(
         deactivated: opt_bool(&body, "deactivated")?,
         locked: opt_bool(&body, "locked")?,
         logout_devices: opt_bool(&body, "logout_devices")?.unwrap_or(true),
-        user_type: match body.get("user_type") {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(Value::String(t)) => Some(Some(t.as_str())),
-            Some(_) => {
-                return Err(MatrixError::invalid_param(
-                    "user_type must be a string or null",
-                ));
-            }
-        },
+        user_type: opt_nullable_str(&body, "user_type")?,
     };
     let (created, row) = admin_users::create_or_modify(&s, &me, &user, changes).await?;
     let status = if created {
