@@ -150,10 +150,7 @@ async fn modify_account(
         reactivate(s, user, c.password).await?;
     }
     if let Some(p) = c.password {
-        s.accounts.set_password(user, p).await?;
-        if c.logout_devices {
-            s.sessions.delete_all_devices(user.as_str(), None).await?;
-        }
+        reset_password(s, user, p, c.logout_devices).await?;
     }
     Ok(())
 }
@@ -198,4 +195,64 @@ pub async fn set_admin(s: &Services, me: &Requester, user: &UserId, admin: bool)
         return Err(MatrixError::invalid_param("You may not demote yourself"));
     }
     s.accounts.set_admin(user, admin).await
+}
+
+/// Sets the account's password; with `logout_devices` every device of the
+/// account is logged out too.
+pub async fn reset_password(
+    s: &Services,
+    user: &UserId,
+    password: &str,
+    logout_devices: bool,
+) -> Result<()> {
+    s.accounts.set_password(user, password).await?;
+    if logout_devices {
+        s.sessions.delete_all_devices(user.as_str(), None).await?;
+    }
+    Ok(())
+}
+
+/// Whether the admin `me` may act as the account (Synapse's login-as): not
+/// when it is deactivated, nor as themself.
+pub fn check_login_as(me: &Requester, user: &UserId, row: &AdminUser) -> Result<()> {
+    if row.is_deactivated {
+        return Err(MatrixError::invalid_param("The user is deactivated"));
+    }
+    if user.as_str() == me.user_id {
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Cannot use admin API to login as self",
+        ));
+    }
+    Ok(())
+}
+
+/// A new device and token with which `me` acts as the account; the token
+/// stops working at `valid_until_ms` when given. Returns the token.
+pub async fn login_as(
+    s: &Services,
+    me: &Requester,
+    user: &UserId,
+    valid_until_ms: Option<i64>,
+) -> Result<String> {
+    let session = s
+        .sessions
+        .create_until(user.as_str(), None, Some("Admin login"), valid_until_ms)
+        .await?;
+    tracing::info!(admin = %me.user_id, %user, "admin logged in as user");
+    Ok(session.access_token)
+}
+
+/// Gives the account the device if it lacks it: one with a token nobody
+/// holds, as Synapse's device creation. An empty id is 400.
+pub async fn ensure_device(s: &Services, user: &UserId, device_id: &str) -> Result<()> {
+    if device_id.is_empty() {
+        return Err(MatrixError::invalid_param("device_id must not be empty"));
+    }
+    if s.sessions.device(user.as_str(), device_id).await?.is_none() {
+        s.sessions
+            .create(user.as_str(), Some(device_id), None)
+            .await?;
+    }
+    Ok(())
 }
