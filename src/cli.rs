@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use serde_json::json;
 
 use crate::config::Config;
 use crate::services::accounts::{Accounts, Registration};
@@ -129,104 +130,139 @@ pub enum AdminAction {
 }
 
 /// Runs an admin action against a server's HTTP API; returns the JSON answer.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one arm per admin action: a table, reads best in one piece"
-)]
 pub async fn run_admin(
     base: &str,
     token: &str,
     action: AdminAction,
 ) -> anyhow::Result<serde_json::Value> {
-    use serde_json::json;
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let (method, path, body) = match action {
-        AdminAction::EvacuateRoom { room_id } => (
-            "POST",
-            format!("/_dendrite/admin/evacuateRoom/{}", enc(&room_id)),
-            None,
-        ),
-        AdminAction::EvacuateUser { user_id } => (
-            "POST",
-            format!("/_dendrite/admin/evacuateUser/{}", enc(&user_id)),
-            None,
-        ),
-        AdminAction::ResetPassword {
-            user_id,
-            password,
-            logout_devices,
-        } => (
-            "POST",
-            format!("/_dendrite/admin/resetPassword/{}", enc(&user_id)),
-            Some(json!({ "password": password, "logout_devices": logout_devices })),
-        ),
-        AdminAction::PurgeRoom { room_id } => (
-            "POST",
-            format!("/_dendrite/admin/purgeRoom/{}", enc(&room_id)),
-            None,
-        ),
-        AdminAction::Reindex => ("POST", "/_dendrite/admin/fulltext/reindex".to_owned(), None),
-        AdminAction::PurgeHistory {
-            room_id,
-            event,
-            before_ts,
-            delete_local,
-        } => {
-            let mut body = json!({ "delete_local_events": delete_local });
-            match (event, before_ts) {
-                (Some(e), _) => body["purge_up_to_event_id"] = json!(e),
-                (None, Some(ts)) => body["purge_up_to_ts"] = json!(ts),
-                (None, None) => anyhow::bail!("--event or --before-ts is needed"),
-            }
-            (
-                "POST",
-                format!("/_synapse/admin/v1/purge_history/{}", enc(&room_id)),
-                Some(body),
-            )
+    let request = action.request()?;
+    send_admin(base, token, request).await
+}
+
+/// One call of the admin API.
+struct AdminRequest {
+    /// Path and query, after the base URL.
+    path: String,
+    /// `None`: a GET; `Some`: a POST of this JSON body.
+    body: Option<serde_json::Value>,
+}
+
+impl AdminRequest {
+    fn get(path: String) -> Self {
+        Self { path, body: None }
+    }
+
+    fn post(path: String, body: serde_json::Value) -> Self {
+        Self {
+            path,
+            body: Some(body),
         }
-        AdminAction::Job { job_id } => (
-            "GET",
-            format!("/_myelin/admin/v1/jobs/{}", enc(&job_id)),
-            None,
-        ),
-        AdminAction::Notice { user, all, message } => {
-            let content = json!({ "msgtype": "m.text", "body": message });
-            if all {
-                (
-                    "POST",
-                    "/_myelin/admin/v1/broadcast_server_notice".to_owned(),
-                    Some(json!({ "content": content })),
-                )
-            } else {
-                let user = user.ok_or_else(|| anyhow::anyhow!("--user or --all is needed"))?;
-                (
-                    "POST",
-                    "/_synapse/admin/v1/send_server_notice".to_owned(),
-                    Some(json!({ "user_id": user, "content": content })),
-                )
+    }
+}
+
+/// A path segment, percent-encoded.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl AdminAction {
+    /// The admin API call that performs this action.
+    fn request(self) -> anyhow::Result<AdminRequest> {
+        let no_body = || json!({});
+        Ok(match self {
+            AdminAction::EvacuateRoom { room_id } => AdminRequest::post(
+                format!("/_dendrite/admin/evacuateRoom/{}", enc(&room_id)),
+                no_body(),
+            ),
+            AdminAction::EvacuateUser { user_id } => AdminRequest::post(
+                format!("/_dendrite/admin/evacuateUser/{}", enc(&user_id)),
+                no_body(),
+            ),
+            AdminAction::ResetPassword {
+                user_id,
+                password,
+                logout_devices,
+            } => AdminRequest::post(
+                format!("/_dendrite/admin/resetPassword/{}", enc(&user_id)),
+                json!({ "password": password, "logout_devices": logout_devices }),
+            ),
+            AdminAction::PurgeRoom { room_id } => AdminRequest::post(
+                format!("/_dendrite/admin/purgeRoom/{}", enc(&room_id)),
+                no_body(),
+            ),
+            AdminAction::Reindex => {
+                AdminRequest::post("/_dendrite/admin/fulltext/reindex".to_owned(), no_body())
             }
-        }
-        AdminAction::Whois { user_id } => (
-            "GET",
-            format!("/_synapse/admin/v1/whois/{}", enc(&user_id)),
-            None,
-        ),
-        AdminAction::Reports { limit } => (
-            "GET",
-            format!("/_synapse/admin/v1/event_reports?limit={limit}"),
-            None,
-        ),
-        AdminAction::Users { limit } => (
-            "GET",
-            format!("/_synapse/admin/v2/users?limit={limit}"),
-            None,
-        ),
-    };
+            AdminAction::PurgeHistory {
+                room_id,
+                event,
+                before_ts,
+                delete_local,
+            } => purge_history_request(&room_id, event, before_ts, delete_local)?,
+            AdminAction::Job { job_id } => {
+                AdminRequest::get(format!("/_myelin/admin/v1/jobs/{}", enc(&job_id)))
+            }
+            AdminAction::Notice { user, all, message } => notice_request(user, all, &message)?,
+            AdminAction::Whois { user_id } => {
+                AdminRequest::get(format!("/_synapse/admin/v1/whois/{}", enc(&user_id)))
+            }
+            AdminAction::Reports { limit } => {
+                AdminRequest::get(format!("/_synapse/admin/v1/event_reports?limit={limit}"))
+            }
+            AdminAction::Users { limit } => {
+                AdminRequest::get(format!("/_synapse/admin/v2/users?limit={limit}"))
+            }
+        })
+    }
+}
+
+/// Synapse's purge_history, up to an event or a time.
+fn purge_history_request(
+    room_id: &str,
+    event: Option<String>,
+    before_ts: Option<i64>,
+    delete_local: bool,
+) -> anyhow::Result<AdminRequest> {
+    let mut body = json!({ "delete_local_events": delete_local });
+    match (event, before_ts) {
+        (Some(e), _) => body["purge_up_to_event_id"] = json!(e),
+        (None, Some(ts)) => body["purge_up_to_ts"] = json!(ts),
+        (None, None) => anyhow::bail!("--event or --before-ts is needed"),
+    }
+    Ok(AdminRequest::post(
+        format!("/_synapse/admin/v1/purge_history/{}", enc(room_id)),
+        body,
+    ))
+}
+
+/// A server notice to one user, or with `all` to every local user.
+fn notice_request(user: Option<String>, all: bool, message: &str) -> anyhow::Result<AdminRequest> {
+    let content = json!({ "msgtype": "m.text", "body": message });
+    if all {
+        return Ok(AdminRequest::post(
+            "/_myelin/admin/v1/broadcast_server_notice".to_owned(),
+            json!({ "content": content }),
+        ));
+    }
+    let user = user.ok_or_else(|| anyhow::anyhow!("--user or --all is needed"))?;
+    Ok(AdminRequest::post(
+        "/_synapse/admin/v1/send_server_notice".to_owned(),
+        json!({ "user_id": user, "content": content }),
+    ))
+}
+
+/// Sends the call with the admin's token; a non-2xx answer is an error
+/// naming its Matrix error.
+async fn send_admin(
+    base: &str,
+    token: &str,
+    request: AdminRequest,
+) -> anyhow::Result<serde_json::Value> {
     let client = reqwest::Client::new();
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let req = match method {
-        "GET" => client.get(&url),
-        _ => client.post(&url).json(&body.unwrap_or_else(|| json!({}))),
+    let url = format!("{}{}", base.trim_end_matches('/'), request.path);
+    let req = match request.body {
+        None => client.get(&url),
+        Some(body) => client.post(&url).json(&body),
     };
     let resp = req
         .bearer_auth(token)

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use erased::Yaml as _;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -404,24 +406,18 @@ impl Config {
     }
 
     /// A complete YAML config with every key documented; `generate-config` prints this.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the template of the whole file, key by key, reads best in one piece"
-    )]
     pub fn to_commented_yaml(&self) -> String {
-        let y = |v: &dyn erased::Yaml| v.yaml();
-        let secret = match &self.registration.shared_secret {
-            Some(s) => y(s),
-            None => "null".into(),
-        };
-        let avatar = match &self.server_notices.avatar_url {
-            Some(s) => y(s),
-            None => "null".into(),
-        };
-        let baseurl = match &self.public_baseurl {
-            Some(s) => y(s),
-            None => "null".into(),
-        };
+        [
+            self.commented_server(),
+            self.commented_accounts(),
+            self.commented_capacity(),
+            self.commented_operations(),
+        ]
+        .join("\n")
+    }
+
+    /// The server's name and addresses, and the database.
+    fn commented_server(&self) -> String {
         format!(
             r#"# Myelin configuration. Every key is optional; unknown keys are an error.
 
@@ -447,8 +443,20 @@ database:
   # per CPU core Myelin may run on: a write by one connection empties the
   # others' page caches.
   max_connections: {max_conn}
+"#,
+            server_name = self.server_name.yaml(),
+            listen = self.listen.to_string().yaml(),
+            data_dir = self.data_dir.display().to_string().yaml(),
+            baseurl = yaml_or_null(self.public_baseurl.as_ref()),
+            db_url = self.database.url.yaml(),
+            max_conn = self.database.max_connections,
+        )
+    }
 
-registration:
+    /// Registration, rate limits and server notices.
+    fn commented_accounts(&self) -> String {
+        format!(
+            r#"registration:
   # Let anyone create an account through POST /_matrix/client/v3/register.
   enabled: {reg_enabled}
   # When registration is enabled, also require a registration token
@@ -479,8 +487,28 @@ server_notices:
   avatar_url: {avatar}
   # Name of the room notices are delivered in.
   room_name: {sn_room}
+"#,
+            reg_enabled = self.registration.enabled,
+            reg_token = self.registration.requires_token,
+            secret = yaml_or_null(self.registration.shared_secret.as_ref()),
+            guests = self.registration.allow_guests,
+            rl_enabled = self.rate_limits.enabled,
+            rl_ps = self.rate_limits.per_second,
+            rl_burst = self.rate_limits.burst,
+            rl_lps = self.rate_limits.login_per_second,
+            rl_lburst = self.rate_limits.login_burst,
+            sn_enabled = self.server_notices.enabled,
+            sn_local = self.server_notices.local_part.yaml(),
+            sn_display = self.server_notices.display_name.yaml(),
+            avatar = yaml_or_null(self.server_notices.avatar_url.as_ref()),
+            sn_room = self.server_notices.room_name.yaml(),
+        )
+    }
 
-search:
+    /// Search, password hashing, request limits, rooms and presence.
+    fn commented_capacity(&self) -> String {
+        format!(
+            r#"search:
   # Full-text search of messages (POST /_matrix/client/v3/search).
   enabled: {search}
 
@@ -505,8 +533,21 @@ rooms:
 presence:
   # Track online/offline status and share it with users in the same rooms.
   enabled: {presence}
+"#,
+            search = self.search.enabled,
+            ph_mem = self.password_hashing.memory_kib,
+            ph_iter = self.password_hashing.iterations,
+            max_body = self.limits.max_request_bytes,
+            body_timeout = self.limits.body_read_timeout_secs,
+            room_version = self.rooms.default_version.yaml(),
+            presence = self.presence.enabled,
+        )
+    }
 
-# Reverse proxies (CIDR ranges, IPv4 or IPv6, e.g. ["127.0.0.1/32", "::1"])
+    /// Trusted proxies, cache sizes and the log filter.
+    fn commented_operations(&self) -> String {
+        format!(
+            r#"# Reverse proxies (CIDR ranges, IPv4 or IPv6, e.g. ["127.0.0.1/32", "::1"])
 # whose X-Forwarded-For (or, without it, Forwarded: for=) header names the
 # client: the right-most address not itself in this list. From any other
 # peer those headers are ignored. The client address keys the login and
@@ -533,30 +574,6 @@ caches:
 # The RUST_LOG environment variable overrides it.
 log_level: {log_level}
 "#,
-            server_name = y(&self.server_name),
-            listen = y(&self.listen.to_string()),
-            data_dir = y(&self.data_dir.display().to_string()),
-            db_url = y(&self.database.url),
-            max_conn = self.database.max_connections,
-            reg_enabled = self.registration.enabled,
-            reg_token = self.registration.requires_token,
-            guests = self.registration.allow_guests,
-            rl_enabled = self.rate_limits.enabled,
-            rl_ps = self.rate_limits.per_second,
-            rl_burst = self.rate_limits.burst,
-            rl_lps = self.rate_limits.login_per_second,
-            rl_lburst = self.rate_limits.login_burst,
-            sn_enabled = self.server_notices.enabled,
-            sn_local = y(&self.server_notices.local_part),
-            sn_display = y(&self.server_notices.display_name),
-            sn_room = y(&self.server_notices.room_name),
-            search = self.search.enabled,
-            ph_mem = self.password_hashing.memory_kib,
-            ph_iter = self.password_hashing.iterations,
-            max_body = self.limits.max_request_bytes,
-            body_timeout = self.limits.body_read_timeout_secs,
-            room_version = y(&self.rooms.default_version),
-            presence = self.presence.enabled,
             proxies = serde_json::to_string(&self.trusted_proxies).expect("strings serialize"),
             c_heads = self.caches.room_heads,
             c_rooms = self.caches.rooms,
@@ -564,9 +581,14 @@ log_level: {log_level}
             c_buckets = self.caches.rate_limit_buckets,
             c_uia = self.caches.uia_sessions,
             c_nonces = self.caches.registration_nonces,
-            log_level = y(&self.log_level),
+            log_level = self.log_level.yaml(),
         )
     }
+}
+
+/// A string as a YAML scalar, or `null`.
+fn yaml_or_null(v: Option<&String>) -> String {
+    v.map_or_else(|| "null".into(), erased::Yaml::yaml)
 }
 
 mod erased {

@@ -301,10 +301,8 @@ async fn run_room_delete(
     }
 }
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "the room deletion's steps in order; to be split"
-)]
+/// The room deletion's steps: block, make the replacement room, move the
+/// local members and the aliases there, note what was done, purge.
 async fn delete_room(
     s: &Services,
     room_id: &RoomId,
@@ -317,103 +315,19 @@ async fn delete_room(
             .await?;
     }
     let known = s.rooms.version(room_id).await?.is_some();
-    // A deletion run again after a restart keeps the replacement room it
-    // made before.
-    let mut new_room = s
-        .jobs
-        .room_job(job_id)
-        .await?
-        .and_then(|j| j.shutdown_room.new_room_id)
-        .and_then(|r| ruma::OwnedRoomId::try_from(r).ok());
-    if known
-        && new_room.is_none()
-        && let Some(owner) = &opts.new_room_user_id
-    {
-        let name = opts
-            .room_name
-            .clone()
-            .unwrap_or_else(|| "Content Violation Notification".to_owned());
-        let new_id = s
-            .rooms
-            .create_room(crate::services::rooms::CreateRoom {
-                creator: owner.clone(),
-                version: s.rooms.default_version().clone(),
-                creation_content: Default::default(),
-                preset: crate::services::rooms::create::Preset::PublicChat,
-                name: Some(name),
-                topic: None,
-                invite: Vec::new(),
-                is_direct: false,
-                initial_state: Vec::new(),
-                power_level_override: None,
-                canonical_alias: None,
-                creator_member_content: json!({}),
-            })
-            .await?;
-        let message = opts
-            .message
-            .clone()
-            .unwrap_or_else(|| "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.".to_owned());
-        s.rooms
-            .append(crate::services::rooms::NewEvent {
-                room_id: &new_id,
-                sender: owner,
-                kind: ruma::events::TimelineEventType::RoomMessage,
-                state_key: None,
-                content: json!({ "msgtype": "m.text", "body": message }),
-                txn: None,
-                redacts: None,
-            })
-            .await?;
-        let id = new_id.to_string();
-        s.jobs
-            .update(job_id, |j| j.shutdown_room.new_room_id = Some(id))
-            .await;
-        new_room = Some(new_id);
-    }
-    let mut kicked = Vec::new();
-    let mut failed = Vec::new();
-    if known {
-        for member in s
-            .storage
-            .room_members(room_id.as_str(), &MembershipState::Join)
-            .await?
-        {
-            let Ok(user) = UserId::parse(&member) else {
-                continue;
-            };
-            if !s.accounts.is_local(&user) {
-                continue;
-            }
-            match s.rooms.leave(room_id, &user, &user, None).await {
-                Ok(_) => {
-                    if let Some(new_id) = &new_room
-                        && Some(&user) != opts.new_room_user_id.as_ref()
-                        && s.rooms.join(new_id, &user, json!({}), None).await.is_err()
-                    {
-                        tracing::warn!(%user, "could not move a user to the replacement room");
-                    }
-                    kicked.push(member);
-                }
-                Err(_) => failed.push(member),
-            }
-        }
-    }
-    let aliases = s.storage.room_aliases(room_id.as_str()).await?;
-    for alias in &aliases {
-        s.storage.delete_alias(alias).await?;
-        if let (Some(new_id), Some(owner)) = (&new_room, &opts.new_room_user_id) {
-            s.storage
-                .insert_alias(alias, new_id.as_str(), owner.as_str())
-                .await?;
-        }
-    }
+    let new_room = replacement_room(s, known, opts, job_id).await?;
+    let moved = if known {
+        move_local_members(s, room_id, new_room.as_ref(), opts).await?
+    } else {
+        MovedMembers::default()
+    };
+    let aliases = move_aliases(s, room_id, new_room.as_ref(), opts).await?;
     s.jobs
         .update(job_id, |j| {
             let done = &mut j.shutdown_room;
             // A second run (after a restart) finds fewer members and aliases.
-            merge(&mut done.kicked_users, kicked);
-            merge(&mut done.failed_to_kick_users, failed);
+            merge(&mut done.kicked_users, moved.kicked);
+            merge(&mut done.failed_to_kick_users, moved.failed);
             merge(&mut done.local_aliases, aliases);
             done.new_room_id = new_room.as_ref().map(|r| r.to_string());
         })
@@ -423,6 +337,144 @@ async fn delete_room(
         purge_room(s, room_id).await?;
     }
     Ok(())
+}
+
+/// The room the members move to: the one an earlier run of this job made
+/// (a deletion run again after a restart keeps it), else a new one when
+/// the room is known and the options name its owner, else none.
+async fn replacement_room(
+    s: &Services,
+    known: bool,
+    opts: &DeleteRoom,
+    job_id: &str,
+) -> Result<Option<ruma::OwnedRoomId>> {
+    let made_before = s
+        .jobs
+        .room_job(job_id)
+        .await?
+        .and_then(|j| j.shutdown_room.new_room_id)
+        .and_then(|r| ruma::OwnedRoomId::try_from(r).ok());
+    if made_before.is_some() || !known {
+        return Ok(made_before);
+    }
+    let Some(owner) = &opts.new_room_user_id else {
+        return Ok(None);
+    };
+    let new_id = create_replacement_room(s, owner, opts).await?;
+    let id = new_id.to_string();
+    s.jobs
+        .update(job_id, |j| j.shutdown_room.new_room_id = Some(id))
+        .await;
+    Ok(Some(new_id))
+}
+
+/// Creates the public room that replaces a deleted one, owned by `owner`,
+/// with the options' name and its first message.
+async fn create_replacement_room(
+    s: &Services,
+    owner: &UserId,
+    opts: &DeleteRoom,
+) -> Result<ruma::OwnedRoomId> {
+    let name = opts
+        .room_name
+        .clone()
+        .unwrap_or_else(|| "Content Violation Notification".to_owned());
+    let new_id = s
+        .rooms
+        .create_room(crate::services::rooms::CreateRoom {
+            creator: owner.to_owned(),
+            version: s.rooms.default_version().clone(),
+            creation_content: Default::default(),
+            preset: crate::services::rooms::create::Preset::PublicChat,
+            name: Some(name),
+            topic: None,
+            invite: Vec::new(),
+            is_direct: false,
+            initial_state: Vec::new(),
+            power_level_override: None,
+            canonical_alias: None,
+            creator_member_content: json!({}),
+        })
+        .await?;
+    let message = opts
+        .message
+        .clone()
+        .unwrap_or_else(|| "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.".to_owned());
+    s.rooms
+        .append(crate::services::rooms::NewEvent {
+            room_id: &new_id,
+            sender: owner,
+            kind: ruma::events::TimelineEventType::RoomMessage,
+            state_key: None,
+            content: json!({ "msgtype": "m.text", "body": message }),
+            txn: None,
+            redacts: None,
+        })
+        .await?;
+    Ok(new_id)
+}
+
+/// The local members a room deletion made leave, and those it could not.
+#[derive(Default)]
+struct MovedMembers {
+    kicked: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Makes every joined local member leave the room and, when there is a
+/// replacement room, join that one (its owner is in it already).
+async fn move_local_members(
+    s: &Services,
+    room_id: &RoomId,
+    new_room: Option<&ruma::OwnedRoomId>,
+    opts: &DeleteRoom,
+) -> Result<MovedMembers> {
+    let mut moved = MovedMembers::default();
+    for member in s
+        .storage
+        .room_members(room_id.as_str(), &MembershipState::Join)
+        .await?
+    {
+        let Ok(user) = UserId::parse(&member) else {
+            continue;
+        };
+        if !s.accounts.is_local(&user) {
+            continue;
+        }
+        match s.rooms.leave(room_id, &user, &user, None).await {
+            Ok(_) => {
+                if let Some(new_id) = new_room
+                    && Some(&user) != opts.new_room_user_id.as_ref()
+                    && s.rooms.join(new_id, &user, json!({}), None).await.is_err()
+                {
+                    tracing::warn!(%user, "could not move a user to the replacement room");
+                }
+                moved.kicked.push(member);
+            }
+            Err(_) => moved.failed.push(member),
+        }
+    }
+    Ok(moved)
+}
+
+/// Deletes the room's aliases, pointing each at the replacement room when
+/// there is one; returns them.
+async fn move_aliases(
+    s: &Services,
+    room_id: &RoomId,
+    new_room: Option<&ruma::OwnedRoomId>,
+    opts: &DeleteRoom,
+) -> Result<Vec<String>> {
+    let aliases = s.storage.room_aliases(room_id.as_str()).await?;
+    for alias in &aliases {
+        s.storage.delete_alias(alias).await?;
+        if let (Some(new_id), Some(owner)) = (new_room, &opts.new_room_user_id) {
+            s.storage
+                .insert_alias(alias, new_id.as_str(), owner.as_str())
+                .await?;
+        }
+    }
+    Ok(aliases)
 }
 
 /// Adds to `into` what it lacks of `more`.

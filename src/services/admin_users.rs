@@ -85,66 +85,96 @@ pub async fn create_or_modify(
     user: &UserId,
     changes: UserChanges<'_>,
 ) -> Result<(bool, AdminUser)> {
-    let c = changes;
-    let (password, admin_flag, user_type) = (c.password, c.admin, c.user_type);
-    if let Some(p) = password {
+    if let Some(p) = changes.password {
         passwords::validate(p)?;
     }
     let created = match s.accounts.get(user).await? {
         Some(_) => false,
         None => {
-            let localpart = s.accounts.validate_localpart(user.localpart())?;
-            if localpart != user.localpart() {
-                return Err(MatrixError::invalid_param("User ids must be lower case"));
-            }
-            s.accounts
-                .register(Registration {
-                    localpart: Some(&localpart),
-                    password,
-                    account_type: if admin_flag == Some(true) {
-                        AccountType::Admin
-                    } else {
-                        AccountType::User
-                    },
-                    displayname: c.displayname.filter(|d| !d.is_empty()),
-                    user_type: user_type.flatten(),
-                    registration_token: None,
-                })
-                .await?;
+            create_account(s, user, &changes).await?;
             true
         }
     };
     if !created {
-        if let Some(admin_flag) = admin_flag {
-            set_admin(s, me, user, admin_flag).await?;
-        }
-        if let Some(t) = user_type {
-            s.storage.set_user_type(user.as_str(), t).await?;
-        }
-        if c.deactivated == Some(true) {
-            admin::deactivate_user(s, user, false).await?;
-        } else if c.deactivated == Some(false)
-            && admin_user(s, user).await?.is_some_and(|u| u.is_deactivated)
-        {
-            if password.is_none() {
-                return Err(MatrixError::invalid_param(
-                    "A password is needed to reactivate an account",
-                ));
-            }
-            s.storage
-                .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
-                .await?;
-            s.storage
-                .set_account_flag(user.as_str(), AccountFlag::Erased, false)
-                .await?;
-        }
-        if let Some(p) = password {
-            s.accounts.set_password(user, p).await?;
-            if c.logout_devices {
-                s.sessions.delete_all_devices(user.as_str(), None).await?;
-            }
-        }
+        modify_account(s, me, user, &changes).await?;
     }
+    set_profile_and_lock(s, user, &changes).await?;
+    let row = admin_user(s, user)
+        .await?
+        .ok_or_else(|| MatrixError::internal("user vanished"))?;
+    Ok((created, row))
+}
+
+/// Registers the account `changes` describe; its id must be lower case.
+async fn create_account(s: &Services, user: &UserId, c: &UserChanges<'_>) -> Result<()> {
+    let localpart = s.accounts.validate_localpart(user.localpart())?;
+    if localpart != user.localpart() {
+        return Err(MatrixError::invalid_param("User ids must be lower case"));
+    }
+    s.accounts
+        .register(Registration {
+            localpart: Some(&localpart),
+            password: c.password,
+            account_type: if c.admin == Some(true) {
+                AccountType::Admin
+            } else {
+                AccountType::User
+            },
+            displayname: c.displayname.filter(|d| !d.is_empty()),
+            user_type: c.user_type.flatten(),
+            registration_token: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Applies the admin flag, user type, (re)activation and password of
+/// `changes` to an existing account.
+async fn modify_account(
+    s: &Services,
+    me: &Requester,
+    user: &UserId,
+    c: &UserChanges<'_>,
+) -> Result<()> {
+    if let Some(admin_flag) = c.admin {
+        set_admin(s, me, user, admin_flag).await?;
+    }
+    if let Some(t) = c.user_type {
+        s.storage.set_user_type(user.as_str(), t).await?;
+    }
+    if c.deactivated == Some(true) {
+        admin::deactivate_user(s, user, false).await?;
+    } else if c.deactivated == Some(false)
+        && admin_user(s, user).await?.is_some_and(|u| u.is_deactivated)
+    {
+        reactivate(s, user, c.password).await?;
+    }
+    if let Some(p) = c.password {
+        reset_password(s, user, p, c.logout_devices).await?;
+    }
+    Ok(())
+}
+
+/// Clears a deactivated account's deactivated and erased flags; a password
+/// must come with it.
+async fn reactivate(s: &Services, user: &UserId, password: Option<&str>) -> Result<()> {
+    if password.is_none() {
+        return Err(MatrixError::invalid_param(
+            "A password is needed to reactivate an account",
+        ));
+    }
+    s.storage
+        .set_account_flag(user.as_str(), AccountFlag::Deactivated, false)
+        .await?;
+    s.storage
+        .set_account_flag(user.as_str(), AccountFlag::Erased, false)
+        .await?;
+    Ok(())
+}
+
+/// Sets the display name, avatar and locked flag `changes` give, on a new
+/// account as on an existing one.
+async fn set_profile_and_lock(s: &Services, user: &UserId, c: &UserChanges<'_>) -> Result<()> {
     if let Some(d) = c.displayname {
         s.profiles.set_displayname(user, Some(d)).await?;
     }
@@ -156,10 +186,7 @@ pub async fn create_or_modify(
             .set_account_flag(user.as_str(), AccountFlag::Locked, l)
             .await?;
     }
-    let row = admin_user(s, user)
-        .await?
-        .ok_or_else(|| MatrixError::internal("user vanished"))?;
-    Ok((created, row))
+    Ok(())
 }
 
 /// Makes the account an admin or not; an admin may not demote themself.
@@ -168,4 +195,64 @@ pub async fn set_admin(s: &Services, me: &Requester, user: &UserId, admin: bool)
         return Err(MatrixError::invalid_param("You may not demote yourself"));
     }
     s.accounts.set_admin(user, admin).await
+}
+
+/// Sets the account's password; with `logout_devices` every device of the
+/// account is logged out too.
+pub async fn reset_password(
+    s: &Services,
+    user: &UserId,
+    password: &str,
+    logout_devices: bool,
+) -> Result<()> {
+    s.accounts.set_password(user, password).await?;
+    if logout_devices {
+        s.sessions.delete_all_devices(user.as_str(), None).await?;
+    }
+    Ok(())
+}
+
+/// Whether the admin `me` may act as the account (Synapse's login-as): not
+/// when it is deactivated, nor as themself.
+pub fn check_login_as(me: &Requester, user: &UserId, row: &AdminUser) -> Result<()> {
+    if row.is_deactivated {
+        return Err(MatrixError::invalid_param("The user is deactivated"));
+    }
+    if user.as_str() == me.user_id {
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Cannot use admin API to login as self",
+        ));
+    }
+    Ok(())
+}
+
+/// A new device and token with which `me` acts as the account; the token
+/// stops working at `valid_until_ms` when given. Returns the token.
+pub async fn login_as(
+    s: &Services,
+    me: &Requester,
+    user: &UserId,
+    valid_until_ms: Option<i64>,
+) -> Result<String> {
+    let session = s
+        .sessions
+        .create_until(user.as_str(), None, Some("Admin login"), valid_until_ms)
+        .await?;
+    tracing::info!(admin = %me.user_id, %user, "admin logged in as user");
+    Ok(session.access_token)
+}
+
+/// Gives the account the device if it lacks it: one with a token nobody
+/// holds, as Synapse's device creation. An empty id is 400.
+pub async fn ensure_device(s: &Services, user: &UserId, device_id: &str) -> Result<()> {
+    if device_id.is_empty() {
+        return Err(MatrixError::invalid_param("device_id must not be empty"));
+    }
+    if s.sessions.device(user.as_str(), device_id).await?.is_none() {
+        s.sessions
+            .create(user.as_str(), Some(device_id), None)
+            .await?;
+    }
+    Ok(())
 }

@@ -211,12 +211,23 @@ fn opt_bool(body: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
     }
 }
 
+/// `Some(None)` for an explicit null: a field that can be cleared.
+fn opt_nullable_str<'a>(
+    body: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<Option<&'a str>>> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(t)) => Ok(Some(Some(t.as_str()))),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{key} must be a string or null"
+        ))),
+    }
+}
+
 /// `PUT /_synapse/admin/v2/users/{userId}`: 201 and the user when created,
 /// 200 and the user when modified.
-#[allow(
-    clippy::too_many_lines,
-    reason = "split when its logic moves into a service (issue 17, item 1)"
-)]
 async fn create_or_modify(
     State(s): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -232,16 +243,7 @@ async fn create_or_modify(
         deactivated: opt_bool(&body, "deactivated")?,
         locked: opt_bool(&body, "locked")?,
         logout_devices: opt_bool(&body, "logout_devices")?.unwrap_or(true),
-        user_type: match body.get("user_type") {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(Value::String(t)) => Some(Some(t.as_str())),
-            Some(_) => {
-                return Err(MatrixError::invalid_param(
-                    "user_type must be a string or null",
-                ));
-            }
-        },
+        user_type: opt_nullable_str(&body, "user_type")?,
     };
     let (created, row) = admin_users::create_or_modify(&s, &me, &user, changes).await?;
     let status = if created {
@@ -290,10 +292,7 @@ async fn reset_password(
         return Err(MatrixError::missing_param("Missing param: new_password"));
     };
     let (user, _) = existing(&s, &raw).await?;
-    s.accounts.set_password(&user, new_password).await?;
-    if body.logout_devices {
-        s.sessions.delete_all_devices(user.as_str(), None).await?;
-    }
+    admin_users::reset_password(&s, &user, new_password, body.logout_devices).await?;
     Ok(Json(json!({})))
 }
 
@@ -347,8 +346,6 @@ async fn memberships(
     Ok(Json(json!({ "memberships": map })))
 }
 
-/// `POST /_synapse/admin/v1/users/{userId}/login`: a new device and token to
-/// act as the user (not for another admin, as Synapse).
 /// `POST /_synapse/admin/v1/users/{userId}/login` `{"valid_until_ms"?}`:
 /// a token acting as the user (not yourself, as Synapse), which stops
 /// working at `valid_until_ms` when given.
@@ -359,27 +356,15 @@ async fn login_as(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let (user, row) = existing(&s, &raw).await?;
-    if row.is_deactivated {
-        return Err(MatrixError::invalid_param("The user is deactivated"));
-    }
-    if user.as_str() == me.user_id {
-        return Err(MatrixError::unknown(
-            http::StatusCode::BAD_REQUEST,
-            "Cannot use admin API to login as self",
-        ));
-    }
+    admin_users::check_login_as(&me, &user, &row)?;
     let valid_until_ms = match body.get("valid_until_ms") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().filter(|t| *t >= 0).ok_or_else(|| {
             MatrixError::invalid_param("valid_until_ms must be a non-negative integer")
         })?),
     };
-    let session = s
-        .sessions
-        .create_until(user.as_str(), None, Some("Admin login"), valid_until_ms)
-        .await?;
-    tracing::info!(admin = %me.user_id, %user, "admin logged in as user");
-    Ok(Json(json!({ "access_token": session.access_token })))
+    let access_token = admin_users::login_as(&s, &me, &user, valid_until_ms).await?;
+    Ok(Json(json!({ "access_token": access_token })))
 }
 
 fn device_json(d: &Device) -> Value {
@@ -425,19 +410,7 @@ async fn create_device(
     JsonBody(body): JsonBody<NewDevice>,
 ) -> Result<Json<Value>> {
     let (user, _) = existing(&s, &raw).await?;
-    if body.device_id.is_empty() {
-        return Err(MatrixError::invalid_param("device_id must not be empty"));
-    }
-    if s.sessions
-        .device(user.as_str(), &body.device_id)
-        .await?
-        .is_none()
-    {
-        // A device with a token nobody holds, as Synapse's device creation.
-        s.sessions
-            .create(user.as_str(), Some(&body.device_id), None)
-            .await?;
-    }
+    admin_users::ensure_device(&s, &user, &body.device_id).await?;
     Ok(Json(json!({})))
 }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
+use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
     RoomVersionId, UserId,
@@ -714,14 +715,7 @@ impl Rooms {
 
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the pipeline's steps in order; to be split"
-    )]
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
-        // A retried transaction answers with the event it made. Callers
-        // look for written ones in the database first (`transaction_event`);
-        // ones still queued are in the room head.
         let lock = self.room_lock(new.room_id);
         let mut guard = lock.lock().await;
         let head = self.head(&mut guard, new.room_id).await?;
@@ -729,37 +723,69 @@ impl Rooms {
         if let Some(current) = self.unchanged_member(&head.state, &new).await? {
             return Ok(current);
         }
-        if let Some((device, scope, txn)) = new.txn {
-            let sender = new.sender.as_str();
-            if let Some(existing) = head
-                .recent_txns
-                .ids
-                .get(&RecentTxns::key(sender, device, scope, txn))
-                && let Some(pdu) = self.pdu(existing.as_str()).await?
-            {
-                return Ok(pdu);
-            }
-            // Not queued, and not in the database when the caller looked.
-            // A transaction the device may have sent (a retry) can have been
-            // written and forgotten here since: ask the database again, under
-            // the lock. A new transaction id, nearly every send, costs no query.
-            // A device the filter does not hold (over 2^16 transactions) is
-            // not asked again: its retry would have to race 256 written sends.
-            if self.txns.check(sender, device, scope, txn) == txns::Known::Maybe
-                && let Some(existing) = self
-                    .storage
-                    .transaction_event(sender, device, scope, txn)
-                    .await?
-                && let Some(pdu) = self.pdu(&existing).await?
-            {
-                return Ok(pdu);
-            }
+        if let Some(sent) = self.retried_send(head, &new).await? {
+            return Ok(sent);
         }
         let version = head.version.clone();
         let rules = version
             .rules()
             .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+        let room_id = new.room_id;
+        let txn = new.txn.map(|(d, sc, t)| (new.sender.as_str(), d, sc, t));
+        let obj = self.event_json(new, head, &rules)?;
+        let pdu = self
+            .sign_and_check(obj, &version, room_id.to_owned(), &head.state)
+            .await?;
 
+        let (pdu, written) = self.enqueue(pdu, head, txn, None)?;
+        drop(guard);
+        self.finish(pdu, written).await
+    }
+
+    /// The event a retried client transaction made, when `new` repeats one.
+    /// Callers look for written ones in the database first
+    /// (`transaction_event`); ones still queued are in the room head.
+    async fn retried_send(&self, head: &RoomHead, new: &NewEvent<'_>) -> Result<Option<Pdu>> {
+        let Some((device, scope, txn)) = new.txn else {
+            return Ok(None);
+        };
+        let sender = new.sender.as_str();
+        if let Some(existing) = head
+            .recent_txns
+            .ids
+            .get(&RecentTxns::key(sender, device, scope, txn))
+            && let Some(pdu) = self.pdu(existing.as_str()).await?
+        {
+            return Ok(Some(pdu));
+        }
+        // Not queued, and not in the database when the caller looked.
+        // A transaction the device may have sent (a retry) can have been
+        // written and forgotten here since: ask the database again, under
+        // the lock. A new transaction id, nearly every send, costs no query.
+        // A device the filter does not hold (over 2^16 transactions) is
+        // not asked again: its retry would have to race 256 written sends.
+        if self.txns.check(sender, device, scope, txn) == txns::Known::Maybe
+            && let Some(existing) = self
+                .storage
+                .transaction_event(sender, device, scope, txn)
+                .await?
+            && let Some(pdu) = self.pdu(&existing).await?
+        {
+            return Ok(Some(pdu));
+        }
+        Ok(None)
+    }
+
+    /// The new event's JSON before hashing and signing: its content (with
+    /// `redacts` inside it where the room version says so), its auth events
+    /// chosen from the head's state, and the head's extremities as its
+    /// `prev_events`.
+    fn event_json(
+        &self,
+        new: NewEvent<'_>,
+        head: &RoomHead,
+        rules: &RoomVersionRules,
+    ) -> Result<CanonicalJsonObject> {
         let mut content = new.content;
         if let Some(redacts) = &new.redacts
             && rules.redaction.content_field_redacts
@@ -767,22 +793,14 @@ impl Rooms {
         {
             map.insert("redacts".into(), Value::String(redacts.to_string()));
         }
-        let content_raw =
-            serde_json::value::to_raw_value(&content).map_err(MatrixError::internal)?;
-        let auth_types = ruma::state_res::auth_types_for_event(
+        let auth_events = auth_event_ids(
             &new.kind,
             new.sender,
             new.state_key.as_deref(),
-            &content_raw,
-            &rules.authorization,
-        )
-        .map_err(|e| MatrixError::bad_json(format!("Invalid event content: {e}")))?;
-        let mut auth_events: Vec<OwnedEventId> = auth_types
-            .iter()
-            .filter_map(|(ty, sk)| head.state.get(&(ty.to_string(), sk.clone())).cloned())
-            .collect();
-        auth_events.sort();
-        auth_events.dedup();
+            &content,
+            &head.state,
+            rules,
+        )?;
 
         let mut obj = CanonicalJsonObject::new();
         let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
@@ -819,18 +837,7 @@ impl Rooms {
             "depth".into(),
             CanonicalJsonValue::Integer(depth.try_into().map_err(MatrixError::internal)?),
         );
-        let pdu = self
-            .sign_and_check(obj, &version, new.room_id.to_owned(), &head.state)
-            .await?;
-
-        let (pdu, written) = self.enqueue(
-            pdu,
-            head,
-            new.txn.map(|(d, sc, t)| (new.sender.as_str(), d, sc, t)),
-            None,
-        )?;
-        drop(guard);
-        self.finish(pdu, written).await
+        Ok(obj)
     }
 
     /// Hashes, signs and ids the PDU, then runs the authorization rules
@@ -908,10 +915,6 @@ impl Rooms {
 
     /// Queues the event and everything it changes for the writer, and
     /// advances the room head past it; [`Rooms::finish`] waits for the write.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the pipeline's last step under the room lock; to be split"
-    )]
     fn enqueue(
         &self,
         mut pdu: Pdu,
@@ -924,54 +927,9 @@ impl Rooms {
         let json = pdu.json.to_string();
         let reservation = self.stream.reserve();
         let pos = reservation.pos();
-        self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
-        if pdu.kind == TimelineEventType::RoomMember
-            && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
-        {
-            self.stream.touch(Topic::User(user), pos);
-        }
-        let (state_group, chain_length, state, new_group) = match &pdu.state_key {
-            Some(sk) => {
-                let mut next = (*head.state).clone();
-                let key = (pdu.kind.to_string(), sk.clone());
-                next.insert(key.clone(), pdu.event_id.clone());
-                let snapshot = head.state_group == 0 || head.chain_length + 1 >= MAX_STATE_CHAIN;
-                let (prev_group, chain_length, entries) = if snapshot {
-                    let all = next
-                        .iter()
-                        .map(|((t, k), e)| StateEntryRow {
-                            event_type: t.clone(),
-                            state_key: k.clone(),
-                            event_id: e.to_string(),
-                        })
-                        .collect();
-                    (None, 0, all)
-                } else {
-                    (
-                        Some(head.state_group),
-                        head.chain_length + 1,
-                        vec![StateEntryRow {
-                            event_type: key.0,
-                            state_key: key.1,
-                            event_id: pdu.event_id.to_string(),
-                        }],
-                    )
-                };
-                let group = NewStateGroup {
-                    id: pos,
-                    prev_group,
-                    chain_length,
-                    entries,
-                };
-                (pos, chain_length, Arc::new(next), Some(group))
-            }
-            None => (
-                head.state_group,
-                head.chain_length,
-                head.state.clone(),
-                None,
-            ),
-        };
+        self.touch_topics(&pdu, pos);
+        let (after, new_group) = head.state_after(&pdu, pos);
+        let state_group = after.group;
         let row = PersistEvent {
             stream_ordering: pos,
             event_id: pdu.event_id.to_string(),
@@ -1001,21 +959,61 @@ impl Rooms {
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);
         let shared = Arc::new(pdu.clone());
+        let written = self.queue_write(row, head, reservation, shared.clone())?;
+        self.advance_head(head, &pdu, txn, after);
+        self.events.lock().put(pdu.event_id.to_string(), shared);
+        Ok((pdu, written))
+    }
+
+    /// Marks the room, and for a membership event its user, as changed at
+    /// `pos`.
+    fn touch_topics(&self, pdu: &Pdu, pos: i64) {
+        self.stream.touch(Topic::Room(pdu.room_id.clone()), pos);
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(user) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+        {
+            self.stream.touch(Topic::User(user), pos);
+        }
+    }
+
+    /// Hands the row to the writer; when the writer has stopped, gives the
+    /// stream position back.
+    fn queue_write(
+        &self,
+        row: PersistEvent,
+        head: &RoomHead,
+        reservation: crate::services::stream::Reservation,
+        pdu: Arc<Pdu>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Settled>>>> {
         let (done, written) = tokio::sync::oneshot::channel();
         let queued = self.writes.send(writer::PendingWrite {
             row,
             room_id: pdu.room_id.clone(),
             head_failed: head.failed.clone(),
             reservation,
-            pdu: shared.clone(),
+            pdu,
             done,
         });
         if let Err(tokio::sync::mpsc::error::SendError(w)) = queued {
             self.stream.complete(w.reservation);
             return Err(MatrixError::internal("the event writer has stopped"));
         }
-        if state_group == pos {
-            self.state.insert(pos, state.clone(), chain_length);
+        Ok(written)
+    }
+
+    /// Moves the room head past the queued `pdu` (its extremity, depth and
+    /// state), and notes its state group and transaction in the caches.
+    fn advance_head(
+        &self,
+        head: &mut RoomHead,
+        pdu: &Pdu,
+        txn: Option<(&str, &str, &str, &str)>,
+        after: StateAfter,
+    ) {
+        let pos = pdu.stream_ordering;
+        if after.group == pos {
+            self.state
+                .insert(pos, after.state.clone(), after.chain_length);
         }
         if let Some((user, device, scope, txn)) = txn {
             // After the reservation: a load that missed this note waits
@@ -1031,18 +1029,16 @@ impl Rooms {
         head.queued_upto = pos;
         head.extremities = vec![pdu.event_id.clone()];
         head.depth = pdu.depth;
-        head.state_group = state_group;
-        head.chain_length = chain_length;
+        head.state_group = after.group;
+        head.chain_length = after.chain_length;
         if pdu.state_key.is_some() {
             self.current.lock().insert(
                 pdu.room_id.clone(),
-                (head.failed.clone(), state.clone(), pos),
+                (head.failed.clone(), after.state.clone(), pos),
             );
             head.state_changed_at = pos;
         }
-        head.state = state;
-        self.events.lock().put(pdu.event_id.to_string(), shared);
-        Ok((pdu, written))
+        head.state = after.state;
     }
 
     /// Waits for a queued event to be written, and for what the pipeline's
@@ -1061,6 +1057,96 @@ impl Rooms {
             s.wait().await;
         }
         Ok(pdu)
+    }
+}
+
+/// The ids of the auth events the rules want for an event of this kind,
+/// sender, state key and content, from `state`: sorted, each once.
+fn auth_event_ids(
+    kind: &TimelineEventType,
+    sender: &UserId,
+    state_key: Option<&str>,
+    content: &Value,
+    state: &StateMap,
+    rules: &RoomVersionRules,
+) -> Result<Vec<OwnedEventId>> {
+    let content_raw = serde_json::value::to_raw_value(content).map_err(MatrixError::internal)?;
+    let auth_types = ruma::state_res::auth_types_for_event(
+        kind,
+        sender,
+        state_key,
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|e| MatrixError::bad_json(format!("Invalid event content: {e}")))?;
+    let mut auth_events: Vec<OwnedEventId> = auth_types
+        .iter()
+        .filter_map(|(ty, sk)| state.get(&(ty.to_string(), sk.clone())).cloned())
+        .collect();
+    auth_events.sort();
+    auth_events.dedup();
+    Ok(auth_events)
+}
+
+/// A room's state after an event: its state group, how many deltas that
+/// group is from a full snapshot, and the state map.
+struct StateAfter {
+    group: i64,
+    chain_length: i64,
+    state: Arc<StateMap>,
+}
+
+impl RoomHead {
+    /// The state after `pdu`, queued at stream position `pos`. A state event
+    /// starts a state group numbered `pos`, returned for writing: one entry
+    /// on the head's group, or every entry when the head has none or its
+    /// chain reaches [`MAX_STATE_CHAIN`]. Any other event keeps the head's.
+    fn state_after(&self, pdu: &Pdu, pos: i64) -> (StateAfter, Option<NewStateGroup>) {
+        let Some(sk) = &pdu.state_key else {
+            let same = StateAfter {
+                group: self.state_group,
+                chain_length: self.chain_length,
+                state: self.state.clone(),
+            };
+            return (same, None);
+        };
+        let mut next = (*self.state).clone();
+        let key = (pdu.kind.to_string(), sk.clone());
+        next.insert(key.clone(), pdu.event_id.clone());
+        let snapshot = self.state_group == 0 || self.chain_length + 1 >= MAX_STATE_CHAIN;
+        let (prev_group, chain_length, entries) = if snapshot {
+            let all = next
+                .iter()
+                .map(|((t, k), e)| StateEntryRow {
+                    event_type: t.clone(),
+                    state_key: k.clone(),
+                    event_id: e.to_string(),
+                })
+                .collect();
+            (None, 0, all)
+        } else {
+            (
+                Some(self.state_group),
+                self.chain_length + 1,
+                vec![StateEntryRow {
+                    event_type: key.0,
+                    state_key: key.1,
+                    event_id: pdu.event_id.to_string(),
+                }],
+            )
+        };
+        let group = NewStateGroup {
+            id: pos,
+            prev_group,
+            chain_length,
+            entries,
+        };
+        let after = StateAfter {
+            group: pos,
+            chain_length,
+            state: Arc::new(next),
+        };
+        (after, Some(group))
     }
 }
 
