@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{AdminAuth, Auth, RequiredJsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::services::admin_users;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_user_info::v3::Request, _, _>(r, client_whois);
@@ -95,12 +96,7 @@ async fn reset_password(
 ) -> Result<Json<Value>> {
     let user_id = s.accounts.parse_local_user_id(&raw_user_id)?;
     s.accounts.get_existing(&user_id).await?;
-    s.accounts.set_password(&user_id, &body.password).await?;
-    if body.logout_devices {
-        s.sessions
-            .delete_all_devices(user_id.as_str(), None)
-            .await?;
-    }
+    admin_users::reset_password(&s, &user_id, &body.password, body.logout_devices).await?;
     tracing::info!(%user_id, logout_devices = body.logout_devices, "admin reset a password");
     Ok(Json(json!({ "password_updated": true })))
 }
