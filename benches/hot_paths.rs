@@ -661,6 +661,9 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
 fn sync_request(since: Option<i64>) -> SyncRequest {
     SyncRequest {
         since,
+        // The response's assembly, not the one presence write of a user's
+        // first sync.
+        set_presence: ruma::presence::PresenceState::Offline,
         full_state: false,
         filter: FilterDefinition::default().into(),
         timeout: Duration::ZERO,

@@ -110,6 +110,7 @@ impl Services {
             ("stream", &*self.stream),
             ("jobs", &self.jobs),
             ("uia", &self.uia),
+            ("presence", &self.presence),
         ];
         if let Some(s) = &self.shared_secret {
             services.push(("shared_secret", s));

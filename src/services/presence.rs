@@ -3,17 +3,25 @@
 
 use std::sync::Arc;
 
-use ruma::UserId;
+use parking_lot::Mutex;
+use ruma::events::room::member::MembershipState;
+use ruma::presence::PresenceState;
+use ruma::{OwnedUserId, UserId};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
+use crate::services::expiring::bounded_lru;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::{PresenceRow, Storage};
 
 /// A user active within this many ms is `currently_active`.
 const ACTIVE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// How many users' last known presence state is remembered, so that a sync
+/// that would set the state it already has reads nothing.
+const KNOWN_STATES: usize = 100_000;
 
 /// A user's presence as clients see it (serialized: the content of an
 /// `m.presence` event).
@@ -34,6 +42,8 @@ pub struct Presence {
     storage: Storage,
     stream: Arc<Stream>,
     clock: SharedClock,
+    /// The stored state of recently seen users.
+    known: Mutex<lru::LruCache<OwnedUserId, String>>,
 }
 
 impl Presence {
@@ -42,7 +52,38 @@ impl Presence {
             storage,
             stream,
             clock,
+            known: Mutex::new(bounded_lru(KNOWN_STATES)),
         }
+    }
+
+    /// A `/sync` with `set_presence` (online when the client names none):
+    /// sets the user's state when it differs from the stored one, keeping
+    /// their status message. `offline` changes nothing (the spec: the
+    /// client is then not marked online by syncing).
+    pub async fn note_syncing(&self, user: &UserId, state: &PresenceState) -> Result<()> {
+        let state = match state {
+            PresenceState::Online => "online",
+            PresenceState::Unavailable => "unavailable",
+            PresenceState::Offline => return Ok(()),
+            other => {
+                return Err(MatrixError::invalid_param(format!(
+                    "Unknown set_presence {:?}: online, unavailable or offline",
+                    other.as_str()
+                )));
+            }
+        };
+        if self.known.lock().peek(user).is_some_and(|k| k == state) {
+            return Ok(());
+        }
+        let current = self.storage.presence(user.as_str()).await?;
+        if let Some(c) = &current
+            && c.state == state
+        {
+            self.known.lock().put(user.to_owned(), c.state.clone());
+            return Ok(());
+        }
+        let status_msg = current.and_then(|c| c.status_msg);
+        self.set(user, state, status_msg.as_deref()).await
     }
 
     pub async fn set(&self, user: &UserId, state: &str, status_msg: Option<&str>) -> Result<()> {
@@ -59,10 +100,25 @@ impl Presence {
             last_active_ts: self.clock.now_ms(),
             stream_ordering: r.pos(),
         };
-        self.stream.touch(Topic::Presence, r.pos());
+        // Who may see it: the user, and everyone sharing a joined room.
+        let rooms = match self.storage.rooms_for_user(user.as_str()).await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                self.stream.complete(r);
+                return Err(e.into());
+            }
+        };
+        self.stream.touch(Topic::User(user.to_owned()), r.pos());
+        for m in rooms {
+            if m.membership == MembershipState::Join {
+                self.stream.touch(Topic::PresenceIn(m.room_id), r.pos());
+            }
+        }
         let result = self.storage.set_presence(&row).await;
         self.stream.complete(r);
-        Ok(result?)
+        result?;
+        self.known.lock().put(user.to_owned(), state.to_owned());
+        Ok(())
     }
 
     /// The body of `GET /presence/{userId}/status` (offline if never set).
@@ -92,5 +148,11 @@ impl Presence {
     /// [`Presence::status`] as JSON (an `m.presence` event's content).
     pub fn content(&self, p: &PresenceRow) -> Value {
         serde_json::to_value(self.status(p)).unwrap_or_default()
+    }
+}
+
+impl crate::services::workers::CacheSizes for Presence {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("known_states", self.known.lock().len())]
     }
 }

@@ -22,7 +22,10 @@ use tokio::sync::{Notify, watch};
 pub enum Topic {
     Room(OwnedRoomId),
     User(OwnedUserId),
-    Presence,
+    /// The presence of the room's joined members (a change of a user's
+    /// presence touches each room they are joined to, so only the syncs of
+    /// users who share a room with them wake).
+    PresenceIn(OwnedRoomId),
     /// Anyone's read receipt in any room (besides its room's topic), so an
     /// incremental `/sync` reads receipts only when one was written.
     Receipts,

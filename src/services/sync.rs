@@ -106,6 +106,8 @@ impl<T> From<Vec<T>> for Events<T> {
 
 pub struct SyncRequest {
     pub since: Option<i64>,
+    /// The state syncing marks the user with (`set_presence`).
+    pub set_presence: ruma::presence::PresenceState,
     pub full_state: bool,
     /// Shared: a parked long-poll holds its request, and a filter is large
     /// (about a kilobyte).
@@ -127,6 +129,11 @@ pub fn parse_token(token: &str) -> Result<i64> {
 /// when something arrives or the timeout passes.
 pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<SyncResponse> {
     let deadline = Instant::now() + req.timeout.min(MAX_TIMEOUT);
+    if s.config.presence.enabled {
+        s.presence
+            .note_syncing(&who.user_id(), &req.set_presence)
+            .await?;
+    }
     // Boxed: a parked long-poll holds only this loop's small state, not the
     // whole state machine of `build`.
     let to = s.stream.current();
@@ -190,6 +197,13 @@ async fn build(
         s.stream.changed_since(&joined, since)
     });
     let window = Window { since, to };
+    let newly_joined: Vec<OwnedRoomId> = memberships
+        .iter()
+        .filter(|m| {
+            m.membership == MembershipState::Join && since.is_some_and(|s| m.stream_ordering > s)
+        })
+        .map(|m| m.room_id.clone())
+        .collect();
     let (global_data, room_data) = account_data(s, &user, window, user_changed).await?;
     let receipts = if rooms_changed {
         receipts_by_room(s, &user, &memberships, &req.filter.room, window).await?
@@ -198,10 +212,23 @@ async fn build(
     };
     let sorted = sort_rooms(s, who, req, window, memberships, receipts, room_data).await?;
     let join = joined_rooms(s, who, req, to, sorted.pending).await?;
-    let presence_changed =
-        since.is_none_or(|since| s.stream.changed_since(&[Topic::Presence], since));
-    let presence = if s.config.presence.enabled && presence_changed {
-        presence_events(s, &user, &sorted.joined, since.unwrap_or(0), to).await?
+    let presence_wanted = s.config.presence.enabled && wants_presence(&req.filter.presence);
+    let presence_topics: Vec<Topic> = if presence_wanted {
+        sorted
+            .joined
+            .iter()
+            .map(|r| Topic::PresenceIn(r.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // A member who newly joined one of the rooms changes that room; a room
+    // the user newly joined comes with their membership (the user's topic).
+    let presence_changed = user_changed
+        || rooms_changed
+        || since.is_none_or(|since| s.stream.changed_since(&presence_topics, since));
+    let presence = if presence_wanted && presence_changed {
+        presence_events(s, &user, &sorted.joined, &newly_joined, window).await?
     } else {
         Vec::new()
     };
@@ -226,9 +253,7 @@ async fn build(
     };
     let mut topics: Vec<Topic> = sorted.joined.into_iter().map(Topic::Room).collect();
     topics.push(Topic::User(user.clone()));
-    if s.config.presence.enabled {
-        topics.push(Topic::Presence);
-    }
+    topics.extend(presence_topics);
     Ok((body, has_updates, topics))
 }
 
@@ -470,19 +495,40 @@ async fn joined_rooms(
     Ok(join)
 }
 
-/// Presence changes of the user and of everyone sharing a joined room.
+/// Presence for the sync's window: changes of the user's and of everyone
+/// sharing a joined room, the presence of members who newly joined one of
+/// those rooms, and of every member of a room the user newly joined (as
+/// Synapse: a new room brings its members' presence).
 async fn presence_events(
     s: &Services,
     user: &UserId,
     joined: &[OwnedRoomId],
-    from: i64,
-    to: i64,
+    newly_joined: &[OwnedRoomId],
+    window: Window,
 ) -> Result<Vec<Value>> {
+    let Window { since, to } = window;
     let rooms: Vec<&str> = joined.iter().map(|r| r.as_str()).collect();
-    let changes = s
+    let mut changes = s
         .storage
-        .presence_in_rooms(&rooms, user.as_str(), from, to)
+        .presence_in_rooms(&rooms, user.as_str(), since.unwrap_or(0), to)
         .await?;
+    let newly: Vec<&str> = newly_joined
+        .iter()
+        .filter(|r| joined.contains(r))
+        .map(|r| r.as_str())
+        .collect();
+    if !newly.is_empty() {
+        let mut seen: HashSet<String> = changes.iter().map(|p| p.user_id.clone()).collect();
+        for p in s
+            .storage
+            .presence_in_rooms(&newly, user.as_str(), 0, to)
+            .await?
+        {
+            if seen.insert(p.user_id.clone()) {
+                changes.push(p);
+            }
+        }
+    }
     Ok(changes
         .iter()
         .map(|p| {
@@ -493,6 +539,14 @@ async fn presence_events(
             })
         })
         .collect())
+}
+
+/// Whether the filter lets any presence event through (a filter of
+/// `not_types: ["*"]` or `types: []` wants none, and its syncs neither read
+/// presence nor wake for it).
+fn wants_presence(filter: &ruma::api::client::filter::Filter) -> bool {
+    !filter.not_types.iter().any(|t| t == "*")
+        && filter.types.as_ref().is_none_or(|t| !t.is_empty())
 }
 
 /// Whether the room filter lets a room through.

@@ -293,9 +293,10 @@ fn presence_in_rooms_sql(size: usize) -> String {
          SELECT {columns} FROM current_state c CROSS JOIN presence p
          WHERE c.room_id IN ({list}) AND c.event_type = 'm.room.member'
            AND c.membership = 'join' AND p.user_id = c.state_key
-           AND p.stream_ordering > ${} AND p.stream_ordering <= ${}",
-        size + 4,
-        size + 5
+           AND (p.stream_ordering > ${since} OR c.stream_ordering > ${since})
+           AND p.stream_ordering <= ${to}",
+        since = size + 4,
+        to = size + 5
     )
 }
 

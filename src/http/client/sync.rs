@@ -29,6 +29,7 @@ async fn get_sync(
         since,
         full_state,
         timeout,
+        set_presence,
         ..
     } = *req;
     let filter = match filter {
@@ -47,6 +48,7 @@ async fn get_sync(
         &r,
         SyncRequest {
             since,
+            set_presence,
             full_state,
             filter,
             timeout: timeout.unwrap_or(Duration::ZERO),
