@@ -84,7 +84,60 @@ pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> R
         return Err(MatrixError::forbidden("You may not delete this alias"));
     }
     s.storage.delete_alias(alias).await?;
+    drop_from_canonical_alias(s, r, &room_id, alias).await;
     Ok(())
+}
+
+/// Removes a deleted alias from the room's `m.room.canonical_alias` (its
+/// `alias` and `alt_aliases`), sent by whoever deleted it, as Synapse does,
+/// so the room no longer advertises an alias that resolves nowhere. The
+/// alias is deleted either way: a deleter who may not change the canonical
+/// alias (its creator) leaves the event as it was, and that is logged.
+async fn drop_from_canonical_alias(s: &Services, r: &Requester, room_id: &RoomId, alias: &str) {
+    let current = match s
+        .rooms
+        .current_state_pdu(room_id, "m.room.canonical_alias", "")
+        .await
+    {
+        Ok(Some(pdu)) => pdu.content_value(),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%room_id, error = %e.message(), "could not read the canonical alias");
+            return;
+        }
+    };
+    let Some(mut content) = current.as_object().cloned() else {
+        return;
+    };
+    let mut changed = false;
+    if content.get("alias").and_then(|a| a.as_str()) == Some(alias) {
+        content.remove("alias");
+        changed = true;
+    }
+    if let Some(serde_json::Value::Array(alt)) = content.get_mut("alt_aliases") {
+        let before = alt.len();
+        alt.retain(|a| a.as_str() != Some(alias));
+        changed |= alt.len() != before;
+    }
+    if !changed {
+        return;
+    }
+    let sender = r.user_id();
+    if let Err(e) = s
+        .rooms
+        .append(crate::services::rooms::NewEvent {
+            room_id,
+            sender: &sender,
+            kind: ruma::events::TimelineEventType::RoomCanonicalAlias,
+            state_key: Some(String::new()),
+            content: serde_json::Value::Object(content),
+            txn: None,
+            redacts: None,
+        })
+        .await
+    {
+        tracing::info!(%room_id, alias, error = %e.message(), "the canonical alias keeps a deleted alias");
+    }
 }
 
 /// The room's local aliases. Members (or anyone, for a world-readable room)

@@ -20,6 +20,7 @@ mod client_pushrules_filters; // /pushrules/, filters
 mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
+mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
