@@ -124,17 +124,18 @@ async fn try_leave(server: &TestServer, who: &Session, room: &str) -> (StatusCod
 
 /// Deactivates an account through the client API (UIA with its password).
 async fn deactivate(server: &TestServer, who: &Session, localpart: &str) {
-    let path = "/_matrix/client/v3/account/deactivate";
-    let (st, challenge) = server.post(path, who.token(), json!({})).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{challenge}");
-    let session = challenge["session"].as_str().unwrap().to_owned();
-    let (st, body) = server
-        .post(
-            path,
+    let (st, body) = with_uia(
+        server,
+        FirstRound::Challenge,
+        UiaRequest::post(
+            "/_matrix/client/v3/account/deactivate",
             who.token(),
-            json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": "password123", "session": session}}),
-        )
-        .await;
+            json!({}),
+        ),
+        localpart,
+        "password123",
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "deactivate {localpart}: {body}");
 }
 

@@ -13,12 +13,6 @@ const V3: &str = "/_matrix/client/v3";
 const NONCE: &str = "/_synapse/admin/v1/register";
 const REGISTER: &str = "/_matrix/client/v3/register";
 
-async fn nonce(s: &TestServer) -> String {
-    let (st, body) = s.get(NONCE, None).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["nonce"].as_str().unwrap().to_owned()
-}
-
 async fn register_with_nonce(s: &TestServer, nonce: &str, user: &str) -> (StatusCode, Value) {
     let mac = shared_secret_mac(SHARED_SECRET, nonce, user, "password123", false, None);
     s.post(
@@ -37,9 +31,9 @@ async fn nonce_endpoint_is_rate_limited_per_ip() {
         c.rate_limits.login_burst = 3;
     })
     .await;
-    let first = nonce(&s).await;
-    nonce(&s).await;
-    nonce(&s).await;
+    let first = s.nonce().await;
+    s.nonce().await;
+    s.nonce().await;
     let limited = s.get(NONCE, None).await;
     assert_error(&limited, 429, "M_LIMIT_EXCEEDED");
     let ms = limited.1["retry_after_ms"].as_u64().unwrap_or(0);
@@ -53,9 +47,9 @@ async fn nonce_endpoint_is_rate_limited_per_ip() {
 #[tokio::test]
 async fn outstanding_nonces_are_bounded_oldest_first() {
     let s = TestServer::start_with(|c| c.caches.registration_nonces = 2).await;
-    let n1 = nonce(&s).await;
-    let n2 = nonce(&s).await;
-    let n3 = nonce(&s).await;
+    let n1 = s.nonce().await;
+    let n2 = s.nonce().await;
+    let n3 = s.nonce().await;
     assert_error(
         &register_with_nonce(&s, &n1, "alice").await,
         400,

@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 
 mod rooms;
 mod sync;
+mod uia;
 
 pub use rooms::*;
 pub use sync::*;
+pub use uia::*;
 
 pub const SHARED_SECRET: &str = "test-shared-secret";
 
@@ -327,11 +329,20 @@ impl TestServer {
         self.request(Method::DELETE, path, token, body).await
     }
 
+    /// GET /_synapse/admin/v1/register: a fresh shared-secret registration nonce.
+    pub async fn nonce(&self) -> String {
+        let (st, body) = self.get("/_synapse/admin/v1/register", None).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let n = body["nonce"]
+            .as_str()
+            .unwrap_or_else(|| panic!("nonce is not a string: {body}"));
+        assert!(!n.is_empty());
+        n.to_owned()
+    }
+
     /// Registers a user through shared-secret registration; returns its session.
     pub async fn register(&self, localpart: &str, password: &str, admin: bool) -> Session {
-        let (st, nonce) = self.get("/_synapse/admin/v1/register", None).await;
-        assert_eq!(st, StatusCode::OK, "{nonce}");
-        let nonce = nonce["nonce"].as_str().unwrap().to_owned();
+        let nonce = self.nonce().await;
         let mac = shared_secret_mac(SHARED_SECRET, &nonce, localpart, password, admin, None);
         let (st, body) = self
             .post(
