@@ -19,7 +19,7 @@ fn global_path(user: &str, ty: &str) -> String {
     )
 }
 
-fn room_path(user: &str, room: &str, ty: &str) -> String {
+fn room_data_path(user: &str, room: &str, ty: &str) -> String {
     format!(
         "/_matrix/client/v3/user/{}/rooms/{}/account_data/{}",
         enc(user),
@@ -93,17 +93,6 @@ async fn unread(server: &TestServer, who: &Session, room: &str) -> (u64, u64) {
             .as_u64()
             .unwrap_or_else(|| panic!("highlight_count: {counts}")),
     )
-}
-
-async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &str, event: &str) {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/receipt/{}/{}",
-        enc(room),
-        enc(ty),
-        enc(event)
-    );
-    let (st, body) = server.post(&path, who.token(), json!({})).await;
-    assert_eq!(st, StatusCode::OK, "receipt {ty}: {body}");
 }
 
 /// alice's public room with bob joined.
@@ -302,7 +291,7 @@ async fn room_account_data_round_trip() {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
     let other = create_room(&server, &alice, json!({})).await;
-    let path = room_path(&alice.user_id, &room, "org.example.room");
+    let path = room_data_path(&alice.user_id, &room, "org.example.room");
 
     assert_error(&server.get(&path, alice.token()).await, 404, "M_NOT_FOUND");
     let (st, body) = server.put(&path, alice.token(), json!({"r": 1})).await;
@@ -325,7 +314,7 @@ async fn room_account_data_round_trip() {
     assert_error(
         &server
             .get(
-                &room_path(&alice.user_id, &other, "org.example.room"),
+                &room_data_path(&alice.user_id, &other, "org.example.room"),
                 alice.token(),
             )
             .await,
@@ -343,7 +332,7 @@ async fn room_account_data_round_trip() {
     assert_error(
         &server
             .get(
-                &room_path(&alice.user_id, &room, "org.example.global"),
+                &room_data_path(&alice.user_id, &room, "org.example.global"),
                 alice.token(),
             )
             .await,
@@ -358,7 +347,7 @@ async fn room_account_data_errors() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({})).await;
-    let path = room_path(&alice.user_id, &room, "org.example.room");
+    let path = room_data_path(&alice.user_id, &room, "org.example.room");
     server.put(&path, alice.token(), json!({"r": 1})).await;
 
     assert_error(&server.get(&path, bob.token()).await, 403, "M_FORBIDDEN");
@@ -375,7 +364,7 @@ async fn room_account_data_errors() {
     assert_error(
         &server
             .put(
-                &room_path(&alice.user_id, &room, "m.push_rules"),
+                &room_data_path(&alice.user_id, &room, "m.push_rules"),
                 alice.token(),
                 json!({"global": {}}),
             )
@@ -387,7 +376,7 @@ async fn room_account_data_errors() {
     assert_error(
         &server
             .put(
-                &room_path(&alice.user_id, &unknown, "org.example.room"),
+                &room_data_path(&alice.user_id, &unknown, "org.example.room"),
                 alice.token(),
                 json!({"r": 1}),
             )
@@ -409,7 +398,7 @@ async fn room_account_data_appears_in_sync() {
 
     server
         .put(
-            &room_path(&alice.user_id, &room, "org.example.room"),
+            &room_data_path(&alice.user_id, &room, "org.example.room"),
             alice.token(),
             json!({"r": "x"}),
         )
@@ -477,7 +466,10 @@ async fn tags_put_get_delete() {
 
     // Stored as the room account data m.tag.
     let (st, data) = server
-        .get(&room_path(&alice.user_id, &room, "m.tag"), alice.token())
+        .get(
+            &room_data_path(&alice.user_id, &room, "m.tag"),
+            alice.token(),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{data}");
     assert_eq!(data["tags"]["u.work"]["order"], 0.5, "{data}");

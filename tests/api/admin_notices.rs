@@ -74,42 +74,12 @@ async fn the_invite(server: &TestServer, who: &Session) -> (String, Value) {
     (room, body)
 }
 
-/// Every event of the room visible to `who`, oldest first.
-async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<Value> {
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=100",
-                enc(room)
-            ),
-            who.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"].as_array().expect("chunk").clone()
-}
-
 fn notice_bodies(events: &[Value], sender: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
         .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-async fn get_event(server: &TestServer, who: &Session, room: &str, event: &str) -> Value {
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/event/{}",
-                enc(room),
-                enc(event)
-            ),
-            who.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "GET event: {body}");
-    body
 }
 
 async fn try_leave(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
@@ -231,12 +201,9 @@ async fn user_joins_sees_the_notice_and_the_tag() {
     let ev = notice_ok(&server, &admin, &alice.user_id, "welcome").await;
     let (room, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room).await;
-    assert_eq!(
-        joined_rooms(&server, &alice).await,
-        HashSet::from([room.clone()])
-    );
+    assert_eq!(joined_rooms(&server, &alice).await, vec![room.clone()]);
 
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["sender"], server_user(&server), "{got}");
     assert_eq!(got["content"], text("welcome"), "{got}");
 
@@ -347,7 +314,7 @@ async fn the_whole_content_is_forwarded() {
     let ev = b["event_id"].as_str().unwrap().to_owned();
     let (room, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room).await;
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["type"], "m.room.message", "{got}");
     assert_eq!(got["content"], content, "{got}");
 }
@@ -392,12 +359,12 @@ async fn type_and_state_key_are_honoured() {
         .await;
     assert_eq!(st, StatusCode::OK, "{got}");
     assert_eq!(got, banner);
-    let ev = get_event(&server, &alice, &room, &state_ev).await;
+    let ev = get_event_ok(&server, &alice, &room, &state_ev).await;
     assert_eq!(ev["type"], "org.example.banner", "{ev}");
     assert_eq!(ev["state_key"], "top", "{ev}");
     assert_eq!(ev["sender"], server_user(&server), "{ev}");
 
-    let ev = get_event(&server, &alice, &room, &alert_ev).await;
+    let ev = get_event_ok(&server, &alice, &room, &alert_ev).await;
     assert_eq!(ev["type"], "org.example.alert", "{ev}");
     assert!(ev.get("state_key").is_none(), "not a state event: {ev}");
     assert_eq!(ev["content"], alert, "{ev}");
@@ -469,10 +436,7 @@ async fn second_notice_goes_to_the_same_room() {
     notice_ok(&server, &admin, &alice.user_id, "third").await;
     // Joined: no new invite, the same room.
     assert!(invites(&server, &alice).await.is_empty());
-    assert_eq!(
-        joined_rooms(&server, &alice).await,
-        HashSet::from([room.clone()])
-    );
+    assert_eq!(joined_rooms(&server, &alice).await, vec![room.clone()]);
     let events = timeline(&server, &alice, &room).await;
     assert_eq!(
         notice_bodies(&events, &server_user(&server)),
@@ -501,7 +465,7 @@ async fn after_leaving_the_next_notice_reinvites_into_the_same_room() {
         "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
     );
     join(&server, &alice, &room).await;
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["content"]["body"], "come back", "{got}");
 }
 
@@ -903,7 +867,7 @@ async fn put_txn_scope_and_restart() {
         .await;
     assert_eq!(st, StatusCode::OK, "{sent}");
     assert_ne!(sent["event_id"], first["event_id"]);
-    let got = get_event(&server, &admin, &room, sent["event_id"].as_str().unwrap()).await;
+    let got = get_event_ok(&server, &admin, &room, sent["event_id"].as_str().unwrap()).await;
     assert_eq!(got["content"]["body"], "in my room", "{got}");
 
     // A retry after a restart is still the same event.
@@ -952,7 +916,7 @@ async fn notice_after_the_notices_room_was_evacuated_still_arrives() {
     let ev = notice_ok(&server, &admin, &alice.user_id, "second").await;
     let (room2, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room2).await;
-    let got = get_event(&server, &alice, &room2, &ev).await;
+    let got = get_event_ok(&server, &alice, &room2, &ev).await;
     assert_eq!(got["content"]["body"], "second", "{got}");
     assert_eq!(got["sender"], sender.as_str(), "{got}");
 }

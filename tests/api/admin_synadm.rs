@@ -297,14 +297,6 @@ fn user_names(list: &Value) -> Vec<String> {
         .collect()
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn as_set(v: Vec<String>) -> BTreeSet<String> {
-    v.into_iter().collect()
-}
-
 /// The `room_id`s of a room list answer.
 fn room_ids(list: &Value) -> Vec<String> {
     list["rooms"]
@@ -374,11 +366,11 @@ async fn room_members(server: &TestServer, admin: &Session, room: &str) -> BTree
     )
     .await;
     assert_eq!(st, StatusCode::OK, "members of {room}: {body}");
-    as_set(strings(&body["members"]))
+    set(strings(&body["members"]))
 }
 
 /// The content of the room's current state event `ty` (state key "").
-async fn state_content(server: &TestServer, admin: &Session, room: &str, ty: &str) -> Value {
+async fn admin_state_content(server: &TestServer, admin: &Session, room: &str, ty: &str) -> Value {
     let (st, body) = admin_get(
         server,
         admin,
@@ -474,7 +466,7 @@ async fn synadm_user_list_and_filters() {
     let list = synadm.run(&["user", "list"]).await;
     let all = list.ok();
     assert_eq!(
-        as_set(user_names(all)),
+        set(user_names(all)),
         set(&[root, alice, bob, &guest]),
         "{all}"
     );
@@ -503,7 +495,7 @@ async fn synadm_user_list_and_filters() {
     let out = synadm.run(&["user", "list", "-d"]).await;
     let l = out.ok();
     assert_eq!(
-        as_set(user_names(l)),
+        set(user_names(l)),
         set(&[root, alice, bob, carol, &guest]),
         "{l}"
     );
@@ -546,7 +538,7 @@ async fn synadm_user_list_and_filters() {
     // -G / -g: without and with guests.
     let out = synadm.run(&["user", "list", "-G"]).await;
     assert_eq!(
-        as_set(user_names(out.ok())),
+        set(user_names(out.ok())),
         set(&[root, alice, bob]),
         "{}",
         out.stdout
@@ -564,7 +556,7 @@ async fn synadm_user_list_and_filters() {
     );
     let out = synadm.run(&["user", "list", "--non-admins"]).await;
     assert_eq!(
-        as_set(user_names(out.ok())),
+        set(user_names(out.ok())),
         set(&[alice, bob, &guest]),
         "{}",
         out.stdout
@@ -589,7 +581,7 @@ async fn synadm_user_list_and_filters() {
     assert!(page2.get("next_token").is_none(), "{page2}");
     let mut both = user_names(page1);
     both.extend(user_names(page2));
-    assert_eq!(as_set(both), set(&[root, alice, bob]));
+    assert_eq!(set(both), set(&[root, alice, bob]));
 
     // --sort-by name --reverse.
     let out = synadm
@@ -643,14 +635,14 @@ async fn synadm_user_list_exclude_user_type() {
     assert_eq!(out.ok()["user_type"], "bot", "{}", out.describe());
     let out = synadm.run(&["user", "list"]).await;
     assert_eq!(
-        as_set(user_names(out.ok())),
+        set(user_names(out.ok())),
         set(&[&admin.user_id, &alice.user_id, "@robot:test.local"])
     );
     let out = synadm
         .run(&["user", "list", "--exclude-user-type", "bot"])
         .await;
     assert_eq!(
-        as_set(user_names(out.ok())),
+        set(user_names(out.ok())),
         set(&[&admin.user_id, &alice.user_id]),
         "not_user_type=bot must leave out bots: {}",
         out.stdout
@@ -1139,7 +1131,7 @@ async fn synadm_rooms() {
     // room list: both rooms, in the API's shape.
     let out = synadm.run(&["room", "list"]).await;
     let l = out.ok();
-    assert_eq!(as_set(room_ids(l)), set(&[&lounge, &private]), "{l}");
+    assert_eq!(set(room_ids(l)), set(&[&lounge, &private]), "{l}");
     assert_eq!(l["total_rooms"], 2, "{l}");
     let (st, http) = admin_get(&server, &admin, "/_synapse/admin/v1/rooms").await;
     assert_eq!(st, StatusCode::OK);
@@ -1198,7 +1190,7 @@ async fn synadm_rooms() {
     let out = synadm.run(&["room", "members", &lounge]).await;
     let m = out.ok();
     assert_eq!(
-        as_set(strings(&m["members"])),
+        set(strings(&m["members"])),
         set(&[&alice.user_id, &bob.user_id]),
         "{m}"
     );
@@ -1282,14 +1274,14 @@ async fn synadm_rooms() {
     // room make-admin: the caller gets the room creator's power (PL 100).
     let out = synadm.run(&["room", "make-admin", &private]).await;
     assert_eq!(out.ok(), &json!({}), "{}", out.describe());
-    let pl = state_content(&server, &admin, &private, "m.room.power_levels").await;
+    let pl = admin_state_content(&server, &admin, &private, "m.room.power_levels").await;
     assert_eq!(pl["users"][&admin.user_id], 100, "{pl}");
     // -u: another user (carol, a member) likewise.
     let out = synadm
         .run(&["room", "make-admin", "-u", "carol", &private])
         .await;
     assert_eq!(out.ok(), &json!({}), "{}", out.describe());
-    let pl = state_content(&server, &admin, &private, "m.room.power_levels").await;
+    let pl = admin_state_content(&server, &admin, &private, "m.room.power_levels").await;
     assert_eq!(pl["users"][&carol.user_id], 100, "{pl}");
 
     // room join: an admin puts a local user into a public room.
@@ -1351,7 +1343,7 @@ async fn synadm_room_delete() {
     })
     .await;
     assert_eq!(status["delete_id"], delete_id.as_str(), "{status}");
-    let kicked = as_set(strings(&status["shutdown_room"]["kicked_users"]));
+    let kicked = set(strings(&status["shutdown_room"]["kicked_users"]));
     assert_eq!(kicked, set(&[&alice.user_id, &bob.user_id]), "{status}");
     assert_eq!(
         strings(&status["shutdown_room"]["local_aliases"]),

@@ -116,27 +116,6 @@ fn one_of_each(c: &mut myelin::config::Config) {
     c.caches.unread_counts = 1;
 }
 
-/// One forward extremity and depths 1..=n: no event was built on a head
-/// that missed a queued one.
-async fn assert_one_chain(s: &TestServer, room: &str) {
-    let q = |sql: &str| sql.replace("ROOM", room);
-    let extremities = s
-        .sql_count(&q(
-            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(extremities, 1, "one forward extremity in {room}");
-    let events = s
-        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    let depths = s
-        .sql_count(&q(
-            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(depths, events, "distinct depths in {room}");
-}
-
 #[tokio::test]
 async fn rooms_stay_right_with_one_entry_caches() {
     let s = TestServer::start_with(one_of_each).await;

@@ -1,7 +1,7 @@
 //! /account/password and /account/deactivate (both behind UIA).
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 

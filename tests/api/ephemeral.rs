@@ -13,23 +13,6 @@ use crate::harness::*;
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn receipt_path(room: &str, ty: &str, event: &str) -> String {
-    format!(
-        "/_matrix/client/v3/rooms/{}/receipt/{}/{}",
-        enc(room),
-        enc(ty),
-        enc(event)
-    )
-}
-
-async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &str, event: &str) {
-    let (st, body) = server
-        .post(&receipt_path(room, ty, event), who.token(), json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "receipt {ty}: {body}");
-    assert_eq!(body, json!({}), "receipt answers an empty object");
-}
-
 fn typing_path(room: &str, user: &str) -> String {
     format!(
         "/_matrix/client/v3/rooms/{}/typing/{}",

@@ -40,43 +40,11 @@ async fn send_all(
     out.into_iter().map(|(_, st, b)| (st, b)).collect()
 }
 
-/// The room's events form one chain: one forward extremity, and depths
-/// 1..=n without a gap or a repeat.
-async fn assert_one_chain(server: &TestServer, room: &str) {
-    let q = |sql: &str| sql.replace("ROOM", &room.replace('\'', "''"));
-    let extremities = server
-        .sql_count(&q(
-            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(extremities, 1, "one forward extremity");
-    let events = server
-        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    let depths = server
-        .sql_count(&q(
-            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    let max_depth = server
-        .sql_count(&q("SELECT MAX(depth) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    assert_eq!((depths, max_depth), (events, events), "depths 1..={events}");
-}
-
 /// The bodies of the room's m.room.message events, oldest first, as
 /// /messages serves them.
 async fn message_bodies(server: &TestServer, s: &Session, room: &str) -> Vec<String> {
-    let (st, body) = server
-        .get(
-            &format!("{V3}/rooms/{}/messages?dir=f&limit=1000", enc(room)),
-            s.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"]
-        .as_array()
-        .unwrap()
+    timeline(server, s, room)
+        .await
         .iter()
         .filter(|e| e["type"] == "m.room.message")
         .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
@@ -165,16 +133,6 @@ async fn put_topic(
         .await
 }
 
-async fn send_text(server: &TestServer, s: &Session, room: &str, txn: &str) -> (StatusCode, Value) {
-    server
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            s.token(),
-            json!({"msgtype": "m.text", "body": txn}),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn a_failed_write_fails_alone_and_the_room_recovers() {
     let server = TestServer::start().await;
@@ -193,9 +151,9 @@ async fn a_failed_write_fails_alone_and_the_room_recovers() {
         "M_UNKNOWN",
     );
     // The room goes on from what was written; so does the other one.
-    let (st, body) = send_text(&server, &alice, &room, "after").await;
+    let (st, body) = try_send_text(&server, &alice, &room, "after", "after").await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let (st, body) = send_text(&server, &alice, &other, "other room").await;
+    let (st, body) = try_send_text(&server, &alice, &other, "other room", "other room").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_one_chain(&server, &room).await;
     assert_one_chain(&server, &other).await;
@@ -287,7 +245,7 @@ async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
     accepted.sort();
     assert_eq!(bodies, accepted, "exactly the accepted sends are stored");
     assert_one_chain(&server, &room).await;
-    let (st, body) = send_text(&server, &alice, &room, "later").await;
+    let (st, body) = try_send_text(&server, &alice, &room, "later", "later").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_one_chain(&server, &room).await;
 }

@@ -115,31 +115,6 @@ fn assert_no_duplicates(list: &[String]) {
     assert_eq!(set.len(), list.len(), "duplicate results: {list:?}");
 }
 
-fn set(list: &[String]) -> BTreeSet<String> {
-    list.iter().cloned().collect()
-}
-
-async fn redact(server: &TestServer, who: &Session, room: &str, event_id: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let txn = format!(
-        "search-redact-{}",
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let (st, b) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
-                enc(room),
-                enc(event_id)
-            ),
-            who.token(),
-            json!({"reason": "test"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "redact: {b}");
-    b["event_id"].as_str().expect("event_id").to_owned()
-}
-
 /// Sends an `m.replace` edit of `target` with the new body; returns its id.
 async fn edit(server: &TestServer, who: &Session, room: &str, target: &str, new: &str) -> String {
     send_event(
