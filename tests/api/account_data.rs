@@ -48,16 +48,6 @@ fn rule_path(kind: &str, rule: &str) -> String {
     )
 }
 
-/// The rule ids of one kind in a ruleset.
-fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
-    ruleset[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("{kind} is not an array: {ruleset}"))
-        .iter()
-        .map(|r| r["rule_id"].as_str().expect("rule_id").to_owned())
-        .collect()
-}
-
 fn find_rule<'a>(ruleset: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
     ruleset[kind]
         .as_array()?

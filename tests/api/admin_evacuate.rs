@@ -96,7 +96,7 @@ async fn evacuate_room_makes_every_joined_member_leave() {
 
     // No federation: the joined members are the local members.
     let before = joined_members(&server, &admin, &room).await;
-    assert_eq!(set(&before), set(&[&admin.user_id, &bob.user_id]));
+    assert_eq!(set(&before), set([&admin.user_id, &bob.user_id]));
     let admin_since = sync_token(&server, &admin).await;
     let bob_since = sync_token(&server, &bob).await;
 
@@ -128,7 +128,7 @@ async fn evacuate_room_makes_every_joined_member_leave() {
     join(&server, &bob, &room).await;
     assert_eq!(
         set(joined_members(&server, &bob, &room).await),
-        set(&[&bob.user_id])
+        set([&bob.user_id])
     );
 }
 
@@ -154,7 +154,7 @@ async fn evacuate_room_leave_events_are_plain_self_leaves() {
     join(&server, &bob, &room).await;
 
     let got = affected(&evacuate_room(&server, &admin, &room).await);
-    assert_eq!(set(&got), set(&[&admin.user_id, &bob.user_id]));
+    assert_eq!(set(&got), set([&admin.user_id, &bob.user_id]));
 
     // Bob comes back and reads the room's history: one leave per member.
     join(&server, &bob, &room).await;
@@ -241,12 +241,12 @@ async fn evacuate_room_touches_only_that_room() {
     join(&server, &bob, &other).await;
 
     let got = affected(&evacuate_room(&server, &admin, &target).await);
-    assert_eq!(set(&got), set(&[&alice.user_id, &bob.user_id]));
-    assert_eq!(set(joined_rooms(&server, &alice).await), set(&[&other]));
-    assert_eq!(set(joined_rooms(&server, &bob).await), set(&[&other]));
+    assert_eq!(set(&got), set([&alice.user_id, &bob.user_id]));
+    assert_eq!(set(joined_rooms(&server, &alice).await), set([&other]));
+    assert_eq!(set(joined_rooms(&server, &bob).await), set([&other]));
     assert_eq!(
         set(joined_members(&server, &alice, &other).await),
-        set(&[&alice.user_id, &bob.user_id])
+        set([&alice.user_id, &bob.user_id])
     );
     send_text(&server, &bob, &other, "life goes on").await;
 }
@@ -296,14 +296,14 @@ async fn evacuate_user_leaves_every_joined_room() {
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(set(&got), set(&[&room1, &room2]));
+    assert_eq!(set(&got), set([&room1, &room2]));
 
     assert!(joined_rooms(&server, &bob).await.is_empty());
     for room in [&room1, &room2] {
         // Alice stays; bob is gone.
         assert_eq!(
             set(joined_members(&server, &alice, room).await),
-            set(&[&alice.user_id])
+            set([&alice.user_id])
         );
         assert_left_in_sync(&server, &bob, &since, room).await;
     }
@@ -331,7 +331,7 @@ async fn evacuate_user_rejects_invites_too() {
     let since = body["next_batch"].as_str().unwrap().to_owned();
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
-    assert_eq!(set(&got), set(&[&joined, &invited]));
+    assert_eq!(set(&got), set([&joined, &invited]));
 
     // The invite is gone (rejected), both rooms are left.
     let body = sync(&server, &bob, "timeout=0").await;
@@ -378,7 +378,7 @@ async fn evacuate_user_rejects_a_server_notice_invite() {
     let since = body["next_batch"].as_str().unwrap().to_owned();
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
-    assert_eq!(set(&got), set(&[&room, &notice_room]));
+    assert_eq!(set(&got), set([&room, &notice_room]));
 
     let body = sync(&server, &bob, "timeout=0").await;
     assert!(
@@ -509,7 +509,7 @@ async fn evacuation_wakes_a_waiting_sync() {
         evacuate_room(&server, &admin, &room1),
     )
     .await;
-    assert_eq!(set(&affected(&resp)), set(&[&alice.user_id, &bob.user_id]));
+    assert_eq!(set(affected(&resp)), set([&alice.user_id, &bob.user_id]));
 
     // evacuateUser: the same for room2.
     let resp = wait_for_leave(

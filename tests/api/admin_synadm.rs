@@ -289,22 +289,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 /// The `name`s of a user list answer.
 fn user_names(list: &Value) -> Vec<String> {
-    list["users"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no users array: {list}"))
-        .iter()
-        .map(|u| u["name"].as_str().expect("name").to_owned())
-        .collect()
-}
-
-/// The `room_id`s of a room list answer.
-fn room_ids(list: &Value) -> Vec<String> {
-    list["rooms"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rooms array: {list}"))
-        .iter()
-        .map(|r| r["room_id"].as_str().expect("room_id").to_owned())
-        .collect()
+    field_of_each(&list["users"], "name")
 }
 
 /// A user object without the fields that change on their own.
@@ -467,7 +452,7 @@ async fn synadm_user_list_and_filters() {
     let all = list.ok();
     assert_eq!(
         set(user_names(all)),
-        set(&[root, alice, bob, &guest]),
+        set([root, alice, bob, &guest]),
         "{all}"
     );
     assert_eq!(all["total"], 4, "{all}");
@@ -496,7 +481,7 @@ async fn synadm_user_list_and_filters() {
     let l = out.ok();
     assert_eq!(
         set(user_names(l)),
-        set(&[root, alice, bob, carol, &guest]),
+        set([root, alice, bob, carol, &guest]),
         "{l}"
     );
     let c = l["users"]
@@ -539,7 +524,7 @@ async fn synadm_user_list_and_filters() {
     let out = synadm.run(&["user", "list", "-G"]).await;
     assert_eq!(
         set(user_names(out.ok())),
-        set(&[root, alice, bob]),
+        set([root, alice, bob]),
         "{}",
         out.stdout
     );
@@ -557,7 +542,7 @@ async fn synadm_user_list_and_filters() {
     let out = synadm.run(&["user", "list", "--non-admins"]).await;
     assert_eq!(
         set(user_names(out.ok())),
-        set(&[alice, bob, &guest]),
+        set([alice, bob, &guest]),
         "{}",
         out.stdout
     );
@@ -581,7 +566,7 @@ async fn synadm_user_list_and_filters() {
     assert!(page2.get("next_token").is_none(), "{page2}");
     let mut both = user_names(page1);
     both.extend(user_names(page2));
-    assert_eq!(set(both), set(&[root, alice, bob]));
+    assert_eq!(set(both), set([root, alice, bob]));
 
     // --sort-by name --reverse.
     let out = synadm
@@ -636,14 +621,14 @@ async fn synadm_user_list_exclude_user_type() {
     let out = synadm.run(&["user", "list"]).await;
     assert_eq!(
         set(user_names(out.ok())),
-        set(&[&admin.user_id, &alice.user_id, "@robot:test.local"])
+        set([&admin.user_id, &alice.user_id, "@robot:test.local"])
     );
     let out = synadm
         .run(&["user", "list", "--exclude-user-type", "bot"])
         .await;
     assert_eq!(
         set(user_names(out.ok())),
-        set(&[&admin.user_id, &alice.user_id]),
+        set([&admin.user_id, &alice.user_id]),
         "not_user_type=bot must leave out bots: {}",
         out.stdout
     );
@@ -1100,7 +1085,7 @@ async fn synadm_user_deactivate_member_of_rooms() {
     );
     assert_eq!(
         room_members(&server, &admin, &room).await,
-        set(&[&alice.user_id])
+        set([&alice.user_id])
     );
 }
 
@@ -1131,11 +1116,11 @@ async fn synadm_rooms() {
     // room list: both rooms, in the API's shape.
     let out = synadm.run(&["room", "list"]).await;
     let l = out.ok();
-    assert_eq!(set(room_ids(l)), set(&[&lounge, &private]), "{l}");
+    assert_eq!(set(room_ids(&l["rooms"])), set([&lounge, &private]), "{l}");
     assert_eq!(l["total_rooms"], 2, "{l}");
     let (st, http) = admin_get(&server, &admin, "/_synapse/admin/v1/rooms").await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(room_ids(l), room_ids(&http));
+    assert_eq!(room_ids(&l["rooms"]), room_ids(&http["rooms"]));
     let r = l["rooms"]
         .as_array()
         .unwrap()
@@ -1151,21 +1136,39 @@ async fn synadm_rooms() {
 
     // Search by name, by alias; `room search` is the same.
     let out = synadm.run(&["room", "list", "-n", "Lounge"]).await;
-    assert_eq!(room_ids(out.ok()), vec![lounge.clone()], "{}", out.stdout);
+    assert_eq!(
+        room_ids(&out.ok()["rooms"]),
+        vec![lounge.clone()],
+        "{}",
+        out.stdout
+    );
     let out = synadm.run(&["room", "list", "--name", "office"]).await;
-    assert_eq!(room_ids(out.ok()), vec![private.clone()], "{}", out.stdout);
+    assert_eq!(
+        room_ids(&out.ok()["rooms"]),
+        vec![private.clone()],
+        "{}",
+        out.stdout
+    );
     let out = synadm.run(&["room", "search", "lounge"]).await;
-    assert_eq!(room_ids(out.ok()), vec![lounge.clone()], "{}", out.stdout);
+    assert_eq!(
+        room_ids(&out.ok()["rooms"]),
+        vec![lounge.clone()],
+        "{}",
+        out.stdout
+    );
     let out = synadm.run(&["room", "list", "-n", "no such room"]).await;
     let none = out.ok();
-    assert!(room_ids(none).is_empty(), "{none}");
+    assert!(room_ids(&none["rooms"]).is_empty(), "{none}");
     assert_eq!(none["total_rooms"], 0, "{none}");
     // Sorted by members, and paginated.
     let out = synadm.run(&["room", "list", "-s", "joined_members"]).await;
-    assert_eq!(room_ids(out.ok()), vec![lounge.clone(), private.clone()]);
+    assert_eq!(
+        room_ids(&out.ok()["rooms"]),
+        vec![lounge.clone(), private.clone()]
+    );
     let out = synadm.run(&["room", "list", "-l", "1"]).await;
     let p = out.ok();
-    assert_eq!(room_ids(p).len(), 1, "{p}");
+    assert_eq!(room_ids(&p["rooms"]).len(), 1, "{p}");
     assert_eq!(p["next_batch"], 1, "{p}");
 
     // room details: as GET /_synapse/admin/v1/rooms/{id}.
@@ -1191,7 +1194,7 @@ async fn synadm_rooms() {
     let m = out.ok();
     assert_eq!(
         set(strings(&m["members"])),
-        set(&[&alice.user_id, &bob.user_id]),
+        set([&alice.user_id, &bob.user_id]),
         "{m}"
     );
     assert_eq!(m["total"], 2, "{m}");
@@ -1344,7 +1347,7 @@ async fn synadm_room_delete() {
     .await;
     assert_eq!(status["delete_id"], delete_id.as_str(), "{status}");
     let kicked = set(strings(&status["shutdown_room"]["kicked_users"]));
-    assert_eq!(kicked, set(&[&alice.user_id, &bob.user_id]), "{status}");
+    assert_eq!(kicked, set([&alice.user_id, &bob.user_id]), "{status}");
     assert_eq!(
         strings(&status["shutdown_room"]["local_aliases"]),
         vec!["#doomed:test.local".to_owned()],
@@ -1372,7 +1375,7 @@ async fn synadm_room_delete() {
     let out = synadm.run(&["room", "details", &doomed]).await;
     assert_eq!(out.last()["errcode"], "M_NOT_FOUND", "{}", out.describe());
     let out = synadm.run(&["room", "list"]).await;
-    assert_eq!(room_ids(out.ok()), vec![kept.clone()]);
+    assert_eq!(room_ids(&out.ok()["rooms"]), vec![kept.clone()]);
     let (st, jr) = server
         .get("/_matrix/client/v3/joined_rooms", bob.token())
         .await;

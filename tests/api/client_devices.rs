@@ -1,7 +1,7 @@
 //! /devices, /devices/{id}, /delete_devices and last-seen tracking.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -25,22 +25,6 @@ async fn login_named(server: &TestServer, localpart: &str, display_name: &str) -
         access_token: body["access_token"].as_str().unwrap().to_owned(),
         device_id: body["device_id"].as_str().unwrap().to_owned(),
     }
-}
-
-fn device_ids(body: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = body["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("devices is not an array: {body}"))
-        .iter()
-        .map(|d| {
-            d["device_id"]
-                .as_str()
-                .expect("device_id is a string")
-                .to_owned()
-        })
-        .collect();
-    ids.sort();
-    ids
 }
 
 #[tokio::test]

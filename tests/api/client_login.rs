@@ -9,15 +9,6 @@ const LOGIN: &str = "/_matrix/client/v3/login";
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 const DEVICES: &str = "/_matrix/client/v3/devices";
 
-fn device_ids(devices: &Value) -> Vec<String> {
-    devices["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("devices array: {devices}"))
-        .iter()
-        .map(|d| d["device_id"].as_str().expect("device_id").to_owned())
-        .collect()
-}
-
 #[track_caller]
 fn assert_login_ok(resp: &(StatusCode, Value), user_id: &str) {
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);

@@ -7,20 +7,6 @@ use crate::harness::*;
 
 const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
 
-fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
-    ruleset[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("{kind} is not an array: {ruleset}"))
-        .iter()
-        .map(|r| {
-            r["rule_id"]
-                .as_str()
-                .expect("rule_id is a string")
-                .to_owned()
-        })
-        .collect()
-}
-
 /// Checks a server-default ruleset. The spec (v1.7+) replaced
 /// `.m.rule.contains_display_name` by `.m.rule.is_user_mention`, and later
 /// versions dropped the legacy rule; either is accepted.

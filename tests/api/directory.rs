@@ -44,22 +44,8 @@ async fn room_aliases(server: &TestServer, who: &Session, room: &str) -> Vec<Str
     v
 }
 
-fn room_ids(chunk: &Value) -> Vec<String> {
-    chunk
-        .as_array()
-        .unwrap_or_else(|| panic!("chunk: {chunk}"))
-        .iter()
-        .map(|r| r["room_id"].as_str().expect("room_id").to_owned())
-        .collect()
-}
-
 fn user_ids(body: &Value) -> Vec<String> {
-    body["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("results: {body}"))
-        .iter()
-        .map(|r| r["user_id"].as_str().expect("user_id").to_owned())
-        .collect()
+    field_of_each(&body["results"], "user_id")
 }
 
 async fn search_users(server: &TestServer, who: &Session, body: Value) -> Value {

@@ -7,7 +7,6 @@
 //! database of its own.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +17,12 @@ use myelin::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+mod lists;
 mod rooms;
 mod sync;
 mod uia;
 
+pub use lists::*;
 pub use rooms::*;
 pub use sync::*;
 pub use uia::*;
@@ -481,11 +482,6 @@ pub async fn get_with_ua(
     let status = resp.status();
     let body: Value = resp.json().await.expect("JSON body");
     (status, body)
-}
-
-/// The strings of `items` as a set (to compare lists whose order does not matter).
-pub fn set<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> BTreeSet<String> {
-    items.into_iter().map(|s| s.as_ref().to_owned()).collect()
 }
 
 /// Percent-encodes one path segment (everything but unreserved characters).

@@ -214,7 +214,7 @@ async fn results_have_the_spec_shape() {
     send_text(&server, &alice, &room, "unrelated words").await;
 
     let re = search(&server, &alice, "apple").await;
-    assert_eq!(set(&ids(&re)), set(&[a.clone(), b.clone()]), "{re}");
+    assert_eq!(set(ids(&re)), set(&[a.clone(), b.clone()]), "{re}");
     assert_eq!(re["count"], 2, "{re}");
     assert!(re.get("next_batch").is_none(), "one page only: {re}");
     let highlights: Vec<&str> = re["highlights"]
@@ -253,7 +253,7 @@ async fn results_have_the_spec_shape() {
         .await;
     assert_eq!(st, StatusCode::OK, "{r0}");
     assert_eq!(
-        set(&ids(&r0["search_categories"]["room_events"])),
+        set(ids(&r0["search_categories"]["room_events"])),
         set(&[a, b])
     );
 
@@ -525,7 +525,7 @@ async fn filter_rooms_and_not_rooms_restrict_the_search() {
     let in_b = send_text(&server, &alice, &room_b, "walnut in b").await;
 
     let both = search(&server, &alice, "walnut").await;
-    assert_eq!(set(&ids(&both)), set(&[in_a.clone(), in_b.clone()]));
+    assert_eq!(set(ids(&both)), set(&[in_a.clone(), in_b.clone()]));
 
     let only_a = search_page(
         &server,
@@ -553,7 +553,7 @@ async fn filter_rooms_and_not_rooms_restrict_the_search() {
         None,
     )
     .await;
-    assert_eq!(set(&ids(&with_limit)), set(&[in_a, in_b]), "{with_limit}");
+    assert_eq!(set(ids(&with_limit)), set(&[in_a, in_b]), "{with_limit}");
 }
 
 #[tokio::test]
@@ -824,7 +824,7 @@ async fn groupings_by_room_and_sender() {
     )
     .await;
     assert_eq!(
-        set(&ids(&re)),
+        set(ids(&re)),
         set(&[a1.clone(), a2.clone(), b1.clone(), c1.clone()]),
         "{re}"
     );
@@ -1158,7 +1158,7 @@ async fn joined_visibility_hides_events_from_before_the_join() {
     let mut all = early;
     all.push(late);
     assert_eq!(
-        set(&ids(&search(&server, &alice, "kumquat").await)),
+        set(ids(&search(&server, &alice, "kumquat").await)),
         set(&all)
     );
 }
@@ -1178,7 +1178,7 @@ async fn shared_visibility_shows_history_to_a_new_member() {
     join(&server, &bob, &room).await;
     let late = send_text(&server, &alice, &room, "late apricot").await;
     assert_eq!(
-        set(&ids(&search(&server, &bob, "apricot").await)),
+        set(ids(&search(&server, &bob, "apricot").await)),
         set(&[early, late])
     );
 }
@@ -1628,7 +1628,7 @@ async fn server_with_messages() -> (TestServer, Session, Vec<String>) {
         sent.push(send_text(&server, &alice, &room, &format!("durian {i}")).await);
     }
     assert_eq!(
-        set(&ids(&search(&server, &alice, "durian").await)),
+        set(ids(&search(&server, &alice, "durian").await)),
         set(&sent)
     );
     (server, alice, sent)

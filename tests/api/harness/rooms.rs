@@ -160,12 +160,7 @@ pub fn bodies(events: &Value) -> Vec<String> {
 }
 
 pub fn event_ids(events: &Value) -> Vec<String> {
-    events
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {events}"))
-        .iter()
-        .map(|e| e["event_id"].as_str().expect("event_id").to_owned())
-        .collect()
+    super::field_of_each(events, "event_id")
 }
 
 /// The state event of (type, state_key) in a list of events, if any.
