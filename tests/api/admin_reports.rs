@@ -811,12 +811,6 @@ async fn event_report_get_and_delete_port_of_dendrite() {
 // Admin authorization on every admin endpoint of the contract
 // ---------------------------------------------------------------------------
 
-struct Endpoint {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-}
-
 fn endpoints(room: &str, victim: &str, notice_user: &str) -> Vec<Endpoint> {
     let notice = json!({"user_id": notice_user, "content": {"msgtype": "m.text", "body": "hi"}});
     vec![
@@ -862,12 +856,6 @@ fn endpoints(room: &str, victim: &str, notice_user: &str) -> Vec<Endpoint> {
             body: None,
         },
     ]
-}
-
-async fn call(server: &TestServer, ep: &Endpoint, token: Option<&str>) -> (StatusCode, Value) {
-    server
-        .request(ep.method.clone(), &ep.path, token, ep.body.clone())
-        .await
 }
 
 #[tokio::test]

@@ -17,11 +17,13 @@ use myelin::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+mod admin;
 mod lists;
 mod rooms;
 mod sync;
 mod uia;
 
+pub use admin::*;
 pub use lists::*;
 pub use rooms::*;
 pub use sync::*;
