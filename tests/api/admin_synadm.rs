@@ -12,13 +12,13 @@
 //! command is checked for that warning as well as for its exit status.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use crate::harness::enc_form as enc;
 use crate::harness::*;
@@ -137,7 +137,7 @@ impl Synadm {
     /// Runs `synadm -c CONFIG -o json ARGS...`, writing `input` to its stdin
     /// (the answers to its prompts), then closing it.
     async fn run_with_input(&self, args: &[&str], input: &str) -> Run {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.arg("-c")
             .arg(&self.config)
             .args(["-o", "json"])
@@ -149,50 +149,27 @@ impl Synadm {
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let shown = format!("synadm {}", args.join(" "));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
         let input = input.to_owned();
-        let what = shown.clone();
-        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-            let mut stdin = child.stdin.take().unwrap();
-            let writer = std::thread::spawn(move || {
-                // A prompt it never reads is fine; so is a closed pipe.
-                let _ = stdin.write_all(input.as_bytes());
-            });
-            let mut out = child.stdout.take().unwrap();
-            let mut err = child.stderr.take().unwrap();
-            let out_reader = std::thread::spawn(move || {
-                let mut s = Vec::new();
-                let _ = out.read_to_end(&mut s);
-                s
-            });
-            let err_reader = std::thread::spawn(move || {
-                let mut s = Vec::new();
-                let _ = err.read_to_end(&mut s);
-                s
-            });
-            let deadline = Instant::now() + COMMAND_TIMEOUT;
-            let status = loop {
-                if let Some(status) = child.try_wait().expect("wait for synadm") {
-                    break status;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let _ = writer.join();
-            let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
-            let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-            (status.code(), stdout, stderr)
-        })
-        .await
-        .expect("synadm runner");
+        let writer = tokio::spawn(async move {
+            // A prompt it never reads is fine; so is a closed pipe.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        });
+        // Waits for the exit; past the timeout the child is dropped, and killed.
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{shown} did not finish within {COMMAND_TIMEOUT:?}"))
+            .expect("wait for synadm");
+        let _ = writer.await;
+        let code = output.status.code();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let docs = json_docs(&stdout);
         Run {
             cmd: shown,

@@ -11,24 +11,11 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-/// Starts `PUT /send` requests at once; returns (status, body) of each, in
-/// the order given.
-async fn send_all(
-    server: &TestServer,
-    s: &Session,
-    sends: Vec<(String, String, String)>, // (room, txn, body text)
-) -> Vec<(StatusCode, Value)> {
-    let client = reqwest::Client::new();
+/// Starts the requests at once, in the order given; returns (status, body)
+/// of each, in that order.
+async fn start_all(reqs: Vec<reqwest::RequestBuilder>) -> Vec<(StatusCode, Value)> {
     let mut set = JoinSet::new();
-    for (i, (room, txn, text)) in sends.into_iter().enumerate() {
-        let url = server.url(&format!(
-            "{V3}/rooms/{}/send/m.room.message/{txn}",
-            enc(&room)
-        ));
-        let req = client
-            .put(url)
-            .bearer_auth(&s.access_token)
-            .json(&json!({"msgtype": "m.text", "body": text}));
+    for (i, req) in reqs.into_iter().enumerate() {
         set.spawn(async move {
             let resp = req.send().await.expect("request sent");
             let status = resp.status();
@@ -38,6 +25,40 @@ async fn send_all(
     let mut out: Vec<(usize, StatusCode, Value)> = set.join_all().await;
     out.sort_by_key(|(i, _, _)| *i);
     out.into_iter().map(|(_, st, b)| (st, b)).collect()
+}
+
+/// `PUT /send` of an m.text (room, txn, body text), built, not sent.
+fn send_request(
+    client: &reqwest::Client,
+    server: &TestServer,
+    s: &Session,
+    (room, txn, text): &(String, String, String),
+) -> reqwest::RequestBuilder {
+    let url = server.url(&format!(
+        "{V3}/rooms/{}/send/m.room.message/{txn}",
+        enc(room)
+    ));
+    client
+        .put(url)
+        .bearer_auth(&s.access_token)
+        .json(&json!({"msgtype": "m.text", "body": text}))
+}
+
+/// Starts `PUT /send` requests at once; returns (status, body) of each, in
+/// the order given.
+async fn send_all(
+    server: &TestServer,
+    s: &Session,
+    sends: Vec<(String, String, String)>, // (room, txn, body text)
+) -> Vec<(StatusCode, Value)> {
+    let client = reqwest::Client::new();
+    start_all(
+        sends
+            .iter()
+            .map(|send| send_request(&client, server, s, send))
+            .collect(),
+    )
+    .await
 }
 
 /// The bodies of the room's m.room.message events, oldest first, as
@@ -213,10 +234,26 @@ async fn burst_with_failing_topic(
     topic_room: &str,
 ) -> Vec<(StatusCode, Value)> {
     plant_state_group_clash(server).await;
-    let (burst, topic) = tokio::join!(send_all(server, s, sends), async {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        put_topic(server, s, topic_room, "lost").await
-    });
+    let client = reqwest::Client::new();
+    let mut reqs: Vec<reqwest::RequestBuilder> = sends
+        .iter()
+        .map(|send| send_request(&client, server, s, send))
+        .collect();
+    // The topic starts in the middle of the burst: after half of its sends.
+    let middle = reqs.len() / 2;
+    let topic_url = server.url(&format!(
+        "{V3}/rooms/{}/state/m.room.topic/",
+        enc(topic_room)
+    ));
+    reqs.insert(
+        middle,
+        client
+            .put(topic_url)
+            .bearer_auth(&s.access_token)
+            .json(&json!({"topic": "lost"})),
+    );
+    let mut burst = start_all(reqs).await;
+    let topic = burst.remove(middle);
     assert_error(&topic, 500, "M_UNKNOWN");
     burst
 }
