@@ -237,18 +237,8 @@ async fn global_account_data_wakes_a_long_poll() {
     let alice = server.user("alice").await;
     let t1 = sync_token(&server, &alice).await;
 
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout=10000",
-        enc(&t1)
-    ));
-    let client = server.client.clone();
-    let token = alice.access_token.clone();
     let started = std::time::Instant::now();
-    let poll = tokio::spawn(async move {
-        let resp = client.get(url).bearer_auth(token).send().await.unwrap();
-        let body: Value = resp.json().await.unwrap();
-        (body, started.elapsed())
-    });
+    let poll = spawn_poll(&server, &alice, &t1, 10000);
     server.wait_for_parked_syncs(1).await;
     server
         .put(
@@ -257,10 +247,11 @@ async fn global_account_data_wakes_a_long_poll() {
             json!({"x": 1}),
         )
         .await;
-    let (body, elapsed) = tokio::time::timeout(std::time::Duration::from_secs(15), poll)
+    let (_, body, done) = tokio::time::timeout(std::time::Duration::from_secs(15), poll)
         .await
         .expect("long-poll finishes")
         .unwrap();
+    let elapsed = done.duration_since(started);
     assert!(
         elapsed < std::time::Duration::from_secs(4),
         "took {elapsed:?}"

@@ -64,32 +64,6 @@ async fn room_with_message(
     (room, msg)
 }
 
-/// Starts a long-polling sync in the background.
-fn spawn_poll(
-    server: &TestServer,
-    who: &Session,
-    since: &str,
-    timeout_ms: u64,
-) -> tokio::task::JoinHandle<(StatusCode, Value, Instant)> {
-    let client = server.client.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout={timeout_ms}",
-        enc(since)
-    ));
-    let token = who.access_token.clone();
-    tokio::spawn(async move {
-        let resp = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("sync JSON");
-        (status, body, Instant::now())
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Receipts
 // ---------------------------------------------------------------------------
