@@ -24,7 +24,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const BAD_TOKEN: &str = "myl_ThisTokenWasNeverIssuedByTheServer0000000";

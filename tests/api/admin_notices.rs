@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const SEND: &str = "/_synapse/admin/v1/send_server_notice";

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const REPORTS: &str = "/_synapse/admin/v1/event_reports";

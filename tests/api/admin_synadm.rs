@@ -20,7 +20,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 /// How long one synadm command may take (its own HTTP timeout is 30 s).

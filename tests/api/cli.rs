@@ -488,8 +488,8 @@ async fn admin_cli_starts_jobs_and_shows_them() {
     assert_eq!(job["processed"], 1);
     let path = format!(
         "/_matrix/client/v3/rooms/{}/event/{}",
-        crate::harness::enc_form(&room),
-        crate::harness::enc_form(&first)
+        crate::harness::enc(&room),
+        crate::harness::enc(&first)
     );
     assert_eq!(
         server.get(&path, root.token()).await.0,

@@ -486,7 +486,8 @@ pub async fn get_with_ua(
     (status, body)
 }
 
-/// Percent-encodes one path segment (everything but unreserved characters).
+/// Percent-encodes one path segment or query value (everything but
+/// RFC 3986's unreserved characters; a space is `%20`, never `+`).
 pub fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const SEARCH: &str = "/_matrix/client/v3/search";

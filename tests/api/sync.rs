@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 /// The stream position in a `s{pos}` sync token (the contract's format).

@@ -8,12 +8,6 @@ use serde_json::{Value, json};
 
 use super::{Session, TestServer, enc};
 
-/// Form-urlencodes one path segment or query value (a space becomes
-/// `+`); the room helpers here encode with it.
-pub fn enc_form(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// `/_matrix/client/v3/rooms/{room}{rest}` (the room id percent-encoded).
 pub fn room_path(room: &str, rest: &str) -> String {
     format!("/_matrix/client/v3/rooms/{}{rest}", enc(room))
@@ -70,9 +64,9 @@ pub async fn send_event_txn(
 ) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{}/send/{}/{}",
-        enc_form(room),
-        enc_form(ty),
-        enc_form(txn)
+        enc(room),
+        enc(ty),
+        enc(txn)
     );
     let (st, b) = server.put(&path, who.token(), content).await;
     assert_eq!(st, StatusCode::OK, "send {ty} to {room}: {b}");
@@ -112,9 +106,9 @@ pub async fn set_state(
 ) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{}/state/{}/{}",
-        enc_form(room),
-        enc_form(ty),
-        enc_form(key)
+        enc(room),
+        enc(ty),
+        enc(key)
     );
     let (st, b) = server.put(&path, who.token(), content).await;
     assert_eq!(st, StatusCode::OK, "state {ty}/{key}: {b}");
@@ -123,7 +117,7 @@ pub async fn set_state(
 
 /// POST /join; the answer as it is.
 pub async fn try_join(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
-    let path = format!("/_matrix/client/v3/rooms/{}/join", enc_form(room));
+    let path = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
     server.post(&path, who.token(), json!({})).await
 }
 
@@ -135,7 +129,7 @@ pub async fn join(server: &TestServer, who: &Session, room: &str) {
 }
 
 pub async fn invite(server: &TestServer, who: &Session, room: &str, user_id: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc_form(room));
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
     let (st, b) = server
         .post(&path, who.token(), json!({"user_id": user_id}))
         .await;
@@ -143,7 +137,7 @@ pub async fn invite(server: &TestServer, who: &Session, room: &str, user_id: &st
 }
 
 pub async fn leave(server: &TestServer, who: &Session, room: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/leave", enc_form(room));
+    let path = format!("/_matrix/client/v3/rooms/{}/leave", enc(room));
     let (st, b) = server.post(&path, who.token(), json!({})).await;
     assert_eq!(st, StatusCode::OK, "leave {}: {b}", who.user_id);
 }

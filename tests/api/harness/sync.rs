@@ -5,7 +5,7 @@ use std::time::Instant;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::{Session, TestServer, enc_form};
+use super::{Session, TestServer, enc};
 
 /// GET /sync with a raw query string (already encoded); asserts 200.
 pub async fn sync(server: &TestServer, who: &Session, query: &str) -> Value {
@@ -38,7 +38,7 @@ pub fn next_batch(body: &Value) -> String {
 
 /// An incremental sync that returns at once.
 pub async fn sync_since(server: &TestServer, who: &Session, since: &str) -> Value {
-    sync(server, who, &format!("since={}&timeout=0", enc_form(since))).await
+    sync(server, who, &format!("since={}&timeout=0", enc(since))).await
 }
 
 /// The event of type `ty` in a list of `{type, content}` events.
@@ -61,7 +61,7 @@ pub fn spawn_poll(
     let client = server.client.clone();
     let url = server.url(&format!(
         "/_matrix/client/v3/sync?since={}&timeout={timeout_ms}",
-        enc_form(since)
+        enc(since)
     ));
     let token = who.access_token.clone();
     tokio::spawn(async move {
