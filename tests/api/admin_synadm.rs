@@ -291,22 +291,6 @@ async fn user_json(server: &TestServer, admin: &Session, user_id: &str) -> Value
     body
 }
 
-async fn whoami(server: &TestServer, token: &str) -> (StatusCode, Value) {
-    server
-        .get("/_matrix/client/v3/account/whoami", Some(token))
-        .await
-}
-
-async fn try_login(server: &TestServer, user: &str, password: &str) -> (StatusCode, Value) {
-    server
-        .post(
-            "/_matrix/client/v3/login",
-            None,
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
-        )
-        .await
-}
-
 async fn displayname(server: &TestServer, user_id: &str) -> Value {
     let (st, body) = server
         .get(
@@ -683,10 +667,10 @@ async fn synadm_user_modify() {
         ])
         .await;
     out.ok();
-    let (st, _) = try_login(&server, "alice", "password123").await;
+    let (st, _) = server.try_login("alice", "password123").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "the old password is gone");
     server.login("alice", "brand new password").await;
-    let r = whoami(&server, &alice.access_token).await;
+    let r = server.whoami(alice.token()).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
 
     // Without --batch the question is answered on stdin; "n" changes nothing.
@@ -751,13 +735,13 @@ async fn synadm_user_lock() {
     );
     let out = synadm.run(&["user", "list", "--locked"]).await;
     assert!(user_names(out.ok()).contains(&frank.user_id));
-    let r = whoami(&server, &frank.access_token).await;
+    let r = server.whoami(frank.token()).await;
     assert_error(&r, 401, "M_USER_LOCKED");
     let out = synadm
         .run(&["--batch", "user", "modify", "frank", "--unlock"])
         .await;
     assert_eq!(out.ok()["locked"], false, "{}", out.stdout);
-    let (st, b) = whoami(&server, &frank.access_token).await;
+    let (st, b) = server.whoami(frank.token()).await;
     assert_eq!(st, StatusCode::OK, "unlocked: {b}");
 }
 
@@ -775,9 +759,9 @@ async fn synadm_user_password() {
         .run(&["user", "password", &bob.user_id, "-p", "reset password 1"])
         .await;
     assert_eq!(out.ok(), &json!({}), "{}", out.describe());
-    let r = whoami(&server, &bob.access_token).await;
+    let r = server.whoami(bob.token()).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
-    let (st, _) = try_login(&server, "bob", "password123").await;
+    let (st, _) = server.try_login("bob", "password123").await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let bob2 = server.login("bob", "reset password 1").await;
 
@@ -786,7 +770,7 @@ async fn synadm_user_password() {
         .run(&["user", "password", "-n", "bob", "-p", "reset password 2"])
         .await;
     assert_eq!(out.ok(), &json!({}), "{}", out.describe());
-    let (st, b) = whoami(&server, &bob2.access_token).await;
+    let (st, b) = server.whoami(bob2.token()).await;
     assert_eq!(st, StatusCode::OK, "{b}");
     server.login("bob", "reset password 2").await;
 
@@ -829,7 +813,7 @@ async fn synadm_user_login_whois_membership() {
         .as_str()
         .unwrap_or_else(|| panic!("access_token: {}", out.describe()))
         .to_owned();
-    let (st, who) = whoami(&server, &token).await;
+    let (st, who) = server.whoami(Some(&token)).await;
     assert_eq!(st, StatusCode::OK, "{who}");
     assert_eq!(who["user_id"], bob.user_id.as_str());
     // --expire-never, interactive (the warning is text, the token JSON).
@@ -837,7 +821,7 @@ async fn synadm_user_login_whois_membership() {
         .run(&["user", "login", "--expire-never", &bob.user_id])
         .await;
     let t2 = out.ok()["access_token"].as_str().expect("access_token");
-    let (st, who) = whoami(&server, t2).await;
+    let (st, who) = server.whoami(Some(t2)).await;
     assert_eq!(st, StatusCode::OK, "{who}");
     assert_eq!(who["user_id"], bob.user_id.as_str());
     // Acting as bob for real: a room created with the token is bob's.
@@ -861,7 +845,7 @@ async fn synadm_user_login_whois_membership() {
     join(&server, &alice, &room).await;
 
     // whois: bob's sessions with their connections.
-    let (st, _) = whoami(&server, &bob.access_token).await;
+    let (st, _) = server.whoami(bob.token()).await;
     assert_eq!(st, StatusCode::OK);
     let out = synadm.run(&["user", "whois", "bob"]).await;
     let w = out.ok();
@@ -962,7 +946,7 @@ async fn synadm_user_login_expiry() {
         .expect("access_token")
         .to_owned();
     server.advance(Duration::from_millis(2000));
-    let r = whoami(&server, &token).await;
+    let r = server.whoami(Some(&token)).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
 }
 
@@ -987,7 +971,7 @@ async fn synadm_user_deactivate() {
     out.assert_clean();
     assert!(out.stdout.contains("Abort."), "{}", out.describe());
     assert_eq!(user_json(&server, &admin, uid).await["deactivated"], false);
-    let (st, _) = whoami(&server, &trent.access_token).await;
+    let (st, _) = server.whoami(trent.token()).await;
     assert_eq!(st, StatusCode::OK);
 
     // Answered "y": the details, the memberships, then the API's answer.
@@ -1007,9 +991,9 @@ async fn synadm_user_deactivate() {
     let u = user_json(&server, &admin, uid).await;
     assert_eq!(u["deactivated"], true, "{u}");
     assert_eq!(u["erased"], false, "{u}");
-    let r = whoami(&server, &trent.access_token).await;
+    let r = server.whoami(trent.token()).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
-    let r = try_login(&server, "trent", "password123").await;
+    let r = server.try_login("trent", "password123").await;
     assert_eq!(r.0, StatusCode::FORBIDDEN, "{}", r.1);
     let out = synadm.run(&["user", "list"]).await;
     assert!(!user_names(out.ok()).contains(&trent.user_id));

@@ -69,7 +69,7 @@ async fn login(
 ) -> (StatusCode, Value) {
     let resp = client
         .post(format!("{base}/_matrix/client/v3/login"))
-        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+        .json(&crate::harness::password_login(user, password))
         .send()
         .await
         .unwrap();

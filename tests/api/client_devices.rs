@@ -20,11 +20,7 @@ async fn login_named(server: &TestServer, localpart: &str, display_name: &str) -
         )
         .await;
     assert_eq!(st, StatusCode::OK, "login: {body}");
-    Session {
-        user_id: body["user_id"].as_str().unwrap().to_owned(),
-        access_token: body["access_token"].as_str().unwrap().to_owned(),
-        device_id: body["device_id"].as_str().unwrap().to_owned(),
-    }
+    Session::from_answer(&body)
 }
 
 #[tokio::test]

@@ -388,14 +388,7 @@ async fn register_guest(s: &TestServer) -> Session {
         .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
         .await;
     assert_eq!(st, StatusCode::OK, "guest registration: {body}");
-    Session {
-        user_id: body["user_id"].as_str().expect("user_id").to_owned(),
-        access_token: body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned(),
-        device_id: body["device_id"].as_str().expect("device_id").to_owned(),
-    }
+    Session::from_answer(&body)
 }
 
 #[tokio::test]

@@ -356,11 +356,7 @@ impl TestServer {
             )
             .await;
         assert_eq!(st, StatusCode::OK, "register {localpart}: {body}");
-        Session {
-            user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
-            device_id: body["device_id"].as_str().unwrap().to_owned(),
-        }
+        Session::from_answer(&body)
     }
 
     /// Registers a normal user with password "password123".
@@ -373,21 +369,26 @@ impl TestServer {
         self.register(localpart, "password123", true).await
     }
 
+    /// POST /login with m.login.password; the answer as it is.
+    pub async fn try_login(&self, user: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            password_login(user, password),
+        )
+        .await
+    }
+
     /// Logs in with m.login.password; returns the new session.
     pub async fn login(&self, localpart: &str, password: &str) -> Session {
-        let (st, body) = self
-            .post(
-                "/_matrix/client/v3/login",
-                None,
-                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": password}),
-            )
-            .await;
+        let (st, body) = self.try_login(localpart, password).await;
         assert_eq!(st, StatusCode::OK, "login {localpart}: {body}");
-        Session {
-            user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
-            device_id: body["device_id"].as_str().unwrap().to_owned(),
-        }
+        Session::from_answer(&body)
+    }
+
+    /// GET /account/whoami with `token` (or none).
+    pub async fn whoami(&self, token: Option<&str>) -> (StatusCode, Value) {
+        self.get("/_matrix/client/v3/account/whoami", token).await
     }
 }
 
@@ -399,6 +400,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session of a /login or /register answer (user_id, access_token,
+    /// device_id, each asserted to be a string).
+    #[track_caller]
+    pub fn from_answer(body: &Value) -> Self {
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not a string: {body}"))
+                .to_owned()
+        };
+        Self {
+            user_id: field("user_id"),
+            access_token: field("access_token"),
+            device_id: field("device_id"),
+        }
+    }
+
     pub fn token(&self) -> Option<&str> {
         Some(&self.access_token)
     }
