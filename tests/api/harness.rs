@@ -17,6 +17,9 @@ use myelin::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+#[path = "../common/scratch.rs"]
+mod scratch;
+
 mod admin;
 mod lists;
 mod rooms;
@@ -26,6 +29,7 @@ mod uia;
 pub use admin::*;
 pub use lists::*;
 pub use rooms::*;
+pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
 pub use uia::*;
 
@@ -45,48 +49,6 @@ pub struct TestServer {
     /// PostgreSQL leg: this server's database, dropped with the server.
     _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
-}
-
-pub fn backend() -> String {
-    std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
-}
-
-/// A fresh database for one test server: its URL, and on PostgreSQL the
-/// guard that drops it.
-async fn fresh_database(
-    dir: &std::path::Path,
-) -> (String, Option<myelin::storage::ScratchPostgresDatabase>) {
-    match backend().as_str() {
-        "sqlite" => (
-            format!("sqlite://{}", dir.join("myelin.db").display()),
-            None,
-        ),
-        "postgres" => {
-            let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
-                .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
-            let name = format!("myelin_test_{}", random_suffix());
-            let database = myelin::storage::ScratchPostgresDatabase::create(&admin, &name)
-                .await
-                .expect("create test database");
-            (database.url().to_owned(), Some(database))
-        }
-        other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
-    }
-}
-
-fn random_suffix() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
 }
 
 /// The config every test server starts from: cheap password hashing, rate
@@ -131,7 +93,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.data_dir = dir.path().to_owned();
-        let (url, database) = fresh_database(dir.path()).await;
+        let (url, database) = scratch::fresh_database(dir.path(), "myelin_test").await;
         config.database.url = url;
         config.database.max_connections = 4;
         tweak(&mut config);
@@ -420,36 +382,6 @@ impl Session {
     pub fn token(&self) -> Option<&str> {
         Some(&self.access_token)
     }
-}
-
-/// Synapse's shared-secret registration MAC: HMAC-SHA1 over
-/// nonce \0 user \0 password \0 admin|notadmin [\0 user_type], hex.
-pub fn shared_secret_mac(
-    secret: &str,
-    nonce: &str,
-    user: &str,
-    password: &str,
-    admin: bool,
-    user_type: Option<&str>,
-) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(nonce.as_bytes());
-    mac.update(b"\x00");
-    mac.update(user.as_bytes());
-    mac.update(b"\x00");
-    mac.update(password.as_bytes());
-    mac.update(b"\x00");
-    mac.update(if admin {
-        b"admin" as &[u8]
-    } else {
-        b"notadmin"
-    });
-    if let Some(t) = user_type {
-        mac.update(b"\x00");
-        mac.update(t.as_bytes());
-    }
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Asserts a Matrix error response: status and errcode, and that `error` is a string.
