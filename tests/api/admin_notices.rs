@@ -18,10 +18,6 @@ const BROADCAST: &str = "/_myelin/admin/v1/broadcast_server_notice";
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn text(body: &str) -> Value {
-    json!({"msgtype": "m.text", "body": body})
-}
-
 async fn notice(server: &TestServer, admin: &Session, body: Value) -> (StatusCode, Value) {
     server.post(SEND, admin.token(), body).await
 }
@@ -31,7 +27,7 @@ async fn notice_ok(server: &TestServer, admin: &Session, user: &str, body: &str)
     let (st, b) = notice(
         server,
         admin,
-        json!({"user_id": user, "content": text(body)}),
+        json!({"user_id": user, "content": text_content(body)}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "send_server_notice: {b}");
@@ -204,7 +200,7 @@ async fn user_joins_sees_the_notice_and_the_tag() {
 
     let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["sender"], server_user(&server), "{got}");
-    assert_eq!(got["content"], text("welcome"), "{got}");
+    assert_eq!(got["content"], text_content("welcome"), "{got}");
 
     // The m.server_notice tag, through the tags API...
     let (st, tags) = server
@@ -270,7 +266,7 @@ async fn user_cannot_post_in_the_notices_room_but_may_leave() {
                 enc(&room)
             ),
             alice.token(),
-            text("can I reply?"),
+            text_content("can I reply?"),
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
@@ -374,7 +370,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("once")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("once")});
 
     let (st, first) = notice_txn(&server, &admin, "txn-1", body.clone()).await;
     assert_eq!(st, StatusCode::OK, "{first}");
@@ -387,7 +383,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
         &server,
         &admin,
         "txn-2",
-        json!({"user_id": alice.user_id, "content": text("twice")}),
+        json!({"user_id": alice.user_id, "content": text_content("twice")}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{other}");
@@ -399,7 +395,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
         &server,
         &admin2,
         "txn-1",
-        json!({"user_id": alice.user_id, "content": text("other device")}),
+        json!({"user_id": alice.user_id, "content": text_content("other device")}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{dev2}");
@@ -501,7 +497,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "@bob:remote.example", "content": text("x")}),
+            json!({"user_id": "@bob:remote.example", "content": text_content("x")}),
         )
         .await,
         400,
@@ -512,7 +508,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "not-a-user", "content": text("x")}),
+            json!({"user_id": "not-a-user", "content": text_content("x")}),
         )
         .await,
         400,
@@ -523,7 +519,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "@nobody:test.local", "content": text("x")}),
+            json!({"user_id": "@nobody:test.local", "content": text_content("x")}),
         )
         .await,
         404,
@@ -533,14 +529,14 @@ async fn send_notice_errors() {
     let resp = notice(
         &server,
         &admin,
-        json!({"user_id": dave.user_id, "content": text("x")}),
+        json!({"user_id": dave.user_id, "content": text_content("x")}),
     )
     .await;
     assert_eq!(resp.0, StatusCode::BAD_REQUEST, "{}", resp.1);
     assert!(resp.1["errcode"].is_string(), "{}", resp.1);
     // Missing fields.
     assert_error(
-        &notice(&server, &admin, json!({"content": text("x")})).await,
+        &notice(&server, &admin, json!({"content": text_content("x")})).await,
         400,
         "M_BAD_JSON",
     );
@@ -570,7 +566,7 @@ async fn send_notice_errors() {
     );
     // The same through PUT.
     assert_error(
-        &notice_txn(&server, &admin, "e1", json!({"content": text("x")})).await,
+        &notice_txn(&server, &admin, "e1", json!({"content": text_content("x")})).await,
         400,
         "M_BAD_JSON",
     );
@@ -579,7 +575,7 @@ async fn send_notice_errors() {
             &server,
             &admin,
             "e2",
-            json!({"user_id": "@bob:remote.example", "content": text("x")}),
+            json!({"user_id": "@bob:remote.example", "content": text_content("x")}),
         )
         .await,
         400,
@@ -590,7 +586,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &alice,
-            json!({"user_id": alice.user_id, "content": text("x")}),
+            json!({"user_id": alice.user_id, "content": text_content("x")}),
         )
         .await,
         403,
@@ -601,7 +597,7 @@ async fn send_notice_errors() {
             &server,
             &alice,
             "e3",
-            json!({"user_id": alice.user_id, "content": text("x")}),
+            json!({"user_id": alice.user_id, "content": text_content("x")}),
         )
         .await,
         403,
@@ -616,7 +612,7 @@ async fn disabled_server_notices_are_unrecognized() {
     let server = TestServer::start_with(|c| c.server_notices.enabled = false).await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("x")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("x")});
     assert_error(
         &notice(&server, &admin, body.clone()).await,
         404,
@@ -629,7 +625,11 @@ async fn disabled_server_notices_are_unrecognized() {
     );
     assert_error(
         &server
-            .post(BROADCAST, admin.token(), json!({"content": text("x")}))
+            .post(
+                BROADCAST,
+                admin.token(),
+                json!({"content": text_content("x")}),
+            )
             .await,
         404,
         "M_UNRECOGNIZED",
@@ -726,7 +726,11 @@ async fn broadcast_honours_the_type_and_validates() {
     );
     assert_error(
         &server
-            .post(BROADCAST, alice.token(), json!({"content": text("x")}))
+            .post(
+                BROADCAST,
+                alice.token(),
+                json!({"content": text_content("x")}),
+            )
             .await,
         403,
         "M_FORBIDDEN",
@@ -844,7 +848,7 @@ async fn put_txn_scope_and_restart() {
     let mut server = TestServer::start().await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("once")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("once")});
     let (st, first) = notice_txn(&server, &admin, "shared-txn", body.clone()).await;
     assert_eq!(st, StatusCode::OK, "{first}");
 
@@ -861,7 +865,7 @@ async fn put_txn_scope_and_restart() {
                 enc(&room)
             ),
             admin.token(),
-            text("in my room"),
+            text_content("in my room"),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{sent}");
@@ -941,7 +945,11 @@ async fn broadcast_reports_users_it_could_not_reach() {
     assert!(invites(&server, &alice).await.is_empty());
 
     let (st, body) = server
-        .post(BROADCAST, admin.token(), json!({"content": text("to all")}))
+        .post(
+            BROADCAST,
+            admin.token(),
+            json!({"content": text_content("to all")}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let failed: Vec<&str> = body["failed"]

@@ -663,22 +663,14 @@ async fn shutdown_answers_a_long_poll_in_flight_and_stops_accepting() {
     let (st, body) = s.get("/_matrix/client/v3/sync", alice.token()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let since = body["next_batch"].as_str().unwrap().to_owned();
-    let poll = {
-        let client = s.client.clone();
-        let url = s.url(&format!(
-            "/_matrix/client/v3/sync?since={since}&timeout=1500"
-        ));
-        let token = alice.access_token.clone();
-        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
-    };
+    let poll = spawn_poll(&s, &alice, &since, 1500);
     s.wait_for_parked_syncs(1).await;
     let addr = s.addr;
     let running = s.running.take().unwrap();
     let shutdown = tokio::spawn(running.shutdown());
     // The parked long-poll is answered (at its timeout), not cut off.
-    let resp = poll.await.unwrap().expect("long-poll answered");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
+    let (st, body, _) = poll.await.expect("long-poll answered");
+    assert_eq!(st, StatusCode::OK);
     assert!(body["next_batch"].is_string(), "{body}");
     tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
         .await

@@ -19,6 +19,11 @@ pub fn next_txn() -> String {
     format!("rr{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The content of an m.text message.
+pub fn text_content(body: &str) -> Value {
+    json!({"msgtype": "m.text", "body": body})
+}
+
 /// POST /createRoom; returns the room id.
 pub async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
     let (st, b) = server
@@ -33,14 +38,7 @@ pub async fn create_room(server: &TestServer, who: &Session, body: Value) -> Str
 
 /// Sends an m.room.message with `body`; returns the event id.
 pub async fn send_text(server: &TestServer, who: &Session, room: &str, body: &str) -> String {
-    send_event(
-        server,
-        who,
-        room,
-        "m.room.message",
-        json!({"msgtype": "m.text", "body": body}),
-    )
-    .await
+    send_event(server, who, room, "m.room.message", text_content(body)).await
 }
 
 /// Sends any message event; returns the event id.
@@ -90,7 +88,7 @@ pub async fn try_send_text(
         .put(
             &room_path(room, &format!("/send/m.room.message/{}", enc(txn))),
             who.token(),
-            json!({"msgtype": "m.text", "body": body}),
+            text_content(body),
         )
         .await
 }
