@@ -1093,17 +1093,7 @@ async fn unread_counts_highlight_a_display_name_mention() {
     let bob = server.user("bob").await;
     // A display name unlike the user id, set before joining so the member
     // event carries it.
-    let (st, body) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&bob.user_id)
-            ),
-            bob.token(),
-            json!({"displayname": "Robert Tables"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    set_displayname(&server, &bob, "Robert Tables").await;
     let room = room_with_bob(&server, &alice, &bob).await;
 
     send_text(&server, &alice, &room, "just chatting").await;

@@ -138,17 +138,7 @@ async fn evacuate_room_leave_events_are_plain_self_leaves() {
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
     let bob = server.user("bob").await;
-    let (st, b) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&bob.user_id)
-            ),
-            bob.token(),
-            json!({"displayname": "Bobby"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    set_displayname(&server, &bob, "Bobby").await;
     let room = create_room(&server, &admin, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
 

@@ -37,26 +37,6 @@ fn endpoints(target: &Session) -> Vec<Endpoint> {
     ]
 }
 
-#[track_caller]
-fn assert_error_for(name: &str, resp: &(StatusCode, Value), status: u16, errcode: &str) {
-    assert_eq!(
-        resp.0.as_u16(),
-        status,
-        "{name}: unexpected status, body: {}",
-        resp.1
-    );
-    assert_eq!(
-        resp.1["errcode"], errcode,
-        "{name}: unexpected errcode, body: {}",
-        resp.1
-    );
-    assert!(
-        resp.1["error"].is_string(),
-        "{name}: error message missing: {}",
-        resp.1
-    );
-}
-
 #[tokio::test]
 async fn admin_endpoints_missing_token() {
     let server = TestServer::start().await;

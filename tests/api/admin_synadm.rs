@@ -381,17 +381,7 @@ async fn synadm_user_list_and_filters() {
         .await;
     assert_eq!(st, StatusCode::OK, "{guest}");
     let guest = guest["user_id"].as_str().unwrap().to_owned();
-    let (st, b) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&alice.user_id)
-            ),
-            alice.token(),
-            json!({"displayname": "Alice Liddell"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    set_displayname(&server, &alice, "Alice Liddell").await;
     let (st, b) = server
         .post(
             &format!("/_synapse/admin/v1/deactivate/{}", enc(&carol.user_id)),

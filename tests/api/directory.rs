@@ -60,20 +60,6 @@ async fn search_users(server: &TestServer, who: &Session, body: Value) -> Value 
     b
 }
 
-async fn set_displayname(server: &TestServer, who: &Session, name: &str) {
-    let (st, body) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&who.user_id)
-            ),
-            who.token(),
-            json!({"displayname": name}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-}
-
 /// Three public (published) rooms with 1, 3 and 2 joined members, and one
 /// private room; returns (alpha, beta, gamma).
 async fn three_public_rooms(server: &TestServer, alice: &Session) -> (String, String, String) {

@@ -387,20 +387,26 @@ impl Session {
 /// Asserts a Matrix error response: status and errcode, and that `error` is a string.
 #[track_caller]
 pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_error_for("response", resp, status, errcode);
+}
+
+/// [`assert_error`], naming `what` (an endpoint, a case) in the failure.
+#[track_caller]
+pub fn assert_error_for(what: &str, resp: &(StatusCode, Value), status: u16, errcode: &str) {
     assert_eq!(
         resp.0.as_u16(),
         status,
-        "unexpected status, body: {}",
+        "{what}: unexpected status, body: {}",
         resp.1
     );
     assert_eq!(
         resp.1["errcode"], errcode,
-        "unexpected errcode, body: {}",
+        "{what}: unexpected errcode, body: {}",
         resp.1
     );
     assert!(
         resp.1["error"].is_string(),
-        "error message missing: {}",
+        "{what}: error message missing: {}",
         resp.1
     );
 }
@@ -414,6 +420,26 @@ pub fn now_ms() -> i64 {
 /// An `m.login.password` login body for `user`.
 pub fn password_login(user: &str, password: &str) -> Value {
     json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+}
+
+/// PUT /profile/{who}/displayname; asserts 200.
+pub async fn set_displayname(server: &TestServer, who: &Session, name: &str) {
+    let (st, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&who.user_id)
+            ),
+            who.token(),
+            json!({"displayname": name}),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "set displayname of {}: {body}",
+        who.user_id
+    );
 }
 
 /// GET with a `User-Agent` header (last-seen and whois record it).
