@@ -195,7 +195,8 @@ impl TestServer {
         pool.close().await;
     }
 
-    /// Runs a `SELECT COUNT(*) ...`-style query and returns the first column.
+    /// Runs a `SELECT COUNT(*) ...`-style query and returns the first column
+    /// (quote values in it with [`sql_quote`]).
     pub async fn sql_count(&self, query: &str) -> i64 {
         use sqlx::Row;
         sqlx::any::install_default_drivers();
@@ -409,6 +410,11 @@ pub fn assert_error_for(what: &str, resp: &(StatusCode, Value), status: u16, err
         "{what}: error message missing: {}",
         resp.1
     );
+}
+
+/// `s` with its single quotes doubled, to stand inside '...' in SQL.
+pub fn sql_quote(s: &str) -> String {
+    s.replace('\'', "''")
 }
 
 /// The wall clock in ms since the epoch (what a server started with the

@@ -291,7 +291,7 @@ pub async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &s
 /// The room's events form one chain: one forward extremity, and depths
 /// 1..=n without a gap or a repeat (read from the database).
 pub async fn assert_one_chain(server: &TestServer, room: &str) {
-    let q = |sql: &str| sql.replace("ROOM", &room.replace('\'', "''"));
+    let q = |sql: &str| sql.replace("ROOM", &super::sql_quote(room));
     let extremities = server
         .sql_count(&q(
             "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
