@@ -119,11 +119,8 @@ async fn admin_token_in_query_parameter() {
 #[tokio::test]
 async fn guest_on_admin_endpoint_is_guest_access_forbidden() {
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let token = guest["access_token"].as_str().unwrap();
+    let guest = server.guest().await;
+    let token = guest.access_token.as_str();
     assert_error(
         &server
             .get("/_synapse/admin/v1/registration_tokens", Some(token))
@@ -196,18 +193,7 @@ async fn deactivated_admin_token_rejected() {
     // Deactivation through the API kills every token (contract).
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
-    let path = "/_matrix/client/v3/account/deactivate";
-    let (st, challenge) = server.post(path, admin.token(), json!({})).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{challenge}");
-    let session = challenge["session"].as_str().unwrap().to_owned();
-    let (st, body) = server
-        .post(
-            path,
-            admin.token(),
-            json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "password123", "session": session}}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    deactivate(&server, &admin, "root").await;
     assert_error(
         &server
             .get("/_synapse/admin/v1/registration_tokens", admin.token())

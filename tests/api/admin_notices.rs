@@ -87,23 +87,6 @@ async fn try_leave(server: &TestServer, who: &Session, room: &str) -> (StatusCod
         .await
 }
 
-/// Deactivates an account through the client API (UIA with its password).
-async fn deactivate(server: &TestServer, who: &Session, localpart: &str) {
-    let (st, body) = with_uia(
-        server,
-        FirstRound::Challenge,
-        UiaRequest::post(
-            "/_matrix/client/v3/account/deactivate",
-            who.token(),
-            json!({}),
-        ),
-        localpart,
-        "password123",
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK, "deactivate {localpart}: {body}");
-}
-
 fn server_user(server: &TestServer) -> String {
     server.user_id("_server")
 }

@@ -301,11 +301,8 @@ async fn reports_need_a_token_and_refuse_guests() {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     let ev = send_text(&server, &alice, &room, "x").await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let guest_token = guest["access_token"].as_str().unwrap().to_owned();
+    let guest = server.guest().await;
+    let guest_token = guest.access_token.clone();
 
     let paths = [
         report_path(&room, &ev),
@@ -868,11 +865,8 @@ async fn admin_endpoints_authorization_matrix() {
     server
         .sql("UPDATE accounts SET is_deactivated = 1 WHERE user_id = '@former:test.local'")
         .await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let guest_token = guest["access_token"].as_str().unwrap().to_owned();
+    let guest = server.guest().await;
+    let guest_token = guest.access_token.clone();
 
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &victim, &room).await;

@@ -376,11 +376,8 @@ async fn synadm_user_list_and_filters() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let carol = server.user("carol").await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let guest = guest["user_id"].as_str().unwrap().to_owned();
+    let guest = server.guest().await;
+    let guest = guest.user_id;
     set_displayname(&server, &alice, "Alice Liddell").await;
     let (st, b) = server
         .post(

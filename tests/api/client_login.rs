@@ -383,18 +383,10 @@ async fn login_as_new(s: &TestServer, localpart: &str) -> Session {
 
 // ---------------------------------------------------------------- guests
 
-async fn register_guest(s: &TestServer) -> Session {
-    let (st, body) = s
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "guest registration: {body}");
-    Session::from_answer(&body)
-}
-
 #[tokio::test]
 async fn guest_whoami_is_guest() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let (st, body) = s.get(WHOAMI, guest.token()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["user_id"], guest.user_id);
@@ -406,7 +398,7 @@ async fn guest_whoami_is_guest() {
 #[tokio::test]
 async fn guest_forbidden_on_devices() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let r = s.get(DEVICES, guest.token()).await;
     assert_error(&r, 403, "M_GUEST_ACCESS_FORBIDDEN");
     let r = s
@@ -427,7 +419,7 @@ async fn guest_forbidden_on_devices() {
 #[tokio::test]
 async fn guest_allowed_on_capabilities_and_logout() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let (st, body) = s
         .get("/_matrix/client/v3/capabilities", guest.token())
         .await;

@@ -309,12 +309,9 @@ async fn filters_require_token() {
 #[tokio::test]
 async fn guests_may_use_pushrules_and_filters() {
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let token = guest["access_token"].as_str().unwrap();
-    let user_id = guest["user_id"].as_str().unwrap();
+    let guest = server.guest().await;
+    let token = guest.access_token.as_str();
+    let user_id = guest.user_id.as_str();
 
     let (st, body) = server
         .get("/_matrix/client/v3/pushrules/", Some(token))

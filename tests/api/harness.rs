@@ -332,6 +332,15 @@ impl TestServer {
         self.register(localpart, "password123", true).await
     }
 
+    /// Registers a guest (POST /register?kind=guest); returns its session.
+    pub async fn guest(&self) -> Session {
+        let (st, body) = self
+            .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "guest registration: {body}");
+        Session::from_answer(&body)
+    }
+
     /// POST /login with m.login.password; the answer as it is.
     pub async fn try_login(&self, user: &str, password: &str) -> (StatusCode, Value) {
         self.post(

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestServer, password_login};
+use super::{Session, TestServer, password_login};
 
 /// The `auth` dict of an `m.login.password` stage (identifier form).
 pub fn password_auth(user: &str, password: &str, session: &str) -> Value {
@@ -126,4 +126,22 @@ pub async fn with_uia(
     let mut body = req.body;
     body["auth"] = password_auth(user, password, &session);
     s.request(req.method, req.path, req.token, Some(body)).await
+}
+
+/// Deactivates `who`'s account through the client API (UIA as `localpart`
+/// with password "password123"); asserts 200.
+pub async fn deactivate(server: &TestServer, who: &Session, localpart: &str) {
+    let (st, body) = with_uia(
+        server,
+        FirstRound::Challenge,
+        UiaRequest::post(
+            "/_matrix/client/v3/account/deactivate",
+            who.token(),
+            json!({}),
+        ),
+        localpart,
+        "password123",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "deactivate {localpart}: {body}");
 }
