@@ -147,16 +147,7 @@ async fn evacuate_room_leave_events_are_plain_self_leaves() {
 
     // Bob comes back and reads the room's history: one leave per member.
     join(&server, &bob, &room).await;
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
-                enc(&room)
-            ),
-            bob.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    let body = messages_ok(&server, &bob, &room, "dir=b&limit=50").await;
     let leaves: Vec<&Value> = body["chunk"]
         .as_array()
         .expect("chunk")

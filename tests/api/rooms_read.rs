@@ -16,29 +16,6 @@ fn filter_param(filter: Value) -> String {
     enc(&filter.to_string())
 }
 
-/// GET /messages with a query string (already encoded).
-async fn messages(
-    server: &TestServer,
-    who: &Session,
-    room: &str,
-    query: &str,
-) -> (StatusCode, Value) {
-    server
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/messages?{query}", enc(room)),
-            who.token(),
-        )
-        .await
-}
-
-async fn messages_ok(server: &TestServer, who: &Session, room: &str, query: &str) -> Value {
-    let (st, b) = messages(server, who, room, query).await;
-    assert_eq!(st, StatusCode::OK, "messages ?{query}: {b}");
-    assert!(b["chunk"].is_array(), "chunk: {b}");
-    assert!(b["start"].is_string(), "start: {b}");
-    b
-}
-
 // ---------------------------------------------------------------------------
 // GET /event
 // ---------------------------------------------------------------------------

@@ -647,29 +647,21 @@ async fn event_context_returns_events_around_and_profiles() {
     );
 
     // start and end are /messages tokens that continue from the context.
-    let (st, back) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1&from={}",
-                enc(&room),
-                enc(start)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{back}");
+    let back = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=1&from={}", enc(start)),
+    )
+    .await;
     assert_eq!(event_ids(&back["chunk"]), vec![m[0].clone()], "{back}");
-    let (st, fwd) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1&from={}",
-                enc(&room),
-                enc(end)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{fwd}");
+    let fwd = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=f&limit=1&from={}", enc(end)),
+    )
+    .await;
     assert_eq!(event_ids(&fwd["chunk"]), vec![m[5].clone()], "{fwd}");
 
     // Without include_profile: no profile_info; limits of 0: empty lists.

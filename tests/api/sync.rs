@@ -770,12 +770,7 @@ async fn transaction_id_survives_a_restart() {
     assert_eq!(txn_of(&events, &redaction), Value::Null, "other device");
 
     // /messages reads the events' rows too.
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
-        enc(&room)
-    );
-    let (status, body) = server.get(&path, alice.token()).await;
-    assert_eq!(status, 200, "{body}");
+    let body = messages_ok(&server, &alice, &room, "dir=b&limit=10").await;
     let chunk = body["chunk"].as_array().unwrap().clone();
     assert_eq!(txn_of(&chunk, &id), "txn-before");
 }
@@ -798,17 +793,13 @@ async fn prev_batch_pages_back_before_the_timeline() {
     );
     let prev = r["timeline"]["prev_batch"].as_str().expect("prev_batch");
 
-    let (st, page) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5&from={}",
-                enc(&room),
-                enc(prev)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{page}");
+    let page = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=5&from={}", enc(prev)),
+    )
+    .await;
     assert_eq!(
         bodies(&page["chunk"]),
         ["m9", "m8", "m7", "m6", "m5"],

@@ -237,17 +237,33 @@ pub async fn get_event_ok(server: &TestServer, who: &Session, room: &str, event_
     body
 }
 
+/// GET /messages with a query string (already encoded).
+pub async fn messages(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    query: &str,
+) -> (StatusCode, Value) {
+    server
+        .get(&room_path(room, &format!("/messages?{query}")), who.token())
+        .await
+}
+
+/// GET /messages with a query string (already encoded); asserts 200, a
+/// `chunk` array and a `start` token.
+pub async fn messages_ok(server: &TestServer, who: &Session, room: &str, query: &str) -> Value {
+    let (st, b) = messages(server, who, room, query).await;
+    assert_eq!(st, StatusCode::OK, "messages ?{query}: {b}");
+    assert!(b["chunk"].is_array(), "chunk: {b}");
+    assert!(b["start"].is_string(), "start: {b}");
+    b
+}
+
 /// Every event of the room `who` may see, oldest first (one /messages
 /// page, dir=f, of up to 1000).
 pub async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<Value> {
-    let (st, body) = server
-        .get(&room_path(room, "/messages?dir=f&limit=1000"), who.token())
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"]
-        .as_array()
-        .unwrap_or_else(|| panic!("chunk not an array: {body}"))
-        .clone()
+    let body = messages_ok(server, who, room, "dir=f&limit=1000").await;
+    body["chunk"].as_array().expect("chunk").clone()
 }
 
 /// PUT /redact/{event}/{txn} with `body`; the answer as it is.
