@@ -4,7 +4,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 // ---------------------------------------------------------------------------
@@ -19,7 +18,7 @@ fn global_path(user: &str, ty: &str) -> String {
     )
 }
 
-fn room_path(user: &str, room: &str, ty: &str) -> String {
+fn room_data_path(user: &str, room: &str, ty: &str) -> String {
     format!(
         "/_matrix/client/v3/user/{}/rooms/{}/account_data/{}",
         enc(user),
@@ -46,16 +45,6 @@ fn rule_path(kind: &str, rule: &str) -> String {
         enc(kind),
         enc(rule)
     )
-}
-
-/// The rule ids of one kind in a ruleset.
-fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
-    ruleset[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("{kind} is not an array: {ruleset}"))
-        .iter()
-        .map(|r| r["rule_id"].as_str().expect("rule_id").to_owned())
-        .collect()
 }
 
 fn find_rule<'a>(ruleset: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
@@ -93,17 +82,6 @@ async fn unread(server: &TestServer, who: &Session, room: &str) -> (u64, u64) {
             .as_u64()
             .unwrap_or_else(|| panic!("highlight_count: {counts}")),
     )
-}
-
-async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &str, event: &str) {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/receipt/{}/{}",
-        enc(room),
-        enc(ty),
-        enc(event)
-    );
-    let (st, body) = server.post(&path, who.token(), json!({})).await;
-    assert_eq!(st, StatusCode::OK, "receipt {ty}: {body}");
 }
 
 /// alice's public room with bob joined.
@@ -258,18 +236,8 @@ async fn global_account_data_wakes_a_long_poll() {
     let alice = server.user("alice").await;
     let t1 = sync_token(&server, &alice).await;
 
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout=10000",
-        enc(&t1)
-    ));
-    let client = server.client.clone();
-    let token = alice.access_token.clone();
     let started = std::time::Instant::now();
-    let poll = tokio::spawn(async move {
-        let resp = client.get(url).bearer_auth(token).send().await.unwrap();
-        let body: Value = resp.json().await.unwrap();
-        (body, started.elapsed())
-    });
+    let poll = spawn_poll(&server, &alice, &t1, 10000);
     server.wait_for_parked_syncs(1).await;
     server
         .put(
@@ -278,10 +246,11 @@ async fn global_account_data_wakes_a_long_poll() {
             json!({"x": 1}),
         )
         .await;
-    let (body, elapsed) = tokio::time::timeout(std::time::Duration::from_secs(15), poll)
+    let (_, body, done) = tokio::time::timeout(std::time::Duration::from_secs(15), poll)
         .await
         .expect("long-poll finishes")
         .unwrap();
+    let elapsed = done.duration_since(started);
     assert!(
         elapsed < std::time::Duration::from_secs(4),
         "took {elapsed:?}"
@@ -302,7 +271,7 @@ async fn room_account_data_round_trip() {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({})).await;
     let other = create_room(&server, &alice, json!({})).await;
-    let path = room_path(&alice.user_id, &room, "org.example.room");
+    let path = room_data_path(&alice.user_id, &room, "org.example.room");
 
     assert_error(&server.get(&path, alice.token()).await, 404, "M_NOT_FOUND");
     let (st, body) = server.put(&path, alice.token(), json!({"r": 1})).await;
@@ -325,7 +294,7 @@ async fn room_account_data_round_trip() {
     assert_error(
         &server
             .get(
-                &room_path(&alice.user_id, &other, "org.example.room"),
+                &room_data_path(&alice.user_id, &other, "org.example.room"),
                 alice.token(),
             )
             .await,
@@ -343,7 +312,7 @@ async fn room_account_data_round_trip() {
     assert_error(
         &server
             .get(
-                &room_path(&alice.user_id, &room, "org.example.global"),
+                &room_data_path(&alice.user_id, &room, "org.example.global"),
                 alice.token(),
             )
             .await,
@@ -358,7 +327,7 @@ async fn room_account_data_errors() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({})).await;
-    let path = room_path(&alice.user_id, &room, "org.example.room");
+    let path = room_data_path(&alice.user_id, &room, "org.example.room");
     server.put(&path, alice.token(), json!({"r": 1})).await;
 
     assert_error(&server.get(&path, bob.token()).await, 403, "M_FORBIDDEN");
@@ -375,7 +344,7 @@ async fn room_account_data_errors() {
     assert_error(
         &server
             .put(
-                &room_path(&alice.user_id, &room, "m.push_rules"),
+                &room_data_path(&alice.user_id, &room, "m.push_rules"),
                 alice.token(),
                 json!({"global": {}}),
             )
@@ -387,7 +356,7 @@ async fn room_account_data_errors() {
     assert_error(
         &server
             .put(
-                &room_path(&alice.user_id, &unknown, "org.example.room"),
+                &room_data_path(&alice.user_id, &unknown, "org.example.room"),
                 alice.token(),
                 json!({"r": 1}),
             )
@@ -409,7 +378,7 @@ async fn room_account_data_appears_in_sync() {
 
     server
         .put(
-            &room_path(&alice.user_id, &room, "org.example.room"),
+            &room_data_path(&alice.user_id, &room, "org.example.room"),
             alice.token(),
             json!({"r": "x"}),
         )
@@ -477,7 +446,10 @@ async fn tags_put_get_delete() {
 
     // Stored as the room account data m.tag.
     let (st, data) = server
-        .get(&room_path(&alice.user_id, &room, "m.tag"), alice.token())
+        .get(
+            &room_data_path(&alice.user_id, &room, "m.tag"),
+            alice.token(),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{data}");
     assert_eq!(data["tags"]["u.work"]["order"], 0.5, "{data}");
@@ -1121,17 +1093,7 @@ async fn unread_counts_highlight_a_display_name_mention() {
     let bob = server.user("bob").await;
     // A display name unlike the user id, set before joining so the member
     // event carries it.
-    let (st, body) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&bob.user_id)
-            ),
-            bob.token(),
-            json!({"displayname": "Robert Tables"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    set_displayname(&server, &bob, "Robert Tables").await;
     let room = room_with_bob(&server, &alice, &bob).await;
 
     send_text(&server, &alice, &room, "just chatting").await;

@@ -24,7 +24,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const BAD_TOKEN: &str = "myl_ThisTokenWasNeverIssuedByTheServer0000000";
@@ -402,7 +401,7 @@ async fn run(server: &TestServer, c: &Callers, rows: &[Row]) -> Vec<String> {
 }
 
 #[track_caller]
-fn report(table: &str, rows: &[Row], failures: &[String]) {
+fn report_table(table: &str, rows: &[Row], failures: &[String]) {
     let id_cases: usize = rows.iter().map(|r| r.ids.len()).sum();
     assert!(
         failures.is_empty(),
@@ -1152,7 +1151,7 @@ async fn admin_auth_matrix() {
     ];
 
     let failures = run(&server, &c, &rows).await;
-    report("admin auth matrix", &rows, &failures);
+    report_table("admin auth matrix", &rows, &failures);
 }
 
 /// History purges and the generic job status, kept apart so that this table
@@ -1274,5 +1273,5 @@ async fn purge_history_auth_matrix() {
     ];
 
     failures.extend(run(&server, &c, &rows).await);
-    report("purge history auth matrix", &rows, &failures);
+    report_table("purge history auth matrix", &rows, &failures);
 }

@@ -6,12 +6,9 @@
 //! The test servers do not federate, so every member is local: `affected`
 //! must equal the joined members as `/joined_members` showed them.
 
-use std::collections::HashSet;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 // ---------------------------------------------------------------------------
@@ -47,30 +44,6 @@ fn affected(resp: &(StatusCode, Value)) -> Vec<String> {
         .unwrap_or_else(|| panic!("affected is not an array: {}", resp.1))
         .iter()
         .map(|v| v.as_str().expect("affected holds strings").to_owned())
-        .collect()
-}
-
-fn set(items: &[&str]) -> HashSet<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn as_set(items: &[String]) -> HashSet<String> {
-    items.iter().cloned().collect()
-}
-
-async fn joined_members(server: &TestServer, who: &Session, room: &str) -> HashSet<String> {
-    let (st, body) = server
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room)),
-            who.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "joined_members: {body}");
-    body["joined"]
-        .as_object()
-        .expect("joined object")
-        .keys()
-        .cloned()
         .collect()
 }
 
@@ -122,14 +95,14 @@ async fn evacuate_room_makes_every_joined_member_leave() {
 
     // No federation: the joined members are the local members.
     let before = joined_members(&server, &admin, &room).await;
-    assert_eq!(before, set(&[&admin.user_id, &bob.user_id]));
+    assert_eq!(set(&before), set([&admin.user_id, &bob.user_id]));
     let admin_since = sync_token(&server, &admin).await;
     let bob_since = sync_token(&server, &bob).await;
 
     let resp = evacuate_room(&server, &admin, &room).await;
     let got = affected(&resp);
     assert_eq!(got.len(), 2, "each member once: {}", resp.1);
-    assert_eq!(as_set(&got), before, "{}", resp.1);
+    assert_eq!(set(&got), set(&before), "{}", resp.1);
 
     // Read back: neither lists the room any more...
     assert!(!joined_rooms(&server, &admin).await.contains(&room));
@@ -153,8 +126,8 @@ async fn evacuate_room_makes_every_joined_member_leave() {
     // Nobody is left behind: whoever comes back is alone in the room.
     join(&server, &bob, &room).await;
     assert_eq!(
-        joined_members(&server, &bob, &room).await,
-        set(&[&bob.user_id])
+        set(joined_members(&server, &bob, &room).await),
+        set([&bob.user_id])
     );
 }
 
@@ -165,35 +138,16 @@ async fn evacuate_room_leave_events_are_plain_self_leaves() {
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
     let bob = server.user("bob").await;
-    let (st, b) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&bob.user_id)
-            ),
-            bob.token(),
-            json!({"displayname": "Bobby"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    set_displayname(&server, &bob, "Bobby").await;
     let room = create_room(&server, &admin, json!({"preset": "public_chat"})).await;
     join(&server, &bob, &room).await;
 
     let got = affected(&evacuate_room(&server, &admin, &room).await);
-    assert_eq!(as_set(&got), set(&[&admin.user_id, &bob.user_id]));
+    assert_eq!(set(&got), set([&admin.user_id, &bob.user_id]));
 
     // Bob comes back and reads the room's history: one leave per member.
     join(&server, &bob, &room).await;
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
-                enc(&room)
-            ),
-            bob.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    let body = messages_ok(&server, &bob, &room, "dir=b&limit=50").await;
     let leaves: Vec<&Value> = body["chunk"]
         .as_array()
         .expect("chunk")
@@ -267,12 +221,12 @@ async fn evacuate_room_touches_only_that_room() {
     join(&server, &bob, &other).await;
 
     let got = affected(&evacuate_room(&server, &admin, &target).await);
-    assert_eq!(as_set(&got), set(&[&alice.user_id, &bob.user_id]));
-    assert_eq!(joined_rooms(&server, &alice).await, set(&[&other]));
-    assert_eq!(joined_rooms(&server, &bob).await, set(&[&other]));
+    assert_eq!(set(&got), set([&alice.user_id, &bob.user_id]));
+    assert_eq!(set(joined_rooms(&server, &alice).await), set([&other]));
+    assert_eq!(set(joined_rooms(&server, &bob).await), set([&other]));
     assert_eq!(
-        joined_members(&server, &alice, &other).await,
-        set(&[&alice.user_id, &bob.user_id])
+        set(joined_members(&server, &alice, &other).await),
+        set([&alice.user_id, &bob.user_id])
     );
     send_text(&server, &bob, &other, "life goes on").await;
 }
@@ -322,14 +276,14 @@ async fn evacuate_user_leaves_every_joined_room() {
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(as_set(&got), set(&[&room1, &room2]));
+    assert_eq!(set(&got), set([&room1, &room2]));
 
     assert!(joined_rooms(&server, &bob).await.is_empty());
     for room in [&room1, &room2] {
         // Alice stays; bob is gone.
         assert_eq!(
-            joined_members(&server, &alice, room).await,
-            set(&[&alice.user_id])
+            set(joined_members(&server, &alice, room).await),
+            set([&alice.user_id])
         );
         assert_left_in_sync(&server, &bob, &since, room).await;
     }
@@ -357,7 +311,7 @@ async fn evacuate_user_rejects_invites_too() {
     let since = body["next_batch"].as_str().unwrap().to_owned();
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
-    assert_eq!(as_set(&got), set(&[&joined, &invited]));
+    assert_eq!(set(&got), set([&joined, &invited]));
 
     // The invite is gone (rejected), both rooms are left.
     let body = sync(&server, &bob, "timeout=0").await;
@@ -404,7 +358,7 @@ async fn evacuate_user_rejects_a_server_notice_invite() {
     let since = body["next_batch"].as_str().unwrap().to_owned();
 
     let got = affected(&evacuate_user(&server, &admin, &bob.user_id).await);
-    assert_eq!(as_set(&got), set(&[&room, &notice_room]));
+    assert_eq!(set(&got), set([&room, &notice_room]));
 
     let body = sync(&server, &bob, "timeout=0").await;
     assert!(
@@ -535,10 +489,7 @@ async fn evacuation_wakes_a_waiting_sync() {
         evacuate_room(&server, &admin, &room1),
     )
     .await;
-    assert_eq!(
-        as_set(&affected(&resp)),
-        set(&[&alice.user_id, &bob.user_id])
-    );
+    assert_eq!(set(affected(&resp)), set([&alice.user_id, &bob.user_id]));
 
     // evacuateUser: the same for room2.
     let resp = wait_for_leave(

@@ -17,61 +17,24 @@ async fn server_version_needs_no_auth() {
     assert!(!v.is_empty());
 }
 
-/// One admin endpoint, with a request an admin can make successfully.
-struct Endpoint {
-    name: &'static str,
-    method: Method,
-    path: String,
-    body: Option<Value>,
-}
-
 fn endpoints(target: &Session) -> Vec<Endpoint> {
     vec![
         Endpoint {
-            name: "resetPassword",
             method: Method::POST,
             path: format!("/_dendrite/admin/resetPassword/{}", target.user_id),
             body: Some(json!({"password": "newpassword1"})),
         },
         Endpoint {
-            name: "synapse whois",
             method: Method::GET,
             path: format!("/_synapse/admin/v1/whois/{}", target.user_id),
             body: None,
         },
         Endpoint {
-            name: "registration_tokens list",
             method: Method::GET,
             path: "/_synapse/admin/v1/registration_tokens".into(),
             body: None,
         },
     ]
-}
-
-async fn call(server: &TestServer, e: &Endpoint, token: Option<&str>) -> (StatusCode, Value) {
-    server
-        .request(e.method.clone(), &e.path, token, e.body.clone())
-        .await
-}
-
-#[track_caller]
-fn assert_error_for(name: &str, resp: &(StatusCode, Value), status: u16, errcode: &str) {
-    assert_eq!(
-        resp.0.as_u16(),
-        status,
-        "{name}: unexpected status, body: {}",
-        resp.1
-    );
-    assert_eq!(
-        resp.1["errcode"], errcode,
-        "{name}: unexpected errcode, body: {}",
-        resp.1
-    );
-    assert!(
-        resp.1["error"].is_string(),
-        "{name}: error message missing: {}",
-        resp.1
-    );
 }
 
 #[tokio::test]
@@ -80,7 +43,7 @@ async fn admin_endpoints_missing_token() {
     let target = server.user("target").await;
     for e in endpoints(&target) {
         assert_error_for(
-            e.name,
+            &e.name(),
             &call(&server, &e, None).await,
             401,
             "M_MISSING_TOKEN",
@@ -94,7 +57,7 @@ async fn admin_endpoints_unknown_token() {
     let target = server.user("target").await;
     for e in endpoints(&target) {
         assert_error_for(
-            e.name,
+            &e.name(),
             &call(&server, &e, Some("syt_not_a_real_token")).await,
             401,
             "M_UNKNOWN_TOKEN",
@@ -109,7 +72,7 @@ async fn admin_endpoints_forbidden_for_normal_user() {
     let user = server.user("normal").await;
     for e in endpoints(&target) {
         assert_error_for(
-            e.name,
+            &e.name(),
             &call(&server, &e, user.token()).await,
             403,
             "M_FORBIDDEN",
@@ -156,11 +119,8 @@ async fn admin_token_in_query_parameter() {
 #[tokio::test]
 async fn guest_on_admin_endpoint_is_guest_access_forbidden() {
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let token = guest["access_token"].as_str().unwrap();
+    let guest = server.guest().await;
+    let token = guest.access_token.as_str();
     assert_error(
         &server
             .get("/_synapse/admin/v1/registration_tokens", Some(token))
@@ -233,18 +193,7 @@ async fn deactivated_admin_token_rejected() {
     // Deactivation through the API kills every token (contract).
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
-    let path = "/_matrix/client/v3/account/deactivate";
-    let (st, challenge) = server.post(path, admin.token(), json!({})).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{challenge}");
-    let session = challenge["session"].as_str().unwrap().to_owned();
-    let (st, body) = server
-        .post(
-            path,
-            admin.token(),
-            json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "password123", "session": session}}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    deactivate(&server, &admin, "root").await;
     assert_error(
         &server
             .get("/_synapse/admin/v1/registration_tokens", admin.token())

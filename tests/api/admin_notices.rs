@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const SEND: &str = "/_synapse/admin/v1/send_server_notice";
@@ -18,10 +17,6 @@ const BROADCAST: &str = "/_myelin/admin/v1/broadcast_server_notice";
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn text(body: &str) -> Value {
-    json!({"msgtype": "m.text", "body": body})
-}
 
 async fn notice(server: &TestServer, admin: &Session, body: Value) -> (StatusCode, Value) {
     server.post(SEND, admin.token(), body).await
@@ -32,7 +27,7 @@ async fn notice_ok(server: &TestServer, admin: &Session, user: &str, body: &str)
     let (st, b) = notice(
         server,
         admin,
-        json!({"user_id": user, "content": text(body)}),
+        json!({"user_id": user, "content": text_content(body)}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "send_server_notice: {b}");
@@ -74,42 +69,12 @@ async fn the_invite(server: &TestServer, who: &Session) -> (String, Value) {
     (room, body)
 }
 
-/// Every event of the room visible to `who`, oldest first.
-async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<Value> {
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=100",
-                enc(room)
-            ),
-            who.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"].as_array().expect("chunk").clone()
-}
-
 fn notice_bodies(events: &[Value], sender: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["type"] == "m.room.message" && e["sender"] == sender)
         .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-async fn get_event(server: &TestServer, who: &Session, room: &str, event: &str) -> Value {
-    let (st, body) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/event/{}",
-                enc(room),
-                enc(event)
-            ),
-            who.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "GET event: {body}");
-    body
 }
 
 async fn try_leave(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
@@ -120,22 +85,6 @@ async fn try_leave(server: &TestServer, who: &Session, room: &str) -> (StatusCod
             json!({}),
         )
         .await
-}
-
-/// Deactivates an account through the client API (UIA with its password).
-async fn deactivate(server: &TestServer, who: &Session, localpart: &str) {
-    let path = "/_matrix/client/v3/account/deactivate";
-    let (st, challenge) = server.post(path, who.token(), json!({})).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{challenge}");
-    let session = challenge["session"].as_str().unwrap().to_owned();
-    let (st, body) = server
-        .post(
-            path,
-            who.token(),
-            json!({"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": "password123", "session": session}}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "deactivate {localpart}: {body}");
 }
 
 fn server_user(server: &TestServer) -> String {
@@ -230,14 +179,11 @@ async fn user_joins_sees_the_notice_and_the_tag() {
     let ev = notice_ok(&server, &admin, &alice.user_id, "welcome").await;
     let (room, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room).await;
-    assert_eq!(
-        joined_rooms(&server, &alice).await,
-        HashSet::from([room.clone()])
-    );
+    assert_eq!(joined_rooms(&server, &alice).await, vec![room.clone()]);
 
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["sender"], server_user(&server), "{got}");
-    assert_eq!(got["content"], text("welcome"), "{got}");
+    assert_eq!(got["content"], text_content("welcome"), "{got}");
 
     // The m.server_notice tag, through the tags API...
     let (st, tags) = server
@@ -303,7 +249,7 @@ async fn user_cannot_post_in_the_notices_room_but_may_leave() {
                 enc(&room)
             ),
             alice.token(),
-            text("can I reply?"),
+            text_content("can I reply?"),
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
@@ -346,7 +292,7 @@ async fn the_whole_content_is_forwarded() {
     let ev = b["event_id"].as_str().unwrap().to_owned();
     let (room, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room).await;
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["type"], "m.room.message", "{got}");
     assert_eq!(got["content"], content, "{got}");
 }
@@ -391,12 +337,12 @@ async fn type_and_state_key_are_honoured() {
         .await;
     assert_eq!(st, StatusCode::OK, "{got}");
     assert_eq!(got, banner);
-    let ev = get_event(&server, &alice, &room, &state_ev).await;
+    let ev = get_event_ok(&server, &alice, &room, &state_ev).await;
     assert_eq!(ev["type"], "org.example.banner", "{ev}");
     assert_eq!(ev["state_key"], "top", "{ev}");
     assert_eq!(ev["sender"], server_user(&server), "{ev}");
 
-    let ev = get_event(&server, &alice, &room, &alert_ev).await;
+    let ev = get_event_ok(&server, &alice, &room, &alert_ev).await;
     assert_eq!(ev["type"], "org.example.alert", "{ev}");
     assert!(ev.get("state_key").is_none(), "not a state event: {ev}");
     assert_eq!(ev["content"], alert, "{ev}");
@@ -407,7 +353,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
     let server = TestServer::start().await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("once")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("once")});
 
     let (st, first) = notice_txn(&server, &admin, "txn-1", body.clone()).await;
     assert_eq!(st, StatusCode::OK, "{first}");
@@ -420,7 +366,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
         &server,
         &admin,
         "txn-2",
-        json!({"user_id": alice.user_id, "content": text("twice")}),
+        json!({"user_id": alice.user_id, "content": text_content("twice")}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{other}");
@@ -432,7 +378,7 @@ async fn put_with_the_same_txn_id_is_idempotent() {
         &server,
         &admin2,
         "txn-1",
-        json!({"user_id": alice.user_id, "content": text("other device")}),
+        json!({"user_id": alice.user_id, "content": text_content("other device")}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{dev2}");
@@ -468,10 +414,7 @@ async fn second_notice_goes_to_the_same_room() {
     notice_ok(&server, &admin, &alice.user_id, "third").await;
     // Joined: no new invite, the same room.
     assert!(invites(&server, &alice).await.is_empty());
-    assert_eq!(
-        joined_rooms(&server, &alice).await,
-        HashSet::from([room.clone()])
-    );
+    assert_eq!(joined_rooms(&server, &alice).await, vec![room.clone()]);
     let events = timeline(&server, &alice, &room).await;
     assert_eq!(
         notice_bodies(&events, &server_user(&server)),
@@ -500,7 +443,7 @@ async fn after_leaving_the_next_notice_reinvites_into_the_same_room() {
         "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
     );
     join(&server, &alice, &room).await;
-    let got = get_event(&server, &alice, &room, &ev).await;
+    let got = get_event_ok(&server, &alice, &room, &ev).await;
     assert_eq!(got["content"]["body"], "come back", "{got}");
 }
 
@@ -537,7 +480,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "@bob:remote.example", "content": text("x")}),
+            json!({"user_id": "@bob:remote.example", "content": text_content("x")}),
         )
         .await,
         400,
@@ -548,7 +491,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "not-a-user", "content": text("x")}),
+            json!({"user_id": "not-a-user", "content": text_content("x")}),
         )
         .await,
         400,
@@ -559,7 +502,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &admin,
-            json!({"user_id": "@nobody:test.local", "content": text("x")}),
+            json!({"user_id": "@nobody:test.local", "content": text_content("x")}),
         )
         .await,
         404,
@@ -569,14 +512,14 @@ async fn send_notice_errors() {
     let resp = notice(
         &server,
         &admin,
-        json!({"user_id": dave.user_id, "content": text("x")}),
+        json!({"user_id": dave.user_id, "content": text_content("x")}),
     )
     .await;
     assert_eq!(resp.0, StatusCode::BAD_REQUEST, "{}", resp.1);
     assert!(resp.1["errcode"].is_string(), "{}", resp.1);
     // Missing fields.
     assert_error(
-        &notice(&server, &admin, json!({"content": text("x")})).await,
+        &notice(&server, &admin, json!({"content": text_content("x")})).await,
         400,
         "M_BAD_JSON",
     );
@@ -606,7 +549,7 @@ async fn send_notice_errors() {
     );
     // The same through PUT.
     assert_error(
-        &notice_txn(&server, &admin, "e1", json!({"content": text("x")})).await,
+        &notice_txn(&server, &admin, "e1", json!({"content": text_content("x")})).await,
         400,
         "M_BAD_JSON",
     );
@@ -615,7 +558,7 @@ async fn send_notice_errors() {
             &server,
             &admin,
             "e2",
-            json!({"user_id": "@bob:remote.example", "content": text("x")}),
+            json!({"user_id": "@bob:remote.example", "content": text_content("x")}),
         )
         .await,
         400,
@@ -626,7 +569,7 @@ async fn send_notice_errors() {
         &notice(
             &server,
             &alice,
-            json!({"user_id": alice.user_id, "content": text("x")}),
+            json!({"user_id": alice.user_id, "content": text_content("x")}),
         )
         .await,
         403,
@@ -637,7 +580,7 @@ async fn send_notice_errors() {
             &server,
             &alice,
             "e3",
-            json!({"user_id": alice.user_id, "content": text("x")}),
+            json!({"user_id": alice.user_id, "content": text_content("x")}),
         )
         .await,
         403,
@@ -652,7 +595,7 @@ async fn disabled_server_notices_are_unrecognized() {
     let server = TestServer::start_with(|c| c.server_notices.enabled = false).await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("x")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("x")});
     assert_error(
         &notice(&server, &admin, body.clone()).await,
         404,
@@ -665,7 +608,11 @@ async fn disabled_server_notices_are_unrecognized() {
     );
     assert_error(
         &server
-            .post(BROADCAST, admin.token(), json!({"content": text("x")}))
+            .post(
+                BROADCAST,
+                admin.token(),
+                json!({"content": text_content("x")}),
+            )
             .await,
         404,
         "M_UNRECOGNIZED",
@@ -762,7 +709,11 @@ async fn broadcast_honours_the_type_and_validates() {
     );
     assert_error(
         &server
-            .post(BROADCAST, alice.token(), json!({"content": text("x")}))
+            .post(
+                BROADCAST,
+                alice.token(),
+                json!({"content": text_content("x")}),
+            )
             .await,
         403,
         "M_FORBIDDEN",
@@ -880,7 +831,7 @@ async fn put_txn_scope_and_restart() {
     let mut server = TestServer::start().await;
     let admin = server.admin("root").await;
     let alice = server.user("alice").await;
-    let body = json!({"user_id": alice.user_id, "content": text("once")});
+    let body = json!({"user_id": alice.user_id, "content": text_content("once")});
     let (st, first) = notice_txn(&server, &admin, "shared-txn", body.clone()).await;
     assert_eq!(st, StatusCode::OK, "{first}");
 
@@ -897,12 +848,12 @@ async fn put_txn_scope_and_restart() {
                 enc(&room)
             ),
             admin.token(),
-            text("in my room"),
+            text_content("in my room"),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{sent}");
     assert_ne!(sent["event_id"], first["event_id"]);
-    let got = get_event(&server, &admin, &room, sent["event_id"].as_str().unwrap()).await;
+    let got = get_event_ok(&server, &admin, &room, sent["event_id"].as_str().unwrap()).await;
     assert_eq!(got["content"]["body"], "in my room", "{got}");
 
     // A retry after a restart is still the same event.
@@ -951,7 +902,7 @@ async fn notice_after_the_notices_room_was_evacuated_still_arrives() {
     let ev = notice_ok(&server, &admin, &alice.user_id, "second").await;
     let (room2, _) = the_invite(&server, &alice).await;
     join(&server, &alice, &room2).await;
-    let got = get_event(&server, &alice, &room2, &ev).await;
+    let got = get_event_ok(&server, &alice, &room2, &ev).await;
     assert_eq!(got["content"]["body"], "second", "{got}");
     assert_eq!(got["sender"], sender.as_str(), "{got}");
 }
@@ -977,7 +928,11 @@ async fn broadcast_reports_users_it_could_not_reach() {
     assert!(invites(&server, &alice).await.is_empty());
 
     let (st, body) = server
-        .post(BROADCAST, admin.token(), json!({"content": text("to all")}))
+        .post(
+            BROADCAST,
+            admin.token(),
+            json!({"content": text_content("to all")}),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let failed: Vec<&str> = body["failed"]

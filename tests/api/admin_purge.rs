@@ -147,18 +147,18 @@ async fn purge_room_leaves_no_row_behind() {
     assert_eq!(st.0, StatusCode::OK, "{}", st.1);
     assert_eq!(st.1, json!({}));
     let status_path = format!("/_synapse/admin/v2/rooms/{room}/delete_status");
-    wait_until("the purge", Duration::from_secs(20), || async {
-        let (st, body) = server.get(&status_path, admin.token()).await;
-        assert_eq!(st, StatusCode::OK, "{body}");
-        let status = body["results"][0]["status"].as_str().unwrap_or_default();
-        assert_ne!(status, "failed", "{body}");
-        if status == "complete" {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    server
+        .poll_get(
+            &status_path,
+            admin.token(),
+            Duration::from_secs(20),
+            |body| {
+                let status = body["results"][0]["status"].as_str().unwrap_or_default();
+                assert_ne!(status, "failed", "{body}");
+                status == "complete"
+            },
+        )
+        .await;
 
     for t in &tables {
         let n = server

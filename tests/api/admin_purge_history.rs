@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 fn purge_path(room: &str) -> String {
@@ -24,16 +23,11 @@ async fn start_purge(server: &TestServer, admin: &Session, path: &str, body: Val
 /// Polls the purge's status until it is no longer active; returns it.
 async fn wait_purge(server: &TestServer, admin: &Session, id: &str) -> Value {
     let path = format!("/_synapse/admin/v1/purge_history_status/{}", enc(id));
-    wait_until(&format!("purge {id}"), Duration::from_secs(20), || async {
-        let (st, b) = server.get(&path, admin.token()).await;
-        assert_eq!(st, StatusCode::OK, "status: {b}");
-        if b["status"] == "active" {
-            Err(b.to_string())
-        } else {
-            Ok(b)
-        }
-    })
-    .await
+    server
+        .poll_get(&path, admin.token(), Duration::from_secs(20), |b| {
+            b["status"] != "active"
+        })
+        .await
 }
 
 async fn event_status(server: &TestServer, who: &Session, room: &str, event: &str) -> StatusCode {
@@ -46,7 +40,7 @@ async fn event_status(server: &TestServer, who: &Session, room: &str, event: &st
 }
 
 /// The event ids /messages shows, newest first, paging back to the start.
-async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<(String, String)> {
+async fn paged_timeline(server: &TestServer, who: &Session, room: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut from: Option<String> = None;
     for _ in 0..50 {
@@ -140,7 +134,7 @@ async fn purge_up_to_event_removes_older_messages_and_keeps_state() {
     assert_eq!(server.sql_count(&txns(&[&m4, &m5])).await, 2);
 
     // Paging back shows the kept messages and every state event, nothing else.
-    let seen = timeline(&server, &alice, &room).await;
+    let seen = paged_timeline(&server, &alice, &room).await;
     let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
     assert!(ids.contains(&m4.as_str()) && ids.contains(&m5.as_str()));
     assert!(ids.contains(&topic.as_str()));
@@ -509,18 +503,13 @@ async fn room_deletion_is_a_job_too() {
     assert_eq!(st, StatusCode::OK, "{b}");
     let id = b["delete_id"].as_str().unwrap().to_owned();
     let job_path = format!("/_myelin/admin/v1/jobs/{}", enc(&id));
-    wait_until("the room deletion", Duration::from_secs(20), || async {
-        let (st, job) = server.get(&job_path, admin.token()).await;
-        assert_eq!(st, StatusCode::OK, "{job}");
-        assert_eq!(job["kind"], "room_delete");
-        assert_eq!(job["room_id"], room.as_str());
-        if job["status"] == "complete" {
-            Ok(())
-        } else {
-            Err(job.to_string())
-        }
-    })
-    .await;
+    server
+        .poll_get(&job_path, admin.token(), Duration::from_secs(20), |job| {
+            assert_eq!(job["kind"], "room_delete");
+            assert_eq!(job["room_id"], room.as_str());
+            job["status"] == "complete"
+        })
+        .await;
     // A purge id is not a room deletion id.
     let r = server
         .get(

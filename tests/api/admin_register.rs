@@ -7,19 +7,9 @@ use crate::harness::*;
 
 const PATH: &str = "/_synapse/admin/v1/register";
 
-async fn nonce(server: &TestServer) -> String {
-    let (st, body) = server.get(PATH, None).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    let n = body["nonce"]
-        .as_str()
-        .unwrap_or_else(|| panic!("nonce is not a string: {body}"));
-    assert!(!n.is_empty());
-    n.to_owned()
-}
-
 /// A correctly signed registration body for a fresh nonce.
 async fn signed_body(server: &TestServer, username: &str, password: &str, admin: bool) -> Value {
-    let nonce = nonce(server).await;
+    let nonce = server.nonce().await;
     let mac = shared_secret_mac(SHARED_SECRET, &nonce, username, password, admin, None);
     json!({"nonce": nonce, "username": username, "password": password, "admin": admin, "mac": mac})
 }
@@ -61,7 +51,7 @@ async fn nonce_shape() {
     let n1 = body["nonce"].as_str().unwrap().to_owned();
     assert!(n1.len() >= 16, "nonce too short to be unguessable: {n1}");
     assert!(n1.chars().all(|c| c.is_ascii_alphanumeric()), "{n1}");
-    let n2 = nonce(&server).await;
+    let n2 = server.nonce().await;
     assert_ne!(n1, n2, "nonces must be fresh");
 }
 
@@ -150,7 +140,7 @@ async fn admin_flag_is_covered_by_the_mac() {
 #[tokio::test]
 async fn user_type_fifth_mac_field_accepted() {
     let server = TestServer::start().await;
-    let n = nonce(&server).await;
+    let n = server.nonce().await;
     let mac = shared_secret_mac(SHARED_SECRET, &n, "botty", "wonderland", false, Some("bot"));
     let (st, resp) = server
         .post(
@@ -179,7 +169,7 @@ async fn user_type_not_in_mac_is_rejected() {
 #[tokio::test]
 async fn nonce_cannot_be_reused() {
     let server = TestServer::start().await;
-    let n = nonce(&server).await;
+    let n = server.nonce().await;
     let mac = shared_secret_mac(SHARED_SECRET, &n, "alice", "wonderland", false, None);
     let (st, resp) = server
         .post(PATH, None, json!({"nonce": n, "username": "alice", "password": "wonderland", "admin": false, "mac": mac}))
@@ -225,7 +215,7 @@ async fn unknown_nonce_is_rejected() {
 async fn bad_mac_is_forbidden() {
     let server = TestServer::start().await;
     // Wrong secret.
-    let n = nonce(&server).await;
+    let n = server.nonce().await;
     let mac = shared_secret_mac("not-the-secret", &n, "alice", "wonderland", false, None);
     assert_error(
         &server
@@ -235,7 +225,7 @@ async fn bad_mac_is_forbidden() {
         "M_FORBIDDEN",
     );
     // Right secret, one byte flipped (as Dendrite's TestSharedSecretRegister).
-    let n = nonce(&server).await;
+    let n = server.nonce().await;
     let good = shared_secret_mac(SHARED_SECRET, &n, "alice", "wonderland", false, None);
     let flipped = format!(
         "{}{}",
@@ -250,7 +240,7 @@ async fn bad_mac_is_forbidden() {
         "M_FORBIDDEN",
     );
     // MAC over a different password.
-    let n = nonce(&server).await;
+    let n = server.nonce().await;
     let mac = shared_secret_mac(SHARED_SECRET, &n, "alice", "otherpassword", false, None);
     assert_error(
         &server

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const REPORTS: &str = "/_synapse/admin/v1/event_reports";
@@ -302,11 +301,8 @@ async fn reports_need_a_token_and_refuse_guests() {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     let ev = send_text(&server, &alice, &room, "x").await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let guest_token = guest["access_token"].as_str().unwrap().to_owned();
+    let guest = server.guest().await;
+    let guest_token = guest.access_token.clone();
 
     let paths = [
         report_path(&room, &ev),
@@ -811,12 +807,6 @@ async fn event_report_get_and_delete_port_of_dendrite() {
 // Admin authorization on every admin endpoint of the contract
 // ---------------------------------------------------------------------------
 
-struct Endpoint {
-    method: Method,
-    path: String,
-    body: Option<Value>,
-}
-
 fn endpoints(room: &str, victim: &str, notice_user: &str) -> Vec<Endpoint> {
     let notice = json!({"user_id": notice_user, "content": {"msgtype": "m.text", "body": "hi"}});
     vec![
@@ -864,12 +854,6 @@ fn endpoints(room: &str, victim: &str, notice_user: &str) -> Vec<Endpoint> {
     ]
 }
 
-async fn call(server: &TestServer, ep: &Endpoint, token: Option<&str>) -> (StatusCode, Value) {
-    server
-        .request(ep.method.clone(), &ep.path, token, ep.body.clone())
-        .await
-}
-
 #[tokio::test]
 async fn admin_endpoints_authorization_matrix() {
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
@@ -881,11 +865,8 @@ async fn admin_endpoints_authorization_matrix() {
     server
         .sql("UPDATE accounts SET is_deactivated = 1 WHERE user_id = '@former:test.local'")
         .await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let guest_token = guest["access_token"].as_str().unwrap().to_owned();
+    let guest = server.guest().await;
+    let guest_token = guest.access_token.clone();
 
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &victim, &room).await;

@@ -2,28 +2,12 @@
 //! TestAdminResetPassword table with our fixed errcodes, plus side effects.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
 fn path(user_id: &str) -> String {
     format!("/_dendrite/admin/resetPassword/{user_id}")
-}
-
-async fn login_status(server: &TestServer, localpart: &str, password: &str) -> (StatusCode, Value) {
-    server
-        .post(
-            "/_matrix/client/v3/login",
-            None,
-            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": password}),
-        )
-        .await
-}
-
-async fn whoami_status(server: &TestServer, s: &Session) -> (StatusCode, Value) {
-    server
-        .get("/_matrix/client/v3/account/whoami", s.token())
-        .await
 }
 
 // ---- Dendrite's table ----
@@ -297,7 +281,7 @@ async fn old_password_fails_and_new_one_works() {
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_error(
-        &login_status(&server, "bob", "password123").await,
+        &server.try_login("bob", "password123").await,
         403,
         "M_FORBIDDEN",
     );
@@ -326,11 +310,11 @@ async fn logout_devices_true_kills_every_token() {
     assert_eq!(body, json!({"password_updated": true}));
 
     for s in [&bob, &bob2] {
-        assert_error(&whoami_status(&server, s).await, 401, "M_UNKNOWN_TOKEN");
+        assert_error(&server.whoami(s.token()).await, 401, "M_UNKNOWN_TOKEN");
     }
     // The admin and other users keep their sessions.
     for s in [&admin, &carol] {
-        let (st, _) = whoami_status(&server, s).await;
+        let (st, _) = server.whoami(s.token()).await;
         assert_eq!(st, StatusCode::OK);
     }
 
@@ -363,7 +347,7 @@ async fn logout_devices_false_keeps_tokens() {
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     for s in [&bob, &bob2] {
-        let (st, who) = whoami_status(&server, s).await;
+        let (st, who) = server.whoami(s.token()).await;
         assert_eq!(st, StatusCode::OK, "{who}");
         assert_eq!(who["user_id"], "@bob:test.local");
     }
@@ -371,7 +355,7 @@ async fn logout_devices_false_keeps_tokens() {
     assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
     // The password did change.
     assert_error(
-        &login_status(&server, "bob", "password123").await,
+        &server.try_login("bob", "password123").await,
         403,
         "M_FORBIDDEN",
     );
@@ -390,7 +374,7 @@ async fn logout_devices_defaults_to_false() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let (st, _) = whoami_status(&server, &bob).await;
+    let (st, _) = server.whoami(bob.token()).await;
     assert_eq!(
         st,
         StatusCode::OK,
@@ -411,11 +395,7 @@ async fn admin_resetting_own_password_with_logout_loses_own_token() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    assert_error(
-        &whoami_status(&server, &admin).await,
-        401,
-        "M_UNKNOWN_TOKEN",
-    );
+    assert_error(&server.whoami(admin.token()).await, 401, "M_UNKNOWN_TOKEN");
     let again = server.login("root", "brandnewpass").await;
     let (st, _) = server
         .get("/_synapse/admin/v1/registration_tokens", again.token())
@@ -442,7 +422,7 @@ async fn deactivated_user_still_exists_for_reset() {
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_error(
-        &login_status(&server, "bob", "brandnewpass").await,
+        &server.try_login("bob", "brandnewpass").await,
         403,
         "M_USER_DEACTIVATED",
     );

@@ -13,12 +13,6 @@ const V3: &str = "/_matrix/client/v3";
 const NONCE: &str = "/_synapse/admin/v1/register";
 const REGISTER: &str = "/_matrix/client/v3/register";
 
-async fn nonce(s: &TestServer) -> String {
-    let (st, body) = s.get(NONCE, None).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["nonce"].as_str().unwrap().to_owned()
-}
-
 async fn register_with_nonce(s: &TestServer, nonce: &str, user: &str) -> (StatusCode, Value) {
     let mac = shared_secret_mac(SHARED_SECRET, nonce, user, "password123", false, None);
     s.post(
@@ -37,9 +31,9 @@ async fn nonce_endpoint_is_rate_limited_per_ip() {
         c.rate_limits.login_burst = 3;
     })
     .await;
-    let first = nonce(&s).await;
-    nonce(&s).await;
-    nonce(&s).await;
+    let first = s.nonce().await;
+    s.nonce().await;
+    s.nonce().await;
     let limited = s.get(NONCE, None).await;
     assert_error(&limited, 429, "M_LIMIT_EXCEEDED");
     let ms = limited.1["retry_after_ms"].as_u64().unwrap_or(0);
@@ -53,9 +47,9 @@ async fn nonce_endpoint_is_rate_limited_per_ip() {
 #[tokio::test]
 async fn outstanding_nonces_are_bounded_oldest_first() {
     let s = TestServer::start_with(|c| c.caches.registration_nonces = 2).await;
-    let n1 = nonce(&s).await;
-    let n2 = nonce(&s).await;
-    let n3 = nonce(&s).await;
+    let n1 = s.nonce().await;
+    let n2 = s.nonce().await;
+    let n3 = s.nonce().await;
     assert_error(
         &register_with_nonce(&s, &n1, "alice").await,
         400,
@@ -125,27 +119,6 @@ fn one_of_each(c: &mut myelin::config::Config) {
     c.caches.room_heads = 1;
     c.caches.rooms = 1;
     c.caches.unread_counts = 1;
-}
-
-/// One forward extremity and depths 1..=n: no event was built on a head
-/// that missed a queued one.
-async fn assert_one_chain(s: &TestServer, room: &str) {
-    let q = |sql: &str| sql.replace("ROOM", room);
-    let extremities = s
-        .sql_count(&q(
-            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(extremities, 1, "one forward extremity in {room}");
-    let events = s
-        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    let depths = s
-        .sql_count(&q(
-            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(depths, events, "distinct depths in {room}");
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ async fn login(
 ) -> (StatusCode, Value) {
     let resp = client
         .post(format!("{base}/_matrix/client/v3/login"))
-        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}))
+        .json(&crate::harness::password_login(user, password))
         .send()
         .await
         .unwrap();
@@ -475,20 +475,21 @@ async fn admin_cli_starts_jobs_and_shows_them() {
         .await,
     );
     let job_id = started["purge_id"].as_str().expect("purge_id").to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let job = crate::harness::wait_until("the purge job", Duration::from_secs(20), || async {
         let job = json_of(&run_owned(admin(&["job", &job_id])).await);
         assert_eq!(job["kind"], "purge_history");
         if job["status"] == "complete" {
-            assert_eq!(job["processed"], 1);
-            break;
+            Ok(job)
+        } else {
+            Err(job.to_string())
         }
-        assert!(std::time::Instant::now() < deadline, "{job}");
-    }
+    })
+    .await;
+    assert_eq!(job["processed"], 1);
     let path = format!(
         "/_matrix/client/v3/rooms/{}/event/{}",
-        crate::harness::enc_form(&room),
-        crate::harness::enc_form(&first)
+        crate::harness::enc(&room),
+        crate::harness::enc(&first)
     );
     assert_eq!(
         server.get(&path, root.token()).await.0,

@@ -1,7 +1,7 @@
 //! /account/password and /account/deactivate (both behind UIA).
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -9,60 +9,6 @@ const PASSWORD: &str = "/_matrix/client/v3/account/password";
 const DEACTIVATE: &str = "/_matrix/client/v3/account/deactivate";
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 const LOGIN: &str = "/_matrix/client/v3/login";
-
-fn password_auth(user: &str, password: &str, session: &str) -> Value {
-    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password, "session": session})
-}
-
-#[track_caller]
-fn assert_password_uia(body: &Value) -> String {
-    let flows = body["flows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("flows: {body}"));
-    assert!(
-        flows
-            .iter()
-            .any(|f| f["stages"] == json!(["m.login.password"])),
-        "no m.login.password flow: {body}"
-    );
-    assert!(body["params"].is_object(), "{body}");
-    body["session"]
-        .as_str()
-        .unwrap_or_else(|| panic!("session: {body}"))
-        .to_owned()
-}
-
-/// Starts a UIA session on `path`: the call without "auth" must be a 401 UIA body.
-async fn uia_start(s: &TestServer, path: &str, token: Option<&str>, body: &Value) -> String {
-    let (st, resp) = s.post(path, token, body.clone()).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{path} without auth: {resp}");
-    assert!(
-        resp.get("errcode").is_none() || resp["errcode"].is_null(),
-        "first UIA round has no errcode: {resp}"
-    );
-    assert_password_uia(&resp)
-}
-
-/// Calls `path` with m.login.password UIA (as `user`/`password`), starting a
-/// session first if the server asks for one. Validation errors the server
-/// raises before UIA are returned as they are.
-async fn with_uia(
-    s: &TestServer,
-    path: &str,
-    token: Option<&str>,
-    body: Value,
-    user: &str,
-    password: &str,
-) -> (StatusCode, Value) {
-    let first = s.post(path, token, body.clone()).await;
-    if first.0 != StatusCode::UNAUTHORIZED {
-        return first;
-    }
-    let session = assert_password_uia(&first.1);
-    let mut body = body;
-    body["auth"] = password_auth(user, password, &session);
-    s.post(path, token, body).await
-}
 
 async fn whoami_ok(s: &TestServer, sess: &Session) {
     let (st, who) = s.get(WHOAMI, sess.token()).await;
@@ -87,7 +33,8 @@ async fn password_change_uia_rounds() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
     let mut body = json!({"new_password": "newpassword456"});
-    let session = uia_start(&s, PASSWORD, alice.token(), &body).await;
+    let (uia, _) = uia_start(&s, PASSWORD, alice.token(), &body).await;
+    let session = assert_uia_flow(&uia, "m.login.password");
 
     // Wrong password: 401 with the UIA body plus M_FORBIDDEN.
     body["auth"] = password_auth("alice", "wrongpassword", &session);
@@ -95,7 +42,7 @@ async fn password_change_uia_rounds() {
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{resp}");
     assert_eq!(resp["errcode"], "M_FORBIDDEN", "{resp}");
     assert!(resp["error"].is_string(), "{resp}");
-    assert_password_uia(&resp);
+    assert_uia_flow(&resp, "m.login.password");
     // Nothing changed yet.
     let r = s
         .post(LOGIN, None, password_login("alice", "newpassword456"))
@@ -121,9 +68,12 @@ async fn password_change_with_full_mxid_identifier() {
     let alice = s.user("alice").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        alice.token(),
-        json!({"new_password": "newpassword456"}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "newpassword456"}),
+        ),
         "@alice:test.local",
         "password123",
     )
@@ -142,9 +92,12 @@ async fn password_change_logs_out_other_devices_by_default() {
 
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": "newpassword456"}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            a.token(),
+            json!({"new_password": "newpassword456"}),
+        ),
         "alice",
         "password123",
     )
@@ -188,9 +141,12 @@ async fn password_change_logout_devices_true_explicit() {
     let b = s.login("alice", "password123").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": "newpassword456", "logout_devices": true}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            a.token(),
+            json!({"new_password": "newpassword456", "logout_devices": true}),
+        ),
         "alice",
         "password123",
     )
@@ -207,9 +163,12 @@ async fn password_change_logout_devices_false_keeps_others() {
     let b = s.login("alice", "password123").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": "newpassword456", "logout_devices": false}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            a.token(),
+            json!({"new_password": "newpassword456", "logout_devices": false}),
+        ),
         "alice",
         "password123",
     )
@@ -231,9 +190,8 @@ async fn password_change_weak_password() {
     let b = s.login("alice", "password123").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": "short"}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(PASSWORD, a.token(), json!({"new_password": "short"})),
         "alice",
         "password123",
     )
@@ -250,9 +208,8 @@ async fn password_change_empty_and_too_long() {
     let a = s.user("alice").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": ""}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(PASSWORD, a.token(), json!({"new_password": ""})),
         "alice",
         "password123",
     )
@@ -260,9 +217,12 @@ async fn password_change_empty_and_too_long() {
     assert_error(&r, 400, "M_MISSING_PARAM");
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": "p".repeat(513)}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            a.token(),
+            json!({"new_password": "p".repeat(513)}),
+        ),
         "alice",
         "password123",
     )
@@ -272,9 +232,8 @@ async fn password_change_empty_and_too_long() {
     let long = "q".repeat(512);
     let r = with_uia(
         &s,
-        PASSWORD,
-        a.token(),
-        json!({"new_password": long}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(PASSWORD, a.token(), json!({"new_password": long})),
         "alice",
         "password123",
     )
@@ -312,9 +271,12 @@ async fn password_change_cannot_use_another_users_credentials() {
     s.user("bob").await;
     let r = with_uia(
         &s,
-        PASSWORD,
-        alice.token(),
-        json!({"new_password": "newpassword456"}),
+        FirstRound::ChallengeOrAnswer,
+        UiaRequest::post(
+            PASSWORD,
+            alice.token(),
+            json!({"new_password": "newpassword456"}),
+        ),
         "bob",
         "password123",
     )
@@ -343,7 +305,8 @@ async fn deactivate_uia_and_effects() {
     let bob = s.user("bob").await;
 
     let mut body = json!({});
-    let session = uia_start(&s, DEACTIVATE, a.token(), &body).await;
+    let (uia, _) = uia_start(&s, DEACTIVATE, a.token(), &body).await;
+    let session = assert_uia_flow(&uia, "m.login.password");
     // Still active after the first round.
     whoami_ok(&s, &a).await;
 
@@ -396,12 +359,13 @@ async fn deactivate_wrong_password_keeps_account() {
     let s = TestServer::start().await;
     let a = s.user("alice").await;
     let mut body = json!({});
-    let session = uia_start(&s, DEACTIVATE, a.token(), &body).await;
+    let (uia, _) = uia_start(&s, DEACTIVATE, a.token(), &body).await;
+    let session = assert_uia_flow(&uia, "m.login.password");
     body["auth"] = password_auth("alice", "wrongpassword", &session);
     let (st, resp) = s.post(DEACTIVATE, a.token(), body).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{resp}");
     assert_eq!(resp["errcode"], "M_FORBIDDEN", "{resp}");
-    assert_password_uia(&resp);
+    assert_uia_flow(&resp, "m.login.password");
     whoami_ok(&s, &a).await;
     s.login("alice", "password123").await;
 }

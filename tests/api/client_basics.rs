@@ -40,10 +40,6 @@ fn json_body(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
 }
 
-fn login_body(user: &str, password: &str) -> Value {
-    json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
-}
-
 // ---------------------------------------------------------------- versions
 
 #[tokio::test]
@@ -184,7 +180,7 @@ async fn cors_header_on_error_responses() {
             ("Origin", "https://app.example"),
             ("Content-Type", "application/json"),
         ],
-        Some(login_body("nobody", "wrongpassword").to_string()),
+        Some(password_login("nobody", "wrongpassword").to_string()),
     )
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{text}");
@@ -360,7 +356,7 @@ async fn r0_login_alias_works() {
         .post(
             "/_matrix/client/r0/login",
             None,
-            login_body("alice", "password123"),
+            password_login("alice", "password123"),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
@@ -376,7 +372,7 @@ async fn r0_login_alias_works() {
         .post(
             "/_matrix/client/r0/login",
             None,
-            login_body("alice", "wrongpassword"),
+            password_login("alice", "wrongpassword"),
         )
         .await;
     assert_error(&r, 403, "M_FORBIDDEN");
@@ -553,12 +549,12 @@ async fn body_over_limit_is_413_too_large() {
         .post(
             "/_matrix/client/v3/login",
             None,
-            login_body("alice", "password123"),
+            password_login("alice", "password123"),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     // A valid JSON body larger than the limit.
-    let big = login_body("alice", &"x".repeat(4096)).to_string();
+    let big = password_login("alice", &"x".repeat(4096)).to_string();
     assert!(big.len() > 2048);
     let (st, h, text) = raw(
         &s,
@@ -667,22 +663,14 @@ async fn shutdown_answers_a_long_poll_in_flight_and_stops_accepting() {
     let (st, body) = s.get("/_matrix/client/v3/sync", alice.token()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let since = body["next_batch"].as_str().unwrap().to_owned();
-    let poll = {
-        let client = s.client.clone();
-        let url = s.url(&format!(
-            "/_matrix/client/v3/sync?since={since}&timeout=1500"
-        ));
-        let token = alice.access_token.clone();
-        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
-    };
+    let poll = spawn_poll(&s, &alice, &since, 1500);
     s.wait_for_parked_syncs(1).await;
     let addr = s.addr;
     let running = s.running.take().unwrap();
     let shutdown = tokio::spawn(running.shutdown());
     // The parked long-poll is answered (at its timeout), not cut off.
-    let resp = poll.await.unwrap().expect("long-poll answered");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
+    let (st, body, _) = poll.await.expect("long-poll answered");
+    assert_eq!(st, StatusCode::OK);
     assert!(body["next_batch"].is_string(), "{body}");
     tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
         .await

@@ -9,30 +9,6 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-/// Asserts a first-round UIA answer: 401, flows containing `stage`, a session.
-#[track_caller]
-fn assert_challenge(resp: &(StatusCode, Value), stage: &str) -> String {
-    assert_eq!(
-        resp.0,
-        StatusCode::UNAUTHORIZED,
-        "expected the UIA 401: {}",
-        resp.1
-    );
-    let flows = resp.1["flows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no flows: {}", resp.1));
-    assert!(
-        flows.iter().any(|f| f["stages"] == json!([stage])),
-        "no {stage} flow: {}",
-        resp.1
-    );
-    let session = resp.1["session"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no session: {}", resp.1));
-    assert!(!session.is_empty());
-    session.to_owned()
-}
-
 /// The legacy shape: `user` at the top level of the auth dict, no identifier.
 fn legacy_password_auth(user: &str, password: &str, session: &str) -> Value {
     json!({"type": "m.login.password", "user": user, "password": password, "session": session})
@@ -137,7 +113,7 @@ async fn delete_device_with_legacy_user_field() {
     let path = format!("{V3}/devices/{}", other.device_id);
 
     let first = server.delete(&path, alice.token(), Some(json!({}))).await;
-    let session = assert_challenge(&first, "m.login.password");
+    let session = assert_uia_challenge(&first, "m.login.password");
     // Wrong password with the legacy shape: refused, device kept.
     let resp = server
         .delete(
@@ -180,7 +156,7 @@ async fn delete_device_legacy_user_field_with_full_user_id() {
     let alice = server.user("alice").await;
     let other = server.login("alice", "password123").await;
     let path = format!("{V3}/devices/{}", other.device_id);
-    let session = assert_challenge(
+    let session = assert_uia_challenge(
         &server.delete(&path, alice.token(), Some(json!({}))).await,
         "m.login.password",
     );
@@ -202,7 +178,7 @@ async fn legacy_user_field_naming_another_user_is_refused() {
     server.user("bob").await;
     let other = server.login("alice", "password123").await;
     let path = format!("{V3}/devices/{}", other.device_id);
-    let session = assert_challenge(
+    let session = assert_uia_challenge(
         &server.delete(&path, alice.token(), Some(json!({}))).await,
         "m.login.password",
     );
@@ -227,7 +203,7 @@ async fn change_password_with_legacy_user_field() {
     let alice = server.user("alice").await;
     let path = format!("{V3}/account/password");
     let body = json!({"new_password": "a brand new password", "logout_devices": false});
-    let session = assert_challenge(
+    let session = assert_uia_challenge(
         &server.post(&path, alice.token(), body.clone()).await,
         "m.login.password",
     );
@@ -252,12 +228,12 @@ async fn register_auth_without_type_gets_the_challenge() {
     let server = TestServer::start().await;
     let path = format!("{V3}/register");
     let body = json!({"username": "carol", "password": "carols password", "auth": {}});
-    let session = assert_challenge(&server.post(&path, None, body).await, "m.login.dummy");
+    let session = assert_uia_challenge(&server.post(&path, None, body).await, "m.login.dummy");
 
     // An auth dict holding only the session is no attempt either.
     let body =
         json!({"username": "carol", "password": "carols password", "auth": {"session": session}});
-    let session = assert_challenge(&server.post(&path, None, body).await, "m.login.dummy");
+    let session = assert_uia_challenge(&server.post(&path, None, body).await, "m.login.dummy");
     // carol does not exist yet.
     let (st, avail) = server
         .get(&format!("{V3}/register/available?username=carol"), None)
@@ -290,7 +266,7 @@ async fn delete_devices_auth_without_type_gets_the_challenge() {
             json!({"devices": devices, "auth": {}}),
         )
         .await;
-    let session = assert_challenge(&resp, "m.login.password");
+    let session = assert_uia_challenge(&resp, "m.login.password");
     assert!(
         resp.1.get("errcode").is_none_or(Value::is_null),
         "a type-less auth is no failed attempt: {}",
@@ -303,7 +279,7 @@ async fn delete_devices_auth_without_type_gets_the_challenge() {
             json!({"devices": devices, "auth": {"session": session}}),
         )
         .await;
-    let session = assert_challenge(&resp, "m.login.password");
+    let session = assert_uia_challenge(&resp, "m.login.password");
     let (st, _) = server
         .get(&format!("{V3}/devices/{}", other.device_id), alice.token())
         .await;
@@ -348,7 +324,7 @@ async fn delete_device_auth_without_type_gets_the_challenge() {
             Some(json!({"auth": {}})),
         )
         .await;
-    assert_challenge(&resp, "m.login.password");
+    assert_uia_challenge(&resp, "m.login.password");
     let (st, _) = server.get(&path, alice.token()).await;
     assert_eq!(st, StatusCode::OK);
 }

@@ -1,7 +1,7 @@
 //! /devices, /devices/{id}, /delete_devices and last-seen tracking.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -20,83 +20,7 @@ async fn login_named(server: &TestServer, localpart: &str, display_name: &str) -
         )
         .await;
     assert_eq!(st, StatusCode::OK, "login: {body}");
-    Session {
-        user_id: body["user_id"].as_str().unwrap().to_owned(),
-        access_token: body["access_token"].as_str().unwrap().to_owned(),
-        device_id: body["device_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// Asserts the body is a UIA challenge offering m.login.password; returns the session.
-#[track_caller]
-fn assert_uia_challenge(resp: &(StatusCode, Value)) -> String {
-    assert_eq!(
-        resp.0,
-        StatusCode::UNAUTHORIZED,
-        "expected UIA 401: {}",
-        resp.1
-    );
-    let flows = resp.1["flows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no flows: {}", resp.1));
-    assert!(
-        flows
-            .iter()
-            .any(|f| f["stages"] == json!(["m.login.password"])),
-        "no m.login.password flow: {}",
-        resp.1
-    );
-    assert!(resp.1["params"].is_object(), "params missing: {}", resp.1);
-    let session = resp.1["session"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no session: {}", resp.1));
-    assert!(!session.is_empty());
-    session.to_owned()
-}
-
-fn password_auth(user: &str, password: &str, session: &str) -> Value {
-    json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": password,
-        "session": session,
-    })
-}
-
-/// Runs a UIA-protected request: first without `auth` (expects the 401
-/// challenge), then again with password auth for `user`.
-async fn with_uia(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Value,
-    user: &str,
-    password: &str,
-) -> (StatusCode, Value) {
-    let first = server
-        .request(method.clone(), path, Some(token), Some(body.clone()))
-        .await;
-    let session = assert_uia_challenge(&first);
-    let mut body = body;
-    body["auth"] = password_auth(user, password, &session);
-    server.request(method, path, Some(token), Some(body)).await
-}
-
-fn device_ids(body: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = body["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("devices is not an array: {body}"))
-        .iter()
-        .map(|d| {
-            d["device_id"]
-                .as_str()
-                .expect("device_id is a string")
-                .to_owned()
-        })
-        .collect();
-    ids.sort();
-    ids
+    Session::from_answer(&body)
 }
 
 #[tokio::test]
@@ -377,7 +301,7 @@ async fn delete_device_requires_uia_then_kills_its_token() {
 
     // Without auth: the UIA challenge, and nothing is deleted.
     let first = server.delete(&path, alice.token(), Some(json!({}))).await;
-    let session = assert_uia_challenge(&first);
+    let session = assert_uia_challenge(&first, "m.login.password");
     let (st, _) = server
         .get("/_matrix/client/v3/account/whoami", other.token())
         .await;
@@ -402,10 +326,8 @@ async fn delete_device_requires_uia_then_kills_its_token() {
     // Correct password.
     let (st, body) = with_uia(
         &server,
-        Method::DELETE,
-        &path,
-        &alice.access_token,
-        json!({}),
+        FirstRound::Challenge,
+        UiaRequest::delete(&path, alice.token(), json!({})),
         "alice",
         "password123",
     )
@@ -436,10 +358,8 @@ async fn delete_own_current_device() {
     let path = format!("/_matrix/client/v3/devices/{}", alice.device_id);
     let (st, body) = with_uia(
         &server,
-        Method::DELETE,
-        &path,
-        &alice.access_token,
-        json!({}),
+        FirstRound::Challenge,
+        UiaRequest::delete(&path, alice.token(), json!({})),
         "alice",
         "password123",
     )
@@ -466,7 +386,7 @@ async fn delete_another_users_device_is_not_found() {
     // end result must be 404 and bob's device must survive.
     let first = server.delete(&path, alice.token(), Some(json!({}))).await;
     let result = if first.0 == StatusCode::UNAUTHORIZED {
-        let session = assert_uia_challenge(&first);
+        let session = assert_uia_challenge(&first, "m.login.password");
         server
             .delete(
                 &path,
@@ -500,7 +420,7 @@ async fn delete_devices_bulk() {
             body.clone(),
         )
         .await;
-    let session = assert_uia_challenge(&first);
+    let session = assert_uia_challenge(&first, "m.login.password");
     let (st, _) = server
         .get("/_matrix/client/v3/account/whoami", d1.token())
         .await;
@@ -551,7 +471,7 @@ async fn delete_devices_wrong_password_deletes_nothing() {
             body.clone(),
         )
         .await;
-    let session = assert_uia_challenge(&first);
+    let session = assert_uia_challenge(&first, "m.login.password");
     let mut authed = body;
     authed["auth"] = password_auth("alice", "not-the-password", &session);
     let resp = server
@@ -573,10 +493,12 @@ async fn delete_devices_cannot_touch_other_users_devices() {
     let bob = server.login("bob", "password123").await;
     let (st, body) = with_uia(
         &server,
-        Method::POST,
-        "/_matrix/client/v3/delete_devices",
-        &alice.access_token,
-        json!({"devices": [bob.device_id]}),
+        FirstRound::Challenge,
+        UiaRequest::post(
+            "/_matrix/client/v3/delete_devices",
+            alice.token(),
+            json!({"devices": [bob.device_id]}),
+        ),
         "alice",
         "password123",
     )
@@ -607,7 +529,7 @@ async fn delete_devices_missing_list_is_bad_json() {
         )
         .await;
     let result = if first.0 == StatusCode::UNAUTHORIZED {
-        let session = assert_uia_challenge(&first);
+        let session = assert_uia_challenge(&first, "m.login.password");
         server
             .post(
                 "/_matrix/client/v3/delete_devices",

@@ -9,15 +9,6 @@ const LOGIN: &str = "/_matrix/client/v3/login";
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 const DEVICES: &str = "/_matrix/client/v3/devices";
 
-fn device_ids(devices: &Value) -> Vec<String> {
-    devices["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("devices array: {devices}"))
-        .iter()
-        .map(|d| d["device_id"].as_str().expect("device_id").to_owned())
-        .collect()
-}
-
 #[track_caller]
 fn assert_login_ok(resp: &(StatusCode, Value), user_id: &str) {
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
@@ -392,25 +383,10 @@ async fn login_as_new(s: &TestServer, localpart: &str) -> Session {
 
 // ---------------------------------------------------------------- guests
 
-async fn register_guest(s: &TestServer) -> Session {
-    let (st, body) = s
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "guest registration: {body}");
-    Session {
-        user_id: body["user_id"].as_str().expect("user_id").to_owned(),
-        access_token: body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned(),
-        device_id: body["device_id"].as_str().expect("device_id").to_owned(),
-    }
-}
-
 #[tokio::test]
 async fn guest_whoami_is_guest() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let (st, body) = s.get(WHOAMI, guest.token()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["user_id"], guest.user_id);
@@ -422,7 +398,7 @@ async fn guest_whoami_is_guest() {
 #[tokio::test]
 async fn guest_forbidden_on_devices() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let r = s.get(DEVICES, guest.token()).await;
     assert_error(&r, 403, "M_GUEST_ACCESS_FORBIDDEN");
     let r = s
@@ -443,7 +419,7 @@ async fn guest_forbidden_on_devices() {
 #[tokio::test]
 async fn guest_allowed_on_capabilities_and_logout() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let guest = register_guest(&s).await;
+    let guest = s.guest().await;
     let (st, body) = s
         .get("/_matrix/client/v3/capabilities", guest.token())
         .await;

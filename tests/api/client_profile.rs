@@ -7,24 +7,14 @@ use crate::harness::*;
 
 /// Registers through the client API (`POST /register` with the m.login.dummy stage).
 async fn client_register(server: &TestServer, username: &str) -> Session {
+    let path = "/_matrix/client/v3/register";
     let body = json!({"username": username, "password": "password123"});
-    let (st, challenge) = server
-        .post("/_matrix/client/v3/register", None, body.clone())
-        .await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{challenge}");
-    let session = challenge["session"]
-        .as_str()
-        .expect("UIA session")
-        .to_owned();
+    let (_, session) = uia_start(server, path, None, &body).await;
     let mut body = body;
     body["auth"] = json!({"type": "m.login.dummy", "session": session});
-    let (st, resp) = server.post("/_matrix/client/v3/register", None, body).await;
+    let (st, resp) = server.post(path, None, body).await;
     assert_eq!(st, StatusCode::OK, "{resp}");
-    Session {
-        user_id: resp["user_id"].as_str().unwrap().to_owned(),
-        access_token: resp["access_token"].as_str().unwrap().to_owned(),
-        device_id: resp["device_id"].as_str().unwrap().to_owned(),
-    }
+    Session::from_answer(&resp)
 }
 
 #[tokio::test]

@@ -7,20 +7,6 @@ use crate::harness::*;
 
 const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
 
-fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
-    ruleset[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("{kind} is not an array: {ruleset}"))
-        .iter()
-        .map(|r| {
-            r["rule_id"]
-                .as_str()
-                .expect("rule_id is a string")
-                .to_owned()
-        })
-        .collect()
-}
-
 /// Checks a server-default ruleset. The spec (v1.7+) replaced
 /// `.m.rule.contains_display_name` by `.m.rule.is_user_mention`, and later
 /// versions dropped the legacy rule; either is accepted.
@@ -323,12 +309,9 @@ async fn filters_require_token() {
 #[tokio::test]
 async fn guests_may_use_pushrules_and_filters() {
     let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
-    let (st, guest) = server
-        .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{guest}");
-    let token = guest["access_token"].as_str().unwrap();
-    let user_id = guest["user_id"].as_str().unwrap();
+    let guest = server.guest().await;
+    let token = guest.access_token.as_str();
+    let user_id = guest.user_id.as_str();
 
     let (st, body) = server
         .get("/_matrix/client/v3/pushrules/", Some(token))

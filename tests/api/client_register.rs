@@ -30,21 +30,10 @@ async fn register_dummy(s: &TestServer, body: Value) -> (StatusCode, Value) {
     s.post(REGISTER, None, body).await
 }
 
-/// Starts a UIA session for /register and returns (401 body, session).
-async fn uia_start(s: &TestServer, body: &Value) -> (Value, String) {
-    let (st, resp) = s.post(REGISTER, None, body.clone()).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "{resp}");
-    let session = resp["session"]
-        .as_str()
-        .unwrap_or_else(|| panic!("UIA session: {resp}"))
-        .to_owned();
-    (resp, session)
-}
-
 /// POST /register with a registration token stage (starting a fresh session).
 async fn register_with_token(s: &TestServer, username: &str, token: &str) -> (StatusCode, Value) {
     let mut body = json!({"username": username, "password": "password123"});
-    let (_, session) = uia_start(s, &body).await;
+    let (_, session) = uia_start(s, REGISTER, None, &body).await;
     body["auth"] =
         json!({"type": "m.login.registration_token", "token": token, "session": session});
     s.post(REGISTER, None, body).await
@@ -113,7 +102,7 @@ async fn register_disabled_is_403_forbidden() {
 async fn register_uia_dummy_flow() {
     let s = TestServer::start().await;
     let mut body = json!({"username": "bob", "password": "password123"});
-    let (uia, session) = uia_start(&s, &body).await;
+    let (uia, session) = uia_start(&s, REGISTER, None, &body).await;
     assert_eq!(
         uia["flows"],
         json!([{"stages": ["m.login.dummy"]}]),
@@ -355,7 +344,13 @@ async fn register_guest_denied() {
 #[tokio::test]
 async fn requires_token_flow_advertises_token_stage() {
     let s = TestServer::start_with(token_start_config).await;
-    let (uia, _) = uia_start(&s, &json!({"username": "bob", "password": "password123"})).await;
+    let (uia, _) = uia_start(
+        &s,
+        REGISTER,
+        None,
+        &json!({"username": "bob", "password": "password123"}),
+    )
+    .await;
     assert_eq!(
         uia["flows"],
         json!([{"stages": ["m.login.registration_token"]}]),
@@ -370,7 +365,7 @@ async fn requires_token_rejects_dummy() {
     // dummy stage alone cannot complete registration (spec: 401 UIA body).
     let s = TestServer::start_with(token_start_config).await;
     let mut body = json!({"username": "bob", "password": "password123"});
-    let (_, session) = uia_start(&s, &body).await;
+    let (_, session) = uia_start(&s, REGISTER, None, &body).await;
     body["auth"] = json!({"type": "m.login.dummy", "session": session});
     let (st, resp) = s.post(REGISTER, None, body).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{resp}");

@@ -13,11 +13,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Session, TestServer, create_room, send_text, wait_until};
+use crate::harness::{Session, TestServer, create_room, enc, send_text, wait_until};
 
 /// How long a job resumed after a restart may take.
 const JOB_WAIT: Duration = Duration::from_secs(60);
-use crate::harness::enc_form as enc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_myelin");
 

@@ -5,7 +5,6 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 // ---------------------------------------------------------------------------
@@ -44,22 +43,8 @@ async fn room_aliases(server: &TestServer, who: &Session, room: &str) -> Vec<Str
     v
 }
 
-fn room_ids(chunk: &Value) -> Vec<String> {
-    chunk
-        .as_array()
-        .unwrap_or_else(|| panic!("chunk: {chunk}"))
-        .iter()
-        .map(|r| r["room_id"].as_str().expect("room_id").to_owned())
-        .collect()
-}
-
 fn user_ids(body: &Value) -> Vec<String> {
-    body["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("results: {body}"))
-        .iter()
-        .map(|r| r["user_id"].as_str().expect("user_id").to_owned())
-        .collect()
+    field_of_each(&body["results"], "user_id")
 }
 
 async fn search_users(server: &TestServer, who: &Session, body: Value) -> Value {
@@ -73,20 +58,6 @@ async fn search_users(server: &TestServer, who: &Session, body: Value) -> Value 
     assert_eq!(st, StatusCode::OK, "{b}");
     assert!(b["limited"].is_boolean(), "limited: {b}");
     b
-}
-
-async fn set_displayname(server: &TestServer, who: &Session, name: &str) {
-    let (st, body) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/profile/{}/displayname",
-                enc(&who.user_id)
-            ),
-            who.token(),
-            json!({"displayname": name}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
 }
 
 /// Three public (published) rooms with 1, 3 and 2 joined members, and one

@@ -6,29 +6,11 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn receipt_path(room: &str, ty: &str, event: &str) -> String {
-    format!(
-        "/_matrix/client/v3/rooms/{}/receipt/{}/{}",
-        enc(room),
-        enc(ty),
-        enc(event)
-    )
-}
-
-async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &str, event: &str) {
-    let (st, body) = server
-        .post(&receipt_path(room, ty, event), who.token(), json!({}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "receipt {ty}: {body}");
-    assert_eq!(body, json!({}), "receipt answers an empty object");
-}
 
 fn typing_path(room: &str, user: &str) -> String {
     format!(
@@ -79,32 +61,6 @@ async fn room_with_message(
     join(server, bob, &room).await;
     let msg = send_text(server, alice, &room, "read me").await;
     (room, msg)
-}
-
-/// Starts a long-polling sync in the background.
-fn spawn_poll(
-    server: &TestServer,
-    who: &Session,
-    since: &str,
-    timeout_ms: u64,
-) -> tokio::task::JoinHandle<(StatusCode, Value, Instant)> {
-    let client = server.client.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout={timeout_ms}",
-        enc(since)
-    ));
-    let token = who.access_token.clone();
-    tokio::spawn(async move {
-        let resp = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("sync JSON");
-        (status, body, Instant::now())
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -924,12 +880,13 @@ async fn receipts_and_tags_wake_a_long_polling_sync() {
     let elsewhere = create_room(&server, &carol, json!({})).await;
 
     let since = sync_token(&server, &bob).await;
-    let poll = spawn_poll(&server, &bob, &since, 10000);
+    let mut poll = spawn_poll(&server, &bob, &since, 10000);
     server.wait_for_parked_syncs(1).await;
-    // Others' activity elsewhere: no answer.
+    // Others' activity elsewhere: no answer. (Nothing marks "not woken":
+    // the poll gets half a second to answer, and must not.)
     send_text(&server, &carol, &elsewhere, "not for bob").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!poll.is_finished(), "woken by a room bob is not in");
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut poll).await;
+    assert!(early.is_err(), "woken by a room bob is not in: {early:?}");
     let changed = Instant::now();
     post_receipt(&server, &alice, &room, "m.read", &event).await;
     let (st, body, done) = tokio::time::timeout(Duration::from_secs(15), poll)

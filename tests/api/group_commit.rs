@@ -11,24 +11,11 @@ use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
 
-/// Starts `PUT /send` requests at once; returns (status, body) of each, in
-/// the order given.
-async fn send_all(
-    server: &TestServer,
-    s: &Session,
-    sends: Vec<(String, String, String)>, // (room, txn, body text)
-) -> Vec<(StatusCode, Value)> {
-    let client = reqwest::Client::new();
+/// Starts the requests at once, in the order given; returns (status, body)
+/// of each, in that order.
+async fn start_all(reqs: Vec<reqwest::RequestBuilder>) -> Vec<(StatusCode, Value)> {
     let mut set = JoinSet::new();
-    for (i, (room, txn, text)) in sends.into_iter().enumerate() {
-        let url = server.url(&format!(
-            "{V3}/rooms/{}/send/m.room.message/{txn}",
-            enc(&room)
-        ));
-        let req = client
-            .put(url)
-            .bearer_auth(&s.access_token)
-            .json(&json!({"msgtype": "m.text", "body": text}));
+    for (i, req) in reqs.into_iter().enumerate() {
         set.spawn(async move {
             let resp = req.send().await.expect("request sent");
             let status = resp.status();
@@ -40,43 +27,45 @@ async fn send_all(
     out.into_iter().map(|(_, st, b)| (st, b)).collect()
 }
 
-/// The room's events form one chain: one forward extremity, and depths
-/// 1..=n without a gap or a repeat.
-async fn assert_one_chain(server: &TestServer, room: &str) {
-    let q = |sql: &str| sql.replace("ROOM", &room.replace('\'', "''"));
-    let extremities = server
-        .sql_count(&q(
-            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    assert_eq!(extremities, 1, "one forward extremity");
-    let events = server
-        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    let depths = server
-        .sql_count(&q(
-            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
-        ))
-        .await;
-    let max_depth = server
-        .sql_count(&q("SELECT MAX(depth) FROM events WHERE room_id = 'ROOM'"))
-        .await;
-    assert_eq!((depths, max_depth), (events, events), "depths 1..={events}");
+/// `PUT /send` of an m.text (room, txn, body text), built, not sent.
+fn send_request(
+    client: &reqwest::Client,
+    server: &TestServer,
+    s: &Session,
+    (room, txn, text): &(String, String, String),
+) -> reqwest::RequestBuilder {
+    let url = server.url(&format!(
+        "{V3}/rooms/{}/send/m.room.message/{txn}",
+        enc(room)
+    ));
+    client
+        .put(url)
+        .bearer_auth(&s.access_token)
+        .json(&json!({"msgtype": "m.text", "body": text}))
+}
+
+/// Starts `PUT /send` requests at once; returns (status, body) of each, in
+/// the order given.
+async fn send_all(
+    server: &TestServer,
+    s: &Session,
+    sends: Vec<(String, String, String)>, // (room, txn, body text)
+) -> Vec<(StatusCode, Value)> {
+    let client = reqwest::Client::new();
+    start_all(
+        sends
+            .iter()
+            .map(|send| send_request(&client, server, s, send))
+            .collect(),
+    )
+    .await
 }
 
 /// The bodies of the room's m.room.message events, oldest first, as
 /// /messages serves them.
 async fn message_bodies(server: &TestServer, s: &Session, room: &str) -> Vec<String> {
-    let (st, body) = server
-        .get(
-            &format!("{V3}/rooms/{}/messages?dir=f&limit=1000", enc(room)),
-            s.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"]
-        .as_array()
-        .unwrap()
+    timeline(server, s, room)
+        .await
         .iter()
         .filter(|e| e["type"] == "m.room.message")
         .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
@@ -165,16 +154,6 @@ async fn put_topic(
         .await
 }
 
-async fn send_text(server: &TestServer, s: &Session, room: &str, txn: &str) -> (StatusCode, Value) {
-    server
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            s.token(),
-            json!({"msgtype": "m.text", "body": txn}),
-        )
-        .await
-}
-
 #[tokio::test]
 async fn a_failed_write_fails_alone_and_the_room_recovers() {
     let server = TestServer::start().await;
@@ -193,9 +172,9 @@ async fn a_failed_write_fails_alone_and_the_room_recovers() {
         "M_UNKNOWN",
     );
     // The room goes on from what was written; so does the other one.
-    let (st, body) = send_text(&server, &alice, &room, "after").await;
+    let (st, body) = try_send_text(&server, &alice, &room, "after", "after").await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let (st, body) = send_text(&server, &alice, &other, "other room").await;
+    let (st, body) = try_send_text(&server, &alice, &other, "other room", "other room").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_one_chain(&server, &room).await;
     assert_one_chain(&server, &other).await;
@@ -255,10 +234,26 @@ async fn burst_with_failing_topic(
     topic_room: &str,
 ) -> Vec<(StatusCode, Value)> {
     plant_state_group_clash(server).await;
-    let (burst, topic) = tokio::join!(send_all(server, s, sends), async {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        put_topic(server, s, topic_room, "lost").await
-    });
+    let client = reqwest::Client::new();
+    let mut reqs: Vec<reqwest::RequestBuilder> = sends
+        .iter()
+        .map(|send| send_request(&client, server, s, send))
+        .collect();
+    // The topic starts in the middle of the burst: after half of its sends.
+    let middle = reqs.len() / 2;
+    let topic_url = server.url(&format!(
+        "{V3}/rooms/{}/state/m.room.topic/",
+        enc(topic_room)
+    ));
+    reqs.insert(
+        middle,
+        client
+            .put(topic_url)
+            .bearer_auth(&s.access_token)
+            .json(&json!({"topic": "lost"})),
+    );
+    let mut burst = start_all(reqs).await;
+    let topic = burst.remove(middle);
     assert_error(&topic, 500, "M_UNKNOWN");
     burst
 }
@@ -287,7 +282,7 @@ async fn a_failed_write_in_a_burst_keeps_the_chain_whole() {
     accepted.sort();
     assert_eq!(bodies, accepted, "exactly the accepted sends are stored");
     assert_one_chain(&server, &room).await;
-    let (st, body) = send_text(&server, &alice, &room, "later").await;
+    let (st, body) = try_send_text(&server, &alice, &room, "later", "later").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_one_chain(&server, &room).await;
 }

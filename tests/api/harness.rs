@@ -17,11 +17,21 @@ use myelin::config::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+#[path = "../common/scratch.rs"]
+mod scratch;
+
+mod admin;
+mod lists;
 mod rooms;
 mod sync;
+mod uia;
 
+pub use admin::*;
+pub use lists::*;
 pub use rooms::*;
+pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
+pub use uia::*;
 
 pub const SHARED_SECRET: &str = "test-shared-secret";
 
@@ -39,48 +49,6 @@ pub struct TestServer {
     /// PostgreSQL leg: this server's database, dropped with the server.
     _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
-}
-
-pub fn backend() -> String {
-    std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
-}
-
-/// A fresh database for one test server: its URL, and on PostgreSQL the
-/// guard that drops it.
-async fn fresh_database(
-    dir: &std::path::Path,
-) -> (String, Option<myelin::storage::ScratchPostgresDatabase>) {
-    match backend().as_str() {
-        "sqlite" => (
-            format!("sqlite://{}", dir.join("myelin.db").display()),
-            None,
-        ),
-        "postgres" => {
-            let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
-                .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
-            let name = format!("myelin_test_{}", random_suffix());
-            let database = myelin::storage::ScratchPostgresDatabase::create(&admin, &name)
-                .await
-                .expect("create test database");
-            (database.url().to_owned(), Some(database))
-        }
-        other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
-    }
-}
-
-fn random_suffix() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
 }
 
 /// The config every test server starts from: cheap password hashing, rate
@@ -125,7 +93,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config();
         config.data_dir = dir.path().to_owned();
-        let (url, database) = fresh_database(dir.path()).await;
+        let (url, database) = scratch::fresh_database(dir.path(), "myelin_test").await;
         config.database.url = url;
         config.database.max_connections = 4;
         tweak(&mut config);
@@ -227,7 +195,8 @@ impl TestServer {
         pool.close().await;
     }
 
-    /// Runs a `SELECT COUNT(*) ...`-style query and returns the first column.
+    /// Runs a `SELECT COUNT(*) ...`-style query and returns the first column
+    /// (quote values in it with [`sql_quote`]).
     pub async fn sql_count(&self, query: &str) -> i64 {
         use sqlx::Row;
         sqlx::any::install_default_drivers();
@@ -327,11 +296,20 @@ impl TestServer {
         self.request(Method::DELETE, path, token, body).await
     }
 
+    /// GET /_synapse/admin/v1/register: a fresh shared-secret registration nonce.
+    pub async fn nonce(&self) -> String {
+        let (st, body) = self.get("/_synapse/admin/v1/register", None).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let n = body["nonce"]
+            .as_str()
+            .unwrap_or_else(|| panic!("nonce is not a string: {body}"));
+        assert!(!n.is_empty());
+        n.to_owned()
+    }
+
     /// Registers a user through shared-secret registration; returns its session.
     pub async fn register(&self, localpart: &str, password: &str, admin: bool) -> Session {
-        let (st, nonce) = self.get("/_synapse/admin/v1/register", None).await;
-        assert_eq!(st, StatusCode::OK, "{nonce}");
-        let nonce = nonce["nonce"].as_str().unwrap().to_owned();
+        let nonce = self.nonce().await;
         let mac = shared_secret_mac(SHARED_SECRET, &nonce, localpart, password, admin, None);
         let (st, body) = self
             .post(
@@ -341,11 +319,7 @@ impl TestServer {
             )
             .await;
         assert_eq!(st, StatusCode::OK, "register {localpart}: {body}");
-        Session {
-            user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
-            device_id: body["device_id"].as_str().unwrap().to_owned(),
-        }
+        Session::from_answer(&body)
     }
 
     /// Registers a normal user with password "password123".
@@ -358,21 +332,35 @@ impl TestServer {
         self.register(localpart, "password123", true).await
     }
 
+    /// Registers a guest (POST /register?kind=guest); returns its session.
+    pub async fn guest(&self) -> Session {
+        let (st, body) = self
+            .post("/_matrix/client/v3/register?kind=guest", None, json!({}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "guest registration: {body}");
+        Session::from_answer(&body)
+    }
+
+    /// POST /login with m.login.password; the answer as it is.
+    pub async fn try_login(&self, user: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            password_login(user, password),
+        )
+        .await
+    }
+
     /// Logs in with m.login.password; returns the new session.
     pub async fn login(&self, localpart: &str, password: &str) -> Session {
-        let (st, body) = self
-            .post(
-                "/_matrix/client/v3/login",
-                None,
-                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": password}),
-            )
-            .await;
+        let (st, body) = self.try_login(localpart, password).await;
         assert_eq!(st, StatusCode::OK, "login {localpart}: {body}");
-        Session {
-            user_id: body["user_id"].as_str().unwrap().to_owned(),
-            access_token: body["access_token"].as_str().unwrap().to_owned(),
-            device_id: body["device_id"].as_str().unwrap().to_owned(),
-        }
+        Session::from_answer(&body)
+    }
+
+    /// GET /account/whoami with `token` (or none).
+    pub async fn whoami(&self, token: Option<&str>) -> (StatusCode, Value) {
+        self.get("/_matrix/client/v3/account/whoami", token).await
     }
 }
 
@@ -384,60 +372,58 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session of a /login or /register answer (user_id, access_token,
+    /// device_id, each asserted to be a string).
+    #[track_caller]
+    pub fn from_answer(body: &Value) -> Self {
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not a string: {body}"))
+                .to_owned()
+        };
+        Self {
+            user_id: field("user_id"),
+            access_token: field("access_token"),
+            device_id: field("device_id"),
+        }
+    }
+
     pub fn token(&self) -> Option<&str> {
         Some(&self.access_token)
     }
 }
 
-/// Synapse's shared-secret registration MAC: HMAC-SHA1 over
-/// nonce \0 user \0 password \0 admin|notadmin [\0 user_type], hex.
-pub fn shared_secret_mac(
-    secret: &str,
-    nonce: &str,
-    user: &str,
-    password: &str,
-    admin: bool,
-    user_type: Option<&str>,
-) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(nonce.as_bytes());
-    mac.update(b"\x00");
-    mac.update(user.as_bytes());
-    mac.update(b"\x00");
-    mac.update(password.as_bytes());
-    mac.update(b"\x00");
-    mac.update(if admin {
-        b"admin" as &[u8]
-    } else {
-        b"notadmin"
-    });
-    if let Some(t) = user_type {
-        mac.update(b"\x00");
-        mac.update(t.as_bytes());
-    }
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// Asserts a Matrix error response: status and errcode, and that `error` is a string.
 #[track_caller]
 pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_error_for("response", resp, status, errcode);
+}
+
+/// [`assert_error`], naming `what` (an endpoint, a case) in the failure.
+#[track_caller]
+pub fn assert_error_for(what: &str, resp: &(StatusCode, Value), status: u16, errcode: &str) {
     assert_eq!(
         resp.0.as_u16(),
         status,
-        "unexpected status, body: {}",
+        "{what}: unexpected status, body: {}",
         resp.1
     );
     assert_eq!(
         resp.1["errcode"], errcode,
-        "unexpected errcode, body: {}",
+        "{what}: unexpected errcode, body: {}",
         resp.1
     );
     assert!(
         resp.1["error"].is_string(),
-        "error message missing: {}",
+        "{what}: error message missing: {}",
         resp.1
     );
+}
+
+/// `s` with its single quotes doubled, to stand inside '...' in SQL.
+pub fn sql_quote(s: &str) -> String {
+    s.replace('\'', "''")
 }
 
 /// The wall clock in ms since the epoch (what a server started with the
@@ -449,6 +435,26 @@ pub fn now_ms() -> i64 {
 /// An `m.login.password` login body for `user`.
 pub fn password_login(user: &str, password: &str) -> Value {
     json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password})
+}
+
+/// PUT /profile/{who}/displayname; asserts 200.
+pub async fn set_displayname(server: &TestServer, who: &Session, name: &str) {
+    let (st, body) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&who.user_id)
+            ),
+            who.token(),
+            json!({"displayname": name}),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "set displayname of {}: {body}",
+        who.user_id
+    );
 }
 
 /// GET with a `User-Agent` header (last-seen and whois record it).
@@ -471,7 +477,8 @@ pub async fn get_with_ua(
     (status, body)
 }
 
-/// Percent-encodes one path segment (everything but unreserved characters).
+/// Percent-encodes one path segment or query value (everything but
+/// RFC 3986's unreserved characters; a space is `%20`, never `+`).
 pub fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

@@ -359,17 +359,6 @@ fn optional_body_endpoints() -> Vec<(Method, &'static str, Who, Prep, u16)> {
     ]
 }
 
-/// Sends `body` as is (no content type), as matrix-nio does.
-async fn send(
-    s: &TestServer,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: &'static str,
-) -> (StatusCode, Value) {
-    s.request_raw(method, path, token, body).await
-}
-
 #[tokio::test]
 async fn empty_body_is_answered_as_an_empty_object() {
     let s = TestServer::start().await;
@@ -380,7 +369,9 @@ async fn empty_body_is_answered_as_an_empty_object() {
         for (variant, body) in [("e", ""), ("w", " \r\n\t"), ("j", "{}")] {
             let w = world(&s, &format!("{i}{variant}"), prep).await;
             let path = w.path(template);
-            let resp = send(&s, method.clone(), &path, w.token_of(who), body).await;
+            let resp = s
+                .request_raw(method.clone(), &path, w.token_of(who), body)
+                .await;
             answers.push((body, shape(&resp), resp));
         }
         let (_, object, resp) = &answers[2];
@@ -444,7 +435,9 @@ async fn empty_body_is_still_an_error_where_a_field_is_required() {
         ),
     ];
     for (method, template, who) in cases {
-        let resp = send(&s, method.clone(), &w.path(template), w.token_of(who), "").await;
+        let resp = s
+            .request_raw(method.clone(), &w.path(template), w.token_of(who), "")
+            .await;
         assert_eq!(
             resp.0,
             StatusCode::BAD_REQUEST,
@@ -463,14 +456,14 @@ async fn empty_body_is_still_an_error_where_a_field_is_required() {
 async fn nio_join_without_a_body_joins() {
     let s = TestServer::start().await;
     let w = world(&s, "n", Prep::Nothing).await;
-    let resp = send(
-        &s,
-        Method::POST,
-        &w.path("/_matrix/client/v3/join/{room}"),
-        w.bob.token(),
-        "",
-    )
-    .await;
+    let resp = s
+        .request_raw(
+            Method::POST,
+            &w.path("/_matrix/client/v3/join/{room}"),
+            w.bob.token(),
+            "",
+        )
+        .await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     assert_eq!(resp.1["room_id"], w.room.as_str());
     let (st, joined) = s.get(&format!("{V3}/joined_rooms"), w.bob.token()).await;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::harness::TestServer;
 
-fn report(s: &TestServer) -> HashMap<String, usize> {
+fn cache_report(s: &TestServer) -> HashMap<String, usize> {
     let running = s.running.as_ref().expect("running");
     running.services.cache_report().into_iter().collect()
 }
@@ -38,7 +38,7 @@ async fn the_background_workers_run_under_the_lifecycle() {
 #[tokio::test]
 async fn the_cache_report_lists_the_caches_and_moves_when_they_fill() {
     let s = TestServer::start().await;
-    let before = report(&s);
+    let before = cache_report(&s);
     for cache in [
         "rooms.heads",
         "rooms.events",
@@ -67,7 +67,7 @@ async fn the_cache_report_lists_the_caches_and_moves_when_they_fill() {
     assert_eq!(st, StatusCode::OK, "{body}");
     let (st, body) = s.get("/_matrix/client/v3/sync", alice.token()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let after = report(&s);
+    let after = cache_report(&s);
     for cache in ["rooms.heads", "rooms.events", "sessions.tokens"] {
         assert!(
             after[cache] > before[cache],

@@ -36,10 +36,6 @@ async fn post_all(
     set.join_all().await
 }
 
-fn sql_quote(s: &str) -> String {
-    s.replace('\'', "''")
-}
-
 /// Member events about `user` in `room`, as stored.
 async fn member_events(server: &TestServer, room: &str, user: &str) -> i64 {
     server

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 // ---------------------------------------------------------------------------
@@ -15,47 +14,6 @@ use crate::harness::*;
 
 fn filter_param(filter: Value) -> String {
     enc(&filter.to_string())
-}
-
-/// GET /messages with a query string (already encoded).
-async fn messages(
-    server: &TestServer,
-    who: &Session,
-    room: &str,
-    query: &str,
-) -> (StatusCode, Value) {
-    server
-        .get(
-            &format!("/_matrix/client/v3/rooms/{}/messages?{query}", enc(room)),
-            who.token(),
-        )
-        .await
-}
-
-async fn messages_ok(server: &TestServer, who: &Session, room: &str, query: &str) -> Value {
-    let (st, b) = messages(server, who, room, query).await;
-    assert_eq!(st, StatusCode::OK, "messages ?{query}: {b}");
-    assert!(b["chunk"].is_array(), "chunk: {b}");
-    assert!(b["start"].is_string(), "start: {b}");
-    b
-}
-
-async fn get_event(
-    server: &TestServer,
-    who: &Session,
-    room: &str,
-    event_id: &str,
-) -> (StatusCode, Value) {
-    server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/event/{}",
-                enc(room),
-                enc(event_id)
-            ),
-            who.token(),
-        )
-        .await
 }
 
 // ---------------------------------------------------------------------------
@@ -957,7 +915,7 @@ async fn context_of_unknown_or_invisible_event_is_404() {
 // History visibility
 // ---------------------------------------------------------------------------
 
-async fn all_messages(server: &TestServer, who: &Session, room: &str) -> Value {
+async fn messages_newest_first(server: &TestServer, who: &Session, room: &str) -> Value {
     messages_ok(server, who, room, "dir=b&limit=1000").await
 }
 
@@ -976,11 +934,11 @@ async fn history_joined_later_joiner_sees_nothing_before_join() {
     join(&server, &bob, &room).await;
     let after = send_text(&server, &alice, &room, "after join").await;
 
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     assert_eq!(bodies(&page["chunk"]), ["after join"], "{page}");
     // Nothing between the switch to `joined` and bob's join (what came
     // before any history_visibility event is `shared` by default).
-    let full = all_messages(&server, &alice, &room).await;
+    let full = messages_newest_first(&server, &alice, &room).await;
     let full_ids = event_ids(&full["chunk"]);
     let hv_at = full["chunk"]
         .as_array()
@@ -1013,7 +971,7 @@ async fn history_joined_later_joiner_sees_nothing_before_join() {
         StatusCode::OK
     );
     // Alice, joined all along, sees both.
-    let page = all_messages(&server, &alice, &room).await;
+    let page = messages_newest_first(&server, &alice, &room).await;
     assert_eq!(bodies(&page["chunk"]), ["after join", "before join"]);
 }
 
@@ -1033,7 +991,7 @@ async fn history_joined_hides_events_after_leaving() {
     leave(&server, &bob, &room).await;
     let gone = send_text(&server, &alice, &room, "after bob left").await;
 
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     assert_eq!(bodies(&page["chunk"]), ["while bob is here"], "{page}");
     assert_eq!(
         get_event(&server, &bob, &room, &during).await.0,
@@ -1067,7 +1025,7 @@ async fn history_invited_sees_from_the_invite() {
     join(&server, &bob, &room).await;
     send_text(&server, &alice, &room, "after join").await;
 
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     assert_eq!(
         bodies(&page["chunk"]),
         ["after join", "while invited"],
@@ -1076,7 +1034,7 @@ async fn history_invited_sees_from_the_invite() {
     // Bob sees his own invite, and nothing between the switch to `invited`
     // and the invite (the switch itself aside: `shared` before it allows it).
     let seen = event_ids(&page["chunk"]);
-    let full = all_messages(&server, &alice, &room).await;
+    let full = messages_newest_first(&server, &alice, &room).await;
     let full_ids = event_ids(&full["chunk"]);
     let invite_ev = full["chunk"]
         .as_array()
@@ -1129,7 +1087,7 @@ async fn history_shared_later_joiner_sees_everything() {
     join(&server, &bob, &room).await;
     send_text(&server, &alice, &room, "after join").await;
 
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     assert_eq!(
         bodies(&page["chunk"]),
         ["after join", "before join"],
@@ -1154,7 +1112,7 @@ async fn history_shared_hides_events_after_leaving() {
     leave(&server, &bob, &room).await;
     let gone = send_text(&server, &alice, &room, "after bob left").await;
 
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     let b = bodies(&page["chunk"]);
     assert!(b.contains(&"while bob is here".to_owned()), "{page}");
     assert!(!b.contains(&"after bob left".to_owned()), "{page}");
@@ -1189,7 +1147,7 @@ async fn history_world_readable_non_member_can_read() {
     let open = send_text(&server, &alice, &room, "world readable").await;
 
     // Carol never joined.
-    let page = all_messages(&server, &carol, &room).await;
+    let page = messages_newest_first(&server, &carol, &room).await;
     let b = bodies(&page["chunk"]);
     assert!(b.contains(&"world readable".to_owned()), "{page}");
     // What was sent while the room was `shared` stays hidden from outsiders.
@@ -1229,7 +1187,7 @@ async fn history_world_readable_via_initial_state() {
     )
     .await;
     let id = send_text(&server, &alice, &room, "hello world").await;
-    let page = all_messages(&server, &carol, &room).await;
+    let page = messages_newest_first(&server, &carol, &room).await;
     assert_eq!(bodies(&page["chunk"]), ["hello world"], "{page}");
     assert_eq!(
         get_event(&server, &carol, &room, &id).await.0,
@@ -1265,7 +1223,7 @@ async fn history_visibility_event_visible_if_setting_before_it_allows() {
         "GET /event of the shared->joined change sent before bob joined: {}",
         resp.1
     );
-    let page = all_messages(&server, &bob, &room).await;
+    let page = messages_newest_first(&server, &bob, &room).await;
     assert!(
         event_ids(&page["chunk"]).contains(&hv),
         "the history_visibility change is in /messages: {page}"
@@ -1339,7 +1297,7 @@ async fn history_visibility_event_visible_if_setting_after_it_allows() {
         "GET /event of the joined->world_readable change, as a non-member: {}",
         resp.1
     );
-    let page = all_messages(&server, &carol, &room).await;
+    let page = messages_newest_first(&server, &carol, &room).await;
     assert!(
         event_ids(&page["chunk"]).contains(&hv),
         "the change to world_readable is in /messages: {page}"

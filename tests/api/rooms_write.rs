@@ -2,36 +2,12 @@
 //! membership (join, invite, leave, kick, ban, unban, forget), send with
 //! transaction ids, state PUT, redaction, and bad input.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
 const V3: &str = "/_matrix/client/v3";
-
-/// `/_matrix/client/v3/rooms/{room}{rest}`.
-fn room_path(room: &str, rest: &str) -> String {
-    format!("{V3}/rooms/{}{rest}", enc(room))
-}
-
-fn next_txn() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("txn{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Creates a room; asserts success and returns its id.
-async fn create_room(server: &TestServer, s: &Session, body: Value) -> String {
-    let (st, resp) = server
-        .post(&format!("{V3}/createRoom"), s.token(), body.clone())
-        .await;
-    assert_eq!(st, StatusCode::OK, "createRoom {body}: {resp}");
-    resp["room_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no room_id: {resp}"))
-        .to_owned()
-}
 
 async fn public_room(server: &TestServer, s: &Session) -> String {
     create_room(server, s, json!({"preset": "public_chat"})).await
@@ -103,73 +79,6 @@ async fn membership(
     }
 }
 
-async fn joined_rooms(server: &TestServer, s: &Session) -> Vec<String> {
-    let (st, body) = server.get(&format!("{V3}/joined_rooms"), s.token()).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["joined_rooms"]
-        .as_array()
-        .unwrap_or_else(|| panic!("joined_rooms not an array: {body}"))
-        .iter()
-        .map(|r| r.as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The user ids in /joined_members, sorted.
-async fn joined_members(server: &TestServer, s: &Session, room: &str) -> Vec<String> {
-    let (st, body) = server
-        .get(&room_path(room, "/joined_members"), s.token())
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    let mut users: Vec<String> = body["joined"]
-        .as_object()
-        .unwrap_or_else(|| panic!("joined not an object: {body}"))
-        .keys()
-        .cloned()
-        .collect();
-    users.sort();
-    users
-}
-
-async fn join(server: &TestServer, s: &Session, room: &str) -> (StatusCode, Value) {
-    server
-        .post(&room_path(room, "/join"), s.token(), json!({}))
-        .await
-}
-
-async fn join_ok(server: &TestServer, s: &Session, room: &str) {
-    let resp = join(server, s, room).await;
-    assert_eq!(resp.0, StatusCode::OK, "join {room}: {}", resp.1);
-    assert_eq!(resp.1["room_id"], room, "{}", resp.1);
-}
-
-async fn send_with_txn(
-    server: &TestServer,
-    s: &Session,
-    room: &str,
-    txn: &str,
-    body: &str,
-) -> (StatusCode, Value) {
-    server
-        .put(
-            &room_path(room, &format!("/send/m.room.message/{}", enc(txn))),
-            s.token(),
-            json!({"msgtype": "m.text", "body": body}),
-        )
-        .await
-}
-
-/// Sends a text message; asserts success and returns the event id.
-async fn send_text(server: &TestServer, s: &Session, room: &str, body: &str) -> String {
-    let (st, resp) = send_with_txn(server, s, room, &next_txn(), body).await;
-    assert_eq!(st, StatusCode::OK, "send to {room}: {resp}");
-    let id = resp["event_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no event_id: {resp}"))
-        .to_owned();
-    assert!(id.starts_with('$'), "{id}");
-    id
-}
-
 async fn put_state(
     server: &TestServer,
     s: &Session,
@@ -187,34 +96,8 @@ async fn put_state(
         .await
 }
 
-async fn get_event(
-    server: &TestServer,
-    s: &Session,
-    room: &str,
-    event_id: &str,
-) -> (StatusCode, Value) {
-    server
-        .get(
-            &room_path(room, &format!("/event/{}", enc(event_id))),
-            s.token(),
-        )
-        .await
-}
-
-/// Every event of the room in order (GET /messages dir=f), as `s` sees it.
-async fn all_messages(server: &TestServer, s: &Session, room: &str) -> Vec<Value> {
-    let (st, body) = server
-        .get(&room_path(room, "/messages?dir=f&limit=500"), s.token())
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    body["chunk"]
-        .as_array()
-        .unwrap_or_else(|| panic!("chunk not an array: {body}"))
-        .clone()
-}
-
 async fn count_bodies(server: &TestServer, s: &Session, room: &str, text: &str) -> usize {
-    all_messages(server, s, room)
+    timeline(server, s, room)
         .await
         .iter()
         .filter(|e| e["content"]["body"] == text)
@@ -386,9 +269,9 @@ async fn create_room_presets() {
 
     // The join rules are in force: anyone joins the public room, not the others.
     let bob = server.user("bob").await;
-    join_ok(&server, &bob, &public).await;
-    assert_error(&join(&server, &bob, &private).await, 403, "M_FORBIDDEN");
-    assert_error(&join(&server, &bob, &trusted).await, 403, "M_FORBIDDEN");
+    join(&server, &bob, &public).await;
+    assert_error(&try_join(&server, &bob, &private).await, 403, "M_FORBIDDEN");
+    assert_error(&try_join(&server, &bob, &trusted).await, 403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -441,7 +324,7 @@ async fn create_room_trusted_private_chat_gives_invitees_creator_power() {
         "{create}"
     );
     // As a creator bob may change power levels once joined.
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     let (st, body) = put_state(
         &server,
         &bob,
@@ -512,7 +395,7 @@ async fn create_room_initial_state() {
     let ga = state_content(&server, &alice, &room, "m.room.guest_access", "").await;
     assert_eq!(ga["guest_access"], "can_join", "{ga}");
     let bob = server.user("bob").await;
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
 }
 
 #[tokio::test]
@@ -570,12 +453,12 @@ async fn create_room_power_level_content_override() {
     assert_eq!(pl["ban"], 50, "{pl}");
     assert_eq!(pl["state_default"], 50, "{pl}");
 
-    join_ok(&server, &bob, &room).await;
-    join_ok(&server, &charlie, &room).await;
+    join(&server, &bob, &room).await;
+    join(&server, &charlie, &room).await;
     // events_default 50: bob (50) may send, charlie (0) may not.
     send_text(&server, &bob, &room, "hi from bob").await;
     assert_error(
-        &send_with_txn(&server, &charlie, &room, &next_txn(), "hi").await,
+        &try_send_text(&server, &charlie, &room, &next_txn(), "hi").await,
         403,
         "M_FORBIDDEN",
     );
@@ -624,7 +507,7 @@ async fn create_room_invite_and_is_direct() {
         assert_eq!(ev["sender"], alice.user_id.as_str(), "{ev}");
     }
     // The invitee can now join the invite-only room.
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_eq!(joined_rooms(&server, &bob).await, vec![room.clone()]);
     let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
     expected.sort();
@@ -773,7 +656,7 @@ async fn create_room_event_order() {
         }),
     )
     .await;
-    let events = all_messages(&server, &alice, &room).await;
+    let events = timeline(&server, &alice, &room).await;
     let seq: Vec<(String, String)> = events
         .iter()
         .map(|e| {
@@ -841,7 +724,7 @@ async fn join_public_room_and_read_back() {
     let bob = server.user("bob").await;
     let room = public_room(&server, &alice).await;
     assert_eq!(membership(&server, &alice, &room, &bob.user_id).await, None);
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
 
     let ev = state_event(&server, &alice, &room, "m.room.member", &bob.user_id).await;
     assert_eq!(ev["content"]["membership"], "join", "{ev}");
@@ -860,7 +743,7 @@ async fn join_public_room_and_read_back() {
     );
 
     // Joining again while joined is fine and changes nothing visible.
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_eq!(joined_members(&server, &alice, &room).await, expected);
     // r0 path.
     let (st, body) = server
@@ -879,7 +762,7 @@ async fn join_invite_only_room_uninvited_is_forbidden() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let room = private_room(&server, &alice).await;
-    assert_error(&join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
+    assert_error(&try_join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
     assert_error(
         &server
             .post(&format!("{V3}/join/{}", enc(&room)), bob.token(), json!({}))
@@ -921,12 +804,12 @@ async fn invite_then_join() {
     );
     // An invited user cannot send yet.
     assert_error(
-        &send_with_txn(&server, &bob, &room, &next_txn(), "too early").await,
+        &try_send_text(&server, &bob, &room, &next_txn(), "too early").await,
         403,
         "M_FORBIDDEN",
     );
 
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_eq!(
         membership(&server, &alice, &room, &bob.user_id)
             .await
@@ -956,7 +839,7 @@ async fn invite_errors() {
     };
     // Not in the room.
     assert_error(&invite(&bob, &charlie.user_id).await, 403, "M_FORBIDDEN");
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     // public_chat: inviting needs power 50; bob has 0.
     assert_error(&invite(&bob, &charlie.user_id).await, 403, "M_FORBIDDEN");
     assert_eq!(
@@ -1001,7 +884,7 @@ async fn leave_and_reject_invite() {
     let bob = server.user("bob").await;
     let charlie = server.user("charlie").await;
     let room = public_room(&server, &alice).await;
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     let (st, body) = server
         .post(&room_path(&room, "/leave"), bob.token(), json!({}))
         .await;
@@ -1017,7 +900,7 @@ async fn leave_and_reject_invite() {
     );
     // Having left, bob cannot send.
     assert_error(
-        &send_with_txn(&server, &bob, &room, &next_txn(), "gone").await,
+        &try_send_text(&server, &bob, &room, &next_txn(), "gone").await,
         403,
         "M_FORBIDDEN",
     );
@@ -1044,7 +927,11 @@ async fn leave_and_reject_invite() {
     assert_eq!(ev["content"]["membership"], "leave", "{ev}");
     assert_eq!(ev["content"]["reason"], "no thanks", "{ev}");
     // Having rejected, charlie cannot join the invite-only room.
-    assert_error(&join(&server, &charlie, &private).await, 403, "M_FORBIDDEN");
+    assert_error(
+        &try_join(&server, &charlie, &private).await,
+        403,
+        "M_FORBIDDEN",
+    );
 
     // Leaving a room one is not in is rejected by the auth rules.
     assert_error(
@@ -1063,8 +950,8 @@ async fn kick() {
     let bob = server.user("bob").await;
     let charlie = server.user("charlie").await;
     let room = public_room(&server, &alice).await;
-    join_ok(&server, &bob, &room).await;
-    join_ok(&server, &charlie, &room).await;
+    join(&server, &bob, &room).await;
+    join(&server, &charlie, &room).await;
 
     // bob has power 0; kicking needs 50.
     assert_error(
@@ -1115,7 +1002,7 @@ async fn kick() {
     expected.sort();
     assert_eq!(joined_members(&server, &alice, &room).await, expected);
     // A kicked user may rejoin a public room (kick is not ban).
-    join_ok(&server, &charlie, &room).await;
+    join(&server, &charlie, &room).await;
 
     assert_error(
         &server
@@ -1137,8 +1024,8 @@ async fn ban_and_unban() {
     let bob = server.user("bob").await;
     let charlie = server.user("charlie").await;
     let room = public_room(&server, &alice).await;
-    join_ok(&server, &bob, &room).await;
-    join_ok(&server, &charlie, &room).await;
+    join(&server, &bob, &room).await;
+    join(&server, &charlie, &room).await;
 
     // Banning needs power 50.
     assert_error(
@@ -1179,7 +1066,7 @@ async fn ban_and_unban() {
     );
 
     // A banned user cannot rejoin (by id or through /join) nor send.
-    assert_error(&join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
+    assert_error(&try_join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
     assert_error(
         &server
             .post(&format!("{V3}/join/{}", enc(&room)), bob.token(), json!({}))
@@ -1188,7 +1075,7 @@ async fn ban_and_unban() {
         "M_FORBIDDEN",
     );
     assert_error(
-        &send_with_txn(&server, &bob, &room, &next_txn(), "let me in").await,
+        &try_send_text(&server, &bob, &room, &next_txn(), "let me in").await,
         403,
         "M_FORBIDDEN",
     );
@@ -1251,7 +1138,7 @@ async fn ban_and_unban() {
             .as_deref(),
         Some("leave")
     );
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_eq!(joined_rooms(&server, &bob).await, vec![room.clone()]);
 }
 
@@ -1269,7 +1156,7 @@ async fn ban_of_a_user_never_in_the_room_keeps_them_out() {
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    assert_error(&join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
+    assert_error(&try_join(&server, &bob, &room).await, 403, "M_FORBIDDEN");
     assert_eq!(
         membership(&server, &alice, &room, &bob.user_id)
             .await
@@ -1314,7 +1201,7 @@ async fn unknown_room_is_not_found_everywhere() {
             "M_NOT_FOUND",
         );
         assert_error(
-            &send_with_txn(&server, &alice, room, "t1", "hello").await,
+            &try_send_text(&server, &alice, room, "t1", "hello").await,
             404,
             "M_NOT_FOUND",
         );
@@ -1374,7 +1261,7 @@ async fn invalid_room_id_is_invalid_param() {
         "M_INVALID_PARAM",
     );
     assert_error(
-        &send_with_txn(&server, &alice, room, "t1", "hello").await,
+        &try_send_text(&server, &alice, room, "t1", "hello").await,
         400,
         "M_INVALID_PARAM",
     );
@@ -1420,7 +1307,7 @@ async fn forget_rules() {
     // Never a member.
     assert_error(&forget(&bob).await, 404, "M_NOT_FOUND");
     // Joined.
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_error(&forget(&bob).await, 400, "M_UNKNOWN");
     assert_error(&forget(&alice).await, 400, "M_UNKNOWN");
     // Invited.
@@ -1466,7 +1353,7 @@ async fn forget_rules() {
             .as_deref(),
         Some("leave")
     );
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     assert_eq!(joined_rooms(&server, &bob).await, vec![room.clone()]);
 
     // A banned user may forget the room.
@@ -1527,7 +1414,7 @@ async fn send_by_non_member_is_forbidden() {
     let bob = server.user("bob").await;
     let room = public_room(&server, &alice).await;
     assert_error(
-        &send_with_txn(&server, &bob, &room, "t1", "intruder").await,
+        &try_send_text(&server, &bob, &room, "t1", "intruder").await,
         403,
         "M_FORBIDDEN",
     );
@@ -1539,14 +1426,14 @@ async fn send_same_txn_same_event() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let room = private_room(&server, &alice).await;
-    let (st, first) = send_with_txn(&server, &alice, &room, "abc", "once").await;
+    let (st, first) = try_send_text(&server, &alice, &room, "abc", "once").await;
     assert_eq!(st, StatusCode::OK, "{first}");
-    let (st, second) = send_with_txn(&server, &alice, &room, "abc", "once").await;
+    let (st, second) = try_send_text(&server, &alice, &room, "abc", "once").await;
     assert_eq!(st, StatusCode::OK, "{second}");
     assert_eq!(first["event_id"], second["event_id"]);
     assert_eq!(count_bodies(&server, &alice, &room, "once").await, 1);
     // A different txn id is a different event.
-    let (st, third) = send_with_txn(&server, &alice, &room, "abd", "once").await;
+    let (st, third) = try_send_text(&server, &alice, &room, "abd", "once").await;
     assert_eq!(st, StatusCode::OK, "{third}");
     assert_ne!(first["event_id"], third["event_id"]);
     assert_eq!(count_bodies(&server, &alice, &room, "once").await, 2);
@@ -1558,9 +1445,9 @@ async fn send_same_txn_from_another_device_is_a_new_event() {
     let alice = server.user("alice").await;
     let alice2 = server.login("alice", "password123").await;
     let room = private_room(&server, &alice).await;
-    let (st, a) = send_with_txn(&server, &alice, &room, "same", "per device").await;
+    let (st, a) = try_send_text(&server, &alice, &room, "same", "per device").await;
     assert_eq!(st, StatusCode::OK, "{a}");
-    let (st, b) = send_with_txn(&server, &alice2, &room, "same", "per device").await;
+    let (st, b) = try_send_text(&server, &alice2, &room, "same", "per device").await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_ne!(a["event_id"], b["event_id"]);
     assert_eq!(count_bodies(&server, &alice, &room, "per device").await, 2);
@@ -1571,10 +1458,10 @@ async fn send_same_txn_after_restart_same_event() {
     let mut server = TestServer::start().await;
     let alice = server.user("alice").await;
     let room = private_room(&server, &alice).await;
-    let (st, first) = send_with_txn(&server, &alice, &room, "persist", "durable").await;
+    let (st, first) = try_send_text(&server, &alice, &room, "persist", "durable").await;
     assert_eq!(st, StatusCode::OK, "{first}");
     server.restart().await;
-    let (st, second) = send_with_txn(&server, &alice, &room, "persist", "durable").await;
+    let (st, second) = try_send_text(&server, &alice, &room, "persist", "durable").await;
     assert_eq!(st, StatusCode::OK, "{second}");
     assert_eq!(first["event_id"], second["event_id"]);
     assert_eq!(count_bodies(&server, &alice, &room, "durable").await, 1);
@@ -1591,26 +1478,26 @@ async fn old_txns_are_retries_after_a_new_send_following_a_restart() {
     let other = private_room(&server, &alice).await;
     let mut first = Vec::new();
     for i in 0..3 {
-        let (st, sent) = send_with_txn(&server, &alice, &room, &format!("old-{i}"), "old").await;
+        let (st, sent) = try_send_text(&server, &alice, &room, &format!("old-{i}"), "old").await;
         assert_eq!(st, StatusCode::OK, "{sent}");
         first.push(sent["event_id"].clone());
     }
     server.restart().await;
-    let (st, new) = send_with_txn(&server, &alice, &room, "new-0", "new").await;
+    let (st, new) = try_send_text(&server, &alice, &room, "new-0", "new").await;
     assert_eq!(st, StatusCode::OK, "{new}");
     assert!(!first.contains(&new["event_id"]), "{new}");
     for (i, id) in first.iter().enumerate() {
-        let (st, again) = send_with_txn(&server, &alice, &room, &format!("old-{i}"), "old").await;
+        let (st, again) = try_send_text(&server, &alice, &room, &format!("old-{i}"), "old").await;
         assert_eq!(st, StatusCode::OK, "{again}");
         assert_eq!(&again["event_id"], id, "old-{i} after the restart");
     }
-    let (st, again) = send_with_txn(&server, &alice, &room, "new-0", "new").await;
+    let (st, again) = try_send_text(&server, &alice, &room, "new-0", "new").await;
     assert_eq!(st, StatusCode::OK, "{again}");
     assert_eq!(again["event_id"], new["event_id"]);
     assert_eq!(count_bodies(&server, &alice, &room, "old").await, 3);
     assert_eq!(count_bodies(&server, &alice, &room, "new").await, 1);
     // The same ids in another room are new events there.
-    let (st, elsewhere) = send_with_txn(&server, &alice, &other, "old-0", "old").await;
+    let (st, elsewhere) = try_send_text(&server, &alice, &other, "old-0", "old").await;
     assert_eq!(st, StatusCode::OK, "{elsewhere}");
     assert!(!first.contains(&elsewhere["event_id"]), "{elsewhere}");
     assert_eq!(count_bodies(&server, &alice, &other, "old").await, 1);
@@ -1622,10 +1509,10 @@ async fn send_same_txn_concurrently_gives_one_event() {
     let alice = server.user("alice").await;
     let room = private_room(&server, &alice).await;
     let (a, b, c, d) = tokio::join!(
-        send_with_txn(&server, &alice, &room, "racy", "raced"),
-        send_with_txn(&server, &alice, &room, "racy", "raced"),
-        send_with_txn(&server, &alice, &room, "racy", "raced"),
-        send_with_txn(&server, &alice, &room, "racy", "raced"),
+        try_send_text(&server, &alice, &room, "racy", "raced"),
+        try_send_text(&server, &alice, &room, "racy", "raced"),
+        try_send_text(&server, &alice, &room, "racy", "raced"),
+        try_send_text(&server, &alice, &room, "racy", "raced"),
     );
     for r in [&a, &b, &c, &d] {
         assert_eq!(r.0, StatusCode::OK, "{}", r.1);
@@ -1642,9 +1529,9 @@ async fn send_same_txn_to_another_room_is_a_new_event() {
     let alice = server.user("alice").await;
     let room_a = private_room(&server, &alice).await;
     let room_b = private_room(&server, &alice).await;
-    let (st, a) = send_with_txn(&server, &alice, &room_a, "shared-txn", "to A").await;
+    let (st, a) = try_send_text(&server, &alice, &room_a, "shared-txn", "to A").await;
     assert_eq!(st, StatusCode::OK, "{a}");
-    let (st, b) = send_with_txn(&server, &alice, &room_b, "shared-txn", "to B").await;
+    let (st, b) = try_send_text(&server, &alice, &room_b, "shared-txn", "to B").await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_ne!(
         a["event_id"], b["event_id"],
@@ -1659,7 +1546,7 @@ async fn redact_with_a_txn_used_by_send_is_a_new_redaction() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let room = private_room(&server, &alice).await;
-    let (st, sent) = send_with_txn(&server, &alice, &room, "t-42", "to redact").await;
+    let (st, sent) = try_send_text(&server, &alice, &room, "t-42", "to redact").await;
     assert_eq!(st, StatusCode::OK, "{sent}");
     let msg = sent["event_id"].as_str().unwrap().to_owned();
     let (st, red) = server
@@ -1868,7 +1755,7 @@ async fn put_state_needs_power_and_membership() {
         json!({"preset": "public_chat", "name": "Original"}),
     )
     .await;
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     // bob has power 0: m.room.name needs 50, state_default is 50, power levels 100.
     assert_error(
         &put_state(
@@ -2053,22 +1940,6 @@ async fn put_state_bad_input() {
 
 // ---------------------------------------------------------------- redact
 
-async fn redact(
-    server: &TestServer,
-    s: &Session,
-    room: &str,
-    event_id: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    server
-        .put(
-            &room_path(room, &format!("/redact/{}/{}", enc(event_id), next_txn())),
-            s.token(),
-            body,
-        )
-        .await
-}
-
 async fn redact_message_in(version: &str) {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
@@ -2078,7 +1949,7 @@ async fn redact_message_in(version: &str) {
     let (st, ev) = get_event(&server, &alice, &room, &msg).await;
     assert_eq!(st, StatusCode::OK, "{ev}");
     assert_eq!(ev["content"]["body"], "regrettable", "{ev}");
-    let (st, body) = redact(&server, &alice, &room, &msg, json!({"reason": "oops"})).await;
+    let (st, body) = try_redact(&server, &alice, &room, &msg, json!({"reason": "oops"})).await;
     assert_eq!(st, StatusCode::OK, "v{version}: {body}");
     let redaction_id = body["event_id"].as_str().unwrap().to_owned();
     assert_ne!(redaction_id, msg);
@@ -2140,7 +2011,7 @@ async fn redact_state_event_keeps_only_what_the_algorithm_keeps() {
     .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let topic_id = body["event_id"].as_str().unwrap().to_owned();
-    let (st, body) = redact(&server, &alice, &room, &topic_id, json!({})).await;
+    let (st, body) = try_redact(&server, &alice, &room, &topic_id, json!({})).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let (st, ev) = get_event(&server, &alice, &room, &topic_id).await;
     assert_eq!(st, StatusCode::OK, "{ev}");
@@ -2151,7 +2022,7 @@ async fn redact_state_event_keeps_only_what_the_algorithm_keeps() {
     // join_rules keeps join_rule.
     let jr = state_event(&server, &alice, &room, "m.room.join_rules", "").await;
     let jr_id = jr["event_id"].as_str().unwrap().to_owned();
-    let (st, body) = redact(&server, &alice, &room, &jr_id, json!({})).await;
+    let (st, body) = try_redact(&server, &alice, &room, &jr_id, json!({})).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let (_, ev) = get_event(&server, &alice, &room, &jr_id).await;
     assert_eq!(ev["content"], json!({"join_rule": "invite"}), "{ev}");
@@ -2169,24 +2040,24 @@ async fn redact_errors() {
 
     // Unknown event, and an event of another room.
     assert_error(
-        &redact(&server, &alice, &room, "$doesnotexist", json!({})).await,
+        &try_redact(&server, &alice, &room, "$doesnotexist", json!({})).await,
         404,
         "M_NOT_FOUND",
     );
     assert_error(
-        &redact(&server, &alice, &room, &elsewhere, json!({})).await,
+        &try_redact(&server, &alice, &room, &elsewhere, json!({})).await,
         404,
         "M_NOT_FOUND",
     );
     // Malformed event id.
     assert_error(
-        &redact(&server, &alice, &room, "not-an-event-id", json!({})).await,
+        &try_redact(&server, &alice, &room, "not-an-event-id", json!({})).await,
         400,
         "M_INVALID_PARAM",
     );
     // A non-member.
     assert_error(
-        &redact(&server, &charlie, &room, &msg, json!({})).await,
+        &try_redact(&server, &charlie, &room, &msg, json!({})).await,
         403,
         "M_FORBIDDEN",
     );
@@ -2216,18 +2087,18 @@ async fn redact_someone_elses_event_needs_redact_power() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let room = public_room(&server, &alice).await;
-    join_ok(&server, &bob, &room).await;
+    join(&server, &bob, &room).await;
     let alices = send_text(&server, &alice, &room, "alice's words").await;
     let bobs = send_text(&server, &bob, &room, "bob's words").await;
 
     // bob (power 0) redacts his own message: allowed.
-    let (st, body) = redact(&server, &bob, &room, &bobs, json!({})).await;
+    let (st, body) = try_redact(&server, &bob, &room, &bobs, json!({})).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let (_, ev) = get_event(&server, &alice, &room, &bobs).await;
     assert_eq!(ev["content"], json!({}), "{ev}");
 
     // ... but not alice's.
-    let resp = redact(&server, &bob, &room, &alices, json!({})).await;
+    let resp = try_redact(&server, &bob, &room, &alices, json!({})).await;
     let (_, ev) = get_event(&server, &alice, &room, &alices).await;
     assert_eq!(
         ev["content"]["body"], "alice's words",
@@ -2238,7 +2109,7 @@ async fn redact_someone_elses_event_needs_redact_power() {
 
     // alice (redact level 50 reached) may redact bob's.
     let bobs2 = send_text(&server, &bob, &room, "more from bob").await;
-    let (st, body) = redact(&server, &alice, &room, &bobs2, json!({})).await;
+    let (st, body) = try_redact(&server, &alice, &room, &bobs2, json!({})).await;
     assert_eq!(st, StatusCode::OK, "{body}");
 }
 
@@ -2258,7 +2129,7 @@ async fn redact_same_txn_same_redaction() {
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(a["event_id"], b["event_id"]);
-    let redactions = all_messages(&server, &alice, &room)
+    let redactions = timeline(&server, &alice, &room)
         .await
         .iter()
         .filter(|e| e["type"] == "m.room.redaction")

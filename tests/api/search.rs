@@ -12,7 +12,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 const SEARCH: &str = "/_matrix/client/v3/search";
@@ -115,31 +114,6 @@ fn assert_no_duplicates(list: &[String]) {
     assert_eq!(set.len(), list.len(), "duplicate results: {list:?}");
 }
 
-fn set(list: &[String]) -> BTreeSet<String> {
-    list.iter().cloned().collect()
-}
-
-async fn redact(server: &TestServer, who: &Session, room: &str, event_id: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let txn = format!(
-        "search-redact-{}",
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let (st, b) = server
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
-                enc(room),
-                enc(event_id)
-            ),
-            who.token(),
-            json!({"reason": "test"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "redact: {b}");
-    b["event_id"].as_str().expect("event_id").to_owned()
-}
-
 /// Sends an `m.replace` edit of `target` with the new body; returns its id.
 async fn edit(server: &TestServer, who: &Session, room: &str, target: &str, new: &str) -> String {
     send_event(
@@ -239,7 +213,7 @@ async fn results_have_the_spec_shape() {
     send_text(&server, &alice, &room, "unrelated words").await;
 
     let re = search(&server, &alice, "apple").await;
-    assert_eq!(set(&ids(&re)), set(&[a.clone(), b.clone()]), "{re}");
+    assert_eq!(set(ids(&re)), set(&[a.clone(), b.clone()]), "{re}");
     assert_eq!(re["count"], 2, "{re}");
     assert!(re.get("next_batch").is_none(), "one page only: {re}");
     let highlights: Vec<&str> = re["highlights"]
@@ -278,7 +252,7 @@ async fn results_have_the_spec_shape() {
         .await;
     assert_eq!(st, StatusCode::OK, "{r0}");
     assert_eq!(
-        set(&ids(&r0["search_categories"]["room_events"])),
+        set(ids(&r0["search_categories"]["room_events"])),
         set(&[a, b])
     );
 
@@ -550,7 +524,7 @@ async fn filter_rooms_and_not_rooms_restrict_the_search() {
     let in_b = send_text(&server, &alice, &room_b, "walnut in b").await;
 
     let both = search(&server, &alice, "walnut").await;
-    assert_eq!(set(&ids(&both)), set(&[in_a.clone(), in_b.clone()]));
+    assert_eq!(set(ids(&both)), set(&[in_a.clone(), in_b.clone()]));
 
     let only_a = search_page(
         &server,
@@ -578,7 +552,7 @@ async fn filter_rooms_and_not_rooms_restrict_the_search() {
         None,
     )
     .await;
-    assert_eq!(set(&ids(&with_limit)), set(&[in_a, in_b]), "{with_limit}");
+    assert_eq!(set(ids(&with_limit)), set(&[in_a, in_b]), "{with_limit}");
 }
 
 #[tokio::test]
@@ -673,29 +647,21 @@ async fn event_context_returns_events_around_and_profiles() {
     );
 
     // start and end are /messages tokens that continue from the context.
-    let (st, back) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1&from={}",
-                enc(&room),
-                enc(start)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{back}");
+    let back = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=1&from={}", enc(start)),
+    )
+    .await;
     assert_eq!(event_ids(&back["chunk"]), vec![m[0].clone()], "{back}");
-    let (st, fwd) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=1&from={}",
-                enc(&room),
-                enc(end)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{fwd}");
+    let fwd = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=f&limit=1&from={}", enc(end)),
+    )
+    .await;
     assert_eq!(event_ids(&fwd["chunk"]), vec![m[5].clone()], "{fwd}");
 
     // Without include_profile: no profile_info; limits of 0: empty lists.
@@ -849,7 +815,7 @@ async fn groupings_by_room_and_sender() {
     )
     .await;
     assert_eq!(
-        set(&ids(&re)),
+        set(ids(&re)),
         set(&[a1.clone(), a2.clone(), b1.clone(), c1.clone()]),
         "{re}"
     );
@@ -1183,7 +1149,7 @@ async fn joined_visibility_hides_events_from_before_the_join() {
     let mut all = early;
     all.push(late);
     assert_eq!(
-        set(&ids(&search(&server, &alice, "kumquat").await)),
+        set(ids(&search(&server, &alice, "kumquat").await)),
         set(&all)
     );
 }
@@ -1203,7 +1169,7 @@ async fn shared_visibility_shows_history_to_a_new_member() {
     join(&server, &bob, &room).await;
     let late = send_text(&server, &alice, &room, "late apricot").await;
     assert_eq!(
-        set(&ids(&search(&server, &bob, "apricot").await)),
+        set(ids(&search(&server, &bob, "apricot").await)),
         set(&[early, late])
     );
 }
@@ -1653,7 +1619,7 @@ async fn server_with_messages() -> (TestServer, Session, Vec<String>) {
         sent.push(send_text(&server, &alice, &room, &format!("durian {i}")).await);
     }
     assert_eq!(
-        set(&ids(&search(&server, &alice, "durian").await)),
+        set(ids(&search(&server, &alice, "durian").await)),
         set(&sent)
     );
     (server, alice, sent)

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::enc_form as enc;
 use crate::harness::*;
 
 /// The stream position in a `s{pos}` sync token (the contract's format).
@@ -254,24 +253,8 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
     join(&server, &bob, &room).await;
     let t1 = sync_token(&server, &alice).await;
 
-    let client = server.client.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout=10000",
-        enc(&t1)
-    ));
-    let token = alice.access_token.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        let resp = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("sync JSON");
-        (status, body, started.elapsed())
-    });
+    let poll = spawn_poll(&server, &alice, &t1, 10000);
     server.wait_for_parked_syncs(1).await;
     assert!(
         !poll.is_finished(),
@@ -279,10 +262,11 @@ async fn long_poll_returns_as_soon_as_an_event_arrives() {
     );
     let id = send_text(&server, &bob, &room, "wake up").await;
 
-    let (status, body, elapsed) = tokio::time::timeout(Duration::from_secs(15), poll)
+    let (status, body, done) = tokio::time::timeout(Duration::from_secs(15), poll)
         .await
         .expect("long-poll finishes")
         .expect("task");
+    let elapsed = done.duration_since(started);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         elapsed < Duration::from_secs(3),
@@ -786,12 +770,7 @@ async fn transaction_id_survives_a_restart() {
     assert_eq!(txn_of(&events, &redaction), Value::Null, "other device");
 
     // /messages reads the events' rows too.
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
-        enc(&room)
-    );
-    let (status, body) = server.get(&path, alice.token()).await;
-    assert_eq!(status, 200, "{body}");
+    let body = messages_ok(&server, &alice, &room, "dir=b&limit=10").await;
     let chunk = body["chunk"].as_array().unwrap().clone();
     assert_eq!(txn_of(&chunk, &id), "txn-before");
 }
@@ -814,17 +793,13 @@ async fn prev_batch_pages_back_before_the_timeline() {
     );
     let prev = r["timeline"]["prev_batch"].as_str().expect("prev_batch");
 
-    let (st, page) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5&from={}",
-                enc(&room),
-                enc(prev)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{page}");
+    let page = messages_ok(
+        &server,
+        &alice,
+        &room,
+        &format!("dir=b&limit=5&from={}", enc(prev)),
+    )
+    .await;
     assert_eq!(
         bodies(&page["chunk"]),
         ["m9", "m8", "m7", "m6", "m5"],
@@ -857,26 +832,12 @@ async fn long_poll_ignores_events_in_other_rooms() {
     let bobs_room = create_room(&server, &bob, json!({})).await;
     let t1 = sync_token(&server, &alice).await;
 
-    let client = server.client.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout=2000",
-        enc(&t1)
-    ));
-    let token = alice.access_token.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        let resp = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent");
-        let body: Value = resp.json().await.expect("sync JSON");
-        (body, started.elapsed())
-    });
+    let poll = spawn_poll(&server, &alice, &t1, 2000);
     server.wait_for_parked_syncs(1).await;
     send_text(&server, &bob, &bobs_room, "not for alice").await;
-    let (body, elapsed) = poll.await.expect("task");
+    let (_, body, done) = poll.await.expect("task");
+    let elapsed = done.duration_since(started);
     assert!(
         elapsed >= Duration::from_millis(1800),
         "woke for a room alice is not in after {elapsed:?}: {body}"
@@ -893,29 +854,15 @@ async fn long_poll_wakes_on_an_invite() {
     let room = create_room(&server, &alice, json!({})).await;
     let t1 = sync_token(&server, &bob).await;
 
-    let client = server.client.clone();
-    let url = server.url(&format!(
-        "/_matrix/client/v3/sync?since={}&timeout=10000",
-        enc(&t1)
-    ));
-    let token = bob.access_token.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        let resp = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("sync sent");
-        let body: Value = resp.json().await.expect("sync JSON");
-        (body, started.elapsed())
-    });
+    let poll = spawn_poll(&server, &bob, &t1, 10000);
     server.wait_for_parked_syncs(1).await;
     invite(&server, &alice, &room, &bob.user_id).await;
-    let (body, elapsed) = tokio::time::timeout(Duration::from_secs(15), poll)
+    let (_, body, done) = tokio::time::timeout(Duration::from_secs(15), poll)
         .await
         .expect("long-poll finishes")
         .expect("task");
+    let elapsed = done.duration_since(started);
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     assert!(body["rooms"]["invite"].get(&room).is_some(), "{body}");
 }

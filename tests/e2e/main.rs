@@ -10,6 +10,8 @@
     reason = "a test reads best as one scenario, top to bottom"
 )]
 
+#[path = "../common/scratch.rs"]
+mod scratch;
 mod sdk;
 mod server;
 

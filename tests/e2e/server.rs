@@ -1,8 +1,9 @@
 //! The e2e suite's own server start: a Myelin on an ephemeral port with a
 //! fresh database (SQLite file in a temp dir, or a new PostgreSQL database
 //! when `MYELIN_TEST_BACKEND=postgres`), rate limits off, cheap password
-//! hashing, shared-secret registration to create the users. A few lines
-//! copied from tests/api/harness.rs so the two binaries stay independent.
+//! hashing, shared-secret registration to create the users. The database
+//! and the registration MAC come from tests/common/scratch.rs (shared with
+//! tests/api, included in each binary).
 
 use std::time::Duration;
 
@@ -21,47 +22,6 @@ pub struct TestServer {
     /// PostgreSQL leg: this server's database, dropped with the server.
     _database: Option<myelin::storage::ScratchPostgresDatabase>,
     _dir: tempfile::TempDir,
-}
-
-fn backend() -> String {
-    std::env::var("MYELIN_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
-}
-
-async fn fresh_database(
-    dir: &std::path::Path,
-) -> (String, Option<myelin::storage::ScratchPostgresDatabase>) {
-    match backend().as_str() {
-        "sqlite" => (
-            format!("sqlite://{}", dir.join("myelin.db").display()),
-            None,
-        ),
-        "postgres" => {
-            let admin = std::env::var("MYELIN_TEST_DATABASE_URL")
-                .expect("MYELIN_TEST_BACKEND=postgres needs MYELIN_TEST_DATABASE_URL");
-            let name = format!("myelin_e2e_{}", unique_suffix());
-            let database = myelin::storage::ScratchPostgresDatabase::create(&admin, &name)
-                .await
-                .expect("create test database");
-            (database.url().to_owned(), Some(database))
-        }
-        other => panic!("unknown MYELIN_TEST_BACKEND {other}"),
-    }
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` shows
@@ -85,7 +45,7 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
-        let (url, database) = fresh_database(dir.path()).await;
+        let (url, database) = crate::scratch::fresh_database(dir.path(), "myelin_e2e").await;
         config.database.url = url;
         config.database.max_connections = 4;
         config.registration.shared_secret = Some(SHARED_SECRET.into());
@@ -123,7 +83,14 @@ impl TestServer {
             .await
             .expect("nonce JSON");
         let nonce = nonce["nonce"].as_str().expect("nonce").to_owned();
-        let mac = shared_secret_mac(&nonce, localpart, PASSWORD);
+        let mac = crate::scratch::shared_secret_mac(
+            SHARED_SECRET,
+            &nonce,
+            localpart,
+            PASSWORD,
+            false,
+            None,
+        );
         let resp = http
             .post(&url)
             .json(
@@ -168,17 +135,4 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("SDK login as {localpart}: {e:?}"));
         client
     }
-}
-
-/// Synapse's shared-secret registration MAC for a non-admin user:
-/// HMAC-SHA1 over nonce \0 user \0 password \0 notadmin, hex.
-fn shared_secret_mac(nonce: &str, user: &str, password: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).unwrap();
-    for part in [nonce, user, password] {
-        mac.update(part.as_bytes());
-        mac.update(b"\x00");
-    }
-    mac.update(b"notadmin");
-    hex::encode(mac.finalize().into_bytes())
 }

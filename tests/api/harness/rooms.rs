@@ -6,38 +6,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Session, TestServer};
+use super::{Session, TestServer, enc};
 
-/// Form-urlencodes one path segment or query value (a space becomes
-/// `+`); the room helpers here encode with it.
-pub fn enc_form(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// `/_matrix/client/v3/rooms/{room}{rest}` (the room id percent-encoded).
+pub fn room_path(room: &str, rest: &str) -> String {
+    format!("/_matrix/client/v3/rooms/{}{rest}", enc(room))
 }
 
-fn next_txn() -> String {
+/// A transaction id no other helper call has used.
+pub fn next_txn() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("rr{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The content of an m.text message.
+pub fn text_content(body: &str) -> Value {
+    json!({"msgtype": "m.text", "body": body})
 }
 
 /// POST /createRoom; returns the room id.
 pub async fn create_room(server: &TestServer, who: &Session, body: Value) -> String {
     let (st, b) = server
-        .post("/_matrix/client/v3/createRoom", who.token(), body)
+        .post("/_matrix/client/v3/createRoom", who.token(), body.clone())
         .await;
-    assert_eq!(st, StatusCode::OK, "createRoom: {b}");
-    b["room_id"].as_str().expect("room_id").to_owned()
+    assert_eq!(st, StatusCode::OK, "createRoom {body}: {b}");
+    b["room_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no room_id: {b}"))
+        .to_owned()
 }
 
 /// Sends an m.room.message with `body`; returns the event id.
 pub async fn send_text(server: &TestServer, who: &Session, room: &str, body: &str) -> String {
-    send_event(
-        server,
-        who,
-        room,
-        "m.room.message",
-        json!({"msgtype": "m.text", "body": body}),
-    )
-    .await
+    send_event(server, who, room, "m.room.message", text_content(body)).await
 }
 
 /// Sends any message event; returns the event id.
@@ -61,13 +62,35 @@ pub async fn send_event_txn(
 ) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{}/send/{}/{}",
-        enc_form(room),
-        enc_form(ty),
-        enc_form(txn)
+        enc(room),
+        enc(ty),
+        enc(txn)
     );
     let (st, b) = server.put(&path, who.token(), content).await;
-    assert_eq!(st, StatusCode::OK, "send {ty}: {b}");
-    b["event_id"].as_str().expect("event_id").to_owned()
+    assert_eq!(st, StatusCode::OK, "send {ty} to {room}: {b}");
+    let id = b["event_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no event_id: {b}"))
+        .to_owned();
+    assert!(id.starts_with('$'), "{id}");
+    id
+}
+
+/// PUT /send/m.room.message/{txn} with a text `body`; the answer as it is.
+pub async fn try_send_text(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    txn: &str,
+    body: &str,
+) -> (StatusCode, Value) {
+    server
+        .put(
+            &room_path(room, &format!("/send/m.room.message/{}", enc(txn))),
+            who.token(),
+            text_content(body),
+        )
+        .await
 }
 
 /// PUT /state/{type}/{key}; returns the event id.
@@ -81,23 +104,30 @@ pub async fn set_state(
 ) -> String {
     let path = format!(
         "/_matrix/client/v3/rooms/{}/state/{}/{}",
-        enc_form(room),
-        enc_form(ty),
-        enc_form(key)
+        enc(room),
+        enc(ty),
+        enc(key)
     );
     let (st, b) = server.put(&path, who.token(), content).await;
     assert_eq!(st, StatusCode::OK, "state {ty}/{key}: {b}");
     b["event_id"].as_str().expect("event_id").to_owned()
 }
 
+/// POST /join; the answer as it is.
+pub async fn try_join(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
+    let path = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
+    server.post(&path, who.token(), json!({})).await
+}
+
+/// POST /join; asserts 200 with the room id.
 pub async fn join(server: &TestServer, who: &Session, room: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/join", enc_form(room));
-    let (st, b) = server.post(&path, who.token(), json!({})).await;
-    assert_eq!(st, StatusCode::OK, "join {}: {b}", who.user_id);
+    let (st, b) = try_join(server, who, room).await;
+    assert_eq!(st, StatusCode::OK, "join {} to {room}: {b}", who.user_id);
+    assert_eq!(b["room_id"], room, "{b}");
 }
 
 pub async fn invite(server: &TestServer, who: &Session, room: &str, user_id: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc_form(room));
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
     let (st, b) = server
         .post(&path, who.token(), json!({"user_id": user_id}))
         .await;
@@ -105,7 +135,7 @@ pub async fn invite(server: &TestServer, who: &Session, room: &str, user_id: &st
 }
 
 pub async fn leave(server: &TestServer, who: &Session, room: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/leave", enc_form(room));
+    let path = format!("/_matrix/client/v3/rooms/{}/leave", enc(room));
     let (st, b) = server.post(&path, who.token(), json!({})).await;
     assert_eq!(st, StatusCode::OK, "leave {}: {b}", who.user_id);
 }
@@ -122,12 +152,7 @@ pub fn bodies(events: &Value) -> Vec<String> {
 }
 
 pub fn event_ids(events: &Value) -> Vec<String> {
-    events
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {events}"))
-        .iter()
-        .map(|e| e["event_id"].as_str().expect("event_id").to_owned())
-        .collect()
+    super::field_of_each(events, "event_id")
 }
 
 /// The state event of (type, state_key) in a list of events, if any.
@@ -158,16 +183,151 @@ pub fn hv_state(visibility: &str) -> Value {
     }])
 }
 
-/// GET /joined_rooms as a set.
-pub async fn joined_rooms(server: &TestServer, who: &Session) -> HashSet<String> {
+/// GET /joined_rooms: the room ids, sorted.
+pub async fn joined_rooms(server: &TestServer, who: &Session) -> Vec<String> {
     let (st, body) = server
         .get("/_matrix/client/v3/joined_rooms", who.token())
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    body["joined_rooms"]
+    let mut rooms: Vec<String> = body["joined_rooms"]
         .as_array()
-        .expect("joined_rooms")
+        .unwrap_or_else(|| panic!("joined_rooms not an array: {body}"))
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
+        .collect();
+    rooms.sort();
+    rooms
+}
+
+/// GET /joined_members: the user ids, sorted.
+pub async fn joined_members(server: &TestServer, who: &Session, room: &str) -> Vec<String> {
+    let (st, body) = server
+        .get(&room_path(room, "/joined_members"), who.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "joined_members: {body}");
+    let mut users: Vec<String> = body["joined"]
+        .as_object()
+        .unwrap_or_else(|| panic!("joined not an object: {body}"))
+        .keys()
+        .cloned()
+        .collect();
+    users.sort();
+    users
+}
+
+/// GET /event/{id}; the answer as it is.
+pub async fn get_event(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    event_id: &str,
+) -> (StatusCode, Value) {
+    server
+        .get(
+            &room_path(room, &format!("/event/{}", enc(event_id))),
+            who.token(),
+        )
+        .await
+}
+
+/// GET /event/{id}; asserts 200 and returns the event.
+pub async fn get_event_ok(server: &TestServer, who: &Session, room: &str, event_id: &str) -> Value {
+    let (st, body) = get_event(server, who, room, event_id).await;
+    assert_eq!(st, StatusCode::OK, "GET event {event_id}: {body}");
+    body
+}
+
+/// GET /messages with a query string (already encoded).
+pub async fn messages(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    query: &str,
+) -> (StatusCode, Value) {
+    server
+        .get(&room_path(room, &format!("/messages?{query}")), who.token())
+        .await
+}
+
+/// GET /messages with a query string (already encoded); asserts 200, a
+/// `chunk` array and a `start` token.
+pub async fn messages_ok(server: &TestServer, who: &Session, room: &str, query: &str) -> Value {
+    let (st, b) = messages(server, who, room, query).await;
+    assert_eq!(st, StatusCode::OK, "messages ?{query}: {b}");
+    assert!(b["chunk"].is_array(), "chunk: {b}");
+    assert!(b["start"].is_string(), "start: {b}");
+    b
+}
+
+/// Every event of the room `who` may see, oldest first (one /messages
+/// page, dir=f, of up to 1000).
+pub async fn timeline(server: &TestServer, who: &Session, room: &str) -> Vec<Value> {
+    let body = messages_ok(server, who, room, "dir=f&limit=1000").await;
+    body["chunk"].as_array().expect("chunk").clone()
+}
+
+/// PUT /redact/{event}/{txn} with `body`; the answer as it is.
+pub async fn try_redact(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    event_id: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    server
+        .put(
+            &room_path(room, &format!("/redact/{}/{}", enc(event_id), next_txn())),
+            who.token(),
+            body,
+        )
+        .await
+}
+
+/// Redacts `event_id` (reason "test"); returns the redaction's event id.
+pub async fn redact(server: &TestServer, who: &Session, room: &str, event_id: &str) -> String {
+    let (st, b) = try_redact(server, who, room, event_id, json!({"reason": "test"})).await;
+    assert_eq!(st, StatusCode::OK, "redact: {b}");
+    b["event_id"].as_str().expect("event_id").to_owned()
+}
+
+/// `/rooms/{room}/receipt/{ty}/{event}`.
+pub fn receipt_path(room: &str, ty: &str, event: &str) -> String {
+    room_path(room, &format!("/receipt/{}/{}", enc(ty), enc(event)))
+}
+
+/// POST /receipt/{ty}/{event}; asserts 200 with an empty object.
+pub async fn post_receipt(server: &TestServer, who: &Session, room: &str, ty: &str, event: &str) {
+    let (st, body) = server
+        .post(&receipt_path(room, ty, event), who.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "receipt {ty}: {body}");
+    assert_eq!(body, json!({}), "receipt answers an empty object");
+}
+
+/// The room's events form one chain: one forward extremity, and depths
+/// 1..=n without a gap or a repeat (read from the database).
+pub async fn assert_one_chain(server: &TestServer, room: &str) {
+    let q = |sql: &str| sql.replace("ROOM", &super::sql_quote(room));
+    let extremities = server
+        .sql_count(&q(
+            "SELECT COUNT(*) FROM forward_extremities WHERE room_id = 'ROOM'",
+        ))
+        .await;
+    assert_eq!(extremities, 1, "one forward extremity in {room}");
+    let events = server
+        .sql_count(&q("SELECT COUNT(*) FROM events WHERE room_id = 'ROOM'"))
+        .await;
+    let depths = server
+        .sql_count(&q(
+            "SELECT COUNT(DISTINCT depth) FROM events WHERE room_id = 'ROOM'",
+        ))
+        .await;
+    let max_depth = server
+        .sql_count(&q("SELECT MAX(depth) FROM events WHERE room_id = 'ROOM'"))
+        .await;
+    assert_eq!(
+        (depths, max_depth),
+        (events, events),
+        "depths 1..={events} in {room}"
+    );
 }

@@ -1,9 +1,11 @@
 //! `/sync` helpers: one request, tokens, and the parts of a sync body.
 
+use std::time::Instant;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::{Session, TestServer, enc_form};
+use super::{Session, TestServer, enc};
 
 /// GET /sync with a raw query string (already encoded); asserts 200.
 pub async fn sync(server: &TestServer, who: &Session, query: &str) -> Value {
@@ -36,7 +38,7 @@ pub fn next_batch(body: &Value) -> String {
 
 /// An incremental sync that returns at once.
 pub async fn sync_since(server: &TestServer, who: &Session, since: &str) -> Value {
-    sync(server, who, &format!("since={}&timeout=0", enc_form(since))).await
+    sync(server, who, &format!("since={}&timeout=0", enc(since))).await
 }
 
 /// The event of type `ty` in a list of `{type, content}` events.
@@ -46,4 +48,31 @@ pub fn event_of_type<'a>(events: &'a Value, ty: &str) -> Option<&'a Value> {
         .unwrap_or_else(|| panic!("not an array: {events}"))
         .iter()
         .find(|e| e["type"] == ty)
+}
+
+/// Starts a long-polling `/sync` since `since` in the background; the task
+/// answers (status, body, the instant the answer came).
+pub fn spawn_poll(
+    server: &TestServer,
+    who: &Session,
+    since: &str,
+    timeout_ms: u64,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Instant)> {
+    let client = server.client.clone();
+    let url = server.url(&format!(
+        "/_matrix/client/v3/sync?since={}&timeout={timeout_ms}",
+        enc(since)
+    ));
+    let token = who.access_token.clone();
+    tokio::spawn(async move {
+        let resp = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sync sent");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("sync JSON");
+        (status, body, Instant::now())
+    })
 }
