@@ -822,9 +822,13 @@ async fn joined_room(
         }
         None => (0, 0),
     };
+    // As Synapse: a timeline that holds everything since `since` (not
+    // limited) has the sync point as its `prev_batch`, so `/messages` back
+    // from it returns those events too (sytest "GET /rooms/:room_id/messages
+    // returns a message" pages back from an initial sync's `prev_batch`).
     let prev_batch = match events.first() {
-        Some(first) => topo_token(first),
-        None => format!("s{to}"),
+        Some(first) if limited => topo_token(first),
+        _ => format!("s{to}"),
     };
     let body = JoinedRoom {
         // The events' client form is made for all rooms together.
