@@ -538,6 +538,15 @@ async fn kicks_need_a_member() {
         .post(&room_path(&room, "join"), carol.token(), json!({}))
         .await;
     assert_error(&resp, 403, "M_FORBIDDEN");
+    let resp = server
+        .post(
+            &room_path(&room, "invite"),
+            alice.token(),
+            json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_error(&resp, 403, "M_FORBIDDEN");
+    assert_eq!(event_count(&server, &alice, &room).await, count_banned);
     let (st, _) = server
         .post(
             &room_path(&room, "unban"),
