@@ -692,7 +692,25 @@ async fn messages_pages_with_events_have_an_end() {
         assert_eq!(page["chunk"], json!([]), "{page}");
         assert!(page.get("end").is_none(), "{page}");
     }
+    // An incremental sync's prev_batch is just before its first event.
+    let next = next_batch(&body);
+    let second = send_text(&server, &alice, &room, "second").await;
+    let inc = sync_since(&server, &alice, &next).await;
+    let timeline = &joined_room(&inc, &room)["timeline"];
+    assert_eq!(event_ids(&timeline["events"]), [second], "{inc}");
+    assert_eq!(timeline["limited"], false, "{inc}");
+    let prev = timeline["prev_batch"].as_str().unwrap();
+    let path = room_path(&room, &format!("messages?dir=b&limit=1&from={}", enc(prev)));
+    let (st, page) = server.get(&path, alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(
+        bodies(&page["chunk"]),
+        ["Here is the message content"],
+        "{page}"
+    );
+    assert!(page["end"].is_string(), "{page}");
     // Forwards from a sync's next_batch.
+    let body = inc;
     let next = next_batch(&body);
     let id = send_text(&server, &alice, &room, "2").await;
     let path = room_path(&room, &format!("messages?dir=f&from={}", enc(&next)));
