@@ -181,7 +181,11 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for RumaBoxed<T> {
 fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
     match e {
         FromHttpRequestError::Deserialization(DeserializationError::Json(err)) => {
-            if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            // Skipping a string does not check its UTF-8: invalid UTF-8 anywhere is not JSON.
+            if !body.is_empty()
+                && (std::str::from_utf8(body).is_err()
+                    || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err())
+            {
                 MatrixError::not_json(format!("Body is not valid JSON: {err}"))
             } else {
                 MatrixError::bad_json(format!("Invalid request body: {err}"))

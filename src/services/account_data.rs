@@ -7,10 +7,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ruma::push::Ruleset;
 use ruma::{OwnedUserId, RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::services::notifications::UnreadCounts;
+use crate::services::push_rules;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 
@@ -99,13 +100,8 @@ impl AccountData {
         }
     }
 
-    /// The user's push rules: stored ones (with new server defaults merged
-    /// in), or the server defaults.
-    pub async fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
-        Ok(Ruleset::clone(&*self.push_rules_shared(user).await?))
-    }
-
-    /// [`AccountData::push_rules`] without a copy, from the cache when there.
+    /// The user's push rules for evaluation (see [`push_rules::to_ruleset`]),
+    /// from the cache when there.
     pub async fn push_rules_shared(&self, user: &UserId) -> Result<Arc<Ruleset>> {
         let stores = {
             let mut cache = self.rules.lock();
@@ -114,7 +110,7 @@ impl AccountData {
             }
             cache.0
         };
-        let rules = Arc::new(self.load_push_rules(user).await?);
+        let rules = Arc::new(push_rules::to_ruleset(&self.push_rules_json(user).await?));
         let mut cache = self.rules.lock();
         if cache.0 == stores {
             cache.1.put(user.to_owned(), rules.clone());
@@ -122,31 +118,26 @@ impl AccountData {
         Ok(rules)
     }
 
-    async fn load_push_rules(&self, user: &UserId) -> Result<Ruleset> {
-        let defaults = server_default(user)?;
-        let stored = self
-            .get(user, None, "m.push_rules")
-            .await?
-            .and_then(|v| v.get("global").cloned())
-            .and_then(|g| serde_json::from_value::<Ruleset>(g).ok());
-        Ok(match stored {
-            Some(mut rules) => {
-                rules.update_with_server_default(defaults);
-                rules
-            }
-            None => defaults,
-        })
+    /// The ruleset as clients see it: the stored rules with new server
+    /// defaults merged in, or the server defaults.
+    pub async fn push_rules_json(&self, user: &UserId) -> Result<Map<String, Value>> {
+        let defaults = server_default_json(user)?;
+        let stored = self.get(user, None, "m.push_rules").await?;
+        let stored = match stored.as_ref().and_then(|v| v.get("global")) {
+            Some(Value::Object(global)) => global.clone(),
+            _ => Map::new(),
+        };
+        Ok(push_rules::merge_defaults(&stored, &defaults))
     }
 
     /// Stores the ruleset in the shape clients read (in `/sync` too).
-    pub async fn set_push_rules(&self, user: &UserId, rules: &Ruleset) -> Result<()> {
-        let content = json!({ "global": ruleset_json(rules)? });
+    pub async fn set_push_rules_json(
+        &self,
+        user: &UserId,
+        rules: Map<String, Value>,
+    ) -> Result<()> {
+        let content = json!({ "global": rules });
         self.set(user, None, "m.push_rules", &content).await
-    }
-
-    /// The ruleset as clients see it.
-    pub async fn push_rules_json(&self, user: &UserId) -> Result<Value> {
-        ruleset_json(&*self.push_rules_shared(user).await?)
     }
 }
 
@@ -164,12 +155,13 @@ fn ruleset_json(rules: &Ruleset) -> Result<Value> {
 
 /// The server-default rules: ruma's, plus the legacy mention rules, as real
 /// rules that users can disable and that the evaluator applies.
-pub fn server_default(user: &UserId) -> Result<Ruleset> {
+fn server_default_json(user: &UserId) -> Result<Map<String, Value>> {
     let mut value = ruleset_json(&Ruleset::server_default(user))?;
-    if let Some(map) = value.as_object_mut() {
-        add_legacy_mention_rules(map, user.as_str());
-    }
-    serde_json::from_value(value).map_err(MatrixError::internal)
+    let map = value
+        .as_object_mut()
+        .ok_or_else(|| MatrixError::internal("ruleset is not an object"))?;
+    add_legacy_mention_rules(map, user.as_str());
+    Ok(std::mem::take(map))
 }
 
 /// The pre-`m.mentions` rules (deprecated in spec v1.7, dropped from ruma's

@@ -18,6 +18,7 @@ pub mod passwords;
 pub mod pipeline;
 pub mod presence;
 pub mod profiles;
+pub mod push_rules;
 pub mod ratelimit;
 pub mod registration_tokens;
 pub mod relations;

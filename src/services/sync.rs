@@ -876,9 +876,15 @@ async fn joined_room(
         }
         None => (0, 0),
     };
+    // As Synapse: on an initial sync (of the room), a timeline that holds
+    // the whole room (not limited) has the sync point as its `prev_batch`,
+    // so `/messages` back from it returns those events too (sytest "GET
+    // /rooms/:room_id/messages returns a message" pages back from it). An
+    // incremental sync's `prev_batch` is just before its first event ("A
+    // prev_batch token from incremental sync can be used ...").
     let prev_batch = match events.first() {
-        Some(first) => topo_token(first),
-        None => format!("s{to}"),
+        Some(first) if limited || room.since.is_some() => topo_token(first),
+        _ => format!("s{to}"),
     };
     let body = JoinedRoom {
         // The events' client form is made for all rooms together.

@@ -789,9 +789,11 @@ async fn oversized_bodies_are_refused_before_they_are_read() {
     let big = json!({"name": "x".repeat(1024 * 1024)});
     let resp = s.post(room, bob.token(), big).await;
     assert_error(&resp, 413, "M_TOO_LARGE");
-    let fits = json!({"name": "x".repeat(1000 * 1000)});
+    // (The bulk is in a key createRoom ignores: a name that long would make
+    // an event over the spec's 64 KiB, which is 413 M_TOO_LARGE too.)
+    let fits = json!({"name": "fits", "padding": "x".repeat(1000 * 1000)});
     let (st, body) = s.post(room, bob.token(), fits).await;
-    assert_ne!(st, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(st, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

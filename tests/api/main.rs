@@ -19,6 +19,7 @@ mod client_profile; // /profile and its fields
 mod client_pushrules_filters; // /pushrules/, filters
 mod client_ratelimit;
 mod client_register; // /register (UIA dummy, registration tokens, guests), /register/available // 429 M_LIMIT_EXCEEDED, admins exempt
+mod conformance_smalls; // sytest's small causes: push rule paths, send without txn id, event size, typing, UTF-8, redact across rooms, kicks, repeated state, join content, /messages end
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence

@@ -289,11 +289,23 @@ async fn read_markers(
     Ok(RumaResponse(set_read_marker::v3::Response::new()))
 }
 
+/// Synapse's timeout for `typing: true` without one (sytest "PUT
+/// /rooms/:room_id/typing/:user_id sets typing notification" sends none).
+const DEFAULT_TYPING_TIMEOUT_MS: u64 = 30_000;
+
 async fn typing(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<create_typing_event::v3::Request>,
+    raw: axum::extract::Request,
 ) -> Result<RumaResponse<create_typing_event::v3::Response>> {
+    let (req, _) = super::ruma_and_body::<create_typing_event::v3::Request>(&s, raw, |body| {
+        let add = body.get("typing") == Some(&Value::Bool(true)) && !body.contains_key("timeout");
+        if add {
+            body.insert("timeout".into(), json!(DEFAULT_TYPING_TIMEOUT_MS));
+        }
+        add
+    })
+    .await?;
     only_self(&r, &req.user_id)?;
     if s.rooms
         .membership(&req.room_id, &req.user_id)

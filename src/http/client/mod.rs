@@ -38,3 +38,28 @@ pub fn routes() -> Router<AppState> {
     let r = search::routes(r);
     sync::routes(r)
 }
+
+/// The request parsed by ruma, and its body's JSON object (empty when the
+/// body is not one), which `patch` may change first: for the keys ruma's
+/// type drops or requires where Synapse does not.
+pub(crate) async fn ruma_and_body<T: ruma::api::IncomingRequest + Send>(
+    s: &AppState,
+    req: axum::extract::Request,
+    patch: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>) -> bool,
+) -> crate::error::Result<(T, serde_json::Map<String, serde_json::Value>)> {
+    use axum::extract::FromRequest;
+    let (parts, body) = req.into_parts();
+    let mut bytes = super::extract::read_body(body, s).await?;
+    let mut map = match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    if patch(&mut map) {
+        bytes = serde_json::to_vec(&map)
+            .map_err(crate::error::MatrixError::internal)?
+            .into();
+    }
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    let super::extract::Ruma(parsed) = super::extract::Ruma::<T>::from_request(req, s).await?;
+    Ok((parsed, map))
+}

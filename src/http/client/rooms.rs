@@ -1,9 +1,10 @@
 //! Writing to rooms: `createRoom`, membership (`join`, `invite`, `leave`,
 //! `forget`, `kick`, `ban`, `unban`), `send`, `state` (PUT) and `redact`.
 
-use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
-use axum::routing::put;
+use axum::routing::{post, put};
+use axum::{Json, Router};
 use ruma::api::client::membership::{
     ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
     leave_room, unban_user,
@@ -13,11 +14,11 @@ use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
 use ruma::api::client::state::send_state_event;
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, Ruma, RumaResponse};
+use crate::http::extract::{Auth, JsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::services::room_admin::check_not_blocked;
 use crate::services::rooms::{CreateRoom, NewEvent, create::Preset};
@@ -40,6 +41,12 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route(
         "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
         put(send_state),
+    )
+    // Sending without a transaction id (deprecated, served by Synapse): each
+    // call is a new event.
+    .route(
+        "/_matrix/client/v3/rooms/{room_id}/send/{event_type}",
+        post(send_without_txn),
     )
     .route(
         "/_matrix/client/v3/rooms/{room_id}/state/{event_type}/",
@@ -199,25 +206,45 @@ pub(crate) async fn resolve_room(s: &AppState, id_or_alias: &str) -> Result<Owne
         .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))
 }
 
+/// `extra` is the rest of the join body: like Synapse, its keys go into the
+/// member event's content (sytest "POST /join/:room_id can join a room with
+/// custom content"), except those the server decides.
 async fn do_join(
     s: &AppState,
     room_id: &RoomId,
     user: &UserId,
     reason: Option<&str>,
+    mut extra: Map<String, Value>,
 ) -> Result<()> {
     check_not_blocked(s, room_id).await?;
     s.rooms.known_version(room_id).await?;
-    let profile = member_profile(s, user).await?;
-    s.rooms.join(room_id, user, profile, reason).await?;
+    for key in [
+        "membership",
+        "displayname",
+        "avatar_url",
+        "reason",
+        "third_party_signed",
+        "join_authorised_via_users_server",
+    ] {
+        extra.remove(key);
+    }
+    if let Value::Object(profile) = member_profile(s, user).await? {
+        extra.extend(profile);
+    }
+    s.rooms
+        .join(room_id, user, Value::Object(extra), reason)
+        .await?;
     Ok(())
 }
 
 async fn join_by_id(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<join_room_by_id::v3::Request>,
+    raw: axum::extract::Request,
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
-    do_join(&s, &req.room_id, &r.user_id(), req.reason.as_deref()).await?;
+    let (req, extra) =
+        super::ruma_and_body::<join_room_by_id::v3::Request>(&s, raw, |_| false).await?;
+    do_join(&s, &req.room_id, &r.user_id(), req.reason.as_deref(), extra).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(
         req.room_id,
     )))
@@ -226,10 +253,12 @@ async fn join_by_id(
 async fn join_by_id_or_alias(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<join_room_by_id_or_alias::v3::Request>,
+    raw: axum::extract::Request,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
+    let (req, extra) =
+        super::ruma_and_body::<join_room_by_id_or_alias::v3::Request>(&s, raw, |_| false).await?;
     let room_id = resolve_room(&s, req.room_id_or_alias.as_str()).await?;
-    do_join(&s, &room_id, &r.user_id(), req.reason.as_deref()).await?;
+    do_join(&s, &room_id, &r.user_id(), req.reason.as_deref(), extra).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
@@ -293,17 +322,17 @@ async fn kick(
     Ruma(req): Ruma<kick_user::v3::Request>,
 ) -> Result<RumaResponse<kick_user::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
-    if req.user_id == r.user_id() {
+    let sender = r.user_id();
+    if req.user_id == sender {
         check_can_reject(&s, &req.room_id, &req.user_id).await?;
+        s.rooms
+            .leave(&req.room_id, &sender, &req.user_id, req.reason.as_deref())
+            .await?;
+    } else {
+        s.rooms
+            .kick(&req.room_id, &sender, &req.user_id, req.reason.as_deref())
+            .await?;
     }
-    s.rooms
-        .leave(
-            &req.room_id,
-            &r.user_id(),
-            &req.user_id,
-            req.reason.as_deref(),
-        )
-        .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
@@ -375,26 +404,71 @@ async fn send(
             existing.try_into().map_err(MatrixError::internal)?,
         )));
     }
-    require_joined(&s, &req.room_id, &user).await?;
     let content = raw_to_value(&req.body)?;
+    let txn = Some((&*r.device_id, scope.as_str(), req.txn_id.as_str()));
+    let event_id = send_message(
+        &s,
+        &req.room_id,
+        &user,
+        &req.event_type.to_string(),
+        content,
+        txn,
+    )
+    .await?;
+    Ok(RumaResponse(send_message_event::v3::Response::new(
+        event_id,
+    )))
+}
+
+/// `POST /rooms/{roomId}/send/{eventType}`: as `send`, without a
+/// transaction id (sytest "POST /rooms/:room_id/send/:event_type sends a
+/// message").
+async fn send_without_txn(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Path((room_id, event_type)): Path<(String, String)>,
+    JsonBody(content): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let room_id = OwnedRoomId::try_from(room_id)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid room id: {e}")))?;
+    let event_id = send_message(
+        &s,
+        &room_id,
+        &r.user_id(),
+        &event_type,
+        Value::Object(content),
+        None,
+    )
+    .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+/// Appends a message event from a joined sender.
+async fn send_message(
+    s: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+    event_type: &str,
+    content: Value,
+    txn: Option<(&str, &str, &str)>,
+) -> Result<OwnedEventId> {
+    require_joined(s, room_id, user).await?;
     if !content.is_object() {
         return Err(MatrixError::bad_json("Event content must be an object"));
     }
     let pdu = s
         .rooms
         .append(NewEvent {
-            room_id: &req.room_id,
-            sender: &user,
-            kind: TimelineEventType::from(req.event_type.to_string()),
+            room_id,
+            sender: user,
+            kind: TimelineEventType::from(event_type.to_owned()),
             state_key: None,
             content,
-            txn: Some((&r.device_id, &scope, req.txn_id.as_str())),
+            txn,
             redacts: None,
         })
         .await?;
-    Ok(RumaResponse(send_message_event::v3::Response::new(
-        pdu.event_id,
-    )))
+    Ok(pdu.event_id)
 }
 
 async fn send_state(
@@ -487,7 +561,14 @@ async fn redact(
     require_joined(&s, &req.room_id, &user).await?;
     let target = match s.rooms.pdu(req.event_id.as_str()).await? {
         Some(target) if target.room_id == req.room_id => target,
-        _ => return Err(MatrixError::not_found("Event not found")),
+        // As Synapse (sytest "PUT /redact disallows redaction of event in
+        // different room"): 400, not 404.
+        Some(_) => {
+            return Err(MatrixError::invalid_param(
+                "The event is in a different room",
+            ));
+        }
+        None => return Err(MatrixError::not_found("Event not found")),
     };
     // The auth rules let any member send a redaction (servers check the power
     // when applying it); refuse up front what would not apply.

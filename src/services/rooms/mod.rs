@@ -852,6 +852,8 @@ impl Rooms {
         let rules = version
             .rules()
             .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+        // Before signing too: ruma refuses to sign an oversized PDU.
+        check_size(&obj)?;
         ruma::signatures::hash_and_sign_event(
             self.server_name.as_str(),
             &self.signing_key.key_pair,
@@ -859,6 +861,7 @@ impl Rooms {
             &rules.redaction,
         )
         .map_err(|e| MatrixError::bad_json(format!("Cannot sign event: {e}")))?;
+        check_size(&obj)?;
         let hash = ruma::signatures::reference_hash(&obj, &rules)
             .map_err(|e| MatrixError::bad_json(format!("Cannot hash event: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(MatrixError::internal)?;
@@ -1185,6 +1188,31 @@ impl crate::services::workers::CacheSizes for Rooms {
             ("sent_txn_hashes", self.txns.hashes()),
         ]
     }
+}
+
+/// The spec's size limits on a PDU, enforced as Synapse does (413
+/// `M_TOO_LARGE`, nothing written): at most 65536 bytes as canonical JSON
+/// with its hashes and signatures, and at most 255 bytes of `type`,
+/// `state_key`, `sender` and `room_id` (sytest "Event size limits").
+fn check_size(obj: &CanonicalJsonObject) -> Result<()> {
+    for field in ["type", "state_key", "sender", "room_id"] {
+        if let Some(CanonicalJsonValue::String(v)) = obj.get(field)
+            && v.len() > 255
+        {
+            return Err(MatrixError::too_large(format!(
+                "The event's {field} is over 255 bytes"
+            )));
+        }
+    }
+    let bytes = serde_json::to_vec(obj)
+        .map_err(MatrixError::internal)?
+        .len();
+    if bytes > 65_536 {
+        return Err(MatrixError::too_large(format!(
+            "The event is {bytes} bytes, over 65536"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

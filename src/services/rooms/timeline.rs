@@ -156,8 +156,10 @@ impl Rooms {
         } else {
             start
         };
-        let end =
-            (!exhausted || events.len() >= limit).then(|| format!("t{}_{}", cursor.0, cursor.1));
+        // The spec omits `end` when no further events are available; like
+        // Synapse (and sytest's 10apidoc/34room-messages.pl), a page with
+        // events always has one, and the page after it, empty, has none.
+        let end = (!exhausted || !events.is_empty()).then(|| format!("t{}_{}", cursor.0, cursor.1));
         Ok(Page { events, start, end })
     }
 
