@@ -24,6 +24,7 @@ pub mod registration_tokens;
 pub mod relations;
 pub mod reports;
 pub mod room_admin;
+pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
 pub mod sessions;

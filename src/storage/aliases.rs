@@ -57,6 +57,16 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Points every alias of `old` at `new` (a room upgrade).
+    pub async fn move_room_aliases(&self, old: &str, new: &str) -> sqlx::Result<u64> {
+        let r = sqlx::query("UPDATE room_aliases SET room_id = $1 WHERE room_id = $2")
+            .bind(new)
+            .bind(old)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT creator FROM room_aliases WHERE alias = $1")
             .bind(alias)

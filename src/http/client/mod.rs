@@ -11,6 +11,7 @@ mod push;
 mod register;
 mod report;
 mod room_read;
+mod room_upgrade;
 pub(crate) mod rooms;
 mod search;
 mod session;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
     let r = push::routes(r);
     let r = rooms::routes(r);
     let r = room_read::routes(r);
+    let r = room_upgrade::routes(r);
     let r = filter::routes(r);
     let r = search::routes(r);
     sync::routes(r)

@@ -234,6 +234,12 @@ async fn do_join(
     s.rooms
         .join(room_id, user, Value::Object(extra), reason)
         .await?;
+    // The join stands whatever this does: it only copies the user's tags and
+    // push rule when the room replaced another.
+    if let Err(e) = crate::services::room_upgrade::carry_user_state_on_join(s, user, room_id).await
+    {
+        tracing::warn!(%user, %room_id, error = %e.message(), "could not carry the user's state into the upgraded room");
+    }
     Ok(())
 }
 

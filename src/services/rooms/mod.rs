@@ -716,6 +716,15 @@ impl Rooms {
     /// Builds, signs, authorizes and persists a new event; returns it
     /// persisted. An event the auth rules reject is 403 `M_FORBIDDEN`.
     pub async fn append(&self, new: NewEvent<'_>) -> Result<Pdu> {
+        // A room cannot be replaced by itself (as Synapse refuses).
+        if new.kind == TimelineEventType::RoomTombstone
+            && new.content.get("replacement_room").and_then(Value::as_str)
+                == Some(new.room_id.as_str())
+        {
+            return Err(MatrixError::invalid_param(
+                "Cannot send a tombstone event that points to the same room",
+            ));
+        }
         let lock = self.room_lock(new.room_id);
         let mut guard = lock.lock().await;
         let head = self.head(&mut guard, new.room_id).await?;

@@ -93,6 +93,25 @@ pub async fn try_send_text(
         .await
 }
 
+/// GET /state/{type}/{key}: the content in force (asserting 200).
+pub async fn current_state_content(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    ty: &str,
+    key: &str,
+) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/{}/{}",
+        enc(room),
+        enc(ty),
+        enc(key)
+    );
+    let (st, body) = server.get(&path, who.token()).await;
+    assert_eq!(st, StatusCode::OK, "{ty}/{key} in {room}: {body}");
+    body
+}
+
 /// PUT /state/{type}/{key}; returns the event id.
 pub async fn set_state(
     server: &TestServer,
