@@ -333,13 +333,22 @@ impl Storage {
     /// each naming the one before it as its prev event. The rows of a kind
     /// go in one multi-row `INSERT`, so a batch costs a few statements
     /// whatever its size.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the group commit's statements in order; to be split by table"
-    )]
     pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
-        use std::collections::HashSet;
         let mut w = WriteBatch::default();
+        Self::write_new_rooms(&mut w, batch);
+        Self::write_events(&mut w, batch);
+        for e in batch.iter().filter(|e| e.state_key.is_some()) {
+            Self::write_state(&mut w, e);
+        }
+        Self::write_extremities(&mut w, batch);
+        Self::write_transactions(&mut w, batch);
+        Self::write_relations(&mut w, batch);
+        Self::write_redactions(&mut w, batch);
+        self.run_batch(w).await
+    }
+
+    /// The `rooms` row of each create event.
+    fn write_new_rooms<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for e in batch {
             if let Some((version, creator)) = &e.new_room {
                 w.push(
@@ -348,6 +357,10 @@ impl Storage {
                 );
             }
         }
+    }
+
+    /// The `events` rows, `ROWS_PER_INSERT` to a statement.
+    fn write_events<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             w.push(
                 insert_rows(
@@ -374,13 +387,13 @@ impl Storage {
                 }),
             );
         }
-        for e in batch.iter().filter(|e| e.state_key.is_some()) {
-            Self::write_state(&mut w, e);
-        }
+    }
 
-        // Forward extremities: an event of the batch that a later one names
-        // as prev is never an extremity; only prev events from before the
-        // batch are deleted.
+    /// Forward extremities: an event of the batch that a later one names
+    /// as prev is never an extremity; only prev events from before the
+    /// batch are deleted.
+    fn write_extremities<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
+        use std::collections::HashSet;
         let in_batch: HashSet<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
         let superseded: HashSet<&str> = batch
             .iter()
@@ -415,7 +428,10 @@ impl Storage {
                     .flat_map(|e| [(&e.room_id).into(), (&e.event_id).into()]),
             );
         }
+    }
 
+    /// The `event_transactions` rows of idempotent sends.
+    fn write_transactions<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         let txns: Vec<(&PersistEvent, &TxnKey)> = batch
             .iter()
             .filter_map(|e| e.txn.as_ref().map(|t| (*e, t)))
@@ -438,7 +454,10 @@ impl Storage {
                 }),
             );
         }
+    }
 
+    /// The `event_relations` rows of events that relate to another.
+    fn write_relations<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         let relations: Vec<(&PersistEvent, &(String, String))> = batch
             .iter()
             .filter_map(|e| e.relation.as_ref().map(|r| (*e, r)))
@@ -460,7 +479,10 @@ impl Storage {
                 }),
             );
         }
+    }
 
+    /// Marks each redacted event with the redaction that redacts it.
+    fn write_redactions<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for e in batch {
             if let Some(target) = &e.redacts {
                 w.push(
@@ -469,7 +491,6 @@ impl Storage {
                 );
             }
         }
-        self.run_batch(w).await
     }
 
     /// A state event's new state group, its `current_state` row, and for a
