@@ -59,6 +59,16 @@ pub(crate) fn decode_error(
     }
 }
 
+/// A single id column (read with `query_scalar`) parsed into its ruma
+/// type: a bad stored id is the error a derived row gives.
+pub(crate) fn parse_id<T>(column: &str, raw: String) -> sqlx::Result<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    T::try_from(raw).map_err(|e| decode_error(column, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::IntFlag;

@@ -534,7 +534,7 @@ impl Rooms {
     }
 
     /// Drops events from the event cache (after they were deleted).
-    pub fn forget_events(&self, event_ids: &[String]) {
+    pub fn forget_events(&self, event_ids: &[OwnedEventId]) {
         let mut cache = self.events.lock();
         for id in event_ids {
             cache.pop(id.as_str());
