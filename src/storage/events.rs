@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use ruma::OwnedRoomId;
 use ruma::events::room::member::MembershipState;
+use ruma::{OwnedRoomId, OwnedUserId};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
@@ -21,7 +21,8 @@ pub struct RoomRow {
     #[sqlx(try_from = "String")]
     pub room_id: OwnedRoomId,
     pub room_version: String,
-    pub creator: String,
+    #[sqlx(try_from = "String")]
+    pub creator: OwnedUserId,
     #[sqlx(try_from = "IntFlag")]
     pub is_public: bool,
 }
