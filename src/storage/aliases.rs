@@ -16,12 +16,12 @@ pub struct DirectoryUserRow {
 
 impl Storage {
     pub async fn alias_room(&self, alias: &str) -> sqlx::Result<Option<OwnedRoomId>> {
-        let room: Option<String> =
-            sqlx::query_scalar("SELECT room_id FROM room_aliases WHERE alias = $1")
-                .bind(alias)
-                .fetch_optional(self.pool())
-                .await?;
-        room.map(|r| parse_id("room_id", r)).transpose()
+        self.optional_id(
+            "SELECT room_id FROM room_aliases WHERE alias = $1",
+            alias,
+            "room_id",
+        )
+        .await
     }
 
     /// Returns false if the alias is taken.
@@ -64,12 +64,12 @@ impl Storage {
     }
 
     pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<OwnedUserId>> {
-        let creator: Option<String> =
-            sqlx::query_scalar("SELECT creator FROM room_aliases WHERE alias = $1")
-                .bind(alias)
-                .fetch_optional(self.pool())
-                .await?;
-        creator.map(|c| parse_id("creator", c)).transpose()
+        self.optional_id(
+            "SELECT creator FROM room_aliases WHERE alias = $1",
+            alias,
+            "creator",
+        )
+        .await
     }
 
     pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {

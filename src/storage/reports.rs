@@ -4,7 +4,6 @@
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
 use super::Storage;
-use super::rows::parse_id;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventReportRow {
@@ -159,12 +158,12 @@ impl Storage {
     }
 
     pub async fn server_notice_room(&self, user_id: &str) -> sqlx::Result<Option<OwnedRoomId>> {
-        let room: Option<String> =
-            sqlx::query_scalar("SELECT room_id FROM server_notice_rooms WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(self.pool())
-                .await?;
-        room.map(|r| parse_id("room_id", r)).transpose()
+        self.optional_id(
+            "SELECT room_id FROM server_notice_rooms WHERE user_id = $1",
+            user_id,
+            "room_id",
+        )
+        .await
     }
 
     pub async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {

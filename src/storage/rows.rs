@@ -69,6 +69,27 @@ where
     T::try_from(raw).map_err(|e| decode_error(column, e))
 }
 
+impl super::Storage {
+    /// The id in `column` of the row `sql` finds with `key` bound to `$1`,
+    /// if there is one, parsed like [`parse_id`].
+    pub(crate) async fn optional_id<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        column: &str,
+    ) -> sqlx::Result<Option<T>>
+    where
+        T: TryFrom<String>,
+        T::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let raw: Option<String> = sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        raw.map(|r| parse_id(column, r)).transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::IntFlag;
