@@ -25,7 +25,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
-use crate::storage::events::{RoomMemberRow, RoomMembershipRow};
+use crate::storage::events::{RoomMemberRow, RoomMembershipRow, StreamSpan};
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -707,11 +707,11 @@ struct PendingJoined {
 #[derive(Default)]
 struct JoinedReads {
     /// Timeline candidates, newest first.
-    timelines: HashMap<String, Vec<Arc<Pdu>>>,
+    timelines: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// Joined and invited members.
     members: HashMap<String, Vec<RoomMemberRow>>,
     /// Others' events after what was counted before, newest first.
-    unread: HashMap<String, Vec<Arc<Pdu>>>,
+    unread: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
     counted: HashMap<String, notifications::Counted>,
 }
@@ -727,9 +727,14 @@ async fn read_joined(
         return Ok(JoinedReads::default());
     }
     let fetch = timeline_fetch(filter);
-    let wanted: Vec<(&str, i64, i64, i64)> = pending
+    let wanted: Vec<StreamSpan> = pending
         .iter()
-        .map(|p| (p.room_id.as_str(), p.since.unwrap_or(0), to, fetch))
+        .map(|p| StreamSpan {
+            room_id: p.room_id.as_str(),
+            from: p.since.unwrap_or(0),
+            to,
+            limit: fetch,
+        })
         .collect();
     let timelines = s.storage.rooms_events_in_stream(&wanted, None).await?;
     let timelines = s.rooms.pdus_for_refs(timelines).await?;
@@ -744,12 +749,12 @@ async fn read_joined(
         let pos = notifications::read_position(s, user, &current, receipts).await?;
         let so_far = s.unread.resume(user, &p.room_id, pos, to);
         if so_far.upto < to {
-            read.push((
-                p.room_id.as_str(),
-                so_far.upto,
+            read.push(StreamSpan {
+                room_id: p.room_id.as_str(),
+                from: so_far.upto,
                 to,
-                notifications::MAX_COUNTED,
-            ));
+                limit: notifications::MAX_COUNTED,
+            });
         }
         counted.insert(p.room_id.to_string(), so_far);
     }
@@ -779,7 +784,7 @@ async fn joined_room(
 ) -> Result<(JoinedRoom, Vec<Arc<Pdu>>)> {
     let filter = &req.filter.room;
     let room_id = &room.room_id;
-    let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
+    let rows = reads.timelines.remove(room_id).unwrap_or_default();
     let (events, limited) = timeline_from_pdus(s, user, "join", rows, &filter.timeline).await?;
     let current = s.rooms.current_state(room_id).await?;
     // Read after `current`: nothing newer than `to` has reached `current`
@@ -808,7 +813,7 @@ async fn joined_room(
         .filter(|m| m.membership == MembershipState::Join)
         .count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
-    let unread = reads.unread.remove(room_id.as_str()).unwrap_or_default();
+    let unread = reads.unread.remove(room_id).unwrap_or_default();
     let (notify, highlight) = match reads.counted.remove(room_id.as_str()) {
         Some(mut so_far) => {
             let (n, h) =

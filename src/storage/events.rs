@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::Storage;
 use super::batch::{Param, WriteBatch};
-use super::rows::{IntFlag, PackedRows, decode_error};
+use super::rows::{IntFlag, OptionalId, PackedRows, decode_error, parse_id};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct RoomRow {
@@ -31,11 +31,11 @@ pub struct RoomRow {
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub stream_ordering: i64,
-    pub event_id: String,
-    pub room_id: String,
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
     pub depth: i64,
     pub state_group: Option<i64>,
-    pub redacted_by: Option<String>,
+    pub redacted_by: Option<OwnedEventId>,
     pub json: String,
     /// (device id, transaction id) it was sent with by a local client, if
     /// it was.
@@ -54,11 +54,14 @@ macro_rules! event_columns {
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRef {
     pub stream_ordering: i64,
-    pub event_id: String,
-    pub room_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
     pub depth: i64,
     pub state_group: Option<i64>,
-    pub redacted_by: Option<String>,
+    #[sqlx(try_from = "OptionalId<OwnedEventId>")]
+    pub redacted_by: Option<OwnedEventId>,
 }
 
 impl EventRef {
@@ -206,6 +209,26 @@ fn insert_rows(head: &str, rows: usize, cols: usize) -> String {
     format!("{head} VALUES {}", tuples.join(", "))
 }
 
+/// One room's part of [`Storage::rooms_events_in_stream`]: its newest
+/// events in `(from, to]`, at most `limit` of them.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSpan<'a> {
+    pub room_id: &'a str,
+    pub from: i64,
+    pub to: i64,
+    pub limit: i64,
+}
+
+impl StreamSpan<'_> {
+    /// A padding branch: matches no event.
+    const NOTHING: StreamSpan<'static> = StreamSpan {
+        room_id: "",
+        from: 0,
+        to: 0,
+        limit: 0,
+    };
+}
+
 /// Rooms per statement of [`Storage::rooms_events_in_stream`], at most.
 const UNION_MAX: usize = 64;
 
@@ -280,8 +303,44 @@ pub(crate) const FIELD_SEP: char = '\u{1f}';
 pub(crate) const ROW_SEP: char = '\u{1e}';
 
 /// The rows of a packed event-reference read; `None` if one does not split
-/// into its six fields.
-fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
+/// into its six fields (or a number does not parse), a `ColumnDecode` error
+/// if an id does not parse.
+fn unpack_refs(packed: &str) -> sqlx::Result<Option<Vec<EventRef>>> {
+    let Some(raw) = split_refs(packed) else {
+        return Ok(None);
+    };
+    raw.into_iter()
+        .map(|r| {
+            Ok(EventRef {
+                stream_ordering: r.stream_ordering,
+                event_id: parse_id("event_id", r.event_id.to_owned())?,
+                room_id: parse_id("room_id", r.room_id.to_owned())?,
+                depth: r.depth,
+                state_group: r.state_group,
+                redacted_by: match r.redacted_by {
+                    "" => None,
+                    redacted => Some(parse_id("redacted_by", redacted.to_owned())?),
+                },
+            })
+        })
+        .collect::<sqlx::Result<_>>()
+        .map(Some)
+}
+
+/// An [`EventRef`] as a packed read holds it, ids not yet parsed (an empty
+/// `redacted_by` is none).
+struct RawRef<'a> {
+    stream_ordering: i64,
+    event_id: &'a str,
+    room_id: &'a str,
+    depth: i64,
+    state_group: Option<i64>,
+    redacted_by: &'a str,
+}
+
+/// The records of a packed read, every one split before any id is parsed
+/// (an id holding a separator makes the whole read fall back to rows).
+fn split_refs(packed: &str) -> Option<Vec<RawRef<'_>>> {
     let mut out = Vec::new();
     for record in packed.split(ROW_SEP) {
         let mut f = record.split(FIELD_SEP);
@@ -305,17 +364,17 @@ fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
         else {
             return None;
         };
-        out.push(EventRef {
+        out.push(RawRef {
             stream_ordering: stream.parse().ok()?,
-            event_id: event_id.to_owned(),
-            room_id: room_id.to_owned(),
+            event_id,
+            room_id,
             depth: depth.parse().ok()?,
             state_group: if group.is_empty() {
                 None
             } else {
                 Some(group.parse().ok()?)
             },
-            redacted_by: (!redacted.is_empty()).then(|| redacted.to_owned()),
+            redacted_by: redacted,
         });
     }
     Some(out)
@@ -702,15 +761,15 @@ impl Storage {
     }
 
     /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
-    /// for each `(room, from, to, limit)`, that room's newest events in
+    /// for each [`StreamSpan`], that room's newest events in
     /// `(from, to]`, newest first; with `not_sender`, that user's events are
     /// left out. Rooms without events are absent from the map.
     pub async fn rooms_events_in_stream(
         &self,
-        wanted: &[(&str, i64, i64, i64)],
+        wanted: &[StreamSpan<'_>],
         not_sender: Option<&str>,
-    ) -> sqlx::Result<HashMap<String, Vec<EventRef>>> {
-        let mut out: HashMap<String, Vec<EventRef>> = HashMap::new();
+    ) -> sqlx::Result<HashMap<OwnedRoomId, Vec<EventRef>>> {
+        let mut out: HashMap<OwnedRoomId, Vec<EventRef>> = HashMap::new();
         // One SELECT per room, each using the (room_id, stream_ordering)
         // index with its own LIMIT, glued with UNION ALL. The statements
         // come in a few fixed sizes, padded with branches that match
@@ -723,9 +782,13 @@ impl Storage {
             let query = |packed: bool| {
                 let sql = union_sql(self.dialect(), size, not_sender.is_some(), packed);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
-                let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
-                for (room, from, to, limit) in chunk.iter().chain(padding) {
-                    q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
+                let padding = std::iter::repeat_n(&StreamSpan::NOTHING, size - chunk.len());
+                for span in chunk.iter().chain(padding) {
+                    q = q
+                        .bind(span.room_id)
+                        .bind(span.from)
+                        .bind(span.to)
+                        .bind(span.limit);
                     if let Some(user) = not_sender {
                         q = q.bind(user);
                     }
@@ -736,7 +799,7 @@ impl Storage {
                 .try_map(|r: AnyRow| r.try_get("packed"))
                 .fetch_one(self.pool())
                 .await?;
-            let rows = match packed.as_deref().map(unpack_refs) {
+            let rows = match packed.as_deref().map(unpack_refs).transpose()? {
                 None => Vec::new(),
                 Some(Some(rows)) => rows,
                 Some(None) => {
@@ -1142,8 +1205,8 @@ impl Storage {
                 // What a rebuild reads; the rest is not carried.
                 out.push(EventRow {
                     stream_ordering,
-                    event_id: event_id.to_owned(),
-                    room_id: room_id.to_owned(),
+                    event_id: parse_id("event_id", event_id.to_owned())?,
+                    room_id: parse_id("room_id", room_id.to_owned())?,
                     depth: 0,
                     state_group: None,
                     redacted_by: None,
@@ -1195,7 +1258,7 @@ mod packed_tests {
             record(&["9", "$b", "!r:x", "4", "", "$c"]),
         ]
         .join(&ROW_SEP.to_string());
-        let rows = unpack_refs(&packed).expect("splits");
+        let rows = unpack_refs(&packed).unwrap().expect("splits");
         assert_eq!(rows.len(), 2);
         assert_eq!(
             (
@@ -1206,21 +1269,47 @@ mod packed_tests {
             (7, "$a", 3)
         );
         assert_eq!(
-            (rows[0].state_group, rows[0].redacted_by.as_deref()),
+            (rows[0].state_group, rows[0].redacted_by.as_ref()),
             (Some(12), None)
         );
         assert_eq!(
-            (rows[1].state_group, rows[1].redacted_by.as_deref()),
+            (
+                rows[1].state_group,
+                rows[1].redacted_by.as_ref().map(|e| e.as_str())
+            ),
             (None, Some("$c"))
         );
+    }
+
+    #[test]
+    fn a_packed_id_that_does_not_parse_is_a_decode_error() {
+        for bad in [
+            record(&["7", "a", "!r:x", "3", "", ""]),
+            record(&["7", "$a", "r", "3", "", ""]),
+            record(&["7", "$a", "!r:x", "3", "", "c"]),
+        ] {
+            let read = unpack_refs(&bad);
+            assert!(
+                matches!(read, Err(sqlx::Error::ColumnDecode { .. })),
+                "{read:?}"
+            );
+        }
     }
 
     #[test]
     fn a_record_that_does_not_split_cleanly_is_refused() {
         // An id holding the field separator gives seven fields.
         let bad = record(&["7", "$a", "x", "!r:x", "3", "", ""]);
-        assert!(unpack_refs(&bad).is_none());
-        assert!(unpack_refs(&record(&["7", "$a", "!r:x", "3", ""])).is_none());
-        assert!(unpack_refs(&record(&["x", "$a", "!r:x", "3", "", ""])).is_none());
+        assert!(unpack_refs(&bad).unwrap().is_none());
+        assert!(
+            unpack_refs(&record(&["7", "$a", "!r:x", "3", ""]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            unpack_refs(&record(&["x", "$a", "!r:x", "3", "", ""]))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Both databases store flags as integers (`BIGINT`, 0 or 1): a flag field
 //! is `#[sqlx(try_from = "IntFlag")] field: bool`. Ids that callers want as
-//! ruma types decode with `#[sqlx(try_from = "String")]`.
+//! ruma types decode with `#[sqlx(try_from = "String")]`, nullable ones
+//! with `#[sqlx(try_from = "OptionalId<OwnedEventId>")]` (the field's type).
 
 use sqlx::any::{Any, AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
@@ -36,6 +37,40 @@ impl<'r> Decode<'r, Any> for IntFlag {
 impl From<IntFlag> for bool {
     fn from(flag: IntFlag) -> bool {
         flag.0 != 0
+    }
+}
+
+/// A nullable id column: NULL is `None`, text parses into `T` (an id that
+/// does not parse is a `ColumnDecode` error).
+pub(crate) struct OptionalId<T>(Option<T>);
+
+impl<T> Type<Any> for OptionalId<T> {
+    fn type_info() -> AnyTypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <String as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> Decode<'r, Any> for OptionalId<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        if sqlx::ValueRef::is_null(&value) {
+            return Ok(Self(None));
+        }
+        let text = <String as Decode<'r, Any>>::decode(value)?;
+        Ok(Self(Some(T::try_from(text)?)))
+    }
+}
+
+impl<T> From<OptionalId<T>> for Option<T> {
+    fn from(id: OptionalId<T>) -> Option<T> {
+        id.0
     }
 }
 
@@ -114,11 +149,23 @@ mod tests {
         room_id: ruma::OwnedRoomId,
     }
 
+    #[derive(Debug, sqlx::FromRow)]
+    struct MaybeRedacted {
+        #[sqlx(try_from = "super::OptionalId<ruma::OwnedEventId>")]
+        redacted_by: Option<ruma::OwnedEventId>,
+    }
+
     async fn decode<T>(storage: &Storage, sql: &'static str) -> sqlx::Result<T>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
     {
         sqlx::query_as::<_, T>(sql).fetch_one(storage.pool()).await
+    }
+
+    /// A nullable id column as read (as text).
+    async fn redacted_by(storage: &Storage, sql: &'static str) -> Option<String> {
+        let row = decode::<MaybeRedacted>(storage, sql).await.unwrap();
+        row.redacted_by.map(|e| e.to_string())
     }
 
     /// A column of the wrong type, or an id that does not parse, is an
@@ -134,6 +181,9 @@ mod tests {
                 .await
                 .map(drop),
             decode::<Flagged>(&storage, "SELECT 'yes' AS flag")
+                .await
+                .map(drop),
+            decode::<MaybeRedacted>(&storage, "SELECT 'e' AS redacted_by")
                 .await
                 .map(drop),
         ];
@@ -155,6 +205,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((off.flag, on.flag), (false, true));
+        assert_eq!(
+            (
+                redacted_by(&storage, "SELECT NULL AS redacted_by").await,
+                redacted_by(&storage, "SELECT '$e' AS redacted_by").await
+            ),
+            (None, Some("$e".to_owned()))
+        );
         // What a request answers with (and logs).
         let [Err(drifted), ..] = drifts else {
             unreachable!()

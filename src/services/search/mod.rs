@@ -524,8 +524,8 @@ impl Search {
                 .and_then(|id| batch.originals.get(&id))
                 .filter(|o| o.stream < row.stream_ordering);
             let change = change_of(
-                &row.event_id,
-                &row.room_id,
+                row.event_id.as_str(),
+                row.room_id.as_str(),
                 &parts.sender,
                 row.stream_ordering,
                 &parts.kind,
@@ -535,7 +535,7 @@ impl Search {
                 redaction_target(&parts.kind, parts.redacts.as_deref(), &content)
                     .and_then(|t| batch.redacted.get(t).copied()),
             );
-            self.apply(&writer, change, &row.room_id, idempotent)?;
+            self.apply(&writer, change, row.room_id.as_str(), idempotent)?;
         }
         Ok(count)
     }
@@ -1368,8 +1368,8 @@ mod tests {
     fn row(stream: i64, event_id: &str, json: serde_json::Value) -> EventRow {
         EventRow {
             stream_ordering: stream,
-            event_id: event_id.into(),
-            room_id: "!r:x".into(),
+            event_id: event_id.try_into().unwrap(),
+            room_id: "!r:x".try_into().unwrap(),
             depth: stream,
             state_group: None,
             redacted_by: None,
