@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -681,10 +681,10 @@ fn summary(user: &UserId, members: Vec<RoomMemberRow>) -> Value {
         .filter(|m| m.membership == MembershipState::Join)
         .count();
     let invited = members.len() - joined;
-    let heroes: Vec<String> = members
+    let heroes: Vec<OwnedUserId> = members
         .into_iter()
         .map(|m| m.user_id)
-        .filter(|m| m != user.as_str())
+        .filter(|m| m != user)
         .take(5)
         .collect();
     json!({
@@ -709,7 +709,7 @@ struct JoinedReads {
     /// Timeline candidates, newest first.
     timelines: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// Joined and invited members.
-    members: HashMap<String, Vec<RoomMemberRow>>,
+    members: HashMap<OwnedRoomId, Vec<RoomMemberRow>>,
     /// Others' events after what was counted before, newest first.
     unread: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
@@ -807,7 +807,7 @@ async fn joined_room(
         &filter.state,
     )
     .await?;
-    let members = reads.members.remove(room_id.as_str()).unwrap_or_default();
+    let members = reads.members.remove(room_id).unwrap_or_default();
     let joined = members
         .iter()
         .filter(|m| m.membership == MembershipState::Join)

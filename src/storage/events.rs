@@ -106,7 +106,8 @@ fn txn_of(r: &AnyRow) -> sqlx::Result<Option<(String, String)>> {
 pub struct StateEntryRow {
     pub event_type: String,
     pub state_key: String,
-    pub event_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
 }
 
 /// A new state group: the state after a state event, stored as a delta on
@@ -141,7 +142,8 @@ pub struct RoomMembershipRow {
 /// A member of a room (see [`Storage::rooms_joined_and_invited`]).
 #[derive(Debug, Clone, FromRow)]
 pub struct RoomMemberRow {
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: OwnedUserId,
     #[sqlx(try_from = "String")]
     pub membership: MembershipState,
 }
@@ -149,9 +151,12 @@ pub struct RoomMemberRow {
 /// A message an edit may replace (see [`Storage::editable_messages`]).
 #[derive(Debug, Clone, FromRow)]
 pub struct EditableMessageRow {
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
+    #[sqlx(try_from = "String")]
+    pub sender: OwnedUserId,
     pub stream_ordering: i64,
 }
 
@@ -578,7 +583,7 @@ impl Storage {
                             g.id.into(),
                             (&entry.event_type).into(),
                             (&entry.state_key).into(),
-                            (&entry.event_id).into(),
+                            entry.event_id.as_str().into(),
                         ]
                     }),
                 );
@@ -911,14 +916,15 @@ impl Storage {
     pub async fn rooms_joined_and_invited(
         &self,
         rooms: &[&str],
-    ) -> sqlx::Result<HashMap<String, Vec<RoomMemberRow>>> {
+    ) -> sqlx::Result<HashMap<OwnedRoomId, Vec<RoomMemberRow>>> {
         #[derive(FromRow)]
         struct Member {
-            room_id: String,
+            #[sqlx(try_from = "String")]
+            room_id: OwnedRoomId,
             #[sqlx(flatten)]
             member: RoomMemberRow,
         }
-        let mut out: HashMap<String, Vec<RoomMemberRow>> = HashMap::new();
+        let mut out: HashMap<OwnedRoomId, Vec<RoomMemberRow>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
             let filter = format!(
@@ -940,8 +946,9 @@ impl Storage {
                 .await?;
             if let Some(rows) = super::unpack::<3>(read.packed.as_deref(), read.n) {
                 for [room, member, membership] in rows {
-                    out.entry(room.to_owned()).or_default().push(RoomMemberRow {
-                        user_id: member.to_owned(),
+                    let room: OwnedRoomId = parse_id("room_id", room.to_owned())?;
+                    out.entry(room).or_default().push(RoomMemberRow {
+                        user_id: parse_id("user_id", member.to_owned())?,
                         membership: MembershipState::from(membership),
                     });
                 }

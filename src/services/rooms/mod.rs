@@ -939,7 +939,7 @@ impl Rooms {
                         .map(|((t, k), e)| StateEntryRow {
                             event_type: t.clone(),
                             state_key: k.clone(),
-                            event_id: e.to_string(),
+                            event_id: e.clone(),
                         })
                         .collect();
                     (None, 0, all)
@@ -950,7 +950,7 @@ impl Rooms {
                         vec![StateEntryRow {
                             event_type: key.0,
                             state_key: key.1,
-                            event_id: pdu.event_id.to_string(),
+                            event_id: pdu.event_id.clone(),
                         }],
                     )
                 };

@@ -178,8 +178,8 @@ enum Change {
 /// What the index needs to know about the event an edit edits.
 #[derive(Debug, Clone)]
 struct Original {
-    room_id: String,
-    sender: String,
+    room_id: ruma::OwnedRoomId,
+    sender: ruma::OwnedUserId,
     stream: i64,
 }
 
@@ -873,8 +873,8 @@ async fn on_stored(search: &Search, events: &dyn EventLookup, pdu: &Pdu) -> Resu
         && replaced_id("m.room.message", &Content::parse(o.content.get())).is_none()
     {
         original = Some(Original {
-            room_id: o.room_id.to_string(),
-            sender: o.sender.to_string(),
+            room_id: o.room_id.clone(),
+            sender: o.sender.clone(),
             stream: o.stream_ordering,
         });
     }
@@ -1148,7 +1148,7 @@ async fn with_targets(s: &crate::services::Services, rows: Vec<EventRow>) -> Res
                     sender: m.sender,
                     stream: m.stream_ordering,
                 };
-                (m.event_id, o)
+                (m.event_id.to_string(), o)
             })
             .collect()
     };
@@ -1380,8 +1380,8 @@ mod tests {
 
     fn batch(rows: Vec<EventRow>, redacted: &[(&str, i64)], edited: &[(&str, i64)]) -> Batch {
         let original = |stream| Original {
-            room_id: "!r:x".into(),
-            sender: "@a:x".into(),
+            room_id: "!r:x".try_into().unwrap(),
+            sender: "@a:x".try_into().unwrap(),
             stream,
         };
         Batch {
