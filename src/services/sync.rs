@@ -288,9 +288,9 @@ async fn receipts_by_room(
     memberships: &[RoomMembershipRow],
     room_filter: &ruma::api::client::filter::RoomFilter,
     window: Window,
-) -> Result<HashMap<String, Value>> {
+) -> Result<HashMap<OwnedRoomId, Value>> {
     let since = window.since;
-    let mut receipts: HashMap<String, Value> = HashMap::new();
+    let mut receipts: HashMap<OwnedRoomId, Value> = HashMap::new();
     if !since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since)) {
         return Ok(receipts);
     }
@@ -344,7 +344,7 @@ async fn sort_rooms(
     req: &SyncRequest,
     window: Window,
     memberships: Vec<RoomMembershipRow>,
-    mut receipts: HashMap<String, Value>,
+    mut receipts: HashMap<OwnedRoomId, Value>,
     mut room_data: HashMap<String, Vec<Value>>,
 ) -> Result<SortedRooms> {
     let user = who.user_id();
@@ -374,7 +374,7 @@ async fn sort_rooms(
                 if let Some(users) = typing {
                     ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
                 }
-                if let Some(content) = receipts.remove(&room) {
+                if let Some(content) = receipts.remove(&room_id) {
                     ephemeral.push(json!({ "type": "m.receipt", "content": content }));
                 }
                 let data = room_data.remove(&room).unwrap_or_default();
