@@ -253,9 +253,9 @@ async fn account_data(
     user: &UserId,
     window: Window,
     user_changed: bool,
-) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
+) -> Result<(Vec<Value>, HashMap<OwnedRoomId, Vec<Value>>)> {
     let mut global_data = Vec::new();
-    let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut room_data: HashMap<OwnedRoomId, Vec<Value>> = HashMap::new();
     let account_data = if user_changed {
         s.storage
             .account_data_since(user.as_str(), window.since_or_zero(), window.to)
@@ -266,10 +266,9 @@ async fn account_data(
     for data in account_data {
         let content: Value = serde_json::from_str(&data.content).unwrap_or_else(|_| json!({}));
         let ev = json!({ "type": data.data_type, "content": content });
-        if data.room_id.is_empty() {
-            global_data.push(ev);
-        } else {
-            room_data.entry(data.room_id).or_default().push(ev);
+        match data.room_id {
+            None => global_data.push(ev),
+            Some(room) => room_data.entry(room).or_default().push(ev),
         }
     }
     if window.since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
@@ -345,7 +344,7 @@ async fn sort_rooms(
     window: Window,
     memberships: Vec<RoomMembershipRow>,
     mut receipts: HashMap<OwnedRoomId, Value>,
-    mut room_data: HashMap<String, Vec<Value>>,
+    mut room_data: HashMap<OwnedRoomId, Vec<Value>>,
 ) -> Result<SortedRooms> {
     let user = who.user_id();
     let Window { since, to } = window;
@@ -377,7 +376,7 @@ async fn sort_rooms(
                 if let Some(content) = receipts.remove(&room_id) {
                     ephemeral.push(json!({ "type": "m.receipt", "content": content }));
                 }
-                let data = room_data.remove(&room).unwrap_or_default();
+                let data = room_data.remove(&room_id).unwrap_or_default();
                 // Joined since the last sync: the room is new to the client,
                 // so it gets the whole picture, as on an initial sync.
                 let room_since = match since {

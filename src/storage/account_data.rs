@@ -6,11 +6,14 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::FromRow;
 
 use super::Storage;
+use super::rows::OptionalId;
 
-/// One piece of account data: global when `room_id` is empty.
+/// One piece of account data: global when it has no room (stored as an
+/// empty `room_id`).
 #[derive(Debug, Clone, FromRow)]
 pub struct AccountDataRow {
-    pub room_id: String,
+    #[sqlx(try_from = "OptionalId<OwnedRoomId>")]
+    pub room_id: Option<OwnedRoomId>,
     pub data_type: String,
     /// JSON text.
     pub content: String,
@@ -95,7 +98,7 @@ impl Storage {
         to: i64,
     ) -> sqlx::Result<Vec<AccountDataRow>> {
         sqlx::query_as(
-            "SELECT room_id, data_type, content FROM account_data
+            "SELECT NULLIF(room_id, '') AS room_id, data_type, content FROM account_data
              WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering",
         )
         .bind(user_id)
