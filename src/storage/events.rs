@@ -639,13 +639,14 @@ impl Storage {
             .await
     }
 
-    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<OwnedEventId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
             "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
         )
         .bind(room_id)
         .fetch_all(self.pool())
-        .await
+        .await?;
+        ids.into_iter().map(|id| parse_id("event_id", id)).collect()
     }
 
     /// One state group: its parent and its own entries.

@@ -546,7 +546,7 @@ impl Rooms {
         let mut depth = 0;
         let mut state_group = 0;
         for id in &extremities {
-            if let Some(row) = self.storage.event(id).await?
+            if let Some(row) = self.storage.event(id.as_str()).await?
                 && row.depth >= depth
             {
                 depth = row.depth;
@@ -556,10 +556,7 @@ impl Rooms {
         let (state, chain_length) = self.state.load(state_group).await?;
         Ok(RoomHead {
             version,
-            extremities: extremities
-                .into_iter()
-                .filter_map(|e| OwnedEventId::try_from(e).ok())
-                .collect(),
+            extremities,
             depth,
             state_group,
             chain_length,
