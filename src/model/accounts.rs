@@ -54,7 +54,7 @@ impl Requester {
 /// it was last seen).
 #[derive(Debug, Clone)]
 pub struct AdminUser {
-    pub user_id: String,
+    pub user_id: ruma::OwnedUserId,
     pub account_type: AccountType,
     pub is_deactivated: bool,
     pub erased: bool,

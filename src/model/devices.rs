@@ -4,8 +4,8 @@
 /// if not yet written).
 #[derive(Debug, Clone)]
 pub struct Device {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: ruma::OwnedUserId,
+    pub device_id: ruma::OwnedDeviceId,
     pub display_name: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_user_agent: Option<String>,

@@ -178,14 +178,12 @@ async fn purge_history(
     job: &JobHandle,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let (ids, streams): (Vec<String>, Vec<i64>) = s
+    let (ids, streams): (Vec<ruma::OwnedEventId>, Vec<i64>) = s
         .storage
         .history_below(room_id.as_str(), depth)
         .await?
         .into_iter()
-        .filter(|e| {
-            delete_local || UserId::parse(e.sender.as_str()).is_ok_and(|u| !s.accounts.is_local(&u))
-        })
+        .filter(|e| delete_local || !s.accounts.is_local(&e.sender))
         .map(|e| (e.event_id, e.stream_ordering))
         .unzip();
     if let Some(search) = &s.search {

@@ -2,7 +2,7 @@
 //! flag of `rooms`) and the user directory (`profiles` joined with room
 //! memberships). Local only until federation.
 
-use ruma::{OwnedRoomId, RoomAliasId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId};
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
@@ -10,7 +10,7 @@ use crate::services::Services;
 
 /// One user the user directory found.
 pub struct DirectoryUser {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
 }
@@ -49,12 +49,10 @@ pub async fn create_alias(
 
 /// The room an alias points at; 404 when it points nowhere.
 pub async fn resolve_alias(s: &Services, alias: &str) -> Result<OwnedRoomId> {
-    let room = s
-        .storage
+    s.storage
         .alias_room(alias)
         .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    OwnedRoomId::try_from(room).map_err(MatrixError::internal)
+        .ok_or_else(|| MatrixError::not_found("Room alias not found"))
 }
 
 /// Whether `alias` is one of this server's and points at `room_id` (what an
@@ -65,7 +63,7 @@ pub async fn is_local_alias_of(
     room_id: &RoomId,
 ) -> Result<bool> {
     Ok(alias.server_name() == s.server_name
-        && s.storage.alias_room(alias.as_str()).await?.as_deref() == Some(room_id.as_str()))
+        && s.storage.alias_room(alias.as_str()).await?.as_deref() == Some(room_id))
 }
 
 /// Deletes an alias. The alias's creator, a server admin, or whoever may
@@ -75,7 +73,7 @@ pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> R
     let room_id = resolve_alias(s, alias).await?;
     let creator = s.storage.alias_creator(alias).await?;
     // The admin check reads the account: last.
-    let allowed = creator.as_deref() == Some(r.user_id.as_str())
+    let allowed = creator.is_some_and(|c| c.as_str() == r.user_id.as_str())
         || s.rooms
             .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
             .await?
@@ -191,12 +189,7 @@ pub async fn publish(s: &Services, room_id: &RoomId, public: bool) -> Result<()>
 
 /// The rooms listed in the public directory.
 pub async fn public_rooms(s: &Services) -> Result<Vec<OwnedRoomId>> {
-    s.storage
-        .public_rooms()
-        .await?
-        .into_iter()
-        .map(|room| OwnedRoomId::try_from(room).map_err(MatrixError::internal))
-        .collect()
+    Ok(s.storage.public_rooms().await?)
 }
 
 /// Local users matching `term` (in user id or display name) who share a

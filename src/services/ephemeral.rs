@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::clock::SharedClock;
 use crate::error::Result;
@@ -46,12 +46,12 @@ impl Ephemeral {
         room: &RoomId,
         user: &UserId,
         receipt_type: &str,
-        event_id: &str,
+        event_id: &EventId,
         thread_id: Option<&str>,
     ) -> Result<()> {
         let row = ReceiptRow {
-            room_id: room.to_string(),
-            user_id: user.to_string(),
+            room_id: room.to_owned(),
+            user_id: user.to_owned(),
             receipt_type: receipt_type.to_owned(),
             thread_id: thread_id.unwrap_or_default().to_owned(),
             event_id: event_id.to_owned(),

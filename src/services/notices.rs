@@ -120,21 +120,19 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
 /// The user's notices room, created or re-joined as needed, with the user
 /// invited unless already joined or invited.
 async fn notice_room(s: &Services, sender: &UserId, target: &UserId) -> Result<OwnedRoomId> {
-    if let Some(room) = s.storage.server_notice_room(target.as_str()).await? {
-        let room_id = OwnedRoomId::try_from(room).map_err(MatrixError::internal)?;
-        if s.rooms.version(&room_id).await?.is_some()
-            && s.rooms.membership(&room_id, sender).await?.as_deref() == Some("join")
-        {
-            match s.rooms.membership(&room_id, target).await?.as_deref() {
-                Some("join" | "invite") => {}
-                _ => {
-                    s.rooms
-                        .invite(&room_id, sender, target, json!({}), false, None)
-                        .await?;
-                }
+    if let Some(room_id) = s.storage.server_notice_room(target.as_str()).await?
+        && s.rooms.version(&room_id).await?.is_some()
+        && s.rooms.membership(&room_id, sender).await?.as_deref() == Some("join")
+    {
+        match s.rooms.membership(&room_id, target).await?.as_deref() {
+            Some("join" | "invite") => {}
+            _ => {
+                s.rooms
+                    .invite(&room_id, sender, target, json!({}), false, None)
+                    .await?;
             }
-            return Ok(room_id);
         }
+        return Ok(room_id);
     }
     let cfg = &s.config.server_notices;
     let mut users_override = Map::new();

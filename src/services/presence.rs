@@ -94,7 +94,7 @@ impl Presence {
         }
         let r = self.stream.reserve();
         let row = PresenceRow {
-            user_id: user.to_string(),
+            user_id: user.to_owned(),
             state: state.to_owned(),
             status_msg: status_msg.map(str::to_owned),
             last_active_ts: self.clock.now_ms(),

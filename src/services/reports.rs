@@ -2,7 +2,7 @@
 //! API lists, shows and deletes the event reports. Tables `event_reports`,
 //! `room_reports`, `user_reports`.
 
-use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use ruma::{EventId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -110,10 +110,8 @@ pub async fn report_user(
 /// and canonical alias (null when unset).
 async fn report_json(s: &Services, r: &EventReportRow) -> Result<Value> {
     let (mut name, mut alias) = (Value::Null, Value::Null);
-    if let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str())
-        && s.rooms.version(&room_id).await?.is_some()
-    {
-        let state = s.rooms.current_state(&room_id).await?;
+    if s.rooms.version(&r.room_id).await?.is_some() {
+        let state = s.rooms.current_state(&r.room_id).await?;
         if let Some(c) = s.rooms.state_content(&state, "m.room.name", "").await? {
             name = c.get("name").cloned().unwrap_or(Value::Null);
         }
@@ -178,7 +176,7 @@ pub async fn get(s: &Services, id: i64) -> Result<Value> {
         .await?
         .ok_or_else(|| MatrixError::not_found("Event report not found"))?;
     let mut body = report_json(s, &report).await?;
-    body["event_json"] = match s.rooms.pdu(&report.event_id).await? {
+    body["event_json"] = match s.rooms.pdu(report.event_id.as_str()).await? {
         Some(p) => serde_json::from_str(&p.json).map_err(MatrixError::internal)?,
         None => Value::Null,
     };

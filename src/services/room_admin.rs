@@ -12,7 +12,7 @@ use crate::services::Services;
 pub struct RoomInfo {
     pub room_id: OwnedRoomId,
     pub version: String,
-    pub creator: String,
+    pub creator: OwnedUserId,
     pub is_public: bool,
 }
 

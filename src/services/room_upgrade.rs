@@ -13,7 +13,7 @@ use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::services::Services;
 use crate::services::rooms::NewEvent;
-use crate::services::rooms::create::{CreateRoom, Preset};
+use crate::services::rooms::create::{CreateRoom, InitialState, Preset};
 
 /// State copied to the new room as it is (state key "").
 const COPIED_STATE: [&str; 10] = [
@@ -94,9 +94,9 @@ struct OldRoom {
     room_id: OwnedRoomId,
     create: Map<String, Value>,
     power_levels: Value,
-    copied: Vec<(String, String, Value)>,
+    copied: Vec<InitialState>,
     canonical_alias: Option<Value>,
-    last_event: Option<String>,
+    last_event: Option<ruma::OwnedEventId>,
 }
 
 impl OldRoom {
@@ -132,15 +132,23 @@ impl OldRoom {
                 "m.room.member" => {
                     // Bans carry over; other memberships are the users' to make.
                     if content.get("membership").and_then(Value::as_str) == Some("ban") {
-                        old.copied
-                            .push((ty.clone(), key.clone(), json!({ "membership": "ban" })));
+                        old.copied.push(InitialState {
+                            event_type: ty.clone(),
+                            state_key: key.clone(),
+                            content: json!({ "membership": "ban" }),
+                        });
                     }
                 }
-                _ => old.copied.push((ty.clone(), key.clone(), content)),
+                _ => old.copied.push(InitialState {
+                    event_type: ty.clone(),
+                    state_key: key.clone(),
+                    content,
+                }),
             }
         }
         // A stable order: the events of the new room do not depend on a map's.
-        old.copied.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        old.copied
+            .sort_by(|a, b| (&a.event_type, &a.state_key).cmp(&(&b.event_type, &b.state_key)));
         Ok(old)
     }
 

@@ -218,7 +218,7 @@ impl Sessions {
         if let Some(seen) = self
             .pending_last_seen
             .lock()
-            .get(&(d.user_id.clone(), d.device_id.clone()))
+            .get(&(d.user_id.to_string(), d.device_id.to_string()))
         {
             d.last_seen_ip = Some(seen.ip.clone());
             d.last_seen_user_agent = Some(seen.user_agent.clone());

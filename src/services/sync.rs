@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::{FilterDefinition, RoomEventFilter};
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -25,7 +25,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
-use crate::storage::events::{RoomMemberRow, RoomMembershipRow};
+use crate::storage::events::{RoomMemberRow, RoomMembershipRow, StreamSpan};
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -278,9 +278,9 @@ async fn account_data(
     user: &UserId,
     window: Window,
     user_changed: bool,
-) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
+) -> Result<(Vec<Value>, HashMap<OwnedRoomId, Vec<Value>>)> {
     let mut global_data = Vec::new();
-    let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut room_data: HashMap<OwnedRoomId, Vec<Value>> = HashMap::new();
     let account_data = if user_changed {
         s.storage
             .account_data_since(user.as_str(), window.since_or_zero(), window.to)
@@ -291,10 +291,9 @@ async fn account_data(
     for data in account_data {
         let content: Value = serde_json::from_str(&data.content).unwrap_or_else(|_| json!({}));
         let ev = json!({ "type": data.data_type, "content": content });
-        if data.room_id.is_empty() {
-            global_data.push(ev);
-        } else {
-            room_data.entry(data.room_id).or_default().push(ev);
+        match data.room_id {
+            None => global_data.push(ev),
+            Some(room) => room_data.entry(room).or_default().push(ev),
         }
     }
     if window.since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
@@ -313,9 +312,9 @@ async fn receipts_by_room(
     memberships: &[RoomMembershipRow],
     room_filter: &ruma::api::client::filter::RoomFilter,
     window: Window,
-) -> Result<HashMap<String, Value>> {
+) -> Result<HashMap<OwnedRoomId, Value>> {
     let since = window.since;
-    let mut receipts: HashMap<String, Value> = HashMap::new();
+    let mut receipts: HashMap<OwnedRoomId, Value> = HashMap::new();
     if !since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since)) {
         return Ok(receipts);
     }
@@ -369,8 +368,8 @@ async fn sort_rooms(
     req: &SyncRequest,
     window: Window,
     memberships: Vec<RoomMembershipRow>,
-    mut receipts: HashMap<String, Value>,
-    mut room_data: HashMap<String, Vec<Value>>,
+    mut receipts: HashMap<OwnedRoomId, Value>,
+    mut room_data: HashMap<OwnedRoomId, Vec<Value>>,
 ) -> Result<SortedRooms> {
     let user = who.user_id();
     let Window { since, to } = window;
@@ -399,10 +398,10 @@ async fn sort_rooms(
                 if let Some(users) = typing {
                     ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
                 }
-                if let Some(content) = receipts.remove(&room) {
+                if let Some(content) = receipts.remove(&room_id) {
                     ephemeral.push(json!({ "type": "m.receipt", "content": content }));
                 }
-                let data = room_data.remove(&room).unwrap_or_default();
+                let data = room_data.remove(&room_id).unwrap_or_default();
                 // Joined since the last sync: the room is new to the client,
                 // so it gets the whole picture, as on an initial sync.
                 let room_since = match since {
@@ -518,7 +517,7 @@ async fn presence_events(
         .map(|r| r.as_str())
         .collect();
     if !newly.is_empty() {
-        let mut seen: HashSet<String> = changes.iter().map(|p| p.user_id.clone()).collect();
+        let mut seen: HashSet<OwnedUserId> = changes.iter().map(|p| p.user_id.clone()).collect();
         for p in s
             .storage
             .presence_in_rooms(&newly, user.as_str(), 0, to)
@@ -735,10 +734,10 @@ fn summary(user: &UserId, members: Vec<RoomMemberRow>) -> Value {
         .filter(|m| m.membership == MembershipState::Join)
         .count();
     let invited = members.len() - joined;
-    let heroes: Vec<String> = members
+    let heroes: Vec<OwnedUserId> = members
         .into_iter()
         .map(|m| m.user_id)
-        .filter(|m| m != user.as_str())
+        .filter(|m| m != user)
         .take(5)
         .collect();
     json!({
@@ -761,11 +760,11 @@ struct PendingJoined {
 #[derive(Default)]
 struct JoinedReads {
     /// Timeline candidates, newest first.
-    timelines: HashMap<String, Vec<Arc<Pdu>>>,
+    timelines: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// Joined and invited members.
-    members: HashMap<String, Vec<RoomMemberRow>>,
+    members: HashMap<OwnedRoomId, Vec<RoomMemberRow>>,
     /// Others' events after what was counted before, newest first.
-    unread: HashMap<String, Vec<Arc<Pdu>>>,
+    unread: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
     counted: HashMap<String, notifications::Counted>,
 }
@@ -781,9 +780,14 @@ async fn read_joined(
         return Ok(JoinedReads::default());
     }
     let fetch = timeline_fetch(filter);
-    let wanted: Vec<(&str, i64, i64, i64)> = pending
+    let wanted: Vec<StreamSpan> = pending
         .iter()
-        .map(|p| (p.room_id.as_str(), p.since.unwrap_or(0), to, fetch))
+        .map(|p| StreamSpan {
+            room_id: p.room_id.as_str(),
+            from: p.since.unwrap_or(0),
+            to,
+            limit: fetch,
+        })
         .collect();
     let timelines = s.storage.rooms_events_in_stream(&wanted, None).await?;
     let timelines = s.rooms.pdus_for_refs(timelines).await?;
@@ -798,12 +802,12 @@ async fn read_joined(
         let pos = notifications::read_position(s, user, &current, receipts).await?;
         let so_far = s.unread.resume(user, &p.room_id, pos, to);
         if so_far.upto < to {
-            read.push((
-                p.room_id.as_str(),
-                so_far.upto,
+            read.push(StreamSpan {
+                room_id: p.room_id.as_str(),
+                from: so_far.upto,
                 to,
-                notifications::MAX_COUNTED,
-            ));
+                limit: notifications::MAX_COUNTED,
+            });
         }
         counted.insert(p.room_id.to_string(), so_far);
     }
@@ -833,7 +837,7 @@ async fn joined_room(
 ) -> Result<(JoinedRoom, Vec<Arc<Pdu>>)> {
     let filter = &req.filter.room;
     let room_id = &room.room_id;
-    let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
+    let rows = reads.timelines.remove(room_id).unwrap_or_default();
     let (events, limited) = timeline_from_pdus(s, user, "join", rows, &filter.timeline).await?;
     let current = s.rooms.current_state(room_id).await?;
     // Read after `current`: nothing newer than `to` has reached `current`
@@ -856,13 +860,13 @@ async fn joined_room(
         &filter.state,
     )
     .await?;
-    let members = reads.members.remove(room_id.as_str()).unwrap_or_default();
+    let members = reads.members.remove(room_id).unwrap_or_default();
     let joined = members
         .iter()
         .filter(|m| m.membership == MembershipState::Join)
         .count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
-    let unread = reads.unread.remove(room_id.as_str()).unwrap_or_default();
+    let unread = reads.unread.remove(room_id).unwrap_or_default();
     let (notify, highlight) = match reads.counted.remove(room_id.as_str()) {
         Some(mut so_far) => {
             let (n, h) =

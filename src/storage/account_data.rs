@@ -2,14 +2,18 @@
 //! `receipts` and `presence`. Each change takes a position in the global
 //! stream so `/sync` can send what changed since a token.
 
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::FromRow;
 
 use super::Storage;
+use super::rows::OptionalId;
 
-/// One piece of account data: global when `room_id` is empty.
+/// One piece of account data: global when it has no room (stored as an
+/// empty `room_id`).
 #[derive(Debug, Clone, FromRow)]
 pub struct AccountDataRow {
-    pub room_id: String,
+    #[sqlx(try_from = "OptionalId<OwnedRoomId>")]
+    pub room_id: Option<OwnedRoomId>,
     pub data_type: String,
     /// JSON text.
     pub content: String,
@@ -17,17 +21,21 @@ pub struct AccountDataRow {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ReceiptRow {
-    pub room_id: String,
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
+    #[sqlx(try_from = "String")]
+    pub user_id: OwnedUserId,
     pub receipt_type: String,
     pub thread_id: String,
-    pub event_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
     pub ts: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
 pub struct PresenceRow {
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: OwnedUserId,
     pub state: String,
     pub status_msg: Option<String>,
     pub last_active_ts: i64,
@@ -90,7 +98,7 @@ impl Storage {
         to: i64,
     ) -> sqlx::Result<Vec<AccountDataRow>> {
         sqlx::query_as(
-            "SELECT room_id, data_type, content FROM account_data
+            "SELECT NULLIF(room_id, '') AS room_id, data_type, content FROM account_data
              WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering",
         )
         .bind(user_id)
@@ -105,8 +113,8 @@ impl Storage {
         sqlx::query(
             "DELETE FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
         )
-        .bind(&r.room_id)
-        .bind(&r.user_id)
+        .bind(r.room_id.as_str())
+        .bind(r.user_id.as_str())
         .bind(&r.receipt_type)
         .bind(&r.thread_id)
         .execute(&mut *tx)
@@ -115,11 +123,11 @@ impl Storage {
             "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_ordering)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(&r.room_id)
-        .bind(&r.user_id)
+        .bind(r.room_id.as_str())
+        .bind(r.user_id.as_str())
         .bind(&r.receipt_type)
         .bind(&r.thread_id)
-        .bind(&r.event_id)
+        .bind(r.event_id.as_str())
         .bind(r.ts)
         .bind(pos)
         .execute(&mut *tx)
@@ -185,13 +193,13 @@ impl Storage {
     pub async fn set_presence(&self, p: &PresenceRow) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM presence WHERE user_id = $1")
-            .bind(&p.user_id)
+            .bind(p.user_id.as_str())
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_ordering) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&p.user_id)
+        .bind(p.user_id.as_str())
         .bind(&p.state)
         .bind(&p.status_msg)
         .bind(p.last_active_ts)
@@ -327,11 +335,11 @@ mod tests {
 
     fn receipt(room: &str, user: &str, receipt_type: &str) -> ReceiptRow {
         ReceiptRow {
-            room_id: room.into(),
-            user_id: user.into(),
+            room_id: room.try_into().unwrap(),
+            user_id: user.try_into().unwrap(),
             receipt_type: receipt_type.into(),
             thread_id: String::new(),
-            event_id: format!("$e-{room}-{user}"),
+            event_id: "$e".try_into().unwrap(),
             ts: 1,
         }
     }
@@ -380,7 +388,7 @@ mod tests {
             .unwrap();
         let mut got: Vec<(String, String)> = got
             .into_iter()
-            .map(|r| (r.user_id, r.receipt_type))
+            .map(|r| (r.user_id.to_string(), r.receipt_type))
             .collect();
         got.sort();
         assert_eq!(
@@ -424,7 +432,7 @@ mod tests {
         for (pos, user) in [(2, "@u:x"), (3, "@v:x"), (4, "@w:x"), (5, "@stranger:x")] {
             storage
                 .set_presence(&PresenceRow {
-                    user_id: user.into(),
+                    user_id: user.try_into().unwrap(),
                     state: "online".into(),
                     status_msg: None,
                     last_active_ts: 1,
@@ -434,7 +442,7 @@ mod tests {
                 .unwrap();
         }
         let users = |rows: Vec<PresenceRow>| {
-            let mut users: Vec<String> = rows.into_iter().map(|p| p.user_id).collect();
+            let mut users: Vec<String> = rows.into_iter().map(|p| p.user_id.to_string()).collect();
             users.sort();
             users
         };

@@ -14,7 +14,8 @@ impl From<i64> for AccountType {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AccountRow {
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: ruma::OwnedUserId,
     pub password_hash: Option<String>,
     #[sqlx(try_from = "i64")]
     pub account_type: AccountType,

@@ -13,7 +13,8 @@ use crate::model::accounts::{AccountType, AdminUser};
 /// An account joined with its profile and last-seen time, as read.
 #[derive(sqlx::FromRow)]
 struct AdminUserRecord {
-    user_id: String,
+    #[sqlx(try_from = "String")]
+    user_id: ruma::OwnedUserId,
     #[sqlx(try_from = "i64")]
     account_type: AccountType,
     #[sqlx(try_from = "IntFlag")]

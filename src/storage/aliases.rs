@@ -1,21 +1,27 @@
 //! Table `room_aliases`: local aliases (`#name:server`) pointing at rooms.
 
+use ruma::{OwnedRoomId, OwnedUserId};
+
+use super::rows::parse_id;
 use super::{Dialect, Storage};
 
 /// A user found in the user directory.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DirectoryUserRow {
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: OwnedUserId,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
 }
 
 impl Storage {
-    pub async fn alias_room(&self, alias: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT room_id FROM room_aliases WHERE alias = $1")
-            .bind(alias)
-            .fetch_optional(self.pool())
-            .await
+    pub async fn alias_room(&self, alias: &str) -> sqlx::Result<Option<OwnedRoomId>> {
+        self.optional_id(
+            "SELECT room_id FROM room_aliases WHERE alias = $1",
+            alias,
+            "room_id",
+        )
+        .await
     }
 
     /// Returns false if the alias is taken.
@@ -67,11 +73,13 @@ impl Storage {
         Ok(r.rows_affected())
     }
 
-    pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT creator FROM room_aliases WHERE alias = $1")
-            .bind(alias)
-            .fetch_optional(self.pool())
-            .await
+    pub async fn alias_creator(&self, alias: &str) -> sqlx::Result<Option<OwnedUserId>> {
+        self.optional_id(
+            "SELECT creator FROM room_aliases WHERE alias = $1",
+            alias,
+            "creator",
+        )
+        .await
     }
 
     pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
@@ -84,10 +92,12 @@ impl Storage {
 
 impl Storage {
     /// Rooms published in the directory.
-    pub async fn public_rooms(&self) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1")
-            .fetch_all(self.pool())
-            .await
+    pub async fn public_rooms(&self) -> sqlx::Result<Vec<OwnedRoomId>> {
+        let rooms: Vec<String> =
+            sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1")
+                .fetch_all(self.pool())
+                .await?;
+        rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
     }
 
     /// Local users matching `term` (in user id or display name) who share a

@@ -11,8 +11,10 @@ pub type DeviceRow = Device;
 /// A `devices` row as read.
 #[derive(sqlx::FromRow)]
 struct DeviceRecord {
-    user_id: String,
-    device_id: String,
+    #[sqlx(try_from = "String")]
+    user_id: ruma::OwnedUserId,
+    #[sqlx(try_from = "String")]
+    device_id: ruma::OwnedDeviceId,
     display_name: Option<String>,
     last_seen_ip: Option<String>,
     last_seen_user_agent: Option<String>,

@@ -7,21 +7,22 @@
 
 use std::collections::HashMap;
 
-use ruma::OwnedRoomId;
 use ruma::events::room::member::MembershipState;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 use super::Storage;
 use super::batch::{Param, WriteBatch};
-use super::rows::{IntFlag, PackedRows, decode_error};
+use super::rows::{IntFlag, OptionalId, PackedRows, decode_error, parse_id};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct RoomRow {
     #[sqlx(try_from = "String")]
     pub room_id: OwnedRoomId,
     pub room_version: String,
-    pub creator: String,
+    #[sqlx(try_from = "String")]
+    pub creator: OwnedUserId,
     #[sqlx(try_from = "IntFlag")]
     pub is_public: bool,
 }
@@ -30,11 +31,11 @@ pub struct RoomRow {
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub stream_ordering: i64,
-    pub event_id: String,
-    pub room_id: String,
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
     pub depth: i64,
     pub state_group: Option<i64>,
-    pub redacted_by: Option<String>,
+    pub redacted_by: Option<OwnedEventId>,
     pub json: String,
     /// (device id, transaction id) it was sent with by a local client, if
     /// it was.
@@ -53,11 +54,14 @@ macro_rules! event_columns {
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRef {
     pub stream_ordering: i64,
-    pub event_id: String,
-    pub room_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
     pub depth: i64,
     pub state_group: Option<i64>,
-    pub redacted_by: Option<String>,
+    #[sqlx(try_from = "OptionalId<OwnedEventId>")]
+    pub redacted_by: Option<OwnedEventId>,
 }
 
 impl EventRef {
@@ -102,7 +106,8 @@ fn txn_of(r: &AnyRow) -> sqlx::Result<Option<(String, String)>> {
 pub struct StateEntryRow {
     pub event_type: String,
     pub state_key: String,
-    pub event_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
 }
 
 /// A new state group: the state after a state event, stored as a delta on
@@ -137,7 +142,8 @@ pub struct RoomMembershipRow {
 /// A member of a room (see [`Storage::rooms_joined_and_invited`]).
 #[derive(Debug, Clone, FromRow)]
 pub struct RoomMemberRow {
-    pub user_id: String,
+    #[sqlx(try_from = "String")]
+    pub user_id: OwnedUserId,
     #[sqlx(try_from = "String")]
     pub membership: MembershipState,
 }
@@ -145,9 +151,12 @@ pub struct RoomMemberRow {
 /// A message an edit may replace (see [`Storage::editable_messages`]).
 #[derive(Debug, Clone, FromRow)]
 pub struct EditableMessageRow {
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
+    #[sqlx(try_from = "String")]
+    pub sender: OwnedUserId,
     pub stream_ordering: i64,
 }
 
@@ -203,6 +212,26 @@ fn insert_rows(head: &str, rows: usize, cols: usize) -> String {
         })
         .collect();
     format!("{head} VALUES {}", tuples.join(", "))
+}
+
+/// One room's part of [`Storage::rooms_events_in_stream`]: its newest
+/// events in `(from, to]`, at most `limit` of them.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSpan<'a> {
+    pub room_id: &'a str,
+    pub from: i64,
+    pub to: i64,
+    pub limit: i64,
+}
+
+impl StreamSpan<'_> {
+    /// A padding branch: matches no event.
+    const NOTHING: StreamSpan<'static> = StreamSpan {
+        room_id: "",
+        from: 0,
+        to: 0,
+        limit: 0,
+    };
 }
 
 /// Rooms per statement of [`Storage::rooms_events_in_stream`], at most.
@@ -279,8 +308,44 @@ pub(crate) const FIELD_SEP: char = '\u{1f}';
 pub(crate) const ROW_SEP: char = '\u{1e}';
 
 /// The rows of a packed event-reference read; `None` if one does not split
-/// into its six fields.
-fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
+/// into its six fields (or a number does not parse), a `ColumnDecode` error
+/// if an id does not parse.
+fn unpack_refs(packed: &str) -> sqlx::Result<Option<Vec<EventRef>>> {
+    let Some(raw) = split_refs(packed) else {
+        return Ok(None);
+    };
+    raw.into_iter()
+        .map(|r| {
+            Ok(EventRef {
+                stream_ordering: r.stream_ordering,
+                event_id: parse_id("event_id", r.event_id.to_owned())?,
+                room_id: parse_id("room_id", r.room_id.to_owned())?,
+                depth: r.depth,
+                state_group: r.state_group,
+                redacted_by: match r.redacted_by {
+                    "" => None,
+                    redacted => Some(parse_id("redacted_by", redacted.to_owned())?),
+                },
+            })
+        })
+        .collect::<sqlx::Result<_>>()
+        .map(Some)
+}
+
+/// An [`EventRef`] as a packed read holds it, ids not yet parsed (an empty
+/// `redacted_by` is none).
+struct RawRef<'a> {
+    stream_ordering: i64,
+    event_id: &'a str,
+    room_id: &'a str,
+    depth: i64,
+    state_group: Option<i64>,
+    redacted_by: &'a str,
+}
+
+/// The records of a packed read, every one split before any id is parsed
+/// (an id holding a separator makes the whole read fall back to rows).
+fn split_refs(packed: &str) -> Option<Vec<RawRef<'_>>> {
     let mut out = Vec::new();
     for record in packed.split(ROW_SEP) {
         let mut f = record.split(FIELD_SEP);
@@ -304,17 +369,17 @@ fn unpack_refs(packed: &str) -> Option<Vec<EventRef>> {
         else {
             return None;
         };
-        out.push(EventRef {
+        out.push(RawRef {
             stream_ordering: stream.parse().ok()?,
-            event_id: event_id.to_owned(),
-            room_id: room_id.to_owned(),
+            event_id,
+            room_id,
             depth: depth.parse().ok()?,
             state_group: if group.is_empty() {
                 None
             } else {
                 Some(group.parse().ok()?)
             },
-            redacted_by: (!redacted.is_empty()).then(|| redacted.to_owned()),
+            redacted_by: redacted,
         });
     }
     Some(out)
@@ -333,13 +398,22 @@ impl Storage {
     /// each naming the one before it as its prev event. The rows of a kind
     /// go in one multi-row `INSERT`, so a batch costs a few statements
     /// whatever its size.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the group commit's statements in order; to be split by table"
-    )]
     pub async fn persist_events(&self, batch: &[&PersistEvent]) -> sqlx::Result<()> {
-        use std::collections::HashSet;
         let mut w = WriteBatch::default();
+        Self::write_new_rooms(&mut w, batch);
+        Self::write_events(&mut w, batch);
+        for e in batch.iter().filter(|e| e.state_key.is_some()) {
+            Self::write_state(&mut w, e);
+        }
+        Self::write_extremities(&mut w, batch);
+        Self::write_transactions(&mut w, batch);
+        Self::write_relations(&mut w, batch);
+        Self::write_redactions(&mut w, batch);
+        self.run_batch(w).await
+    }
+
+    /// The `rooms` row of each create event.
+    fn write_new_rooms<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for e in batch {
             if let Some((version, creator)) = &e.new_room {
                 w.push(
@@ -348,6 +422,10 @@ impl Storage {
                 );
             }
         }
+    }
+
+    /// The `events` rows, `ROWS_PER_INSERT` to a statement.
+    fn write_events<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for chunk in batch.chunks(ROWS_PER_INSERT) {
             w.push(
                 insert_rows(
@@ -374,13 +452,13 @@ impl Storage {
                 }),
             );
         }
-        for e in batch.iter().filter(|e| e.state_key.is_some()) {
-            Self::write_state(&mut w, e);
-        }
+    }
 
-        // Forward extremities: an event of the batch that a later one names
-        // as prev is never an extremity; only prev events from before the
-        // batch are deleted.
+    /// Forward extremities: an event of the batch that a later one names
+    /// as prev is never an extremity; only prev events from before the
+    /// batch are deleted.
+    fn write_extremities<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
+        use std::collections::HashSet;
         let in_batch: HashSet<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
         let superseded: HashSet<&str> = batch
             .iter()
@@ -415,7 +493,10 @@ impl Storage {
                     .flat_map(|e| [(&e.room_id).into(), (&e.event_id).into()]),
             );
         }
+    }
 
+    /// The `event_transactions` rows of idempotent sends.
+    fn write_transactions<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         let txns: Vec<(&PersistEvent, &TxnKey)> = batch
             .iter()
             .filter_map(|e| e.txn.as_ref().map(|t| (*e, t)))
@@ -438,7 +519,10 @@ impl Storage {
                 }),
             );
         }
+    }
 
+    /// The `event_relations` rows of events that relate to another.
+    fn write_relations<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         let relations: Vec<(&PersistEvent, &(String, String))> = batch
             .iter()
             .filter_map(|e| e.relation.as_ref().map(|r| (*e, r)))
@@ -460,7 +544,10 @@ impl Storage {
                 }),
             );
         }
+    }
 
+    /// Marks each redacted event with the redaction that redacts it.
+    fn write_redactions<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
         for e in batch {
             if let Some(target) = &e.redacts {
                 w.push(
@@ -469,7 +556,6 @@ impl Storage {
                 );
             }
         }
-        self.run_batch(w).await
     }
 
     /// A state event's new state group, its `current_state` row, and for a
@@ -497,7 +583,7 @@ impl Storage {
                             g.id.into(),
                             (&entry.event_type).into(),
                             (&entry.state_key).into(),
-                            (&entry.event_id).into(),
+                            entry.event_id.as_str().into(),
                         ]
                     }),
                 );
@@ -553,13 +639,14 @@ impl Storage {
             .await
     }
 
-    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<OwnedEventId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
             "SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id",
         )
         .bind(room_id)
         .fetch_all(self.pool())
-        .await
+        .await?;
+        ids.into_iter().map(|id| parse_id("event_id", id)).collect()
     }
 
     /// One state group: its parent and its own entries.
@@ -680,15 +767,15 @@ impl Storage {
     }
 
     /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
-    /// for each `(room, from, to, limit)`, that room's newest events in
+    /// for each [`StreamSpan`], that room's newest events in
     /// `(from, to]`, newest first; with `not_sender`, that user's events are
     /// left out. Rooms without events are absent from the map.
     pub async fn rooms_events_in_stream(
         &self,
-        wanted: &[(&str, i64, i64, i64)],
+        wanted: &[StreamSpan<'_>],
         not_sender: Option<&str>,
-    ) -> sqlx::Result<HashMap<String, Vec<EventRef>>> {
-        let mut out: HashMap<String, Vec<EventRef>> = HashMap::new();
+    ) -> sqlx::Result<HashMap<OwnedRoomId, Vec<EventRef>>> {
+        let mut out: HashMap<OwnedRoomId, Vec<EventRef>> = HashMap::new();
         // One SELECT per room, each using the (room_id, stream_ordering)
         // index with its own LIMIT, glued with UNION ALL. The statements
         // come in a few fixed sizes, padded with branches that match
@@ -701,9 +788,13 @@ impl Storage {
             let query = |packed: bool| {
                 let sql = union_sql(self.dialect(), size, not_sender.is_some(), packed);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(true);
-                let padding = std::iter::repeat_n(&("", 0, 0, 0), size - chunk.len());
-                for (room, from, to, limit) in chunk.iter().chain(padding) {
-                    q = q.bind(*room).bind(*from).bind(*to).bind(*limit);
+                let padding = std::iter::repeat_n(&StreamSpan::NOTHING, size - chunk.len());
+                for span in chunk.iter().chain(padding) {
+                    q = q
+                        .bind(span.room_id)
+                        .bind(span.from)
+                        .bind(span.to)
+                        .bind(span.limit);
                     if let Some(user) = not_sender {
                         q = q.bind(user);
                     }
@@ -714,7 +805,7 @@ impl Storage {
                 .try_map(|r: AnyRow| r.try_get("packed"))
                 .fetch_one(self.pool())
                 .await?;
-            let rows = match packed.as_deref().map(unpack_refs) {
+            let rows = match packed.as_deref().map(unpack_refs).transpose()? {
                 None => Vec::new(),
                 Some(Some(rows)) => rows,
                 Some(None) => {
@@ -826,14 +917,15 @@ impl Storage {
     pub async fn rooms_joined_and_invited(
         &self,
         rooms: &[&str],
-    ) -> sqlx::Result<HashMap<String, Vec<RoomMemberRow>>> {
+    ) -> sqlx::Result<HashMap<OwnedRoomId, Vec<RoomMemberRow>>> {
         #[derive(FromRow)]
         struct Member {
-            room_id: String,
+            #[sqlx(try_from = "String")]
+            room_id: OwnedRoomId,
             #[sqlx(flatten)]
             member: RoomMemberRow,
         }
-        let mut out: HashMap<String, Vec<RoomMemberRow>> = HashMap::new();
+        let mut out: HashMap<OwnedRoomId, Vec<RoomMemberRow>> = HashMap::new();
         for (chunk, size) in super::padded_chunks(rooms, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
             let filter = format!(
@@ -855,8 +947,9 @@ impl Storage {
                 .await?;
             if let Some(rows) = super::unpack::<3>(read.packed.as_deref(), read.n) {
                 for [room, member, membership] in rows {
-                    out.entry(room.to_owned()).or_default().push(RoomMemberRow {
-                        user_id: member.to_owned(),
+                    let room: OwnedRoomId = parse_id("room_id", room.to_owned())?;
+                    out.entry(room).or_default().push(RoomMemberRow {
+                        user_id: parse_id("user_id", member.to_owned())?,
                         membership: MembershipState::from(membership),
                     });
                 }
@@ -1120,8 +1213,8 @@ impl Storage {
                 // What a rebuild reads; the rest is not carried.
                 out.push(EventRow {
                     stream_ordering,
-                    event_id: event_id.to_owned(),
-                    room_id: room_id.to_owned(),
+                    event_id: parse_id("event_id", event_id.to_owned())?,
+                    room_id: parse_id("room_id", room_id.to_owned())?,
                     depth: 0,
                     state_group: None,
                     redacted_by: None,
@@ -1173,7 +1266,7 @@ mod packed_tests {
             record(&["9", "$b", "!r:x", "4", "", "$c"]),
         ]
         .join(&ROW_SEP.to_string());
-        let rows = unpack_refs(&packed).expect("splits");
+        let rows = unpack_refs(&packed).unwrap().expect("splits");
         assert_eq!(rows.len(), 2);
         assert_eq!(
             (
@@ -1184,21 +1277,47 @@ mod packed_tests {
             (7, "$a", 3)
         );
         assert_eq!(
-            (rows[0].state_group, rows[0].redacted_by.as_deref()),
+            (rows[0].state_group, rows[0].redacted_by.as_ref()),
             (Some(12), None)
         );
         assert_eq!(
-            (rows[1].state_group, rows[1].redacted_by.as_deref()),
+            (
+                rows[1].state_group,
+                rows[1].redacted_by.as_ref().map(|e| e.as_str())
+            ),
             (None, Some("$c"))
         );
+    }
+
+    #[test]
+    fn a_packed_id_that_does_not_parse_is_a_decode_error() {
+        for bad in [
+            record(&["7", "a", "!r:x", "3", "", ""]),
+            record(&["7", "$a", "r", "3", "", ""]),
+            record(&["7", "$a", "!r:x", "3", "", "c"]),
+        ] {
+            let read = unpack_refs(&bad);
+            assert!(
+                matches!(read, Err(sqlx::Error::ColumnDecode { .. })),
+                "{read:?}"
+            );
+        }
     }
 
     #[test]
     fn a_record_that_does_not_split_cleanly_is_refused() {
         // An id holding the field separator gives seven fields.
         let bad = record(&["7", "$a", "x", "!r:x", "3", "", ""]);
-        assert!(unpack_refs(&bad).is_none());
-        assert!(unpack_refs(&record(&["7", "$a", "!r:x", "3", ""])).is_none());
-        assert!(unpack_refs(&record(&["x", "$a", "!r:x", "3", "", ""])).is_none());
+        assert!(unpack_refs(&bad).unwrap().is_none());
+        assert!(
+            unpack_refs(&record(&["7", "$a", "!r:x", "3", ""]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            unpack_refs(&record(&["x", "$a", "!r:x", "3", "", ""]))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -2,21 +2,26 @@
 //! room blocking. Every table that holds a room id is listed here; the purge
 //! test counts rows by room id across the schema to keep this list honest.
 
+use ruma::{OwnedEventId, OwnedUserId};
+
 use super::Storage;
 use super::events::RoomRow;
 
 /// An event a history purge may remove.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PurgeableEventRow {
-    pub event_id: String,
-    pub sender: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub sender: OwnedUserId,
     pub stream_ordering: i64,
 }
 
 /// The newest event before a time (see [`Storage::last_event_before_ts`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventDepthRow {
-    pub event_id: String,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
     pub depth: i64,
 }
 
@@ -109,7 +114,11 @@ impl Storage {
 
     /// Deletes events of a room with their relation rows and transaction
     /// ids, in one transaction. Returns how many events went.
-    pub async fn delete_events(&self, room_id: &str, event_ids: &[String]) -> sqlx::Result<u64> {
+    pub async fn delete_events(
+        &self,
+        room_id: &str,
+        event_ids: &[OwnedEventId],
+    ) -> sqlx::Result<u64> {
         let mut tx = self.begin().await?;
         let mut deleted = 0;
         for chunk in event_ids.chunks(500) {
@@ -127,7 +136,7 @@ impl Storage {
             )))
             .persistent(false);
             for id in chunk {
-                q = q.bind(id);
+                q = q.bind(id.as_str());
             }
             q.execute(&mut *tx).await?;
             for table in ["event_relations", "events"] {
@@ -138,7 +147,7 @@ impl Storage {
                 .persistent(false)
                 .bind(room_id);
                 for id in chunk {
-                    q = q.bind(id);
+                    q = q.bind(id.as_str());
                 }
                 let r = q.execute(&mut *tx).await?;
                 if table == "events" {

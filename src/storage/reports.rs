@@ -1,15 +1,21 @@
 //! Tables `event_reports`, `room_reports`, `user_reports` (abuse reports)
 //! and `server_notice_rooms` (each user's server-notices room).
 
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+
 use super::Storage;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventReportRow {
     pub id: i64,
-    pub room_id: String,
-    pub event_id: String,
-    pub reporter: String,
-    pub event_sender: String,
+    #[sqlx(try_from = "String")]
+    pub room_id: OwnedRoomId,
+    #[sqlx(try_from = "String")]
+    pub event_id: OwnedEventId,
+    #[sqlx(try_from = "String")]
+    pub reporter: OwnedUserId,
+    #[sqlx(try_from = "String")]
+    pub event_sender: OwnedUserId,
     pub reason: Option<String>,
     pub score: Option<i64>,
     pub received_ts: i64,
@@ -151,11 +157,13 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
-    pub async fn server_notice_room(&self, user_id: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT room_id FROM server_notice_rooms WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(self.pool())
-            .await
+    pub async fn server_notice_room(&self, user_id: &str) -> sqlx::Result<Option<OwnedRoomId>> {
+        self.optional_id(
+            "SELECT room_id FROM server_notice_rooms WHERE user_id = $1",
+            user_id,
+            "room_id",
+        )
+        .await
     }
 
     pub async fn set_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
@@ -174,7 +182,10 @@ impl Storage {
 
     /// Whether the room is some user's server-notices room.
     pub async fn is_server_notice_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<bool> {
-        Ok(self.server_notice_room(user_id).await?.as_deref() == Some(room_id))
+        Ok(self
+            .server_notice_room(user_id)
+            .await?
+            .is_some_and(|r| r.as_str() == room_id))
     }
 
     /// Every local, active account (for broadcasts).

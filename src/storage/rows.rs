@@ -8,7 +8,8 @@
 //!
 //! Both databases store flags as integers (`BIGINT`, 0 or 1): a flag field
 //! is `#[sqlx(try_from = "IntFlag")] field: bool`. Ids that callers want as
-//! ruma types decode with `#[sqlx(try_from = "String")]`.
+//! ruma types decode with `#[sqlx(try_from = "String")]`, nullable ones
+//! with `#[sqlx(try_from = "OptionalId<OwnedEventId>")]` (the field's type).
 
 use sqlx::any::{Any, AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
@@ -39,6 +40,40 @@ impl From<IntFlag> for bool {
     }
 }
 
+/// A nullable id column: NULL is `None`, text parses into `T` (an id that
+/// does not parse is a `ColumnDecode` error).
+pub(crate) struct OptionalId<T>(Option<T>);
+
+impl<T> Type<Any> for OptionalId<T> {
+    fn type_info() -> AnyTypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <String as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T> Decode<'r, Any> for OptionalId<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        if sqlx::ValueRef::is_null(&value) {
+            return Ok(Self(None));
+        }
+        let text = <String as Decode<'r, Any>>::decode(value)?;
+        Ok(Self(Some(T::try_from(text)?)))
+    }
+}
+
+impl<T> From<OptionalId<T>> for Option<T> {
+    fn from(id: OptionalId<T>) -> Option<T> {
+        id.0
+    }
+}
+
 /// A packed read (see [`super::packed_column`]): the number of rows and
 /// their fields as one text, `None` when there are none.
 #[derive(sqlx::FromRow)]
@@ -56,6 +91,37 @@ pub(crate) fn decode_error(
     sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: Box::new(e),
+    }
+}
+
+/// A single id column (read with `query_scalar`) parsed into its ruma
+/// type: a bad stored id is the error a derived row gives.
+pub(crate) fn parse_id<T>(column: &str, raw: String) -> sqlx::Result<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    T::try_from(raw).map_err(|e| decode_error(column, e))
+}
+
+impl super::Storage {
+    /// The id in `column` of the row `sql` finds with `key` bound to `$1`,
+    /// if there is one, parsed like [`parse_id`].
+    pub(crate) async fn optional_id<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        column: &str,
+    ) -> sqlx::Result<Option<T>>
+    where
+        T: TryFrom<String>,
+        T::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let raw: Option<String> = sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        raw.map(|r| parse_id(column, r)).transpose()
     }
 }
 
@@ -83,11 +149,23 @@ mod tests {
         room_id: ruma::OwnedRoomId,
     }
 
+    #[derive(Debug, sqlx::FromRow)]
+    struct MaybeRedacted {
+        #[sqlx(try_from = "super::OptionalId<ruma::OwnedEventId>")]
+        redacted_by: Option<ruma::OwnedEventId>,
+    }
+
     async fn decode<T>(storage: &Storage, sql: &'static str) -> sqlx::Result<T>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
     {
         sqlx::query_as::<_, T>(sql).fetch_one(storage.pool()).await
+    }
+
+    /// A nullable id column as read (as text).
+    async fn redacted_by(storage: &Storage, sql: &'static str) -> Option<String> {
+        let row = decode::<MaybeRedacted>(storage, sql).await.unwrap();
+        row.redacted_by.map(|e| e.to_string())
     }
 
     /// A column of the wrong type, or an id that does not parse, is an
@@ -103,6 +181,9 @@ mod tests {
                 .await
                 .map(drop),
             decode::<Flagged>(&storage, "SELECT 'yes' AS flag")
+                .await
+                .map(drop),
+            decode::<MaybeRedacted>(&storage, "SELECT 'e' AS redacted_by")
                 .await
                 .map(drop),
         ];
@@ -124,6 +205,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((off.flag, on.flag), (false, true));
+        assert_eq!(
+            (
+                redacted_by(&storage, "SELECT NULL AS redacted_by").await,
+                redacted_by(&storage, "SELECT '$e' AS redacted_by").await
+            ),
+            (None, Some("$e".to_owned()))
+        );
         // What a request answers with (and logs).
         let [Err(drifted), ..] = drifts else {
             unreachable!()

@@ -147,7 +147,8 @@ async fn list(
     let mut rooms = Vec::new();
     for room in room_admin::all_rooms(&s).await? {
         let (room_id, public) = (&room.room_id, room.is_public);
-        let summary = room_summary(&s, room_id, &room.version, &room.creator, public).await?;
+        let summary =
+            room_summary(&s, room_id, &room.version, room.creator.as_str(), public).await?;
         if public_rooms.is_some_and(|p| p != public) {
             continue;
         }
@@ -211,7 +212,14 @@ async fn details(
 ) -> Result<Json<Value>> {
     let room = known(&s, &raw).await?;
     let room_id = room.room_id;
-    let mut v = room_summary(&s, &room_id, &room.version, &room.creator, room.is_public).await?;
+    let mut v = room_summary(
+        &s,
+        &room_id,
+        &room.version,
+        room.creator.as_str(),
+        room.is_public,
+    )
+    .await?;
     let state = s.rooms.current_state(&room_id).await?;
     let topic = s.rooms.state_content(&state, "m.room.topic", "").await?;
     let avatar = s.rooms.state_content(&state, "m.room.avatar", "").await?;

@@ -47,7 +47,7 @@ async fn whois(s: &AppState, user_id: &UserId) -> Result<get_user_info::v3::Resp
         session.connections = vec![conn];
         let mut info = DeviceInfo::new();
         info.sessions = vec![session];
-        devices.insert(d.device_id, info);
+        devices.insert(d.device_id.to_string(), info);
     }
     let mut resp = get_user_info::v3::Response::new();
     resp.user_id = Some(user_id.to_owned());

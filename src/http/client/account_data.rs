@@ -240,13 +240,7 @@ async fn receipt(
         ty @ ("m.read" | "m.read.private") => {
             let thread = req.thread.as_str().map(str::to_owned);
             s.ephemeral
-                .set_receipt(
-                    &req.room_id,
-                    &user,
-                    ty,
-                    req.event_id.as_str(),
-                    thread.as_deref(),
-                )
+                .set_receipt(&req.room_id, &user, ty, &req.event_id, thread.as_deref())
                 .await?;
         }
         other => {
@@ -282,7 +276,7 @@ async fn read_markers(
         if let Some(e) = e {
             check_event_in_room(&s, &r, &req.room_id, e.as_str()).await?;
             s.ephemeral
-                .set_receipt(&req.room_id, &user, ty, e.as_str(), None)
+                .set_receipt(&req.room_id, &user, ty, e, None)
                 .await?;
         }
     }

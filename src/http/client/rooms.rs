@@ -21,7 +21,8 @@ use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, JsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::services::room_admin::check_not_blocked;
-use crate::services::rooms::{CreateRoom, NewEvent, create::Preset};
+use crate::services::rooms::create::{InitialState, Preset};
+use crate::services::rooms::{CreateRoom, NewEvent};
 use crate::services::{directory, memberships};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -142,7 +143,11 @@ async fn create(
             .and_then(Value::as_str)
             .unwrap_or_default();
         let content = v.get("content").cloned().unwrap_or_else(|| json!({}));
-        initial_state.push((ty.to_owned(), sk.to_owned(), content));
+        initial_state.push(InitialState {
+            event_type: ty.to_owned(),
+            state_key: sk.to_owned(),
+            content,
+        });
     }
     let power_level_override = match &req.power_level_content_override {
         Some(raw) => match raw_to_value(raw)? {

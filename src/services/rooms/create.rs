@@ -24,6 +24,14 @@ pub enum Preset {
     PublicChat,
 }
 
+/// One event of a creation's `initial_state`.
+#[derive(Debug, Clone)]
+pub struct InitialState {
+    pub event_type: String,
+    pub state_key: String,
+    pub content: Value,
+}
+
 pub struct CreateRoom {
     pub creator: OwnedUserId,
     pub version: RoomVersionId,
@@ -34,8 +42,7 @@ pub struct CreateRoom {
     pub topic: Option<String>,
     pub invite: Vec<OwnedUserId>,
     pub is_direct: bool,
-    /// (type, state_key, content)
-    pub initial_state: Vec<(String, String, Value)>,
+    pub initial_state: Vec<InitialState>,
     pub power_level_override: Option<Map<String, Value>>,
     /// A full alias (`#name:server`) for the room: reserved for it before
     /// any event is written, and made its `m.room.canonical_alias`. Taken
@@ -230,8 +237,9 @@ impl Rooms {
         }
 
         // 5. Initial state, name, topic.
-        for (ty, sk, content) in &req.initial_state {
-            self.append(state_event(ty, sk, content.clone())).await?;
+        for e in &req.initial_state {
+            self.append(state_event(&e.event_type, &e.state_key, e.content.clone()))
+                .await?;
         }
         if let Some(name) = &req.name {
             self.append(state_event("m.room.name", "", json!({ "name": name })))
@@ -307,7 +315,7 @@ fn preset_rules(req: &CreateRoom) -> Vec<(&'static str, Value)> {
     let overridden = |ty: &str| {
         req.initial_state
             .iter()
-            .any(|(t, k, _)| t == ty && k.is_empty())
+            .any(|e| e.event_type == ty && e.state_key.is_empty())
     };
     [
         ("m.room.join_rules", json!({ "join_rule": join_rule })),

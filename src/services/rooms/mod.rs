@@ -486,7 +486,7 @@ impl Rooms {
         if let Some(p) = self.events.lock().get(row.event_id.as_str()) {
             return Ok(p.clone());
         }
-        let id = row.event_id.clone();
+        let id = row.event_id.as_str().to_owned();
         let pdu = Arc::new(row_to_pdu(row)?);
         self.events.lock().put(id, pdu.clone());
         Ok(pdu)
@@ -497,21 +497,20 @@ impl Rooms {
     /// Events deleted in between are left out.
     pub async fn pdus_for_refs(
         &self,
-        refs: HashMap<String, Vec<crate::storage::events::EventRef>>,
-    ) -> Result<HashMap<String, Vec<Arc<Pdu>>>> {
-        let missing: Vec<String> = {
+        refs: HashMap<OwnedRoomId, Vec<crate::storage::events::EventRef>>,
+    ) -> Result<HashMap<OwnedRoomId, Vec<Arc<Pdu>>>> {
+        let missing: Vec<&str> = {
             let mut cache = self.events.lock();
             refs.values()
                 .flatten()
                 .filter(|r| cache.get(r.event_id.as_str()).is_none())
-                .map(|r| r.event_id.clone())
+                .map(|r| r.event_id.as_str())
                 .collect()
         };
         let mut json = if missing.is_empty() {
             HashMap::new()
         } else {
-            let ids: Vec<&str> = missing.iter().map(String::as_str).collect();
-            self.storage.events_json(&ids).await?
+            self.storage.events_json(&missing).await?
         };
         let mut out = HashMap::with_capacity(refs.len());
         for (room, room_refs) in refs {
@@ -520,10 +519,10 @@ impl Rooms {
                 let cached = self.events.lock().get(r.event_id.as_str()).cloned();
                 let pdu = match cached {
                     Some(p) => p,
-                    None => match json.remove(&r.event_id) {
+                    None => match json.remove(r.event_id.as_str()) {
                         Some(text) => self.pdu_from_row(r.with_json(text))?,
                         // Evicted since the first look: read it alone.
-                        None => match self.pdu_shared(&r.event_id).await? {
+                        None => match self.pdu_shared(r.event_id.as_str()).await? {
                             Some(p) => p,
                             None => continue,
                         },
@@ -537,7 +536,7 @@ impl Rooms {
     }
 
     /// Drops events from the event cache (after they were deleted).
-    pub fn forget_events(&self, event_ids: &[String]) {
+    pub fn forget_events(&self, event_ids: &[OwnedEventId]) {
         let mut cache = self.events.lock();
         for id in event_ids {
             cache.pop(id.as_str());
@@ -550,7 +549,7 @@ impl Rooms {
         let mut depth = 0;
         let mut state_group = 0;
         for id in &extremities {
-            if let Some(row) = self.storage.event(id).await?
+            if let Some(row) = self.storage.event(id.as_str()).await?
                 && row.depth >= depth
             {
                 depth = row.depth;
@@ -560,10 +559,7 @@ impl Rooms {
         let (state, chain_length) = self.state.load(state_group).await?;
         Ok(RoomHead {
             version,
-            extremities: extremities
-                .into_iter()
-                .filter_map(|e| OwnedEventId::try_from(e).ok())
-                .collect(),
+            extremities,
             depth,
             state_group,
             chain_length,
@@ -1132,7 +1128,7 @@ impl RoomHead {
                 .map(|((t, k), e)| StateEntryRow {
                     event_type: t.clone(),
                     state_key: k.clone(),
-                    event_id: e.to_string(),
+                    event_id: e.clone(),
                 })
                 .collect();
             (None, 0, all)
@@ -1143,7 +1139,7 @@ impl RoomHead {
                 vec![StateEntryRow {
                     event_type: key.0,
                     state_key: key.1,
-                    event_id: pdu.event_id.to_string(),
+                    event_id: pdu.event_id.clone(),
                 }],
             )
         };
@@ -1174,12 +1170,10 @@ fn relation_of(content: &Value) -> Option<(String, String)> {
 }
 
 pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
-    let event_id = OwnedEventId::try_from(row.event_id).map_err(MatrixError::internal)?;
-    let room_id = OwnedRoomId::try_from(row.room_id).map_err(MatrixError::internal)?;
-    let mut pdu =
-        Pdu::from_text(event_id, room_id, row.json.into()).map_err(MatrixError::internal)?;
+    let mut pdu = Pdu::from_text(row.event_id, row.room_id, row.json.into())
+        .map_err(MatrixError::internal)?;
     pdu.stream_ordering = row.stream_ordering;
-    pdu.redacted_by = row.redacted_by.and_then(|r| OwnedEventId::try_from(r).ok());
+    pdu.redacted_by = row.redacted_by;
     pdu.state_group = row.state_group;
     pdu.sent_with = pdu::SentWith::from_pair(row.txn);
     Ok(pdu)

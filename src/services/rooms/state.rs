@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ruma::OwnedEventId;
 
 use crate::error::{MatrixError, Result};
 use crate::model::state::StateMap;
@@ -96,10 +95,7 @@ impl StateCache {
         let mut state = base.map(|b| (*b).clone()).unwrap_or_default();
         for entries in deltas.into_iter().rev() {
             for e in entries {
-                state.insert(
-                    (e.event_type, e.state_key),
-                    OwnedEventId::try_from(e.event_id).map_err(MatrixError::internal)?,
-                );
+                state.insert((e.event_type, e.state_key), e.event_id);
             }
         }
         let state = Arc::new(state);

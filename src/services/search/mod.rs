@@ -182,8 +182,8 @@ enum Change {
 /// What the index needs to know about the event an edit edits.
 #[derive(Debug, Clone)]
 struct Original {
-    room_id: String,
-    sender: String,
+    room_id: ruma::OwnedRoomId,
+    sender: ruma::OwnedUserId,
     stream: i64,
 }
 
@@ -521,8 +521,8 @@ impl Search {
                 .and_then(|id| batch.originals.get(&id))
                 .filter(|o| o.stream < row.stream_ordering);
             let change = change_of(
-                &row.event_id,
-                &row.room_id,
+                row.event_id.as_str(),
+                row.room_id.as_str(),
                 &parts.sender,
                 row.stream_ordering,
                 &parts.kind,
@@ -532,7 +532,7 @@ impl Search {
                 redaction_target(&parts.kind, parts.redacts.as_deref(), &content)
                     .and_then(|t| batch.redacted.get(t).copied()),
             );
-            self.apply(&writer, change, &row.room_id, idempotent)?;
+            self.apply(&writer, change, row.room_id.as_str(), idempotent)?;
         }
         Ok(count)
     }
@@ -870,8 +870,8 @@ async fn on_stored(search: &Search, events: &dyn EventLookup, pdu: &Pdu) -> Resu
         && replaced_id("m.room.message", &Content::parse(o.content.get())).is_none()
     {
         original = Some(Original {
-            room_id: o.room_id.to_string(),
-            sender: o.sender.to_string(),
+            room_id: o.room_id.clone(),
+            sender: o.sender.clone(),
             stream: o.stream_ordering,
         });
     }
@@ -1145,7 +1145,7 @@ async fn with_targets(s: &crate::services::Services, rows: Vec<EventRow>) -> Res
                     sender: m.sender,
                     stream: m.stream_ordering,
                 };
-                (m.event_id, o)
+                (m.event_id.to_string(), o)
             })
             .collect()
     };
@@ -1363,8 +1363,8 @@ mod tests {
     fn row(stream: i64, event_id: &str, json: serde_json::Value) -> EventRow {
         EventRow {
             stream_ordering: stream,
-            event_id: event_id.into(),
-            room_id: "!r:x".into(),
+            event_id: event_id.try_into().unwrap(),
+            room_id: "!r:x".try_into().unwrap(),
             depth: stream,
             state_group: None,
             redacted_by: None,
@@ -1375,8 +1375,8 @@ mod tests {
 
     fn batch(rows: Vec<EventRow>, redacted: &[(&str, i64)], edited: &[(&str, i64)]) -> Batch {
         let original = |stream| Original {
-            room_id: "!r:x".into(),
-            sender: "@a:x".into(),
+            room_id: "!r:x".try_into().unwrap(),
+            sender: "@a:x".try_into().unwrap(),
             stream,
         };
         Batch {
