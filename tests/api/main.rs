@@ -22,6 +22,7 @@ mod client_register; // /register (UIA dummy, registration tokens, guests), /reg
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod ephemeral; // receipts, read markers, typing, presence
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
+mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
 mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility

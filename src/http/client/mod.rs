@@ -6,6 +6,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod filter;
+mod legacy_sync;
 mod profile;
 mod push;
 mod register;
@@ -36,5 +37,6 @@ pub fn routes() -> Router<AppState> {
     let r = room_read::routes(r);
     let r = filter::routes(r);
     let r = search::routes(r);
+    let r = legacy_sync::routes(r);
     sync::routes(r)
 }
