@@ -82,6 +82,9 @@ enum Scope {
 /// `timeout` is zero, else when something does or the timeout passes.
 pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result<EventsResponse> {
     let scope = scope(s, who, req.room_id.as_deref()).await?;
+    if s.config.presence.enabled && !who.is_guest() {
+        mark_online(s, &who.user_id()).await?;
+    }
     let now = s.stream.current();
     let from = match req.from.as_deref() {
         Some(token) => parse_token(token)?,
@@ -115,6 +118,20 @@ pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result
             return Ok(body);
         }
     }
+}
+
+/// A user reading their event stream is online, as with Synapse: an
+/// offline (or never set) presence becomes `online`, keeping its status
+/// message; `unavailable` stays as it is. Before the stream position is
+/// taken, so the change is not news to the stream that made it.
+async fn mark_online(s: &Services, user: &UserId) -> Result<()> {
+    let now = s.presence.get(user).await?;
+    if now.state == "offline" {
+        s.presence
+            .set(user, "online", now.status_msg.as_deref())
+            .await?;
+    }
+    Ok(())
 }
 
 /// Which rooms a request covers: a guest must name a room; a named room must

@@ -291,6 +291,54 @@ async fn events_carry_typing_receipts_presence_and_account_data() {
 }
 
 #[tokio::test]
+async fn reading_events_marks_the_user_online() {
+    let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let visitor = guest(&server).await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": hv_state("world_readable")}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    let from = flush(&server, &alice).await;
+    flush(&server, &bob).await;
+    let body = events(&server, &alice, &format!("from={}&timeout=0", enc(&from))).await;
+    let presence = of_type(&body, "m.presence");
+    assert_eq!(presence.len(), 1, "{body}");
+    assert_eq!(presence[0]["content"]["user_id"], bob.user_id.as_str());
+    assert_eq!(presence[0]["content"]["presence"], "online");
+    // Once: reading again changes nothing.
+    let end = body["end"].as_str().unwrap();
+    flush(&server, &bob).await;
+    let again = events(&server, &alice, &format!("from={}&timeout=0", enc(end))).await;
+    assert_eq!(chunk(&again).len(), 0, "{again}");
+    // Unavailable stays unavailable.
+    set_presence(&server, &bob, "unavailable").await;
+    flush(&server, &bob).await;
+    let path = format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id));
+    let (st, status) = server.get(&path, bob.token()).await;
+    assert_eq!(st, StatusCode::OK, "{status}");
+    assert_eq!(status["presence"], "unavailable");
+    // A guest peeking is not marked online.
+    events(
+        &server,
+        &visitor,
+        &format!("room_id={}&timeout=0", enc(&room)),
+    )
+    .await;
+    let path = format!(
+        "/_matrix/client/v3/presence/{}/status",
+        enc(&visitor.user_id)
+    );
+    let (st, status) = server.get(&path, alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{status}");
+    assert_eq!(status["presence"], "offline");
+}
+
+#[tokio::test]
 async fn events_show_an_invite_to_the_invitee() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
