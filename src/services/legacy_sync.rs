@@ -1,5 +1,6 @@
 //! The deprecated event stream and initial sync of the r0 API (`GET
-//! /events`, `GET /initialSync`, `GET /rooms/{roomId}/initialSync`), which
+//! /events`, `GET /events/{eventId}`, `GET /initialSync`,
+//! `GET /rooms/{roomId}/initialSync`), which
 //! older clients and sytest's fixtures still call and Synapse still serves.
 //!
 //! The stream runs over the same positions as `/sync`, with the same tokens
@@ -349,6 +350,24 @@ async fn room_events(
         .filter(|p| visible.contains(p.event_id.as_str()))
         .collect();
     Ok((events, end))
+}
+
+/// `GET /events/{eventId}`: one event by id, in client form, if the user
+/// may see it (404 otherwise, as `/rooms/{roomId}/event/{eventId}`).
+pub async fn event(s: &Services, who: &Requester, event_id: &str) -> Result<ClientEvent> {
+    let not_found = || MatrixError::not_found("Event not found");
+    let pdu = s.rooms.pdu(event_id).await?.ok_or_else(not_found)?;
+    let user = who.user_id();
+    let current = s.rooms.membership(&pdu.room_id, &user).await?;
+    if !s.rooms.can_see(&user, &pdu, current.as_deref()).await? {
+        return Err(not_found());
+    }
+    let viewer = (who.user_id.as_str(), who.device_id.as_str());
+    s.rooms
+        .client_events_raw(std::slice::from_ref(&pdu), Some(viewer))
+        .await?
+        .pop()
+        .ok_or_else(not_found)
 }
 
 /// An `m.presence` event as the r0 API shows it: the user in the content.

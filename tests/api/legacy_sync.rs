@@ -4,7 +4,7 @@
 //! world-readable room), `GET /initialSync` (rooms, `limit`, `archived`,
 //! invites, account data, receipts, presence) and
 //! `GET /rooms/{roomId}/initialSync` (joined, left, world-readable, 403), with
-//! their errors.
+//! their errors; and `GET /events/{eventId}`.
 
 use std::time::{Duration, Instant};
 
@@ -651,4 +651,27 @@ async fn room_initial_sync_for_members_and_world_readable_rooms() {
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["messages"]["chunk"], json!([]));
+}
+
+#[tokio::test]
+async fn one_event_by_id() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let carol = server.user("carol").await;
+    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let id = send_text(&server, &alice, &room, "by id").await;
+    let path = format!("/_matrix/client/r0/events/{}", enc(&id));
+    let (st, body) = server.get(&path, alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["event_id"], id.as_str());
+    assert_eq!(body["room_id"], room.as_str());
+    assert_eq!(body["content"]["body"], "by id");
+    // Not in the room: as if it did not exist.
+    assert_error(&server.get(&path, carol.token()).await, 404, "M_NOT_FOUND");
+    let missing = format!("/_matrix/client/v3/events/{}", enc("$nothing"));
+    assert_error(
+        &server.get(&missing, alice.token()).await,
+        404,
+        "M_NOT_FOUND",
+    );
 }

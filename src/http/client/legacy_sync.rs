@@ -1,5 +1,5 @@
 //! The deprecated r0 event stream and initial sync: `GET /events`,
-//! `GET /initialSync` and `GET /rooms/{roomId}/initialSync` (r0.6.1; Synapse
+//! `GET /events/{eventId}`, `GET /initialSync` and `GET /rooms/{roomId}/initialSync` (r0.6.1; Synapse
 //! still serves them, and sytest's fixtures call them). ruma has no types for
 //! them: the query is read here, the answers are the service's structs.
 
@@ -15,12 +15,14 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::admin::{query_bool, query_count};
 use crate::http::extract::{Auth, GuestAuth};
+use crate::model::pdu::ClientEvent;
 use crate::services::legacy_sync::{
     self, EventsRequest, EventsResponse, InitialSyncRequest, InitialSyncResponse, RoomSnapshot,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/_matrix/client/v3/events", get(events))
+        .route("/_matrix/client/v3/events/{event_id}", get(event))
         .route("/_matrix/client/v3/initialSync", get(initial_sync))
         .route(
             "/_matrix/client/v3/rooms/{room_id}/initialSync",
@@ -55,6 +57,14 @@ async fn events(
         limit,
     };
     Ok(Json(legacy_sync::events(&s, &r, req).await?))
+}
+
+async fn event(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Path(event_id): Path<String>,
+) -> Result<Json<ClientEvent>> {
+    Ok(Json(legacy_sync::event(&s, &r, &event_id).await?))
 }
 
 /// The query of the initial syncs.
