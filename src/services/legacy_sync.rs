@@ -409,7 +409,9 @@ pub struct InitialSyncResponse {
 #[derive(Serialize)]
 pub struct RoomSnapshot {
     pub room_id: OwnedRoomId,
-    pub membership: String,
+    /// Left out for a user peeking into a world-readable room (as Synapse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<String>,
     /// For an invite: who sent it, and the invite event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inviter: Option<String>,
@@ -487,7 +489,12 @@ pub async fn initial_sync(
         });
     }
     let room_ids: Vec<&str> = joined.iter().map(|r| r.as_str()).collect();
+    // Who is offline is left out here (as Synapse), not in a room's own.
     let (presence, receipts) = room_ephemeral(s, &user, &room_ids, to).await?;
+    let presence = presence
+        .into_iter()
+        .filter(|p| p["content"]["presence"] != "offline")
+        .collect();
     Ok(InitialSyncResponse {
         end: format!("s{to}"),
         rooms,
@@ -559,9 +566,13 @@ async fn room_snapshot(
 ) -> Result<RoomSnapshot> {
     let user = who.user_id();
     let (membership, end, state) = match seen {
-        Seen::Joined => ("join", to, s.rooms.current_state(room_id).await?),
-        Seen::Peeking => ("leave", to, s.rooms.current_state(room_id).await?),
-        Seen::Left(at) => ("leave", at, s.rooms.readable_state(room_id, &user).await?),
+        Seen::Joined => (Some("join"), to, s.rooms.current_state(room_id).await?),
+        Seen::Peeking => (None, to, s.rooms.current_state(room_id).await?),
+        Seen::Left(at) => (
+            Some("leave"),
+            at,
+            s.rooms.readable_state(room_id, &user).await?,
+        ),
     };
     let from = match seen {
         Seen::Left(at) => Some(format!("s{at}")),
@@ -640,7 +651,7 @@ async fn invited_room(
     Ok(RoomSnapshot {
         inviter,
         invite,
-        ..RoomSnapshot::new(s, room_id, "invite", messages).await?
+        ..RoomSnapshot::new(s, room_id, Some("invite"), messages).await?
     })
 }
 
@@ -650,13 +661,13 @@ impl RoomSnapshot {
     async fn new(
         s: &Services,
         room_id: &RoomId,
-        membership: &str,
+        membership: Option<&str>,
         messages: Messages,
     ) -> Result<Self> {
         let public = directory::is_public(s, room_id).await?;
         Ok(Self {
             room_id: room_id.to_owned(),
-            membership: membership.to_owned(),
+            membership: membership.map(str::to_owned),
             inviter: None,
             invite: None,
             messages,

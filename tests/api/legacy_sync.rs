@@ -507,6 +507,17 @@ async fn initial_sync_lists_rooms_with_state_messages_and_data() {
             .any(|p| p["type"] == "m.presence" && p["content"]["user_id"] == bob.user_id.as_str()),
         "{body}"
     );
+    // Bob's offline again: the global initial sync leaves him out.
+    set_presence(&server, &bob, "offline").await;
+    let quiet = initial_sync(&server, &alice, "").await;
+    assert!(
+        !quiet["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["content"]["user_id"] == bob.user_id.as_str()),
+        "{quiet}"
+    );
     let inv = room_in(&body, &invited);
     assert_eq!(inv["membership"], "invite");
     assert_eq!(inv["inviter"], bob.user_id.as_str());
@@ -635,6 +646,7 @@ async fn room_initial_sync_for_members_and_world_readable_rooms() {
         assert_eq!(msgs.len(), 2, "only what a non-member may see: {body}");
         assert_eq!(msgs[0]["type"], "m.room.history_visibility");
         assert_eq!(msgs[1]["content"]["body"], "public");
+        assert!(body.get("membership").is_none(), "peeking: {body}");
     }
     let resp = server
         .get(&room_path("!nowhere:localhost", ""), alice.token())
