@@ -27,6 +27,7 @@ use crate::model::pdu::{ClientEvent, Pdu};
 use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
 use crate::services::directory;
+use crate::services::memberships;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
 use crate::services::sync::{parse_token, receipt_contents};
@@ -489,12 +490,20 @@ pub async fn initial_sync(
         });
     }
     let room_ids: Vec<&str> = joined.iter().map(|r| r.as_str()).collect();
-    // Who is offline is left out here (as Synapse), not in a room's own.
-    let (presence, receipts) = room_ephemeral(s, &user, &room_ids, to).await?;
-    let presence = presence
-        .into_iter()
-        .filter(|p| p["content"]["presence"] != "offline")
-        .collect();
+    // The user and everyone sharing a joined room; who is offline is left
+    // out here (as Synapse), not in a room's own initial sync.
+    let presence = if s.config.presence.enabled {
+        s.storage
+            .presence_in_rooms(&room_ids, user.as_str(), 0, to)
+            .await?
+            .iter()
+            .filter(|p| p.state != "offline")
+            .map(|p| presence_event(s, p))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let receipts = receipts_of(s, &user, &room_ids, to).await?;
     Ok(InitialSyncResponse {
         end: format!("s{to}"),
         rooms,
@@ -534,7 +543,10 @@ pub async fn room_initial_sync(
     let (presence, receipts) = if matches!(seen, Seen::Left(_)) {
         (Vec::new(), Vec::new())
     } else {
-        room_ephemeral(s, &user, &[room_id.as_str()], to).await?
+        (
+            members_presence(s, &user, room_id, to).await?,
+            receipts_of(s, &user, &[room_id.as_str()], to).await?,
+        )
     };
     Ok(RoomSnapshot {
         account_data,
@@ -680,34 +692,47 @@ impl RoomSnapshot {
     }
 }
 
-/// The presence of the user and of the rooms' joined members, and the
-/// rooms' receipts, up to `to`.
-async fn room_ephemeral(
+/// The presence of each joined member of the room (offline for those who
+/// never set one, as Synapse shows them in a room's initial sync).
+async fn members_presence(
     s: &Services,
     user: &UserId,
-    rooms: &[&str],
+    room_id: &RoomId,
     to: i64,
-) -> Result<(Vec<Value>, Vec<Value>)> {
-    let presence = if s.config.presence.enabled {
-        s.storage
-            .presence_in_rooms(rooms, user.as_str(), 0, to)
-            .await?
-            .iter()
-            .map(|p| presence_event(s, p))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let receipts = if rooms.is_empty() {
-        Vec::new()
-    } else {
-        let rows = s
-            .storage
-            .receipts_in_rooms(rooms, user.as_str(), 0, to)
-            .await?;
-        receipt_events(receipts_sorted(receipt_contents(rows))).collect()
-    };
-    Ok((presence, receipts))
+) -> Result<Vec<Value>> {
+    if !s.config.presence.enabled {
+        return Ok(Vec::new());
+    }
+    let rows = s
+        .storage
+        .presence_in_rooms(&[room_id.as_str()], user.as_str(), 0, to)
+        .await?;
+    let mut by_user: HashMap<String, PresenceRow> =
+        rows.into_iter().map(|p| (p.user_id.clone(), p)).collect();
+    Ok(memberships::joined_members(s, room_id)
+        .await?
+        .into_iter()
+        .map(|member| match by_user.remove(&member) {
+            Some(p) => presence_event(s, &p),
+            None => json!({
+                "type": "m.presence",
+                "sender": member,
+                "content": { "presence": "offline", "user_id": member },
+            }),
+        })
+        .collect())
+}
+
+/// The rooms' receipts up to `to`, as `m.receipt` events.
+async fn receipts_of(s: &Services, user: &UserId, rooms: &[&str], to: i64) -> Result<Vec<Value>> {
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = s
+        .storage
+        .receipts_in_rooms(rooms, user.as_str(), 0, to)
+        .await?;
+    Ok(receipt_events(receipts_sorted(receipt_contents(rows))).collect())
 }
 
 /// Global account data events, and room account data events by room (both

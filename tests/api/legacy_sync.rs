@@ -619,10 +619,13 @@ async fn room_initial_sync_for_members_and_world_readable_rooms() {
     assert_eq!(body["membership"], "join");
     assert!(body["messages"]["chunk"].as_array().unwrap().len() > 1);
     assert!(find_state(&body["state"], "m.room.join_rules", "").is_some());
-    assert!(
-        body["presence"].is_array() && body["receipts"].is_array(),
-        "{body}"
-    );
+    assert!(body["receipts"].is_array(), "{body}");
+    // Every member's presence, offline when never set.
+    let presence = body["presence"].as_array().unwrap();
+    assert_eq!(presence.len(), 1, "{body}");
+    assert_eq!(presence[0]["type"], "m.presence");
+    assert_eq!(presence[0]["content"]["user_id"], alice.user_id.as_str());
+    assert_eq!(presence[0]["content"]["presence"], "offline");
     assert_eq!(body["account_data"], json!([]));
 
     for who in [&carol, &visitor] {
