@@ -197,7 +197,9 @@ async fn stream_window(
         .map(StreamEvent::Room)
         .collect();
     let room_ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
-    if s.config.presence.enabled {
+    // Each kind is read only when its stream topic moved after `from`.
+    let changed = |topic: Topic| s.stream.changed_since(&[topic], from);
+    if s.config.presence.enabled && changed(Topic::Presence) {
         let changes = s
             .storage
             .presence_in_rooms(&room_ids, user.as_str(), from, to)
@@ -217,14 +219,16 @@ async fn stream_window(
             })));
         }
     }
-    let receipts = s
-        .storage
-        .receipts_in_rooms(&room_ids, user.as_str(), from, to)
-        .await?;
-    chunk.extend(
-        receipt_events(receipts_sorted(receipt_contents(receipts))).map(StreamEvent::Other),
-    );
-    if !matches!(scope, Scope::Peek(_)) {
+    if changed(Topic::Receipts) {
+        let receipts = s
+            .storage
+            .receipts_in_rooms(&room_ids, user.as_str(), from, to)
+            .await?;
+        chunk.extend(
+            receipt_events(receipts_sorted(receipt_contents(receipts))).map(StreamEvent::Other),
+        );
+    }
+    if !matches!(scope, Scope::Peek(_)) && changed(Topic::User(user.clone())) {
         let data = s
             .storage
             .account_data_since(user.as_str(), from, to)
@@ -309,6 +313,10 @@ async fn room_events(
     let mut all: Vec<(usize, Arc<Pdu>)> = Vec::new();
     let mut more = false;
     for (i, read) in reads.iter().enumerate() {
+        // Nothing new in the room (an in-memory lookup): no query.
+        if s.rooms.latest_position(&read.room_id).await? <= from {
+            continue;
+        }
         let rows = s
             .storage
             .room_events_window(read.room_id.as_str(), (from, read.upto), limit as i64, true)

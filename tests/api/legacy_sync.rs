@@ -339,6 +339,24 @@ async fn reading_events_marks_the_user_online() {
 }
 
 #[tokio::test]
+async fn a_token_from_before_a_restart_still_catches_up() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    let from = flush(&server, &alice).await;
+    let id = send_text(&server, &bob, &room, "before the restart").await;
+    read_receipt(&server, &bob, &room, &id).await;
+    put_my_type(&server, &alice).await;
+    server.restart().await;
+    let body = events(&server, &alice, &format!("from={}&timeout=0", enc(&from))).await;
+    assert_eq!(of_type(&body, "m.room.message")[0]["event_id"], id.as_str());
+    assert_eq!(of_type(&body, "m.receipt").len(), 1, "{body}");
+    assert_eq!(of_type(&body, "my.type").len(), 1, "{body}");
+}
+
+#[tokio::test]
 async fn events_show_an_invite_to_the_invitee() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
