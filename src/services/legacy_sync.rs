@@ -84,18 +84,16 @@ enum Scope {
 /// `timeout` is zero, else when something does or the timeout passes.
 pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result<EventsResponse> {
     let scope = scope(s, who, req.room_id.as_deref()).await?;
+    let from = req.from.as_deref().map(parse_token).transpose()?;
+    if from.is_some_and(|from| from < 0) {
+        return Err(MatrixError::invalid_param("Invalid from token"));
+    }
+    // Only a request that is answered changes the user's presence.
     if s.config.presence.enabled && !who.is_guest() {
         mark_online(s, &who.user_id()).await?;
     }
     let now = s.stream.current();
-    let from = match req.from.as_deref() {
-        Some(token) => parse_token(token)?,
-        None => now,
-    };
-    if from < 0 {
-        return Err(MatrixError::invalid_param("Invalid from token"));
-    }
-    let from = from.min(now);
+    let from = from.map_or(now, |from| from.min(now));
     let limit = match req.limit {
         None | Some(0) => DEFAULT_STREAM_LIMIT,
         Some(l) => l.min(MAX_STREAM_LIMIT),

@@ -322,6 +322,16 @@ async fn reading_events_marks_the_user_online() {
     let (st, status) = server.get(&path, bob.token()).await;
     assert_eq!(st, StatusCode::OK, "{status}");
     assert_eq!(status["presence"], "unavailable");
+    // A refused request changes nothing.
+    let carol = server.user("carol").await;
+    let resp = server
+        .get("/_matrix/client/r0/events?from=nonsense", carol.token())
+        .await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+    let path = format!("/_matrix/client/v3/presence/{}/status", enc(&carol.user_id));
+    let (st, status) = server.get(&path, carol.token()).await;
+    assert_eq!(st, StatusCode::OK, "{status}");
+    assert_eq!(status["presence"], "offline");
     // A guest peeking is not marked online.
     events(
         &server,
