@@ -333,16 +333,13 @@ async fn room_events(
         }
     }
     // History visibility, room by room; the order stays the stream's.
+    let mut by_read: HashMap<usize, Vec<Arc<Pdu>>> = HashMap::new();
+    for (i, p) in &all {
+        by_read.entry(*i).or_default().push(p.clone());
+    }
     let mut visible: HashSet<Arc<str>> = HashSet::new();
-    for (i, read) in reads.iter().enumerate() {
-        let pdus: Vec<Arc<Pdu>> = all
-            .iter()
-            .filter(|(r, _)| *r == i)
-            .map(|(_, p)| p.clone())
-            .collect();
-        if pdus.is_empty() {
-            continue;
-        }
+    for (i, pdus) in by_read {
+        let read = &reads[i];
         for p in s
             .rooms
             .filter_visible_as(user, read.membership.as_deref(), pdus)
