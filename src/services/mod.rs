@@ -10,6 +10,7 @@ pub mod expiring;
 pub mod filtering;
 pub mod filters;
 pub mod jobs;
+pub mod legacy_sync;
 pub mod lifecycle;
 pub mod memberships;
 pub mod notices;

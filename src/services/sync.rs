@@ -314,9 +314,8 @@ async fn receipts_by_room(
     window: Window,
 ) -> Result<HashMap<OwnedRoomId, Value>> {
     let since = window.since;
-    let mut receipts: HashMap<OwnedRoomId, Value> = HashMap::new();
     if !since.is_none_or(|since| s.stream.changed_since(&[Topic::Receipts], since)) {
-        return Ok(receipts);
+        return Ok(HashMap::new());
     }
     // Only the joined rooms the sync answers for whose topic moved in
     // the window (a receipt touches its room's topic).
@@ -336,7 +335,15 @@ async fn receipts_by_room(
         .storage
         .receipts_in_rooms(&rooms, user.as_str(), window.since_or_zero(), window.to)
         .await?;
-    for r in new_receipts {
+    Ok(receipt_contents(new_receipts))
+}
+
+/// The `m.receipt` content of each room the receipts are in, by room id.
+pub(crate) fn receipt_contents(
+    rows: Vec<crate::storage::ReceiptRow>,
+) -> HashMap<OwnedRoomId, Value> {
+    let mut receipts: HashMap<OwnedRoomId, Value> = HashMap::new();
+    for r in rows {
         let mut entry = json!({ "ts": r.ts });
         if !r.thread_id.is_empty() {
             entry["thread_id"] = json!(r.thread_id);
@@ -346,7 +353,7 @@ async fn receipts_by_room(
             .or_insert_with(|| json!({}));
         content[r.event_id.as_str()][r.receipt_type.as_str()][r.user_id.as_str()] = entry;
     }
-    Ok(receipts)
+    receipts
 }
 
 /// The user's rooms sorted by membership: the joined rooms the sync

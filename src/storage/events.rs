@@ -980,13 +980,33 @@ impl Storage {
         to: i64,
         limit: i64,
     ) -> sqlx::Result<Vec<EventRow>> {
-        const Q: &str = concat!(
+        self.room_events_window(room_id, (from, to), limit, false)
+            .await
+    }
+
+    /// The first (`oldest_first`, as the deprecated `/events` stream reads
+    /// them) or last `limit` events of a room in `(from, to]` of the stream,
+    /// in that order.
+    pub async fn room_events_window(
+        &self,
+        room_id: &str,
+        (from, to): (i64, i64),
+        limit: i64,
+        oldest_first: bool,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const NEWEST: &str = concat!(
             "SELECT ",
             event_columns!(),
             " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
               ORDER BY stream_ordering DESC LIMIT $4"
         );
-        sqlx::query_as(Q)
+        const OLDEST: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3
+              ORDER BY stream_ordering ASC LIMIT $4"
+        );
+        sqlx::query_as(if oldest_first { OLDEST } else { NEWEST })
             .bind(room_id)
             .bind(from)
             .bind(to)

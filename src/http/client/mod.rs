@@ -6,6 +6,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod filter;
+mod legacy_sync;
 mod profile;
 mod push;
 mod register;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
     let r = room_upgrade::routes(r);
     let r = filter::routes(r);
     let r = search::routes(r);
+    let r = legacy_sync::routes(r);
     sync::routes(r)
 }
 
