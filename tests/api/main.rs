@@ -27,6 +27,7 @@ mod group_commit; // the event writer: concurrent sends form one chain, txn retr
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_propagation; // a profile change reaches the member event of every joined room
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
+mod room_versions; // every stable room version 1-12: create, join, send, read, state, redact, kick, ban; id and PDU formats; capabilities
 mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
