@@ -322,3 +322,43 @@ async fn capabilities_list_every_version_and_the_configured_default() {
         assert_eq!(create["room_version"], default, "{create}");
     }
 }
+
+/// Event content must be canonical JSON (room version 6's rules, and every
+/// version's here, since events are stored as canonical JSON): integers
+/// outside ±(2^53 - 1) and floats are 400 `M_BAD_JSON`; the non-JSON
+/// values some encoders write (`NaN`, `Infinity`) are 400 `M_NOT_JSON`.
+/// Nothing is sent (sytest "Invalid JSON integers", "Invalid JSON floats",
+/// "Invalid JSON special values", in a version 6 room).
+#[tokio::test]
+async fn non_canonical_json_content_is_refused_in_a_version_6_room() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({"room_version": "6"})).await;
+    let before = timeline(&server, &alice, &room).await.len();
+    let path = room_path(&room, "/send/sytest.dummy");
+    for body in [
+        json!(9_007_199_254_740_992_i64),
+        json!(-9_007_199_254_740_992_i64),
+        json!(1.1),
+    ] {
+        let resp = server
+            .post(
+                &path,
+                alice.token(),
+                json!({"msgtype": "sytest.dummy", "body": body}),
+            )
+            .await;
+        assert_error_for(&body.to_string(), &resp, 400, "M_BAD_JSON");
+    }
+    for raw in [
+        r#"{"msgtype": "sytest.dummy", "body": Infinity}"#,
+        r#"{"msgtype": "sytest.dummy", "body": -Infinity}"#,
+        r#"{"msgtype": "sytest.dummy", "body": NaN}"#,
+    ] {
+        let resp = server
+            .request_raw(reqwest::Method::POST, &path, alice.token(), raw)
+            .await;
+        assert_error_for(raw, &resp, 400, "M_NOT_JSON");
+    }
+    assert_eq!(timeline(&server, &alice, &room).await.len(), before);
+}
