@@ -664,4 +664,17 @@ mod tests {
             .to_string();
         assert!(err.contains("database.url"), "{err}");
     }
+
+    /// Any stable room version, 1 to 12, may be the default; nothing else.
+    #[test]
+    fn default_room_version_is_a_stable_one() {
+        let with = |v: &str| Config::from_yaml(&format!("rooms:\n  default_version: '{v}'\n"));
+        for v in ["1", "6", "9", "12"] {
+            assert_eq!(with(v).unwrap().rooms.default_version, v);
+        }
+        for v in ["0", "13", "01", "foo"] {
+            let err = with(v).unwrap_err().to_string();
+            assert!(err.contains("rooms.default_version"), "{v}: {err}");
+        }
+    }
 }
