@@ -43,14 +43,46 @@ async fn reference_hash(server: &TestServer, event_id: &str, version: &str) -> S
     ruma::signatures::reference_hash(&object, &rules(version)).expect("reference hash")
 }
 
+/// The server's signing keys, from `/_matrix/key/v2/server`.
+async fn signing_keys(server: &TestServer) -> ruma::signatures::PublicKeyMap {
+    let (st, body) = server.get("/_matrix/key/v2/server", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let keys = body["verify_keys"]
+        .as_object()
+        .unwrap_or_else(|| panic!("verify_keys: {body}"))
+        .iter()
+        .map(|(id, key)| {
+            let key = key["key"].as_str().expect("key");
+            (
+                id.clone(),
+                ruma::serde::Base64::parse(key).expect("base64 key"),
+            )
+        })
+        .collect();
+    [("test.local".to_owned(), keys)].into()
+}
+
 /// Checks the event's id and its PDU's shape against the room version:
 /// v1/v2 `$opaque:server` carried in the PDU as `event_id`, and
 /// `prev_events`/`auth_events` as `[id, {"sha256": reference hash}]`; v3
 /// on, `$` + the reference hash (standard base64 in v3, URL-safe from v4)
 /// and plain ids.
-async fn check_event_format(server: &TestServer, event_id: &str, version: &str) {
+/// Its hashes and signature verify as another server would check them.
+async fn check_event_format(
+    server: &TestServer,
+    keys: &ruma::signatures::PublicKeyMap,
+    event_id: &str,
+    version: &str,
+) {
     let json = pdu(server, event_id).await;
     let what = format!("v{version} event {event_id}: {json}");
+    let object: ruma::CanonicalJsonObject =
+        serde_json::from_value(json.clone()).expect("canonical JSON");
+    assert_eq!(
+        ruma::signatures::verify_event(keys, &object, &rules(version)).ok(),
+        Some(ruma::signatures::Verified::All),
+        "signed and hashed: {what}"
+    );
     let v: u8 = version.parse().expect("numeric version");
     if v <= 2 {
         let opaque = event_id
@@ -241,14 +273,15 @@ async fn use_room_version(server: &TestServer, version: &str, users: [&Session; 
     assert!(!joined_rooms(server, bob).await.contains(&room));
 
     // Every event of the room has this version's id and PDU format.
+    let keys = signing_keys(server).await;
     let all = timeline(server, alice, &room).await;
     assert!(all.len() >= 15, "v{version}: {all:?}");
     for event in &all {
         let id = event["event_id"].as_str().expect("event_id");
-        check_event_format(server, id, version).await;
+        check_event_format(server, &keys, id, version).await;
     }
     for id in [&topic, &there] {
-        check_event_format(server, id, version).await;
+        check_event_format(server, &keys, id, version).await;
     }
 }
 
