@@ -272,13 +272,15 @@ async fn use_room_version(server: &TestServer, version: &str, users: [&Session; 
     assert_error(&try_join(server, bob, &room).await, 403, "M_FORBIDDEN");
     assert!(!joined_rooms(server, bob).await.contains(&room));
 
-    // Every event of the room has this version's id and PDU format.
+    // Every event of the room has this version's id and PDU format, and
+    // is found by its id in a path (percent-encoded: a v3 id may hold '/').
     let keys = signing_keys(server).await;
     let all = timeline(server, alice, &room).await;
     assert!(all.len() >= 15, "v{version}: {all:?}");
     for event in &all {
         let id = event["event_id"].as_str().expect("event_id");
         check_event_format(server, &keys, id, version).await;
+        assert_eq!(get_event_ok(server, alice, &room, id).await["event_id"], id);
     }
     for id in [&topic, &there] {
         check_event_format(server, &keys, id, version).await;
