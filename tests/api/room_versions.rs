@@ -2,8 +2,9 @@
 //! invite), written to, read (`/messages`, `/sync`, `/event`), redacted (by
 //! that version's algorithm), kicked from and banned from; each version's
 //! event id format and PDU format (v1/v2: `$id:server` in the event,
-//! `[id, hashes]` references); unknown versions; `/capabilities`; a
-//! configured default version. sytest: "POST /createRoom creates a room with
+//! `[id, hashes]` references), signatures; unknown versions;
+//! `/capabilities`; a configured default version; canonical JSON content
+//! (v6); string power levels (before v10). sytest: "POST /createRoom creates a room with
 //! the given version", "User can create and send/receive messages in a room
 //! with version N", "local user can join room with version N", "User can
 //! invite local user to room with version N".
@@ -396,4 +397,50 @@ async fn non_canonical_json_content_is_refused_in_a_version_6_room() {
         assert_error_for(raw, &resp, 400, "M_NOT_JSON");
     }
     assert_eq!(timeline(&server, &alice, &room).await.len(), before);
+}
+
+/// Before room version 10 power levels may be strings holding integers
+/// (the rules of versions 1-9): set that way, they are honoured, both by
+/// the auth rules and by the server's own checks (bob at "60" may set the
+/// topic and kick; carol at the default 0 may not).
+#[tokio::test]
+async fn string_power_levels_count_before_version_10() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"room_version": "9", "preset": "public_chat"}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    join(&server, &carol, &room).await;
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.power_levels",
+        "",
+        json!({"users": {&alice.user_id: 100, &bob.user_id: "60"},
+               "state_default": "50", "kick": "50", "users_default": 0}),
+    )
+    .await;
+    let topic = json!({"topic": "by bob"});
+    set_state(&server, &bob, &room, "m.room.topic", "", topic.clone()).await;
+    let (st, body) = server
+        .put(
+            &room_path(&room, "/state/m.room.topic/"),
+            carol.token(),
+            json!({"topic": "no"}),
+        )
+        .await;
+    assert_error(&(st, body), 403, "M_FORBIDDEN");
+    let (st, content) = server
+        .get(&room_path(&room, "/state/m.room.topic/"), alice.token())
+        .await;
+    assert_eq!((st, content), (StatusCode::OK, topic));
+    membership_action(&server, &bob, &room, "kick", &carol.user_id).await;
+    assert!(!joined_rooms(&server, &carol).await.contains(&room));
 }
