@@ -116,7 +116,8 @@ impl Default for PresenceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoomsConfig {
-    /// Room version for new rooms when the client asks for none: 10, 11 or 12.
+    /// Room version for new rooms when the client asks for none: any stable
+    /// version, "1" to "12".
     pub default_version: String,
 }
 
@@ -353,8 +354,11 @@ impl Config {
                 "memory_kib must be at least 8 and iterations at least 1",
             );
         }
-        if !["10", "11", "12"].contains(&self.rooms.default_version.as_str()) {
-            return invalid("rooms.default_version", "must be 10, 11 or 12");
+        if !(1..=12u8).any(|v| v.to_string() == self.rooms.default_version) {
+            return invalid(
+                "rooms.default_version",
+                "must be a stable room version, 1 to 12",
+            );
         }
         if self.limits.max_request_bytes < 1024 {
             return invalid("limits.max_request_bytes", "must be at least 1024");
@@ -527,7 +531,7 @@ limits:
   body_read_timeout_secs: {body_timeout}
 
 rooms:
-  # Version of new rooms when the client does not ask for one (10, 11 or 12).
+  # Version of new rooms when the client does not ask for one (1 to 12).
   default_version: {room_version}
 
 presence:
@@ -659,5 +663,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+
+    /// Any stable room version, 1 to 12, may be the default; nothing else.
+    #[test]
+    fn default_room_version_is_a_stable_one() {
+        let with = |v: &str| Config::from_yaml(&format!("rooms:\n  default_version: '{v}'\n"));
+        for v in ["1", "6", "9", "12"] {
+            assert_eq!(with(v).unwrap().rooms.default_version, v);
+        }
+        for v in ["0", "13", "01", "foo"] {
+            let err = with(v).unwrap_err().to_string();
+            assert!(err.contains("rooms.default_version"), "{v}: {err}");
+        }
     }
 }

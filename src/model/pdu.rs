@@ -86,15 +86,32 @@ struct PduFields {
     kind: TimelineEventType,
     content: Box<RawJsonValue>,
     state_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     prev_events: Vec<OwnedEventId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_refs")]
     auth_events: Vec<OwnedEventId>,
     depth: UInt,
     redacts: Option<OwnedEventId>,
     room_id: Option<IgnoredAny>,
     #[serde(default)]
     unsigned: Option<Box<RawJsonValue>>,
+}
+
+/// `prev_events` or `auth_events`: event ids (room version 3 on), or
+/// `[event id, hashes]` pairs (room versions 1 and 2), read as the ids.
+fn event_refs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OwnedEventId>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum EventRef {
+        Id(OwnedEventId),
+        Pair(OwnedEventId, IgnoredAny),
+    }
+    Ok(Vec::<EventRef>::deserialize(d)?
+        .into_iter()
+        .map(|r| match r {
+            EventRef::Id(id) | EventRef::Pair(id, _) => id,
+        })
+        .collect())
 }
 
 #[derive(Deserialize)]
@@ -606,6 +623,24 @@ mod tests {
         );
         assert_eq!(second["unsigned"], json!({ "age": 3000 }));
         assert_eq!(first["content"], second["content"]);
+    }
+
+    /// Room versions 1 and 2 reference events as `[id, hashes]` pairs,
+    /// later ones by id alone: both read as the ids.
+    #[test]
+    fn event_references_read_in_either_format() {
+        let v1 = r#"{"auth_events":[["$a:x",{"sha256":"h"}]],"content":{},"depth":2,"event_id":"$e:x","origin_server_ts":1,"prev_events":[["$p:x",{"sha256":"h"}]],"room_id":"!r:x","sender":"@a:x","type":"m.room.message"}"#;
+        let v3 = r#"{"auth_events":["$a"],"content":{},"depth":2,"origin_server_ts":1,"prev_events":["$p"],"room_id":"!r:x","sender":"@a:x","type":"m.room.message"}"#;
+        for (text, auth, prev) in [(v1, "$a:x", "$p:x"), (v3, "$a", "$p")] {
+            let pdu = Pdu::from_text(
+                OwnedEventId::try_from("$e:x").unwrap(),
+                OwnedRoomId::try_from("!r:x").unwrap(),
+                Arc::from(text),
+            )
+            .unwrap();
+            assert_eq!(pdu.auth_events, vec![OwnedEventId::try_from(auth).unwrap()]);
+            assert_eq!(pdu.prev_events, vec![OwnedEventId::try_from(prev).unwrap()]);
+        }
     }
 
     /// Stored text without the fields every event has: only the ids.

@@ -29,6 +29,7 @@ mod presence_sync; // presence through /sync: set_presence, own presence, shared
 mod profile_propagation; // a profile change reaches the member event of every joined room
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
 mod room_upgrade; // POST /rooms/{id}/upgrade: tombstone, copied state, aliases, directory, carried tags and push rules
+mod room_versions; // every stable room version 1-12: create, join, send, read, state, redact, kick, ban; id and PDU formats; capabilities
 mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact

@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::{Json, Router};
-use ruma::RoomVersionId;
 #[allow(deprecated)] // m.set_displayname/m.set_avatar_url: still read by clients
 use ruma::api::client::discovery::get_capabilities::v3::{
     Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::services::rooms::SUPPORTED_ROOM_VERSIONS;
 
 /// Spec versions advertised. Grow this only as the features behind a version land.
 pub const SUPPORTED_VERSIONS: &[&str] = &[
@@ -44,15 +44,19 @@ async fn well_known(
 }
 
 #[allow(deprecated)]
-async fn capabilities(_: GuestAuth, _: Ruma<get_capabilities::v3::Request>) -> Result<Json<Value>> {
+async fn capabilities(
+    State(s): State<AppState>,
+    _: GuestAuth,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<Json<Value>> {
     let mut caps = Capabilities::new();
     caps.change_password = ChangePasswordCapability::new(true);
     caps.set_displayname = SetDisplayNameCapability::new(true);
     caps.set_avatar_url = SetAvatarUrlCapability::new(true);
     caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     caps.room_versions = RoomVersionsCapability::new(
-        RoomVersionId::V12,
-        [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+        s.rooms.default_version().clone(),
+        SUPPORTED_ROOM_VERSIONS
             .into_iter()
             .map(|v| (v, RoomVersionStability::Stable))
             .collect(),

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rand::distr::{Alphanumeric, SampleString};
 use ruma::events::TimelineEventType;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId,
@@ -115,11 +114,7 @@ impl Rooms {
             // Replaced by the create event's reference hash in sign_and_check.
             OwnedRoomId::try_from("!placeholder").map_err(MatrixError::internal)?
         } else {
-            let id = format!(
-                "!{}:{}",
-                Alphanumeric.sample_string(&mut rand::rng(), 18),
-                self.server_name
-            );
+            let id = super::opaque_id('!', &self.server_name);
             obj.insert("room_id".into(), s(&id));
             OwnedRoomId::try_from(id).map_err(MatrixError::internal)?
         };

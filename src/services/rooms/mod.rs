@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ruma::events::TimelineEventType;
-use ruma::room_version_rules::RoomVersionRules;
+use ruma::room_version_rules::{
+    EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules,
+};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId,
     RoomVersionId, UserId,
@@ -41,9 +43,22 @@ use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 use crate::storage::events::{NewStateGroup, PersistEvent, StateEntryRow, TxnKey};
 
-/// Room versions this server creates and joins.
-pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
-    [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+/// Room versions this server creates and joins: every stable one, 1 to 12
+/// (ruma's rules say how each builds, ids, authorizes and redacts events).
+pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 12] = [
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
 
 /// A full snapshot is written after this many deltas, so finding the state at
 /// any event reads at most this many state groups.
@@ -857,6 +872,18 @@ impl Rooms {
         let rules = version
             .rules()
             .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+        // Room versions 1 and 2: the id is chosen here and signed with the
+        // event, and events are referenced with their hashes.
+        let opaque_event_id = (rules.event_id_format == EventIdFormatVersion::V1)
+            .then(|| opaque_id('$', &self.server_name));
+        if let Some(id) = &opaque_event_id {
+            obj.insert("event_id".into(), CanonicalJsonValue::String(id.clone()));
+        }
+        if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+            for field in ["prev_events", "auth_events"] {
+                self.add_reference_hashes(&mut obj, field, &rules).await?;
+            }
+        }
         // Before signing too: ruma refuses to sign an oversized PDU.
         check_size(&obj)?;
         ruma::signatures::hash_and_sign_event(
@@ -869,7 +896,9 @@ impl Rooms {
         check_size(&obj)?;
         let hash = ruma::signatures::reference_hash(&obj, &rules)
             .map_err(|e| MatrixError::bad_json(format!("Cannot hash event: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(MatrixError::internal)?;
+        let event_id =
+            OwnedEventId::try_from(opaque_event_id.unwrap_or_else(|| format!("${hash}")))
+                .map_err(MatrixError::internal)?;
         let is_create =
             obj.get("type") == Some(&CanonicalJsonValue::String("m.room.create".into()));
         let room_id = if is_create && rules.authorization.room_create_event_id_as_room_id {
@@ -919,6 +948,37 @@ impl Rooms {
         })
         .map_err(forbidden)?;
         Ok(pdu)
+    }
+
+    /// Turns the event ids in `obj[field]` into `[id, {"sha256": reference
+    /// hash}]` pairs, the form room versions 1 and 2 reference events in.
+    async fn add_reference_hashes(
+        &self,
+        obj: &mut CanonicalJsonObject,
+        field: &str,
+        rules: &RoomVersionRules,
+    ) -> Result<()> {
+        let Some(CanonicalJsonValue::Array(refs)) = obj.get_mut(field) else {
+            return Ok(());
+        };
+        for r in refs.iter_mut() {
+            let CanonicalJsonValue::String(id) = r else {
+                continue;
+            };
+            let event = self
+                .pdu_shared(id)
+                .await?
+                .ok_or_else(|| MatrixError::internal(format!("referenced event {id} not found")))?;
+            let hash = ruma::signatures::reference_hash(&event.canonical(), rules)
+                .map_err(MatrixError::internal)?;
+            let hashes = CanonicalJsonObject::from([(
+                "sha256".to_owned(),
+                CanonicalJsonValue::String(hash),
+            )]);
+            let id = CanonicalJsonValue::String(std::mem::take(id));
+            *r = CanonicalJsonValue::Array(vec![id, CanonicalJsonValue::Object(hashes)]);
+        }
+        Ok(())
     }
 
     /// Queues the event and everything it changes for the writer, and
@@ -1066,6 +1126,15 @@ impl Rooms {
         }
         Ok(pdu)
     }
+}
+
+/// A new opaque id on this server (`!room:server`, `$event:server`).
+pub(super) fn opaque_id(sigil: char, server: &ruma::ServerName) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!(
+        "{sigil}{}:{server}",
+        Alphanumeric.sample_string(&mut rand::rng(), 18)
+    )
 }
 
 /// The ids of the auth events the rules want for an event of this kind,
