@@ -33,6 +33,52 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How many devices' lazy-loaded members [`LazyMembers`] remembers, and how
+/// many members per device (as Synapse: a client told again is no harm).
+const LAZY_DEVICES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+const LAZY_MEMBERS_PER_DEVICE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(100).unwrap();
+
+/// The member events lazy-loading syncs sent each device (by user and
+/// device id), so an incremental sync does not send them again unless the
+/// filter sets `include_redundant_members`. Kept in memory only: after a
+/// restart or an eviction members are sent again, which clients accept.
+pub struct LazyMembers(
+    parking_lot::Mutex<lru::LruCache<(String, String), lru::LruCache<String, ruma::OwnedEventId>>>,
+);
+
+impl Default for LazyMembers {
+    fn default() -> Self {
+        Self(parking_lot::Mutex::new(lru::LruCache::new(LAZY_DEVICES)))
+    }
+}
+
+impl LazyMembers {
+    /// Of the `(member, event)` pairs, the ones not sent to the device yet.
+    fn unsent<'a>(&self, who: &Requester, members: &'a [(&'a str, &'a Pdu)]) -> Vec<bool> {
+        let mut cache = self.0.lock();
+        let sent = cache.get_mut(&(who.user_id.clone(), who.device_id.clone()));
+        members
+            .iter()
+            .map(|(member, p)| {
+                sent.as_ref()
+                    .and_then(|sent| sent.peek(*member))
+                    .is_none_or(|id| *id != p.event_id)
+            })
+            .collect()
+    }
+
+    /// Notes member events as sent to the device.
+    fn note<'a>(&self, who: &Requester, members: impl Iterator<Item = (&'a str, &'a Pdu)>) {
+        let mut cache = self.0.lock();
+        let sent = cache.get_or_insert_mut((who.user_id.clone(), who.device_id.clone()), || {
+            lru::LruCache::new(LAZY_MEMBERS_PER_DEVICE)
+        });
+        for (member, p) in members {
+            sent.put(member.to_owned(), p.event_id.clone());
+        }
+    }
+}
+
 /// An event in client form, written out from its pieces.
 type RawEvent = crate::model::pdu::ClientEvent;
 
@@ -559,7 +605,7 @@ async fn joined_rooms(
         let id = room.room_id.to_string();
         bodies.push((
             id,
-            joined_room(s, &user, room, &mut reads, (to, req), (&rules, &ignored)).await?,
+            joined_room(s, who, room, &mut reads, (to, req), (&rules, &ignored)).await?,
         ));
     }
     let all: Vec<&Pdu> = bodies
@@ -844,10 +890,14 @@ async fn state_at_position(s: &Services, room_id: &RoomId, pos: i64) -> Result<A
 
 /// The `state` section: the state at the start of the timeline, in full for
 /// an initial or full-state sync, else only what changed since `since`.
+/// Lazy-loading members (as Synapse): only the members of the timeline's
+/// senders (and the user's own on an initial sync), plus on an incremental
+/// sync every member that changed since `since`; a member event this device
+/// was already sent is left out unless `include_redundant_members`.
 #[allow(clippy::too_many_arguments)]
 async fn state_section(
     s: &Services,
-    user: &UserId,
+    who: &Requester,
     room_id: &RoomId,
     since: Option<i64>,
     full_state: bool,
@@ -863,29 +913,71 @@ async fn state_section(
         (Some(since), false) => Some(state_at_position(s, room_id, since).await?),
         _ => None,
     };
-    let lazy = !filter.lazy_load_options.is_disabled();
-    let wanted_members: HashSet<&str> = timeline
-        .iter()
-        .map(|p| p.sender.as_str())
-        .chain([user.as_str()])
-        .collect();
+    let (lazy, redundant) = match filter.lazy_load_options {
+        ruma::api::client::filter::LazyLoadOptions::Enabled {
+            include_redundant_members,
+        } => (true, include_redundant_members),
+        _ => (false, false),
+    };
+    let mut speakers: HashSet<&str> = timeline.iter().map(|p| p.sender.as_str()).collect();
+    if previous.is_none() {
+        speakers.insert(who.user_id.as_str());
+    }
     let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id.as_str()).collect();
     let mut pdus = Vec::new();
+    // Member events lazy loading decided to send: (member, position in `pdus`).
+    let mut members: Vec<(&str, usize)> = Vec::new();
     for (key, id) in start.iter() {
-        if previous
-            .as_ref()
-            .is_some_and(|prev| prev.get(key) == Some(id))
-            || in_timeline.contains(id.as_str())
-        {
+        if in_timeline.contains(id.as_str()) {
             continue;
         }
-        if lazy && key.0 == "m.room.member" && !wanted_members.contains(key.1.as_str()) {
+        let changed = previous
+            .as_ref()
+            .is_none_or(|prev| prev.get(key) != Some(id));
+        let member = lazy && key.0 == "m.room.member";
+        let wanted = if member {
+            speakers.contains(key.1.as_str()) || (changed && previous.is_some())
+        } else {
+            changed
+        };
+        if !wanted {
             continue;
         }
         if let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
             && filtering::matches(filter, &p)
         {
+            if member {
+                members.push((key.1.as_str(), pdus.len()));
+            }
             pdus.push(p);
+        }
+    }
+    if lazy {
+        let pairs: Vec<(&str, &Pdu)> = members.iter().map(|(m, i)| (*m, &*pdus[*i])).collect();
+        // An incremental sync leaves out what the device was sent already.
+        let keep = if previous.is_some() && !redundant {
+            s.lazy_members.unsent(who, &pairs)
+        } else {
+            vec![true; pairs.len()]
+        };
+        let timeline_members = timeline
+            .iter()
+            .filter(|p| p.kind == ruma::events::TimelineEventType::RoomMember)
+            .filter_map(|p| Some((p.state_key.as_deref()?, &**p)));
+        s.lazy_members
+            .note(who, pairs.iter().copied().chain(timeline_members));
+        let dropped: HashSet<usize> = members
+            .iter()
+            .zip(&keep)
+            .filter(|(_, keep)| !**keep)
+            .map(|((_, i), _)| *i)
+            .collect();
+        if !dropped.is_empty() {
+            let mut i = 0;
+            pdus.retain(|_| {
+                i += 1;
+                !dropped.contains(&(i - 1))
+            });
         }
     }
     pdus.sort_by_key(|p| p.stream_ordering);
@@ -1009,12 +1101,13 @@ async fn read_joined(
 /// (made for all rooms together, see [`build`]): the body and those events.
 async fn joined_room(
     s: &Services,
-    user: &UserId,
+    who: &Requester,
     room: PendingJoined,
     reads: &mut JoinedReads,
     (to, req): (i64, &SyncRequest),
     (rules, ignored): (&ruma::push::Ruleset, &IgnoredUsers),
 ) -> Result<(JoinedRoom, Vec<Arc<Pdu>>)> {
+    let user = &who.user_id();
     let filter = &req.filter.room;
     let room_id = &room.room_id;
     let rows = reads.timelines.remove(room_id.as_str()).unwrap_or_default();
@@ -1043,7 +1136,7 @@ async fn joined_room(
     // the difference between the state at `since` and at the timeline start.
     let state = state_section(
         s,
-        user,
+        who,
         room_id,
         room.since,
         req.full_state,
@@ -1123,7 +1216,7 @@ async fn left_room(
     let end_state = state_at_position(s, room_id, leave_pos).await?;
     let state = state_section(
         s,
-        user,
+        who,
         room_id,
         since,
         req.full_state,

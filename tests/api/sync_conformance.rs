@@ -407,3 +407,126 @@ async fn ignored_users_are_hidden() {
         "{body}"
     );
 }
+
+/// The members (state key, membership) in a room's state section.
+fn state_members(body: &Value, room: &str) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = body["rooms"]["join"][room]["state"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .map(|e| {
+                    let key = e["state_key"].as_str().unwrap_or_default().to_owned();
+                    let membership = e["content"]["membership"].as_str().unwrap_or_default();
+                    (key, membership.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    members
+}
+
+fn joined_as(users: &[&Session]) -> Vec<(String, String)> {
+    let mut members: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (u.user_id.clone(), "join".to_owned()))
+        .collect();
+    members.sort();
+    members
+}
+
+async fn fill(server: &TestServer, who: &Session, room: &str, n: usize) {
+    for i in 0..n {
+        send_text(server, who, room, &format!("filler {i}")).await;
+    }
+}
+
+/// sytest "The only membership state included in an incremental sync is
+/// for senders in the timeline", "Gapped incremental syncs include all state
+/// changes", "Old leaves are present in gapped incremental syncs", "Old
+/// members are included in gappy incr LL sync if they start speaking",
+/// "Members from the gap are included in gappy incr LL sync" and "We do
+/// send redundant membership state across incremental syncs if asked".
+#[tokio::test]
+async fn lazy_loaded_members_in_incremental_syncs() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let charlie = server.user("charlie").await;
+    let dave = server.user("dave").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "name": "LL"}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    join(&server, &charlie, &room).await;
+    fill(&server, &bob, &room, 10).await;
+    let filter = json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 10}}});
+    let body = sync_filtered(&server, &alice, None, &filter).await;
+    assert_eq!(
+        state_members(&body, &room),
+        joined_as(&[&alice, &bob]),
+        "{body}"
+    );
+    let first = next_batch(&body);
+
+    // Not gapped: the new speaker's (unchanged) member event, once.
+    send_text(&server, &charlie, &room, "Message from charlie").await;
+    let body = sync_filtered(&server, &alice, Some(&first), &filter).await;
+    assert_eq!(
+        state_members(&body, &room),
+        joined_as(&[&charlie]),
+        "{body}"
+    );
+    let body = sync_filtered(&server, &alice, Some(&next_batch(&body)), &filter).await;
+    assert!(rooms_section_is_empty(&body, "join"), "{body}");
+    let since = next_batch(&body);
+
+    // Gapped: who joined in the gap comes though silent; charlie was sent.
+    join(&server, &dave, &room).await;
+    fill(&server, &charlie, &room, 12).await;
+    let body = sync_filtered(&server, &alice, Some(&since), &filter).await;
+    assert_eq!(joined_room(&body, &room)["timeline"]["limited"], true);
+    assert_eq!(state_members(&body, &room), joined_as(&[&dave]), "{body}");
+
+    // An old leave in the gap.
+    let since = next_batch(&body);
+    leave(&server, &dave, &room).await;
+    fill(&server, &charlie, &room, 12).await;
+    let body = sync_filtered(&server, &alice, Some(&since), &filter).await;
+    let left = vec![(dave.user_id.clone(), "leave".to_owned())];
+    assert_eq!(state_members(&body, &room), left, "{body}");
+
+    // Another device was sent nothing yet: an old member who starts
+    // speaking in a gapped sync comes with their member event.
+    let alice2 = server.login("alice", "password123").await;
+    let body = sync_filtered(&server, &alice2, Some(&first), &filter).await;
+    assert_eq!(
+        state_members(&body, &room),
+        vec![
+            (charlie.user_id.clone(), "join".to_owned()),
+            left[0].clone()
+        ],
+        "{body}"
+    );
+
+    // include_redundant_members: the speakers' member events every time.
+    let redundant = json!({"room": {"state": {"lazy_load_members": true,
+                                               "include_redundant_members": true},
+                                    "timeline": {"limit": 10}}});
+    let since = next_batch(&body);
+    send_text(&server, &bob, &room, "New message from bob").await;
+    send_text(&server, &charlie, &room, "New message from charlie").await;
+    let body = sync_filtered(&server, &alice, Some(&since), &redundant).await;
+    assert_eq!(
+        state_members(&body, &room),
+        joined_as(&[&bob, &charlie]),
+        "{body}"
+    );
+    let body = sync_filtered(&server, &alice, Some(&since), &filter).await;
+    assert_eq!(state_members(&body, &room), Vec::new(), "{body}");
+}
