@@ -472,6 +472,23 @@ async fn lazy_loaded_members_in_incremental_syncs() {
         joined_as(&[&alice, &bob]),
         "{body}"
     );
+    // A public room's state as Synapse makes it: no guest access event.
+    let mut types: Vec<&str> = events(&joined_room(&body, &room)["state"]["events"])
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .filter(|t| *t != "m.room.member")
+        .collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "m.room.create",
+            "m.room.history_visibility",
+            "m.room.join_rules",
+            "m.room.name",
+            "m.room.power_levels"
+        ],
+    );
     let first = next_batch(&body);
 
     // Not gapped: the new speaker's (unchanged) member event, once.
