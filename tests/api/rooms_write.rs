@@ -240,6 +240,9 @@ async fn create_room_requires_auth() {
     );
 }
 
+/// The guest access of the private presets.
+const CAN_JOIN: Option<&str> = Some("can_join");
+
 async fn assert_preset_state(
     server: &TestServer,
     s: &Session,
@@ -273,25 +276,9 @@ async fn create_room_presets() {
     // forbidden): sytest's 31sync/15lazy-members expects none in its state.
     assert_preset_state(&server, &alice, &public, "public", "shared", None).await;
     let private = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
-    assert_preset_state(
-        &server,
-        &alice,
-        &private,
-        "invite",
-        "shared",
-        Some("can_join"),
-    )
-    .await;
+    assert_preset_state(&server, &alice, &private, "invite", "shared", CAN_JOIN).await;
     let trusted = create_room(&server, &alice, json!({"preset": "trusted_private_chat"})).await;
-    assert_preset_state(
-        &server,
-        &alice,
-        &trusted,
-        "invite",
-        "shared",
-        Some("can_join"),
-    )
-    .await;
+    assert_preset_state(&server, &alice, &trusted, "invite", "shared", CAN_JOIN).await;
 
     // The join rules are in force: anyone joins the public room, not the others.
     let bob = server.user("bob").await;
@@ -309,25 +296,9 @@ async fn create_room_preset_defaults_follow_visibility() {
     // forbidden): sytest's 31sync/15lazy-members expects none in its state.
     assert_preset_state(&server, &alice, &public, "public", "shared", None).await;
     let private = create_room(&server, &alice, json!({"visibility": "private"})).await;
-    assert_preset_state(
-        &server,
-        &alice,
-        &private,
-        "invite",
-        "shared",
-        Some("can_join"),
-    )
-    .await;
+    assert_preset_state(&server, &alice, &private, "invite", "shared", CAN_JOIN).await;
     let default = create_room(&server, &alice, json!({})).await;
-    assert_preset_state(
-        &server,
-        &alice,
-        &default,
-        "invite",
-        "shared",
-        Some("can_join"),
-    )
-    .await;
+    assert_preset_state(&server, &alice, &default, "invite", "shared", CAN_JOIN).await;
     // An explicit preset wins over visibility.
     let both = create_room(
         &server,
@@ -335,7 +306,7 @@ async fn create_room_preset_defaults_follow_visibility() {
         json!({"visibility": "public", "preset": "private_chat"}),
     )
     .await;
-    assert_preset_state(&server, &alice, &both, "invite", "shared", Some("can_join")).await;
+    assert_preset_state(&server, &alice, &both, "invite", "shared", CAN_JOIN).await;
 }
 
 #[tokio::test]
