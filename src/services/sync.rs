@@ -623,6 +623,8 @@ async fn joined_rooms(
     // Synapse: its events were all filtered out, or only its unread counts
     // changed).
     let incremental = req.since.is_some() && !req.full_state;
+    let federation_format =
+        req.filter.event_format == ruma::api::client::filter::EventFormat::Federation;
     for (room, (mut body, events)) in bodies {
         if incremental
             && events.is_empty()
@@ -633,6 +635,14 @@ async fn joined_rooms(
             continue;
         }
         body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
+        if federation_format {
+            body.timeline.events = body
+                .timeline
+                .events
+                .into_iter()
+                .map(RawEvent::into_federation_format)
+                .collect();
+        }
         join.insert(room, body);
     }
     Ok(join)

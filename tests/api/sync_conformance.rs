@@ -547,3 +547,46 @@ async fn lazy_loaded_members_in_incremental_syncs() {
     let body = sync_filtered(&server, &alice, Some(&since), &filter).await;
     assert_eq!(state_members(&body, &room), Vec::new(), "{body}");
 }
+
+/// sytest "Can request federation format via the filter": timeline events
+/// as servers exchange them, with their event id.
+#[tokio::test]
+async fn federation_event_format() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let msg = send_text(&server, &alice, &room, "Test message").await;
+    let filter = json!({"event_format": "federation", "room": {"timeline": {"limit": 1}}});
+    let body = sync_filtered(&server, &alice, None, &filter).await;
+    let r = joined_room(&body, &room);
+    let timeline = events(&r["timeline"]["events"]);
+    assert_eq!(timeline.len(), 1, "{r}");
+    let ev = &timeline[0];
+    for key in [
+        "event_id",
+        "content",
+        "room_id",
+        "sender",
+        "origin_server_ts",
+        "type",
+        "prev_events",
+        "auth_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ] {
+        assert!(ev.get(key).is_some(), "{key} missing: {ev}");
+    }
+    assert_eq!(ev["event_id"], msg.as_str());
+    assert_eq!(ev["content"]["body"], "Test message");
+    assert!(ev["unsigned"]["age"].is_u64(), "{ev}");
+
+    // The client format has none of the federation fields.
+    let body = sync(&server, &alice, "timeout=0").await;
+    let timeline = &joined_room(&body, &room)["timeline"]["events"];
+    let ev = events(timeline).last().expect("an event");
+    assert!(
+        ev.get("prev_events").is_none() && ev.get("hashes").is_none(),
+        "{ev}"
+    );
+}
