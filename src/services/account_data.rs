@@ -176,6 +176,21 @@ impl AccountData {
         Ok(ignored)
     }
 
+    /// Drops the events of users `user` ignores but their state events
+    /// (spec, "Ignoring Users": the client no longer receives their events,
+    /// state events excepted).
+    pub async fn drop_ignored(
+        &self,
+        user: &UserId,
+        events: &mut Vec<crate::model::pdu::Pdu>,
+    ) -> Result<()> {
+        let ignored = self.ignored_users(user).await?;
+        if !ignored.is_empty() {
+            events.retain(|p| p.state_key.is_some() || !ignored.contains(&p.sender));
+        }
+        Ok(())
+    }
+
     /// The ruleset as clients see it: the stored rules with new server
     /// defaults merged in, or the server defaults.
     pub async fn push_rules_json(&self, user: &UserId) -> Result<Map<String, Value>> {

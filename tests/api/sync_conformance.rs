@@ -375,6 +375,23 @@ async fn ignored_users_are_hidden() {
     );
     assert_eq!(member_keys(&r["state"]["events"]).len(), 3, "{r}");
     assert!(rooms_section_is_empty(&body, "invite"), "{body}");
+    // Nor in /messages.
+    let (st, page) = server
+        .get(&room_path(&room, "/messages?dir=b&limit=20"), user1.token())
+        .await;
+    assert_eq!(st, 200, "{page}");
+    let chunk = events(&page["chunk"]);
+    assert!(!chunk.is_empty(), "{page}");
+    let from_user2: Vec<&Value> = chunk
+        .iter()
+        .filter(|e| e["sender"] == user2.user_id.as_str())
+        .collect();
+    // Their state events (the join) still come, their messages not.
+    assert!(!from_user2.is_empty(), "{page}");
+    assert!(
+        from_user2.iter().all(|e| e["state_key"].is_string()),
+        "{page}"
+    );
 
     // Incremental: no invite either; a room with only an ignored user's
     // message is left out; others' messages still come.
