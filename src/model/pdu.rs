@@ -167,9 +167,25 @@ enum Form {
     Shared(Arc<Pdu>),
     /// Cut from JSON text (a redacted form, or an event not held shared).
     Pieces(Box<ClientPieces>),
+    /// The PDU as servers exchange it, with its `event_id` (a filter's
+    /// `event_format: federation`).
+    Federation(Arc<Pdu>),
 }
 
 impl ClientEvent {
+    /// In federation format (the signed PDU with its `event_id` and
+    /// `unsigned`), as a filter's `event_format: federation` asks; an event
+    /// held only in pieces (a redacted one) stays as it is.
+    pub fn into_federation_format(self) -> Self {
+        match self.form {
+            Form::Shared(pdu) => Self {
+                form: Form::Federation(pdu),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     /// As JSON text.
     pub fn to_raw(&self) -> Box<RawJsonValue> {
         serde_json::value::to_raw_value(self).unwrap_or_default()
@@ -179,7 +195,7 @@ impl ClientEvent {
     /// redacted event); `None` for an event whose stored text lacked it.
     pub fn content(&self) -> Option<&RawJsonValue> {
         match &self.form {
-            Form::Shared(pdu) => Some(&pdu.content),
+            Form::Shared(pdu) | Form::Federation(pdu) => Some(&pdu.content),
             Form::Pieces(pieces) => pieces
                 .fields
                 .iter()
@@ -214,6 +230,21 @@ impl serde::Serialize for ClientEvent {
                     map.serialize_entry(key, &**value)?;
                 }
                 pieces.unsigned.as_deref().map(Stored::Pieces)
+            }
+            Form::Federation(pdu) => {
+                let fields: std::collections::BTreeMap<&str, &RawJsonValue> =
+                    serde_json::from_str(&pdu.json).map_err(serde::ser::Error::custom)?;
+                for (key, value) in fields
+                    .iter()
+                    .filter(|(k, _)| !matches!(**k, "unsigned" | "event_id"))
+                {
+                    map.serialize_entry(key, value)?;
+                }
+                map.serialize_entry("event_id", &pdu.event_id)?;
+                if !pdu.has_room_id {
+                    map.serialize_entry("room_id", &pdu.room_id)?;
+                }
+                Some(Stored::Text(pdu.unsigned.as_deref()))
             }
         };
         if let Some(stored) = stored {

@@ -2,6 +2,7 @@
 //! the user's push rules (kept as the global `m.push_rules` account data,
 //! which is also how clients receive them in `/sync`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,8 +24,47 @@ pub struct AccountData {
     /// Recently used rulesets (every `/sync` with new events evaluates
     /// them); a user's entry goes when their rules are stored. The counter
     /// counts such stores, so a load that raced one is not cached.
-    rules: Mutex<(u64, lru::LruCache<OwnedUserId, Arc<Ruleset>>)>,
+    rules: UserCache<Ruleset>,
+    /// Recently read ignore lists (`m.ignored_user_list`), kept as `rules`.
+    ignored: UserCache<IgnoredUsers>,
 }
+
+/// Something read per user from their account data, parsed and kept for
+/// recent users. A store of the user's data forgets their entry and counts
+/// itself, so a load that raced a store is not kept.
+struct UserCache<T>(Mutex<(u64, lru::LruCache<OwnedUserId, Arc<T>>)>);
+
+impl<T> UserCache<T> {
+    fn new() -> Self {
+        Self(Mutex::new((0, lru::LruCache::new(RULES_CACHE_SIZE))))
+    }
+
+    /// The cached value, or the store count to hand to [`UserCache::put`].
+    fn get(&self, user: &UserId) -> std::result::Result<Arc<T>, u64> {
+        let mut cache = self.0.lock();
+        cache.1.get(user).cloned().ok_or(cache.0)
+    }
+
+    fn put(&self, user: &UserId, stores: u64, value: Arc<T>) {
+        let mut cache = self.0.lock();
+        if cache.0 == stores {
+            cache.1.put(user.to_owned(), value);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().1.len()
+    }
+
+    fn forget(&self, user: &UserId) {
+        let mut cache = self.0.lock();
+        cache.0 += 1;
+        cache.1.pop(user);
+    }
+}
+
+/// The users a user ignores (spec, "Ignoring Users").
+pub type IgnoredUsers = HashSet<OwnedUserId>;
 
 /// How many users' push rules [`AccountData`] keeps parsed (a few KiB each).
 const RULES_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(256).unwrap();
@@ -35,7 +75,8 @@ impl AccountData {
             storage,
             stream,
             unread,
-            rules: Mutex::new((0, lru::LruCache::new(RULES_CACHE_SIZE))),
+            rules: UserCache::new(),
+            ignored: UserCache::new(),
         }
     }
 
@@ -68,11 +109,11 @@ impl AccountData {
             )
             .await;
         if room.is_none() && data_type == "m.push_rules" {
-            let mut rules = self.rules.lock();
-            rules.0 += 1;
-            rules.1.pop(user);
-            drop(rules);
+            self.rules.forget(user);
             self.unread.forget_user(user);
+        }
+        if room.is_none() && data_type == "m.ignored_user_list" {
+            self.ignored.forget(user);
         }
         self.stream.complete(r);
         Ok(result?)
@@ -103,19 +144,51 @@ impl AccountData {
     /// The user's push rules for evaluation (see [`push_rules::to_ruleset`]),
     /// from the cache when there.
     pub async fn push_rules_shared(&self, user: &UserId) -> Result<Arc<Ruleset>> {
-        let stores = {
-            let mut cache = self.rules.lock();
-            if let Some(rules) = cache.1.get(user) {
-                return Ok(rules.clone());
-            }
-            cache.0
+        let stores = match self.rules.get(user) {
+            Ok(rules) => return Ok(rules),
+            Err(stores) => stores,
         };
         let rules = Arc::new(push_rules::to_ruleset(&self.push_rules_json(user).await?));
-        let mut cache = self.rules.lock();
-        if cache.0 == stores {
-            cache.1.put(user.to_owned(), rules.clone());
-        }
+        self.rules.put(user, stores, rules.clone());
         Ok(rules)
+    }
+
+    /// The users `user` ignores, from the cache when there.
+    pub async fn ignored_users(&self, user: &UserId) -> Result<Arc<IgnoredUsers>> {
+        let stores = match self.ignored.get(user) {
+            Ok(ignored) => return Ok(ignored),
+            Err(stores) => stores,
+        };
+        let content = self.get(user, None, "m.ignored_user_list").await?;
+        let ignored: IgnoredUsers = content
+            .as_ref()
+            .and_then(|c| c.get("ignored_users"))
+            .and_then(Value::as_object)
+            .map(|users| {
+                users
+                    .keys()
+                    .filter_map(|u| UserId::parse(u.as_str()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ignored = Arc::new(ignored);
+        self.ignored.put(user, stores, ignored.clone());
+        Ok(ignored)
+    }
+
+    /// Drops the events of users `user` ignores but their state events
+    /// (spec, "Ignoring Users": the client no longer receives their events,
+    /// state events excepted).
+    pub async fn drop_ignored(
+        &self,
+        user: &UserId,
+        events: &mut Vec<crate::model::pdu::Pdu>,
+    ) -> Result<()> {
+        let ignored = self.ignored_users(user).await?;
+        if !ignored.is_empty() {
+            events.retain(|p| p.state_key.is_some() || !ignored.contains(&p.sender));
+        }
+        Ok(())
     }
 
     /// The ruleset as clients see it: the stored rules with new server
@@ -217,6 +290,9 @@ fn add_legacy_mention_rules(map: &mut serde_json::Map<String, Value>, user_id: &
 
 impl crate::services::workers::CacheSizes for AccountData {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("push_rules", self.rules.lock().1.len())]
+        vec![
+            ("push_rules", self.rules.len()),
+            ("ignored_users", self.ignored.len()),
+        ]
     }
 }

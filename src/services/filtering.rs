@@ -12,19 +12,24 @@ fn type_matches(pattern: &str, ty: &str) -> bool {
     }
 }
 
+/// Whether an event type passes a filter's `types` and `not_types` (used
+/// for account data too, whose filters have only these).
+pub fn type_allowed(types: Option<&[String]>, not_types: &[String], ty: &str) -> bool {
+    !not_types.iter().any(|p| type_matches(p, ty))
+        && types.is_none_or(|types| types.iter().any(|p| type_matches(p, ty)))
+}
+
 /// Whether an event passes the filter's type, sender and URL conditions.
 pub fn matches(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
     // Spelled out only when a type condition needs it (most filters have none).
-    if !filter.not_types.is_empty() || filter.types.is_some() {
-        let ty = pdu.kind.to_string();
-        if filter.not_types.iter().any(|p| type_matches(p, &ty)) {
-            return false;
-        }
-        if let Some(types) = &filter.types
-            && !types.iter().any(|p| type_matches(p, &ty))
-        {
-            return false;
-        }
+    if (!filter.not_types.is_empty() || filter.types.is_some())
+        && !type_allowed(
+            filter.types.as_deref(),
+            &filter.not_types,
+            &pdu.kind.to_string(),
+        )
+    {
+        return false;
     }
     if filter.not_senders.contains(&pdu.sender) {
         return false;

@@ -57,6 +57,8 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub ephemeral: ephemeral::Ephemeral,
     pub unread: Arc<notifications::UnreadCounts>,
+    /// The member events lazy-loading syncs sent each device.
+    pub lazy_members: sync::LazyMembers,
     pub presence: presence::Presence,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
@@ -182,6 +184,7 @@ impl Services {
             account_data,
             ephemeral,
             unread,
+            lazy_members: sync::LazyMembers::default(),
             presence,
             jobs,
             search,

@@ -21,6 +21,7 @@ use crate::model::pdu::Pdu;
 use crate::model::state::StateMap;
 use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
+use crate::services::account_data::IgnoredUsers;
 use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
@@ -31,6 +32,52 @@ use crate::storage::events::{RoomMemberRow, RoomMembershipRow, StreamSpan};
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How many devices' lazy-loaded members [`LazyMembers`] remembers, and how
+/// many members per device (as Synapse: a client told again is no harm).
+const LAZY_DEVICES: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+const LAZY_MEMBERS_PER_DEVICE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(100).unwrap();
+
+/// The member events lazy-loading syncs sent each device (by user and
+/// device id), so an incremental sync does not send them again unless the
+/// filter sets `include_redundant_members`. Kept in memory only: after a
+/// restart or an eviction members are sent again, which clients accept.
+pub struct LazyMembers(
+    parking_lot::Mutex<lru::LruCache<(String, String), lru::LruCache<String, ruma::OwnedEventId>>>,
+);
+
+impl Default for LazyMembers {
+    fn default() -> Self {
+        Self(parking_lot::Mutex::new(lru::LruCache::new(LAZY_DEVICES)))
+    }
+}
+
+impl LazyMembers {
+    /// Of the `(member, event)` pairs, the ones not sent to the device yet.
+    fn unsent<'a>(&self, who: &Requester, members: &'a [(&'a str, &'a Pdu)]) -> Vec<bool> {
+        let mut cache = self.0.lock();
+        let sent = cache.get_mut(&(who.user_id.clone(), who.device_id.clone()));
+        members
+            .iter()
+            .map(|(member, p)| {
+                sent.as_ref()
+                    .and_then(|sent| sent.peek(*member))
+                    .is_none_or(|id| *id != p.event_id)
+            })
+            .collect()
+    }
+
+    /// Notes member events as sent to the device.
+    fn note<'a>(&self, who: &Requester, members: impl Iterator<Item = (&'a str, &'a Pdu)>) {
+        let mut cache = self.0.lock();
+        let sent = cache.get_or_insert_mut((who.user_id.clone(), who.device_id.clone()), || {
+            lru::LruCache::new(LAZY_MEMBERS_PER_DEVICE)
+        });
+        for (member, p) in members {
+            sent.put(member.to_owned(), p.event_id.clone());
+        }
+    }
+}
 
 /// An event in client form, written out from its pieces.
 type RawEvent = crate::model::pdu::ClientEvent;
@@ -204,14 +251,25 @@ async fn build(
         })
         .map(|m| m.room_id.clone())
         .collect();
-    let (global_data, room_data) = account_data(s, &user, window, user_changed).await?;
+    let (global_data, room_data) =
+        account_data(s, &user, &req.filter, window, user_changed).await?;
     let receipts = if rooms_changed {
         receipts_by_room(s, &user, &memberships, &req.filter.room, window).await?
     } else {
         HashMap::new()
     };
-    let sorted = sort_rooms(s, who, req, window, memberships, receipts, room_data).await?;
-    let join = joined_rooms(s, who, req, to, sorted.pending).await?;
+    let mut ignored = Ignored::default();
+    let sorted = sort_rooms(
+        s,
+        who,
+        req,
+        window,
+        memberships,
+        (receipts, room_data),
+        &mut ignored,
+    )
+    .await?;
+    let join = joined_rooms(s, who, req, to, sorted.pending, &mut ignored).await?;
     let presence_wanted = s.config.presence.enabled && wants_presence(&req.filter.presence);
     let presence_topics: Vec<Topic> = if presence_wanted {
         sorted
@@ -257,6 +315,22 @@ async fn build(
     Ok((body, has_updates, topics))
 }
 
+/// The users the syncing user ignores, read when first needed (a sync
+/// with nothing to show reads none).
+#[derive(Default)]
+struct Ignored(Option<Arc<IgnoredUsers>>);
+
+impl Ignored {
+    async fn get(&mut self, s: &Services, user: &UserId) -> Result<Arc<IgnoredUsers>> {
+        if let Some(ignored) = &self.0 {
+            return Ok(ignored.clone());
+        }
+        let ignored = s.account_data.ignored_users(user).await?;
+        self.0 = Some(ignored.clone());
+        Ok(ignored)
+    }
+}
+
 /// The stream window a sync answers for: `(since, to]` (`since` is `None`
 /// on an initial sync).
 #[derive(Clone, Copy)]
@@ -271,11 +345,13 @@ impl Window {
     }
 }
 
-/// The user's account data changed in the window: the global events (with
-/// the push rules on an initial sync) and the room events by room.
+/// The user's account data changed in the window that the filter lets
+/// through: the global events (with the push rules on an initial sync) and
+/// the room events by room.
 async fn account_data(
     s: &Services,
     user: &UserId,
+    filter: &FilterDefinition,
     window: Window,
     user_changed: bool,
 ) -> Result<(Vec<Value>, HashMap<OwnedRoomId, Vec<Value>>)> {
@@ -288,7 +364,24 @@ async fn account_data(
     } else {
         Vec::new()
     };
+    let global_filter = (
+        filter.account_data.types.as_deref(),
+        &filter.account_data.not_types,
+    );
+    let room_filter = &filter.room.account_data;
     for data in account_data {
+        let wanted = if data.room_id.is_none() {
+            filtering::type_allowed(global_filter.0, global_filter.1, &data.data_type)
+        } else {
+            filtering::type_allowed(
+                room_filter.types.as_deref(),
+                &room_filter.not_types,
+                &data.data_type,
+            )
+        };
+        if !wanted {
+            continue;
+        }
         let content: Value = serde_json::from_str(&data.content).unwrap_or_else(|_| json!({}));
         let ev = json!({ "type": data.data_type, "content": content });
         match data.room_id {
@@ -296,7 +389,11 @@ async fn account_data(
             Some(room) => room_data.entry(room).or_default().push(ev),
         }
     }
-    if window.since.is_none() && !global_data.iter().any(|e| e["type"] == "m.push_rules") {
+    // The push rules are account data too: the filter applies to them.
+    if window.since.is_none()
+        && filtering::type_allowed(global_filter.0, global_filter.1, "m.push_rules")
+        && !global_data.iter().any(|e| e["type"] == "m.push_rules")
+    {
         let rules = s.account_data.push_rules_json(user).await?;
         global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
     }
@@ -375,8 +472,11 @@ async fn sort_rooms(
     req: &SyncRequest,
     window: Window,
     memberships: Vec<RoomMembershipRow>,
-    mut receipts: HashMap<OwnedRoomId, Value>,
-    mut room_data: HashMap<OwnedRoomId, Vec<Value>>,
+    (mut receipts, mut room_data): (
+        HashMap<OwnedRoomId, Value>,
+        HashMap<OwnedRoomId, Vec<Value>>,
+    ),
+    ignored: &mut Ignored,
 ) -> Result<SortedRooms> {
     let user = who.user_id();
     let Window { since, to } = window;
@@ -429,14 +529,24 @@ async fn sort_rooms(
                 }
             }
             MembershipState::Invite if since.is_none_or(|since| member_pos > since) => {
-                sorted.invite.insert(
-                    room.clone(),
-                    json!({ "invite_state": { "events": invite_state(s, &room_id, &user).await? } }),
-                );
+                // An invite from an ignored user is not shown (spec,
+                // "Ignoring Users").
+                let ignored = ignored.get(s, &user).await?;
+                if let Some(events) = invite_state(s, &room_id, &user, &ignored).await? {
+                    sorted.invite.insert(
+                        room.clone(),
+                        json!({ "invite_state": { "events": events } }),
+                    );
+                }
             }
             MembershipState::Leave | MembershipState::Ban => {
                 let in_window = since.is_some_and(|since| member_pos > since && member_pos <= to);
-                let wanted = in_window || room_filter.include_leave;
+                // `include_leave` brings back rooms left before the window
+                // only when the client has not seen them (as Synapse: an
+                // initial or full-state sync); an incremental sync shows a
+                // leave once.
+                let wanted =
+                    in_window || (room_filter.include_leave && (since.is_none() || req.full_state));
                 if wanted && forgotten.is_none() {
                     forgotten = Some(
                         s.storage
@@ -447,10 +557,30 @@ async fn sort_rooms(
                     );
                 }
                 if wanted && !forgotten.as_ref().is_some_and(|f| f.contains(&room)) {
-                    sorted.leave.insert(
-                        room.clone(),
-                        left_room(s, who, &user, &room_id, since, member_pos, req).await?,
-                    );
+                    // Joined and left within the window: the client never
+                    // had the room's state, so it gets it all (as Synapse).
+                    let room_since = match since {
+                        Some(since)
+                            if in_window
+                                && !was_joined(s, &room_id, &user, since).await?
+                                && was_joined(s, &room_id, &user, member_pos - 1).await? =>
+                        {
+                            None
+                        }
+                        other => other,
+                    };
+                    let ignored = ignored.get(s, &user).await?;
+                    let left = left_room(s, who, (&room_id, room_since), member_pos, req, &ignored)
+                        .await?;
+                    // An incremental sync leaves out a room with nothing
+                    // to show (everything filtered out).
+                    if since.is_none()
+                        || req.full_state
+                        || !left.timeline.events.is_empty()
+                        || !left.state.events.is_empty()
+                    {
+                        sorted.leave.insert(room.clone(), left);
+                    }
                 }
             }
             _ => {}
@@ -467,20 +597,24 @@ async fn joined_rooms(
     req: &SyncRequest,
     to: i64,
     pending: Vec<PendingJoined>,
+    ignored: &mut Ignored,
 ) -> Result<BTreeMap<String, JoinedRoom>> {
     let user = who.user_id();
     let mut reads = read_joined(s, &user, &pending, to, &req.filter.room.timeline).await?;
-    let rules = if pending.is_empty() {
-        Arc::default()
+    let (rules, ignored) = if pending.is_empty() {
+        (Arc::default(), Arc::default())
     } else {
-        s.account_data.push_rules_shared(&user).await?
+        (
+            s.account_data.push_rules_shared(&user).await?,
+            ignored.get(s, &user).await?,
+        )
     };
     let mut bodies = Vec::with_capacity(pending.len());
     for room in pending {
         let id = room.room_id.to_string();
         bodies.push((
             id,
-            joined_room(s, &user, room, &mut reads, to, req, &rules).await?,
+            joined_room(s, who, room, &mut reads, (to, req), (&rules, &ignored)).await?,
         ));
     }
     let all: Vec<&Pdu> = bodies
@@ -494,8 +628,30 @@ async fn joined_rooms(
         .await?;
     drop(all);
     let mut join = BTreeMap::new();
+    // An incremental sync leaves out a room with nothing to show (as
+    // Synapse: its events were all filtered out, or only its unread counts
+    // changed).
+    let incremental = req.since.is_some() && !req.full_state;
+    let federation_format =
+        req.filter.event_format == ruma::api::client::filter::EventFormat::Federation;
     for (room, (mut body, events)) in bodies {
+        if incremental
+            && events.is_empty()
+            && body.state.events.is_empty()
+            && body.ephemeral.events.is_empty()
+            && body.account_data.events.is_empty()
+        {
+            continue;
+        }
         body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
+        if federation_format {
+            body.timeline.events = body
+                .timeline
+                .events
+                .into_iter()
+                .map(RawEvent::into_federation_format)
+                .collect();
+        }
         join.insert(room, body);
     }
     Ok(join)
@@ -569,7 +725,7 @@ fn timeline_limit(filter: &RoomEventFilter) -> usize {
         .limit
         .map(|l| u64::from(l) as usize)
         .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 1000)
+        .min(1000)
 }
 
 /// How many events to read for a timeline: one more than the limit (to
@@ -590,61 +746,131 @@ fn timeline_fetch(filter: &RoomEventFilter) -> i64 {
     }
 }
 
+/// What a timeline is read for: the room, the user's membership of it, the
+/// window start, the events the user ignores, and the room's current state
+/// (events of it are shown even where history visibility would hide them,
+/// as Synapse: "Current state appears in timeline in private history").
+struct TimelineFor<'a> {
+    room_id: &'a RoomId,
+    membership: &'a str,
+    since: Option<i64>,
+    ignored: &'a HashSet<ruma::OwnedUserId>,
+    current: Option<&'a StateMap>,
+}
+
+/// How many more reads a timeline makes when history visibility hid events
+/// (as Synapse, a few per room).
+const TIMELINE_REFILLS: usize = 5;
+
 /// Timeline events of a room in `(since, to]`, oldest first, visible to the
 /// user and matching the filter; and whether older ones were left out.
 async fn timeline(
     s: &Services,
     user: &UserId,
-    (room_id, membership): (&RoomId, &str),
-    since: Option<i64>,
+    room: &TimelineFor<'_>,
     to: i64,
     filter: &RoomEventFilter,
 ) -> Result<(Vec<Arc<Pdu>>, bool)> {
+    let pdus = read_timeline(s, room, to, filter).await?;
+    timeline_from_pdus(s, user, room, pdus, filter).await
+}
+
+/// Up to [`timeline_fetch`] events of a room in `(since, to]`, newest first.
+async fn read_timeline(
+    s: &Services,
+    room: &TimelineFor<'_>,
+    to: i64,
+    filter: &RoomEventFilter,
+) -> Result<Vec<Arc<Pdu>>> {
     let rows = s
         .storage
         .room_events_in_stream(
-            room_id.as_str(),
-            since.unwrap_or(0),
+            room.room_id.as_str(),
+            room.since.unwrap_or(0),
             to,
             timeline_fetch(filter),
         )
         .await?;
-    let pdus = rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| s.rooms.pdu_from_row(row))
-        .collect::<Result<Vec<_>>>()?;
-    timeline_from_pdus(s, user, membership, pdus, filter).await
+        .collect::<Result<Vec<_>>>()
+}
+
+/// Whether an event belongs in the user's timeline before visibility: it
+/// passes the filter and its sender is not ignored (state events are kept,
+/// as Synapse).
+fn timeline_wants(
+    filter: &RoomEventFilter,
+    ignored: &HashSet<ruma::OwnedUserId>,
+    pdu: &Pdu,
+) -> bool {
+    (pdu.state_key.is_some() || !ignored.contains(&pdu.sender)) && filtering::matches(filter, pdu)
+}
+
+/// Whether an event is part of the room's current state.
+fn in_current_state(current: Option<&StateMap>, pdu: &Pdu) -> bool {
+    match (current, &pdu.state_key) {
+        (Some(state), Some(sk)) => state
+            .get(&(pdu.kind.to_string(), sk.clone()))
+            .is_some_and(|id| *id == pdu.event_id),
+        _ => false,
+    }
 }
 
 /// [`timeline`] from the events already read (newest first, as many as
-/// [`timeline_fetch`] says).
+/// [`timeline_fetch`] says). When history visibility hides events, older
+/// ones are read (a few times at most) to fill the timeline.
 async fn timeline_from_pdus(
     s: &Services,
     user: &UserId,
-    membership: &str,
-    pdus: Vec<Arc<Pdu>>,
+    room: &TimelineFor<'_>,
+    mut pdus: Vec<Arc<Pdu>>,
     filter: &RoomEventFilter,
 ) -> Result<(Vec<Arc<Pdu>>, bool)> {
     let limit = timeline_limit(filter);
-    let exhausted = (pdus.len() as i64) < timeline_fetch(filter);
-    let mut matching = Vec::new();
-    for pdu in pdus {
-        if filtering::matches(filter, &pdu) {
-            matching.push(pdu);
-            if matching.len() > limit {
-                break;
-            }
+    let fetch = timeline_fetch(filter);
+    // Newest first while collecting.
+    let mut shown: Vec<Arc<Pdu>> = Vec::new();
+    let mut refills = TIMELINE_REFILLS;
+    loop {
+        let exhausted = (pdus.len() as i64) < fetch;
+        let oldest = pdus.last().map(|p| p.stream_ordering);
+        let mut candidates = pdus
+            .into_iter()
+            .filter(|p| timeline_wants(filter, room.ignored, p))
+            .peekable();
+        // Checked for visibility in chunks of what is still missing, so the
+        // common case checks no more than the limit and one.
+        while shown.len() <= limit && candidates.peek().is_some() {
+            let need = limit + 1 - shown.len();
+            let chunk: Vec<Arc<Pdu>> = candidates.by_ref().take(need).collect();
+            let (always, rest): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .partition(|p| in_current_state(room.current, p));
+            let mut visible = s
+                .rooms
+                .filter_visible_as(user, Some(room.membership), rest)
+                .await?;
+            visible.extend(always);
+            visible.sort_by_key(|p| std::cmp::Reverse(p.stream_ordering));
+            shown.extend(visible);
         }
+        if shown.len() > limit {
+            shown.truncate(limit);
+            shown.reverse();
+            return Ok((shown, true));
+        }
+        let (Some(oldest), false) = (oldest, exhausted) else {
+            shown.reverse();
+            return Ok((shown, false));
+        };
+        if refills == 0 {
+            shown.reverse();
+            return Ok((shown, true));
+        }
+        refills -= 1;
+        pdus = read_timeline(s, room, oldest - 1, filter).await?;
     }
-    // More matching events than the limit, or unexamined older events: a gap.
-    let limited = matching.len() > limit || !exhausted;
-    matching.truncate(limit);
-    matching.reverse();
-    let pdus = s
-        .rooms
-        .filter_visible_as(user, Some(membership), matching)
-        .await?;
-    Ok((pdus, limited))
 }
 
 /// Whether the user was joined to the room at a stream position.
@@ -683,10 +909,14 @@ async fn state_at_position(s: &Services, room_id: &RoomId, pos: i64) -> Result<A
 
 /// The `state` section: the state at the start of the timeline, in full for
 /// an initial or full-state sync, else only what changed since `since`.
+/// Lazy-loading members (as Synapse): only the members of the timeline's
+/// senders (and the user's own on an initial sync), plus on an incremental
+/// sync every member that changed since `since`; a member event this device
+/// was already sent is left out unless `include_redundant_members`.
 #[allow(clippy::too_many_arguments)]
 async fn state_section(
     s: &Services,
-    user: &UserId,
+    who: &Requester,
     room_id: &RoomId,
     since: Option<i64>,
     full_state: bool,
@@ -702,29 +932,71 @@ async fn state_section(
         (Some(since), false) => Some(state_at_position(s, room_id, since).await?),
         _ => None,
     };
-    let lazy = !filter.lazy_load_options.is_disabled();
-    let wanted_members: HashSet<&str> = timeline
-        .iter()
-        .map(|p| p.sender.as_str())
-        .chain([user.as_str()])
-        .collect();
+    let (lazy, redundant) = match filter.lazy_load_options {
+        ruma::api::client::filter::LazyLoadOptions::Enabled {
+            include_redundant_members,
+        } => (true, include_redundant_members),
+        _ => (false, false),
+    };
+    let mut speakers: HashSet<&str> = timeline.iter().map(|p| p.sender.as_str()).collect();
+    if previous.is_none() {
+        speakers.insert(who.user_id.as_str());
+    }
     let in_timeline: HashSet<&str> = timeline.iter().map(|p| p.event_id.as_str()).collect();
     let mut pdus = Vec::new();
+    // Member events lazy loading decided to send: (member, position in `pdus`).
+    let mut members: Vec<(&str, usize)> = Vec::new();
     for (key, id) in start.iter() {
-        if previous
-            .as_ref()
-            .is_some_and(|prev| prev.get(key) == Some(id))
-            || in_timeline.contains(id.as_str())
-        {
+        if in_timeline.contains(id.as_str()) {
             continue;
         }
-        if lazy && key.0 == "m.room.member" && !wanted_members.contains(key.1.as_str()) {
+        let changed = previous
+            .as_ref()
+            .is_none_or(|prev| prev.get(key) != Some(id));
+        let member = lazy && key.0 == "m.room.member";
+        let wanted = if member {
+            speakers.contains(key.1.as_str()) || (changed && previous.is_some())
+        } else {
+            changed
+        };
+        if !wanted {
             continue;
         }
         if let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
             && filtering::matches(filter, &p)
         {
+            if member {
+                members.push((key.1.as_str(), pdus.len()));
+            }
             pdus.push(p);
+        }
+    }
+    if lazy {
+        let pairs: Vec<(&str, &Pdu)> = members.iter().map(|(m, i)| (*m, &*pdus[*i])).collect();
+        // An incremental sync leaves out what the device was sent already.
+        let keep = if previous.is_some() && !redundant {
+            s.lazy_members.unsent(who, &pairs)
+        } else {
+            vec![true; pairs.len()]
+        };
+        let timeline_members = timeline
+            .iter()
+            .filter(|p| p.kind == ruma::events::TimelineEventType::RoomMember)
+            .filter_map(|p| Some((p.state_key.as_deref()?, &**p)));
+        s.lazy_members
+            .note(who, pairs.iter().copied().chain(timeline_members));
+        let dropped: HashSet<usize> = members
+            .iter()
+            .zip(&keep)
+            .filter(|(_, keep)| !**keep)
+            .map(|((_, i), _)| *i)
+            .collect();
+        if !dropped.is_empty() {
+            let mut i = 0;
+            pdus.retain(|_| {
+                i += 1;
+                !dropped.contains(&(i - 1))
+            });
         }
     }
     pdus.sort_by_key(|p| p.stream_ordering);
@@ -734,24 +1006,42 @@ async fn state_section(
         .await
 }
 
-/// Heroes and member counts from the room's joined and invited members.
-fn summary(user: &UserId, members: Vec<RoomMemberRow>) -> Value {
+/// Member counts from the room's joined and invited members, and heroes
+/// when the room has neither a name nor a canonical alias (the spec: heroes
+/// are for clients to name the room; as Synapse, a named room has none).
+async fn summary(
+    s: &Services,
+    user: &UserId,
+    state: &StateMap,
+    members: Vec<RoomMemberRow>,
+) -> Result<Value> {
     let joined = members
         .iter()
         .filter(|m| m.membership == MembershipState::Join)
         .count();
     let invited = members.len() - joined;
+    let mut summary = json!({
+        "m.joined_member_count": joined,
+        "m.invited_member_count": invited,
+    });
+    for (ty, field) in [("m.room.name", "name"), ("m.room.canonical_alias", "alias")] {
+        if let Some(content) = s.rooms.state_content(state, ty, "").await?
+            && content
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        {
+            return Ok(summary);
+        }
+    }
     let heroes: Vec<OwnedUserId> = members
         .into_iter()
         .map(|m| m.user_id)
         .filter(|m| m != user)
         .take(5)
         .collect();
-    json!({
-        "m.heroes": heroes,
-        "m.joined_member_count": joined,
-        "m.invited_member_count": invited,
-    })
+    summary["m.heroes"] = json!(heroes);
+    Ok(summary)
 }
 
 /// A joined room the sync answers for, found in the first pass.
@@ -835,18 +1125,30 @@ async fn read_joined(
 /// (made for all rooms together, see [`build`]): the body and those events.
 async fn joined_room(
     s: &Services,
-    user: &UserId,
+    who: &Requester,
     room: PendingJoined,
     reads: &mut JoinedReads,
-    to: i64,
-    req: &SyncRequest,
-    rules: &ruma::push::Ruleset,
+    (to, req): (i64, &SyncRequest),
+    (rules, ignored): (&ruma::push::Ruleset, &IgnoredUsers),
 ) -> Result<(JoinedRoom, Vec<Arc<Pdu>>)> {
+    let user = &who.user_id();
     let filter = &req.filter.room;
     let room_id = &room.room_id;
     let rows = reads.timelines.remove(room_id).unwrap_or_default();
-    let (events, limited) = timeline_from_pdus(s, user, "join", rows, &filter.timeline).await?;
     let current = s.rooms.current_state(room_id).await?;
+    let timeline_for = TimelineFor {
+        room_id,
+        membership: "join",
+        since: room.since,
+        ignored,
+        current: Some(&current),
+    };
+    let (events, limited) =
+        timeline_from_pdus(s, user, &timeline_for, rows, &filter.timeline).await?;
+    // A room joined since the last sync: its timeline starts somewhere in
+    // the room's history, so it is limited (as Synapse; sytest "Newly
+    // joined room has correct timeline in incremental sync").
+    let limited = limited || (room.since.is_none() && req.since.is_some());
     // Read after `current`: nothing newer than `to` has reached `current`
     // when the room's newest event is at or before `to`.
     let end_state = if s.rooms.latest_position(room_id).await? <= to {
@@ -858,7 +1160,7 @@ async fn joined_room(
     // the difference between the state at `since` and at the timeline start.
     let state = state_section(
         s,
-        user,
+        who,
         room_id,
         room.since,
         req.full_state,
@@ -905,7 +1207,7 @@ async fn joined_room(
             prev_batch,
         },
         state: state.into(),
-        summary: summary(user, members),
+        summary: summary(s, user, &current, members).await?,
         unread_notifications: UnreadNotifications {
             highlight_count: highlight,
             notification_count: notify,
@@ -919,27 +1221,26 @@ async fn joined_room(
 async fn left_room(
     s: &Services,
     who: &Requester,
-    user: &UserId,
-    room_id: &RoomId,
-    since: Option<i64>,
+    (room_id, since): (&RoomId, Option<i64>),
     leave_pos: i64,
     req: &SyncRequest,
+    ignored: &IgnoredUsers,
 ) -> Result<LeftRoom> {
+    let user = &who.user_id();
     let filter = &req.filter.room;
-    // Up to and including the leave event; nothing after it.
-    let (events, limited) = timeline(
-        s,
-        user,
-        (room_id, "leave"),
+    let room = TimelineFor {
+        room_id,
+        membership: "leave",
         since,
-        leave_pos,
-        &filter.timeline,
-    )
-    .await?;
+        ignored,
+        current: None,
+    };
+    // Up to and including the leave event; nothing after it.
+    let (events, limited) = timeline(s, user, &room, leave_pos, &filter.timeline).await?;
     let end_state = state_at_position(s, room_id, leave_pos).await?;
     let state = state_section(
         s,
-        user,
+        who,
         room_id,
         since,
         req.full_state,
@@ -964,8 +1265,14 @@ async fn left_room(
     })
 }
 
-/// Stripped state an invitee sees: the room's public face and the invite.
-async fn invite_state(s: &Services, room_id: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+/// Stripped state an invitee sees: the room's public face and the invite;
+/// `None` when the inviter is ignored.
+async fn invite_state(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    ignored: &IgnoredUsers,
+) -> Result<Option<Vec<Value>>> {
     let state = s.rooms.current_state(room_id).await?;
     let mut out = Vec::new();
     for (ty, sk) in [
@@ -986,6 +1293,9 @@ async fn invite_state(s: &Services, room_id: &RoomId, user: &UserId) -> Result<V
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
         && let Some(invite) = s.rooms.pdu(id.as_str()).await?
     {
+        if ignored.contains(&invite.sender) {
+            return Ok(None);
+        }
         if let Some(inviter) = state.get(&("m.room.member".to_owned(), invite.sender.to_string()))
             && let Some(p) = s.rooms.pdu(inviter.as_str()).await?
         {
@@ -996,5 +1306,5 @@ async fn invite_state(s: &Services, room_id: &RoomId, user: &UserId) -> Result<V
         ev["origin_server_ts"] = json!(invite.origin_server_ts);
         out.push(ev);
     }
-    Ok(out)
+    Ok(Some(out))
 }

@@ -242,20 +242,31 @@ async fn create_room_requires_auth() {
     );
 }
 
+/// The guest access of the private presets.
+const CAN_JOIN: Option<&str> = Some("can_join");
+
 async fn assert_preset_state(
     server: &TestServer,
     s: &Session,
     room: &str,
     join_rule: &str,
     history: &str,
-    guest: &str,
+    guest: Option<&str>,
 ) {
     let jr = state_content(server, s, room, "m.room.join_rules", "").await;
     assert_eq!(jr["join_rule"], join_rule, "{room}: {jr}");
     let hv = state_content(server, s, room, "m.room.history_visibility", "").await;
     assert_eq!(hv["history_visibility"], history, "{room}: {hv}");
-    let ga = state_content(server, s, room, "m.room.guest_access", "").await;
-    assert_eq!(ga["guest_access"], guest, "{room}: {ga}");
+    match guest {
+        Some(guest) => {
+            let ga = state_content(server, s, room, "m.room.guest_access", "").await;
+            assert_eq!(ga["guest_access"], guest, "{room}: {ga}");
+        }
+        None => {
+            let ga = get_state(server, s, room, "m.room.guest_access", "").await;
+            assert_error(&ga, 404, "M_NOT_FOUND");
+        }
+    }
 }
 
 #[tokio::test]
@@ -263,11 +274,13 @@ async fn create_room_presets() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let public = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
-    assert_preset_state(&server, &alice, &public, "public", "shared", "forbidden").await;
+    // No guest access event in a public room (as Synapse; absent means
+    // forbidden): sytest's 31sync/15lazy-members expects none in its state.
+    assert_preset_state(&server, &alice, &public, "public", "shared", None).await;
     let private = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
-    assert_preset_state(&server, &alice, &private, "invite", "shared", "can_join").await;
+    assert_preset_state(&server, &alice, &private, "invite", "shared", CAN_JOIN).await;
     let trusted = create_room(&server, &alice, json!({"preset": "trusted_private_chat"})).await;
-    assert_preset_state(&server, &alice, &trusted, "invite", "shared", "can_join").await;
+    assert_preset_state(&server, &alice, &trusted, "invite", "shared", CAN_JOIN).await;
 
     // The join rules are in force: anyone joins the public room, not the others.
     let bob = server.user("bob").await;
@@ -281,11 +294,13 @@ async fn create_room_preset_defaults_follow_visibility() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let public = create_room(&server, &alice, json!({"visibility": "public"})).await;
-    assert_preset_state(&server, &alice, &public, "public", "shared", "forbidden").await;
+    // No guest access event in a public room (as Synapse; absent means
+    // forbidden): sytest's 31sync/15lazy-members expects none in its state.
+    assert_preset_state(&server, &alice, &public, "public", "shared", None).await;
     let private = create_room(&server, &alice, json!({"visibility": "private"})).await;
-    assert_preset_state(&server, &alice, &private, "invite", "shared", "can_join").await;
+    assert_preset_state(&server, &alice, &private, "invite", "shared", CAN_JOIN).await;
     let default = create_room(&server, &alice, json!({})).await;
-    assert_preset_state(&server, &alice, &default, "invite", "shared", "can_join").await;
+    assert_preset_state(&server, &alice, &default, "invite", "shared", CAN_JOIN).await;
     // An explicit preset wins over visibility.
     let both = create_room(
         &server,
@@ -293,7 +308,7 @@ async fn create_room_preset_defaults_follow_visibility() {
         json!({"visibility": "public", "preset": "private_chat"}),
     )
     .await;
-    assert_preset_state(&server, &alice, &both, "invite", "shared", "can_join").await;
+    assert_preset_state(&server, &alice, &both, "invite", "shared", CAN_JOIN).await;
 }
 
 #[tokio::test]

@@ -290,7 +290,8 @@ async fn messages(
     check_can_read(&s, &req.room_id, &r).await?;
     let limit = u64::from(req.limit).clamp(1, 1000) as usize;
     let backwards = req.dir == Direction::Backward;
-    let page = s
+    let filter = req.filter;
+    let mut page = s
         .rooms
         .messages(
             &req.room_id,
@@ -299,10 +300,13 @@ async fn messages(
             req.to.as_deref(),
             backwards,
             limit,
-            &req.filter,
+            &filter,
         )
         .await?;
-    let state = if req.filter.lazy_load_options.is_disabled() {
+    s.account_data
+        .drop_ignored(&r.user_id(), &mut page.events)
+        .await?;
+    let state = if filter.lazy_load_options.is_disabled() {
         None
     } else {
         Some(lazy_members(&s, &r, &req.room_id, &page.events).await?)

@@ -76,3 +76,24 @@ pub fn spawn_poll(
         (status, body, Instant::now())
     })
 }
+
+/// The `filter=` query parameter carrying an inline JSON filter.
+pub fn filter_param(filter: &serde_json::Value) -> String {
+    format!("filter={}", enc(&filter.to_string()))
+}
+
+/// PUT /user/{me}/account_data/{type}; asserts 200.
+pub async fn put_account_data(
+    server: &TestServer,
+    who: &Session,
+    ty: &str,
+    content: serde_json::Value,
+) {
+    let path = format!(
+        "/_matrix/client/v3/user/{}/account_data/{}",
+        enc(&who.user_id),
+        enc(ty)
+    );
+    let (st, b) = server.put(&path, who.token(), content).await;
+    assert_eq!(st, StatusCode::OK, "account data {ty}: {b}");
+}
