@@ -180,7 +180,11 @@ impl Server {
                 kind: TimelineEventType::RoomMessage,
                 state_key: None,
                 content: message_content(body),
-                txn,
+                txn: txn.map(|(device, scope, txn)| myelin::services::rooms::TxnRef {
+                    device,
+                    scope,
+                    txn,
+                }),
                 redacts: None,
             })
             .await

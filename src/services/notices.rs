@@ -12,7 +12,7 @@ use crate::model::pdu::Pdu;
 use crate::services::Services;
 use crate::services::accounts::Registration;
 use crate::services::rooms::create::Preset;
-use crate::services::rooms::{CreateRoom, NewEvent};
+use crate::services::rooms::{CreateRoom, NewEvent, TxnRef};
 use crate::storage::AccountType;
 
 /// A notice to send.
@@ -21,7 +21,7 @@ pub struct Notice<'a> {
     pub state_key: Option<&'a str>,
     pub content: Value,
     /// (device id, scope, transaction id) of the admin's request, for idempotent PUTs.
-    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    pub txn: Option<TxnRef<'a>>,
 }
 
 pub fn notices_user(s: &Services) -> Result<OwnedUserId> {
@@ -74,7 +74,7 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
     let notices_sender = notices_user(s)?;
     // A retried transaction is the event it made (once written; one still
     // queued is found by `append`).
-    if let Some((device, scope, txn)) = notice.txn
+    if let Some(TxnRef { device, scope, txn }) = notice.txn
         && let Some(existing) = s
             .rooms
             .transaction_event(notices_sender.as_str(), device, scope, txn)

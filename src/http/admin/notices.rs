@@ -11,6 +11,7 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::extract::{AdminAuth, JsonBody};
 use crate::services::notices::{self, Notice};
+use crate::services::rooms::TxnRef;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/_synapse/admin/v1/send_server_notice", post(send))
@@ -35,7 +36,7 @@ fn notice<'a>(
     kind: &'a Option<String>,
     state_key: &'a Option<String>,
     content: &Value,
-    txn: Option<(&'a str, &'a str, &'a str)>,
+    txn: Option<TxnRef<'a>>,
 ) -> Result<Notice<'a>> {
     if !content.is_object() {
         return Err(MatrixError::bad_json("content must be a JSON object"));
@@ -48,11 +49,7 @@ fn notice<'a>(
     })
 }
 
-async fn do_send(
-    s: &AppState,
-    body: &NoticeBody,
-    txn: Option<(&str, &str, &str)>,
-) -> Result<Json<Value>> {
+async fn do_send(s: &AppState, body: &NoticeBody, txn: Option<TxnRef<'_>>) -> Result<Json<Value>> {
     let target = ruma::UserId::parse(&body.user_id)
         .map_err(|e| MatrixError::invalid_param(format!("Invalid user id: {e}")))?;
     let pdu = notices::send(
@@ -90,7 +87,12 @@ async fn send_txn(
     // Scoped to the admin's device and this endpoint; the notices user
     // sends the event.
     let device = format!("{}/{}", r.user_id, r.device_id);
-    do_send(&s, &body, Some((&device, "send_server_notice", &txn_id))).await
+    let txn = TxnRef {
+        device: &device,
+        scope: "send_server_notice",
+        txn: &txn_id,
+    };
+    do_send(&s, &body, Some(txn)).await
 }
 
 #[derive(Deserialize)]

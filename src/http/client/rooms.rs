@@ -22,7 +22,7 @@ use crate::http::extract::{Auth, JsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::services::room_admin::check_not_blocked;
 use crate::services::rooms::create::{InitialState, Preset};
-use crate::services::rooms::{CreateRoom, NewEvent};
+use crate::services::rooms::{CreateRoom, NewEvent, TxnRef};
 use crate::services::{directory, memberships};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -416,7 +416,11 @@ async fn send(
         )));
     }
     let content = raw_to_value(&req.body)?;
-    let txn = Some((&*r.device_id, scope.as_str(), req.txn_id.as_str()));
+    let txn = Some(TxnRef {
+        device: &r.device_id,
+        scope: scope.as_str(),
+        txn: req.txn_id.as_str(),
+    });
     let event_id = send_message(
         &s,
         &req.room_id,
@@ -461,7 +465,7 @@ async fn send_message(
     user: &UserId,
     event_type: &str,
     content: Value,
-    txn: Option<(&str, &str, &str)>,
+    txn: Option<TxnRef<'_>>,
 ) -> Result<OwnedEventId> {
     require_joined(s, room_id, user).await?;
     if !content.is_object() {
@@ -607,7 +611,11 @@ async fn redact(
             kind: TimelineEventType::RoomRedaction,
             state_key: None,
             content,
-            txn: Some((&r.device_id, &scope, req.txn_id.as_str())),
+            txn: Some(TxnRef {
+                device: &r.device_id,
+                scope: &scope,
+                txn: req.txn_id.as_str(),
+            }),
             redacts: Some(req.event_id.clone()),
         })
         .await?;

@@ -127,6 +127,16 @@ impl RecentTxns {
     }
 }
 
+/// An idempotent client send: which device sent it, where (the scope
+/// names the endpoint and path, e.g. `send:!room`) and the client's
+/// transaction id. The same three again are the same event.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnRef<'a> {
+    pub device: &'a str,
+    pub scope: &'a str,
+    pub txn: &'a str,
+}
+
 /// A new event to append to a room.
 pub struct NewEvent<'a> {
     pub room_id: &'a RoomId,
@@ -134,9 +144,8 @@ pub struct NewEvent<'a> {
     pub kind: TimelineEventType,
     pub state_key: Option<String>,
     pub content: Value,
-    /// (device id, scope, transaction id) for idempotent client sends; the
-    /// scope names the endpoint and path (e.g. `send:!room`).
-    pub txn: Option<(&'a str, &'a str, &'a str)>,
+    /// For idempotent client sends.
+    pub txn: Option<TxnRef<'a>>,
     pub redacts: Option<OwnedEventId>,
 }
 
@@ -751,7 +760,9 @@ impl Rooms {
             .rules()
             .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
         let room_id = new.room_id;
-        let txn = new.txn.map(|(d, sc, t)| (new.sender.as_str(), d, sc, t));
+        let txn = new
+            .txn
+            .map(|t| (new.sender.as_str(), t.device, t.scope, t.txn));
         let obj = self.event_json(new, head, &rules)?;
         let pdu = self
             .sign_and_check(obj, &version, room_id.to_owned(), &head.state)
@@ -766,7 +777,7 @@ impl Rooms {
     /// Callers look for written ones in the database first
     /// (`transaction_event`); ones still queued are in the room head.
     async fn retried_send(&self, head: &RoomHead, new: &NewEvent<'_>) -> Result<Option<Pdu>> {
-        let Some((device, scope, txn)) = new.txn else {
+        let Some(TxnRef { device, scope, txn }) = new.txn else {
             return Ok(None);
         };
         let sender = new.sender.as_str();
