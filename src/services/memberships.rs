@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 
 use crate::error::{MatrixError, Result};
 use crate::model::state::StateMap;
@@ -40,7 +40,7 @@ pub async fn joined_rooms(s: &Services, user: &UserId) -> Result<Vec<String>> {
 }
 
 /// The room's joined members, by user id.
-pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
+pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
     Ok(s.storage
         .room_members(room_id.as_str(), &MembershipState::Join)
         .await?)

@@ -79,7 +79,7 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
             .rooms
             .transaction_event(notices_sender.as_str(), device, scope, txn)
             .await?
-        && let Some(pdu) = s.rooms.pdu(&existing).await?
+        && let Some(pdu) = s.rooms.pdu(existing.as_str()).await?
     {
         return Ok(pdu);
     }
