@@ -223,7 +223,7 @@ pub async fn start_room_delete(
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,
 ) -> Result<String> {
-    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
+    let id = s.jobs.new_room_job(&room_id, &opts).await?;
     s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()));
     Ok(id)
 }
@@ -237,7 +237,7 @@ pub async fn delete_room_now(
     opts: DeleteRoom,
 ) -> Result<crate::services::jobs::ShutdownResult> {
     use crate::services::jobs::JobStatus;
-    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
+    let id = s.jobs.new_room_job(&room_id, &opts).await?;
     s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()))
         .await
         .map_err(MatrixError::internal)?;
