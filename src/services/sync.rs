@@ -1095,7 +1095,7 @@ async fn read_joined(
     let mut counted = HashMap::with_capacity(pending.len());
     for p in pending {
         let current = s.rooms.current_state(&p.room_id).await?;
-        let receipts = receipts.remove(p.room_id.as_str()).unwrap_or_default();
+        let receipts = receipts.remove(&p.room_id).unwrap_or_default();
         let pos = notifications::read_position(s, user, &current, receipts).await?;
         let so_far = s.unread.resume(user, &p.room_id, pos, to);
         if so_far.upto < to {

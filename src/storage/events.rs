@@ -830,13 +830,12 @@ impl Storage {
         Ok(out)
     }
 
-    /// The JSON of events by id (those that exist).
     /// The JSON of events by id, with the (device, transaction id) each was
     /// sent with, if any (those that exist).
     pub async fn events_json(
         &self,
         event_ids: &[&str],
-    ) -> sqlx::Result<HashMap<String, (String, Option<(String, String)>)>> {
+    ) -> sqlx::Result<HashMap<OwnedEventId, (String, Option<(String, String)>)>> {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
@@ -849,7 +848,8 @@ impl Storage {
             let rows = q
                 .try_map(|r: AnyRow| {
                     let json: String = r.try_get("json")?;
-                    Ok((r.try_get("event_id")?, (json, txn_of(&r)?)))
+                    let id = parse_id("event_id", r.try_get("event_id")?)?;
+                    Ok((id, (json, txn_of(&r)?)))
                 })
                 .fetch_all(self.pool())
                 .await?;

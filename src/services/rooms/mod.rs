@@ -543,7 +543,7 @@ impl Rooms {
                 let cached = self.events.lock().get(r.event_id.as_str()).cloned();
                 let pdu = match cached {
                     Some(p) => p,
-                    None => match json.remove(r.event_id.as_str()) {
+                    None => match json.remove(&r.event_id) {
                         Some(text) => self.pdu_from_row(r.with_json(text))?,
                         // Evicted since the first look: read it alone.
                         None => match self.pdu_shared(r.event_id.as_str()).await? {
