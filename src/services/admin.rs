@@ -3,7 +3,7 @@
 //! and purging rooms. Abuse reports are in `reports.rs`.
 
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::json;
 
 use crate::error::{MatrixError, Result};
@@ -12,20 +12,19 @@ use crate::services::jobs::{JobFuture, JobHandle};
 
 /// Makes every joined local user leave the room (one leave event each,
 /// appended in turn). Returns who left.
-pub async fn evacuate_room(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
+pub async fn evacuate_room(s: &Services, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
     s.rooms.known_version(room_id).await?;
     let mut affected = Vec::new();
-    for member in s
+    for user in s
         .storage
         .room_members(room_id.as_str(), &MembershipState::Join)
         .await?
     {
-        let user = UserId::parse(&member).map_err(MatrixError::internal)?;
         if !s.accounts.is_local(&user) {
             continue;
         }
         s.rooms.leave(room_id, &user, &user, None).await?;
-        affected.push(member);
+        affected.push(user);
     }
     tracing::info!(%room_id, count = affected.len(), "evacuated room");
     Ok(affected)
@@ -224,7 +223,7 @@ pub async fn start_room_delete(
     room_id: ruma::OwnedRoomId,
     opts: DeleteRoom,
 ) -> Result<String> {
-    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
+    let id = s.jobs.new_room_job(&room_id, &opts).await?;
     s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()));
     Ok(id)
 }
@@ -238,7 +237,7 @@ pub async fn delete_room_now(
     opts: DeleteRoom,
 ) -> Result<crate::services::jobs::ShutdownResult> {
     use crate::services::jobs::JobStatus;
-    let id = s.jobs.new_room_job(room_id.as_str(), &opts).await?;
+    let id = s.jobs.new_room_job(&room_id, &opts).await?;
     s.spawn_job(run_room_delete(s.clone(), room_id, opts, id.clone()))
         .await
         .map_err(MatrixError::internal)?;
@@ -428,14 +427,11 @@ async fn move_local_members(
     opts: &DeleteRoom,
 ) -> Result<MovedMembers> {
     let mut moved = MovedMembers::default();
-    for member in s
+    for user in s
         .storage
         .room_members(room_id.as_str(), &MembershipState::Join)
         .await?
     {
-        let Ok(user) = UserId::parse(&member) else {
-            continue;
-        };
         if !s.accounts.is_local(&user) {
             continue;
         }
@@ -447,9 +443,9 @@ async fn move_local_members(
                 {
                     tracing::warn!(%user, "could not move a user to the replacement room");
                 }
-                moved.kicked.push(member);
+                moved.kicked.push(user.to_string());
             }
-            Err(_) => moved.failed.push(member),
+            Err(_) => moved.failed.push(user.to_string()),
         }
     }
     Ok(moved)
@@ -465,14 +461,14 @@ async fn move_aliases(
 ) -> Result<Vec<String>> {
     let aliases = s.storage.room_aliases(room_id.as_str()).await?;
     for alias in &aliases {
-        s.storage.delete_alias(alias).await?;
+        s.storage.delete_alias(alias.as_str()).await?;
         if let (Some(new_id), Some(owner)) = (new_room, &opts.new_room_user_id) {
             s.storage
-                .insert_alias(alias, new_id.as_str(), owner.as_str())
+                .insert_alias(alias.as_str(), new_id.as_str(), owner.as_str())
                 .await?;
         }
     }
-    Ok(aliases)
+    Ok(aliases.iter().map(|a| a.to_string()).collect())
 }
 
 /// Adds to `into` what it lacks of `more`.

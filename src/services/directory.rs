@@ -2,7 +2,7 @@
 //! flag of `rooms`) and the user directory (`profiles` joined with room
 //! memberships). Local only until federation.
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId};
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
@@ -141,7 +141,11 @@ async fn drop_from_canonical_alias(s: &Services, r: &Requester, room_id: &RoomId
 /// The room's local aliases. Members (or anyone, for a world-readable room)
 /// may list them; server admins may for any room, as on Synapse (admin tools
 /// rely on it).
-pub async fn room_aliases(s: &Services, r: &Requester, room_id: &RoomId) -> Result<Vec<String>> {
+pub async fn room_aliases(
+    s: &Services,
+    r: &Requester,
+    room_id: &RoomId,
+) -> Result<Vec<OwnedRoomAliasId>> {
     // The admin check reads the account: only when the first one refuses.
     if let Err(refused) = s.rooms.readable_state(room_id, &r.user_id()).await {
         if !s.sessions.admin_now(r).await? {

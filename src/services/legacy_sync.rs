@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -472,7 +472,7 @@ pub async fn initial_sync(
     let limit = messages_limit(req.limit);
     let data = s.storage.account_data_since(user.as_str(), 0, to).await?;
     let (global, mut by_room) = split_account_data(data);
-    let forgotten: HashSet<String> = s
+    let forgotten: HashSet<OwnedRoomId> = s
         .storage
         .forgotten_rooms(user.as_str())
         .await?
@@ -488,7 +488,7 @@ pub async fn initial_sync(
                 room_snapshot(s, who, &m.room_id, Seen::Joined, limit, to).await?
             }
             MembershipState::Invite => invited_room(s, who, &m.room_id, to).await?,
-            MembershipState::Leave if req.archived && !forgotten.contains(m.room_id.as_str()) => {
+            MembershipState::Leave if req.archived && !forgotten.contains(&m.room_id) => {
                 room_snapshot(s, who, &m.room_id, Seen::Left(m.stream_ordering), limit, to).await?
             }
             _ => continue,
@@ -716,10 +716,8 @@ async fn members_presence(
         .storage
         .presence_in_rooms(&[room_id.as_str()], user.as_str(), 0, to)
         .await?;
-    let mut by_user: HashMap<String, PresenceRow> = rows
-        .into_iter()
-        .map(|p| (p.user_id.to_string(), p))
-        .collect();
+    let mut by_user: HashMap<OwnedUserId, PresenceRow> =
+        rows.into_iter().map(|p| (p.user_id.clone(), p)).collect();
     Ok(memberships::joined_members(s, room_id)
         .await?
         .into_iter()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ruma::events::room::member::MembershipState;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::error::{MatrixError, Result};
 use crate::model::state::StateMap;
@@ -30,17 +30,18 @@ pub async fn memberships(s: &Services, user: &UserId) -> Result<Vec<RoomMembersh
 }
 
 /// The rooms the user is joined to.
-pub async fn joined_rooms(s: &Services, user: &UserId) -> Result<Vec<String>> {
-    Ok(memberships(s, user)
+pub async fn joined_rooms(s: &Services, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+    Ok(s.storage
+        .rooms_for_user(user.as_str())
         .await?
         .into_iter()
-        .filter(|m| m.membership == "join")
+        .filter(|m| m.membership == MembershipState::Join)
         .map(|m| m.room_id)
         .collect())
 }
 
 /// The room's joined members, by user id.
-pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<String>> {
+pub async fn joined_members(s: &Services, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
     Ok(s.storage
         .room_members(room_id.as_str(), &MembershipState::Join)
         .await?)
@@ -111,10 +112,7 @@ pub async fn forget(s: &Services, user: &UserId, room_id: &RoomId) -> Result<()>
 /// that room's) is logged and skipped: the profile itself has changed.
 pub async fn copy_profile_to_rooms(s: &Services, user: &UserId) -> Result<()> {
     let content = serde_json::Value::Object(s.profiles.get(user).await?.member_content());
-    for room in joined_rooms(s, user).await? {
-        let Ok(room_id) = ruma::OwnedRoomId::try_from(room.as_str()) else {
-            continue;
-        };
+    for room_id in joined_rooms(s, user).await? {
         if let Err(e) = s.rooms.join(&room_id, user, content.clone(), None).await {
             tracing::warn!(%user, %room_id, error = %e.message(), "could not copy the profile into the room");
         }

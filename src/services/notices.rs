@@ -79,7 +79,7 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
             .rooms
             .transaction_event(notices_sender.as_str(), device, scope, txn)
             .await?
-        && let Some(pdu) = s.rooms.pdu(&existing).await?
+        && let Some(pdu) = s.rooms.pdu(existing.as_str()).await?
     {
         return Ok(pdu);
     }
@@ -187,7 +187,7 @@ async fn notice_room(s: &Services, sender: &UserId, target: &UserId) -> Result<O
 /// What a broadcast did: how many users got the notice, and who could not.
 pub struct Broadcast {
     pub sent: usize,
-    pub failed: Vec<String>,
+    pub failed: Vec<OwnedUserId>,
 }
 
 /// Sends a notice (built afresh for each user by `notice`) to every active
@@ -203,13 +203,10 @@ pub async fn broadcast<'a>(
         failed: Vec::new(),
     };
     for user in s.storage.active_local_users().await? {
-        if user == sender.as_str() {
+        if user == sender {
             continue;
         }
-        let Ok(target) = UserId::parse(&user) else {
-            continue;
-        };
-        match send(s, &target, notice()?).await {
+        match send(s, &user, notice()?).await {
             Ok(_) => out.sent += 1,
             Err(e) => {
                 tracing::warn!(%user, error = %e.message(), "server notice broadcast failed for a user");

@@ -10,7 +10,7 @@ use ruma::serde::Raw;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
 use crate::error::Result;
@@ -114,11 +114,11 @@ pub async fn read_position(
     s: &Services,
     user: &UserId,
     state: &StateMap,
-    receipt_events: Vec<String>,
+    receipt_events: Vec<OwnedEventId>,
 ) -> Result<i64> {
     let mut read_pos = 0;
     for event_id in receipt_events {
-        if let Some(pdu) = s.rooms.pdu_shared(&event_id).await? {
+        if let Some(pdu) = s.rooms.pdu_shared(event_id.as_str()).await? {
             read_pos = read_pos.max(pdu.stream_ordering);
         }
     }

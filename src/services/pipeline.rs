@@ -43,7 +43,7 @@ pub trait EventLookup: Send + Sync {
     fn event<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<Arc<Pdu>>>>;
 
     /// The ids of the `m.replace` edits of an event.
-    fn edits_of<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Vec<String>>>;
+    fn edits_of<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Vec<OwnedEventId>>>;
 }
 
 /// A batch of committed events, in stream order.

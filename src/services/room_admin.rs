@@ -3,7 +3,7 @@
 //! joins and invites obey; and which local member acts for an admin in a
 //! room (`room_operator`).
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 
 use crate::error::{MatrixError, Result};
 use crate::services::Services;
@@ -47,7 +47,7 @@ pub async fn room(s: &Services, room_id: &RoomId) -> Result<RoomInfo> {
 }
 
 /// Who blocked the room, if it is blocked.
-pub async fn blocked_by(s: &Services, room_id: &RoomId) -> Result<Option<String>> {
+pub async fn blocked_by(s: &Services, room_id: &RoomId) -> Result<Option<OwnedUserId>> {
     Ok(s.storage.room_blocked_by(room_id.as_str()).await?)
 }
 
@@ -77,10 +77,7 @@ pub async fn room_operator(s: &Services, room_id: &RoomId) -> Result<OwnedUserId
         OwnedUserId,
         ruma::events::room::power_levels::UserPowerLevel,
     )> = None;
-    for member in crate::services::memberships::joined_members(s, room_id).await? {
-        let Ok(user) = UserId::parse(&member) else {
-            continue;
-        };
+    for user in crate::services::memberships::joined_members(s, room_id).await? {
         if !s.accounts.is_local(&user)
             || !levels.user_can_send_state(&user, "m.room.power_levels".into())
         {

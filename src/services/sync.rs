@@ -482,7 +482,7 @@ async fn sort_rooms(
     let Window { since, to } = window;
     let room_filter = &req.filter.room;
     // Read when a left room is a candidate.
-    let mut forgotten: Option<HashSet<String>> = None;
+    let mut forgotten: Option<HashSet<OwnedRoomId>> = None;
     let mut sorted = SortedRooms {
         joined: Vec::new(),
         pending: Vec::new(),
@@ -556,7 +556,7 @@ async fn sort_rooms(
                             .collect(),
                     );
                 }
-                if wanted && !forgotten.as_ref().is_some_and(|f| f.contains(&room)) {
+                if wanted && !forgotten.as_ref().is_some_and(|f| f.contains(&room_id)) {
                     // Joined and left within the window: the client never
                     // had the room's state, so it gets it all (as Synapse).
                     let room_since = match since {
@@ -1095,7 +1095,7 @@ async fn read_joined(
     let mut counted = HashMap::with_capacity(pending.len());
     for p in pending {
         let current = s.rooms.current_state(&p.room_id).await?;
-        let receipts = receipts.remove(p.room_id.as_str()).unwrap_or_default();
+        let receipts = receipts.remove(&p.room_id).unwrap_or_default();
         let pos = notifications::read_position(s, user, &current, receipts).await?;
         let so_far = s.unread.resume(user, &p.room_id, pos, to);
         if so_far.upto < to {

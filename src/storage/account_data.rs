@@ -169,11 +169,13 @@ impl Storage {
     pub async fn all_main_receipts(
         &self,
         user_id: &str,
-    ) -> sqlx::Result<std::collections::HashMap<String, Vec<String>>> {
+    ) -> sqlx::Result<std::collections::HashMap<OwnedRoomId, Vec<OwnedEventId>>> {
         #[derive(FromRow)]
         struct Receipt {
-            room_id: String,
-            event_id: String,
+            #[sqlx(try_from = "String")]
+            room_id: OwnedRoomId,
+            #[sqlx(try_from = "String")]
+            event_id: OwnedEventId,
         }
         let rows: Vec<Receipt> = sqlx::query_as(
             "SELECT room_id, event_id FROM receipts
@@ -183,7 +185,7 @@ impl Storage {
         .bind(user_id)
         .fetch_all(self.pool())
         .await?;
-        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        let mut out: std::collections::HashMap<OwnedRoomId, Vec<OwnedEventId>> = Default::default();
         for r in rows {
             out.entry(r.room_id).or_default().push(r.event_id);
         }

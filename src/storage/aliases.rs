@@ -1,6 +1,6 @@
 //! Table `room_aliases`: local aliases (`#name:server`) pointing at rooms.
 
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 
 use super::rows::parse_id;
 use super::{Dialect, Storage};
@@ -82,11 +82,13 @@ impl Storage {
         .await
     }
 
-    pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
-            .bind(room_id)
-            .fetch_all(self.pool())
-            .await
+    pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<OwnedRoomAliasId>> {
+        self.id_list(
+            "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias",
+            room_id,
+            "alias",
+        )
+        .await
     }
 }
 

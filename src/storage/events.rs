@@ -691,15 +691,16 @@ impl Storage {
         room_id: &str,
         ty: &str,
         sk: &str,
-    ) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar(
+    ) -> sqlx::Result<Option<OwnedEventId>> {
+        let raw: Option<String> = sqlx::query_scalar(
             "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
         )
         .bind(room_id)
         .bind(ty)
         .bind(sk)
         .fetch_optional(self.pool())
-        .await
+        .await?;
+        raw.map(|id| parse_id("event_id", id)).transpose()
     }
 
     /// The rooms the user has a membership in (whichever), with that
@@ -755,15 +756,19 @@ impl Storage {
         &self,
         room_id: &str,
         membership: &MembershipState,
-    ) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+    ) -> sqlx::Result<Vec<OwnedUserId>> {
+        let users: Vec<String> = sqlx::query_scalar(
             "SELECT state_key FROM current_state
              WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = $2 ORDER BY state_key",
         )
         .bind(room_id)
         .bind(membership.as_str())
         .fetch_all(self.pool())
-        .await
+        .await?;
+        users
+            .into_iter()
+            .map(|u| parse_id("state_key", u))
+            .collect()
     }
 
     /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
@@ -825,13 +830,12 @@ impl Storage {
         Ok(out)
     }
 
-    /// The JSON of events by id (those that exist).
     /// The JSON of events by id, with the (device, transaction id) each was
     /// sent with, if any (those that exist).
     pub async fn events_json(
         &self,
         event_ids: &[&str],
-    ) -> sqlx::Result<HashMap<String, (String, Option<(String, String)>)>> {
+    ) -> sqlx::Result<HashMap<OwnedEventId, (String, Option<(String, String)>)>> {
         let mut out = HashMap::with_capacity(event_ids.len());
         for (chunk, size) in super::padded_chunks(event_ids, super::PADDED_MAX) {
             let list = super::placeholders(1, size);
@@ -844,7 +848,8 @@ impl Storage {
             let rows = q
                 .try_map(|r: AnyRow| {
                     let json: String = r.try_get("json")?;
-                    Ok((r.try_get("event_id")?, (json, txn_of(&r)?)))
+                    let id = parse_id("event_id", r.try_get("event_id")?)?;
+                    Ok((id, (json, txn_of(&r)?)))
                 })
                 .fetch_all(self.pool())
                 .await?;
@@ -1051,8 +1056,8 @@ impl Storage {
         device_id: &str,
         scope: &str,
         txn_id: &str,
-    ) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar(
+    ) -> sqlx::Result<Option<OwnedEventId>> {
+        let raw: Option<String> = sqlx::query_scalar(
             "SELECT event_id FROM event_transactions
              WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
         )
@@ -1061,7 +1066,8 @@ impl Storage {
         .bind(scope)
         .bind(txn_id)
         .fetch_optional(self.pool())
-        .await
+        .await?;
+        raw.map(|id| parse_id("event_id", id)).transpose()
     }
 
     /// A device's client transactions, (scope, transaction id), at most
@@ -1139,11 +1145,13 @@ impl Storage {
     }
 
     /// Rooms the user has forgotten (and not rejoined since).
-    pub async fn forgotten_rooms(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT room_id FROM forgotten_rooms WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_all(self.pool())
-            .await
+    pub async fn forgotten_rooms(&self, user_id: &str) -> sqlx::Result<Vec<OwnedRoomId>> {
+        self.id_list(
+            "SELECT room_id FROM forgotten_rooms WHERE user_id = $1",
+            user_id,
+            "room_id",
+        )
+        .await
     }
 
     /// The latest event of the room at or before a stream position.
@@ -1177,12 +1185,12 @@ impl Storage {
     /// Unredacted messages, names and topics after a stream position, oldest
     /// first (for rebuilding the search index).
     /// The events that claim to replace (`m.replace`) an event.
-    pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+    pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<OwnedEventId>> {
+        self.id_list(
             "SELECT event_id FROM event_relations WHERE relates_to = $1 AND rel_type = 'm.replace'",
+            event_id,
+            "event_id",
         )
-        .bind(event_id)
-        .fetch_all(self.pool())
         .await
     }
 

@@ -1,15 +1,18 @@
 //! Table `jobs`: admin jobs (reindex, history purges, room deletions), so
 //! that their status outlives a restart and unfinished ones resume.
 
+use ruma::OwnedRoomId;
+
 use super::Storage;
+use super::rows::OptionalId;
 
 /// One job as stored. `params` and `result` are JSON text.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub job_id: String,
     pub kind: String,
-    #[sqlx(rename = "job_room")]
-    pub room: Option<String>,
+    #[sqlx(rename = "job_room", try_from = "OptionalId<OwnedRoomId>")]
+    pub room: Option<OwnedRoomId>,
     pub params: String,
     pub status: String,
     pub processed: i64,
@@ -29,7 +32,7 @@ impl Storage {
         )))
         .bind(&j.job_id)
         .bind(&j.kind)
-        .bind(&j.room)
+        .bind(j.room.as_ref().map(|r| r.as_str()))
         .bind(&j.params)
         .bind(&j.status)
         .bind(j.processed)

@@ -186,11 +186,13 @@ impl Storage {
     }
 
     /// Who blocked the room, if it is blocked.
-    pub async fn room_blocked_by(&self, room_id: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT blocked_by FROM blocked_rooms WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_optional(self.pool())
-            .await
+    pub async fn room_blocked_by(&self, room_id: &str) -> sqlx::Result<Option<OwnedUserId>> {
+        self.optional_id(
+            "SELECT blocked_by FROM blocked_rooms WHERE room_id = $1",
+            room_id,
+            "blocked_by",
+        )
+        .await
     }
 
     /// Every room this server knows.

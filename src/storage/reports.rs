@@ -4,6 +4,7 @@
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
 use super::Storage;
+use super::rows::parse_id;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventReportRow {
@@ -189,9 +190,10 @@ impl Storage {
     }
 
     /// Every local, active account (for broadcasts).
-    pub async fn active_local_users(&self) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT user_id FROM accounts WHERE is_deactivated = 0 AND account_type <> 2 ORDER BY user_id")
+    pub async fn active_local_users(&self) -> sqlx::Result<Vec<OwnedUserId>> {
+        let users: Vec<String> = sqlx::query_scalar("SELECT user_id FROM accounts WHERE is_deactivated = 0 AND account_type <> 2 ORDER BY user_id")
             .fetch_all(self.pool())
-            .await
+            .await?;
+        users.into_iter().map(|u| parse_id("user_id", u)).collect()
     }
 }

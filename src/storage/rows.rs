@@ -123,6 +123,25 @@ impl super::Storage {
             .await?;
         raw.map(|r| parse_id(column, r)).transpose()
     }
+
+    /// The ids in `column` of every row `sql` finds with `key` bound to
+    /// `$1`, parsed like [`parse_id`] (one bad id fails the read).
+    pub(crate) async fn id_list<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        column: &str,
+    ) -> sqlx::Result<Vec<T>>
+    where
+        T: TryFrom<String>,
+        T::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let raw: Vec<String> = sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_all(self.pool())
+            .await?;
+        raw.into_iter().map(|r| parse_id(column, r)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +239,32 @@ mod tests {
         assert_eq!(
             axum::response::IntoResponse::into_response(answer).status(),
             http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    /// Single-column id reads parse every id; one that does not parse fails
+    /// the whole read (never skipped, never a panic).
+    #[tokio::test]
+    async fn a_bad_id_in_a_column_read_is_a_decode_error() {
+        let (_dir, storage) = Storage::scratch_with_table_t().await;
+        let rooms: Vec<ruma::OwnedRoomId> = storage
+            .id_list("SELECT $1 AS room_id", "!r:x", "room_id")
+            .await
+            .unwrap();
+        assert_eq!(rooms, ["!r:x"]);
+        let bad = storage
+            .id_list::<ruma::OwnedRoomId>("SELECT $1 AS room_id", "no-room", "room_id")
+            .await;
+        assert!(
+            matches!(bad, Err(sqlx::Error::ColumnDecode { .. })),
+            "{bad:?}"
+        );
+        let bad = storage
+            .optional_id::<ruma::OwnedUserId>("SELECT $1 AS user_id", "nobody", "user_id")
+            .await;
+        assert!(
+            matches!(bad, Err(sqlx::Error::ColumnDecode { .. })),
+            "{bad:?}"
         );
     }
 }

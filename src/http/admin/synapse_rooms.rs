@@ -240,8 +240,8 @@ async fn details(
     v["forgotten"] = json!(false);
     let mut devices = 0;
     for member in memberships::joined_members(&s, &room_id).await? {
-        if UserId::parse(&member).is_ok_and(|u| s.accounts.is_local(&u)) {
-            devices += s.sessions.devices(&member).await?.len();
+        if s.accounts.is_local(&member) {
+            devices += s.sessions.devices(member.as_str()).await?.len();
         }
     }
     v["joined_local_devices"] = json!(devices);

@@ -4,6 +4,7 @@
 
 use axum::extract::State;
 use axum::{Json, Router};
+use ruma::RoomId;
 use ruma::api::Direction;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
 use ruma::api::client::directory::{
@@ -17,7 +18,6 @@ use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::user_directory::search_users;
 use ruma::events::AnyMessageLikeEvent;
 use ruma::serde::Raw;
-use ruma::{OwnedRoomAliasId, RoomId};
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -79,11 +79,7 @@ async fn room_aliases(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<aliases::v3::Request>,
 ) -> Result<RumaResponse<aliases::v3::Response>> {
-    let aliases = directory::room_aliases(&s, &r, &req.room_id)
-        .await?
-        .into_iter()
-        .map(|a| OwnedRoomAliasId::try_from(a).map_err(MatrixError::internal))
-        .collect::<Result<_>>()?;
+    let aliases = directory::room_aliases(&s, &r, &req.room_id).await?;
     Ok(RumaResponse(aliases::v3::Response::new(aliases)))
 }
 

@@ -234,11 +234,7 @@ async fn joined_rooms(
     GuestAuth(r): GuestAuth,
     _: Ruma<joined_rooms::v3::Request>,
 ) -> Result<RumaResponse<joined_rooms::v3::Response>> {
-    let rooms = memberships::joined_rooms(&s, &r.user_id())
-        .await?
-        .into_iter()
-        .map(|room| OwnedRoomId::try_from(room).map_err(MatrixError::internal))
-        .collect::<Result<_>>()?;
+    let rooms = memberships::joined_rooms(&s, &r.user_id()).await?;
     Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 

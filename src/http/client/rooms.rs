@@ -412,7 +412,7 @@ async fn send(
         .await?
     {
         return Ok(RumaResponse(send_message_event::v3::Response::new(
-            existing.try_into().map_err(MatrixError::internal)?,
+            existing,
         )));
     }
     let content = raw_to_value(&req.body)?;
@@ -569,9 +569,7 @@ async fn redact(
         .transaction_event(&r.user_id, &r.device_id, &scope, req.txn_id.as_str())
         .await?
     {
-        return Ok(RumaResponse(redact_event::v3::Response::new(
-            existing.try_into().map_err(MatrixError::internal)?,
-        )));
+        return Ok(RumaResponse(redact_event::v3::Response::new(existing)));
     }
     require_joined(&s, &req.room_id, &user).await?;
     let target = match s.rooms.pdu(req.event_id.as_str()).await? {

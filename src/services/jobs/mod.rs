@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
+use ruma::{OwnedRoomId, RoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -103,7 +104,7 @@ pub struct ShutdownResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomJob {
     pub delete_id: String,
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     pub status: JobStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -137,10 +138,14 @@ impl RoomJob {
         })
     }
 
-    fn from_row(row: JobRow) -> Self {
-        Self {
+    /// A stored room deletion; one without a room is a bad row (a 500).
+    fn from_row(row: JobRow) -> Result<Self> {
+        let room_id = row.room.ok_or_else(|| {
+            MatrixError::internal(format!("room deletion {} has no room", row.job_id))
+        })?;
+        Ok(Self {
             delete_id: row.job_id,
-            room_id: row.room.unwrap_or_default(),
+            room_id,
             status: JobStatus::parse(&row.status),
             error: row.error,
             shutdown_room: row
@@ -149,7 +154,7 @@ impl RoomJob {
                 .unwrap_or_default(),
             started_ts: row.started_ts,
             params: row.params,
-        }
+        })
     }
 }
 
@@ -187,7 +192,7 @@ impl TaskKind {
 pub enum Work {
     Reindex,
     PurgeHistory {
-        room_id: ruma::OwnedRoomId,
+        room_id: OwnedRoomId,
         depth: i64,
         delete_local: bool,
     },
@@ -201,10 +206,10 @@ impl Work {
         }
     }
 
-    fn room(&self) -> Option<String> {
+    fn room(&self) -> Option<OwnedRoomId> {
         match self {
             Self::Reindex => None,
-            Self::PurgeHistory { room_id, .. } => Some(room_id.to_string()),
+            Self::PurgeHistory { room_id, .. } => Some(room_id.clone()),
         }
     }
 
@@ -228,7 +233,7 @@ impl Work {
 pub struct Task {
     pub id: String,
     pub kind: TaskKind,
-    pub room_id: Option<String>,
+    pub room_id: Option<OwnedRoomId>,
     pub status: JobStatus,
     pub error: Option<String>,
     /// Items done so far (events indexed, events purged).
@@ -323,7 +328,7 @@ impl Jobs {
 
     /// Registers a room deletion with its options (to run it again after
     /// a restart).
-    pub async fn new_room_job(&self, room_id: &str, params: &impl Serialize) -> Result<String> {
+    pub async fn new_room_job(&self, room_id: &RoomId, params: &impl Serialize) -> Result<String> {
         let id = new_id();
         let job = RoomJob {
             delete_id: id.clone(),
@@ -375,25 +380,24 @@ impl Jobs {
         if let Some(job) = self.rooms.lock().get(id).cloned() {
             return Ok(Some(job));
         }
-        Ok(self
-            .storage
+        self.storage
             .job(id)
             .await?
             .filter(|r| r.kind == ROOM_DELETE)
-            .map(RoomJob::from_row))
+            .map(RoomJob::from_row)
+            .transpose()
     }
 
     /// Every deletion of a room, oldest first.
     pub async fn room_jobs_for(&self, room_id: &str) -> Result<Vec<RoomJob>> {
         let rows = self.storage.room_jobs(room_id, ROOM_DELETE).await?;
         let running = self.rooms.lock();
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| match running.get(&r.job_id) {
-                Some(job) => job.clone(),
+                Some(job) => Ok(job.clone()),
                 None => RoomJob::from_row(r),
             })
-            .collect())
+            .collect()
     }
 
     pub async fn task(&self, id: &str) -> Result<Option<Task>> {
@@ -518,9 +522,8 @@ pub async fn resume(s: &Arc<Services>) -> Result<bool> {
         let id = row.job_id.clone();
         tracing::info!(job = %id, kind = %row.kind, "resuming a job interrupted by a restart");
         if row.kind == ROOM_DELETE {
-            let job = RoomJob::from_row(row);
-            let room_id =
-                ruma::OwnedRoomId::try_from(job.room_id.as_str()).map_err(MatrixError::internal)?;
+            let job = RoomJob::from_row(row)?;
+            let room_id = job.room_id.clone();
             let params = job.params.clone();
             // In memory before it runs: the deletion updates it.
             s.jobs.rooms.lock().insert(id.clone(), job);

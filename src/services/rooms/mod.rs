@@ -223,7 +223,7 @@ impl EventLookup for CachedEvents {
         Box::pin(self.get(event_id))
     }
 
-    fn edits_of<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Vec<String>>> {
+    fn edits_of<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Vec<OwnedEventId>>> {
         Box::pin(async move { Ok(self.storage.replacements_of(event_id).await?) })
     }
 }
@@ -543,7 +543,7 @@ impl Rooms {
                 let cached = self.events.lock().get(r.event_id.as_str()).cloned();
                 let pdu = match cached {
                     Some(p) => p,
-                    None => match json.remove(r.event_id.as_str()) {
+                    None => match json.remove(&r.event_id) {
                         Some(text) => self.pdu_from_row(r.with_json(text))?,
                         // Evicted since the first look: read it alone.
                         None => match self.pdu_shared(r.event_id.as_str()).await? {
@@ -661,7 +661,7 @@ impl Rooms {
             .current_state_event_id(room_id.as_str(), ty, state_key)
             .await?
         {
-            Some(id) => self.pdu(&id).await,
+            Some(id) => self.pdu(id.as_str()).await,
             None => Ok(None),
         }
     }
@@ -695,7 +695,7 @@ impl Rooms {
         device_id: &str,
         scope: &str,
         txn_id: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<OwnedEventId>> {
         let mut known = self.txns.check(user_id, device_id, scope, txn_id);
         if known == txns::Known::Unloaded {
             self.load_txns(user_id, device_id).await;
@@ -800,7 +800,7 @@ impl Rooms {
                 .storage
                 .transaction_event(sender, device, scope, txn)
                 .await?
-            && let Some(pdu) = self.pdu(&existing).await?
+            && let Some(pdu) = self.pdu(existing.as_str()).await?
         {
             return Ok(Some(pdu));
         }

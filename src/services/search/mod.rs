@@ -900,10 +900,10 @@ async fn on_stored(search: &Search, events: &dyn EventLookup, pdu: &Pdu) -> Resu
             .map(Cow::into_owned);
         let mut newest = 0;
         for id in events.edits_of(orig.event_id.as_str()).await? {
-            if id == redacted.as_str() {
+            if id.as_str() == redacted.as_str() {
                 continue;
             }
-            if let Some(e) = events.event(&id).await?
+            if let Some(e) = events.event(id.as_str()).await?
                 && e.redacted_by.is_none()
                 && e.sender == orig.sender
                 && e.room_id == orig.room_id
@@ -1278,7 +1278,7 @@ mod tests {
         fn edits_of<'a>(
             &'a self,
             _: &'a str,
-        ) -> crate::services::pipeline::BoxFuture<'a, Result<Vec<String>>> {
+        ) -> crate::services::pipeline::BoxFuture<'a, Result<Vec<ruma::OwnedEventId>>> {
             Box::pin(async { Ok(Vec::new()) })
         }
     }

@@ -190,10 +190,10 @@ async fn searchable_rooms(
 ) -> Result<Vec<String>> {
     let mut rooms = memberships::joined_rooms(s, user).await?;
     if let Some(wanted) = &filter.rooms {
-        rooms.retain(|r| wanted.iter().any(|w| w.as_str() == r));
+        rooms.retain(|r| wanted.contains(r));
     }
-    rooms.retain(|r| !filter.not_rooms.iter().any(|n| n.as_str() == r));
-    Ok(rooms)
+    rooms.retain(|r| !filter.not_rooms.contains(r));
+    Ok(rooms.into_iter().map(String::from).collect())
 }
 
 /// The hit's event, if it is stored, unredacted and visible to `user`.
