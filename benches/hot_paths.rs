@@ -152,6 +152,7 @@ impl Server {
                 power_level_override: None,
                 canonical_alias: None,
                 creator_member_content: json!({ "displayname": creator.localpart() }),
+                room_id: None,
             })
             .await
             .expect("createRoom")

@@ -391,6 +391,7 @@ async fn create_replacement_room(
             power_level_override: None,
             canonical_alias: None,
             creator_member_content: json!({}),
+            room_id: None,
         })
         .await?;
     let message = opts

@@ -167,6 +167,7 @@ async fn notice_room(s: &Services, sender: &UserId, target: &UserId) -> Result<O
             power_level_override: Some(override_),
             canonical_alias: None,
             creator_member_content: creator_content,
+            room_id: None,
         })
         .await?;
     s.storage

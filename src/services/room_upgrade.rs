@@ -53,11 +53,9 @@ pub async fn upgrade_room(
         ));
     }
     let old = OldRoom::read(s, room_id).await?;
-    let new_room = s
-        .rooms
-        .create_room(old.create_request(s, &user, new_version).await?)
-        .await?;
-    if old.power_levels_raised(&user) {
+    let creator_privileged = creators_privileged(&new_version);
+    let new_room = create_and_tombstone(s, &user, &old, new_version).await?;
+    if !creator_privileged && old.power_levels_raised(&user) {
         // The upgrader had the power to create the room's state only for
         // the creation: the old room's levels, as they were, in force again.
         send_state(
@@ -70,15 +68,6 @@ pub async fn upgrade_room(
         )
         .await?;
     }
-    send_state(
-        s,
-        room_id,
-        &user,
-        "m.room.tombstone",
-        "",
-        json!({ "body": "This room has been replaced", "replacement_room": new_room }),
-    )
-    .await?;
     restrict_old_room(s, room_id, &user, &old.power_levels).await;
     move_aliases(s, room_id, &new_room, &user, old.canonical_alias.as_ref()).await?;
     if crate::services::directory::is_public(s, room_id).await? {
@@ -89,6 +78,54 @@ pub async fn upgrade_room(
     Ok(new_room)
 }
 
+/// The replacement room and the old room's tombstone. Where the new room's
+/// id can be chosen first (up to version 11) the tombstone goes first and the
+/// new room's `predecessor` names it, as Synapse links them; from version 12
+/// the room id is the create event's hash, so the room comes first and its
+/// `predecessor` names the old room only (the spec makes `event_id` optional).
+/// Every check that can refuse the upgrade ran before the tombstone.
+async fn create_and_tombstone(
+    s: &Services,
+    user: &UserId,
+    old: &OldRoom,
+    version: RoomVersionId,
+) -> Result<OwnedRoomId> {
+    let tombstone = |replacement: &RoomId| json!({ "body": "This room has been replaced", "replacement_room": replacement });
+    let mut request = old.create_request(s, user, version.clone()).await?;
+    match s.rooms.new_room_id(&version)? {
+        Some(new_room) => {
+            let event_id = send_state(
+                s,
+                &old.room_id,
+                user,
+                "m.room.tombstone",
+                "",
+                tombstone(&new_room),
+            )
+            .await?;
+            request.creation_content.insert(
+                "predecessor".to_owned(),
+                json!({ "room_id": old.room_id, "event_id": event_id }),
+            );
+            request.room_id = Some(new_room);
+            s.rooms.create_room(request).await
+        }
+        None => {
+            let new_room = s.rooms.create_room(request).await?;
+            send_state(
+                s,
+                &old.room_id,
+                user,
+                "m.room.tombstone",
+                "",
+                tombstone(&new_room),
+            )
+            .await?;
+            Ok(new_room)
+        }
+    }
+}
+
 /// What the upgrade takes from the old room.
 struct OldRoom {
     room_id: OwnedRoomId,
@@ -96,7 +133,6 @@ struct OldRoom {
     power_levels: Value,
     copied: Vec<InitialState>,
     canonical_alias: Option<Value>,
-    last_event: Option<ruma::OwnedEventId>,
 }
 
 impl OldRoom {
@@ -108,7 +144,6 @@ impl OldRoom {
             power_levels: json!({}),
             copied: Vec::new(),
             canonical_alias: None,
-            last_event: s.storage.forward_extremities(room_id.as_str()).await?.pop(),
         };
         for ((ty, key), event_id) in state.iter() {
             let wanted = matches!(
@@ -199,13 +234,15 @@ impl OldRoom {
                 creation_content.insert(key.to_owned(), v.clone());
             }
         }
-        let mut predecessor = json!({ "room_id": self.room_id });
-        if let Some(e) = &self.last_event {
-            predecessor["event_id"] = json!(e);
-        }
-        creation_content.insert("predecessor".to_owned(), predecessor);
+        creation_content.insert("predecessor".to_owned(), json!({ "room_id": self.room_id }));
         let mut power_levels = self.power_levels.as_object().cloned().unwrap_or_default();
-        if self.power_levels_raised(user) {
+        if creators_privileged(&version) {
+            // The upgrader creates the room: from version 12 a creator holds
+            // every power and may not be named in `users`.
+            if let Some(Value::Object(users)) = power_levels.get_mut("users") {
+                users.remove(user.as_str());
+            }
+        } else if self.power_levels_raised(user) {
             let users = power_levels.entry("users").or_insert_with(|| json!({}));
             if let Some(users) = users.as_object_mut() {
                 users.insert(user.to_string(), json!(self.needed_level()));
@@ -228,8 +265,16 @@ impl OldRoom {
             power_level_override: Some(power_levels),
             canonical_alias: None,
             creator_member_content: profile,
+            room_id: None,
         })
     }
+}
+
+/// Whether a room of `version` gives its creators every power (12 on).
+fn creators_privileged(version: &RoomVersionId) -> bool {
+    version
+        .rules()
+        .is_some_and(|r| r.authorization.explicitly_privilege_room_creators)
 }
 
 async fn send_state(
@@ -239,8 +284,9 @@ async fn send_state(
     ty: &str,
     state_key: &str,
     content: Value,
-) -> Result<()> {
-    s.rooms
+) -> Result<ruma::OwnedEventId> {
+    let pdu = s
+        .rooms
         .append(NewEvent {
             room_id,
             sender,
@@ -251,7 +297,7 @@ async fn send_state(
             redacts: None,
         })
         .await?;
-    Ok(())
+    Ok(pdu.event_id)
 }
 
 /// Raises the old room's `events_default` and `invite` to at least
@@ -304,7 +350,8 @@ async fn move_aliases(
     if let Err(e) = send_state(s, old, user, "m.room.canonical_alias", "", json!({})).await {
         tracing::info!(room_id = %old, error = %e.message(), "the old room keeps its canonical alias");
     }
-    send_state(s, new, user, "m.room.canonical_alias", "", content.clone()).await
+    send_state(s, new, user, "m.room.canonical_alias", "", content.clone()).await?;
+    Ok(())
 }
 
 /// On joining a room that replaced another: the user's tags of the old room,

@@ -72,6 +72,18 @@ async fn upgrade_replaces_the_room_and_carries_its_state() {
     let create = current_state_content(&server, &alice, &new_room, "m.room.create", "").await;
     assert_eq!(create["room_version"], "11", "{create}");
     assert_eq!(create["predecessor"]["room_id"], room, "{create}");
+    // The predecessor names the tombstone (the new room's id was chosen first).
+    let (_, old_state) = server
+        .get(&format!("{V3}/rooms/{}/state", enc(&room)), alice.token())
+        .await;
+    let tombstone_id = old_state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.tombstone")
+        .map(|e| e["event_id"].clone())
+        .unwrap();
+    assert_eq!(create["predecessor"]["event_id"], tombstone_id, "{create}");
     for (ty, content) in &copied {
         assert_eq!(
             &current_state_content(&server, &alice, &new_room, ty, "").await,
@@ -321,5 +333,35 @@ async fn a_tombstone_cannot_point_at_its_own_room() {
             .put(&path, alice.token(), json!({"replacement_room": room}))
             .await;
         assert_error(&resp, 400, "M_INVALID_PARAM");
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_to_version_12_links_the_rooms_after_the_creation() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({"room_version": "10"})).await;
+    let (st, body) = upgrade(&server, &alice, &room, "12").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let new_room = body["replacement_room"].as_str().unwrap().to_owned();
+    let create = current_state_content(&server, &alice, &new_room, "m.room.create", "").await;
+    assert_eq!(create["room_version"], "12", "{create}");
+    assert_eq!(create["predecessor"], json!({"room_id": room}), "{create}");
+    let tombstone = current_state_content(&server, &alice, &room, "m.room.tombstone", "").await;
+    assert_eq!(tombstone["replacement_room"], new_room, "{tombstone}");
+}
+
+#[tokio::test]
+async fn an_upgrade_to_old_versions_works() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    for version in ["1", "2", "5", "9"] {
+        let room = create_room(&server, &alice, json!({})).await;
+        let (st, body) = upgrade(&server, &alice, &room, version).await;
+        assert_eq!(st, StatusCode::OK, "to {version}: {body}");
+        let new_room = body["replacement_room"].as_str().unwrap().to_owned();
+        let create = current_state_content(&server, &alice, &new_room, "m.room.create", "").await;
+        assert_eq!(create["room_version"], version, "{create}");
+        assert!(create["predecessor"]["event_id"].is_string(), "{create}");
     }
 }

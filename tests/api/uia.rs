@@ -321,3 +321,21 @@ async fn a_registration_session_cannot_register_another_name() {
         .await;
     assert_eq!(st, StatusCode::OK, "second was not registered: {body}");
 }
+
+#[tokio::test]
+async fn a_remembered_inhibit_login_inhibits_the_login() {
+    let server = TestServer::start().await;
+    let body = json!({"username": "quiet", "password": "sUp3rs3kr1t", "inhibit_login": true});
+    let session = challenge_session(&server.post(REGISTER, None, body).await);
+    let resp = server
+        .post(
+            REGISTER,
+            None,
+            json!({"auth": {"type": "m.login.dummy", "session": session}}),
+        )
+        .await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    assert_eq!(resp.1["user_id"], server.user_id("quiet"));
+    assert!(resp.1.get("access_token").is_none(), "{}", resp.1);
+    assert!(resp.1.get("device_id").is_none(), "{}", resp.1);
+}

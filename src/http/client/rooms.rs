@@ -193,6 +193,7 @@ async fn create(
             power_level_override,
             canonical_alias: alias,
             creator_member_content: member_profile(&s, &creator).await?,
+            room_id: None,
         })
         .await?;
     if req.visibility == ruma::api::client::room::Visibility::Public {

@@ -49,17 +49,43 @@ pub struct CreateRoom {
     pub canonical_alias: Option<String>,
     /// Content of the creator's join event (display name, avatar).
     pub creator_member_content: Value,
+    /// The room id, chosen beforehand with [`Rooms::new_room_id`] (a room
+    /// upgrade names the replacement in its tombstone first); `None` for a
+    /// new one.
+    pub room_id: Option<OwnedRoomId>,
+}
+
+/// 400 `M_UNSUPPORTED_ROOM_VERSION` unless Myelin creates rooms of `version`.
+pub fn check_supported(version: &RoomVersionId) -> Result<()> {
+    if super::SUPPORTED_ROOM_VERSIONS.contains(version) {
+        return Ok(());
+    }
+    Err(MatrixError::new(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+        format!("Room version {version} is not supported"),
+    ))
 }
 
 impl Rooms {
-    pub async fn create_room(&self, req: CreateRoom) -> Result<OwnedRoomId> {
-        if !super::SUPPORTED_ROOM_VERSIONS.contains(&req.version) {
-            return Err(MatrixError::new(
-                http::StatusCode::BAD_REQUEST,
-                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
-                format!("Room version {} is not supported", req.version),
-            ));
+    /// A fresh room id for a room of `version`, known before the room is
+    /// created; `None` for versions whose room id is the create event's
+    /// hash (12 on), which is known only once the room exists.
+    pub fn new_room_id(&self, version: &RoomVersionId) -> Result<Option<OwnedRoomId>> {
+        check_supported(version)?;
+        let rules = version
+            .rules()
+            .ok_or_else(|| MatrixError::internal("no rules for version"))?;
+        if rules.authorization.room_create_event_id_as_room_id {
+            return Ok(None);
         }
+        OwnedRoomId::try_from(super::opaque_id('!', &self.server_name))
+            .map(Some)
+            .map_err(MatrixError::internal)
+    }
+
+    pub async fn create_room(&self, req: CreateRoom) -> Result<OwnedRoomId> {
+        check_supported(&req.version)?;
         // 1. The create event.
         let pdu = self.build_create_event(&req).await?;
         let room_id = pdu.room_id.clone();
@@ -111,10 +137,18 @@ impl Rooms {
         obj.insert("auth_events".into(), CanonicalJsonValue::Array(vec![]));
         obj.insert("depth".into(), CanonicalJsonValue::Integer(1u32.into()));
         let provisional_id = if v12 {
+            if req.room_id.is_some() {
+                return Err(MatrixError::internal(
+                    "a room id cannot be chosen where it is the create event's hash",
+                ));
+            }
             // Replaced by the create event's reference hash in sign_and_check.
             OwnedRoomId::try_from("!placeholder").map_err(MatrixError::internal)?
         } else {
-            let id = super::opaque_id('!', &self.server_name);
+            let id = match &req.room_id {
+                Some(id) => id.to_string(),
+                None => super::opaque_id('!', &self.server_name),
+            };
             obj.insert("room_id".into(), s(&id));
             OwnedRoomId::try_from(id).map_err(MatrixError::internal)?
         };
