@@ -90,19 +90,10 @@ async fn create_and_tombstone(
     old: &OldRoom,
     version: RoomVersionId,
 ) -> Result<OwnedRoomId> {
-    let tombstone = |replacement: &RoomId| json!({ "body": "This room has been replaced", "replacement_room": replacement });
     let mut request = old.create_request(s, user, version.clone()).await?;
     match s.rooms.new_room_id(&version)? {
         Some(new_room) => {
-            let event_id = send_state(
-                s,
-                &old.room_id,
-                user,
-                "m.room.tombstone",
-                "",
-                tombstone(&new_room),
-            )
-            .await?;
+            let event_id = send_tombstone(s, &old.room_id, user, &new_room).await?;
             request.creation_content.insert(
                 "predecessor".to_owned(),
                 json!({ "room_id": old.room_id, "event_id": event_id }),
@@ -112,18 +103,20 @@ async fn create_and_tombstone(
         }
         None => {
             let new_room = s.rooms.create_room(request).await?;
-            send_state(
-                s,
-                &old.room_id,
-                user,
-                "m.room.tombstone",
-                "",
-                tombstone(&new_room),
-            )
-            .await?;
+            send_tombstone(s, &old.room_id, user, &new_room).await?;
             Ok(new_room)
         }
     }
+}
+
+async fn send_tombstone(
+    s: &Services,
+    old: &RoomId,
+    user: &UserId,
+    replacement: &RoomId,
+) -> Result<ruma::OwnedEventId> {
+    let content = json!({ "body": "This room has been replaced", "replacement_room": replacement });
+    send_state(s, old, user, "m.room.tombstone", "", content).await
 }
 
 /// What the upgrade takes from the old room.
