@@ -90,7 +90,7 @@ pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result
     }
     // Only a request that is answered changes the user's presence.
     if s.config.presence.enabled && !who.is_guest() {
-        mark_online(s, &who.user_id()).await?;
+        s.presence.note_reading_events(&who.user_id()).await?;
     }
     let now = s.stream.current();
     let from = from.map_or(now, |from| from.min(now));
@@ -118,20 +118,6 @@ pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result
             return Ok(body);
         }
     }
-}
-
-/// A user reading their event stream is online, as with Synapse: an
-/// offline (or never set) presence becomes `online`, keeping its status
-/// message; `unavailable` stays as it is. Before the stream position is
-/// taken, so the change is not news to the stream that made it.
-async fn mark_online(s: &Services, user: &UserId) -> Result<()> {
-    let now = s.presence.get(user).await?;
-    if now.state == "offline" {
-        s.presence
-            .set(user, "online", now.status_msg.as_deref())
-            .await?;
-    }
-    Ok(())
 }
 
 /// Which rooms a request covers: a guest must name a room; a named room must

@@ -72,12 +72,27 @@ impl Presence {
                 )));
             }
         };
-        if self.known.lock().peek(user).is_some_and(|k| k == state) {
+        self.mark(user, state, |current| current == state).await
+    }
+
+    /// A user reading the deprecated event stream (`GET /events`) is online,
+    /// as Synapse does: an offline (or never set) presence becomes online,
+    /// keeping its status message; `unavailable` stays.
+    pub async fn note_reading_events(&self, user: &UserId) -> Result<()> {
+        self.mark(user, "online", |current| current != "offline")
+            .await
+    }
+
+    /// Sets `state` (keeping the status message) unless `keep` says the
+    /// stored state stands; the state last seen is remembered, so a user
+    /// whose state stands costs no read.
+    async fn mark(&self, user: &UserId, state: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
+        if self.known.lock().peek(user).is_some_and(|k| keep(k)) {
             return Ok(());
         }
         let current = self.storage.presence(user.as_str()).await?;
         if let Some(c) = &current
-            && c.state == state
+            && keep(&c.state)
         {
             self.known.lock().put(user.to_owned(), c.state.clone());
             return Ok(());
