@@ -24,16 +24,21 @@ async fn upgrade(
         .await
 }
 
+/// A public room of version 10 (the version upgrades start from here).
+async fn public_v10_room(server: &TestServer, who: &Session) -> String {
+    create_room(
+        server,
+        who,
+        json!({"room_version": "10", "preset": "public_chat"}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn upgrade_replaces_the_room_and_carries_its_state() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(
-        &server,
-        &alice,
-        json!({"room_version": "10", "preset": "public_chat"}),
-    )
-    .await;
+    let room = public_v10_room(&server, &alice).await;
     let copied = [
         ("m.room.name", json!({"name": "name"})),
         ("m.room.topic", json!({"topic": "topic"})),
@@ -115,12 +120,7 @@ async fn a_moderator_upgrades_with_their_own_level_kept() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
-    let room = create_room(
-        &server,
-        &alice,
-        json!({"room_version": "10", "preset": "public_chat"}),
-    )
-    .await;
+    let room = public_v10_room(&server, &alice).await;
     join(&server, &bob, &room).await;
     let mut pl = current_state_content(&server, &alice, &room, "m.room.power_levels", "").await;
     pl["users"][&bob.user_id] = json!(50);
@@ -153,12 +153,7 @@ async fn a_moderator_upgrades_with_their_own_level_kept() {
 async fn upgrade_moves_aliases_and_the_directory_listing() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    let room = create_room(
-        &server,
-        &alice,
-        json!({"room_version": "10", "preset": "public_chat"}),
-    )
-    .await;
+    let room = public_v10_room(&server, &alice).await;
     let (main, alt) = ("#up-main:test.local", "#up-alt:test.local");
     for alias in [main, alt] {
         let (st, body) = server
@@ -222,12 +217,7 @@ async fn joining_the_new_room_carries_tags_and_push_rules() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
-    let room = create_room(
-        &server,
-        &alice,
-        json!({"room_version": "10", "preset": "public_chat"}),
-    )
-    .await;
+    let room = public_v10_room(&server, &alice).await;
     join(&server, &bob, &room).await;
     let (st, body) = server
         .put(
@@ -310,14 +300,34 @@ async fn upgrade_errors() {
         )
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "no tombstone was sent");
-    let (st, body) = server
-        .post(
-            &format!("{V3}/rooms/{}/upgrade", enc(&room)),
-            alice.token(),
-            json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert_error(
+        &server
+            .post(
+                &format!("{V3}/rooms/{}/upgrade", enc(&room)),
+                alice.token(),
+                json!({}),
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &server
+            .request_raw(
+                reqwest::Method::POST,
+                &format!("{V3}/rooms/{}/upgrade", enc(&room)),
+                alice.token(),
+                "not json",
+            )
+            .await,
+        400,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &upgrade(&server, &alice, "not-a-room-id", "11").await,
+        400,
+        "M_INVALID_PARAM",
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,18 @@ fn password_auth_as(user_id: &str, password: &str, session: Option<&str>) -> Val
     auth
 }
 
+/// Continues a registration session with only `m.login.dummy` (the
+/// session supplies the parameters).
+async fn continue_registration(server: &TestServer, session: &str) -> (StatusCode, Value) {
+    server
+        .post(
+            REGISTER,
+            None,
+            json!({"auth": {"type": "m.login.dummy", "session": session}}),
+        )
+        .await
+}
+
 /// The 401 challenge's session, after checking the challenge's shape.
 fn challenge_session(resp: &(StatusCode, Value)) -> String {
     assert_eq!(resp.0, StatusCode::UNAUTHORIZED, "{}", resp.1);
@@ -223,13 +235,7 @@ async fn register_with_no_parameters_answers_the_flows() {
     );
     // Completing it without a password is 400 M_MISSING_PARAM.
     let session = resp.1["session"].as_str().unwrap().to_owned();
-    let resp = server
-        .post(
-            REGISTER,
-            None,
-            json!({"auth": {"type": "m.login.dummy", "session": session}}),
-        )
-        .await;
+    let resp = continue_registration(&server, &session).await;
     assert_error(&resp, 400, "M_MISSING_PARAM");
 }
 
@@ -249,13 +255,7 @@ async fn registration_remembers_the_first_requests_parameters() {
         )
         .await;
     let session = challenge_session(&resp);
-    let resp = server
-        .post(
-            REGISTER,
-            None,
-            json!({"auth": {"type": "m.login.dummy", "session": session}}),
-        )
-        .await;
+    let resp = continue_registration(&server, &session).await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     assert_eq!(resp.1["user_id"], server.user_id("remembered"));
     assert_eq!(resp.1["device_id"], "xyzzy");
@@ -327,13 +327,7 @@ async fn a_remembered_inhibit_login_inhibits_the_login() {
     let server = TestServer::start().await;
     let body = json!({"username": "quiet", "password": "sUp3rs3kr1t", "inhibit_login": true});
     let session = challenge_session(&server.post(REGISTER, None, body).await);
-    let resp = server
-        .post(
-            REGISTER,
-            None,
-            json!({"auth": {"type": "m.login.dummy", "session": session}}),
-        )
-        .await;
+    let resp = continue_registration(&server, &session).await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     assert_eq!(resp.1["user_id"], server.user_id("quiet"));
     assert!(resp.1.get("access_token").is_none(), "{}", resp.1);
