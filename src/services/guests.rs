@@ -8,8 +8,9 @@
 //!   `"kind": "guest"`, as Synapse's does;
 //! - through the member state PUT a guest may only join or leave itself;
 //! - when a room's `m.room.guest_access` stops being `can_join`, every
-//!   local guest joined or invited there leaves (the guest's own leave
-//!   event, so no power level is needed);
+//!   guest account joined there leaves (the guest's own leave event, so no
+//!   power level is needed; an invited guest keeps its invite, which it
+//!   cannot accept, as in Synapse);
 //! - a guest account becomes a full one, keeping its user id, when it
 //!   registers with its own access token and localpart.
 
@@ -49,7 +50,29 @@ pub async fn check_join(
     if !room_admits_guests(s, room_id).await? {
         return Err(guest_access_refused());
     }
+    mark(content);
+    Ok(())
+}
+
+/// `"kind": "guest"` in a guest's member event content, as Synapse writes.
+fn mark(content: &mut Map<String, Value>) {
     content.insert("kind".to_owned(), json!("guest"));
+}
+
+/// A member event `user` is given anew (a profile change copied into its
+/// rooms) keeps saying the user is a guest.
+pub async fn mark_guest_member(
+    s: &Services,
+    user: &UserId,
+    content: &mut Map<String, Value>,
+) -> Result<()> {
+    if s.accounts
+        .get(user)
+        .await?
+        .is_some_and(|a| a.account_type == AccountType::Guest)
+    {
+        mark(content);
+    }
     Ok(())
 }
 
@@ -78,8 +101,8 @@ pub async fn check_member_state(
 }
 
 /// After a state event was sent in `room_id`: if it set
-/// `m.room.guest_access` to anything but `can_join`, the local guests
-/// joined or invited there leave. Each leave is the guest's own; one that
+/// `m.room.guest_access` to anything but `can_join`, the guest accounts
+/// joined there leave. Each leave is the guest's own; one that
 /// fails is logged and the others go on. Returns who left.
 pub async fn after_state_event(
     s: &Services,
@@ -90,27 +113,8 @@ pub async fn after_state_event(
     if event_type != GUEST_ACCESS || content.get("guest_access") == Some(&json!("can_join")) {
         return Ok(Vec::new());
     }
-    let state = s.rooms.current_state(room_id).await?;
     let mut left = Vec::new();
-    for ((ty, key), event_id) in state.iter() {
-        if ty != "m.room.member" {
-            continue;
-        }
-        let Some(pdu) = s.rooms.pdu_shared(event_id.as_str()).await? else {
-            continue;
-        };
-        let content = pdu.content_value();
-        if content.get("kind") != Some(&json!("guest"))
-            || !matches!(pdu.membership().as_deref(), Some("join" | "invite"))
-        {
-            continue;
-        }
-        let Ok(user) = UserId::parse(key.as_str()) else {
-            continue;
-        };
-        if !is_local_guest(s, &user).await? {
-            continue;
-        }
+    for user in s.storage.joined_guests(room_id.as_str()).await? {
         match s.rooms.leave(room_id, &user, &user, None).await {
             Ok(_) => left.push(user),
             Err(e) => {
@@ -122,16 +126,6 @@ pub async fn after_state_event(
         tracing::info!(%room_id, guests = left.len(), "guest access revoked: guests removed");
     }
     Ok(left)
-}
-
-/// Whether `user` is a guest account of this server (now: an upgraded
-/// guest is a full user and stays).
-async fn is_local_guest(s: &Services, user: &UserId) -> Result<bool> {
-    Ok(s.accounts.is_local(user)
-        && s.accounts
-            .get(user)
-            .await?
-            .is_some_and(|a| a.account_type == AccountType::Guest))
 }
 
 /// The guest account a registration upgrades (spec: `guest_access_token`

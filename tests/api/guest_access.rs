@@ -243,6 +243,11 @@ async fn revoking_guest_access_removes_joined_guests() {
     join(&server, &other_guest, &room).await;
     join(&server, &bob, &room).await;
     leave(&server, &other_guest, &room).await;
+    // A profile change rewrites the member event; it still says guest.
+    set_displayname(&server, &guest, "visitor").await;
+    let content = member(&server, &alice, &room, &guest.user_id).await;
+    assert_eq!(content["displayname"], "visitor", "{content}");
+    assert_eq!(content["kind"], "guest", "{content}");
 
     // Anything but can_join revokes it (here an unknown value).
     set_guest_access(&server, &alice, &room, "nobody").await;
