@@ -167,6 +167,20 @@ impl Accounts {
         }
     }
 
+    /// Upgrades the guest account `user_id` to a full user with `password`
+    /// (policy checked), keeping its user id, profile, devices and rooms.
+    /// 403 `M_FORBIDDEN` when it is no longer a guest's.
+    pub async fn upgrade_guest(&self, user_id: &UserId, password: &str) -> Result<()> {
+        passwords::validate(password)?;
+        let hash = self.hasher.hash(password).await?;
+        if !self.storage.upgrade_guest(user_id.as_str(), &hash).await? {
+            return Err(MatrixError::forbidden(
+                "This account is not a guest account any more",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks a login: unknown user or wrong password is 403 `M_FORBIDDEN`,
     /// deactivated is 403 `M_USER_DEACTIVATED`.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<AccountRow> {

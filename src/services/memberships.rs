@@ -111,7 +111,9 @@ pub async fn forget(s: &Services, user: &UserId, room_id: &RoomId) -> Result<()>
 /// new event; a room where the join is refused (it failed for a reason of
 /// that room's) is logged and skipped: the profile itself has changed.
 pub async fn copy_profile_to_rooms(s: &Services, user: &UserId) -> Result<()> {
-    let content = serde_json::Value::Object(s.profiles.get(user).await?.member_content());
+    let mut member = s.profiles.get(user).await?.member_content();
+    crate::services::guests::mark_guest_member(s, user, &mut member).await?;
+    let content = serde_json::Value::Object(member);
     for room_id in joined_rooms(s, user).await? {
         if let Err(e) = s.rooms.join(&room_id, user, content.clone(), None).await {
             tracing::warn!(%user, %room_id, error = %e.message(), "could not copy the profile into the room");

@@ -9,6 +9,7 @@ pub mod ephemeral;
 pub mod expiring;
 pub mod filtering;
 pub mod filters;
+pub mod guests;
 pub mod jobs;
 pub mod legacy_sync;
 pub mod lifecycle;

@@ -111,6 +111,19 @@ impl Sessions {
         })
     }
 
+    /// The guest account whose live access token this is (read from the
+    /// database now), or `None`: an unknown token, or a full, deactivated or
+    /// locked account's.
+    pub async fn guest_of_token(&self, token: &str) -> Result<Option<ruma::OwnedUserId>> {
+        Ok(self
+            .storage
+            .requester_by_token(token)
+            .await?
+            .filter(|r| r.is_guest() && !r.is_deactivated && !r.is_locked)
+            .filter(|r| r.valid_until_ms.is_none_or(|t| t > self.clock.now_ms()))
+            .map(|r| r.user))
+    }
+
     /// Resolves a token to its requester and records the device as seen.
     /// `fresh`: read the account from the database now (admin endpoints:
     /// a promotion or demotion made by hand in the database applies to the

@@ -176,7 +176,8 @@ pub fn parse_token(token: &str) -> Result<i64> {
 /// when something arrives or the timeout passes.
 pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<SyncResponse> {
     let deadline = Instant::now() + req.timeout.min(MAX_TIMEOUT);
-    if s.config.presence.enabled {
+    // Guests have no presence (as Synapse).
+    if s.config.presence.enabled && !who.is_guest() {
         s.presence
             .note_syncing(&who.user_id(), &req.set_presence)
             .await?;

@@ -117,6 +117,25 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Turns a guest account into a full user with this password hash, in
+    /// one statement; `false` when the account is not a live guest's.
+    pub async fn upgrade_guest(&self, user_id: &str, hash: &str) -> sqlx::Result<bool> {
+        self.changing_auth(async {
+            let r = sqlx::query(
+                "UPDATE accounts SET password_hash = $1, account_type = $2
+                 WHERE user_id = $3 AND account_type = $4 AND is_deactivated = 0",
+            )
+            .bind(hash)
+            .bind(AccountType::User as i64)
+            .bind(user_id)
+            .bind(AccountType::Guest as i64)
+            .execute(self.pool())
+            .await?;
+            Ok(r.rows_affected() > 0)
+        })
+        .await
+    }
+
     pub async fn set_account_type(&self, user_id: &str, ty: AccountType) -> sqlx::Result<bool> {
         self.changing_auth(async {
             let r = sqlx::query("UPDATE accounts SET account_type = $1 WHERE user_id = $2")

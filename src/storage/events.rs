@@ -765,10 +765,22 @@ impl Storage {
         .bind(membership.as_str())
         .fetch_all(self.pool())
         .await?;
-        users
-            .into_iter()
-            .map(|u| parse_id("state_key", u))
-            .collect()
+        member_ids(users)
+    }
+
+    /// The guest accounts (account type 2) joined to the room.
+    pub async fn joined_guests(&self, room_id: &str) -> sqlx::Result<Vec<OwnedUserId>> {
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT m.state_key FROM current_state m JOIN accounts a ON a.user_id = m.state_key
+             WHERE m.room_id = $1 AND m.event_type = 'm.room.member' AND m.membership = 'join'
+               AND a.account_type = $2
+             ORDER BY m.state_key",
+        )
+        .bind(room_id)
+        .bind(crate::model::accounts::AccountType::Guest as i64)
+        .fetch_all(self.pool())
+        .await?;
+        member_ids(users)
     }
 
     /// [`Storage::room_events_in_stream`] for many rooms in one round trip:
@@ -1277,6 +1289,14 @@ impl Storage {
             .fetch_all(self.pool())
             .await
     }
+}
+
+/// Member rows' state keys as user ids.
+fn member_ids(state_keys: Vec<String>) -> sqlx::Result<Vec<OwnedUserId>> {
+    state_keys
+        .into_iter()
+        .map(|u| parse_id("state_key", u))
+        .collect()
 }
 
 #[cfg(test)]

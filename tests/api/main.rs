@@ -24,6 +24,7 @@ mod directory; // aliases, room visibility, /publicRooms, user directory, /relat
 mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
+mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_propagation; // a profile change reaches the member event of every joined room

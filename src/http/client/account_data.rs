@@ -221,7 +221,7 @@ async fn check_event_in_room(
 
 async fn receipt(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<create_receipt::v3::Request>,
 ) -> Result<RumaResponse<create_receipt::v3::Response>> {
     check_event_in_room(&s, &r, &req.room_id, req.event_id.as_str()).await?;
@@ -254,7 +254,7 @@ async fn receipt(
 
 async fn read_markers(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<set_read_marker::v3::Request>,
 ) -> Result<RumaResponse<set_read_marker::v3::Response>> {
     let user = r.user_id();
@@ -289,7 +289,7 @@ const DEFAULT_TYPING_TIMEOUT_MS: u64 = 30_000;
 
 async fn typing(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     raw: axum::extract::Request,
 ) -> Result<RumaResponse<create_typing_event::v3::Response>> {
     let (req, _) = super::ruma_and_body::<create_typing_event::v3::Request>(&s, raw, |body| {
@@ -324,7 +324,7 @@ async fn typing(
 
 async fn presence_get(
     State(s): State<AppState>,
-    GuestAuth(_): GuestAuth,
+    Auth(_): Auth,
     Ruma(req): Ruma<get_presence::v3::Request>,
 ) -> Result<RumaResponse<get_presence::v3::Response>> {
     if !s.config.presence.enabled {
@@ -345,7 +345,7 @@ async fn presence_get(
 
 async fn presence_set(
     State(s): State<AppState>,
-    GuestAuth(r): GuestAuth,
+    Auth(r): Auth,
     Ruma(req): Ruma<set_presence::v3::Request>,
 ) -> Result<RumaResponse<set_presence::v3::Response>> {
     only_self(&r, &req.user_id)?;

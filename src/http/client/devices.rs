@@ -8,7 +8,7 @@ use ruma::api::client::device::{
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, Ruma, RumaResponse, UiaRuma};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::model::devices::Device;
 
@@ -39,7 +39,7 @@ fn unknown_device() -> MatrixError {
 
 async fn list(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     _: Ruma<get_devices::v3::Request>,
 ) -> Result<Json<Value>> {
     let devices: Vec<Value> = s
@@ -54,7 +54,7 @@ async fn list(
 
 async fn get(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_device::v3::Request>,
 ) -> Result<Json<Value>> {
     let d = s
@@ -67,7 +67,7 @@ async fn get(
 
 async fn update(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<update_device::v3::Request>,
 ) -> Result<RumaResponse<update_device::v3::Response>> {
     if !s

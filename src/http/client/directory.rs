@@ -217,7 +217,7 @@ async fn public_rooms(
 
 async fn public_rooms_filtered(
     State(s): State<AppState>,
-    Auth(_): Auth,
+    GuestAuth(_): GuestAuth,
     Ruma(req): Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<Json<Value>> {
     local_only(&s, req.server.as_deref())?;

@@ -14,6 +14,7 @@ use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::AccountType;
 use crate::services::accounts::Registration;
+use crate::services::guests;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<register::v3::Request, _, _>(r, register);
@@ -51,19 +52,27 @@ async fn register(
     // as Synapse does, so the user learns of a taken name first. The name
     // this session already registered is not taken from it.
     let localpart = match &req.username {
-        Some(u) => {
-            let lp = s.accounts.validate_localpart(u)?;
-            let ours = bound
-                .registered
-                .as_ref()
-                .is_some_and(|r| r.localpart() == lp);
-            if !ours && !s.accounts.is_available(&lp).await? {
-                return Err(MatrixError::user_in_use());
-            }
-            Some(lp)
-        }
+        Some(u) => Some(s.accounts.validate_localpart(u)?),
         None => None,
     };
+    // A guest upgrading to a full account names its own localpart and
+    // token (spec "Guest Access"); its name is not taken from it.
+    let upgrade = match bound.registered {
+        Some(_) => None,
+        None => {
+            guests::upgrade_target(&s, req.guest_access_token.as_deref(), localpart.as_deref())
+                .await?
+        }
+    };
+    if let Some(lp) = &localpart {
+        let ours = bound
+            .registered
+            .as_ref()
+            .is_some_and(|r| r.localpart() == lp);
+        if !ours && upgrade.is_none() && !s.accounts.is_available(lp).await? {
+            return Err(MatrixError::user_in_use());
+        }
+    }
     if let Some(p) = req.password.as_deref().filter(|p| !p.is_empty()) {
         crate::services::passwords::validate(p)?;
     }
@@ -85,6 +94,12 @@ async fn register(
         None | Some("") => return Err(MatrixError::missing_param("Missing password")),
         Some(p) => p,
     };
+    if let Some(user_id) = upgrade {
+        s.accounts.upgrade_guest(&user_id, password).await?;
+        s.uia.note_registered(&bound, &user_id);
+        tracing::info!(%user_id, "upgraded a guest account to a full one");
+        return login_after(&s, &req, user_id).await;
+    }
     let user_id = s
         .accounts
         .register(registration(

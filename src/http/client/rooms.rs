@@ -18,12 +18,13 @@ use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, JsonBody, Ruma, RumaResponse};
+use crate::http::extract::{Auth, GuestAuth, JsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
+use crate::model::accounts::Requester;
 use crate::services::room_admin::check_not_blocked;
 use crate::services::rooms::create::{InitialState, Preset};
 use crate::services::rooms::{CreateRoom, NewEvent, TxnRef};
-use crate::services::{directory, memberships};
+use crate::services::{directory, guests, memberships};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_room::v3::Request, _, _>(r, create);
@@ -214,14 +215,16 @@ pub(crate) async fn resolve_room(s: &AppState, id_or_alias: &str) -> Result<Owne
 
 /// `extra` is the rest of the join body: like Synapse, its keys go into the
 /// member event's content (sytest "POST /join/:room_id can join a room with
-/// custom content"), except those the server decides.
+/// custom content"), except those the server decides. A guest joins only
+/// rooms that admit guests (`guests::check_join`).
 async fn do_join(
     s: &AppState,
     room_id: &RoomId,
-    user: &UserId,
+    r: &Requester,
     reason: Option<&str>,
     mut extra: Map<String, Value>,
 ) -> Result<()> {
+    let user = &r.user;
     check_not_blocked(s, room_id).await?;
     s.rooms.known_version(room_id).await?;
     for key in [
@@ -237,6 +240,7 @@ async fn do_join(
     if let Value::Object(profile) = member_profile(s, user).await? {
         extra.extend(profile);
     }
+    guests::check_join(s, r, room_id, &mut extra).await?;
     s.rooms
         .join(room_id, user, Value::Object(extra), reason)
         .await?;
@@ -251,12 +255,12 @@ async fn do_join(
 
 async fn join_by_id(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     raw: axum::extract::Request,
 ) -> Result<RumaResponse<join_room_by_id::v3::Response>> {
     let (req, extra) =
         super::ruma_and_body::<join_room_by_id::v3::Request>(&s, raw, |_| false).await?;
-    do_join(&s, &req.room_id, &r.user_id(), req.reason.as_deref(), extra).await?;
+    do_join(&s, &req.room_id, &r, req.reason.as_deref(), extra).await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(
         req.room_id,
     )))
@@ -264,13 +268,13 @@ async fn join_by_id(
 
 async fn join_by_id_or_alias(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     raw: axum::extract::Request,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>> {
     let (req, extra) =
         super::ruma_and_body::<join_room_by_id_or_alias::v3::Request>(&s, raw, |_| false).await?;
     let room_id = resolve_room(&s, req.room_id_or_alias.as_str()).await?;
-    do_join(&s, &room_id, &r.user_id(), req.reason.as_deref(), extra).await?;
+    do_join(&s, &room_id, &r, req.reason.as_deref(), extra).await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
@@ -307,7 +311,7 @@ async fn invite(
 
 async fn leave(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<leave_room::v3::Request>,
 ) -> Result<RumaResponse<leave_room::v3::Response>> {
     s.rooms.known_version(&req.room_id).await?;
@@ -402,7 +406,7 @@ async fn require_joined(s: &AppState, room_id: &RoomId, user: &UserId) -> Result
 
 async fn send(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<send_message_event::v3::Request>,
 ) -> Result<RumaResponse<send_message_event::v3::Response>> {
     let user = r.user_id();
@@ -441,7 +445,7 @@ async fn send(
 /// message").
 async fn send_without_txn(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Path((room_id, event_type)): Path<(String, String)>,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
@@ -489,12 +493,12 @@ async fn send_message(
 
 async fn send_state(
     State(s): State<AppState>,
-    Auth(r): Auth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<send_state_event::v3::Request>,
 ) -> Result<RumaResponse<send_state_event::v3::Response>> {
     let user = r.user_id();
     s.rooms.known_version(&req.room_id).await?;
-    let content = raw_to_value(&req.body)?;
+    let mut content = raw_to_value(&req.body)?;
     if !content.is_object() {
         return Err(MatrixError::bad_json("Event content must be an object"));
     }
@@ -512,6 +516,7 @@ async fn send_state(
         {
             check_can_reject(&s, &req.room_id, &user).await?;
         }
+        guests::check_member_state(&s, &r, &req.room_id, &req.state_key, &mut content).await?;
     } else if s.rooms.membership(&req.room_id, &user).await?.as_deref() != Some("join") {
         return Err(MatrixError::forbidden("You are not joined to this room"));
     }
@@ -523,13 +528,18 @@ async fn send_state(
         .append(NewEvent {
             room_id: &req.room_id,
             sender: &user,
-            kind: TimelineEventType::from(kind),
+            kind: TimelineEventType::from(kind.clone()),
             state_key: Some(req.state_key.clone()),
             content,
             txn: None,
             redacts: None,
         })
         .await?;
+    // The state event stands whatever this does (each guest's leave is
+    // its own event).
+    if let Err(e) = guests::after_state_event(&s, &req.room_id, &kind, &pdu.content_value()).await {
+        tracing::warn!(room_id = %req.room_id, error = %e.message(), "could not check the room's guests after a state change");
+    }
     Ok(RumaResponse(send_state_event::v3::Response::new(
         pdu.event_id,
     )))

@@ -132,6 +132,17 @@ pub async fn set_state(
     b["event_id"].as_str().expect("event_id").to_owned()
 }
 
+/// PUT m.room.history_visibility to `visibility`; returns the event id.
+pub async fn set_history_visibility(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    visibility: &str,
+) -> String {
+    let content = json!({ "history_visibility": visibility });
+    set_state(server, who, room, "m.room.history_visibility", "", content).await
+}
+
 /// POST /join; the answer as it is.
 pub async fn try_join(server: &TestServer, who: &Session, room: &str) -> (StatusCode, Value) {
     let path = format!("/_matrix/client/v3/rooms/{}/join", enc(room));
