@@ -213,3 +213,66 @@ impl crate::services::workers::CacheSizes for ToDevice {
         vec![("unacked_devices", self.unacked.lock().len())]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::accounts::AccountType;
+
+    fn requester(user: &str, device: &str) -> Requester {
+        Requester {
+            user_id: user.to_owned(),
+            user: user.try_into().unwrap(),
+            device_id: device.to_owned(),
+            account_type: AccountType::User,
+            is_deactivated: false,
+            is_locked: false,
+            valid_until_ms: None,
+            fresh: false,
+        }
+    }
+
+    /// A position that touched `topic`, completed.
+    fn touch(stream: &Arc<Stream>, topic: Topic) -> i64 {
+        let r = stream.reserve();
+        let pos = r.pos();
+        stream.touch(topic, pos);
+        stream.complete(r);
+        pos
+    }
+
+    /// The hot path: a sync reads the inbox only when its device's topic
+    /// moved past `since` (with the table gone, any read fails).
+    #[tokio::test]
+    async fn a_sync_reads_the_inbox_only_when_its_device_got_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        let stream = Arc::new(Stream::new(10));
+        let server: OwnedServerName = "example.org".try_into().unwrap();
+        let to_device = ToDevice::new(storage.clone(), stream.clone(), &server);
+        let who = requester("@a:example.org", "DEV");
+        sqlx::query("DROP TABLE device_inbox")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+
+        assert!(to_device.for_sync(&who, Some(10), 10).await.is_ok());
+        let other = requester("@a:example.org", "OTHER");
+        let pos = touch(&stream, ToDevice::topic(&other));
+        assert!(
+            to_device.for_sync(&who, Some(10), pos).await.is_ok(),
+            "another device's message is not read"
+        );
+        let pos = touch(&stream, ToDevice::topic(&who));
+        assert!(
+            to_device.for_sync(&who, Some(pos - 1), pos).await.is_err(),
+            "its own message is read"
+        );
+        assert!(to_device.for_sync(&who, Some(pos), pos).await.is_ok());
+        assert!(
+            to_device.for_sync(&who, Some(5), pos).await.is_err(),
+            "a since from before start-up reads"
+        );
+    }
+}
