@@ -111,6 +111,7 @@ impl Services {
             ("jobs", &self.jobs),
             ("uia", &self.uia),
             ("presence", &self.presence),
+            ("to_device", &self.to_device),
         ];
         if let Some(s) = &self.shared_secret {
             services.push(("shared_secret", s));

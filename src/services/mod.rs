@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod shared_secret;
 pub mod stream;
 pub mod sync;
+pub mod to_device;
 pub mod uia;
 pub mod workers;
 
@@ -61,6 +62,7 @@ pub struct Services {
     /// The member events lazy-loading syncs sent each device.
     pub lazy_members: sync::LazyMembers,
     pub presence: presence::Presence,
+    pub to_device: to_device::ToDevice,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
     pub search: Option<Arc<search::Search>>,
@@ -98,10 +100,9 @@ impl Services {
         // What the services share: the server's identity and the stream.
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
-        let max_pos = storage
-            .max_stream_ordering()
-            .await?
-            .max(storage.max_side_stream().await?);
+        let max_pos = storage.max_stream_ordering().await?;
+        let max_pos = max_pos.max(storage.max_side_stream().await?);
+        let max_pos = max_pos.max(storage.to_device_high_water().await?);
         let stream = Arc::new(stream::Stream::new(max_pos));
         let workers = workers::Workers::default();
 
@@ -175,6 +176,7 @@ impl Services {
         );
 
         Ok(Arc::new(Self {
+            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
             config,
             server_name,
             storage,

@@ -12,12 +12,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 use tokio::sync::{Notify, watch};
 
 /// What a stream position changed, as far as waiting `/sync`s care: a
 /// room (its events, receipts, typing), a user (their account data, or a
-/// membership of theirs anywhere), or anyone's presence.
+/// membership of theirs anywhere), anyone's presence, or one device's
+/// to-device inbox.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     Room(OwnedRoomId),
@@ -29,6 +30,9 @@ pub enum Topic {
     /// Anyone's read receipt in any room (besides its room's topic), so an
     /// incremental `/sync` reads receipts only when one was written.
     Receipts,
+    /// A to-device message for one device of a user: only that device's
+    /// syncs wake, and only they read its inbox.
+    Device(OwnedUserId, OwnedDeviceId),
 }
 
 pub struct Stream {

@@ -26,6 +26,7 @@ use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
+use crate::services::to_device::{ToDevice, ToDeviceEvent};
 use crate::storage::events::{RoomMemberRow, RoomMembershipRow, StreamSpan};
 
 /// Timeline events per room when the filter sets no limit (as Synapse).
@@ -90,7 +91,7 @@ pub struct SyncResponse {
     pub rooms: RoomsSection,
     pub account_data: Events<Value>,
     pub presence: Events<Value>,
-    pub to_device: Events<Value>,
+    pub to_device: Events<ToDeviceEvent>,
     pub device_lists: DeviceLists,
     pub device_one_time_keys_count: Map<String, Value>,
 }
@@ -231,6 +232,9 @@ async fn build(
 ) -> Result<(SyncResponse, bool, Vec<Topic>)> {
     let user = who.user_id();
     let since = req.since.filter(|since| *since <= to);
+    // First: more to-device messages than one response takes lower `to`.
+    let to_device = s.to_device.for_sync(who, since, to).await?;
+    let to = to_device.to;
     let memberships = s.storage.rooms_for_user(user.as_str()).await?;
     // What an incremental sync may skip: each kind is read only when a
     // stream topic it depends on changed after `since`.
@@ -295,7 +299,8 @@ async fn build(
         || !sorted.invite.is_empty()
         || !sorted.leave.is_empty()
         || !global_data.is_empty()
-        || !presence.is_empty();
+        || !presence.is_empty()
+        || !to_device.events.is_empty();
     let body = SyncResponse {
         next_batch: format!("s{to}"),
         rooms: RoomsSection {
@@ -306,12 +311,13 @@ async fn build(
         },
         account_data: global_data.into(),
         presence: presence.into(),
-        to_device: Vec::new().into(),
+        to_device: to_device.events.into(),
         device_lists: DeviceLists::default(),
         device_one_time_keys_count: Map::new(),
     };
     let mut topics: Vec<Topic> = sorted.joined.into_iter().map(Topic::Room).collect();
     topics.push(Topic::User(user.clone()));
+    topics.push(ToDevice::topic(who));
     topics.extend(presence_topics);
     Ok((body, has_updates, topics))
 }

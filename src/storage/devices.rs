@@ -195,8 +195,8 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Deletes devices and their tokens in one transaction. `None` deletes all
-    /// of the user's devices except `except`.
+    /// Deletes devices, their tokens and their to-device inboxes in one
+    /// transaction. `None` deletes all of the user's devices except `except`.
     pub async fn delete_devices(
         &self,
         user_id: &str,
@@ -211,7 +211,11 @@ impl Storage {
                         for q in [
                             "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
                             "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-                        ] {
+                        ]
+                        .iter()
+                        .chain(&super::to_device::DEVICE_CLEANUP)
+                        .copied()
+                        {
                             sqlx::query(q)
                                 .bind(user_id)
                                 .bind(id)
@@ -224,7 +228,11 @@ impl Storage {
                     for q in [
                         "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
                         "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-                    ] {
+                    ]
+                    .iter()
+                    .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
+                    .copied()
+                    {
                         sqlx::query(q)
                             .bind(user_id)
                             .bind(except.unwrap_or(""))

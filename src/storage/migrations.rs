@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "events_room_stream_covering", V11),
     (12, "jobs", V12),
     (13, "receipts_by_room", V13),
+    (14, "device_inbox", V14),
 ];
 
 const V1: &str = r#"
@@ -327,6 +328,29 @@ CREATE INDEX jobs_room ON jobs (job_room);
 /// room by room, never the receipts of the whole server.
 const V13: &str = r#"
 CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
+"#;
+
+/// Send-to-device: each device's inbox, in stream order (one message per
+/// device per position: a request takes one position), its rows deleted
+/// once the device acknowledges them. Deleted rows leave no trace of their
+/// positions, so `stream_high_water` keeps the highest position given to a
+/// to-device message: the stream never hands a position out twice across a
+/// restart (a client's token may already be past it).
+const V14: &str = r#"
+CREATE TABLE device_inbox (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    sender TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, stream_ordering)
+);
+CREATE TABLE stream_high_water (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+INSERT INTO stream_high_water (name, position) VALUES ('to_device', 0);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

@@ -22,6 +22,7 @@ pub mod purge;
 mod registration_tokens;
 pub mod reports;
 mod rows;
+pub mod to_device;
 
 pub use account_data::{AccountDataRow, PresenceRow, ReceiptRow};
 pub use accounts::{AccountRow, AccountType};

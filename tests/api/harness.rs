@@ -24,6 +24,7 @@ mod admin;
 mod lists;
 mod rooms;
 mod sync;
+mod to_device;
 mod uia;
 
 pub use admin::*;
@@ -31,6 +32,7 @@ pub use lists::*;
 pub use rooms::*;
 pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
+pub use to_device::*;
 pub use uia::*;
 
 pub const SHARED_SECRET: &str = "test-shared-secret";

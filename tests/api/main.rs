@@ -37,6 +37,7 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync;
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
+mod to_device; // PUT /sendToDevice and /sync to_device: shape, acknowledgement, txn ids, wildcard, wake-ups, 100 per sync, deleted devices, restarts
 mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Request input and connections, across both APIs

@@ -5,7 +5,7 @@
 Run by scripts/client-smoke with the venv from scripts/install-nio. The server
 must allow open registration (registration.enabled). Every call goes through
 nio's own methods (register, login, room_create, join, room_send, sync,
-room_messages, room_leave, joined_rooms), so a request nio makes that the
+room_messages, to_device, room_leave, joined_rooms), so a request nio makes that the
 server refuses, or an answer nio cannot parse, fails the suite. Users, rooms
 and aliases get random names, so the suite can run twice against one server.
 Exits 0 when every step passed, 1 on the first failure (naming the step and
@@ -35,6 +35,9 @@ from nio import (
     RoomSendResponse,
     RoomVisibility,
     SyncResponse,
+    ToDeviceMessage,
+    ToDeviceResponse,
+    UnknownToDeviceEvent,
 )
 
 MESSAGES = 12  # sent by alice, read by bob through sync and /messages
@@ -196,6 +199,24 @@ async def run(base):
               "paginate: /messages returned\n  " + "\n  ".join(map(str, older))
               + "\nexpected (newest first):\n  " + "\n  ".join(map(str, sent[:-last][::-1])))
         step("paginate back from an initial sync's prev_batch to the room's creation")
+
+        # to-device: alice sends to bob's device with nio's to_device(); bob's
+        # next syncs carry it once, as nio parses it.
+        content = {"smoke": tag}
+        msg = ToDeviceMessage("org.myelin.smoke", bob_id, bob.device_id, content)
+        expect(await alice.to_device(msg, tx_id=f"smoke-{tag}"), ToDeviceResponse, "send to-device")
+        got = []
+        for _ in range(SYNC_ROUNDS):
+            s = expect(await bob.sync(timeout=5000, sync_filter=FULL), SyncResponse, "sync for to-device")
+            got += [e for e in s.to_device_events if isinstance(e, UnknownToDeviceEvent)]
+            if got:
+                break
+        check([(e.sender, e.type, e.source.get("content")) for e in got]
+              == [(alice_id, "org.myelin.smoke", content)],
+              f"to-device: bob received {[e.source for e in got]}")
+        s = expect(await bob.sync(timeout=0, sync_filter=FULL), SyncResponse, "sync after to-device")
+        check(not s.to_device_events, f"to-device: delivered again: {s.to_device_events}")
+        step("to-device message delivered through sync, once")
 
         # leave: the room is gone from joined_rooms and shows under leave in sync.
         expect(await bob.room_leave(other), RoomLeaveResponse, f"bob leaves {other}")

@@ -17,6 +17,7 @@ pub(crate) mod rooms;
 mod search;
 mod session;
 mod sync;
+mod to_device;
 
 use axum::Router;
 
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
     let r = filter::routes(r);
     let r = search::routes(r);
     let r = legacy_sync::routes(r);
+    let r = to_device::routes(r);
     sync::routes(r)
 }
 

@@ -227,6 +227,25 @@ async function run(base) {
     check(JSON.stringify(all) === JSON.stringify(sent), `paginate: the timeline holds\n${show(all)}\nexpected\n${show(sent)}`);
     step("paginate the timeline back from a short initial sync to the room's creation");
 
+    // to-device: alice sends to bob's device with sendToDevice(); bob's sync
+    // loop hands it over once (a room message sent after it shows the loop went on).
+    const toDevice = [];
+    bob.on(sdk.ClientEvent.ToDeviceEvent, (e) => toDevice.push([e.getSender(), e.getType(), e.getContent()]));
+    const contentMap = new Map([[bobReg.user_id, new Map([[bobReg.device_id, { smoke: tag }]])]]);
+    await expectOk(alice.sendToDevice("org.myelin.smoke", contentMap), "send to-device");
+    await until(bob, () => toDevice.length > 0, "bob's sync delivers the to-device message");
+    const after = await expectOk(
+        alice.sendTextMessage(main, `after to-device ${tag}`),
+        "send after to-device",
+    );
+    await until(bob, () => bob.getRoom(main)?.findEventById(after.event_id), "bob's sync goes on after it");
+    const expected = [[aliceReg.user_id, "org.myelin.smoke", { smoke: tag }]];
+    check(
+        JSON.stringify(toDevice) === JSON.stringify(expected),
+        `to-device: bob got ${JSON.stringify(toDevice)}, expected ${JSON.stringify(expected)}`,
+    );
+    step("to-device message delivered through the sync loop, once");
+
     // leave: the room leaves the joined rooms, in sync and on the server.
     await expectOk(bob.leave(other), `bob leaves ${other}`);
     await until(bob, () => bob.getRoom(other)?.getMyMembership() === "leave", "bob's sync shows the room left");

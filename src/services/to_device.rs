@@ -1,0 +1,278 @@
+//! Send-to-device messaging: `PUT /sendToDevice` stores a message in each
+//! recipient device's inbox (`device_inbox`) at one stream position, and
+//! `/sync` delivers a device's messages in order, up to [`SYNC_LIMIT`] at a
+//! time, until the device acknowledges them by syncing with a `since` at
+//! or past them; then they are deleted.
+//!
+//! A message touches [`Topic::Device`], which wakes only that device's
+//! parked syncs and tells a sync whether its inbox can hold anything new,
+//! so a sync with nothing sent to it since `since` reads no inbox.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ruma::api::client::to_device::send_event_to_device::v3::Messages;
+use ruma::to_device::DeviceIdOrAllDevices;
+use ruma::{OwnedDeviceId, OwnedServerName, ServerName};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::{MatrixError, Result};
+use crate::model::accounts::Requester;
+use crate::services::stream::{Stream, Topic};
+use crate::storage::Storage;
+use crate::storage::to_device::{InboxDelivery, InboxSend};
+
+/// Messages per `/sync` response, as Synapse; the rest come with the next.
+pub const SYNC_LIMIT: usize = 100;
+
+/// How many devices' unacknowledged deliveries [`ToDevice`] remembers. A
+/// device forgotten here has its acknowledged messages deleted at its next
+/// inbox read instead of at once.
+const UNACKED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
+
+/// An event of `/sync`'s `to_device.events`.
+#[derive(Debug, Serialize)]
+pub struct ToDeviceEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub sender: String,
+    pub content: Box<RawValue>,
+}
+
+/// What a sync gets from the inbox: its events, and the position the sync
+/// answers up to (lowered to the last event when more are waiting, so the
+/// client comes back for them at once).
+pub struct ForSync {
+    pub events: Vec<ToDeviceEvent>,
+    pub to: i64,
+}
+
+pub struct ToDevice {
+    storage: Storage,
+    stream: Arc<Stream>,
+    server_name: OwnedServerName,
+    /// Per (user, device): the highest position delivered to it and not
+    /// yet deleted, so the sync that acknowledges it deletes at once (and a
+    /// sync with an older `since` cannot get it again).
+    unacked: Mutex<lru::LruCache<(String, String), i64>>,
+}
+
+impl ToDevice {
+    pub fn new(storage: Storage, stream: Arc<Stream>, server_name: &ServerName) -> Self {
+        Self {
+            storage,
+            stream,
+            server_name: server_name.to_owned(),
+            unacked: Mutex::new(lru::LruCache::new(UNACKED_DEVICES)),
+        }
+    }
+
+    /// The topic a message for the requester's device touches.
+    pub fn topic(who: &Requester) -> Topic {
+        Topic::Device(
+            who.user.clone(),
+            OwnedDeviceId::from(who.device_id.as_str()),
+        )
+    }
+
+    /// Stores `messages` (`{user: {device or "*": content}}`) of
+    /// `event_type` for their local recipients. Retrying a transaction id
+    /// of the sender's device stores nothing more. Users of other servers
+    /// are left out (sending to them needs federation, a later piece), and
+    /// so are unknown local users and devices, silently (as Synapse).
+    pub async fn send(
+        &self,
+        sender: &Requester,
+        event_type: &str,
+        txn_id: &str,
+        messages: &Messages,
+    ) -> Result<()> {
+        // Every content is checked before anything is written.
+        for by_device in messages.values() {
+            for content in by_device.values() {
+                if !content.json().get().trim_start().starts_with('{') {
+                    return Err(MatrixError::bad_json(
+                        "Each to-device message content must be a JSON object",
+                    ));
+                }
+            }
+        }
+        let mut devices_of = Vec::new();
+        for user in messages.keys() {
+            if user.server_name() != self.server_name {
+                continue;
+            }
+            devices_of.push((user, self.storage.devices(user.as_str()).await?));
+        }
+        let mut deliveries = Vec::new();
+        let mut topics = Vec::new();
+        for (user, devices) in &devices_of {
+            let by_device = &messages[*user];
+            let wildcard = by_device.get(&DeviceIdOrAllDevices::AllDevices);
+            for device in devices {
+                // A device named gets its own content; "*" is for the rest.
+                let named =
+                    by_device.get(&DeviceIdOrAllDevices::DeviceId(device.device_id.clone()));
+                if let Some(content) = named.or(wildcard) {
+                    deliveries.push(InboxDelivery {
+                        user_id: user.as_str(),
+                        device_id: device.device_id.as_str(),
+                        content: content.json().get(),
+                    });
+                    topics.push(Topic::Device((*user).clone(), device.device_id.clone()));
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.reserve();
+        for topic in topics {
+            self.stream.touch(topic, r.pos());
+        }
+        let send = InboxSend {
+            sender: &sender.user_id,
+            sender_device: &sender.device_id,
+            event_type,
+            txn_id,
+            stream_ordering: r.pos(),
+        };
+        let stored = self.storage.store_to_device(&send, &deliveries).await;
+        self.stream.complete(r);
+        stored?;
+        Ok(())
+    }
+
+    /// The requester's messages for a sync of `(since, to]`, after deleting
+    /// those up to `since` (which the device has seen: `since` is a
+    /// `next_batch` it was given). Reads nothing when no message was sent
+    /// to the device since `since` and none delivered waits for deletion.
+    pub async fn for_sync(&self, who: &Requester, since: Option<i64>, to: i64) -> Result<ForSync> {
+        let key = (who.user_id.clone(), who.device_id.clone());
+        let fresh = since.is_none_or(|since| {
+            self.stream
+                .changed_since(std::slice::from_ref(&Self::topic(who)), since)
+        });
+        if let Some(since) = since {
+            let unacked = self.unacked.lock().peek(&key).copied();
+            if fresh || unacked.is_some() {
+                self.storage
+                    .delete_inbox_through(&who.user_id, &who.device_id, since)
+                    .await?;
+                let mut map = self.unacked.lock();
+                if map.peek(&key).is_some_and(|p| *p <= since) {
+                    map.pop(&key);
+                }
+            }
+        }
+        if !fresh {
+            return Ok(ForSync {
+                events: Vec::new(),
+                to,
+            });
+        }
+        let limit = i64::try_from(SYNC_LIMIT).unwrap_or(i64::MAX) + 1;
+        let mut rows = self
+            .storage
+            .inbox(&who.user_id, &who.device_id, since.unwrap_or(0), to, limit)
+            .await?;
+        let more = rows.len() > SYNC_LIMIT;
+        rows.truncate(SYNC_LIMIT);
+        let Some(last) = rows.last().map(|r| r.stream_ordering) else {
+            return Ok(ForSync {
+                events: Vec::new(),
+                to,
+            });
+        };
+        {
+            let mut map = self.unacked.lock();
+            let entry = map.get_or_insert_mut(key, || last);
+            *entry = (*entry).max(last);
+        }
+        let events = rows
+            .into_iter()
+            .map(|r| {
+                Ok(ToDeviceEvent {
+                    event_type: r.event_type,
+                    sender: r.sender,
+                    content: RawValue::from_string(r.content).map_err(MatrixError::internal)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ForSync {
+            events,
+            to: if more { last } else { to },
+        })
+    }
+}
+
+impl crate::services::workers::CacheSizes for ToDevice {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("unacked_devices", self.unacked.lock().len())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::accounts::AccountType;
+
+    fn requester(user: &str, device: &str) -> Requester {
+        Requester {
+            user_id: user.to_owned(),
+            user: user.try_into().unwrap(),
+            device_id: device.to_owned(),
+            account_type: AccountType::User,
+            is_deactivated: false,
+            is_locked: false,
+            valid_until_ms: None,
+            fresh: false,
+        }
+    }
+
+    /// A position that touched `topic`, completed.
+    fn touch(stream: &Arc<Stream>, topic: Topic) -> i64 {
+        let r = stream.reserve();
+        let pos = r.pos();
+        stream.touch(topic, pos);
+        stream.complete(r);
+        pos
+    }
+
+    /// The hot path: a sync reads the inbox only when its device's topic
+    /// moved past `since` (with the table gone, any read fails).
+    #[tokio::test]
+    async fn a_sync_reads_the_inbox_only_when_its_device_got_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        let stream = Arc::new(Stream::new(10));
+        let server: OwnedServerName = "example.org".try_into().unwrap();
+        let to_device = ToDevice::new(storage.clone(), stream.clone(), &server);
+        let who = requester("@a:example.org", "DEV");
+        sqlx::query("DROP TABLE device_inbox")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+
+        assert!(to_device.for_sync(&who, Some(10), 10).await.is_ok());
+        let other = requester("@a:example.org", "OTHER");
+        let pos = touch(&stream, ToDevice::topic(&other));
+        assert!(
+            to_device.for_sync(&who, Some(10), pos).await.is_ok(),
+            "another device's message is not read"
+        );
+        let pos = touch(&stream, ToDevice::topic(&who));
+        assert!(
+            to_device.for_sync(&who, Some(pos - 1), pos).await.is_err(),
+            "its own message is read"
+        );
+        assert!(to_device.for_sync(&who, Some(pos), pos).await.is_ok());
+        assert!(
+            to_device.for_sync(&who, Some(5), pos).await.is_err(),
+            "a since from before start-up reads"
+        );
+    }
+}

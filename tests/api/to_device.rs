@@ -1,0 +1,504 @@
+//! Send-to-device (sytest 46direct): `PUT /sendToDevice/{type}/{txnId}` and
+//! `/sync`'s `to_device`, delivered in order until acknowledged by a sync
+//! with the next `since`, at most 100 a response.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// What sytest's `matrix_recv_device_message` syncs with: no rooms, no
+/// account data, no presence.
+const ONLY_TO_DEVICE: &str =
+    r#"{"room":{"rooms":[]},"account_data":{"types":[]},"presence":{"types":[]}}"#;
+
+async fn sync_device(server: &TestServer, who: &Session, since: Option<&str>) -> Value {
+    let filter = format!("filter={}", enc(ONLY_TO_DEVICE));
+    match since {
+        Some(since) => {
+            sync(
+                server,
+                who,
+                &format!("{filter}&since={}&timeout=0", enc(since)),
+            )
+            .await
+        }
+        None => sync(server, who, &format!("{filter}&timeout=0")).await,
+    }
+}
+
+fn event(sender: &Session, ty: &str, content: Value) -> Value {
+    json!({"type": ty, "sender": sender.user_id, "content": content})
+}
+
+/// `{who: {who's device: content}}`.
+fn to_own_device(who: &Session, content: Value) -> Value {
+    json!({who.user_id.clone(): {who.device_id.clone(): content}})
+}
+
+/// `who` sends a `my.test.type` message to their own device.
+async fn send_self(server: &TestServer, who: &Session, txn: &str, content: Value) {
+    let messages = to_own_device(who, content);
+    send_to_device(server, who, "my.test.type", txn, messages).await;
+}
+
+/// Asserts a sync body's `to_device` holds exactly one `my.test.type`
+/// message from `sender` with `content`.
+#[track_caller]
+fn assert_one(body: &Value, sender: &Session, content: Value) {
+    assert_eq!(
+        to_device_events(body),
+        vec![event(sender, "my.test.type", content)],
+        "{body}"
+    );
+}
+
+/// Logs alice in on the device `PHONE`.
+async fn login_phone(server: &TestServer) -> Session {
+    let (st, b) = server
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                   "password": "password123", "device_id": "PHONE"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    Session::from_answer(&b)
+}
+
+async fn inbox_rows(server: &TestServer, who: &Session) -> i64 {
+    server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM device_inbox WHERE user_id = '{}' AND device_id = '{}'",
+            sql_quote(&who.user_id),
+            sql_quote(&who.device_id)
+        ))
+        .await
+}
+
+/// sytest "Can send a message directly to a device using PUT
+/// /sendToDevice", "Can recv a device message using /sync", "Can send a
+/// to-device message to two users which both receive it using /sync": the
+/// answer is `{}`, each recipient gets exactly `{type, sender, content}`.
+#[tokio::test]
+async fn each_recipient_gets_its_message_in_the_spec_shape() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let bob_since = next_batch(&sync_device(&server, &bob, None).await);
+    let carol_since = next_batch(&sync_device(&server, &carol, None).await);
+
+    send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "t1",
+        json!({
+            bob.user_id.clone(): {bob.device_id.clone(): {"my_key": "r1"}},
+            carol.user_id.clone(): {carol.device_id.clone(): {"my_key": "r2"}},
+        }),
+    )
+    .await;
+
+    let b = sync_device(&server, &bob, Some(&bob_since)).await;
+    assert_one(&b, &alice, json!({"my_key": "r1"}));
+    let c = sync_device(&server, &carol, Some(&carol_since)).await;
+    assert_one(&c, &alice, json!({"my_key": "r2"}));
+    // An initial sync gets what is waiting too (sytest's first receive has
+    // no `since`), and the sender's own device got nothing.
+    assert_eq!(
+        to_device_events(&sync_device(&server, &bob, None).await).len(),
+        1
+    );
+    assert!(to_device_events(&sync_device(&server, &alice, None).await).is_empty());
+    // r0 path too, with the plain /sync default filter.
+    let (st, body) = server
+        .put(
+            &format!("/_matrix/client/r0/sendToDevice/m.other/{}", enc("t 2")),
+            alice.token(),
+            json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {}}}}),
+        )
+        .await;
+    assert_eq!((st, body), (StatusCode::OK, json!({})));
+    let b2 = sync_since(&server, &bob, &next_batch(&b)).await;
+    assert_eq!(
+        to_device_events(&b2),
+        vec![event(&alice, "m.other", json!({}))]
+    );
+}
+
+/// sytest "Can recv device messages until they are acknowledged": a sync
+/// with the old `since` gets the message again; once a sync used the
+/// `next_batch` that carried it, never again (its row is gone).
+#[tokio::test]
+async fn messages_come_again_until_acknowledged_and_never_after() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    let first = json!({"message": "first"});
+    send_self(&server, &alice, "a", first.clone()).await;
+
+    assert_one(
+        &sync_device(&server, &alice, Some(&t0)).await,
+        &alice,
+        first.clone(),
+    );
+    let again = sync_device(&server, &alice, Some(&t0)).await;
+    assert_one(&again, &alice, first);
+    assert_eq!(inbox_rows(&server, &alice).await, 1, "not acknowledged yet");
+
+    let ack = sync_device(&server, &alice, Some(&next_batch(&again))).await;
+    assert!(to_device_events(&ack).is_empty(), "{ack}");
+    assert_eq!(
+        inbox_rows(&server, &alice).await,
+        0,
+        "deleted on acknowledgement"
+    );
+    let old = sync_device(&server, &alice, Some(&t0)).await;
+    assert!(to_device_events(&old).is_empty(), "acknowledged: {old}");
+
+    let second = json!({"message": "second"});
+    send_self(&server, &alice, "b", second.clone()).await;
+    let got = sync_device(&server, &alice, Some(&next_batch(&ack))).await;
+    assert_one(&got, &alice, second);
+}
+
+/// sytest "Device messages with the same txn_id are deduplicated": a retry
+/// (same device, type and transaction id) stores nothing, even after the
+/// first was acknowledged; another device, or another type, is a new send.
+#[tokio::test]
+async fn a_retried_transaction_id_is_stored_once() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let alice2 = server.login("alice", "password123").await;
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    let first = json!({"message": "first"});
+    send_self(&server, &alice, "txn", first.clone()).await;
+    send_self(&server, &alice, "txn", first.clone()).await;
+    let got = sync_device(&server, &alice, Some(&t0)).await;
+    assert_one(&got, &alice, first.clone());
+
+    let acked = next_batch(&sync_device(&server, &alice, Some(&next_batch(&got))).await);
+    send_self(&server, &alice, "txn", first).await;
+    let to_alice = |content| to_own_device(&alice, content);
+    send_to_device(
+        &server,
+        &alice2,
+        "my.test.type",
+        "txn",
+        to_alice(json!({"n": 2})),
+    )
+    .await;
+    send_to_device(
+        &server,
+        &alice,
+        "my.other",
+        "txn",
+        to_alice(json!({"n": 3})),
+    )
+    .await;
+    let got = sync_device(&server, &alice, Some(&acked)).await;
+    assert_eq!(
+        to_device_events(&got),
+        vec![
+            event(&alice, "my.test.type", json!({"n": 2})),
+            event(&alice, "my.other", json!({"n": 3})),
+        ]
+    );
+}
+
+/// sytest "Can send messages with a wildcard device id" (and "... to two
+/// devices"): `*` reaches each of the user's devices; a device named beside
+/// it gets its own content instead.
+#[tokio::test]
+async fn a_wildcard_reaches_every_device_of_the_user() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let alice2 = server.login("alice", "password123").await;
+    let alice3 = server.login("alice", "password123").await;
+    let t1 = next_batch(&sync_device(&server, &alice, None).await);
+    let t2 = next_batch(&sync_device(&server, &alice2, None).await);
+    let t3 = next_batch(&sync_device(&server, &alice3, None).await);
+    send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "w1",
+        json!({alice.user_id.clone(): {"*": {"message": "first"}}}),
+    )
+    .await;
+    let first = vec![event(&alice, "my.test.type", json!({"message": "first"}))];
+    let r1 = sync_device(&server, &alice, Some(&t1)).await;
+    let r2 = sync_device(&server, &alice2, Some(&t2)).await;
+    let r3 = sync_device(&server, &alice3, Some(&t3)).await;
+    for r in [&r1, &r2, &r3] {
+        assert_eq!(to_device_events(r), first);
+    }
+
+    send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "w2",
+        json!({alice.user_id.clone(): {"*": {"message": "second"}, alice3.device_id.clone(): {"just": 3}}}),
+    )
+    .await;
+    let second = vec![event(&alice, "my.test.type", json!({"message": "second"}))];
+    let r1 = sync_device(&server, &alice, Some(&next_batch(&r1))).await;
+    let r2 = sync_device(&server, &alice2, Some(&next_batch(&r2))).await;
+    let r3 = sync_device(&server, &alice3, Some(&next_batch(&r3))).await;
+    assert_eq!(to_device_events(&r1), second, "the first not again");
+    assert_eq!(to_device_events(&r2), second);
+    assert_one(&r3, &alice, json!({"just": 3}));
+}
+
+/// sytest "Device messages wake up /sync", "Wildcard device messages wake
+/// up /sync": a parked sync answers as soon as a message for its device is
+/// stored.
+#[tokio::test]
+async fn a_message_wakes_the_parked_sync_of_its_device() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    for (txn, device) in [("d1", alice.device_id.clone()), ("d2", "*".to_owned())] {
+        let since = next_batch(&sync_device(&server, &alice, None).await);
+        let poll = spawn_poll(&server, &alice, &since, 20_000);
+        server.wait_for_parked_syncs(1).await;
+        let sent = std::time::Instant::now();
+        send_to_device(
+            &server,
+            &alice,
+            "my.test.type",
+            txn,
+            json!({alice.user_id.clone(): {device: {"my_key": txn}}}),
+        )
+        .await;
+        let (st, body, answered) = poll.await.unwrap();
+        assert_eq!(st, StatusCode::OK);
+        assert_one(&body, &alice, json!({"my_key": txn}));
+        assert!(
+            answered.duration_since(sent) < Duration::from_secs(10),
+            "woken, not timed out"
+        );
+        // Acknowledge, so the next round starts with an empty inbox.
+        sync_device(&server, &alice, Some(&next_batch(&body))).await;
+    }
+}
+
+/// 101 messages: the first sync gets 100 in order and a `next_batch` that
+/// brings the last at once; a room message sent after them is in exactly
+/// one of the two answers.
+#[tokio::test]
+async fn more_than_a_hundred_messages_come_over_two_syncs_in_order() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &bob, json!({})).await;
+    let t0 = sync_token(&server, &bob).await;
+    for n in 0..101 {
+        send_to_device(
+            &server,
+            &alice,
+            "my.test.type",
+            &format!("m{n}"),
+            json!({bob.user_id.clone(): {bob.device_id.clone(): {"n": n}}}),
+        )
+        .await;
+    }
+    let message = send_text(&server, &bob, &room, "after them").await;
+
+    let first = sync_since(&server, &bob, &t0).await;
+    let events = to_device_events(&first);
+    let numbers: Vec<i64> = events
+        .iter()
+        .map(|e| e["content"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..100).collect::<Vec<i64>>());
+    let second = sync(
+        &server,
+        &bob,
+        &format!("since={}&timeout=30000", enc(&next_batch(&first))),
+    )
+    .await;
+    assert_one(&second, &alice, json!({"n": 100}));
+    let timeline_ids = |body: &Value| -> Vec<String> {
+        body["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| e["event_id"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let seen: Vec<String> = timeline_ids(&first)
+        .into_iter()
+        .chain(timeline_ids(&second))
+        .filter(|id| *id == message)
+        .collect();
+    assert_eq!(
+        seen,
+        vec![message],
+        "the room message once: {first} {second}"
+    );
+    // Acknowledged: the inbox is empty.
+    sync_since(&server, &bob, &next_batch(&second)).await;
+    assert_eq!(inbox_rows(&server, &bob).await, 0);
+}
+
+/// Deleting a device (logout) deletes its inbox, and a device created
+/// later (even under the same id) gets nothing sent before it existed.
+#[tokio::test]
+async fn a_deleted_device_loses_its_inbox_and_a_new_one_gets_nothing_old() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let phone = login_phone(&server).await;
+    let to_phone = |n: i64| json!({alice.user_id.clone(): {"PHONE": {"n": n}}});
+    send_to_device(&server, &alice, "my.test.type", "x1", to_phone(1)).await;
+    assert_eq!(inbox_rows(&server, &phone).await, 1);
+
+    let (st, _) = server
+        .post("/_matrix/client/v3/logout", phone.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(inbox_rows(&server, &phone).await, 0, "gone with the device");
+    // Sent while no PHONE exists: nobody gets it (and the send still works).
+    send_to_device(&server, &alice, "my.test.type", "x2", to_phone(2)).await;
+    let phone = login_phone(&server).await;
+    assert!(to_device_events(&sync_device(&server, &phone, None).await).is_empty());
+    // The new PHONE may use the old one's transaction ids.
+    send_to_device(&server, &phone, "my.test.type", "x1", to_phone(3)).await;
+    assert_one(
+        &sync_device(&server, &phone, None).await,
+        &alice,
+        json!({"n": 3}),
+    );
+
+    // Deactivation empties every inbox of the user.
+    deactivate(&server, &alice, "alice").await;
+    assert_eq!(inbox_rows(&server, &phone).await, 0);
+}
+
+/// Unknown local users and devices, and users of other servers (federation
+/// is not there yet), are left out silently; a content that is not an
+/// object fails the whole request, which stores nothing.
+#[tokio::test]
+async fn unknown_recipients_are_ignored_and_bad_input_is_refused() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    let nobody = server.user_id("nobody");
+    send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "u1",
+        json!({
+            nobody: {"*": {}},
+            "@someone:elsewhere.example": {"DEV": {}},
+            alice.user_id.clone(): {"NOSUCHDEVICE": {}},
+        }),
+    )
+    .await;
+    send_to_device(&server, &alice, "my.test.type", "u2", json!({})).await;
+
+    let bad = try_send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "b1",
+        json!({alice.user_id.clone(): {alice.device_id.clone(): {"ok": 1}, "*": "not an object"}}),
+    )
+    .await;
+    assert_error(&bad, 400, "M_BAD_JSON");
+    let path = "/_matrix/client/v3/sendToDevice/my.test.type/b2";
+    assert_error(
+        &server.put(path, alice.token(), json!({})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &server
+            .put(
+                path,
+                alice.token(),
+                json!({"messages": {"not a user id": {}}}),
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    let raw = server
+        .request_raw(reqwest::Method::PUT, path, alice.token(), "{not json")
+        .await;
+    assert_error(&raw, 400, "M_NOT_JSON");
+    assert_error(
+        &server.put(path, None, json!({"messages": {}})).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(
+        &server
+            .put(path, Some("nope"), json!({"messages": {}}))
+            .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let after = sync_device(&server, &alice, Some(&t0)).await;
+    assert!(to_device_events(&after).is_empty(), "{after}");
+    assert_eq!(inbox_rows(&server, &alice).await, 0);
+}
+
+/// Guests may send and receive to-device messages (the spec lists the
+/// endpoint among theirs).
+#[tokio::test]
+async fn guests_send_and_receive() {
+    let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
+    let guest = server.guest().await;
+    let alice = server.user("alice").await;
+    send_to_device(
+        &server,
+        &guest,
+        "my.test.type",
+        "g1",
+        json!({alice.user_id.clone(): {"*": {"from": "guest"}}, guest.user_id.clone(): {"*": {"to": "self"}}}),
+    )
+    .await;
+    assert_eq!(
+        to_device_events(&sync_device(&server, &alice, None).await),
+        vec![event(&guest, "my.test.type", json!({"from": "guest"}))]
+    );
+    assert_eq!(
+        to_device_events(&sync_device(&server, &guest, None).await),
+        vec![event(&guest, "my.test.type", json!({"to": "self"}))]
+    );
+}
+
+/// The inbox outlives a restart, and so does the stream position: after
+/// the only message was acknowledged (its row deleted), a restart does not
+/// hand its position out again, so a message sent then still comes to a
+/// client whose token is at that position.
+#[tokio::test]
+async fn messages_and_positions_survive_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    send_self(&server, &alice, "r1", json!({"n": 1})).await;
+    server.restart().await;
+    let got = sync_device(&server, &alice, Some(&t0)).await;
+    assert_one(&got, &alice, json!({"n": 1}));
+    let acked = next_batch(&sync_device(&server, &alice, Some(&next_batch(&got))).await);
+    assert_eq!(inbox_rows(&server, &alice).await, 0);
+
+    server.restart().await;
+    send_self(&server, &alice, "r2", json!({"n": 2})).await;
+    assert_one(
+        &sync_device(&server, &alice, Some(&acked)).await,
+        &alice,
+        json!({"n": 2}),
+    );
+}
