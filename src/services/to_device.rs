@@ -79,9 +79,11 @@ impl ToDevice {
 
     /// Stores `messages` (`{user: {device or "*": content}}`) of
     /// `event_type` for their local recipients. Retrying a transaction id
-    /// of the sender's device stores nothing more. Users of other servers
-    /// are left out (sending to them needs federation, a later piece), and
-    /// so are unknown local users and devices, silently (as Synapse).
+    /// of the sender's device stores nothing more. Unknown local users and
+    /// devices are left out silently (as Synapse). A user of another server
+    /// is 400 `M_INVALID_PARAM` before anything is stored: Myelin does not
+    /// federate yet, and a message dropped silently would leave the sender
+    /// believing a room key reached its recipient.
     pub async fn send(
         &self,
         sender: &Requester,
@@ -89,7 +91,15 @@ impl ToDevice {
         txn_id: &str,
         messages: &Messages,
     ) -> Result<()> {
-        // Every content is checked before anything is written.
+        // Every content and recipient is checked before anything is written.
+        if let Some(remote) = messages
+            .keys()
+            .find(|u| u.server_name() != self.server_name)
+        {
+            return Err(MatrixError::invalid_param(format!(
+                "Cannot send to-device messages to {remote}: this server does not federate yet"
+            )));
+        }
         for by_device in messages.values() {
             for content in by_device.values() {
                 if !content.json().get().trim_start().starts_with('{') {
@@ -101,9 +111,6 @@ impl ToDevice {
         }
         let mut devices_of = Vec::new();
         for user in messages.keys() {
-            if user.server_name() != self.server_name {
-                continue;
-            }
             devices_of.push((user, self.storage.devices(user.as_str()).await?));
         }
         let mut deliveries = Vec::new();
