@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "events_room_stream_covering", V11),
     (12, "jobs", V12),
     (13, "receipts_by_room", V13),
+    (17, "room_history_floors", V17),
 ];
 
 const V1: &str = r#"
@@ -327,6 +328,17 @@ CREATE INDEX jobs_room ON jobs (job_room);
 /// room by room, never the receipts of the whole server.
 const V13: &str = r#"
 CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
+"#;
+
+/// After a history purge a room's timeline starts at the purge point: the
+/// state events kept below it (and local events kept by the purge's
+/// `delete_local_events: false`) are no longer served in `/messages` or
+/// `/sync` timelines, as Synapse makes them outliers.
+const V17: &str = r#"
+CREATE TABLE room_history_floors (
+    room_id TEXT PRIMARY KEY,
+    depth BIGINT NOT NULL
+);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

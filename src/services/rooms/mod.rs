@@ -8,6 +8,7 @@
 //! "The event pipeline".
 
 pub mod create;
+mod hidden;
 mod membership;
 mod power;
 mod state;
@@ -195,6 +196,8 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// Event timestamps and ages (see [`RoomsDeps::clock`]).
     clock: crate::clock::SharedClock,
+    /// History floors ([`hidden`]).
+    hidden: hidden::Hidden,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -290,6 +293,7 @@ impl Rooms {
             current: Mutex::new(HashMap::new()),
             default_version,
             clock,
+            hidden: hidden::Hidden::default(),
         }
     }
 
