@@ -68,6 +68,7 @@ pub async fn deactivate_user(s: &Services, user: &UserId, erase: bool) -> Result
                 true,
             )
             .await?;
+        s.rooms.note_erased(user, true).await?;
     }
     tracing::info!(%user, erase, "deactivated account");
     Ok(())

@@ -1,24 +1,29 @@
-//! What purges hide from clients, as Synapse does: a history purge starts
-//! the room's timeline at its purge point (the room's *history floor*, a
-//! depth): the state events kept below it are no longer served in
-//! `/messages`, `/context` or `/sync` timelines.
+//! What purges and erasure hide from clients, as Synapse does:
 //!
-//! Read on every timeline, so kept in memory: loaded from the database at
-//! first use, updated by whoever changes it. Rooms never purged pay a map
-//! lookup.
+//! - a history purge starts the room's timeline at its purge point (the
+//!   room's *history floor*, a depth): the state events kept below it are
+//!   no longer served in `/messages`, `/context` or `/sync` timelines;
+//! - the events of an erased user (deactivated with `erase`) are served
+//!   redacted to anyone who was not joined to the room when they were sent.
+//!
+//! Both are read on every timeline, so both are kept in memory: loaded from
+//! the database at first use, updated by whoever changes them. Rooms never
+//! purged and servers without erased users pay a map lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::OnceCell;
 
 use super::Rooms;
 use crate::error::Result;
+use crate::model::pdu::Pdu;
 
 #[derive(Default)]
 pub(super) struct Hidden {
     floors: OnceCell<Mutex<HashMap<OwnedRoomId, i64>>>,
+    erased: OnceCell<Mutex<HashSet<OwnedUserId>>>,
 }
 
 impl Rooms {
@@ -32,6 +37,16 @@ impl Rooms {
                     .filter_map(|(room, depth)| Some((OwnedRoomId::try_from(room).ok()?, depth)))
                     .collect();
                 Ok(Mutex::new(map))
+            })
+            .await
+    }
+
+    async fn erased(&self) -> Result<&Mutex<HashSet<OwnedUserId>>> {
+        self.hidden
+            .erased
+            .get_or_try_init(|| async {
+                let users = self.storage.erased_users().await?;
+                Ok(Mutex::new(users.into_iter().collect()))
             })
             .await
     }
@@ -60,5 +75,31 @@ impl Rooms {
     pub async fn forget_history_floor(&self, room_id: &RoomId) -> Result<()> {
         self.floors().await?.lock().remove(room_id);
         Ok(())
+    }
+
+    /// Notes that an account was erased, or is no longer (already stored
+    /// on the account).
+    pub async fn note_erased(&self, user: &UserId, erased: bool) -> Result<()> {
+        let mut set = self.erased().await?.lock();
+        if erased {
+            set.insert(user.to_owned());
+        } else {
+            set.remove(user);
+        }
+        Ok(())
+    }
+
+    /// Whether `viewer` gets `pdu` redacted because its sender was erased:
+    /// unless the viewer is the sender or was joined to the room when it
+    /// was sent (Synapse's rule).
+    pub(super) async fn erased_for(&self, viewer: &str, pdu: &Pdu) -> Result<bool> {
+        if pdu.sender.as_str() == viewer || !self.erased().await?.lock().contains(&pdu.sender) {
+            return Ok(false);
+        }
+        let Ok(viewer) = UserId::parse(viewer) else {
+            return Ok(true);
+        };
+        let before = self.state_before(pdu).await?;
+        Ok(self.membership_in(&before, &viewer).await?.as_deref() != Some("join"))
     }
 }

@@ -196,7 +196,7 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// Event timestamps and ages (see [`RoomsDeps::clock`]).
     clock: crate::clock::SharedClock,
-    /// History floors ([`hidden`]).
+    /// History floors and erased senders ([`hidden`]).
     hidden: hidden::Hidden,
 }
 
@@ -463,7 +463,17 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            out.push(pdu.client_event(shared, &version, redaction.as_deref(), txns.get(pdu), now));
+            let pruned = match txns.user() {
+                Some(viewer) => self.erased_for(viewer, pdu).await?,
+                None => false,
+            };
+            out.push(pdu.client_event(
+                shared,
+                &version,
+                (redaction.as_deref(), pruned),
+                txns.get(pdu),
+                now,
+            ));
         }
         Ok(out)
     }

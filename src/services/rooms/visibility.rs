@@ -36,7 +36,11 @@ impl Rooms {
         }
     }
 
-    async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+    pub(super) async fn membership_in(
+        &self,
+        state: &StateMap,
+        user: &UserId,
+    ) -> Result<Option<String>> {
         Ok(self
             .state_event(state, "m.room.member", user.as_str())
             .await?
