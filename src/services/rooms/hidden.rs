@@ -26,6 +26,16 @@ pub(super) struct Hidden {
     erased: OnceCell<Mutex<HashSet<OwnedUserId>>>,
 }
 
+impl Hidden {
+    /// (rooms with a history floor, erased accounts) as loaded so far.
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (
+            self.floors.get().map_or(0, |f| f.lock().len()),
+            self.erased.get().map_or(0, |e| e.lock().len()),
+        )
+    }
+}
+
 impl Rooms {
     async fn floors(&self) -> Result<&Mutex<HashMap<OwnedRoomId, i64>>> {
         self.hidden

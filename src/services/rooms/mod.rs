@@ -1275,6 +1275,7 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
 
 impl crate::services::workers::CacheSizes for Rooms {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        let (floors, erased) = self.hidden.sizes();
         vec![
             ("heads", self.heads.lock().len()),
             ("current_state", self.current.lock().len()),
@@ -1283,6 +1284,8 @@ impl crate::services::workers::CacheSizes for Rooms {
             ("events", self.events.lock().len()),
             ("state_entries", self.state.entries()),
             ("sent_txn_hashes", self.txns.hashes()),
+            ("history_floors", floors),
+            ("erased_users", erased),
         ]
     }
 }
