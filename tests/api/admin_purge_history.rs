@@ -611,6 +611,24 @@ async fn initial_sync_after_a_purge_has_the_last_message_and_the_state() {
     assert_eq!(event_ids(&page["chunk"]), [last.clone()]);
 }
 
+/// `sender` sends "First message", which `reader` marks read, then `n`
+/// more; returns the first and the last.
+async fn read_then_unread(
+    server: &TestServer,
+    sender: &Session,
+    reader: &Session,
+    room: &str,
+    n: usize,
+) -> (String, String) {
+    let first = send_text(server, sender, room, "First message").await;
+    post_receipt(server, reader, room, "m.read", &first).await;
+    let mut last = String::new();
+    for i in 1..=n {
+        last = send_text(server, sender, room, &format!("Message {i}")).await;
+    }
+    (first, last)
+}
+
 /// sytest 48admin.pl "After /purge_history users still get pushed for new
 /// messages" (its counting part): a reader whose read receipt was purged
 /// counts the messages left after the purge point and the new one.
@@ -621,12 +639,7 @@ async fn unread_counts_after_a_purge_count_what_is_left() {
     let alice = server.user("alice").await;
     let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
     join(&server, &admin, &room).await;
-    let first = send_text(&server, &alice, &room, "First message").await;
-    post_receipt(&server, &admin, &room, "m.read", &first).await;
-    let mut last = String::new();
-    for n in 1..=10 {
-        last = send_text(&server, &alice, &room, &format!("Message {n}")).await;
-    }
+    let (_, last) = read_then_unread(&server, &alice, &admin, &room, 10).await;
     let body = sync(&server, &admin, "timeout=0").await;
     let counts = &joined_room(&body, &room)["unread_notifications"];
     assert_eq!(counts["notification_count"], 10, "{counts}");
@@ -641,4 +654,39 @@ async fn unread_counts_after_a_purge_count_what_is_left() {
     let body = sync_since(&server, &admin, &since).await;
     let counts = &joined_room(&body, &room)["unread_notifications"];
     assert_eq!(counts["notification_count"], 2, "{counts}");
+}
+
+/// Messages a purge keeps below its point (a v1 room's local ones, without
+/// `delete_local_events`) leave the unread counts with the timeline, even
+/// for a reader whose read position did not move and whose counts were
+/// made before the purge.
+#[tokio::test]
+async fn unread_counts_leave_out_what_a_purge_kept_below_its_point() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"preset": "public_chat", "room_version": "1"}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    let (first, last) = read_then_unread(&server, &alice, &bob, &room, 5).await;
+    let count = |body: &Value| {
+        joined_room(body, &room)["unread_notifications"]["notification_count"].clone()
+    };
+    let body = sync(&server, &bob, "timeout=0").await;
+    assert_eq!(count(&body), 5);
+
+    let path = format!("{}/{}", purge_path(&room), enc(&last));
+    let id = start_purge(&server, &admin, &path, json!({})).await;
+    assert_eq!(wait_purge(&server, &admin, &id).await["status"], "complete");
+    assert_eq!(
+        event_status(&server, &bob, &room, &first).await,
+        StatusCode::OK
+    );
+    let body = sync(&server, &bob, "timeout=0").await;
+    assert_eq!(count(&body), 1, "{body}");
 }
