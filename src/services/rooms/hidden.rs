@@ -2,7 +2,8 @@
 //!
 //! - a history purge starts the room's timeline at its purge point (the
 //!   room's *history floor*, a depth): the state events kept below it are
-//!   no longer served in `/messages`, `/context` or `/sync` timelines;
+//!   no longer served in `/messages`, `/context` or `/sync` timelines, nor
+//!   counted as unread;
 //! - the events of an erased user (deactivated with `erase`) are served
 //!   redacted to anyone who was not joined to the room when they were sent.
 //!
