@@ -424,9 +424,15 @@ impl Pdu {
     }
 
     /// The PDU with redaction applied, as JSON text, if a redaction applies
-    /// to it (`None`: the stored text is what clients see).
-    fn redacted_text(&self, version: &RoomVersionId, redaction: Option<&Pdu>) -> Option<String> {
-        if redaction.is_none() && self.redacted_by.is_none() {
+    /// to it or it is `pruned` (its sender was erased) for this viewer
+    /// (`None`: the stored text is what clients see).
+    fn redacted_text(
+        &self,
+        version: &RoomVersionId,
+        redaction: Option<&Pdu>,
+        pruned: bool,
+    ) -> Option<String> {
+        if redaction.is_none() && self.redacted_by.is_none() && !pruned {
             return None;
         }
         let rules = version.rules()?;
@@ -437,8 +443,8 @@ impl Pdu {
                 );
                 ruma::canonical_json::redact(self.canonical(), &rules.redaction, Some(because))
             }
-            // Redacted, but the redaction itself is gone (purged history):
-            // still redacted, without `redacted_because`.
+            // Redacted, but the redaction itself is gone (purged history),
+            // or pruned for an erased sender: without `redacted_because`.
             None => ruma::canonical_json::redact(self.canonical(), &rules.redaction, None),
         };
         redacted
@@ -512,17 +518,18 @@ impl Pdu {
     /// The client-server format of the event (the "ClientEvent" of the
     /// spec). `shared` is this event when the caller holds it shared: the
     /// client form then refers to it. `redaction` is the redaction event
-    /// that applies, if any; `unsigned` gets the event's age at `now` and
+    /// that applies, if any; `pruned` serves it redacted all the same (its
+    /// sender was erased); `unsigned` gets the event's age at `now` and
     /// the sender's `transaction_id` if given.
     pub fn client_event(
         &self,
         shared: Option<&Arc<Pdu>>,
         version: &RoomVersionId,
-        redaction: Option<&Pdu>,
+        (redaction, pruned): (Option<&Pdu>, bool),
         transaction_id: Option<&str>,
         now: MilliSecondsSinceUnixEpoch,
     ) -> ClientEvent {
-        let form = match (self.redacted_text(version, redaction), shared) {
+        let form = match (self.redacted_text(version, redaction, pruned), shared) {
             (Some(text), _) => Form::Pieces(Box::new(self.client_pieces_of(&text))),
             (None, Some(pdu)) => Form::Shared(pdu.clone()),
             (None, None) => Form::Pieces(Box::new(self.client_pieces_of(&self.json))),
@@ -603,8 +610,14 @@ mod tests {
         // its text), the same client form.
         let shared = Arc::new(pdu.clone());
         let forms = [
-            pdu.client_event(None, &RoomVersionId::V10, None, Some("t\"1"), now),
-            pdu.client_event(Some(&shared), &RoomVersionId::V10, None, Some("t\"1"), now),
+            pdu.client_event(None, &RoomVersionId::V10, (None, false), Some("t\"1"), now),
+            pdu.client_event(
+                Some(&shared),
+                &RoomVersionId::V10,
+                (None, false),
+                Some("t\"1"),
+                now,
+            ),
         ];
         for event in forms {
             let raw = event.to_raw();
@@ -640,8 +653,8 @@ mod tests {
         let at = |ms: u32| MilliSecondsSinceUnixEpoch(UInt::from(ms));
         let pdu = Arc::new(pdu);
         let v10 = &RoomVersionId::V10;
-        let first = pdu.client_event(Some(&pdu), v10, None, Some("t1"), at(1200));
-        let second = pdu.client_event(Some(&pdu), v10, None, None, at(4000));
+        let first = pdu.client_event(Some(&pdu), v10, (None, false), Some("t1"), at(1200));
+        let second = pdu.client_event(Some(&pdu), v10, (None, false), None, at(4000));
         for event in [&first, &second] {
             assert!(matches!(&event.form, Form::Shared(p) if Arc::ptr_eq(p, &pdu)));
         }

@@ -23,6 +23,11 @@ impl ViewerTxns {
         }
     }
 
+    /// The viewing user, if known.
+    pub fn user(&self) -> Option<&str> {
+        self.viewer.as_ref().map(|(user, _)| user.as_str())
+    }
+
     /// The transaction id the viewer sent `pdu` with, if it did.
     pub fn get<'p>(&'p self, pdu: &'p Pdu) -> Option<&'p str> {
         let (user, device) = self.viewer.as_ref()?;

@@ -68,6 +68,7 @@ pub async fn deactivate_user(s: &Services, user: &UserId, erase: bool) -> Result
                 true,
             )
             .await?;
+        s.rooms.note_erased(user, true).await?;
     }
     tracing::info!(%user, erase, "deactivated account");
     Ok(())
@@ -91,15 +92,17 @@ pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
         tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
     }
     s.rooms.forget_caches(room_id);
+    s.rooms.forget_history_floor(room_id).await?;
     tracing::info!(%room_id, events, elapsed = ?started.elapsed(), "purged room");
     Ok(events)
 }
 
 /// Where a history purge stops, as Synapse's `purge_history` decides it:
 /// events below the returned depth may go. With an event, that event (and
-/// anything at its depth) stays; with a timestamp, the newest event sent
-/// before it stays. Unknown event or no event before the time: 404; an event
-/// of another room: 400.
+/// anything at its depth) stays; with a timestamp, what was sent before it
+/// goes: the first event sent at or after it stays, or the room's newest
+/// event when none was (a room always keeps its last event). Unknown event
+/// or no event before the time: 404; an event of another room: 400.
 pub async fn purge_history_point(
     s: &Services,
     room_id: &RoomId,
@@ -128,12 +131,18 @@ pub async fn purge_history_point(
         .last_event_before_ts(room_id.as_str(), ts)
         .await?
         .ok_or_else(|| MatrixError::not_found("There is no event to be purged"))?;
-    Ok(last.depth)
+    let next = s
+        .storage
+        .first_event_after(room_id.as_str(), last.stream_ordering)
+        .await?;
+    Ok(next.unwrap_or(last).depth)
 }
 
 /// Starts a history purge of the room as a tracked job: the non-state events
-/// below `depth` go (only those of remote senders unless `delete_local`);
-/// room state always stays. One purge per room at a time: a second is 400.
+/// below `depth` go (unless `delete_local`, not those whose event id names
+/// this server: see [`purge_history`]) and the room's timeline starts at
+/// `depth`; room state always stays. One purge per room at a time: a second
+/// is 400.
 pub async fn start_purge_history(
     s: &std::sync::Arc<Services>,
     room_id: ruma::OwnedRoomId,
@@ -167,8 +176,15 @@ pub fn purge_history_job(
 }
 
 /// A history purge (the job's work). The events leave the search index
-/// first, then the database: killed in between, the job runs again at
-/// start and finds the same events. No reindex runs while either happens.
+/// first, then the database (the room's history floor is stored with the
+/// deletion): killed in between, the job runs again at start and finds the
+/// same events. No reindex runs while either happens.
+///
+/// Without `delete_local`, events whose id names this server stay in the
+/// database, as Synapse decides it: only rooms of versions 1 and 2 have such
+/// ids, so from version 3 on every event below the point goes. Kept or not,
+/// nothing below the point is served in timelines any more (Synapse makes
+/// what it keeps an outlier), and unread counts are made afresh.
 async fn purge_history(
     s: &Services,
     room_id: &RoomId,
@@ -182,7 +198,7 @@ async fn purge_history(
         .history_below(room_id.as_str(), depth)
         .await?
         .into_iter()
-        .filter(|e| delete_local || !s.accounts.is_local(&e.sender))
+        .filter(|e| delete_local || e.event_id.server_name() != Some(&*s.server_name))
         .map(|e| (e.event_id, e.stream_ordering))
         .unzip();
     if let Some(search) = &s.search {
@@ -194,8 +210,13 @@ async fn purge_history(
         Some(search) => Some(search.purge_guard().await),
         None => None,
     };
-    let deleted = s.storage.delete_events(room_id.as_str(), &ids).await?;
+    let deleted = s
+        .storage
+        .delete_events(room_id.as_str(), &ids, depth)
+        .await?;
     s.rooms.forget_events(&ids);
+    s.rooms.raise_history_floor(room_id, depth).await?;
+    s.unread.forget_room(room_id);
     // Again: a reindex may have run since the first time.
     if let Some(search) = &s.search {
         search.delete_events(&streams)?;

@@ -169,6 +169,7 @@ async fn reactivate(s: &Services, user: &UserId, password: Option<&str>) -> Resu
     s.storage
         .set_account_flag(user.as_str(), AccountFlag::Erased, false)
         .await?;
+    s.rooms.note_erased(user, false).await?;
     Ok(())
 }
 

@@ -147,9 +147,12 @@ pub async fn count_unread(
     }
     let ctx = context(s, user, room_id, state, joined_members).await?;
     let (mut notify, mut highlight) = (0, 0);
+    // What a history purge kept below its point is out of the timeline,
+    // and out of the counts.
+    let floor = s.rooms.history_floor(room_id).await?;
     let others: Vec<Arc<Pdu>> = unread
         .into_iter()
-        .filter(|p| p.sender != user && p.redacted_by.is_none())
+        .filter(|p| p.sender != user && p.redacted_by.is_none() && p.depth >= floor)
         .collect();
     // Their client form, as the push rules see it (no transaction ids).
     for json in s

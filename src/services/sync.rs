@@ -836,12 +836,18 @@ async fn timeline_from_pdus(
 ) -> Result<(Vec<Arc<Pdu>>, bool)> {
     let limit = timeline_limit(filter);
     let fetch = timeline_fetch(filter);
+    // A purged room's timeline starts at its purge point.
+    let floor = s.rooms.history_floor(room.room_id).await?;
     // Newest first while collecting.
     let mut shown: Vec<Arc<Pdu>> = Vec::new();
     let mut refills = TIMELINE_REFILLS;
     loop {
-        let exhausted = (pdus.len() as i64) < fetch;
+        let mut exhausted = (pdus.len() as i64) < fetch;
         let oldest = pdus.last().map(|p| p.stream_ordering);
+        if floor > 0 && pdus.iter().any(|p| p.depth < floor) {
+            pdus.retain(|p| p.depth >= floor);
+            exhausted = true;
+        }
         let mut candidates = pdus
             .into_iter()
             .filter(|p| timeline_wants(filter, room.ignored, p))

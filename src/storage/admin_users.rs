@@ -1,6 +1,7 @@
 //! Queries behind the Synapse user admin API: listing accounts with filters,
 //! ordering and paging, and the flags admin tools set.
 
+use ruma::OwnedUserId;
 use sqlx::{FromRow, Row};
 
 use super::Storage;
@@ -173,6 +174,16 @@ impl Storage {
             Ok(())
         })
         .await
+    }
+
+    /// The accounts marked erased (deactivated with `erase`).
+    pub async fn erased_users(&self) -> sqlx::Result<Vec<OwnedUserId>> {
+        let raw: Vec<String> = sqlx::query_scalar("SELECT user_id FROM accounts WHERE erased = 1")
+            .fetch_all(self.pool())
+            .await?;
+        raw.into_iter()
+            .map(|r| super::rows::parse_id("user_id", r))
+            .collect()
     }
 
     pub async fn set_user_type(&self, user_id: &str, user_type: Option<&str>) -> sqlx::Result<()> {

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "jobs", V12),
     (13, "receipts_by_room", V13),
     (14, "device_inbox", V14),
+    (16, "room_history_floors", V16),
 ];
 
 const V1: &str = r#"
@@ -351,6 +352,17 @@ CREATE TABLE stream_high_water (
     position BIGINT NOT NULL
 );
 INSERT INTO stream_high_water (name, position) VALUES ('to_device', 0);
+"#;
+
+/// After a history purge a room's timeline starts at the purge point: the
+/// state events kept below it (and local events kept by the purge's
+/// `delete_local_events: false`) are no longer served in `/messages` or
+/// `/sync` timelines, as Synapse makes them outliers.
+const V16: &str = r#"
+CREATE TABLE room_history_floors (
+    room_id TEXT PRIMARY KEY,
+    depth BIGINT NOT NULL
+);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

@@ -17,12 +17,13 @@ pub struct PurgeableEventRow {
     pub stream_ordering: i64,
 }
 
-/// The newest event before a time (see [`Storage::last_event_before_ts`]).
+/// An event's place in its room (see [`Storage::last_event_before_ts`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventDepthRow {
     #[sqlx(try_from = "String")]
     pub event_id: OwnedEventId,
     pub depth: i64,
+    pub stream_ordering: i64,
 }
 
 /// Tables with a `room_id` column, purged by room.
@@ -37,6 +38,7 @@ pub const ROOM_TABLES: &[&str] = &[
     "event_reports",
     "room_reports",
     "server_notice_rooms",
+    "room_history_floors",
     "state_groups",
     "events",
     "rooms",
@@ -84,11 +86,29 @@ impl Storage {
         ts: i64,
     ) -> sqlx::Result<Option<EventDepthRow>> {
         sqlx::query_as(
-            "SELECT event_id, depth FROM events WHERE room_id = $1 AND origin_server_ts < $2
+            "SELECT event_id, depth, stream_ordering FROM events
+             WHERE room_id = $1 AND origin_server_ts < $2
              ORDER BY stream_ordering DESC LIMIT 1",
         )
         .bind(room_id)
         .bind(ts)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// The room's first event after a stream position.
+    pub async fn first_event_after(
+        &self,
+        room_id: &str,
+        stream: i64,
+    ) -> sqlx::Result<Option<EventDepthRow>> {
+        sqlx::query_as(
+            "SELECT event_id, depth, stream_ordering FROM events
+             WHERE room_id = $1 AND stream_ordering > $2
+             ORDER BY stream_ordering LIMIT 1",
+        )
+        .bind(room_id)
+        .bind(stream)
         .fetch_optional(self.pool())
         .await
     }
@@ -113,13 +133,26 @@ impl Storage {
     }
 
     /// Deletes events of a room with their relation rows and transaction
-    /// ids, in one transaction. Returns how many events went.
+    /// ids, and starts the room's timeline at `floor` (a depth; an earlier
+    /// floor stays as it is), in one transaction. Returns how many events
+    /// went.
     pub async fn delete_events(
         &self,
         room_id: &str,
         event_ids: &[OwnedEventId],
+        floor: i64,
     ) -> sqlx::Result<u64> {
         let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO room_history_floors (room_id, depth) VALUES ($1, $2)
+             ON CONFLICT (room_id) DO UPDATE SET depth = CASE
+                 WHEN excluded.depth > room_history_floors.depth THEN excluded.depth
+                 ELSE room_history_floors.depth END",
+        )
+        .bind(room_id)
+        .bind(floor)
+        .execute(&mut *tx)
+        .await?;
         let mut deleted = 0;
         for chunk in event_ids.chunks(500) {
             let list = |first: usize| {
@@ -157,6 +190,13 @@ impl Storage {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    /// Where each purged room's timeline starts (a depth), by room.
+    pub async fn history_floors(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT room_id, depth FROM room_history_floors")
+            .fetch_all(self.pool())
+            .await
     }
 
     /// Blocks (at `now`, in ms) or unblocks the room.

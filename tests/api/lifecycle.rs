@@ -44,6 +44,8 @@ async fn the_cache_report_lists_the_caches_and_moves_when_they_fill() {
         "rooms.events",
         "rooms.versions",
         "rooms.state_entries",
+        "rooms.history_floors",
+        "rooms.erased_users",
         "sessions.tokens",
         "unread.counts",
         "uia.sessions",

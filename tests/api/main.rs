@@ -23,6 +23,7 @@ mod conformance_smalls; // sytest's small causes: push rule paths, send without 
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence
+mod erasure; // deactivation with erase: an erased user's events redacted for later joiners (/sync, /messages, /event, /context), admin erase and reactivation
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync

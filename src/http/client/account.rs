@@ -7,6 +7,7 @@ use ruma::api::client::account::{ThirdPartyIdRemovalStatus, change_password, dea
 use crate::error::Result;
 use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
+use crate::services::admin;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<whoami::v3::Request, _, _>(r, whoami);
@@ -50,8 +51,9 @@ async fn deactivate(
     s.uia
         .require_password(req.auth.as_ref(), &op, &user_id, &s.accounts)
         .await?;
-    s.accounts.deactivate(&user_id).await?;
-    s.sessions.delete_all_devices(&r.user_id, None).await?;
+    // As Synapse: the account leaves its rooms too, and with `erase` its
+    // events are served redacted to those who join later.
+    admin::deactivate_user(&s, &user_id, req.erase).await?;
     Ok(RumaResponse(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,
     )))

@@ -8,6 +8,7 @@
 //! "The event pipeline".
 
 pub mod create;
+mod hidden;
 mod membership;
 mod power;
 mod state;
@@ -195,6 +196,8 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// Event timestamps and ages (see [`RoomsDeps::clock`]).
     clock: crate::clock::SharedClock,
+    /// History floors and erased senders ([`hidden`]).
+    hidden: hidden::Hidden,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -290,6 +293,7 @@ impl Rooms {
             current: Mutex::new(HashMap::new()),
             default_version,
             clock,
+            hidden: hidden::Hidden::default(),
         }
     }
 
@@ -459,7 +463,17 @@ impl Rooms {
                 Some(id) => self.pdu_shared(id.as_str()).await?,
                 None => None,
             };
-            out.push(pdu.client_event(shared, &version, redaction.as_deref(), txns.get(pdu), now));
+            let pruned = match txns.user() {
+                Some(viewer) => self.erased_for(viewer, pdu).await?,
+                None => false,
+            };
+            out.push(pdu.client_event(
+                shared,
+                &version,
+                (redaction.as_deref(), pruned),
+                txns.get(pdu),
+                now,
+            ));
         }
         Ok(out)
     }
@@ -1261,6 +1275,7 @@ pub fn row_to_pdu(row: crate::storage::events::EventRow) -> Result<Pdu> {
 
 impl crate::services::workers::CacheSizes for Rooms {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        let (floors, erased) = self.hidden.sizes();
         vec![
             ("heads", self.heads.lock().len()),
             ("current_state", self.current.lock().len()),
@@ -1269,6 +1284,8 @@ impl crate::services::workers::CacheSizes for Rooms {
             ("events", self.events.lock().len()),
             ("state_entries", self.state.entries()),
             ("sent_txn_hashes", self.txns.hashes()),
+            ("history_floors", floors),
+            ("erased_users", erased),
         ]
     }
 }

@@ -95,6 +95,8 @@ impl Rooms {
             Some(u) => self.membership(room_id, u).await?,
             None => None,
         };
+        // A purged room's timeline starts at its purge point.
+        let floor = self.history_floor(room_id).await?;
         let mut cursor = start_pos;
         let mut events = Vec::new();
         let mut exhausted = false;
@@ -112,6 +114,13 @@ impl Rooms {
             for row in rows {
                 let pdu = row_to_pdu(row)?;
                 cursor = (pdu.depth, pdu.stream_ordering);
+                if pdu.depth < floor {
+                    if backwards {
+                        exhausted = true;
+                        break 'fill;
+                    }
+                    continue;
+                }
                 if let Some(stop) = stop {
                     // A `to` token names the last event of an earlier page: include it.
                     let past = if backwards {

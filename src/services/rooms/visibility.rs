@@ -36,7 +36,11 @@ impl Rooms {
         }
     }
 
-    async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+    pub(super) async fn membership_in(
+        &self,
+        state: &StateMap,
+        user: &UserId,
+    ) -> Result<Option<String>> {
         Ok(self
             .state_event(state, "m.room.member", user.as_str())
             .await?
@@ -82,8 +86,25 @@ impl Rooms {
         }
         match self.pdu_shared(prev.as_str()).await? {
             Some(p) => self.state_group_of(&p).await,
-            None => Ok(0),
+            None => self.state_group_before_purged(pdu).await,
         }
+    }
+
+    /// [`Rooms::state_group_before`] when the event's prev event is gone
+    /// (a history purge took it): a non-state event's state before is its
+    /// state after; a state event's, the group its own was made from (its
+    /// own when that is a full snapshot).
+    async fn state_group_before_purged(&self, pdu: &Pdu) -> Result<i64> {
+        let own = self.state_group_of(pdu).await?;
+        if pdu.state_key.is_none() || own == 0 {
+            return Ok(own);
+        }
+        Ok(self
+            .storage
+            .state_group(own)
+            .await?
+            .and_then(|g| g.prev_group)
+            .unwrap_or(own))
     }
 
     /// The state just before an event (after its first prev event).

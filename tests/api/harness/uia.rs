@@ -131,14 +131,15 @@ pub async fn with_uia(
 /// Deactivates `who`'s account through the client API (UIA as `localpart`
 /// with password "password123"); asserts 200.
 pub async fn deactivate(server: &TestServer, who: &Session, localpart: &str) {
+    deactivate_with(server, who, localpart, json!({})).await;
+}
+
+/// [`deactivate`] with a request body (`{"erase": true}`).
+pub async fn deactivate_with(server: &TestServer, who: &Session, localpart: &str, body: Value) {
     let (st, body) = with_uia(
         server,
         FirstRound::Challenge,
-        UiaRequest::post(
-            "/_matrix/client/v3/account/deactivate",
-            who.token(),
-            json!({}),
-        ),
+        UiaRequest::post("/_matrix/client/v3/account/deactivate", who.token(), body),
         localpart,
         "password123",
     )
