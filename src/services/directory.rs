@@ -1,6 +1,6 @@
 //! Room aliases (`room_aliases`), the public room directory (the `is_public`
 //! flag of `rooms`) and the user directory (`profiles` joined with room
-//! memberships). Local only until federation.
+//! memberships and the rooms' directory flags). Local only until federation.
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId};
 
@@ -197,7 +197,9 @@ pub async fn public_rooms(s: &Services) -> Result<Vec<OwnedRoomId>> {
 }
 
 /// Local users matching `term` (in user id or display name) who share a
-/// joined room with `searcher` or are joined to a public room.
+/// joined room with `searcher`, or are joined to a room whose join rule is
+/// public or whose history is world-readable (Synapse's rule; the searcher
+/// finds themselves only that way). Guests and deactivated users never.
 pub async fn search_users(
     s: &Services,
     searcher: &Requester,

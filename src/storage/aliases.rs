@@ -92,6 +92,22 @@ impl Storage {
     }
 }
 
+/// The user directory search (see [`Storage::search_user_directory`]):
+/// $1 the `LIKE` pattern, $2 the searcher, $3 the limit.
+const USER_DIRECTORY_SQL: &str = "SELECT p.user_id, p.displayname, p.avatar_url FROM profiles p
+             JOIN accounts a ON a.user_id = p.user_id
+             WHERE (LOWER(p.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')
+               AND a.account_type <> 2 AND a.is_deactivated = 0
+               AND EXISTS (
+                 SELECT 1 FROM current_state m JOIN rooms r ON r.room_id = m.room_id
+                 WHERE m.state_key = p.user_id AND m.membership = 'join' AND m.event_type = 'm.room.member'
+                   AND (r.join_rule_public = 1 OR r.world_readable = 1
+                        OR (p.user_id <> $2 AND EXISTS (
+                              SELECT 1 FROM current_state s
+                              WHERE s.room_id = m.room_id AND s.event_type = 'm.room.member'
+                                AND s.state_key = $2 AND s.membership = 'join'))))
+             ORDER BY p.user_id LIMIT $3";
+
 impl Storage {
     /// Rooms published in the directory.
     pub async fn public_rooms(&self) -> sqlx::Result<Vec<OwnedRoomId>> {
@@ -102,8 +118,13 @@ impl Storage {
         rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
     }
 
-    /// Local users matching `term` (in user id or display name) who share a
-    /// joined room with `searcher` or are joined to a public room.
+    /// Local users matching `term` (in user id or display name) whom
+    /// `searcher` may find: those joined to a room the searcher is joined
+    /// to (not the searcher), and those joined to a room whose join rule is
+    /// public or whose history is world-readable (the searcher too). Never
+    /// guests or deactivated users. From each matching profile to its
+    /// joined rooms by key: the cost grows with the matches and their
+    /// rooms, never with the rooms of the server.
     pub async fn search_user_directory(
         &self,
         searcher: &str,
@@ -111,20 +132,12 @@ impl Storage {
         limit: i64,
     ) -> sqlx::Result<Vec<DirectoryUserRow>> {
         let pattern = super::like_contains(term);
-        sqlx::query_as(
-            "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM profiles p
-             JOIN current_state m ON m.event_type = 'm.room.member' AND m.state_key = p.user_id AND m.membership = 'join'
-             WHERE (LOWER(p.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')
-               AND (m.room_id IN (SELECT room_id FROM rooms WHERE is_public = 1)
-                    OR m.room_id IN (SELECT room_id FROM current_state
-                                     WHERE event_type = 'm.room.member' AND state_key = $2 AND membership = 'join'))
-             ORDER BY p.user_id LIMIT $3",
-        )
-        .bind(pattern)
-        .bind(searcher)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
+        sqlx::query_as(USER_DIRECTORY_SQL)
+            .bind(pattern)
+            .bind(searcher)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
     }
 
     /// Events relating to `event_id` (optionally of one rel_type and event
@@ -164,5 +177,41 @@ impl Storage {
             .bind(limit)
             .fetch_all(self.pool())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// A search reads each matching profile's joined rooms by key (the
+    /// member index, the rooms' and the searcher's membership by primary
+    /// key): no room table or state is scanned, whatever the server holds.
+    #[tokio::test]
+    async fn a_search_scans_no_rooms_or_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {USER_DIRECTORY_SQL}"
+        )))
+        .bind("%a%")
+        .bind("@u:x")
+        .bind(10_i64)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        let detail: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        let scans: Vec<&String> = detail.iter().filter(|d| d.starts_with("SCAN")).collect();
+        assert!(scans.iter().all(|d| d.starts_with("SCAN p")), "{detail:?}");
+        assert!(
+            detail.iter().any(|d| d.starts_with("SEARCH m")),
+            "{detail:?}"
+        );
     }
 }

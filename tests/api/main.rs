@@ -36,7 +36,8 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync;
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
-mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
+mod uia;
+mod user_directory; // /user_directory/search: shared and public rooms (join rules, history visibility), guests, deactivated, migration, errors // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Request input and connections, across both APIs
 mod http_input; // empty body == {}, body cap before reading, body-read timeout, keep-alive after early answers (raw TCP), search-term bounds
