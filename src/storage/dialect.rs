@@ -125,7 +125,8 @@ impl Dialect {
     }
 
     /// Rewrites the dialect-neutral DDL of a migration: `{AUTO_ID}` is an
-    /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string, and
+    /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string,
+    /// `{BINARY_TEXT}` text compared (and indexed) in byte order, and
     /// `{JSON_TEXT:column:a.b}` the value at path `a.b` of the JSON text in
     /// `column`, as text (NULL when missing).
     pub fn ddl(self, sql: &str) -> String {
@@ -133,7 +134,14 @@ impl Dialect {
             Self::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
             Self::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
         };
-        let mut out = sql.replace("{AUTO_ID}", auto_id).replace("{BLOB}", blob);
+        let binary_text = match self {
+            Self::Sqlite => "TEXT",
+            Self::Postgres => "TEXT COLLATE \"C\"",
+        };
+        let mut out = sql
+            .replace("{AUTO_ID}", auto_id)
+            .replace("{BLOB}", blob)
+            .replace("{BINARY_TEXT}", binary_text);
         const JSON_TEXT: &str = "{JSON_TEXT:";
         while let Some(at) = out.find(JSON_TEXT) {
             let Some(len) = out[at..].find('}') else {

@@ -335,7 +335,16 @@ CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
 /// two flags per room, kept with the room's current state by the event
 /// writer, so a search checks a member's rooms by key instead of reading
 /// every room's state. Existing rooms get them from their current state.
+/// A search finds users by word prefixes (`model::user_words`) in
+/// `user_directory_words`, written with the profile; [`backfill_v15`] fills
+/// it for existing profiles.
 const V15: &str = r#"
+CREATE TABLE user_directory_words (
+    word {BINARY_TEXT} NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (word, user_id)
+);
+CREATE INDEX user_directory_words_user ON user_directory_words (user_id, word);
 ALTER TABLE rooms ADD COLUMN join_rule_public BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE rooms ADD COLUMN world_readable BIGINT NOT NULL DEFAULT 0;
 UPDATE rooms SET join_rule_public = 1 WHERE room_id IN (
@@ -347,6 +356,18 @@ UPDATE rooms SET world_readable = 1 WHERE room_id IN (
     WHERE c.event_type = 'm.room.history_visibility' AND c.state_key = ''
       AND {JSON_TEXT:e.json:content.history_visibility} = 'world_readable');
 "#;
+
+/// The directory words of every existing profile.
+async fn backfill_v15(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> sqlx::Result<()> {
+    let profiles: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT user_id, displayname FROM profiles")
+            .fetch_all(&mut **tx)
+            .await?;
+    for (user_id, displayname) in profiles {
+        super::profiles::write_user_words(tx, &user_id, displayname.as_deref()).await?;
+    }
+    Ok(())
+}
 
 /// Applies the migrations not applied yet, up to version `upto`.
 pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
@@ -377,6 +398,9 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
             sqlx::query(AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await?;
+        }
+        if *version == 15 {
+            backfill_v15(&mut tx).await?;
         }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",

@@ -1,8 +1,9 @@
 //! POST /user_directory/search: who finds whom (sytest 52user-directory and
 //! Synapse's rules: users sharing a joined room with the searcher, and
 //! users joined to a room whose join rule is public or whose history is
-//! world-readable), guests and deactivated users never, the result shape,
-//! the rooms' directory flags after a migration, and the errors.
+//! world-readable), guests and deactivated users never, word-prefix
+//! matching, the result shape, the rooms' directory flags and words after a
+//! migration, and the errors.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -216,8 +217,49 @@ async fn guests_and_deactivated_users_never_appear() {
     assert_eq!(found(&server, &alice, "hidden").await, Vec::<String>::new());
 }
 
+/// As Synapse matches: every word of the term begins a word of the user's
+/// localpart or display name, whatever the case; inside a word is no match;
+/// a renamed user is found by the new name only; a term without words
+/// finds no one.
+#[tokio::test]
+async fn each_word_of_the_term_begins_a_word_of_the_user() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("robert_smith").await;
+    set_displayname(&server, &bob, "Bobby Tables-Builder").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+
+    let bob_only = std::slice::from_ref(&bob.user_id);
+    for term in [
+        "rob",
+        "SMI",
+        "robert_smith",
+        "bobby",
+        "builder",
+        "tab bui",
+        "Bobby Tables-Builder",
+        "@robert_smith",
+        "  bobby!  ",
+    ] {
+        assert_eq!(found(&server, &alice, term).await, bob_only, "{term}");
+    }
+    for term in ["obby", "uilder", "bobby x", "smithy", "", " ", "@:!"] {
+        assert_eq!(
+            found(&server, &alice, term).await,
+            Vec::<String>::new(),
+            "{term:?}"
+        );
+    }
+
+    set_displayname(&server, &bob, "Roberto").await;
+    assert_eq!(found(&server, &alice, "bobby").await, Vec::<String>::new());
+    assert_eq!(found(&server, &alice, "roberto").await, bob_only);
+}
+
 /// Rooms made before the directory flags existed get them from their
-/// current state when the migration runs (re-run here on both databases).
+/// current state, and profiles their directory words, when the migration
+/// runs (re-run here on both databases).
 #[tokio::test]
 async fn the_migration_sets_existing_rooms_flags() {
     let mut server = TestServer::start().await;
@@ -259,6 +301,7 @@ async fn the_migration_sets_existing_rooms_flags() {
     server
         .sql("ALTER TABLE rooms DROP COLUMN world_readable")
         .await;
+    server.sql("DROP TABLE user_directory_words").await;
     server
         .sql("DELETE FROM schema_migrations WHERE version = 15")
         .await;
