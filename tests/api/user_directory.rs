@@ -205,8 +205,8 @@ async fn guests_and_deactivated_users_never_appear() {
     expected.sort();
     assert_eq!(both, expected);
 
-    // Gus becomes a guest account (as an operator would set it), Dora
-    // deactivates hers.
+    // Gus becomes a guest account (set in the database: guests cannot join
+    // rooms here yet), Dora deactivates hers.
     server
         .sql(&format!(
             "UPDATE accounts SET account_type = 2 WHERE user_id = '{}'",
@@ -316,7 +316,7 @@ async fn the_migration_sets_existing_rooms_flags() {
 
 #[tokio::test]
 async fn bad_searches_are_refused() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
     let alice = server.user("alice").await;
     for (body, errcode) in [
         (json!({}), "M_BAD_JSON"),
@@ -343,5 +343,13 @@ async fn bad_searches_are_refused() {
             .await,
         401,
         "M_UNKNOWN_TOKEN",
+    );
+    let guest = server.guest().await;
+    assert_error(
+        &server
+            .post(SEARCH, guest.token(), json!({"search_term": "a"}))
+            .await,
+        403,
+        "M_GUEST_ACCESS_FORBIDDEN",
     );
 }
