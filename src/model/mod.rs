@@ -1,10 +1,11 @@
 //! Plain data types every layer above storage shares: the PDU and its
 //! client forms, room state maps, a viewer's transaction ids, who made a
-//! request, devices. A leaf: it imports ruma, serde and `crate::error` only,
-//! never services or storage.
+//! request, devices, the words the user directory matches. A leaf: it
+//! imports ruma, serde and `crate::error` only, never services or storage.
 
 pub mod accounts;
 pub mod devices;
 pub mod pdu;
 pub mod state;
+pub mod user_words;
 pub mod viewer;

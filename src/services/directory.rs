@@ -1,6 +1,6 @@
 //! Room aliases (`room_aliases`), the public room directory (the `is_public`
 //! flag of `rooms`) and the user directory (`profiles` joined with room
-//! memberships). Local only until federation.
+//! memberships and the rooms' directory flags). Local only until federation.
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId};
 
@@ -196,17 +196,22 @@ pub async fn public_rooms(s: &Services) -> Result<Vec<OwnedRoomId>> {
     Ok(s.storage.public_rooms().await?)
 }
 
-/// Local users matching `term` (in user id or display name) who share a
-/// joined room with `searcher` or are joined to a public room.
+/// Local users matching `term` who share a joined room with `searcher`, or
+/// are joined to a room whose join rule is public or whose history is
+/// world-readable (Synapse's rule; the searcher finds themselves only that
+/// way). Guests and deactivated users never. As Synapse matches: each word
+/// of `term` begins a word of the user's localpart or display name, case
+/// aside (`model::user_words`); a term without words finds no one.
 pub async fn search_users(
     s: &Services,
     searcher: &Requester,
     term: &str,
     limit: usize,
 ) -> Result<UserSearch> {
+    let words = crate::model::user_words::term_words(term);
     let mut rows = s
         .storage
-        .search_user_directory(&searcher.user_id, term, limit as i64 + 1)
+        .search_user_directory(&searcher.user_id, &words, limit as i64 + 1)
         .await?;
     let limited = rows.len() > limit;
     rows.truncate(limit);

@@ -104,6 +104,7 @@ impl Storage {
         .bind(new.displayname)
         .execute(&mut *tx)
         .await?;
+        super::profiles::write_user_words(&mut tx, new.user_id, new.displayname).await?;
         tx.commit().await?;
         Ok(CreateOutcome::Created)
     }

@@ -2,8 +2,11 @@
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 
+use sqlx::AssertSqlSafe;
+
 use super::rows::parse_id;
 use super::{Dialect, Storage};
+use crate::model::user_words::upper_bound;
 
 /// A user found in the user directory.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -92,6 +95,40 @@ impl Storage {
     }
 }
 
+/// The user directory search for `words` term words (see
+/// [`Storage::search_user_directory`]): $1 and $2 bound the first word's
+/// matches, $3 is the searcher, each further word has the next two
+/// bounds, and the last parameter is the limit.
+fn user_directory_sql(words: usize) -> String {
+    let more: String = (1..words)
+        .map(|i| {
+            let lo = 2 * i + 2;
+            format!(
+                "\n  AND EXISTS (SELECT 1 FROM user_directory_words x{i} WHERE x{i}.user_id = w.user_id
+                       AND x{i}.word >= ${lo} AND x{i}.word < ${})",
+                lo + 1
+            )
+        })
+        .collect();
+    let limit = 2 * words.max(1) + 2;
+    format!(
+        "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM user_directory_words w
+         JOIN profiles p ON p.user_id = w.user_id
+         JOIN accounts a ON a.user_id = w.user_id
+         WHERE w.word >= $1 AND w.word < $2
+           AND a.account_type <> 2 AND a.is_deactivated = 0
+           AND EXISTS (
+             SELECT 1 FROM current_state m JOIN rooms r ON r.room_id = m.room_id
+             WHERE m.state_key = w.user_id AND m.membership = 'join' AND m.event_type = 'm.room.member'
+               AND (r.join_rule_public = 1 OR r.world_readable = 1
+                    OR (w.user_id <> $3 AND EXISTS (
+                          SELECT 1 FROM current_state s
+                          WHERE s.room_id = m.room_id AND s.event_type = 'm.room.member'
+                            AND s.state_key = $3 AND s.membership = 'join')))){more}
+         ORDER BY p.user_id LIMIT ${limit}"
+    )
+}
+
 impl Storage {
     /// Rooms published in the directory.
     pub async fn public_rooms(&self) -> sqlx::Result<Vec<OwnedRoomId>> {
@@ -102,29 +139,31 @@ impl Storage {
         rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
     }
 
-    /// Local users matching `term` (in user id or display name) who share a
-    /// joined room with `searcher` or are joined to a public room.
+    /// Local users whom `searcher` may find and who have, for each of
+    /// `words` (lowercased, the most selective first), a directory word it
+    /// begins: those joined to a room the searcher is joined to (not the
+    /// searcher), and those joined to a room whose join rule is public or
+    /// whose history is world-readable (the searcher too). Never guests or
+    /// deactivated users. From the first word's matches (an index range) to
+    /// their other words and joined rooms by key: the cost grows with the
+    /// matches and their rooms, never with the users or rooms of the server.
     pub async fn search_user_directory(
         &self,
         searcher: &str,
-        term: &str,
+        words: &[String],
         limit: i64,
     ) -> sqlx::Result<Vec<DirectoryUserRow>> {
-        let pattern = super::like_contains(term);
-        sqlx::query_as(
-            "SELECT DISTINCT p.user_id, p.displayname, p.avatar_url FROM profiles p
-             JOIN current_state m ON m.event_type = 'm.room.member' AND m.state_key = p.user_id AND m.membership = 'join'
-             WHERE (LOWER(p.user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(p.displayname, '')) LIKE $1 ESCAPE '\\')
-               AND (m.room_id IN (SELECT room_id FROM rooms WHERE is_public = 1)
-                    OR m.room_id IN (SELECT room_id FROM current_state
-                                     WHERE event_type = 'm.room.member' AND state_key = $2 AND membership = 'join'))
-             ORDER BY p.user_id LIMIT $3",
-        )
-        .bind(pattern)
-        .bind(searcher)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
+        let Some((first, more)) = words.split_first() else {
+            return Ok(Vec::new());
+        };
+        let mut q = sqlx::query_as(AssertSqlSafe(user_directory_sql(words.len())))
+            .bind(first.as_str())
+            .bind(upper_bound(first))
+            .bind(searcher);
+        for word in more {
+            q = q.bind(word.as_str()).bind(upper_bound(word));
+        }
+        q.bind(limit).fetch_all(self.pool()).await
     }
 
     /// Events relating to `event_id` (optionally of one rel_type and event
@@ -164,5 +203,45 @@ impl Storage {
             .bind(limit)
             .fetch_all(self.pool())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// A search reads the first word's matches as an index range, and
+    /// their other words, profiles, accounts and joined rooms by key (the
+    /// member index, the rooms' and the searcher's membership by primary
+    /// key): no table is scanned, whatever the server holds.
+    #[tokio::test]
+    async fn a_search_scans_no_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            user_directory_sql(2)
+        )))
+        .bind("a")
+        .bind("a\u{10ffff}")
+        .bind("@u:x")
+        .bind("b")
+        .bind("b\u{10ffff}")
+        .bind(10_i64)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        let detail: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        assert!(detail.iter().all(|d| !d.starts_with("SCAN")), "{detail:?}");
+        assert!(
+            detail.iter().any(|d| d.starts_with("SEARCH m")),
+            "{detail:?}"
+        );
     }
 }

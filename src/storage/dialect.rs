@@ -125,13 +125,41 @@ impl Dialect {
     }
 
     /// Rewrites the dialect-neutral DDL of a migration: `{AUTO_ID}` is an
-    /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string.
+    /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string,
+    /// `{BINARY_TEXT}` text compared (and indexed) in byte order, and
+    /// `{JSON_TEXT:column:a.b}` the value at path `a.b` of the JSON text in
+    /// `column`, as text (NULL when missing).
     pub fn ddl(self, sql: &str) -> String {
         let (auto_id, blob) = match self {
             Self::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
             Self::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
         };
-        sql.replace("{AUTO_ID}", auto_id).replace("{BLOB}", blob)
+        let binary_text = match self {
+            Self::Sqlite => "TEXT",
+            Self::Postgres => "TEXT COLLATE \"C\"",
+        };
+        let mut out = sql
+            .replace("{AUTO_ID}", auto_id)
+            .replace("{BLOB}", blob)
+            .replace("{BINARY_TEXT}", binary_text);
+        const JSON_TEXT: &str = "{JSON_TEXT:";
+        while let Some(at) = out.find(JSON_TEXT) {
+            let Some(len) = out[at..].find('}') else {
+                break;
+            };
+            let inner = &out[at + JSON_TEXT.len()..at + len];
+            let (column, path) = inner.split_once(':').unwrap_or((inner, ""));
+            let sql = match self {
+                Self::Sqlite => format!("json_extract({column}, '$.{path}')"),
+                // `json`, not `jsonb`: it takes any text JSON does (`\u0000`).
+                Self::Postgres => format!(
+                    "(CAST({column} AS JSON) #>> '{{{}}}')",
+                    path.replace('.', ",")
+                ),
+            };
+            out.replace_range(at..at + len + 1, &sql);
+        }
+        out
     }
 
     /// The statement that opens a write transaction.
@@ -167,6 +195,19 @@ impl Dialect {
 #[cfg(test)]
 mod tests {
     use super::Dialect;
+
+    #[test]
+    fn json_text_becomes_each_dialects_json_path() {
+        let sql = "SELECT {JSON_TEXT:e.json:content.join_rule} FROM events e";
+        assert_eq!(
+            Dialect::Sqlite.ddl(sql),
+            "SELECT json_extract(e.json, '$.content.join_rule') FROM events e"
+        );
+        assert_eq!(
+            Dialect::Postgres.ddl(sql),
+            "SELECT (CAST(e.json AS JSON) #>> '{content,join_rule}') FROM events e"
+        );
+    }
 
     #[test]
     fn placeholders_in_order_become_anonymous_on_sqlite() {

@@ -196,6 +196,17 @@ pub struct PersistEvent {
     pub relation: Option<(String, String)>,
     /// The event this one redacts (already checked to be in the same room).
     pub redacts: Option<String>,
+    /// For the room's join rules or history visibility: the room's flag
+    /// for the user directory that it sets.
+    pub directory_flag: Option<DirectoryFlag>,
+}
+
+/// What makes a room's members visible to everyone in the user directory
+/// (columns of `rooms`): a `public` join rule, `world_readable` history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryFlag {
+    JoinRulePublic(bool),
+    WorldReadable(bool),
 }
 
 /// Rows per multi-row `INSERT` (at most 13 binds a row: well within
@@ -558,8 +569,9 @@ impl Storage {
         }
     }
 
-    /// A state event's new state group, its `current_state` row, and for a
-    /// join the end of a forgotten mark.
+    /// A state event's new state group, its `current_state` row, the room's
+    /// user-directory flag it sets, and for a join the end of a forgotten
+    /// mark.
     fn write_state<'a>(w: &mut WriteBatch<'a>, e: &'a PersistEvent) {
         if let Some(g) = &e.new_state_group {
             w.push(
@@ -597,6 +609,17 @@ impl Storage {
                 "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
                 [user.into(), (&e.room_id).into()],
             );
+        }
+        match e.directory_flag {
+            Some(DirectoryFlag::JoinRulePublic(on)) => w.push(
+                "UPDATE rooms SET join_rule_public = $1 WHERE room_id = $2",
+                [i64::from(on).into(), (&e.room_id).into()],
+            ),
+            Some(DirectoryFlag::WorldReadable(on)) => w.push(
+                "UPDATE rooms SET world_readable = $1 WHERE room_id = $2",
+                [i64::from(on).into(), (&e.room_id).into()],
+            ),
+            None => {}
         }
         if let Some(sk) = &e.state_key {
             w.push(

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "jobs", V12),
     (13, "receipts_by_room", V13),
     (14, "device_inbox", V14),
+    (15, "rooms_directory_flags", V15),
     (16, "room_history_floors", V16),
 ];
 
@@ -354,6 +355,45 @@ CREATE TABLE stream_high_water (
 INSERT INTO stream_high_water (name, position) VALUES ('to_device', 0);
 "#;
 
+/// The user directory shows the members of rooms whose join rule is
+/// `public` or whose history is `world_readable` (Synapse's "public" room):
+/// two flags per room, kept with the room's current state by the event
+/// writer, so a search checks a member's rooms by key instead of reading
+/// every room's state. Existing rooms get them from their current state.
+/// A search finds users by word prefixes (`model::user_words`) in
+/// `user_directory_words`, written with the profile; [`backfill_v15`] fills
+/// it for existing profiles.
+const V15: &str = r#"
+CREATE TABLE user_directory_words (
+    word {BINARY_TEXT} NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (word, user_id)
+);
+CREATE INDEX user_directory_words_user ON user_directory_words (user_id, word);
+ALTER TABLE rooms ADD COLUMN join_rule_public BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rooms ADD COLUMN world_readable BIGINT NOT NULL DEFAULT 0;
+UPDATE rooms SET join_rule_public = 1 WHERE room_id IN (
+    SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
+    WHERE c.event_type = 'm.room.join_rules' AND c.state_key = ''
+      AND {JSON_TEXT:e.json:content.join_rule} = 'public');
+UPDATE rooms SET world_readable = 1 WHERE room_id IN (
+    SELECT c.room_id FROM current_state c JOIN events e ON e.event_id = c.event_id
+    WHERE c.event_type = 'm.room.history_visibility' AND c.state_key = ''
+      AND {JSON_TEXT:e.json:content.history_visibility} = 'world_readable');
+"#;
+
+/// The directory words of every existing profile.
+async fn backfill_v15(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> sqlx::Result<()> {
+    let profiles: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT user_id, displayname FROM profiles")
+            .fetch_all(&mut **tx)
+            .await?;
+    for (user_id, displayname) in profiles {
+        super::profiles::write_user_words(tx, &user_id, displayname.as_deref()).await?;
+    }
+    Ok(())
+}
+
 /// After a history purge a room's timeline starts at the purge point: the
 /// state events kept below it (and local events kept by the purge's
 /// `delete_local_events: false`) are no longer served in `/messages` or
@@ -395,6 +435,9 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
                 .execute(&mut *tx)
                 .await?;
         }
+        if *version == 15 {
+            backfill_v15(&mut tx).await?;
+        }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
         )
@@ -412,13 +455,25 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
 mod tests {
     use crate::storage::Storage;
 
+    /// A fresh SQLite database migrated up to `version`: its guard, URL and
+    /// storage.
+    async fn at_version(version: i64) -> (tempfile::TempDir, String, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect_with(&url, 1, None, version).await.unwrap();
+        (dir, url, storage)
+    }
+
+    /// The database at `url` migrated to the latest version.
+    async fn upgraded(url: &str) -> Storage {
+        Storage::connect_with(url, 1, None, i64::MAX).await.unwrap()
+    }
+
     /// Version 10 copies each event's transaction from `event_transactions`
     /// onto the event's row; events sent without one keep none.
     #[tokio::test]
     async fn v10_moves_transactions_onto_the_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let storage = Storage::connect_with(&url, 1, None, 9).await.unwrap();
+        let (_dir, url, storage) = at_version(9).await;
         for (pos, id) in [(1_i64, "$a"), (2, "$b")] {
             sqlx::query(
                 "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, sender, origin_server_ts, json)
@@ -438,10 +493,7 @@ mod tests {
         .await
         .unwrap();
         drop(storage);
-
-        let storage = Storage::connect_with(&url, 1, None, i64::MAX)
-            .await
-            .unwrap();
+        let storage = upgraded(&url).await;
         type Row = (String, Option<String>, Option<String>, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT event_id, txn_device, txn_scope, txn_id FROM events ORDER BY event_id",
@@ -459,6 +511,76 @@ mod tests {
                     Some("t1".into())
                 ),
                 ("$b".into(), None, None, None),
+            ]
+        );
+    }
+
+    /// Version 15 sets each existing room's directory flags from its
+    /// current join rules and history visibility (not from older state).
+    #[tokio::test]
+    async fn v15_sets_the_rooms_directory_flags_from_current_state() {
+        let (_dir, url, storage) = at_version(13).await;
+        // (room, event, content field, its value); all current state but
+        // $h0, which $h1 replaced.
+        let events = [
+            ("!rule:x", "$r1", "join_rule", "public"),
+            ("!hist:x", "$h0", "join_rule", "public"),
+            ("!hist:x", "$h1", "join_rule", "invite"),
+            ("!hist:x", "$h2", "history_visibility", "world_readable"),
+            ("!none:x", "$n1", "history_visibility", "shared"),
+        ];
+        for room in ["!rule:x", "!hist:x", "!none:x"] {
+            sqlx::query(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)
+                 VALUES ($1, '10', '@u:x', 0, 0)",
+            )
+            .bind(room)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        for (pos, (room, id, field, value)) in (1_i64..).zip(events) {
+            let ty = match field {
+                "join_rule" => "m.room.join_rules",
+                _ => "m.room.history_visibility",
+            };
+            let json =
+                format!(r#"{{"content":{{"{field}":"{value}"}},"type":"{ty}","state_key":""}}"#);
+            sqlx::query(
+                "INSERT INTO events (stream_ordering, event_id, room_id, depth, event_type, state_key, sender, origin_server_ts, json)
+                 VALUES ($1, $2, $3, $1, $4, '', '@u:x', 0, $5)",
+            )
+            .bind(pos)
+            .bind(id)
+            .bind(room)
+            .bind(ty)
+            .bind(json)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id, stream_ordering)
+             SELECT room_id, event_type, state_key, event_id, stream_ordering FROM events
+             WHERE event_id <> '$h0'",
+        )
+        .execute(storage.pool())
+        .await
+        .unwrap();
+        drop(storage);
+        let storage = upgraded(&url).await;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT room_id, join_rule_public, world_readable FROM rooms ORDER BY room_id",
+        )
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("!hist:x".into(), 0, 1),
+                ("!none:x".into(), 0, 0),
+                ("!rule:x".into(), 1, 0),
             ]
         );
     }

@@ -1,6 +1,42 @@
-//! Table `profiles`: display name and avatar of local users.
+//! Tables `profiles` (display name and avatar of local users) and
+//! `user_directory_words` (the words the user directory finds each by).
+
+use sqlx::AssertSqlSafe;
 
 use super::Storage;
+use crate::model::user_words::user_words;
+
+/// Words per multi-row `INSERT` (two binds each).
+const WORDS_PER_INSERT: usize = 256;
+
+/// Replaces the user directory words of `user_id` with those of its
+/// localpart and `displayname`.
+pub(super) async fn write_user_words(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    displayname: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM user_directory_words WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    let words: Vec<String> = user_words(user_id, displayname).into_iter().collect();
+    for chunk in words.chunks(WORDS_PER_INSERT) {
+        let rows: Vec<String> = (2..chunk.len() + 2)
+            .map(|i| format!("(${i}, $1)"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO user_directory_words (word, user_id) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(user_id);
+        for word in chunk {
+            q = q.bind(word.as_str());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// A local user's profile as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,13 +54,19 @@ impl Storage {
             .await
     }
 
+    /// Sets the display name, and the words the user directory finds the
+    /// user by, in one transaction.
     pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> sqlx::Result<()> {
-        sqlx::query("UPDATE profiles SET displayname = $1 WHERE user_id = $2")
+        let mut tx = self.pool().begin().await?;
+        let set = sqlx::query("UPDATE profiles SET displayname = $1 WHERE user_id = $2")
             .bind(name)
             .bind(user_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        if set.rows_affected() > 0 {
+            write_user_words(&mut tx, user_id, name).await?;
+        }
+        tx.commit().await
     }
 
     pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> sqlx::Result<()> {

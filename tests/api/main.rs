@@ -36,10 +36,11 @@ mod rooms_races; // concurrent createRoom (one alias, one user), no-op membershi
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
-mod sync;
+mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
 mod to_device; // PUT /sendToDevice and /sync to_device: shape, acknowledgement, txn ids, wildcard, wake-ups, 100 per sync, deleted devices, restarts
-mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
+mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat
+mod user_directory; // /user_directory/search: shared and public rooms (join rules, history visibility), guests, deactivated, migration, errors
 
 // Request input and connections, across both APIs
 mod http_input; // empty body == {}, body cap before reading, body-read timeout, keep-alive after early answers (raw TCP), search-term bounds

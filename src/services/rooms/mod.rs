@@ -42,7 +42,7 @@ use crate::services::expiring::bounded_lru;
 use crate::services::pipeline::{BoxFuture, EventLookup, Settled, Subscribers};
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::events::{NewStateGroup, PersistEvent, StateEntryRow, TxnKey};
+use crate::storage::events::{DirectoryFlag, NewStateGroup, PersistEvent, StateEntryRow, TxnKey};
 
 /// Room versions this server creates and joins: every stable one, 1 to 12
 /// (ruma's rules say how each builds, ids, authorizes and redacts events).
@@ -1048,6 +1048,7 @@ impl Rooms {
             }),
             relation: relation_of(&pdu.content_value()),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+            directory_flag: directory_flag_of(&pdu),
         };
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);
@@ -1249,6 +1250,23 @@ impl RoomHead {
             state: Arc::new(next),
         };
         (after, Some(group))
+    }
+}
+
+/// The user-directory flag a join rules or history visibility event sets
+/// on its room (a `public` join rule, `world_readable` history).
+fn directory_flag_of(pdu: &Pdu) -> Option<DirectoryFlag> {
+    if pdu.state_key.as_deref() != Some("") {
+        return None;
+    }
+    match pdu.kind {
+        TimelineEventType::RoomJoinRules => Some(DirectoryFlag::JoinRulePublic(
+            pdu.content_value()["join_rule"] == "public",
+        )),
+        TimelineEventType::RoomHistoryVisibility => Some(DirectoryFlag::WorldReadable(
+            pdu.content_value()["history_visibility"] == "world_readable",
+        )),
+        _ => None,
     }
 }
 
