@@ -36,6 +36,7 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync;
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
+mod sync_details; // r0 room events with user_id, read receipts never moving back, presence of newly shared users who never had one
 mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 
 // Request input and connections, across both APIs
