@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "events_room_stream_covering", V11),
     (12, "jobs", V12),
     (13, "receipts_by_room", V13),
+    (18, "event_expiry", V18),
 ];
 
 const V1: &str = r#"
@@ -327,6 +328,19 @@ CREATE INDEX jobs_room ON jobs (job_room);
 /// room by room, never the receipts of the whole server.
 const V13: &str = r#"
 CREATE INDEX receipts_room_stream ON receipts (room_id, stream_ordering);
+"#;
+
+/// Ephemeral messages (MSC2228): when each message that asked for it is
+/// pruned. Written with the event; the earliest is read at start.
+const V18: &str = r#"
+CREATE TABLE event_expiry (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    expiry_ts BIGINT NOT NULL
+);
+CREATE INDEX event_expiry_ts ON event_expiry (expiry_ts);
+CREATE INDEX event_expiry_room ON event_expiry (room_id);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

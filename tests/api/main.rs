@@ -23,6 +23,7 @@ mod conformance_smalls; // sytest's small causes: push rule paths, send without 
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence
+mod ephemeral_messages; // MSC2228 org.matrix.self_destruct_after: pruned when due (messages, event, sync, search), across a restart, switched off
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms

@@ -195,6 +195,8 @@ pub struct Rooms {
     default_version: RoomVersionId,
     /// Event timestamps and ages (see [`RoomsDeps::clock`]).
     clock: crate::clock::SharedClock,
+    /// See [`RoomsDeps::ephemeral_messages`].
+    ephemeral_messages: bool,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -243,6 +245,8 @@ pub struct RoomsDeps<'a> {
     /// The clock new events take their `origin_server_ts` from (and
     /// events' `unsigned.age` is measured against).
     pub clock: crate::clock::SharedClock,
+    /// Whether messages may ask to be pruned (`rooms.ephemeral_messages`).
+    pub ephemeral_messages: bool,
 }
 
 impl Rooms {
@@ -256,6 +260,7 @@ impl Rooms {
             subscribers,
             caches,
             clock,
+            ephemeral_messages,
         } = deps;
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
@@ -290,6 +295,7 @@ impl Rooms {
             current: Mutex::new(HashMap::new()),
             default_version,
             clock,
+            ephemeral_messages,
         }
     }
 
@@ -1034,6 +1040,10 @@ impl Rooms {
             }),
             relation: relation_of(&pdu.content_value()),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+            expires_at: self
+                .ephemeral_messages
+                .then(|| pdu.self_destruct_after())
+                .flatten(),
         };
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);
