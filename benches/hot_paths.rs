@@ -600,6 +600,7 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
             subscribers: std::sync::Arc::default(),
             caches: &Default::default(),
             clock: myelin::clock::SystemClock::shared(),
+            ephemeral_messages: true,
         })
     };
     // Warm the caches the cached lookups use.

@@ -119,12 +119,17 @@ pub struct RoomsConfig {
     /// Room version for new rooms when the client asks for none: any stable
     /// version, "1" to "12".
     pub default_version: String,
+    /// Ephemeral messages (MSC2228): a message whose content has
+    /// `org.matrix.self_destruct_after` (a time in ms) is pruned, as a
+    /// redaction prunes it, once that time passes.
+    pub ephemeral_messages: bool,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
         Self {
             default_version: "12".into(),
+            ephemeral_messages: true,
         }
     }
 }
@@ -533,6 +538,12 @@ limits:
 rooms:
   # Version of new rooms when the client does not ask for one (1 to 12).
   default_version: {room_version}
+  # Ephemeral messages (MSC2228, experimental): a message whose content has
+  # org.matrix.self_destruct_after (a time in ms) loses its content, as a
+  # redaction would take it, once that time passes. It lets a sender only
+  # schedule the pruning of their own message, which they could redact
+  # anyway. Synapse has it off by default (enable_ephemeral_messages).
+  ephemeral_messages: {ephemeral_messages}
 
 presence:
   # Track online/offline status and share it with users in the same rooms.
@@ -544,6 +555,7 @@ presence:
             max_body = self.limits.max_request_bytes,
             body_timeout = self.limits.body_read_timeout_secs,
             room_version = self.rooms.default_version.yaml(),
+            ephemeral_messages = self.rooms.ephemeral_messages,
             presence = self.presence.enabled,
         )
     }

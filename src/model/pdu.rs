@@ -411,6 +411,33 @@ impl Pdu {
             .membership
     }
 
+    /// When a message asks to be pruned (MSC2228's
+    /// `org.matrix.self_destruct_after`, a timestamp in ms): only an integer,
+    /// and never for a state event (as Synapse).
+    pub fn self_destruct_after(&self) -> Option<i64> {
+        const KEY: &str = "org.matrix.self_destruct_after";
+        if self.is_state() || !self.content.get().contains(KEY) {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct Field {
+            #[serde(rename = "org.matrix.self_destruct_after")]
+            at: Option<Value>,
+        }
+        serde_json::from_str::<Field>(self.content.get())
+            .ok()?
+            .at?
+            .as_i64()
+    }
+
+    /// The PDU pruned by the room version's redaction rules, as JSON text
+    /// (what an expired message is stored as).
+    pub fn pruned_text(&self, version: &RoomVersionId) -> Option<String> {
+        let rules = version.rules()?;
+        let pruned = ruma::canonical_json::redact(self.canonical(), &rules.redaction, None).ok()?;
+        serde_json::to_string(&pruned).ok()
+    }
+
     /// `content.history_visibility`, as [`Pdu::membership_str`].
     pub fn history_visibility_str(&self) -> Option<Cow<'_, str>> {
         #[derive(Deserialize)]

@@ -41,12 +41,15 @@ impl Ephemeral {
         }
     }
 
+    /// Moves the user's receipt to `event_id` (at stream position
+    /// `event_pos`). A receipt never moves back (as Synapse): one for an
+    /// event before the event already acknowledged changes nothing.
     pub async fn set_receipt(
         &self,
         room: &RoomId,
         user: &UserId,
         receipt_type: &str,
-        event_id: &EventId,
+        (event_id, event_pos): (&EventId, i64),
         thread_id: Option<&str>,
     ) -> Result<()> {
         let row = ReceiptRow {
@@ -61,9 +64,10 @@ impl Ephemeral {
         let pos = r.pos();
         self.stream.touch(Topic::Room(room.to_owned()), pos);
         self.stream.touch(Topic::Receipts, pos);
-        let result = self.storage.set_receipt(&row, pos).await;
+        let result = self.storage.set_receipt(&row, pos, event_pos).await;
         self.stream.complete(r);
-        Ok(result?)
+        result?;
+        Ok(())
     }
 
     /// Marks the user typing (for `timeout`) or not.

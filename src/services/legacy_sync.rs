@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
-use crate::model::pdu::{ClientEvent, Pdu};
+use crate::model::pdu::{AsPdu, ClientEvent, Pdu};
 use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
 use crate::services::directory;
@@ -48,8 +48,44 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum StreamEvent {
-    Room(ClientEvent),
+    Room(V1Event),
     Other(Value),
+}
+
+/// A room event as the r0 API shows it (Synapse's "client v1" format): the
+/// client event with the sender repeated as `user_id`, which older clients
+/// and sytest read (a member event's `user_id` is whose membership sytest
+/// looks for in an initial sync's state).
+#[derive(Serialize)]
+pub struct V1Event {
+    #[serde(flatten)]
+    event: ClientEvent,
+    user_id: OwnedUserId,
+}
+
+/// The events in the r0 API's form, for `viewer` (their transaction ids)
+/// or for nobody in particular.
+async fn v1_events<P: AsPdu>(
+    s: &Services,
+    pdus: &[P],
+    viewer: Option<(&str, &str)>,
+) -> Result<Vec<V1Event>> {
+    let events = match viewer {
+        Some(_) => s.rooms.client_events_raw(pdus, viewer).await?,
+        None => {
+            s.rooms
+                .client_events_with(pdus, &ViewerTxns::default())
+                .await?
+        }
+    };
+    Ok(pdus
+        .iter()
+        .zip(events)
+        .map(|(p, event)| V1Event {
+            event,
+            user_id: p.as_pdu().sender.clone(),
+        })
+        .collect())
 }
 
 /// The `/events` answer.
@@ -173,9 +209,7 @@ async fn stream_window(
     let (reads, rooms) = room_reads(s, &user, scope, from, to).await?;
     let (events, to) = room_events(s, &user, &reads, from, to, limit).await?;
     let viewer = (who.user_id.as_str(), who.device_id.as_str());
-    let mut chunk: Vec<StreamEvent> = s
-        .rooms
-        .client_events_raw(&events, Some(viewer))
+    let mut chunk: Vec<StreamEvent> = v1_events(s, &events, Some(viewer))
         .await?
         .into_iter()
         .map(StreamEvent::Room)
@@ -197,6 +231,7 @@ async fn stream_window(
         chunk.extend(
             changes
                 .iter()
+                .filter(|p| !p.is_unset())
                 .map(|p| StreamEvent::Other(presence_event(s, p))),
         );
     }
@@ -350,7 +385,7 @@ async fn room_events(
 
 /// `GET /events/{eventId}`: one event by id, in client form, if the user
 /// may see it (404 otherwise, as `/rooms/{roomId}/event/{eventId}`).
-pub async fn event(s: &Services, who: &Requester, event_id: &str) -> Result<ClientEvent> {
+pub async fn event(s: &Services, who: &Requester, event_id: &str) -> Result<V1Event> {
     let not_found = || MatrixError::not_found("Event not found");
     let pdu = s.rooms.pdu(event_id).await?.ok_or_else(not_found)?;
     let user = who.user_id();
@@ -359,8 +394,7 @@ pub async fn event(s: &Services, who: &Requester, event_id: &str) -> Result<Clie
         return Err(not_found());
     }
     let viewer = (who.user_id.as_str(), who.device_id.as_str());
-    s.rooms
-        .client_events_raw(std::slice::from_ref(&pdu), Some(viewer))
+    v1_events(s, std::slice::from_ref(&pdu), Some(viewer))
         .await?
         .pop()
         .ok_or_else(not_found)
@@ -412,9 +446,9 @@ pub struct RoomSnapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inviter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub invite: Option<ClientEvent>,
+    pub invite: Option<V1Event>,
     pub messages: Messages,
-    pub state: Vec<ClientEvent>,
+    pub state: Vec<V1Event>,
     /// `public` when listed in the room directory, else `private`.
     pub visibility: &'static str,
     pub account_data: Vec<Value>,
@@ -428,7 +462,7 @@ pub struct RoomSnapshot {
 /// first of them (`/messages`), `end` is the stream token they reach.
 #[derive(Serialize)]
 pub struct Messages {
-    pub chunk: Vec<ClientEvent>,
+    pub chunk: Vec<V1Event>,
     pub start: String,
     pub end: String,
 }
@@ -604,7 +638,7 @@ async fn room_snapshot(
         .first()
         .map(topo_token)
         .unwrap_or_else(|| format!("s{end}"));
-    let chunk = s.rooms.client_events_raw(&events, Some(viewer)).await?;
+    let chunk = v1_events(s, &events, Some(viewer)).await?;
     let mut state_pdus = Vec::with_capacity(state.len());
     for id in state.values() {
         if let Some(p) = s.rooms.pdu_shared(id.as_str()).await? {
@@ -612,10 +646,7 @@ async fn room_snapshot(
         }
     }
     state_pdus.sort_by_key(|p| p.stream_ordering);
-    let state = s
-        .rooms
-        .client_events_with(&state_pdus, &ViewerTxns::default())
-        .await?;
+    let state = v1_events(s, &state_pdus, None).await?;
     let messages = Messages {
         chunk,
         start,
@@ -643,8 +674,7 @@ async fn invited_room(
     let (inviter, invite) = match invite {
         Some(p) => (
             Some(p.sender.to_string()),
-            s.rooms
-                .client_events_raw(std::slice::from_ref(&p), Some(viewer))
+            v1_events(s, std::slice::from_ref(&p), Some(viewer))
                 .await?
                 .pop(),
         ),

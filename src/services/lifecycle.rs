@@ -17,7 +17,7 @@
 //!   indexing, `search::Indexer`). Each finishes what the drained writer
 //!   published to it.
 //! - [`Stage::Flush`]: periodic upkeep (last-seen records, typing expiry,
-//!   search commits and giving memory back, the cache report). Each makes
+//!   ephemeral messages' expiry (`expiry.rs`), search commits and giving memory back, the cache report). Each makes
 //!   a final pass when told to stop: last-seen records are written and the
 //!   search index committed after the writer has drained.
 //! - The database's own WAL checkpointer (`storage/checkpoint.rs`) starts
@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Services;
+use super::expiry::MessageExpiry;
 use super::sessions::LAST_SEEN_FLUSH_INTERVAL;
 use super::workers::{CacheSizes, Stage, Stop};
 
@@ -54,6 +55,12 @@ impl Services {
         let s = self.clone();
         self.workers
             .spawn("typing expiry", Stage::Flush, |stop| expire_typing(s, stop));
+        if let Some(expiry) = self.expiry.clone() {
+            let s = self.clone();
+            self.workers.spawn("message expiry", Stage::Flush, |stop| {
+                expire_messages(s, expiry, stop)
+            });
+        }
         let s = self.clone();
         self.workers.spawn("upkeep", Stage::Flush, move |stop| {
             upkeep(s, release_memory, stop)
@@ -166,6 +173,23 @@ async fn expire_typing(services: Arc<Services>, mut stop: Stop) {
         tokio::select! {
             _ = tick.tick() => services.ephemeral.expire_typing(),
             () = stop.requested() => break,
+        }
+    }
+}
+
+/// Prunes ephemeral messages whose time came, looking once a second
+/// (against the services' clock) at the earliest time known.
+async fn expire_messages(services: Arc<Services>, expiry: Arc<MessageExpiry>, mut stop: Stop) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.requested() => break,
+        }
+        if expiry.due(services.clock.now_ms())
+            && let Err(e) = super::expiry::expire_due(&services, &expiry).await
+        {
+            tracing::warn!(error = %e.message(), "could not expire ephemeral messages");
         }
     }
 }

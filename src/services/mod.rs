@@ -7,6 +7,7 @@ pub mod admin_users;
 pub mod directory;
 pub mod ephemeral;
 pub mod expiring;
+pub mod expiry;
 pub mod filtering;
 pub mod filters;
 pub mod guests;
@@ -83,6 +84,9 @@ pub struct Services {
     /// Search's subscriber to the event pipeline, whose task
     /// [`Services::start`] starts.
     indexer: Option<Arc<search::Indexer>>,
+    /// When the next ephemeral message is due (`None` when
+    /// `rooms.ephemeral_messages` is off).
+    expiry: Option<Arc<expiry::MessageExpiry>>,
     /// The background tasks (`lifecycle.rs`).
     workers: workers::Workers,
 }
@@ -134,13 +138,7 @@ impl Services {
         let unread = Arc::new(notifications::UnreadCounts::new(
             config.caches.unread_counts,
         ));
-        let (search, search_needs_rebuild) = if config.search.enabled {
-            let dir = search::Search::index_dir(&config.data_dir);
-            let (s, rebuild) = search::Search::open(&dir, stream.clone())?;
-            (Some(Arc::new(s)), rebuild)
-        } else {
-            (None, false)
-        };
+        let (search, search_needs_rebuild) = search::Search::open_if_enabled(&config, &stream)?;
         // What hears of every committed event.
         let subscribers = Arc::new(pipeline::Subscribers::default());
         subscribers.subscribe(unread.clone());
@@ -148,6 +146,7 @@ impl Services {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
+        let expiry = expiry::MessageExpiry::subscribed(&config.rooms, &subscribers);
 
         // Rooms (the event pipeline) and what reads or writes beside it.
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
@@ -160,6 +159,7 @@ impl Services {
             subscribers,
             caches: &config.caches,
             clock: clock.clone(),
+            ephemeral_messages: config.rooms.ephemeral_messages,
         });
         let account_data =
             account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
@@ -202,6 +202,7 @@ impl Services {
             client_limiter,
             login_limiter,
             indexer,
+            expiry,
             workers,
         }))
     }

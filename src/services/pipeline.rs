@@ -1,7 +1,7 @@
 //! What the event pipeline tells the rest of the server: the writer
 //! (`rooms/writer.rs`) publishes every committed batch of events to the
-//! subscribers registered at start-up (`Services::new`). Search indexing and
-//! unread counts listen here today; push, federation sending and application
+//! subscribers registered at start-up (`Services::new`). Search indexing,
+//! unread counts and the ephemeral messages' expiry listen here today; push, federation sending and application
 //! services will too, so the room service never learns about them.
 //!
 //! A subscriber is called on the writer task, after the batch is committed

@@ -38,6 +38,18 @@ pub struct PresenceStatus {
     pub status_msg: Option<String>,
 }
 
+impl PresenceStatus {
+    /// A user who never had a presence: offline, nothing else known.
+    fn never_set() -> Self {
+        Self {
+            state: "offline".to_owned(),
+            last_active_ago: None,
+            currently_active: None,
+            status_msg: None,
+        }
+    }
+}
+
 pub struct Presence {
     storage: Storage,
     stream: Arc<Stream>,
@@ -140,17 +152,15 @@ impl Presence {
     pub async fn get(&self, user: &UserId) -> Result<PresenceStatus> {
         Ok(match self.storage.presence(user.as_str()).await? {
             Some(p) => self.status(&p),
-            None => PresenceStatus {
-                state: "offline".to_owned(),
-                last_active_ago: None,
-                currently_active: None,
-                status_msg: None,
-            },
+            None => PresenceStatus::never_set(),
         })
     }
 
     /// A stored presence as clients see it now.
     pub fn status(&self, p: &PresenceRow) -> PresenceStatus {
+        if p.is_unset() {
+            return PresenceStatus::never_set();
+        }
         let ago = (self.clock.now_ms() - p.last_active_ts).max(0);
         PresenceStatus {
             state: p.state.clone(),

@@ -667,7 +667,8 @@ async fn joined_rooms(
 /// Presence for the sync's window: changes of the user's and of everyone
 /// sharing a joined room, the presence of members who newly joined one of
 /// those rooms, and of every member of a room the user newly joined (as
-/// Synapse: a new room brings its members' presence).
+/// Synapse: a new room brings its members' presence, `offline` for those
+/// who never had one; an initial sync leaves those out).
 async fn presence_events(
     s: &Services,
     user: &UserId,
@@ -700,6 +701,7 @@ async fn presence_events(
     }
     Ok(changes
         .iter()
+        .filter(|p| !p.is_unset() || (since.is_some() && p.user_id != user))
         .map(|p| {
             json!({
                 "type": "m.presence",

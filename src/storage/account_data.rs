@@ -42,6 +42,14 @@ pub struct PresenceRow {
     pub stream_ordering: i64,
 }
 
+impl PresenceRow {
+    /// A joined member who has no presence row ([`Storage::presence_in_rooms`]
+    /// reads them as `offline`, at position and time 0).
+    pub fn is_unset(&self) -> bool {
+        self.stream_ordering == 0
+    }
+}
+
 impl Storage {
     pub async fn set_account_data(
         &self,
@@ -108,8 +116,29 @@ impl Storage {
         .await
     }
 
-    pub async fn set_receipt(&self, r: &ReceiptRow, pos: i64) -> sqlx::Result<()> {
+    /// Stores the receipt unless the one it replaces acknowledges an event
+    /// at or after `event_pos` (the new event's stream position); whether it
+    /// was stored.
+    pub async fn set_receipt(
+        &self,
+        r: &ReceiptRow,
+        pos: i64,
+        event_pos: i64,
+    ) -> sqlx::Result<bool> {
         let mut tx = self.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT e.stream_ordering FROM receipts r JOIN events e ON e.event_id = r.event_id
+             WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type = $3 AND r.thread_id = $4",
+        )
+        .bind(r.room_id.as_str())
+        .bind(r.user_id.as_str())
+        .bind(&r.receipt_type)
+        .bind(&r.thread_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current.is_some_and(|current| current >= event_pos) {
+            return Ok(false);
+        }
         sqlx::query(
             "DELETE FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
         )
@@ -132,7 +161,8 @@ impl Storage {
         .bind(pos)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Receipts changed in `(since, to]` in the given rooms, as `user_id`
@@ -291,8 +321,9 @@ fn receipts_in_rooms_sql(size: usize) -> String {
 /// [`Storage::presence_in_rooms`] for `size` rooms: `$1` the user, `$2`
 /// and `$3` since and to, then the rooms, then since and to again (each
 /// placeholder once, in order; see [`super::Dialect::positional`]).
-/// `CROSS JOIN` keeps the member entries the outer loop on SQLite
-/// (PostgreSQL plans it as an inner join).
+/// The `LEFT JOIN` keeps the member entries the outer loop on SQLite, and
+/// gives a member without a presence row (one who joined in the window) as
+/// unset ([`PresenceRow::is_unset`]).
 fn presence_in_rooms_sql(size: usize) -> String {
     let list = super::placeholders(4, size);
     let columns = "p.user_id, p.state, p.status_msg, p.last_active_ts, p.stream_ordering";
@@ -300,11 +331,14 @@ fn presence_in_rooms_sql(size: usize) -> String {
         "SELECT {columns} FROM presence p
          WHERE p.user_id = $1 AND p.stream_ordering > $2 AND p.stream_ordering <= $3
          UNION ALL
-         SELECT {columns} FROM current_state c CROSS JOIN presence p
+         SELECT c.state_key AS user_id, COALESCE(p.state, 'offline') AS state, p.status_msg,
+                COALESCE(p.last_active_ts, 0) AS last_active_ts,
+                COALESCE(p.stream_ordering, 0) AS stream_ordering
+         FROM current_state c LEFT JOIN presence p ON p.user_id = c.state_key
          WHERE c.room_id IN ({list}) AND c.event_type = 'm.room.member'
-           AND c.membership = 'join' AND p.user_id = c.state_key
+           AND c.membership = 'join'
            AND (p.stream_ordering > ${since} OR c.stream_ordering > ${since})
-           AND p.stream_ordering <= ${to}",
+           AND COALESCE(p.stream_ordering, c.stream_ordering) <= ${to}",
         since = size + 4,
         to = size + 5
     )
@@ -365,23 +399,23 @@ mod tests {
         );
 
         storage
-            .set_receipt(&receipt("!a:x", "@v:x", "m.read"), 1)
+            .set_receipt(&receipt("!a:x", "@v:x", "m.read"), 1, 1)
             .await
             .unwrap();
         storage
-            .set_receipt(&receipt("!a:x", "@w:x", "m.read"), 5)
+            .set_receipt(&receipt("!a:x", "@w:x", "m.read"), 5, 1)
             .await
             .unwrap();
         storage
-            .set_receipt(&receipt("!a:x", "@v:x", "m.read.private"), 6)
+            .set_receipt(&receipt("!a:x", "@v:x", "m.read.private"), 6, 1)
             .await
             .unwrap();
         storage
-            .set_receipt(&receipt("!a:x", "@u:x", "m.read.private"), 7)
+            .set_receipt(&receipt("!a:x", "@u:x", "m.read.private"), 7, 1)
             .await
             .unwrap();
         storage
-            .set_receipt(&receipt("!b:x", "@w:x", "m.read"), 8)
+            .set_receipt(&receipt("!b:x", "@w:x", "m.read"), 8, 1)
             .await
             .unwrap();
         let got = storage
@@ -460,5 +494,25 @@ mod tests {
         assert_eq!(users(got), vec!["@v:x"]);
         let got = storage.presence_in_rooms(&[], "@w:x", 0, 9).await.unwrap();
         assert_eq!(users(got), vec!["@w:x"]);
+        // A member without a presence row comes as unset once joined.
+        sqlx::query(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership, stream_ordering)
+             VALUES ('!a:x', 'm.room.member', '@new:x', '$m-new', 'join', 6)",
+        )
+        .execute(storage.pool())
+        .await
+        .unwrap();
+        let got = storage
+            .presence_in_rooms(&["!a:x"], "@u:x", 5, 9)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].is_unset() && got[0].state == "offline", "{got:?}");
+        assert_eq!(got[0].user_id, "@new:x");
+        let got = storage
+            .presence_in_rooms(&["!a:x"], "@u:x", 6, 9)
+            .await
+            .unwrap();
+        assert!(got.is_empty(), "{got:?}");
     }
 }

@@ -196,6 +196,8 @@ pub struct PersistEvent {
     pub relation: Option<(String, String)>,
     /// The event this one redacts (already checked to be in the same room).
     pub redacts: Option<String>,
+    /// When the message is to be pruned (ephemeral messages), in ms.
+    pub expires_at: Option<i64>,
     /// For the room's join rules or history visibility: the room's flag
     /// for the user directory that it sets.
     pub directory_flag: Option<DirectoryFlag>,
@@ -420,7 +422,20 @@ impl Storage {
         Self::write_transactions(&mut w, batch);
         Self::write_relations(&mut w, batch);
         Self::write_redactions(&mut w, batch);
+        Self::write_expiries(&mut w, batch);
         self.run_batch(w).await
+    }
+
+    /// When each ephemeral message of the batch is to be pruned.
+    fn write_expiries<'a>(w: &mut WriteBatch<'a>, batch: &[&'a PersistEvent]) {
+        for e in batch {
+            if let Some(at) = e.expires_at {
+                w.push(
+                    "INSERT INTO event_expiry (event_id, room_id, stream_ordering, expiry_ts) VALUES ($1, $2, $3, $4)",
+                    [(&e.event_id).into(), (&e.room_id).into(), e.stream_ordering.into(), at.into()],
+                );
+            }
+        }
     }
 
     /// The `rooms` row of each create event.

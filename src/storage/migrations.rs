@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "device_inbox", V14),
     (15, "rooms_directory_flags", V15),
     (16, "room_history_floors", V16),
+    (17, "event_expiry", V17),
 ];
 
 const V1: &str = r#"
@@ -403,6 +404,19 @@ CREATE TABLE room_history_floors (
     room_id TEXT PRIMARY KEY,
     depth BIGINT NOT NULL
 );
+"#;
+
+/// Ephemeral messages (MSC2228): when each message that asked for it is
+/// pruned. Written with the event; the earliest is read at start.
+const V17: &str = r#"
+CREATE TABLE event_expiry (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    expiry_ts BIGINT NOT NULL
+);
+CREATE INDEX event_expiry_ts ON event_expiry (expiry_ts);
+CREATE INDEX event_expiry_room ON event_expiry (room_id);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

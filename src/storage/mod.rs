@@ -14,6 +14,7 @@ mod checkpoint;
 pub mod devices;
 pub mod dialect;
 pub mod events;
+pub mod expiry;
 mod filters;
 pub mod jobs;
 mod migrations;

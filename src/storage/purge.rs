@@ -40,6 +40,7 @@ pub const ROOM_TABLES: &[&str] = &[
     "server_notice_rooms",
     "room_history_floors",
     "state_groups",
+    "event_expiry",
     "events",
     "rooms",
 ];
@@ -172,7 +173,7 @@ impl Storage {
                 q = q.bind(id.as_str());
             }
             q.execute(&mut *tx).await?;
-            for table in ["event_relations", "events"] {
+            for table in ["event_relations", "event_expiry", "events"] {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE room_id = $1 AND event_id IN ({})",
                     list(2)

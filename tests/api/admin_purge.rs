@@ -22,6 +22,7 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "event_relations",
         "state_groups",
         "state_group_entries",
+        "event_expiry",
         "current_state",
         "forward_extremities",
         "event_transactions",
@@ -131,15 +132,25 @@ async fn purge_room_leaves_no_row_behind() {
         )
         .await;
     assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    // An ephemeral message's expiry (`event_expiry`).
+    let far = server.now_ms() + 3_600_000;
+    send_event(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "later", "org.matrix.self_destruct_after": far}),
+    )
+    .await;
     let other = create_room(&server, &alice, json!({"name": "Survivor"})).await;
 
     let tables = tables_with_room_id(&server).await;
     assert!(tables.len() >= 12, "room tables found: {tables:?}");
-    // 30 since v14-v16; v15's user_directory_words is per user (no room
+    // 31 since v14-v17; v15's user_directory_words is per user (no room
     // id: nothing of a room to purge there).
     assert_eq!(
         table_count(&server).await,
-        30,
+        31,
         "a table was added: list it in this test and in the purge"
     );
 

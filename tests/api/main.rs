@@ -23,6 +23,7 @@ mod conformance_smalls; // sytest's small causes: push rule paths, send without 
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod directory_canonical; // deleting an alias drops it from the canonical alias
 mod ephemeral; // receipts, read markers, typing, presence
+mod ephemeral_messages; // MSC2228 org.matrix.self_destruct_after: pruned when due (messages, event, sync, search), across a restart, switched off
 mod erasure; // deactivation with erase: an erased user's events redacted for later joiners (/sync, /messages, /event, /context), admin erase and reactivation
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
@@ -38,6 +39,7 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
+mod sync_details; // r0 room events with user_id, read receipts never moving back, presence of newly shared users who never had one
 mod to_device; // PUT /sendToDevice and /sync to_device: shape, acknowledgement, txn ids, wildcard, wake-ups, 100 per sync, deleted devices, restarts
 mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat
 mod user_directory; // /user_directory/search: shared and public rooms (join rules, history visibility), guests, deactivated, migration, errors

@@ -17,25 +17,6 @@ async fn presence_of(server: &TestServer, who: &Session, user: &str) -> String {
     body["presence"].as_str().unwrap().to_owned()
 }
 
-/// The senders of the sync's `m.presence` events, with their state.
-fn presences(body: &Value) -> Vec<(String, String)> {
-    body["presence"]["events"]
-        .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .map(|e| {
-                    assert_eq!(e["type"], "m.presence", "{e}");
-                    (
-                        e["sender"].as_str().unwrap().to_owned(),
-                        e["content"]["presence"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn set_status(server: &TestServer, who: &Session, state: &str) {
     let (st, body) = server
         .put(

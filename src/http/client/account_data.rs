@@ -203,18 +203,19 @@ async fn remove_tag(
     Ok(RumaResponse(delete_tag::v3::Response::new()))
 }
 
-/// Receipts and markers need the user in the room and the event in it.
+/// Receipts and markers need the user in the room and the event in it;
+/// the event's stream position.
 async fn check_event_in_room(
     s: &AppState,
     r: &Requester,
     room: &RoomId,
     event_id: &str,
-) -> Result<()> {
+) -> Result<i64> {
     if s.rooms.membership(room, &r.user_id()).await?.as_deref() != Some("join") {
         return Err(MatrixError::forbidden("You are not joined to this room"));
     }
     match s.rooms.pdu(event_id).await? {
-        Some(p) if p.room_id == room => Ok(()),
+        Some(p) if p.room_id == room => Ok(p.stream_ordering),
         _ => Err(MatrixError::not_found("Event not found")),
     }
 }
@@ -224,7 +225,7 @@ async fn receipt(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<create_receipt::v3::Request>,
 ) -> Result<RumaResponse<create_receipt::v3::Response>> {
-    check_event_in_room(&s, &r, &req.room_id, req.event_id.as_str()).await?;
+    let event_pos = check_event_in_room(&s, &r, &req.room_id, req.event_id.as_str()).await?;
     let user = r.user_id();
     match req.receipt_type.as_str() {
         "m.fully_read" => {
@@ -240,7 +241,13 @@ async fn receipt(
         ty @ ("m.read" | "m.read.private") => {
             let thread = req.thread.as_str().map(str::to_owned);
             s.ephemeral
-                .set_receipt(&req.room_id, &user, ty, &req.event_id, thread.as_deref())
+                .set_receipt(
+                    &req.room_id,
+                    &user,
+                    ty,
+                    (&req.event_id, event_pos),
+                    thread.as_deref(),
+                )
                 .await?;
         }
         other => {
@@ -274,9 +281,9 @@ async fn read_markers(
         ("m.read.private", &req.private_read_receipt),
     ] {
         if let Some(e) = e {
-            check_event_in_room(&s, &r, &req.room_id, e.as_str()).await?;
+            let event_pos = check_event_in_room(&s, &r, &req.room_id, e.as_str()).await?;
             s.ephemeral
-                .set_receipt(&req.room_id, &user, ty, e, None)
+                .set_receipt(&req.room_id, &user, ty, (e, event_pos), None)
                 .await?;
         }
     }

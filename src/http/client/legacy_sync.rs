@@ -15,9 +15,9 @@ use crate::error::{MatrixError, Result};
 use crate::http::AppState;
 use crate::http::admin::{query_bool, query_count};
 use crate::http::extract::{Auth, GuestAuth};
-use crate::model::pdu::ClientEvent;
 use crate::services::legacy_sync::{
     self, EventsRequest, EventsResponse, InitialSyncRequest, InitialSyncResponse, RoomSnapshot,
+    V1Event,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -63,7 +63,7 @@ async fn event(
     State(s): State<AppState>,
     Auth(r): Auth,
     Path(event_id): Path<String>,
-) -> Result<Json<ClientEvent>> {
+) -> Result<Json<V1Event>> {
     Ok(Json(legacy_sync::event(&s, &r, &event_id).await?))
 }
 

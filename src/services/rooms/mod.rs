@@ -198,6 +198,8 @@ pub struct Rooms {
     clock: crate::clock::SharedClock,
     /// History floors and erased senders ([`hidden`]).
     hidden: hidden::Hidden,
+    /// See [`RoomsDeps::ephemeral_messages`].
+    ephemeral_messages: bool,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -246,6 +248,8 @@ pub struct RoomsDeps<'a> {
     /// The clock new events take their `origin_server_ts` from (and
     /// events' `unsigned.age` is measured against).
     pub clock: crate::clock::SharedClock,
+    /// Whether messages may ask to be pruned (`rooms.ephemeral_messages`).
+    pub ephemeral_messages: bool,
 }
 
 impl Rooms {
@@ -259,6 +263,7 @@ impl Rooms {
             subscribers,
             caches,
             clock,
+            ephemeral_messages,
         } = deps;
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
@@ -294,6 +299,7 @@ impl Rooms {
             default_version,
             clock,
             hidden: hidden::Hidden::default(),
+            ephemeral_messages,
         }
     }
 
@@ -1049,6 +1055,10 @@ impl Rooms {
             relation: relation_of(&pdu.content_value()),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
             directory_flag: directory_flag_of(&pdu),
+            expires_at: self
+                .ephemeral_messages
+                .then(|| pdu.self_destruct_after())
+                .flatten(),
         };
         pdu.stream_ordering = pos;
         pdu.state_group = Some(state_group);

@@ -284,6 +284,19 @@ impl<'a> IndexedParts<'a> {
 }
 
 impl Search {
+    /// [`Search::open`] on `<data_dir>/search` when `search.enabled` is on
+    /// (shared), else none.
+    pub fn open_if_enabled(
+        config: &crate::config::Config,
+        stream: &Arc<Stream>,
+    ) -> anyhow::Result<(Option<Arc<Self>>, bool)> {
+        if !config.search.enabled {
+            return Ok((None, false));
+        }
+        let (search, rebuild) = Self::open(&Self::index_dir(&config.data_dir), stream.clone())?;
+        Ok((Some(Arc::new(search)), rebuild))
+    }
+
     /// Opens the index in `dir`, or creates it; the bool says whether it
     /// needs rebuilding from the events (it was created, or its last commit
     /// gives no position to catch up from: made during a rebuild, or by an

@@ -97,3 +97,22 @@ pub async fn put_account_data(
     let (st, b) = server.put(&path, who.token(), content).await;
     assert_eq!(st, StatusCode::OK, "account data {ty}: {b}");
 }
+
+/// The senders of the sync's `m.presence` events, with their state.
+pub fn presences(body: &Value) -> Vec<(String, String)> {
+    body["presence"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    assert_eq!(e["type"], "m.presence", "{e}");
+                    (
+                        e["sender"].as_str().unwrap().to_owned(),
+                        e["content"]["presence"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
