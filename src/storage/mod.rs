@@ -16,6 +16,7 @@ pub mod dialect;
 pub mod events;
 mod filters;
 pub mod jobs;
+pub mod key_backup;
 mod migrations;
 mod profiles;
 pub mod purge;

@@ -42,6 +42,10 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         // Send-to-device (v14): about devices, not rooms.
         "device_inbox",
         "stream_high_water",
+        // Key backups (v19): a user's; their keys name rooms and go with a
+        // purged room, as Synapse's e2e_room_keys.
+        "key_backup_versions",
+        "key_backup_sessions",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -131,15 +135,32 @@ async fn purge_room_leaves_no_row_behind() {
         )
         .await;
     assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    // A backed-up room key of the room.
+    let (st, body) = server
+        .post(
+            "/_matrix/client/v3/room_keys/version",
+            bob.token(),
+            json!({"algorithm": "m.megolm_backup.v1", "auth_data": {}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let st = server
+        .put(
+            &format!("/_matrix/client/v3/room_keys/keys/{room}/s1?version=1"),
+            bob.token(),
+            json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": {}}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
     let other = create_room(&server, &alice, json!({"name": "Survivor"})).await;
 
     let tables = tables_with_room_id(&server).await;
     assert!(tables.len() >= 12, "room tables found: {tables:?}");
     // 30 since v14-v16; v15's user_directory_words is per user (no room
-    // id: nothing of a room to purge there).
+    // id: nothing of a room to purge there). 32 since v19's key backups.
     assert_eq!(
         table_count(&server).await,
-        30,
+        32,
         "a table was added: list it in this test and in the purge"
     );
 
