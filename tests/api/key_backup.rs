@@ -679,3 +679,43 @@ async fn backups_are_their_owners_alone() {
         key(0, 0, true, "bob's")
     );
 }
+
+/// Concurrent writes of one user: versions created at once get distinct
+/// numbers, and keys for one session sent at once leave the best stored.
+#[tokio::test]
+async fn concurrent_writes_of_one_user() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let create = json!({"algorithm": "m.megolm_backup.v1", "auth_data": "x"});
+    let requests = (0..8)
+        .map(|_| (reqwest::Method::POST, VERSION.to_owned(), create.clone()))
+        .collect();
+    let mut versions: Vec<String> = server
+        .at_once(&alice.access_token, requests)
+        .await
+        .into_iter()
+        .map(|(st, body)| {
+            assert_eq!(st, StatusCode::OK, "{body}");
+            body["version"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    versions.sort_by_key(|v| v.parse::<u64>().unwrap());
+    assert_eq!(versions, (1..=8).map(|v| v.to_string()).collect::<Vec<_>>());
+
+    let path = session_path("!abcd:test.local", "s", "8");
+    let requests = (0..16)
+        .map(|i| {
+            (
+                reqwest::Method::PUT,
+                path.clone(),
+                key(i + 1, 16 - i, i == 7, "k"),
+            )
+        })
+        .collect();
+    for (st, body) in server.at_once(&alice.access_token, requests).await {
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    // The verified key wins over every unverified one.
+    assert_eq!(get_ok(&server, &alice, &path).await, key(8, 9, true, "k"));
+    assert_eq!(get_ok(&server, &alice, VERSION).await["count"], 1);
+}
