@@ -195,6 +195,16 @@ async fn purge_room_leaves_no_row_behind() {
             .await;
         assert_eq!(n, 0, "{t} still has rows for the purged room");
     }
+    // The backup that held the room's key counts it no more, and its etag
+    // moved (1 after the upload).
+    let (st, backup) = server
+        .get("/_matrix/client/v3/room_keys/version", bob.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{backup}");
+    assert_eq!(
+        (&backup["count"], &backup["etag"]),
+        (&json!(0), &json!("2"))
+    );
     // Tables keyed through events or state groups.
     assert_eq!(
         server

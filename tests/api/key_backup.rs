@@ -543,11 +543,22 @@ async fn keys_errors() {
     for version in ["7", "bogusversion", "-1"] {
         assert_unknown_version(&server, &alice, version).await;
     }
-    // `version` is required.
-    let answer = server
-        .get(&format!("{KEYS}/{}", enc(room)), alice.token())
-        .await;
-    assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
+    // `version` is required (400 M_INVALID_PARAM, as every missing query
+    // parameter here; Synapse says M_MISSING_PARAM); a room id must be one.
+    for (path, what) in [
+        (format!("{KEYS}/{}", enc(room)), "no version"),
+        (
+            format!("{KEYS}/notaroom?version={current}"),
+            "not a room id",
+        ),
+        (
+            format!("{KEYS}/notaroom/s?version={current}"),
+            "not a room id",
+        ),
+    ] {
+        let answer = server.get(&path, alice.token()).await;
+        assert_error_for(what, &answer, 400, "M_INVALID_PARAM");
+    }
 
     // Malformed keys: nothing of the request is stored, not even its good keys.
     let bad_keys = [
