@@ -104,7 +104,7 @@ impl KeyBackup {
         user: &Requester,
         body: &Raw<BackupAlgorithm>,
     ) -> Result<String> {
-        let (algorithm, auth_data) = parse_version_body(body)?;
+        let (algorithm, auth_data, _) = parse_version_body(body)?;
         let _guard = self.lock(user).await;
         let version = self
             .storage
@@ -158,10 +158,8 @@ impl KeyBackup {
         version: &str,
         body: &Raw<BackupAlgorithm>,
     ) -> Result<()> {
-        let parsed: VersionBody = body
-            .deserialize_as_unchecked()
-            .map_err(|e| MatrixError::bad_json(format!("Invalid backup version: {e}")))?;
-        match &parsed.version {
+        let (algorithm, auth_data, body_version) = parse_version_body(body)?;
+        match &body_version {
             None => {}
             Some(serde_json::Value::String(v)) if v == version => {}
             Some(_) => {
@@ -170,7 +168,6 @@ impl KeyBackup {
                 ));
             }
         }
-        let (algorithm, auth_data) = parse_version_body(body)?;
         let number = parse_version(version)?;
         let _guard = self.lock(user).await;
         let current = self
@@ -328,9 +325,12 @@ fn keys_state(written: KeysWrite) -> Result<KeysState> {
     }
 }
 
-/// The `algorithm` (a string) and `auth_data` (any JSON: sytest sends a
-/// string) of a version body; either missing is 400 `M_BAD_JSON`.
-fn parse_version_body(body: &Raw<BackupAlgorithm>) -> Result<(String, Box<RawValue>)> {
+/// The `algorithm` (a string), `auth_data` (any JSON: sytest sends a
+/// string) and `version` (if any) of a version body; `algorithm` or
+/// `auth_data` missing is 400 `M_BAD_JSON`.
+fn parse_version_body(
+    body: &Raw<BackupAlgorithm>,
+) -> Result<(String, Box<RawValue>, Option<serde_json::Value>)> {
     let parsed: VersionBody = body
         .deserialize_as_unchecked()
         .map_err(|e| MatrixError::bad_json(format!("Invalid backup version: {e}")))?;
@@ -340,7 +340,7 @@ fn parse_version_body(body: &Raw<BackupAlgorithm>) -> Result<(String, Box<RawVal
     let auth_data = parsed
         .auth_data
         .ok_or_else(|| MatrixError::bad_json("'auth_data' is required"))?;
-    Ok((algorithm, auth_data))
+    Ok((algorithm, auth_data, parsed.version))
 }
 
 /// What decides whether a key replaces a stored one.
