@@ -218,7 +218,7 @@ impl Accounts {
         Ok(())
     }
 
-    /// Deactivates the account; its devices and tokens go with it.
+    /// Deactivates the account; its devices, tokens and key backups go with it.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.storage.deactivate_account(user_id.as_str()).await?;
         Ok(())

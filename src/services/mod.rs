@@ -12,6 +12,7 @@ pub mod filtering;
 pub mod filters;
 pub mod guests;
 pub mod jobs;
+pub mod key_backup;
 pub mod legacy_sync;
 pub mod lifecycle;
 pub mod memberships;
@@ -64,6 +65,7 @@ pub struct Services {
     pub lazy_members: sync::LazyMembers,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
+    pub key_backup: key_backup::KeyBackup,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
     pub search: Option<Arc<search::Search>>,
@@ -95,6 +97,10 @@ impl Services {
     /// Builds every service from its explicit dependencies, in dependency
     /// order. Nothing runs yet: [`Services::start`] (`lifecycle.rs`) starts
     /// the background work and [`Services::shutdown`] stops it.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one statement per service built: the list reads best whole, in order"
+    )]
     pub async fn new(
         config: Config,
         storage: Storage,
@@ -177,6 +183,7 @@ impl Services {
 
         Ok(Arc::new(Self {
             to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
+            key_backup: key_backup::KeyBackup::new(storage.clone()),
             config,
             server_name,
             storage,

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "rooms_directory_flags", V15),
     (16, "room_history_floors", V16),
     (17, "event_expiry", V17),
+    (19, "key_backup", V19),
 ];
 
 const V1: &str = r#"
@@ -417,6 +418,34 @@ CREATE TABLE event_expiry (
 );
 CREATE INDEX event_expiry_ts ON event_expiry (expiry_ts);
 CREATE INDEX event_expiry_room ON event_expiry (room_id);
+"#;
+
+/// Server-side key backups (`services/key_backup.rs`): each user's backup
+/// versions (numbered per user; a deleted one keeps its row, marked, so its
+/// number is never given again) and the room keys stored in each. `etag`
+/// counts the changes to a version's keys.
+const V19: &str = r#"
+CREATE TABLE key_backup_versions (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    algorithm TEXT NOT NULL,
+    auth_data TEXT NOT NULL,
+    etag BIGINT NOT NULL DEFAULT 0,
+    deleted BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, version)
+);
+CREATE TABLE key_backup_sessions (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    first_message_index BIGINT NOT NULL,
+    forwarded_count BIGINT NOT NULL,
+    is_verified BIGINT NOT NULL,
+    key_data TEXT NOT NULL,
+    PRIMARY KEY (user_id, version, room_id, session_id)
+);
+CREATE INDEX key_backup_sessions_room ON key_backup_sessions (room_id);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

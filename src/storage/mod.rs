@@ -17,6 +17,7 @@ pub mod events;
 pub mod expiry;
 mod filters;
 pub mod jobs;
+pub mod key_backup;
 mod migrations;
 mod profiles;
 pub mod purge;

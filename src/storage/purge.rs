@@ -39,6 +39,7 @@ pub const ROOM_TABLES: &[&str] = &[
     "room_reports",
     "server_notice_rooms",
     "room_history_floors",
+    "key_backup_sessions",
     "state_groups",
     "event_expiry",
     "events",
@@ -64,6 +65,10 @@ impl Storage {
         .bind(room_id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(super::key_backup::ROOM_PURGE_ETAGS)
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await?;
         let mut events = 0;
         for table in ROOM_TABLES {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!(

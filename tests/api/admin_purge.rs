@@ -43,6 +43,10 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         // Send-to-device (v14): about devices, not rooms.
         "device_inbox",
         "stream_high_water",
+        // Key backups (v19): a user's; their keys name rooms and go with a
+        // purged room, as Synapse's e2e_room_keys.
+        "key_backup_versions",
+        "key_backup_sessions",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -142,15 +146,32 @@ async fn purge_room_leaves_no_row_behind() {
         json!({"msgtype": "m.text", "body": "later", "org.matrix.self_destruct_after": far}),
     )
     .await;
+    // A backed-up room key of the room.
+    let (st, body) = server
+        .post(
+            "/_matrix/client/v3/room_keys/version",
+            bob.token(),
+            json!({"algorithm": "m.megolm_backup.v1", "auth_data": {}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let st = server
+        .put(
+            &format!("/_matrix/client/v3/room_keys/keys/{room}/s1?version=1"),
+            bob.token(),
+            json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": {}}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
     let other = create_room(&server, &alice, json!({"name": "Survivor"})).await;
 
     let tables = tables_with_room_id(&server).await;
     assert!(tables.len() >= 12, "room tables found: {tables:?}");
-    // 31 since v14-v17; v15's user_directory_words is per user (no room
-    // id: nothing of a room to purge there).
+    // 33 since v14-v19 (v18 is a free number); v15's user_directory_words is
+    // per user (no room id: nothing of a room to purge there).
     assert_eq!(
         table_count(&server).await,
-        31,
+        33,
         "a table was added: list it in this test and in the purge"
     );
 
@@ -185,6 +206,16 @@ async fn purge_room_leaves_no_row_behind() {
             .await;
         assert_eq!(n, 0, "{t} still has rows for the purged room");
     }
+    // The backup that held the room's key counts it no more, and its etag
+    // moved (1 after the upload).
+    let (st, backup) = server
+        .get("/_matrix/client/v3/room_keys/version", bob.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{backup}");
+    assert_eq!(
+        (&backup["count"], &backup["etag"]),
+        (&json!(0), &json!("2"))
+    );
     // Tables keyed through events or state groups.
     assert_eq!(
         server

@@ -254,6 +254,29 @@ impl TestServer {
         (status, value)
     }
 
+    /// Sends every (method, path, JSON body) request at once with `token`;
+    /// each answer (status, body), in no particular order.
+    pub async fn at_once(
+        &self,
+        token: &str,
+        requests: Vec<(Method, String, Value)>,
+    ) -> Vec<(StatusCode, Value)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (method, path, body) in requests {
+            let req = self
+                .client
+                .request(method, self.url(&path))
+                .bearer_auth(token)
+                .json(&body);
+            set.spawn(async move {
+                let resp = req.send().await.expect("request sent");
+                let status = resp.status();
+                (status, resp.json::<Value>().await.expect("JSON body"))
+            });
+        }
+        set.join_all().await
+    }
+
     /// Sends raw bytes as the body (for malformed-JSON cases).
     pub async fn request_raw(
         &self,

@@ -27,6 +27,7 @@ mod ephemeral_messages; // MSC2228 org.matrix.self_destruct_after: pruned when d
 mod erasure; // deactivation with erase: an erased user's events redacted for later joiners (/sync, /messages, /event, /context), admin erase and reactivation
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
+mod key_backup; // /room_keys/version and /room_keys/keys: versions, keys, the replacement rule, etags, wrong/unknown versions, owners only, deactivation
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_propagation; // a profile change reaches the member event of every joined room

@@ -5,7 +5,6 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
 
 use crate::harness::*;
 
@@ -20,20 +19,10 @@ async fn post_all(
     body: Value,
     n: usize,
 ) -> Vec<(StatusCode, Value)> {
-    let client = reqwest::Client::new();
-    let mut set = JoinSet::new();
-    for _ in 0..n {
-        let req = client
-            .post(server.url(path))
-            .bearer_auth(&s.access_token)
-            .json(&body);
-        set.spawn(async move {
-            let resp = req.send().await.expect("request sent");
-            let status = resp.status();
-            (status, resp.json::<Value>().await.expect("JSON body"))
-        });
-    }
-    set.join_all().await
+    let requests = (0..n)
+        .map(|_| (reqwest::Method::POST, path.to_owned(), body.clone()))
+        .collect();
+    server.at_once(&s.access_token, requests).await
 }
 
 /// Member events about `user` in `room`, as stored.

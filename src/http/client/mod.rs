@@ -6,6 +6,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod filter;
+mod key_backup;
 mod legacy_sync;
 mod profile;
 mod push;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
     let r = search::routes(r);
     let r = legacy_sync::routes(r);
     let r = to_device::routes(r);
+    let r = key_backup::routes(r);
     sync::routes(r)
 }
 
