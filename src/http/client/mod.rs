@@ -6,6 +6,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod filter;
+mod keys;
 mod legacy_sync;
 mod profile;
 mod push;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
     let r = search::routes(r);
     let r = legacy_sync::routes(r);
     let r = to_device::routes(r);
+    let r = keys::routes(r);
     sync::routes(r)
 }
 
