@@ -183,16 +183,17 @@ impl Storage {
         device_id: &str,
         algorithm: &str,
     ) -> sqlx::Result<Option<ClaimedKey>> {
-        self.device_key_query(
+        let sql = format!(
             "DELETE FROM e2e_one_time_keys
              WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
                SELECT key_id FROM e2e_one_time_keys
                WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-               ORDER BY key_id LIMIT 1)
+               ORDER BY key_id LIMIT 1{})
              RETURNING key_id, key_json",
-            (user_id, device_id, algorithm),
-        )
-        .await
+            self.dialect().skip_locked()
+        );
+        self.device_key_query(sql, (user_id, device_id, algorithm))
+            .await
     }
 
     /// Whether a device holds any one-time key of `algorithm`.
@@ -205,7 +206,8 @@ impl Storage {
         let key = self
             .device_key_query(
                 "SELECT key_id, key_json FROM e2e_one_time_keys
-                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 LIMIT 1",
+                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 LIMIT 1"
+                    .to_owned(),
                 (user_id, device_id, algorithm),
             )
             .await?;
@@ -222,7 +224,8 @@ impl Storage {
         self.device_key_query(
             "UPDATE e2e_fallback_keys SET used = 1
              WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-             RETURNING key_id, key_json",
+             RETURNING key_id, key_json"
+                .to_owned(),
             (user_id, device_id, algorithm),
         )
         .await
@@ -232,10 +235,11 @@ impl Storage {
     /// `(key_id, key_json)` row.
     async fn device_key_query(
         &self,
-        sql: &'static str,
+        sql: String,
         (user_id, device_id, algorithm): (&str, &str, &str),
     ) -> sqlx::Result<Option<ClaimedKey>> {
-        sqlx::query_as(sql)
+        // Built from literals and the dialect's clauses only.
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(device_id)
             .bind(algorithm)
