@@ -377,7 +377,17 @@ impl E2eKeys {
                 .iter()
                 .filter(|m| m.stream_ordering > since && m.stream_ordering <= to)
                 .collect();
-            let mut scan: Vec<&str> = joined.clone();
+            // Of the joined rooms, those with events after `since`.
+            let mut scan: Vec<&str> = memberships
+                .iter()
+                .filter(|m| {
+                    m.membership == MembershipState::Join
+                        && self
+                            .stream
+                            .changed_since(&[Topic::Room(m.room_id.clone())], since)
+                })
+                .map(|m| m.room_id.as_str())
+                .collect();
             scan.extend(
                 own_moved
                     .iter()
@@ -588,5 +598,82 @@ fn same_json(a: &str, b: &str) -> bool {
     ) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::accounts::AccountType;
+
+    /// The hot path: a sync reads no key table when nothing reached its
+    /// user's topic and no membership moved (the counts come from memory);
+    /// with the tables gone, any read fails.
+    #[tokio::test]
+    async fn a_sync_reads_key_tables_only_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        let stream = Arc::new(Stream::new(10));
+        let server: OwnedServerName = "example.org".try_into().unwrap();
+        let lists = Arc::new(DeviceLists::new(storage.clone(), stream.clone()));
+        let keys = E2eKeys::new(storage.clone(), lists, &server);
+        let who = Requester {
+            user_id: "@a:example.org".to_owned(),
+            user: "@a:example.org".try_into().unwrap(),
+            device_id: "DEV".to_owned(),
+            account_type: AccountType::User,
+            is_deactivated: false,
+            is_locked: false,
+            valid_until_ms: None,
+            fresh: false,
+        };
+        // The first sync reads the counts; later ones remember them.
+        keys.for_sync(&who, &[], (Some(10), 10), false)
+            .await
+            .unwrap();
+        for table in [
+            "e2e_one_time_keys",
+            "e2e_fallback_keys",
+            "device_list_changes",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
+        assert!(
+            keys.for_sync(&who, &[], (Some(10), 10), false)
+                .await
+                .is_ok()
+        );
+        let r = stream.reserve();
+        let pos = r.pos();
+        stream.touch(
+            Topic::DeviceLists("@b:example.org".try_into().unwrap()),
+            pos,
+        );
+        stream.complete(r);
+        assert!(
+            keys.for_sync(&who, &[], (Some(10), pos), false)
+                .await
+                .is_ok(),
+            "a change seen by someone else is not read"
+        );
+        let r = stream.reserve();
+        let pos = r.pos();
+        stream.touch(DeviceLists::topic(&who.user), pos);
+        stream.complete(r);
+        assert!(
+            keys.for_sync(&who, &[], (Some(pos - 1), pos), false)
+                .await
+                .is_err(),
+            "a change seen by the user is read"
+        );
+        assert!(
+            keys.for_sync(&who, &[], (Some(pos), pos), false)
+                .await
+                .is_ok()
+        );
     }
 }
