@@ -256,30 +256,38 @@ impl E2eKeys {
         requested: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<get_keys::v3::Response> {
         let mut resp = get_keys::v3::Response::new();
-        for (user, wanted) in requested {
-            if user.server_name() != self.server_name {
+        let mut local = Vec::new();
+        for user in requested.keys() {
+            if user.server_name() == self.server_name {
+                resp.device_keys.insert(user.clone(), BTreeMap::new());
+                local.push(user.as_str());
+            } else {
                 resp.failures
                     .insert(user.server_name().to_string(), remote_failure());
+            }
+        }
+        for row in self.storage.device_keys_of(&local).await? {
+            let Ok(user) = OwnedUserId::try_from(row.user_id) else {
+                continue;
+            };
+            let wanted = requested.get(&user).map(Vec::as_slice).unwrap_or_default();
+            if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == row.device_id) {
                 continue;
             }
-            let mut devices = BTreeMap::new();
-            for row in self.storage.device_keys_of(user.as_str()).await? {
-                if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == row.device_id) {
-                    continue;
-                }
-                let mut keys: serde_json::Map<String, Value> =
-                    serde_json::from_str(&row.key_json).map_err(MatrixError::internal)?;
-                let mut unsigned = serde_json::Map::new();
-                if let Some(name) = row.display_name {
-                    unsigned.insert("device_display_name".to_owned(), Value::String(name));
-                }
-                keys.insert("unsigned".to_owned(), Value::Object(unsigned));
-                let raw = Raw::from_json(
-                    serde_json::value::to_raw_value(&keys).map_err(MatrixError::internal)?,
-                );
-                devices.insert(OwnedDeviceId::from(row.device_id), raw);
+            let mut keys: serde_json::Map<String, Value> =
+                serde_json::from_str(&row.key_json).map_err(MatrixError::internal)?;
+            let mut unsigned = serde_json::Map::new();
+            if let Some(name) = row.display_name {
+                unsigned.insert("device_display_name".to_owned(), Value::String(name));
             }
-            resp.device_keys.insert(user.clone(), devices);
+            keys.insert("unsigned".to_owned(), Value::Object(unsigned));
+            let raw = Raw::from_json(
+                serde_json::value::to_raw_value(&keys).map_err(MatrixError::internal)?,
+            );
+            resp.device_keys
+                .entry(user)
+                .or_default()
+                .insert(OwnedDeviceId::from(row.device_id), raw);
         }
         Ok(resp)
     }

@@ -27,6 +27,7 @@ pub struct KeyUpload<'a> {
 /// A device's stored keys with the name shown beside them.
 #[derive(Debug, sqlx::FromRow)]
 pub struct DeviceKeysRow {
+    pub user_id: String,
     pub device_id: String,
     pub key_json: String,
     pub display_name: Option<String>,
@@ -162,17 +163,31 @@ impl Storage {
         Ok((counts, fallback))
     }
 
-    /// The device keys of a user's existing devices, with their names.
-    pub async fn device_keys_of(&self, user_id: &str) -> sqlx::Result<Vec<DeviceKeysRow>> {
-        sqlx::query_as(
-            "SELECT k.device_id, k.key_json, d.display_name
-             FROM e2e_device_keys k JOIN devices d
-               ON d.user_id = k.user_id AND d.device_id = k.device_id
-             WHERE k.user_id = $1 ORDER BY k.device_id",
-        )
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await
+    /// The device keys of the users' existing devices, with their names
+    /// (an `IN` list per chunk of users, not a statement per user).
+    pub async fn device_keys_of(&self, users: &[&str]) -> sqlx::Result<Vec<DeviceKeysRow>> {
+        let mut out = Vec::new();
+        for (chunk, size) in super::padded_chunks(users, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
+            let mut q = self.list_query(format!(
+                "SELECT k.user_id, k.device_id, k.key_json, d.display_name
+                 FROM e2e_device_keys k JOIN devices d
+                   ON d.user_id = k.user_id AND d.device_id = k.device_id
+                 WHERE k.user_id IN ({list})"
+            ));
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
+            }
+            let rows = q
+                .try_map(|r: sqlx::any::AnyRow| {
+                    use sqlx::FromRow;
+                    DeviceKeysRow::from_row(&r)
+                })
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
     }
 
     /// Takes one one-time key of `algorithm` from a device: deleted in the
