@@ -533,8 +533,8 @@ async fn key_changes_with_bad_tokens_is_400() {
 
 /// Deleting a device deletes its keys, whichever way: logout, `DELETE
 /// /devices/{id}` and `/delete_devices` (UIA), the Synapse admin API's
-/// device deletion, a password change that logs the other devices out,
-/// and deactivation.
+/// device deletion, Dendrite's resetPassword with `logout_devices`, a
+/// password change that logs the other devices out, and deactivation.
 #[tokio::test]
 async fn deleting_a_device_deletes_its_keys() {
     let server = TestServer::start().await;
@@ -546,6 +546,8 @@ async fn deleting_a_device_deletes_its_keys() {
         "/delete_devices",
         "admin",
         "password",
+        // Last: it logs out every device of alice's.
+        "dendrite resetPassword",
     ];
     for way in ways {
         let d = server.login("alice", "password123").await;
@@ -581,6 +583,11 @@ async fn deleting_a_device_deletes_its_keys() {
                 uia(UiaRequest::post(path, alice.token(), body)).await
             }
             "admin" => server.delete(&admin_path, root.token(), None).await,
+            "dendrite resetPassword" => {
+                let path = format!("/_dendrite/admin/resetPassword/{}", enc(&alice.user_id));
+                let body = json!({"password": "password123", "logout_devices": true});
+                server.post(&path, root.token(), body).await
+            }
             _ => {
                 let body = json!({"new_password": "password123"});
                 let path = "/_matrix/client/v3/account/password";
@@ -590,6 +597,7 @@ async fn deleting_a_device_deletes_its_keys() {
         assert_eq!(st, StatusCode::OK, "{way}: {b}");
         assert_eq!(all_key_rows(&server, &d).await, 0, "{way}");
     }
+    let alice = server.login("alice", "password123").await;
     upload_everything(&server, &alice).await;
     deactivate(&server, &alice, "alice").await;
     assert_eq!(all_key_rows(&server, &alice).await, 0);
