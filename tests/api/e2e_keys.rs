@@ -418,17 +418,7 @@ async fn device_list_changes_reach_those_who_share_a_room() {
     let b = sync_since(&server, &alice, &since).await;
     assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
     since = next_batch(&b);
-    let (st, ch) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/keys/changes?from={}&to={}",
-                enc(&start),
-                enc(&since)
-            ),
-            alice.token(),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{ch}");
+    let ch = key_changes(&server, &alice, &start, &since).await;
     assert_eq!(ch, json!({"changed": [bob.user_id], "left": []}));
     // A new device, a renamed device, a deleted device.
     let phone = server.login("bob", "password123").await;
@@ -469,16 +459,7 @@ async fn device_list_changes_reach_those_who_share_a_room() {
     let b = sync_since(&server, &alice, &since).await;
     assert_eq!(b["device_lists"]["left"], json!([bob.user_id]), "{b}");
     assert_eq!(changed_for_alice(&b), json!([]), "{b}");
-    let (_, ch) = server
-        .get(
-            &format!(
-                "/_matrix/client/v3/keys/changes?from={}&to={}",
-                enc(&before_leave),
-                enc(&next_batch(&b))
-            ),
-            alice.token(),
-        )
-        .await;
+    let ch = key_changes(&server, &alice, &before_leave, &next_batch(&b)).await;
     assert_eq!(ch, json!({"changed": [], "left": [bob.user_id]}));
     // Rejoining makes him `changed` again (alice must refetch his keys).
     let since = next_batch(&b);
@@ -601,4 +582,31 @@ async fn deleting_a_device_deletes_its_keys() {
     upload_everything(&server, &alice).await;
     deactivate(&server, &alice, "alice").await;
     assert_eq!(all_key_rows(&server, &alice).await, 0);
+}
+
+/// sytest "Get left notifs for other users in sync and /keys/changes when
+/// user leaves" and "New users appear in /keys/changes": when the syncing
+/// user leaves the only room they share with someone, that someone is
+/// `left`; a user who joins a shared room is `changed`.
+#[tokio::test]
+async fn leaving_makes_the_others_left_and_joining_makes_them_changed() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let from = sync_token(&server, &alice).await;
+    join(&server, &bob, &room).await;
+    let b = sync_since(&server, &alice, &from).await;
+    assert_eq!(b["device_lists"]["changed"], json!([bob.user_id]), "{b}");
+    let ch = key_changes(&server, &alice, &from, &next_batch(&b)).await;
+    assert_eq!(ch, json!({"changed": [bob.user_id], "left": []}));
+
+    let since = next_batch(&b);
+    leave(&server, &alice, &room).await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(
+        b["device_lists"],
+        json!({"changed": [], "left": [bob.user_id]}),
+        "{b}"
+    );
 }

@@ -77,3 +77,15 @@ pub async fn claim_keys(server: &TestServer, who: &Session, one_time_keys: Value
     assert_eq!(st, StatusCode::OK, "keys/claim: {b}");
     b
 }
+
+/// GET /keys/changes for `(from, to]` (sync tokens), asserting 200.
+pub async fn key_changes(server: &TestServer, who: &Session, from: &str, to: &str) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/keys/changes?from={}&to={}",
+        super::enc(from),
+        super::enc(to)
+    );
+    let (st, b) = server.get(&path, who.token()).await;
+    assert_eq!(st, StatusCode::OK, "keys/changes: {b}");
+    b
+}
