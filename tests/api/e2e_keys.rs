@@ -498,11 +498,41 @@ async fn own_device_changes_wake_a_parked_sync() {
     assert_eq!(b["device_lists"]["changed"], json!([alice.user_id]), "{b}");
 }
 
-/// `/keys/changes` with tokens that are not sync tokens is 400.
+/// Malformed requests are 400: `/keys/changes` with tokens that are not
+/// sync tokens, `/keys/query` and `/keys/claim` naming something that is
+/// not a user id or with the wrong JSON types, an upload with a key id
+/// that is not `algorithm:key_id`; without a token, 401.
 #[tokio::test]
-async fn key_changes_with_bad_tokens_is_400() {
+async fn malformed_key_requests_are_400() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
+    let cases = [
+        ("query", json!({"device_keys": {"not-a-user": []}})),
+        (
+            "query",
+            json!({"device_keys": {alice.user_id.clone(): "DEV"}}),
+        ),
+        ("query", json!({})),
+        (
+            "claim",
+            json!({"one_time_keys": {"not-a-user": {"D": "signed_curve25519"}}}),
+        ),
+        (
+            "claim",
+            json!({"one_time_keys": {alice.user_id.clone(): ["D"]}}),
+        ),
+        ("upload", json!({"one_time_keys": {"nocolon": "k"}})),
+        ("upload", json!({"device_keys": "keys"})),
+    ];
+    for (endpoint, body) in cases {
+        let path = format!("/_matrix/client/v3/keys/{endpoint}");
+        let resp = server.post(&path, alice.token(), body.clone()).await;
+        assert_error_for(&format!("{endpoint} {body}"), &resp, 400, "M_BAD_JSON");
+    }
+    let resp = server
+        .post("/_matrix/client/v3/keys/upload", None, json!({}))
+        .await;
+    assert_error(&resp, 401, "M_MISSING_TOKEN");
     let resp = server
         .get(
             "/_matrix/client/v3/keys/changes?from=nope&to=s1",
