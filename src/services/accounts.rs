@@ -13,6 +13,9 @@ pub struct Accounts {
     hasher: PasswordHasherService,
     server_name: OwnedServerName,
     clock: SharedClock,
+    /// Deactivation deletes every device: a device-list change (absent
+    /// outside the server, e.g. in the CLI).
+    device_lists: Option<std::sync::Arc<crate::services::e2e_keys::DeviceLists>>,
 }
 
 /// Everything needed to create an account.
@@ -40,7 +43,17 @@ impl Accounts {
             hasher,
             server_name,
             clock,
+            device_lists: None,
         }
+    }
+
+    /// Reports deactivations as device-list changes.
+    pub fn with_device_lists(
+        mut self,
+        lists: std::sync::Arc<crate::services::e2e_keys::DeviceLists>,
+    ) -> Self {
+        self.device_lists = Some(lists);
+        self
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -221,6 +234,9 @@ impl Accounts {
     /// Deactivates the account; its devices, tokens and key backups go with it.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         self.storage.deactivate_account(user_id.as_str()).await?;
+        if let Some(lists) = &self.device_lists {
+            lists.changed(user_id).await?;
+        }
         Ok(())
     }
 

@@ -119,6 +119,7 @@ impl Services {
             ("uia", &self.uia),
             ("presence", &self.presence),
             ("to_device", &self.to_device),
+            ("e2e_keys", &self.e2e_keys),
         ];
         if let Some(s) = &self.shared_secret {
             services.push(("shared_secret", s));

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod admin_users;
 pub mod directory;
+pub mod e2e_keys;
 pub mod ephemeral;
 pub mod expiring;
 pub mod expiry;
@@ -66,6 +67,7 @@ pub struct Services {
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
     pub key_backup: key_backup::KeyBackup,
+    pub e2e_keys: e2e_keys::E2eKeys,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
     pub search: Option<Arc<search::Search>>,
@@ -93,14 +95,24 @@ pub struct Services {
     workers: workers::Workers,
 }
 
+/// The highest stream position anything took before start-up: events,
+/// the side streams, to-device sends and device-list changes.
+async fn start_position(storage: &Storage) -> sqlx::Result<i64> {
+    Ok([
+        storage.max_stream_ordering().await?,
+        storage.max_side_stream().await?,
+        storage.to_device_high_water().await?,
+        storage.device_lists_high_water().await?,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0))
+}
+
 impl Services {
     /// Builds every service from its explicit dependencies, in dependency
     /// order. Nothing runs yet: [`Services::start`] (`lifecycle.rs`) starts
     /// the background work and [`Services::shutdown`] stops it.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one statement per service built: the list reads best whole, in order"
-    )]
     pub async fn new(
         config: Config,
         storage: Storage,
@@ -110,17 +122,16 @@ impl Services {
         // What the services share: the server's identity and the stream.
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
-        let max_pos = storage.max_stream_ordering().await?;
-        let max_pos = max_pos.max(storage.max_side_stream().await?);
-        let max_pos = max_pos.max(storage.to_device_high_water().await?);
-        let stream = Arc::new(stream::Stream::new(max_pos));
+        let stream = Arc::new(stream::Stream::new(start_position(&storage).await?));
+        let lists = Arc::new(e2e_keys::DeviceLists::new(storage.clone(), stream.clone()));
         let workers = workers::Workers::default();
 
         // Accounts, sessions and what guards them.
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
         let accounts =
-            accounts::Accounts::new(storage.clone(), hasher, server_name.clone(), clock.clone());
-        let sessions = sessions::Sessions::new(storage.clone(), clock.clone());
+            accounts::Accounts::new(storage.clone(), hasher, server_name.clone(), clock.clone())
+                .with_device_lists(lists.clone());
+        let sessions = sessions::Sessions::new(storage.clone(), clock.clone(), lists.clone());
         let profiles = profiles::Profiles::new(storage.clone());
         let filters = filters::Filters::new(storage.clone());
         let registration_tokens =
@@ -131,14 +142,7 @@ impl Services {
             .shared_secret
             .clone()
             .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces));
-        let rl = &config.rate_limits;
-        let max_buckets = config.caches.rate_limit_buckets;
-        let client_limiter = rl
-            .enabled
-            .then(|| ratelimit::RateLimiter::new(rl.per_second, rl.burst, max_buckets));
-        let login_limiter = rl
-            .enabled
-            .then(|| ratelimit::RateLimiter::new(rl.login_per_second, rl.login_burst, max_buckets));
+        let (client_limiter, login_limiter) = ratelimit::RateLimiter::client_and_login(&config);
 
         // What listens to new events: search and unread counts.
         let unread = Arc::new(notifications::UnreadCounts::new(
@@ -184,6 +188,7 @@ impl Services {
         Ok(Arc::new(Self {
             to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
             key_backup: key_backup::KeyBackup::new(storage.clone()),
+            e2e_keys: e2e_keys::E2eKeys::new(storage.clone(), lists, &server_name),
             config,
             server_name,
             storage,

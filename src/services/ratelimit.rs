@@ -22,6 +22,20 @@ struct Bucket {
 }
 
 impl RateLimiter {
+    /// The limiters `rate_limits` configures: for client requests and for
+    /// logins (`None` each when rate limits are off).
+    pub fn client_and_login(config: &crate::config::Config) -> (Option<Self>, Option<Self>) {
+        let rl = &config.rate_limits;
+        let max_buckets = config.caches.rate_limit_buckets;
+        if !rl.enabled {
+            return (None, None);
+        }
+        (
+            Some(Self::new(rl.per_second, rl.burst, max_buckets)),
+            Some(Self::new(rl.login_per_second, rl.login_burst, max_buckets)),
+        )
+    }
+
     pub fn new(per_second: f64, burst: u32, capacity: usize) -> Self {
         Self {
             per_second,

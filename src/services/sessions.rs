@@ -21,6 +21,7 @@ use crate::clock::SharedClock;
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::model::devices::Device;
+use crate::services::e2e_keys::DeviceLists;
 use crate::storage::Storage;
 use crate::storage::devices::LastSeen;
 
@@ -34,6 +35,8 @@ const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
 pub struct Sessions {
     storage: Storage,
     clock: SharedClock,
+    /// Device creation, renaming and deletion are device-list changes.
+    device_lists: Arc<DeviceLists>,
     pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
     tokens: Mutex<lru::LruCache<String, CachedToken>>,
 }
@@ -62,10 +65,11 @@ pub fn generate_access_token() -> String {
 }
 
 impl Sessions {
-    pub fn new(storage: Storage, clock: SharedClock) -> Arc<Self> {
+    pub fn new(storage: Storage, clock: SharedClock, device_lists: Arc<DeviceLists>) -> Arc<Self> {
         Arc::new(Self {
             storage,
             clock,
+            device_lists,
             pending_last_seen: Mutex::new(HashMap::new()),
             tokens: Mutex::new(lru::LruCache::new(TOKEN_CACHE_SIZE)),
         })
@@ -105,6 +109,7 @@ impl Sessions {
                 self.clock.now_ms(),
             )
             .await?;
+        self.device_lists.changed(&parse_user(user_id)?).await?;
         Ok(NewSession {
             device_id,
             access_token,
@@ -264,10 +269,14 @@ impl Sessions {
         device_id: &str,
         name: Option<&str>,
     ) -> Result<bool> {
-        Ok(self
+        let renamed = self
             .storage
             .set_device_display_name(user_id, device_id, name)
-            .await?)
+            .await?;
+        if renamed {
+            self.device_lists.changed(&parse_user(user_id)?).await?;
+        }
+        Ok(renamed)
     }
 
     fn forget_pending(&self, user_id: &str, devices: Option<&[String]>, except: Option<&str>) {
@@ -280,21 +289,21 @@ impl Sessions {
         });
     }
 
-    /// Deletes the given devices with their tokens. (Later: their E2E keys and
-    /// a device-list update, once those exist.)
+    /// Deletes the given devices with their tokens, inboxes and keys: a
+    /// device-list change.
     pub async fn delete_devices(&self, user_id: &str, devices: &[String]) -> Result<()> {
         self.storage
             .delete_devices(user_id, Some(devices), None)
             .await?;
         self.forget_pending(user_id, Some(devices), None);
-        Ok(())
+        self.device_lists.changed(&parse_user(user_id)?).await
     }
 
     /// Deletes every device of the user except `keep` (all of them if `None`).
     pub async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
         self.storage.delete_devices(user_id, None, keep).await?;
         self.forget_pending(user_id, None, keep);
-        Ok(())
+        self.device_lists.changed(&parse_user(user_id)?).await
     }
 }
 
@@ -305,4 +314,8 @@ impl crate::services::workers::CacheSizes for Sessions {
             ("pending_last_seen", self.pending_last_seen.lock().len()),
         ]
     }
+}
+
+fn parse_user(user_id: &str) -> Result<ruma::OwnedUserId> {
+    ruma::OwnedUserId::try_from(user_id).map_err(MatrixError::internal)
 }

@@ -33,6 +33,9 @@ pub enum Topic {
     /// A to-device message for one device of a user: only that device's
     /// syncs wake, and only they read its inbox.
     Device(OwnedUserId, OwnedDeviceId),
+    /// A change of the devices or keys of this user or of someone sharing
+    /// a room with them (`services/e2e_keys.rs`).
+    DeviceLists(OwnedUserId),
 }
 
 pub struct Stream {

@@ -22,6 +22,7 @@ use crate::model::state::StateMap;
 use crate::model::viewer::ViewerTxns;
 use crate::services::Services;
 use crate::services::account_data::IgnoredUsers;
+use crate::services::e2e_keys::{DeviceLists, SyncKeys};
 use crate::services::filtering;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
@@ -92,8 +93,10 @@ pub struct SyncResponse {
     pub account_data: Events<Value>,
     pub presence: Events<Value>,
     pub to_device: Events<ToDeviceEvent>,
-    pub device_lists: DeviceLists,
-    pub device_one_time_keys_count: Map<String, Value>,
+    /// `device_lists`, `device_one_time_keys_count`,
+    /// `device_unused_fallback_key_types`.
+    #[serde(flatten)]
+    pub keys: SyncKeys,
 }
 
 #[derive(Serialize)]
@@ -132,12 +135,6 @@ pub struct Timeline {
 pub struct UnreadNotifications {
     pub highlight_count: u64,
     pub notification_count: u64,
-}
-
-#[derive(Serialize, Default)]
-pub struct DeviceLists {
-    pub changed: Vec<String>,
-    pub left: Vec<String>,
 }
 
 /// `{"events": [...]}`.
@@ -263,6 +260,9 @@ async fn build(
     } else {
         HashMap::new()
     };
+    let moved = user_changed || rooms_changed;
+    let keys = s.e2e_keys.for_sync(who, &memberships, (since, to), moved);
+    let keys = keys.await?;
     let mut ignored = Ignored::default();
     let sorted = sort_rooms(
         s,
@@ -296,6 +296,7 @@ async fn build(
         Vec::new()
     };
     let has_updates = !join.is_empty()
+        || keys.lists_changed()
         || !sorted.invite.is_empty()
         || !sorted.leave.is_empty()
         || !global_data.is_empty()
@@ -312,12 +313,12 @@ async fn build(
         account_data: global_data.into(),
         presence: presence.into(),
         to_device: to_device.events.into(),
-        device_lists: DeviceLists::default(),
-        device_one_time_keys_count: Map::new(),
+        keys,
     };
     let mut topics: Vec<Topic> = sorted.joined.into_iter().map(Topic::Room).collect();
     topics.push(Topic::User(user.clone()));
     topics.push(ToDevice::topic(who));
+    topics.push(DeviceLists::topic(&user));
     topics.extend(presence_topics);
     Ok((body, has_updates, topics))
 }

@@ -150,7 +150,7 @@ impl Storage {
     }
 
     /// Marks the account deactivated and removes its devices, tokens,
-    /// to-device inboxes and key backups, in one transaction.
+    /// to-device inboxes, keys and key backups, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
         self.changing_auth(async {
             let mut tx = self.begin().await?;
@@ -168,8 +168,11 @@ impl Storage {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            for q in super::to_device::USER_CLEANUP {
-                sqlx::query(q).bind(user_id).execute(&mut *tx).await?;
+            for q in super::to_device::USER_CLEANUP
+                .iter()
+                .chain(&super::e2e_keys::USER_CLEANUP)
+            {
+                sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;
             }
             for q in super::key_backup::USER_CLEANUP {
                 sqlx::query(q).bind(user_id).execute(&mut *tx).await?;

@@ -170,6 +170,16 @@ impl Dialect {
         }
     }
 
+    /// What a subquery that picks a row to take ends with, so concurrent
+    /// takers pick different rows: PostgreSQL skips rows another
+    /// transaction holds; SQLite runs one write at a time.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// SQL for "`column` contains the text of `param`", literal (no
     /// wildcards) and case-sensitive.
     pub fn contains(self, column: &str, param: &str) -> String {

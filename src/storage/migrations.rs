@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "rooms_directory_flags", V15),
     (16, "room_history_floors", V16),
     (17, "event_expiry", V17),
+    (18, "e2e_device_keys", V18),
     (19, "key_backup", V19),
 ];
 
@@ -418,6 +419,45 @@ CREATE TABLE event_expiry (
 );
 CREATE INDEX event_expiry_ts ON event_expiry (expiry_ts);
 CREATE INDEX event_expiry_room ON event_expiry (room_id);
+"#;
+
+/// End-to-end encryption keys (`storage/e2e_keys.rs`): each device's
+/// identity keys as uploaded (its JSON; signatures others add later are kept
+/// apart and merged when read), its one-time keys (a row each, deleted when
+/// claimed) and one fallback key per algorithm (kept when claimed, marked
+/// used, until replaced). `device_list_changes` holds the stream position
+/// of each change of a user's devices or keys, for `/sync`'s and
+/// `/keys/changes`' `device_lists`; its highest position counts in the
+/// stream's start-up position.
+const V18: &str = r#"
+CREATE TABLE e2e_device_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE e2e_one_time_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, algorithm, key_id)
+);
+CREATE TABLE e2e_fallback_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    used BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id, algorithm)
+);
+CREATE TABLE device_list_changes (
+    stream_ordering BIGINT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (stream_ordering, user_id)
+);
 "#;
 
 /// Server-side key backups (`services/key_backup.rs`): each user's backup

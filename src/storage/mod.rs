@@ -13,6 +13,7 @@ mod batch;
 mod checkpoint;
 pub mod devices;
 pub mod dialect;
+pub mod e2e_keys;
 pub mod events;
 pub mod expiry;
 mod filters;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 mod scratch;
 
 mod admin;
+mod keys;
 mod lists;
 mod rooms;
 mod sync;
@@ -28,6 +29,7 @@ mod to_device;
 mod uia;
 
 pub use admin::*;
+pub use keys::*;
 pub use lists::*;
 pub use rooms::*;
 pub use scratch::{backend, shared_secret_mac};

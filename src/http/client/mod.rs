@@ -7,6 +7,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod key_backup;
+mod keys;
 mod legacy_sync;
 mod profile;
 mod push;
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
     let r = legacy_sync::routes(r);
     let r = to_device::routes(r);
     let r = key_backup::routes(r);
+    let r = keys::routes(r);
     sync::routes(r)
 }
 

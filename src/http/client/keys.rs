@@ -1,0 +1,70 @@
+//! `POST /keys/upload`, `/keys/query`, `/keys/claim` and `GET
+//! /keys/changes` (`services/e2e_keys.rs`).
+
+use axum::Router;
+use axum::extract::State;
+use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+
+use crate::error::Result;
+use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
+use crate::http::{AppState, ruma_route};
+use crate::services::sync::parse_token;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = ruma_route::<upload_keys::v3::Request, _, _>(r, upload);
+    let r = ruma_route::<get_keys::v3::Request, _, _>(r, query);
+    let r = ruma_route::<claim_keys::v3::Request, _, _>(r, claim);
+    ruma_route::<get_key_changes::v3::Request, _, _>(r, changes)
+}
+
+/// Guests may use the key endpoints too (as Synapse): they take part in
+/// encrypted rooms they can join.
+async fn upload(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<upload_keys::v3::Request>,
+) -> Result<RumaResponse<upload_keys::v3::Response>> {
+    let counts = s
+        .e2e_keys
+        .upload(
+            &r,
+            req.device_keys.as_ref(),
+            &req.one_time_keys,
+            &req.fallback_keys,
+        )
+        .await?;
+    Ok(RumaResponse(upload_keys::v3::Response::new(counts)))
+}
+
+async fn query(
+    State(s): State<AppState>,
+    GuestAuth(_): GuestAuth,
+    Ruma(req): Ruma<get_keys::v3::Request>,
+) -> Result<RumaResponse<get_keys::v3::Response>> {
+    Ok(RumaResponse(s.e2e_keys.query(&req.device_keys).await?))
+}
+
+async fn claim(
+    State(s): State<AppState>,
+    GuestAuth(_): GuestAuth,
+    Ruma(req): Ruma<claim_keys::v3::Request>,
+) -> Result<RumaResponse<claim_keys::v3::Response>> {
+    Ok(RumaResponse(s.e2e_keys.claim(&req.one_time_keys).await?))
+}
+
+/// `from` and `to` are `/sync` tokens (400 `M_INVALID_PARAM` otherwise).
+async fn changes(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<get_key_changes::v3::Request>,
+) -> Result<RumaResponse<get_key_changes::v3::Response>> {
+    let (from, to) = (parse_token(&req.from)?, parse_token(&req.to)?);
+    let lists = s.e2e_keys.changes(&r.user, from, to).await?;
+    let ids = |v: Vec<String>| -> Vec<ruma::OwnedUserId> {
+        v.into_iter().filter_map(|u| u.try_into().ok()).collect()
+    };
+    Ok(RumaResponse(get_key_changes::v3::Response::new(
+        ids(lists.changed),
+        ids(lists.left),
+    )))
+}

@@ -1,0 +1,677 @@
+//! Device keys (sytest 41end-to-end-keys): `POST /keys/upload`,
+//! `/keys/query`, `/keys/claim`, `GET /keys/changes`, and `/sync`'s
+//! `device_one_time_keys_count`, `device_unused_fallback_key_types` and
+//! `device_lists`.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Rows of `table` for the session's device.
+async fn key_rows(server: &TestServer, table: &str, who: &Session) -> i64 {
+    server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE user_id = '{}' AND device_id = '{}'",
+            sql_quote(&who.user_id),
+            sql_quote(&who.device_id)
+        ))
+        .await
+}
+
+/// Rows of the session's device in each key table.
+async fn all_key_rows(server: &TestServer, who: &Session) -> i64 {
+    let mut n = 0;
+    for table in ["e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys"] {
+        n += key_rows(server, table, who).await;
+    }
+    n
+}
+
+/// Uploads device keys, one one-time key and one fallback key for `who`.
+async fn upload_everything(server: &TestServer, who: &Session) {
+    upload_keys(
+        server,
+        who,
+        json!({
+            "device_keys": own_device_keys(who),
+            "one_time_keys": {"signed_curve25519:AAAA": {"key": "k1", "signatures": {}}},
+            "fallback_keys": {"signed_curve25519:FFFF": {"key": "f1", "fallback": true, "signatures": {}}},
+        }),
+    )
+    .await;
+}
+
+/// sytest "Can upload device keys", "Can query device keys using POST",
+/// "Can query specific device keys using POST", "query for user with no
+/// keys returns empty key dict": the counts per algorithm; the stored keys
+/// come back with `unsigned` (the display name only when the device has
+/// one); a user of another server is a failure.
+#[tokio::test]
+async fn upload_then_query() {
+    let server = TestServer::start().await;
+    server.user("alice").await;
+    let bob = server.user("bob").await;
+    // A device logged in without a display name.
+    let alice = server.login("alice", "password123").await;
+    let keys = own_device_keys(&alice);
+    let b = upload_keys(
+        &server,
+        &alice,
+        json!({
+            "device_keys": keys,
+            "one_time_keys": {
+                "my_algorithm:my_id_1": "KIhHVkAQi8r41aPNql2zTqQsInpFa8XdslQLC8F8BHc",
+                "signed_curve25519:A1": {"key": "a1", "signatures": {}},
+                "signed_curve25519:A2": {"key": "a2", "signatures": {}},
+            }
+        }),
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!({"one_time_key_counts": {"my_algorithm": 1, "signed_curve25519": 2}})
+    );
+
+    for devices in [json!([]), json!([alice.device_id])] {
+        let q = query_keys(&server, &bob, json!({alice.user_id.clone(): devices})).await;
+        let mut expected = keys.clone();
+        expected["unsigned"] = json!({});
+        assert_eq!(
+            q["device_keys"],
+            json!({alice.user_id.clone(): {alice.device_id.clone(): expected}}),
+            "{q}"
+        );
+        assert!(q.get("failures").is_none_or(|f| f == &json!({})), "{q}");
+    }
+    // Another device named: nothing of alice's; a user without keys: {}.
+    let q = query_keys(
+        &server,
+        &bob,
+        json!({alice.user_id.clone(): ["NOPE"], bob.user_id.clone(): [], "@x:elsewhere.example": []}),
+    )
+    .await;
+    assert_eq!(
+        q["device_keys"],
+        json!({alice.user_id.clone(): {}, bob.user_id.clone(): {}}),
+        "{q}"
+    );
+    assert_eq!(
+        q["failures"]["elsewhere.example"]["status"],
+        json!(503),
+        "{q}"
+    );
+
+    // A named device shows its name.
+    let (st, _) = server
+        .put(
+            &format!("/_matrix/client/v3/devices/{}", alice.device_id),
+            alice.token(),
+            json!({"display_name": "Alice's phone"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let q = query_keys(&server, &bob, json!({alice.user_id.clone(): []})).await;
+    assert_eq!(
+        q["device_keys"][&alice.user_id][&alice.device_id]["unsigned"],
+        json!({"device_display_name": "Alice's phone"})
+    );
+}
+
+/// sytest "Rejects invalid device keys", "Should reject keys claiming to
+/// belong to a different user"; and device keys without algorithms, or
+/// different from those stored: each a 400, and nothing of the request is
+/// stored. (The self-signature is not checked, as Synapse: see
+/// `placeholder_signatures_are_accepted_as_synapse_does`.)
+#[tokio::test]
+async fn bad_device_keys_are_rejected_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let otk = json!({"signed_curve25519:A1": {"key": "a1", "signatures": {}}});
+    let mut no_algorithms = own_device_keys(&alice);
+    no_algorithms["algorithms"] = json!([]);
+    let cases = [
+        (
+            "required fields missing",
+            json!({"user_id": alice.user_id, "device_id": alice.device_id}),
+            "M_BAD_JSON",
+        ),
+        (
+            "another user's device",
+            signed_device_keys("@bob:localhost", "BOBDEV"),
+            "M_INVALID_PARAM",
+        ),
+        (
+            "another device of hers",
+            signed_device_keys(&alice.user_id, "OTHER"),
+            "M_INVALID_PARAM",
+        ),
+        ("no algorithms", no_algorithms, "M_INVALID_PARAM"),
+    ];
+    for (what, device_keys, errcode) in cases {
+        let resp = try_upload_keys(
+            &server,
+            &alice,
+            json!({"device_keys": device_keys, "one_time_keys": otk}),
+        )
+        .await;
+        assert_error_for(what, &resp, 400, errcode);
+    }
+    let bad_otk = try_upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": {"signed_curve25519:A1": 42}}),
+    )
+    .await;
+    assert_error_for(
+        "a one-time key that is a number",
+        &bad_otk,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_eq!(all_key_rows(&server, &alice).await, 0);
+
+    // The same keys again are fine; different ones are not.
+    let keys = own_device_keys(&alice);
+    upload_keys(&server, &alice, json!({"device_keys": keys})).await;
+    upload_keys(&server, &alice, json!({"device_keys": keys})).await;
+    let resp = try_upload_keys(
+        &server,
+        &alice,
+        json!({"device_keys": own_device_keys(&alice), "one_time_keys": otk}),
+    )
+    .await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+    assert_eq!(key_rows(&server, "e2e_one_time_keys", &alice).await, 0);
+    let q = query_keys(&server, &alice, json!({alice.user_id.clone(): []})).await;
+    assert_eq!(
+        q["device_keys"][&alice.user_id][&alice.device_id]["keys"],
+        keys["keys"]
+    );
+}
+
+/// A one-time key id uploaded again with the same content changes nothing;
+/// with other content it is 400 (and nothing of that upload is stored).
+/// Two fallback keys of one algorithm in one upload are 400.
+#[tokio::test]
+async fn one_time_key_ids_are_idempotent_and_fallback_keys_one_per_algorithm() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let first = json!({"one_time_keys": {"signed_curve25519:A1": {"key": "a1", "signatures": {}}}});
+    upload_keys(&server, &alice, first.clone()).await;
+    let again = upload_keys(&server, &alice, first).await;
+    assert_eq!(
+        again,
+        json!({"one_time_key_counts": {"signed_curve25519": 1}})
+    );
+    let resp = try_upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": {
+            "signed_curve25519:A1": {"key": "b3RoZXI", "signatures": {}},
+            "signed_curve25519:A2": {"key": "a2", "signatures": {}},
+        }}),
+    )
+    .await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+    assert_eq!(key_rows(&server, "e2e_one_time_keys", &alice).await, 1);
+    let resp = try_upload_keys(
+        &server,
+        &alice,
+        json!({"fallback_keys": {
+            "signed_curve25519:F1": {"key": "f1", "fallback": true, "signatures": {}},
+            "signed_curve25519:F2": {"key": "f2", "fallback": true, "signatures": {}},
+        }}),
+    )
+    .await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+    assert_eq!(key_rows(&server, "e2e_fallback_keys", &alice).await, 0);
+}
+
+/// sytest "Can claim one time key using POST": the key is handed out once,
+/// a second claim gets nothing. With a fallback key, a claim once the
+/// one-time keys are gone gets the fallback key (every time: it stays),
+/// marked used in `/sync`; a new fallback key is unused again.
+#[tokio::test]
+async fn claim_one_time_keys_then_the_fallback_key() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": {"test_algorithm:test_id": "iDBFAwt4T0ntzaZXwEevrKfmelFUMj8KS6n6kYhBPzU"}}),
+    )
+    .await;
+    let want = json!({alice.user_id.clone(): {alice.device_id.clone(): "test_algorithm"}});
+    let c = claim_keys(&server, &bob, want.clone()).await;
+    assert_eq!(
+        c["one_time_keys"],
+        json!({alice.user_id.clone(): {alice.device_id.clone(): {
+            "test_algorithm:test_id": "iDBFAwt4T0ntzaZXwEevrKfmelFUMj8KS6n6kYhBPzU"}}}),
+        "{c}"
+    );
+    let c = claim_keys(&server, &bob, want).await;
+    assert_eq!(c["one_time_keys"], json!({}), "{c}");
+
+    let s = sync(&server, &alice, "timeout=0").await;
+    assert_eq!(
+        s["device_one_time_keys_count"],
+        json!({"signed_curve25519": 0})
+    );
+    assert_eq!(s["device_unused_fallback_key_types"], json!([]));
+    upload_everything(&server, &alice).await;
+    let s = sync(&server, &alice, "timeout=0").await;
+    assert_eq!(
+        s["device_one_time_keys_count"],
+        json!({"signed_curve25519": 1})
+    );
+    assert_eq!(
+        s["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+
+    let want = json!({alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}});
+    let key_of = |c: &Value| c["one_time_keys"][&alice.user_id][&alice.device_id].clone();
+    let c = claim_keys(&server, &bob, want.clone()).await;
+    assert_eq!(
+        key_of(&c),
+        json!({"signed_curve25519:AAAA": {"key": "k1", "signatures": {}}})
+    );
+    let fallback =
+        json!({"signed_curve25519:FFFF": {"key": "f1", "fallback": true, "signatures": {}}});
+    for _ in 0..2 {
+        let c = claim_keys(&server, &bob, want.clone()).await;
+        assert_eq!(key_of(&c), fallback);
+    }
+    let s = sync(&server, &alice, "timeout=0").await;
+    assert_eq!(
+        s["device_one_time_keys_count"],
+        json!({"signed_curve25519": 0})
+    );
+    assert_eq!(s["device_unused_fallback_key_types"], json!([]));
+    // The same fallback key again stays used; a new one is unused.
+    let same = json!({"fallback_keys": fallback});
+    upload_keys(&server, &alice, same).await;
+    let s = sync(&server, &alice, "timeout=0").await;
+    assert_eq!(s["device_unused_fallback_key_types"], json!([]));
+    upload_keys(
+        &server,
+        &alice,
+        json!({"fallback_keys": {"signed_curve25519:GGGG": {"key": "g1", "fallback": true, "signatures": {}}}}),
+    )
+    .await;
+    let s = sync(&server, &alice, "timeout=0").await;
+    assert_eq!(
+        s["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+
+    // A user of another server is a failure; an unknown device is left out.
+    let c = claim_keys(
+        &server,
+        &bob,
+        json!({"@x:elsewhere.example": {"D": "signed_curve25519"},
+               alice.user_id.clone(): {"NOPE": "signed_curve25519"}}),
+    )
+    .await;
+    assert_eq!(c["one_time_keys"], json!({}), "{c}");
+    assert_eq!(
+        c["failures"]["elsewhere.example"]["status"],
+        json!(503),
+        "{c}"
+    );
+}
+
+/// Concurrent claims never hand out one key twice: 30 claims for 20 keys
+/// get the 20 keys once each, and the other 10 the fallback key.
+#[tokio::test]
+async fn concurrent_claims_hand_out_each_key_once() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let otks: serde_json::Map<String, Value> = (0..20)
+        .map(|i| {
+            (
+                format!("signed_curve25519:K{i:02}"),
+                json!({"key": format!("k{i}"), "signatures": {}}),
+            )
+        })
+        .collect();
+    upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": otks,
+               "fallback_keys": {"signed_curve25519:FB": {"key": "fb", "fallback": true, "signatures": {}}}}),
+    )
+    .await;
+    let want = json!({alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}});
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let server = server.clone();
+        let token = bob.access_token.clone();
+        let want = want.clone();
+        tasks.push(tokio::spawn(async move {
+            let (st, b) = server
+                .post(
+                    "/_matrix/client/v3/keys/claim",
+                    Some(&token),
+                    json!({"one_time_keys": want}),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+            b
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        let b = t.await.unwrap();
+        let keys = b["one_time_keys"][&alice.user_id][&alice.device_id]
+            .as_object()
+            .unwrap_or_else(|| panic!("no key: {b}"))
+            .clone();
+        assert_eq!(keys.len(), 1, "{b}");
+        got.extend(keys.keys().cloned());
+    }
+    let fallback = got.iter().filter(|k| *k == "signed_curve25519:FB").count();
+    let distinct: BTreeSet<&String> = got
+        .iter()
+        .filter(|k| *k != "signed_curve25519:FB")
+        .collect();
+    assert_eq!((distinct.len(), fallback), (20, 10), "{got:?}");
+}
+
+/// Incremental `/sync` `device_lists` and `/keys/changes` (sytest "Local
+/// device key changes appear in v2 /sync", "Local new device changes
+/// appear in v2 /sync", "Local delete device changes appear in v2 /sync",
+/// "Local update device changes appear in v2 /sync", "Local device key
+/// changes appear in /keys/changes", "Get left notifs in sync and
+/// /keys/changes when other user leaves"): each change of bob's devices
+/// reaches alice, who shares a room with him; carol, who shares none,
+/// never sees him; bob's leaving makes him `left`.
+#[tokio::test]
+async fn device_list_changes_reach_those_who_share_a_room() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    let carol_since = sync_token(&server, &carol).await;
+
+    let mut since = sync_token(&server, &alice).await;
+    let changed_for_alice = |body: &Value| body["device_lists"]["changed"].clone();
+    // Keys uploaded.
+    let start = since.clone();
+    upload_keys(&server, &bob, json!({"device_keys": own_device_keys(&bob)})).await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
+    since = next_batch(&b);
+    let ch = key_changes(&server, &alice, &start, &since).await;
+    assert_eq!(ch, json!({"changed": [bob.user_id], "left": []}));
+    // A new device, a renamed device, a deleted device.
+    let phone = server.login("bob", "password123").await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
+    since = next_batch(&b);
+    let (st, _) = server
+        .put(
+            &format!("/_matrix/client/v3/devices/{}", phone.device_id),
+            bob.token(),
+            json!({"display_name": "wibble"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
+    since = next_batch(&b);
+    let (st, _) = server
+        .post("/_matrix/client/v3/logout", phone.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
+    since = next_batch(&b);
+    // Nothing changed: nothing listed.
+    send_text(&server, &alice, &room, "hello").await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(b["device_lists"], json!({"changed": [], "left": []}), "{b}");
+    since = next_batch(&b);
+
+    // Carol shares no room: she never hears of bob.
+    let c = sync_since(&server, &carol, &carol_since).await;
+    assert_eq!(c["device_lists"], json!({"changed": [], "left": []}), "{c}");
+
+    // Bob leaves: he is `left` for alice, in /sync and /keys/changes.
+    let before_leave = since.clone();
+    leave(&server, &bob, &room).await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(b["device_lists"]["left"], json!([bob.user_id]), "{b}");
+    assert_eq!(changed_for_alice(&b), json!([]), "{b}");
+    let ch = key_changes(&server, &alice, &before_leave, &next_batch(&b)).await;
+    assert_eq!(ch, json!({"changed": [], "left": [bob.user_id]}));
+    // Rejoining makes him `changed` again (alice must refetch his keys).
+    let since = next_batch(&b);
+    join(&server, &bob, &room).await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(changed_for_alice(&b), json!([bob.user_id]), "{b}");
+}
+
+/// sytest "Users receive device_list updates for their own devices": a
+/// new device of one's own is `changed` for oneself. A parked sync wakes
+/// for it.
+#[tokio::test]
+async fn own_device_changes_wake_a_parked_sync() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let alice = server.user("alice").await;
+    let since = sync_token(&server, &alice).await;
+    let poll = {
+        let server = server.clone();
+        let token = alice.access_token.clone();
+        tokio::spawn(async move {
+            server
+                .get(
+                    &format!(
+                        "/_matrix/client/v3/sync?since={}&timeout=10000",
+                        enc(&since)
+                    ),
+                    Some(&token),
+                )
+                .await
+        })
+    };
+    server.wait_for_parked_syncs(1).await;
+    server.login("alice", "password123").await;
+    let (st, b) = poll.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["device_lists"]["changed"], json!([alice.user_id]), "{b}");
+}
+
+/// Malformed requests are 400: `/keys/changes` with tokens that are not
+/// sync tokens, `/keys/query` and `/keys/claim` naming something that is
+/// not a user id or with the wrong JSON types, an upload with a key id
+/// that is not `algorithm:key_id`; without a token, 401.
+#[tokio::test]
+async fn malformed_key_requests_are_400() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let cases = [
+        ("query", json!({"device_keys": {"not-a-user": []}})),
+        (
+            "query",
+            json!({"device_keys": {alice.user_id.clone(): "DEV"}}),
+        ),
+        ("query", json!({})),
+        (
+            "claim",
+            json!({"one_time_keys": {"not-a-user": {"D": "signed_curve25519"}}}),
+        ),
+        (
+            "claim",
+            json!({"one_time_keys": {alice.user_id.clone(): ["D"]}}),
+        ),
+        ("upload", json!({"one_time_keys": {"nocolon": "k"}})),
+        ("upload", json!({"device_keys": "keys"})),
+    ];
+    for (endpoint, body) in cases {
+        let path = format!("/_matrix/client/v3/keys/{endpoint}");
+        let resp = server.post(&path, alice.token(), body.clone()).await;
+        assert_error_for(&format!("{endpoint} {body}"), &resp, 400, "M_BAD_JSON");
+    }
+    let resp = server
+        .post("/_matrix/client/v3/keys/upload", None, json!({}))
+        .await;
+    assert_error(&resp, 401, "M_MISSING_TOKEN");
+    let resp = server
+        .get(
+            "/_matrix/client/v3/keys/changes?from=nope&to=s1",
+            alice.token(),
+        )
+        .await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+}
+
+/// Deleting a device deletes its keys, whichever way: logout, `DELETE
+/// /devices/{id}` and `/delete_devices` (UIA), the Synapse admin API's
+/// device deletion, Dendrite's resetPassword with `logout_devices`, a
+/// password change that logs the other devices out, and deactivation.
+#[tokio::test]
+async fn deleting_a_device_deletes_its_keys() {
+    let server = TestServer::start().await;
+    let root = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let ways = [
+        "logout",
+        "DELETE /devices",
+        "/delete_devices",
+        "admin",
+        "password",
+        // Last: it logs out every device of alice's.
+        "dendrite resetPassword",
+    ];
+    for way in ways {
+        let d = server.login("alice", "password123").await;
+        upload_everything(&server, &d).await;
+        assert_eq!(all_key_rows(&server, &d).await, 3, "{way}");
+        let device_path = format!("/_matrix/client/v3/devices/{}", d.device_id);
+        let admin_path = format!(
+            "/_synapse/admin/v2/users/{}/devices/{}",
+            enc(&alice.user_id),
+            d.device_id
+        );
+        let uia = |req| {
+            with_uia(
+                &server,
+                FirstRound::Challenge,
+                req,
+                &alice.user_id,
+                "password123",
+            )
+        };
+        let (st, b) = match way {
+            "logout" => {
+                server
+                    .post("/_matrix/client/v3/logout", d.token(), json!({}))
+                    .await
+            }
+            "DELETE /devices" => {
+                uia(UiaRequest::delete(&device_path, alice.token(), json!({}))).await
+            }
+            "/delete_devices" => {
+                let body = json!({"devices": [d.device_id]});
+                let path = "/_matrix/client/v3/delete_devices";
+                uia(UiaRequest::post(path, alice.token(), body)).await
+            }
+            "admin" => server.delete(&admin_path, root.token(), None).await,
+            "dendrite resetPassword" => {
+                let path = format!("/_dendrite/admin/resetPassword/{}", enc(&alice.user_id));
+                let body = json!({"password": "password123", "logout_devices": true});
+                server.post(&path, root.token(), body).await
+            }
+            _ => {
+                let body = json!({"new_password": "password123"});
+                let path = "/_matrix/client/v3/account/password";
+                uia(UiaRequest::post(path, alice.token(), body)).await
+            }
+        };
+        assert_eq!(st, StatusCode::OK, "{way}: {b}");
+        assert_eq!(all_key_rows(&server, &d).await, 0, "{way}");
+    }
+    let alice = server.login("alice", "password123").await;
+    upload_everything(&server, &alice).await;
+    deactivate(&server, &alice, "alice").await;
+    assert_eq!(all_key_rows(&server, &alice).await, 0);
+}
+
+/// sytest "Get left notifs for other users in sync and /keys/changes when
+/// user leaves" and "New users appear in /keys/changes": when the syncing
+/// user leaves the only room they share with someone, that someone is
+/// `left`; a user who joins a shared room is `changed`.
+#[tokio::test]
+async fn leaving_makes_the_others_left_and_joining_makes_them_changed() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    let from = sync_token(&server, &alice).await;
+    join(&server, &bob, &room).await;
+    let b = sync_since(&server, &alice, &from).await;
+    assert_eq!(b["device_lists"]["changed"], json!([bob.user_id]), "{b}");
+    let ch = key_changes(&server, &alice, &from, &next_batch(&b)).await;
+    assert_eq!(ch, json!({"changed": [bob.user_id], "left": []}));
+
+    let since = next_batch(&b);
+    leave(&server, &alice, &room).await;
+    let b = sync_since(&server, &alice, &since).await;
+    assert_eq!(
+        b["device_lists"],
+        json!({"changed": [], "left": [bob.user_id]}),
+        "{b}"
+    );
+}
+
+/// sytest "Can upload device keys" sends placeholder keys and signatures
+/// ("ed25519+key", "self+signature"): accepted, as Synapse does (the spec
+/// does not ask a server to verify a device's self-signature; clients do),
+/// and served back as uploaded.
+#[tokio::test]
+async fn placeholder_signatures_are_accepted_as_synapse_does() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let dev = alice.device_id.clone();
+    let device_keys = json!({
+        "user_id": alice.user_id,
+        "device_id": dev,
+        "algorithms": ["m.olm.curve25519-aes-sha256", "m.megolm.v1.aes-sha"],
+        "keys": {format!("curve25519:{dev}"): "curve25519+key", format!("ed25519:{dev}"): "ed25519+key"},
+        "signatures": {alice.user_id.clone(): {format!("ed25519:{dev}"): "self+signature"}},
+    });
+    let resp = try_upload_keys(
+        &server,
+        &alice,
+        json!({"device_keys": device_keys, "one_time_keys": {"my_algorithm:my_id_1": "KIhHVkAQi8r41aPNql2zTqQsInpFa8XdslQLC8F8BHc"}}),
+    )
+    .await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    assert_eq!(
+        resp.1["one_time_key_counts"]["my_algorithm"],
+        json!(1),
+        "{}",
+        resp.1
+    );
+    let (st, q) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            alice.token(),
+            json!({"device_keys": {alice.user_id.clone(): []}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{q}");
+    assert_eq!(
+        q["device_keys"][&alice.user_id][&dev]["signatures"],
+        json!({alice.user_id.clone(): {format!("ed25519:{dev}"): "self+signature"}}),
+        "{q}"
+    );
+}
