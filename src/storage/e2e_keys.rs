@@ -166,28 +166,14 @@ impl Storage {
     /// The device keys of the users' existing devices, with their names
     /// (an `IN` list per chunk of users, not a statement per user).
     pub async fn device_keys_of(&self, users: &[&str]) -> sqlx::Result<Vec<DeviceKeysRow>> {
-        let mut out = Vec::new();
-        for (chunk, size) in super::padded_chunks(users, super::PADDED_MAX) {
-            let list = super::placeholders(1, size);
-            let mut q = self.list_query(format!(
-                "SELECT k.user_id, k.device_id, k.key_json, d.display_name
-                 FROM e2e_device_keys k JOIN devices d
-                   ON d.user_id = k.user_id AND d.device_id = k.device_id
-                 WHERE k.user_id IN ({list})"
-            ));
-            for id in super::padded_ids(chunk, size) {
-                q = q.bind(id);
-            }
-            let rows = q
-                .try_map(|r: sqlx::any::AnyRow| {
-                    use sqlx::FromRow;
-                    DeviceKeysRow::from_row(&r)
-                })
-                .fetch_all(self.pool())
-                .await?;
-            out.extend(rows);
-        }
-        Ok(out)
+        self.rows_of_users(
+            "SELECT k.user_id, k.device_id, k.key_json, d.display_name
+             FROM e2e_device_keys k JOIN devices d
+               ON d.user_id = k.user_id AND d.device_id = k.device_id
+             WHERE k.user_id IN",
+            users,
+        )
+        .await
     }
 
     /// Takes one one-time key of `algorithm` from a device: deleted in the
@@ -385,7 +371,7 @@ impl Storage {
     }
 }
 
-async fn insert_change(
+pub(super) async fn insert_change(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     user_id: &str,
     pos: i64,
