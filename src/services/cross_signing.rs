@@ -22,7 +22,7 @@ use crate::error::{MatrixError, Result};
 use crate::services::e2e_keys::DeviceLists;
 use crate::services::stream::Stream;
 use crate::storage::Storage;
-use crate::storage::cross_signing::{CrossSigningKeyRow, SignatureRow};
+use crate::storage::cross_signing::{CrossSigningKeyRow, ListChange, SignatureRow};
 
 const MASTER: &str = "master";
 const SELF_SIGNING: &str = "self_signing";
@@ -129,10 +129,21 @@ impl CrossSigning {
         if rows.is_empty() {
             return Ok(());
         }
-        let r = self.lists.reserve_change(user).await?;
+        // A new user-signing key alone concerns only its owner (as Synapse).
+        let public = rows.iter().any(|k| k.key_type != USER_SIGNING);
+        let (r, only_for) = if public {
+            (self.lists.reserve_change(user).await?, None)
+        } else {
+            (self.lists.reserve_private_change(user), Some(user.as_str()))
+        };
+        let change = ListChange {
+            user_id: user.as_str(),
+            at: r.pos(),
+            only_for,
+        };
         let stored = self
             .storage
-            .store_cross_signing_keys(user.as_str(), &rows, r.pos())
+            .store_cross_signing_keys(user.as_str(), &rows, &change)
             .await;
         self.stream.complete(r);
         Ok(stored?)
@@ -178,17 +189,42 @@ impl CrossSigning {
             }
         }
         if !rows.is_empty() {
-            let r = self.lists.reserve_change(user).await?;
-            let stored = self
-                .storage
-                .store_cross_signing_signatures(&rows, user.as_str(), r.pos())
-                .await;
-            self.stream.complete(r);
-            stored?;
+            self.store_signatures(user, &rows).await?;
         }
         let mut resp = upload_signatures::v3::Response::new();
         resp.failures = serde_json::from_value(json!(failures)).map_err(MatrixError::internal)?;
         Ok(resp)
+    }
+
+    /// Stores signatures made by `user` with the device-list changes they
+    /// make: of `user`'s own keys, seen by all who share a room with them;
+    /// of another user's key, seen by `user` alone (as Synapse).
+    async fn store_signatures(&self, user: &UserId, rows: &[SignatureRow]) -> Result<()> {
+        let mut targets: Vec<&str> = rows.iter().map(|r| r.target_user_id.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut reserved = Vec::new();
+        let mut changes = Vec::new();
+        for target in targets {
+            let (r, only_for) = if target == user.as_str() {
+                // A failure drops (and so finishes) those reserved before.
+                (self.lists.reserve_change(user).await?, None)
+            } else {
+                (self.lists.reserve_private_change(user), Some(user.as_str()))
+            };
+            changes.push(ListChange {
+                user_id: target,
+                at: r.pos(),
+                only_for,
+            });
+            reserved.push(r);
+        }
+        let stored = self
+            .storage
+            .store_cross_signing_signatures(rows, &changes)
+            .await;
+        self.stream.complete_many(reserved);
+        Ok(stored?)
     }
 
     /// The signatures to store of one signed key `key_id` of `target`: a

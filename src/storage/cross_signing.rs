@@ -80,13 +80,12 @@ impl Storage {
     }
 
     /// Stores a user's new cross-signing keys (replacing those of the same
-    /// types) and the device-list change at `change_at`, in one
-    /// transaction.
+    /// types) and the device-list change, in one transaction.
     pub async fn store_cross_signing_keys(
         &self,
         user_id: &str,
         keys: &[CrossSigningKeyRow],
-        change_at: i64,
+        change: &ListChange<'_>,
     ) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         for k in keys {
@@ -103,18 +102,16 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
         }
-        super::e2e_keys::insert_change(&mut tx, user_id, change_at).await?;
+        insert_change(&mut tx, change).await?;
         tx.commit().await
     }
 
     /// Stores signatures (a signature by the same signing key replaces the
-    /// old one) and the device-list change of `changed` at `change_at`, in
-    /// one transaction.
+    /// old one) and the device-list changes, in one transaction.
     pub async fn store_cross_signing_signatures(
         &self,
         signatures: &[SignatureRow],
-        changed: &str,
-        change_at: i64,
+        changes: &[ListChange<'_>],
     ) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         for s in signatures {
@@ -133,9 +130,35 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
         }
-        super::e2e_keys::insert_change(&mut tx, changed, change_at).await?;
+        for change in changes {
+            insert_change(&mut tx, change).await?;
+        }
         tx.commit().await
     }
+}
+
+/// A device-list change of `user_id` at `at`, seen by those sharing a room
+/// with them, or by `only_for` alone.
+pub struct ListChange<'a> {
+    pub user_id: &'a str,
+    pub at: i64,
+    pub only_for: Option<&'a str>,
+}
+
+async fn insert_change(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    c: &ListChange<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO device_list_changes (stream_ordering, user_id, only_for) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(c.at)
+    .bind(c.user_id)
+    .bind(c.only_for)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// What deactivating user `$1` removes: their cross-signing keys, the

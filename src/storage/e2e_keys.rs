@@ -277,7 +277,8 @@ impl Storage {
     }
 
     /// The users whose devices or keys changed in `(since, to]` among
-    /// `user_id` and those who share a joined room with them now.
+    /// `user_id` and those who share a joined room with them now, and those
+    /// of the changes seen by `user_id` alone (`only_for`).
     pub async fn device_list_changes_seen_by(
         &self,
         user_id: &str,
@@ -287,11 +288,11 @@ impl Storage {
         sqlx::query_scalar(
             "SELECT DISTINCT c.user_id FROM device_list_changes c
              WHERE c.stream_ordering > $1 AND c.stream_ordering <= $2
-               AND (c.user_id = $3 OR EXISTS (
+               AND (c.only_for = $3 OR c.only_for IS NULL AND (c.user_id = $3 OR EXISTS (
                  SELECT 1 FROM current_state a JOIN current_state b ON b.room_id = a.room_id
                  WHERE a.event_type = 'm.room.member' AND a.state_key = $4 AND a.membership = 'join'
                    AND b.event_type = 'm.room.member' AND b.state_key = c.user_id
-                   AND b.membership = 'join'))
+                   AND b.membership = 'join')))
              ORDER BY c.user_id",
         )
         .bind(since)
@@ -371,7 +372,7 @@ impl Storage {
     }
 }
 
-pub(super) async fn insert_change(
+async fn insert_change(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     user_id: &str,
     pos: i64,

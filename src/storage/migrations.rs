@@ -492,8 +492,11 @@ CREATE INDEX key_backup_sessions_room ON key_backup_sessions (room_id);
 /// Cross-signing (`services/cross_signing.rs`): each user's master,
 /// self-signing and user-signing key (`key_id` is the public key), and the
 /// signatures uploaded later, kept apart from the keys they sign (a device
-/// id or a cross-signing public key as `target_key_id`).
+/// id or a cross-signing public key as `target_key_id`). A device-list
+/// change with `only_for` is seen by that user alone (a new user-signing
+/// key, or a signature of another user's key, concerns only its owner).
 const V20: &str = r#"
+ALTER TABLE device_list_changes ADD COLUMN only_for TEXT;
 CREATE TABLE e2e_cross_signing_keys (
     user_id TEXT NOT NULL,
     key_type TEXT NOT NULL,

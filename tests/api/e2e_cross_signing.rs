@@ -228,8 +228,7 @@ async fn signed_device_reaches_room_members() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
-    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
-    join(&server, &bob, &room).await;
+    shared_room(&server, &alice, &[&bob]).await;
     let device_keys = own_device_keys(&alice);
     upload_keys(&server, &alice, json!({"device_keys": device_keys})).await;
     let (mut alice_since, mut bob_since) = (
@@ -461,4 +460,63 @@ async fn deactivation_deletes_keys_and_signatures() {
     assert_eq!(rows().await, (0, 0));
     let q = query_keys(&server, &bob, json!({ &alice.user_id: [] })).await;
     assert!(q["master_keys"].get(&alice.user_id).is_none(), "{q}");
+}
+
+/// sytest "Changing user-signing key notifies local users": a new
+/// user-signing key (uploaded with the legacy password `auth`, no
+/// session) reaches its owner's sync only; signing another user's master
+/// key makes that user `changed` for the signer alone, even without a
+/// shared room.
+#[tokio::test]
+async fn user_signing_changes_are_private() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    shared_room(&server, &alice, &[&bob]).await;
+    let a = alice.user_id.as_str();
+    let keys = Keys::new();
+    let master_only = json!({"master_key": keys.master_key(a)});
+    let r = upload_signing_keys(&server, &alice, master_only).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let carol_keys = set_up(&server, &carol).await;
+    upload_keys(&server, &bob, json!({"device_keys": own_device_keys(&bob)})).await;
+    let (alice_since, bob_since) = (
+        sync_token(&server, &alice).await,
+        sync_token(&server, &bob).await,
+    );
+
+    let usk = keys
+        .master
+        .sign(a, &keys.usk.cross_signing_key(a, "user_signing"));
+    let r = upload_signing_keys(
+        &server,
+        &alice,
+        json!({
+            "auth": {"type": "m.login.password", "user": a, "password": "password123"},
+            "user_signing_key": usk,
+        }),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let b = sync_since(&server, &alice, &alice_since).await;
+    assert_eq!(b["device_lists"]["changed"], json!([a]), "{b}");
+    let alice_since = next_batch(&b);
+
+    let c = carol.user_id.as_str();
+    let signed = keys.usk.sign(a, &carol_keys.master_key(c));
+    let b = upload_signatures(
+        &server,
+        &alice,
+        json!({ c: { &carol_keys.master.public: signed } }),
+    )
+    .await;
+    assert_no_failures(&b);
+    let b = sync_since(&server, &alice, &alice_since).await;
+    assert_eq!(b["device_lists"]["changed"], json!([c]), "{b}");
+    // Bob's own new device makes his sync read the change table: alice's
+    // private changes are not in it for him.
+    server.login("bob", "password123").await;
+    let b = sync_since(&server, &bob, &bob_since).await;
+    assert_eq!(b["device_lists"]["changed"], json!([bob.user_id]), "{b}");
 }
