@@ -91,7 +91,8 @@ impl CrossSigning {
     /// `POST /keys/device_signing/upload` (auth already settled): checks
     /// every key (the caller's own, the right usage, one ed25519 key; the
     /// self- and user-signing keys signed by the master key, the uploaded
-    /// one or the stored one) and stores them all or none.
+    /// one or the stored one: 400 `M_MISSING_PARAM` without one, as
+    /// Synapse) and stores them all or none.
     pub async fn upload_keys(
         &self,
         user: &UserId,
@@ -114,7 +115,7 @@ impl CrossSigning {
             let Some(raw) = raw else { continue };
             let key = checked_key(user, raw, ty)?;
             let Some(master_id) = &master_id else {
-                return Err(MatrixError::invalid_param(format!(
+                return Err(MatrixError::missing_param(format!(
                     "No master key available to verify the {ty} key"
                 )));
             };
@@ -261,12 +262,14 @@ impl CrossSigning {
             let mut out = Vec::new();
             for (signer, _) in by_devices {
                 let device = signer.strip_prefix("ed25519:").unwrap_or_default();
-                let public = self
-                    .device_ed25519(user, device)
-                    .await?
-                    .ok_or_else(|| MatrixError::not_found("Unknown signing device"))?;
+                let public = self.device_ed25519(user, device).await?.ok_or_else(|| {
+                    MatrixError::invalid_signature("Signature by an unknown device")
+                })?;
                 let signature = verify(object, user.as_str(), &signer, &public)?;
                 out.push(row(target, key_id, user, signer, signature));
+            }
+            if out.is_empty() {
+                return Err(MatrixError::invalid_signature("No device signature"));
             }
             return Ok(out);
         }
@@ -401,8 +404,8 @@ fn object_of(json: &str) -> Result<CanonicalJsonObject> {
         .map_err(|e| MatrixError::bad_json(format!("Invalid signed key: {e}")))
 }
 
-/// 400 when the signed object is not the stored key (signatures and
-/// `unsigned` aside), as Synapse.
+/// 400 `M_UNKNOWN` when the signed object is not the stored key
+/// (signatures and `unsigned` aside), as Synapse.
 fn same_content(object: &CanonicalJsonObject, stored: &str) -> Result<()> {
     let strip = |mut o: CanonicalJsonObject| {
         o.remove("signatures");
@@ -412,8 +415,9 @@ fn same_content(object: &CanonicalJsonObject, stored: &str) -> Result<()> {
     let stored: CanonicalJsonObject =
         serde_json::from_str(stored).map_err(MatrixError::internal)?;
     if strip(object.clone()) != strip(stored) {
-        return Err(MatrixError::invalid_param(
-            "The signed key does not match the stored one",
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "Key does not match",
         ));
     }
     Ok(())

@@ -171,7 +171,7 @@ async fn bad_keys_are_rejected() {
         (
             "no master key",
             json!({"self_signing_key": ssk}),
-            "M_INVALID_PARAM",
+            "M_MISSING_PARAM",
         ),
         (
             "self-signing key not signed by the master key",
@@ -325,11 +325,25 @@ async fn signature_failures() {
     let f = &b["failures"][a];
     assert_eq!(f[&alice.device_id]["errcode"], "M_INVALID_SIGNATURE", "{b}");
     assert_eq!(f["NOSUCHDEVICE"]["errcode"], "M_NOT_FOUND", "{b}");
+    // Keys other than the stored ones: Synapse's 400 "Key does not match"
+    // (M_UNKNOWN). The master key signed by an unknown device, or by none.
+    let master = keys.master_key(a);
+    let by_ghost = resign(&forged, a, "GHOST", &master);
     let b = upload_signatures(&server, &alice, json!({ a: { &alice.device_id: changed } })).await;
     assert_eq!(
-        b["failures"][a][&alice.device_id]["errcode"], "M_INVALID_PARAM",
+        b["failures"][a][&alice.device_id]["errcode"], "M_UNKNOWN",
         "{b}"
     );
+    for signed in [by_ghost, master] {
+        let b = upload_signatures(
+            &server,
+            &alice,
+            json!({ a: { &keys.master.public: signed } }),
+        )
+        .await;
+        let f = &b["failures"][a][&keys.master.public];
+        assert_eq!(f["errcode"], "M_INVALID_SIGNATURE", "{b}");
+    }
     // A bad signature on another user's master key; an unknown key id.
     let b = upload_signatures(
         &server,
