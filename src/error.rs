@@ -60,6 +60,12 @@ impl MatrixError {
     pub fn missing_param(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, msg)
     }
+    /// 400 `M_INVALID_SIGNATURE` (ruma has no variant for it).
+    pub fn invalid_signature(msg: impl Into<String>) -> Self {
+        let kind = serde_json::from_value(serde_json::json!({"errcode": "M_INVALID_SIGNATURE"}))
+            .unwrap_or(ErrorKind::Unknown);
+        Self::new(StatusCode::BAD_REQUEST, kind, msg)
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, msg)
     }

@@ -62,9 +62,23 @@ impl DeviceLists {
         Ok(written?)
     }
 
+    /// A position for a change only `viewer` sees, their topic touched;
+    /// the caller writes the change at it and completes it.
+    pub(crate) fn reserve_private_change(
+        &self,
+        viewer: &UserId,
+    ) -> crate::services::stream::Reservation {
+        let r = self.stream.reserve();
+        self.stream.touch(Self::topic(viewer), r.pos());
+        r
+    }
+
     /// A position for a change of the user's devices, its topics touched;
     /// the caller writes the change at it and completes it.
-    async fn reserve_change(&self, user: &UserId) -> Result<crate::services::stream::Reservation> {
+    pub(crate) async fn reserve_change(
+        &self,
+        user: &UserId,
+    ) -> Result<crate::services::stream::Reservation> {
         let seen_by = self.storage.users_sharing_a_room(user.as_str()).await?;
         let r = self.stream.reserve();
         for u in seen_by {

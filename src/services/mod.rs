@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod admin_users;
+pub mod cross_signing;
 pub mod directory;
 pub mod e2e_keys;
 pub mod ephemeral;
@@ -68,6 +69,7 @@ pub struct Services {
     pub to_device: to_device::ToDevice,
     pub key_backup: key_backup::KeyBackup,
     pub e2e_keys: e2e_keys::E2eKeys,
+    pub cross_signing: cross_signing::CrossSigning,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
     pub search: Option<Arc<search::Search>>,
@@ -188,6 +190,11 @@ impl Services {
         Ok(Arc::new(Self {
             to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
             key_backup: key_backup::KeyBackup::new(storage.clone()),
+            cross_signing: cross_signing::CrossSigning::new(
+                storage.clone(),
+                stream.clone(),
+                lists.clone(),
+            ),
             e2e_keys: e2e_keys::E2eKeys::new(storage.clone(), lists, &server_name),
             config,
             server_name,

@@ -174,8 +174,11 @@ impl Storage {
             {
                 sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;
             }
-            for q in super::key_backup::USER_CLEANUP {
-                sqlx::query(q).bind(user_id).execute(&mut *tx).await?;
+            for q in super::key_backup::USER_CLEANUP
+                .iter()
+                .chain(&super::cross_signing::USER_CLEANUP)
+            {
+                sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;
             }
             tx.commit().await
         })

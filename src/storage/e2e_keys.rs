@@ -166,28 +166,14 @@ impl Storage {
     /// The device keys of the users' existing devices, with their names
     /// (an `IN` list per chunk of users, not a statement per user).
     pub async fn device_keys_of(&self, users: &[&str]) -> sqlx::Result<Vec<DeviceKeysRow>> {
-        let mut out = Vec::new();
-        for (chunk, size) in super::padded_chunks(users, super::PADDED_MAX) {
-            let list = super::placeholders(1, size);
-            let mut q = self.list_query(format!(
-                "SELECT k.user_id, k.device_id, k.key_json, d.display_name
-                 FROM e2e_device_keys k JOIN devices d
-                   ON d.user_id = k.user_id AND d.device_id = k.device_id
-                 WHERE k.user_id IN ({list})"
-            ));
-            for id in super::padded_ids(chunk, size) {
-                q = q.bind(id);
-            }
-            let rows = q
-                .try_map(|r: sqlx::any::AnyRow| {
-                    use sqlx::FromRow;
-                    DeviceKeysRow::from_row(&r)
-                })
-                .fetch_all(self.pool())
-                .await?;
-            out.extend(rows);
-        }
-        Ok(out)
+        self.rows_of_users(
+            "SELECT k.user_id, k.device_id, k.key_json, d.display_name
+             FROM e2e_device_keys k JOIN devices d
+               ON d.user_id = k.user_id AND d.device_id = k.device_id
+             WHERE k.user_id IN",
+            users,
+        )
+        .await
     }
 
     /// Takes one one-time key of `algorithm` from a device: deleted in the
@@ -291,7 +277,8 @@ impl Storage {
     }
 
     /// The users whose devices or keys changed in `(since, to]` among
-    /// `user_id` and those who share a joined room with them now.
+    /// `user_id` and those who share a joined room with them now, and those
+    /// of the changes seen by `user_id` alone (`only_for`).
     pub async fn device_list_changes_seen_by(
         &self,
         user_id: &str,
@@ -301,11 +288,11 @@ impl Storage {
         sqlx::query_scalar(
             "SELECT DISTINCT c.user_id FROM device_list_changes c
              WHERE c.stream_ordering > $1 AND c.stream_ordering <= $2
-               AND (c.user_id = $3 OR EXISTS (
+               AND (c.only_for = $3 OR c.only_for IS NULL AND (c.user_id = $3 OR EXISTS (
                  SELECT 1 FROM current_state a JOIN current_state b ON b.room_id = a.room_id
                  WHERE a.event_type = 'm.room.member' AND a.state_key = $4 AND a.membership = 'join'
                    AND b.event_type = 'm.room.member' AND b.state_key = c.user_id
-                   AND b.membership = 'join'))
+                   AND b.membership = 'join')))
              ORDER BY c.user_id",
         )
         .bind(since)

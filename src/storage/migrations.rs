@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "event_expiry", V17),
     (18, "e2e_device_keys", V18),
     (19, "key_backup", V19),
+    (20, "cross_signing", V20),
 ];
 
 const V1: &str = r#"
@@ -486,6 +487,33 @@ CREATE TABLE key_backup_sessions (
     PRIMARY KEY (user_id, version, room_id, session_id)
 );
 CREATE INDEX key_backup_sessions_room ON key_backup_sessions (room_id);
+"#;
+
+/// Cross-signing (`services/cross_signing.rs`): each user's master,
+/// self-signing and user-signing key (`key_id` is the public key), and the
+/// signatures uploaded later, kept apart from the keys they sign (a device
+/// id or a cross-signing public key as `target_key_id`). A device-list
+/// change with `only_for` is seen by that user alone (a new user-signing
+/// key, or a signature of another user's key, concerns only its owner).
+const V20: &str = r#"
+ALTER TABLE device_list_changes ADD COLUMN only_for TEXT;
+CREATE TABLE e2e_cross_signing_keys (
+    user_id TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, key_type)
+);
+CREATE TABLE e2e_cross_signing_signatures (
+    target_user_id TEXT NOT NULL,
+    target_key_id TEXT NOT NULL,
+    signer_user_id TEXT NOT NULL,
+    signer_key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
+);
+CREATE INDEX e2e_cross_signing_signatures_signer
+    ON e2e_cross_signing_signatures (signer_user_id);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

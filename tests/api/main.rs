@@ -22,6 +22,7 @@ mod client_register; // /register (UIA dummy, registration tokens, guests), /reg
 mod conformance_smalls; // sytest's small causes: push rule paths, send without txn id, event size, typing, UTF-8, redact across rooms, kicks, repeated state, join content, /messages end
 mod directory; // aliases, room visibility, /publicRooms, user directory, /relations
 mod directory_canonical; // deleting an alias drops it from the canonical alias
+mod e2e_cross_signing; // /keys/device_signing/upload (UIA rule), /keys/signatures/upload (failures), /keys/query merges, device_lists, deactivation
 mod e2e_keys; // /keys/upload, /keys/query, /keys/claim (concurrent), /keys/changes, /sync key counts and device_lists, keys gone with their device
 mod ephemeral; // receipts, read markers, typing, presence
 mod ephemeral_messages; // MSC2228 org.matrix.self_destruct_after: pruned when due (messages, event, sync, search), across a restart, switched off

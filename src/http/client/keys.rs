@@ -1,19 +1,26 @@
 //! `POST /keys/upload`, `/keys/query`, `/keys/claim` and `GET
-//! /keys/changes` (`services/e2e_keys.rs`).
+//! /keys/changes` (`services/e2e_keys.rs`); `POST
+//! /keys/device_signing/upload` and `/keys/signatures/upload`
+//! (`services/cross_signing.rs`).
 
 use axum::Router;
 use axum::extract::State;
-use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+use ruma::api::client::keys::{
+    claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys,
+};
 
 use crate::error::Result;
-use crate::http::extract::{GuestAuth, Ruma, RumaResponse};
+use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
+use crate::services::cross_signing::UploadAuth;
 use crate::services::sync::parse_token;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<upload_keys::v3::Request, _, _>(r, upload);
     let r = ruma_route::<get_keys::v3::Request, _, _>(r, query);
     let r = ruma_route::<claim_keys::v3::Request, _, _>(r, claim);
+    let r = ruma_route::<upload_signing_keys::v3::Request, _, _>(r, upload_signing);
+    let r = ruma_route::<upload_signatures::v3::Request, _, _>(r, upload_sigs);
     ruma_route::<get_key_changes::v3::Request, _, _>(r, changes)
 }
 
@@ -38,10 +45,52 @@ async fn upload(
 
 async fn query(
     State(s): State<AppState>,
-    GuestAuth(_): GuestAuth,
+    GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_keys::v3::Request>,
 ) -> Result<RumaResponse<get_keys::v3::Response>> {
-    Ok(RumaResponse(s.e2e_keys.query(&req.device_keys).await?))
+    let mut resp = s.e2e_keys.query(&req.device_keys).await?;
+    let local: Vec<&str> = req
+        .device_keys
+        .keys()
+        .filter(|u| u.server_name() == s.server_name)
+        .map(|u| u.as_str())
+        .collect();
+    s.cross_signing
+        .add_to_query(&r.user, &local, &mut resp)
+        .await?;
+    Ok(RumaResponse(resp))
+}
+
+/// Replacing existing keys needs the password; the first upload and an
+/// upload of the keys already stored need none (as Synapse, MSC3967).
+async fn upload_signing(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    UiaRuma { req, op, .. }: UiaRuma<upload_signing_keys::v3::Request>,
+) -> Result<RumaResponse<upload_signing_keys::v3::Response>> {
+    match s.cross_signing.upload_auth(&r.user, &req).await? {
+        UploadAuth::Unchanged => {}
+        UploadAuth::FirstUpload => s.cross_signing.upload_keys(&r.user, &req).await?,
+        UploadAuth::Replace => {
+            s.uia
+                .require_password(req.auth.as_ref(), &op, &r.user_id(), &s.accounts)
+                .await?;
+            s.cross_signing.upload_keys(&r.user, &req).await?;
+        }
+    }
+    Ok(RumaResponse(upload_signing_keys::v3::Response::new()))
+}
+
+async fn upload_sigs(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<upload_signatures::v3::Request>,
+) -> Result<RumaResponse<upload_signatures::v3::Response>> {
+    Ok(RumaResponse(
+        s.cross_signing
+            .upload_signatures(&r.user, &req.signed_keys)
+            .await?,
+    ))
 }
 
 async fn claim(

@@ -89,3 +89,72 @@ pub async fn key_changes(server: &TestServer, who: &Session, from: &str, to: &st
     assert_eq!(st, StatusCode::OK, "keys/changes: {b}");
     b
 }
+
+/// An ed25519 signing key of a test client (a cross-signing or device
+/// key), its public half as unpadded base64.
+pub struct SigningKey {
+    pub pair: ruma::signatures::Ed25519KeyPair,
+    pub public: String,
+}
+
+impl SigningKey {
+    /// A fresh key; `version` names it in signatures (`ed25519:<version>`),
+    /// the public key itself for a cross-signing key.
+    pub fn generate() -> Self {
+        use ruma::signatures::Ed25519KeyPair;
+        let der = Ed25519KeyPair::generate();
+        let probe = Ed25519KeyPair::from_der(&der, String::new()).expect("parse the key");
+        let public =
+            ruma::serde::Base64::<ruma::serde::base64::Standard>::new(probe.public_key().to_vec())
+                .encode();
+        let pair = Ed25519KeyPair::from_der(&der, public.clone()).expect("parse the key");
+        Self { pair, public }
+    }
+
+    /// `object` with `user`'s signature by this key added (canonical JSON,
+    /// through ruma, as a client signs).
+    pub fn sign(&self, user: &str, object: &Value) -> Value {
+        let mut object: ruma::CanonicalJsonObject =
+            serde_json::from_value(object.clone()).expect("a JSON object");
+        ruma::signatures::sign_json(user, &self.pair, &mut object).expect("sign");
+        serde_json::to_value(object).unwrap()
+    }
+
+    /// The unsigned cross-signing key of `user` with `usage` holding this
+    /// key.
+    pub fn cross_signing_key(&self, user: &str, usage: &str) -> Value {
+        json!({
+            "user_id": user,
+            "usage": [usage],
+            "keys": { format!("ed25519:{}", self.public): self.public },
+        })
+    }
+}
+
+/// POST /keys/device_signing/upload with `body`; the answer as it is.
+pub async fn upload_signing_keys(
+    server: &TestServer,
+    who: &Session,
+    body: Value,
+) -> (StatusCode, Value) {
+    server
+        .post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            who.token(),
+            body,
+        )
+        .await
+}
+
+/// POST /keys/signatures/upload with `body`, asserting 200; the answer.
+pub async fn upload_signatures(server: &TestServer, who: &Session, body: Value) -> Value {
+    let (st, b) = server
+        .post(
+            "/_matrix/client/v3/keys/signatures/upload",
+            who.token(),
+            body,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "keys/signatures/upload: {b}");
+    b
+}

@@ -156,6 +156,15 @@ pub async fn join(server: &TestServer, who: &Session, room: &str) {
     assert_eq!(b["room_id"], room, "{b}");
 }
 
+/// A public room `owner` creates and `others` join; its id.
+pub async fn shared_room(server: &TestServer, owner: &Session, others: &[&Session]) -> String {
+    let room = create_room(server, owner, json!({"preset": "public_chat"})).await;
+    for who in others {
+        join(server, who, &room).await;
+    }
+    room
+}
+
 pub async fn invite(server: &TestServer, who: &Session, room: &str, user_id: &str) {
     let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
     let (st, b) = server
