@@ -7,7 +7,7 @@
 //! The time is written with the event (`event_expiry`, in the event's own
 //! transaction), so it survives a restart. The worker (`lifecycle.rs`)
 //! looks once a second at the earliest time it knows ([`MessageExpiry`]:
-//! read from the database at start and after each pass, lowered by every
+//! read from the database as the server starts and after each pass, lowered by every
 //! committed event that asks to be pruned) and prunes each due message in
 //! a transaction of its own.
 
@@ -27,22 +27,29 @@ const RETRY_MS: i64 = 60_000;
 
 /// The earliest time a known message is to be pruned at.
 pub struct MessageExpiry {
-    /// `i64::MIN` until the database was read; `i64::MAX` when none is due.
+    /// `i64::MAX` when none is due.
     next: AtomicI64,
 }
 
 impl MessageExpiry {
     /// When `rooms.ephemeral_messages` is on: a new one, hearing of every
-    /// committed event.
-    pub fn subscribed(rooms: &RoomsConfig, subscribers: &Subscribers) -> Option<Arc<Self>> {
+    /// committed event, that knows the earliest time stored. Read here, while
+    /// the server starts, so the worker touches the database only when a
+    /// message is due (a server with none never does).
+    pub async fn subscribed(
+        rooms: &RoomsConfig,
+        subscribers: &Subscribers,
+        storage: &crate::storage::Storage,
+    ) -> sqlx::Result<Option<Arc<Self>>> {
         if !rooms.ephemeral_messages {
-            return None;
+            return Ok(None);
         }
+        let next = storage.next_expiry().await?.unwrap_or(i64::MAX);
         let expiry = Arc::new(Self {
-            next: AtomicI64::new(i64::MIN),
+            next: AtomicI64::new(next),
         });
         subscribers.subscribe(expiry.clone());
-        Some(expiry)
+        Ok(Some(expiry))
     }
 
     /// Whether a pass is due at `now`.

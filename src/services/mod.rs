@@ -158,7 +158,8 @@ impl Services {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
-        let expiry = expiry::MessageExpiry::subscribed(&config.rooms, &subscribers);
+        let expiry =
+            expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;
 
         // Rooms (the event pipeline) and what reads or writes beside it.
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
