@@ -261,8 +261,10 @@ async fn build(
         HashMap::new()
     };
     let moved = user_changed || rooms_changed;
-    let keys = s.e2e_keys.for_sync(who, &memberships, (since, to), moved);
-    let keys = keys.await?;
+    let keys = s
+        .e2e_keys
+        .for_sync(who, &memberships, (since, to), moved)
+        .await?;
     let mut ignored = Ignored::default();
     let sorted = sort_rooms(
         s,
