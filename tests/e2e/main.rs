@@ -10,12 +10,16 @@
     reason = "a test reads best as one scenario, top to bottom"
 )]
 
+mod crypto;
 #[path = "../common/scratch.rs"]
 mod scratch;
 mod sdk;
 mod server;
 
+mod backup_restore; // alice's key backup restored on her second device
 mod chat; // two users: create room, invite, join, send, sync, /messages, topic, leave
+mod device_deletion; // a deleted device stops receiving room keys
+mod encryption; // encrypted DM, cross-signing and SAS verification
 mod history; // limited timeline + /messages from prev_batch, redaction
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name

@@ -51,6 +51,29 @@ pub async fn sync_until(
     }
 }
 
+/// Syncs each of `clients` once, in turn, until `done` holds afterwards:
+/// what lets to-device messages, device-list changes and key uploads flow
+/// between several clients. Fails the test after [`SYNC_DEADLINE`] with `what`.
+pub async fn sync_all_until(
+    clients: &[(&Client, &str)],
+    what: &str,
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        for (client, who) in clients {
+            sync_once(client, who).await;
+        }
+        if done().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < SYNC_DEADLINE,
+            "gave up after {SYNC_DEADLINE:?} waiting for {what} through /sync"
+        );
+    }
+}
+
 /// The m.room.message events among `events`, in the order given. Every event
 /// must deserialize as a timeline event, or the test fails with its JSON.
 pub fn messages(events: &[TimelineEvent]) -> Vec<Msg> {
