@@ -24,6 +24,17 @@ pub async fn alice_and_bob(s: &TestServer) -> (Client, Client) {
     (alice, bob)
 }
 
+/// A further device of the existing user `localpart`: a new client with a
+/// new in-memory store, logged in with the password, after a first sync
+/// (so its device keys are on the server).
+pub async fn another_device(s: &TestServer, localpart: &str) -> Client {
+    let client = s
+        .login(localpart, &format!("e2e {localpart}, another device"))
+        .await;
+    sync_once(&client, localpart).await;
+    client
+}
+
 /// Alice creates a DM with Bob through `create_dm` (is_direct, the
 /// trusted_private_chat preset and `m.room.encryption` in `initial_state`,
 /// as Element does); Bob joins; both SDKs see the room encrypted with both

@@ -1,7 +1,16 @@
 //! End-to-end tests driven by a real client library, matrix-sdk (in-memory
-//! store, no encryption), against a Myelin started in-process. One binary,
-//! separate from tests/api (the black-box HTTP suite), because of the SDK's
-//! compile cost: `cargo test --test e2e`.
+//! stores, its `e2e-encryption` feature on), against a Myelin started
+//! in-process. One binary, separate from tests/api (the black-box HTTP
+//! suite), because of the SDK's compile cost: `cargo test --test e2e`.
+//!
+//! Besides plain chat, the encryption suite (issue 19's matrix-sdk client
+//! test) runs the SDK's Olm machine against the server: an encrypted DM
+//! where each side reads the other's plaintext (`encryption`), cross-signing
+//! bootstrap and SAS verification over to-device until both identities are
+//! verified (`encryption`), a key backup restored with the recovery key on a
+//! second device that then decrypts the history (`backup_restore`), and a
+//! deleted device dropped from the room key's recipients (`device_deletion`).
+//! Each waits on what the SDK reports after bounded `sync_once` loops.
 //!
 //! `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` logs
 //! every request the SDK sends.

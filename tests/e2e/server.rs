@@ -125,11 +125,17 @@ impl TestServer {
     /// m.login.password.
     pub async fn logged_in(&self, localpart: &str) -> Client {
         self.register(localpart).await;
+        self.login(localpart, &format!("e2e {localpart}")).await
+    }
+
+    /// A new SDK client (a new device, a new in-memory store) logged in as
+    /// the existing user `localpart` with m.login.password.
+    pub async fn login(&self, localpart: &str, device_name: &str) -> Client {
         let client = self.client().await;
         client
             .matrix_auth()
             .login_username(localpart, PASSWORD)
-            .initial_device_display_name(&format!("e2e {localpart}"))
+            .initial_device_display_name(device_name)
             .send()
             .await
             .unwrap_or_else(|e| panic!("SDK login as {localpart}: {e:?}"));
