@@ -6,8 +6,8 @@
 //! Besides plain chat, the encryption suite (issue 19's matrix-sdk client
 //! test) runs the SDK's Olm machine against the server: an encrypted DM
 //! where each side reads the other's plaintext (`encryption`), cross-signing
-//! bootstrap and SAS verification over to-device until both identities are
-//! verified (`encryption`), a key backup restored with the recovery key on a
+//! bootstrap and SAS verification, over to-device and in the DM, until both
+//! identities are verified (`verification`), a key backup restored with the recovery key on a
 //! second device that then decrypts the history (`backup_restore`), and a
 //! deleted device dropped from the room key's recipients (`device_deletion`).
 //! Each waits on what the SDK reports after bounded `sync_once` loops.
@@ -28,7 +28,8 @@ mod server;
 mod backup_restore; // alice's key backup restored on her second device
 mod chat; // two users: create room, invite, join, send, sync, /messages, topic, leave
 mod device_deletion; // a deleted device stops receiving room keys
-mod encryption; // encrypted DM, cross-signing and SAS verification
+mod encryption; // an encrypted DM: each side reads the other's plaintext
 mod history; // limited timeline + /messages from prev_batch, redaction
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name
+mod verification; // cross-signing, SAS over to-device and in the DM
