@@ -2,7 +2,8 @@
 //! (secret storage and a key backup, as Element's "set up recovery"), talks
 //! with Bob in an encrypted DM, her SDK uploads the room keys; then she
 //! logs in on a second device with an empty store, where the history is
-//! undecryptable, recovers with her recovery key, downloads the room keys
+//! undecryptable, recovers with her recovery key (which also cross-signs
+//! the new device, as her first device sees), downloads the room keys
 //! from the backup and reads the old messages through /messages.
 
 use matrix_sdk::deserialized_responses::TimelineEventKind;
@@ -15,7 +16,7 @@ use crate::crypto::{
     alice_and_bob, another_device, bootstrap_cross_signing, decrypted_messages, encrypted_dm,
     send_text, sync_decrypted,
 };
-use crate::sdk::bodies;
+use crate::sdk::{bodies, sync_all_until};
 use crate::server::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,6 +96,26 @@ async fn backup_restored_on_a_second_device_decrypts_the_history() {
         alice2.encryption().backups().are_enabled().await,
         "alice2: the SDK is connected to the backup"
     );
+    // The recovery also brought the cross-signing keys: alice2 signed its
+    // own device, and her first device sees it verified after a sync.
+    let status = alice2.encryption().cross_signing_status().await.unwrap();
+    assert!(
+        status.is_complete(),
+        "alice2: cross-signing keys: {status:?}"
+    );
+    let alice_id = alice2.user_id().unwrap().to_owned();
+    let alice2_device = alice2.device_id().unwrap().to_owned();
+    let both = [(&alice2, "alice2"), (&alice, "alice")];
+    sync_all_until(&both, "alice2 cross-signed, seen by alice", async || {
+        alice
+            .encryption()
+            .get_device(&alice_id, &alice2_device)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.is_cross_signed_by_owner() && d.is_verified())
+    })
+    .await;
+
     alice2
         .encryption()
         .backups()
