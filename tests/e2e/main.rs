@@ -7,7 +7,8 @@
 //! test) runs the SDK's Olm machine against the server: an encrypted DM
 //! where each side reads the other's plaintext (`encryption`), cross-signing
 //! bootstrap and SAS verification, over to-device and in the DM, until both
-//! identities are verified (`verification`), a key backup restored with the recovery key on a
+//! identities are verified, and a reset of the keys with password UIA that
+//! the other side sees break the verification (`verification`), a key backup restored with the recovery key on a
 //! second device that then decrypts the history (`backup_restore`), and a
 //! deleted device dropped from the room key's recipients (`device_deletion`).
 //! Each waits on what the SDK reports after bounded `sync_once` loops.
@@ -32,4 +33,4 @@ mod encryption; // an encrypted DM: each side reads the other's plaintext
 mod history; // limited timeline + /messages from prev_batch, redaction
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name
-mod verification; // cross-signing, SAS over to-device and in the DM
+mod verification; // cross-signing, SAS over to-device and in the DM, a reset with UIA

@@ -5,18 +5,23 @@
 //! their encrypted DM (the user verification Element starts). Afterwards
 //! each SDK holds the other's identity and device as verified, /keys/query
 //! serves each one's user-signing signature of the other's master key, and
-//! a message between them carries a verified sender.
+//! a message between them carries a verified sender. Then a reset of
+//! Alice's cross-signing keys needs password UIA, and Bob's SDK sees the
+//! verification broken.
 
 use matrix_sdk::Client;
 use matrix_sdk::deserialized_responses::VerificationState;
+use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::encryption::identities::UserIdentity;
 use matrix_sdk::encryption::verification::{Verification, VerificationRequest};
 use matrix_sdk::room::Room;
+use matrix_sdk::ruma::api::client::uiaa::AuthType;
 use matrix_sdk::ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use crate::crypto::{
-    alice_and_bob, bootstrap_cross_signing, decrypted_messages, encrypted_dm, send_text,
+    alice_and_bob, bootstrap_cross_signing, decrypted_messages, encrypted_dm, password_auth,
+    send_text,
 };
 use crate::sdk::{sync_all_until, sync_until};
 use crate::server::TestServer;
@@ -46,18 +51,66 @@ async fn sas_verification_in_the_encrypted_dm() {
     let p = Pair::cross_signed().await;
     // Alice asks to verify Bob the user; the request is an (encrypted)
     // m.room.message of msgtype m.key.verification.request in their DM.
-    let request = identity(&p.alice, &p.bob_id)
-        .await
-        .expect("alice: bob's identity")
-        .request_verification()
-        .await
-        .unwrap_or_else(|e| panic!("alice: SDK request_verification (user) failed: {e:?}"));
+    let request = p.request_user_verification().await;
     assert_eq!(
         request.room_id(),
         Some(p.alice_room.room_id()),
         "an in-room request, in the DM"
     );
     p.complete_sas(&request).await;
+}
+
+/// After verifying Bob, Alice resets her cross-signing identity: replacing
+/// the keys needs UIA (password), and Bob's SDK, told through
+/// device_lists.changed, sees a verification violation (a previously
+/// verified user whose identity changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_cross_signing_needs_uia_and_breaks_the_verification() {
+    let p = Pair::cross_signed().await;
+    let request = p.request_user_verification().await;
+    p.complete_sas(&request).await;
+    let old_master = identity(&p.bob, &p.alice_id)
+        .await
+        .unwrap()
+        .master_key()
+        .get_first_key()
+        .map(|k| k.to_base64());
+
+    let handle = p
+        .alice
+        .encryption()
+        .reset_cross_signing()
+        .await
+        .unwrap_or_else(|e| panic!("alice: SDK reset_cross_signing failed: {e:?}"))
+        .expect("replacing cross-signing keys needs auth");
+    let CrossSigningResetAuthType::Uiaa(uiaa) = handle.auth_type() else {
+        panic!("alice: a UIA challenge, not {:?}", handle.auth_type());
+    };
+    assert!(
+        uiaa.flows.iter().any(|f| f.stages == [AuthType::Password]),
+        "a password flow: {uiaa:?}"
+    );
+    let auth = password_auth("alice", uiaa.session.clone());
+    handle
+        .auth(Some(auth))
+        .await
+        .unwrap_or_else(|e| panic!("alice: SDK reset with password failed: {e:?}"));
+
+    sync_all_until(&[(&p.bob, "bob")], "alice's new identity", async || {
+        identity(&p.bob, &p.alice_id)
+            .await
+            .is_some_and(|i| i.master_key().get_first_key().map(|k| k.to_base64()) != old_master)
+    })
+    .await;
+    let alice_seen_by_bob = identity(&p.bob, &p.alice_id).await.unwrap();
+    assert!(
+        !alice_seen_by_bob.is_verified(),
+        "bob: alice's new identity is not verified"
+    );
+    assert!(
+        alice_seen_by_bob.has_verification_violation(),
+        "bob: alice was verified and changed her identity"
+    );
 }
 
 /// Alice and Bob in an encrypted DM, both with cross-signing bootstrapped
@@ -101,6 +154,16 @@ impl Pair {
             bob_id,
             alice_room,
         }
+    }
+
+    /// Alice asks to verify Bob the user (`UserIdentity::request_verification`).
+    async fn request_user_verification(&self) -> VerificationRequest {
+        identity(&self.alice, &self.bob_id)
+            .await
+            .expect("alice: bob's identity")
+            .request_verification()
+            .await
+            .unwrap_or_else(|e| panic!("alice: SDK request_verification (user) failed: {e:?}"))
     }
 
     /// From Alice's `request` (sent) to both identities verified, then the
