@@ -5,12 +5,13 @@
 //!
 //! Besides plain chat, the encryption suite (issue 19's matrix-sdk client
 //! test) runs the SDK's Olm machine against the server: an encrypted DM
-//! where each side reads the other's plaintext (`encryption`), cross-signing
+//! where each side reads the other's plaintext (`encryption`); cross-signing
 //! bootstrap and SAS verification, over to-device and in the DM, until both
-//! identities are verified, and a reset of the keys with password UIA that
-//! the other side sees break the verification (`verification`), a key backup restored with the recovery key on a
-//! second device that then decrypts the history (`backup_restore`), and a
-//! deleted device dropped from the room key's recipients (`device_deletion`).
+//! identities are verified, then a reset of the keys with password UIA that
+//! the other side sees break the verification (`verification`); a key
+//! backup restored with the recovery key on a second device that then
+//! decrypts the history (`backup_restore`); a deleted device dropped from
+//! the room key's recipients (`device_deletion`).
 //! Each waits on what the SDK reports after bounded `sync_once` loops.
 //!
 //! `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` logs
