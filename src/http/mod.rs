@@ -85,11 +85,29 @@ pub fn app_without_body_guard(state: AppState) -> Router {
                     header::DATE,
                 ]),
         )
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(
+            tower_http::compression::CompressionLayer::new().compress_when(
+                tower_http::compression::predicate::Predicate::and(
+                    tower_http::compression::predicate::DefaultPredicate::new(),
+                    not_a_file,
+                ),
+            ),
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             MatrixError::internal("a request handler panicked").into_response()
         }))
+}
+
+/// Files (media downloads, the only answers with a `Content-Disposition`)
+/// go out as stored: streamed with their `Content-Length`, never compressed.
+fn not_a_file(
+    _: StatusCode,
+    _: http::Version,
+    headers: &http::HeaderMap,
+    _: &http::Extensions,
+) -> bool {
+    !headers.contains_key(header::CONTENT_DISPOSITION)
 }
 
 /// Bounds how long a request body may take to arrive
