@@ -275,6 +275,9 @@ pub struct MediaConfig {
     pub max_pending_uploads: u32,
     /// Seconds a created media id waits for its body before it lapses.
     pub unused_expiration_secs: u64,
+    /// Seconds an upload's body may take to arrive (in place of
+    /// `limits.body_read_timeout_secs`, which is for JSON bodies).
+    pub upload_timeout_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -285,6 +288,8 @@ impl Default for MediaConfig {
             enable_authenticated_media: true,
             max_pending_uploads: 5,
             unused_expiration_secs: 24 * 60 * 60,
+            // 50 MiB at 1 Mbit/s.
+            upload_timeout_secs: 600,
         }
     }
 }
@@ -306,6 +311,9 @@ impl MediaConfig {
         if self.unused_expiration_secs == 0 {
             return invalid("media.unused_expiration_secs", "must be at least 1");
         }
+        if self.upload_timeout_secs == 0 {
+            return invalid("media.upload_timeout_secs", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -326,11 +334,15 @@ impl MediaConfig {
   # a created media id waits for it.
   max_pending_uploads: {pending}
   unused_expiration_secs: {expiry}
+  # Seconds an upload's body may take to arrive (then 408 and the
+  # connection is closed); limits.body_read_timeout_secs is for the rest.
+  upload_timeout_secs: {upload_timeout}
 "#,
             max = self.max_upload_size,
             auth = self.enable_authenticated_media,
             pending = self.max_pending_uploads,
             expiry = self.unused_expiration_secs,
+            upload_timeout = self.upload_timeout_secs,
         )
     }
 }

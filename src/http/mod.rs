@@ -123,7 +123,11 @@ async fn body_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         // No body (most GETs, the long-polling /sync among them): nothing to guard.
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs);
+    let timeout = Duration::from_secs(if client::is_media_upload(&parts) {
+        state.config.media.upload_timeout_secs
+    } else {
+        state.config.limits.body_read_timeout_secs
+    });
     let shared = Arc::new(BodyState::default());
     let guarded = GuardedBody {
         inner: body,

@@ -158,9 +158,8 @@ async fn identical_uploads_are_stored_once() {
 }
 
 /// Writes a chunked upload of `chunks` chunks of 1000 bytes on a raw
-/// connection; the status line's code.
+/// connection; the answer's status.
 async fn chunked_upload(server: &TestServer, token: &str, chunks: usize) -> u16 {
-    use tokio::io::AsyncReadExt;
     let mut conn = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -174,18 +173,7 @@ async fn chunked_upload(server: &TestServer, token: &str, chunks: usize) -> u16 
         }
     }
     let _ = conn.write_all(b"0\r\n\r\n").await;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed before an answer");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&answer);
-    line.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line")
+    read_raw_answer(&mut conn).await.0
 }
 
 #[tokio::test]
@@ -591,4 +579,45 @@ async fn an_upload_cut_off_half_way_leaves_nothing() {
     // The server goes on.
     upload(&server, &alice, b"whole", None, None).await;
     assert_eq!(stored_bodies(&server).len(), 1);
+}
+
+#[tokio::test]
+async fn an_upload_may_take_longer_than_a_json_body() {
+    let server = TestServer::start_with(|c| {
+        c.limits.body_read_timeout_secs = 1;
+        c.media.upload_timeout_secs = 60;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let mut upload_conn = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 2000\r\n\r\n",
+        alice.access_token
+    );
+    upload_conn.write_all(head.as_bytes()).await.unwrap();
+    upload_conn.write_all(&[5u8; 1000]).await.unwrap();
+    wait_until("a staged upload", Duration::from_secs(10), || async {
+        match staged_files(&server) {
+            0 => Err("nothing staged".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    // A JSON body begun after it, as slow, runs out of time: the upload has
+    // waited longer than limits.body_read_timeout_secs by then.
+    let mut json_conn = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{",
+        alice.access_token
+    );
+    json_conn.write_all(head.as_bytes()).await.unwrap();
+    let (status, body) = read_raw_answer(&mut json_conn).await;
+    assert_eq!(status, 408, "{body}");
+    // The upload is still being received.
+    upload_conn.write_all(&[5u8; 1000]).await.unwrap();
+    let (status, body) = read_raw_answer(&mut upload_conn).await;
+    assert_eq!(status, 200, "{body}");
+    let id = media_id_of(&server, &body["content_uri"]);
+    let got = download(&server, &download_v1(&server, &id), alice.token()).await;
+    assert_eq!(got.bytes, vec![5u8; 2000]);
 }

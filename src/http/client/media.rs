@@ -58,6 +58,15 @@ fn legacy_routes(r: Router<AppState>) -> Router<AppState> {
     )
 }
 
+/// An upload (`POST /_matrix/media/*/upload`, `PUT .../upload/{server}/{id}`,
+/// unstable paths too): its body may take `media.upload_timeout_secs` to
+/// arrive instead of `limits.body_read_timeout_secs`.
+pub(crate) fn is_media_upload(parts: &Parts) -> bool {
+    matches!(parts.method, http::Method::POST | http::Method::PUT)
+        && parts.uri.path().starts_with("/_matrix/media/")
+        && parts.uri.path().contains("/upload")
+}
+
 /// `m.upload.size`.
 fn upload_size(s: &AppState) -> UInt {
     UInt::try_from(s.media.max_upload_size()).unwrap_or(UInt::MAX)

@@ -24,6 +24,8 @@ mod to_device;
 
 use axum::Router;
 
+pub(crate) use media::is_media_upload;
+
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {

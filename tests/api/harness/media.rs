@@ -172,3 +172,42 @@ pub fn staged_files(server: &TestServer) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` body from a raw
+/// connection: its status and JSON body (`Value::Null` when empty).
+pub async fn read_raw_answer(conn: &mut tokio::net::TcpStream) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before an answer: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = conn.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head_end..head_end + len];
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).expect("JSON body")
+    };
+    (status, value)
+}
