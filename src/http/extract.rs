@@ -409,7 +409,8 @@ async fn authenticate(
         .await?;
     if let Some(limiter) = &state.client_limiter
         && !requester.is_admin()
-        && parts.uri.path().starts_with("/_matrix/client/")
+        && (parts.uri.path().starts_with("/_matrix/client/")
+            || parts.uri.path().starts_with("/_matrix/media/"))
         // Long-polling /sync is how clients wait; it is not limited (as Synapse).
         && !parts.uri.path().ends_with("/sync")
         && let Err(wait) = limiter.check(&format!("{}/{}", requester.user_id, requester.device_id))

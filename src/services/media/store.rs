@@ -236,3 +236,77 @@ impl HttpBody for FileBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::{LocalStore, MediaStore};
+
+    const KEY: &str = "abcdef0123456789";
+
+    async fn read(store: &LocalStore, key: &str) -> Option<Vec<u8>> {
+        let stored = store.get(key).await.unwrap()?;
+        let bytes = stored.body.collect().await.unwrap().to_bytes();
+        assert_eq!(stored.len, bytes.len() as u64);
+        Some(bytes.to_vec())
+    }
+
+    fn staged(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_visible_once_committed_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut body = store.stage().await.unwrap();
+        body.write(b"hello ").await.unwrap();
+        body.write(b"world").await.unwrap();
+        assert!(!store.exists(KEY).await.unwrap());
+        assert_eq!(staged(dir.path()), 1);
+        body.commit(KEY.to_owned()).await.unwrap();
+        assert_eq!(staged(dir.path()), 0);
+        assert_eq!(
+            read(&store, KEY).await.as_deref(),
+            Some(&b"hello world"[..])
+        );
+        assert!(dir.path().join("ab").join("cd").join(KEY).is_file());
+        // The same key again keeps the body there.
+        let mut again = store.stage().await.unwrap();
+        again.write(b"hello world").await.unwrap();
+        again.commit(KEY.to_owned()).await.unwrap();
+        assert_eq!(staged(dir.path()), 0);
+        store.delete(KEY).await.unwrap();
+        assert!(!store.exists(KEY).await.unwrap());
+        assert!(read(&store, KEY).await.is_none());
+        store.delete(KEY).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_leaves_nothing_and_a_restart_clears_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let mut body = store.stage().await.unwrap();
+        body.write(b"half").await.unwrap();
+        drop(body);
+        assert_eq!(staged(dir.path()), 0);
+        std::fs::write(dir.path().join("tmp").join("crashed.part"), b"x").unwrap();
+        drop(store);
+        let _store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(staged(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_name_paths_outside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("media")).unwrap();
+        for key in ["../../etc/passwd", "ab/cdefgh", "", "abc", "abcd\\efgh"] {
+            assert!(store.get(key).await.is_err(), "{key}");
+            assert!(store.exists(key).await.is_err(), "{key}");
+            let body = store.stage().await.unwrap();
+            assert!(body.commit(key.to_owned()).await.is_err(), "{key}");
+        }
+        assert_eq!(staged(&dir.path().join("media")), 0);
+    }
+}
