@@ -111,6 +111,23 @@ async fn upload_and_download_round_trip_with_headers() {
         .await;
     assert_eq!(row, 70_000);
 
+    // An empty file is a file; HEAD gives its headers alone.
+    let empty = upload(&server, &alice, b"", Some("text/plain"), None).await;
+    let got = download(&server, &download_v1(&server, &empty), bob.token()).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.bytes.is_empty());
+    assert_eq!(got.header("content-length"), "0");
+    let head = server
+        .client
+        .head(server.url(&download_v1(&server, &id)))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "70000");
+    assert_eq!(head.headers()["content-security-policy"], CSP);
+
     // Uploading needs a full account.
     let (st, body) = send_bytes(&server, Method::POST, UPLOAD, None, None, b"x".to_vec()).await;
     assert_error(&(st, body), 401, "M_MISSING_TOKEN");
