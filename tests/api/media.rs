@@ -18,6 +18,8 @@ const CSP: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types 
 async fn upload_and_download_round_trip_with_headers() {
     let server = TestServer::start_with(|c| {
         c.media.max_upload_size = 123_456;
+        // The JSON bodies' cap is not the uploads' (70,000 bytes below).
+        c.limits.max_request_bytes = 1024;
         c.registration.allow_guests = true;
     })
     .await;
