@@ -111,8 +111,8 @@ fn not_a_file(
 }
 
 /// Bounds how long a request body may take to arrive
-/// (`limits.body_read_timeout_secs`, counted from when its headers were
-/// read), and keeps the connection usable after a response sent before the
+/// (`limits.body_read_timeout_secs`, a media upload's
+/// `media.upload_timeout_secs`, counted from when its headers were read), and keeps the connection usable after a response sent before the
 /// request's body was read (an early 401, 403, 404 or 413): the rest of a
 /// small body (at most [`DRAIN_BYTES`]) is read and dropped before the
 /// response goes out; a larger one, or one that does not arrive in time,
