@@ -31,6 +31,7 @@ pub struct Config {
     /// believed (see [`crate::net::client_ip`]).
     pub trusted_proxies: Vec<crate::net::Cidr>,
     pub caches: CacheConfig,
+    pub media: MediaConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -195,6 +196,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             trusted_proxies: Vec::new(),
             caches: CacheConfig::default(),
+            media: MediaConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -256,6 +258,92 @@ impl Default for LimitsConfig {
             max_request_bytes: 1024 * 1024,
             body_read_timeout_secs: 30,
         }
+    }
+}
+
+/// The content repository (`services/media.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest upload in bytes (larger: 413 `M_TOO_LARGE`).
+    pub max_upload_size: u64,
+    /// New uploads are served only through the authenticated endpoints
+    /// (`/_matrix/client/v1/media/...`), as Synapse's `enable_authenticated_media`.
+    pub enable_authenticated_media: bool,
+    /// Asynchronous uploads (`POST /_matrix/media/v1/create`) one user may
+    /// have waiting for their body.
+    pub max_pending_uploads: u32,
+    /// Seconds a created media id waits for its body before it lapses.
+    pub unused_expiration_secs: u64,
+    /// Seconds an upload's body may take to arrive (in place of
+    /// `limits.body_read_timeout_secs`, which is for JSON bodies).
+    pub upload_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            // Synapse's default.
+            max_upload_size: 50 * 1024 * 1024,
+            enable_authenticated_media: true,
+            max_pending_uploads: 5,
+            unused_expiration_secs: 24 * 60 * 60,
+            // 50 MiB at 1 Mbit/s.
+            upload_timeout_secs: 600,
+        }
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.max_upload_size == 0 {
+            return invalid("media.max_upload_size", "must be at least 1");
+        }
+        if self.max_pending_uploads == 0 {
+            return invalid("media.max_pending_uploads", "must be at least 1");
+        }
+        if self.unused_expiration_secs == 0 {
+            return invalid("media.unused_expiration_secs", "must be at least 1");
+        }
+        if self.upload_timeout_secs == 0 {
+            return invalid("media.upload_timeout_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The `media` section of `generate-config`'s output.
+    fn commented(&self) -> String {
+        format!(
+            r#"media:
+  # Largest upload accepted, in bytes (larger: 413 M_TOO_LARGE). Media
+  # bodies are stored in <data_dir>/media, once per distinct content.
+  max_upload_size: {max}
+  # New uploads are served only to logged-in users, through
+  # /_matrix/client/v1/media/download; the unauthenticated legacy
+  # /_matrix/media/v3/download answers 404 for them. Media uploaded while
+  # this was off stays available there.
+  enable_authenticated_media: {auth}
+  # Asynchronous uploads (POST /_matrix/media/v1/create) one user may have
+  # waiting for their content (more: 429 M_LIMIT_EXCEEDED), and the seconds
+  # a created media id waits for it.
+  max_pending_uploads: {pending}
+  unused_expiration_secs: {expiry}
+  # Seconds an upload's body may take to arrive (then 408 and the
+  # connection is closed); limits.body_read_timeout_secs is for the rest.
+  upload_timeout_secs: {upload_timeout}
+"#,
+            max = self.max_upload_size,
+            auth = self.enable_authenticated_media,
+            pending = self.max_pending_uploads,
+            expiry = self.unused_expiration_secs,
+            upload_timeout = self.upload_timeout_secs,
+        )
     }
 }
 
@@ -391,6 +479,7 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        self.media.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
@@ -421,6 +510,7 @@ impl Config {
             self.commented_accounts(),
             self.commented_capacity(),
             self.commented_operations(),
+            self.media.commented(),
         ]
         .join("\n")
     }
@@ -640,6 +730,11 @@ mod tests {
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
         assert_eq!(back.trusted_proxies, c.trusted_proxies);
         assert_eq!(back.caches.rooms, 7);
+        c.media.max_upload_size = 1234;
+        c.media.enable_authenticated_media = false;
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.media.max_upload_size, 1234);
+        assert!(!back.media.enable_authenticated_media);
     }
 
     #[test]

@@ -248,23 +248,32 @@ pub(crate) async fn read_body(
     if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
         return Err(MatrixError::too_large("Request body too large"));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return MatrixError::too_large("Request body too large");
-            }
-            if err.is::<super::BodyTimeout>() {
-                return MatrixError::unknown(
-                    http::StatusCode::REQUEST_TIMEOUT,
-                    "Timed out reading the request body",
-                );
-            }
-            source = err.source();
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| body_read_error(&e, MatrixError::bad_json))
+}
+
+/// The answer to a request body that could not be read: 413 past a length
+/// limit, 408 after [`super::body_guard`]'s deadline, else `other` (the
+/// connection broke, the body was malformed) with the reason.
+pub(crate) fn body_read_error(
+    e: &axum::Error,
+    other: impl FnOnce(String) -> MatrixError,
+) -> MatrixError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return MatrixError::too_large("Request body too large");
         }
-        MatrixError::bad_json(format!("Cannot read request body: {inner}"))
-    })
+        if err.is::<super::BodyTimeout>() {
+            return MatrixError::unknown(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "Timed out reading the request body",
+            );
+        }
+        source = err.source();
+    }
+    other(format!("Cannot read request body: {e}"))
 }
 
 /// A JSON object body for endpoints ruma has no type for (the admin APIs).
@@ -400,7 +409,8 @@ async fn authenticate(
         .await?;
     if let Some(limiter) = &state.client_limiter
         && !requester.is_admin()
-        && parts.uri.path().starts_with("/_matrix/client/")
+        && (parts.uri.path().starts_with("/_matrix/client/")
+            || parts.uri.path().starts_with("/_matrix/media/"))
         // Long-polling /sync is how clients wait; it is not limited (as Synapse).
         && !parts.uri.path().ends_with("/sync")
         && let Err(wait) = limiter.check(&format!("{}/{}", requester.user_id, requester.device_id))

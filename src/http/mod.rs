@@ -85,16 +85,34 @@ pub fn app_without_body_guard(state: AppState) -> Router {
                     header::DATE,
                 ]),
         )
-        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(
+            tower_http::compression::CompressionLayer::new().compress_when(
+                tower_http::compression::predicate::Predicate::and(
+                    tower_http::compression::predicate::DefaultPredicate::new(),
+                    not_a_file,
+                ),
+            ),
+        )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             MatrixError::internal("a request handler panicked").into_response()
         }))
 }
 
+/// Files (media downloads, the only answers with a `Content-Disposition`)
+/// go out as stored: streamed with their `Content-Length`, never compressed.
+fn not_a_file(
+    _: StatusCode,
+    _: http::Version,
+    headers: &http::HeaderMap,
+    _: &http::Extensions,
+) -> bool {
+    !headers.contains_key(header::CONTENT_DISPOSITION)
+}
+
 /// Bounds how long a request body may take to arrive
-/// (`limits.body_read_timeout_secs`, counted from when its headers were
-/// read), and keeps the connection usable after a response sent before the
+/// (`limits.body_read_timeout_secs`, a media upload's
+/// `media.upload_timeout_secs`, counted from when its headers were read), and keeps the connection usable after a response sent before the
 /// request's body was read (an early 401, 403, 404 or 413): the rest of a
 /// small body (at most [`DRAIN_BYTES`]) is read and dropped before the
 /// response goes out; a larger one, or one that does not arrive in time,
@@ -105,7 +123,11 @@ async fn body_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         // No body (most GETs, the long-polling /sync among them): nothing to guard.
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let timeout = Duration::from_secs(state.config.limits.body_read_timeout_secs);
+    let timeout = Duration::from_secs(if client::is_media_upload(&parts) {
+        state.config.media.upload_timeout_secs
+    } else {
+        state.config.limits.body_read_timeout_secs
+    });
     let shared = Arc::new(BodyState::default());
     let guarded = GuardedBody {
         inner: body,

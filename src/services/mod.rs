@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod key_backup;
 pub mod legacy_sync;
 pub mod lifecycle;
+pub mod media;
 pub mod memberships;
 pub mod notices;
 pub mod notifications;
@@ -70,6 +71,8 @@ pub struct Services {
     pub key_backup: key_backup::KeyBackup,
     pub e2e_keys: e2e_keys::E2eKeys,
     pub cross_signing: cross_signing::CrossSigning,
+    /// The content repository.
+    pub media: media::Media,
     pub jobs: jobs::Jobs,
     /// `None` when `search.enabled` is off.
     pub search: Option<Arc<search::Search>>,
@@ -189,6 +192,7 @@ impl Services {
         );
 
         Ok(Arc::new(Self {
+            media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
             to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
             key_backup: key_backup::KeyBackup::new(storage.clone()),
             cross_signing: cross_signing::CrossSigning::new(

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "e2e_device_keys", V18),
     (19, "key_backup", V19),
     (20, "cross_signing", V20),
+    (25, "media", V25),
 ];
 
 const V1: &str = r#"
@@ -514,6 +515,33 @@ CREATE TABLE e2e_cross_signing_signatures (
 );
 CREATE INDEX e2e_cross_signing_signatures_signer
     ON e2e_cross_signing_signatures (signer_user_id);
+"#;
+
+/// The content repository (`services/media.rs`): one row per media id. A
+/// body is stored once per content (`sha256` names it in the media store),
+/// so several rows may share one. `sha256` and `size` are NULL while an
+/// asynchronous upload (`POST /media/v1/create`) waits for its body, until
+/// `unused_expires_at`. `authenticated`: uploaded while authenticated media
+/// was on, so the unauthenticated legacy download refuses it.
+const V25: &str = r#"
+CREATE TABLE media (
+    server_name TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    uploader TEXT,
+    content_type TEXT,
+    upload_name TEXT,
+    size BIGINT,
+    sha256 TEXT,
+    created_ts BIGINT NOT NULL,
+    last_access_ts BIGINT,
+    unused_expires_at BIGINT,
+    quarantined_by TEXT,
+    safe_from_quarantine BIGINT NOT NULL DEFAULT 0,
+    authenticated BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (server_name, media_id)
+);
+CREATE INDEX media_sha256 ON media (sha256);
+CREATE INDEX media_uploader ON media (uploader, created_ts);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

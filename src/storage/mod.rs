@@ -20,6 +20,7 @@ pub mod expiry;
 mod filters;
 pub mod jobs;
 pub mod key_backup;
+pub mod media;
 mod migrations;
 mod profiles;
 pub mod purge;

@@ -52,6 +52,9 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "e2e_one_time_keys",
         "e2e_fallback_keys",
         "device_list_changes",
+        // Media (v25): a user's uploads; they stay when a room is purged
+        // (as Synapse), unless an admin deletes them.
+        "media",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -169,15 +172,25 @@ async fn purge_room_leaves_no_row_behind() {
         .await;
     assert_eq!(st.0, StatusCode::OK, "{}", st.1);
     let other = create_room(&server, &alice, json!({"name": "Survivor"})).await;
+    // An image sent in the room: media is not the room's, and stays.
+    let image = upload(&server, &alice, b"an image", Some("image/png"), None).await;
+    send_event(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.image", "body": "image.png", "url": format!("mxc://{}/{image}", server.server_name)}),
+    )
+    .await;
 
     let tables = tables_with_room_id(&server).await;
     assert!(tables.len() >= 12, "room tables found: {tables:?}");
-    // 39 since v14-v20; v15's user_directory_words, v18's four key tables
-    // and v20's two cross-signing tables are per user or device (no room
-    // id: nothing of a room to purge).
+    // 40 since v14-v25; v15's user_directory_words, v18's four key tables,
+    // v20's two cross-signing tables and v25's media are per user or device
+    // (no room id: nothing of a room to purge).
     assert_eq!(
         table_count(&server).await,
-        39,
+        40,
         "a table was added: list it in this test and in the purge"
     );
 
@@ -234,6 +247,11 @@ async fn purge_room_leaves_no_row_behind() {
     assert_eq!(
         server.sql_count("SELECT COUNT(*) FROM state_group_entries WHERE state_group NOT IN (SELECT state_group FROM state_groups)").await,
         0
+    );
+    let got = download(&server, &download_v1(&server, &image), bob.token()).await;
+    assert_eq!(
+        (got.status, got.bytes),
+        (StatusCode::OK, b"an image".to_vec())
     );
     // The other room is untouched, and the purged room is unknown now.
     assert!(

@@ -75,6 +75,24 @@ async fn limit_counts_across_endpoints() {
     assert_limited(&r, 0.1);
 }
 
+/// The legacy media endpoints (`/_matrix/media/...`) draw on the same budget.
+#[tokio::test]
+async fn media_requests_count_too() {
+    let s = TestServer::start_with(tiny_limits).await;
+    let alice = s.user("alice").await;
+    ok_requests(&s, &alice, 1).await;
+    let (st, b) = try_upload(&s, &alice, b"picture", Some("image/png"), None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (st, b) = s.get("/_matrix/media/v3/config", alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r = s
+        .post("/_matrix/media/v1/create", alice.token(), json!({}))
+        .await;
+    assert_limited(&r, 0.1);
+    let r = try_upload(&s, &alice, b"picture", Some("image/png"), None).await;
+    assert_limited(&r, 0.1);
+}
+
 #[tokio::test]
 async fn other_users_are_not_affected() {
     let s = TestServer::start_with(tiny_limits).await;

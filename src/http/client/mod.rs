@@ -9,6 +9,7 @@ mod filter;
 mod key_backup;
 mod keys;
 mod legacy_sync;
+mod media;
 mod profile;
 mod push;
 mod register;
@@ -22,6 +23,8 @@ mod sync;
 mod to_device;
 
 use axum::Router;
+
+pub(crate) use media::is_media_upload;
 
 use super::AppState;
 
@@ -46,6 +49,7 @@ pub fn routes() -> Router<AppState> {
     let r = to_device::routes(r);
     let r = key_backup::routes(r);
     let r = keys::routes(r);
+    let r = media::routes(r);
     sync::routes(r)
 }
 
