@@ -176,6 +176,13 @@ pub struct LimitsConfig {
     /// Seconds a client may take to send a request body once its headers
     /// are in (then 408 and the connection is closed).
     pub body_read_timeout_secs: u64,
+    /// Most messages one `PUT /sendToDevice` may store, counted per
+    /// recipient device with `*` expanded to every device of its user;
+    /// more is 413 `M_TOO_LARGE` and stores nothing.
+    pub max_to_device_messages: usize,
+    /// Most content bytes one `PUT /sendToDevice` may store, summed over
+    /// its recipient devices (`*` expanded); more is 413 `M_TOO_LARGE`.
+    pub max_to_device_bytes: usize,
 }
 
 impl Default for Config {
@@ -255,6 +262,8 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: 1024 * 1024,
             body_read_timeout_secs: 30,
+            max_to_device_messages: 10_000,
+            max_to_device_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -370,6 +379,15 @@ impl Config {
         }
         if self.limits.body_read_timeout_secs == 0 {
             return invalid("limits.body_read_timeout_secs", "must be at least 1");
+        }
+        if self.limits.max_to_device_messages == 0 {
+            return invalid("limits.max_to_device_messages", "must be at least 1");
+        }
+        if self.limits.max_to_device_bytes < 65_536 {
+            return invalid(
+                "limits.max_to_device_bytes",
+                "must be at least 65536 (one message's largest size)",
+            );
         }
         if self
             .public_baseurl
@@ -534,6 +552,15 @@ limits:
   # Seconds a client may take to send a request body after its headers
   # (then 408 M_UNKNOWN and the connection is closed).
   body_read_timeout_secs: {body_timeout}
+  # Most messages one PUT /sendToDevice may store, one per recipient device
+  # ("*" counts every device of its user); more: 413 M_TOO_LARGE, nothing
+  # stored. Clients send at most a few hundred per request (matrix-rust-sdk
+  # 250).
+  max_to_device_messages: {td_messages}
+  # Most content bytes one PUT /sendToDevice may store, summed over its
+  # recipient devices ("*" expanded); more: 413 M_TOO_LARGE. Each message's
+  # content is also limited to 65536 bytes (as Synapse: the federation limit).
+  max_to_device_bytes: {td_bytes}
 
 rooms:
   # Version of new rooms when the client does not ask for one (1 to 12).
@@ -554,6 +581,8 @@ presence:
             ph_iter = self.password_hashing.iterations,
             max_body = self.limits.max_request_bytes,
             body_timeout = self.limits.body_read_timeout_secs,
+            td_messages = self.limits.max_to_device_messages,
+            td_bytes = self.limits.max_to_device_bytes,
             room_version = self.rooms.default_version.yaml(),
             ephemeral_messages = self.rooms.ephemeral_messages,
             presence = self.presence.enabled,

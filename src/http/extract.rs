@@ -245,15 +245,20 @@ pub(crate) async fn read_body(
     state: &AppState,
 ) -> Result<Bytes, MatrixError> {
     let limit = state.config.limits.max_request_bytes;
+    let too_large = || {
+        MatrixError::too_large(format!(
+            "Request body too large: the limit is {limit} bytes"
+        ))
+    };
     if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
-        return Err(MatrixError::too_large("Request body too large"));
+        return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
         while let Some(err) = source {
             if err.is::<http_body_util::LengthLimitError>() {
-                return MatrixError::too_large("Request body too large");
+                return too_large();
             }
             if err.is::<super::BodyTimeout>() {
                 return MatrixError::unknown(

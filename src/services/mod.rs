@@ -189,7 +189,7 @@ impl Services {
         );
 
         Ok(Arc::new(Self {
-            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
+            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &config)?,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
             cross_signing: cross_signing::CrossSigning::new(
                 storage.clone(),
