@@ -788,3 +788,81 @@ async fn placeholder_signatures_are_accepted_as_synapse_does() {
         "{q}"
     );
 }
+
+/// Issue 19: `/versions` advertises what encryption Myelin serves (the
+/// spec versions, and `org.matrix.e2e_cross_signing` as Synapse) and no
+/// other encryption flag; `m.room.encryption` is accepted in `createRoom`'s
+/// `initial_state` with each preset and without one, and later as a state
+/// event; encrypted events reach the other members as sent.
+#[tokio::test]
+async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
+    let server = TestServer::start().await;
+    let (st, v) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["unstable_features"],
+        json!({"org.matrix.e2e_cross_signing": true}),
+        "{v}"
+    );
+    // The endpoints behind the flag answer (not 404 M_UNRECOGNIZED).
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let b = upload_signatures(&server, &alice, json!({})).await;
+    assert!(b.get("failures").is_none_or(|f| f == &json!({})), "{b}");
+
+    let encryption = json!({
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "rotation_period_ms": 604_800_000,
+        "rotation_period_msgs": 100,
+    });
+    let initial = json!([{"type": "m.room.encryption", "state_key": "", "content": encryption}]);
+    for preset in [
+        Some("private_chat"),
+        Some("trusted_private_chat"),
+        Some("public_chat"),
+        None,
+    ] {
+        let mut body = json!({"initial_state": initial, "invite": [bob.user_id]});
+        if let Some(p) = preset {
+            body["preset"] = json!(p);
+        }
+        let room = create_room(&server, &alice, body).await;
+        let state = current_state_content(&server, &alice, &room, "m.room.encryption", "").await;
+        assert_eq!(state, encryption, "{preset:?}");
+        join(&server, &bob, &room).await;
+        let since = sync_token(&server, &bob).await;
+        let ciphertext = json!({
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+            "device_id": alice.device_id,
+            "session_id": "SESSION",
+            "ciphertext": "AwgAEnAcSeNiK6Ns",
+        });
+        send_event(
+            &server,
+            &alice,
+            &room,
+            "m.room.encrypted",
+            ciphertext.clone(),
+        )
+        .await;
+        let b = sync_since(&server, &bob, &since).await;
+        let events = &joined_room(&b, &room)["timeline"]["events"];
+        let got = event_of_type(events, "m.room.encrypted").unwrap_or_else(|| panic!("{b}"));
+        assert_eq!(got["content"], ciphertext, "{preset:?}");
+    }
+
+    // Turned on later, as Element's room settings do.
+    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.encryption",
+        "",
+        encryption.clone(),
+    )
+    .await;
+    let state = current_state_content(&server, &alice, &room, "m.room.encryption", "").await;
+    assert_eq!(state, encryption);
+}
