@@ -684,6 +684,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("caches.rooms"), "{err}");
+        for (yaml, key) in [
+            (
+                "limits:\n  max_to_device_messages: 0\n",
+                "limits.max_to_device_messages",
+            ),
+            (
+                "limits:\n  max_to_device_bytes: 1000\n",
+                "limits.max_to_device_bytes",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]
