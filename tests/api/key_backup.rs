@@ -171,7 +171,7 @@ async fn versions_create_read_update_delete() {
     // A JSON number is not the path's string: Synapse compares the two the
     // same way (`version_info["version"] != version`), and so fails sytest
     // "Can update backup version" with this 400 too (its Perl client sends
-    // the version back as a number; tests/sytest: results-synapse.txt).
+    // the version back as a number; ../shared/tools/sytest/results-synapse.txt).
     for refused in [
         json!({"algorithm": "m.megolm_backup.v1", "auth_data": "x", "version": "2"}),
         json!({"algorithm": "m.megolm_backup.v1", "auth_data": "x", "version": 1}),
