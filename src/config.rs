@@ -177,6 +177,13 @@ pub struct LimitsConfig {
     /// Seconds a client may take to send a request body once its headers
     /// are in (then 408 and the connection is closed).
     pub body_read_timeout_secs: u64,
+    /// Most messages one `PUT /sendToDevice` may store, counted per
+    /// recipient device with `*` expanded to every device of its user;
+    /// more is 413 `M_TOO_LARGE` and stores nothing.
+    pub max_to_device_messages: usize,
+    /// Most content bytes one `PUT /sendToDevice` may store, summed over
+    /// its recipient devices (`*` expanded); more is 413 `M_TOO_LARGE`.
+    pub max_to_device_bytes: usize,
 }
 
 impl Default for Config {
@@ -257,6 +264,8 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: 1024 * 1024,
             body_read_timeout_secs: 30,
+            max_to_device_messages: 10_000,
+            max_to_device_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -294,14 +303,37 @@ impl Default for MediaConfig {
     }
 }
 
+/// A refused value: the key it is under and why.
+fn invalid(key: &'static str, message: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    })
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_request_bytes < 1024 {
+            return invalid("limits.max_request_bytes", "must be at least 1024");
+        }
+        if self.body_read_timeout_secs == 0 {
+            return invalid("limits.body_read_timeout_secs", "must be at least 1");
+        }
+        if self.max_to_device_messages == 0 {
+            return invalid("limits.max_to_device_messages", "must be at least 1");
+        }
+        if self.max_to_device_bytes < 65_536 {
+            return invalid(
+                "limits.max_to_device_bytes",
+                "must be at least 65536 (one message's largest size)",
+            );
+        }
+        Ok(())
+    }
+}
+
 impl MediaConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
         if self.max_upload_size == 0 {
             return invalid("media.max_upload_size", "must be at least 1");
         }
@@ -392,12 +424,6 @@ impl Config {
 
     /// Checks the values that serde's types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
         if ruma::ServerName::parse(&self.server_name).is_err() {
             return invalid("server_name", "not a valid Matrix server name");
         }
@@ -453,12 +479,7 @@ impl Config {
                 "must be a stable room version, 1 to 12",
             );
         }
-        if self.limits.max_request_bytes < 1024 {
-            return invalid("limits.max_request_bytes", "must be at least 1024");
-        }
-        if self.limits.body_read_timeout_secs == 0 {
-            return invalid("limits.body_read_timeout_secs", "must be at least 1");
-        }
+        self.limits.validate()?;
         if self
             .public_baseurl
             .as_ref()
@@ -624,6 +645,15 @@ limits:
   # Seconds a client may take to send a request body after its headers
   # (then 408 M_UNKNOWN and the connection is closed).
   body_read_timeout_secs: {body_timeout}
+  # Most messages one PUT /sendToDevice may store, one per recipient device
+  # ("*" counts every device of its user); more: 413 M_TOO_LARGE, nothing
+  # stored. Clients send at most a few hundred per request (matrix-rust-sdk
+  # 250).
+  max_to_device_messages: {td_messages}
+  # Most content bytes one PUT /sendToDevice may store, summed over its
+  # recipient devices ("*" expanded); more: 413 M_TOO_LARGE. Each message's
+  # content is also limited to 65536 bytes (as Synapse: the federation limit).
+  max_to_device_bytes: {td_bytes}
 
 rooms:
   # Version of new rooms when the client does not ask for one (1 to 12).
@@ -644,6 +674,8 @@ presence:
             ph_iter = self.password_hashing.iterations,
             max_body = self.limits.max_request_bytes,
             body_timeout = self.limits.body_read_timeout_secs,
+            td_messages = self.limits.max_to_device_messages,
+            td_bytes = self.limits.max_to_device_bytes,
             room_version = self.rooms.default_version.yaml(),
             ephemeral_messages = self.rooms.ephemeral_messages,
             presence = self.presence.enabled,
@@ -750,6 +782,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("caches.rooms"), "{err}");
+        for (yaml, key) in [
+            (
+                "limits:\n  max_to_device_messages: 0\n",
+                "limits.max_to_device_messages",
+            ),
+            (
+                "limits:\n  max_to_device_bytes: 1000\n",
+                "limits.max_to_device_bytes",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

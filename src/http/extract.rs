@@ -246,24 +246,36 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes, MatrixError> {
     let limit = state.config.limits.max_request_bytes;
     if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
-        return Err(MatrixError::too_large("Request body too large"));
+        return Err(too_large(Some(limit)));
     }
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|e| body_read_error(&e, MatrixError::bad_json))
+        .map_err(|e| body_read_error(&e, Some(limit), MatrixError::bad_json))
+}
+
+/// 413 for a body over `limit` bytes (named when known).
+fn too_large(limit: Option<usize>) -> MatrixError {
+    match limit {
+        Some(limit) => MatrixError::too_large(format!(
+            "Request body too large: the limit is {limit} bytes"
+        )),
+        None => MatrixError::too_large("Request body too large"),
+    }
 }
 
 /// The answer to a request body that could not be read: 413 past a length
-/// limit, 408 after [`super::body_guard`]'s deadline, else `other` (the
-/// connection broke, the body was malformed) with the reason.
+/// limit (`limit`, when the reader set one), 408 after
+/// [`super::body_guard`]'s deadline, else `other` (the connection broke, the
+/// body was malformed) with the reason.
 pub(crate) fn body_read_error(
     e: &axum::Error,
+    limit: Option<usize>,
     other: impl FnOnce(String) -> MatrixError,
 ) -> MatrixError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
-            return MatrixError::too_large("Request body too large");
+            return too_large(limit);
         }
         if err.is::<super::BodyTimeout>() {
             return MatrixError::unknown(

@@ -193,7 +193,7 @@ impl Services {
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
-            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &server_name),
+            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &config)?,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
             cross_signing: cross_signing::CrossSigning::new(
                 storage.clone(),

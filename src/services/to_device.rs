@@ -14,10 +14,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ruma::api::client::to_device::send_event_to_device::v3::Messages;
 use ruma::to_device::DeviceIdOrAllDevices;
-use ruma::{OwnedDeviceId, OwnedServerName, ServerName};
+use ruma::{OwnedDeviceId, OwnedServerName};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::config::Config;
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::services::stream::{Stream, Topic};
@@ -26,6 +27,11 @@ use crate::storage::to_device::{InboxDelivery, InboxSend};
 
 /// Messages per `/sync` response, as Synapse; the rest come with the next.
 pub const SYNC_LIMIT: usize = 100;
+
+/// The largest content of one message, in bytes of canonical JSON: 413
+/// `M_TOO_LARGE` above it, as Synapse (`MAX_TO_DEVICE_CONTENT_SIZE`, the
+/// federation EDU size, so that a message sent today can cross servers).
+pub const MAX_CONTENT_BYTES: usize = 65_536;
 
 /// How many devices' unacknowledged deliveries [`ToDevice`] remembers. A
 /// device forgotten here has its acknowledged messages deleted at its next
@@ -53,6 +59,9 @@ pub struct ToDevice {
     storage: Storage,
     stream: Arc<Stream>,
     server_name: OwnedServerName,
+    /// `limits.max_to_device_messages` and `limits.max_to_device_bytes`.
+    max_messages: usize,
+    max_bytes: usize,
     /// Per (user, device): the highest position delivered to it and not
     /// yet deleted, so the sync that acknowledges it deletes at once (and a
     /// sync with an older `since` cannot get it again).
@@ -60,13 +69,20 @@ pub struct ToDevice {
 }
 
 impl ToDevice {
-    pub fn new(storage: Storage, stream: Arc<Stream>, server_name: &ServerName) -> Self {
-        Self {
+    /// The service for `config`'s server name and limits.
+    pub fn new(
+        storage: Storage,
+        stream: Arc<Stream>,
+        config: &Config,
+    ) -> std::result::Result<Self, ruma::IdParseError> {
+        Ok(Self {
             storage,
             stream,
-            server_name: server_name.to_owned(),
+            server_name: OwnedServerName::try_from(config.server_name.as_str())?,
+            max_messages: config.limits.max_to_device_messages,
+            max_bytes: config.limits.max_to_device_bytes,
             unacked: Mutex::new(lru::LruCache::new(UNACKED_DEVICES)),
-        }
+        })
     }
 
     /// The topic a message for the requester's device touches.
@@ -83,7 +99,12 @@ impl ToDevice {
     /// devices are left out silently (as Synapse). A user of another server
     /// is 400 `M_INVALID_PARAM` before anything is stored: Myelin does not
     /// federate yet, and a message dropped silently would leave the sender
-    /// believing a room key reached its recipient.
+    /// believing a room key reached its recipient. A content over
+    /// [`MAX_CONTENT_BYTES`], or a send that would store more messages or
+    /// bytes than the configured limits (`*` expanded), is 413
+    /// `M_TOO_LARGE` naming the limit, and stores nothing: the client can
+    /// split it, which a server cannot do for it without breaking the
+    /// transaction id's once-only promise.
     pub async fn send(
         &self,
         sender: &Requester,
@@ -100,13 +121,14 @@ impl ToDevice {
                 "Cannot send to-device messages to {remote}: this server does not federate yet"
             )));
         }
-        for by_device in messages.values() {
-            for content in by_device.values() {
+        for (user, by_device) in messages {
+            for (device, content) in by_device {
                 if !content.json().get().trim_start().starts_with('{') {
                     return Err(MatrixError::bad_json(
                         "Each to-device message content must be a JSON object",
                     ));
                 }
+                check_content_size(user.as_str(), device, content.json().get())?;
             }
         }
         let mut devices_of = Vec::new();
@@ -135,6 +157,7 @@ impl ToDevice {
         if deliveries.is_empty() {
             return Ok(());
         }
+        self.check_fan_out(&deliveries)?;
         let r = self.stream.reserve();
         for topic in topics {
             self.stream.touch(topic, r.pos());
@@ -149,6 +172,28 @@ impl ToDevice {
         let stored = self.storage.store_to_device(&send, &deliveries).await;
         self.stream.complete(r);
         stored?;
+        Ok(())
+    }
+
+    /// 413 `M_TOO_LARGE` when `deliveries` are more messages or bytes than
+    /// the configured limits.
+    fn check_fan_out(&self, deliveries: &[InboxDelivery<'_>]) -> Result<()> {
+        if deliveries.len() > self.max_messages {
+            return Err(MatrixError::too_large(format!(
+                "This request would store {} to-device messages (one per recipient device, \
+                 \"*\" counting every device of its user); the limit is {}",
+                deliveries.len(),
+                self.max_messages
+            )));
+        }
+        let bytes: usize = deliveries.iter().map(|d| d.content.len()).sum();
+        if bytes > self.max_bytes {
+            return Err(MatrixError::too_large(format!(
+                "This request would store {bytes} bytes of to-device messages (one content per \
+                 recipient device, \"*\" expanded); the limit is {}",
+                self.max_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -215,6 +260,26 @@ impl ToDevice {
     }
 }
 
+/// 413 `M_TOO_LARGE` when a content is over [`MAX_CONTENT_BYTES`] as
+/// canonical JSON. The text as sent is measured first: canonical JSON is
+/// compact, so a text within the limit needs no re-encoding.
+fn check_content_size(user: &str, device: &DeviceIdOrAllDevices, content: &str) -> Result<()> {
+    if content.len() <= MAX_CONTENT_BYTES {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(content).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+    let canonical = serde_json::to_string(&value).map_err(MatrixError::internal)?;
+    if canonical.len() > MAX_CONTENT_BYTES {
+        return Err(MatrixError::too_large(format!(
+            "The to-device message for {user} {device} is too large: {} bytes, the limit is \
+             {MAX_CONTENT_BYTES}",
+            canonical.len()
+        )));
+    }
+    Ok(())
+}
+
 impl crate::services::workers::CacheSizes for ToDevice {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("unacked_devices", self.unacked.lock().len())]
@@ -256,8 +321,11 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let storage = Storage::connect(&url, 1).await.unwrap();
         let stream = Arc::new(Stream::new(10));
-        let server: OwnedServerName = "example.org".try_into().unwrap();
-        let to_device = ToDevice::new(storage.clone(), stream.clone(), &server);
+        let config = Config {
+            server_name: "example.org".into(),
+            ..Config::default()
+        };
+        let to_device = ToDevice::new(storage.clone(), stream.clone(), &config).unwrap();
         let who = requester("@a:example.org", "DEV");
         sqlx::query("DROP TABLE device_inbox")
             .execute(storage.pool())

@@ -161,6 +161,25 @@ async fn insert_change(
     Ok(())
 }
 
+/// What deleting device `$2` of user `$1` removes: the signatures of its
+/// keys (by the user's self-signing key) and those it made (of the user's
+/// master key), so that a new device under the same id gets none of them.
+pub(crate) const DEVICE_CLEANUP: [&str; 2] = [
+    "DELETE FROM e2e_cross_signing_signatures WHERE target_user_id = $1 AND target_key_id = $2",
+    "DELETE FROM e2e_cross_signing_signatures WHERE signer_user_id = $1
+     AND substr(signer_key_id, 1, 8) = 'ed25519:' AND substr(signer_key_id, 9) = $2",
+];
+
+/// [`DEVICE_CLEANUP`] for every device of user `$1` but `$2`: it reads
+/// `devices`, so it runs before they are deleted.
+pub(crate) const OTHER_DEVICES_CLEANUP: [&str; 2] = [
+    "DELETE FROM e2e_cross_signing_signatures WHERE target_user_id = $1 AND target_key_id IN
+     (SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2)",
+    "DELETE FROM e2e_cross_signing_signatures WHERE signer_user_id = $1
+     AND substr(signer_key_id, 1, 8) = 'ed25519:' AND substr(signer_key_id, 9) IN
+     (SELECT device_id FROM devices WHERE user_id = $1 AND device_id <> $2)",
+];
+
 /// What deactivating user `$1` removes: their cross-signing keys, the
 /// signatures of their keys and those they made.
 pub(crate) const USER_CLEANUP: [&str; 2] = [

@@ -195,8 +195,9 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Deletes devices, their tokens, to-device inboxes and keys in one
-    /// transaction. `None` deletes all of the user's devices except `except`.
+    /// Deletes devices, their tokens, to-device inboxes, keys and
+    /// cross-signing signatures (of them and by them) in one transaction.
+    /// `None` deletes all of the user's devices except `except`.
     pub async fn delete_devices(
         &self,
         user_id: &str,
@@ -215,6 +216,7 @@ impl Storage {
                         .iter()
                         .chain(&super::to_device::DEVICE_CLEANUP)
                         .chain(&super::e2e_keys::DEVICE_CLEANUP)
+                        .chain(&super::cross_signing::DEVICE_CLEANUP)
                         .copied()
                         {
                             sqlx::query(q)
@@ -226,14 +228,16 @@ impl Storage {
                     }
                 }
                 None => {
-                    for q in [
-                        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
-                        "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-                    ]
-                    .iter()
-                    .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
-                    .chain(&super::e2e_keys::OTHER_DEVICES_CLEANUP)
-                    .copied()
+                    // The signatures first: they find the devices in `devices`.
+                    for q in super::cross_signing::OTHER_DEVICES_CLEANUP
+                        .iter()
+                        .chain(&[
+                            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+                            "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
+                        ])
+                        .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
+                        .chain(&super::e2e_keys::OTHER_DEVICES_CLEANUP)
+                        .copied()
                     {
                         sqlx::query(q)
                             .bind(user_id)

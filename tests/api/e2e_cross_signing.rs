@@ -328,7 +328,7 @@ async fn signature_failures() {
     // Keys other than the stored ones: Synapse's 400 "Key does not match"
     // (M_UNKNOWN). The master key signed by an unknown device, or by none.
     let master = keys.master_key(a);
-    let by_ghost = resign(&forged, a, "GHOST", &master);
+    let by_ghost = forged.sign_as_device(a, "GHOST", &master);
     let b = upload_signatures(&server, &alice, json!({ a: { &alice.device_id: changed } })).await;
     assert_eq!(
         b["failures"][a][&alice.device_id]["errcode"], "M_UNKNOWN",
@@ -387,12 +387,12 @@ async fn master_key_signatures_merge_into_query() {
     });
     // The device key pair's version is its public key; sign under the
     // device id as a client does.
-    device_keys = resign(&device, a, &alice.device_id, &device_keys);
+    device_keys = device.sign_as_device(a, &alice.device_id, &device_keys);
     upload_keys(&server, &alice, json!({"device_keys": device_keys})).await;
     let keys = set_up(&server, &alice).await;
     let bob_keys = set_up(&server, &bob).await;
 
-    let by_device = resign(&device, a, &alice.device_id, &keys.master_key(a));
+    let by_device = device.sign_as_device(a, &alice.device_id, &keys.master_key(a));
     let by_usk = keys.usk.sign(a, &bob_keys.master_key(bo));
     let b = upload_signatures(
         &server,
@@ -427,14 +427,6 @@ async fn master_key_signatures_merge_into_query() {
         bob_keys.master_key(bo),
         "not carol's to see: {q}"
     );
-}
-
-/// `object` signed by `key` under the name `ed25519:<device>`.
-fn resign(key: &SigningKey, user: &str, device: &str, object: &Value) -> Value {
-    let mut signed = key.sign(user, object);
-    let sig = signed["signatures"][user][ed(&key.public)].take();
-    signed["signatures"] = json!({ user: { format!("ed25519:{device}"): sig } });
-    signed
 }
 
 /// Deactivation deletes the user's cross-signing keys and every signature

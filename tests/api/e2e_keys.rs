@@ -533,40 +533,116 @@ async fn malformed_key_requests_are_400() {
     assert_error(&resp, 400, "M_INVALID_PARAM");
 }
 
-/// Deleting a device deletes its keys, whichever way: logout, `DELETE
-/// /devices/{id}` and `/delete_devices` (UIA), the Synapse admin API's
-/// device deletion, Dendrite's resetPassword with `logout_devices`, a
-/// password change that logs the other devices out, and deactivation.
+/// A user (`u0`, in a room with `observer`) with cross-signing keys and a
+/// second device `d` that has everything a device can leave behind: device
+/// keys, a one-time and a fallback key, a signature of its keys by the
+/// self-signing key, its own signature of the master key, and a to-device
+/// message from `observer` waiting.
+async fn fully_keyed_device(
+    server: &TestServer,
+    observer: &Session,
+    localpart: &str,
+) -> (Session, Session) {
+    let u0 = server.user(localpart).await;
+    shared_room(server, observer, &[&u0]).await;
+    let d = server.login(localpart, "password123").await;
+    let u = u0.user_id.as_str();
+    let (master, ssk, device) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        SigningKey::generate(),
+    );
+    let master_key = master.cross_signing_key(u, "master");
+    let body = json!({
+        "master_key": master_key,
+        "self_signing_key": master.sign(u, &ssk.cross_signing_key(u, "self_signing")),
+    });
+    let r = upload_signing_keys(server, &u0, body).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let unsigned = json!({
+        "user_id": u,
+        "device_id": d.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("ed25519:{}", d.device_id): device.public,
+            format!("curve25519:{}", d.device_id): "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+        },
+    });
+    upload_keys(
+        server,
+        &d,
+        json!({
+            "device_keys": device.sign_as_device(u, &d.device_id, &unsigned),
+            "one_time_keys": {"signed_curve25519:AAAA": {"key": "k1", "signatures": {}}},
+            "fallback_keys": {"signed_curve25519:FFFF": {"key": "f1", "fallback": true, "signatures": {}}},
+        }),
+    )
+    .await;
+    let signatures = json!({ u: {
+        &d.device_id: ssk.sign(u, &unsigned),
+        &master.public: device.sign_as_device(u, &d.device_id, &master_key),
+    }});
+    let b = upload_signatures(server, &d, signatures).await;
+    assert!(b.get("failures").is_none_or(|f| f == &json!({})), "{b}");
+    let message = json!({u: {&d.device_id: {"secret": 1}}});
+    send_to_device(server, observer, "m.test", &next_txn(), message).await;
+    (u0, d)
+}
+
+/// What device `d` has left in the database: rows of its keys, of the
+/// cross-signing signatures of it or by it, and of its to-device inbox.
+async fn device_leftovers(server: &TestServer, d: &Session) -> (i64, i64, i64) {
+    let (u, dev) = (sql_quote(&d.user_id), sql_quote(&d.device_id));
+    let signatures = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM e2e_cross_signing_signatures
+             WHERE (target_user_id = '{u}' AND target_key_id = '{dev}')
+                OR (signer_user_id = '{u}' AND signer_key_id = 'ed25519:{dev}')"
+        ))
+        .await;
+    let inbox = key_rows(server, "device_inbox", d).await;
+    (all_key_rows(server, d).await, signatures, inbox)
+}
+
+/// Issue 19: every way a device is deleted (the client API, Synapse's and
+/// Dendrite's admin APIs, password changes and resets with logout, each
+/// deactivation) deletes its keys, one-time and fallback keys, the
+/// cross-signing signatures of and by it, and its waiting to-device
+/// messages, and tells a user who shares a room: `device_lists.changed`,
+/// or `left` where the owner is deactivated (deactivation leaves every
+/// room, so no room is shared any more). Each way on a user of its own.
 #[tokio::test]
 async fn deleting_a_device_deletes_its_keys() {
     let server = TestServer::start().await;
     let root = server.admin("root").await;
-    let alice = server.user("alice").await;
+    let observer = server.user("observer").await;
     let ways = [
         "logout",
+        "/logout/all",
         "DELETE /devices",
         "/delete_devices",
-        "admin",
         "password",
-        // Last: it logs out every device of alice's.
+        "synapse DELETE device",
+        "synapse delete_devices",
+        "synapse reset_password",
         "dendrite resetPassword",
+        "deactivate",
+        "synapse deactivate",
+        "synapse PUT deactivated",
     ];
-    for way in ways {
-        let d = server.login("alice", "password123").await;
-        upload_everything(&server, &d).await;
-        assert_eq!(all_key_rows(&server, &d).await, 3, "{way}");
+    for (i, way) in ways.into_iter().enumerate() {
+        let localpart = format!("u{i}");
+        let (u0, d) = fully_keyed_device(&server, &observer, &localpart).await;
+        assert_eq!(device_leftovers(&server, &d).await, (3, 2, 1), "{way}");
+        let since = sync_token(&server, &observer).await;
+        let user = enc(&u0.user_id);
         let device_path = format!("/_matrix/client/v3/devices/{}", d.device_id);
-        let admin_path = format!(
-            "/_synapse/admin/v2/users/{}/devices/{}",
-            enc(&alice.user_id),
-            d.device_id
-        );
         let uia = |req| {
             with_uia(
                 &server,
                 FirstRound::Challenge,
                 req,
-                &alice.user_id,
+                &localpart,
                 "password123",
             )
         };
@@ -576,33 +652,70 @@ async fn deleting_a_device_deletes_its_keys() {
                     .post("/_matrix/client/v3/logout", d.token(), json!({}))
                     .await
             }
-            "DELETE /devices" => {
-                uia(UiaRequest::delete(&device_path, alice.token(), json!({}))).await
+            "/logout/all" => {
+                let path = "/_matrix/client/v3/logout/all";
+                server.post(path, d.token(), json!({})).await
             }
+            "DELETE /devices" => uia(UiaRequest::delete(&device_path, u0.token(), json!({}))).await,
             "/delete_devices" => {
                 let body = json!({"devices": [d.device_id]});
                 let path = "/_matrix/client/v3/delete_devices";
-                uia(UiaRequest::post(path, alice.token(), body)).await
+                uia(UiaRequest::post(path, u0.token(), body)).await
             }
-            "admin" => server.delete(&admin_path, root.token(), None).await,
+            "password" => {
+                let body = json!({"new_password": "password123"});
+                let path = "/_matrix/client/v3/account/password";
+                uia(UiaRequest::post(path, u0.token(), body)).await
+            }
+            "synapse DELETE device" => {
+                let path = format!("/_synapse/admin/v2/users/{user}/devices/{}", d.device_id);
+                server.delete(&path, root.token(), None).await
+            }
+            "synapse delete_devices" => {
+                let path = format!("/_synapse/admin/v2/users/{user}/delete_devices");
+                let body = json!({"devices": [d.device_id]});
+                server.post(&path, root.token(), body).await
+            }
+            "synapse reset_password" => {
+                // logout_devices defaults to true.
+                let path = format!("/_synapse/admin/v1/reset_password/{user}");
+                let body = json!({"new_password": "password123"});
+                server.post(&path, root.token(), body).await
+            }
             "dendrite resetPassword" => {
-                let path = format!("/_dendrite/admin/resetPassword/{}", enc(&alice.user_id));
+                let path = format!("/_dendrite/admin/resetPassword/{user}");
                 let body = json!({"password": "password123", "logout_devices": true});
                 server.post(&path, root.token(), body).await
             }
+            "deactivate" => {
+                deactivate(&server, &u0, &localpart).await;
+                (StatusCode::OK, json!({}))
+            }
+            "synapse deactivate" => {
+                let path = format!("/_synapse/admin/v1/deactivate/{user}");
+                server.post(&path, root.token(), json!({})).await
+            }
             _ => {
-                let body = json!({"new_password": "password123"});
-                let path = "/_matrix/client/v3/account/password";
-                uia(UiaRequest::post(path, alice.token(), body)).await
+                let path = format!("/_synapse/admin/v2/users/{user}");
+                server
+                    .put(&path, root.token(), json!({"deactivated": true}))
+                    .await
             }
         };
         assert_eq!(st, StatusCode::OK, "{way}: {b}");
-        assert_eq!(all_key_rows(&server, &d).await, 0, "{way}");
+        assert_eq!(device_leftovers(&server, &d).await, (0, 0, 0), "{way}");
+        let seen = sync_since(&server, &observer, &since).await;
+        let field = if way.contains("deactivate") {
+            "left"
+        } else {
+            "changed"
+        };
+        assert_eq!(
+            seen["device_lists"][field],
+            json!([u0.user_id]),
+            "{way}: {seen}"
+        );
     }
-    let alice = server.login("alice", "password123").await;
-    upload_everything(&server, &alice).await;
-    deactivate(&server, &alice, "alice").await;
-    assert_eq!(all_key_rows(&server, &alice).await, 0);
 }
 
 /// sytest "Get left notifs for other users in sync and /keys/changes when
@@ -674,4 +787,82 @@ async fn placeholder_signatures_are_accepted_as_synapse_does() {
         json!({alice.user_id.clone(): {format!("ed25519:{dev}"): "self+signature"}}),
         "{q}"
     );
+}
+
+/// Issue 19: `/versions` advertises what encryption Myelin serves (the
+/// spec versions, and `org.matrix.e2e_cross_signing` as Synapse) and no
+/// other encryption flag; `m.room.encryption` is accepted in `createRoom`'s
+/// `initial_state` with each preset and without one, and later as a state
+/// event; encrypted events reach the other members as sent.
+#[tokio::test]
+async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
+    let server = TestServer::start().await;
+    let (st, v) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["unstable_features"],
+        json!({"org.matrix.e2e_cross_signing": true}),
+        "{v}"
+    );
+    // The endpoints behind the flag answer (not 404 M_UNRECOGNIZED).
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let b = upload_signatures(&server, &alice, json!({})).await;
+    assert!(b.get("failures").is_none_or(|f| f == &json!({})), "{b}");
+
+    let encryption = json!({
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "rotation_period_ms": 604_800_000,
+        "rotation_period_msgs": 100,
+    });
+    let initial = json!([{"type": "m.room.encryption", "state_key": "", "content": encryption}]);
+    for preset in [
+        Some("private_chat"),
+        Some("trusted_private_chat"),
+        Some("public_chat"),
+        None,
+    ] {
+        let mut body = json!({"initial_state": initial, "invite": [bob.user_id]});
+        if let Some(p) = preset {
+            body["preset"] = json!(p);
+        }
+        let room = create_room(&server, &alice, body).await;
+        let state = current_state_content(&server, &alice, &room, "m.room.encryption", "").await;
+        assert_eq!(state, encryption, "{preset:?}");
+        join(&server, &bob, &room).await;
+        let since = sync_token(&server, &bob).await;
+        let ciphertext = json!({
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+            "device_id": alice.device_id,
+            "session_id": "SESSION",
+            "ciphertext": "AwgAEnAcSeNiK6Ns",
+        });
+        send_event(
+            &server,
+            &alice,
+            &room,
+            "m.room.encrypted",
+            ciphertext.clone(),
+        )
+        .await;
+        let b = sync_since(&server, &bob, &since).await;
+        let events = &joined_room(&b, &room)["timeline"]["events"];
+        let got = event_of_type(events, "m.room.encrypted").unwrap_or_else(|| panic!("{b}"));
+        assert_eq!(got["content"], ciphertext, "{preset:?}");
+    }
+
+    // Turned on later, as Element's room settings do.
+    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    set_state(
+        &server,
+        &alice,
+        &room,
+        "m.room.encryption",
+        "",
+        encryption.clone(),
+    )
+    .await;
+    let state = current_state_content(&server, &alice, &room, "m.room.encryption", "").await;
+    assert_eq!(state, encryption);
 }

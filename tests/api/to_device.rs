@@ -69,6 +69,15 @@ async fn login_phone(server: &TestServer) -> Session {
     Session::from_answer(&b)
 }
 
+/// `from` sends `to`'s device `count` messages, `{"n": 0}` upwards, one a
+/// request.
+async fn send_numbered(server: &TestServer, from: &Session, to: &Session, count: i64) {
+    for n in 0..count {
+        let messages = json!({to.user_id.clone(): {to.device_id.clone(): {"n": n}}});
+        send_to_device(server, from, "my.test.type", &format!("m{n}"), messages).await;
+    }
+}
+
 async fn inbox_rows(server: &TestServer, who: &Session) -> i64 {
     server
         .sql_count(&format!(
@@ -298,16 +307,7 @@ async fn more_than_a_hundred_messages_come_over_two_syncs_in_order() {
     let bob = server.user("bob").await;
     let room = create_room(&server, &bob, json!({})).await;
     let t0 = sync_token(&server, &bob).await;
-    for n in 0..101 {
-        send_to_device(
-            &server,
-            &alice,
-            "my.test.type",
-            &format!("m{n}"),
-            json!({bob.user_id.clone(): {bob.device_id.clone(): {"n": n}}}),
-        )
-        .await;
-    }
+    send_numbered(&server, &alice, &bob, 101).await;
     let message = send_text(&server, &bob, &room, "after them").await;
 
     let first = sync_since(&server, &bob, &t0).await;
@@ -513,4 +513,159 @@ async fn messages_and_positions_survive_a_restart() {
         &alice,
         json!({"n": 2}),
     );
+}
+
+/// Messages waiting in any inbox of the server.
+async fn all_inbox_rows(server: &TestServer) -> i64 {
+    server.sql_count("SELECT COUNT(*) FROM device_inbox").await
+}
+
+/// Oversized sends (issue 19 "Bad input") are refused whole with 413
+/// `M_TOO_LARGE` naming the limit, never stored in part: a content over
+/// 65536 bytes (Synapse's `MAX_TO_DEVICE_CONTENT_SIZE`), more recipient
+/// devices than `limits.max_to_device_messages` once `*` is expanded, more
+/// bytes than `limits.max_to_device_bytes`, a body over
+/// `limits.max_request_bytes`. The refused transaction id stays free: the
+/// client splits the batch and sends it again.
+#[tokio::test]
+async fn oversized_sends_are_refused_whole_and_name_the_limit() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_to_device_messages = 3;
+        c.limits.max_to_device_bytes = 100_000;
+        c.limits.max_request_bytes = 200_000;
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let phone = login_phone(&server).await;
+    let bob = server.user("bob").await;
+    let bob2 = server.login("bob", "password123").await;
+    let refused = |resp: &(StatusCode, Value), limit: &str| {
+        assert_error(resp, 413, "M_TOO_LARGE");
+        let message = resp.1["error"].as_str().unwrap_or_default();
+        assert!(message.contains(limit), "names {limit}: {}", resp.1);
+    };
+
+    // One content too large (its canonical JSON: the padding is counted).
+    let big = "x".repeat(65_537);
+    let messages = json!({bob.user_id.clone(): {bob.device_id.clone(): {"b": big}}});
+    let resp = try_send_to_device(&server, &alice, "my.test.type", "big", messages).await;
+    refused(&resp, "65536");
+    // Just within: accepted, whitespace as sent not counted.
+    let fits = "x".repeat(65_536 - r#"{"b":""}"#.len());
+    let raw = format!(
+        r#"{{"messages": {{"{}": {{"{}": {{ "b" : "{fits}" }} }} }} }}"#,
+        bob.user_id, bob.device_id
+    );
+    let path = "/_matrix/client/v3/sendToDevice/my.test.type/fits";
+    let resp = server
+        .request_raw(reqwest::Method::PUT, path, bob.token(), raw.leak())
+        .await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    assert_eq!(all_inbox_rows(&server).await, 1);
+    let t = next_batch(&sync_device(&server, &bob, None).await);
+    sync_device(&server, &bob, Some(&t)).await;
+    assert_eq!(all_inbox_rows(&server).await, 0, "acknowledged");
+
+    // Four recipient devices ("*" expanded: alice's two, bob's two) over 3.
+    let wide = json!({
+        alice.user_id.clone(): {"*": {"n": 1}},
+        bob.user_id.clone(): {"*": {"n": 1}},
+    });
+    let resp = try_send_to_device(&server, &alice, "my.test.type", "wide", wide).await;
+    refused(&resp, "3");
+    assert_eq!(all_inbox_rows(&server).await, 0, "nothing stored");
+    // Split by the client, under the same transaction id for the first half.
+    for (txn, user) in [("wide", &alice.user_id), ("wide2", &bob.user_id)] {
+        let half = json!({user.clone(): {"*": {"n": 1}}});
+        send_to_device(&server, &alice, "my.test.type", txn, half).await;
+    }
+    for who in [&alice, &phone, &bob, &bob2] {
+        assert_eq!(inbox_rows(&server, who).await, 1, "{}", who.device_id);
+    }
+    // Three named devices are within the count; unknown devices count
+    // for nothing.
+    send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "three",
+        json!({
+            alice.user_id.clone(): {alice.device_id.clone(): {}, "NOSUCH1": {}, "NOSUCH2": {}},
+            bob.user_id.clone(): {bob.device_id.clone(): {}, bob2.device_id.clone(): {}},
+        }),
+    )
+    .await;
+
+    // Bytes: 40,000 each to three devices is over 100,000.
+    let rows = all_inbox_rows(&server).await;
+    let part = "y".repeat(40_000);
+    let resp = try_send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "bytes",
+        json!({
+            alice.user_id.clone(): {phone.device_id.clone(): {"p": part}},
+            bob.user_id.clone(): {"*": {"p": part}},
+        }),
+    )
+    .await;
+    refused(&resp, "100000");
+    assert_eq!(all_inbox_rows(&server).await, rows, "nothing stored");
+
+    // The body itself over max_request_bytes (each content within 65536).
+    let mut by_device = serde_json::Map::new();
+    for n in 0..4 {
+        by_device.insert(format!("NOSUCH{n}"), json!({"p": "z".repeat(60_000)}));
+    }
+    let resp = try_send_to_device(
+        &server,
+        &alice,
+        "my.test.type",
+        "body",
+        json!({bob.user_id.clone(): by_device}),
+    )
+    .await;
+    refused(&resp, "200000");
+    assert_eq!(all_inbox_rows(&server).await, rows, "nothing stored");
+}
+
+/// A device with thousands of messages waiting gets them all across
+/// syncs of 100, in order and exactly once; each batch comes again until
+/// the next sync acknowledges it with its `since`, and only then is it
+/// deleted.
+#[tokio::test]
+async fn thousands_waiting_arrive_in_order_once_and_go_when_acknowledged() {
+    const TOTAL: i64 = 2_050;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut since = next_batch(&sync_device(&server, &bob, None).await);
+    send_numbered(&server, &alice, &bob, TOTAL).await;
+    let numbers = |body: &Value| -> Vec<i64> {
+        to_device_events(body)
+            .iter()
+            .map(|e| e["content"]["n"].as_i64().unwrap())
+            .collect()
+    };
+    let mut received = Vec::new();
+    loop {
+        let body = sync_device(&server, &bob, Some(&since)).await;
+        let got = numbers(&body);
+        // Everything before `since` is gone, nothing after it yet.
+        let delivered = i64::try_from(received.len()).unwrap();
+        assert_eq!(inbox_rows(&server, &bob).await, TOTAL - delivered);
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.len() <= 100, "{}", got.len());
+        // Not acknowledged yet: the same `since` gets the same batch.
+        let again = sync_device(&server, &bob, Some(&since)).await;
+        assert_eq!(numbers(&again), got, "unacknowledged batch comes again");
+        assert_eq!(next_batch(&again), next_batch(&body));
+        received.extend(got);
+        since = next_batch(&body);
+    }
+    assert_eq!(received, (0..TOTAL).collect::<Vec<_>>());
+    assert_eq!(inbox_rows(&server, &bob).await, 0);
 }

@@ -29,9 +29,15 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 /// Hand-built rather than ruma's type so `unstable_features` is always present
-/// (ruma omits an empty map; some clients index it unconditionally).
+/// (ruma omits an empty map; some clients index it unconditionally). Its one
+/// flag, cross-signing (MSC1756, `/keys/device_signing/upload` and
+/// `/keys/signatures/upload`), is served; Synapse advertises it too, and
+/// older clients look for it before offering cross-signing.
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
-    Json(json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": {} }))
+    Json(json!({
+        "versions": SUPPORTED_VERSIONS,
+        "unstable_features": { "org.matrix.e2e_cross_signing": true },
+    }))
 }
 
 async fn well_known(

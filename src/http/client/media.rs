@@ -264,7 +264,7 @@ fn streamed(
     body: Body,
 ) -> impl hyper::body::Body<Data = bytes::Bytes, Error = MatrixError> + Send + Unpin {
     body.map_err(|e| {
-        body_read_error(&e, |msg| {
+        body_read_error(&e, None, |msg| {
             MatrixError::unknown(http::StatusCode::BAD_REQUEST, msg)
         })
     })

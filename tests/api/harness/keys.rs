@@ -120,6 +120,15 @@ impl SigningKey {
         serde_json::to_value(object).unwrap()
     }
 
+    /// `object` signed by this key as device `device`'s key, under the name
+    /// `ed25519:<device>` (its other signatures dropped).
+    pub fn sign_as_device(&self, user: &str, device: &str, object: &Value) -> Value {
+        let mut signed = self.sign(user, object);
+        let sig = signed["signatures"][user][format!("ed25519:{}", self.public)].take();
+        signed["signatures"] = json!({ user: { format!("ed25519:{device}"): sig } });
+        signed
+    }
+
     /// The unsigned cross-signing key of `user` with `usage` holding this
     /// key.
     pub fn cross_signing_key(&self, user: &str, usage: &str) -> Value {
