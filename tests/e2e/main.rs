@@ -17,5 +17,6 @@ mod server;
 
 mod chat; // two users: create room, invite, join, send, sync, /messages, topic, leave
 mod history; // limited timeline + /messages from prev_batch, redaction
+mod js_interop; // matrix-js-sdk's Rust crypto (node) and matrix-sdk decrypt each other
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name

@@ -1,0 +1,73 @@
+// Encryption across SDKs: matrix-js-sdk with its Rust crypto (the npm package's
+// @matrix-org/matrix-sdk-crypto-wasm, in-memory store, no browser) talks with a
+// matrix-sdk (Rust) user in an encrypted room. Driven by tests/e2e/js_interop.rs,
+// which starts the server, creates the accounts, the room and the invite:
+//
+//     node tests/clients/js/e2ee.mjs BASE_URL USER_ID PASSWORD ROOM_ID BODY REPLY
+//
+// The js user logs in (a new device), initialises Rust crypto, starts its sync
+// loop, joins ROOM_ID once invited, sees that the room is encrypted, and sends
+// BODY; it prints `sent {"event_id","device_id"}` (one line of JSON after the
+// word). It then waits for a message from someone else whose decrypted body is
+// REPLY and prints `received {"event_id","sender"}`. Steps print `ok - ...`.
+// Exits 0 when every step passed, 1 on the first failure, 2 on bad usage.
+
+import * as sdk from "matrix-js-sdk";
+import { check, expectOk, main, started, step, until } from "./common.mjs";
+
+const SUITE_MS = 120_000;
+
+// The crypto's WebAssembly logs through console.debug and console.info, past
+// loglevel: quiet too unless MYELIN_JS_SDK_LOG asks for the library's log.
+if (!process.env.MYELIN_JS_SDK_LOG) console.debug = console.info = () => {};
+
+async function run(base, userId, password, roomId, body, reply) {
+    base = base.replace(/\/+$/, "");
+    const anon = sdk.createClient({ baseUrl: base });
+    const login = await expectOk(
+        anon.loginRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user: userId },
+            password,
+            initial_device_display_name: "js e2ee",
+        }),
+        `login ${userId}`,
+    );
+    check(login.user_id === userId && login.device_id, `login: ${JSON.stringify(login)}`);
+    const client = await started(base, login, {}, { crypto: true });
+    const crypto = client.getCrypto();
+    check(crypto, "getCrypto(): no crypto after initRustCrypto");
+    const own = await expectOk(crypto.getOwnDeviceKeys(), "getOwnDeviceKeys");
+    check(own.ed25519 && own.curve25519, `own device keys: ${JSON.stringify(own)}`);
+    step("log in, initialise Rust crypto, first sync");
+
+    await until(client, () => client.getRoom(roomId)?.getMyMembership() === "invite", `the invite to ${roomId}`);
+    await expectOk(client.joinRoom(roomId), `join ${roomId}`);
+    await until(client, () => client.getRoom(roomId)?.getMyMembership() === "join", "the join through sync");
+    await until(client, () => client.getRoom(roomId)?.hasEncryptionStateEvent(), "the room's m.room.encryption");
+    check(await crypto.isEncryptionEnabledInRoom(roomId), "the crypto does not consider the room encrypted");
+    step("join the encrypted room");
+
+    const sent = await expectOk(client.sendTextMessage(roomId, body), "send the encrypted message");
+    check(sent.event_id?.startsWith("$"), `send: event_id ${sent.event_id}`);
+    const local = await until(client, () => client.getRoom(roomId)?.findEventById(sent.event_id), "the sent event");
+    check(local.isEncrypted(), `the sent event ${sent.event_id} went out as ${local.getWireType()}, not encrypted`);
+    console.log(`sent ${JSON.stringify({ event_id: sent.event_id, device_id: login.device_id })}`);
+    step("send an encrypted message");
+
+    const got = await until(
+        client,
+        () =>
+            client
+                .getRoom(roomId)
+                ?.getLiveTimeline()
+                .getEvents()
+                .find((e) => e.getSender() !== userId && e.isEncrypted() && e.getContent()?.body === reply),
+        `the encrypted reply ${JSON.stringify(reply)}, decrypted`,
+    );
+    check(got.getType() === "m.room.message", `the reply decrypted to a ${got.getType()}`);
+    console.log(`received ${JSON.stringify({ event_id: got.getId(), sender: got.getSender() })}`);
+    step("decrypt the reply");
+}
+
+await main("js-sdk e2ee", "BASE_URL USER_ID PASSWORD ROOM_ID BODY REPLY", run, SUITE_MS);
