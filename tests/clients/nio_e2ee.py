@@ -9,10 +9,13 @@ one-time keys, query the keys of users whose devices changed, claim one-time
 keys for Olm sessions, send queued to-device messages):
 
   - alice and bob share an encrypted room; alice's message reaches bob as a
-    decrypted RoomMessageText, and bob's reply reaches alice the same way;
+    decrypted RoomMessageText (the one-time key alice claimed shows in bob's
+    key count, and nio tops it up), and bob's reply reaches alice the same way;
   - carol joins later: what was sent before she joined stays undecryptable
     for her (a MegolmEvent, no key was shared with her), while a message sent
-    after she joined decrypts.
+    after she joined decrypts;
+  - bob logs in on a second device: alice's sync reports the device list
+    change, and her next message decrypts on the new device.
 
 Exits 0 when every step passed, 1 on the first failure (naming the step and
 what was expected), 2 on bad usage.
@@ -33,6 +36,7 @@ from nio import (
     KeysClaimResponse,
     KeysQueryResponse,
     KeysUploadResponse,
+    LoginResponse,
     MegolmEvent,
     MessageDirection,
     RegisterResponse,
@@ -66,6 +70,14 @@ class Bot:
         self.name = name
         self.client = AsyncClient(base, "", store_path=store, config=config)
         self.seen = {}  # event id -> the event as nio last gave it
+        self.counts = []  # signed_curve25519 one-time key count of each sync
+        self.uploads = []  # the same count, as each key upload answered it
+
+    async def login(self, user_id):
+        c = self.client
+        c.user = user_id
+        expect(await c.login(PASSWORD, device_name=f"nio e2ee {self.name}"), LoginResponse, f"login {self.name}")
+        check(c.olm is not None, f"{self.name}: nio loaded no Olm account after login")
 
     async def register(self, localpart):
         c = self.client
@@ -78,6 +90,7 @@ class Bot:
         """One sync, then the key and to-device upkeep nio's sync_forever does."""
         c = self.client
         s = expect(await c.sync(timeout=timeout, sync_filter=FULL), SyncResponse, f"{self.name}'s sync")
+        self.counts.append(s.device_key_count.signed_curve25519)
         for room in s.rooms.join.values():
             for e in room.timeline.events:
                 self.seen[e.event_id] = e
@@ -92,6 +105,8 @@ class Bot:
             r = await coro
             if kind is not None:
                 expect(r, kind, f"{self.name}: {what}")
+                if kind is KeysUploadResponse:
+                    self.uploads.append(r.signed_curve25519_count)
             else:
                 for resp in r:
                     expect(resp, ToDeviceResponse, f"{self.name}: {what}")
@@ -152,6 +167,8 @@ async def run(base):
             for b in bots:
                 await b.tick()
                 check(not b.client.should_upload_keys, f"{b.name}: keys still to upload after a sync")
+                check(len(b.uploads) == 1 and b.uploads[0] > 0, f"{b.name}: one-time key uploads {b.uploads}")
+            uploaded = bob.uploads[0]
             step("register three bots; each uploads its device and one-time keys")
 
             # An encrypted private room: alice creates it with bob invited.
@@ -171,9 +188,16 @@ async def run(base):
 
             # alice -> bob, then bob -> alice, each decrypted on the other side.
             body1 = f"nio e2ee {tag}: alice to bob"
+            mark = len(bob.counts)
             ev1 = await send(alice, room, body1)
             await bob.read(ev1, body1, ids["alice"])
             step("alice's encrypted message decrypts for bob")
+            # alice claimed one of bob's one-time keys for the Olm session.
+            check(uploaded - 1 in bob.counts[mark:],
+                  f"bob's one-time key counts in sync {bob.counts[mark:]}, expected {uploaded - 1} after the claim")
+            check(bob.uploads[-1] == uploaded,
+                  f"bob's top-up upload answered {bob.uploads[-1]} one-time keys, expected {uploaded}")
+            step("the claim shows in bob's one-time key count; nio tops it up")
             body2 = f"nio e2ee {tag}: bob to alice"
             ev2 = await send(bob, room, body2)
             await alice.read(ev2, body2, ids["bob"])
@@ -213,6 +237,22 @@ async def run(base):
                     continue
                 raise Failure(f"carol decrypted {ev}, sent before she joined: {getattr(e, 'body', e)!r}")
             step("carol cannot decrypt the messages sent before she joined")
+
+            # bob logs in on a second device: alice learns of it through her
+            # sync's device lists and encrypts her next message for it too.
+            os.mkdir(f"{stores}/bob2")
+            bob2 = Bot(base, "bob2", f"{stores}/bob2")
+            bots.append(bob2)
+            await bob2.login(ids["bob"])
+            await bob2.tick()
+            check(bob2.uploads, "bob2: no key upload after the first sync")
+            await alice.until(lambda: bob2.client.device_id in alice.client.device_store[ids["bob"]],
+                              "bob's new device (device_lists.changed, then /keys/query)")
+            body4 = f"nio e2ee {tag}: to bob's new device"
+            ev4 = await send(alice, room, body4)
+            await bob2.read(ev4, body4, ids["alice"])
+            await carol.read(ev4, body4, ids["alice"])
+            step("a new device of bob's gets the key of the next message")
         finally:
             for b in bots:
                 await b.client.close()
