@@ -6,7 +6,8 @@
 //     node tests/clients/js/e2ee.mjs BASE_URL USER_ID PASSWORD ROOM_ID BODY REPLY
 //
 // The js user logs in (a new device), initialises Rust crypto, starts its sync
-// loop, joins ROOM_ID once invited, sees that the room is encrypted, and sends
+// loop, bootstraps cross-signing (its keys and its device's signature go to the
+// server), joins ROOM_ID once invited, sees that the room is encrypted, and sends
 // BODY; it prints `sent {"event_id","device_id"}` (one line of JSON after the
 // word). It then waits for a message from someone else whose decrypted body is
 // REPLY and prints `received {"event_id","sender"}`. Steps print `ok - ...`.
@@ -40,6 +41,21 @@ async function run(base, userId, password, roomId, body, reply) {
     const own = await expectOk(crypto.getOwnDeviceKeys(), "getOwnDeviceKeys");
     check(own.ed25519 && own.curve25519, `own device keys: ${JSON.stringify(own)}`);
     step("log in, initialise Rust crypto, first sync");
+
+    // Cross-signing as Element sets it up: the first upload of the keys needs
+    // no user-interactive auth (MSC3967), so the callback sends no auth.
+    await expectOk(
+        crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null) }),
+        "bootstrapCrossSigning",
+    );
+    const cs = await crypto.getCrossSigningStatus();
+    check(
+        cs.publicKeysOnDevice && Object.values(cs.privateKeysCachedLocally).every(Boolean),
+        `cross-signing status after bootstrap: ${JSON.stringify(cs)}`,
+    );
+    const mine = await crypto.getDeviceVerificationStatus(userId, login.device_id);
+    check(mine?.crossSigningVerified, `own device not cross-signing verified: ${JSON.stringify(mine)}`);
+    step("bootstrap cross-signing; the device is signed by its self-signing key");
 
     await until(client, () => client.getRoom(roomId)?.getMyMembership() === "invite", `the invite to ${roomId}`);
     await expectOk(client.joinRoom(roomId), `join ${roomId}`);
