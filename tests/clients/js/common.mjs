@@ -3,6 +3,7 @@
 // running a suite as a script with an overall deadline.
 
 import * as sdk from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import loglevel from "loglevel";
 
 const WAIT_MS = 30_000; // bound on waiting for one thing to arrive through sync
@@ -35,8 +36,8 @@ export async function expectOk(promise, what) {
     }
 }
 
-// Resolves once pred() holds, checking after each sync, room event and
-// decryption; fails after WAIT_MS.
+// Resolves once pred() holds, checking after each sync, room event,
+// decryption and key backup progress; fails after WAIT_MS.
 export function until(client, pred, what) {
     return new Promise((resolve, reject) => {
         const events = [
@@ -44,6 +45,7 @@ export function until(client, pred, what) {
             sdk.RoomEvent.Timeline,
             sdk.RoomEvent.MyMembership,
             sdk.MatrixEventEvent.Decrypted,
+            CryptoEvent.KeyBackupSessionsRemaining,
         ];
         const done = (f) => {
             clearTimeout(timer);

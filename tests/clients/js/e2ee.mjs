@@ -10,10 +10,13 @@
 // server), joins ROOM_ID once invited, sees that the room is encrypted, and sends
 // BODY; it prints `sent {"event_id","device_id"}` (one line of JSON after the
 // word). It then waits for a message from someone else whose decrypted body is
-// REPLY and prints `received {"event_id","sender"}`. Steps print `ok - ...`.
+// REPLY and prints `received {"event_id","sender"}`. Last it turns key backup on
+// (resetKeyBackup) and checks the server holds both of the room's sessions.
+// Steps print `ok - ...`.
 // Exits 0 when every step passed, 1 on the first failure, 2 on bad usage.
 
 import * as sdk from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { check, expectOk, main, started, step, until } from "./common.mjs";
 
 const SUITE_MS = 120_000;
@@ -84,6 +87,32 @@ async function run(base, userId, password, roomId, body, reply) {
     check(got.getType() === "m.room.message", `the reply decrypted to a ${got.getType()}`);
     console.log(`received ${JSON.stringify({ event_id: got.getId(), sender: got.getSender() })}`);
     step("decrypt the reply");
+
+    // Key backup as Element turns it on: a new backup version, then the
+    // library's backup loop uploads the room keys this device holds (its own
+    // session and the one of the reply) and says when none is left.
+    let remaining = null;
+    client.on(CryptoEvent.KeyBackupSessionsRemaining, (n) => (remaining = n));
+    await expectOk(crypto.resetKeyBackup(), "resetKeyBackup");
+    // resetKeyBackup starts the check that enables the backup without waiting for it.
+    const checked = await expectOk(crypto.checkKeyBackupAndEnable(), "checkKeyBackupAndEnable");
+    check(checked?.trustInfo?.matchesDecryptionKey, `the new backup: ${JSON.stringify(checked)}`);
+    const version = await crypto.getActiveSessionBackupVersion();
+    check(version === checked.backupInfo.version, `active backup version ${version}, server's ${checked.backupInfo.version}`);
+    await until(client, () => remaining === 0, "the backup loop's end (no session left to back up)");
+    const v3 = { prefix: sdk.ClientPrefix.V3 };
+    const info = await expectOk(
+        client.http.authedRequest(sdk.Method.Get, "/room_keys/version", undefined, undefined, v3),
+        "GET /room_keys/version",
+    );
+    check(info.version === version && info.count === 2, `backup version: ${JSON.stringify(info)}, expected version ${version} with 2 keys`);
+    const backup = await expectOk(
+        client.http.authedRequest(sdk.Method.Get, `/room_keys/keys/${encodeURIComponent(roomId)}`, { version }, undefined, v3),
+        "GET /room_keys/keys/{roomId}",
+    );
+    const sessions = Object.keys(backup.sessions ?? {});
+    check(sessions.length === 2, `backed-up sessions of the room: ${JSON.stringify(backup)}`);
+    step("key backup: a new version holds the room's two sessions");
 }
 
 await main("js-sdk e2ee", "BASE_URL USER_ID PASSWORD ROOM_ID BODY REPLY", run, SUITE_MS);
