@@ -38,7 +38,8 @@ async function run(base, userId, password, roomId, body, reply) {
         `login ${userId}`,
     );
     check(login.user_id === userId && login.device_id, `login: ${JSON.stringify(login)}`);
-    const client = await started(base, login, {}, { crypto: true });
+    // Members lazy-loaded, as Element does: the crypto then fetches them itself before encrypting.
+    const client = await started(base, login, { lazyLoadMembers: true }, { crypto: true });
     const crypto = client.getCrypto();
     check(crypto, "getCrypto(): no crypto after initRustCrypto");
     const own = await expectOk(crypto.getOwnDeviceKeys(), "getOwnDeviceKeys");
