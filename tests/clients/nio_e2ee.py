@@ -15,7 +15,9 @@ keys for Olm sessions, send queued to-device messages):
     for her (a MegolmEvent, no key was shared with her), while a message sent
     after she joined decrypts;
   - bob logs in on a second device: alice's sync reports the device list
-    change, and her next message decrypts on the new device.
+    change, and her next message decrypts on the new device; once it logs
+    out, alice's key query drops it;
+  - alice and bob verify each other's devices with SAS (to-device messages).
 
 Exits 0 when every step passed, 1 on the first failure (naming the step and
 what was expected), 2 on bad usage.
@@ -36,6 +38,9 @@ from nio import (
     KeysClaimResponse,
     KeysQueryResponse,
     KeysUploadResponse,
+    KeyVerificationCancel,
+    KeyVerificationKey,
+    KeyVerificationStart,
     LoginResponse,
     MegolmEvent,
     MessageDirection,
@@ -151,6 +156,36 @@ async def send(bot, room, body):
     return r.event_id
 
 
+async def verify_sas(a, b, ids):
+    """Interactive SAS verification of a's and b's devices (m.key.verification.*
+    to-device messages, in the order the spec gives): both see the same emoji,
+    and each device ends verified in the other's store."""
+    a_dev = a.client.device_store[ids[b.name]][b.client.device_id]
+    b_dev = b.client.device_store[ids[a.name]][a.client.device_id]
+    expect(await a.client.start_key_verification(a_dev), ToDeviceResponse, f"{a.name} starts SAS")
+    emoji = {}
+
+    for _ in range(ROUNDS):
+        for bot in (a, b):
+            c = bot.client
+            for e in (await bot.tick(timeout=500)).to_device_events:
+                tx = getattr(e, "transaction_id", None)
+                # nio sends the keys itself (queued to-device messages, sent
+                # by tick); the user accepts and compares the emoji.
+                if isinstance(e, KeyVerificationStart):
+                    expect(await c.accept_key_verification(tx), ToDeviceResponse, f"{bot.name} accepts")
+                elif isinstance(e, KeyVerificationKey):
+                    emoji[bot.name] = c.key_verifications[tx].get_emoji()
+                    expect(await c.confirm_short_auth_string(tx), ToDeviceResponse, f"{bot.name} confirms")
+                elif isinstance(e, KeyVerificationCancel):
+                    raise Failure(f"{bot.name}: SAS canceled: {e.code} {e.reason}")
+        if a.client.olm.is_device_verified(a_dev) and b.client.olm.is_device_verified(b_dev):
+            break
+    check(a.name in emoji and emoji.get(a.name) == emoji.get(b.name), f"SAS emoji differ: {emoji}")
+    check(a.client.olm.is_device_verified(a_dev), f"{a.name}: {b.name}'s device not verified after SAS")
+    check(b.client.olm.is_device_verified(b_dev), f"{b.name}: {a.name}'s device not verified after SAS")
+
+
 async def run(base):
     check(ENCRYPTION_ENABLED, "nio was installed without its [e2e] extra (vodozemac)")
     tag = secrets.token_hex(4)
@@ -253,6 +288,21 @@ async def run(base):
             await bob2.read(ev4, body4, ids["alice"])
             await carol.read(ev4, body4, ids["alice"])
             step("a new device of bob's gets the key of the next message")
+
+            # bob logs the new device out: alice's sync reports the change and
+            # her keys query no longer lists the device.
+            bob2_device = bob2.client.device_id
+            await bob2.client.logout()
+            await alice.until(
+                lambda: bob2_device not in {d.id for d in alice.client.device_store.active_user_devices(ids["bob"])},
+                "bob's logged-out device gone from his devices")
+            body5 = f"nio e2ee {tag}: after bob's device logged out"
+            ev5 = await send(alice, room, body5)
+            await bob.read(ev5, body5, ids["alice"])
+            step("a logged-out device drops out of the devices alice encrypts for")
+
+            await verify_sas(alice, bob, ids)
+            step("alice and bob verify each other's devices with SAS over to-device messages")
         finally:
             for b in bots:
                 await b.client.close()
