@@ -585,8 +585,6 @@ fn new_key((algorithm, key_id, json): &(String, String, String)) -> NewKey<'_> {
     }
 }
 
-/// Whether two JSON texts hold the same value (whitespace and key order
-/// aside).
 /// `new` (device keys, `unsigned` removed) with the signatures of the
 /// stored `old` added where `new` has none for that key id, as JSON; `None`
 /// when the two differ in more than their signatures.
@@ -623,6 +621,8 @@ fn with_signatures_of(old: &str, new: &CanonicalJsonObject) -> Result<Option<Str
         .map_err(MatrixError::internal)
 }
 
+/// Whether two JSON texts hold the same value (whitespace and key order
+/// aside).
 fn same_json(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<Value>(a),
