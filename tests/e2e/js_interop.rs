@@ -2,7 +2,9 @@
 //! (`initRustCrypto`, the npm package's WebAssembly build, under node; the
 //! script is tests/clients/js/e2ee.mjs) and a matrix-sdk user in an encrypted
 //! room each decrypt what the other sent; the js user's cross-signing
-//! (bootstrapped as Element does) reaches matrix-sdk.
+//! (bootstrapped as Element does) reaches matrix-sdk, and its key backup
+//! holds the room's sessions (checked by the script). 4-11 s: the library's
+//! backup loop waits a random 0-10 s before it uploads.
 //!
 //! The js packages come from `scripts/install-js-sdk`; `MYELIN_JS_CLIENT_DIR`
 //! names the directory it printed (default: tests/clients/js). Without node or
