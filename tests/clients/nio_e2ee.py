@@ -17,7 +17,8 @@ keys for Olm sessions, send queued to-device messages):
   - bob logs in on a second device: alice's sync reports the device list
     change, and her next message decrypts on the new device; once it logs
     out, alice's key query drops it;
-  - alice and bob verify each other's devices with SAS (to-device messages).
+  - alice and bob verify each other's devices with SAS (to-device messages),
+    after which alice's messages to bob need no ignore_unverified_devices.
 
 Exits 0 when every step passed, 1 on the first failure (naming the step and
 what was expected), 2 on bad usage.
@@ -303,6 +304,25 @@ async def run(base):
 
             await verify_sas(alice, bob, ids)
             step("alice and bob verify each other's devices with SAS over to-device messages")
+
+            # Between verified devices nio encrypts without being told to
+            # ignore unverified ones: a room of the two of them.
+            r = expect(await alice.client.room_create(
+                name="nio e2ee verified", preset=RoomPreset.private_chat, invite=[ids["bob"]],
+                initial_state=[{"type": "m.room.encryption", "state_key": "",
+                                "content": {"algorithm": MEGOLM}}]),
+                RoomCreateResponse, "alice creates a second encrypted room")
+            pair = r.room_id
+            await bob.until(lambda: pair in bob.client.invited_rooms, "the second invite")
+            expect(await bob.client.join(pair), JoinResponse, "bob joins the second room")
+            await alice.until(lambda: pair in alice.client.rooms and ids["bob"] in alice.client.rooms[pair].users,
+                              "bob's join")
+            body6 = f"nio e2ee {tag}: between verified devices"
+            r = expect(await alice.client.room_send(pair, "m.room.message", {"msgtype": "m.text", "body": body6}),
+                       RoomSendResponse, "alice sends to verified devices only")
+            await bob.read(r.event_id, body6, ids["alice"])
+            check(bob.seen[r.event_id].verified, f"bob: {r.event_id} is not marked as from a verified device")
+            step("a message between verified devices, sent without ignoring unverified ones")
         finally:
             for b in bots:
                 await b.client.close()
