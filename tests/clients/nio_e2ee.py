@@ -157,6 +157,18 @@ async def send(bot, room, body):
     return r.event_id
 
 
+async def encrypted_room(owner, guest, ids, name):
+    """An encrypted private room that `owner` creates with `guest` invited
+    and `guest` joins, as soon as the invite reaches it; its id."""
+    r = expect(await owner.client.room_create(
+        name=name, preset=RoomPreset.private_chat, invite=[ids[guest.name]],
+        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}]),
+        RoomCreateResponse, f"{owner.name} creates the encrypted room {name!r}")
+    await guest.until(lambda: r.room_id in guest.client.invited_rooms, f"the invite to {name!r}")
+    expect(await guest.client.join(r.room_id), JoinResponse, f"{guest.name} joins {name!r}")
+    return r.room_id
+
+
 async def verify_sas(a, b, ids):
     """Interactive SAS verification of a's and b's devices (m.key.verification.*
     to-device messages, in the order the spec gives): both see the same emoji,
@@ -207,15 +219,7 @@ async def run(base):
             uploaded = bob.uploads[0]
             step("register three bots; each uploads its device and one-time keys")
 
-            # An encrypted private room: alice creates it with bob invited.
-            r = expect(await alice.client.room_create(
-                name="nio e2ee", preset=RoomPreset.private_chat, invite=[ids["bob"]],
-                initial_state=[{"type": "m.room.encryption", "state_key": "",
-                                "content": {"algorithm": MEGOLM}}]),
-                RoomCreateResponse, "alice creates the encrypted room")
-            room = r.room_id
-            await bob.until(lambda: room in bob.client.invited_rooms, "the invite")
-            expect(await bob.client.join(room), JoinResponse, "bob joins")
+            room = await encrypted_room(alice, bob, ids, "nio e2ee")
             for b in (alice, bob):
                 await b.until(lambda b=b: room in b.client.rooms and b.client.rooms[room].encrypted
                               and {ids["alice"], ids["bob"]} <= set(b.client.rooms[room].users),
@@ -307,14 +311,7 @@ async def run(base):
 
             # Between verified devices nio encrypts without being told to
             # ignore unverified ones: a room of the two of them.
-            r = expect(await alice.client.room_create(
-                name="nio e2ee verified", preset=RoomPreset.private_chat, invite=[ids["bob"]],
-                initial_state=[{"type": "m.room.encryption", "state_key": "",
-                                "content": {"algorithm": MEGOLM}}]),
-                RoomCreateResponse, "alice creates a second encrypted room")
-            pair = r.room_id
-            await bob.until(lambda: pair in bob.client.invited_rooms, "the second invite")
-            expect(await bob.client.join(pair), JoinResponse, "bob joins the second room")
+            pair = await encrypted_room(alice, bob, ids, "nio e2ee verified")
             await alice.until(lambda: pair in alice.client.rooms and ids["bob"] in alice.client.rooms[pair].users,
                               "bob's join")
             body6 = f"nio e2ee {tag}: between verified devices"
