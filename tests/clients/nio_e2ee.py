@@ -24,7 +24,6 @@ Exits 0 when every step passed, 1 on the first failure (naming the step and
 what was expected), 2 on bad usage.
 """
 
-import asyncio
 import logging
 import os
 import secrets
