@@ -19,8 +19,8 @@ use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{
-    CanonicalJsonObject, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName,
-    OwnedUserId, ServerName, UInt, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId,
+    OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
 };
 use serde_json::{Value, json};
 
@@ -201,10 +201,12 @@ impl E2eKeys {
     }
 
     /// The device keys to store, checked: they must parse, be the
-    /// requester's own device's, list algorithms and carry a valid
-    /// signature by the device's own ed25519 key. `None` when the same
-    /// keys are stored already; different keys for a device that has some
-    /// are 400 `M_INVALID_PARAM`.
+    /// requester's own device's and list algorithms. `None` when the same
+    /// keys are stored already; the same keys with other signatures (a
+    /// client re-uploads its device signed by its new self-signing key, as
+    /// matrix-js-sdk's Rust crypto does after bootstrapping cross-signing)
+    /// are stored with the signatures of both; different keys for a device
+    /// that has some are 400 `M_INVALID_PARAM`.
     async fn check_device_keys(
         &self,
         who: &Requester,
@@ -239,9 +241,12 @@ impl E2eKeys {
             .await?
         {
             Some(old) if same_json(&old, &json) => Ok(None),
-            Some(_) => Err(MatrixError::invalid_param(
-                "This device already has different device keys; log in as a new device instead",
-            )),
+            Some(old) => match with_signatures_of(&old, &object)? {
+                Some(merged) => Ok((!same_json(&old, &merged)).then_some(merged)),
+                None => Err(MatrixError::invalid_param(
+                    "This device already has different device keys; log in as a new device instead",
+                )),
+            },
             None => Ok(Some(json)),
         }
     }
@@ -578,6 +583,42 @@ fn new_key((algorithm, key_id, json): &(String, String, String)) -> NewKey<'_> {
         key_id,
         json,
     }
+}
+
+/// `new` (device keys, `unsigned` removed) with the signatures of the
+/// stored `old` added where `new` has none for that key id, as JSON; `None`
+/// when the two differ in more than their signatures.
+fn with_signatures_of(old: &str, new: &CanonicalJsonObject) -> Result<Option<String>> {
+    let mut old: CanonicalJsonObject = serde_json::from_str(old).map_err(MatrixError::internal)?;
+    let old_sigs = old.remove("signatures");
+    let mut merged = new.clone();
+    let new_sigs = merged.remove("signatures");
+    if old != merged {
+        return Ok(None);
+    }
+    let mut sigs = match new_sigs {
+        Some(CanonicalJsonValue::Object(o)) => o,
+        _ => CanonicalJsonObject::new(),
+    };
+    if let Some(CanonicalJsonValue::Object(by_user)) = old_sigs {
+        for (user, keys) in by_user {
+            let CanonicalJsonValue::Object(keys) = keys else {
+                continue;
+            };
+            if let CanonicalJsonValue::Object(into) = sigs
+                .entry(user)
+                .or_insert_with(|| CanonicalJsonValue::Object(CanonicalJsonObject::new()))
+            {
+                for (key_id, sig) in keys {
+                    into.entry(key_id).or_insert(sig);
+                }
+            }
+        }
+    }
+    merged.insert("signatures".to_owned(), CanonicalJsonValue::Object(sigs));
+    serde_json::to_string(&merged)
+        .map(Some)
+        .map_err(MatrixError::internal)
 }
 
 /// Whether two JSON texts hold the same value (whitespace and key order

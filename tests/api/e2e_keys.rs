@@ -866,3 +866,40 @@ async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
     let state = current_state_content(&server, &alice, &room, "m.room.encryption", "").await;
     assert_eq!(state, encryption);
 }
+
+/// The same device keys uploaded again with a signature added (as
+/// matrix-js-sdk's Rust crypto re-uploads its device signed by its new
+/// self-signing key after bootstrapping cross-signing; Synapse stores the
+/// new keys): 200, /keys/query serves both signatures, and those who share
+/// a room with the device's owner see the change. An upload that lacks the
+/// added signature again keeps it.
+#[tokio::test]
+async fn device_keys_uploaded_again_with_a_new_signature_keep_both() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    let keys = own_device_keys(&alice);
+    upload_keys(&server, &alice, json!({"device_keys": keys})).await;
+    let since = sync_token(&server, &bob).await;
+
+    let mut signed = keys.clone();
+    signed["signatures"][&alice.user_id]["ed25519:SelfSigningKeyOfAlice"] = json!("ssk+signature");
+    let resp = try_upload_keys(&server, &alice, json!({"device_keys": signed})).await;
+    assert_eq!(
+        resp.0,
+        StatusCode::OK,
+        "re-upload with a new signature: {}",
+        resp.1
+    );
+    let b = sync_since(&server, &bob, &since).await;
+    assert_eq!(b["device_lists"]["changed"], json!([alice.user_id]), "{b}");
+
+    // Without the new signature again: nothing is lost.
+    upload_keys(&server, &alice, json!({"device_keys": keys})).await;
+    let q = query_keys(&server, &bob, json!({alice.user_id.clone(): []})).await;
+    let served = &q["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(served["signatures"], signed["signatures"], "{q}");
+    assert_eq!(served["keys"], keys["keys"], "{q}");
+}

@@ -232,20 +232,22 @@ async def run(base):
             await c.close()
 
 
-def main():
+def main(run_suite=None, name="nio smoke", doc=__doc__, timeout=120):
+    """Runs `run_suite(url)` (this suite's run by default) on the URL given on the command line."""
+    run_suite = run_suite or run
     if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
+        print(doc, file=sys.stderr)
         return 2
     start = time.monotonic()
     try:
-        asyncio.run(asyncio.wait_for(run(sys.argv[1].rstrip("/")), timeout=120))
+        asyncio.run(asyncio.wait_for(run_suite(sys.argv[1].rstrip("/")), timeout=timeout))
     except Failure as e:
         print(f"FAILED - {e}", flush=True)
         return 1
     except TimeoutError:
-        print("FAILED - the suite did not finish within 120 s", flush=True)
+        print(f"FAILED - the suite did not finish within {timeout} s", flush=True)
         return 1
-    print(f"nio smoke: all steps passed in {time.monotonic() - start:.1f} s", flush=True)
+    print(f"{name}: all steps passed in {time.monotonic() - start:.1f} s", flush=True)
     return 0
 
 

@@ -32,6 +32,7 @@ mod chat; // two users: create room, invite, join, send, sync, /messages, topic,
 mod device_deletion; // a deleted device stops receiving room keys
 mod encryption; // an encrypted DM: each side reads the other's plaintext
 mod history; // limited timeline + /messages from prev_batch, redaction
+mod js_interop; // matrix-js-sdk's Rust crypto (node) and matrix-sdk decrypt each other
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name
 mod verification; // cross-signing, SAS over to-device and in the DM, a reset with UIA

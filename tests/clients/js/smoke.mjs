@@ -12,101 +12,21 @@
 
 import { randomBytes } from "node:crypto";
 import * as sdk from "matrix-js-sdk";
-import loglevel from "loglevel";
+import { check, expectOk, main, quiet, started, step, until } from "./common.mjs";
 
 const MESSAGES = 12; // sent by alice, read by bob through sync and /messages
 const PAGES = 20; // bound on back-pagination requests
-const WAIT_MS = 30_000; // bound on waiting for one thing to arrive through sync
 const SUITE_MS = 120_000;
 const PASSWORD = `js smoke password ${randomBytes(4).toString("hex")}`;
-// The library's own log (loglevel): off, or at MYELIN_JS_SDK_LOG (e.g. debug). It logs
-// harmless errors (state events of a room it is still creating); its parts make
-// their loggers as they start, so quiet() is applied again then.
-const LOG_LEVEL = process.env.MYELIN_JS_SDK_LOG ?? "silent";
-const quiet = () => {
-    for (const l of [loglevel, ...Object.values(loglevel.getLoggers())]) l.setLevel(LOG_LEVEL, false);
-};
-
-class Failure extends Error {}
-
-function check(cond, what) {
-    if (!cond) throw new Failure(what);
-}
-
-function step(name) {
-    console.log(`ok - ${name}`);
-}
-
-// Awaits a client-library promise; a rejection fails the step, showing the Matrix error.
-async function expectOk(promise, what) {
-    try {
-        return await promise;
-    } catch (e) {
-        const detail = e?.errcode ? `${e.httpStatus} ${e.errcode}: ${e.data?.error ?? e.message}` : String(e);
-        throw new Failure(`${what}: ${detail}`);
-    }
-}
 
 const texts = (events) =>
     events.filter((e) => e.getType() === "m.room.message").map((e) => [e.getId(), e.getContent().body]);
 
 const show = (list) => list.map((m) => `  ${m.join(" ")}`).join("\n");
 
-// Resolves once pred() holds, checking after each sync and room event; fails after WAIT_MS.
-function until(client, pred, what) {
-    return new Promise((resolve, reject) => {
-        const events = [sdk.ClientEvent.Sync, sdk.RoomEvent.Timeline, sdk.RoomEvent.MyMembership];
-        const done = (f) => {
-            clearTimeout(timer);
-            for (const ev of events) client.off(ev, test);
-            f();
-        };
-        const test = () => {
-            let ok;
-            try {
-                ok = pred();
-            } catch (e) {
-                return done(() => reject(e));
-            }
-            if (ok) done(() => resolve(ok));
-        };
-        const timer = setTimeout(
-            () => done(() => reject(new Failure(`${what}: not seen within ${WAIT_MS / 1000} s`))),
-            WAIT_MS,
-        );
-        for (const ev of events) client.on(ev, test);
-        test();
-    });
-}
-
-const clients = [];
-
-// A client for an account, started with its sync loop; resolves once the first sync is in.
-async function started(base, login, opts = {}) {
-    const client = sdk.createClient({
-        baseUrl: base,
-        userId: login.user_id,
-        accessToken: login.access_token,
-        deviceId: login.device_id,
-    });
-    clients.push(client);
-    const prepared = new Promise((resolve, reject) => {
-        client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-            if (state === sdk.SyncState.Prepared) resolve();
-            if (state === sdk.SyncState.Error) reject(new Failure(`sync of ${login.user_id}: ${data?.error}`));
-        });
-    });
-    quiet();
-    await client.startClient({ lazyLoadMembers: false, ...opts });
-    quiet();
-    await prepared;
-    return client;
-}
-
 async function run(base) {
     const tag = randomBytes(4).toString("hex");
     const anon = sdk.createClient({ baseUrl: base });
-    clients.push(anon);
     quiet();
 
     // register: open registration with m.login.dummy, two users.
@@ -255,26 +175,4 @@ async function run(base) {
     step("leave removes the room from joined rooms");
 }
 
-const base = process.argv[2];
-if (!base || process.argv.length !== 3) {
-    console.error("usage: node tests/clients/js/smoke.mjs http://127.0.0.1:PORT");
-    process.exit(2);
-}
-const start = Date.now();
-const deadline = setTimeout(() => {
-    console.log(`FAILED - the suite did not finish within ${SUITE_MS / 1000} s`);
-    process.exit(1);
-}, SUITE_MS);
-try {
-    await run(base.replace(/\/+$/, ""));
-    console.log(`js-sdk smoke: all steps passed in ${((Date.now() - start) / 1000).toFixed(1)} s`);
-    process.exitCode = 0;
-} catch (e) {
-    console.log(`FAILED - ${e instanceof Failure ? e.message : e?.stack ?? e}`);
-    process.exitCode = 1;
-} finally {
-    clearTimeout(deadline);
-    for (const c of clients) c.stopClient();
-}
-// Lingering sockets or timers of the library must not keep the process alive.
-process.exit(process.exitCode);
+await main("js-sdk smoke", "http://127.0.0.1:PORT", (base) => run(base.replace(/\/+$/, "")), SUITE_MS);
