@@ -53,6 +53,7 @@ impl Client {
         Session {
             client: self.clone(),
             user_id: user.user_id.clone(),
+            device_id: user.device_id.clone(),
             token: format!("Bearer {}", user.access_token),
         }
     }
@@ -227,6 +228,7 @@ fn transport(e: reqwest::Error) -> RequestError {
 pub struct Session {
     client: Client,
     pub user_id: String,
+    pub device_id: String,
     token: String,
 }
 
@@ -283,6 +285,27 @@ impl Session {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(Value, usize, Instant), RequestError> {
+        let body = body.map(|b| bytes::Bytes::from(b.to_string()));
+        let (bytes, received) = self
+            .request_bytes(method, path, query, body, timeout)
+            .await?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| RequestError {
+            status: Some(200),
+            message: format!("bad JSON: {e}"),
+        })?;
+        Ok((value, bytes.len(), received))
+    }
+
+    /// The request (`body`: JSON text); a success's bytes and when the
+    /// last one arrived, any other status as a [`RequestError`].
+    async fn request_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<(bytes::Bytes, Instant), RequestError> {
         let mut req = self
             .client
             .http
@@ -292,7 +315,9 @@ impl Session {
             req = req.query(query);
         }
         if let Some(body) = body {
-            req = req.json(body);
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         if let Some(t) = timeout {
             req = req.timeout(t);
@@ -307,11 +332,7 @@ impl Session {
                 message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
             });
         }
-        let value = serde_json::from_slice(&bytes).map_err(|e| RequestError {
-            status: Some(status.as_u16()),
-            message: format!("bad JSON: {e}"),
-        })?;
-        Ok((value, bytes.len(), received))
+        Ok((bytes, received))
     }
 
     /// `GET path` (a path with its query, already encoded); the JSON answer.
@@ -326,6 +347,19 @@ impl Session {
         self.request(reqwest::Method::POST, path, &[], Some(body), None)
             .await
             .map(|(v, _)| v)
+    }
+
+    /// `method path` with a JSON body; the answer's bytes (not parsed) and
+    /// when its last byte arrived, for a timed request whose answer the
+    /// caller checks after stopping the clock.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<(bytes::Bytes, Instant), RequestError> {
+        self.request_bytes(method, path, &[], Some(body), None)
+            .await
     }
 
     /// `POST /createRoom`; returns the room id.

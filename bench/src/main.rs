@@ -2,7 +2,8 @@
 //!
 //! Scenarios live in [`scenarios`], one module each. Some start a Myelin
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
-//! `initial-sync`, `join`, `idle-syncers`, `admin`) drive any homeserver by URL
+//! `initial-sync`, `join`, `idle-syncers`, `admin`, `keys-query`,
+//! `keys-claim`, `to-device`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -51,6 +52,15 @@ pub enum Command {
     /// C clients hold long-polling /syncs while one room sees traffic:
     /// server memory and wake-up latency.
     IdleSyncers(scenarios::idle_syncers::Args),
+    /// `POST /keys/query` naming U users (issue 19: 500): requests/s and
+    /// latency; every answer checked for each user's device keys.
+    KeysQuery(scenarios::e2e::QueryArgs),
+    /// `POST /keys/claim` naming D devices (issue 19: 100), each with enough
+    /// one-time keys: claims/s and latency; no key handed out twice.
+    KeysClaim(scenarios::e2e::ClaimArgs),
+    /// `PUT /sendToDevice` to U users × P devices (issue 19: 1,000): sends/s
+    /// and latency; every device's /sync then checked for each message once.
+    ToDevice(scenarios::e2e::ToDeviceArgs),
     /// The admin API's long operations: full-text reindex throughput,
     /// purgeRoom of a big room, evacuateRoom of a crowded one (by URL, or a
     /// Myelin it starts with --binary).
@@ -99,6 +109,9 @@ fn main() -> ExitCode {
             Command::Join(args) => scenarios::join::run(args).await,
             Command::IdleSyncers(args) => scenarios::idle_syncers::run(args).await,
             Command::Admin(args) => scenarios::admin::run(args).await,
+            Command::KeysQuery(args) => scenarios::e2e::run_query(args).await,
+            Command::KeysClaim(args) => scenarios::e2e::run_claim(args).await,
+            Command::ToDevice(args) => scenarios::e2e::run_to_device(args).await,
             Command::LargeFixture(args) => scenarios::large::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }

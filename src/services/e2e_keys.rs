@@ -9,7 +9,7 @@
 //! joined room with them: only their syncs wake, and a sync reads the
 //! change table only when its own topic moved past `since`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::e2e_keys::{KeyUpload, NewKey};
+use crate::storage::e2e_keys::{ClaimedKey, KeyUpload, NewKey};
 use crate::storage::events::RoomMembershipRow;
 
 /// How many devices' key counts [`E2eKeys`] keeps in memory for `/sync`.
@@ -298,16 +298,7 @@ impl E2eKeys {
             if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == row.device_id) {
                 continue;
             }
-            let mut keys: serde_json::Map<String, Value> =
-                serde_json::from_str(&row.key_json).map_err(MatrixError::internal)?;
-            let mut unsigned = serde_json::Map::new();
-            if let Some(name) = row.display_name {
-                unsigned.insert("device_display_name".to_owned(), Value::String(name));
-            }
-            keys.insert("unsigned".to_owned(), Value::Object(unsigned));
-            let raw = Raw::from_json(
-                serde_json::value::to_raw_value(&keys).map_err(MatrixError::internal)?,
-            );
+            let raw = Raw::from_json(with_unsigned(&row.key_json, row.display_name.as_deref())?);
             resp.device_keys
                 .entry(user)
                 .or_default()
@@ -324,6 +315,23 @@ impl E2eKeys {
         requested: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
     ) -> Result<claim_keys::v3::Response> {
         let mut resp = claim_keys::v3::Response::new(BTreeMap::new());
+        // Every local device's one-time key in one statement; the devices
+        // it found none for (none left, or a concurrent claim took it) are
+        // claimed one by one, with the fallback key.
+        let wanted: Vec<(&str, &str, &str)> = requested
+            .iter()
+            .filter(|(user, _)| user.server_name() == self.server_name)
+            .flat_map(|(user, devices)| {
+                devices
+                    .iter()
+                    .map(move |(d, alg)| (user.as_str(), d.as_str(), alg.as_str()))
+            })
+            .collect();
+        let mut taken: HashMap<(String, String, String), ClaimedKey> = HashMap::new();
+        for (u, d, alg, key) in self.storage.take_one_time_keys(&wanted).await? {
+            self.forget_counts(&u, &d);
+            taken.insert((u, d, alg), key);
+        }
         for (user, devices) in requested {
             if user.server_name() != self.server_name {
                 resp.failures
@@ -332,8 +340,14 @@ impl E2eKeys {
             }
             let mut by_device = BTreeMap::new();
             for (device, algorithm) in devices {
-                let Some(key) = self.claim_one(user, device, algorithm.as_str()).await? else {
-                    continue;
+                let found =
+                    taken.remove(&(user.to_string(), device.to_string(), algorithm.to_string()));
+                let key = match found {
+                    Some(key) => key,
+                    None => match self.claim_one(user, device, algorithm.as_str()).await? {
+                        Some(key) => key,
+                        None => continue,
+                    },
                 };
                 let id = OwnedOneTimeKeyId::try_from(format!("{algorithm}:{}", key.key_id))
                     .map_err(MatrixError::internal)?;
@@ -355,7 +369,7 @@ impl E2eKeys {
         user: &UserId,
         device: &OwnedDeviceId,
         algorithm: &str,
-    ) -> Result<Option<crate::storage::e2e_keys::ClaimedKey>> {
+    ) -> Result<Option<ClaimedKey>> {
         let (u, d) = (user.as_str(), device.as_str());
         // A concurrent claim may delete the key this one picked (on
         // PostgreSQL it then finds nothing): try again while keys remain.
@@ -548,6 +562,30 @@ impl crate::services::workers::CacheSizes for E2eKeys {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("key_counts", self.counts.lock().len())]
     }
+}
+
+/// Stored device keys (a JSON object, stored without `unsigned`) with
+/// `unsigned` holding the device's display name: added to the text, not
+/// parsed into a map and written again (500 users' keys are 250 KB).
+fn with_unsigned(
+    key_json: &str,
+    display_name: Option<&str>,
+) -> Result<Box<serde_json::value::RawValue>> {
+    let body = key_json
+        .trim_end()
+        .strip_suffix('}')
+        .ok_or_else(|| MatrixError::internal("stored device keys are not a JSON object"))?;
+    let unsigned = match display_name {
+        Some(name) => json!({ "device_display_name": name }),
+        None => json!({}),
+    };
+    let comma = if body.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
+    serde_json::value::RawValue::from_string(format!("{body}{comma}\"unsigned\":{unsigned}}}"))
+        .map_err(MatrixError::internal)
 }
 
 /// The failure a user of another server gets until Myelin federates.

@@ -8,6 +8,7 @@
 //! parked syncs and tells a sync whether its inbox can hold anything new,
 //! so a sync with nothing sent to it since `since` reads no inbox.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -131,26 +132,29 @@ impl ToDevice {
                 check_content_size(user.as_str(), device, content.json().get())?;
             }
         }
-        let mut devices_of = Vec::new();
-        for user in messages.keys() {
-            devices_of.push((user, self.storage.devices(user.as_str()).await?));
+        // Every recipient's devices in one read, not one per user.
+        let users: Vec<&str> = messages.keys().map(|u| u.as_str()).collect();
+        let mut devices_of: HashMap<String, Vec<OwnedDeviceId>> = HashMap::new();
+        for d in self.storage.devices_of_users(&users).await? {
+            devices_of
+                .entry(d.user_id)
+                .or_default()
+                .push(OwnedDeviceId::from(d.device_id));
         }
         let mut deliveries = Vec::new();
         let mut topics = Vec::new();
-        for (user, devices) in &devices_of {
-            let by_device = &messages[*user];
+        for (user, by_device) in messages {
             let wildcard = by_device.get(&DeviceIdOrAllDevices::AllDevices);
-            for device in devices {
+            for device in devices_of.get(user.as_str()).into_iter().flatten() {
                 // A device named gets its own content; "*" is for the rest.
-                let named =
-                    by_device.get(&DeviceIdOrAllDevices::DeviceId(device.device_id.clone()));
+                let named = by_device.get(&DeviceIdOrAllDevices::DeviceId(device.clone()));
                 if let Some(content) = named.or(wildcard) {
                     deliveries.push(InboxDelivery {
                         user_id: user.as_str(),
-                        device_id: device.device_id.as_str(),
+                        device_id: device.as_str(),
                         content: content.json().get(),
                     });
-                    topics.push(Topic::Device((*user).clone(), device.device_id.clone()));
+                    topics.push(Topic::Device(user.clone(), device.clone()));
                 }
             }
         }

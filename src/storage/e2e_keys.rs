@@ -2,7 +2,10 @@
 //! `e2e_fallback_keys`, and `device_list_changes` (the stream positions at
 //! which a user's devices or keys changed).
 
+use sqlx::FromRow;
+
 use super::Storage;
+use super::rows::PackedRows;
 
 /// A one-time or fallback key to store: `algorithm:key_id` and its JSON.
 pub struct NewKey<'a> {
@@ -164,16 +167,60 @@ impl Storage {
     }
 
     /// The device keys of the users' existing devices, with their names
-    /// (an `IN` list per chunk of users, not a statement per user).
+    /// (an `IN` list per chunk of users, not a statement per user). Each
+    /// chunk is one packed value (a row crossing from sqlx's SQLite thread
+    /// is a thread hand-off: 500 users' devices were 500), or its rows when
+    /// a stored value holds a separator.
     pub async fn device_keys_of(&self, users: &[&str]) -> sqlx::Result<Vec<DeviceKeysRow>> {
-        self.rows_of_users(
-            "SELECT k.user_id, k.device_id, k.key_json, d.display_name
-             FROM e2e_device_keys k JOIN devices d
-               ON d.user_id = k.user_id AND d.device_id = k.device_id
-             WHERE k.user_id IN",
-            users,
-        )
-        .await
+        const FROM: &str = "FROM e2e_device_keys k JOIN devices d
+             ON d.user_id = k.user_id AND d.device_id = k.device_id
+             WHERE k.user_id IN";
+        let column = super::packed_column(
+            &[
+                "k.user_id",
+                "k.device_id",
+                "CASE WHEN d.display_name IS NULL THEN '0' ELSE '1' END",
+                "COALESCE(d.display_name, '')",
+                "k.key_json",
+            ],
+            "",
+        );
+        let mut out = Vec::new();
+        for (chunk, size) in super::padded_chunks(users, super::PADDED_MAX) {
+            let list = super::placeholders(1, size);
+            let mut q = self.list_query(format!(
+                "SELECT COUNT(*) AS n, {column} AS packed {FROM} ({list})"
+            ));
+            for id in super::padded_ids(chunk, size) {
+                q = q.bind(id);
+            }
+            let read = q
+                .try_map(|r| PackedRows::from_row(&r))
+                .fetch_one(self.pool())
+                .await?;
+            match super::unpack::<5>(read.packed.as_deref(), read.n) {
+                Some(rows) => {
+                    out.extend(rows.into_iter().map(|[user, device, named, name, json]| {
+                        DeviceKeysRow {
+                            user_id: user.to_owned(),
+                            device_id: device.to_owned(),
+                            key_json: json.to_owned(),
+                            display_name: (named == "1").then(|| name.to_owned()),
+                        }
+                    }))
+                }
+                None => out.extend(
+                    self.rows_of_users::<DeviceKeysRow>(
+                        &format!(
+                            "SELECT k.user_id, k.device_id, k.key_json, d.display_name {FROM}"
+                        ),
+                        chunk,
+                    )
+                    .await?,
+                ),
+            }
+        }
+        Ok(out)
     }
 
     /// Takes one one-time key of `algorithm` from a device: deleted in the
@@ -195,6 +242,58 @@ impl Storage {
         );
         self.device_key_query(sql, (user_id, device_id, algorithm))
             .await
+    }
+
+    /// Takes one one-time key of each `(user, device, algorithm)` that has
+    /// one, the lowest key id of each, deleted in the statement that
+    /// returns it (one statement per chunk of requests, not one per
+    /// device): `(user, device, algorithm, key)`. A device whose key a
+    /// concurrent claim took at the same moment may come back without one
+    /// (PostgreSQL); [`Self::take_one_time_key`] retries those.
+    pub async fn take_one_time_keys(
+        &self,
+        wanted: &[(&str, &str, &str)],
+    ) -> sqlx::Result<Vec<(String, String, String, ClaimedKey)>> {
+        let mut out = Vec::new();
+        for (chunk, size) in super::padded_chunks(wanted, super::PADDED_MAX) {
+            let values = (0..size)
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Each key by the primary key: the lowest id of each device is
+            // an index lookup, whatever the table holds.
+            let mut q = self.list_query(format!(
+                "DELETE FROM e2e_one_time_keys
+                 WHERE (user_id, device_id, algorithm, key_id) IN (
+                   SELECT v.column1, v.column2, v.column3, (
+                     SELECT MIN(k.key_id) FROM e2e_one_time_keys k
+                     WHERE k.user_id = v.column1 AND k.device_id = v.column2
+                       AND k.algorithm = v.column3)
+                   FROM (VALUES {values}) AS v)
+                 RETURNING user_id, device_id, algorithm, key_id, key_json"
+            ));
+            let padding = std::iter::repeat_n(&("", "", ""), size - chunk.len());
+            for (user, device, algorithm) in chunk.iter().chain(padding) {
+                q = q.bind(*user).bind(*device).bind(*algorithm);
+            }
+            let rows = q
+                .try_map(|r: sqlx::any::AnyRow| {
+                    use sqlx::Row;
+                    Ok((
+                        r.try_get("user_id")?,
+                        r.try_get("device_id")?,
+                        r.try_get("algorithm")?,
+                        ClaimedKey {
+                            key_id: r.try_get("key_id")?,
+                            key_json: r.try_get("key_json")?,
+                        },
+                    ))
+                })
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
     }
 
     /// Whether a device holds any one-time key of `algorithm`.

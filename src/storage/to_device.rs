@@ -31,6 +31,16 @@ pub struct InboxSend<'a> {
     pub stream_ordering: i64,
 }
 
+/// Recipients per `INSERT` of a send (3 parameters each).
+const INBOX_ROWS_PER_STATEMENT: usize = 256;
+
+/// A recipient device of a send.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RecipientDevice {
+    pub user_id: String,
+    pub device_id: String,
+}
+
 /// The transaction-id scope of a send of `event_type` (Synapse keys a
 /// retry on the request's path, which names the type).
 pub fn txn_scope(event_type: &str) -> String {
@@ -58,25 +68,40 @@ impl Storage {
                 send.txn_id.into(),
             ],
         );
+        // Each placeholder once, in order: the joined SQLite text then binds
+        // anonymous parameters (named ones cost a lookup each that grows
+        // with their number: 8% of a 1,000-device send's time).
         w.push(
-            "UPDATE stream_high_water SET position = $1 WHERE name = 'to_device' AND position < $1",
-            [Param::from(send.stream_ordering)],
+            "UPDATE stream_high_water SET position = $1 WHERE name = 'to_device' AND position < $2",
+            [
+                Param::from(send.stream_ordering),
+                send.stream_ordering.into(),
+            ],
         );
-        for d in deliveries {
-            // From `devices`: a device deleted since the recipients were
-            // read gets no row.
+        // A multi-row statement per chunk of recipients (a fan-out to
+        // 1,000 devices was 1,000 statements), joined with `devices`: a
+        // device deleted since the recipients were read gets no row.
+        for chunk in deliveries.chunks(INBOX_ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 4, 3 * i + 5, 3 * i + 6))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut params = vec![
+                Param::from(send.stream_ordering),
+                send.sender.into(),
+                send.event_type.into(),
+            ];
+            for d in chunk {
+                params.extend([Param::from(d.user_id), d.device_id.into(), d.content.into()]);
+            }
             w.push(
-                "INSERT INTO device_inbox (user_id, device_id, stream_ordering, sender, event_type, content)
-                 SELECT user_id, device_id, $3, $4, $5, $6 FROM devices
-                 WHERE user_id = $1 AND device_id = $2",
-                [
-                    Param::from(d.user_id),
-                    d.device_id.into(),
-                    send.stream_ordering.into(),
-                    send.sender.into(),
-                    send.event_type.into(),
-                    d.content.into(),
-                ],
+                format!(
+                    "INSERT INTO device_inbox (user_id, device_id, stream_ordering, sender, event_type, content)
+                     SELECT d.user_id, d.device_id, $1, $2, $3, v.column3
+                     FROM (VALUES {values}) AS v
+                     JOIN devices d ON d.user_id = v.column1 AND d.device_id = v.column2"
+                ),
+                params,
             );
         }
         match self.run_batch(w).await {
@@ -84,6 +109,16 @@ impl Storage {
             Err(e) if Dialect::is_unique_violation(&e) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The devices of `users` (an `IN` list per chunk of users, not a
+    /// statement per user).
+    pub async fn devices_of_users(&self, users: &[&str]) -> sqlx::Result<Vec<RecipientDevice>> {
+        self.rows_of_users(
+            "SELECT user_id, device_id FROM devices WHERE user_id IN",
+            users,
+        )
+        .await
     }
 
     /// A device's messages in `(after, upto]`, oldest first, at most `limit`.

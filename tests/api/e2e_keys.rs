@@ -118,6 +118,24 @@ async fn upload_then_query() {
         q["device_keys"][&alice.user_id][&alice.device_id]["unsigned"],
         json!({"device_display_name": "Alice's phone"})
     );
+    // A name holding the packed read's separators is read as rows instead.
+    let odd = "phone\u{1f}one\u{1e}two";
+    let (st, _) = server
+        .put(
+            &format!("/_matrix/client/v3/devices/{}", alice.device_id),
+            alice.token(),
+            json!({"display_name": odd}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let q = query_keys(&server, &bob, json!({alice.user_id.clone(): []})).await;
+    let mut expected = keys.clone();
+    expected["unsigned"] = json!({"device_display_name": odd});
+    assert_eq!(
+        q["device_keys"],
+        json!({alice.user_id.clone(): {alice.device_id.clone(): expected}}),
+        "{q}"
+    );
 }
 
 /// sytest "Rejects invalid device keys", "Should reject keys claiming to
@@ -902,4 +920,87 @@ async fn device_keys_uploaded_again_with_a_new_signature_keep_both() {
     let served = &q["device_keys"][&alice.user_id][&alice.device_id];
     assert_eq!(served["signatures"], signed["signatures"], "{q}");
     assert_eq!(served["keys"], keys["keys"], "{q}");
+}
+
+/// One claim naming many devices (read in one statement): each device
+/// with one-time keys gets its lowest key id, a device with none its
+/// fallback key, a device with keys of another algorithm only and an
+/// unknown device nothing; the next claim gets each device's next key.
+#[tokio::test]
+async fn one_claim_for_many_devices_gets_each_its_own_key() {
+    let server = TestServer::start().await;
+    let claimer = server.user("claimer").await;
+    let mut users = Vec::new();
+    for (i, name) in ["d0", "d1", "d2", "d3"].iter().enumerate() {
+        let who = server.user(name).await;
+        let body = match i {
+            0 | 1 => json!({"one_time_keys": {
+                format!("signed_curve25519:B{i}"): {"key": format!("{name}b"), "signatures": {}},
+                format!("signed_curve25519:A{i}"): {"key": format!("{name}a"), "signatures": {}},
+            }}),
+            2 => json!({"fallback_keys": {
+                "signed_curve25519:FB": {"key": "d2fb", "fallback": true, "signatures": {}},
+            }}),
+            _ => json!({"one_time_keys": {"other_algorithm:X": "d3x"}}),
+        };
+        upload_keys(&server, &who, body).await;
+        users.push(who);
+    }
+    let mut want = serde_json::Map::new();
+    for u in &users {
+        want.insert(
+            u.user_id.clone(),
+            json!({u.device_id.clone(): "signed_curve25519"}),
+        );
+    }
+    want[&users[0].user_id]["NOPE"] = json!("signed_curve25519");
+    let want = Value::Object(want);
+    let key_of =
+        |c: &Value, i: usize| c["one_time_keys"][&users[i].user_id][&users[i].device_id].clone();
+
+    let c = claim_keys(&server, &claimer, want.clone()).await;
+    assert_eq!(
+        key_of(&c, 0),
+        json!({"signed_curve25519:A0": {"key": "d0a", "signatures": {}}}),
+        "{c}"
+    );
+    assert_eq!(
+        key_of(&c, 1),
+        json!({"signed_curve25519:A1": {"key": "d1a", "signatures": {}}}),
+        "{c}"
+    );
+    assert_eq!(
+        key_of(&c, 2),
+        json!({"signed_curve25519:FB": {"key": "d2fb", "fallback": true, "signatures": {}}}),
+        "{c}"
+    );
+    assert_eq!(
+        c["one_time_keys"].as_object().map(|m| m.len()),
+        Some(3),
+        "{c}"
+    );
+    assert!(
+        c["one_time_keys"][&users[0].user_id].get("NOPE").is_none(),
+        "{c}"
+    );
+
+    let c = claim_keys(&server, &claimer, want.clone()).await;
+    assert_eq!(
+        key_of(&c, 0),
+        json!({"signed_curve25519:B0": {"key": "d0b", "signatures": {}}}),
+        "{c}"
+    );
+    assert_eq!(
+        key_of(&c, 1),
+        json!({"signed_curve25519:B1": {"key": "d1b", "signatures": {}}}),
+        "{c}"
+    );
+    let c = claim_keys(&server, &claimer, want).await;
+    assert_eq!(
+        c["one_time_keys"].as_object().map(|m| m.len()),
+        Some(1),
+        "{c}"
+    );
+    assert_eq!(key_of(&c, 3), Value::Null, "{c}");
+    assert_eq!(key_rows(&server, "e2e_one_time_keys", &users[3]).await, 1);
 }

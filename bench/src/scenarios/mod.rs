@@ -4,12 +4,14 @@
 //! - `rss`: the memory of any running process, by pid.
 //! - The load scenarios, which drive any homeserver by URL through
 //!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
-//!   `join`, `idle_syncers`, and `admin` (which can also start a Myelin).
+//!   `join`, `idle_syncers`, `admin` (which can also start a Myelin), and
+//!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths).
 //! - `large`: a large server written in bulk into a Myelin's database,
 //!   against a small one (`large-fixture`).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
 
 pub mod admin;
+pub mod e2e;
 pub mod idle_syncers;
 pub mod initial_sync;
 pub mod join;

@@ -35,6 +35,10 @@ const RUNS: &[(&str, &[&str])] = &[
     ("join", &[]),
     ("idle-syncers", &["--in-room", "5"]),
     ("admin", &["--require-job-status"]),
+    ("keys-query", &[]),
+    ("keys-claim", &["--concurrency", "2"]),
+    ("to-device", &[]),
+    ("to-device", &["--devices-per-user", "2"]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -83,6 +87,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::Join(a) => scenarios::join::run(a).await,
             Command::IdleSyncers(a) => scenarios::idle_syncers::run(a).await,
             Command::Admin(a) => scenarios::admin::run(a).await,
+            Command::KeysQuery(a) => scenarios::e2e::run_query(a).await,
+            Command::KeysClaim(a) => scenarios::e2e::run_claim(a).await,
+            Command::ToDevice(a) => scenarios::e2e::run_to_device(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
         let verdict = match result {
