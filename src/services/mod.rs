@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod presence;
 pub mod profiles;
 pub mod push_rules;
+pub mod pushers;
 pub mod ratelimit;
 pub mod registration_tokens;
 pub mod relations;
@@ -63,6 +64,8 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub ephemeral: ephemeral::Ephemeral,
     pub unread: Arc<notifications::UnreadCounts>,
+    /// Pushers, notifications and their delivery (a pipeline subscriber).
+    pub pushers: Arc<pushers::Pushers>,
     /// The member events lazy-loading syncs sent each device.
     pub lazy_members: sync::LazyMembers,
     pub presence: presence::Presence,
@@ -158,6 +161,8 @@ impl Services {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
+        let pushers = pushers::Pushers::new(&storage).await?;
+        subscribers.subscribe(pushers.clone());
         let expiry =
             expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;
 
@@ -207,6 +212,7 @@ impl Services {
             account_data,
             ephemeral,
             unread,
+            pushers,
             lazy_members: sync::LazyMembers::default(),
             presence,
             jobs,

@@ -195,7 +195,7 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Deletes devices, their tokens, to-device inboxes and keys in one
+    /// Deletes devices, their tokens, to-device inboxes, keys and pushers in one
     /// transaction. `None` deletes all of the user's devices except `except`.
     pub async fn delete_devices(
         &self,
@@ -215,6 +215,7 @@ impl Storage {
                         .iter()
                         .chain(&super::to_device::DEVICE_CLEANUP)
                         .chain(&super::e2e_keys::DEVICE_CLEANUP)
+                        .chain(&super::pushers::DEVICE_CLEANUP)
                         .copied()
                         {
                             sqlx::query(q)
@@ -233,6 +234,7 @@ impl Storage {
                     .iter()
                     .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
                     .chain(&super::e2e_keys::OTHER_DEVICES_CLEANUP)
+                    .chain(&super::pushers::OTHER_DEVICES_CLEANUP)
                     .copied()
                     {
                         sqlx::query(q)

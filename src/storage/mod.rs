@@ -23,6 +23,7 @@ pub mod key_backup;
 mod migrations;
 mod profiles;
 pub mod purge;
+pub mod pushers;
 mod registration_tokens;
 pub mod reports;
 mod rows;

@@ -31,8 +31,9 @@ mod group_commit; // the event writer: concurrent sends form one chain, txn retr
 mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
 mod key_backup; // /room_keys/version and /room_keys/keys: versions, keys, the replacement rule, etags, wrong/unknown versions, owners only, deactivation
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
-mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
+mod presence_sync;
 mod profile_propagation; // a profile change reaches the member event of every joined room
+mod push; // pushers (set/list/delete/append/validation, device and account deletion), delivery to a fake gateway (shape, event_id_only, retries in order, rejected pushkeys, restart), /notifications // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
 mod room_upgrade; // POST /rooms/{id}/upgrade: tombstone, copied state, aliases, directory, carried tags and push rules
 mod room_versions; // every stable room version 1-12: create, join, send, read, state, redact, kick, ban; id and PDU formats; capabilities

@@ -11,6 +11,7 @@ mod keys;
 mod legacy_sync;
 mod profile;
 mod push;
+mod pushers;
 mod register;
 mod report;
 mod room_read;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
     let r = directory::routes(r);
     let r = profile::routes(r);
     let r = push::routes(r);
+    let r = pushers::routes(r);
     let r = rooms::routes(r);
     let r = room_read::routes(r);
     let r = room_upgrade::routes(r);
