@@ -65,6 +65,9 @@ pub struct Pushers {
     queued: Mutex<Option<mpsc::UnboundedReceiver<Arc<[Committed]>>>>,
     /// Wakes the delivery worker.
     wake: Notify,
+    /// The badge each user's pushers were last sent (a read receipt that
+    /// changes it sends the new one).
+    last_badge: Mutex<HashMap<OwnedUserId, i64>>,
     http: reqwest::Client,
 }
 
@@ -83,6 +86,7 @@ impl Pushers {
             queue,
             queued: Mutex::new(Some(rx)),
             wake: Notify::new(),
+            last_badge: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .build()?,
@@ -385,14 +389,7 @@ async fn record_event(
         if !actions.iter().any(ruma::push::Action::should_notify) {
             continue;
         }
-        let pushers = s
-            .storage
-            .pushers(user.as_str())
-            .await?
-            .into_iter()
-            .filter(|p| p.kind == "http")
-            .map(|p| p.pusher_id)
-            .collect();
+        let pushers = http_pushers(s, &user).await?;
         new.push(NewNotification {
             user_id: user.to_string(),
             stream_ordering: event.pos,
@@ -405,6 +402,38 @@ async fn record_event(
         });
     }
     Ok(())
+}
+
+/// After a read receipt of the user's: when their badge is not the one
+/// their pushers were last sent, each `http` pusher gets the new count (a
+/// notification with the counts alone), as Synapse.
+pub async fn receipt_sent(s: &Services, user: &UserId) -> Result<()> {
+    if !s.pushers.interested.read().contains(user) {
+        return Ok(());
+    }
+    let pushers = http_pushers(s, user).await?;
+    if pushers.is_empty() {
+        return Ok(());
+    }
+    let badge = s.storage.unread_rooms(user.as_str()).await?;
+    if s.pushers.last_badge.lock().get(user) == Some(&badge) {
+        return Ok(());
+    }
+    s.storage
+        .queue_badge_updates(&pushers, s.clock.now_ms())
+        .await?;
+    s.pushers.wake.notify_one();
+    Ok(())
+}
+
+async fn http_pushers(s: &Services, user: &UserId) -> Result<Vec<i64>> {
+    Ok(s.storage
+        .pushers(user.as_str())
+        .await?
+        .into_iter()
+        .filter(|p| p.kind == "http")
+        .map(|p| p.pusher_id)
+        .collect())
 }
 
 // --------------------------------------------------------- /notifications
@@ -649,6 +678,9 @@ async fn notification_body(
     let event_id_only = data.get("format").and_then(Value::as_str) == Some("event_id_only");
     let tweaks = tweaks(&item.actions);
     let badge = s.storage.unread_rooms(&pusher.user_id).await?;
+    if let Ok(user) = OwnedUserId::try_from(pusher.user_id.as_str()) {
+        s.pushers.last_badge.lock().insert(user, badge);
+    }
     let device = json!({
         "app_id": pusher.app_id,
         "pushkey": pusher.pushkey,

@@ -336,6 +336,23 @@ async fn a_message_reaches_the_gateway_in_the_push_gateway_shape() {
             .all(|r| r.body["notification"]["sender"] != alice.user_id.as_str()),
         "alice was pushed for her own message"
     );
+    // Reading the room sends the new badge: counts and devices alone.
+    let st = server
+        .post(
+            &room_path(&room, &format!("/receipt/m.read/{}", enc(&second))),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st.0, StatusCode::OK, "{}", st.1);
+    let badge = gateway.next().await;
+    let n = &badge.body["notification"];
+    assert_eq!(n["counts"], json!({"unread": 0}), "{n}");
+    assert_eq!(n["devices"][0]["pushkey"], "alice-key");
+    assert!(
+        n.get("event_id").is_none() && n.get("content").is_none(),
+        "{n}"
+    );
 }
 
 #[tokio::test]
