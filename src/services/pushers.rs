@@ -182,7 +182,7 @@ fn required<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
 }
 
 /// Checks an `http` pusher's `data`: a `url` to the gateway's notify path,
-/// and `format` absent or `event_id_only`.
+/// and `format` absent or a string.
 fn check_http_data(data: &Map<String, Value>) -> Result<()> {
     let url = match data.get("url") {
         None | Some(Value::Null) => {
@@ -205,12 +205,12 @@ fn check_http_data(data: &Map<String, Value>) -> Result<()> {
             "'data.url' must have the path {NOTIFY_PATH}"
         )));
     }
+    // Only `event_id_only` changes what is sent; another string is kept and
+    // sends the full format, as Synapse (sytest's "Can fetch a user's
+    // pushers" sets `id_event_only`).
     match data.get("format") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(f)) if f == "event_id_only" => Ok(()),
-        Some(_) => Err(MatrixError::invalid_param(
-            "'data.format' must be 'event_id_only' or absent",
-        )),
+        None | Some(Value::Null | Value::String(_)) => Ok(()),
+        Some(_) => Err(MatrixError::bad_json("'data.format' must be a string")),
     }
 }
 
@@ -510,6 +510,11 @@ struct Backoff {
 
 async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
     let mut backoff: HashMap<i64, Backoff> = HashMap::new();
+    // One task per pusher with deliveries, so a slow gateway holds up only
+    // its own pushers. Dropped (cut off) at shutdown: what is not deleted
+    // from the queue yet is sent again at the next start.
+    let mut running: HashMap<i64, tokio::task::Id> = HashMap::new();
+    let mut tasks: tokio::task::JoinSet<(i64, Result<()>)> = tokio::task::JoinSet::new();
     let mut last_prune: Option<Instant> = None;
     loop {
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL) {
@@ -519,15 +524,23 @@ async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
                 tracing::warn!(error = %e, "could not prune old notifications");
             }
         }
-        // Cut off at shutdown: what is not deleted from the queue yet is
-        // sent again at the next start.
-        tokio::select! {
-            passed = deliver_due(&s, &mut backoff) => {
-                if let Err(e) = passed {
-                    tracing::warn!(error = %e.message(), "push delivery pass failed");
+        match s.storage.queued_pushers().await {
+            Ok(queued) => {
+                backoff.retain(|id, _| queued.contains(id));
+                let now = Instant::now();
+                for pusher_id in queued {
+                    if running.contains_key(&pusher_id)
+                        || backoff.get(&pusher_id).is_some_and(|b| b.until > now)
+                    {
+                        continue;
+                    }
+                    let s = s.clone();
+                    let task = tasks
+                        .spawn(async move { (pusher_id, deliver_pusher(&s, pusher_id).await) });
+                    running.insert(pusher_id, task.id());
                 }
             }
-            () = stop.requested() => break,
+            Err(e) => tracing::warn!(error = %e, "could not read the push queue"),
         }
         let next = backoff.values().map(|b| b.until).min();
         let wait = next.map_or(PRUNE_INTERVAL, |t| {
@@ -537,48 +550,42 @@ async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
         tokio::select! {
             () = s.pushers.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                match done {
+                    Ok((pusher_id, delivered)) => {
+                        running.remove(&pusher_id);
+                        note_outcome(&mut backoff, pusher_id, delivered);
+                    }
+                    // A task that panicked: its pusher is tried again.
+                    Err(e) => running.retain(|_, task| *task != e.id()),
+                }
+            }
             () = stop.requested() => break,
         }
     }
 }
 
-/// Delivers every due pusher's queue, the pushers side by side.
-async fn deliver_due(s: &Arc<Services>, backoff: &mut HashMap<i64, Backoff>) -> Result<()> {
-    let now = Instant::now();
-    let queued = s.storage.queued_pushers().await?;
-    backoff.retain(|id, _| queued.contains(id));
-    let mut tasks = tokio::task::JoinSet::new();
-    for pusher_id in queued {
-        if backoff.get(&pusher_id).is_some_and(|b| b.until > now) {
-            continue;
+/// Backs a pusher off after a failed delivery (doubling, capped), or
+/// forgets its backoff after a good one.
+fn note_outcome(backoff: &mut HashMap<i64, Backoff>, pusher_id: i64, delivered: Result<()>) {
+    match delivered {
+        Ok(()) => {
+            backoff.remove(&pusher_id);
         }
-        let s = s.clone();
-        tasks.spawn(async move { (pusher_id, deliver_pusher(&s, pusher_id).await) });
-    }
-    while let Some(done) = tasks.join_next().await {
-        let Ok((pusher_id, delivered)) = done else {
-            continue;
-        };
-        match delivered {
-            Ok(()) => {
-                backoff.remove(&pusher_id);
-            }
-            Err(e) => {
-                let delay = backoff
-                    .get(&pusher_id)
-                    .map_or(FIRST_BACKOFF, |b| (b.delay * 2).min(MAX_BACKOFF));
-                tracing::info!(pusher_id, error = %e.message(), retry_in = ?delay, "push delivery failed");
-                backoff.insert(
-                    pusher_id,
-                    Backoff {
-                        until: Instant::now() + delay,
-                        delay,
-                    },
-                );
-            }
+        Err(e) => {
+            let delay = backoff
+                .get(&pusher_id)
+                .map_or(FIRST_BACKOFF, |b| (b.delay * 2).min(MAX_BACKOFF));
+            tracing::info!(pusher_id, error = %e.message(), retry_in = ?delay, "push delivery failed");
+            backoff.insert(
+                pusher_id,
+                Backoff {
+                    until: Instant::now() + delay,
+                    delay,
+                },
+            );
         }
     }
-    Ok(())
 }
 
 /// Sends the pusher's queue in order until it is empty or a send fails.
@@ -739,8 +746,12 @@ async fn add_event_details(
         }))
     };
     let sender_name = state_field("m.room.member", pdu.sender.as_str(), "displayname").await?;
-    let room_name = state_field("m.room.name", "", "name").await?;
     let room_alias = state_field("m.room.canonical_alias", "", "alias").await?;
+    // As Synapse: the room's name, else its canonical alias.
+    let room_name = match state_field("m.room.name", "", "name").await? {
+        Some(name) if !name.is_empty() => Some(name),
+        _ => room_alias.clone(),
+    };
     let kind = pdu.kind.to_string();
     let obj = n.as_object_mut().expect("built as an object");
     obj.insert("type".into(), json!(kind));

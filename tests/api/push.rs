@@ -147,11 +147,11 @@ async fn bad_pushers_are_refused_and_nothing_is_written() {
             "M_INVALID_PARAM",
         ),
         (
-            "bad format",
+            "format not a string",
             with(&|b| {
-                b["data"]["format"] = json!("full");
+                b["data"]["format"] = json!(5);
             }),
-            "M_INVALID_PARAM",
+            "M_BAD_JSON",
         ),
         (
             "email",
@@ -378,6 +378,56 @@ async fn event_id_only_pushers_get_ids_and_counts_only() {
     ] {
         assert!(!n.contains_key(absent), "{absent} in {n:?}");
     }
+}
+
+#[tokio::test]
+async fn another_format_sends_everything_and_an_alias_names_the_room() {
+    let server = TestServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(
+        &server,
+        &alice,
+        json!({"room_alias_name": "patio", "invite": [bob.user_id]}),
+    )
+    .await;
+    join(&server, &bob, &room).await;
+    // Kept as given (sytest's "Can fetch a user's pushers" sets this one).
+    let mut pusher = http_pusher("alice-key", &gateway.url);
+    pusher["data"]["format"] = json!("id_event_only");
+    set_pusher(&server, &alice, pusher).await;
+    let (_, listed) = server.get(LIST, alice.token()).await;
+    assert_eq!(listed["pushers"][0]["data"]["format"], "id_event_only");
+    let event_id = send_text(&server, &bob, &room, "on the patio").await;
+    let n = gateway.next_for(&event_id).await.body["notification"].clone();
+    assert_eq!(n["content"]["body"], "on the patio");
+    let alias = format!("#patio:{}", server.server_name);
+    assert_eq!(n["room_name"], alias.as_str());
+    assert_eq!(n["room_alias"], alias.as_str());
+}
+
+#[tokio::test]
+async fn an_invite_is_pushed_to_its_target() {
+    let server = TestServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    set_pusher(&server, &alice, http_pusher("alice-key", &gateway.url)).await;
+    let room = create_room(&server, &bob, json!({})).await;
+    invite(&server, &bob, &room, &alice.user_id).await;
+    let got = loop {
+        let r = gateway.next().await;
+        if r.body["notification"]["type"] == "m.room.member" {
+            break r;
+        }
+    };
+    let n = &got.body["notification"];
+    assert_eq!(n["room_id"], room.as_str());
+    assert_eq!(n["sender"], bob.user_id.as_str());
+    assert_eq!(n["membership"], "invite");
+    assert_eq!(n["user_is_target"], true);
+    assert_eq!(n["content"]["membership"], "invite");
 }
 
 #[tokio::test]
