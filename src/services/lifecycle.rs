@@ -48,6 +48,7 @@ impl Services {
         if let Some(indexer) = &self.indexer {
             indexer.start(&self.workers);
         }
+        super::pushers::Pushers::start(self, &self.workers);
         let s = self.clone();
         self.workers.spawn("last-seen flush", Stage::Flush, |stop| {
             flush_last_seen(s, stop)
@@ -114,6 +115,7 @@ impl Services {
             ("account_data", &self.account_data),
             ("ephemeral", &self.ephemeral),
             ("unread", &*self.unread),
+            ("pushers", &*self.pushers),
             ("stream", &*self.stream),
             ("jobs", &self.jobs),
             ("uia", &self.uia),

@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod presence;
 pub mod profiles;
 pub mod push_rules;
+pub mod pushers;
 pub mod ratelimit;
 pub mod registration_tokens;
 pub mod relations;
@@ -64,6 +65,8 @@ pub struct Services {
     pub account_data: account_data::AccountData,
     pub ephemeral: ephemeral::Ephemeral,
     pub unread: Arc<notifications::UnreadCounts>,
+    /// Pushers, notifications and their delivery (a pipeline subscriber).
+    pub pushers: Arc<pushers::Pushers>,
     /// The member events lazy-loading syncs sent each device.
     pub lazy_members: sync::LazyMembers,
     pub presence: presence::Presence,
@@ -114,6 +117,19 @@ async fn start_position(storage: &Storage) -> sqlx::Result<i64> {
     .unwrap_or(0))
 }
 
+/// The long admin jobs, each kind with its runner.
+fn admin_jobs(storage: &Storage, clock: &SharedClock) -> jobs::Jobs {
+    jobs::Jobs::new(
+        storage.clone(),
+        jobs::Runners {
+            reindex: search::reindex_job,
+            purge_history: admin::purge_history_job,
+            room_delete: admin::resume_room_delete,
+        },
+        clock.clone(),
+    )
+}
+
 impl Services {
     /// Builds every service from its explicit dependencies, in dependency
     /// order. Nothing runs yet: [`Services::start`] (`lifecycle.rs`) starts
@@ -161,6 +177,8 @@ impl Services {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
+        let pushers = pushers::Pushers::new(&storage).await?;
+        subscribers.subscribe(pushers.clone());
         let expiry =
             expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;
 
@@ -181,15 +199,7 @@ impl Services {
             account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
         let ephemeral = ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone());
         let presence = presence::Presence::new(storage.clone(), stream.clone(), clock.clone());
-        let jobs = jobs::Jobs::new(
-            storage.clone(),
-            jobs::Runners {
-                reindex: search::reindex_job,
-                purge_history: admin::purge_history_job,
-                room_delete: admin::resume_room_delete,
-            },
-            clock.clone(),
-        );
+        let jobs = admin_jobs(&storage, &clock);
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
@@ -211,6 +221,7 @@ impl Services {
             account_data,
             ephemeral,
             unread,
+            pushers,
             lazy_members: sync::LazyMembers::default(),
             presence,
             jobs,

@@ -154,13 +154,7 @@ pub async fn count_unread(
         .into_iter()
         .filter(|p| p.sender != user && p.redacted_by.is_none() && p.depth >= floor)
         .collect();
-    // Their client form, as the push rules see it (no transaction ids).
-    for json in s
-        .rooms
-        .client_events_with(&others, &ViewerTxns::default())
-        .await?
-    {
-        let raw: Raw<AnySyncTimelineEvent> = Raw::from_json(json.to_raw());
+    for raw in push_forms(s, &others).await? {
         let actions = rules.get_actions(&raw, &ctx).await;
         if actions.iter().any(|a| a.should_notify()) {
             notify += 1;
@@ -172,7 +166,20 @@ pub async fn count_unread(
     Ok((notify, highlight))
 }
 
-async fn context(
+/// Events in their client form, as the push rules see them (no
+/// transaction ids).
+pub async fn push_forms(s: &Services, pdus: &[Arc<Pdu>]) -> Result<Vec<Raw<AnySyncTimelineEvent>>> {
+    Ok(s.rooms
+        .client_events_with(pdus, &ViewerTxns::default())
+        .await?
+        .into_iter()
+        .map(|json| Raw::from_json(json.to_raw()))
+        .collect())
+}
+
+/// What the push rules' conditions look at for `user` in the room with
+/// `state` and `joined` members (display name, member count, power levels).
+pub async fn context(
     s: &Services,
     user: &UserId,
     room_id: &RoomId,

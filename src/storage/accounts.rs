@@ -150,7 +150,7 @@ impl Storage {
     }
 
     /// Marks the account deactivated and removes its devices, tokens,
-    /// to-device inboxes, keys and key backups, in one transaction.
+    /// to-device inboxes, keys, key backups and pushers, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
         self.changing_auth(async {
             let mut tx = self.begin().await?;
@@ -177,6 +177,7 @@ impl Storage {
             for q in super::key_backup::USER_CLEANUP
                 .iter()
                 .chain(&super::cross_signing::USER_CLEANUP)
+                .chain(&super::pushers::USER_CLEANUP)
             {
                 sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;
             }

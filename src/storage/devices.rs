@@ -195,7 +195,7 @@ impl Storage {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Deletes devices, their tokens, to-device inboxes, keys and
+    /// Deletes devices, their tokens, to-device inboxes, keys, pushers and
     /// cross-signing signatures (of them and by them) in one transaction.
     /// `None` deletes all of the user's devices except `except`.
     pub async fn delete_devices(
@@ -217,6 +217,7 @@ impl Storage {
                         .chain(&super::to_device::DEVICE_CLEANUP)
                         .chain(&super::e2e_keys::DEVICE_CLEANUP)
                         .chain(&super::cross_signing::DEVICE_CLEANUP)
+                        .chain(&super::pushers::DEVICE_CLEANUP)
                         .copied()
                         {
                             sqlx::query(q)
@@ -237,6 +238,7 @@ impl Storage {
                         ])
                         .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
                         .chain(&super::e2e_keys::OTHER_DEVICES_CLEANUP)
+                        .chain(&super::pushers::OTHER_DEVICES_CLEANUP)
                         .copied()
                     {
                         sqlx::query(q)

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "key_backup", V19),
     (20, "cross_signing", V20),
     (25, "media", V25),
+    (26, "pushers", V26),
 ];
 
 const V1: &str = r#"
@@ -542,6 +543,51 @@ CREATE TABLE media (
 );
 CREATE INDEX media_sha256 ON media (sha256);
 CREATE INDEX media_uploader ON media (uploader, created_ts);
+"#;
+
+/// Push: the pushers (one per app id and pushkey for a user, owned by the
+/// device whose token set it), the delivery queue (one row per pusher and
+/// notifying event, or a badge update when `event_id` is null; taken in
+/// `id` order per pusher), and the notifications `/notifications` lists.
+const V26: &str = r#"
+CREATE TABLE pushers (
+    pusher_id {AUTO_ID},
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    pushkey TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    app_display_name TEXT NOT NULL,
+    device_display_name TEXT NOT NULL,
+    profile_tag TEXT,
+    lang TEXT NOT NULL,
+    data TEXT NOT NULL,
+    pushkey_ts BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX pushers_key ON pushers (app_id, pushkey, user_id);
+CREATE INDEX pushers_user ON pushers (user_id, device_id);
+CREATE TABLE push_queue (
+    id {AUTO_ID},
+    pusher_id BIGINT NOT NULL,
+    room_id TEXT,
+    event_id TEXT,
+    actions TEXT NOT NULL,
+    created_ts BIGINT NOT NULL
+);
+CREATE INDEX push_queue_pusher ON push_queue (pusher_id, id);
+CREATE INDEX push_queue_room ON push_queue (room_id);
+CREATE TABLE push_notifications (
+    user_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    highlight BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    PRIMARY KEY (user_id, stream_ordering)
+);
+CREATE INDEX push_notifications_room ON push_notifications (room_id);
+CREATE INDEX push_notifications_ts ON push_notifications (ts);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

@@ -24,6 +24,7 @@ pub mod media;
 mod migrations;
 mod profiles;
 pub mod purge;
+pub mod pushers;
 mod registration_tokens;
 pub mod reports;
 mod rows;

@@ -42,6 +42,8 @@ pub const ROOM_TABLES: &[&str] = &[
     "key_backup_sessions",
     "state_groups",
     "event_expiry",
+    "push_queue",
+    "push_notifications",
     "events",
     "rooms",
 ];

@@ -34,6 +34,7 @@ mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and 
 mod media; // the content repository: upload/download (bytes, headers), dedup on disk, size limit, async uploads, authenticated media, quarantine, remote, params, cut-off uploads, the upload body deadline
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_propagation; // a profile change reaches the member event of every joined room
+mod push; // pushers (set/list/delete/append/validation, device and account deletion), delivery to a fake gateway (shape, event_id_only, retries in order, rejected pushkeys, restart), /notifications
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
 mod room_upgrade; // POST /rooms/{id}/upgrade: tombstone, copied state, aliases, directory, carried tags and push rules
 mod room_versions; // every stable room version 1-12: create, join, send, read, state, redact, kick, ban; id and PDU formats; capabilities

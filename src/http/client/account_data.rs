@@ -249,6 +249,7 @@ async fn receipt(
                     thread.as_deref(),
                 )
                 .await?;
+            crate::services::pushers::receipt_sent(&s, &user).await?;
         }
         other => {
             return Err(MatrixError::invalid_param(format!(
@@ -276,6 +277,7 @@ async fn read_markers(
             )
             .await?;
     }
+    let mut read = false;
     for (ty, e) in [
         ("m.read", &req.read_receipt),
         ("m.read.private", &req.private_read_receipt),
@@ -285,7 +287,11 @@ async fn read_markers(
             s.ephemeral
                 .set_receipt(&req.room_id, &user, ty, (e, event_pos), None)
                 .await?;
+            read = true;
         }
+    }
+    if read {
+        crate::services::pushers::receipt_sent(&s, &user).await?;
     }
     Ok(RumaResponse(set_read_marker::v3::Response::new()))
 }

@@ -12,6 +12,7 @@ mod legacy_sync;
 mod media;
 mod profile;
 mod push;
+mod pushers;
 mod register;
 mod report;
 mod room_read;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
     let r = directory::routes(r);
     let r = profile::routes(r);
     let r = push::routes(r);
+    let r = pushers::routes(r);
     let r = rooms::routes(r);
     let r = room_read::routes(r);
     let r = room_upgrade::routes(r);

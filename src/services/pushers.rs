@@ -1,0 +1,779 @@
+//! Push notifications (the spec's Push Notifications module): pushers,
+//! the notifications a user's push rules make of new events, and their
+//! delivery to push gateways.
+//!
+//! - Pushers (`/pushers`, `/pushers/set`) belong to the device whose access
+//!   token set them: deleting the device (any path) or deactivating the
+//!   account deletes them with it (`storage/pushers.rs`).
+//! - Recording is a subscriber of the event pipeline ([`Pushers`]): on the
+//!   writer task it only hands the batch to its own task, and only when some
+//!   user may want notifications at all (a user with a pusher, or one who
+//!   read `/notifications` since the start). That task evaluates the push
+//!   rules (`notifications.rs`, ruma's evaluator) of those users who are in
+//!   the event's room, and writes, in one transaction, a notification row per
+//!   (user, notifying event) and a queue row per (`http` pusher, event): the
+//!   queue is durable, so a restart loses no delivery. A room none of whose
+//!   members wants notifications costs no evaluation.
+//! - Delivery is a worker (`lifecycle.rs`): per pusher, in queue order, a
+//!   POST in the Push Gateway API's shape; a failed POST backs the pusher off
+//!   (1 s doubling to 10 min) and tries again; a delivery older than a day
+//!   that still fails is dropped with a log line (as Synapse); a pushkey the
+//!   gateway rejects deletes that pusher.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use ruma::api::client::push::{Pusher, get_notifications};
+use ruma::{OwnedUserId, UserId};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::{MatrixError, Result};
+use crate::services::Services;
+use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
+use crate::services::workers::{Stage, Stop, Workers};
+use crate::storage::pushers::{NewNotification, NotificationRow, PusherRow, QueuedPush};
+
+/// The only path a pusher's URL may have (the Push Gateway API's).
+pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
+/// The longest pushkey accepted (bytes), as Synapse.
+const MAX_PUSHKEY_LEN: usize = 512;
+/// How long a gateway may take to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff after a failed delivery: doubled per failure, capped.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// A delivery still failing after this long is dropped (ms).
+const MAX_DELIVERY_AGE_MS: i64 = 24 * 3600 * 1000;
+/// Notifications are kept this long (ms), as Synapse.
+const NOTIFICATION_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+/// How often old notifications are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// `/notifications` page size: default and most.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+
+/// The push service and its pipeline subscriber.
+pub struct Pushers {
+    /// Users who may want notifications (a superset: a user whose last
+    /// pusher went stays until the restart, which costs a lookup only).
+    interested: RwLock<HashSet<OwnedUserId>>,
+    queue: mpsc::UnboundedSender<Arc<[Committed]>>,
+    /// Taken by [`Pushers::start`].
+    queued: Mutex<Option<mpsc::UnboundedReceiver<Arc<[Committed]>>>>,
+    /// Wakes the delivery worker.
+    wake: Notify,
+    /// The badge each user's pushers were last sent (a read receipt that
+    /// changes it sends the new one).
+    last_badge: Mutex<HashMap<OwnedUserId, i64>>,
+    http: reqwest::Client,
+}
+
+impl Pushers {
+    /// A new one, knowing every user with a pusher (read at start-up).
+    pub async fn new(storage: &crate::storage::Storage) -> anyhow::Result<Arc<Self>> {
+        let interested = storage
+            .pusher_users()
+            .await?
+            .into_iter()
+            .filter_map(|u| OwnedUserId::try_from(u).ok())
+            .collect();
+        let (queue, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Self {
+            interested: RwLock::new(interested),
+            queue,
+            queued: Mutex::new(Some(rx)),
+            wake: Notify::new(),
+            last_badge: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()?,
+        }))
+    }
+
+    /// Starts the recording task (stage `Subscribers`: it finishes what
+    /// the drained writer published) and the delivery worker.
+    pub fn start(s: &Arc<Services>, workers: &Workers) {
+        let Some(mut rx) = s.pushers.queued.lock().take() else {
+            return;
+        };
+        let services = s.clone();
+        workers.spawn(
+            "push recorder",
+            Stage::Subscribers,
+            move |mut stop| async move {
+                loop {
+                    tokio::select! {
+                        batch = rx.recv() => match batch {
+                            Some(events) => record_logged(&services, &events).await,
+                            None => break,
+                        },
+                        () = stop.requested() => {
+                            while let Ok(events) = rx.try_recv() {
+                                record_logged(&services, &events).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        let services = s.clone();
+        workers.spawn("push delivery", Stage::Flush, move |stop| {
+            deliver_forever(services, stop)
+        });
+    }
+
+    fn note_interest(&self, user: &UserId) {
+        if !self.interested.read().contains(user) {
+            self.interested.write().insert(user.to_owned());
+        }
+    }
+}
+
+impl Subscriber for Pushers {
+    /// Hands the batch to the recording task when anyone may want
+    /// notifications; nothing is evaluated here.
+    fn committed(&self, batch: &Batch) -> Option<Settled> {
+        if !self.interested.read().is_empty() {
+            let _ = self.queue.send(batch.events.clone());
+        }
+        None
+    }
+}
+
+impl crate::services::workers::CacheSizes for Pushers {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![("interested_users", self.interested.read().len())]
+    }
+}
+
+// ---------------------------------------------------------------- pushers
+
+fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) => Ok(Some(v)),
+        Some(_) => Err(MatrixError::bad_json(format!("'{key}' must be a string"))),
+    }
+}
+
+fn missing(body: &Map<String, Value>, keys: &[&str]) -> Result<()> {
+    let absent: Vec<&str> = keys
+        .iter()
+        .filter(|k| !body.contains_key(**k))
+        .copied()
+        .collect();
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(MatrixError::missing_param(format!(
+            "Missing parameters: {}",
+            absent.join(", ")
+        )))
+    }
+}
+
+/// A string field that must be there (checked by [`missing`]) and be a string.
+fn required<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
+    str_field(body, key)?.ok_or_else(|| MatrixError::bad_json(format!("'{key}' must be a string")))
+}
+
+/// Checks an `http` pusher's `data`: a `url` to the gateway's notify path,
+/// and `format` absent or a string.
+fn check_http_data(data: &Map<String, Value>) -> Result<()> {
+    let url = match data.get("url") {
+        None | Some(Value::Null) => {
+            return Err(MatrixError::missing_param(
+                "'url' is required in 'data' for an http pusher",
+            ));
+        }
+        Some(Value::String(url)) => url,
+        Some(_) => return Err(MatrixError::bad_json("'data.url' must be a string")),
+    };
+    let parsed =
+        url::Url::parse(url).map_err(|_| MatrixError::invalid_param("'data.url' is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(MatrixError::invalid_param(
+            "'data.url' must be an http or https URL",
+        ));
+    }
+    if parsed.path() != NOTIFY_PATH {
+        return Err(MatrixError::invalid_param(format!(
+            "'data.url' must have the path {NOTIFY_PATH}"
+        )));
+    }
+    // Only `event_id_only` changes what is sent; another string is kept and
+    // sends the full format, as Synapse (sytest's "Can fetch a user's
+    // pushers" sets `id_event_only`).
+    match data.get("format") {
+        None | Some(Value::Null | Value::String(_)) => Ok(()),
+        Some(_) => Err(MatrixError::bad_json("'data.format' must be a string")),
+    }
+}
+
+/// `POST /pushers/set`: adds, replaces or (with `kind: null`) deletes a
+/// pusher of the user, owned by `device_id`.
+pub async fn set_pusher(s: &Services, user: &UserId, device_id: &str, body: &Value) -> Result<()> {
+    let Some(body) = body.as_object() else {
+        return Err(MatrixError::not_json("The body must be a JSON object"));
+    };
+    if matches!(body.get("kind"), Some(Value::Null)) {
+        missing(body, &["app_id", "pushkey"])?;
+        let (app_id, pushkey) = (required(body, "app_id")?, required(body, "pushkey")?);
+        s.storage
+            .delete_pusher(user.as_str(), app_id, pushkey)
+            .await?;
+        return Ok(());
+    }
+    missing(
+        body,
+        &[
+            "kind",
+            "app_id",
+            "app_display_name",
+            "device_display_name",
+            "pushkey",
+            "lang",
+            "data",
+        ],
+    )?;
+    let kind = required(body, "kind")?;
+    let pushkey = required(body, "pushkey")?;
+    let append = match body.get("append") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(MatrixError::bad_json("'append' must be a boolean")),
+    };
+    let Some(data) = body.get("data").and_then(Value::as_object) else {
+        return Err(MatrixError::bad_json("'data' must be an object"));
+    };
+    match kind {
+        "http" => check_http_data(data)?,
+        "email" => {
+            return Err(MatrixError::invalid_param(
+                "Email pushers need email sending, which this server does not have configured",
+            ));
+        }
+        _ => {
+            return Err(MatrixError::invalid_param(format!(
+                "Unknown pusher kind '{kind}'"
+            )));
+        }
+    }
+    if pushkey.len() > MAX_PUSHKEY_LEN {
+        return Err(MatrixError::invalid_param("'pushkey' is too long"));
+    }
+    let row = PusherRow {
+        pusher_id: 0,
+        user_id: user.to_string(),
+        device_id: device_id.to_owned(),
+        app_id: required(body, "app_id")?.to_owned(),
+        pushkey: pushkey.to_owned(),
+        kind: kind.to_owned(),
+        app_display_name: required(body, "app_display_name")?.to_owned(),
+        device_display_name: required(body, "device_display_name")?.to_owned(),
+        profile_tag: str_field(body, "profile_tag")?.map(str::to_owned),
+        lang: required(body, "lang")?.to_owned(),
+        data: Value::Object(data.clone()).to_string(),
+        pushkey_ts: s.clock.now_ms(),
+    };
+    s.storage.set_pusher(&row, append).await?;
+    s.pushers.note_interest(user);
+    Ok(())
+}
+
+/// `GET /pushers`: the user's pushers.
+pub async fn pushers(s: &Services, user: &UserId) -> Result<Vec<Pusher>> {
+    let rows = s.storage.pushers(user.as_str()).await?;
+    rows.into_iter()
+        .map(|p| {
+            let data: Value = serde_json::from_str(&p.data).unwrap_or_else(|_| json!({}));
+            serde_json::from_value(json!({
+                "pushkey": p.pushkey,
+                "app_id": p.app_id,
+                "kind": p.kind,
+                "app_display_name": p.app_display_name,
+                "device_display_name": p.device_display_name,
+                "profile_tag": p.profile_tag,
+                "lang": p.lang,
+                "data": data,
+            }))
+            .map_err(MatrixError::internal)
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------ recording
+
+async fn record_logged(s: &Services, events: &[Committed]) {
+    if let Err(e) = record(s, events).await {
+        tracing::warn!(error = %e.message(), "could not record push notifications");
+    }
+}
+
+/// Evaluates the interested members' push rules for each event and writes
+/// the notifications and deliveries, then wakes the delivery worker.
+async fn record(s: &Services, events: &[Committed]) -> Result<()> {
+    let mut new = Vec::new();
+    for event in events {
+        record_event(s, event, &mut new).await?;
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let deliveries = new.iter().any(|n| !n.pushers.is_empty());
+    s.storage.record_notifications(&new).await?;
+    if deliveries {
+        s.pushers.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// The interested users the event may notify: its room's joined members
+/// (and an invite's target), but not its sender.
+async fn candidates(s: &Services, event: &Committed) -> Result<Vec<OwnedUserId>> {
+    let pdu = &event.pdu;
+    let interested: Vec<OwnedUserId> = s
+        .pushers
+        .interested
+        .read()
+        .iter()
+        .filter(|u| **u != pdu.sender)
+        .cloned()
+        .collect();
+    if interested.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for user in interested {
+        let invited_now = pdu.kind.to_string() == "m.room.member"
+            && pdu.state_key.as_deref() == Some(user.as_str())
+            && pdu.membership().as_deref() == Some("invite");
+        if invited_now || s.rooms.membership(&pdu.room_id, &user).await?.as_deref() == Some("join")
+        {
+            out.push(user);
+        }
+    }
+    Ok(out)
+}
+
+async fn record_event(
+    s: &Services,
+    event: &Committed,
+    new: &mut Vec<NewNotification>,
+) -> Result<()> {
+    let users = candidates(s, event).await?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let pdu = &event.pdu;
+    let Some(raw) = super::notifications::push_forms(s, std::slice::from_ref(pdu))
+        .await?
+        .pop()
+    else {
+        return Ok(());
+    };
+    let state = s.rooms.current_state(&pdu.room_id).await?;
+    let joined = super::memberships::joined_members(s, &pdu.room_id)
+        .await?
+        .len();
+    let joined = u32::try_from(joined).unwrap_or(u32::MAX);
+    let now = s.clock.now_ms();
+    for user in users {
+        let rules = s.account_data.push_rules_shared(&user).await?;
+        let ctx = super::notifications::context(s, &user, &pdu.room_id, &state, joined).await?;
+        let actions = rules.get_actions(&raw, &ctx).await;
+        if !actions.iter().any(ruma::push::Action::should_notify) {
+            continue;
+        }
+        let pushers = http_pushers(s, &user).await?;
+        new.push(NewNotification {
+            user_id: user.to_string(),
+            stream_ordering: event.pos,
+            room_id: pdu.room_id.to_string(),
+            event_id: pdu.event_id.to_string(),
+            actions: serde_json::to_string(actions).map_err(MatrixError::internal)?,
+            highlight: actions.iter().any(ruma::push::Action::is_highlight),
+            ts: now,
+            pushers,
+        });
+    }
+    Ok(())
+}
+
+/// After a read receipt of the user's: when their badge is not the one
+/// their pushers were last sent, each `http` pusher gets the new count (a
+/// notification with the counts alone), as Synapse.
+pub async fn receipt_sent(s: &Services, user: &UserId) -> Result<()> {
+    if !s.pushers.interested.read().contains(user) {
+        return Ok(());
+    }
+    let pushers = http_pushers(s, user).await?;
+    if pushers.is_empty() {
+        return Ok(());
+    }
+    let badge = s.storage.unread_rooms(user.as_str()).await?;
+    if s.pushers.last_badge.lock().get(user) == Some(&badge) {
+        return Ok(());
+    }
+    s.storage
+        .queue_badge_updates(&pushers, s.clock.now_ms())
+        .await?;
+    s.pushers.wake.notify_one();
+    Ok(())
+}
+
+async fn http_pushers(s: &Services, user: &UserId) -> Result<Vec<i64>> {
+    Ok(s.storage
+        .pushers(user.as_str())
+        .await?
+        .into_iter()
+        .filter(|p| p.kind == "http")
+        .map(|p| p.pusher_id)
+        .collect())
+}
+
+// --------------------------------------------------------- /notifications
+
+/// `GET /notifications`: the user's notifications before `from`, newest
+/// first.
+pub async fn notifications(
+    s: &Services,
+    user: &UserId,
+    from: Option<&str>,
+    limit: Option<u64>,
+    only: Option<&str>,
+) -> Result<get_notifications::v3::Response> {
+    s.pushers.note_interest(user);
+    let before = match from {
+        None | Some("") => i64::MAX,
+        Some(f) => f
+            .parse::<i64>()
+            .map_err(|_| MatrixError::invalid_param("'from' is not a token this server gave"))?,
+    };
+    let limit = limit
+        .map_or(DEFAULT_LIMIT, |l| i64::try_from(l).unwrap_or(MAX_LIMIT))
+        .clamp(1, MAX_LIMIT);
+    let only_highlight = only.is_some_and(|o| o.contains("highlight"));
+    let rows = s
+        .storage
+        .notifications(user.as_str(), before, limit, only_highlight)
+        .await?;
+    let full = rows.len() as i64 == limit;
+    let next_token = rows
+        .last()
+        .filter(|_| full)
+        .map(|r| r.stream_ordering.to_string());
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(n) = notification(s, row).await? {
+            out.push(n);
+        }
+    }
+    let mut response = get_notifications::v3::Response::new(out);
+    response.next_token = next_token;
+    Ok(response)
+}
+
+async fn notification(
+    s: &Services,
+    row: NotificationRow,
+) -> Result<Option<get_notifications::v3::Notification>> {
+    let Some(pdu) = s.rooms.pdu_shared(&row.event_id).await? else {
+        return Ok(None);
+    };
+    let event = s.rooms.client_event(&pdu, None).await?;
+    let n = json!({
+        "actions": serde_json::from_str::<Value>(&row.actions).unwrap_or_else(|_| json!([])),
+        "event": event,
+        "profile_tag": null,
+        "read": row.is_read != 0,
+        "room_id": row.room_id,
+        "ts": row.ts,
+    });
+    serde_json::from_value(n)
+        .map(Some)
+        .map_err(MatrixError::internal)
+}
+
+// --------------------------------------------------------------- delivery
+
+/// Per pusher, when it may be tried again and the backoff it is at.
+#[derive(Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+}
+
+async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
+    let mut backoff: HashMap<i64, Backoff> = HashMap::new();
+    // One task per pusher with deliveries, so a slow gateway holds up only
+    // its own pushers. Dropped (cut off) at shutdown: what is not deleted
+    // from the queue yet is sent again at the next start.
+    let mut running: HashMap<i64, tokio::task::Id> = HashMap::new();
+    let mut tasks: tokio::task::JoinSet<(i64, Result<()>)> = tokio::task::JoinSet::new();
+    let mut last_prune: Option<Instant> = None;
+    loop {
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL) {
+            last_prune = Some(Instant::now());
+            let before = s.clock.now_ms() - NOTIFICATION_RETENTION_MS;
+            if let Err(e) = s.storage.prune_notifications(before).await {
+                tracing::warn!(error = %e, "could not prune old notifications");
+            }
+        }
+        match s.storage.queued_pushers().await {
+            Ok(queued) => {
+                backoff.retain(|id, _| queued.contains(id));
+                let now = Instant::now();
+                for pusher_id in queued {
+                    if running.contains_key(&pusher_id)
+                        || backoff.get(&pusher_id).is_some_and(|b| b.until > now)
+                    {
+                        continue;
+                    }
+                    let s = s.clone();
+                    let task = tasks
+                        .spawn(async move { (pusher_id, deliver_pusher(&s, pusher_id).await) });
+                    running.insert(pusher_id, task.id());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the push queue"),
+        }
+        let next = backoff.values().map(|b| b.until).min();
+        let wait = next.map_or(PRUNE_INTERVAL, |t| {
+            t.saturating_duration_since(Instant::now())
+                .min(PRUNE_INTERVAL)
+        });
+        tokio::select! {
+            () = s.pushers.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                match done {
+                    Ok((pusher_id, delivered)) => {
+                        running.remove(&pusher_id);
+                        note_outcome(&mut backoff, pusher_id, delivered);
+                    }
+                    // A task that panicked: its pusher is tried again.
+                    Err(e) => running.retain(|_, task| *task != e.id()),
+                }
+            }
+            () = stop.requested() => break,
+        }
+    }
+}
+
+/// Backs a pusher off after a failed delivery (doubling, capped), or
+/// forgets its backoff after a good one.
+fn note_outcome(backoff: &mut HashMap<i64, Backoff>, pusher_id: i64, delivered: Result<()>) {
+    match delivered {
+        Ok(()) => {
+            backoff.remove(&pusher_id);
+        }
+        Err(e) => {
+            let delay = backoff
+                .get(&pusher_id)
+                .map_or(FIRST_BACKOFF, |b| (b.delay * 2).min(MAX_BACKOFF));
+            tracing::info!(pusher_id, error = %e.message(), retry_in = ?delay, "push delivery failed");
+            backoff.insert(
+                pusher_id,
+                Backoff {
+                    until: Instant::now() + delay,
+                    delay,
+                },
+            );
+        }
+    }
+}
+
+/// Sends the pusher's queue in order until it is empty or a send fails.
+async fn deliver_pusher(s: &Services, pusher_id: i64) -> Result<()> {
+    while let Some(item) = s.storage.next_queued(pusher_id).await? {
+        let Some(pusher) = s.storage.pusher(pusher_id).await? else {
+            // The pusher went (its rows with it, unless just now).
+            s.storage.delete_queued(item.id).await?;
+            continue;
+        };
+        match send(s, &pusher, &item).await {
+            Ok(Sent::Delivered) => s.storage.delete_queued(item.id).await?,
+            Ok(Sent::Rejected) => {
+                tracing::info!(app_id = %pusher.app_id, user = %pusher.user_id, "the push gateway rejected a pushkey: pusher removed");
+                s.storage
+                    .delete_pusher(&pusher.user_id, &pusher.app_id, &pusher.pushkey)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) if s.clock.now_ms() - item.created_ts > MAX_DELIVERY_AGE_MS => {
+                tracing::warn!(
+                    app_id = %pusher.app_id, user = %pusher.user_id, event_id = ?item.event_id,
+                    error = %e.message(),
+                    "dropping a push notification that could not be delivered for a day"
+                );
+                s.storage.delete_queued(item.id).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum Sent {
+    Delivered,
+    /// The gateway rejected this pusher's pushkey.
+    Rejected,
+}
+
+async fn send(s: &Services, pusher: &PusherRow, item: &QueuedPush) -> Result<Sent> {
+    let mut data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
+    let Some(Value::String(url)) = data.remove("url") else {
+        return Ok(Sent::Rejected);
+    };
+    let Some(body) = notification_body(s, pusher, data, item).await? else {
+        return Ok(Sent::Delivered);
+    };
+    let response = s
+        .pushers
+        .http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| MatrixError::internal(format!("push gateway {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(MatrixError::internal(format!(
+            "push gateway {url} answered {}",
+            response.status()
+        )));
+    }
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let rejected = answer
+        .get("rejected")
+        .and_then(Value::as_array)
+        .is_some_and(|r| {
+            r.iter()
+                .any(|k| k.as_str() == Some(pusher.pushkey.as_str()))
+        });
+    Ok(if rejected {
+        Sent::Rejected
+    } else {
+        Sent::Delivered
+    })
+}
+
+/// The tweaks of a push rule's actions, as an object.
+fn tweaks(actions: &str) -> Map<String, Value> {
+    let actions: Vec<Value> = serde_json::from_str(actions).unwrap_or_default();
+    let mut out = Map::new();
+    for a in actions {
+        if let Some(name) = a.get("set_tweak").and_then(Value::as_str) {
+            let value = a.get("value").cloned().unwrap_or(Value::Bool(true));
+            out.insert(name.to_owned(), value);
+        }
+    }
+    out
+}
+
+/// The Push Gateway API request body; `None` when the event is gone.
+async fn notification_body(
+    s: &Services,
+    pusher: &PusherRow,
+    data: Map<String, Value>,
+    item: &QueuedPush,
+) -> Result<Option<Value>> {
+    let event_id_only = data.get("format").and_then(Value::as_str) == Some("event_id_only");
+    let tweaks = tweaks(&item.actions);
+    let badge = s.storage.unread_rooms(&pusher.user_id).await?;
+    if let Ok(user) = OwnedUserId::try_from(pusher.user_id.as_str()) {
+        s.pushers.last_badge.lock().insert(user, badge);
+    }
+    let device = json!({
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.pushkey_ts / 1000,
+        "data": data,
+        "tweaks": tweaks,
+    });
+    let counts = json!({ "unread": badge });
+    let Some(event_id) = &item.event_id else {
+        // A badge update: the counts alone.
+        return Ok(Some(json!({ "notification": {
+            "id": "", "type": null, "sender": "",
+            "counts": counts, "devices": [device],
+        }})));
+    };
+    let Some(pdu) = s.rooms.pdu_shared(event_id).await? else {
+        return Ok(None);
+    };
+    let kind = pdu.kind.to_string();
+    let high = kind == "m.room.encrypted"
+        || tweaks.get("highlight").and_then(Value::as_bool) == Some(true)
+        || tweaks.contains_key("sound");
+    let mut n = json!({
+        "id": event_id,
+        "event_id": event_id,
+        "room_id": pdu.room_id,
+        "counts": counts,
+        "devices": [device],
+        "prio": if high { "high" } else { "low" },
+    });
+    if !event_id_only {
+        add_event_details(s, &pdu, &pusher.user_id, &mut n).await?;
+    }
+    Ok(Some(json!({ "notification": n })))
+}
+
+/// The full format's fields: type, sender and their display name, the
+/// room's name and alias, the content (and for a member event about the
+/// pusher's user, `user_is_target`).
+async fn add_event_details(
+    s: &Services,
+    pdu: &crate::model::pdu::Pdu,
+    user: &str,
+    n: &mut Value,
+) -> Result<()> {
+    let state = s.rooms.current_state(&pdu.room_id).await?;
+    let state_field = async |ty: &str, key: &str, field: &str| -> Result<Option<String>> {
+        let Some(id) = state.get(&(ty.to_owned(), key.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(s.rooms.pdu_shared(id.as_str()).await?.and_then(|p| {
+            p.content_value()
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
+    };
+    let sender_name = state_field("m.room.member", pdu.sender.as_str(), "displayname").await?;
+    let room_alias = state_field("m.room.canonical_alias", "", "alias").await?;
+    // As Synapse: the room's name, else its canonical alias.
+    let room_name = match state_field("m.room.name", "", "name").await? {
+        Some(name) if !name.is_empty() => Some(name),
+        _ => room_alias.clone(),
+    };
+    let kind = pdu.kind.to_string();
+    let obj = n.as_object_mut().expect("built as an object");
+    obj.insert("type".into(), json!(kind));
+    obj.insert("sender".into(), json!(pdu.sender));
+    obj.insert("content".into(), pdu.content_value());
+    for (key, value) in [
+        ("sender_display_name", sender_name),
+        ("room_name", room_name),
+        ("room_alias", room_alias),
+    ] {
+        if let Some(v) = value {
+            obj.insert(key.into(), json!(v));
+        }
+    }
+    if kind == "m.room.member" {
+        obj.insert(
+            "user_is_target".into(),
+            json!(pdu.state_key.as_deref() == Some(user)),
+        );
+        if let Some(m) = pdu.membership() {
+            obj.insert("membership".into(), json!(m));
+        }
+    }
+    Ok(())
+}

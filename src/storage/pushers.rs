@@ -1,0 +1,324 @@
+//! Push: the `pushers` table, the delivery queue (`push_queue`) and the
+//! notifications `/notifications` lists (`push_notifications`).
+
+use super::Storage;
+
+/// A pusher as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PusherRow {
+    pub pusher_id: i64,
+    pub user_id: String,
+    pub device_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub kind: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// The `data` object as JSON text.
+    pub data: String,
+    pub pushkey_ts: i64,
+}
+
+const PUSHER_COLUMNS: &str = "pusher_id, user_id, device_id, app_id, pushkey, kind, \
+     app_display_name, device_display_name, profile_tag, lang, data, pushkey_ts";
+
+/// What one notifying event leaves for one user: the notification row
+/// and a queue row for each of the user's `http` pushers.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub user_id: String,
+    pub stream_ordering: i64,
+    pub room_id: String,
+    pub event_id: String,
+    /// The push rule's actions as JSON text.
+    pub actions: String,
+    pub highlight: bool,
+    pub ts: i64,
+    pub pushers: Vec<i64>,
+}
+
+/// One delivery waiting in the queue.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedPush {
+    pub id: i64,
+    pub pusher_id: i64,
+    pub room_id: Option<String>,
+    /// `None` for a badge update (the unread count changed).
+    pub event_id: Option<String>,
+    pub actions: String,
+    pub created_ts: i64,
+}
+
+/// A notification as `/notifications` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NotificationRow {
+    pub stream_ordering: i64,
+    pub room_id: String,
+    pub event_id: String,
+    pub actions: String,
+    pub ts: i64,
+    /// The user's read receipt in the room is at or past the event.
+    pub is_read: i64,
+}
+
+/// The newest main-timeline read position (an event's stream position) of
+/// user `n.user_id` in room `n.room_id`.
+const READ_UPTO: &str = "COALESCE((SELECT MAX(e.stream_ordering) FROM receipts r
+        JOIN events e ON e.event_id = r.event_id
+        WHERE r.room_id = n.room_id AND r.user_id = n.user_id
+          AND r.receipt_type IN ('m.read', 'm.read.private')), 0)";
+
+/// Removes the pushers of device `$2` of user `$1` and their queues
+/// (run with the device's deletion).
+pub(crate) const DEVICE_CLEANUP: [&str; 2] = [
+    "DELETE FROM push_queue WHERE pusher_id IN
+        (SELECT pusher_id FROM pushers WHERE user_id = $1 AND device_id = $2)",
+    "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
+];
+
+/// [`DEVICE_CLEANUP`] for every device of user `$1` but `$2`.
+pub(crate) const OTHER_DEVICES_CLEANUP: [&str; 2] = [
+    "DELETE FROM push_queue WHERE pusher_id IN
+        (SELECT pusher_id FROM pushers WHERE user_id = $1 AND device_id <> $2)",
+    "DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2",
+];
+
+/// Everything push keeps for user `$1` (deactivation).
+pub(crate) const USER_CLEANUP: [&str; 3] = [
+    "DELETE FROM push_queue WHERE pusher_id IN (SELECT pusher_id FROM pushers WHERE user_id = $1)",
+    "DELETE FROM pushers WHERE user_id = $1",
+    "DELETE FROM push_notifications WHERE user_id = $1",
+];
+
+impl Storage {
+    /// Adds or replaces the user's pusher for (app id, pushkey); unless
+    /// `append`, the same (app id, pushkey) of other users goes. One
+    /// transaction.
+    pub async fn set_pusher(&self, p: &PusherRow, append: bool) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        if !append {
+            for q in [
+                "DELETE FROM push_queue WHERE pusher_id IN (SELECT pusher_id FROM pushers
+                    WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3)",
+                "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+            ] {
+                sqlx::query(q)
+                    .bind(&p.app_id)
+                    .bind(&p.pushkey)
+                    .bind(&p.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO pushers (app_id, pushkey, user_id, device_id, kind, app_display_name,
+                device_display_name, profile_tag, lang, data, pushkey_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET
+                device_id = excluded.device_id, kind = excluded.kind,
+                app_display_name = excluded.app_display_name,
+                device_display_name = excluded.device_display_name,
+                profile_tag = excluded.profile_tag, lang = excluded.lang,
+                data = excluded.data, pushkey_ts = excluded.pushkey_ts",
+        )
+        .bind(&p.app_id)
+        .bind(&p.pushkey)
+        .bind(&p.user_id)
+        .bind(&p.device_id)
+        .bind(&p.kind)
+        .bind(&p.app_display_name)
+        .bind(&p.device_display_name)
+        .bind(&p.profile_tag)
+        .bind(&p.lang)
+        .bind(&p.data)
+        .bind(p.pushkey_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Removes the user's pusher for (app id, pushkey) and its queue.
+    /// Whether there was one.
+    pub async fn delete_pusher(
+        &self,
+        user_id: &str,
+        app_id: &str,
+        pushkey: &str,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM push_queue WHERE pusher_id IN (SELECT pusher_id FROM pushers
+                WHERE user_id = $1 AND app_id = $2 AND pushkey = $3)",
+        )
+        .bind(user_id)
+        .bind(app_id)
+        .bind(pushkey)
+        .execute(&mut *tx)
+        .await?;
+        let r =
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                .bind(user_id)
+                .bind(app_id)
+                .bind(pushkey)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The user's pushers, oldest first.
+    pub async fn pushers(&self, user_id: &str) -> sqlx::Result<Vec<PusherRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY pusher_id"
+        )))
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    pub async fn pusher(&self, pusher_id: i64) -> sqlx::Result<Option<PusherRow>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE pusher_id = $1"
+        )))
+        .bind(pusher_id)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Every user with a pusher (read at start-up).
+    pub async fn pusher_users(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT user_id FROM pushers")
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// Writes notifications and their queue rows in one transaction.
+    pub async fn record_notifications(&self, new: &[NewNotification]) -> sqlx::Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for n in new {
+            sqlx::query(
+                "INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id, actions, highlight, ts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+            )
+            .bind(&n.user_id)
+            .bind(n.stream_ordering)
+            .bind(&n.room_id)
+            .bind(&n.event_id)
+            .bind(&n.actions)
+            .bind(i64::from(n.highlight))
+            .bind(n.ts)
+            .execute(&mut *tx)
+            .await?;
+            for pusher in &n.pushers {
+                sqlx::query(
+                    "INSERT INTO push_queue (pusher_id, room_id, event_id, actions, created_ts)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(pusher)
+                .bind(&n.room_id)
+                .bind(&n.event_id)
+                .bind(&n.actions)
+                .bind(n.ts)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Queues a badge update (no event) for each pusher.
+    pub async fn queue_badge_updates(&self, pushers: &[i64], now: i64) -> sqlx::Result<()> {
+        let mut tx = self.begin().await?;
+        for pusher in pushers {
+            sqlx::query(
+                "INSERT INTO push_queue (pusher_id, actions, created_ts) VALUES ($1, '[]', $2)",
+            )
+            .bind(pusher)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The pushers with deliveries waiting.
+    pub async fn queued_pushers(&self) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar("SELECT DISTINCT pusher_id FROM push_queue")
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// The pusher's oldest waiting delivery.
+    pub async fn next_queued(&self, pusher_id: i64) -> sqlx::Result<Option<QueuedPush>> {
+        sqlx::query_as(
+            "SELECT id, pusher_id, room_id, event_id, actions, created_ts FROM push_queue
+             WHERE pusher_id = $1 ORDER BY id LIMIT 1",
+        )
+        .bind(pusher_id)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    pub async fn delete_queued(&self, id: i64) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM push_queue WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
+    /// The user's notifications before stream position `before`, newest
+    /// first (`limit` of them), only highlights if asked.
+    pub async fn notifications(
+        &self,
+        user_id: &str,
+        before: i64,
+        limit: i64,
+        only_highlight: bool,
+    ) -> sqlx::Result<Vec<NotificationRow>> {
+        let highlight = if only_highlight {
+            " AND n.highlight = 1"
+        } else {
+            ""
+        };
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT n.stream_ordering, n.room_id, n.event_id, n.actions, n.ts,
+                CASE WHEN n.stream_ordering <= {READ_UPTO} THEN 1 ELSE 0 END AS is_read
+             FROM push_notifications n
+             WHERE n.user_id = $1 AND n.stream_ordering < $2{highlight}
+             ORDER BY n.stream_ordering DESC LIMIT $3"
+        )))
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// The user's badge: the number of rooms with a notification after
+    /// their read receipt (as Synapse counts by room).
+    pub async fn unread_rooms(&self, user_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(DISTINCT n.room_id) FROM push_notifications n
+             WHERE n.user_id = $1 AND n.stream_ordering > {READ_UPTO}"
+        )))
+        .bind(user_id)
+        .fetch_one(self.pool())
+        .await
+    }
+
+    /// Forgets notifications older than `ts`.
+    pub async fn prune_notifications(&self, ts: i64) -> sqlx::Result<u64> {
+        sqlx::query("DELETE FROM push_notifications WHERE ts < $1")
+            .bind(ts)
+            .execute(self.pool())
+            .await
+            .map(|r| r.rows_affected())
+    }
+}
