@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (19, "key_backup", V19),
     (20, "cross_signing", V20),
     (25, "media", V25),
+    (27, "media_thumbnails", V27),
 ];
 
 const V1: &str = r#"
@@ -542,6 +543,24 @@ CREATE TABLE media (
 );
 CREATE INDEX media_sha256 ON media (sha256);
 CREATE INDEX media_uploader ON media (uploader, created_ts);
+"#;
+
+const V27: &str = r#"
+CREATE TABLE media_thumbnails (
+    server_name TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    width BIGINT NOT NULL,
+    height BIGINT NOT NULL,
+    method TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    source_width BIGINT NOT NULL,
+    source_height BIGINT NOT NULL,
+    created_ts BIGINT NOT NULL,
+    PRIMARY KEY (server_name, media_id, method, width, height)
+);
+CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.
