@@ -175,6 +175,24 @@ fn dims(image: &DynamicImage) -> (u32, u32) {
     (image.width(), image.height())
 }
 
+/// Waits (bounded) until `media_thumbnails` has `n` rows for a media id
+/// (the configured sizes, made in the background).
+async fn wait_for_rows(server: &TestServer, id: &str, n: i64) {
+    wait_until(
+        "the configured thumbnails",
+        Duration::from_secs(30),
+        || async {
+            let rows = thumbnail_rows(server, id).await;
+            if rows == n {
+                Ok(())
+            } else {
+                Err(format!("{rows} rows"))
+            }
+        },
+    )
+    .await;
+}
+
 /// Rows of `media_thumbnails` for a media id.
 async fn thumbnail_rows(server: &TestServer, id: &str) -> i64 {
     server
@@ -286,19 +304,7 @@ async fn configured_sizes_are_made_after_upload_and_others_on_demand() {
     let id = upload(&server, &alice, &png, Some("image/png"), None).await;
     // Synapse's five sizes: 32×32 and 96×96 crops, 320×240, 640×480 and
     // 800×600 scales (here 320×160, 640×320, 800×400).
-    wait_until(
-        "the configured thumbnails",
-        Duration::from_secs(30),
-        || async {
-            let n = thumbnail_rows(&server, &id).await;
-            if n == 5 {
-                Ok(())
-            } else {
-                Err(format!("{n} rows"))
-            }
-        },
-    )
-    .await;
+    wait_for_rows(&server, &id, 5).await;
     let made = server
         .sql_count(&format!(
             "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = '{id}' AND (
@@ -351,22 +357,34 @@ async fn futures_join_all(
     token: Option<&str>,
     n: usize,
 ) -> Vec<Vec<u8>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let client = server.client.clone();
-        let url = server.url(path);
-        let token = token.map(str::to_owned);
-        tasks.spawn(async move {
-            let mut req = client.get(url);
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.expect("sent");
-            assert_eq!(resp.status(), StatusCode::OK);
-            resp.bytes().await.expect("body").to_vec()
-        });
+    let mut answers = Vec::new();
+    for task in (0..n)
+        .map(|_| spawn_get(server, path, token))
+        .collect::<Vec<_>>()
+    {
+        let (status, bytes) = task.await.expect("joined");
+        assert_eq!(status, StatusCode::OK);
+        answers.push(bytes);
     }
-    tasks.join_all().await
+    answers
+}
+
+/// A GET of `path` on its own task: its status and body.
+fn spawn_get(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+) -> tokio::task::JoinHandle<(StatusCode, Vec<u8>)> {
+    let (client, url) = (server.client.clone(), server.url(path));
+    let token = token.map(str::to_owned);
+    tokio::spawn(async move {
+        let mut req = client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("sent");
+        (resp.status(), resp.bytes().await.expect("body").to_vec())
+    })
 }
 
 #[tokio::test]
@@ -505,4 +523,62 @@ async fn bad_parameters_are_400() {
             errcode,
         );
     }
+}
+
+#[tokio::test]
+async fn a_pending_upload_is_waited_for() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let (st, created) = server
+        .post(
+            "/_matrix/media/v1/create",
+            alice.token(),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let id = media_id_of(&server, &created["content_uri"]);
+    let path = thumb_v1(&server, &id, "width=32&height=32&method=crop&timeout_ms=0");
+    let got = download(&server, &path, alice.token()).await;
+    assert_error(&got.error(), 504, "M_NOT_YET_UPLOADED");
+
+    // A thumbnail asked for while the body has not come yet gets it when it does.
+    let path = thumb_v1(
+        &server,
+        &id,
+        "width=32&height=32&method=crop&timeout_ms=20000",
+    );
+    let waiting = spawn_get(&server, &path, alice.token());
+    wait_until(
+        "a parked thumbnail request",
+        Duration::from_secs(10),
+        || async {
+            let n = server.services().media.waiting_downloads();
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} waiting"))
+            }
+        },
+    )
+    .await;
+    let png = encoded(&picture(100, 50), ImageFormat::Png);
+    let (st, body) = send_bytes(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/_matrix/media/v3/upload/{}/{id}", server.server_name),
+        alice.token(),
+        Some("image/png"),
+        png,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, bytes) = waiting.await.expect("joined");
+    assert_eq!(st, StatusCode::OK);
+    let image = image::load_from_memory(&bytes).expect("an image");
+    assert_eq!(dims(&image), (32, 32));
+    // The configured sizes are made for an asynchronous upload too (the
+    // 32×32 crop perhaps by the request above): the crops, and the three
+    // scales are one, the picture itself (a scale never enlarges).
+    wait_for_rows(&server, &id, 3).await;
 }
