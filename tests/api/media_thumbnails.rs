@@ -348,6 +348,16 @@ async fn configured_sizes_are_made_after_upload_and_others_on_demand() {
     // Each thumbnail body is in the media store once, by its hash.
     let bodies = stored_bodies(&server).len();
     assert_eq!(bodies, 1 + 7, "the upload and seven thumbnails");
+    // What media deletion will call: the rows and their bodies go, the
+    // upload's stays.
+    server
+        .services()
+        .media
+        .delete_thumbnails(&id)
+        .await
+        .expect("deleted");
+    assert_eq!(thumbnail_rows(&server, &id).await, 0);
+    assert_eq!(stored_bodies(&server).len(), 1, "the upload alone");
 }
 
 /// `n` concurrent GETs of `path`, each 200; their bodies.

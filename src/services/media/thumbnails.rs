@@ -95,8 +95,10 @@ impl From<MatrixError> for Failure {
     }
 }
 
-/// A thumbnail being made: (media id, method, width, height).
-type Key = (String, ThumbnailMethod, u32, u32);
+/// A thumbnail being made: (media id, method, width, height, whether that
+/// size is the one asked for, to fit to the source once decoded, or the
+/// thumbnail's own).
+type Key = (String, ThumbnailMethod, u32, u32, bool);
 
 type Made = std::result::Result<(ThumbnailRow, Bytes), Failure>;
 
@@ -190,19 +192,17 @@ impl Thumbnails {
             .storage
             .media_thumbnails(&media.server_name, &media.media_id)
             .await?;
-        let mut source = None;
-        let (source_width, source_height) = if let Some(row) = rows.first() {
-            (dim(row.source_width), dim(row.source_height))
-        } else {
-            let bytes = self.load(sha256).await?;
-            let max = self.max_image_pixels;
-            let probed = bytes.clone();
-            let size = self.blocking(move || probe(&probed, max)).await?;
-            source = Some(bytes);
-            size
+        let animated = want.animated && content_type == "image/gif";
+        let max = self.max_image_pixels;
+        // The source's size: known from any thumbnail made of it; else read
+        // from its header only where it decides what to serve.
+        let source = match rows.first() {
+            Some(row) => Some((dim(row.source_width), dim(row.source_height))),
+            None if animated => Some(self.with_source(sha256, move |b| probe(b, max)).await?),
+            None => None,
         };
-        if want.animated
-            && content_type == "image/gif"
+        if animated
+            && let Some((source_width, source_height)) = source
             && source_width <= want.width
             && source_height <= want.height
             && let Some(stored) = self
@@ -217,11 +217,22 @@ impl Thumbnails {
                 body: stored.body,
             });
         }
-        let (width, height) = target_size(
-            (source_width, source_height),
-            (want.width, want.height),
-            want.method,
-        );
+        let Some(source) = source else {
+            // Nothing made of it yet: the size follows from the decoded source.
+            let key = (
+                media.media_id.clone(),
+                want.method,
+                want.width,
+                want.height,
+                true,
+            );
+            return self
+                .make_once(media, key)
+                .await
+                .map(made_thumbnail)
+                .map_err(Into::into);
+        };
+        let (width, height) = target_size(source, (want.width, want.height), want.method);
         if let Some(row) = pick(&rows, want.method, width, height)
             && let Some(stored) = self
                 .store
@@ -235,15 +246,8 @@ impl Thumbnails {
                 body: stored.body,
             });
         }
-        let key = (media.media_id.clone(), want.method, width, height);
-        let (row, bytes) = self.make_once(media, key, source).await?;
-        Ok(Thumbnail {
-            content_type: row.content_type,
-            len: bytes.len() as u64,
-            body: http_body_util::Full::new(bytes)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        })
+        let key = (media.media_id.clone(), want.method, width, height, false);
+        Ok(made_thumbnail(self.make_once(media, key).await?))
     }
 
     /// Forgets every thumbnail of a local media id and deletes the bodies
@@ -267,7 +271,7 @@ impl Thumbnails {
 
     /// Makes the thumbnail `key` of `media` once however many ask for it
     /// at the same time.
-    async fn make_once(&self, media: &MediaRow, key: Key, source: Option<Bytes>) -> Made {
+    async fn make_once(&self, media: &MediaRow, key: Key) -> Made {
         let cell = self
             .in_flight
             .lock()
@@ -276,17 +280,20 @@ impl Thumbnails {
             .clone();
         let made = cell
             .get_or_init(|| async {
-                let (_, method, width, height) = key.clone();
-                let bytes = match source {
-                    Some(bytes) => bytes,
-                    None => {
-                        self.load(media.sha256.as_deref().unwrap_or_default())
-                            .await?
-                    }
-                };
+                let (_, method, width, height, fit) = key.clone();
                 let max = self.max_image_pixels;
+                let sha256 = media.sha256.as_deref().unwrap_or_default();
                 let mut made = self
-                    .blocking(move || render(&bytes, max, |_| vec![(method, width, height)]))
+                    .with_source(sha256, move |bytes| {
+                        render(bytes, max, |source| {
+                            let size = if fit {
+                                target_size(source, (width, height), method)
+                            } else {
+                                (width, height)
+                            };
+                            vec![(method, size.0, size.1)]
+                        })
+                    })
                     .await?;
                 let Some(thumb) = made.pop() else {
                     return Err(Failure::Internal("no thumbnail was made".to_owned()));
@@ -310,11 +317,10 @@ impl Thumbnails {
         let Some(sha256) = media.sha256.clone() else {
             return Ok(());
         };
-        let bytes = self.load(&sha256).await?;
         let (max, sizes) = (self.max_image_pixels, self.sizes.clone());
         let made = self
-            .blocking(move || {
-                render(&bytes, max, |source| {
+            .with_source(&sha256, move |bytes| {
+                render(bytes, max, |source| {
                     let mut targets: Vec<(ThumbnailMethod, u32, u32)> = Vec::new();
                     for s in &sizes {
                         let (w, h) = target_size(source, (s.width, s.height), s.method);
@@ -381,11 +387,14 @@ impl Thumbnails {
         Ok(stored.body.collect().await.map_err(internal)?.to_bytes())
     }
 
-    /// Runs `work` on a blocking thread once a permit is free; the permit
-    /// is held until the work ends, even if the request went away.
-    async fn blocking<T: Send + 'static>(
+    /// Runs `work` on the body `sha256` on a blocking thread once a permit
+    /// is free: the body is read only then (so at most one source per core
+    /// is in memory), and the permit is held until the work ends, even if
+    /// the request went away.
+    async fn with_source<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> std::result::Result<T, Failure> + Send + 'static,
+        sha256: &str,
+        work: impl FnOnce(&[u8]) -> std::result::Result<T, Failure> + Send + 'static,
     ) -> std::result::Result<T, Failure> {
         let permit = self
             .permits
@@ -393,12 +402,24 @@ impl Thumbnails {
             .acquire_owned()
             .await
             .map_err(|e| Failure::Internal(e.to_string()))?;
+        let bytes = self.load(sha256).await?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work()
+            work(&bytes)
         })
         .await
         .map_err(|e| Failure::Internal(format!("thumbnailing failed: {e}")))?
+    }
+}
+
+/// A thumbnail just made, to serve from memory.
+fn made_thumbnail((row, bytes): (ThumbnailRow, Bytes)) -> Thumbnail {
+    Thumbnail {
+        content_type: row.content_type,
+        len: bytes.len() as u64,
+        body: http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
     }
 }
 
