@@ -294,6 +294,12 @@ async fn animated_gifs() {
         let pixel = image.to_rgba8().get_pixel(image.width() / 2, 10).0;
         assert!(pixel[0] > 200 && pixel[2] < 60, "{query}: {pixel:?}");
     }
+    // With thumbnails made (the source's size now known from them), the
+    // animated original still answers.
+    let path = thumb_v1(&server, &id, "width=60&height=30&animated=true");
+    let got = download(&server, &path, alice.token()).await;
+    assert_eq!(got.header("content-type"), "image/gif");
+    assert_eq!(got.bytes, gif, "the animated original");
 }
 
 #[tokio::test]
@@ -464,6 +470,18 @@ async fn unknown_remote_and_unauthenticated() {
         &download(&server, &path, None).await.error(),
         401,
         "M_MISSING_TOKEN",
+    );
+    // Quarantined: 404 but to admins.
+    let admin = server.admin("root").await;
+    let by = Some(admin.user_id.as_str());
+    let quarantined = server.services().media.set_quarantined(&id, by).await;
+    assert!(quarantined.expect("quarantined"), "no such media");
+    let got = download(&server, &path, alice.token()).await;
+    assert_error(&got.error(), 404, "M_NOT_FOUND");
+    assert_eq!(
+        // (The picture itself, made now or in the background.)
+        thumb_dims(&server, &id, "width=100&height=50", admin.token()).await,
+        (100, 50)
     );
 }
 
