@@ -604,7 +604,99 @@ fn render(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::store::{LocalStore, StagedBody, StoreFuture, StoredBody};
     use super::*;
+    use crate::storage::media::{NewMedia, UploadedBody};
+
+    /// A [`LocalStore`] that counts the bodies staged (one per thumbnail made).
+    struct CountingStore {
+        inner: LocalStore,
+        staged: AtomicUsize,
+    }
+
+    impl MediaStore for CountingStore {
+        fn stage(&self) -> StoreFuture<'_, Box<dyn StagedBody>> {
+            self.staged.fetch_add(1, Ordering::SeqCst);
+            self.inner.stage()
+        }
+        fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredBody>> {
+            self.inner.get(key)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+            self.inner.delete(key)
+        }
+        fn exists<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+            self.inner.exists(key)
+        }
+    }
+
+    /// Eight requests at once for a size not made yet make it once, and
+    /// all get it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_asks_for_a_new_size_make_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 2).await.unwrap();
+        let store = Arc::new(CountingStore {
+            inner: LocalStore::open(&dir.path().join("media")).unwrap(),
+            staged: AtomicUsize::new(0),
+        });
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            300,
+            200,
+            image::Rgb([9, 99, 199]),
+        ));
+        let mut png = Cursor::new(Vec::new());
+        image.write_to(&mut png, ImageFormat::Png).unwrap();
+        let png = png.into_inner();
+        let sha256 = hex::encode(Sha256::digest(&png));
+        let mut staged = store.inner.stage().await.unwrap();
+        staged.write(&png).await.unwrap();
+        staged.commit(sha256.clone()).await.unwrap();
+        let new = NewMedia {
+            server_name: "x",
+            media_id: "m",
+            uploader: "@u:x",
+            created_ts: 0,
+            authenticated: true,
+        };
+        let body = UploadedBody {
+            content_type: "image/png",
+            upload_name: None,
+            size: i64::try_from(png.len()).unwrap(),
+            sha256: &sha256,
+        };
+        storage.insert_media(new, body).await.unwrap();
+        let row = storage.media("x", "m").await.unwrap().unwrap();
+        let thumbs = Arc::new(Thumbnails::new(
+            storage.clone(),
+            store.clone(),
+            crate::clock::SystemClock::shared(),
+            "x".to_owned(),
+            &MediaConfig::default(),
+        ));
+        let want = ThumbnailWant {
+            width: 50,
+            height: 40,
+            method: ThumbnailMethod::Crop,
+            animated: false,
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (thumbs, row) = (thumbs.clone(), row.clone());
+            asks.spawn(async move {
+                let thumb = thumbs.get(&row, want).await.unwrap();
+                thumb.body.collect().await.unwrap().to_bytes()
+            });
+        }
+        let answers = asks.join_all().await;
+        assert!(answers.iter().all(|a| a == &answers[0]));
+        assert_eq!(store.staged.load(Ordering::SeqCst), 1, "made once");
+        assert_eq!(storage.media_thumbnails("x", "m").await.unwrap().len(), 1);
+        assert!(thumbs.in_flight.lock().is_empty(), "nothing left in flight");
+    }
 
     #[test]
     fn scale_fits_within_and_never_enlarges() {
