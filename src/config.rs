@@ -287,6 +287,38 @@ pub struct MediaConfig {
     /// Seconds an upload's body may take to arrive (in place of
     /// `limits.body_read_timeout_secs`, which is for JSON bodies).
     pub upload_timeout_secs: u64,
+    /// Images with more pixels than this are not decoded for thumbnails
+    /// (as Synapse's `max_image_pixels`).
+    pub max_image_pixels: u64,
+    /// The thumbnails made of every image upload, in the background.
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+}
+
+/// One thumbnail size made of every image upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+/// How a thumbnail is made: cut to exactly the size (`crop`), or shrunk to
+/// fit within it, keeping the aspect (`scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    Crop,
+    Scale,
+}
+
+impl ThumbnailMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -299,6 +331,23 @@ impl Default for MediaConfig {
             unused_expiration_secs: 24 * 60 * 60,
             // 50 MiB at 1 Mbit/s.
             upload_timeout_secs: 600,
+            // Synapse's default (32M).
+            max_image_pixels: 32 * 1024 * 1024,
+            // Synapse's default sizes.
+            thumbnail_sizes: [
+                (32, 32, ThumbnailMethod::Crop),
+                (96, 96, ThumbnailMethod::Crop),
+                (320, 240, ThumbnailMethod::Scale),
+                (640, 480, ThumbnailMethod::Scale),
+                (800, 600, ThumbnailMethod::Scale),
+            ]
+            .into_iter()
+            .map(|(width, height, method)| ThumbnailSize {
+                width,
+                height,
+                method,
+            })
+            .collect(),
         }
     }
 }
@@ -346,6 +395,19 @@ impl MediaConfig {
         if self.upload_timeout_secs == 0 {
             return invalid("media.upload_timeout_secs", "must be at least 1");
         }
+        if self.max_image_pixels == 0 {
+            return invalid("media.max_image_pixels", "must be at least 1");
+        }
+        if self
+            .thumbnail_sizes
+            .iter()
+            .any(|s| s.width == 0 || s.height == 0)
+        {
+            return invalid(
+                "media.thumbnail_sizes",
+                "widths and heights must be at least 1",
+            );
+        }
         Ok(())
     }
 
@@ -369,12 +431,33 @@ impl MediaConfig {
   # Seconds an upload's body may take to arrive (then 408 and the
   # connection is closed); limits.body_read_timeout_secs is for the rest.
   upload_timeout_secs: {upload_timeout}
-"#,
+  # Images with more pixels than this are not decoded for thumbnails (the
+  # thumbnail request answers 400), so no image can exhaust memory.
+  max_image_pixels: {max_pixels}
+  # The thumbnails made of each image upload, in the background (method:
+  # crop cuts to the exact size, scale fits within it). Other sizes are made
+  # when first asked for.
+{sizes}"#,
             max = self.max_upload_size,
             auth = self.enable_authenticated_media,
             pending = self.max_pending_uploads,
             expiry = self.unused_expiration_secs,
             upload_timeout = self.upload_timeout_secs,
+            max_pixels = self.max_image_pixels,
+            sizes = if self.thumbnail_sizes.is_empty() {
+                "  thumbnail_sizes: []\n".to_owned()
+            } else {
+                self.thumbnail_sizes
+                    .iter()
+                    .fold("  thumbnail_sizes:\n".to_owned(), |out, s| {
+                        out + &format!(
+                            "    - {{ width: {}, height: {}, method: {} }}\n",
+                            s.width,
+                            s.height,
+                            s.method.as_str()
+                        )
+                    })
+            },
         )
     }
 }

@@ -45,6 +45,7 @@ impl Services {
     /// server's `malloc_trim`).
     pub fn start(self: &Arc<Self>, rebuild_search: bool, release_memory: fn()) {
         self.rooms.start(&self.workers);
+        self.media.start(&self.workers);
         if let Some(indexer) = &self.indexer {
             indexer.start(&self.workers);
         }

@@ -1,6 +1,7 @@
-//! Table `media` (v25): the content repository's metadata, one row per media
-//! id. The bodies live in the media store (`services/media/store.rs`), named
-//! by their `sha256`; several rows may name one body.
+//! Tables `media` (v25): the content repository's metadata, one row per media
+//! id, and `media_thumbnails` (v27): the thumbnails made of them. The bodies
+//! live in the media store (`services/media/store.rs`), named by their
+//! `sha256`; several rows (of either table) may name one body.
 
 use super::Storage;
 use super::rows::IntFlag;
@@ -185,4 +186,95 @@ impl Storage {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// The thumbnails made of a media id.
+    pub async fn media_thumbnails(
+        &self,
+        server_name: &str,
+        media_id: &str,
+    ) -> sqlx::Result<Vec<ThumbnailRow>> {
+        sqlx::query_as(
+            "SELECT width, height, method, content_type, sha256, size, source_width, source_height
+             FROM media_thumbnails WHERE server_name = $1 AND media_id = $2
+             ORDER BY width, height, method",
+        )
+        .bind(server_name)
+        .bind(media_id)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// Records a thumbnail; one made concurrently with the same size and
+    /// method is kept.
+    pub async fn insert_media_thumbnail(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        thumbnail: &ThumbnailRow,
+        created_ts: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO media_thumbnails (server_name, media_id, width, height, method,
+                content_type, sha256, size, source_width, source_height, created_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(server_name)
+        .bind(media_id)
+        .bind(thumbnail.width)
+        .bind(thumbnail.height)
+        .bind(&thumbnail.method)
+        .bind(&thumbnail.content_type)
+        .bind(&thumbnail.sha256)
+        .bind(thumbnail.size)
+        .bind(thumbnail.source_width)
+        .bind(thumbnail.source_height)
+        .bind(created_ts)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets every thumbnail of a media id; the bodies they named.
+    pub async fn delete_media_thumbnails(
+        &self,
+        server_name: &str,
+        media_id: &str,
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "DELETE FROM media_thumbnails WHERE server_name = $1 AND media_id = $2
+             RETURNING sha256",
+        )
+        .bind(server_name)
+        .bind(media_id)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// Whether any media id or thumbnail still names the body `sha256`.
+    pub async fn media_body_in_use(&self, sha256: &str) -> sqlx::Result<bool> {
+        let uses: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1)
+                + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)",
+        )
+        .bind(sha256)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(uses > 0)
+    }
+}
+
+/// One thumbnail: its size and how it was made, its body's name in the
+/// store, and the size of the (orientation-corrected) image it was made of.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ThumbnailRow {
+    pub width: i64,
+    pub height: i64,
+    /// `crop` or `scale`.
+    pub method: String,
+    pub content_type: String,
+    pub sha256: String,
+    pub size: i64,
+    pub source_width: i64,
+    pub source_height: i64,
 }

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (20, "cross_signing", V20),
     (25, "media", V25),
     (26, "pushers", V26),
+    (27, "media_thumbnails", V27),
 ];
 
 const V1: &str = r#"
@@ -588,6 +589,26 @@ CREATE TABLE push_notifications (
 );
 CREATE INDEX push_notifications_room ON push_notifications (room_id);
 CREATE INDEX push_notifications_ts ON push_notifications (ts);
+"#;
+
+/// Thumbnails of local media (`services/media/thumbnails.rs`): one row per
+/// size and method made, the body stored by content hash like the media.
+const V27: &str = r#"
+CREATE TABLE media_thumbnails (
+    server_name TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    width BIGINT NOT NULL,
+    height BIGINT NOT NULL,
+    method TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    source_width BIGINT NOT NULL,
+    source_height BIGINT NOT NULL,
+    created_ts BIGINT NOT NULL,
+    PRIMARY KEY (server_name, media_id, method, width, height)
+);
+CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

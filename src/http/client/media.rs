@@ -1,7 +1,7 @@
 //! The content repository: `/_matrix/client/v1/media/...` (authenticated
-//! media: config, download) and the legacy `/_matrix/media/...` (upload,
-//! asynchronous upload, config, unauthenticated download). Bodies stream
-//! in and out; nothing here holds a whole file.
+//! media: config, download, thumbnail) and the legacy `/_matrix/media/...`
+//! (upload, asynchronous upload, config, unauthenticated download and
+//! thumbnail). Bodies stream in and out; nothing here holds a whole file.
 
 use std::time::Duration;
 
@@ -14,18 +14,20 @@ use http::{HeaderName, HeaderValue, header};
 use http_body_util::BodyExt;
 use ruma::api::client::authenticated_media::{
     get_content as auth_content, get_content_as_filename as auth_named,
-    get_media_config as auth_config,
+    get_content_thumbnail as auth_thumbnail, get_media_config as auth_config,
 };
 use ruma::api::client::media::{
     create_content, create_content_async, create_mxc_uri, get_content, get_content_as_filename,
-    get_media_config, is_safe_inline_content_type,
+    get_content_thumbnail, get_media_config, is_safe_inline_content_type,
 };
 use ruma::http_headers::{ContentDisposition, ContentDispositionType};
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName, UInt};
 
+use crate::config::ThumbnailMethod;
 use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, body_read_error};
 use crate::http::{AppState, ruma_route};
+use crate::services::media::thumbnails::ThumbnailWant;
 use crate::services::media::{Access, MediaFile, UploadInfo, Wanted};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -38,6 +40,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         r,
         download_authenticated::<auth_content::v1::Request>,
     );
+    let r = ruma_route::<auth_thumbnail::v1::Request, _, _>(r, thumbnail_authenticated);
     ruma_route::<auth_named::v1::Request, _, _>(
         r,
         download_authenticated::<auth_named::v1::Request>,
@@ -48,6 +51,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 #[allow(deprecated, reason = "the legacy media endpoints are still served")]
 fn legacy_routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_media_config::v3::Request, _, _>(r, config_v3);
+    let r = ruma_route::<get_content_thumbnail::v3::Request, _, _>(r, thumbnail_legacy);
     let r = ruma_route::<get_content::v3::Request, _, _>(
         r,
         download_legacy::<get_content::v3::Request>,
@@ -119,18 +123,10 @@ async fn upload_pending(
     req: Request,
 ) -> Result<axum::Json<serde_json::Value>> {
     let (mut parts, body) = req.into_parts();
-    let params = RawPathParams::from_request_parts(&mut parts, &s)
-        .await
-        .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
-    let mut values = params.iter().map(|(_, v)| v);
-    let (Some(server), Some(media_id)) = (values.next(), values.next()) else {
-        return Err(MatrixError::invalid_param("Invalid path"));
-    };
-    let server = OwnedServerName::try_from(server)
-        .map_err(|e| MatrixError::invalid_param(format!("Invalid server name: {e}")))?;
+    let (server, media_id) = media_path(&mut parts, &s).await?;
     let upload = UploadHead::of(&parts)?;
     s.media
-        .upload_pending(&r, &server, media_id, upload.info(), streamed(body))
+        .upload_pending(&r, &server, &media_id, upload.info(), streamed(body))
         .await?;
     // ruma's response type (`{}`) has no constructor.
     Ok(axum::Json(serde_json::json!({})))
@@ -205,6 +201,127 @@ async fn download_legacy<R: DownloadRequest>(
 ) -> Result<Response> {
     let file = s.media.download(Access::Legacy, req.wanted()).await?;
     Ok(serve(file))
+}
+
+/// The `{serverName}` and `{mediaId}` of a media path; 400
+/// `M_INVALID_PARAM` for a malformed server name.
+async fn media_path(parts: &mut Parts, s: &AppState) -> Result<(OwnedServerName, String)> {
+    let params = RawPathParams::from_request_parts(parts, s)
+        .await
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid path: {e}")))?;
+    let mut values = params.iter().map(|(_, v)| v);
+    let (Some(server), Some(media_id)) = (values.next(), values.next()) else {
+        return Err(MatrixError::invalid_param("Invalid path"));
+    };
+    let server = OwnedServerName::try_from(server)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid server name: {e}")))?;
+    Ok((server, media_id.to_owned()))
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`.
+async fn thumbnail_authenticated(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    req: Request,
+) -> Result<Response> {
+    let (mut parts, _) = req.into_parts();
+    let asked = ThumbnailAsk::of(&mut parts, &s).await?;
+    let file = s
+        .media
+        .thumbnail(Access::Authenticated(&r), asked.wanted(), asked.want)
+        .await?;
+    Ok(serve(file))
+}
+
+/// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}`, as the legacy
+/// download: no authentication, media from before authenticated media only.
+async fn thumbnail_legacy(State(s): State<AppState>, req: Request) -> Result<Response> {
+    let (mut parts, _) = req.into_parts();
+    let asked = ThumbnailAsk::of(&mut parts, &s).await?;
+    let file = s
+        .media
+        .thumbnail(Access::Legacy, asked.wanted(), asked.want)
+        .await?;
+    Ok(serve(file))
+}
+
+/// A thumbnail request's path and query, read by hand to answer as
+/// Synapse: a missing `width` or `height` is 400 `M_MISSING_PARAM`, a
+/// malformed parameter 400 `M_INVALID_PARAM`.
+struct ThumbnailAsk {
+    server_name: OwnedServerName,
+    media_id: String,
+    timeout: Duration,
+    want: ThumbnailWant,
+}
+
+impl ThumbnailAsk {
+    async fn of(parts: &mut Parts, s: &AppState) -> Result<Self> {
+        let (server_name, media_id) = media_path(parts, s).await?;
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let size = |name: &str| -> Result<u32> {
+            let value = get(name).ok_or_else(|| {
+                MatrixError::missing_param(format!("Missing integer query parameter '{name}'"))
+            })?;
+            value.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                MatrixError::invalid_param(format!(
+                    "Query parameter '{name}' must be a positive integer"
+                ))
+            })
+        };
+        let flag = |name: &str| -> Result<bool> {
+            match get(name) {
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
+                Some(_) => Err(MatrixError::invalid_param(format!(
+                    "Query parameter '{name}' must be true or false"
+                ))),
+            }
+        };
+        let (width, height) = (size("width")?, size("height")?);
+        let method = match get("method") {
+            None | Some("scale") => ThumbnailMethod::Scale,
+            Some("crop") => ThumbnailMethod::Crop,
+            Some(other) => {
+                return Err(MatrixError::invalid_param(format!(
+                    "Unknown thumbnail method {other:?} (crop or scale)"
+                )));
+            }
+        };
+        let animated = flag("animated")?;
+        flag("allow_remote")?;
+        flag("allow_redirect")?;
+        let timeout = match get("timeout_ms") {
+            None => ruma::media::default_download_timeout(),
+            Some(ms) => Duration::from_millis(ms.parse::<u64>().map_err(|_| {
+                MatrixError::invalid_param("Query parameter 'timeout_ms' must be an integer")
+            })?),
+        };
+        Ok(Self {
+            server_name,
+            media_id,
+            timeout,
+            want: ThumbnailWant {
+                width,
+                height,
+                method,
+                animated,
+            },
+        })
+    }
+
+    fn wanted(&self) -> Wanted<'_> {
+        wanted(&self.server_name, &self.media_id, None, self.timeout)
+    }
 }
 
 /// What an upload's request head says about the file.
