@@ -152,6 +152,9 @@ pub struct CacheConfig {
     pub uia_sessions: usize,
     /// Outstanding shared-secret registration nonces.
     pub registration_nonces: usize,
+    /// Users whose `/keys/query` answer (device and cross-signing keys) is
+    /// kept.
+    pub device_keys: usize,
 }
 
 impl Default for CacheConfig {
@@ -163,6 +166,7 @@ impl Default for CacheConfig {
             rate_limit_buckets: 100_000,
             uia_sessions: 10_000,
             registration_nonces: 10_000,
+            device_keys: 10_000,
         }
     }
 }
@@ -495,6 +499,7 @@ impl Config {
             ("caches.rate_limit_buckets", c.rate_limit_buckets),
             ("caches.uia_sessions", c.uia_sessions),
             ("caches.registration_nonces", c.registration_nonces),
+            ("caches.device_keys", c.device_keys),
         ] {
             if n == 0 {
                 return invalid(key, "must be at least 1");
@@ -707,6 +712,8 @@ caches:
   uia_sessions: {c_uia}
   # Outstanding shared-secret registration nonces.
   registration_nonces: {c_nonces}
+  # Users whose /keys/query answer (device and cross-signing keys) is kept.
+  device_keys: {c_device_keys}
 
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
@@ -719,6 +726,7 @@ log_level: {log_level}
             c_buckets = self.caches.rate_limit_buckets,
             c_uia = self.caches.uia_sessions,
             c_nonces = self.caches.registration_nonces,
+            c_device_keys = self.caches.device_keys,
             log_level = self.log_level.yaml(),
         )
     }
