@@ -767,9 +767,11 @@ mod tests {
         assert_eq!(back.listen, c.listen);
         c.trusted_proxies = vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()];
         c.caches.rooms = 7;
+        c.caches.device_keys = 3;
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
         assert_eq!(back.trusted_proxies, c.trusted_proxies);
         assert_eq!(back.caches.rooms, 7);
+        assert_eq!(back.caches.device_keys, 3);
         c.media.max_upload_size = 1234;
         c.media.enable_authenticated_media = false;
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
@@ -799,6 +801,7 @@ mod tests {
                 "limits:\n  max_to_device_bytes: 1000\n",
                 "limits.max_to_device_bytes",
             ),
+            ("caches:\n  device_keys: 0\n", "caches.device_keys"),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
