@@ -152,6 +152,9 @@ pub struct CacheConfig {
     pub uia_sessions: usize,
     /// Outstanding shared-secret registration nonces.
     pub registration_nonces: usize,
+    /// Users whose `/keys/query` answer (device and cross-signing keys) is
+    /// kept.
+    pub device_keys: usize,
 }
 
 impl Default for CacheConfig {
@@ -163,6 +166,7 @@ impl Default for CacheConfig {
             rate_limit_buckets: 100_000,
             uia_sessions: 10_000,
             registration_nonces: 10_000,
+            device_keys: 10_000,
         }
     }
 }
@@ -578,6 +582,7 @@ impl Config {
             ("caches.rate_limit_buckets", c.rate_limit_buckets),
             ("caches.uia_sessions", c.uia_sessions),
             ("caches.registration_nonces", c.registration_nonces),
+            ("caches.device_keys", c.device_keys),
         ] {
             if n == 0 {
                 return invalid(key, "must be at least 1");
@@ -790,6 +795,8 @@ caches:
   uia_sessions: {c_uia}
   # Outstanding shared-secret registration nonces.
   registration_nonces: {c_nonces}
+  # Users whose /keys/query answer (device and cross-signing keys) is kept.
+  device_keys: {c_device_keys}
 
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
@@ -802,6 +809,7 @@ log_level: {log_level}
             c_buckets = self.caches.rate_limit_buckets,
             c_uia = self.caches.uia_sessions,
             c_nonces = self.caches.registration_nonces,
+            c_device_keys = self.caches.device_keys,
             log_level = self.log_level.yaml(),
         )
     }
@@ -842,9 +850,11 @@ mod tests {
         assert_eq!(back.listen, c.listen);
         c.trusted_proxies = vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()];
         c.caches.rooms = 7;
+        c.caches.device_keys = 3;
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
         assert_eq!(back.trusted_proxies, c.trusted_proxies);
         assert_eq!(back.caches.rooms, 7);
+        assert_eq!(back.caches.device_keys, 3);
         c.media.max_upload_size = 1234;
         c.media.enable_authenticated_media = false;
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
@@ -874,6 +884,7 @@ mod tests {
                 "limits:\n  max_to_device_bytes: 1000\n",
                 "limits.max_to_device_bytes",
             ),
+            ("caches:\n  device_keys: 0\n", "caches.device_keys"),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

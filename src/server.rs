@@ -74,6 +74,7 @@ fn log_cache_bounds(services: &Services) {
         rate_limit_buckets = c.rate_limit_buckets,
         uia_sessions = c.uia_sessions,
         registration_nonces = c.registration_nonces,
+        device_keys = c.device_keys,
         trusted_proxies = services.config.trusted_proxies.len(),
         held = %services.cache_report_line(),
         "cache bounds (entries; `caches` in the config)"

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ruma::api::client::keys::{get_keys, upload_signatures, upload_signing_keys};
+use ruma::api::client::keys::{upload_signatures, upload_signing_keys};
 use ruma::encryption::CrossSigningKey;
 use ruma::serde::Raw;
 use ruma::serde::base64::{Base64, Standard};
@@ -146,6 +146,7 @@ impl CrossSigning {
             .storage
             .store_cross_signing_keys(user.as_str(), &rows, &change)
             .await;
+        self.lists.forget_keys(user.as_str());
         self.stream.complete(r);
         Ok(stored?)
     }
@@ -224,6 +225,11 @@ impl CrossSigning {
             .storage
             .store_cross_signing_signatures(rows, &changes)
             .await;
+        // The targets' answers change (one signed by another user is kept
+        // with the target's, shown to the signer alone).
+        for change in &changes {
+            self.lists.forget_keys(change.user_id);
+        }
         self.stream.complete_many(reserved);
         Ok(stored?)
     }
@@ -297,50 +303,6 @@ impl CrossSigning {
         Ok(keys["keys"][format!("ed25519:{device}")]
             .as_str()
             .map(str::to_owned))
-    }
-
-    /// Adds to a `/keys/query` answer the cross-signing keys of its local
-    /// users (the user-signing key only for `requester`'s own) and the
-    /// stored signatures of their keys and devices: those made by the
-    /// key's owner, and those made by `requester`.
-    pub async fn add_to_query(
-        &self,
-        requester: &UserId,
-        local: &[&str],
-        resp: &mut get_keys::v3::Response,
-    ) -> Result<()> {
-        let mut sigs: BTreeMap<(String, String), Vec<SignatureRow>> = BTreeMap::new();
-        for s in self.storage.cross_signing_signatures_of(local).await? {
-            if s.signer_user_id == s.target_user_id || s.signer_user_id == requester.as_str() {
-                sigs.entry((s.target_user_id.clone(), s.target_key_id.clone()))
-                    .or_default()
-                    .push(s);
-            }
-        }
-        for k in self.storage.cross_signing_keys_of(local).await? {
-            let Ok(owner) = OwnedUserId::try_from(k.user_id.as_str()) else {
-                continue;
-            };
-            let map = match k.key_type.as_str() {
-                MASTER => &mut resp.master_keys,
-                SELF_SIGNING => &mut resp.self_signing_keys,
-                USER_SIGNING if owner == requester => &mut resp.user_signing_keys,
-                _ => continue,
-            };
-            let json = merged(
-                &k.key_json,
-                sigs.get(&(k.user_id.clone(), k.key_id.clone())),
-            )?;
-            map.insert(owner, Raw::from_json(json));
-        }
-        for (user, devices) in resp.device_keys.iter_mut() {
-            for (device, keys) in devices.iter_mut() {
-                if let Some(found) = sigs.get(&(user.to_string(), device.to_string())) {
-                    *keys = Raw::from_json(merged(keys.json().get(), Some(found))?);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -493,7 +455,7 @@ fn row(
 }
 
 /// A key's JSON with stored signatures added to its `signatures`.
-fn merged(
+pub(crate) fn merged(
     json: &str,
     sigs: Option<&Vec<SignatureRow>>,
 ) -> Result<Box<serde_json::value::RawValue>> {

@@ -22,12 +22,16 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId,
     OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
+use crate::services::cross_signing::merged;
+use crate::services::key_cache::{KeyCache, UserKeys};
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
+use crate::storage::cross_signing::SignatureRow;
 use crate::storage::e2e_keys::{ClaimedKey, KeyUpload, NewKey};
 use crate::storage::events::RoomMembershipRow;
 
@@ -38,11 +42,29 @@ const COUNTED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 pub struct DeviceLists {
     storage: Storage,
     stream: Arc<Stream>,
+    /// What `/keys/query` answers per user: forgotten on each change.
+    keys: KeyCache,
 }
 
 impl DeviceLists {
-    pub fn new(storage: Storage, stream: Arc<Stream>) -> Self {
-        Self { storage, stream }
+    /// `cached_users`: how many users' `/keys/query` answers are kept.
+    pub fn new(storage: Storage, stream: Arc<Stream>, cached_users: usize) -> Self {
+        Self {
+            storage,
+            stream,
+            keys: KeyCache::new(NonZeroUsize::new(cached_users).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
+
+    /// [`DeviceLists::new`] to share.
+    pub fn shared(storage: &Storage, stream: &Arc<Stream>, cached_users: usize) -> Arc<Self> {
+        Arc::new(Self::new(storage.clone(), stream.clone(), cached_users))
+    }
+
+    /// Forgets what `/keys/query` answers for the user: called right after
+    /// each committed write that changes it, before the write is answered.
+    pub(crate) fn forget_keys(&self, user: &str) {
+        self.keys.forget(user);
     }
 
     /// The topic a change seen by `user` touches.
@@ -53,6 +75,7 @@ impl DeviceLists {
     /// Records that the user's devices or keys changed: the change reaches
     /// the user's own syncs and those of everyone sharing a room with them.
     pub async fn changed(&self, user: &UserId) -> Result<()> {
+        self.forget_keys(user.as_str());
         let r = self.reserve_change(user).await?;
         let written = self
             .storage
@@ -181,6 +204,7 @@ impl E2eKeys {
             })
             .await;
         if let Some(r) = reservation {
+            self.lists.forget_keys(&who.user_id);
             self.stream.complete(r);
         }
         if !stored? {
@@ -274,37 +298,118 @@ impl E2eKeys {
 
     /// `POST /keys/query`: the device keys of each requested user's
     /// devices (all of them for an empty list), with each device's display
-    /// name in `unsigned`. Users of other servers go to `failures`.
+    /// name in `unsigned`, and the local users' cross-signing keys (the
+    /// user-signing key only for `requester`'s own), each key with the
+    /// stored signatures its owner made and those `requester` made. Users
+    /// of other servers go to `failures`. Each user's part comes from
+    /// memory ([`KeyCache`]) unless it changed since last read.
     pub async fn query(
         &self,
+        requester: &UserId,
         requested: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<get_keys::v3::Response> {
         let mut resp = get_keys::v3::Response::new();
-        let mut local = Vec::new();
+        let mut found: Vec<(&OwnedUserId, Arc<UserKeys>)> = Vec::with_capacity(requested.len());
+        let mut missing = Vec::new();
         for user in requested.keys() {
-            if user.server_name() == self.server_name {
-                resp.device_keys.insert(user.clone(), BTreeMap::new());
-                local.push(user.as_str());
-            } else {
+            if user.server_name() != self.server_name {
                 resp.failures
                     .insert(user.server_name().to_string(), remote_failure());
+            } else if let Some(keys) = self.lists.keys.get(user.as_str()) {
+                found.push((user, keys));
+            } else {
+                missing.push(user.as_str());
             }
         }
-        for row in self.storage.device_keys_of(&local).await? {
-            let Ok(user) = OwnedUserId::try_from(row.user_id) else {
-                continue;
-            };
-            let wanted = requested.get(&user).map(Vec::as_slice).unwrap_or_default();
-            if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == row.device_id) {
-                continue;
+        if !missing.is_empty() {
+            let generation = self.lists.keys.generation();
+            for (user, keys) in self.read_user_keys(&missing).await? {
+                let keys = Arc::new(keys);
+                self.lists.keys.put(&user, keys.clone(), generation);
+                if let Some((user, _)) = requested.get_key_value(user.as_str()) {
+                    found.push((user, keys));
+                }
             }
-            let raw = Raw::from_json(with_unsigned(&row.key_json, row.display_name.as_deref())?);
-            resp.device_keys
-                .entry(user)
-                .or_default()
-                .insert(OwnedDeviceId::from(row.device_id), raw);
+        }
+        for (user, keys) in found {
+            let wanted = requested.get(user).map(Vec::as_slice).unwrap_or_default();
+            let theirs = keys.by_others.get(requester.as_str());
+            let mut devices = BTreeMap::new();
+            for (device, json) in &keys.devices {
+                if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == device) {
+                    continue;
+                }
+                devices.insert(
+                    OwnedDeviceId::from(device.as_str()),
+                    Raw::from_json(with_requesters(json, device, theirs)?),
+                );
+            }
+            resp.device_keys.insert(user.clone(), devices);
+            let own = user == requester;
+            for (key, map) in [
+                (&keys.master, &mut resp.master_keys),
+                (&keys.self_signing, &mut resp.self_signing_keys),
+                (
+                    if own { &keys.user_signing } else { &None },
+                    &mut resp.user_signing_keys,
+                ),
+            ] {
+                if let Some((key_id, json)) = key {
+                    map.insert(
+                        user.clone(),
+                        Raw::from_json(with_requesters(json, key_id, theirs)?),
+                    );
+                }
+            }
         }
         Ok(resp)
+    }
+
+    /// What `/keys/query` answers for each of `users` (local), read from
+    /// the database: every requester's part, and the signatures only their
+    /// signer sees set aside.
+    async fn read_user_keys(&self, users: &[&str]) -> Result<HashMap<String, UserKeys>> {
+        let mut out: HashMap<String, UserKeys> = users
+            .iter()
+            .map(|u| ((*u).to_owned(), UserKeys::default()))
+            .collect();
+        let mut own: HashMap<(String, String), Vec<SignatureRow>> = HashMap::new();
+        for s in self.storage.cross_signing_signatures_of(users).await? {
+            if s.signer_user_id == s.target_user_id {
+                own.entry((s.target_user_id.clone(), s.target_key_id.clone()))
+                    .or_default()
+                    .push(s);
+            } else if let Some(keys) = out.get_mut(&s.target_user_id) {
+                keys.by_others
+                    .entry(s.signer_user_id.clone())
+                    .or_default()
+                    .push(s);
+            }
+        }
+        for row in self.storage.device_keys_of(users).await? {
+            let json = with_unsigned(&row.key_json, row.display_name.as_deref())?;
+            let json = match own.get(&(row.user_id.clone(), row.device_id.clone())) {
+                Some(sigs) => merged(json.get(), Some(sigs))?,
+                None => json,
+            };
+            if let Some(keys) = out.get_mut(&row.user_id) {
+                keys.devices.push((row.device_id, json));
+            }
+        }
+        for k in self.storage.cross_signing_keys_of(users).await? {
+            let json = merged(&k.key_json, own.get(&(k.user_id.clone(), k.key_id.clone())))?;
+            let Some(keys) = out.get_mut(&k.user_id) else {
+                continue;
+            };
+            let slot = match k.key_type.as_str() {
+                "master" => &mut keys.master,
+                "self_signing" => &mut keys.self_signing,
+                "user_signing" => &mut keys.user_signing,
+                _ => continue,
+            };
+            *slot = Some((k.key_id, json));
+        }
+        Ok(out)
     }
 
     /// `POST /keys/claim`: one key per requested (user, device,
@@ -560,7 +665,12 @@ impl SyncKeys {
 
 impl crate::services::workers::CacheSizes for E2eKeys {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("key_counts", self.counts.lock().len())]
+        let (users, bytes) = self.lists.keys.sizes();
+        vec![
+            ("key_counts", self.counts.lock().len()),
+            ("device_keys.users", users),
+            ("device_keys.bytes", bytes),
+        ]
     }
 }
 
@@ -586,6 +696,27 @@ fn with_unsigned(
     };
     serde_json::value::RawValue::from_string(format!("{body}{comma}\"unsigned\":{unsigned}}}"))
         .map_err(MatrixError::internal)
+}
+
+/// A cached key `json` (of device or public key `key_id`) with the
+/// signatures of it `requester` made (`theirs`, seen only by them) added:
+/// usually none, and the fragment is copied as it is.
+fn with_requesters(
+    json: &RawValue,
+    key_id: &str,
+    theirs: Option<&Vec<SignatureRow>>,
+) -> Result<Box<RawValue>> {
+    let mine: Vec<SignatureRow> = theirs
+        .into_iter()
+        .flatten()
+        .filter(|s| s.target_key_id == key_id)
+        .cloned()
+        .collect();
+    if mine.is_empty() {
+        Ok(json.to_owned())
+    } else {
+        merged(json.get(), Some(&mine))
+    }
 }
 
 /// The failure a user of another server gets until Myelin federates.
@@ -686,7 +817,7 @@ mod tests {
         let storage = Storage::connect(&url, 1).await.unwrap();
         let stream = Arc::new(Stream::new(10));
         let server: OwnedServerName = "example.org".try_into().unwrap();
-        let lists = Arc::new(DeviceLists::new(storage.clone(), stream.clone()));
+        let lists = Arc::new(DeviceLists::new(storage.clone(), stream.clone(), 1));
         let keys = E2eKeys::new(storage.clone(), lists, &server);
         let who = Requester {
             user_id: "@a:example.org".to_owned(),

@@ -15,6 +15,7 @@ pub mod filters;
 pub mod guests;
 pub mod jobs;
 pub mod key_backup;
+pub mod key_cache;
 pub mod legacy_sync;
 pub mod lifecycle;
 pub mod media;
@@ -144,7 +145,7 @@ impl Services {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())?;
         let signing_key = Arc::new(signing_key);
         let stream = Arc::new(stream::Stream::new(start_position(&storage).await?));
-        let lists = Arc::new(e2e_keys::DeviceLists::new(storage.clone(), stream.clone()));
+        let lists = e2e_keys::DeviceLists::shared(&storage, &stream, config.caches.device_keys);
         let workers = workers::Workers::default();
 
         // Accounts, sessions and what guards them.

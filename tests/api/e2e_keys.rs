@@ -622,6 +622,17 @@ async fn device_leftovers(server: &TestServer, d: &Session) -> (i64, i64, i64) {
     (all_key_rows(server, d).await, signatures, inbox)
 }
 
+/// Whether a `/keys/query` answer has device `d`, and its signature of
+/// its user's master key.
+fn device_and_signature(q: &Value, d: &Session) -> (bool, bool) {
+    let u = &d.user_id;
+    let by_d = format!("ed25519:{}", d.device_id);
+    (
+        q["device_keys"][u].get(&d.device_id).is_some(),
+        q["master_keys"][u]["signatures"][u].get(&by_d).is_some(),
+    )
+}
+
 /// Issue 19: every way a device is deleted (the client API, Synapse's and
 /// Dendrite's admin APIs, password changes and resets with logout, each
 /// deactivation) deletes its keys, one-time and fallback keys, the
@@ -652,6 +663,9 @@ async fn deleting_a_device_deletes_its_keys() {
         let localpart = format!("u{i}");
         let (u0, d) = fully_keyed_device(&server, &observer, &localpart).await;
         assert_eq!(device_leftovers(&server, &d).await, (3, 2, 1), "{way}");
+        // The answer is in memory now; the deletion must move it on.
+        let q = query_all(&server, &observer, &u0.user_id).await;
+        assert_eq!(device_and_signature(&q, &d), (true, true), "{way}: {q}");
         let since = sync_token(&server, &observer).await;
         let user = enc(&u0.user_id);
         let device_path = format!("/_matrix/client/v3/devices/{}", d.device_id);
@@ -722,6 +736,8 @@ async fn deleting_a_device_deletes_its_keys() {
         };
         assert_eq!(st, StatusCode::OK, "{way}: {b}");
         assert_eq!(device_leftovers(&server, &d).await, (0, 0, 0), "{way}");
+        let q = query_all(&server, &observer, &u0.user_id).await;
+        assert_eq!(device_and_signature(&q, &d), (false, false), "{way}: {q}");
         let seen = sync_since(&server, &observer, &since).await;
         let field = if way.contains("deactivate") {
             "left"
@@ -1003,4 +1019,227 @@ async fn one_claim_for_many_devices_gets_each_its_own_key() {
     );
     assert_eq!(key_of(&c, 3), Value::Null, "{c}");
     assert_eq!(key_rows(&server, "e2e_one_time_keys", &users[3]).await, 1);
+}
+
+/// `who`'s `/keys/query` answer naming `user` (all their devices).
+async fn query_all(server: &TestServer, who: &Session, user: &str) -> Value {
+    query_keys(server, who, json!({ user: [] })).await
+}
+
+/// Renames `who`'s device to `name`; `observer`'s next query sees it.
+async fn rename_and_see(server: &TestServer, who: &Session, name: &str, observer: &Session) {
+    let path = format!("/_matrix/client/v3/devices/{}", who.device_id);
+    let (st, b) = server
+        .put(&path, who.token(), json!({"display_name": name}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let q = query_all(server, observer, &who.user_id).await;
+    let device = &q["device_keys"][&who.user_id][&who.device_id];
+    assert_eq!(device["unsigned"]["device_display_name"], name, "{q}");
+}
+
+/// Issue 19: `/keys/query` answers from memory, so each change of what it
+/// answers must show in the next query: a query warms the answer, a change
+/// follows, and the next query shows it (device keys uploaded and signed
+/// again, a rename, a login naming the device, cross-signing keys uploaded
+/// and replaced, signatures of the user's own keys, and another user's
+/// signature, shown to its signer alone).
+#[tokio::test]
+async fn query_answers_follow_every_change() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let (a, dev) = (alice.user_id.as_str(), alice.device_id.as_str());
+    let by_dev = format!("ed25519:{dev}");
+    let q = query_all(&server, &bob, a).await;
+    assert_eq!(q["device_keys"][a], json!({}), "{q}");
+
+    // Device keys uploaded, then the same keys with another signature.
+    let device = SigningKey::generate();
+    let unsigned = json!({
+        "user_id": a,
+        "device_id": dev,
+        "algorithms": ["m.megolm.v1.aes-sha2"],
+        "keys": { &by_dev: device.public },
+    });
+    let signed = device.sign_as_device(a, dev, &unsigned);
+    upload_keys(&server, &alice, json!({"device_keys": signed.clone()})).await;
+    let q = query_all(&server, &bob, a).await;
+    assert_eq!(q["device_keys"][a][dev]["keys"], unsigned["keys"], "{q}");
+    let mut resigned = signed.clone();
+    resigned["signatures"][a]["ed25519:OTHER"] = json!("c2lnbmF0dXJl");
+    upload_keys(&server, &alice, json!({"device_keys": resigned})).await;
+    let q = query_all(&server, &bob, a).await;
+    let sigs = &q["device_keys"][a][dev]["signatures"][a];
+    assert_eq!(sigs["ed25519:OTHER"], json!("c2lnbmF0dXJl"), "{q}");
+    assert_eq!(sigs[&by_dev], signed["signatures"][a][&by_dev], "{q}");
+
+    // A rename, and a login naming the same device.
+    let path = format!("/_matrix/client/v3/devices/{dev}");
+    rename_and_see(&server, &alice, "Phone", &bob).await;
+    let (st, b) = server
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "password123",
+                "device_id": dev,
+                "initial_device_display_name": "Laptop",
+            }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    // The login replaced the device's access token.
+    let alice = Session::from_answer(&b);
+    let (st, listed) = server.get(&path, alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{listed}");
+    let q = query_all(&server, &bob, a).await;
+    assert_eq!(
+        q["device_keys"][a][dev]["unsigned"]["device_display_name"], listed["display_name"],
+        "{q}"
+    );
+
+    // Cross-signing keys uploaded, the device signed by the self-signing
+    // key and the master key by the device, then the keys replaced.
+    let (master, ssk, usk) = (
+        SigningKey::generate(),
+        SigningKey::generate(),
+        SigningKey::generate(),
+    );
+    let cross = |master: &SigningKey, ssk: &SigningKey, usk: &SigningKey| {
+        json!({
+            "master_key": master.cross_signing_key(a, "master"),
+            "self_signing_key": master.sign(a, &ssk.cross_signing_key(a, "self_signing")),
+            "user_signing_key": master.sign(a, &usk.cross_signing_key(a, "user_signing")),
+        })
+    };
+    let r = upload_signing_keys(&server, &alice, cross(&master, &ssk, &usk)).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let q = query_all(&server, &bob, a).await;
+    assert_eq!(
+        q["master_keys"][a],
+        master.cross_signing_key(a, "master"),
+        "{q}"
+    );
+    let by_ssk = format!("ed25519:{}", ssk.public);
+    let b = upload_signatures(
+        &server,
+        &alice,
+        json!({ a: {
+            dev: ssk.sign(a, &unsigned),
+            &master.public: device.sign_as_device(a, dev, &master.cross_signing_key(a, "master")),
+        }}),
+    )
+    .await;
+    assert!(b.get("failures").is_none_or(|f| f == &json!({})), "{b}");
+    let q = query_all(&server, &bob, a).await;
+    assert!(
+        q["device_keys"][a][dev]["signatures"][a]
+            .get(&by_ssk)
+            .is_some(),
+        "{q}"
+    );
+    assert!(
+        q["master_keys"][a]["signatures"][a].get(&by_dev).is_some(),
+        "{q}"
+    );
+    let new_master = SigningKey::generate();
+    let (st, b) = with_uia(
+        &server,
+        FirstRound::Challenge,
+        UiaRequest::post(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            alice.token(),
+            cross(&new_master, &ssk, &usk),
+        ),
+        "alice",
+        "password123",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let q = query_all(&server, &bob, a).await;
+    assert_eq!(
+        q["master_keys"][a]["keys"],
+        new_master.cross_signing_key(a, "master")["keys"],
+        "{q}"
+    );
+
+    // Bob signs Alice's master key with his user-signing key: Bob sees
+    // it, Carol does not, both having asked before.
+    let b_ = bob.user_id.as_str();
+    let (bob_master, bob_usk) = (SigningKey::generate(), SigningKey::generate());
+    let body = json!({
+        "master_key": bob_master.cross_signing_key(b_, "master"),
+        "user_signing_key": bob_master.sign(b_, &bob_usk.cross_signing_key(b_, "user_signing")),
+    });
+    let r = upload_signing_keys(&server, &bob, body).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert!(
+        query_all(&server, &bob, a).await["master_keys"][a]["signatures"]
+            .get(b_)
+            .is_none()
+    );
+    assert!(
+        query_all(&server, &carol, a).await["master_keys"][a]["signatures"]
+            .get(b_)
+            .is_none()
+    );
+    let by_bob = bob_usk.sign(b_, &new_master.cross_signing_key(a, "master"));
+    let b = upload_signatures(&server, &bob, json!({ a: { &new_master.public: by_bob } })).await;
+    assert!(b.get("failures").is_none_or(|f| f == &json!({})), "{b}");
+    let q = query_all(&server, &bob, a).await;
+    let by_usk = format!("ed25519:{}", bob_usk.public);
+    assert!(
+        q["master_keys"][a]["signatures"][b_].get(&by_usk).is_some(),
+        "{q}"
+    );
+    let q = query_all(&server, &carol, a).await;
+    assert!(
+        q["master_keys"][a]["signatures"].get(b_).is_none(),
+        "not carol's to see: {q}"
+    );
+}
+
+/// With room for one user's answer only (`caches.device_keys: 1`),
+/// queries naming several users answer them all, and a change still shows.
+#[tokio::test]
+async fn query_answers_stay_right_with_a_one_user_cache() {
+    let server = TestServer::start_with(|c| c.caches.device_keys = 1).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut uploaded = Vec::new();
+    for who in [&alice, &bob] {
+        let keys = own_device_keys(who);
+        upload_keys(&server, who, json!({"device_keys": keys.clone()})).await;
+        uploaded.push((who, keys));
+    }
+    let both = json!({ &alice.user_id: [], &bob.user_id: [] });
+    for _ in 0..2 {
+        let q = query_keys(&server, &alice, both.clone()).await;
+        for (who, keys) in &uploaded {
+            assert_eq!(
+                q["device_keys"][&who.user_id][&who.device_id]["keys"], keys["keys"],
+                "{q}"
+            );
+        }
+    }
+    let all = [alice.user_id.as_str(), bob.user_id.as_str()];
+    rename_and_see(&server, &bob, "B", &alice).await;
+    let q = query_keys(&server, &alice, both).await;
+    assert_eq!(
+        q["device_keys"].as_object().map(|o| o.len()),
+        Some(all.len()),
+        "{q}"
+    );
+    let running = server.running.as_ref().expect("running");
+    let report: std::collections::HashMap<String, usize> =
+        running.services.cache_report().into_iter().collect();
+    assert_eq!(
+        report.get("e2e_keys.device_keys.users"),
+        Some(&1),
+        "{report:?}"
+    );
 }

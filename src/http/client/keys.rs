@@ -48,17 +48,9 @@ async fn query(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_keys::v3::Request>,
 ) -> Result<RumaResponse<get_keys::v3::Response>> {
-    let mut resp = s.e2e_keys.query(&req.device_keys).await?;
-    let local: Vec<&str> = req
-        .device_keys
-        .keys()
-        .filter(|u| u.server_name() == s.server_name)
-        .map(|u| u.as_str())
-        .collect();
-    s.cross_signing
-        .add_to_query(&r.user, &local, &mut resp)
-        .await?;
-    Ok(RumaResponse(resp))
+    Ok(RumaResponse(
+        s.e2e_keys.query(&r.user, &req.device_keys).await?,
+    ))
 }
 
 /// Replacing existing keys needs the password; the first upload and an
