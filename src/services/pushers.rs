@@ -406,8 +406,15 @@ async fn record_event(
 
 /// After a read receipt of the user's: when their badge is not the one
 /// their pushers were last sent, each `http` pusher gets the new count (a
-/// notification with the counts alone), as Synapse.
-pub async fn receipt_sent(s: &Services, user: &UserId) -> Result<()> {
+/// notification with the counts alone), as Synapse. Best effort: the
+/// receipt is already stored, so a failure here is logged, not answered.
+pub async fn receipt_sent(s: &Services, user: &UserId) {
+    if let Err(e) = queue_badge_update(s, user).await {
+        tracing::warn!(%user, error = ?e, "could not queue the badge update of a read receipt");
+    }
+}
+
+async fn queue_badge_update(s: &Services, user: &UserId) -> Result<()> {
     if !s.pushers.interested.read().contains(user) {
         return Ok(());
     }

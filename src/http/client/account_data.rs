@@ -249,7 +249,7 @@ async fn receipt(
                     thread.as_deref(),
                 )
                 .await?;
-            crate::services::pushers::receipt_sent(&s, &user).await?;
+            crate::services::pushers::receipt_sent(&s, &user).await;
         }
         other => {
             return Err(MatrixError::invalid_param(format!(
@@ -291,7 +291,7 @@ async fn read_markers(
         }
     }
     if read {
-        crate::services::pushers::receipt_sent(&s, &user).await?;
+        crate::services::pushers::receipt_sent(&s, &user).await;
     }
     Ok(RumaResponse(set_read_marker::v3::Response::new()))
 }
