@@ -345,6 +345,16 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
     }
 }
 
+/// A JSON body written already (200, `application/json`): for answers
+/// built from cached JSON fragments rather than from ruma's types.
+pub struct JsonText(pub String);
+
+impl IntoResponse for JsonText {
+    fn into_response(self) -> Response {
+        ([(http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
 /// The caller's IP address (the forwarded client's when the peer is a
 /// trusted proxy, see [`crate::net::client_ip`]) and user agent.
 pub struct ClientInfo {

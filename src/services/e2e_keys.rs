@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ruma::api::client::keys::{claim_keys, get_keys};
+use ruma::api::client::keys::claim_keys;
 use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
@@ -22,7 +22,6 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId,
     OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
 };
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
@@ -34,6 +33,10 @@ use crate::storage::Storage;
 use crate::storage::cross_signing::SignatureRow;
 use crate::storage::e2e_keys::{ClaimedKey, KeyUpload, NewKey};
 use crate::storage::events::RoomMembershipRow;
+
+mod answer;
+use answer::Found;
+pub use answer::KeysAnswer;
 
 /// How many devices' key counts [`E2eKeys`] keeps in memory for `/sync`.
 const COUNTED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
@@ -303,20 +306,24 @@ impl E2eKeys {
     /// stored signatures its owner made and those `requester` made. Users
     /// of other servers go to `failures`. Each user's part comes from
     /// memory ([`KeyCache`]) unless it changed since last read.
-    pub async fn query(
+    pub async fn query<'a>(
         &self,
-        requester: &UserId,
-        requested: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
-    ) -> Result<get_keys::v3::Response> {
-        let mut resp = get_keys::v3::Response::new();
-        let mut found: Vec<(&OwnedUserId, Arc<UserKeys>)> = Vec::with_capacity(requested.len());
+        requester: &'a UserId,
+        requested: &'a BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<KeysAnswer<'a>> {
+        let mut answer = KeysAnswer {
+            requester,
+            failures: BTreeMap::new(),
+            found: Vec::with_capacity(requested.len()),
+        };
         let mut missing = Vec::new();
-        for user in requested.keys() {
+        for (user, wanted) in requested {
             if user.server_name() != self.server_name {
-                resp.failures
+                answer
+                    .failures
                     .insert(user.server_name().to_string(), remote_failure());
             } else if let Some(keys) = self.lists.keys.get(user.as_str()) {
-                found.push((user, keys));
+                answer.found.push(Found { user, wanted, keys });
             } else {
                 missing.push(user.as_str());
             }
@@ -326,43 +333,12 @@ impl E2eKeys {
             for (user, keys) in self.read_user_keys(&missing).await? {
                 let keys = Arc::new(keys);
                 self.lists.keys.put(&user, keys.clone(), generation);
-                if let Some((user, _)) = requested.get_key_value(user.as_str()) {
-                    found.push((user, keys));
+                if let Some((user, wanted)) = requested.get_key_value(user.as_str()) {
+                    answer.found.push(Found { user, wanted, keys });
                 }
             }
         }
-        for (user, keys) in found {
-            let wanted = requested.get(user).map(Vec::as_slice).unwrap_or_default();
-            let theirs = keys.by_others.get(requester.as_str());
-            let mut devices = BTreeMap::new();
-            for (device, json) in &keys.devices {
-                if !wanted.is_empty() && !wanted.iter().any(|d| d.as_str() == device) {
-                    continue;
-                }
-                devices.insert(
-                    OwnedDeviceId::from(device.as_str()),
-                    Raw::from_json(with_requesters(json, device, theirs)?),
-                );
-            }
-            resp.device_keys.insert(user.clone(), devices);
-            let own = user == requester;
-            for (key, map) in [
-                (&keys.master, &mut resp.master_keys),
-                (&keys.self_signing, &mut resp.self_signing_keys),
-                (
-                    if own { &keys.user_signing } else { &None },
-                    &mut resp.user_signing_keys,
-                ),
-            ] {
-                if let Some((key_id, json)) = key {
-                    map.insert(
-                        user.clone(),
-                        Raw::from_json(with_requesters(json, key_id, theirs)?),
-                    );
-                }
-            }
-        }
-        Ok(resp)
+        Ok(answer)
     }
 
     /// What `/keys/query` answers for each of `users` (local), read from
@@ -696,27 +672,6 @@ fn with_unsigned(
     };
     serde_json::value::RawValue::from_string(format!("{body}{comma}\"unsigned\":{unsigned}}}"))
         .map_err(MatrixError::internal)
-}
-
-/// A cached key `json` (of device or public key `key_id`) with the
-/// signatures of it `requester` made (`theirs`, seen only by them) added:
-/// usually none, and the fragment is copied as it is.
-fn with_requesters(
-    json: &RawValue,
-    key_id: &str,
-    theirs: Option<&Vec<SignatureRow>>,
-) -> Result<Box<RawValue>> {
-    let mine: Vec<SignatureRow> = theirs
-        .into_iter()
-        .flatten()
-        .filter(|s| s.target_key_id == key_id)
-        .cloned()
-        .collect();
-    if mine.is_empty() {
-        Ok(json.to_owned())
-    } else {
-        merged(json.get(), Some(&mine))
-    }
 }
 
 /// The failure a user of another server gets until Myelin federates.

@@ -10,7 +10,7 @@ use ruma::api::client::keys::{
 };
 
 use crate::error::Result;
-use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse, UiaRuma};
+use crate::http::extract::{Auth, GuestAuth, JsonText, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::services::cross_signing::UploadAuth;
 use crate::services::sync::parse_token;
@@ -43,14 +43,15 @@ async fn upload(
     Ok(RumaResponse(upload_keys::v3::Response::new(counts)))
 }
 
+/// The answer is written from the cached fragments (`KeysAnswer`), in
+/// the shape of ruma's `get_keys::v3::Response`.
 async fn query(
     State(s): State<AppState>,
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_keys::v3::Request>,
-) -> Result<RumaResponse<get_keys::v3::Response>> {
-    Ok(RumaResponse(
-        s.e2e_keys.query(&r.user, &req.device_keys).await?,
-    ))
+) -> Result<JsonText> {
+    let answer = s.e2e_keys.query(&r.user, &req.device_keys).await?;
+    Ok(JsonText(answer.to_json()?))
 }
 
 /// Replacing existing keys needs the password; the first upload and an
