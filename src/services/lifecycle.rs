@@ -57,6 +57,13 @@ impl Services {
         let s = self.clone();
         self.workers
             .spawn("typing expiry", Stage::Flush, |stop| expire_typing(s, stop));
+        if self.config.presence.enabled {
+            let s = self.clone();
+            self.workers
+                .spawn("presence timeout", Stage::Flush, |stop| {
+                    expire_presence(s, stop)
+                });
+        }
         if let Some(expiry) = self.expiry.clone() {
             let s = self.clone();
             self.workers.spawn("message expiry", Stage::Flush, |stop| {
@@ -177,6 +184,25 @@ async fn expire_typing(services: Arc<Services>, mut stop: Stop) {
         tokio::select! {
             _ = tick.tick() => services.ephemeral.expire_typing(),
             () = stop.requested() => break,
+        }
+    }
+}
+
+/// Sets offline, once a second, the users who stopped syncing (see
+/// `presence::SYNC_TIMEOUT_MS`); first, those the database holds as
+/// present get their timeout.
+async fn expire_presence(services: Arc<Services>, mut stop: Stop) {
+    if let Err(e) = services.presence.load_present().await {
+        tracing::warn!(error = %e.message(), "could not read who is present");
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.requested() => break,
+        }
+        if let Err(e) = services.presence.expire_idle().await {
+            tracing::warn!(error = %e.message(), "could not time presence out");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Presence: online/unavailable/offline and a status message per user, in the
 //! global stream so syncing users who share a room see changes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +19,12 @@ use crate::storage::{PresenceRow, Storage};
 
 /// A user active within this many ms is `currently_active`.
 const ACTIVE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// A user whose presence is not `offline` and who has not synced (nor read
+/// the event stream, nor set their presence) for this long goes offline,
+/// as with Synapse's `SYNC_ONLINE_TIMEOUT`: a client that was closed
+/// without setting itself offline does not leave its user online.
+pub const SYNC_TIMEOUT_MS: i64 = 30_000;
 
 /// How many users' last known presence state is remembered, so that a sync
 /// that would set the state it already has reads nothing.
@@ -56,6 +63,11 @@ pub struct Presence {
     clock: SharedClock,
     /// The stored state of recently seen users.
     known: Mutex<lru::LruCache<OwnedUserId, String>>,
+    /// Users not offline, with when they last synced (or read events, or
+    /// set their presence): [`Presence::expire_idle`] sets them offline
+    /// [`SYNC_TIMEOUT_MS`] after that. One entry per user present, dropped
+    /// when they go offline.
+    syncing: Mutex<HashMap<OwnedUserId, i64>>,
 }
 
 impl Presence {
@@ -65,7 +77,66 @@ impl Presence {
             stream,
             clock,
             known: Mutex::new(bounded_lru(KNOWN_STATES)),
+            syncing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts the timeouts of the users the database holds as present (a
+    /// restart does not leave them online for good): they go offline
+    /// [`SYNC_TIMEOUT_MS`] from now unless they sync.
+    pub async fn load_present(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        let users = self.storage.users_present().await?;
+        let mut syncing = self.syncing.lock();
+        for user in users {
+            syncing.entry(user).or_insert(now);
+        }
+        Ok(())
+    }
+
+    /// Records that `user` is active now (their timeout starts again).
+    fn seen(&self, user: &UserId) {
+        let now = self.clock.now_ms();
+        let mut syncing = self.syncing.lock();
+        match syncing.get_mut(user) {
+            Some(at) => *at = now,
+            None => {
+                syncing.insert(user.to_owned(), now);
+            }
+        }
+    }
+
+    /// Sets offline every user whose timeout passed (keeping their status
+    /// message and last active time). Run every second by a worker.
+    pub async fn expire_idle(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        let expired: Vec<OwnedUserId> = {
+            let mut syncing = self.syncing.lock();
+            let expired: Vec<OwnedUserId> = syncing
+                .iter()
+                .filter(|(_, at)| now - **at > SYNC_TIMEOUT_MS)
+                .map(|(user, _)| user.clone())
+                .collect();
+            for user in &expired {
+                syncing.remove(user);
+            }
+            expired
+        };
+        for user in expired {
+            let Some(current) = self.storage.presence(user.as_str()).await? else {
+                continue;
+            };
+            if current.state != "offline" {
+                self.write(
+                    &user,
+                    "offline",
+                    current.status_msg.as_deref(),
+                    current.last_active_ts,
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// A `/sync` with `set_presence` (online when the client names none):
@@ -74,8 +145,14 @@ impl Presence {
     /// client is then not marked online by syncing).
     pub async fn note_syncing(&self, user: &UserId, state: &PresenceState) -> Result<()> {
         let state = match state {
-            PresenceState::Online => "online",
-            PresenceState::Unavailable => "unavailable",
+            PresenceState::Online => {
+                self.seen(user);
+                "online"
+            }
+            PresenceState::Unavailable => {
+                self.seen(user);
+                "unavailable"
+            }
             PresenceState::Offline => return Ok(()),
             other => {
                 return Err(MatrixError::invalid_param(format!(
@@ -91,6 +168,7 @@ impl Presence {
     /// as Synapse does: an offline (or never set) presence becomes online,
     /// keeping its status message; `unavailable` stays.
     pub async fn note_reading_events(&self, user: &UserId) -> Result<()> {
+        self.seen(user);
         self.mark(user, "online", |current| current != "offline")
             .await
     }
@@ -113,18 +191,37 @@ impl Presence {
         self.set(user, state, status_msg.as_deref()).await
     }
 
+    /// Sets `user`'s state and status message, active now. A state other
+    /// than `offline` starts the user's timeout (see [`SYNC_TIMEOUT_MS`]).
     pub async fn set(&self, user: &UserId, state: &str, status_msg: Option<&str>) -> Result<()> {
         if !matches!(state, "online" | "offline" | "unavailable") {
             return Err(MatrixError::invalid_param(format!(
                 "Unknown presence state {state}"
             )));
         }
+        if state == "offline" {
+            self.syncing.lock().remove(user);
+        } else {
+            self.seen(user);
+        }
+        self.write(user, state, status_msg, self.clock.now_ms())
+            .await
+    }
+
+    /// Stores a presence at a new stream position and wakes those who see it.
+    async fn write(
+        &self,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        last_active_ts: i64,
+    ) -> Result<()> {
         let r = self.stream.reserve();
         let row = PresenceRow {
             user_id: user.to_owned(),
             state: state.to_owned(),
             status_msg: status_msg.map(str::to_owned),
-            last_active_ts: self.clock.now_ms(),
+            last_active_ts,
             stream_ordering: r.pos(),
         };
         // Who may see it: the user, and everyone sharing a joined room.
@@ -178,6 +275,9 @@ impl Presence {
 
 impl crate::services::workers::CacheSizes for Presence {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("known_states", self.known.lock().len())]
+        vec![
+            ("known_states", self.known.lock().len()),
+            ("present_users", self.syncing.lock().len()),
+        ]
     }
 }

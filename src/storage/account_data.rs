@@ -241,6 +241,18 @@ impl Storage {
         tx.commit().await
     }
 
+    /// The users whose stored presence is not `offline`.
+    pub async fn users_present(&self) -> sqlx::Result<Vec<OwnedUserId>> {
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM presence WHERE state <> 'offline'")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(users
+            .into_iter()
+            .filter_map(|u| OwnedUserId::try_from(u).ok())
+            .collect())
+    }
+
     pub async fn presence(&self, user_id: &str) -> sqlx::Result<Option<PresenceRow>> {
         sqlx::query_as(
             "SELECT user_id, state, status_msg, last_active_ts, stream_ordering FROM presence WHERE user_id = $1",

@@ -154,3 +154,56 @@ async fn a_filter_without_presence_reads_none() {
     let body = sync(&server, &alice, &format!("timeout=0&filter={filter}")).await;
     assert!(presences(&body).is_empty(), "{body}");
 }
+
+/// Waits (up to 10 s of the server's once-a-second timeout pass) until
+/// `user`'s presence is `state`.
+async fn wait_for_presence(server: &TestServer, who: &Session, user: &str, state: &str) {
+    for _ in 0..100 {
+        if presence_of(server, who, user).await == state {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{user} did not become {state}");
+}
+
+/// A client that stops syncing without setting itself offline does not
+/// leave its user online: 30 s after the last sync (or `PUT` of the
+/// status), as Synapse, the user goes offline, keeping the status message
+/// and the time they were last active; a user who goes on syncing stays.
+#[tokio::test]
+async fn a_user_who_stops_syncing_goes_offline() {
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    sync(&server, &alice, "timeout=0").await;
+    sync(&server, &bob, "timeout=0").await;
+    set_status(&server, &carol, "unavailable").await;
+    let (st, body) = server
+        .put(
+            &status_path(&alice.user_id),
+            alice.token(),
+            json!({"presence": "online", "status_msg": "lunch"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    server.advance(std::time::Duration::from_secs(20));
+    sync(&server, &bob, "timeout=0").await;
+    server.advance(std::time::Duration::from_secs(11));
+
+    wait_for_presence(&server, &bob, &alice.user_id, "offline").await;
+    wait_for_presence(&server, &bob, &carol.user_id, "offline").await;
+    // The pass that took alice and carol offline saw bob, who synced 11 s ago.
+    assert_eq!(presence_of(&server, &alice, &bob.user_id).await, "online");
+    let (_, body) = server.get(&status_path(&alice.user_id), bob.token()).await;
+    assert_eq!(body["status_msg"], "lunch", "{body}");
+    assert!(
+        body["last_active_ago"].as_u64().unwrap() >= 31_000,
+        "going offline is not activity: {body}"
+    );
+
+    // Syncing again brings the user back.
+    sync(&server, &alice, "timeout=0").await;
+    assert_eq!(presence_of(&server, &bob, &alice.user_id).await, "online");
+}
