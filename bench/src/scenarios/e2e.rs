@@ -240,6 +240,10 @@ where
         let (session, requests, bar) = (session.clone(), requests.clone(), bar.clone());
         workers.push(tokio::spawn(async move {
             let mut out: Vec<(usize, Result<Answer, RequestError>, Instant)> = Vec::new();
+            // An answer equal to this worker's previous one shares its
+            // buffer, so the load tool does not keep (and page in) a fresh
+            // copy of every large identical answer while the clock runs.
+            let mut previous = bytes::Bytes::new();
             loop {
                 let Some((i, (method, path, body))) = requests.lock().expect("not poisoned").pop()
                 else {
@@ -250,9 +254,14 @@ where
                 let done = Instant::now();
                 out.push((
                     i,
-                    r.map(|(body, received)| Answer {
-                        body,
-                        took: received.duration_since(sent),
+                    r.map(|(body, received)| {
+                        if body != previous {
+                            previous = body;
+                        }
+                        Answer {
+                            body: previous.clone(),
+                            took: received.duration_since(sent),
+                        }
                     }),
                     done,
                 ));
@@ -378,20 +387,33 @@ pub async fn run_query(mut args: QueryArgs) -> anyhow::Result<bool> {
 
     // Each distinct answer is checked once: every user with exactly its
     // device and that device's ed25519 key.
+    // Answers sharing one buffer (see `timed`) are the same answer: its
+    // result is looked up by the buffer's address.
     let mut good: HashSet<u64> = HashSet::new();
+    let mut by_buffer: HashMap<(usize, usize), u64> = HashMap::new();
     let (mut wrong_answers, mut missing_devices, mut bytes) = (0u64, 0u64, 0usize);
     for a in answers.iter().flatten() {
         bytes = bytes.max(a.body.len());
-        let mut h = DefaultHasher::new();
-        a.body.hash(&mut h);
-        let h = h.finish();
-        if good.contains(&h) {
-            continue;
-        }
-        let missing = check_query(&a.body, &expected);
-        if missing == 0 {
-            good.insert(h);
-        } else {
+        let buffer = (a.body.as_ptr() as usize, a.body.len());
+        let missing = match by_buffer.get(&buffer) {
+            Some(missing) => *missing,
+            None => {
+                let mut h = DefaultHasher::new();
+                a.body.hash(&mut h);
+                let h = h.finish();
+                let missing = if good.contains(&h) {
+                    0
+                } else {
+                    check_query(&a.body, &expected)
+                };
+                if missing == 0 {
+                    good.insert(h);
+                }
+                by_buffer.insert(buffer, missing);
+                missing
+            }
+        };
+        if missing > 0 {
             wrong_answers += 1;
             missing_devices += missing;
         }
