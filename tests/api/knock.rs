@@ -398,3 +398,37 @@ async fn restricted_rooms_admit_members_of_allowed_rooms_only() {
         "M_UNABLE_TO_GRANT_JOIN",
     );
 }
+
+#[tokio::test]
+async fn a_knock_wakes_the_knockers_and_the_members_long_polls() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = room_with_rule(&server, &alice, "10", "knock").await;
+    let bob_since = sync_token(&server, &bob).await;
+    let alice_since = sync_token(&server, &alice).await;
+    let bobs = spawn_poll(&server, &bob, &bob_since, 30_000);
+    let alices = spawn_poll(&server, &alice, &alice_since, 30_000);
+    server.wait_for_parked_syncs(2).await;
+    knock(&server, &bob, &room).await;
+
+    let wait = std::time::Duration::from_secs(30);
+    let (st, body, _) = tokio::time::timeout(wait, bobs)
+        .await
+        .expect("bob's long-poll ends")
+        .expect("task");
+    assert_eq!(st, StatusCode::OK);
+    let events = &body["rooms"]["knock"][room.as_str()]["knock_state"]["events"];
+    let member = event_of_type(events, "m.room.member").unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(member["content"]["membership"], "knock");
+
+    let (st, body, _) = tokio::time::timeout(wait, alices)
+        .await
+        .expect("alice's long-poll ends")
+        .expect("task");
+    assert_eq!(st, StatusCode::OK);
+    let timeline = &joined_room(&body, &room)["timeline"]["events"];
+    let knock = event_of_type(timeline, "m.room.member").unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(knock["state_key"], bob.user_id.as_str());
+    assert_eq!(knock["content"]["membership"], "knock");
+}

@@ -385,3 +385,24 @@ async fn hierarchy_survives_cycles_and_skips_bad_children() {
     let page = hierarchy(&server, &alice, &b, "").await;
     assert_eq!(ids(&page), vec![b, a]);
 }
+
+#[tokio::test]
+async fn hierarchy_of_a_plain_room_has_no_children_and_guests_may_ask() {
+    let server = TestServer::start_with(|c| c.registration.allow_guests = true).await;
+    let alice = server.user("alice").await;
+    // A room that is not a space: its m.space.child events are not followed
+    // (as Synapse), and it lists none.
+    let plain = public_room(&server, &alice, "plain").await;
+    let other = public_room(&server, &alice, "other").await;
+    add_child(&server, &alice, &plain, &other, json!({})).await;
+    let page = hierarchy(&server, &alice, &plain, "").await;
+    assert_eq!(ids(&page), vec![plain.clone()]);
+    assert_eq!(chunk(&page, &plain)["children_state"], json!([]));
+
+    // Guests may walk a space they can see.
+    let root = space(&server, &alice, "Root").await;
+    add_child(&server, &alice, &root, &other, json!({})).await;
+    let guest = server.guest().await;
+    let page = hierarchy(&server, &guest, &root, "").await;
+    assert_eq!(ids(&page), vec![root, other]);
+}
