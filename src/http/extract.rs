@@ -471,6 +471,10 @@ pub struct Auth(pub Requester);
 /// A logged-in caller; guests allowed.
 pub struct GuestAuth(pub Requester);
 
+/// A caller who may or may not be logged in (guests allowed): `None` when
+/// the request carries no access token; a token given must be valid.
+pub struct MaybeAuth(pub Option<Requester>);
+
 /// A logged-in server admin (account type 3, read from the database now,
 /// never from the token cache).
 pub struct AdminAuth(pub Requester);
@@ -496,6 +500,24 @@ impl FromRequestParts<AppState> for GuestAuth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         authenticate(parts, state, false).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let has_token = parts.headers.contains_key(http::header::AUTHORIZATION)
+            || url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .any(|(k, _)| k == "access_token");
+        if !has_token {
+            return Ok(Self(None));
+        }
+        authenticate(parts, state, false)
+            .await
+            .map(|r| Self(Some(r)))
     }
 }
 

@@ -38,6 +38,7 @@ pub mod rooms;
 pub mod search;
 pub mod sessions;
 pub mod shared_secret;
+pub mod spaces;
 pub mod stream;
 pub mod sync;
 pub mod to_device;

@@ -300,6 +300,7 @@ async fn build(
     let has_updates = !join.is_empty()
         || keys.lists_changed()
         || !sorted.invite.is_empty()
+        || !sorted.knock.is_empty()
         || !sorted.leave.is_empty()
         || !global_data.is_empty()
         || !presence.is_empty()
@@ -310,7 +311,7 @@ async fn build(
             join,
             invite: sorted.invite,
             leave: sorted.leave,
-            knock: Map::new(),
+            knock: sorted.knock,
         },
         account_data: global_data.into(),
         presence: presence.into(),
@@ -471,6 +472,7 @@ struct SortedRooms {
     /// The joined rooms with something to say.
     pending: Vec<PendingJoined>,
     invite: Map<String, Value>,
+    knock: Map<String, Value>,
     leave: BTreeMap<String, LeftRoom>,
 }
 
@@ -497,6 +499,7 @@ async fn sort_rooms(
         joined: Vec::new(),
         pending: Vec::new(),
         invite: Map::new(),
+        knock: Map::new(),
         leave: BTreeMap::new(),
     };
     for m in memberships {
@@ -542,12 +545,13 @@ async fn sort_rooms(
                 // An invite from an ignored user is not shown (spec,
                 // "Ignoring Users").
                 let ignored = ignored.get(s, &user).await?;
-                if let Some(events) = invite_state(s, &room_id, &user, &ignored).await? {
-                    sorted.invite.insert(
-                        room.clone(),
-                        json!({ "invite_state": { "events": events } }),
-                    );
+                if let Some(entry) = invite_state(s, &room_id, &user, &ignored).await? {
+                    sorted.invite.insert(room.clone(), entry);
                 }
+            }
+            MembershipState::Knock if since.is_none_or(|since| member_pos > since) => {
+                let entry = knock_state(s, &room_id, &user).await?;
+                sorted.knock.insert(room.clone(), entry);
             }
             MembershipState::Leave | MembershipState::Ban => {
                 let in_window = since.is_some_and(|since| member_pos > since && member_pos <= to);
@@ -1283,15 +1287,9 @@ async fn left_room(
     })
 }
 
-/// Stripped state an invitee sees: the room's public face and the invite;
-/// `None` when the inviter is ignored.
-async fn invite_state(
-    s: &Services,
-    room_id: &RoomId,
-    user: &UserId,
-    ignored: &IgnoredUsers,
-) -> Result<Option<Vec<Value>>> {
-    let state = s.rooms.current_state(room_id).await?;
+/// The room's public face as stripped state events: what an invitee or a
+/// knocker sees of a room before joining.
+async fn prejoin_state(s: &Services, state: &StateMap) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for (ty, sk) in [
         ("m.room.create", ""),
@@ -1308,6 +1306,28 @@ async fn invite_state(
             out.push(p.to_stripped());
         }
     }
+    Ok(out)
+}
+
+/// The user's own member event, stripped, with its id and timestamp.
+fn own_member_event(member: &Pdu) -> Value {
+    let mut ev = member.to_stripped();
+    ev["event_id"] = json!(member.event_id);
+    ev["origin_server_ts"] = json!(member.origin_server_ts);
+    ev
+}
+
+/// An invited room's `{"invite_state": {"events"}}`: the stripped state an
+/// invitee sees, the room's public face and the invite; `None` when the
+/// inviter is ignored.
+async fn invite_state(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    ignored: &IgnoredUsers,
+) -> Result<Option<Value>> {
+    let state = s.rooms.current_state(room_id).await?;
+    let mut out = prejoin_state(s, &state).await?;
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
         && let Some(invite) = s.rooms.pdu(id.as_str()).await?
     {
@@ -1319,10 +1339,20 @@ async fn invite_state(
         {
             out.push(p.to_stripped());
         }
-        let mut ev = invite.to_stripped();
-        ev["event_id"] = json!(invite.event_id);
-        ev["origin_server_ts"] = json!(invite.origin_server_ts);
-        out.push(ev);
+        out.push(own_member_event(&invite));
     }
-    Ok(Some(out))
+    Ok(Some(json!({ "invite_state": { "events": out } })))
+}
+
+/// A knocked room's `{"knock_state": {"events"}}`: the stripped state a
+/// knocker sees, the room's public face and the knock.
+async fn knock_state(s: &Services, room_id: &RoomId, user: &UserId) -> Result<Value> {
+    let state = s.rooms.current_state(room_id).await?;
+    let mut out = prejoin_state(s, &state).await?;
+    if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
+        && let Some(knock) = s.rooms.pdu(id.as_str()).await?
+    {
+        out.push(own_member_event(&knock));
+    }
+    Ok(json!({ "knock_state": { "events": out } }))
 }

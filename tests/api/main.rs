@@ -30,6 +30,7 @@ mod erasure; // deactivation with erase: an erased user's events redacted for la
 mod group_commit; // the event writer: concurrent sends form one chain, txn retries while queued, a failed write fails alone (and no other room)
 mod guest_access; // guests: join only can_join rooms, send/read/leave, removal on revocation, display names, upgrade, no presence, closed endpoints
 mod key_backup; // /room_keys/version and /room_keys/keys: versions, keys, the replacement rule, etags, wrong/unknown versions, owners only, deactivation
+mod knock; // POST /knock (knock, knock_restricted), rooms.knock in /sync, accept/reject/rescind, restricted joins through the allow list
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod media; // the content repository: upload/download (bytes, headers), dedup on disk, size limit, async uploads, authenticated media, quarantine, remote, params, cut-off uploads, the upload body deadline
 mod media_thumbnails; // thumbnails: crop/scale of PNG, JPEG, WebP, GIF, EXIF orientation, animated GIFs, configured sizes and on-demand ones, non-images and bombs, legacy auth rule, params, pending uploads
@@ -37,12 +38,14 @@ mod presence_sync; // presence through /sync: set_presence, own presence, shared
 mod profile_propagation; // a profile change reaches the member event of every joined room
 mod push; // pushers (set/list/delete/append/validation, device and account deletion), delivery to a fake gateway (shape, event_id_only, retries in order, rejected pushkeys, restart), /notifications
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
+mod room_summary; // GET /room_summary/{roomIdOrAlias} and MSC3266's unstable paths: fields, membership, visibility (unauthenticated too), errors
 mod room_upgrade; // POST /rooms/{id}/upgrade: tombstone, copied state, aliases, directory, carried tags and push rules
 mod room_versions; // every stable room version 1-12: create, join, send, read, state, redact, kick, ban; id and PDU formats; capabilities
 mod rooms_races; // concurrent createRoom (one alias, one user), no-op membership changes
 mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /messages, /context, history visibility
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
+mod spaces; // GET /rooms/{id}/hierarchy: depth-first order, max_depth, paging, suggested_only, visibility, cycles
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
 mod sync_details; // r0 room events with user_id, read receipts never moving back, presence of newly shared users who never had one

@@ -20,6 +20,7 @@ mod room_upgrade;
 pub(crate) mod rooms;
 mod search;
 mod session;
+mod spaces;
 mod sync;
 mod to_device;
 
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
     let r = room_upgrade::routes(r);
     let r = filter::routes(r);
     let r = search::routes(r);
+    let r = spaces::routes(r);
     let r = legacy_sync::routes(r);
     let r = to_device::routes(r);
     let r = key_backup::routes(r);

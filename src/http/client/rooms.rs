@@ -1,10 +1,12 @@
-//! Writing to rooms: `createRoom`, membership (`join`, `invite`, `leave`,
-//! `forget`, `kick`, `ban`, `unban`), `send`, `state` (PUT) and `redact`.
+//! Writing to rooms: `createRoom`, membership (`join`, `knock`, `invite`,
+//! `leave`, `forget`, `kick`, `ban`, `unban`), `send`, `state` (PUT) and
+//! `redact`.
 
 use axum::extract::Path;
 use axum::extract::State;
 use axum::routing::{post, put};
 use axum::{Json, Router};
+use ruma::api::client::knock::knock_room;
 use ruma::api::client::membership::{
     ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
     leave_room, unban_user,
@@ -30,6 +32,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_room::v3::Request, _, _>(r, create);
     let r = ruma_route::<join_room_by_id::v3::Request, _, _>(r, join_by_id);
     let r = ruma_route::<join_room_by_id_or_alias::v3::Request, _, _>(r, join_by_id_or_alias);
+    let r = ruma_route::<knock_room::v3::Request, _, _>(r, knock);
     let r = ruma_route::<invite_user::v3::Request, _, _>(r, invite);
     let r = ruma_route::<leave_room::v3::Request, _, _>(r, leave);
     let r = ruma_route::<forget_room::v3::Request, _, _>(r, forget);
@@ -278,6 +281,24 @@ async fn join_by_id_or_alias(
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id,
     )))
+}
+
+/// Knocks on a local room; `via` and `server_name` matter only for rooms of
+/// other servers (federation comes later).
+async fn knock(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<knock_room::v3::Request>,
+) -> Result<RumaResponse<knock_room::v3::Response>> {
+    let room_id = resolve_room(&s, req.room_id_or_alias.as_str()).await?;
+    check_not_blocked(&s, &room_id).await?;
+    s.rooms.known_version(&room_id).await?;
+    let user = r.user_id();
+    let profile = member_profile(&s, &user).await?;
+    s.rooms
+        .knock(&room_id, &user, profile, req.reason.as_deref())
+        .await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id)))
 }
 
 async fn invite(

@@ -1,10 +1,14 @@
-//! Membership changes: join, invite, leave, kick, ban, unban. Each is one
-//! `m.room.member` event; the authorization rules decide whether it is allowed.
+//! Membership changes: join, knock, invite, leave, kick, ban, unban. Each is
+//! one `m.room.member` event; the authorization rules decide whether it is
+//! allowed. A join of a restricted room through its allow list names a local
+//! member who may invite (`join_authorised_via_users_server`).
 //! A change that changes nothing writes no event ([`Rooms::unchanged_member`],
 //! which applies to every state event).
 
 use ruma::events::TimelineEventType;
-use ruma::{RoomId, UserId};
+use ruma::events::room::join_rules::{JoinRule, RoomJoinRulesEventContent};
+use ruma::room::AllowRule;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::{NewEvent, Rooms};
@@ -77,8 +81,147 @@ impl Rooms {
     ) -> Result<Pdu> {
         // Joining again while joined with the same profile writes nothing.
         profile["membership"] = json!("join");
+        if let Some(authoriser) = self.join_authoriser(room_id, user).await? {
+            profile["join_authorised_via_users_server"] = json!(authoriser);
+        }
         self.member_event(room_id, user, user, profile, reason)
             .await
+    }
+
+    /// Knocks on a room (`knock` or `knock_restricted` join rule, room
+    /// versions 7 and later; the authorization rules refuse the rest with
+    /// 403). `profile` is the knocker's `{displayname, avatar_url}`.
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        mut profile: Value,
+        reason: Option<&str>,
+    ) -> Result<Pdu> {
+        match self.membership(room_id, user).await?.as_deref() {
+            Some("join") => return Err(MatrixError::forbidden("You are already in the room")),
+            Some("invite") => {
+                return Err(MatrixError::forbidden(
+                    "You are already invited to the room",
+                ));
+            }
+            Some("ban") => return Err(MatrixError::forbidden("You are banned from the room")),
+            _ => {}
+        }
+        profile["membership"] = json!("knock");
+        self.member_event(room_id, user, user, profile, reason)
+            .await
+    }
+
+    /// The rooms whose members may join this one without an invite: the
+    /// allow list of a `restricted` or `knock_restricted` join rule, where
+    /// the room's version has that rule; `None` for any other join rule.
+    pub async fn allowed_rooms(
+        &self,
+        room_id: &RoomId,
+        state: &StateMap,
+    ) -> Result<Option<Vec<OwnedRoomId>>> {
+        let Some(content) = self.state_content(state, "m.room.join_rules", "").await? else {
+            return Ok(None);
+        };
+        let Ok(content) = serde_json::from_value::<RoomJoinRulesEventContent>(content) else {
+            return Ok(None);
+        };
+        let rules = self
+            .known_version(room_id)
+            .await?
+            .rules()
+            .ok_or_else(|| MatrixError::internal("unknown room version rules"))?;
+        let allow = match content.join_rule {
+            JoinRule::Restricted(r) if rules.authorization.restricted_join_rule => r.allow,
+            JoinRule::KnockRestricted(r) if rules.authorization.knock_restricted_join_rule => {
+                r.allow
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(
+            allow
+                .into_iter()
+                .filter_map(|rule| match rule {
+                    AllowRule::RoomMembership(m) => Some(m.room_id),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Whether the user is joined to one of `rooms`.
+    pub async fn joined_any(&self, user: &UserId, rooms: &[OwnedRoomId]) -> Result<bool> {
+        for room in rooms {
+            if self.version(room).await?.is_some()
+                && self.membership(room, user).await?.as_deref() == Some("join")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Who vouches for a join through a restricted room's allow list: the
+    /// local joined member with the most power among those who may invite.
+    /// `None` when no voucher is needed (another join rule, or the user is
+    /// invited or joined already). A user in none of the allowed rooms is
+    /// 403 `M_FORBIDDEN`; no member who may invite, 400
+    /// `M_UNABLE_TO_GRANT_JOIN` (as Synapse).
+    async fn join_authoriser(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<OwnedUserId>> {
+        let state = self.current_state(room_id).await?;
+        let Some(allowed) = self.allowed_rooms(room_id, &state).await? else {
+            return Ok(None);
+        };
+        if matches!(
+            self.membership_in(&state, user).await?.as_deref(),
+            Some("join" | "invite")
+        ) {
+            return Ok(None);
+        }
+        if !self.joined_any(user, &allowed).await? {
+            return Err(MatrixError::forbidden(
+                "You do not belong to any of the rooms or spaces required to join this room",
+            ));
+        }
+        let levels = self.power_levels(room_id, &state).await?;
+        let mut best: Option<OwnedUserId> = None;
+        for ((ty, key), id) in state.iter() {
+            if ty != "m.room.member" {
+                continue;
+            }
+            let Ok(member) = UserId::parse(key.as_str()) else {
+                continue;
+            };
+            if member.server_name() != self.server_name
+                || !levels.user_can_invite(&member)
+                || self
+                    .pdu_shared(id.as_str())
+                    .await?
+                    .and_then(|p| p.membership())
+                    .as_deref()
+                    != Some("join")
+            {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|b| levels.for_user(&member) > levels.for_user(b))
+            {
+                best = Some(member);
+            }
+        }
+        best.map(Some).ok_or_else(|| {
+            MatrixError::new(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UnableToGrantJoin,
+                "No member of the room is able to vouch for this join",
+            )
+        })
     }
 
     pub async fn invite(

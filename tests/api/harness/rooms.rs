@@ -36,6 +36,25 @@ pub async fn create_room(server: &TestServer, who: &Session, body: Value) -> Str
         .to_owned()
 }
 
+/// A `private_chat` room of `version` whose `m.room.join_rules` content is
+/// `join_rules` (knocking, restricted rooms); its id.
+pub async fn room_with_join_rules(
+    server: &TestServer,
+    who: &Session,
+    version: &str,
+    join_rules: Value,
+) -> String {
+    let state = json!([{"type": "m.room.join_rules", "state_key": "", "content": join_rules}]);
+    let body = json!({"room_version": version, "preset": "private_chat", "initial_state": state});
+    create_room(server, who, body).await
+}
+
+/// A space (`m.space` room type) made with `preset`; its id.
+pub async fn create_space(server: &TestServer, who: &Session, preset: &str) -> String {
+    let body = json!({"preset": preset, "creation_content": {"type": "m.space"}});
+    create_room(server, who, body).await
+}
+
 /// Sends an m.room.message with `body`; returns the event id.
 pub async fn send_text(server: &TestServer, who: &Session, room: &str, body: &str) -> String {
     send_event(server, who, room, "m.room.message", text_content(body)).await
