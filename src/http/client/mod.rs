@@ -10,6 +10,7 @@ mod key_backup;
 mod keys;
 mod legacy_sync;
 mod media;
+mod openid;
 mod profile;
 mod push;
 mod pushers;
@@ -21,7 +22,10 @@ pub(crate) mod rooms;
 mod search;
 mod session;
 mod sync;
+mod thirdparty;
+mod threepid;
 mod to_device;
+mod voip;
 
 use axum::Router;
 
@@ -52,6 +56,10 @@ pub fn routes() -> Router<AppState> {
     let r = key_backup::routes(r);
     let r = keys::routes(r);
     let r = media::routes(r);
+    let r = threepid::routes(r);
+    let r = thirdparty::routes(r);
+    let r = openid::routes(r);
+    let r = voip::routes(r);
     sync::routes(r)
 }
 
