@@ -119,6 +119,13 @@ async fn displayname_and_avatar_url_through_the_generic_paths() {
         "M_INVALID_PARAM",
     );
     let avatar = field_path(&alice.user_id, "avatar_url");
+    // At most 1000 bytes, as Synapse (its own path too).
+    let long = format!("mxc://test.local/{}", "a".repeat(1000));
+    assert_error(
+        &server.put(&avatar, t, json!({"avatar_url": long})).await,
+        400,
+        "M_BAD_JSON",
+    );
     let (st, _) = server
         .put(&avatar, t, json!({"avatar_url": "mxc://test.local/abc"}))
         .await;
