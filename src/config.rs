@@ -32,6 +32,7 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::net::Cidr>,
     pub caches: CacheConfig,
     pub media: MediaConfig,
+    pub turn: TurnConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -208,6 +209,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             caches: CacheConfig::default(),
             media: MediaConfig::default(),
+            turn: TurnConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -353,6 +355,112 @@ impl Default for MediaConfig {
             })
             .collect(),
         }
+    }
+}
+
+/// TURN servers handed to VoIP clients by `GET /voip/turnServer`
+/// (`services/turn.rs`), as Synapse's `turn_*` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// TURN (or STUN) URIs, e.g. `turn:turn.example.org:3478?transport=udp`.
+    /// Empty: no TURN, `/voip/turnServer` answers `{}`.
+    pub uris: Vec<String>,
+    /// coturn's `static-auth-secret`: credentials are made per user
+    /// (`<expiry>:<user_id>`, base64 HMAC-SHA1). Wins over `username`.
+    pub shared_secret: Option<String>,
+    /// A static username and password, when there is no shared secret.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Seconds the credentials are valid (the `ttl` clients get).
+    pub user_lifetime_secs: u64,
+    /// Guests get credentials too.
+    pub allow_guests: bool,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            username: None,
+            password: None,
+            // Synapse's defaults.
+            user_lifetime_secs: 3600,
+            allow_guests: true,
+        }
+    }
+}
+
+impl TurnConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.uris.iter().any(|u| {
+            !["turn:", "turns:", "stun:", "stuns:"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        }) {
+            return invalid(
+                "turn.uris",
+                "each must be a turn:, turns:, stun: or stuns: URI",
+            );
+        }
+        for (key, v) in [
+            ("turn.shared_secret", &self.shared_secret),
+            ("turn.username", &self.username),
+            ("turn.password", &self.password),
+        ] {
+            if v.as_ref().is_some_and(|v| v.is_empty()) {
+                return invalid(key, "must not be empty (omit it instead)");
+            }
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return invalid("turn.username", "username and password go together");
+        }
+        let has_credentials = self.shared_secret.is_some() || self.username.is_some();
+        if !self.uris.is_empty() && !has_credentials {
+            return invalid(
+                "turn.uris",
+                "needs turn.shared_secret or turn.username and turn.password",
+            );
+        }
+        if self.uris.is_empty() && has_credentials {
+            return invalid(
+                "turn.uris",
+                "must list the TURN servers the credentials are for",
+            );
+        }
+        if self.user_lifetime_secs == 0 {
+            return invalid("turn.user_lifetime_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The `turn` section of `generate-config`'s output.
+    fn commented(&self) -> String {
+        format!(
+            r#"turn:
+  # TURN servers for VoIP calls, served by GET /_matrix/client/v3/voip/turnServer.
+  # Empty: no TURN, the endpoint answers {{}}.
+  # e.g. ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]
+  uris: {uris}
+  # coturn's static-auth-secret (use-auth-secret): each user gets the username
+  # "<expiry>:<user_id>" and the password base64(HMAC-SHA1(secret, username)).
+  shared_secret: {secret}
+  # Or, without a shared secret, one static username and password for all.
+  username: {username}
+  password: {password}
+  # Seconds the credentials are valid.
+  user_lifetime_secs: {lifetime}
+  # Give guests TURN credentials too.
+  allow_guests: {guests}
+"#,
+            uris = serde_json::to_string(&self.uris).expect("strings serialize"),
+            secret = yaml_or_null(self.shared_secret.as_ref()),
+            username = yaml_or_null(self.username.as_ref()),
+            password = yaml_or_null(self.password.as_ref()),
+            lifetime = self.user_lifetime_secs,
+            guests = self.allow_guests,
+        )
     }
 }
 
@@ -589,6 +697,7 @@ impl Config {
             }
         }
         self.media.validate()?;
+        self.turn.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
@@ -620,6 +729,7 @@ impl Config {
             self.commented_capacity(),
             self.commented_operations(),
             self.media.commented(),
+            self.turn.commented(),
         ]
         .join("\n")
     }
@@ -860,6 +970,50 @@ mod tests {
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
         assert_eq!(back.media.max_upload_size, 1234);
         assert!(!back.media.enable_authenticated_media);
+        c.turn.uris = vec!["turn:turn.example.org?transport=udp".into()];
+        c.turn.shared_secret = Some("s\"ecret".into());
+        c.turn.user_lifetime_secs = 600;
+        c.turn.allow_guests = false;
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.turn.uris, c.turn.uris);
+        assert_eq!(back.turn.shared_secret.as_deref(), Some("s\"ecret"));
+        assert_eq!(back.turn.user_lifetime_secs, 600);
+        assert!(!back.turn.allow_guests);
+    }
+
+    /// TURN: URIs need credentials and credentials URIs; a username needs
+    /// its password.
+    #[test]
+    fn turn_settings_are_checked() {
+        let ok = "turn:\n  uris: ['turn:t.example.org']\n  username: u\n  password: p\n";
+        assert_eq!(
+            Config::from_yaml(ok).unwrap().turn.username.as_deref(),
+            Some("u")
+        );
+        assert_eq!(Config::default().turn.user_lifetime_secs, 3600);
+        for (yaml, key) in [
+            ("turn:\n  uris: ['turn:t']\n", "turn.uris"),
+            ("turn:\n  shared_secret: s\n", "turn.uris"),
+            (
+                "turn:\n  uris: ['http://t']\n  shared_secret: s\n",
+                "turn.uris",
+            ),
+            (
+                "turn:\n  uris: ['turn:t']\n  shared_secret: ''\n",
+                "turn.shared_secret",
+            ),
+            (
+                "turn:\n  uris: ['turn:t']\n  username: u\n",
+                "turn.username",
+            ),
+            (
+                "turn:\n  uris: ['turn:t']\n  shared_secret: s\n  user_lifetime_secs: 0\n",
+                "turn.user_lifetime_secs",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub async fn deactivate_user(s: &Services, user: &UserId, erase: bool) -> Result
     if erase {
         s.profiles.set_displayname(user, None).await?;
         s.profiles.set_avatar_url(user, None).await?;
+        s.profiles.erase_fields(user).await?;
         s.storage
             .set_account_flag(
                 user.as_str(),

@@ -22,6 +22,7 @@ pub mod media;
 pub mod memberships;
 pub mod notices;
 pub mod notifications;
+pub mod openid;
 pub mod passwords;
 pub mod pipeline;
 pub mod presence;
@@ -42,6 +43,7 @@ pub mod spaces;
 pub mod stream;
 pub mod sync;
 pub mod to_device;
+pub mod turn;
 pub mod uia;
 pub mod workers;
 
@@ -86,6 +88,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
+    pub openid: openid::OpenId,
     pub filters: filters::Filters,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub uia: uia::Uia,
@@ -156,6 +159,7 @@ impl Services {
                 .with_device_lists(lists.clone());
         let sessions = sessions::Sessions::new(storage.clone(), clock.clone(), lists.clone());
         let profiles = profiles::Profiles::new(storage.clone());
+        let openid = openid::OpenId::new(storage.clone(), clock.clone());
         let filters = filters::Filters::new(storage.clone());
         let registration_tokens =
             registration_tokens::RegistrationTokens::new(storage.clone(), clock.clone());
@@ -232,6 +236,7 @@ impl Services {
             accounts,
             sessions,
             profiles,
+            openid,
             filters,
             registration_tokens,
             uia,

@@ -150,7 +150,7 @@ impl Storage {
     }
 
     /// Marks the account deactivated and removes its devices, tokens,
-    /// to-device inboxes, keys, key backups and pushers, in one transaction.
+    /// to-device inboxes, keys, key backups, pushers and OpenID tokens, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
         self.changing_auth(async {
             let mut tx = self.begin().await?;
@@ -178,6 +178,7 @@ impl Storage {
                 .iter()
                 .chain(&super::cross_signing::USER_CLEANUP)
                 .chain(&super::pushers::USER_CLEANUP)
+                .chain(&super::openid::USER_CLEANUP)
             {
                 sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;
             }

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (25, "media", V25),
     (26, "pushers", V26),
     (27, "media_thumbnails", V27),
+    (30, "openid_tokens_profile_fields", V30),
 ];
 
 const V1: &str = r#"
@@ -609,6 +610,25 @@ CREATE TABLE media_thumbnails (
     PRIMARY KEY (server_name, media_id, method, width, height)
 );
 CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
+"#;
+
+/// OpenID tokens (`POST /user/{userId}/openid/request_token`, read by the
+/// federation `/openid/userinfo`) until they expire, and a user's custom
+/// profile fields (spec v1.16), one row per key, the value as JSON text.
+const V30: &str = r#"
+CREATE TABLE openid_tokens (
+    token TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    valid_until_ms BIGINT NOT NULL
+);
+CREATE INDEX openid_tokens_valid_until ON openid_tokens (valid_until_ms);
+CREATE INDEX openid_tokens_user ON openid_tokens (user_id);
+CREATE TABLE profile_fields (
+    user_id TEXT NOT NULL,
+    field_name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (user_id, field_name)
+);
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

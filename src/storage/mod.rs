@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod key_backup;
 pub mod media;
 mod migrations;
+mod openid;
 mod profiles;
 pub mod purge;
 pub mod pushers;

@@ -1,4 +1,5 @@
-//! Tables `profiles` (display name and avatar of local users) and
+//! Tables `profiles` (display name and avatar of local users),
+//! `profile_fields` (their custom profile fields, the value as JSON text) and
 //! `user_directory_words` (the words the user directory finds each by).
 
 use sqlx::AssertSqlSafe;
@@ -72,6 +73,65 @@ impl Storage {
     pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> sqlx::Result<()> {
         sqlx::query("UPDATE profiles SET avatar_url = $1 WHERE user_id = $2")
             .bind(url)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A user's custom profile fields (name, JSON text), by name.
+    pub async fn profile_fields(&self, user_id: &str) -> sqlx::Result<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT field_name, value FROM profile_fields WHERE user_id = $1 ORDER BY field_name",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// One custom profile field's JSON text.
+    pub async fn profile_field(&self, user_id: &str, name: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT value FROM profile_fields WHERE user_id = $1 AND field_name = $2",
+        )
+        .bind(user_id)
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await
+    }
+
+    /// Sets (adds or replaces) a custom profile field.
+    pub async fn set_profile_field(
+        &self,
+        user_id: &str,
+        name: &str,
+        json: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO profile_fields (user_id, field_name, value) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, field_name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(json)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes one custom profile field.
+    pub async fn delete_profile_field(&self, user_id: &str, name: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM profile_fields WHERE user_id = $1 AND field_name = $2")
+            .bind(user_id)
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every custom profile field of a user (erasure).
+    pub async fn delete_all_profile_fields(&self, user_id: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM profile_fields WHERE user_id = $1")
             .bind(user_id)
             .execute(self.pool())
             .await?;

@@ -55,6 +55,9 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         // Media (v25): a user's uploads; they stay when a room is purged
         // (as Synapse), unless an admin deletes them.
         "media",
+        // OpenID tokens and custom profile fields (v30): a user's.
+        "openid_tokens",
+        "profile_fields",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -189,10 +192,11 @@ async fn purge_room_leaves_no_row_behind() {
     // v20's two cross-signing tables, v25's media and v27's media_thumbnails
     // are per user, device or media (no room id: nothing of a room to purge).
     // 44 with v26's push tables (pushers per device; the queue and
-    // notifications by room).
+    // notifications by room); 46 with v30's openid_tokens and
+    // profile_fields (per user).
     assert_eq!(
         table_count(&server).await,
-        44,
+        46,
         "a table was added: list it in this test and in the purge"
     );
 

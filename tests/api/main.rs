@@ -35,6 +35,7 @@ mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and 
 mod media; // the content repository: upload/download (bytes, headers), dedup on disk, size limit, async uploads, authenticated media, quarantine, remote, params, cut-off uploads, the upload body deadline
 mod media_thumbnails; // thumbnails: crop/scale of PNG, JPEG, WebP, GIF, EXIF orientation, animated GIFs, configured sizes and on-demand ones, non-images and bombs, legacy auth rule, params, pending uploads
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
+mod profile_fields; // custom profile fields (v1.16, MSC4133): set/get/delete, stable and unstable paths, key and size limits, erasure
 mod profile_propagation; // a profile change reaches the member event of every joined room
 mod push; // pushers (set/list/delete/append/validation, device and account deletion), delivery to a fake gateway (shape, event_id_only, retries in order, rejected pushkeys, restart), /notifications
 mod reverse_proxy; // trusted_proxies: X-Forwarded-For / Forwarded, last-seen IP, login limit per client
@@ -46,6 +47,7 @@ mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /me
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod spaces; // GET /rooms/{id}/hierarchy: depth-first order, max_depth, paging, suggested_only, visibility, cycles
+mod startup_endpoints; // /account/3pid*, requestToken, /thirdparty, OpenID tokens and federation userinfo, /voip/turnServer, capabilities and versions flags
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
 mod sync_details; // r0 room events with user_id, read receipts never moving back, presence of newly shared users who never had one

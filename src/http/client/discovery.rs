@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::{Json, Router};
 #[allow(deprecated)] // m.set_displayname/m.set_avatar_url: still read by clients
 use ruma::api::client::discovery::get_capabilities::v3::{
-    Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
-    SetAvatarUrlCapability, SetDisplayNameCapability, ThirdPartyIdChangesCapability,
+    Capabilities, ChangePasswordCapability, ProfileFieldsCapability, RoomVersionStability,
+    RoomVersionsCapability, SetAvatarUrlCapability, SetDisplayNameCapability,
+    ThirdPartyIdChangesCapability,
 };
 use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
 
@@ -29,14 +30,21 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 /// Hand-built rather than ruma's type so `unstable_features` is always present
-/// (ruma omits an empty map; some clients index it unconditionally). Its one
-/// flag, cross-signing (MSC1756, `/keys/device_signing/upload` and
-/// `/keys/signatures/upload`), is served; Synapse advertises it too, and
-/// older clients look for it before offering cross-signing.
+/// (ruma omits an empty map; some clients index it unconditionally). Its
+/// flags name what is served: cross-signing (MSC1756,
+/// `/keys/device_signing/upload` and `/keys/signatures/upload`), which
+/// Synapse advertises too and older clients look for before offering
+/// cross-signing; and custom profile fields at the stable paths and the
+/// unstable ones (MSC4133, in spec v1.16, which Myelin does not advertise
+/// whole: clients read these flags to use the endpoints before v1.16).
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
     Json(json!({
         "versions": SUPPORTED_VERSIONS,
-        "unstable_features": { "org.matrix.e2e_cross_signing": true },
+        "unstable_features": {
+            "org.matrix.e2e_cross_signing": true,
+            "uk.tcpip.msc4133": true,
+            "uk.tcpip.msc4133.stable": true,
+        },
     }))
 }
 
@@ -59,7 +67,9 @@ async fn capabilities(
     caps.change_password = ChangePasswordCapability::new(true);
     caps.set_displayname = SetDisplayNameCapability::new(true);
     caps.set_avatar_url = SetAvatarUrlCapability::new(true);
+    // No 3PIDs can be added (no email or SMS is sent: `threepid.rs`).
     caps.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    caps.profile_fields = Some(ProfileFieldsCapability::new(true));
     caps.room_versions = RoomVersionsCapability::new(
         s.rooms.default_version().clone(),
         SUPPORTED_ROOM_VERSIONS
@@ -79,6 +89,7 @@ async fn capabilities(
         ("m.set_displayname", true),
         ("m.set_avatar_url", true),
         ("m.3pid_changes", false),
+        ("m.profile_fields", true),
     ] {
         map.entry(name).or_insert(json!({ "enabled": enabled }));
     }

@@ -10,6 +10,7 @@ mod key_backup;
 mod keys;
 mod legacy_sync;
 mod media;
+mod openid;
 mod profile;
 mod push;
 mod pushers;
@@ -22,7 +23,10 @@ mod search;
 mod session;
 mod spaces;
 mod sync;
+mod thirdparty;
+mod threepid;
 mod to_device;
+mod voip;
 
 use axum::Router;
 
@@ -54,6 +58,10 @@ pub fn routes() -> Router<AppState> {
     let r = key_backup::routes(r);
     let r = keys::routes(r);
     let r = media::routes(r);
+    let r = threepid::routes(r);
+    let r = thirdparty::routes(r);
+    let r = openid::routes(r);
+    let r = voip::routes(r);
     sync::routes(r)
 }
 
