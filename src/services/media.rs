@@ -4,6 +4,7 @@
 //! named by their sha256 (identical uploads stored once); metadata to the
 //! `media` table.
 
+pub mod admin;
 pub mod store;
 pub mod thumbnails;
 
