@@ -364,14 +364,7 @@ async fn delete_before_keeps_new_small_protected_quarantined_and_avatar_media() 
     let delete = |query: String| {
         let server = &server;
         let admin = &admin;
-        async move {
-            ok(post(
-                &server,
-                &format!("{V1}/media/delete?{query}"),
-                admin.token(),
-            )
-            .await)
-        }
+        async move { ok(post(server, &format!("{V1}/media/delete?{query}"), admin.token()).await) }
     };
     let first = delete(format!("before_ts={before}&size_gt=100")).await;
     assert_eq!(first, json!({"deleted_media": [large], "total": 1}));
