@@ -127,6 +127,42 @@ pub enum AdminAction {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// The content repository: list, delete, quarantine, purge old media.
+    Media {
+        #[command(subcommand)]
+        action: MediaAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MediaAction {
+    /// List the media a user uploaded, newest first.
+    List {
+        user_id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        from: u32,
+    },
+    /// Delete one local media (its `mxc://server/id` URI).
+    Delete { mxc: String },
+    /// Quarantine one media (its `mxc://server/id` URI), or with --undo release it.
+    Quarantine {
+        mxc: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Delete local media last accessed before a time (ms since the epoch);
+    /// quarantined and protected media stay, and so do avatars unless
+    /// --include-avatars.
+    PurgeBefore {
+        before_ts: i64,
+        /// Only media larger than this many bytes.
+        #[arg(long, default_value_t = 0)]
+        size_gt: u64,
+        #[arg(long)]
+        include_avatars: bool,
+    },
 }
 
 /// Runs an admin action against a server's HTTP API; returns the JSON answer.
@@ -141,21 +177,35 @@ pub async fn run_admin(
 
 /// One call of the admin API.
 struct AdminRequest {
+    method: reqwest::Method,
     /// Path and query, after the base URL.
     path: String,
-    /// `None`: a GET; `Some`: a POST of this JSON body.
+    /// The JSON body of a POST.
     body: Option<serde_json::Value>,
 }
 
 impl AdminRequest {
     fn get(path: String) -> Self {
-        Self { path, body: None }
+        Self {
+            method: reqwest::Method::GET,
+            path,
+            body: None,
+        }
     }
 
     fn post(path: String, body: serde_json::Value) -> Self {
         Self {
+            method: reqwest::Method::POST,
             path,
             body: Some(body),
+        }
+    }
+
+    fn delete(path: String) -> Self {
+        Self {
+            method: reqwest::Method::DELETE,
+            path,
+            body: None,
         }
     }
 }
@@ -212,8 +262,56 @@ impl AdminAction {
             AdminAction::Users { limit } => {
                 AdminRequest::get(format!("/_synapse/admin/v2/users?limit={limit}"))
             }
+            AdminAction::Media { action } => action.request()?,
         })
     }
+}
+
+impl MediaAction {
+    /// The media admin API call that performs this action.
+    fn request(self) -> anyhow::Result<AdminRequest> {
+        const V1: &str = "/_synapse/admin/v1";
+        Ok(match self {
+            MediaAction::List {
+                user_id,
+                limit,
+                from,
+            } => AdminRequest::get(format!(
+                "{V1}/users/{}/media?limit={limit}&from={from}",
+                enc(&user_id)
+            )),
+            MediaAction::Delete { mxc } => {
+                let (server, id) = mxc_parts(&mxc)?;
+                AdminRequest::delete(format!("{V1}/media/{server}/{id}"))
+            }
+            MediaAction::Quarantine { mxc, undo } => {
+                let (server, id) = mxc_parts(&mxc)?;
+                let verb = if undo { "unquarantine" } else { "quarantine" };
+                AdminRequest::post(format!("{V1}/media/{verb}/{server}/{id}"), json!({}))
+            }
+            MediaAction::PurgeBefore {
+                before_ts,
+                size_gt,
+                include_avatars,
+            } => AdminRequest::post(
+                format!(
+                    "{V1}/media/delete?before_ts={before_ts}&size_gt={size_gt}&keep_profiles={}",
+                    !include_avatars
+                ),
+                json!({}),
+            ),
+        })
+    }
+}
+
+/// The server name and media id of an `mxc://` URI, percent-encoded for a
+/// path.
+fn mxc_parts(mxc: &str) -> anyhow::Result<(String, String)> {
+    let uri = <&ruma::MxcUri>::from(mxc);
+    let (server, id) = uri
+        .parts()
+        .map_err(|e| anyhow::anyhow!("{mxc:?} is not an mxc://server/id URI: {e}"))?;
+    Ok((enc(server.as_str()), enc(id)))
 }
 
 /// Synapse's purge_history, up to an event or a time.
@@ -260,10 +358,10 @@ async fn send_admin(
 ) -> anyhow::Result<serde_json::Value> {
     let client = reqwest::Client::new();
     let url = format!("{}{}", base.trim_end_matches('/'), request.path);
-    let req = match request.body {
-        None => client.get(&url),
-        Some(body) => client.post(&url).json(&body),
-    };
+    let mut req = client.request(request.method, &url);
+    if let Some(body) = request.body {
+        req = req.json(&body);
+    }
     let resp = req
         .bearer_auth(token)
         .send()

@@ -75,6 +75,10 @@ pub struct RateLimitConfig {
     /// Login and registration attempts per second allowed from one IP address.
     pub login_per_second: f64,
     pub login_burst: u32,
+    /// Media uploads (`POST /upload`, `POST /create`) per second allowed
+    /// for each user, all devices together (as Synapse's `rc_media_create`).
+    pub media_per_second: f64,
+    pub media_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +237,8 @@ impl Default for RateLimitConfig {
             burst: 50,
             login_per_second: 1.0,
             login_burst: 10,
+            media_per_second: 10.0,
+            media_burst: 50,
         }
     }
 }
@@ -657,6 +663,12 @@ impl Config {
         if rl.login_burst == 0 {
             return invalid("rate_limits.login_burst", "must be at least 1");
         }
+        if !(rl.media_per_second > 0.0 && rl.media_per_second.is_finite()) {
+            return invalid("rate_limits.media_per_second", "must be a positive number");
+        }
+        if rl.media_burst == 0 {
+            return invalid("rate_limits.media_burst", "must be at least 1");
+        }
         let sn = &self.server_notices;
         if ruma::UserId::parse(format!("@{}:{}", sn.local_part, self.server_name)).is_err() {
             return invalid("server_notices.local_part", "not a valid user localpart");
@@ -795,6 +807,10 @@ rate_limits:
   # Login and registration attempts per second and burst for one IP address.
   login_per_second: {rl_lps}
   login_burst: {rl_lburst}
+  # Media uploads (POST /upload, POST /create) per second and burst for one
+  # user, all devices together.
+  media_per_second: {rl_mps}
+  media_burst: {rl_mburst}
 
 server_notices:
   # Let admins send server notices (/_synapse/admin/v1/send_server_notice).
@@ -815,6 +831,8 @@ server_notices:
             rl_burst = self.rate_limits.burst,
             rl_lps = self.rate_limits.login_per_second,
             rl_lburst = self.rate_limits.login_burst,
+            rl_mps = self.rate_limits.media_per_second,
+            rl_mburst = self.rate_limits.media_burst,
             sn_enabled = self.server_notices.enabled,
             sn_local = self.server_notices.local_part.yaml(),
             sn_display = self.server_notices.display_name.yaml(),

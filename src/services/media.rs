@@ -4,6 +4,7 @@
 //! named by their sha256 (identical uploads stored once); metadata to the
 //! `media` table.
 
+pub mod admin;
 pub mod store;
 pub mod thumbnails;
 
@@ -97,6 +98,9 @@ pub struct Media {
     /// Downloads waiting for a pending upload now.
     waiting: std::sync::atomic::AtomicUsize,
     thumbnails: Arc<Thumbnails>,
+    /// New media per user (`rate_limits.media_*`); `None` when rate limits
+    /// are off.
+    upload_limiter: Option<super::ratelimit::RateLimiter>,
 }
 
 impl Media {
@@ -128,6 +132,13 @@ impl Media {
             uploaded: tokio::sync::Notify::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             thumbnails,
+            upload_limiter: config.rate_limits.enabled.then(|| {
+                super::ratelimit::RateLimiter::new(
+                    config.rate_limits.media_per_second,
+                    config.rate_limits.media_burst,
+                    config.caches.rate_limit_buckets,
+                )
+            }),
         })
     }
 
@@ -158,6 +169,7 @@ impl Media {
         B: HttpBody<Data = Bytes, Error = MatrixError> + Send + Unpin,
     {
         let content_type = check_upload_info(&info)?;
+        self.check_rate(user).await?;
         let stored = self.store_body(info.declared_len, body).await?;
         let media_id = new_media_id();
         let media = NewMedia {
@@ -176,6 +188,7 @@ impl Media {
 
     /// Reserves a media id for `user` to upload to later (`POST /create`).
     pub async fn create(&self, user: &Requester) -> Result<Reservation> {
+        self.check_rate(user).await?;
         let now = self.clock.now_ms();
         let (pending, first_expiry) = self
             .storage
@@ -419,6 +432,21 @@ impl Media {
             .storage
             .set_media_quarantined(server, media_id, by)
             .await?)
+    }
+
+    /// Takes one new media from `user`'s allowance (admins have no limit);
+    /// 429 `M_LIMIT_EXCEEDED` when it is spent. Checked before the body is
+    /// read.
+    async fn check_rate(&self, user: &Requester) -> Result<()> {
+        if let Some(limiter) = &self.upload_limiter
+            && !user.is_admin()
+            && let Err(wait) = limiter.check(&user.user_id)
+            // A promotion made by hand counts too.
+            && !self.sessions.admin_now(user).await?
+        {
+            return Err(MatrixError::limit_exceeded(wait));
+        }
+        Ok(())
     }
 
     /// A pending upload whose reservation has run out.

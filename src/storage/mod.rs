@@ -21,6 +21,7 @@ mod filters;
 pub mod jobs;
 pub mod key_backup;
 pub mod media;
+pub mod media_admin;
 mod migrations;
 mod openid;
 mod profiles;

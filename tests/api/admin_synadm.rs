@@ -1702,3 +1702,126 @@ async fn synadm_homeserver_auto_retrieval() {
         out.describe()
     );
 }
+
+/// synadm's `media` commands (list by user and room, quarantine and
+/// unquarantine by id, room and user, protect, delete by id and by age and
+/// size, purge of the remote cache) and `user media`.
+#[tokio::test]
+async fn synadm_media() {
+    let server = TestServer::start().await;
+    let admin = server.admin("root").await;
+    let Some(synadm) = Synadm::new(&server, &admin) else {
+        return;
+    };
+    let alice = server.user("alice").await;
+    let first = upload(&server, &alice, &[1; 3000], None, Some("first.bin")).await;
+    let second = upload(&server, &alice, b"second", None, None).await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let mxc = |id: &str| format!("mxc://{}/{id}", server.server_name);
+    send_event(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.file", "body": "f", "url": mxc(&second)}),
+    )
+    .await;
+    let served = |id: String| {
+        let server = &server;
+        let token = alice.access_token.clone();
+        async move {
+            download(server, &download_v1(server, &id), Some(&token))
+                .await
+                .status
+        }
+    };
+    let media_ids = |v: &Value| -> BTreeSet<String> {
+        v["media"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no media: {v}"))
+            .iter()
+            .map(|m| m["media_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let listed = synadm.run(&["user", "media", &alice.user_id]).await;
+    assert_eq!(
+        media_ids(listed.ok()),
+        BTreeSet::from([first.clone(), second.clone()])
+    );
+    let page = synadm
+        .run(&[
+            "user",
+            "media",
+            &alice.user_id,
+            "-l",
+            "1",
+            "-s",
+            "media_length",
+            "-r",
+            "--ts",
+        ])
+        .await;
+    let page = page.ok();
+    assert_eq!(media_ids(page), BTreeSet::from([first.clone()]));
+    assert_eq!(page["next_token"], 1, "{page}");
+    let by_user = synadm.run(&["media", "list", "-u", &alice.user_id]).await;
+    assert_eq!(media_ids(by_user.ok()).len(), 2);
+    let by_room = synadm.run(&["media", "list", "-r", &room]).await;
+    assert_eq!(
+        by_room.ok(),
+        &json!({"local": [mxc(&second)], "remote": []})
+    );
+
+    // Quarantine by id, then by room and user; protection keeps media served.
+    let q = synadm.run(&["media", "quarantine", "-i", &first]).await;
+    assert_eq!(q.ok(), &json!({}));
+    assert_eq!(served(first.clone()).await, StatusCode::NOT_FOUND);
+    let u = synadm
+        .run(&["media", "unquarantine", "-U", &mxc(&first)])
+        .await;
+    assert_eq!(u.ok(), &json!({}));
+    assert_eq!(served(first.clone()).await, StatusCode::OK);
+    let p = synadm.run(&["media", "protect", &first]).await;
+    assert_eq!(p.ok(), &json!({}));
+    let by_user = synadm
+        .run(&["media", "quarantine", "-u", &alice.user_id])
+        .await;
+    assert_eq!(by_user.ok(), &json!({"num_quarantined": 1}));
+    let by_room = synadm.run(&["media", "quarantine", "-r", &room]).await;
+    assert_eq!(by_room.ok(), &json!({"num_quarantined": 1}));
+    assert_eq!(served(first.clone()).await, StatusCode::OK);
+    assert_eq!(served(second.clone()).await, StatusCode::NOT_FOUND);
+
+    // Remote cache purge: nothing cached.
+    let purge = synadm
+        .run(&["media", "purge", "-t", &(now_ms() + 1000).to_string()])
+        .await;
+    assert_eq!(purge.ok(), &json!({"deleted": 0}));
+
+    // Delete by id, then by age and size (protected media stays).
+    let unprotect = server
+        .post(
+            &format!("/_synapse/admin/v1/media/unprotect/{first}"),
+            admin.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(unprotect.0, StatusCode::OK, "{}", unprotect.1);
+    let third = upload(&server, &alice, &[3; 4000], None, None).await;
+    let small = upload(&server, &alice, b"small", None, None).await;
+    let deleted = synadm
+        .run(&["--batch", "media", "delete", "-i", &third])
+        .await;
+    assert_eq!(deleted.ok(), &json!({"deleted_media": [third], "total": 1}));
+    let before = (now_ms() + 1000).to_string();
+    let deleted = synadm
+        .run(&["--batch", "media", "delete", "-t", &before, "--kib", "2"])
+        .await;
+    assert_eq!(deleted.ok(), &json!({"deleted_media": [first], "total": 1}));
+    let left = synadm.run(&["user", "media", &alice.user_id]).await;
+    assert_eq!(
+        media_ids(left.ok()),
+        BTreeSet::from([second.clone(), small.clone()])
+    );
+}

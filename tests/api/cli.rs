@@ -511,3 +511,73 @@ async fn admin_cli_starts_jobs_and_shows_them() {
         "{stderr}"
     );
 }
+
+/// `myelin admin media list|quarantine|delete|purge-before` drive the
+/// media admin API.
+#[tokio::test]
+async fn admin_cli_lists_quarantines_deletes_and_purges_media() {
+    use crate::harness::{download, download_v1, upload};
+    let server = crate::harness::TestServer::start().await;
+    let root = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let first = upload(&server, &alice, b"first", None, None).await;
+    let second = upload(&server, &alice, b"second", None, None).await;
+    let mxc = |id: &str| format!("mxc://{}/{id}", server.server_name);
+    let url = format!("http://{}", server.addr);
+    let run_admin = |token: &str, args: &[&str]| {
+        let mut all = vec!["admin", "--url", &url, "--token", token, "media"];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(&refs).await
+        }
+    };
+    let json_of = |out: &Output| -> Value {
+        let (stdout, stderr) = text(out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        serde_json::from_str(&stdout).expect("JSON on stdout")
+    };
+
+    let listed = json_of(&run_admin(&root.access_token, &["list", &alice.user_id]).await);
+    assert_eq!(listed["total"], 2, "{listed}");
+    let page = json_of(
+        &run_admin(
+            &root.access_token,
+            &["list", &alice.user_id, "--limit", "1", "--from", "1"],
+        )
+        .await,
+    );
+    assert_eq!(page["media"].as_array().map(Vec::len), Some(1), "{page}");
+
+    let quarantined = json_of(&run_admin(&root.access_token, &["quarantine", &mxc(&first)]).await);
+    assert_eq!(quarantined, json!({}));
+    let got = download(&server, &download_v1(&server, &first), alice.token()).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    json_of(&run_admin(&root.access_token, &["quarantine", &mxc(&first), "--undo"]).await);
+    let got = download(&server, &download_v1(&server, &first), alice.token()).await;
+    assert_eq!(got.status, StatusCode::OK);
+
+    let deleted = json_of(&run_admin(&root.access_token, &["delete", &mxc(&first)]).await);
+    assert_eq!(deleted, json!({"deleted_media": [first], "total": 1}));
+    let before = (crate::harness::now_ms() + 1000).to_string();
+    let purged = json_of(&run_admin(&root.access_token, &["purge-before", &before]).await);
+    assert_eq!(purged, json!({"deleted_media": [second], "total": 1}));
+
+    // A bad URI never reaches the server; errors name the errcode.
+    let out = run_admin(&root.access_token, &["delete", "not-an-mxc"]).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("mxc"), "{stderr}");
+    let out = run_admin(&root.access_token, &["delete", &mxc("nosuchmedia")]).await;
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("M_NOT_FOUND"),
+        "{stderr}"
+    );
+    let out = run_admin(&alice.access_token, &["list", &alice.user_id]).await;
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("M_FORBIDDEN"),
+        "{stderr}"
+    );
+}

@@ -247,3 +247,48 @@ async fn successful_logins_are_limited_too() {
     assert!(ok <= 3, "{ok} logins succeeded with login_burst 3");
     assert!(limited.is_some(), "never limited");
 }
+
+/// New media (`POST /upload`, `POST /create`) has its own budget per user,
+/// shared by all the user's devices; admins have none; nothing of a
+/// refused upload is stored.
+#[tokio::test]
+async fn media_uploads_are_limited_per_user() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.enabled = true;
+        // The per-device limit stays out of the way.
+        c.rate_limits.per_second = 100.0;
+        c.rate_limits.burst = 1000;
+        c.rate_limits.login_per_second = 100.0;
+        c.rate_limits.login_burst = 1000;
+        c.rate_limits.media_per_second = 0.1;
+        c.rate_limits.media_burst = 2;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let alice_again = s.login("alice", "password123").await;
+    let root = s.admin("root").await;
+    upload(&s, &alice, b"one", None, None).await;
+    let (st, body) = s
+        .post("/_matrix/media/v1/create", alice_again.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let bodies = stored_bodies(&s).len();
+    // The third from either device is refused.
+    for who in [&alice, &alice_again] {
+        let r = try_upload(&s, who, b"three", None, None).await;
+        assert_limited(&r, 0.1);
+    }
+    let r = s
+        .post("/_matrix/media/v1/create", alice.token(), json!({}))
+        .await;
+    assert_limited(&r, 0.1);
+    assert_eq!(stored_bodies(&s).len(), bodies);
+    // Other requests of the user are not limited by it.
+    ok_requests(&s, &alice, 1).await;
+    // Another user has their own budget; admins have none.
+    let bob = s.user("bob").await;
+    upload(&s, &bob, b"bob's", None, None).await;
+    for i in 0..5u8 {
+        upload(&s, &root, &[i], None, None).await;
+    }
+}

@@ -61,6 +61,7 @@ mod http_input; // empty body == {}, body cap before reading, body-read timeout,
 // Admin API
 mod admin_auth_matrix; // every admin endpoint: no/bad/normal/deactivated tokens, admin success, malformed and unknown ids, CORS
 mod admin_evacuate; // /_dendrite/admin/evacuateRoom, evacuateUser
+mod admin_media; // Synapse's media admin API: user media (list, delete), info, delete (one, by age/size/avatars), quarantine/protect, room media, cache purge, statistics
 mod admin_misc;
 mod admin_notices; // send_server_notice (POST, PUT txn), broadcast_server_notice
 mod admin_purge; // purgeRoom: no row left in any table

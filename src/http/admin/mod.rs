@@ -8,6 +8,7 @@ mod purge_history;
 mod registration_tokens;
 mod reports;
 mod shared_secret;
+mod synapse_media;
 mod synapse_rooms;
 mod synapse_users;
 mod users;
@@ -29,6 +30,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let r = dendrite::routes(r);
     let r = synapse_users::routes(r);
     let r = synapse_rooms::routes(r);
+    let r = synapse_media::routes(r);
     let r = reports::routes(r);
     let r = notices::routes(r);
     let r = purge_history::routes(r);
