@@ -4,6 +4,7 @@
 //! named by their sha256 (identical uploads stored once); metadata to the
 //! `media` table.
 
+pub mod preview;
 pub mod store;
 pub mod thumbnails;
 
@@ -97,6 +98,8 @@ pub struct Media {
     /// Downloads waiting for a pending upload now.
     waiting: std::sync::atomic::AtomicUsize,
     thumbnails: Arc<Thumbnails>,
+    /// `None` when URL previews are off.
+    previews: Option<preview::Previews>,
 }
 
 impl Media {
@@ -128,6 +131,7 @@ impl Media {
             uploaded: tokio::sync::Notify::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             thumbnails,
+            previews: preview::Previews::of(&config.media.url_preview, &config.outbound.ca_files)?,
         })
     }
 
