@@ -445,4 +445,33 @@ mod tests {
         assert!(out.check("https://example.org/page").is_ok());
         assert!(out.check("http://8.8.8.8/").is_ok());
     }
+
+    #[tokio::test]
+    async fn nothing_is_sent_to_a_blocked_address() {
+        let out = Outbound::new(
+            &[],
+            IpFilter::new(default_blocklist(), Vec::new()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let sent = out.post_json("http://127.0.0.1:9/notify", &1).await;
+        assert!(matches!(sent, Err(OutboundError::BlockedAddress(_))));
+        let fetched = out.get_capped("http://[::1]:9/", 10, None).await;
+        assert!(matches!(fetched, Err(OutboundError::BlockedAddress(_))));
+        // A name resolving to loopback only: no address left.
+        let named = out.get_capped("http://localhost:9/", 10, None).await;
+        assert!(
+            matches!(named, Err(OutboundError::Unresolvable(_))),
+            "{named:?}"
+        );
+    }
+
+    #[test]
+    fn ca_files_are_read_and_bad_ones_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/tls");
+        assert_eq!(read_pem(&dir.join("ca.pem")).unwrap().len(), 1);
+        assert!(read_pem(&dir.join("missing.pem")).is_err());
+        // A key is no certificate.
+        assert!(read_pem(&dir.join("gateway.key")).is_err());
+    }
 }

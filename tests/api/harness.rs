@@ -28,6 +28,7 @@ mod pages;
 mod push_gateway;
 mod rooms;
 mod sync;
+mod tls_gateway;
 mod to_device;
 mod uia;
 
@@ -40,6 +41,7 @@ pub use push_gateway::*;
 pub use rooms::*;
 pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
+pub use tls_gateway::*;
 pub use to_device::*;
 pub use uia::*;
 
