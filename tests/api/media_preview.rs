@@ -305,7 +305,7 @@ async fn previews_off_answer_unrecognized() {
 
 #[tokio::test]
 async fn bad_requests() {
-    let server = preview_server(|_| {}).await;
+    let server = preview_server(|c| c.registration.allow_guests = true).await;
     let alice = server.user("alice").await;
     let no_token = server
         .get(
@@ -314,6 +314,10 @@ async fn bad_requests() {
         )
         .await;
     assert_error_for("no token", &no_token, 401, "M_MISSING_TOKEN");
+    // Guests may not (as Synapse).
+    let guest = server.guest().await;
+    let got = preview(&server, &guest, "https://example.org/").await;
+    assert_error_for("guest", &got, 403, "M_GUEST_ACCESS_FORBIDDEN");
     let (st, body) = server.get(PREVIEW_V1, alice.token()).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     for bad in ["ftp://example.org/file", "not a url", "http://"] {
