@@ -40,6 +40,15 @@ pub enum Command {
         registration_shared_secret: Option<String>,
         #[arg(long)]
         disable_rate_limits: bool,
+        /// A CA certificate file (PEM) trusted for outgoing https besides the
+        /// system's (outbound.ca_files); may be repeated. Named as the
+        /// sytest adapter expects; it covers every outgoing request.
+        #[arg(long = "federation-ca-file")]
+        ca_files: Vec<PathBuf>,
+        /// Outgoing requests (push gateways) may reach private and loopback
+        /// addresses: outbound.ip_range_blocklist is left empty.
+        #[arg(long = "federation-allow-private-addresses")]
+        allow_private_addresses: bool,
     },
     /// Operate a running server through its admin API (needs an admin's token).
     Admin {
@@ -405,6 +414,7 @@ pub fn generate_config(
     database_url: Option<String>,
     shared_secret: Option<String>,
     disable_rate_limits: bool,
+    outbound: crate::config::OutboundConfig,
 ) -> anyhow::Result<String> {
     let mut c = Config {
         server_name,
@@ -421,6 +431,7 @@ pub fn generate_config(
     }
     c.registration.shared_secret = shared_secret;
     c.rate_limits.enabled = !disable_rate_limits;
+    c.outbound = outbound;
     c.validate()?;
     Ok(c.to_commented_yaml())
 }

@@ -33,6 +33,7 @@ pub struct Config {
     pub caches: CacheConfig,
     pub media: MediaConfig,
     pub turn: TurnConfig,
+    pub outbound: OutboundConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
@@ -214,6 +215,7 @@ impl Default for Config {
             caches: CacheConfig::default(),
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
+            outbound: OutboundConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
         }
@@ -304,6 +306,105 @@ pub struct MediaConfig {
     pub max_image_pixels: u64,
     /// The thumbnails made of every image upload, in the background.
     pub thumbnail_sizes: Vec<ThumbnailSize>,
+    pub url_preview: UrlPreviewConfig,
+}
+
+/// URL previews (`GET /_matrix/client/v1/media/preview_url`,
+/// `services/media/preview.rs`), as Synapse's `url_preview_*` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlPreviewConfig {
+    /// Off by default, as Synapse's `url_preview_enabled`: the endpoints
+    /// then answer 404 `M_UNRECOGNIZED`.
+    pub enabled: bool,
+    /// Addresses a preview may not fetch from (default: every private,
+    /// loopback, link-local, shared, multicast and reserved range).
+    pub ip_range_blocklist: Vec<crate::net::Cidr>,
+    /// Addresses fetched from even when the blocklist names them.
+    pub ip_range_allowlist: Vec<crate::net::Cidr>,
+    /// Largest page or image fetched, in bytes (larger: 502 `M_TOO_LARGE`).
+    pub max_spider_size: u64,
+    /// Seconds one fetch may take.
+    pub timeout_secs: u64,
+}
+
+/// Requests the server makes to the outside world (push gateways;
+/// `net/outbound.rs`). URL previews have their own address lists in
+/// `media.url_preview`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// PEM files of certificate authorities trusted for https besides the
+    /// system's (an operator's private CA). `SSL_CERT_FILE` is read too.
+    pub ca_files: Vec<PathBuf>,
+    /// Addresses outgoing requests may not reach (default: every private,
+    /// loopback, link-local, shared, multicast and reserved range, as
+    /// Synapse's `ip_range_blacklist`).
+    pub ip_range_blocklist: Vec<crate::net::Cidr>,
+    /// Addresses reachable even when the blocklist names them.
+    pub ip_range_allowlist: Vec<crate::net::Cidr>,
+}
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ip_range_blocklist: crate::net::outbound::default_blocklist(),
+            ip_range_allowlist: Vec::new(),
+            // Synapse's default.
+            max_spider_size: 10 * 1024 * 1024,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            ca_files: Vec::new(),
+            ip_range_blocklist: crate::net::outbound::default_blocklist(),
+            ip_range_allowlist: Vec::new(),
+        }
+    }
+}
+
+impl OutboundConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for f in &self.ca_files {
+            if !f.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "outbound.ca_files",
+                    message: format!("{} is not a readable file", f.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The `outbound` section of `generate-config`'s output.
+    fn commented(&self) -> String {
+        format!(
+            r#"# Requests Myelin makes to other servers (push gateways).
+outbound:
+  # PEM files of certificate authorities trusted for https besides the
+  # system's (e.g. ["/etc/myelin/private-ca.pem"]). The file named by the
+  # SSL_CERT_FILE environment variable is trusted too.
+  ca_files: {ca}
+  # Address ranges (CIDR) never contacted: a name resolving only to them
+  # fails, an address in a URL is refused, and so are redirects to them.
+  # The default is every private, loopback, link-local, shared (CGNAT),
+  # multicast, documentation and reserved range of IPv4 and IPv6, as
+  # Synapse's ip_range_blacklist. [] allows everything.
+  ip_range_blocklist: {block}
+  # Ranges allowed even when the blocklist names them (e.g. a push gateway
+  # on the local network: ["10.1.2.3"]).
+  ip_range_allowlist: {allow}
+"#,
+            ca = serde_json::to_string(&self.ca_files).expect("paths serialize"),
+            block = serde_json::to_string(&self.ip_range_blocklist).expect("strings serialize"),
+            allow = serde_json::to_string(&self.ip_range_allowlist).expect("strings serialize"),
+        )
+    }
 }
 
 /// One thumbnail size made of every image upload.
@@ -360,6 +461,7 @@ impl Default for MediaConfig {
                 method,
             })
             .collect(),
+            url_preview: UrlPreviewConfig::default(),
         }
     }
 }
@@ -526,6 +628,12 @@ impl MediaConfig {
                 "widths and heights must be at least 1",
             );
         }
+        if self.url_preview.max_spider_size == 0 {
+            return invalid("media.url_preview.max_spider_size", "must be at least 1");
+        }
+        if self.url_preview.timeout_secs == 0 {
+            return invalid("media.url_preview.timeout_secs", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -555,7 +663,30 @@ impl MediaConfig {
   # The thumbnails made of each image upload, in the background (method:
   # crop cuts to the exact size, scale fits within it). Other sizes are made
   # when first asked for.
-{sizes}"#,
+{sizes}  # URL previews (GET /_matrix/client/v1/media/preview_url): the page's
+  # OpenGraph title, description and image (stored as media). Off by
+  # default, as in Synapse: the endpoint then answers 404 M_UNRECOGNIZED.
+  url_preview:
+    enabled: {pv_enabled}
+    # Address ranges (CIDR) previews never fetch from: a name resolving
+    # only to them answers 502, an address in the URL 403. The default is
+    # every private, loopback, link-local, shared, multicast, documentation
+    # and reserved range (Synapse's url_preview_ip_range_blacklist list).
+    ip_range_blocklist: {pv_block}
+    # Ranges fetched from even when the blocklist names them.
+    ip_range_allowlist: {pv_allow}
+    # Largest page or image fetched, in bytes (larger: 502 M_TOO_LARGE).
+    max_spider_size: {pv_size}
+    # Seconds one fetch may take.
+    timeout_secs: {pv_timeout}
+"#,
+            pv_enabled = self.url_preview.enabled,
+            pv_block = serde_json::to_string(&self.url_preview.ip_range_blocklist)
+                .expect("strings serialize"),
+            pv_allow = serde_json::to_string(&self.url_preview.ip_range_allowlist)
+                .expect("strings serialize"),
+            pv_size = self.url_preview.max_spider_size,
+            pv_timeout = self.url_preview.timeout_secs,
             max = self.max_upload_size,
             auth = self.enable_authenticated_media,
             pending = self.max_pending_uploads,
@@ -710,6 +841,7 @@ impl Config {
         }
         self.media.validate()?;
         self.turn.validate()?;
+        self.outbound.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
@@ -742,6 +874,7 @@ impl Config {
             self.commented_operations(),
             self.media.commented(),
             self.turn.commented(),
+            self.outbound.commented(),
         ]
         .join("\n")
     }

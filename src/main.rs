@@ -42,7 +42,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url,
             registration_shared_secret,
             disable_rate_limits,
+            ca_files,
+            allow_private_addresses,
         } => {
+            let mut outbound = myelin::config::OutboundConfig {
+                ca_files,
+                ..Default::default()
+            };
+            if allow_private_addresses {
+                outbound.ip_range_blocklist.clear();
+            }
             let yaml = generate_config(
                 server_name,
                 listen,
@@ -50,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 database_url,
                 registration_shared_secret,
                 disable_rate_limits,
+                outbound,
             )?;
             print!("{yaml}");
             Ok(())

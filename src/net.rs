@@ -1,6 +1,9 @@
 //! Who the client is behind a reverse proxy: CIDR ranges of trusted proxies
 //! (`trusted_proxies` in the config) and the client address they forward in
-//! `X-Forwarded-For` or RFC 7239 `Forwarded`.
+//! `X-Forwarded-For` or RFC 7239 `Forwarded`. The requests the server
+//! makes itself are in [`outbound`].
+
+pub mod outbound;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -5,6 +5,7 @@
 //! `media` table.
 
 pub mod admin;
+pub mod preview;
 pub mod store;
 pub mod thumbnails;
 
@@ -101,6 +102,8 @@ pub struct Media {
     /// New media per user (`rate_limits.media_*`); `None` when rate limits
     /// are off.
     upload_limiter: Option<super::ratelimit::RateLimiter>,
+    /// `None` when URL previews are off.
+    previews: Option<preview::Previews>,
 }
 
 impl Media {
@@ -139,6 +142,7 @@ impl Media {
                     config.caches.rate_limit_buckets,
                 )
             }),
+            previews: preview::Previews::of(&config.media.url_preview, &config.outbound.ca_files)?,
         })
     }
 

@@ -183,7 +183,7 @@ impl Services {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
-        let pushers = pushers::Pushers::new(&storage).await?;
+        let pushers = pushers::Pushers::new(&storage, &config).await?;
         subscribers.subscribe(pushers.clone());
         let expiry =
             expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;

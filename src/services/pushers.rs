@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{MatrixError, Result};
+use crate::net::outbound::{self, IpFilter, Outbound};
 use crate::services::Services;
 use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
 use crate::services::workers::{Stage, Stop, Workers};
@@ -68,12 +69,17 @@ pub struct Pushers {
     /// The badge each user's pushers were last sent (a read receipt that
     /// changes it sends the new one).
     last_badge: Mutex<HashMap<OwnedUserId, i64>>,
-    http: reqwest::Client,
+    /// Push gateways are reached through `outbound` (its CAs and address
+    /// lists).
+    http: crate::net::outbound::Outbound,
 }
 
 impl Pushers {
     /// A new one, knowing every user with a pusher (read at start-up).
-    pub async fn new(storage: &crate::storage::Storage) -> anyhow::Result<Arc<Self>> {
+    pub async fn new(
+        storage: &crate::storage::Storage,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<Arc<Self>> {
         let interested = storage
             .pusher_users()
             .await?
@@ -87,9 +93,14 @@ impl Pushers {
             queued: Mutex::new(Some(rx)),
             wake: Notify::new(),
             last_badge: Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()?,
+            http: Outbound::new(
+                &outbound::extra_roots(&config.outbound.ca_files)?,
+                IpFilter::new(
+                    config.outbound.ip_range_blocklist.clone(),
+                    config.outbound.ip_range_allowlist.clone(),
+                ),
+                REQUEST_TIMEOUT,
+            )?,
         }))
     }
 
@@ -643,9 +654,7 @@ async fn send(s: &Services, pusher: &PusherRow, item: &QueuedPush) -> Result<Sen
     let response = s
         .pushers
         .http
-        .post(&url)
-        .json(&body)
-        .send()
+        .post_json(&url, &body)
         .await
         .map_err(|e| MatrixError::internal(format!("push gateway {url}: {e}")))?;
     if !response.status().is_success() {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (25, "media", V25),
     (26, "pushers", V26),
     (27, "media_thumbnails", V27),
+    (28, "url_previews", V28),
     (30, "openid_tokens_profile_fields", V30),
 ];
 
@@ -610,6 +611,21 @@ CREATE TABLE media_thumbnails (
     PRIMARY KEY (server_name, media_id, method, width, height)
 );
 CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256);
+"#;
+
+/// URL previews (`services/media/preview.rs`): the OpenGraph answer made
+/// of each fetch of a URL, until `expires_ts`; `media_id` is the stored
+/// image, if any.
+const V28: &str = r#"
+CREATE TABLE url_previews (
+    url TEXT NOT NULL,
+    fetched_ts BIGINT NOT NULL,
+    expires_ts BIGINT NOT NULL,
+    og TEXT NOT NULL,
+    media_id TEXT,
+    PRIMARY KEY (url, fetched_ts)
+);
+CREATE INDEX url_previews_expires ON url_previews (expires_ts);
 "#;
 
 /// OpenID tokens (`POST /user/{userId}/openid/request_token`, read by the

@@ -31,6 +31,7 @@ mod registration_tokens;
 pub mod reports;
 mod rows;
 pub mod to_device;
+pub mod url_previews;
 
 pub use account_data::{AccountDataRow, PresenceRow, ReceiptRow};
 pub use accounts::{AccountRow, AccountType};

@@ -192,11 +192,11 @@ async fn purge_room_leaves_no_row_behind() {
     // v20's two cross-signing tables, v25's media and v27's media_thumbnails
     // are per user, device or media (no room id: nothing of a room to purge).
     // 44 with v26's push tables (pushers per device; the queue and
-    // notifications by room); 46 with v30's openid_tokens and
-    // profile_fields (per user).
+    // notifications by room); 47 with v28's url_previews (by URL) and
+    // v30's openid_tokens and profile_fields (per user).
     assert_eq!(
         table_count(&server).await,
-        46,
+        47,
         "a table was added: list it in this test and in the purge"
     );
 

@@ -148,6 +148,48 @@ async fn generate_config_without_rate_limit_flag_keeps_them_on() {
     assert!(config.rate_limits.enabled);
 }
 
+/// The flags sytest's adapter passes when `generate-config --help` lists
+/// them: its CA for outgoing https, and private addresses allowed.
+#[tokio::test]
+async fn generate_config_takes_the_outbound_flags() {
+    let ca = crate::harness::test_ca_file();
+    let ca = ca.to_str().unwrap();
+    let out = run(&["generate-config", "--help"]).await;
+    let (help, _) = text(&out);
+    assert!(
+        help.contains("--federation-ca-file")
+            && help.contains("--federation-allow-private-addresses")
+    );
+    let args = ["generate-config", "--server-name", "example.org"];
+    let out = run(&args).await;
+    let config = myelin::config::Config::from_yaml(&text(&out).0).expect("valid config");
+    assert!(config.outbound.ca_files.is_empty());
+    assert!(!config.outbound.ip_range_blocklist.is_empty());
+    let out = run(&[
+        &args[..],
+        &[
+            "--federation-ca-file",
+            ca,
+            "--federation-allow-private-addresses",
+        ],
+    ]
+    .concat())
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let config = myelin::config::Config::from_yaml(&stdout).expect("valid config");
+    assert_eq!(config.outbound.ca_files, vec![std::path::PathBuf::from(ca)]);
+    assert!(config.outbound.ip_range_blocklist.is_empty());
+    // A CA file that does not exist is refused, naming the key.
+    let out = run(&[&args[..], &["--federation-ca-file", "/nonexistent/ca.pem"]].concat()).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("outbound.ca_files"),
+        "{}",
+        text(&out).1
+    );
+}
+
 #[tokio::test]
 async fn create_account_then_login_as_admin() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,9 +24,11 @@ mod admin;
 mod keys;
 mod lists;
 mod media;
+mod pages;
 mod push_gateway;
 mod rooms;
 mod sync;
+mod tls_gateway;
 mod to_device;
 mod uia;
 
@@ -34,10 +36,12 @@ pub use admin::*;
 pub use keys::*;
 pub use lists::*;
 pub use media::*;
+pub use pages::*;
 pub use push_gateway::*;
 pub use rooms::*;
 pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
+pub use tls_gateway::*;
 pub use to_device::*;
 pub use uia::*;
 
@@ -73,6 +77,8 @@ pub fn test_config() -> Config {
     c.password_hashing.memory_kib = 64;
     c.password_hashing.iterations = 1;
     c.log_level = "warn".into();
+    // Push gateways and preview pages of the tests run on loopback.
+    c.outbound.ip_range_blocklist.clear();
     c
 }
 

@@ -609,3 +609,36 @@ async fn notifications_are_listed_newest_first_with_paging_and_highlights() {
         .await;
     assert_error(&st, 400, "M_INVALID_PARAM");
 }
+
+/// Alice (with a pusher at `url`) and bob in one room.
+async fn pair_pushing_to(server: &TestServer, url: &str) -> (Session, Session, String) {
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(server, &alice, json!({"invite": [bob.user_id]})).await;
+    join(server, &bob, &room).await;
+    set_pusher(server, &alice, http_pusher("alice-key", url)).await;
+    (alice, bob, room)
+}
+
+#[tokio::test]
+async fn an_https_gateway_signed_by_a_configured_ca_gets_the_push() {
+    let server = TestServer::start_with(|c| c.outbound.ca_files = vec![test_ca_file()]).await;
+    let gateway = TlsGateway::start().await;
+    let (_alice, bob, room) = pair_pushing_to(&server, &gateway.url).await;
+    let event_id = send_text(&server, &bob, &room, "over tls").await;
+    let got = gateway.inner.next_for(&event_id).await;
+    assert_eq!(got.body["notification"]["content"]["body"], "over tls");
+}
+
+#[tokio::test]
+async fn an_https_gateway_of_an_unknown_ca_is_not_trusted() {
+    let server = TestServer::start().await;
+    let gateway = TlsGateway::start().await;
+    let (_alice, bob, room) = pair_pushing_to(&server, &gateway.url).await;
+    send_text(&server, &bob, &room, "not delivered").await;
+    // The server refuses the certificate: the handshake fails, nothing
+    // reaches the gateway behind.
+    let failure = gateway.next_failure().await;
+    assert!(!failure.is_empty());
+    assert!(gateway.inner.drain().await.is_empty());
+}

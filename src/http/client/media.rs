@@ -15,10 +15,11 @@ use http_body_util::BodyExt;
 use ruma::api::client::authenticated_media::{
     get_content as auth_content, get_content_as_filename as auth_named,
     get_content_thumbnail as auth_thumbnail, get_media_config as auth_config,
+    get_media_preview as auth_preview,
 };
 use ruma::api::client::media::{
     create_content, create_content_async, create_mxc_uri, get_content, get_content_as_filename,
-    get_content_thumbnail, get_media_config, is_safe_inline_content_type,
+    get_content_thumbnail, get_media_config, get_media_preview, is_safe_inline_content_type,
 };
 use ruma::http_headers::{ContentDisposition, ContentDispositionType};
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName, ServerName, UInt};
@@ -41,6 +42,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         download_authenticated::<auth_content::v1::Request>,
     );
     let r = ruma_route::<auth_thumbnail::v1::Request, _, _>(r, thumbnail_authenticated);
+    let r = ruma_route::<auth_preview::v1::Request, _, _>(r, preview_v1);
     ruma_route::<auth_named::v1::Request, _, _>(
         r,
         download_authenticated::<auth_named::v1::Request>,
@@ -52,6 +54,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 fn legacy_routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_media_config::v3::Request, _, _>(r, config_v3);
     let r = ruma_route::<get_content_thumbnail::v3::Request, _, _>(r, thumbnail_legacy);
+    let r = ruma_route::<get_media_preview::v3::Request, _, _>(r, preview_v3);
     let r = ruma_route::<get_content::v3::Request, _, _>(
         r,
         download_legacy::<get_content::v3::Request>,
@@ -89,6 +92,41 @@ async fn config_v3(
     GuestAuth(_): GuestAuth,
 ) -> RumaResponse<get_media_config::v3::Response> {
     RumaResponse(get_media_config::v3::Response::new(upload_size(&s)))
+}
+
+/// A URL preview's OpenGraph object (`services/media/preview.rs`).
+async fn preview(
+    s: &AppState,
+    r: &crate::model::accounts::Requester,
+    url: &str,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<Box<serde_json::value::RawValue>> {
+    let ts = ts.map(|t| i64::from(t.get()));
+    let og = s.media.preview(r, url, ts).await?;
+    serde_json::value::to_raw_value(&og).map_err(MatrixError::internal)
+}
+
+/// `GET /_matrix/client/v1/media/preview_url?url=&ts=`.
+async fn preview_v1(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<auth_preview::v1::Request>,
+) -> Result<RumaResponse<auth_preview::v1::Response>> {
+    let og = preview(&s, &r, &req.url, req.ts).await?;
+    Ok(RumaResponse(auth_preview::v1::Response::from_raw_value(og)))
+}
+
+/// `GET /_matrix/media/v3/preview_url` (and `r0`): as the v1 endpoint.
+#[allow(deprecated, reason = "the legacy media endpoints are still served")]
+async fn preview_v3(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<get_media_preview::v3::Request>,
+) -> Result<RumaResponse<get_media_preview::v3::Response>> {
+    let og = preview(&s, &r, &req.url, req.ts).await?;
+    Ok(RumaResponse(
+        get_media_preview::v3::Response::from_raw_value(og),
+    ))
 }
 
 /// `POST /_matrix/media/v3/upload?filename=`: the body is the file.
