@@ -4,7 +4,8 @@
 //! The backend comes from `MYELIN_TEST_BACKEND` (`sqlite`, the default, or
 //! `postgres`). For PostgreSQL, `MYELIN_TEST_DATABASE_URL` must point at a
 //! server where the user may create databases; every test server gets a new
-//! database of its own.
+//! database of its own. `MYELIN_TEST_MEDIA_STORE=s3` puts media bodies in
+//! a moto S3 server (`harness/s3.rs`) instead of the data dir.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -26,6 +27,7 @@ mod lists;
 mod media;
 mod push_gateway;
 mod rooms;
+mod s3;
 mod sync;
 mod to_device;
 mod uia;
@@ -36,6 +38,7 @@ pub use lists::*;
 pub use media::*;
 pub use push_gateway::*;
 pub use rooms::*;
+pub use s3::*;
 pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
 pub use to_device::*;
@@ -104,6 +107,10 @@ impl TestServer {
         let (url, database) = scratch::fresh_database(dir.path(), "myelin_test").await;
         config.database.url = url;
         config.database.max_connections = 4;
+        if let Some(s3) = s3_from_env().await {
+            config.media.store = myelin::config::MediaStoreKind::S3;
+            config.media.s3 = Some(s3);
+        }
         tweak(&mut config);
         let running = myelin::server::start_with(config.clone(), clock.clone())
             .await

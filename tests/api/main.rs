@@ -32,6 +32,7 @@ mod guest_access; // guests: join only can_join rooms, send/read/leave, removal 
 mod key_backup; // /room_keys/version and /room_keys/keys: versions, keys, the replacement rule, etags, wrong/unknown versions, owners only, deactivation
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod media; // the content repository: upload/download (bytes, headers), dedup on disk, size limit, async uploads, authenticated media, quarantine, remote, params, cut-off uploads, the upload body deadline
+mod media_s3; // the S3 media backend against moto (skipped without it unless MYELIN_REQUIRE_S3=1): round trips, multipart, dedup, async uploads, thumbnails, deletion, cut-off uploads, an unreachable bucket
 mod media_thumbnails; // thumbnails: crop/scale of PNG, JPEG, WebP, GIF, EXIF orientation, animated GIFs, configured sizes and on-demand ones, non-images and bombs, legacy auth rule, params, pending uploads
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_propagation; // a profile change reaches the member event of every joined room
