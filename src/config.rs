@@ -635,12 +635,10 @@ impl MediaConfig {
             http = s3.allow_http,
         );
         // Without a configured bucket the section is an example, commented out.
-        let section = section.lines().fold(String::new(), |out, line| {
-            match (self.s3.is_some(), line.trim_start().starts_with('#')) {
-                (true, _) | (false, true) => out + "  " + line + "\n",
-                (false, false) => out + "  # " + line + "\n",
-            }
-        });
+        let indent = if self.s3.is_some() { "  " } else { "  # " };
+        let section = section
+            .lines()
+            .fold(String::new(), |out, line| out + indent + line + "\n");
         format!(
             r#"  # Where media bodies are kept: local (<data_dir>/media) or s3 (an
   # S3-compatible bucket: AWS, MinIO, Garage, Ceph; the s3 section below).
