@@ -835,7 +835,7 @@ async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(
         v["unstable_features"],
-        json!({"org.matrix.e2e_cross_signing": true}),
+        json!({"org.matrix.e2e_cross_signing": true, "org.matrix.msc3916.stable": true}),
         "{v}"
     );
     // The endpoints behind the flag answer (not 404 M_UNRECOGNIZED).

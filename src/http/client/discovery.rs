@@ -29,14 +29,21 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 /// Hand-built rather than ruma's type so `unstable_features` is always present
-/// (ruma omits an empty map; some clients index it unconditionally). Its one
-/// flag, cross-signing (MSC1756, `/keys/device_signing/upload` and
-/// `/keys/signatures/upload`), is served; Synapse advertises it too, and
-/// older clients look for it before offering cross-signing.
+/// (ruma omits an empty map; some clients index it unconditionally). Its
+/// flags, each served and advertised by Synapse too: cross-signing
+/// (MSC1756, `/keys/device_signing/upload` and `/keys/signatures/upload`),
+/// which older clients look for before offering cross-signing; and
+/// authenticated media (MSC3916, `/_matrix/client/v1/media/...`), which
+/// clients look for while `versions` stops before v1.11: without it
+/// matrix-sdk downloads through the legacy `/_matrix/media/v3` and gets 404
+/// for every upload made under `media.enable_authenticated_media`.
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
     Json(json!({
         "versions": SUPPORTED_VERSIONS,
-        "unstable_features": { "org.matrix.e2e_cross_signing": true },
+        "unstable_features": {
+            "org.matrix.e2e_cross_signing": true,
+            "org.matrix.msc3916.stable": true,
+        },
     }))
 }
 
