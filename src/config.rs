@@ -307,6 +307,10 @@ pub struct MediaConfig {
     /// The thumbnails made of every image upload, in the background.
     pub thumbnail_sizes: Vec<ThumbnailSize>,
     pub url_preview: UrlPreviewConfig,
+    /// Where bodies are kept: `local` (`<data_dir>/media`) or `s3`.
+    pub store: MediaStoreKind,
+    /// The bucket when `store` is `s3`.
+    pub s3: Option<S3Config>,
 }
 
 /// URL previews (`GET /_matrix/client/v1/media/preview_url`,
@@ -358,6 +362,51 @@ impl Default for UrlPreviewConfig {
     }
 }
 
+/// The media store backend (`services/media/store.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStoreKind {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket for media bodies (AWS, MinIO, Garage, Ceph...).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// The service's URL, e.g. `http://127.0.0.1:9000` for a MinIO; none
+    /// for AWS (the region's endpoint).
+    pub endpoint: Option<String>,
+    /// Credentials; when both are unset, the `AWS_*` environment variables
+    /// (or the instance's role) are used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Put before every object name (`prefix/ab/cd/abcd...`); empty for none.
+    pub prefix: String,
+    /// `https://BUCKET.host/` requests instead of `https://host/BUCKET/`.
+    pub virtual_hosted_style: bool,
+    /// Allow an `http://` endpoint (a local test server).
+    pub allow_http: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: String::new(),
+            virtual_hosted_style: false,
+            allow_http: false,
+        }
+    }
+}
+
 impl Default for OutboundConfig {
     fn default() -> Self {
         Self {
@@ -404,6 +453,78 @@ outbound:
             block = serde_json::to_string(&self.ip_range_blocklist).expect("strings serialize"),
             allow = serde_json::to_string(&self.ip_range_allowlist).expect("strings serialize"),
         )
+    }
+}
+
+/// Never prints the secret key (configs are logged at start-up errors).
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(set)"),
+            )
+            .field("prefix", &self.prefix)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl S3Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return invalid(
+                "media.s3.bucket",
+                "must be a bucket name: 3 to 63 lowercase letters, digits, '-' and '.'",
+            );
+        }
+        if self.region.is_empty() {
+            return invalid("media.s3.region", "must not be empty");
+        }
+        if let Some(endpoint) = &self.endpoint {
+            match url::Url::parse(endpoint).map(|u| u.scheme().to_owned()) {
+                Ok(scheme) if scheme == "https" => {}
+                Ok(scheme) if scheme == "http" => {
+                    if !self.allow_http {
+                        return invalid(
+                            "media.s3.endpoint",
+                            "is http://: set media.s3.allow_http: true to allow it",
+                        );
+                    }
+                }
+                _ => return invalid("media.s3.endpoint", "must be an http:// or https:// URL"),
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return invalid(
+                "media.s3.access_key_id",
+                "access_key_id and secret_access_key go together (omit both for the AWS_* environment)",
+            );
+        }
+        if !self.prefix.is_empty()
+            && self
+                .prefix
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return invalid(
+                "media.s3.prefix",
+                "must be path segments joined by '/', with no empty, '.' or '..' segment",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -462,6 +583,8 @@ impl Default for MediaConfig {
             })
             .collect(),
             url_preview: UrlPreviewConfig::default(),
+            store: MediaStoreKind::Local,
+            s3: None,
         }
     }
 }
@@ -634,7 +757,14 @@ impl MediaConfig {
         if self.url_preview.timeout_secs == 0 {
             return invalid("media.url_preview.timeout_secs", "must be at least 1");
         }
-        Ok(())
+        match (&self.store, &self.s3) {
+            (MediaStoreKind::S3, None) => invalid(
+                "media.s3",
+                "media.store is s3: the media.s3 section (bucket, ...) is needed",
+            ),
+            (_, Some(s3)) => s3.validate(),
+            (MediaStoreKind::Local, None) => Ok(()),
+        }
     }
 
     /// The `media` section of `generate-config`'s output.
@@ -707,6 +837,59 @@ impl MediaConfig {
                         )
                     })
             },
+        ) + &self.commented_store()
+    }
+
+    /// The `media.store` and `media.s3` keys of `generate-config`'s output.
+    fn commented_store(&self) -> String {
+        let store = match self.store {
+            MediaStoreKind::Local => "local",
+            MediaStoreKind::S3 => "s3",
+        };
+        let s3 = self.s3.clone().unwrap_or_else(|| S3Config {
+            bucket: "myelin-media".into(),
+            ..S3Config::default()
+        });
+        let section = format!(
+            r#"s3:
+  bucket: {bucket}
+  region: {region}
+  # The service's URL: http://127.0.0.1:9000 (MinIO), http://HOST:3900
+  # (Garage), null for AWS itself (the region's endpoint).
+  endpoint: {endpoint}
+  # Credentials; with both null the AWS_ACCESS_KEY_ID and
+  # AWS_SECRET_ACCESS_KEY environment variables (or the instance's role)
+  # are used, which keeps the secret out of this file.
+  access_key_id: {key_id}
+  secret_access_key: {secret}
+  # Put before every object name (PREFIX/ab/cd/abcd...); "" for none.
+  prefix: {prefix}
+  # true: https://BUCKET.host/ (AWS); false: https://host/BUCKET/ (MinIO,
+  # Garage and most self-hosted servers).
+  virtual_hosted_style: {virtual}
+  # Allow an http:// endpoint (a server on the same machine or network).
+  allow_http: {http}
+"#,
+            bucket = s3.bucket.yaml(),
+            region = s3.region.yaml(),
+            endpoint = yaml_or_null(s3.endpoint.as_ref()),
+            key_id = yaml_or_null(s3.access_key_id.as_ref()),
+            secret = yaml_or_null(s3.secret_access_key.as_ref()),
+            prefix = s3.prefix.yaml(),
+            virtual = s3.virtual_hosted_style,
+            http = s3.allow_http,
+        );
+        // Without a configured bucket the section is an example, commented out.
+        let indent = if self.s3.is_some() { "  " } else { "  # " };
+        let section = section
+            .lines()
+            .fold(String::new(), |out, line| out + indent + line + "\n");
+        format!(
+            r#"  # Where media bodies are kept: local (<data_dir>/media) or s3 (an
+  # S3-compatible bucket: AWS, MinIO, Garage, Ceph; the s3 section below).
+  # Uploads are staged in <data_dir>/media/tmp either way.
+  store: {store}
+{section}"#
         )
     }
 }
@@ -1130,6 +1313,26 @@ mod tests {
         assert_eq!(back.turn.shared_secret.as_deref(), Some("s\"ecret"));
         assert_eq!(back.turn.user_lifetime_secs, 600);
         assert!(!back.turn.allow_guests);
+        assert_eq!(back.media.store, MediaStoreKind::Local);
+        assert!(back.media.s3.is_none());
+        c.media.store = MediaStoreKind::S3;
+        c.media.s3 = Some(S3Config {
+            bucket: "media.example".into(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("se\"cret".into()),
+            prefix: "a/b".into(),
+            allow_http: true,
+            ..S3Config::default()
+        });
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.media.store, MediaStoreKind::S3);
+        let s3 = back.media.s3.unwrap();
+        assert_eq!(s3.bucket, "media.example");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("se\"cret"));
+        assert_eq!(s3.prefix, "a/b");
+        assert!(s3.allow_http && !s3.virtual_hosted_style);
     }
 
     /// TURN: URIs need credentials and credentials URIs; a username needs
@@ -1165,6 +1368,59 @@ mod tests {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
         }
+    }
+
+    /// Each wrong S3 setting is refused with its key named.
+    #[test]
+    fn bad_s3_settings_are_named() {
+        let with = |s3: &str| Config::from_yaml(&format!("media:\n  store: s3\n{s3}"));
+        let err = with("").unwrap_err().to_string();
+        assert!(err.contains("media.s3"), "{err}");
+        let ok =
+            "  s3:\n    bucket: media\n    endpoint: http://127.0.0.1:9000\n    allow_http: true\n";
+        assert!(with(ok).is_ok());
+        for (s3, key) in [
+            ("  s3:\n    bucket: Media_Bucket\n", "media.s3.bucket"),
+            ("  s3:\n    bucket: ab\n", "media.s3.bucket"),
+            (
+                "  s3:\n    bucket: media\n    region: ''\n",
+                "media.s3.region",
+            ),
+            (
+                "  s3:\n    bucket: media\n    endpoint: http://h:9000\n",
+                "media.s3.endpoint",
+            ),
+            (
+                "  s3:\n    bucket: media\n    endpoint: ftp://h\n",
+                "media.s3.endpoint",
+            ),
+            (
+                "  s3:\n    bucket: media\n    access_key_id: x\n",
+                "media.s3.access_key_id",
+            ),
+            (
+                "  s3:\n    bucket: media\n    prefix: /a\n",
+                "media.s3.prefix",
+            ),
+            (
+                "  s3:\n    bucket: media\n    prefix: a/../b\n",
+                "media.s3.prefix",
+            ),
+            ("  s3:\n    bucket: media\n    bogus: 1\n", "bogus"),
+        ] {
+            let err = with(s3).unwrap_err().to_string();
+            assert!(err.contains(key), "{s3}: {err}");
+        }
+        let err = Config::from_yaml("media:\n  store: gcs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store") || err.contains("gcs"), "{err}");
+        // The secret never shows in a printed config.
+        let config = with(
+            "  s3:\n    bucket: media\n    access_key_id: id\n    secret_access_key: hunter2\n",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

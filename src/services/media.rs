@@ -107,17 +107,30 @@ pub struct Media {
 }
 
 impl Media {
-    /// The media service of `config`, with its store in the data dir.
+    /// The media service of `config`, with its store (the data dir's, or
+    /// the configured S3 bucket).
     pub fn open(
         config: &crate::config::Config,
         storage: Storage,
         sessions: Arc<Sessions>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
-        let store: Arc<dyn MediaStore> = Arc::new(
-            store::LocalStore::open(&config.data_dir.join("media"))
-                .map_err(|e| anyhow::anyhow!("cannot open the media store: {e}"))?,
-        );
+        let root = config.data_dir.join("media");
+        let store: Arc<dyn MediaStore> = match config.media.store {
+            crate::config::MediaStoreKind::S3 => {
+                let s3 = config.media.s3.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("media.store is s3 but there is no media.s3 section")
+                })?;
+                Arc::new(
+                    store::s3::S3Store::open(s3, &root)
+                        .map_err(|e| anyhow::anyhow!("cannot open the S3 media store: {e}"))?,
+                )
+            }
+            crate::config::MediaStoreKind::Local => Arc::new(
+                store::LocalStore::open(&root)
+                    .map_err(|e| anyhow::anyhow!("cannot open the media store: {e}"))?,
+            ),
+        };
         let thumbnails = Arc::new(Thumbnails::new(
             storage.clone(),
             store.clone(),

@@ -4,7 +4,8 @@
 //! The backend comes from `MYELIN_TEST_BACKEND` (`sqlite`, the default, or
 //! `postgres`). For PostgreSQL, `MYELIN_TEST_DATABASE_URL` must point at a
 //! server where the user may create databases; every test server gets a new
-//! database of its own.
+//! database of its own. `MYELIN_TEST_MEDIA_STORE=s3` puts media bodies in
+//! a moto S3 server (`harness/s3.rs`) instead of the data dir.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -27,6 +28,7 @@ mod media;
 mod pages;
 mod push_gateway;
 mod rooms;
+mod s3;
 mod sync;
 mod tls_gateway;
 mod to_device;
@@ -39,6 +41,7 @@ pub use media::*;
 pub use pages::*;
 pub use push_gateway::*;
 pub use rooms::*;
+pub use s3::*;
 pub use scratch::{backend, shared_secret_mac};
 pub use sync::*;
 pub use tls_gateway::*;
@@ -110,6 +113,10 @@ impl TestServer {
         let (url, database) = scratch::fresh_database(dir.path(), "myelin_test").await;
         config.database.url = url;
         config.database.max_connections = 4;
+        if let Some(s3) = s3_from_env().await {
+            config.media.store = myelin::config::MediaStoreKind::S3;
+            config.media.s3 = Some(s3);
+        }
         tweak(&mut config);
         let running = myelin::server::start_with(config.clone(), clock.clone())
             .await

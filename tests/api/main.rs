@@ -34,6 +34,7 @@ mod knock; // POST /knock (knock, knock_restricted), rooms.knock in /sync, accep
 mod legacy_sync; // deprecated r0 GET /events (long-poll, paging, ephemeral and account data, peeking), /initialSync, /rooms/{id}/initialSync
 mod media; // the content repository: upload/download (bytes, headers), dedup on disk, size limit, async uploads, authenticated media, quarantine, remote, params, cut-off uploads, the upload body deadline
 mod media_preview; // URL previews: OpenGraph, fallbacks, image stored, cache, blocklist (literal, name, redirect), size cap, non-HTML, disabled, errors
+mod media_s3; // the S3 media backend against moto (skipped without it unless MYELIN_REQUIRE_S3=1): round trips, multipart, dedup, async uploads, thumbnails, deletion, cut-off uploads, an unreachable bucket
 mod media_thumbnails; // thumbnails: crop/scale of PNG, JPEG, WebP, GIF, EXIF orientation, animated GIFs, configured sizes and on-demand ones, non-images and bombs, legacy auth rule, params, pending uploads
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_fields; // custom profile fields (v1.16, MSC4133): set/get/delete, stable and unstable paths, key and size limits, erasure

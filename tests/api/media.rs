@@ -640,3 +640,29 @@ async fn an_upload_may_take_longer_than_a_json_body() {
     let got = download(&server, &download_v1(&server, &id), alice.token()).await;
     assert_eq!(got.bytes, vec![5u8; 2000]);
 }
+
+/// matrix-sdk (and other clients) use the authenticated media endpoints
+/// only when `/versions` says v1.11 or `org.matrix.msc3916.stable`; without
+/// the flag they download new uploads through the legacy endpoint, which
+/// answers 404 for them. The flag is there and the endpoints it names answer.
+#[tokio::test]
+async fn versions_advertise_the_authenticated_media_endpoints() {
+    let server = TestServer::start().await;
+    let (st, v) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["unstable_features"]["org.matrix.msc3916.stable"], true,
+        "{v}"
+    );
+    let alice = server.user("alice").await;
+    let id = upload(&server, &alice, b"flagged", None, None).await;
+    let got = download(&server, &download_v1(&server, &id), alice.token()).await;
+    assert_eq!(
+        (got.status, got.bytes),
+        (StatusCode::OK, b"flagged".to_vec())
+    );
+    let (st, config) = server
+        .get("/_matrix/client/v1/media/config", alice.token())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{config}");
+}

@@ -5,7 +5,7 @@
 Run by scripts/client-smoke with the venv from scripts/install-nio. The server
 must allow open registration (registration.enabled). Every call goes through
 nio's own methods (register, login, room_create, join, room_send, sync,
-room_messages, to_device, room_leave, joined_rooms), so a request nio makes that the
+room_messages, to_device, upload, download, thumbnail, room_leave, joined_rooms), so a request nio makes that the
 server refuses, or an answer nio cannot parse, fails the suite. Users, rooms
 and aliases get random names, so the suite can run twice against one server.
 Exits 0 when every step passed, 1 on the first failure (naming the step and
@@ -13,9 +13,12 @@ what was expected), 2 on bad usage.
 """
 
 import asyncio
+import io
 import secrets
+import struct
 import sys
 import time
+import zlib
 
 from nio import (
     AsyncClient,
@@ -23,8 +26,10 @@ from nio import (
     JoinedRoomsResponse,
     JoinResponse,
     LoginResponse,
+    MemoryDownloadResponse,
     MessageDirection,
     RegisterResponse,
+    ResizingMethod,
     RoomCreateEvent,
     RoomCreateResponse,
     RoomLeaveResponse,
@@ -35,9 +40,11 @@ from nio import (
     RoomSendResponse,
     RoomVisibility,
     SyncResponse,
+    ThumbnailResponse,
     ToDeviceMessage,
     ToDeviceResponse,
     UnknownToDeviceEvent,
+    UploadResponse,
 )
 
 MESSAGES = 12  # sent by alice, read by bob through sync and /messages
@@ -74,6 +81,23 @@ def client(base, user=""):
 
 def step(name):
     print(f"ok - {name}", flush=True)
+
+
+def png(width, height):
+    """A `width`x`height` PNG, red left half, blue right half."""
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    row = b"".join(b"\xff\x00\x00" if x < width // 2 else b"\x00\x00\xff" for x in range(width))
+    pixels = b"".join(b"\x00" + row for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
+
+
+def png_size(data):
+    check(data[:8] == b"\x89PNG\r\n\x1a\n", f"not a PNG: {data[:16]!r}")
+    return struct.unpack(">II", data[16:24])
 
 
 def texts(events):
@@ -217,6 +241,32 @@ async def run(base):
         s = expect(await bob.sync(timeout=0, sync_filter=FULL), SyncResponse, "sync after to-device")
         check(not s.to_device_events, f"to-device: delivered again: {s.to_device_events}")
         step("to-device message delivered through sync, once")
+
+        # media: alice uploads a file and an image (nio's upload, the legacy
+        # /_matrix/media/v3/upload); bob downloads both and a thumbnail
+        # through the authenticated /_matrix/client/v1/media endpoints.
+        data = b"nio media " + tag.encode() * 100
+        r, keys = await alice.upload(io.BytesIO(data), content_type="text/plain",
+                                     filename="notes.txt", filesize=len(data))
+        r = expect(r, UploadResponse, "upload a file")
+        check(r.content_uri.startswith(f"mxc://{server}/") and keys is None,
+              f"upload: content_uri {r.content_uri!r}")
+        got = expect(await bob.download(mxc=r.content_uri), MemoryDownloadResponse, "download the file")
+        check((got.body, got.content_type, got.filename) == (data, "text/plain", "notes.txt"),
+              f"download: {got}")
+        image = png(120, 90)
+        r, _ = await alice.upload(io.BytesIO(image), content_type="image/png",
+                                  filename="picture.png", filesize=len(image))
+        image_uri = expect(r, UploadResponse, "upload an image").content_uri
+        got = expect(await bob.download(mxc=image_uri, filename="renamed.png"),
+                     MemoryDownloadResponse, "download the image")
+        check((got.body, got.filename) == (image, "renamed.png"), f"download the image: {got}")
+        image_server, image_id = image_uri[len("mxc://"):].split("/", 1)
+        got = expect(await bob.thumbnail(image_server, image_id, 32, 32, ResizingMethod.crop),
+                     ThumbnailResponse, "thumbnail of the image")
+        check(got.content_type == "image/png" and png_size(got.body) == (32, 32),
+              f"thumbnail: {got.content_type}, {png_size(got.body)}")
+        step("media: a file and an image uploaded, both downloaded and a thumbnail made (authenticated)")
 
         # leave: the room is gone from joined_rooms and shows under leave in sync.
         expect(await bob.room_leave(other), RoomLeaveResponse, f"bob leaves {other}")

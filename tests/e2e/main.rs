@@ -11,7 +11,8 @@
 //! the other side sees break the verification (`verification`); a key
 //! backup restored with the recovery key on a second device that then
 //! decrypts the history (`backup_restore`); a deleted device dropped from
-//! the room key's recipients (`device_deletion`).
+//! the room key's recipients (`device_deletion`). Media (`media`): attachments,
+//! thumbnails and an avatar through the authenticated endpoints.
 //! Each waits on what the SDK reports after bounded `sync_once` loops.
 //!
 //! `RUST_LOG=matrix_sdk=debug cargo test --test e2e -- --nocapture` logs
@@ -33,6 +34,7 @@ mod device_deletion; // a deleted device stops receiving room keys
 mod encryption; // an encrypted DM: each side reads the other's plaintext
 mod history; // limited timeline + /messages from prev_batch, redaction
 mod js_interop; // matrix-js-sdk's Rust crypto (node) and matrix-sdk decrypt each other
+mod media; // send_attachment of an image and a file, downloads and a thumbnail, an avatar a third user sees
 mod room_state; // the full room state in the first sync after a join
 mod startup; // versions, capabilities, login, whoami, devices, push rules, filter, display name
 mod verification; // cross-signing, SAS over to-device and in the DM, a reset with UIA

@@ -34,9 +34,13 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// flags name what is served: cross-signing (MSC1756,
 /// `/keys/device_signing/upload` and `/keys/signatures/upload`), which
 /// Synapse advertises too and older clients look for before offering
-/// cross-signing; and custom profile fields at the stable paths and the
-/// unstable ones (MSC4133, in spec v1.16, which Myelin does not advertise
-/// whole: clients read these flags to use the endpoints before v1.16).
+/// cross-signing; authenticated media (MSC3916, `/_matrix/client/v1/media/...`,
+/// advertised by Synapse too), which clients look for while `versions` stops
+/// before v1.11: without it matrix-sdk downloads through the legacy
+/// `/_matrix/media/v3` and gets 404 for every upload made under
+/// `media.enable_authenticated_media`; and custom profile fields at the stable
+/// paths and the unstable ones (MSC4133, in spec v1.16, which Myelin does not
+/// advertise whole: clients read these flags to use the endpoints before v1.16).
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
     Json(json!({
         "versions": SUPPORTED_VERSIONS,
@@ -44,6 +48,7 @@ async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
             "org.matrix.e2e_cross_signing": true,
             "uk.tcpip.msc4133": true,
             "uk.tcpip.msc4133.stable": true,
+            "org.matrix.msc3916.stable": true,
         },
     }))
 }

@@ -6,8 +6,11 @@
 //! uploads are stored once). Writing therefore happens in two steps: a body
 //! is streamed into a [`StagedBody`] nobody else sees, then committed under
 //! its key; a staged body dropped before its commit (an upload cut off, too
-//! large, or failed) leaves nothing behind. An object store fits the same
-//! shape (a multipart upload to a temporary name, then a rename).
+//! large, or failed) leaves nothing behind. Both backends stage a body in a
+//! local file under `tmp/`; the S3 one ([`s3::S3Store`]) uploads it on
+//! commit.
+
+pub mod s3;
 
 use std::future::Future;
 use std::io;
@@ -63,39 +66,96 @@ impl LocalStore {
     /// The store at `root`, created if missing; staged files a crash left
     /// in `tmp/` are removed.
     pub fn open(root: &Path) -> io::Result<Self> {
-        let tmp = root.join("tmp");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        std::fs::create_dir_all(&tmp)?;
+        open_staging(root)?;
         Ok(Self {
             root: root.to_owned(),
         })
     }
 
-    /// Where the body under `key` lives; keys are letters and digits only,
-    /// so no key names a path outside the store.
+    /// Where the body under `key` lives.
     fn path_of(&self, key: &str) -> io::Result<PathBuf> {
-        if key.len() < 5 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("not a media store key: {key:?}"),
-            ));
-        }
+        check_key(key)?;
         Ok(self.root.join(&key[..2]).join(&key[2..4]).join(key))
+    }
+}
+
+/// Makes `root/tmp`, where bodies are staged, emptied of what a crash left.
+fn open_staging(root: &Path) -> io::Result<PathBuf> {
+    let tmp = root.join("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    Ok(tmp)
+}
+
+/// Keys are letters and digits only (at least 5: they are spread over
+/// `ab/cd/` directories), so no key names a place outside the store.
+fn check_key(key: &str) -> io::Result<()> {
+    if key.len() < 5 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a media store key: {key:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A file in the staging directory being written; removed when dropped
+/// unless [`SpoolFile::keep`] took it.
+struct SpoolFile {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    /// The file; `None` once taken.
+    path: Option<PathBuf>,
+}
+
+impl SpoolFile {
+    /// A new, empty file in `tmp`.
+    async fn create(tmp: &Path) -> io::Result<Self> {
+        use rand::distr::{Alphanumeric, SampleString};
+        let name = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        let path = tmp.join(format!("{name}.part"));
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Self {
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            path: Some(path),
+        })
+    }
+
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(self.file.write_all(chunk))
+    }
+
+    /// Writes out what is buffered; the file's path.
+    async fn finish(&mut self) -> io::Result<&Path> {
+        self.file.flush().await?;
+        self.path
+            .as_deref()
+            .ok_or_else(|| io::Error::other("staged body committed twice"))
+    }
+
+    /// The file's path; it is no longer removed on drop.
+    fn keep(&mut self) -> Option<PathBuf> {
+        self.path.take()
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a staged media file");
+        }
     }
 }
 
 impl MediaStore for LocalStore {
     fn stage(&self) -> StoreFuture<'_, Box<dyn StagedBody>> {
         Box::pin(async move {
-            use rand::distr::{Alphanumeric, SampleString};
-            let name = Alphanumeric.sample_string(&mut rand::rng(), 24);
-            let path = self.root.join("tmp").join(format!("{name}.part"));
-            let file = tokio::fs::File::create(&path).await?;
             let staged: Box<dyn StagedBody> = Box::new(LocalStaged {
-                file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
-                path: Some(path),
+                spool: SpoolFile::create(&self.root.join("tmp")).await?,
                 root: self.root.clone(),
             });
             Ok(staged)
@@ -110,14 +170,13 @@ impl MediaStore for LocalStore {
                 Err(e) => return Err(e),
             };
             let len = file.metadata().await?.len();
-            let body = FileBody {
+            let chunks = FileChunks {
                 file,
-                remaining: len,
                 buf: vec![0; 64 * 1024].into_boxed_slice(),
             };
             Ok(Some(StoredBody {
                 len,
-                body: body.boxed_unsync(),
+                body: ExactBody::boxed(chunks, len),
             }))
         })
     }
@@ -138,36 +197,34 @@ impl MediaStore for LocalStore {
 
 /// A body being written to `tmp/`.
 struct LocalStaged {
-    file: tokio::io::BufWriter<tokio::fs::File>,
-    /// The staged file; `None` once committed.
-    path: Option<PathBuf>,
+    spool: SpoolFile,
     root: PathBuf,
 }
 
 impl StagedBody for LocalStaged {
     fn write<'a>(&'a mut self, chunk: &'a [u8]) -> StoreFuture<'a, ()> {
-        Box::pin(self.file.write_all(chunk))
+        self.spool.write(chunk)
     }
 
     fn commit(mut self: Box<Self>, key: String) -> StoreFuture<'static, ()> {
         Box::pin(async move {
-            self.file.flush().await?;
-            self.file.get_ref().sync_all().await?;
+            self.spool.finish().await?;
+            self.spool.file.get_ref().sync_all().await?;
             let store = LocalStore {
                 root: self.root.clone(),
             };
             let target = store.path_of(&key)?;
-            let Some(staged) = self.path.take() else {
-                return Err(io::Error::other("staged body committed twice"));
-            };
             if tokio::fs::try_exists(&target).await? {
-                // The same bytes are there already.
-                tokio::fs::remove_file(&staged).await?;
+                // The same bytes are there already; the staged file goes
+                // with `self`.
                 return Ok(());
             }
             if let Some(dir) = target.parent() {
                 tokio::fs::create_dir_all(dir).await?;
             }
+            let Some(staged) = self.spool.keep() else {
+                return Err(io::Error::other("staged body committed twice"));
+            };
             if let Err(e) = tokio::fs::rename(&staged, &target).await {
                 let _ = tokio::fs::remove_file(&staged).await;
                 return Err(e);
@@ -177,26 +234,32 @@ impl StagedBody for LocalStaged {
     }
 }
 
-impl Drop for LocalStaged {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take()
-            && let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove a staged media file");
+/// Where an [`ExactBody`] reads its chunks from.
+trait ChunkSource: Send + Unpin + 'static {
+    /// The next chunk, of at most `max` bytes (a source may give more; the
+    /// body then fails); `None` at the end.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>>;
+}
+
+/// A stored body streamed as an HTTP body, known to be `remaining` bytes
+/// long: that is its size hint (so the response carries a
+/// `Content-Length`), and a source shorter or longer fails the body.
+struct ExactBody<S> {
+    source: S,
+    remaining: u64,
+}
+
+impl<S: ChunkSource> ExactBody<S> {
+    fn boxed(source: S, len: u64) -> ByteBody {
+        Self {
+            source,
+            remaining: len,
         }
+        .boxed_unsync()
     }
 }
 
-/// A file streamed as an HTTP body, in chunks of up to 64 KiB; its exact
-/// length is its size hint (so the response carries a `Content-Length`).
-struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: Box<[u8]>,
-}
-
-impl HttpBody for FileBody {
+impl<S: ChunkSource> HttpBody for ExactBody<S> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -208,21 +271,22 @@ impl HttpBody for FileBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want =
-            usize::try_from(this.remaining).map_or(this.buf.len(), |r| r.min(this.buf.len()));
-        let mut read = ReadBuf::new(&mut this.buf[..want]);
-        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                let filled = read.filled();
-                if filled.is_empty() {
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "media file shorter than its recorded length",
+        let max = usize::try_from(this.remaining).unwrap_or(usize::MAX);
+        match this.source.poll_chunk(cx, max) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                let n = chunk.len() as u64;
+                if n > this.remaining {
+                    return Poll::Ready(Some(Err(io::Error::other(
+                        "media body longer than its recorded length",
                     ))));
                 }
-                this.remaining -= filled.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(filled)))))
+                this.remaining -= n;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
+            Poll::Ready(Ok(None)) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "media body shorter than its recorded length",
+            )))),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => Poll::Pending,
         }
@@ -234,6 +298,29 @@ impl HttpBody for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A file, read in chunks of up to 64 KiB.
+struct FileChunks {
+    file: tokio::fs::File,
+    buf: Box<[u8]>,
+}
+
+impl ChunkSource for FileChunks {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        let want = max.min(self.buf.len());
+        let mut read = ReadBuf::new(&mut self.buf[..want]);
+        match Pin::new(&mut self.file).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let filled = read.filled();
+                Poll::Ready(Ok(
+                    (!filled.is_empty()).then(|| Bytes::copy_from_slice(filled))
+                ))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

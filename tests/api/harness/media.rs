@@ -1,5 +1,5 @@
 //! Content repository helpers: uploads with raw bodies, downloads with
-//! their headers and bytes, and what the media store holds on disk.
+//! their headers and bytes, and what the media store holds.
 
 use std::path::PathBuf;
 
@@ -142,8 +142,16 @@ pub fn download_v3(server: &TestServer, id: &str) -> String {
     format!("{DOWNLOAD_V3}/{}/{id}", server.server_name)
 }
 
-/// The bodies in the server's media store (files outside its `tmp/`).
+/// The bodies in the server's media store (files outside its `tmp/`, or
+/// the objects under its S3 prefix).
 pub fn stored_bodies(server: &TestServer) -> Vec<PathBuf> {
+    if server.config.media.store == myelin::config::MediaStoreKind::S3 {
+        let s3 = server.config.media.s3.as_ref().expect("S3 settings");
+        return super::s3_objects(s3)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+    }
     let root = server.config.data_dir.join("media");
     let mut out = Vec::new();
     let mut dirs = vec![root.clone()];

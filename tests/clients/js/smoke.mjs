@@ -166,6 +166,25 @@ async function run(base) {
     );
     step("to-device message delivered through the sync loop, once");
 
+    // media: alice uploads with uploadContent() (the legacy /_matrix/media/v3/upload);
+    // bob fetches the authenticated URL mxcUrlToHttp() makes (/_matrix/client/v1/media),
+    // with his token, and without a token it is refused.
+    const data = Buffer.from(`js media ${tag} `.repeat(50));
+    const uploaded = await expectOk(
+        alice.uploadContent(data, { name: "notes.txt", type: "text/plain" }),
+        "uploadContent",
+    );
+    check(uploaded.content_uri?.startsWith(`mxc://${server}/`), `upload: content_uri ${uploaded.content_uri}`);
+    const url = bob.mxcUrlToHttp(uploaded.content_uri, undefined, undefined, undefined, false, true, true);
+    check(url.startsWith(`${base}/_matrix/client/v1/media/download/`), `mxcUrlToHttp: ${url}`);
+    const got = await fetch(url, { headers: { Authorization: `Bearer ${bob.getAccessToken()}` } });
+    const body = Buffer.from(await got.arrayBuffer());
+    check(got.status === 200 && body.equals(data), `download: ${got.status}, ${body.length} bytes`);
+    check(got.headers.get("content-type") === "text/plain", `download: ${got.headers.get("content-type")}`);
+    const anonymous = await fetch(url);
+    check(anonymous.status === 401, `download without a token: ${anonymous.status}`);
+    step("media: uploadContent, then the mxcUrlToHttp authenticated URL downloads it");
+
     // leave: the room leaves the joined rooms, in sync and on the server.
     await expectOk(bob.leave(other), `bob leaves ${other}`);
     await until(bob, () => bob.getRoom(other)?.getMyMembership() === "leave", "bob's sync shows the room left");
