@@ -38,6 +38,7 @@ pub mod rooms;
 pub mod search;
 pub mod sessions;
 pub mod shared_secret;
+pub mod sliding_sync;
 pub mod stream;
 pub mod sync;
 pub mod to_device;
@@ -70,6 +71,8 @@ pub struct Services {
     pub pushers: Arc<pushers::Pushers>,
     /// The member events lazy-loading syncs sent each device.
     pub lazy_members: sync::LazyMembers,
+    /// Sliding sync connections (in memory).
+    pub sliding: sliding_sync::Connections,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
     pub key_backup: key_backup::KeyBackup,
@@ -224,6 +227,7 @@ impl Services {
             unread,
             pushers,
             lazy_members: sync::LazyMembers::default(),
+            sliding: sliding_sync::Connections::default(),
             presence,
             jobs,
             search,

@@ -36,7 +36,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
     Json(json!({
         "versions": SUPPORTED_VERSIONS,
-        "unstable_features": { "org.matrix.e2e_cross_signing": true },
+        "unstable_features": {
+            "org.matrix.e2e_cross_signing": true,
+            "org.matrix.simplified_msc3575": true,
+        },
     }))
 }
 

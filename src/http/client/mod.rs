@@ -20,6 +20,7 @@ mod room_upgrade;
 pub(crate) mod rooms;
 mod search;
 mod session;
+mod sliding_sync;
 mod sync;
 mod to_device;
 
@@ -52,6 +53,7 @@ pub fn routes() -> Router<AppState> {
     let r = key_backup::routes(r);
     let r = keys::routes(r);
     let r = media::routes(r);
+    let r = sliding_sync::routes(r);
     sync::routes(r)
 }
 
