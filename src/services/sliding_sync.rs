@@ -241,27 +241,6 @@ impl Connections {
         }
         format!("{}_{n}", conn.id)
     }
-
-    /// Forgets the connections of a device (it was deleted or logged out).
-    pub fn forget_device(&self, user: &str, device: &str) {
-        let mut conns = self.conns.lock();
-        let keys: Vec<ConnKey> = conns
-            .iter()
-            .filter(|((u, d, _), _)| u.as_str() == user && d == device)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            conns.pop(&k);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.conns.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Answers a sliding sync request: at once when there is something new (or

@@ -107,6 +107,36 @@ async fn two_in_a_room(server: &TestServer, name: &str) -> (Session, Session, St
     (alice, bob, r)
 }
 
+/// POST /receipt/m.read for `event` in `room`; asserts 200.
+async fn read_receipt(server: &TestServer, who: &Session, room: &str, event: &str) {
+    let path = room_path(room, &format!("/receipt/m.read/{}", enc(event)));
+    let (st, b) = server.post(&path, who.token(), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+/// A long-polling request (30 s) from `pos`, in the background; the task
+/// answers the status and body.
+fn spawn_ss(
+    server: &TestServer,
+    who: &Session,
+    pos: &str,
+    req: Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let url = server.url(&format!("{PATH}?timeout=30000&pos={}", enc(pos)));
+    let (client, token) = (server.client.clone(), who.access_token.clone());
+    tokio::spawn(async move {
+        let resp = client
+            .post(url)
+            .bearer_auth(token)
+            .json(&req)
+            .send()
+            .await
+            .expect("sent");
+        let status = resp.status();
+        (status, resp.json::<Value>().await.expect("JSON"))
+    })
+}
+
 /// The rooms of a sliding sync answer, by id.
 fn room_ids(body: &Value) -> Vec<String> {
     let mut ids: Vec<String> = body["rooms"]
@@ -320,14 +350,7 @@ async fn heroes_for_an_unnamed_room_and_own_reads_clear_counts() {
     assert_eq!(heroes[0]["displayname"], "Bobby", "{got}");
     assert_eq!(got["notification_count"], 1, "{got}");
     // A read receipt brings the room back with its counts cleared.
-    let (st, b) = server
-        .post(
-            &room_path(&r, &format!("/receipt/m.read/{}", enc(&msg))),
-            alice.token(),
-            json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    read_receipt(&server, &alice, &r, &msg).await;
     let next = ss(&server, &alice, Some(&pos(&body)), &body_req).await;
     let got = room(&next, &r);
     assert_eq!(got["notification_count"], 0, "{next}");
@@ -624,20 +647,7 @@ async fn long_poll_wakes_on_a_new_message() {
     let (alice, bob, r) = two_in_a_room(&server, "Poll").await;
     let req = all_rooms(3, json!([]));
     let body = ss(&server, &alice, None, &req).await;
-    let url = server.url(&format!("{PATH}?timeout=30000&pos={}", enc(&pos(&body))));
-    let client = server.client.clone();
-    let token = alice.access_token.clone();
-    let poll = tokio::spawn(async move {
-        let resp = client
-            .post(url)
-            .bearer_auth(token)
-            .json(&req)
-            .send()
-            .await
-            .expect("sent");
-        let status = resp.status();
-        (status, resp.json::<Value>().await.expect("JSON"))
-    });
+    let poll = spawn_ss(&server, &alice, &pos(&body), req);
     server.wait_for_parked_syncs(1).await;
     send_text(&server, &bob, &r, "wake up").await;
     let (st, answer) = poll.await.unwrap();
@@ -663,4 +673,319 @@ async fn long_poll_times_out_with_nothing_new() {
     assert_eq!(st, StatusCode::OK, "{answer}");
     assert!(room_ids(&answer).is_empty(), "{answer}");
     assert_ne!(pos(&answer), pos(&body), "{answer}");
+}
+
+// ---------------------------------------------------------------------------
+// Filters
+// ---------------------------------------------------------------------------
+
+/// The rooms a list with `filters` shows (its window covers them all), and
+/// its count.
+async fn filtered(server: &TestServer, who: &Session, filters: Value) -> (Vec<String>, u64) {
+    let req = json!({"lists": {"f": {
+        "ranges": [[0, 99]], "timeline_limit": 0, "required_state": [], "filters": filters,
+    }}});
+    let body = ss(server, who, None, &req).await;
+    let count = body["lists"]["f"]["count"].as_u64().expect("count");
+    (room_ids(&body), count)
+}
+
+fn sorted(mut rooms: Vec<String>) -> Vec<String> {
+    rooms.sort();
+    rooms
+}
+
+#[tokio::test]
+async fn filters_is_dm_is_invite_is_encrypted() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let dm = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    put_account_data(
+        &server,
+        &alice,
+        "m.direct",
+        json!({ bob.user_id.clone(): [dm] }),
+    )
+    .await;
+    let encrypted = create_room(
+        &server,
+        &alice,
+        json!({"initial_state": [{
+            "type": "m.room.encryption", "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+        }]}),
+    )
+    .await;
+    let invited = create_room(&server, &bob, json!({"name": "Invite"})).await;
+    invite(&server, &bob, &invited, &alice.user_id).await;
+
+    let (rooms, count) = filtered(&server, &alice, json!({"is_dm": true})).await;
+    assert_eq!((rooms, count), (vec![dm.clone()], 1));
+    let (rooms, _) = filtered(&server, &alice, json!({"is_dm": false})).await;
+    assert_eq!(rooms, sorted(vec![encrypted.clone(), invited.clone()]));
+    let (rooms, _) = filtered(&server, &alice, json!({"is_invite": true})).await;
+    assert_eq!(rooms, vec![invited.clone()]);
+    let (rooms, _) = filtered(&server, &alice, json!({"is_invite": false})).await;
+    assert_eq!(rooms, sorted(vec![dm.clone(), encrypted.clone()]));
+    let (rooms, _) = filtered(&server, &alice, json!({"is_encrypted": true})).await;
+    assert_eq!(rooms, vec![encrypted.clone()]);
+    // Filters combine with AND.
+    let (rooms, count) = filtered(
+        &server,
+        &alice,
+        json!({"is_encrypted": false, "is_invite": false}),
+    )
+    .await;
+    assert_eq!((rooms, count), (vec![dm.clone()], 1));
+    // The answer says which rooms are direct chats.
+    let body = ss(&server, &alice, None, &all_rooms(0, json!([]))).await;
+    assert_eq!(room(&body, &dm)["is_dm"], true, "{body}");
+    assert_eq!(room(&body, &encrypted)["is_dm"], false, "{body}");
+}
+
+#[tokio::test]
+async fn an_invite_marked_direct_is_a_dm() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let r = create_room(
+        &server,
+        &bob,
+        json!({"is_direct": true, "invite": [alice.user_id], "preset": "trusted_private_chat"}),
+    )
+    .await;
+    let (rooms, _) = filtered(&server, &alice, json!({"is_dm": true})).await;
+    assert_eq!(rooms, [r]);
+}
+
+#[tokio::test]
+async fn filters_room_types_spaces_and_tags() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let space = create_room(
+        &server,
+        &alice,
+        json!({"name": "Space", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    let child = create_room(&server, &alice, json!({"name": "Child"})).await;
+    let other = create_room(&server, &alice, json!({"name": "Other"})).await;
+    set_state(
+        &server,
+        &alice,
+        &space,
+        "m.space.child",
+        &child,
+        json!({"via": ["test.local"]}),
+    )
+    .await;
+    // A child event without `via` is no child.
+    set_state(&server, &alice, &space, "m.space.child", &other, json!({})).await;
+
+    let (rooms, _) = filtered(&server, &alice, json!({"room_types": ["m.space"]})).await;
+    assert_eq!(rooms, vec![space.clone()]);
+    let (rooms, _) = filtered(&server, &alice, json!({"not_room_types": ["m.space"]})).await;
+    assert_eq!(rooms, sorted(vec![child.clone(), other.clone()]));
+    // `null` is the room without a type.
+    let (rooms, _) = filtered(&server, &alice, json!({"room_types": [null]})).await;
+    assert_eq!(rooms, sorted(vec![child.clone(), other.clone()]));
+    let (rooms, _) = filtered(&server, &alice, json!({"spaces": [space.clone()]})).await;
+    assert_eq!(rooms, vec![child.clone()]);
+
+    let tag_path = format!(
+        "/_matrix/client/v3/user/{}/rooms/{}/tags/m.favourite",
+        enc(&alice.user_id),
+        enc(&other)
+    );
+    let (st, b) = server.put(&tag_path, alice.token(), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (rooms, _) = filtered(&server, &alice, json!({"tags": ["m.favourite"]})).await;
+    assert_eq!(rooms, vec![other.clone()]);
+    let (rooms, count) = filtered(&server, &alice, json!({"not_tags": ["m.favourite"]})).await;
+    assert_eq!(
+        (rooms, count),
+        (sorted(vec![space.clone(), child.clone()]), 2)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Extensions
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn to_device_extension_with_since() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let to_alice = |n: u32| json!({ alice.user_id.clone(): { alice.device_id.clone(): {"n": n} } });
+    send_to_device(&server, &bob, "m.test", "t1", to_alice(1)).await;
+    let req = json!({"lists": {}, "extensions": {"to_device": {"enabled": true}}});
+    let body = ss(&server, &alice, None, &req).await;
+    let ext = &body["extensions"]["to_device"];
+    let events = ext["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(events[0]["type"], "m.test", "{body}");
+    assert_eq!(events[0]["sender"], bob.user_id.as_str(), "{body}");
+    assert_eq!(events[0]["content"]["n"], 1, "{body}");
+    let since = ext["next_batch"].as_str().expect("next_batch").to_owned();
+
+    // Without `since` nothing is acknowledged: the message comes again.
+    let again = ss(&server, &alice, None, &req).await;
+    assert_eq!(
+        again["extensions"]["to_device"]["events"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{again}"
+    );
+    // With it, the message is acknowledged and only new ones come.
+    send_to_device(&server, &bob, "m.test", "t2", to_alice(2)).await;
+    let with_since =
+        json!({"lists": {}, "extensions": {"to_device": {"enabled": true, "since": since}}});
+    // (`again` started the connection afresh: its position is the one.)
+    let next = ss(&server, &alice, Some(&pos(&again)), &with_since).await;
+    let events = next["extensions"]["to_device"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(events.len(), 1, "{next}");
+    assert_eq!(events[0]["content"]["n"], 2, "{next}");
+    // Disabled: no to_device section.
+    let off = ss(&server, &alice, None, &json!({"lists": {}})).await;
+    assert!(off["extensions"].get("to_device").is_none(), "{off}");
+}
+
+#[tokio::test]
+async fn to_device_wakes_a_long_poll() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let req = json!({"lists": {}, "extensions": {"to_device": {"enabled": true}}});
+    let body = ss(&server, &alice, None, &req).await;
+    let since = body["extensions"]["to_device"]["next_batch"]
+        .as_str()
+        .unwrap();
+    let req = json!({"lists": {}, "extensions": {"to_device": {"enabled": true, "since": since}}});
+    let poll = spawn_ss(&server, &alice, &pos(&body), req);
+    server.wait_for_parked_syncs(1).await;
+    let msg = json!({ alice.user_id.clone(): { alice.device_id.clone(): {"hello": 1} } });
+    send_to_device(&server, &bob, "m.test", "w1", msg).await;
+    let (st, answer) = poll.await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{answer}");
+    let events = answer["extensions"]["to_device"]["events"]
+        .as_array()
+        .unwrap();
+    assert_eq!(events.len(), 1, "{answer}");
+}
+
+#[tokio::test]
+async fn e2ee_extension_counts_and_device_lists() {
+    let server = TestServer::start().await;
+    let (alice, bob, _r) = two_in_a_room(&server, "Keys").await;
+    upload_keys(
+        &server,
+        &alice,
+        json!({
+            "device_keys": own_device_keys(&alice),
+            "one_time_keys": {"signed_curve25519:AAAA": {"key": "k1", "signatures": {}}},
+            "fallback_keys": {"signed_curve25519:FFFF": {"key": "f1", "fallback": true, "signatures": {}}},
+        }),
+    )
+    .await;
+    let req = json!({"lists": {}, "extensions": {"e2ee": {"enabled": true}}});
+    let body = ss(&server, &alice, None, &req).await;
+    let e2ee = &body["extensions"]["e2ee"];
+    assert_eq!(
+        e2ee["device_one_time_keys_count"]["signed_curve25519"], 1,
+        "{body}"
+    );
+    assert_eq!(
+        e2ee["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"]),
+        "{body}"
+    );
+    // bob's new device keys: his list changed for alice, who shares a room.
+    upload_keys(&server, &bob, json!({"device_keys": own_device_keys(&bob)})).await;
+    let next = ss(&server, &alice, Some(&pos(&body)), &req).await;
+    let changed = &next["extensions"]["e2ee"]["device_lists"]["changed"];
+    assert_eq!(changed, &json!([bob.user_id]), "{next}");
+}
+
+#[tokio::test]
+async fn account_data_receipts_and_typing_extensions() {
+    let server = TestServer::start().await;
+    let (alice, bob, r) = two_in_a_room(&server, "Ext").await;
+    put_account_data(&server, &alice, "org.example.global", json!({"g": 1})).await;
+    let room_data = format!(
+        "/_matrix/client/v3/user/{}/rooms/{}/account_data/org.example.room",
+        enc(&alice.user_id),
+        enc(&r)
+    );
+    let (st, b) = server.put(&room_data, alice.token(), json!({"r": 1})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let msg = send_text(&server, &bob, &r, "read me").await;
+    read_receipt(&server, &bob, &r, &msg).await;
+    let typing = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        enc(&r),
+        enc(&bob.user_id)
+    );
+    let (st, b) = server
+        .put(
+            &typing,
+            bob.token(),
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+
+    let mut req = all_rooms(1, json!([]));
+    req["extensions"] = json!({
+        "account_data": {"enabled": true},
+        "receipts": {"enabled": true},
+        "typing": {"enabled": true},
+    });
+    let body = ss(&server, &alice, None, &req).await;
+    let ext = &body["extensions"];
+    let global = ext["account_data"]["global"].as_array().expect("global");
+    assert!(
+        global
+            .iter()
+            .any(|e| e["type"] == "org.example.global" && e["content"]["g"] == 1),
+        "{ext}"
+    );
+    assert!(global.iter().any(|e| e["type"] == "m.push_rules"), "{ext}");
+    let in_room = ext["account_data"]["rooms"][&r]
+        .as_array()
+        .expect("room data");
+    assert!(
+        in_room.iter().any(|e| e["type"] == "org.example.room"),
+        "{ext}"
+    );
+    let receipt = &ext["receipts"]["rooms"][&r];
+    assert_eq!(receipt["type"], "m.receipt", "{ext}");
+    assert!(
+        receipt["content"][&msg]["m.read"][&bob.user_id]["ts"].is_u64(),
+        "{ext}"
+    );
+    let typing_ev = &ext["typing"]["rooms"][&r];
+    assert_eq!(typing_ev["type"], "m.typing", "{ext}");
+    assert_eq!(
+        typing_ev["content"]["user_ids"],
+        json!([bob.user_id]),
+        "{ext}"
+    );
+
+    // Incrementally: only what changed.
+    put_account_data(&server, &alice, "org.example.second", json!({})).await;
+    let next = ss(&server, &alice, Some(&pos(&body)), &req).await;
+    let ext = &next["extensions"];
+    let global: Vec<&str> = ext["account_data"]["global"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(global, ["org.example.second"], "{next}");
+    assert!(ext["receipts"]["rooms"].get(&r).is_none(), "{next}");
+    assert!(ext["typing"]["rooms"].get(&r).is_none(), "{next}");
 }
