@@ -412,8 +412,9 @@ async fn build(
     .await?;
     has_updates |= ext.has_updates;
     response.extensions = ext.extensions;
-    // Woken by: the candidate rooms, the user (memberships, account data),
-    // the device's to-device messages and device list changes.
+    // Woken by: the candidate rooms (their events, receipts and typing),
+    // the user (memberships, account data), the device's to-device
+    // messages and device list changes.
     let mut topics: Vec<Topic> = candidates
         .iter()
         .map(|c| Topic::Room(c.room_id.clone()))
@@ -421,7 +422,6 @@ async fn build(
     topics.push(Topic::User(user.clone()));
     topics.push(ToDevice::topic(who));
     topics.push(DeviceLists::topic(&user));
-    topics.push(Topic::Receipts);
     Ok(Built {
         response,
         snapshot,

@@ -833,9 +833,10 @@ async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
     let server = TestServer::start().await;
     let (st, v) = server.get("/_matrix/client/versions", None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    // (Sliding sync's flag is no encryption flag.)
     assert_eq!(
         v["unstable_features"],
-        json!({"org.matrix.e2e_cross_signing": true}),
+        json!({"org.matrix.e2e_cross_signing": true, "org.matrix.simplified_msc3575": true}),
         "{v}"
     );
     // The endpoints behind the flag answer (not 404 M_UNRECOGNIZED).

@@ -21,6 +21,7 @@ use crate::services::Services;
 use crate::services::account_data::IgnoredUsers;
 use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
+use crate::services::stream::Topic;
 use crate::services::sync::{self, TimelineFor};
 use crate::storage::events::StreamSpan;
 
@@ -295,6 +296,16 @@ impl<'a> Builder<'a> {
             MembershipState::Join | MembershipState::Leave | MembershipState::Ban => {}
             _ => return Ok(None),
         }
+        // Nothing touched the room since it was sent (no event, receipt or
+        // typing): nothing to say, and its counts are what was sent.
+        if let Some(t) = sent.filter(|_| !initial)
+            && t.membership == c.membership
+            && !s
+                .stream
+                .changed_since(&[Topic::Room(c.room_id.clone())], t.at)
+        {
+            return Ok(None);
+        }
         let joined = c.membership == MembershipState::Join;
         // A left room ends at the leave.
         let end = if joined { self.to } else { c.member_pos };
@@ -317,24 +328,12 @@ impl<'a> Builder<'a> {
         }
         room.unread_notifications.notification_count = Some(uint(counts.0 as i64));
         room.unread_notifications.highlight_count = Some(uint(counts.1 as i64));
-        // Timeline.
         let (events, limited) = if config.timeline_limit == 0 || !new_events {
             (Vec::new(), new_events && room_since.is_none() && latest > 0)
         } else {
-            let filter = {
-                let mut f = RoomEventFilter::default();
-                f.limit = Some(uint(config.timeline_limit as i64));
-                f
-            };
-            let membership = if joined { "join" } else { "leave" };
-            let timeline_for = TimelineFor {
-                room_id: &c.room_id,
-                membership,
-                since: room_since,
-                ignored: &self.ignored,
-                current: joined.then_some(&*state),
-            };
-            sync::timeline(s, &self.user, &timeline_for, end, &filter).await?
+            let current = joined.then_some(&*state);
+            self.timeline(c, config.timeline_limit, room_since, end, current)
+                .await?
         };
         room.limited = limited;
         room.num_live = Some(uint(
@@ -361,6 +360,28 @@ impl<'a> Builder<'a> {
             .await?;
         room.timeline = self.client_timeline(&events).await?;
         Ok(Some((room, new_sent)))
+    }
+
+    /// Up to `limit` events of the room in `(since, end]` the user may see,
+    /// and whether older ones were left out (`/sync`'s timeline).
+    async fn timeline(
+        &self,
+        c: &Candidate,
+        limit: usize,
+        since: Option<i64>,
+        end: i64,
+        current: Option<&StateMap>,
+    ) -> Result<(Vec<Arc<Pdu>>, bool)> {
+        let mut filter = RoomEventFilter::default();
+        filter.limit = Some(uint(limit as i64));
+        let timeline_for = TimelineFor {
+            room_id: &c.room_id,
+            membership: if current.is_some() { "join" } else { "leave" },
+            since,
+            ignored: &self.ignored,
+            current,
+        };
+        sync::timeline(self.s, &self.user, &timeline_for, end, &filter).await
     }
 
     /// An invite's (or knock's) stripped state, and the name in it.
