@@ -989,3 +989,24 @@ async fn account_data_receipts_and_typing_extensions() {
     assert!(ext["receipts"]["rooms"].get(&r).is_none(), "{next}");
     assert!(ext["typing"]["rooms"].get(&r).is_none(), "{next}");
 }
+
+#[tokio::test]
+async fn a_new_invite_wakes_a_long_poll_and_joins_the_list() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let req = all_rooms(1, json!([]));
+    let body = ss(&server, &alice, None, &req).await;
+    assert_eq!(body["lists"]["all"]["count"], 0, "{body}");
+    let poll = spawn_ss(&server, &alice, &pos(&body), req);
+    server.wait_for_parked_syncs(1).await;
+    let r = create_room(&server, &bob, json!({"name": "Join us"})).await;
+    invite(&server, &bob, &r, &alice.user_id).await;
+    let (st, answer) = poll.await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{answer}");
+    // Only the invite touches alice: the answer is the invite's.
+    assert_eq!(answer["lists"]["all"]["count"], 1, "{answer}");
+    let got = room(&answer, &r);
+    assert_eq!(got["initial"], true, "{got}");
+    assert!(got["invite_state"].is_array(), "{got}");
+}
