@@ -40,6 +40,7 @@ pub mod search;
 pub mod sessions;
 pub mod shared_secret;
 pub mod spaces;
+pub mod sliding_sync;
 pub mod stream;
 pub mod sync;
 pub mod to_device;
@@ -73,6 +74,8 @@ pub struct Services {
     pub pushers: Arc<pushers::Pushers>,
     /// The member events lazy-loading syncs sent each device.
     pub lazy_members: sync::LazyMembers,
+    /// Sliding sync connections (in memory).
+    pub sliding: sliding_sync::Connections,
     pub presence: presence::Presence,
     pub to_device: to_device::ToDevice,
     pub key_backup: key_backup::KeyBackup,
@@ -229,6 +232,7 @@ impl Services {
             unread,
             pushers,
             lazy_members: sync::LazyMembers::default(),
+            sliding: sliding_sync::Connections::default(),
             presence,
             jobs,
             search,

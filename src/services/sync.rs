@@ -545,7 +545,8 @@ async fn sort_rooms(
                 // An invite from an ignored user is not shown (spec,
                 // "Ignoring Users").
                 let ignored = ignored.get(s, &user).await?;
-                if let Some(entry) = invite_state(s, &room_id, &user, &ignored).await? {
+                if let Some(events) = invite_state(s, &room_id, &user, &ignored).await? {
+                    let entry = json!({ "invite_state": { "events": events } });
                     sorted.invite.insert(room.clone(), entry);
                 }
             }
@@ -766,12 +767,12 @@ fn timeline_fetch(filter: &RoomEventFilter) -> i64 {
 /// window start, the events the user ignores, and the room's current state
 /// (events of it are shown even where history visibility would hide them,
 /// as Synapse: "Current state appears in timeline in private history").
-struct TimelineFor<'a> {
-    room_id: &'a RoomId,
-    membership: &'a str,
-    since: Option<i64>,
-    ignored: &'a HashSet<ruma::OwnedUserId>,
-    current: Option<&'a StateMap>,
+pub(crate) struct TimelineFor<'a> {
+    pub room_id: &'a RoomId,
+    pub membership: &'a str,
+    pub since: Option<i64>,
+    pub ignored: &'a HashSet<ruma::OwnedUserId>,
+    pub current: Option<&'a StateMap>,
 }
 
 /// How many more reads a timeline makes when history visibility hid events
@@ -780,7 +781,7 @@ const TIMELINE_REFILLS: usize = 5;
 
 /// Timeline events of a room in `(since, to]`, oldest first, visible to the
 /// user and matching the filter; and whether older ones were left out.
-async fn timeline(
+pub(crate) async fn timeline(
     s: &Services,
     user: &UserId,
     room: &TimelineFor<'_>,
@@ -911,7 +912,11 @@ async fn was_joined(s: &Services, room_id: &RoomId, user: &UserId, pos: i64) -> 
 
 /// The room state at a stream position: the current state when no state
 /// event came after it, else read through the event at or before it.
-async fn state_at_position(s: &Services, room_id: &RoomId, pos: i64) -> Result<Arc<StateMap>> {
+pub(crate) async fn state_at_position(
+    s: &Services,
+    room_id: &RoomId,
+    pos: i64,
+) -> Result<Arc<StateMap>> {
     // A room whose head cannot be loaded (only an invite or a leave from
     // another server is known here) is left to the query.
     if let Ok((current, changed_at)) = s.rooms.current_state_and_change(room_id).await
@@ -1317,15 +1322,16 @@ fn own_member_event(member: &Pdu) -> Value {
     ev
 }
 
-/// An invited room's `{"invite_state": {"events"}}`: the stripped state an
-/// invitee sees, the room's public face and the invite; `None` when the
+/// The stripped state an invitee sees (an invited room's
+/// `invite_state.events`; sliding sync's `invite_state`): the room's public
+/// face, the inviter's member event and the invite; `None` when the
 /// inviter is ignored.
-async fn invite_state(
+pub(crate) async fn invite_state(
     s: &Services,
     room_id: &RoomId,
     user: &UserId,
     ignored: &IgnoredUsers,
-) -> Result<Option<Value>> {
+) -> Result<Option<Vec<Value>>> {
     let state = s.rooms.current_state(room_id).await?;
     let mut out = prejoin_state(s, &state).await?;
     if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
@@ -1341,7 +1347,7 @@ async fn invite_state(
         }
         out.push(own_member_event(&invite));
     }
-    Ok(Some(json!({ "invite_state": { "events": out } })))
+    Ok(Some(out))
 }
 
 /// A knocked room's `{"knock_state": {"events"}}`: the stripped state a

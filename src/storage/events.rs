@@ -1222,6 +1222,32 @@ impl Storage {
             .await
     }
 
+    /// The stream position of the room's newest event in `(after, to]` whose
+    /// type is one of `types` (sliding sync's `bump_stamp`), walking the
+    /// `(room_id, stream_ordering)` index from the newest.
+    pub async fn room_newest_of_types(
+        &self,
+        room_id: &str,
+        types: &[&str],
+        (after, to): (i64, i64),
+    ) -> sqlx::Result<Option<i64>> {
+        let placeholders: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+             AND stream_ordering <= $3 AND event_type IN ({}) \
+             ORDER BY stream_ordering DESC LIMIT 1",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(room_id)
+            .bind(after)
+            .bind(to);
+        for ty in types {
+            q = q.bind(*ty);
+        }
+        q.fetch_optional(self.pool()).await
+    }
+
     /// The highest stream position of any event in the room.
     pub async fn room_max_stream(&self, room_id: &str) -> sqlx::Result<i64> {
         sqlx::query_scalar(

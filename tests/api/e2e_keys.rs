@@ -833,13 +833,14 @@ async fn encryption_is_advertised_and_encrypted_rooms_are_created() {
     let server = TestServer::start().await;
     let (st, v) = server.get("/_matrix/client/versions", None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    // The other flags are authenticated media's (MSC3916) and custom
-    // profile fields' (MSC4133).
+    // The other flags are authenticated media's (MSC3916), custom profile
+    // fields' (MSC4133) and sliding sync's (MSC4186).
     assert_eq!(
         v["unstable_features"],
         json!({
             "org.matrix.e2e_cross_signing": true,
             "org.matrix.msc3916.stable": true,
+            "org.matrix.simplified_msc3575": true,
             "uk.tcpip.msc4133": true,
             "uk.tcpip.msc4133.stable": true,
         }),

@@ -49,6 +49,7 @@ async fn versions(_: Ruma<get_supported_versions::Request>) -> Json<Value> {
             "uk.tcpip.msc4133": true,
             "uk.tcpip.msc4133.stable": true,
             "org.matrix.msc3916.stable": true,
+            "org.matrix.simplified_msc3575": true,
         },
     }))
 }

@@ -22,6 +22,7 @@ pub(crate) mod rooms;
 mod search;
 mod session;
 mod spaces;
+mod sliding_sync;
 mod sync;
 mod thirdparty;
 mod threepid;
@@ -62,6 +63,7 @@ pub fn routes() -> Router<AppState> {
     let r = thirdparty::routes(r);
     let r = openid::routes(r);
     let r = voip::routes(r);
+    let r = sliding_sync::routes(r);
     sync::routes(r)
 }
 

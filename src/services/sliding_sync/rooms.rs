@@ -1,0 +1,654 @@
+//! The rooms of a sliding sync answer: which a list's filters let through,
+//! and each room's body (built from `/sync`'s pieces).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ruma::api::client::filter::RoomEventFilter;
+use ruma::api::client::sync::sync_events::v5;
+use ruma::directory::RoomTypeFilter;
+use ruma::events::room::member::MembershipState;
+use ruma::serde::Raw;
+use ruma::{JsOption, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UInt};
+use serde_json::Value;
+
+use super::{Candidate, ExtraFilters, RoomConfig, Sent};
+use crate::error::{MatrixError, Result};
+use crate::model::accounts::Requester;
+use crate::model::pdu::Pdu;
+use crate::model::state::StateMap;
+use crate::services::Services;
+use crate::services::account_data::IgnoredUsers;
+use crate::services::notifications;
+use crate::services::rooms::timeline::topo_token;
+use crate::services::stream::Topic;
+use crate::services::sync::{self, TimelineFor};
+use crate::storage::events::StreamSpan;
+
+/// At most this many heroes (as Synapse).
+const MAX_HEROES: usize = 5;
+
+/// Any value as a ruma `Raw` of some event type.
+pub(super) fn raw<T>(value: &impl serde::Serialize) -> Result<Raw<T>> {
+    let json = serde_json::value::to_raw_value(value).map_err(MatrixError::internal)?;
+    Ok(Raw::from_json(json))
+}
+
+/// What the list filters look at, read once per answer (or when a filter
+/// first needs it).
+pub(crate) struct Facts {
+    /// The rooms of the user's `m.direct`.
+    direct: HashSet<OwnedRoomId>,
+    /// Tags by room (read when a list filters by tag).
+    tags: Option<HashMap<OwnedRoomId, HashSet<String>>>,
+    /// The children of spaces a list filters by.
+    space_children: HashMap<OwnedRoomId, HashSet<OwnedRoomId>>,
+}
+
+impl Facts {
+    pub async fn new(s: &Services, user: &OwnedUserId) -> Result<Self> {
+        let mut direct = HashSet::new();
+        if let Some(Value::Object(map)) = s.account_data.get(user, None, "m.direct").await? {
+            for rooms in map.values() {
+                for r in rooms.as_array().into_iter().flatten() {
+                    if let Some(r) = r.as_str().and_then(|r| RoomId::parse(r).ok()) {
+                        direct.insert(r);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            direct,
+            tags: None,
+            space_children: HashMap::new(),
+        })
+    }
+
+    /// Whether the room is a direct chat: in `m.direct`, or an invite marked
+    /// `is_direct` (as Synapse).
+    pub async fn is_dm(&self, s: &Services, user: &OwnedUserId, c: &Candidate) -> Result<bool> {
+        if self.direct.contains(&c.room_id) {
+            return Ok(true);
+        }
+        if c.membership != MembershipState::Invite {
+            return Ok(false);
+        }
+        let invite = s
+            .rooms
+            .current_state_pdu(&c.room_id, "m.room.member", user.as_str())
+            .await?;
+        Ok(invite.is_some_and(|p| {
+            serde_json::from_str::<Value>(p.content.get())
+                .ok()
+                .and_then(|c| c.get("is_direct").and_then(Value::as_bool))
+                == Some(true)
+        }))
+    }
+
+    /// Whether the room passes a list's filters (all of them).
+    pub async fn matches(
+        &mut self,
+        s: &Services,
+        user: &OwnedUserId,
+        c: &Candidate,
+        filters: Option<&v5::request::ListFilters>,
+        extra: &ExtraFilters,
+    ) -> Result<bool> {
+        if let Some(f) = filters {
+            if let Some(want) = f.is_invite
+                && want != (c.membership == MembershipState::Invite)
+            {
+                return Ok(false);
+            }
+            if let Some(want) = f.is_dm
+                && want != self.is_dm(s, user, c).await?
+            {
+                return Ok(false);
+            }
+            if let Some(want) = f.is_encrypted
+                && want
+                    != state_content(s, &c.room_id, "m.room.encryption")
+                        .await?
+                        .is_some()
+            {
+                return Ok(false);
+            }
+            if !f.room_types.is_empty() || !f.not_room_types.is_empty() {
+                let create = state_content(s, &c.room_id, "m.room.create").await?;
+                let ty = create
+                    .as_ref()
+                    .and_then(|c| c.get("type"))
+                    .and_then(Value::as_str);
+                let is = |filter: &RoomTypeFilter| filter.as_str() == ty;
+                if f.not_room_types.iter().any(is) {
+                    return Ok(false);
+                }
+                if !f.room_types.is_empty() && !f.room_types.iter().any(is) {
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(spaces) = &extra.spaces {
+            let mut found = false;
+            for space in spaces {
+                if self.children(s, space).await?.contains(&c.room_id) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(false);
+            }
+        }
+        if extra.tags.is_some() || !extra.not_tags.is_empty() {
+            let tags = self.tags(s, user).await?;
+            let room_tags = tags.get(&c.room_id);
+            let has = |t: &String| room_tags.is_some_and(|r| r.contains(t));
+            if extra.not_tags.iter().any(has) {
+                return Ok(false);
+            }
+            if let Some(wanted) = &extra.tags
+                && !wanted.iter().any(has)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The rooms a space names as children (`m.space.child` with `via`).
+    async fn children(&mut self, s: &Services, space: &RoomId) -> Result<&HashSet<OwnedRoomId>> {
+        if !self.space_children.contains_key(space) {
+            let mut children = HashSet::new();
+            if let Ok(state) = s.rooms.current_state(space).await {
+                for ((ty, key), _) in state.iter() {
+                    if ty != "m.space.child" {
+                        continue;
+                    }
+                    let content = s.rooms.state_content(&state, ty, key).await?;
+                    let has_via = content
+                        .as_ref()
+                        .and_then(|c| c.get("via"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|v| !v.is_empty());
+                    if has_via && let Ok(child) = RoomId::parse(key.as_str()) {
+                        children.insert(child);
+                    }
+                }
+            }
+            self.space_children.insert(space.to_owned(), children);
+        }
+        Ok(&self.space_children[space])
+    }
+
+    async fn tags(
+        &mut self,
+        s: &Services,
+        user: &OwnedUserId,
+    ) -> Result<&HashMap<OwnedRoomId, HashSet<String>>> {
+        if self.tags.is_none() {
+            let mut tags = HashMap::new();
+            let all = s
+                .storage
+                .account_data_since(user.as_str(), 0, s.stream.current())
+                .await?;
+            for data in all.into_iter().filter(|d| d.data_type == "m.tag") {
+                let Some(room) = data.room_id else {
+                    continue;
+                };
+                let content: Value = serde_json::from_str(&data.content).unwrap_or_default();
+                let names: HashSet<String> = content
+                    .get("tags")
+                    .and_then(Value::as_object)
+                    .map(|t| t.keys().cloned().collect())
+                    .unwrap_or_default();
+                tags.insert(room, names);
+            }
+            self.tags = Some(tags);
+        }
+        Ok(self.tags.as_ref().expect("just set"))
+    }
+}
+
+/// The content of a room's current state event (empty state key).
+async fn state_content(s: &Services, room_id: &RoomId, ty: &str) -> Result<Option<Value>> {
+    let Ok(state) = s.rooms.current_state(room_id).await else {
+        return Ok(None);
+    };
+    s.rooms.state_content(&state, ty, "").await
+}
+
+/// Builds room bodies for one answer.
+pub(crate) struct Builder<'a> {
+    s: &'a Services,
+    who: &'a Requester,
+    user: OwnedUserId,
+    /// The connection's previous position (`None` on its first request).
+    since: Option<i64>,
+    to: i64,
+    ignored: Arc<IgnoredUsers>,
+    rules: Option<Arc<ruma::push::Ruleset>>,
+    receipts: Option<HashMap<OwnedRoomId, Vec<ruma::OwnedEventId>>>,
+}
+
+impl<'a> Builder<'a> {
+    pub async fn new(
+        s: &'a Services,
+        who: &'a Requester,
+        since: Option<i64>,
+        to: i64,
+    ) -> Result<Self> {
+        let user = who.user_id();
+        let ignored = s.account_data.ignored_users(&user).await?;
+        Ok(Self {
+            s,
+            who,
+            user,
+            since,
+            to,
+            ignored,
+            rules: None,
+            receipts: None,
+        })
+    }
+
+    /// The room's body, and what the connection was sent; `None` when the
+    /// connection has everything of it already.
+    pub async fn room(
+        &mut self,
+        c: &Candidate,
+        config: &RoomConfig,
+        sent: Option<&Sent>,
+        facts: &Facts,
+    ) -> Result<Option<(v5::response::Room, Sent)>> {
+        let s = self.s;
+        // Sent afresh: a room new to the connection, one whose config asks
+        // for more, or one whose membership changed from an invite or knock
+        // (or back in after leaving).
+        let initial = sent.is_none_or(|t| {
+            config.widens(&t.config)
+                || (t.membership != c.membership && t.membership != MembershipState::Join)
+        });
+        let mut room = v5::response::Room::new();
+        room.bump_stamp = Some(uint(c.bump_stamp));
+        room.is_dm = Some(facts.is_dm(s, &self.user, c).await?);
+        if initial {
+            room.initial = Some(true);
+        }
+        let mut new_sent = Sent {
+            at: self.to,
+            config: config.clone(),
+            membership: c.membership.clone(),
+            counts: (0, 0),
+            lazy: sent
+                .filter(|_| !initial)
+                .map(|t| t.lazy.clone())
+                .unwrap_or_default(),
+        };
+        match c.membership {
+            MembershipState::Invite | MembershipState::Knock => {
+                if !initial {
+                    return Ok(None);
+                }
+                self.invite(&mut room, c).await?;
+                return Ok(Some((room, new_sent)));
+            }
+            MembershipState::Join | MembershipState::Leave | MembershipState::Ban => {}
+            _ => return Ok(None),
+        }
+        // Nothing touched the room since it was sent (no event, receipt or
+        // typing): nothing to say, and its counts are what was sent.
+        if let Some(t) = sent.filter(|_| !initial)
+            && t.membership == c.membership
+            && !s
+                .stream
+                .changed_since(&[Topic::Room(c.room_id.clone())], t.at)
+        {
+            return Ok(None);
+        }
+        let joined = c.membership == MembershipState::Join;
+        // A left room ends at the leave.
+        let end = if joined { self.to } else { c.member_pos };
+        let room_since = if initial { None } else { sent.map(|t| t.at) };
+        let state = if joined {
+            s.rooms.current_state(&c.room_id).await?
+        } else {
+            sync::state_at_position(s, &c.room_id, end).await?
+        };
+        let latest = s.rooms.latest_position(&c.room_id).await?.min(end);
+        let new_events = room_since.is_none_or(|since| latest > since);
+        let counts = if joined {
+            self.unread_counts(&c.room_id, &state).await?
+        } else {
+            (0, 0)
+        };
+        new_sent.counts = counts;
+        if !initial && !new_events && sent.is_some_and(|t| t.counts == counts) {
+            return Ok(None);
+        }
+        room.unread_notifications.notification_count = Some(uint(counts.0 as i64));
+        room.unread_notifications.highlight_count = Some(uint(counts.1 as i64));
+        let (events, limited) = if config.timeline_limit == 0 || !new_events {
+            (Vec::new(), new_events && room_since.is_none() && latest > 0)
+        } else {
+            let current = joined.then_some(&*state);
+            self.timeline(c, config.timeline_limit, room_since, end, current)
+                .await?
+        };
+        room.limited = limited;
+        room.num_live = Some(uint(
+            self.since
+                .map(|since| events.iter().filter(|p| p.stream_ordering > since).count())
+                .unwrap_or(0) as i64,
+        ));
+        room.prev_batch = Some(match events.first() {
+            Some(first) => topo_token(first),
+            None => format!("s{end}"),
+        });
+        // Required state, and the name, avatar and heroes it decides.
+        let before = match room_since {
+            Some(since) => Some(sync::state_at_position(s, &c.room_id, since).await?),
+            None => None,
+        };
+        let changed =
+            |key: &(String, String)| before.as_ref().is_none_or(|b| b.get(key) != state.get(key));
+        let required = self
+            .required_state(&state, config, &events, &changed, &mut new_sent.lazy)
+            .await?;
+        room.required_state = required;
+        self.summary(&mut room, c, &state, &changed, initial)
+            .await?;
+        room.timeline = self.client_timeline(&events).await?;
+        Ok(Some((room, new_sent)))
+    }
+
+    /// Up to `limit` events of the room in `(since, end]` the user may see,
+    /// and whether older ones were left out (`/sync`'s timeline).
+    async fn timeline(
+        &self,
+        c: &Candidate,
+        limit: usize,
+        since: Option<i64>,
+        end: i64,
+        current: Option<&StateMap>,
+    ) -> Result<(Vec<Arc<Pdu>>, bool)> {
+        let mut filter = RoomEventFilter::default();
+        filter.limit = Some(uint(limit as i64));
+        let timeline_for = TimelineFor {
+            room_id: &c.room_id,
+            membership: if current.is_some() { "join" } else { "leave" },
+            since,
+            ignored: &self.ignored,
+            current,
+        };
+        sync::timeline(self.s, &self.user, &timeline_for, end, &filter).await
+    }
+
+    /// An invite's (or knock's) stripped state, and the name in it.
+    async fn invite(&self, room: &mut v5::response::Room, c: &Candidate) -> Result<()> {
+        let state = sync::invite_state(self.s, &c.room_id, &self.user, &self.ignored)
+            .await?
+            .unwrap_or_default();
+        room.name = stripped_name(&state);
+        room.invite_state = Some(state.iter().map(raw).collect::<Result<_>>()?);
+        Ok(())
+    }
+
+    /// The name, avatar, member counts and heroes: on a room sent afresh,
+    /// and when what decides them changed.
+    async fn summary(
+        &self,
+        room: &mut v5::response::Room,
+        c: &Candidate,
+        state: &StateMap,
+        changed: &impl Fn(&(String, String)) -> bool,
+        initial: bool,
+    ) -> Result<()> {
+        let s = self.s;
+        let name_key = ("m.room.name".to_owned(), String::new());
+        let name = s
+            .rooms
+            .state_content(state, "m.room.name", "")
+            .await?
+            .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+            .filter(|n| !n.is_empty());
+        if changed(&name_key) {
+            room.name = name.clone();
+        }
+        let avatar_key = ("m.room.avatar".to_owned(), String::new());
+        if changed(&avatar_key) {
+            let url: Option<OwnedMxcUri> = s
+                .rooms
+                .state_content(state, "m.room.avatar", "")
+                .await?
+                .and_then(|c| c.get("url").and_then(Value::as_str).map(OwnedMxcUri::from))
+                .filter(|u| !u.as_str().is_empty());
+            room.avatar = match (url, initial) {
+                (Some(url), _) => JsOption::Some(url),
+                (None, true) => JsOption::Undefined,
+                (None, false) => JsOption::Null,
+            };
+        }
+        let members_changed = state
+            .iter()
+            .any(|(k, _)| k.0 == "m.room.member" && changed(k));
+        if members_changed || initial {
+            let members = s
+                .storage
+                .rooms_joined_and_invited(&[c.room_id.as_str()])
+                .await?
+                .remove(&c.room_id)
+                .unwrap_or_default();
+            let joined_count = members
+                .iter()
+                .filter(|m| m.membership == MembershipState::Join)
+                .count();
+            room.joined_count = Some(uint(joined_count as i64));
+            room.invited_count = Some(uint((members.len() - joined_count) as i64));
+            if name.is_none() {
+                room.heroes = Some(self.heroes(state, &members).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Timeline events in their client form, with this device's
+    /// transaction ids.
+    async fn client_timeline(
+        &self,
+        events: &[Arc<Pdu>],
+    ) -> Result<Vec<Raw<ruma::events::AnySyncTimelineEvent>>> {
+        let s = self.s;
+        let refs: Vec<&Pdu> = events.iter().map(|p| &**p).collect();
+        let txns = s
+            .rooms
+            .transaction_ids(
+                &refs,
+                self.who.user_id.as_str(),
+                self.who.device_id.as_str(),
+            )
+            .await?;
+        drop(refs);
+        s.rooms
+            .client_events_with(events, &txns)
+            .await?
+            .iter()
+            .map(raw)
+            .collect()
+    }
+
+    /// The state events the config asks for: on a room sent afresh all that
+    /// match, else those changed since; `$LAZY` members of the timeline's
+    /// senders not sent to the connection yet, `$ME` the user's own.
+    async fn required_state(
+        &self,
+        state: &StateMap,
+        config: &RoomConfig,
+        timeline: &[Arc<Pdu>],
+        changed: &impl Fn(&(String, String)) -> bool,
+        lazy_sent: &mut HashSet<OwnedUserId>,
+    ) -> Result<Vec<Raw<ruma::events::AnySyncStateEvent>>> {
+        let me = self.user.as_str();
+        let mut wanted_all = false;
+        let mut types: HashSet<&str> = HashSet::new();
+        let mut keys_any_type: HashSet<&str> = HashSet::new();
+        let mut pairs: HashSet<(&str, &str)> = HashSet::new();
+        let mut lazy = false;
+        for (ty, key) in &config.required_state {
+            let key = if key == "$ME" { me } else { key.as_str() };
+            match (ty.as_str(), key) {
+                ("*", "*") => wanted_all = true,
+                ("*", key) => {
+                    keys_any_type.insert(key);
+                }
+                (ty, "*") => {
+                    types.insert(ty);
+                }
+                ("m.room.member", "$LAZY") => lazy = true,
+                (ty, key) => {
+                    pairs.insert((ty, key));
+                }
+            }
+        }
+        let senders: HashSet<&str> = if lazy {
+            timeline.iter().map(|p| p.sender.as_str()).collect()
+        } else {
+            HashSet::new()
+        };
+        let mut pdus: Vec<Arc<Pdu>> = Vec::new();
+        let mut lazy_now: Vec<OwnedUserId> = Vec::new();
+        for (key, id) in state.iter() {
+            let (ty, sk) = (key.0.as_str(), key.1.as_str());
+            let explicit = wanted_all
+                || types.contains(ty)
+                || keys_any_type.contains(sk)
+                || pairs.contains(&(ty, sk));
+            let lazy_member = ty == "m.room.member"
+                && senders.contains(sk)
+                && !lazy_sent.iter().any(|u| u.as_str() == sk);
+            let wanted = (explicit && changed(key)) || lazy_member;
+            if !wanted {
+                continue;
+            }
+            if lazy_member && let Ok(u) = OwnedUserId::try_from(sk) {
+                lazy_now.push(u);
+            }
+            if let Some(p) = self.s.rooms.pdu_shared(id.as_str()).await? {
+                pdus.push(p);
+            }
+        }
+        lazy_sent.extend(lazy_now);
+        pdus.sort_by_key(|p| p.stream_ordering);
+        self.s
+            .rooms
+            .client_events_with(&pdus, &crate::model::viewer::ViewerTxns::default())
+            .await?
+            .iter()
+            .map(raw)
+            .collect()
+    }
+
+    /// Up to [`MAX_HEROES`] members other than the user (joined first, then
+    /// invited), with their display names and avatars.
+    async fn heroes(
+        &self,
+        state: &StateMap,
+        members: &[crate::storage::events::RoomMemberRow],
+    ) -> Result<Vec<v5::response::Hero>> {
+        let mut ordered: Vec<&crate::storage::events::RoomMemberRow> =
+            members.iter().filter(|m| m.user_id != self.user).collect();
+        ordered.sort_by_key(|m| m.membership != MembershipState::Join);
+        let mut heroes = Vec::new();
+        for m in ordered.into_iter().take(MAX_HEROES) {
+            let content = self
+                .s
+                .rooms
+                .state_content(state, "m.room.member", m.user_id.as_str())
+                .await?;
+            let mut hero = v5::response::Hero::new(m.user_id.clone());
+            let field = |f: &str| {
+                content
+                    .as_ref()
+                    .and_then(|c| c.get(f))
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+            };
+            hero.name = field("displayname");
+            hero.avatar = field("avatar_url").map(OwnedMxcUri::from);
+            heroes.push(hero);
+        }
+        Ok(heroes)
+    }
+
+    /// `(notification_count, highlight_count)` of a joined room, counted as
+    /// `/sync` counts (resuming the counts it made).
+    async fn unread_counts(&mut self, room_id: &RoomId, state: &StateMap) -> Result<(u64, u64)> {
+        let s = self.s;
+        let user = &self.user;
+        if self.receipts.is_none() {
+            self.receipts = Some(s.storage.all_main_receipts(user.as_str()).await?);
+        }
+        let receipts = self
+            .receipts
+            .as_ref()
+            .and_then(|r| r.get(room_id))
+            .cloned()
+            .unwrap_or_default();
+        let pos = notifications::read_position(s, user, state, receipts).await?;
+        let mut so_far = s.unread.resume(user, room_id, pos, self.to);
+        if so_far.upto >= self.to {
+            return Ok((so_far.notify, so_far.highlight));
+        }
+        let span = StreamSpan {
+            room_id: room_id.as_str(),
+            from: so_far.upto,
+            to: self.to,
+            limit: notifications::MAX_COUNTED,
+        };
+        let refs = s
+            .storage
+            .rooms_events_in_stream(&[span], Some(user.as_str()))
+            .await?;
+        let unread = s
+            .rooms
+            .pdus_for_refs(refs)
+            .await?
+            .remove(room_id)
+            .unwrap_or_default();
+        if self.rules.is_none() {
+            self.rules = Some(s.account_data.push_rules_shared(user).await?);
+        }
+        let rules = self.rules.clone().unwrap_or_default();
+        let joined = s
+            .storage
+            .rooms_joined_and_invited(&[room_id.as_str()])
+            .await?
+            .remove(room_id)
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m.membership == MembershipState::Join)
+            .count() as u32;
+        let (n, h) =
+            notifications::count_unread(s, user, room_id, state, joined, &rules, unread).await?;
+        so_far.notify += n;
+        so_far.highlight += h;
+        so_far.upto = self.to;
+        s.unread.store(user, room_id, so_far);
+        Ok((so_far.notify, so_far.highlight))
+    }
+}
+
+/// The name in an invite's stripped state.
+fn stripped_name(state: &[Value]) -> Option<String> {
+    state
+        .iter()
+        .find(|e| e["type"] == "m.room.name")
+        .and_then(|e| e["content"]["name"].as_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}
+
+pub(super) fn uint(n: i64) -> UInt {
+    UInt::try_from(n.max(0) as u64).unwrap_or(UInt::MAX)
+}
