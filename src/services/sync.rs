@@ -545,8 +545,7 @@ async fn sort_rooms(
                 // An invite from an ignored user is not shown (spec,
                 // "Ignoring Users").
                 let ignored = ignored.get(s, &user).await?;
-                if let Some(events) = invite_state(s, &room_id, &user, &ignored).await? {
-                    let entry = json!({ "invite_state": { "events": events } });
+                if let Some(entry) = invite_entry(s, &room_id, &user, &ignored).await? {
                     sorted.invite.insert(room.clone(), entry);
                 }
             }
@@ -1348,6 +1347,18 @@ pub(crate) async fn invite_state(
         out.push(own_member_event(&invite));
     }
     Ok(Some(out))
+}
+
+/// An invited room's `{"invite_state": {"events"}}` ([`invite_state`]).
+async fn invite_entry(
+    s: &Services,
+    room_id: &RoomId,
+    user: &UserId,
+    ignored: &IgnoredUsers,
+) -> Result<Option<Value>> {
+    Ok(invite_state(s, room_id, user, ignored)
+        .await?
+        .map(|events| json!({ "invite_state": { "events": events } })))
 }
 
 /// A knocked room's `{"knock_state": {"events"}}`: the stripped state a
