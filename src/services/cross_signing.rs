@@ -453,28 +453,3 @@ fn row(
         signature,
     }
 }
-
-/// A key's JSON with stored signatures added to its `signatures`.
-pub(crate) fn merged(
-    json: &str,
-    sigs: Option<&Vec<SignatureRow>>,
-) -> Result<Box<serde_json::value::RawValue>> {
-    let mut value: serde_json::Map<String, Value> =
-        serde_json::from_str(json).map_err(MatrixError::internal)?;
-    if let Some(sigs) = sigs {
-        let all = value
-            .entry("signatures")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Value::Object(all) = all {
-            for s in sigs {
-                let by = all
-                    .entry(s.signer_user_id.clone())
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Value::Object(by) = by {
-                    by.insert(s.signer_key_id.clone(), Value::String(s.signature.clone()));
-                }
-            }
-        }
-    }
-    serde_json::value::to_raw_value(&value).map_err(MatrixError::internal)
-}

@@ -26,8 +26,7 @@ use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
-use crate::services::cross_signing::merged;
-use crate::services::key_cache::{KeyCache, UserKeys};
+use crate::services::key_cache::{KeyCache, UserKeys, merged};
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
 use crate::storage::cross_signing::SignatureRow;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
+use crate::error::{MatrixError, Result};
 use crate::storage::cross_signing::SignatureRow;
 
 /// One user's part of a `/keys/query` answer, the same for every
@@ -125,6 +126,31 @@ impl KeyCache {
         let bytes = inner.entries.iter().map(|(u, k)| u.len() + k.size()).sum();
         (inner.entries.len(), bytes)
     }
+}
+
+/// A key's JSON with stored signatures added to its `signatures`.
+pub(crate) fn merged(json: &str, sigs: Option<&Vec<SignatureRow>>) -> Result<Box<RawValue>> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(MatrixError::internal)?;
+    if let Some(sigs) = sigs {
+        let all = value
+            .entry("signatures")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(all) = all {
+            for s in sigs {
+                let by = all
+                    .entry(s.signer_user_id.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if let serde_json::Value::Object(by) = by {
+                    by.insert(
+                        s.signer_key_id.clone(),
+                        serde_json::Value::String(s.signature.clone()),
+                    );
+                }
+            }
+        }
+    }
+    serde_json::value::to_raw_value(&value).map_err(MatrixError::internal)
 }
 
 #[cfg(test)]

@@ -15,8 +15,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::Result;
-use crate::services::cross_signing::merged;
-use crate::services::key_cache::UserKeys;
+use crate::services::key_cache::{UserKeys, merged};
 use crate::storage::cross_signing::SignatureRow;
 
 /// One local user's part of the answer.
