@@ -34,8 +34,10 @@ use crate::storage::e2e_keys::{ClaimedKey, KeyUpload, NewKey};
 use crate::storage::events::RoomMembershipRow;
 
 mod answer;
+mod claims;
 use answer::Found;
 pub use answer::KeysAnswer;
+use claims::ClaimQueue;
 
 /// How many devices' key counts [`E2eKeys`] keeps in memory for `/sync`.
 const COUNTED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
@@ -136,11 +138,14 @@ pub struct E2eKeys {
     lists: Arc<DeviceLists>,
     /// Per (user, device): its key counts, dropped when they change.
     counts: Mutex<lru::LruCache<(String, String), KeyCounts>>,
+    /// One-time key claims, combined ([`claims`]).
+    claims: ClaimQueue,
 }
 
 impl E2eKeys {
     pub fn new(storage: Storage, lists: Arc<DeviceLists>, server_name: &ServerName) -> Self {
         Self {
+            claims: ClaimQueue::new(storage.clone()),
             storage,
             stream: lists.stream.clone(),
             server_name: server_name.to_owned(),
@@ -395,20 +400,21 @@ impl E2eKeys {
         requested: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
     ) -> Result<claim_keys::v3::Response> {
         let mut resp = claim_keys::v3::Response::new(BTreeMap::new());
-        // Every local device's one-time key in one statement; the devices
-        // it found none for (none left, or a concurrent claim took it) are
+        // Every local device's one-time key in one statement (with the
+        // claims that arrive meanwhile: `claims`); the devices it found none
+        // for (none left, or a concurrent claim took it) are
         // claimed one by one, with the fallback key.
-        let wanted: Vec<(&str, &str, &str)> = requested
+        let wanted: Vec<(String, String, String)> = requested
             .iter()
             .filter(|(user, _)| user.server_name() == self.server_name)
             .flat_map(|(user, devices)| {
                 devices
                     .iter()
-                    .map(move |(d, alg)| (user.as_str(), d.as_str(), alg.as_str()))
+                    .map(move |(d, alg)| (user.to_string(), d.to_string(), alg.to_string()))
             })
             .collect();
         let mut taken: HashMap<(String, String, String), ClaimedKey> = HashMap::new();
-        for (u, d, alg, key) in self.storage.take_one_time_keys(&wanted).await? {
+        for (u, d, alg, key) in self.claims.take(wanted).await? {
             self.forget_counts(&u, &d);
             taken.insert((u, d, alg), key);
         }

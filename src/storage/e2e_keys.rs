@@ -254,6 +254,34 @@ impl Storage {
         &self,
         wanted: &[(&str, &str, &str)],
     ) -> sqlx::Result<Vec<(String, String, String, ClaimedKey)>> {
+        let mut conn = self.pool().acquire().await?;
+        self.take_one_time_keys_on(&mut conn, wanted).await
+    }
+
+    /// Several claims' keys in one transaction: `rounds[k]` names the
+    /// `(user, device, algorithm)`s that a k+1-th claim of the batch asks
+    /// for, so round k takes each one's k+1-th lowest key (the rounds run in
+    /// order, each taking the lowest left). One commit for the batch
+    /// instead of one a claim: the pages of a device's keys are written
+    /// once. The keys taken, round by round.
+    pub async fn take_one_time_keys_rounds(
+        &self,
+        rounds: &[Vec<(&str, &str, &str)>],
+    ) -> sqlx::Result<Vec<Vec<(String, String, String, ClaimedKey)>>> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(rounds.len());
+        for round in rounds {
+            out.push(self.take_one_time_keys_on(&mut tx, round).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn take_one_time_keys_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        wanted: &[(&str, &str, &str)],
+    ) -> sqlx::Result<Vec<(String, String, String, ClaimedKey)>> {
         let mut out = Vec::new();
         for (chunk, size) in super::padded_chunks(wanted, super::PADDED_MAX) {
             let values = (0..size)
@@ -289,7 +317,7 @@ impl Storage {
                         },
                     ))
                 })
-                .fetch_all(self.pool())
+                .fetch_all(&mut *conn)
                 .await?;
             out.extend(rows);
         }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (27, "media_thumbnails", V27),
     (28, "url_previews", V28),
     (30, "openid_tokens_profile_fields", V30),
+    (37, "one_time_keys_clustered", V37),
 ];
 
 const V1: &str = r#"
@@ -645,6 +646,24 @@ CREATE TABLE profile_fields (
     value TEXT NOT NULL,
     PRIMARY KEY (user_id, field_name)
 );
+"#;
+
+/// One-time keys stored in primary-key order (SQLite: a table without rowid),
+/// so a claim's deletion touches one page of each device's keys instead of a
+/// table page and an index page. PostgreSQL copies the table unchanged.
+const V37: &str = r#"
+CREATE TABLE e2e_one_time_keys_clustered (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, algorithm, key_id)
+){WITHOUT_ROWID};
+INSERT INTO e2e_one_time_keys_clustered (user_id, device_id, algorithm, key_id, key_json)
+    SELECT user_id, device_id, algorithm, key_id, key_json FROM e2e_one_time_keys;
+DROP TABLE e2e_one_time_keys;
+ALTER TABLE e2e_one_time_keys_clustered RENAME TO e2e_one_time_keys
 "#;
 
 /// Applies the migrations not applied yet, up to version `upto`.

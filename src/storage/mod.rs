@@ -199,6 +199,10 @@ impl Storage {
                     for pragma in dialect.connection_setup() {
                         conn.execute(*pragma).await?;
                     }
+                    if let Some(kib) = dialect.cache_kib(connections) {
+                        let pragma = format!("PRAGMA cache_size = -{kib}");
+                        conn.execute(sqlx::AssertSqlSafe(pragma)).await?;
+                    }
                     Ok(())
                 })
             })
