@@ -19,7 +19,13 @@ pub struct RelationsQuery<'a> {
     pub from: Option<&'a str>,
     pub limit: Option<u64>,
     pub forwards: bool,
+    /// Also the events relating to those, down to [`RECURSION_DEPTH`]
+    /// levels (as Synapse).
+    pub recurse: bool,
 }
+
+/// How many levels of relations a `recurse` request follows.
+pub const RECURSION_DEPTH: u32 = 3;
 
 /// One page of relations: the events the requester may see, and the token
 /// of the next page when there is one.
@@ -66,7 +72,7 @@ pub async fn page(
             q.rel_type,
             q.event_type,
             from,
-            q.forwards,
+            (q.forwards, q.recurse.then_some(RECURSION_DEPTH as i64)),
             limit + 1,
         )
         .await?;

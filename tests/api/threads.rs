@@ -528,3 +528,82 @@ async fn unread_counts_by_thread_with_the_filter_flag() {
     let body = sync(&server, &bob, "timeout=0").await;
     assert_eq!(counts(joined_room(&body, &room)), (0, 0));
 }
+
+/// GET /relations/{event} with `recurse`; asserts 200.
+async fn relations(server: &TestServer, who: &Session, room: &str, rest: &str) -> Value {
+    let path = format!("/_matrix/client/v1/rooms/{}/relations/{rest}", enc(room));
+    let (st, b) = server.get(&path, who.token()).await;
+    assert_eq!(st, StatusCode::OK, "relations {rest}: {b}");
+    b
+}
+
+#[tokio::test]
+async fn relations_recurse_follows_three_levels_as_synapse() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({"preset": "private_chat"})).await;
+    let root = send_text(&server, &alice, &room, "root").await;
+    let in_thread = reply(&server, &alice, &room, &root, "in thread").await;
+    let annotate = |target: &str, key: &str| json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}});
+    let level2 = send_event(
+        &server,
+        &alice,
+        &room,
+        "m.reaction",
+        annotate(&in_thread, "2"),
+    )
+    .await;
+    let edit = json!({
+        "msgtype": "m.text", "body": "* edited", "m.new_content": {"msgtype": "m.text", "body": "edited"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": in_thread},
+    });
+    let edit = send_event(&server, &alice, &room, "m.room.message", edit).await;
+    let level3 = send_event(&server, &alice, &room, "m.reaction", annotate(&edit, "3")).await;
+    let level4 = send_event(&server, &alice, &room, "m.reaction", annotate(&level3, "4")).await;
+
+    // Without recurse: the direct relations only, and no recursion_depth.
+    let root_enc = enc(&root);
+    let direct = relations(&server, &alice, &room, &root_enc).await;
+    assert_eq!(
+        event_ids(&direct["chunk"]),
+        vec![in_thread.clone()],
+        "{direct}"
+    );
+    assert!(direct.get("recursion_depth").is_none(), "{direct}");
+    let off = relations(&server, &alice, &room, &format!("{root_enc}?recurse=false")).await;
+    assert_eq!(event_ids(&off["chunk"]), vec![in_thread.clone()], "{off}");
+
+    // With it: three levels down, newest first; the fourth is left out.
+    let all = relations(&server, &alice, &room, &format!("{root_enc}?recurse=true")).await;
+    assert_eq!(
+        event_ids(&all["chunk"]),
+        vec![
+            level3.clone(),
+            edit.clone(),
+            level2.clone(),
+            in_thread.clone()
+        ],
+        "{all}"
+    );
+    assert!(!event_ids(&all["chunk"]).contains(&level4));
+    assert_eq!(all["recursion_depth"], 3, "{all}");
+    // The rel_type (and event type) filter applies at every level.
+    let path = format!("{root_enc}/m.annotation?recurse=true");
+    let annotations = relations(&server, &alice, &room, &path).await;
+    assert_eq!(
+        event_ids(&annotations["chunk"]),
+        vec![level3.clone(), level2.clone()],
+        "{annotations}"
+    );
+    assert_eq!(annotations["recursion_depth"], 3, "{annotations}");
+    let path = format!("{root_enc}/m.annotation/m.reaction?recurse=true&limit=1");
+    let first = relations(&server, &alice, &room, &path).await;
+    assert_eq!(event_ids(&first["chunk"]), vec![level3], "{first}");
+    let next = first["next_batch"].as_str().expect("next_batch");
+    let path = format!(
+        "{root_enc}/m.annotation/m.reaction?recurse=true&limit=1&from={}",
+        enc(next)
+    );
+    let second = relations(&server, &alice, &room, &path).await;
+    assert_eq!(event_ids(&second["chunk"]), vec![level2], "{second}");
+}

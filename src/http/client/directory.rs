@@ -314,7 +314,7 @@ fn query<'a>(
     event_id: &'a ruma::EventId,
     from: Option<&'a str>,
     limit: Option<ruma::UInt>,
-    dir: Direction,
+    (dir, recurse): (Direction, bool),
 ) -> RelationsQuery<'a> {
     RelationsQuery {
         event_id: event_id.as_str(),
@@ -323,7 +323,13 @@ fn query<'a>(
         from,
         limit: limit.map(u64::from),
         forwards: dir == Direction::Forward,
+        recurse,
     }
+}
+
+/// The `recursion_depth` of an answer: present when `recurse` was asked.
+fn recursion_depth(recurse: bool) -> Option<ruma::UInt> {
+    recurse.then(|| ruma::UInt::from(relations::RECURSION_DEPTH))
 }
 
 async fn relations(
@@ -331,10 +337,16 @@ async fn relations(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events::v1::Request>,
 ) -> Result<RumaResponse<get_relating_events::v1::Response>> {
-    let q = query(&req.event_id, req.from.as_deref(), req.limit, req.dir);
+    let q = query(
+        &req.event_id,
+        req.from.as_deref(),
+        req.limit,
+        (req.dir, req.recurse),
+    );
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }
 
@@ -346,11 +358,17 @@ async fn relations_rel(
     let rel = req.rel_type.to_string();
     let q = RelationsQuery {
         rel_type: Some(&rel),
-        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+        ..query(
+            &req.event_id,
+            req.from.as_deref(),
+            req.limit,
+            (req.dir, req.recurse),
+        )
     };
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }
 
@@ -363,10 +381,16 @@ async fn relations_rel_type(
     let q = RelationsQuery {
         rel_type: Some(&rel),
         event_type: Some(&ty),
-        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+        ..query(
+            &req.event_id,
+            req.from.as_deref(),
+            req.limit,
+            (req.dir, req.recurse),
+        )
     };
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }
