@@ -653,16 +653,29 @@ async fn joined_rooms(
     let incremental = req.since.is_some() && !req.full_state;
     let federation_format =
         req.filter.event_format == ruma::api::client::filter::EventFormat::Federation;
+    let bodies: Vec<_> = bodies
+        .into_iter()
+        .filter(|(_, (body, events))| {
+            !(incremental
+                && events.is_empty()
+                && body.state.events.is_empty()
+                && body.ephemeral.events.is_empty()
+                && body.account_data.events.is_empty())
+        })
+        .collect();
+    // Every room's client forms at once: one look-up of thread summaries
+    // for the whole answer.
+    let events: Vec<Arc<Pdu>> = bodies
+        .iter()
+        .flat_map(|(_, (_, events))| events.iter().cloned())
+        .collect();
+    let mut forms = s
+        .rooms
+        .client_events_with(&events, &txns)
+        .await?
+        .into_iter();
     for (room, (mut body, events)) in bodies {
-        if incremental
-            && events.is_empty()
-            && body.state.events.is_empty()
-            && body.ephemeral.events.is_empty()
-            && body.account_data.events.is_empty()
-        {
-            continue;
-        }
-        body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
+        body.timeline.events = forms.by_ref().take(events.len()).collect();
         if federation_format {
             body.timeline.events = body
                 .timeline
