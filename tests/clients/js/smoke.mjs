@@ -12,7 +12,7 @@
 
 import { randomBytes } from "node:crypto";
 import * as sdk from "matrix-js-sdk";
-import { check, expectOk, main, quiet, started, step, until } from "./common.mjs";
+import { check, expectOk, Failure, main, quiet, started, step, until } from "./common.mjs";
 
 const MESSAGES = 12; // sent by alice, read by bob through sync and /messages
 const PAGES = 20; // bound on back-pagination requests
@@ -232,11 +232,22 @@ async function threadsUpgradeKnockPushers(base, anon, tag, password, server) {
     );
     const bobRoom = bob.getRoom(room);
     await expectOk(bobRoom.fetchRoomThreads(), "fetchRoomThreads");
-    await until(
-        bob,
-        () => bobRoom.getThreads().some((t) => t.id === root && t.length === REPLIES),
-        `bob's room.getThreads() holds the thread with ${REPLIES} replies`,
-    );
+    // The thread sets itself up after fetchRoomThreads (fetching its events):
+    // wait on the room's thread events, not on a sync that may not come.
+    const threadSeen = () => bobRoom.getThreads().some((t) => t.id === root && t.length === REPLIES);
+    await new Promise((resolve, reject) => {
+        const events = [sdk.ThreadEvent.New, sdk.ThreadEvent.Update, sdk.ThreadEvent.NewReply];
+        const done = (f) => {
+            clearTimeout(timer);
+            for (const e of events) bobRoom.off(e, test);
+            f();
+        };
+        const test = () => threadSeen() && done(resolve);
+        const what = `bob's room.getThreads() holds the thread with ${REPLIES} replies`;
+        const timer = setTimeout(() => done(() => reject(new Failure(`${what}: not seen within 30 s`))), 30_000);
+        for (const e of events) bobRoom.on(e, test);
+        test();
+    });
     step("the other client sees the thread through /threads and getThreads(), with its reply count");
 
     // upgrade: alice upgrades a room bob is in; bob's client sees the
