@@ -158,6 +158,9 @@ pub struct ClientEvent {
     form: Form,
     age: i64,
     transaction_id: Option<Box<str>>,
+    /// The server's aggregations of the event's relations (`m.thread`), as
+    /// `unsigned.m.relations` (in place of any the PDU carried).
+    relations: Option<Box<RawJsonValue>>,
 }
 
 #[derive(Debug)]
@@ -184,6 +187,11 @@ impl ClientEvent {
             },
             _ => self,
         }
+    }
+
+    /// Shows `relations` as the event's `unsigned.m.relations`.
+    pub fn set_relations(&mut self, relations: Box<RawJsonValue>) {
+        self.relations = Some(relations);
     }
 
     /// As JSON text.
@@ -254,6 +262,7 @@ impl serde::Serialize for ClientEvent {
                     stored,
                     age: self.age,
                     transaction_id: self.transaction_id.as_deref(),
+                    relations: self.relations.as_deref(),
                 },
             )?;
         }
@@ -273,16 +282,18 @@ struct Unsigned<'a> {
     stored: Stored<'a>,
     age: i64,
     transaction_id: Option<&'a str>,
+    relations: Option<&'a RawJsonValue>,
 }
 
 impl serde::Serialize for Unsigned<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
-        let viewer_field = |key: &str| key == "age" || key == "transaction_id";
+        let ours = |key: &str| key == "m.relations" && self.relations.is_some();
+        let viewer_field = |key: &str| key == "age" || key == "transaction_id" || ours(key);
         match &self.stored {
             Stored::Pieces(stored) => {
-                for (key, value) in stored.iter() {
+                for (key, value) in stored.iter().filter(|(k, _)| !ours(k)) {
                     map.serialize_entry(key, &**value)?;
                 }
             }
@@ -298,6 +309,9 @@ impl serde::Serialize for Unsigned<'_> {
         map.serialize_entry("age", &self.age)?;
         if let Some(txn) = self.transaction_id {
             map.serialize_entry("transaction_id", txn)?;
+        }
+        if let Some(relations) = self.relations {
+            map.serialize_entry("m.relations", relations)?;
         }
         map.end()
     }
@@ -566,6 +580,7 @@ impl Pdu {
             form,
             age: age.max(0),
             transaction_id: transaction_id.map(Into::into),
+            relations: None,
         }
     }
 
@@ -729,6 +744,7 @@ mod tests {
             form: Form::Pieces(Box::new(pieces)),
             age: 1,
             transaction_id: None,
+            relations: None,
         };
         assert_eq!(
             serde_json::to_value(&event).unwrap(),

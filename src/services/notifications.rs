@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde_json::Value;
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::error::Result;
 use crate::model::pdu::Pdu;
 use crate::model::state::StateMap;
@@ -129,6 +131,93 @@ pub async fn read_position(
         read_pos = read_pos.max(pdu.stream_ordering);
     }
     Ok(read_pos)
+}
+
+/// Where the user has read each thread of a room up to, for a sync that
+/// asks for `unread_thread_notifications` (as Synapse): an unthreaded read
+/// receipt (and the user's join) reads every thread and the main timeline;
+/// a `main` receipt reads the main timeline, a thread's receipt its thread.
+pub struct ThreadReads {
+    pub unthreaded: i64,
+    /// `main` or a thread root's id → the position its receipt reads to.
+    threads: HashMap<String, i64>,
+}
+
+impl ThreadReads {
+    fn of(&self, thread: &str) -> i64 {
+        self.threads
+            .get(thread)
+            .copied()
+            .unwrap_or(0)
+            .max(self.unthreaded)
+    }
+}
+
+/// The read positions of the user's receipts `(thread id or "", event id)`.
+pub async fn thread_reads(
+    s: &Services,
+    user: &UserId,
+    state: &StateMap,
+    receipts: Vec<(String, OwnedEventId)>,
+) -> Result<ThreadReads> {
+    let (unthreaded, threaded): (Vec<_>, Vec<_>) = receipts
+        .into_iter()
+        .partition(|(thread, _)| thread.is_empty());
+    let unthreaded = read_position(
+        s,
+        user,
+        state,
+        unthreaded.into_iter().map(|r| r.1).collect(),
+    )
+    .await?;
+    let mut threads: HashMap<String, i64> = HashMap::new();
+    for (thread, event_id) in threaded {
+        if let Some(pdu) = s.rooms.pdu_shared(event_id.as_str()).await? {
+            let pos = threads.entry(thread).or_default();
+            *pos = (*pos).max(pdu.stream_ordering);
+        }
+    }
+    Ok(ThreadReads {
+        unthreaded,
+        threads,
+    })
+}
+
+/// The thread an event is in: its `m.thread` relation's root, or `main`.
+pub fn thread_of(pdu: &Pdu) -> String {
+    #[derive(serde::Deserialize)]
+    struct Content {
+        #[serde(rename = "m.relates_to")]
+        relates_to: Option<Relation>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Relation {
+        rel_type: Option<String>,
+        event_id: Option<String>,
+    }
+    serde_json::from_str::<Content>(pdu.content.get())
+        .ok()
+        .and_then(|c| c.relates_to)
+        .filter(|r| r.rel_type.as_deref() == Some("m.thread"))
+        .and_then(|r| r.event_id)
+        .unwrap_or_else(|| "main".to_owned())
+}
+
+/// `unread` (the room's events after `reads.unthreaded`) by thread (`main`
+/// or a root's id), less what each thread's receipt has read: what
+/// [`count_unread`] counts for each.
+pub fn unread_by_thread(
+    unread: Vec<Arc<Pdu>>,
+    reads: &ThreadReads,
+) -> BTreeMap<String, Vec<Arc<Pdu>>> {
+    let mut by_thread: BTreeMap<String, Vec<Arc<Pdu>>> = BTreeMap::new();
+    for pdu in unread {
+        let thread = thread_of(&pdu);
+        if pdu.stream_ordering > reads.of(&thread) {
+            by_thread.entry(thread).or_default().push(pdu);
+        }
+    }
+    by_thread
 }
 
 /// (notification_count, highlight_count) over `unread`: the room's events

@@ -8,6 +8,7 @@ use crate::model::accounts::Requester;
 use crate::model::pdu::Pdu;
 use crate::services::Services;
 use crate::services::rooms::row_to_pdu;
+use crate::services::rooms::threads::THREAD;
 
 /// Which relations to list, and where the page starts.
 pub struct RelationsQuery<'a> {
@@ -18,7 +19,13 @@ pub struct RelationsQuery<'a> {
     pub from: Option<&'a str>,
     pub limit: Option<u64>,
     pub forwards: bool,
+    /// Also the events relating to those, down to [`RECURSION_DEPTH`]
+    /// levels (as Synapse).
+    pub recurse: bool,
 }
+
+/// How many levels of relations a `recurse` request follows.
+pub const RECURSION_DEPTH: u32 = 3;
 
 /// One page of relations: the events the requester may see, and the token
 /// of the next page when there is one.
@@ -65,7 +72,7 @@ pub async fn page(
             q.rel_type,
             q.event_type,
             from,
-            q.forwards,
+            (q.forwards, q.recurse.then_some(RECURSION_DEPTH as i64)),
             limit + 1,
         )
         .await?;
@@ -82,4 +89,81 @@ pub async fn page(
         .flatten();
     let events = s.rooms.filter_visible(&user, room_id, pdus).await?;
     Ok(RelationsPage { events, next_batch })
+}
+
+/// One page of a room's threads: the roots the requester may see, newest
+/// activity first, and the token of the next page when there is one.
+pub struct ThreadsPage {
+    pub roots: Vec<Pdu>,
+    pub next_batch: Option<String>,
+}
+
+/// `/threads`: the room's threads by their latest reply, newest first (as
+/// Synapse); `participated` keeps those the requester started or replied
+/// to. Readable by members, former members and anyone in a
+/// world-readable room; others (and an unknown room) get 403, as Synapse.
+pub async fn threads(
+    s: &Services,
+    r: &Requester,
+    room_id: &RoomId,
+    participated: bool,
+    from: Option<&str>,
+    limit: Option<u64>,
+) -> Result<ThreadsPage> {
+    let user = r.user_id();
+    if s.rooms.version(room_id).await?.is_none() {
+        return Err(MatrixError::forbidden("You are not a member of this room"));
+    }
+    s.rooms.readable_state(room_id, &user).await?;
+    let before = match from {
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| MatrixError::invalid_param("Invalid from token"))?,
+        None => i64::MAX,
+    };
+    let limit = limit.unwrap_or(5).clamp(1, 100) as i64;
+    let participant = participated.then(|| user.as_str());
+    let rows = s
+        .storage
+        .room_threads(room_id.as_str(), participant, before, limit + 1)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next_batch = more
+        .then(|| rows.last().map(|t| t.latest.to_string()))
+        .flatten();
+    let mut roots = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(root) = s.rooms.pdu(row.root.as_str()).await?
+            && root.room_id == room_id
+        {
+            roots.push(root);
+        }
+    }
+    let roots = s.rooms.filter_visible(&user, room_id, roots).await?;
+    Ok(ThreadsPage { roots, next_batch })
+}
+
+/// How far up a chain of relations [`in_thread`] looks.
+const MAX_RELATION_DEPTH: usize = 3;
+
+/// Whether a receipt on `event_id` may name `thread_id` (as Synapse): for
+/// `main`, the event is in no thread; for a thread root id, the event is
+/// the root, a reply in that thread, or relates (through at most a few
+/// relations) to one of them.
+pub async fn in_thread(s: &Services, event_id: &str, thread_id: &str) -> Result<bool> {
+    let mut current = event_id.to_owned();
+    for _ in 0..=MAX_RELATION_DEPTH {
+        if current == thread_id {
+            return Ok(true);
+        }
+        match s.storage.relation_of_event(&current).await? {
+            Some((root, rel_type)) if rel_type == THREAD => return Ok(root == thread_id),
+            Some((parent, _)) => current = parent,
+            None => return Ok(thread_id == "main"),
+        }
+    }
+    Ok(thread_id == "main")
 }

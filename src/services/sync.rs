@@ -113,6 +113,11 @@ pub struct JoinedRoom {
     pub state: Events<RawEvent>,
     pub summary: Value,
     pub unread_notifications: UnreadNotifications,
+    /// By thread root, for a filter's `unread_thread_notifications` (then
+    /// `unread_notifications` counts only the main timeline); left out
+    /// when no thread has any.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unread_thread_notifications: BTreeMap<String, UnreadNotifications>,
     pub ephemeral: Events<Value>,
     pub account_data: Events<Value>,
 }
@@ -648,16 +653,29 @@ async fn joined_rooms(
     let incremental = req.since.is_some() && !req.full_state;
     let federation_format =
         req.filter.event_format == ruma::api::client::filter::EventFormat::Federation;
+    let bodies: Vec<_> = bodies
+        .into_iter()
+        .filter(|(_, (body, events))| {
+            !(incremental
+                && events.is_empty()
+                && body.state.events.is_empty()
+                && body.ephemeral.events.is_empty()
+                && body.account_data.events.is_empty())
+        })
+        .collect();
+    // Every room's client forms at once: one look-up of thread summaries
+    // for the whole answer.
+    let events: Vec<Arc<Pdu>> = bodies
+        .iter()
+        .flat_map(|(_, (_, events))| events.iter().cloned())
+        .collect();
+    let mut forms = s
+        .rooms
+        .client_events_with(&events, &txns)
+        .await?
+        .into_iter();
     for (room, (mut body, events)) in bodies {
-        if incremental
-            && events.is_empty()
-            && body.state.events.is_empty()
-            && body.ephemeral.events.is_empty()
-            && body.account_data.events.is_empty()
-        {
-            continue;
-        }
-        body.timeline.events = s.rooms.client_events_with(&events, &txns).await?;
+        body.timeline.events = forms.by_ref().take(events.len()).collect();
         if federation_format {
             body.timeline.events = body
                 .timeline
@@ -1090,6 +1108,9 @@ struct JoinedReads {
     unread: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
     /// The counts made before (see `UnreadCounts`).
     counted: HashMap<String, notifications::Counted>,
+    /// The read positions by thread, when the filter asks for counts by
+    /// thread (counted afresh, not kept in `UnreadCounts`).
+    thread_reads: HashMap<String, notifications::ThreadReads>,
 }
 
 async fn read_joined(
@@ -1116,11 +1137,33 @@ async fn read_joined(
     let timelines = s.rooms.pdus_for_refs(timelines).await?;
     let rooms: Vec<&str> = pending.iter().map(|p| p.room_id.as_str()).collect();
     let members = s.storage.rooms_joined_and_invited(&rooms).await?;
-    let mut receipts = s.storage.all_main_receipts(user.as_str()).await?;
+    let by_thread = filter.unread_thread_notifications;
+    let (mut receipts, mut threaded) = if by_thread {
+        let threaded = s.storage.all_read_receipts(user.as_str()).await?;
+        (HashMap::new(), threaded)
+    } else {
+        let main = s.storage.all_main_receipts(user.as_str()).await?;
+        (main, HashMap::new())
+    };
     let mut read = Vec::with_capacity(pending.len());
     let mut counted = HashMap::with_capacity(pending.len());
+    let mut thread_reads = HashMap::new();
     for p in pending {
         let current = s.rooms.current_state(&p.room_id).await?;
+        if by_thread {
+            let receipts = threaded.remove(&p.room_id).unwrap_or_default();
+            let reads = notifications::thread_reads(s, user, &current, receipts).await?;
+            if reads.unthreaded < to {
+                read.push(StreamSpan {
+                    room_id: p.room_id.as_str(),
+                    from: reads.unthreaded,
+                    to,
+                    limit: notifications::MAX_COUNTED,
+                });
+            }
+            thread_reads.insert(p.room_id.to_string(), reads);
+            continue;
+        }
         let receipts = receipts.remove(&p.room_id).unwrap_or_default();
         let pos = notifications::read_position(s, user, &current, receipts).await?;
         let so_far = s.unread.resume(user, &p.room_id, pos, to);
@@ -1144,6 +1187,7 @@ async fn read_joined(
         members,
         unread,
         counted,
+        thread_reads,
     })
 }
 
@@ -1202,8 +1246,29 @@ async fn joined_room(
         .count() as u32;
     // Evaluate the rules as the client sees them (legacy mention rules included).
     let unread = reads.unread.remove(room_id).unwrap_or_default();
-    let (notify, highlight) = match reads.counted.remove(room_id.as_str()) {
-        Some(mut so_far) => {
+    let mut unread_thread_notifications = BTreeMap::new();
+    let thread_reads = reads.thread_reads.remove(room_id.as_str());
+    let counted = reads.counted.remove(room_id.as_str());
+    let (notify, highlight) = match (counted, &thread_reads) {
+        (_, Some(thread_reads)) => {
+            let mut main = (0, 0);
+            for (thread, events) in notifications::unread_by_thread(unread, thread_reads) {
+                let (n, h) =
+                    notifications::count_unread(s, user, room_id, &current, joined, rules, events)
+                        .await?;
+                if thread == "main" {
+                    main = (n, h);
+                } else if (n, h) != (0, 0) {
+                    let counts = UnreadNotifications {
+                        highlight_count: h,
+                        notification_count: n,
+                    };
+                    unread_thread_notifications.insert(thread, counts);
+                }
+            }
+            main
+        }
+        (Some(mut so_far), None) => {
             let (n, h) =
                 notifications::count_unread(s, user, room_id, &current, joined, rules, unread)
                     .await?;
@@ -1213,7 +1278,7 @@ async fn joined_room(
             s.unread.store(user, room_id, so_far);
             (so_far.notify, so_far.highlight)
         }
-        None => (0, 0),
+        (None, None) => (0, 0),
     };
     // As Synapse: on an initial sync (of the room), a timeline that holds
     // the whole room (not limited) has the sync point as its `prev_batch`,
@@ -1238,6 +1303,7 @@ async fn joined_room(
             highlight_count: highlight,
             notification_count: notify,
         },
+        unread_thread_notifications,
         ephemeral: room.ephemeral.into(),
         account_data: room.account_data.into(),
     };

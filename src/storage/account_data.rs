@@ -222,6 +222,36 @@ impl Storage {
         Ok(out)
     }
 
+    /// The user's read receipts (public and private) in every room, by
+    /// thread: room → (thread id, `""` when unthreaded; event id).
+    pub async fn all_read_receipts(
+        &self,
+        user_id: &str,
+    ) -> sqlx::Result<std::collections::HashMap<OwnedRoomId, Vec<(String, OwnedEventId)>>> {
+        #[derive(FromRow)]
+        struct Receipt {
+            #[sqlx(try_from = "String")]
+            room_id: OwnedRoomId,
+            thread_id: String,
+            #[sqlx(try_from = "String")]
+            event_id: OwnedEventId,
+        }
+        let rows: Vec<Receipt> = sqlx::query_as(
+            "SELECT room_id, thread_id, event_id FROM receipts
+             WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private')",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: std::collections::HashMap<_, Vec<_>> = Default::default();
+        for r in rows {
+            out.entry(r.room_id)
+                .or_default()
+                .push((r.thread_id, r.event_id));
+        }
+        Ok(out)
+    }
+
     pub async fn set_presence(&self, p: &PresenceRow) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM presence WHERE user_id = $1")

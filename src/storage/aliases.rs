@@ -168,7 +168,8 @@ impl Storage {
 
     /// Events relating to `event_id` (optionally of one rel_type and event
     /// type): newest first below `from`, or oldest first above it when
-    /// `forwards`.
+    /// `forwards`; with `levels`, also those relating to them, that many
+    /// levels down in all.
     #[allow(clippy::too_many_arguments)]
     pub async fn relations(
         &self,
@@ -177,7 +178,7 @@ impl Storage {
         rel_type: Option<&str>,
         event_type: Option<&str>,
         from: Option<i64>,
-        forwards: bool,
+        (forwards, levels): (bool, Option<i64>),
         limit: i64,
     ) -> sqlx::Result<Vec<super::events::EventRow>> {
         let (cmp, order, bound) = if forwards {
@@ -185,24 +186,47 @@ impl Storage {
         } else {
             ("<", "DESC", from.unwrap_or(i64::MAX))
         };
+        // The related events: the direct ones, or the recursive walk down
+        // (each level one indexed lookup by `relates_to`).
+        let (with, source) = match levels {
+            None => ("", "event_relations r"),
+            Some(_) => (
+                "WITH RECURSIVE related (event_id, depth) AS (
+                     SELECT event_id, 1 FROM event_relations WHERE relates_to = $1 AND room_id = $2
+                     UNION
+                     SELECT x.event_id, related.depth + 1
+                     FROM event_relations x JOIN related ON x.relates_to = related.event_id
+                     WHERE related.depth < $7 AND x.room_id = $2
+                 )",
+                "related JOIN event_relations r ON r.event_id = related.event_id",
+            ),
+        };
+        let direct = if levels.is_some() {
+            "r.room_id = $2"
+        } else {
+            "r.relates_to = $1 AND r.room_id = $2"
+        };
         let q = format!(
-            "SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json,
+            "{with}
+             SELECT e.stream_ordering, e.event_id, e.room_id, e.depth, e.state_group, e.redacted_by, e.json,
                     e.txn_device, e.txn_id
-             FROM event_relations r JOIN events e ON e.event_id = r.event_id
-             WHERE r.relates_to = $1 AND r.room_id = $2
+             FROM {source} JOIN events e ON e.event_id = r.event_id
+             WHERE {direct}
                AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.event_type = $4)
                AND e.stream_ordering {cmp} $5
              ORDER BY e.stream_ordering {order} LIMIT $6"
         );
-        sqlx::query_as(sqlx::AssertSqlSafe(q))
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(q))
             .bind(event_id)
             .bind(room_id)
             .bind(rel_type.unwrap_or(""))
             .bind(event_type.unwrap_or(""))
             .bind(bound)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
+            .bind(limit);
+        if let Some(levels) = levels {
+            query = query.bind(levels);
+        }
+        query.fetch_all(self.pool()).await
     }
 }
 

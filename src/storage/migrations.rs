@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (27, "media_thumbnails", V27),
     (28, "url_previews", V28),
     (30, "openid_tokens_profile_fields", V30),
+    (31, "event_relations_by_room", V31),
     (37, "one_time_keys_clustered", V37),
 ];
 
@@ -646,6 +647,12 @@ CREATE TABLE profile_fields (
     value TEXT NOT NULL,
     PRIMARY KEY (user_id, field_name)
 );
+"#;
+
+/// A room's relations of one type (`/threads` lists a room's threads, and
+/// the rooms that have threads are read at first use).
+const V31: &str = r#"
+CREATE INDEX event_relations_room ON event_relations (rel_type, room_id, relates_to);
 "#;
 
 /// One-time keys stored in primary-key order (SQLite: a table without rowid),

@@ -30,6 +30,7 @@ pub mod pushers;
 mod registration_tokens;
 pub mod reports;
 mod rows;
+pub mod threads;
 pub mod to_device;
 pub mod url_previews;
 

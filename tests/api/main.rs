@@ -54,6 +54,7 @@ mod startup_endpoints; // /account/3pid*, requestToken, /thirdparty, OpenID toke
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users
 mod sync_details; // r0 room events with user_id, read receipts never moving back, presence of newly shared users who never had one
+mod threads; // GET /threads (order, include, paging, visibility, errors), thread summaries in every event answer, threaded receipts, unread counts by thread
 mod to_device; // PUT /sendToDevice and /sync to_device: shape, acknowledgement, txn ids, wildcard, wake-ups, 100 per sync, deleted devices, restarts
 mod uia; // UIA sessions bound to their operation and caller, registration sessions remember and repeat
 mod user_directory; // /user_directory/search: shared and public rooms (join rules, history visibility), guests, deactivated, migration, errors

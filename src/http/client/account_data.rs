@@ -21,6 +21,7 @@ use crate::error::{MatrixError, Result};
 use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
+use crate::services::relations;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_global_account_data::v3::Request, _, _>(r, get_global);
@@ -227,6 +228,26 @@ async fn receipt(
 ) -> Result<RumaResponse<create_receipt::v3::Response>> {
     let event_pos = check_event_in_room(&s, &r, &req.room_id, req.event_id.as_str()).await?;
     let user = r.user_id();
+    // As Synapse: a thread id is a non-empty string, never on a fully-read
+    // marker, and names the thread the event is in (`main`: none).
+    if let Some(thread) = req.thread.as_str() {
+        if thread.is_empty() {
+            return Err(MatrixError::invalid_param(
+                "thread_id must be a non-empty string",
+            ));
+        }
+        if req.receipt_type.as_str() == "m.fully_read" {
+            return Err(MatrixError::invalid_param(
+                "thread_id is not compatible with m.fully_read receipts",
+            ));
+        }
+        if !relations::in_thread(&s, req.event_id.as_str(), thread).await? {
+            return Err(MatrixError::invalid_param(format!(
+                "event_id {} is not related to thread {thread}",
+                req.event_id
+            )));
+        }
+    }
     match req.receipt_type.as_str() {
         "m.fully_read" => {
             s.account_data

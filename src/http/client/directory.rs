@@ -15,6 +15,7 @@ use ruma::api::client::relations::{
     get_relating_events_with_rel_type_and_event_type,
 };
 use ruma::api::client::room::{Visibility, aliases};
+use ruma::api::client::threads::get_threads::{self, v1::IncludeThreads};
 use ruma::api::client::user_directory::search_users;
 use ruma::events::AnyMessageLikeEvent;
 use ruma::serde::Raw;
@@ -38,6 +39,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_public_rooms_filtered::v3::Request, _, _>(r, public_rooms_filtered);
     let r = ruma_route::<search_users::v3::Request, _, _>(r, user_search);
     let r = ruma_route::<get_relating_events::v1::Request, _, _>(r, relations);
+    let r = ruma_route::<get_threads::v1::Request, _, _>(r, threads);
     let r = ruma_route::<get_relating_events_with_rel_type::v1::Request, _, _>(r, relations_rel);
     ruma_route::<get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
         r,
@@ -268,12 +270,51 @@ async fn relations_page(
     Ok((chunk, page.next_batch))
 }
 
+/// `/threads`: the room's thread roots, newest activity first.
+async fn threads(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Ruma(req): Ruma<get_threads::v1::Request>,
+) -> Result<RumaResponse<get_threads::v1::Response>> {
+    let participated = match req.include {
+        IncludeThreads::All => false,
+        IncludeThreads::Participated => true,
+        other => {
+            return Err(MatrixError::invalid_param(format!(
+                "include must be all or participated, not {}",
+                other.as_str()
+            )));
+        }
+    };
+    let limit = req.limit.map(u64::from);
+    let page = relations::threads(
+        &s,
+        &r,
+        &req.room_id,
+        participated,
+        req.from.as_deref(),
+        limit,
+    )
+    .await?;
+    let viewer = Some((r.user_id.as_str(), r.device_id.as_str()));
+    let chunk = s
+        .rooms
+        .client_events_raw(&page.roots, viewer)
+        .await?
+        .iter()
+        .map(|event| Raw::from_json(event.to_raw()))
+        .collect();
+    let mut response = get_threads::v1::Response::new(chunk);
+    response.next_batch = page.next_batch;
+    Ok(RumaResponse(response))
+}
+
 /// The page a `/relations` request asks for, of any rel_type and event type.
 fn query<'a>(
     event_id: &'a ruma::EventId,
     from: Option<&'a str>,
     limit: Option<ruma::UInt>,
-    dir: Direction,
+    (dir, recurse): (Direction, bool),
 ) -> RelationsQuery<'a> {
     RelationsQuery {
         event_id: event_id.as_str(),
@@ -282,7 +323,13 @@ fn query<'a>(
         from,
         limit: limit.map(u64::from),
         forwards: dir == Direction::Forward,
+        recurse,
     }
+}
+
+/// The `recursion_depth` of an answer: present when `recurse` was asked.
+fn recursion_depth(recurse: bool) -> Option<ruma::UInt> {
+    recurse.then(|| ruma::UInt::from(relations::RECURSION_DEPTH))
 }
 
 async fn relations(
@@ -290,10 +337,16 @@ async fn relations(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_relating_events::v1::Request>,
 ) -> Result<RumaResponse<get_relating_events::v1::Response>> {
-    let q = query(&req.event_id, req.from.as_deref(), req.limit, req.dir);
+    let q = query(
+        &req.event_id,
+        req.from.as_deref(),
+        req.limit,
+        (req.dir, req.recurse),
+    );
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }
 
@@ -305,11 +358,17 @@ async fn relations_rel(
     let rel = req.rel_type.to_string();
     let q = RelationsQuery {
         rel_type: Some(&rel),
-        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+        ..query(
+            &req.event_id,
+            req.from.as_deref(),
+            req.limit,
+            (req.dir, req.recurse),
+        )
     };
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events_with_rel_type::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }
 
@@ -322,10 +381,16 @@ async fn relations_rel_type(
     let q = RelationsQuery {
         rel_type: Some(&rel),
         event_type: Some(&ty),
-        ..query(&req.event_id, req.from.as_deref(), req.limit, req.dir)
+        ..query(
+            &req.event_id,
+            req.from.as_deref(),
+            req.limit,
+            (req.dir, req.recurse),
+        )
     };
     let (chunk, next_batch) = relations_page(&s, &r, &req.room_id, q).await?;
     let mut response = get_relating_events_with_rel_type_and_event_type::v1::Response::new(chunk);
     response.next_batch = next_batch;
+    response.recursion_depth = recursion_depth(req.recurse);
     Ok(RumaResponse(response))
 }

@@ -12,6 +12,7 @@ mod hidden;
 mod membership;
 mod power;
 mod state;
+pub mod threads;
 pub mod timeline;
 mod txns;
 mod visibility;
@@ -200,6 +201,8 @@ pub struct Rooms {
     hidden: hidden::Hidden,
     /// See [`RoomsDeps::ephemeral_messages`].
     ephemeral_messages: bool,
+    /// The rooms with threads ([`threads`]).
+    thread_rooms: threads::ThreadRooms,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -297,6 +300,7 @@ impl Rooms {
             writer: Mutex::new(Some((writer, queued))),
             current: Mutex::new(HashMap::new()),
             default_version,
+            thread_rooms: threads::ThreadRooms::default(),
             clock,
             hidden: hidden::Hidden::default(),
             ephemeral_messages,
@@ -445,7 +449,20 @@ impl Rooms {
     /// The client form of events as JSON text (what `/sync` writes out as
     /// it is), with the viewer's transaction ids
     /// ([`Rooms::transaction_ids`]; none for `ViewerTxns::default()`).
+    /// A thread root carries its thread's summary for the viewer
+    /// ([`threads`]).
     pub async fn client_events_with<P: pdu::AsPdu>(
+        &self,
+        pdus: &[P],
+        txns: &ViewerTxns,
+    ) -> Result<Vec<pdu::ClientEvent>> {
+        let mut out = self.client_forms(pdus, txns).await?;
+        self.add_thread_summaries(pdus, &mut out, txns).await?;
+        Ok(out)
+    }
+
+    /// [`Rooms::client_events_with`] without the servers' aggregations.
+    async fn client_forms<P: pdu::AsPdu>(
         &self,
         pdus: &[P],
         txns: &ViewerTxns,
@@ -1052,7 +1069,11 @@ impl Rooms {
                 scope: sc.to_owned(),
                 txn_id: t.to_owned(),
             }),
-            relation: relation_of(&pdu.content_value()),
+            relation: {
+                let relation = relation_of(&pdu.content_value());
+                self.note_relation(&pdu.room_id, relation.as_ref());
+                relation
+            },
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
             directory_flag: directory_flag_of(&pdu),
             expires_at: self

@@ -12,7 +12,7 @@
 
 import { randomBytes } from "node:crypto";
 import * as sdk from "matrix-js-sdk";
-import { check, expectOk, main, quiet, started, step, until } from "./common.mjs";
+import { check, expectOk, Failure, main, quiet, started, step, until } from "./common.mjs";
 
 const MESSAGES = 12; // sent by alice, read by bob through sync and /messages
 const PAGES = 20; // bound on back-pagination requests
@@ -192,6 +192,122 @@ async function run(base) {
     check(!joined.includes(other), `joined_rooms after leaving ${other}: ${joined}`);
     check(joined.includes(main), `joined_rooms after leaving ${other}: ${main} missing from ${joined}`);
     step("leave removes the room from joined rooms");
+
+    await threadsUpgradeKnockPushers(base, anon, tag, password, server);
+}
+
+// Threads, a room upgrade followed, knocking accepted, pushers: fresh devices
+// of both users, with the clients' thread support on (as Element Web runs).
+async function threadsUpgradeKnockPushers(base, anon, tag, password, server) {
+    const login = async (who) => expectOk(anon.loginRequest(password(`js_${who}_${tag}`)), `login ${who} (threads)`);
+    const [aliceLogin, bobLogin] = [await login("alice"), await login("bob")];
+    const alice = await started(base, aliceLogin, { threadSupport: true });
+    const bob = await started(base, bobLogin, { threadSupport: true });
+    const bobId = bobLogin.user_id;
+    const publicRoom = { visibility: sdk.Visibility.Private, preset: sdk.Preset.PublicChat };
+
+    // threads: alice starts a thread with sendMessage(room, threadId, ...);
+    // bob finds it through /threads (fetchRoomThreads, getThreads) with its
+    // reply count, and the list request's root carries the server's summary.
+    const room = (await expectOk(alice.createRoom({ ...publicRoom, name: "js threads" }), "create the threads room")).room_id;
+    await expectOk(bob.joinRoom(room), "bob joins the threads room");
+    await until(bob, () => bob.getRoom(room)?.getMyMembership() === "join", "bob's sync shows the threads room");
+    const root = (await expectOk(alice.sendTextMessage(room, `thread root ${tag}`), "send the thread root")).event_id;
+    const REPLIES = 3;
+    let last;
+    for (let i = 0; i < REPLIES; i++) {
+        const content = { msgtype: "m.text", body: `thread reply ${i} ${tag}` };
+        last = (await expectOk(alice.sendMessage(room, root, content), `send thread reply ${i}`)).event_id;
+    }
+    step("send a thread's replies with sendMessage(room, threadId, content)");
+    const list = await expectOk(
+        bob.createThreadListMessagesRequest(room, null, 10, sdk.Direction.Backward, sdk.ThreadFilterType.All),
+        "GET /threads",
+    );
+    const summary = list.chunk?.[0]?.unsigned?.["m.relations"]?.["m.thread"];
+    check(list.chunk?.length === 1 && list.chunk[0].event_id === root, `/threads: ${JSON.stringify(list.chunk)}`);
+    check(
+        summary?.count === REPLIES && summary.latest_event?.event_id === last && summary.current_user_participated === false,
+        `/threads: the root's thread summary ${JSON.stringify(summary)}`,
+    );
+    const bobRoom = bob.getRoom(room);
+    await expectOk(bobRoom.fetchRoomThreads(), "fetchRoomThreads");
+    // The thread sets itself up after fetchRoomThreads (fetching its events):
+    // wait on the room's thread events, not on a sync that may not come.
+    const threadSeen = () => bobRoom.getThreads().some((t) => t.id === root && t.length === REPLIES);
+    await new Promise((resolve, reject) => {
+        const events = [sdk.ThreadEvent.New, sdk.ThreadEvent.Update, sdk.ThreadEvent.NewReply];
+        const done = (f) => {
+            clearTimeout(timer);
+            for (const e of events) bobRoom.off(e, test);
+            f();
+        };
+        const test = () => threadSeen() && done(resolve);
+        const what = `bob's room.getThreads() holds the thread with ${REPLIES} replies`;
+        const timer = setTimeout(() => done(() => reject(new Failure(`${what}: not seen within 30 s`))), 30_000);
+        for (const e of events) bobRoom.on(e, test);
+        test();
+    });
+    step("the other client sees the thread through /threads and getThreads(), with its reply count");
+
+    // upgrade: alice upgrades a room bob is in; bob's client sees the
+    // tombstone, joins the successor it names, and finds its predecessor.
+    const replacement = (await expectOk(alice.upgradeRoom(room, "10"), "upgradeRoom")).replacement_room;
+    check(replacement?.startsWith("!") && replacement !== room, `upgradeRoom: replacement_room ${replacement}`);
+    const tombstone = () => bobRoom.currentState.getStateEvents("m.room.tombstone", "")?.getContent();
+    await until(bob, () => tombstone()?.replacement_room === replacement, "bob's sync shows the tombstone");
+    await expectOk(bob.joinRoom(tombstone().replacement_room), "bob joins the successor");
+    await until(bob, () => bob.getRoom(replacement)?.getMyMembership() === "join", "bob's sync shows the successor joined");
+    const predecessor = bob.getRoom(replacement).findPredecessor()?.roomId;
+    check(predecessor === room, `the successor's predecessor: ${predecessor}, expected ${room}`);
+    step("a room upgrade followed: tombstone, successor joined, predecessor found");
+
+    // knock: bob knocks on a knock-rule room, alice sees the knock and
+    // accepts it by inviting him, and bob joins.
+    const joinRules = { type: "m.room.join_rules", state_key: "", content: { join_rule: "knock" } };
+    const knockRoom = (await expectOk(
+        alice.createRoom({ preset: sdk.Preset.PrivateChat, room_version: "10", initial_state: [joinRules], name: "js knock" }),
+        "create a knock room",
+    )).room_id;
+    await expectOk(bob.knockRoom(knockRoom, { reason: `let me in ${tag}` }), "knockRoom");
+    await until(bob, () => bob.getRoom(knockRoom)?.getMyMembership() === "knock", "bob's sync shows his knock");
+    await until(
+        alice,
+        () => alice.getRoom(knockRoom)?.getMember(bobId)?.membership === "knock",
+        "alice's sync shows bob's knock",
+    );
+    await expectOk(alice.invite(knockRoom, bobId), "alice accepts the knock (invite)");
+    await until(bob, () => bob.getRoom(knockRoom)?.getMyMembership() === "invite", "bob's sync shows the invite");
+    await expectOk(bob.joinRoom(knockRoom), "bob joins the knocked room");
+    await until(
+        alice,
+        () => alice.getRoom(knockRoom)?.getMember(bobId)?.membership === "join",
+        "alice's sync shows bob joined",
+    );
+    step("knock, accept by invite, join");
+
+    // pushers: set, listed as set, then deleted (kind null).
+    const pusher = {
+        pushkey: `js-pushkey-${tag}`,
+        kind: "http",
+        app_id: "org.myelin.js-smoke",
+        app_display_name: "js smoke",
+        device_display_name: "js smoke device",
+        lang: "en",
+        data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+    };
+    await expectOk(alice.setPusher({ ...pusher, append: false }), "setPusher");
+    const listed = (await expectOk(alice.getPushers(), "getPushers")).pushers;
+    const found = listed?.find((p) => p.pushkey === pusher.pushkey);
+    check(
+        listed?.length === 1 && found?.app_id === pusher.app_id && found.kind === "http" &&
+            found.data?.url === pusher.data.url && found.data.format === "event_id_only" && found.lang === "en",
+        `getPushers: ${JSON.stringify(listed)}`,
+    );
+    await expectOk(alice.setPusher({ ...pusher, kind: null }), "delete the pusher (kind null)");
+    const after = (await expectOk(alice.getPushers(), "getPushers after deleting")).pushers;
+    check(after?.length === 0, `getPushers after deleting: ${JSON.stringify(after)}`);
+    step(`pushers set, listed and deleted (${server})`);
 }
 
 await main("js-sdk smoke", "http://127.0.0.1:PORT", (base) => run(base.replace(/\/+$/, "")), SUITE_MS);
