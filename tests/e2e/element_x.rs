@@ -26,6 +26,9 @@ use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId};
 use matrix_sdk::{Client, RoomDisplayName, RoomState};
 use matrix_sdk_ui::eyeball_im::{Vector, VectorDiff};
+use matrix_sdk_ui::notification_client::{
+    NotificationClient, NotificationEvent, NotificationProcessSetup, NotificationStatus,
+};
 use matrix_sdk_ui::room_list_service::filters::{
     new_filter_all, new_filter_deduplicate_versions, new_filter_non_left,
 };
@@ -516,6 +519,67 @@ async fn space_shows_its_children() {
         .collect();
     expected.sort();
     assert_eq!(seen, expected, "the space's children from /hierarchy");
+
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_notification_resolves_through_sliding_sync() {
+    let s = TestServer::start().await;
+    let alice = s.logged_in("alice").await;
+    let bob = s.logged_in("bob").await;
+    let mut req = CreateRoomRequest::new();
+    req.name = Some("notify me".to_owned());
+    req.invite = vec![OwnedUserId::try_from(s.user_id("alice")).unwrap()];
+    let room = bob
+        .create_room(req)
+        .await
+        .unwrap_or_else(|e| panic!("bob: create_room failed: {e:?}"));
+    alice
+        .join_room_by_id(room.room_id())
+        .await
+        .unwrap_or_else(|e| panic!("alice: join failed: {e:?}"));
+    let sent = room
+        .send(RoomMessageEventContent::text_plain("ping"))
+        .await
+        .unwrap_or_else(|e| panic!("bob: send failed: {e:?}"));
+
+    // What Element X on Android does with a push (event_id_only): resolve
+    // the event through a short sliding sync of its own (a room
+    // subscription on the "notifications" connection), not /context.
+    let sync = Arc::new(start_sync(&alice).await);
+    let notifications = NotificationClient::new(
+        alice.clone(),
+        NotificationProcessSetup::SingleProcess {
+            sync_service: sync.clone(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("NotificationClient: {e:?}"));
+    let status = notifications
+        .get_notification_with_sliding_sync(room.room_id(), &sent.response.event_id)
+        .await
+        .unwrap_or_else(|e| panic!("get_notification_with_sliding_sync: {e:?}"));
+    let NotificationStatus::Event(item) = status else {
+        panic!("the notification's event did not come through sliding sync: {status:?}");
+    };
+    assert_eq!(item.event.sender().as_str(), s.user_id("bob"));
+    let NotificationEvent::Timeline(ev) = &item.event else {
+        panic!("a timeline event expected: {:?}", item.event);
+    };
+    let body = match ev.as_ref() {
+        matrix_sdk::ruma::events::AnySyncTimelineEvent::MessageLike(
+            matrix_sdk::ruma::events::AnySyncMessageLikeEvent::RoomMessage(
+                matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
+            ),
+        ) => m.content.body().to_owned(),
+        other => panic!("a message expected: {other:?}"),
+    };
+    assert_eq!(body, "ping");
+    assert_eq!(item.room_computed_display_name, "notify me");
+    assert_eq!(item.joined_members_count, 2);
+    // The default rule for a two-member room notifies with a sound.
+    assert_eq!(item.is_noisy, Some(true), "actions: {:?}", item.actions);
 
     sync.stop().await;
 }
