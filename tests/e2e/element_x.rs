@@ -170,6 +170,29 @@ async fn latest_body_becomes(client: &Client, room_id: &RoomId, body: &str) {
     .await;
 }
 
+/// A room `creator` names `name` and invites `member` (`member_id`) to,
+/// which `member` joins (plain client-server calls, before any sync).
+/// Returns the creator's handle on it.
+async fn shared_room(
+    creator: &Client,
+    member: &Client,
+    member_id: &OwnedUserId,
+    name: &str,
+) -> matrix_sdk::Room {
+    let mut req = CreateRoomRequest::new();
+    req.name = Some(name.to_owned());
+    req.invite = vec![member_id.clone()];
+    let room = creator
+        .create_room(req)
+        .await
+        .unwrap_or_else(|e| panic!("create_room {name} failed: {e:?}"));
+    member
+        .join_room_by_id(room.room_id())
+        .await
+        .unwrap_or_else(|e| panic!("join {name} failed: {e:?}"));
+    room
+}
+
 async fn send_text(room: &matrix_sdk::Room, who: &str, body: &str) {
     room.send(RoomMessageEventContent::text_plain(body))
         .await
@@ -187,18 +210,7 @@ async fn room_list_latest_event_unread_counts_timeline_back_pagination_and_live(
     // HTTP through the SDK, before Element X's sync starts).
     let mut rooms = Vec::new();
     for name in ["chat", "quiet"] {
-        let mut req = CreateRoomRequest::new();
-        req.name = Some(name.to_owned());
-        req.invite = vec![alice_id.clone()];
-        let room = bob
-            .create_room(req)
-            .await
-            .unwrap_or_else(|e| panic!("bob: create_room failed: {e:?}"));
-        alice
-            .join_room_by_id(room.room_id())
-            .await
-            .unwrap_or_else(|e| panic!("alice: join {name} failed: {e:?}"));
-        rooms.push(room);
+        rooms.push(shared_room(&bob, &alice, &alice_id, name).await);
     }
     let (chat, quiet) = (&rooms[0], &rooms[1]);
     // An unnamed room bob invites alice to, which she joins from the list.
@@ -528,17 +540,8 @@ async fn a_push_notification_resolves_through_sliding_sync() {
     let s = TestServer::start().await;
     let alice = s.logged_in("alice").await;
     let bob = s.logged_in("bob").await;
-    let mut req = CreateRoomRequest::new();
-    req.name = Some("notify me".to_owned());
-    req.invite = vec![OwnedUserId::try_from(s.user_id("alice")).unwrap()];
-    let room = bob
-        .create_room(req)
-        .await
-        .unwrap_or_else(|e| panic!("bob: create_room failed: {e:?}"));
-    alice
-        .join_room_by_id(room.room_id())
-        .await
-        .unwrap_or_else(|e| panic!("alice: join failed: {e:?}"));
+    let alice_id = OwnedUserId::try_from(s.user_id("alice")).unwrap();
+    let room = shared_room(&bob, &alice, &alice_id, "notify me").await;
     let sent = room
         .send(RoomMessageEventContent::text_plain("ping"))
         .await
