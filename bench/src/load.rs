@@ -506,6 +506,17 @@ impl Errors {
     pub fn to_json(&self) -> Value {
         json!({ "total": self.total(), "by_kind": self.by_kind, "first": self.first })
     }
+
+    /// The correctness failure line when any request failed.
+    pub fn failure(&self) -> Option<String> {
+        (self.total() > 0).then(|| {
+            format!(
+                "{} requests failed (first: {})",
+                self.total(),
+                self.first.clone().unwrap_or_default()
+            )
+        })
+    }
 }
 
 /// Prints the report's tables under a title, writes the JSON (with the

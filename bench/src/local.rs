@@ -92,6 +92,30 @@ pub fn set_password_hashing_memory(config: &Path, kib: u32) -> anyhow::Result<()
         .with_context(|| format!("cannot write {}", config.display()))
 }
 
+/// Lets a config that `generate_config` wrote reach 127.0.0.1 from the
+/// server (`outbound.ip_range_allowlist`): push-fanout's fake gateway.
+pub fn allow_loopback_outbound(config: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    // The outbound section's key is the one indented by two spaces.
+    let line = "  ip_range_allowlist: []";
+    if !text.lines().any(|l| l == line) {
+        bail!("no `{line}` line in {}", config.display());
+    }
+    let out: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if l == line {
+                "  ip_range_allowlist: [\"127.0.0.1\"]"
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(config, out.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", config.display()))
+}
+
 /// A running `myelin serve`. Dropping it kills the process (SIGKILL) if it
 /// was not stopped.
 pub struct Server {
@@ -222,8 +246,9 @@ pub struct Local {
 impl Local {
     /// `binary serve` in a fresh temp dir named `prefix…`: loopback, a free
     /// port, a random shared secret, rate limits off, argon2 at 256 KiB
-    /// (registration is set-up, never what is measured), SQLite in the temp
-    /// dir or the database at `database_url`. Returns once it answers.
+    /// (registration is set-up, never what is measured), push gateways on
+    /// 127.0.0.1 allowed, SQLite in the temp dir or the database at
+    /// `database_url`. Returns once it answers.
     pub async fn start(
         binary: &Path,
         prefix: &str,
@@ -243,6 +268,7 @@ impl Local {
         let secret = random_hex(16)?;
         let config = generate_config(&binary, dir.path(), port, &secret, database_url)?;
         set_password_hashing_memory(&config, 256)?;
+        allow_loopback_outbound(&config)?;
         let base = format!("http://127.0.0.1:{port}");
         let mut server = Server::spawn(&binary, &config, &dir.path().join("server.log"), &[])?;
         server

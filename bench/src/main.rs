@@ -3,7 +3,8 @@
 //! Scenarios live in [`scenarios`], one module each. Some start a Myelin
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
 //! `initial-sync`, `join`, `idle-syncers`, `admin`, `keys-query`,
-//! `keys-claim`, `to-device`) drive any homeserver by URL
+//! `keys-claim`, `to-device`, `sliding-sync`, `sliding-sync-wakeup`,
+//! `push-fanout`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -61,6 +62,17 @@ pub enum Command {
     /// `PUT /sendToDevice` to U users × P devices (issue 19: 1,000): sends/s
     /// and latency; every device's /sync then checked for each message once.
     ToDevice(scenarios::e2e::ToDeviceArgs),
+    /// Simplified sliding sync (MSC4186): a user in R rooms (issue 21: 500)
+    /// asks for a new connection's first response, a W-room window (20),
+    /// `timeline_limit` 1: its time and size.
+    SlidingSync(scenarios::sliding_sync::FirstArgs),
+    /// One user long-polls simplified sliding sync while another sends:
+    /// send-to-answer latency.
+    SlidingSyncWakeup(scenarios::wakeup::Args),
+    /// One message into a room of M members (issue 21: 1,000), each with an
+    /// http pusher to a fake gateway this command runs: time until every
+    /// notification arrived.
+    PushFanout(scenarios::push_fanout::Args),
     /// The admin API's long operations: full-text reindex throughput,
     /// purgeRoom of a big room, evacuateRoom of a crowded one (by URL, or a
     /// Myelin it starts with --binary).
@@ -112,6 +124,9 @@ fn main() -> ExitCode {
             Command::KeysQuery(args) => scenarios::e2e::run_query(args).await,
             Command::KeysClaim(args) => scenarios::e2e::run_claim(args).await,
             Command::ToDevice(args) => scenarios::e2e::run_to_device(args).await,
+            Command::SlidingSync(args) => scenarios::sliding_sync::run_first(args).await,
+            Command::SlidingSyncWakeup(args) => scenarios::sliding_sync::run_wakeup(args).await,
+            Command::PushFanout(args) => scenarios::push_fanout::run(args).await,
             Command::LargeFixture(args) => scenarios::large::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }

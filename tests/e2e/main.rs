@@ -31,6 +31,7 @@ mod server;
 mod backup_restore; // alice's key backup restored on her second device
 mod chat; // two users: create room, invite, join, send, sync, /messages, topic, leave
 mod device_deletion; // a deleted device stops receiving room keys
+mod element_x; // matrix-sdk-ui (Element X): room list, latest event, unread counts, timeline, upgrade, space
 mod encryption; // an encrypted DM: each side reads the other's plaintext
 mod history; // limited timeline + /messages from prev_batch, redaction
 mod js_interop; // matrix-js-sdk's Rust crypto (node) and matrix-sdk decrypt each other

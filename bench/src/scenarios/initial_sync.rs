@@ -131,25 +131,14 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         ));
     }
 
-    let first = times.first().map(|d| d.as_secs_f64() * 1e3);
-    let rest = Summary::of(times.get(1..).unwrap_or(&[]));
-    let all = Summary::of(&times);
-    let mut rows = Vec::new();
-    if let Some(a) = &all {
-        rows.push(latency_row("initial /sync, all", a));
-    }
-    if let Some(r) = &rest {
-        rows.push(latency_row("initial /sync, after the first", r));
-    }
-    let bytes = sizes.first().copied().unwrap_or(0);
-    let counts = vec![
-        vec![
-            "first (cold) initial /sync (ms)".into(),
-            first.map_or("-".into(), fmt_ms),
-        ],
-        vec!["response bytes".into(), bytes.to_string()],
-        vec!["request errors".into(), errors.total().to_string()],
-    ];
+    let Repeated {
+        first,
+        all,
+        rest,
+        bytes,
+        rows,
+        counts,
+    } = Repeated::of("initial /sync", &times, &sizes, &errors);
     load::finish(
         t,
         "initial-sync",
@@ -179,6 +168,50 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         }),
         &failures,
     )
+}
+
+/// A series of the same timed request whose first is cold: its latency
+/// rows (all, after the first), the first's time and size, the errors.
+pub struct Repeated {
+    pub first: Option<f64>,
+    pub all: Option<Summary>,
+    pub rest: Option<Summary>,
+    pub bytes: usize,
+    pub rows: Vec<Vec<String>>,
+    pub counts: Vec<Vec<String>>,
+}
+
+impl Repeated {
+    /// `what` names the request in the rows.
+    pub fn of(what: &str, times: &[Duration], sizes: &[usize], errors: &Errors) -> Self {
+        let first = times.first().map(|d| d.as_secs_f64() * 1e3);
+        let rest = Summary::of(times.get(1..).unwrap_or(&[]));
+        let all = Summary::of(times);
+        let mut rows = Vec::new();
+        if let Some(a) = &all {
+            rows.push(latency_row(&format!("{what}, all"), a));
+        }
+        if let Some(r) = &rest {
+            rows.push(latency_row(&format!("{what}, after the first"), r));
+        }
+        let bytes = sizes.first().copied().unwrap_or(0);
+        let counts = vec![
+            vec![
+                format!("first (cold) {what} (ms)"),
+                first.map_or("-".into(), fmt_ms),
+            ],
+            vec!["response bytes".into(), bytes.to_string()],
+            vec!["request errors".into(), errors.total().to_string()],
+        ];
+        Self {
+            first,
+            all,
+            rest,
+            bytes,
+            rows,
+            counts,
+        }
+    }
 }
 
 /// This run's messages in a timeline.

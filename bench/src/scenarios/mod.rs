@@ -5,7 +5,9 @@
 //! - The load scenarios, which drive any homeserver by URL through
 //!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
 //!   `join`, `idle_syncers`, `admin` (which can also start a Myelin), and
-//!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths).
+//!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths),
+//!   `sliding_sync` (`sliding-sync`, `sliding-sync-wakeup`) and `push_fanout`
+//!   (issue 21: Element X's sync and push).
 //! - `large`: a large server written in bulk into a Myelin's database,
 //!   against a small one (`large-fixture`).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
@@ -16,8 +18,10 @@ pub mod idle_syncers;
 pub mod initial_sync;
 pub mod join;
 pub mod large;
+pub mod push_fanout;
 pub mod rss;
 pub mod send;
+pub mod sliding_sync;
 pub mod smoke;
 pub mod startup;
 pub mod wakeup;

@@ -39,6 +39,9 @@ const RUNS: &[(&str, &[&str])] = &[
     ("keys-claim", &["--concurrency", "2"]),
     ("to-device", &[]),
     ("to-device", &["--devices-per-user", "2"]),
+    ("sliding-sync", &[]),
+    ("sliding-sync-wakeup", &[]),
+    ("push-fanout", &[]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -90,6 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::KeysQuery(a) => scenarios::e2e::run_query(a).await,
             Command::KeysClaim(a) => scenarios::e2e::run_claim(a).await,
             Command::ToDevice(a) => scenarios::e2e::run_to_device(a).await,
+            Command::SlidingSync(a) => scenarios::sliding_sync::run_first(a).await,
+            Command::SlidingSyncWakeup(a) => scenarios::sliding_sync::run_wakeup(a).await,
+            Command::PushFanout(a) => scenarios::push_fanout::run(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
         let verdict = match result {

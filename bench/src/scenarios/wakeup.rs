@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::client::Session;
-use crate::load::{self, Errors, Follower, Monitor, Target};
+use crate::client::{RequestError, Session};
+use crate::load::{self, Delivered, Errors, Follower, Monitor, Target};
 use crate::report::{LATENCY_HEADER, Summary, latency_row};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -47,6 +47,29 @@ pub async fn sample(
     gap: Duration,
     bar: &indicatif::ProgressBar,
 ) -> Samples {
+    sample_with(
+        async || follower.poll(30_000).await,
+        sender,
+        room,
+        run,
+        n,
+        gap,
+        bar,
+    )
+    .await
+}
+
+/// [`sample`] with any long-poll: `poll` answers this run's messages that
+/// one long-poll delivered (a `/sync`, a sliding sync request...).
+pub async fn sample_with(
+    mut poll: impl AsyncFnMut() -> Result<Vec<Delivered>, RequestError>,
+    sender: &Session,
+    room: &str,
+    run: &str,
+    n: usize,
+    gap: Duration,
+    bar: &indicatif::ProgressBar,
+) -> Samples {
     let mut out = Samples::default();
     let mut seen = std::collections::HashSet::new();
     for i in 0..n as u64 {
@@ -55,7 +78,7 @@ pub async fn sample(
             let mut errors = Errors::default();
             let mut dups = 0;
             while Instant::now() < deadline {
-                match follower.poll(30_000).await {
+                match poll().await {
                     Ok(batch) => {
                         let mut found = None;
                         for d in batch {
@@ -108,23 +131,12 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     let t = &args.target;
     let run = t.prefix()?;
     let monitor = Monitor::start(t.pid)?;
-    let client = crate::client::Client::new(&t.url)?;
     eprintln!(
         "wakeup: {} samples against {} (run {run})",
         args.samples, t.url
     );
-    let users = load::register_users(
-        &client,
-        t,
-        vec![format!("{run}-sender"), format!("{run}-watcher")],
-    )
-    .await?;
+    let (users, room) = sender_and_watcher(t, &run, "wakeup").await?;
     let (sender, watcher) = (&users[0], &users[1]);
-    let room = sender
-        .create_room(&load::room_body(&format!("bench wakeup {run}")))
-        .await
-        .context("createRoom")?;
-    watcher.join(&room).await.context("join")?;
     let mut follower = Follower::start(watcher.clone(), &run, 50).await?;
 
     let bar = t.bar(args.samples as u64, "samples");
@@ -143,11 +155,56 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     bar.finish_and_clear();
     let (server_json, server_rows) = monitor.report(phase.as_ref(), &[], t.settle_secs).await?;
 
+    report(
+        t,
+        "wakeup",
+        "send → long-poll answer",
+        &args,
+        &s,
+        server_json,
+        server_rows,
+    )
+}
+
+/// Registers this run's sender and watcher; the sender creates a room,
+/// the watcher joins it. Returns both (sender first) and the room.
+pub async fn sender_and_watcher(
+    t: &Target,
+    run: &str,
+    scenario: &str,
+) -> anyhow::Result<(Vec<Session>, String)> {
+    let client = crate::client::Client::new(&t.url)?;
+    let users = load::register_users(
+        &client,
+        t,
+        vec![format!("{run}-sender"), format!("{run}-watcher")],
+    )
+    .await?;
+    let room = users[0]
+        .create_room(&load::room_body(&format!("bench {scenario} {run}")))
+        .await
+        .context("createRoom")?;
+    users[1].join(&room).await.context("join")?;
+    Ok((users, room))
+}
+
+/// Prints and writes the outcome of [`sample`] as scenario `name` (its
+/// latency row `what`); false when a message was lost or duplicated or a
+/// request failed.
+pub fn report(
+    t: &Target,
+    name: &str,
+    what: &str,
+    args: &Args,
+    s: &Samples,
+    server_json: serde_json::Value,
+    server_rows: Vec<Vec<String>>,
+) -> anyhow::Result<bool> {
     let wake = Summary::of(&s.wake);
     let send = Summary::of(&s.send);
     let mut rows = Vec::new();
     if let Some(w) = &wake {
-        rows.push(latency_row("send → long-poll answer", w));
+        rows.push(latency_row(what, w));
     }
     if let Some(x) = &send {
         rows.push(latency_row("send (PUT → 200)", x));
@@ -165,16 +222,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     if s.duplicated > 0 {
         failures.push(format!("{} messages arrived more than once", s.duplicated));
     }
-    if s.errors.total() > 0 {
-        failures.push(format!(
-            "{} requests failed (first: {})",
-            s.errors.total(),
-            s.errors.first.clone().unwrap_or_default()
-        ));
-    }
+    failures.extend(s.errors.failure());
     load::finish(
         t,
-        "wakeup",
+        name,
         &format!("{} samples, {} ms apart", args.samples, args.gap_ms),
         &[
             (&LATENCY_HEADER, rows),

@@ -1,0 +1,331 @@
+//! `myelin-bench push-fanout` (issue 21): a room of M members (1,000), each
+//! with an `http` pusher pointing at a fake push gateway this command runs on
+//! loopback; one message, and the time from the start of its send until the
+//! gateway holds a notification for every member. Checked: each member's
+//! pushkey gets exactly one notification, for that event and room, with
+//! `counts.unread` 1.
+//!
+//! The server must be allowed to reach 127.0.0.1 (Myelin:
+//! `outbound.ip_range_allowlist`, Synapse: `ip_range_whitelist`);
+//! scripts/bench-synapse sets both.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::load::{self, Errors, Monitor, Target};
+use crate::report::{LATENCY_HEADER, Summary, latency_row};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Members with a pusher (the sender is one more member, without one).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// How long to wait for every notification.
+    #[arg(long, default_value_t = 120)]
+    pub deadline_secs: u64,
+}
+
+/// One notification the fake gateway received.
+struct Received {
+    at: Instant,
+    body: Value,
+}
+
+/// What the gateway has received, and a wake-up for the waiting task.
+#[derive(Default)]
+struct Inbox {
+    received: Mutex<Vec<Received>>,
+    notify: tokio::sync::Notify,
+}
+
+/// A push gateway on 127.0.0.1: every `POST` is recorded (its arrival
+/// time and JSON body) and answered `{"rejected": []}`. Blocking threads,
+/// one a connection, HTTP/1.1 keep-alive, `Content-Length` or chunked
+/// bodies.
+struct Gateway {
+    url: String,
+    inbox: Arc<Inbox>,
+}
+
+impl Gateway {
+    fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the gateway")?;
+        let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr()?);
+        let inbox = Arc::new(Inbox::default());
+        let accept_inbox = inbox.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let inbox = accept_inbox.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(stream, &inbox) {
+                        eprintln!("push-fanout gateway: {e}");
+                    }
+                });
+            }
+        });
+        Ok(Self { url, inbox })
+    }
+}
+
+/// One connection's requests until the peer closes it.
+fn serve(stream: TcpStream, inbox: &Inbox) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (mut length, mut chunked, mut close) = (0usize, false, false);
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header)?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let Some((name, value)) = header.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse().unwrap_or(0),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        let body = if chunked {
+            read_chunked(&mut reader)?
+        } else {
+            let mut b = vec![0; length];
+            reader.read_exact(&mut b)?;
+            b
+        };
+        let at = Instant::now();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        inbox
+            .received
+            .lock()
+            .expect("gateway lock")
+            .push(Received { at, body });
+        inbox.notify.notify_one();
+        let answer = br#"{"rejected":[]}"#;
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        )?;
+        out.write_all(answer)?;
+        out.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk)?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// The pushkeys the notification for `event_id` reached, and what is wrong
+/// with any of them (another room, a count other than 1).
+fn pushkeys_for(
+    received: &[Received],
+    event_id: &str,
+    room: &str,
+) -> (HashMap<String, Instant>, usize, Vec<String>) {
+    let mut keys = HashMap::new();
+    let mut repeats = 0;
+    let mut problems = Vec::new();
+    for r in received {
+        let n = &r.body["notification"];
+        if n["event_id"].as_str() != Some(event_id) {
+            continue;
+        }
+        if n["room_id"].as_str() != Some(room) {
+            problems.push(format!("room_id {} for the event", n["room_id"]));
+        }
+        if n.pointer("/counts/unread").and_then(Value::as_u64) != Some(1) {
+            problems.push(format!("counts {}", n["counts"]));
+        }
+        for d in n["devices"].as_array().into_iter().flatten() {
+            if let Some(k) = d["pushkey"].as_str()
+                && keys.insert(k.to_owned(), r.at).is_some()
+            {
+                repeats += 1;
+            }
+        }
+    }
+    (keys, repeats, problems)
+}
+
+pub async fn run(mut args: Args) -> anyhow::Result<bool> {
+    if args.target.smoke {
+        args.members = args.members.min(5);
+    }
+    let t = &args.target;
+    let run = t.prefix()?;
+    let monitor = Monitor::start(t.pid)?;
+    let client = crate::client::Client::new(&t.url)?;
+    let gateway = Gateway::start()?;
+    eprintln!(
+        "push-fanout: {} members with pushers to {} against {} (run {run})",
+        args.members, gateway.url, t.url
+    );
+    let mut names = vec![format!("{run}-sender")];
+    names.extend((0..args.members).map(|i| format!("{run}-m{i}")));
+    let mut users = load::register_users(&client, t, names).await?;
+    let sender = users.remove(0);
+    let room = sender
+        .create_room(&load::room_body(&format!("bench push-fanout {run}")))
+        .await
+        .context("createRoom")?;
+    // Everyone joins first, then sets a pusher: the joins are set-up, and
+    // with no pusher yet no server evaluates push rules for them.
+    let bar = t.bar(2 * args.members as u64, "joining, then setting pushers");
+    for m in &users {
+        m.join(&room).await.context("join")?;
+        bar.inc(1);
+    }
+    for (i, m) in users.iter().enumerate() {
+        m.post(
+            "/_matrix/client/v3/pushers/set",
+            &json!({
+                "kind": "http",
+                "app_id": "org.myelin.bench",
+                "pushkey": format!("{run}-key-{i}"),
+                "app_display_name": "myelin-bench",
+                "device_display_name": "bench",
+                "lang": "en",
+                "data": { "url": gateway.url, "format": "event_id_only" },
+            }),
+        )
+        .await
+        .context("pushers/set")?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let phase = monitor.phase()?;
+    let t0 = Instant::now();
+    let mut errors = Errors::default();
+    let event_id = match sender
+        .send_message(&room, &format!("{run}-push"), &load::message(&run, 0, 0))
+        .await
+    {
+        Ok(id) => Some(id),
+        Err(e) => {
+            errors.add(&e);
+            None
+        }
+    };
+    let send_time = t0.elapsed();
+    let deadline = Duration::from_secs(args.deadline_secs);
+    let (keys, repeats, problems) = loop {
+        let got = {
+            let received = gateway.inbox.received.lock().expect("gateway lock");
+            pushkeys_for(&received, event_id.as_deref().unwrap_or(""), &room)
+        };
+        if got.0.len() >= args.members || event_id.is_none() {
+            break got;
+        }
+        let left = deadline.saturating_sub(t0.elapsed());
+        if left.is_zero()
+            || tokio::time::timeout(left, gateway.inbox.notify.notified())
+                .await
+                .is_err()
+        {
+            break got;
+        }
+    };
+    let phase = phase.finish().await?;
+    let (server_json, server_rows) = monitor.report(phase.as_ref(), &[], t.settle_secs).await?;
+
+    let mut times: Vec<Duration> = keys
+        .values()
+        .map(|at| at.saturating_duration_since(t0))
+        .collect();
+    times.sort();
+    let all_delivered = (keys.len() >= args.members)
+        .then(|| times.last().copied())
+        .flatten();
+    let mut rows = Vec::new();
+    if let Some(s) = Summary::of(&times) {
+        rows.push(latency_row("send start → notification at the gateway", &s));
+    }
+    let ms =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+    let counts = vec![
+        vec!["members with pushers".into(), args.members.to_string()],
+        vec!["notifications received".into(), keys.len().to_string()],
+        vec!["all delivered after (ms)".into(), ms(all_delivered)],
+        vec!["send (PUT → 200) (ms)".into(), ms(Some(send_time))],
+        vec!["repeated notifications".into(), repeats.to_string()],
+        vec!["request errors".into(), errors.total().to_string()],
+    ];
+    let mut failures = Vec::new();
+    if keys.len() < args.members {
+        failures.push(format!(
+            "{} of {} members' notifications did not arrive within {deadline:?}",
+            args.members - keys.len(),
+            args.members
+        ));
+    }
+    if repeats > 0 {
+        failures.push(format!(
+            "{repeats} pushkeys got the notification more than once"
+        ));
+    }
+    if let Some(p) = problems.first() {
+        failures.push(format!(
+            "{} notifications are wrong (first: {p})",
+            problems.len()
+        ));
+    }
+    failures.extend(errors.failure());
+    load::finish(
+        t,
+        "push-fanout",
+        &format!("one message, {} members with http pushers", args.members),
+        &[
+            (&LATENCY_HEADER, rows),
+            (&["what", "value"], counts),
+            (&["server", "value"], server_rows),
+        ],
+        json!({
+            "params": { "members": args.members },
+            "delivered": keys.len(),
+            "all_delivered_ms": all_delivered.map(|d| d.as_secs_f64() * 1e3),
+            "send_ms": send_time.as_secs_f64() * 1e3,
+            "latency": Summary::of(&times).map(|s| s.to_json()),
+            "repeats": repeats,
+            "errors": errors.to_json(),
+            "server": server_json,
+        }),
+        &failures,
+    )
+}
