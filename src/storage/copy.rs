@@ -105,6 +105,11 @@ pub async fn sqlite_to_postgres(
     let mut writing = target.begin().await?;
     let mut copied = Vec::with_capacity(tables.len());
     for (table, columns) in tables {
+        // What the migrations seeded (`stream_high_water`) gives way to
+        // the source's rows.
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", quoted(&table))))
+            .execute(&mut *writing)
+            .await?;
         let rows = copy_table(&mut reading, &mut writing, &table, &columns).await?;
         let done = CopiedTable { table, rows };
         progress(&done);
