@@ -1,4 +1,5 @@
-//! The `myelin` command line: `serve`, `generate-config`, `create-account`.
+//! The `myelin` command line: `serve`, `generate-config`, `create-account`,
+//! `admin`, `backup`, `restore`, `migrate-db`.
 
 use std::path::PathBuf;
 
@@ -63,6 +64,36 @@ pub enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// Copy the database (SQLite: a consistent copy while the server runs),
+    /// the signing key and the local media store into a new directory.
+    Backup {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory to write the backup to (created; must be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup made by `myelin backup` in place for the server of
+    /// --config (run it with that server stopped).
+    Restore {
+        /// The backup's directory.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Replace what the data dir (and the SQLite file) holds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy every table of the SQLite database of --config into an empty
+    /// PostgreSQL database (run it with the server stopped).
+    MigrateDb {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST/DATABASE.
+        #[arg(long)]
+        to: String,
     },
     /// Create an account directly in the database.
     CreateAccount {

@@ -39,6 +39,9 @@ pub struct Config {
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
     /// `http://<listen>` when unset.
     pub public_baseurl: Option<String>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) may take: requests in flight,
+    /// queued writes and jobs' current step (`server::RunningServer`).
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             log_level: "info".into(),
             public_baseurl: None,
+            shutdown_timeout_secs: 10,
         }
     }
 }
@@ -1028,6 +1032,9 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
+        if !(1..=3600).contains(&self.shutdown_timeout_secs) {
+            return invalid("shutdown_timeout_secs", "must be 1 to 3600");
+        }
         Ok(())
     }
 
@@ -1245,6 +1252,13 @@ caches:
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
 log_level: {log_level}
+
+# Seconds a shutdown (SIGTERM or Ctrl-C) may take. Myelin stops accepting
+# connections, answers parked /sync long-polls at once, finishes the requests
+# in flight, writes every queued event and lets running admin jobs finish
+# their current step (they resume at the next start). Past this, it exits
+# anyway, with a failure status.
+shutdown_timeout_secs: {shutdown_timeout}
 "#,
             proxies = serde_json::to_string(&self.trusted_proxies).expect("strings serialize"),
             c_heads = self.caches.room_heads,
@@ -1255,6 +1269,7 @@ log_level: {log_level}
             c_nonces = self.caches.registration_nonces,
             c_device_keys = self.caches.device_keys,
             log_level = self.log_level.yaml(),
+            shutdown_timeout = self.shutdown_timeout_secs,
         )
     }
 }
@@ -1295,7 +1310,9 @@ mod tests {
         c.trusted_proxies = vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()];
         c.caches.rooms = 7;
         c.caches.device_keys = 3;
+        c.shutdown_timeout_secs = 25;
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.shutdown_timeout_secs, 25);
         assert_eq!(back.trusted_proxies, c.trusted_proxies);
         assert_eq!(back.caches.rooms, 7);
         assert_eq!(back.caches.device_keys, 3);
@@ -1470,6 +1487,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+        for bad in [
+            "shutdown_timeout_secs: 0\n",
+            "shutdown_timeout_secs: 3601\n",
+        ] {
+            let err = Config::from_yaml(bad).unwrap_err().to_string();
+            assert!(err.contains("shutdown_timeout_secs"), "{err}");
+        }
     }
 
     /// Any stable room version, 1 to 12, may be the default; nothing else.

@@ -5,6 +5,7 @@
 //! - [`services`]: the domain logic;
 //! - [`storage`]: SQL over SQLite or PostgreSQL.
 
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -32,8 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             let signal = myelin::server::shutdown_signal()?;
             let server = myelin::server::start(config).await?;
-            server.run_until(signal).await;
-            Ok(())
+            server.run_until(signal).await
         }
         Command::GenerateConfig {
             server_name,
@@ -77,6 +76,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let value = run_admin(&base, &token, action).await?;
             println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Command::Backup { config, to } => {
+            let config = load_config(Some(&config))?;
+            for line in myelin::backup::backup(&config, &to).await? {
+                println!("{line}");
+            }
+            println!("Backed up to {}", to.display());
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            config,
+            force,
+        } => {
+            let config = load_config(Some(&config))?;
+            for line in myelin::backup::restore(&from, &config, force).await? {
+                println!("{line}");
+            }
+            println!("Restored from {}", from.display());
+            Ok(())
+        }
+        Command::MigrateDb { config, to } => {
+            let config = load_config(Some(&config))?;
+            let copied =
+                myelin::storage::copy::sqlite_to_postgres(&config.database_url(), &to, |t| {
+                    println!("{}: {} rows", t.table, t.rows);
+                })
+                .await?;
+            let rows: u64 = copied.iter().map(|t| t.rows).sum();
+            println!(
+                "Copied {} tables ({rows} rows). Set database.url to the PostgreSQL URL and start the server.",
+                copied.len()
+            );
             Ok(())
         }
         Command::CreateAccount {

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
@@ -94,20 +96,58 @@ pub fn release_free_memory() {
 }
 
 impl RunningServer {
-    /// Stops accepting requests and finishes those in flight, then stops
-    /// the background work in order and closes the database
-    /// ([`Services::shutdown`]).
+    /// Shuts down as [`RunningServer::shutdown_within`] does, within the
+    /// configured `shutdown_timeout_secs`.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.serve_task.await;
-        self.services.shutdown().await;
+        let timeout = Duration::from_secs(self.services.config.shutdown_timeout_secs);
+        self.shutdown_within(timeout).await;
     }
 
-    /// Serves until `shutdown_signal` completes, then shuts down cleanly.
-    pub async fn run_until(self, shutdown_signal: impl std::future::Future<Output = ()>) {
+    /// Stops accepting connections, answers parked long-polls at once,
+    /// finishes the requests in flight, then stops the background work in
+    /// order (jobs at their next step, the writer's queue written) and
+    /// closes the database ([`Services::shutdown`]). Whether it all
+    /// finished within `timeout`; past it, what is left is cut off (nothing
+    /// acknowledged is lost: a send is answered only once written).
+    pub async fn shutdown_within(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let _ = self.stop.send(true);
+        self.services.stream.close();
+        let mut serve_task = self.serve_task;
+        let served = tokio::time::timeout_at(deadline, &mut serve_task)
+            .await
+            .is_ok();
+        if !served {
+            tracing::warn!("requests still in flight at the shutdown timeout were cut off");
+            serve_task.abort();
+        }
+        // Jobs get half of what is left to reach a step boundary; the
+        // writer's queue and the final flushes the rest.
+        let job_grace = deadline.saturating_duration_since(Instant::now()) / 2;
+        let stopped = tokio::time::timeout_at(deadline, self.services.shutdown(job_grace))
+            .await
+            .is_ok();
+        if !stopped {
+            tracing::error!("the background work did not stop within the shutdown timeout");
+        }
+        served && stopped
+    }
+
+    /// Serves until `shutdown_signal` completes, then shuts down cleanly;
+    /// an error when the shutdown outlasted `shutdown_timeout_secs`.
+    pub async fn run_until(
+        self,
+        shutdown_signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         shutdown_signal.await;
-        tracing::info!("shutting down");
-        self.shutdown().await;
+        let timeout = self.services.config.shutdown_timeout_secs;
+        tracing::info!(timeout_secs = timeout, "shutting down");
+        anyhow::ensure!(
+            self.shutdown_within(Duration::from_secs(timeout)).await,
+            "the shutdown did not finish within shutdown_timeout_secs ({timeout} s)"
+        );
+        tracing::info!("shut down");
+        Ok(())
     }
 }
 

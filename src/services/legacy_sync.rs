@@ -142,10 +142,7 @@ pub async fn events(s: &Services, who: &Requester, req: EventsRequest) -> Result
     let registration = s.stream.register(&topics, now);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let woken = !remaining.is_zero()
-            && tokio::time::timeout(remaining, registration.notified())
-                .await
-                .is_ok();
+        let woken = !remaining.is_zero() && s.stream.wait(&registration, remaining).await;
         let to = s.stream.current();
         let (body, _) = Box::pin(stream_window(s, who, &scope, from, to, limit)).await?;
         // Woken by something the window leaves out (another room's

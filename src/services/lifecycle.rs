@@ -8,9 +8,10 @@
 //!
 //! What runs, by stage (see [`Services::start`]):
 //! - jobs: admin jobs (room deletion, history purge, reindex) and, at
-//!   start, resuming interrupted jobs / rebuilding the search index. Cut
-//!   off at shutdown: each is kept in the `jobs` table and runs again at
-//!   the next start.
+//!   start, resuming interrupted jobs / rebuilding the search index.
+//!   Stopped at shutdown between two steps (`workers::step_boundary`, or
+//!   cut off when a step outlasts the grace): each is kept in the `jobs`
+//!   table and runs again at the next start.
 //! - [`Stage::Drain`]: the group-commit writer (`rooms/writer.rs`). It stops
 //!   taking events and writes every one already queued.
 //! - [`Stage::Subscribers`]: the pipeline subscribers' own tasks (search
@@ -105,12 +106,13 @@ impl Services {
     }
 
     /// Stops the background work in order and closes the database. Call it
-    /// once no request is being served any more: jobs are cut off (they
-    /// resume at the next start), the writer drains its queue, the upkeep
-    /// workers make their final pass (last-seen records, search commit),
-    /// then the database closes (and with it the WAL checkpointer).
-    pub async fn shutdown(&self) {
-        self.workers.stop_all().await;
+    /// once no request is being served any more: jobs stop at their next
+    /// step boundary (those still in a step after `job_grace` are cut off;
+    /// all resume at the next start), the writer drains its queue, the
+    /// upkeep workers make their final pass (last-seen records, search
+    /// commit), then the database closes (and with it the WAL checkpointer).
+    pub async fn shutdown(&self, job_grace: Duration) {
+        self.workers.stop_all(job_grace).await;
         self.storage.close().await;
     }
 

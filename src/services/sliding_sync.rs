@@ -280,9 +280,7 @@ pub async fn sliding_sync(
             if remaining.is_zero() {
                 break;
             }
-            let woken = tokio::time::timeout(remaining, registration.notified())
-                .await
-                .is_ok();
+            let woken = s.stream.wait(&registration, remaining).await;
             let to = s.stream.current();
             if !woken {
                 built = Box::pin(build(s, who, &req, prev.as_deref(), to)).await?;

@@ -53,6 +53,9 @@ pub struct Stream {
     /// The position at start-up: what touched which topic before it is not
     /// known.
     floor: i64,
+    /// Set at shutdown: every parked long-poll answers at once, as if its
+    /// timeout had passed ([`Stream::close`]).
+    closing: watch::Sender<bool>,
 }
 
 /// A waiter's registration for its topics; [`Registration::notified`]
@@ -111,6 +114,24 @@ impl Stream {
             pending: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
             floor: max_persisted,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Shutdown: wakes every parked long-poll, and any that parks later,
+    /// as if its timeout had passed, so it answers with what it has.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Waits (at most `timeout`) for a position touching one of the
+    /// registration's topics; whether one came. `false` at once when the
+    /// server is shutting down ([`Stream::close`]).
+    pub async fn wait(&self, registration: &Registration, timeout: std::time::Duration) -> bool {
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            woken = tokio::time::timeout(timeout, registration.notified()) => woken.is_ok(),
+            _ = closing.wait_for(|c| *c) => false,
         }
     }
 

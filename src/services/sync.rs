@@ -201,9 +201,7 @@ pub async fn sync(s: &Services, who: &Requester, req: SyncRequest) -> Result<Syn
         if remaining.is_zero() {
             return Ok(body);
         }
-        let woken = tokio::time::timeout(remaining, registration.notified())
-            .await
-            .is_ok();
+        let woken = s.stream.wait(&registration, remaining).await;
         let to = s.stream.current();
         if !woken {
             // Timed out: answer with the position we have now.

@@ -4,6 +4,9 @@
 //! stops them in order; see there for what runs.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -48,6 +51,66 @@ struct Worker {
 pub struct Workers {
     running: Mutex<Vec<Worker>>,
     jobs: Mutex<Vec<AbortHandle>>,
+    gate: Arc<JobGate>,
+}
+
+/// What lets a shutdown stop jobs between their steps: set `stopping`,
+/// then wait until `running` (jobs neither finished nor stopped at a
+/// [`step_boundary`]) is zero.
+struct JobGate {
+    stopping: watch::Sender<bool>,
+    running: watch::Sender<usize>,
+}
+
+impl Default for JobGate {
+    fn default() -> Self {
+        Self {
+            stopping: watch::channel(false).0,
+            running: watch::channel(0).0,
+        }
+    }
+}
+
+/// One job's place in the gate's count, given up once (when the job ends,
+/// is cut off, or stops at a step boundary).
+struct JobSlot {
+    gate: Arc<JobGate>,
+    released: AtomicBool,
+}
+
+impl JobSlot {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.gate.running.send_modify(|n| *n -= 1);
+        }
+    }
+}
+
+/// Releases the slot however the job's task ends.
+struct SlotGuard(Arc<JobSlot>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+tokio::task_local! {
+    static JOB: Arc<JobSlot>;
+}
+
+/// A point between two steps of a job (nothing half-written, no
+/// transaction open). Once shutdown has begun it never returns: the job
+/// stops here and is cut off, and runs again at the next start. Outside a
+/// job, or before shutdown, it returns at once.
+pub async fn step_boundary() {
+    let Ok(slot) = JOB.try_with(Arc::clone) else {
+        return;
+    };
+    if *slot.gate.stopping.borrow() {
+        slot.release();
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Workers {
@@ -75,7 +138,16 @@ impl Workers {
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(job);
+        self.gate.running.send_modify(|n| *n += 1);
+        let slot = Arc::new(JobSlot {
+            gate: self.gate.clone(),
+            released: AtomicBool::new(false),
+        });
+        let guard = SlotGuard(slot.clone());
+        let handle = tokio::spawn(JOB.scope(slot, async move {
+            let _guard = guard;
+            job.await;
+        }));
         let mut jobs = self.jobs.lock();
         jobs.retain(|j| !j.is_finished());
         jobs.push(handle.abort_handle());
@@ -91,9 +163,21 @@ impl Workers {
             .collect()
     }
 
-    /// Cuts off the jobs, then stops each stage in order, waiting for its
-    /// workers to return.
-    pub async fn stop_all(&self) {
+    /// Stops the jobs at their next [`step_boundary`] (waiting at most
+    /// `job_grace`, then cutting off those still in a step), then stops
+    /// each stage in order, waiting for its workers to return.
+    pub async fn stop_all(&self, job_grace: Duration) {
+        self.gate.stopping.send_replace(true);
+        let mut running = self.gate.running.subscribe();
+        if tokio::time::timeout(job_grace, running.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                jobs = *running.borrow(),
+                "jobs still in a step at the shutdown timeout were cut off (they run again at the next start)"
+            );
+        }
         for job in std::mem::take(&mut *self.jobs.lock()) {
             job.abort();
         }
@@ -149,7 +233,7 @@ mod tests {
             });
         }
         let job = workers.spawn_job(std::future::pending());
-        workers.stop_all().await;
+        workers.stop_all(Duration::ZERO).await;
         assert!(job.await.expect_err("cut off").is_cancelled());
         assert_eq!(
             *log.lock(),
@@ -163,5 +247,37 @@ mod tests {
             ]
         );
         assert!(workers.names().is_empty());
+    }
+
+    /// A job finishes the step it is in and stops at the next boundary;
+    /// the shutdown waits for that, not for the grace to pass.
+    #[tokio::test]
+    async fn jobs_stop_between_steps() {
+        let workers = Workers::default();
+        let steps = Arc::new(Mutex::new(Vec::new()));
+        let (in_step, mut step_started) = tokio::sync::mpsc::channel(1);
+        let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let log = steps.clone();
+        let job = workers.spawn_job(async move {
+            let mut finish = Some(finish_rx);
+            for n in 0.. {
+                step_boundary().await;
+                log.lock().push(format!("step {n} begun"));
+                if let Some(rx) = finish.take() {
+                    in_step.send(()).await.unwrap();
+                    rx.await.unwrap();
+                }
+                log.lock().push(format!("step {n} done"));
+            }
+        });
+        step_started.recv().await.unwrap();
+        let stopping = workers.stop_all(Duration::from_secs(3600));
+        let finishing = async {
+            tokio::task::yield_now().await;
+            finish_tx.send(()).unwrap();
+        };
+        tokio::join!(stopping, finishing);
+        assert!(job.await.expect_err("cut off").is_cancelled());
+        assert_eq!(*steps.lock(), ["step 0 begun", "step 0 done"]);
     }
 }

@@ -209,6 +209,55 @@ impl Dialect {
     }
 
     /// Whether a database error is a unique-constraint violation.
+    /// The database's tables (`migrate-db`, `storage/copy.rs`), by name.
+    pub fn catalog_tables(self) -> &'static str {
+        match self {
+            Self::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            }
+            Self::Postgres => {
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
+            }
+        }
+    }
+
+    /// A table's columns (`$1`: its name) as (name, declared type), in
+    /// their order.
+    pub fn catalog_columns(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SELECT name, type FROM pragma_table_info($1) ORDER BY cid",
+            Self::Postgres => {
+                "SELECT CAST(column_name AS TEXT), CAST(data_type AS TEXT) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position"
+            }
+        }
+    }
+
+    /// The (table, column) pairs whose values come from a sequence, where
+    /// the database keeps one apart from the rows (PostgreSQL's serials).
+    pub fn catalog_serial_columns(self) -> Option<&'static str> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(
+                "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'",
+            ),
+        }
+    }
+
+    /// Moves a serial column's sequence past the highest value in the
+    /// table (after rows were copied in with their own ids).
+    pub fn serial_reset(self, table: &str, column: &str) -> Option<String> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+                 COALESCE((SELECT MAX(\"{column}\") FROM \"{table}\"), 0) + 1, false)"
+            )),
+        }
+    }
+
     pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         match err {
             sqlx::Error::Database(db) => {

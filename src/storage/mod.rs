@@ -11,6 +11,7 @@ pub mod admin_users;
 mod aliases;
 mod batch;
 mod checkpoint;
+pub mod copy;
 pub mod cross_signing;
 pub mod devices;
 pub mod dialect;

@@ -7,15 +7,13 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_myelin");
-
 /// Runs the binary with `args`, failing the test if it takes over 120 s.
 async fn run(args: &[&str]) -> Output {
     run_within(args, 120).await
 }
 
 async fn run_within(args: &[&str], secs: u64) -> Output {
-    let child = tokio::process::Command::new(BIN)
+    let child = tokio::process::Command::new(crate::harness::bin())
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())

@@ -5,7 +5,7 @@
 //! readable throughout. A job is stopped half-way deterministically by the
 //! server's `MYELIN_TEST_PAUSE_JOBS` knob (it marks a file and waits).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,121 +13,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Session, TestServer, create_room, enc, send_text, wait_until};
+use crate::harness::{
+    Binary, Session, TestServer, create_room, enc, search_count, send_text, wait_until,
+};
 
 /// How long a job resumed after a restart may take.
 const JOB_WAIT: Duration = Duration::from_secs(60);
-
-const BIN: &str = env!("CARGO_BIN_EXE_myelin");
-
-/// A test server's data dir and database, served by the `myelin` binary.
-struct Binary {
-    server: TestServer,
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Binary {
-    /// A fresh database and data dir, set up in-process (with `setup`), then
-    /// handed to the binary.
-    async fn start<T>(
-        setup: impl AsyncFnOnce(&TestServer) -> T,
-        pause: Option<&Path>,
-    ) -> (Self, T) {
-        let mut server = TestServer::start().await;
-        let made = setup(&server).await;
-        server.running.take().expect("running").shutdown().await;
-        let mut b = Self {
-            server,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        b.spawn(pause).await;
-        (b, made)
-    }
-
-    /// Starts the binary on the server's config (a free port), and waits
-    /// until it answers.
-    async fn spawn(&mut self, pause: Option<&Path>) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        self.server.config.listen = format!("127.0.0.1:{port}").parse().unwrap();
-        let yaml = self.dir.path().join("myelin.yaml");
-        std::fs::write(&yaml, serde_norway::to_string(&self.server.config).unwrap()).unwrap();
-        let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.args(["serve", "--config", yaml.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .env_remove("MYELIN_TEST_PAUSE_JOBS")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(dir) = pause {
-            cmd.env("MYELIN_TEST_PAUSE_JOBS", dir);
-        }
-        self.child = Some(cmd.spawn().expect("binary starts"));
-        self.server.addr = self.server.config.listen;
-        let log_path = self.log_path();
-        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let child = self.child.as_mut().unwrap();
-        let (client, url) = (
-            &self.server.client,
-            self.server.url("/_matrix/client/versions"),
-        );
-        wait_until("the server answering", Duration::from_secs(60), || {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", log());
-            }
-            let versions = client.get(&url).send();
-            async {
-                match versions.await {
-                    Ok(r) if r.status() == StatusCode::OK => Ok(()),
-                    _ => Err(log()),
-                }
-            }
-        })
-        .await;
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("server.log")
-    }
-
-    /// SIGKILL, then start again (without the pause knob).
-    async fn kill_and_restart(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        self.spawn(None).await;
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The total count of a search for `term` by `who`.
-async fn search_count(server: &TestServer, who: &Session, term: &str) -> i64 {
-    let (st, b) = server
-        .post(
-            "/_matrix/client/v3/search",
-            who.token(),
-            json!({"search_categories": {"room_events": {"search_term": term}}}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "search: {b}");
-    b["search_categories"]["room_events"]["count"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("count: {b}"))
-}
 
 /// Unredacted messages stored in `room` whose body has `word`.
 async fn stored_messages(server: &TestServer, room: &str, word: &str) -> i64 {

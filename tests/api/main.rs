@@ -80,9 +80,11 @@ mod admin_whois; // whois at both paths // server_version, admin check on every 
 mod federation_keys; // GET /_matrix/key/v2/server
 
 // The binary
+mod backup; // myelin backup under send load, restore (refusals, --force), migrate-db SQLite -> PostgreSQL
 mod cli; // generate-config, create-account, serve config errors
 mod crash; // kill -9 and restart: search catches up, interrupted admin jobs complete
 mod lifecycle; // background workers, the cache report, shutdown drains the writer
+mod shutdown; // SIGTERM under send load: parked syncs answered, every acknowledged send kept, exit 0
 
 // The suite itself
 mod test_databases; // a dropped test server leaves no data dir or PostgreSQL database behind

@@ -36,9 +36,12 @@ impl JobHandle {
     }
 }
 
-/// The test knob (see the `jobs` module docs): with `MYELIN_TEST_PAUSE_JOBS`
-/// set, a job reaching this point marks it with a file and never goes on.
+/// A point between two steps of a job: at shutdown the job stops here
+/// ([`crate::services::workers::step_boundary`]). Also the test knob (see
+/// the `jobs` module docs): with `MYELIN_TEST_PAUSE_JOBS` set, a job
+/// reaching this point marks it with a file and never goes on.
 pub async fn pause_point(job: &str) {
+    crate::services::workers::step_boundary().await;
     let Some(dir) = std::env::var_os("MYELIN_TEST_PAUSE_JOBS") else {
         return;
     };
