@@ -3,7 +3,7 @@
 //! Scenarios live in [`scenarios`], one module each. Some start a Myelin
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
 //! `initial-sync`, `join`, `idle-syncers`, `admin`, `keys-query`,
-//! `keys-claim`, `to-device`) drive any homeserver by URL
+//! `keys-claim`, `to-device`, `media`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -69,6 +69,9 @@ pub enum Command {
     /// events, 200,000 receipts) against a small one: a user's initial and
     /// incremental /sync, send, /messages, /search, a join, and RSS.
     LargeFixture(scenarios::large::Args),
+    /// Uploads and downloads of a 10 MiB file, the first 96×96 thumbnail of
+    /// a 4000×3000 JPEG, and server RSS during 20 downloads of 100 MiB at once.
+    Media(scenarios::media::Args),
     /// Every load scenario at a tiny size against a Myelin it starts (CI).
     Smoke(scenarios::smoke::Args),
     /// Start time on an existing SQLite database (spawn to the first 200 from
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::KeysClaim(args) => scenarios::e2e::run_claim(args).await,
             Command::ToDevice(args) => scenarios::e2e::run_to_device(args).await,
             Command::LargeFixture(args) => scenarios::large::run(args).await,
+            Command::Media(args) => scenarios::media::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }
     });

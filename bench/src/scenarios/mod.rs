@@ -6,6 +6,8 @@
 //!   [`crate::client`] and [`crate::load`]: `send`, `wakeup`, `initial_sync`,
 //!   `join`, `idle_syncers`, `admin` (which can also start a Myelin), and
 //!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths).
+//! - `media`: uploads, downloads, thumbnails, and memory during concurrent
+//!   big downloads (issue 20).
 //! - `large`: a large server written in bulk into a Myelin's database,
 //!   against a small one (`large-fixture`).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
@@ -16,6 +18,7 @@ pub mod idle_syncers;
 pub mod initial_sync;
 pub mod join;
 pub mod large;
+pub mod media;
 pub mod rss;
 pub mod send;
 pub mod smoke;

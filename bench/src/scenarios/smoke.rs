@@ -39,6 +39,7 @@ const RUNS: &[(&str, &[&str])] = &[
     ("keys-claim", &["--concurrency", "2"]),
     ("to-device", &[]),
     ("to-device", &["--devices-per-user", "2"]),
+    ("media", &[]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -90,6 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::KeysQuery(a) => scenarios::e2e::run_query(a).await,
             Command::KeysClaim(a) => scenarios::e2e::run_claim(a).await,
             Command::ToDevice(a) => scenarios::e2e::run_to_device(a).await,
+            Command::Media(a) => scenarios::media::run(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
         let verdict = match result {
