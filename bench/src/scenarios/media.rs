@@ -44,6 +44,11 @@ pub struct Args {
     /// Timed JPEG uploads, each followed by its first 96×96 thumbnail.
     #[arg(long, default_value_t = 10)]
     pub thumbnails: usize,
+    /// Pause before each JPEG upload, in ms (not timed), so a server that
+    /// makes its other thumbnail sizes in the background after answering
+    /// is measured idle, as one that makes them during the upload is.
+    #[arg(long, default_value_t = 1000)]
+    pub thumbnail_gap_ms: u64,
     /// Size of the file of the concurrent downloads, in MiB (0: none).
     #[arg(long, default_value_t = 100)]
     pub big_mib: usize,
@@ -69,6 +74,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         args.uploads = args.uploads.min(2);
         args.downloads = args.downloads.min(2);
         args.thumbnails = args.thumbnails.min(1);
+        args.thumbnail_gap_ms = 0;
         args.big_mib = args.big_mib.min(8);
         args.big_downloads = args.big_downloads.min(4);
     }
@@ -139,6 +145,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.thumbnails {
         let image = bytes::Bytes::from(with_comment(&jpeg, &format!("{run} image {i}")));
+        tokio::time::sleep(Duration::from_millis(args.thumbnail_gap_ms)).await;
         let started = Instant::now();
         let mxc = upload(&user, image, "image/jpeg").await?;
         let uploaded_at = Instant::now();
@@ -317,6 +324,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
                 "uploads": args.uploads,
                 "downloads": args.downloads,
                 "thumbnails": args.thumbnails,
+                "thumbnail_gap_ms": args.thumbnail_gap_ms,
                 "big_mib": args.big_mib,
                 "big_downloads": args.big_downloads,
             },
