@@ -315,6 +315,21 @@ pub struct MediaConfig {
     pub store: MediaStoreKind,
     /// The bucket when `store` is `s3`.
     pub s3: Option<S3Config>,
+    /// What one user may upload in total within a time period, as
+    /// Synapse's `media_upload_limits`; empty (the default): no limit.
+    pub upload_limits: Vec<UploadLimit>,
+    /// The `admin_contact` URI of the error an upload past a limit gets
+    /// (e.g. `mailto:admin@example.org`).
+    pub upload_limit_contact: String,
+}
+
+/// A per-user upload quota: at most `max_bytes` in the last
+/// `time_period_secs` (media deleted since no longer counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadLimit {
+    pub time_period_secs: u64,
+    pub max_bytes: u64,
 }
 
 /// URL previews (`GET /_matrix/client/v1/media/preview_url`,
@@ -589,6 +604,8 @@ impl Default for MediaConfig {
             url_preview: UrlPreviewConfig::default(),
             store: MediaStoreKind::Local,
             s3: None,
+            upload_limits: Vec::new(),
+            upload_limit_contact: String::new(),
         }
     }
 }
@@ -758,6 +775,16 @@ impl MediaConfig {
         if self.url_preview.max_spider_size == 0 {
             return invalid("media.url_preview.max_spider_size", "must be at least 1");
         }
+        if self
+            .upload_limits
+            .iter()
+            .any(|l| l.time_period_secs == 0 || l.max_bytes == 0)
+        {
+            return invalid(
+                "media.upload_limits",
+                "time_period_secs and max_bytes must be at least 1",
+            );
+        }
         if self.url_preview.timeout_secs == 0 {
             return invalid("media.url_preview.timeout_secs", "must be at least 1");
         }
@@ -794,6 +821,14 @@ impl MediaConfig {
   # Images with more pixels than this are not decoded for thumbnails (the
   # thumbnail request answers 400), so no image can exhaust memory.
   max_image_pixels: {max_pixels}
+  # What one user may upload in total within a time period: the bytes of
+  # their uploads in the last time_period_secs (deleted media no longer
+  # counts), as Synapse's media_upload_limits. An upload past any of them
+  # answers 403 M_RESOURCE_LIMIT_EXCEEDED with upload_limit_contact as its
+  # admin_contact (a URI, e.g. mailto:admin@example.org). Empty: no limit.
+  # E.g. [{{time_period_secs: 86400, max_bytes: 1073741824}}] (1 GiB a day).
+  upload_limits: {upload_limits}
+  upload_limit_contact: {upload_limit_contact}
   # The thumbnails made of each image upload, in the background (method:
   # crop cuts to the exact size, scale fits within it). Other sizes are made
   # when first asked for.
@@ -827,6 +862,9 @@ impl MediaConfig {
             expiry = self.unused_expiration_secs,
             upload_timeout = self.upload_timeout_secs,
             max_pixels = self.max_image_pixels,
+            upload_limits = serde_json::to_string(&self.upload_limits).expect("numbers serialize"),
+            upload_limit_contact =
+                serde_json::to_string(&self.upload_limit_contact).expect("a string serializes"),
             sizes = if self.thumbnail_sizes.is_empty() {
                 "  thumbnail_sizes: []\n".to_owned()
             } else {

@@ -335,6 +335,15 @@ impl Session {
         Ok((bytes, received))
     }
 
+    /// A request to `path` with this session's token, to send and read as
+    /// the caller likes (media: raw bodies up, streamed answers down).
+    pub fn authed(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .http
+            .request(method, self.client.url(path))
+            .header(reqwest::header::AUTHORIZATION, &self.token)
+    }
+
     /// `GET path` (a path with its query, already encoded); the JSON answer.
     pub async fn get(&self, path: &str) -> Result<Value, RequestError> {
         self.request(reqwest::Method::GET, path, &[], None, None)

@@ -4,7 +4,7 @@
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
 //! `initial-sync`, `join`, `idle-syncers`, `admin`, `keys-query`,
 //! `keys-claim`, `to-device`, `sliding-sync`, `sliding-sync-wakeup`,
-//! `push-fanout`) drive any homeserver by URL
+//! `push-fanout`, `media`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -81,6 +81,9 @@ pub enum Command {
     /// events, 200,000 receipts) against a small one: a user's initial and
     /// incremental /sync, send, /messages, /search, a join, and RSS.
     LargeFixture(scenarios::large::Args),
+    /// Uploads and downloads of a 10 MiB file, the first 96×96 thumbnail of
+    /// a 4000×3000 JPEG, and server RSS during 20 downloads of 100 MiB at once.
+    Media(scenarios::media::Args),
     /// Every load scenario at a tiny size against a Myelin it starts (CI).
     Smoke(scenarios::smoke::Args),
     /// Start time on an existing SQLite database (spawn to the first 200 from
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Command::SlidingSyncWakeup(args) => scenarios::sliding_sync::run_wakeup(args).await,
             Command::PushFanout(args) => scenarios::push_fanout::run(args).await,
             Command::LargeFixture(args) => scenarios::large::run(args).await,
+            Command::Media(args) => scenarios::media::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,
         }
     });

@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::Body as HttpBody;
-use ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter};
+use ruma::api::error::{
+    ErrorKind, LimitExceededErrorData, ResourceLimitExceededErrorData, RetryAfter,
+};
 use ruma::{OwnedMxcUri, OwnedServerName, ServerName};
 use sha2::{Digest, Sha256};
 
@@ -187,7 +189,8 @@ impl Media {
     {
         let content_type = check_upload_info(&info)?;
         self.check_rate(user).await?;
-        let stored = self.store_body(info.declared_len, body).await?;
+        let allowance = self.allowance(user).await?;
+        let stored = self.store_body(info.declared_len, allowance, body).await?;
         let media_id = new_media_id();
         let media = NewMedia {
             server_name: self.server_name.as_str(),
@@ -275,7 +278,8 @@ impl Media {
         if self.lapsed(&row) {
             return Err(MatrixError::not_found("Media ID has expired"));
         }
-        let stored = self.store_body(info.declared_len, body).await?;
+        let allowance = self.allowance(user).await?;
+        let stored = self.store_body(info.declared_len, allowance, body).await?;
         let body = stored.as_uploaded(content_type, info.filename);
         if !self
             .storage
@@ -466,6 +470,26 @@ impl Media {
         Ok(())
     }
 
+    /// The bytes `user` may still upload under `media.upload_limits` (the
+    /// least any limit leaves); `None` when there are none.
+    async fn allowance(&self, user: &Requester) -> Result<Option<u64>> {
+        let now = self.clock.now_ms();
+        let mut least: Option<u64> = None;
+        for limit in &self.config.upload_limits {
+            let period =
+                i64::try_from(limit.time_period_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let used = self
+                .storage
+                .media_uploaded_since(user.user_id.as_str(), now.saturating_sub(period))
+                .await?;
+            let left = limit
+                .max_bytes
+                .saturating_sub(u64::try_from(used).unwrap_or(0));
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        Ok(least)
+    }
+
     /// A pending upload whose reservation has run out.
     fn lapsed(&self, row: &MediaRow) -> bool {
         row.sha256.is_none()
@@ -481,16 +505,35 @@ impl Media {
     /// Streams `body` into the store, hashing as it goes, and commits it
     /// under its sha256. Past the size limit (from `Content-Length` before a
     /// byte is read, or while reading) it is 413 `M_TOO_LARGE` and nothing
-    /// is kept; so is anything staged when the body fails or the request
-    /// goes away.
-    async fn store_body<B>(&self, declared_len: Option<u64>, mut body: B) -> Result<StoredUpload>
+    /// is kept; past `allowance` (the uploader's quota left) 403
+    /// `M_RESOURCE_LIMIT_EXCEEDED`, the same way; so is anything staged
+    /// when the body fails or the request goes away.
+    async fn store_body<B>(
+        &self,
+        declared_len: Option<u64>,
+        allowance: Option<u64>,
+        mut body: B,
+    ) -> Result<StoredUpload>
     where
         B: HttpBody<Data = Bytes, Error = MatrixError> + Send + Unpin,
     {
         let max = self.config.max_upload_size;
         let too_large = || MatrixError::too_large(format!("Uploads are limited to {max} bytes"));
-        if declared_len.is_some_and(|len| len > max) || body.size_hint().lower() > max {
+        let over_quota = || {
+            MatrixError::new(
+                StatusCode::FORBIDDEN,
+                ErrorKind::ResourceLimitExceeded(ResourceLimitExceededErrorData::new(
+                    self.config.upload_limit_contact.clone(),
+                )),
+                "Media upload limit exceeded",
+            )
+        };
+        let announced = declared_len.unwrap_or(0).max(body.size_hint().lower());
+        if announced > max {
             return Err(too_large());
+        }
+        if allowance.is_some_and(|left| announced > left) {
+            return Err(over_quota());
         }
         let mut staged = self.store.stage().await.map_err(MatrixError::internal)?;
         let mut hasher = Sha256::new();
@@ -504,6 +547,9 @@ impl Media {
             size += chunk.len() as u64;
             if size > max {
                 return Err(too_large());
+            }
+            if allowance.is_some_and(|left| size > left) {
+                return Err(over_quota());
             }
             hasher.update(&chunk);
             staged.write(&chunk).await.map_err(MatrixError::internal)?;

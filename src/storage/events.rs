@@ -1091,12 +1091,53 @@ impl Storage {
             " FROM events WHERE room_id = $1 AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
               ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
         );
-        sqlx::query_as(if backwards { BACK } else { FWD })
+        self.room_events_from(if backwards { BACK } else { FWD }, room_id, from, limit)
+            .await
+    }
+
+    /// Runs a page query of a room's events: `$1` the room, `$2`/`$3` the
+    /// position, `$4` the limit.
+    async fn room_events_from(
+        &self,
+        sql: &'static str,
+        room_id: &str,
+        from: (i64, i64),
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        sqlx::query_as(sql)
             .bind(room_id)
             .bind(from.0)
             .bind(from.1)
             .bind(limit)
             .fetch_all(self.pool())
+            .await
+    }
+
+    /// Events of a room by `origin_server_ts` from `(ts, stream_ordering)`
+    /// inclusive: backwards (at or before it, newest first) or forwards (at
+    /// or after it, oldest first). `timestamp_to_event`.
+    pub async fn room_events_by_time(
+        &self,
+        room_id: &str,
+        from: (i64, i64),
+        backwards: bool,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const BACK: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1
+              AND (origin_server_ts < $2 OR (origin_server_ts = $2 AND stream_ordering <= $3))
+              ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT $4"
+        );
+        const FWD: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE room_id = $1
+              AND (origin_server_ts > $2 OR (origin_server_ts = $2 AND stream_ordering >= $3))
+              ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT $4"
+        );
+        self.room_events_from(if backwards { BACK } else { FWD }, room_id, from, limit)
             .await
     }
 

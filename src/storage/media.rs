@@ -113,6 +113,19 @@ impl Storage {
         .await
     }
 
+    /// The bytes of the bodies `uploader`'s media created at or after
+    /// `since` have (pending uploads count nothing).
+    pub async fn media_uploaded_since(&self, uploader: &str, since: i64) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM media
+             WHERE uploader = $1 AND created_ts >= $2",
+        )
+        .bind(uploader)
+        .bind(since)
+        .fetch_one(self.pool())
+        .await
+    }
+
     /// Gives a pending media id its body; false when it has one already (a
     /// concurrent upload won).
     pub async fn complete_pending_media(

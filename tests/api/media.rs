@@ -666,3 +666,81 @@ async fn versions_advertise_the_authenticated_media_endpoints() {
         .await;
     assert_eq!(st, StatusCode::OK, "{config}");
 }
+
+/// `media.upload_limits`: what one user uploads within the period is
+/// capped (403 `M_RESOURCE_LIMIT_EXCEEDED`, as Synapse's
+/// `media_upload_limits` with the spec's status for a quota), others are
+/// not, deleted media frees its bytes, the period moves on, asynchronous
+/// uploads count, and `/media/config` does not change.
+#[tokio::test]
+async fn per_user_upload_limits() {
+    let server = TestServer::start_with_mock_clock(|c| {
+        c.media.upload_limits = vec![myelin::config::UploadLimit {
+            time_period_secs: 3600,
+            max_bytes: 3000,
+        }];
+        c.media.upload_limit_contact = "mailto:admin@test.local".into();
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let admin = server.admin("admin").await;
+    let (st, config) = server
+        .get("/_matrix/client/v1/media/config", alice.token())
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        config,
+        json!({"m.upload.size": myelin::config::MediaConfig::default().max_upload_size})
+    );
+
+    let first = upload(&server, &alice, &[1u8; 2000], None, None).await;
+    // Declared past what is left: refused before the body is read.
+    let refused = try_upload(&server, &alice, &[2u8; 1001], None, None).await;
+    assert_error(&refused, 403, "M_RESOURCE_LIMIT_EXCEEDED");
+    assert_eq!(refused.1["admin_contact"], "mailto:admin@test.local");
+    // Streamed without a length: refused once past it.
+    assert_eq!(chunked_upload(&server, &alice.access_token, 2).await, 403);
+    assert_eq!(server.sql_count("SELECT COUNT(*) FROM media").await, 1);
+    // Another user has an allowance of their own.
+    upload(&server, &bob, &[3u8; 3000], None, None).await;
+    // Up to the limit exactly.
+    upload(&server, &alice, &[4u8; 1000], None, None).await;
+    assert_error(
+        &try_upload(&server, &alice, &[5u8; 1], None, None).await,
+        403,
+        "M_RESOURCE_LIMIT_EXCEEDED",
+    );
+    // An asynchronous upload's body counts too.
+    let (st, created) = create(&server, &alice).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let pending = media_id_of(&server, &created["content_uri"]);
+    assert_error(
+        &put_media(&server, &alice, &pending, b"late").await,
+        403,
+        "M_RESOURCE_LIMIT_EXCEEDED",
+    );
+
+    // Deleting media gives its bytes back.
+    let (st, body) = server
+        .delete(
+            &format!("/_synapse/admin/v1/media/{}/{first}", server.server_name),
+            admin.token(),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        put_media(&server, &alice, &pending, b"late").await.0,
+        StatusCode::OK
+    );
+    upload(&server, &alice, &[6u8; 1996], None, None).await;
+    assert_error(
+        &try_upload(&server, &alice, &[7u8; 1], None, None).await,
+        403,
+        "M_RESOURCE_LIMIT_EXCEEDED",
+    );
+    // An hour later those uploads no longer count.
+    server.advance(Duration::from_secs(3601));
+    upload(&server, &alice, &[8u8; 3000], None, None).await;
+}

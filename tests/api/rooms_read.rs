@@ -1350,3 +1350,90 @@ async fn members_at_a_sync_prev_batch() {
         "bob joined after prev_batch: {then:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// GET /v1/rooms/{roomId}/timestamp_to_event
+// ---------------------------------------------------------------------------
+
+/// The closest visible event at or before (`dir=b`) or at or after
+/// (`dir=f`) a time; 404 `M_NOT_FOUND` when none; history visibility
+/// applies; bad parameters and non-members refused.
+#[tokio::test]
+async fn timestamp_to_event() {
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    set_history_visibility(&server, &alice, &room, "joined").await;
+    let start = server.now_ms();
+    server.advance(std::time::Duration::from_secs(10));
+    let first = send_text(&server, &alice, &room, "first").await;
+    server.advance(std::time::Duration::from_secs(10));
+    join(&server, &bob, &room).await;
+    server.advance(std::time::Duration::from_secs(10));
+    let second = send_text(&server, &alice, &room, "second").await;
+    let at = |ts: i64, dir: &str| {
+        format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={ts}&dir={dir}",
+            enc(&room)
+        )
+    };
+    let ask = async |who: &Session, ts: i64, dir: &str| server.get(&at(ts, dir), who.token()).await;
+
+    let (st, body) = ask(&alice, start + 15_000, "b").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"event_id": first, "origin_server_ts": start + 10_000})
+    );
+    let (st, body) = ask(&alice, start + 15_000, "f").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["origin_server_ts"],
+        start + 20_000,
+        "bob's join: {body}"
+    );
+    // The time itself counts, both ways.
+    assert_eq!(ask(&alice, start + 30_000, "b").await.1["event_id"], second);
+    assert_eq!(ask(&alice, start + 30_000, "f").await.1["event_id"], second);
+    // The room's first event, from long before.
+    let (_, body) = ask(&alice, 0, "f").await;
+    let created = body["origin_server_ts"].as_i64().expect("a timestamp");
+    assert!(created >= start && created < start + 10_000, "{body}");
+    assert_error(&ask(&alice, start + 40_000, "f").await, 404, "M_NOT_FOUND");
+    assert_error(&ask(&alice, start - 1, "b").await, 404, "M_NOT_FOUND");
+
+    // Bob joined after "first": history visibility `joined` hides it (the
+    // answer is from before the room went `joined`, when it was `shared`,
+    // which members see), but not his own join.
+    let (st, body) = ask(&bob, start + 15_000, "b").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_ne!(body["event_id"], first);
+    assert!(
+        body["origin_server_ts"].as_i64() < Some(start + 10_000),
+        "{body}"
+    );
+    assert_eq!(
+        ask(&bob, start + 25_000, "b").await.1["origin_server_ts"],
+        start + 20_000
+    );
+    assert_eq!(ask(&bob, start + 25_000, "f").await.1["event_id"], second);
+
+    // Not in the room: 403.
+    let carol = server.user("carol").await;
+    assert_error(&ask(&carol, start, "f").await, 403, "M_FORBIDDEN");
+    // Bad or missing parameters: 400.
+    for query in ["ts=1&dir=x", "ts=x&dir=f", "dir=f", "ts=1"] {
+        let path = format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?{query}",
+            enc(&room)
+        );
+        let (st, body) = server.get(&path, alice.token()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    assert_error(
+        &server.get(&at(start, "f"), None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}

@@ -8,6 +8,8 @@
 //!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths),
 //!   `sliding_sync` (`sliding-sync`, `sliding-sync-wakeup`) and `push_fanout`
 //!   (issue 21: Element X's sync and push).
+//! - `media`: uploads, downloads, thumbnails, and memory during concurrent
+//!   big downloads (issue 20).
 //! - `large`: a large server written in bulk into a Myelin's database,
 //!   against a small one (`large-fixture`).
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
@@ -19,6 +21,7 @@ pub mod initial_sync;
 pub mod join;
 pub mod large;
 pub mod push_fanout;
+pub mod media;
 pub mod rss;
 pub mod send;
 pub mod sliding_sync;

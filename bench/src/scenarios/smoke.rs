@@ -42,6 +42,7 @@ const RUNS: &[(&str, &[&str])] = &[
     ("sliding-sync", &[]),
     ("sliding-sync-wakeup", &[]),
     ("push-fanout", &[]),
+    ("media", &[]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -96,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::SlidingSync(a) => scenarios::sliding_sync::run_first(a).await,
             Command::SlidingSyncWakeup(a) => scenarios::sliding_sync::run_wakeup(a).await,
             Command::PushFanout(a) => scenarios::push_fanout::run(a).await,
+            Command::Media(a) => scenarios::media::run(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
         let verdict = match result {

@@ -10,7 +10,7 @@ use ruma::api::client::context::get_context;
 use ruma::api::client::filter::RoomEventFilter;
 use ruma::api::client::membership::{get_member_events, joined_members, joined_rooms};
 use ruma::api::client::message::get_message_events;
-use ruma::api::client::room::get_room_event;
+use ruma::api::client::room::{get_event_by_timestamp, get_room_event};
 use ruma::api::client::state::{get_state_event_for_key, get_state_events};
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, RoomId};
@@ -36,6 +36,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<joined_rooms::v3::Request, _, _>(r, joined_rooms);
     let r = ruma_route::<get_message_events::v3::Request, _, _>(r, messages);
     let r = ruma_route::<get_context::v3::Request, _, _>(r, context);
+    let r = ruma_route::<get_event_by_timestamp::v1::Request, _, _>(r, timestamp_to_event);
     r.route(
         "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
         get(state_for_key),
@@ -313,6 +314,31 @@ async fn messages(
         end: page.end,
         state,
     }))
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event?ts=&dir=`:
+/// the closest event to `ts` in `dir` the requester may see (local events:
+/// Myelin does not federate); 404 `M_NOT_FOUND` when there is none.
+async fn timestamp_to_event(
+    State(s): State<AppState>,
+    GuestAuth(r): GuestAuth,
+    Ruma(req): Ruma<get_event_by_timestamp::v1::Request>,
+) -> Result<RumaResponse<get_event_by_timestamp::v1::Response>> {
+    check_can_read(&s, &req.room_id, &r).await?;
+    let ts = i64::from(req.ts.get());
+    let backwards = req.dir == Direction::Backward;
+    let pdu = s
+        .rooms
+        .event_near_time(&req.room_id, &r.user_id(), ts, backwards)
+        .await?
+        .ok_or_else(|| {
+            let dir = if backwards { "b" } else { "f" };
+            MatrixError::not_found(format!("Unable to find event from {ts} in direction {dir}"))
+        })?;
+    Ok(RumaResponse(get_event_by_timestamp::v1::Response::new(
+        pdu.event_id.clone(),
+        pdu.origin_server_ts,
+    )))
 }
 
 /// ruma's `get_context::v3::Response`, but `events_before`, `events_after` and `state` are sent even when empty.

@@ -9,8 +9,12 @@
 //! Decoding and resizing run on blocking threads, at most one per core at a
 //! time (a semaphore), so a burst of thumbnail requests cannot starve the
 //! server; concurrent requests for the same new thumbnail make it once.
+//! The configured sizes are stored one by one, smallest first, and a
+//! request arriving while they are being made waits for them rather than
+//! decoding the image a second time. A large image is first shrunk by
+//! area averaging to twice the thumbnail's size, then resized.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -116,6 +120,10 @@ pub struct Thumbnails {
     /// Media ids whose configured sizes are to be made.
     queue: mpsc::UnboundedSender<String>,
     queued: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Media ids whose configured sizes are being made now.
+    configuring: Mutex<HashSet<String>>,
+    /// Woken when a thumbnail is stored or a configured run ends.
+    kept: tokio::sync::Notify,
 }
 
 impl Thumbnails {
@@ -139,6 +147,8 @@ impl Thumbnails {
             in_flight: Mutex::new(HashMap::new()),
             queue,
             queued: Mutex::new(Some(queued)),
+            configuring: Mutex::new(HashSet::new()),
+            kept: tokio::sync::Notify::new(),
         }
     }
 
@@ -188,10 +198,7 @@ impl Thumbnails {
             .into());
         }
         let sha256 = media.sha256.as_deref().unwrap_or_default();
-        let rows = self
-            .storage
-            .media_thumbnails(&media.server_name, &media.media_id)
-            .await?;
+        let rows = self.stored_or_coming(media, want).await?;
         let animated = want.animated && content_type == "image/gif";
         let max = self.max_image_pixels;
         // The source's size: known from any thumbnail made of it; else read
@@ -250,6 +257,37 @@ impl Thumbnails {
         Ok(made_thumbnail(self.make_once(media, key).await?))
     }
 
+    /// The thumbnails stored of `media`; while its configured sizes are
+    /// being made and none stored answers `want`, waits for the next one
+    /// (or the run's end) instead of decoding the image again.
+    async fn stored_or_coming(
+        &self,
+        media: &MediaRow,
+        want: ThumbnailWant,
+    ) -> Result<Vec<ThumbnailRow>> {
+        loop {
+            let kept = self.kept.notified();
+            tokio::pin!(kept);
+            // Registered before the reads: a thumbnail kept after them wakes us.
+            kept.as_mut().enable();
+            let rows = self
+                .storage
+                .media_thumbnails(&media.server_name, &media.media_id)
+                .await?;
+            if !self.configuring.lock().contains(&media.media_id) {
+                return Ok(rows);
+            }
+            if let Some(first) = rows.first() {
+                let source = (dim(first.source_width), dim(first.source_height));
+                let (width, height) = target_size(source, (want.width, want.height), want.method);
+                if pick(&rows, want.method, width, height).is_some() {
+                    return Ok(rows);
+                }
+            }
+            kept.await;
+        }
+    }
+
     /// Forgets every thumbnail of a local media id and deletes the bodies
     /// no other media or thumbnail names. For media deletion (the admin
     /// API), which must call it along with removing the media row.
@@ -283,19 +321,26 @@ impl Thumbnails {
                 let (_, method, width, height, fit) = key.clone();
                 let max = self.max_image_pixels;
                 let sha256 = media.sha256.as_deref().unwrap_or_default();
-                let mut made = self
+                let made = self
                     .with_source(sha256, move |bytes| {
-                        render(bytes, max, |source| {
-                            let size = if fit {
-                                target_size(source, (width, height), method)
-                            } else {
-                                (width, height)
-                            };
-                            vec![(method, size.0, size.1)]
-                        })
+                        let mut made = None;
+                        render(
+                            bytes,
+                            max,
+                            |source| {
+                                let size = if fit {
+                                    target_size(source, (width, height), method)
+                                } else {
+                                    (width, height)
+                                };
+                                vec![(method, size.0, size.1)]
+                            },
+                            |thumb| made = Some(thumb),
+                        )?;
+                        Ok(made)
                     })
                     .await?;
-                let Some(thumb) = made.pop() else {
+                let Some(thumb) = made else {
                     return Err(Failure::Internal("no thumbnail was made".to_owned()));
                 };
                 self.keep(media, thumb).await
@@ -311,6 +356,7 @@ impl Thumbnails {
 
     /// Makes the configured sizes of a media id (one decode for all).
     async fn make_configured(&self, media_id: &str) -> std::result::Result<(), Failure> {
+        let _running = Configuring::start(self, media_id);
         let Some(media) = self.storage.media(&self.server_name, media_id).await? else {
             return Ok(());
         };
@@ -318,9 +364,14 @@ impl Thumbnails {
             return Ok(());
         };
         let (max, sizes) = (self.max_image_pixels, self.sizes.clone());
-        let made = self
-            .with_source(&sha256, move |bytes| {
-                render(bytes, max, |source| {
+        // Each thumbnail is stored as soon as it is made (smallest first),
+        // so a request waiting for one is answered early.
+        let (made_tx, mut made_rx) = mpsc::channel::<Rendered>(1);
+        let making = self.with_source(&sha256, move |bytes| {
+            render(
+                bytes,
+                max,
+                |source| {
                     let mut targets: Vec<(ThumbnailMethod, u32, u32)> = Vec::new();
                     for s in &sizes {
                         let (w, h) = target_size(source, (s.width, s.height), s.method);
@@ -328,17 +379,25 @@ impl Thumbnails {
                             targets.push((s.method, w, h));
                         }
                     }
+                    targets.sort_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h));
                     targets
-                })
-            })
-            .await;
-        match made {
-            Ok(made) => {
-                for thumb in made {
-                    self.keep(&media, thumb).await?;
-                }
-                Ok(())
+                },
+                |thumb| {
+                    // The receiver goes only when storing failed.
+                    let _ = made_tx.blocking_send(thumb);
+                },
+            )
+        });
+        let keeping = async {
+            while let Some(thumb) = made_rx.recv().await {
+                self.keep(&media, thumb).await?;
             }
+            Ok::<(), Failure>(())
+        };
+        let (made, kept) = tokio::join!(making, keeping);
+        kept?;
+        match made {
+            Ok(()) => Ok(()),
             // Not an image after all, or too large: requests say so.
             Err(Failure::Refused(_)) => Ok(()),
             Err(e) => Err(e),
@@ -371,6 +430,7 @@ impl Thumbnails {
             )
             .await
             .map_err(|e| Failure::Internal(e.to_string()))?;
+        self.kept.notify_waiters();
         Ok((row, thumb.bytes))
     }
 
@@ -556,13 +616,15 @@ struct Rendered {
 }
 
 /// Decodes an image (its first frame), applies its EXIF orientation and
-/// makes the thumbnails `targets` asks for given the source's size: JPEG
-/// of a JPEG, PNG of the rest (as Synapse).
+/// makes the thumbnails `targets` asks for given the source's size, in
+/// that order, handing each to `made`: JPEG of a JPEG, PNG of the rest
+/// (as Synapse).
 fn render(
     bytes: &[u8],
     max_pixels: u64,
     targets: impl FnOnce((u32, u32)) -> Vec<(ThumbnailMethod, u32, u32)>,
-) -> std::result::Result<Vec<Rendered>, Failure> {
+    mut made: impl FnMut(Rendered),
+) -> std::result::Result<(), Failure> {
     let (mut decoder, format) = decoder(bytes, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder)
@@ -570,36 +632,75 @@ fn render(
     image.apply_orientation(orientation);
     let source = (image.width(), image.height());
     let filter = image::imageops::FilterType::CatmullRom;
-    targets(source)
-        .into_iter()
-        .map(|(method, width, height)| {
-            let thumb = match method {
-                ThumbnailMethod::Crop => image.resize_to_fill(width, height, filter),
-                ThumbnailMethod::Scale => image.resize_exact(width, height, filter),
-            };
-            let mut out = Vec::new();
-            let (content_type, encoded) = if format == ImageFormat::Jpeg {
-                let encoder =
-                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
-                (
-                    "image/jpeg",
-                    DynamicImage::ImageRgb8(thumb.to_rgb8()).write_with_encoder(encoder),
-                )
-            } else {
-                let encoder = image::codecs::png::PngEncoder::new(&mut out);
-                ("image/png", thumb.write_with_encoder(encoder))
-            };
-            encoded.map_err(|e| Failure::Internal(format!("cannot encode a thumbnail: {e}")))?;
-            Ok(Rendered {
-                method,
-                width: thumb.width(),
-                height: thumb.height(),
-                content_type,
-                bytes: Bytes::from(out),
-                source,
-            })
-        })
-        .collect()
+    for (method, width, height) in targets(source) {
+        let shrunk = shrunk_for(&image, width, height);
+        let from = shrunk.as_ref().unwrap_or(&image);
+        let thumb = match method {
+            ThumbnailMethod::Crop => from.resize_to_fill(width, height, filter),
+            ThumbnailMethod::Scale => from.resize_exact(width, height, filter),
+        };
+        let mut out = Vec::new();
+        let (content_type, encoded) = if format == ImageFormat::Jpeg {
+            let encoder =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+            (
+                "image/jpeg",
+                DynamicImage::ImageRgb8(thumb.to_rgb8()).write_with_encoder(encoder),
+            )
+        } else {
+            let encoder = image::codecs::png::PngEncoder::new(&mut out);
+            ("image/png", thumb.write_with_encoder(encoder))
+        };
+        encoded.map_err(|e| Failure::Internal(format!("cannot encode a thumbnail: {e}")))?;
+        made(Rendered {
+            method,
+            width: thumb.width(),
+            height: thumb.height(),
+            content_type,
+            bytes: Bytes::from(out),
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// `image` shrunk by area averaging (fast, and sound when reducing a lot)
+/// to about twice `width`×`height`, its proportions kept, when it is more
+/// than four times that large; the resize that follows then reads a few
+/// pixels per output pixel instead of thousands. `None`: resize it as is.
+fn shrunk_for(image: &DynamicImage, width: u32, height: u32) -> Option<DynamicImage> {
+    let (w, h) = (f64::from(image.width()), f64::from(image.height()));
+    // The smallest scale keeping both sides at least twice the target.
+    let scale = (2.0 * f64::from(width) / w).max(2.0 * f64::from(height) / h);
+    if scale > 0.5 {
+        return None;
+    }
+    let side = |v: f64| (v * scale).ceil().clamp(1.0, v) as u32;
+    Some(image.thumbnail_exact(side(w), side(h)))
+}
+
+/// Marks a media id's configured sizes as being made while it lives;
+/// dropped (run ended, failed, or stopped), it wakes the waiting requests.
+struct Configuring<'a> {
+    thumbnails: &'a Thumbnails,
+    media_id: String,
+}
+
+impl<'a> Configuring<'a> {
+    fn start(thumbnails: &'a Thumbnails, media_id: &str) -> Self {
+        thumbnails.configuring.lock().insert(media_id.to_owned());
+        Self {
+            thumbnails,
+            media_id: media_id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Configuring<'_> {
+    fn drop(&mut self) {
+        self.thumbnails.configuring.lock().remove(&self.media_id);
+        self.thumbnails.kept.notify_waiters();
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,42 @@ impl Rooms {
         Ok(Page { events, start, end })
     }
 
+    /// `timestamp_to_event`: the event of `room_id` sent closest to `ts`
+    /// (at or before it when `backwards`, else at or after it) that `user`
+    /// may see, among the local timeline (events before a purge point
+    /// excluded).
+    pub async fn event_near_time(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        ts: i64,
+        backwards: bool,
+    ) -> Result<Option<Pdu>> {
+        let current = self.membership(room_id, user).await?;
+        let floor = self.history_floor(room_id).await?;
+        let mut cursor = (ts, if backwards { i64::MAX } else { i64::MIN });
+        loop {
+            let rows = self
+                .storage
+                .room_events_by_time(room_id.as_str(), cursor, backwards, 100)
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            for row in rows {
+                let pdu = row_to_pdu(row)?;
+                let step = if backwards { -1 } else { 1 };
+                cursor = (
+                    i64::from(pdu.origin_server_ts.get()),
+                    pdu.stream_ordering + step,
+                );
+                if pdu.depth >= floor && self.can_see(user, &pdu, current.as_deref()).await? {
+                    return Ok(Some(pdu));
+                }
+            }
+        }
+    }
+
     /// `/context`: the event and up to `limit` visible events around it.
     pub async fn context(
         &self,
