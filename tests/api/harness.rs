@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 mod scratch;
 
 mod admin;
+mod appservice;
 mod keys;
 mod lists;
 mod media;
@@ -35,6 +36,7 @@ mod to_device;
 mod uia;
 
 pub use admin::*;
+pub use appservice::*;
 pub use keys::*;
 pub use lists::*;
 pub use media::*;
