@@ -116,6 +116,7 @@ impl Server {
                 displayname: None,
                 user_type: None,
                 registration_token: None,
+                appservice_id: None,
             })
             .await
             .expect("register")
@@ -187,6 +188,7 @@ impl Server {
                     txn,
                 }),
                 redacts: None,
+                origin_server_ts: None,
             })
             .await
             .expect("send")
@@ -203,6 +205,7 @@ impl Server {
                 content: json!({ "topic": topic }),
                 txn: None,
                 redacts: None,
+                origin_server_ts: None,
             })
             .await
             .expect("topic")

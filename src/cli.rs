@@ -50,6 +50,10 @@ pub enum Command {
         /// addresses: outbound.ip_range_blocklist is left empty.
         #[arg(long = "federation-allow-private-addresses")]
         allow_private_addresses: bool,
+        /// An application service registration file (app_services); may be
+        /// repeated. Named as the sytest adapter expects.
+        #[arg(long = "app-service-config")]
+        app_services: Vec<PathBuf>,
     },
     /// Operate a running server through its admin API (needs an admin's token).
     Admin {
@@ -438,6 +442,9 @@ pub fn init_logging(config: &Config) {
         .try_init();
 }
 
+/// `generate-config`: the commented config with the flags' values (one
+/// argument per flag).
+#[allow(clippy::too_many_arguments)]
 pub fn generate_config(
     server_name: String,
     listen: Option<std::net::SocketAddr>,
@@ -446,6 +453,7 @@ pub fn generate_config(
     shared_secret: Option<String>,
     disable_rate_limits: bool,
     outbound: crate::config::OutboundConfig,
+    app_services: Vec<PathBuf>,
 ) -> anyhow::Result<String> {
     let mut c = Config {
         server_name,
@@ -463,6 +471,7 @@ pub fn generate_config(
     c.registration.shared_secret = shared_secret;
     c.rate_limits.enabled = !disable_rate_limits;
     c.outbound = outbound;
+    c.app_services = app_services;
     c.validate()?;
     Ok(c.to_commented_yaml())
 }
@@ -498,6 +507,7 @@ pub async fn create_account(
                 displayname: None,
                 user_type: None,
                 registration_token: None,
+                appservice_id: None,
             })
             .await
     }

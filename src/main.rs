@@ -43,6 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             disable_rate_limits,
             ca_files,
             allow_private_addresses,
+            app_services,
         } => {
             let mut outbound = myelin::config::OutboundConfig {
                 ca_files,
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 registration_shared_secret,
                 disable_rate_limits,
                 outbound,
+                app_services,
             )?;
             print!("{yaml}");
             Ok(())

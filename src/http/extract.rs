@@ -424,12 +424,33 @@ async fn authenticate(
     fresh: bool,
 ) -> Result<Requester, MatrixError> {
     let token = access_token(parts)?;
-    let client = ClientInfo::from_parts(parts, state);
-    let requester = state
-        .sessions
-        .authenticate(&token, &client.ip, &client.user_agent, fresh)
-        .await?;
+    let mut limited = true;
+    let requester = if let Some(service) = state.appservices.by_token(&token) {
+        // An application service acts as its sender, or as the user and
+        // device the query names.
+        let query = |name: &str| {
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        limited = service.rate_limited;
+        state
+            .appservices
+            .requester(
+                service,
+                query("user_id").as_deref(),
+                query("org.matrix.msc3202.device_id").as_deref(),
+            )
+            .await?
+    } else {
+        let client = ClientInfo::from_parts(parts, state);
+        state
+            .sessions
+            .authenticate(&token, &client.ip, &client.user_agent, fresh)
+            .await?
+    };
     if let Some(limiter) = &state.client_limiter
+        && limited
         && !requester.is_admin()
         && (parts.uri.path().starts_with("/_matrix/client/")
             || parts.uri.path().starts_with("/_matrix/media/"))
@@ -503,16 +524,38 @@ impl FromRequestParts<AppState> for GuestAuth {
     }
 }
 
+/// Whether the request carries an access token (header or query).
+fn has_token(parts: &Parts) -> bool {
+    parts.headers.contains_key(http::header::AUTHORIZATION)
+        || url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .any(|(k, _)| k == "access_token")
+}
+
+/// The access token as sent, unresolved (`None` without one): for the
+/// endpoints an application service calls with its `as_token` before any
+/// user exists (`m.login.application_service` registration and login).
+pub struct RawToken(pub Option<String>);
+
+impl FromRequestParts<AppState> for RawToken {
+    type Rejection = MatrixError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !has_token(parts) {
+            return Ok(Self(None));
+        }
+        access_token(parts).map(|t| Self(Some(t)))
+    }
+}
+
 impl FromRequestParts<AppState> for MaybeAuth {
     type Rejection = MatrixError;
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let has_token = parts.headers.contains_key(http::header::AUTHORIZATION)
-            || url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-                .any(|(k, _)| k == "access_token");
-        if !has_token {
+        if !has_token(parts) {
             return Ok(Self(None));
         }
         authenticate(parts, state, false)

@@ -36,6 +36,9 @@ pub struct Requester {
     /// Read from the database for this request, not from the token cache
     /// (whose entries may miss a change made to the database by hand).
     pub fresh: bool,
+    /// The application service whose `as_token` made the request (its
+    /// id); `device_id` is then empty unless the service named a device.
+    pub app_service: Option<String>,
 }
 
 impl Requester {
@@ -67,6 +70,8 @@ pub struct AdminUser {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub last_seen_ts: Option<i64>,
+    /// The application service that registered the account.
+    pub appservice_id: Option<String>,
 }
 
 /// Filters of `GET /_synapse/admin/v2|v3/users`.

@@ -116,7 +116,10 @@ pub enum OutboundError {
     TooLarge(u64),
     #[error("the server answered {0}")]
     Status(StatusCode),
-    /// Connection, TLS, timeout or protocol failure.
+    /// No answer within the client's timeout.
+    #[error("timed out")]
+    TimedOut,
+    /// Connection, TLS or protocol failure.
     #[error("{0}")]
     Failed(String),
 }
@@ -147,6 +150,9 @@ impl OutboundError {
                 };
             }
             source = err.source();
+        }
+        if e.is_timeout() {
+            return Self::TimedOut;
         }
         Self::Failed(e.to_string())
     }
@@ -254,13 +260,30 @@ impl Outbound {
         url: &str,
         body: &T,
     ) -> Result<reqwest::Response, OutboundError> {
-        let url = self.check(url)?;
-        self.client
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| OutboundError::of(&e))
+        self.post(url, None, body).await
+    }
+
+    /// [`Self::post_json`] with `Authorization: Bearer <token>`.
+    pub async fn post_json_bearer<T: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        token: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, OutboundError> {
+        self.post(url, Some(token), body).await
+    }
+
+    async fn post<T: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        body: &T,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let mut request = self.client.post(self.check(url)?).json(body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.map_err(|e| OutboundError::of(&e))
     }
 
     /// GETs `url` and reads its body, at most `max` bytes (more:

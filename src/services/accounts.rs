@@ -29,6 +29,8 @@ pub struct Registration<'a> {
     pub user_type: Option<&'a str>,
     /// A registration token to spend in the same transaction.
     pub registration_token: Option<&'a str>,
+    /// The application service registering the account.
+    pub appservice_id: Option<&'a str>,
 }
 
 impl Accounts {
@@ -158,6 +160,7 @@ impl Accounts {
                     user_type: reg.user_type,
                     displayname: Some(reg.displayname.unwrap_or(&candidate)),
                     registration_token: reg.registration_token,
+                    appservice_id: reg.appservice_id,
                     now: self.clock.now_ms(),
                 })
                 .await?;

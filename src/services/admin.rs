@@ -429,6 +429,7 @@ async fn create_replacement_room(
             content: json!({ "msgtype": "m.text", "body": message }),
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         })
         .await?;
     Ok(new_id)

@@ -123,6 +123,7 @@ async fn create_account(s: &Services, user: &UserId, c: &UserChanges<'_>) -> Res
             displayname: c.displayname.filter(|d| !d.is_empty()),
             user_type: c.user_type.flatten(),
             registration_token: None,
+            appservice_id: None,
         })
         .await?;
     Ok(())

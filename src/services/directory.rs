@@ -33,6 +33,8 @@ pub async fn create_alias(
             "Aliases of other servers cannot be created here",
         ));
     }
+    s.appservices
+        .check_alias_not_reserved(alias.as_str(), creator.app_service.as_deref())?;
     s.rooms.known_version(room_id).await?;
     if !s
         .storage
@@ -131,6 +133,7 @@ async fn drop_from_canonical_alias(s: &Services, r: &Requester, room_id: &RoomId
             content: serde_json::Value::Object(content),
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         })
         .await
     {

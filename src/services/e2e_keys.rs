@@ -788,6 +788,7 @@ mod tests {
             is_locked: false,
             valid_until_ms: None,
             fresh: false,
+            app_service: None,
         };
         // The first sync reads the counts; later ones remember them.
         keys.for_sync(&who, &[], (Some(10), 10), false)

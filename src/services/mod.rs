@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod admin_users;
+pub mod appservices;
 pub mod cross_signing;
 pub mod directory;
 pub mod e2e_keys;
@@ -89,6 +90,8 @@ pub struct Services {
     /// The index was (re)created empty at start: rebuild it from the events.
     pub search_needs_rebuild: bool,
     pub accounts: accounts::Accounts,
+    /// The registered application services (`app_services` in the config).
+    pub appservices: appservices::AppServices,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
     pub openid: openid::OpenId,
@@ -161,6 +164,9 @@ impl Services {
             accounts::Accounts::new(storage.clone(), hasher, server_name.clone(), clock.clone())
                 .with_device_lists(lists.clone());
         let sessions = sessions::Sessions::new(storage.clone(), clock.clone(), lists.clone());
+        let appservices =
+            appservices::AppServices::load(&config.app_services, &server_name, storage.clone())?;
+        appservices.create_senders(clock.now_ms()).await?;
         let profiles = profiles::Profiles::new(storage.clone());
         let openid = openid::OpenId::new(storage.clone(), clock.clone());
         let filters = filters::Filters::new(storage.clone());
@@ -238,6 +244,7 @@ impl Services {
             search,
             search_needs_rebuild,
             accounts,
+            appservices,
             sessions,
             profiles,
             openid,

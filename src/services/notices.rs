@@ -44,6 +44,7 @@ pub async fn ensure_notices_user(s: &Services) -> Result<OwnedUserId> {
                 displayname: Some(&cfg.display_name),
                 user_type: None,
                 registration_token: None,
+                appservice_id: None,
             })
             .await;
         // Another request may have created it meanwhile; that is fine.
@@ -113,6 +114,7 @@ pub async fn send(s: &Services, target: &UserId, notice: Notice<'_>) -> Result<P
             content: notice.content,
             txn: notice.txn,
             redacts: None,
+            origin_server_ts: None,
         })
         .await
 }

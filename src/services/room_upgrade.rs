@@ -288,6 +288,7 @@ async fn send_state(
             content,
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         })
         .await?;
     Ok(pdu.event_id)

@@ -305,6 +305,7 @@ mod tests {
             is_locked: false,
             valid_until_ms: None,
             fresh: false,
+            app_service: None,
         }
     }
 

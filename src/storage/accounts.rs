@@ -43,6 +43,8 @@ pub struct NewAccount<'a> {
     pub displayname: Option<&'a str>,
     /// A registration token whose use is counted in the same transaction.
     pub registration_token: Option<&'a str>,
+    /// The application service registering it (in its exclusive namespace).
+    pub appservice_id: Option<&'a str>,
     /// The time of creation (ms since the epoch): `created_ts`, and the
     /// moment the registration token must not have expired by.
     pub now: i64,
@@ -82,14 +84,15 @@ impl Storage {
             }
         }
         let inserted = sqlx::query(
-            "INSERT INTO accounts (user_id, password_hash, account_type, is_deactivated, user_type, created_ts)
-             VALUES ($1, $2, $3, 0, $4, $5)",
+            "INSERT INTO accounts (user_id, password_hash, account_type, is_deactivated, user_type, created_ts, appservice_id)
+             VALUES ($1, $2, $3, 0, $4, $5, $6)",
         )
         .bind(new.user_id)
         .bind(new.password_hash)
         .bind(new.account_type as i64)
         .bind(new.user_type)
         .bind(new.now)
+        .bind(new.appservice_id)
         .execute(&mut *tx)
         .await;
         match inserted {

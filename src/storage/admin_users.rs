@@ -33,6 +33,7 @@ struct AdminUserRecord {
     displayname: Option<String>,
     avatar_url: Option<String>,
     last_seen_ts: Option<i64>,
+    appservice_id: Option<String>,
 }
 
 impl From<AdminUserRecord> for AdminUser {
@@ -50,6 +51,7 @@ impl From<AdminUserRecord> for AdminUser {
             displayname: r.displayname,
             avatar_url: r.avatar_url,
             last_seen_ts: r.last_seen_ts,
+            appservice_id: r.appservice_id,
         }
     }
 }
@@ -58,7 +60,7 @@ pub use crate::model::accounts::UserListFilter;
 
 const SELECT: &str =
     "SELECT a.user_id, a.account_type, a.is_deactivated, a.erased, a.locked, a.suspended,
-        a.shadow_banned, a.user_type, a.created_ts, p.displayname, p.avatar_url,
+        a.shadow_banned, a.user_type, a.created_ts, a.appservice_id, p.displayname, p.avatar_url,
         (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = a.user_id) AS last_seen_ts
     FROM accounts a LEFT JOIN profiles p ON p.user_id = a.user_id";
 

@@ -87,6 +87,7 @@ impl Storage {
             is_locked: r.is_locked,
             valid_until_ms: r.valid_until_ms,
             fresh: true,
+            app_service: None,
         }))
     }
 

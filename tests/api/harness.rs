@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 mod scratch;
 
 mod admin;
+mod appservice;
 mod binary;
 mod keys;
 mod lists;
@@ -36,6 +37,7 @@ mod to_device;
 mod uia;
 
 pub use admin::*;
+pub use appservice::*;
 pub use binary::*;
 pub use keys::*;
 pub use lists::*;

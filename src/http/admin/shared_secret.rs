@@ -99,6 +99,7 @@ async fn register(State(s): State<AppState>, req: Request) -> Result<Json<Value>
             displayname: Some(&displayname),
             user_type: body.user_type.as_deref(),
             registration_token: None,
+            appservice_id: None,
         })
         .await?;
     let session = s

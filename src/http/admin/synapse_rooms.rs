@@ -422,6 +422,7 @@ async fn make_room_admin(
             content,
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         })
         .await?;
     Ok(Json(json!({})))

@@ -78,6 +78,7 @@ fn list_entry(u: &AdminUser) -> Value {
         "last_seen_ts": u.last_seen_ts,
         "locked": u.locked,
         "suspended": u.suspended,
+        "appservice_id": u.appservice_id,
     })
 }
 
@@ -88,7 +89,6 @@ fn user_json(u: &AdminUser) -> Value {
     for (k, val) in [
         ("threepids", json!([])),
         ("external_ids", json!([])),
-        ("appservice_id", Value::Null),
         ("consent_server_notice_sent", Value::Null),
         ("consent_version", Value::Null),
         ("consent_ts", Value::Null),

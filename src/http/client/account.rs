@@ -20,7 +20,8 @@ async fn whoami(
     _: Ruma<whoami::v3::Request>,
 ) -> RumaResponse<whoami::v3::Response> {
     let mut resp = whoami::v3::Response::new(r.user_id(), r.is_guest());
-    resp.device_id = Some(r.device_id.clone().into());
+    // An application service acting without a device has none to name.
+    resp.device_id = (!r.device_id.is_empty()).then(|| r.device_id.clone().into());
     RumaResponse(resp)
 }
 

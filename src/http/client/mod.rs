@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod devices;
 mod directory;
 mod discovery;
@@ -61,6 +62,7 @@ pub fn routes() -> Router<AppState> {
     let r = media::routes(r);
     let r = threepid::routes(r);
     let r = thirdparty::routes(r);
+    let r = appservice::routes(r);
     let r = openid::routes(r);
     let r = voip::routes(r);
     let r = sliding_sync::routes(r);

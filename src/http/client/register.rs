@@ -10,7 +10,7 @@ use ruma::OwnedUserId;
 use serde::Serialize;
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{LoginRateLimit, Ruma, RumaResponse, UiaRuma};
+use crate::http::extract::{LoginRateLimit, RawToken, Ruma, RumaResponse, UiaRuma};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::AccountType;
 use crate::services::accounts::Registration;
@@ -25,8 +25,12 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn register(
     State(s): State<AppState>,
     _: LoginRateLimit,
+    RawToken(token): RawToken,
     uia_req: UiaRuma<register::v3::Request>,
 ) -> Result<Json<Registered>> {
+    if uia_req.req.login_type == Some(register::LoginType::ApplicationService) {
+        return appservice_register(&s, token.as_deref(), &uia_req.req).await;
+    }
     let guest = uia_req.req.kind == register::RegistrationKind::Guest;
     let cfg = &s.config.registration;
     if guest && !cfg.allow_guests {
@@ -55,6 +59,10 @@ async fn register(
         Some(u) => Some(s.accounts.validate_localpart(u)?),
         None => None,
     };
+    if let Some(lp) = &localpart {
+        s.appservices
+            .check_user_not_reserved(s.accounts.user_id(lp)?.as_str(), None)?;
+    }
     // A guest upgrading to a full account names its own localpart and
     // token (spec "Guest Access"); its name is not taken from it.
     let upgrade = match bound.registered {
@@ -113,6 +121,27 @@ async fn register(
     login_after(&s, &req, user_id).await
 }
 
+/// `m.login.application_service` registration: no UIA, even with
+/// registration closed; the `as_token` names the service.
+async fn appservice_register(
+    s: &AppState,
+    token: Option<&str>,
+    req: &register::v3::Request,
+) -> Result<Json<Registered>> {
+    let service = s.appservices.by_request_token(token)?;
+    let Some(localpart) = req.username.as_deref() else {
+        return Err(MatrixError::missing_param(
+            "Desired username is missing or not a string",
+        ));
+    };
+    let user_id = s
+        .appservices
+        .register(service, &s.accounts, localpart)
+        .await?;
+    tracing::info!(%user_id, appservice = %service.id, "registered an application service user");
+    login_after(s, req, user_id).await
+}
+
 /// A new account: a user's with a password, or a guest's without.
 fn registration<'a>(
     localpart: Option<&'a str>,
@@ -130,6 +159,7 @@ fn registration<'a>(
         displayname: None,
         user_type: None,
         registration_token,
+        appservice_id: None,
     }
 }
 
@@ -177,6 +207,8 @@ async fn available(
     Ruma(req): Ruma<get_username_availability::v3::Request>,
 ) -> Result<RumaResponse<get_username_availability::v3::Response>> {
     let lp = s.accounts.validate_localpart(&req.username)?;
+    s.appservices
+        .check_user_not_reserved(s.accounts.user_id(&lp)?.as_str(), None)?;
     if !s.accounts.is_available(&lp).await? {
         return Err(MatrixError::user_in_use());
     }

@@ -174,6 +174,8 @@ async fn create(
             let alias = format!("#{name}:{}", s.server_name);
             ruma::RoomAliasId::parse(&alias)
                 .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
+            s.appservices
+                .check_alias_not_reserved(&alias, r.app_service.as_deref())?;
             // Reserved by create_room: taken is 400 M_ROOM_IN_USE, no room.
             Some(alias)
         }
@@ -454,6 +456,7 @@ async fn send(
         &req.event_type.to_string(),
         content,
         txn,
+        massaged_ts(&r, req.timestamp),
     )
     .await?;
     Ok(RumaResponse(send_message_event::v3::Response::new(
@@ -479,9 +482,17 @@ async fn send_without_txn(
         &event_type,
         Value::Object(content),
         None,
+        None,
     )
     .await?;
     Ok(Json(json!({ "event_id": event_id })))
+}
+
+/// The `ts` of a send: honoured for application services only (timestamp
+/// massaging), as Synapse.
+fn massaged_ts(r: &Requester, ts: Option<ruma::MilliSecondsSinceUnixEpoch>) -> Option<i64> {
+    r.app_service.as_ref()?;
+    ts.map(|t| i64::from(t.get()))
 }
 
 /// Appends a message event from a joined sender.
@@ -492,6 +503,7 @@ async fn send_message(
     event_type: &str,
     content: Value,
     txn: Option<TxnRef<'_>>,
+    origin_server_ts: Option<i64>,
 ) -> Result<OwnedEventId> {
     require_joined(s, room_id, user).await?;
     if !content.is_object() {
@@ -507,6 +519,7 @@ async fn send_message(
             content,
             txn,
             redacts: None,
+            origin_server_ts,
         })
         .await?;
     Ok(pdu.event_id)
@@ -554,6 +567,7 @@ async fn send_state(
             content,
             txn: None,
             redacts: None,
+            origin_server_ts: massaged_ts(&r, req.timestamp),
         })
         .await?;
     // The state event stands whatever this does (each guest's leave is
@@ -647,6 +661,7 @@ async fn redact(
                 txn: req.txn_id.as_str(),
             }),
             redacts: Some(req.event_id.clone()),
+            origin_server_ts: None,
         })
         .await?;
     Ok(RumaResponse(redact_event::v3::Response::new(pdu.event_id)))

@@ -6,7 +6,7 @@ use ruma::api::client::session::{get_login_types, login, logout, logout_all};
 use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, LoginRateLimit, Ruma, RumaResponse, read_body};
+use crate::http::extract::{GuestAuth, LoginRateLimit, RawToken, Ruma, RumaResponse, read_body};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -44,35 +44,40 @@ impl FromRequest<AppState> for LoginBody {
 }
 
 async fn login_types(
+    State(s): State<AppState>,
     _: Ruma<get_login_types::v3::Request>,
 ) -> RumaResponse<get_login_types::v3::Response> {
-    RumaResponse(get_login_types::v3::Response::new(vec![
-        get_login_types::v3::LoginType::Password(get_login_types::v3::PasswordLoginType::new()),
-    ]))
+    use get_login_types::v3::{ApplicationServiceLoginType, LoginType, PasswordLoginType};
+    let mut flows = vec![LoginType::Password(PasswordLoginType::new())];
+    if !s.appservices.is_empty() {
+        flows.push(LoginType::ApplicationService(
+            ApplicationServiceLoginType::new(),
+        ));
+    }
+    RumaResponse(get_login_types::v3::Response::new(flows))
 }
 
 #[allow(deprecated)] // the legacy `user` field is still sent by older clients and tools
 async fn login(
     State(s): State<AppState>,
     _: LoginRateLimit,
+    RawToken(token): RawToken,
     LoginBody(req): LoginBody,
 ) -> Result<RumaResponse<login::v3::Response>> {
+    if let login::v3::LoginInfo::ApplicationService(a) = &req.login_info {
+        let service = s.appservices.by_request_token(token.as_deref())?;
+        let user = login_user(a.identifier.as_ref(), a.user.as_ref())?;
+        let user_id = s.accounts.resolve_login_user(&user)?;
+        s.appservices.check_login(service, &user_id).await?;
+        return logged_in(&s, &req, user_id).await;
+    }
     let login::v3::LoginInfo::Password(p) = &req.login_info else {
         return Err(MatrixError::unknown(
             http::StatusCode::BAD_REQUEST,
             format!("Unknown login type {}", req.login_info.login_type()),
         ));
     };
-    let user = match (&p.identifier, &p.user) {
-        (Some(UserIdentifier::Matrix(m)), _) => m.user.clone(),
-        (None, Some(user)) => user.clone(),
-        (Some(_), _) => {
-            return Err(MatrixError::forbidden(
-                "Only m.id.user identifiers are supported",
-            ));
-        }
-        (None, None) => return Err(MatrixError::bad_json("Missing identifier")),
-    };
+    let user = login_user(p.identifier.as_ref(), p.user.as_ref())?;
     let user_id = s.accounts.resolve_login_user(&user)?;
     let account = s.accounts.check_password(&user_id, &p.password).await?;
     if account.locked {
@@ -82,6 +87,28 @@ async fn login(
             "User account has been locked",
         ));
     }
+    logged_in(&s, &req, user_id).await
+}
+
+/// The user a login names: an `m.id.user` identifier or the legacy `user`.
+fn login_user(identifier: Option<&UserIdentifier>, user: Option<&String>) -> Result<String> {
+    match (identifier, user) {
+        (Some(UserIdentifier::Matrix(m)), _) => Ok(m.user.clone()),
+        (None, Some(user)) => Ok(user.clone()),
+        (Some(_), _) => Err(MatrixError::forbidden(
+            "Only m.id.user identifiers are supported",
+        )),
+        (None, None) => Err(MatrixError::bad_json("Missing identifier")),
+    }
+}
+
+/// A new session on the requested (or a new) device.
+#[allow(deprecated)] // `home_server`: older clients still read it
+async fn logged_in(
+    s: &AppState,
+    req: &login::v3::Request,
+    user_id: ruma::OwnedUserId,
+) -> Result<RumaResponse<login::v3::Response>> {
     let session = s
         .sessions
         .create(

@@ -101,6 +101,10 @@ fn fetch_error(e: OutboundError) -> MatrixError {
             StatusCode::BAD_GATEWAY,
             format!("Got error {}", code.as_u16()),
         ),
+        OutboundError::TimedOut => MatrixError::unknown(
+            StatusCode::BAD_GATEWAY,
+            "Failed to download content: timed out",
+        ),
         OutboundError::Failed(m) => MatrixError::unknown(
             StatusCode::BAD_GATEWAY,
             format!("Failed to download content: {m}"),

@@ -239,6 +239,7 @@ impl Rooms {
             content,
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         };
 
         // 2. The creator joins.

@@ -67,6 +67,7 @@ impl Rooms {
             content,
             txn: None,
             redacts: None,
+            origin_server_ts: None,
         })
         .await
     }

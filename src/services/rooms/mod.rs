@@ -149,6 +149,8 @@ pub struct NewEvent<'a> {
     /// For idempotent client sends.
     pub txn: Option<TxnRef<'a>>,
     pub redacts: Option<OwnedEventId>,
+    /// An application service's `ts` (timestamp massaging); else the clock's.
+    pub origin_server_ts: Option<i64>,
 }
 
 /// The writer before it starts, with its end of the queue.
@@ -877,7 +879,11 @@ impl Rooms {
         obj.insert("sender".into(), s(new.sender.as_str()));
         obj.insert(
             "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(self.clock.now().get().into()),
+            CanonicalJsonValue::Integer(
+                new.origin_server_ts
+                    .and_then(ruma::Int::new)
+                    .unwrap_or_else(|| self.clock.now().get().into()),
+            ),
         );
         obj.insert(
             "content".into(),

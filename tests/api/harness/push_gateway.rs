@@ -65,6 +65,16 @@ async fn notify(
     (StatusCode::from_u16(status).unwrap(), Json(answer))
 }
 
+/// Serves `app` on a free loopback port until the task is aborted.
+pub async fn serve_on_loopback(app: Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
 impl FakeGateway {
     pub async fn start() -> Self {
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
@@ -75,11 +85,7 @@ impl FakeGateway {
         let app = Router::new()
             .route("/_matrix/push/v1/notify", post(notify))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_on_loopback(app).await;
         Self {
             url: format!("http://{addr}/_matrix/push/v1/notify"),
             shared,
