@@ -53,6 +53,8 @@ pub struct Stream {
     /// The position at start-up: what touched which topic before it is not
     /// known.
     floor: i64,
+    /// Parked long-polls woken so far ([`Stream::wakeups`]).
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 /// A waiter's registration for its topics; [`Registration::notified`]
@@ -111,6 +113,7 @@ impl Stream {
             pending: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
             floor: max_persisted,
+            wakeups: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -144,6 +147,11 @@ impl Stream {
             notify.notify_one();
         }
         Registration { notify }
+    }
+
+    /// How many times a parked long-poll was woken (a count for metrics).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many registrations (parked long-polls) are alive now: a
@@ -184,6 +192,8 @@ impl Stream {
                 list.retain(|w| match w.upgrade() {
                     Some(n) => {
                         n.notify_one();
+                        self.wakeups
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         true
                     }
                     None => false,
