@@ -604,6 +604,7 @@ fn state_lookups(c: &mut Criterion, rt: &Runtime, fx: &Fixture) {
             caches: &Default::default(),
             clock: myelin::clock::SystemClock::shared(),
             ephemeral_messages: true,
+            metrics: std::sync::Arc::default(),
         })
     };
     // Warm the caches the cached lookups use.

@@ -430,16 +430,57 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     })
 }
 
-pub fn init_logging(config: &Config) {
+/// Changes the log levels of the running process ([`init_logging`]'s).
+pub struct LogLevels(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl LogLevels {
+    /// Applies the config's `log_level` and `log.levels` (SIGHUP), unless
+    /// `RUST_LOG` is set (it wins, at start and at reload).
+    pub fn reload(&self, config: &Config) {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing::warn!("RUST_LOG is set: the log levels stay as it says");
+            return;
+        }
+        let filter = config.log_filter();
+        match tracing_subscriber::EnvFilter::try_new(&filter) {
+            Ok(f) => match self.0.reload(f) {
+                Ok(()) => tracing::info!(%filter, "log levels reloaded"),
+                Err(e) => tracing::warn!(error = %e, "could not reload the log levels"),
+            },
+            Err(e) => tracing::warn!(error = %e, "not a valid log filter; levels unchanged"),
+        }
+    }
+}
+
+/// Logs to stdout as `log.format` says (text or JSON lines), at the levels
+/// of `log_level` and `log.levels` (or `RUST_LOG`). `None` when logging
+/// was already set up.
+pub fn init_logging(config: &Config) -> Option<LogLevels> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // ruma's auth checks log every event at info; keep them for debugging.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{},ruma_state_res=warn", config.log_level))
-        });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log_filter()));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let format = match config.log.format {
+        crate::config::LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_target(false).boxed()
+        }
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
+        .try_init()
+        .ok()
+        .map(|()| LogLevels(handle))
 }
 
 /// `generate-config`: the commented config with the flags' values (one

@@ -39,12 +39,65 @@ pub struct Config {
     pub app_services: Vec<PathBuf>,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
+    /// Log format and per-target levels (on top of `log_level`).
+    pub log: LogConfig,
+    /// The Prometheus metrics listener (off unless `metrics.listen` is set).
+    pub metrics: MetricsConfig,
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
     /// `http://<listen>` when unset.
     pub public_baseurl: Option<String>,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) may take: requests in flight,
     /// queued writes and jobs' current step (`server::RunningServer`).
     pub shutdown_timeout_secs: u64,
+}
+
+/// `log`: how log lines are written, and levels per target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (human-readable lines) or `json` (one JSON object a line).
+    pub format: LogFormat,
+    /// Levels by target (a module path such as `myelin::http` or
+    /// `tower_http`), over `log_level`; reloaded on SIGHUP.
+    pub levels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (target, level) in &self.levels {
+            if target.is_empty() || target.contains([',', '=', '[', ']', '{', '}', ' ']) {
+                return invalid("log.levels", "a target must be a module path");
+            }
+            if level.is_empty()
+                || level
+                    .parse::<tracing_subscriber::filter::LevelFilter>()
+                    .is_err()
+            {
+                return invalid(
+                    "log.levels",
+                    "a level must be off, error, warn, info, debug or trace",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `metrics`: Prometheus metrics on a listener of their own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener (`GET /metrics`); none: no metrics
+    /// listener. Never the client listener's address.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +277,8 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             app_services: Vec::new(),
             log_level: "info".into(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             public_baseurl: None,
             shutdown_timeout_secs: 10,
         }
@@ -1080,7 +1135,35 @@ impl Config {
         if !(1..=3600).contains(&self.shutdown_timeout_secs) {
             return invalid("shutdown_timeout_secs", "must be 1 to 3600");
         }
+        self.log.validate()?;
+        self.validate_metrics()
+    }
+
+    /// `metrics.listen` is never the client listener.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        if let Some(m) = self.metrics.listen
+            && m.port() != 0
+            && m.port() == self.listen.port()
+            && (m.ip() == self.listen.ip()
+                || m.ip().is_unspecified()
+                || self.listen.ip().is_unspecified())
+        {
+            return invalid(
+                "metrics.listen",
+                "must not be the client listener's address",
+            );
+        }
         Ok(())
+    }
+
+    /// The log filter: `log_level`, ruma's auth checks at warn (they log
+    /// every event at info), then `log.levels`.
+    pub fn log_filter(&self) -> String {
+        let mut filter = format!("{},ruma_state_res=warn", self.log_level);
+        for (target, level) in &self.log.levels {
+            filter.push_str(&format!(",{target}={level}"));
+        }
+        filter
     }
 
     /// The database URL actually used: the configured one, or SQLite in the data dir.
@@ -1107,6 +1190,7 @@ impl Config {
             self.commented_accounts(),
             self.commented_capacity(),
             self.commented_operations(),
+            self.commented_observability(),
             self.media.commented(),
             self.turn.commented(),
             self.outbound.commented(),
@@ -1337,6 +1421,38 @@ shutdown_timeout_secs: {shutdown_timeout}
             c_device_keys = self.caches.device_keys,
             log_level = self.log_level.yaml(),
             shutdown_timeout = self.shutdown_timeout_secs,
+        )
+    }
+}
+
+impl Config {
+    /// Logs and metrics.
+    fn commented_observability(&self) -> String {
+        format!(
+            r#"# Logs: `format` is text (readable lines) or json (one JSON object a
+# line, with the request's `request_id` in its span). `levels` sets levels
+# by target over log_level, e.g. {{"myelin::http": debug, tower_http: debug}}
+# (tower_http at debug logs each request's answer); SIGHUP reloads
+# log_level and log.levels from this file.
+log:
+  format: {format}
+  levels: {levels}
+
+# Prometheus metrics (GET /metrics, text format) on a listener of their own,
+# e.g. "127.0.0.1:9092"; null: off. Keep it private: it is not the client
+# listener and has no authentication.
+metrics:
+  listen: {metrics_listen}
+"#,
+            format = match self.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            levels = serde_json::to_string(&self.log.levels).expect("strings serialize"),
+            metrics_listen = self
+                .metrics
+                .listen
+                .map_or_else(|| "null".to_owned(), |a| format!("\"{a}\"")),
         )
     }
 }
@@ -1574,5 +1690,51 @@ mod tests {
             let err = with(v).unwrap_err().to_string();
             assert!(err.contains("rooms.default_version"), "{v}: {err}");
         }
+    }
+
+    #[test]
+    fn log_and_metrics_keys_round_trip_and_are_checked() {
+        let text = Config::default().to_commented_yaml();
+        assert!(
+            text.contains("log:\n  format: text\n  levels: {}"),
+            "{text}"
+        );
+        assert!(text.contains("metrics:\n  listen: null"), "{text}");
+        let mut c = Config::default();
+        c.log.format = LogFormat::Json;
+        c.log.levels.insert("myelin::http".into(), "debug".into());
+        c.metrics.listen = Some("127.0.0.1:9092".parse().unwrap());
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.log.format, LogFormat::Json);
+        assert_eq!(back.log.levels, c.log.levels);
+        assert_eq!(back.metrics.listen, c.metrics.listen);
+        assert_eq!(
+            back.log_filter(),
+            "info,ruma_state_res=warn,myelin::http=debug"
+        );
+
+        let check = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        for bad in ["loud", ""] {
+            let err = check(&|c| {
+                c.log.levels.insert("myelin".into(), bad.into());
+            })
+            .unwrap_err();
+            assert!(err.contains("log.levels"), "{err}");
+        }
+        let err = check(&|c| {
+            c.log.levels.insert("a=b".into(), "info".into());
+        })
+        .unwrap_err();
+        assert!(err.contains("log.levels"), "{err}");
+        for same in ["127.0.0.1:8008", "0.0.0.0:8008"] {
+            let err = check(&|c| c.metrics.listen = Some(same.parse().unwrap())).unwrap_err();
+            assert!(err.contains("metrics.listen"), "{same}: {err}");
+        }
+        assert!(check(&|c| c.metrics.listen = Some("127.0.0.1:9092".parse().unwrap())).is_ok());
+        assert!(Config::from_yaml("log:\n  format: xml\n").is_err());
     }
 }

@@ -28,8 +28,13 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
-            let config = load_config(config.as_deref())?;
-            init_logging(&config);
+            let loaded = load_config(config.as_deref())?;
+            let levels = init_logging(&loaded);
+            #[cfg(unix)]
+            if let (Some(levels), Some(path)) = (levels, config) {
+                reload_log_levels_on_sighup(levels, path)?;
+            }
+            let config = loaded;
             let signal = myelin::server::shutdown_signal()?;
             let server = myelin::server::start(config).await?;
             server.run_until(signal).await
@@ -129,6 +134,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// SIGHUP reads the config file again and applies its log levels.
+#[cfg(unix)]
+fn reload_log_levels_on_sighup(
+    levels: myelin::cli::LogLevels,
+    path: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot install a SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load_config(Some(&path)) {
+                Ok(config) => levels.reload(&config),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: could not read the config; log levels unchanged")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Each password hash (argon2id) allocates its cost in memory (19 MiB by

@@ -17,6 +17,8 @@ use crate::storage::Storage;
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The metrics listener's address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub services: Arc<Services>,
     stop: watch::Sender<bool>,
     serve_task: JoinHandle<()>,
@@ -43,6 +45,18 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics.listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (metrics.listen): {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let services = Services::new(config, storage, signing_key, clock).await?;
     // Before serving: what a crash kept out of the search index goes in.
     let mut rebuild_search = services.search_needs_rebuild;
@@ -55,11 +69,28 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
     let app = crate::http::app(services.clone());
     let bodyless = crate::http::app_without_body_guard(services.clone());
     let (stop, stop_rx) = watch::channel(false);
+    if let Some(l) = metrics_listener {
+        let metrics = crate::http::observe::metrics_app(services.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(l, metrics)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(error = %e, "the metrics listener failed");
+            }
+        });
+        tracing::info!(addr = ?metrics_addr, "metrics are served on /metrics");
+    }
     let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, bodyless, stop_rx));
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
     log_cache_bounds(&services);
     Ok(RunningServer {
         addr,
+        metrics_addr,
         services,
         stop,
         serve_task,

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client;
 pub mod extract;
 mod federation;
+pub mod observe;
 pub mod serve;
 
 use std::future::Future;
@@ -46,10 +47,15 @@ pub fn app(state: AppState) -> Router {
 /// guard has nothing to do for them, and a boxed middleware around a parked
 /// long-poll would stay allocated for as long as it waits.
 pub fn app_without_body_guard(state: AppState) -> Router {
+    let observe = observe::ObserveLayer {
+        state: state.clone(),
+    };
     let inner = Router::new()
         .merge(client::routes())
         .merge(admin::routes(&state))
         .merge(federation::routes())
+        .merge(observe::routes())
+        .route_layer(observe::RouteTemplateLayer)
         .fallback(|| async { MatrixError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
             MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
@@ -93,10 +99,15 @@ pub fn app_without_body_guard(state: AppState) -> Router {
                 ),
             ),
         )
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Its events go in the `request` span `observe` opened.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|_: &Request| tracing::Span::none()),
+        )
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             MatrixError::internal("a request handler panicked").into_response()
         }))
+        .layer(observe)
 }
 
 /// Files (media downloads, the only answers with a `Content-Disposition`)

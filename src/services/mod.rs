@@ -23,6 +23,7 @@ pub mod media;
 pub mod memberships;
 pub mod notices;
 pub mod notifications;
+pub mod observe;
 pub mod openid;
 pub mod passwords;
 pub mod pipeline;
@@ -112,6 +113,9 @@ pub struct Services {
     expiry: Option<Arc<expiry::MessageExpiry>>,
     /// The background tasks (`lifecycle.rs`).
     workers: workers::Workers,
+    /// Prometheus metrics (`crate::metrics`; scrape-time values in
+    /// `observe.rs`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The highest stream position anything took before start-up: events,
@@ -157,6 +161,7 @@ impl Services {
         let stream = Arc::new(stream::Stream::new(start_position(&storage).await?));
         let lists = e2e_keys::DeviceLists::shared(&storage, &stream, config.caches.device_keys);
         let workers = workers::Workers::default();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
 
         // Accounts, sessions and what guards them.
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);
@@ -209,6 +214,7 @@ impl Services {
             caches: &config.caches,
             clock: clock.clone(),
             ephemeral_messages: config.rooms.ephemeral_messages,
+            metrics: metrics.clone(),
         });
         let account_data =
             account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
@@ -257,6 +263,7 @@ impl Services {
             indexer,
             expiry,
             workers,
+            metrics,
         }))
     }
 }

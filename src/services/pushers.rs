@@ -72,6 +72,8 @@ pub struct Pushers {
     /// Push gateways are reached through `outbound` (its CAs and address
     /// lists).
     http: crate::net::outbound::Outbound,
+    /// Deliveries that failed so far (a count for metrics).
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 impl Pushers {
@@ -101,6 +103,7 @@ impl Pushers {
                 ),
                 REQUEST_TIMEOUT,
             )?,
+            failures: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -572,6 +575,9 @@ async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
                 match done {
                     Ok((pusher_id, delivered)) => {
                         running.remove(&pusher_id);
+                        if delivered.is_err() {
+                            s.pushers.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         note_outcome(&mut backoff, pusher_id, delivered);
                     }
                     // A task that panicked: its pusher is tried again.

@@ -56,6 +56,8 @@ pub struct Stream {
     /// Set at shutdown: every parked long-poll answers at once, as if its
     /// timeout had passed ([`Stream::close`]).
     closing: watch::Sender<bool>,
+    /// Parked long-polls woken so far ([`Stream::wakeups`]).
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 /// A waiter's registration for its topics; [`Registration::notified`]
@@ -114,6 +116,7 @@ impl Stream {
             pending: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
             floor: max_persisted,
+            wakeups: std::sync::atomic::AtomicU64::new(0),
             closing: watch::channel(false).0,
         }
     }
@@ -167,6 +170,11 @@ impl Stream {
         Registration { notify }
     }
 
+    /// How many times a parked long-poll was woken (a count for metrics).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many registrations (parked long-polls) are alive now: a
     /// measure of load, and what tests wait on before acting on a parked
     /// `/sync` instead of sleeping.
@@ -205,6 +213,8 @@ impl Stream {
                 list.retain(|w| match w.upgrade() {
                     Some(n) => {
                         n.notify_one();
+                        self.wakeups
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         true
                     }
                     None => false,

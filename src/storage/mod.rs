@@ -269,6 +269,25 @@ impl Storage {
         &self.pool
     }
 
+    /// Whether the database answers: a read of the migrations table (a
+    /// round trip through the pool, so a database that refuses
+    /// connections, or a SQLite file that cannot be read, fails it).
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The pool's connections: open, idle, and the upper bound.
+    pub fn pool_stats(&self) -> (u32, usize, u32) {
+        (
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.pool.options().get_max_connections(),
+        )
+    }
+
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before writing waits
     /// for a concurrent writer instead of failing with "database is locked".

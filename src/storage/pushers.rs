@@ -254,6 +254,13 @@ impl Storage {
             .await
     }
 
+    /// How many deliveries wait in the queue (all pushers).
+    pub async fn push_queue_len(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM push_queue")
+            .fetch_one(self.pool())
+            .await
+    }
+
     /// The pusher's oldest waiting delivery.
     pub async fn next_queued(&self, pusher_id: i64) -> sqlx::Result<Option<QueuedPush>> {
         sqlx::query_as(

@@ -37,6 +37,7 @@ mod media; // the content repository: upload/download (bytes, headers), dedup on
 mod media_preview; // URL previews: OpenGraph, fallbacks, image stored, cache, blocklist (literal, name, redirect), size cap, non-HTML, disabled, errors
 mod media_s3; // the S3 media backend against moto (skipped without it unless MYELIN_REQUIRE_S3=1): round trips, multipart, dedup, async uploads, thumbnails, deletion, cut-off uploads, an unreachable bucket
 mod media_thumbnails; // thumbnails: crop/scale of PNG, JPEG, WebP, GIF, EXIF orientation, animated GIFs, configured sizes and on-demand ones, non-images and bombs, legacy auth rule, params, pending uploads
+mod observability; // metrics listener (text format, counters by route template, long-polls, caches; promtool), /health (503 when PostgreSQL refuses), X-Request-Id, JSON log lines, SIGHUP log levels
 mod presence_sync; // presence through /sync: set_presence, own presence, shared rooms only, newly shared rooms
 mod profile_fields; // custom profile fields (v1.16, MSC4133): set/get/delete, stable and unstable paths, key and size limits, erasure
 mod profile_propagation; // a profile change reaches the member event of every joined room

@@ -169,7 +169,7 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Reindex => "reindex",
             Self::PurgeHistory => "purge_history",
@@ -425,6 +425,26 @@ impl Jobs {
             Ok(()) => {}
             Err(e) => tracing::warn!(job = id, error = %e, "could not write a job's state"),
         }
+    }
+
+    /// The running jobs: id, kind and items done so far (room deletions
+    /// count none).
+    pub fn running(&self) -> Vec<(String, &'static str, u64)> {
+        let mut all: Vec<(String, &'static str, u64)> = self
+            .tasks
+            .lock()
+            .values()
+            .filter(|t| t.is_running())
+            .map(|t| (t.id.clone(), t.kind.as_str(), t.processed))
+            .collect();
+        all.extend(
+            self.rooms
+                .lock()
+                .values()
+                .filter(|j| matches!(j.status, JobStatus::Scheduled | JobStatus::Active))
+                .map(|j| (j.delete_id.clone(), ROOM_DELETE, 0)),
+        );
+        all
     }
 
     /// Adds to a task's progress count.

@@ -255,6 +255,8 @@ pub struct RoomsDeps<'a> {
     pub clock: crate::clock::SharedClock,
     /// Whether messages may ask to be pruned (`rooms.ephemeral_messages`).
     pub ephemeral_messages: bool,
+    /// Where the writer counts committed events and group commits.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Rooms {
@@ -269,6 +271,7 @@ impl Rooms {
             caches,
             clock,
             ephemeral_messages,
+            metrics,
         } = deps;
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
@@ -284,6 +287,7 @@ impl Rooms {
             events: events.clone(),
             subscribers,
             lookup: cached.clone(),
+            metrics,
         };
         Self {
             state: state::StateCache::new(storage.clone()),

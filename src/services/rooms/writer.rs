@@ -83,6 +83,7 @@ pub(super) struct Writer {
     pub events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
     pub subscribers: Arc<Subscribers>,
     pub lookup: Arc<dyn EventLookup>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Writer {
@@ -124,7 +125,13 @@ impl Writer {
             .collect();
         let live: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_ok()).collect();
         let rows: Vec<&PersistEvent> = live.iter().map(|&i| &batch[i].row).collect();
-        if let Err(e) = self.storage.persist_events(&rows).await {
+        let started = std::time::Instant::now();
+        let written = self.storage.persist_events(&rows).await;
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.commit_batch.observe(rows.len() as f64);
+        if let Err(e) = written {
             tracing::warn!(error = %e, events = rows.len(), "group commit failed; writing its events one at a time");
             let mut failed: HashSet<&RoomId> = HashSet::new();
             for &i in &live {
@@ -183,6 +190,7 @@ impl Writer {
                 redacts: item.pdu.redacts.clone(),
             })
             .collect();
+        self.metrics.events_persisted.inc_by(committed.len() as u64);
         let settled = self.subscribers.publish(&Batch {
             events: committed,
             lookup: self.lookup.clone(),

@@ -374,6 +374,11 @@ impl Search {
         self.pending.lock().insert(pos);
     }
 
+    /// How many stored events wait to be indexed.
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().len()
+    }
+
     /// The event at `pos` went through [`on_stored`] (or was not stored).
     pub fn note_indexed(&self, pos: i64) {
         self.pending.lock().remove(&pos);
