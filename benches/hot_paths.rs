@@ -61,7 +61,7 @@ fn main() {
     state_lookups(&mut c, &rt, &reads);
     sync_assembly(&mut c, &rt, &reads);
     append(&mut c, &rt);
-    rt.block_on(reads.server.s.shutdown());
+    rt.block_on(reads.server.s.shutdown(std::time::Duration::from_secs(10)));
     c.final_summary();
 }
 
@@ -767,5 +767,5 @@ fn append(c: &mut Criterion, rt: &Runtime) {
         },
     );
     g.finish();
-    rt.block_on(server.s.shutdown());
+    rt.block_on(server.s.shutdown(std::time::Duration::from_secs(10)));
 }

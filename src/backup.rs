@@ -114,7 +114,7 @@ pub async fn backup(config: &Config, to: &Path) -> anyhow::Result<Vec<String>> {
 /// configured path. Refuses a data dir (or database file) that holds
 /// anything unless `force`, which first removes what a server keeps there
 /// (the search index included, so it is rebuilt at start).
-pub async fn restore(from: &Path, config: &Config, force: bool) -> anyhow::Result<Vec<String>> {
+pub fn restore(from: &Path, config: &Config, force: bool) -> anyhow::Result<Vec<String>> {
     let manifest_path = from.join(MANIFEST);
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;

@@ -85,6 +85,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
+        command
+        @ (Command::Backup { .. } | Command::Restore { .. } | Command::MigrateDb { .. }) => {
+            run_data_command(command).await
+        }
+        Command::CreateAccount {
+            config,
+            username,
+            password,
+            admin,
+        } => {
+            let config = load_config(Some(&config))?;
+            let user_id = create_account(&config, &username, &password, admin).await?;
+            println!(
+                "Created account {user_id}{}",
+                if admin { " (admin)" } else { "" }
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `backup`, `restore` and `migrate-db`: copies of the server's data.
+async fn run_data_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Backup { config, to } => {
             let config = load_config(Some(&config))?;
             for line in myelin::backup::backup(&config, &to).await? {
@@ -99,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             force,
         } => {
             let config = load_config(Some(&config))?;
-            for line in myelin::backup::restore(&from, &config, force).await? {
+            for line in myelin::backup::restore(&from, &config, force)? {
                 println!("{line}");
             }
             println!("Restored from {}", from.display());
@@ -119,20 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::CreateAccount {
-            config,
-            username,
-            password,
-            admin,
-        } => {
-            let config = load_config(Some(&config))?;
-            let user_id = create_account(&config, &username, &password, admin).await?;
-            println!(
-                "Created account {user_id}{}",
-                if admin { " (admin)" } else { "" }
-            );
-            Ok(())
-        }
+        _ => anyhow::bail!("not a data command"),
     }
 }
 

@@ -174,15 +174,6 @@ impl Services {
         appservices.create_senders(clock.now_ms()).await?;
         let profiles = profiles::Profiles::new(storage.clone());
         let openid = openid::OpenId::new(storage.clone(), clock.clone());
-        let filters = filters::Filters::new(storage.clone());
-        let registration_tokens =
-            registration_tokens::RegistrationTokens::new(storage.clone(), clock.clone());
-        let uia = uia::Uia::new(config.caches.uia_sessions);
-        let shared_secret = config
-            .registration
-            .shared_secret
-            .clone()
-            .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces));
         let (client_limiter, login_limiter) = ratelimit::RateLimiter::client_and_login(&config);
 
         // What listens to new events: search and unread counts.
@@ -218,9 +209,6 @@ impl Services {
         });
         let account_data =
             account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
-        let ephemeral = ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone());
-        let presence = presence::Presence::new(storage.clone(), stream.clone(), clock.clone());
-        let jobs = admin_jobs(&storage, &clock);
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
@@ -232,6 +220,20 @@ impl Services {
                 lists.clone(),
             ),
             e2e_keys: e2e_keys::E2eKeys::new(storage.clone(), lists, &server_name),
+            filters: filters::Filters::new(storage.clone()),
+            ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone()),
+            presence: presence::Presence::new(storage.clone(), stream.clone(), clock.clone()),
+            jobs: admin_jobs(&storage, &clock),
+            registration_tokens: registration_tokens::RegistrationTokens::new(
+                storage.clone(),
+                clock.clone(),
+            ),
+            uia: uia::Uia::new(config.caches.uia_sessions),
+            shared_secret: config
+                .registration
+                .shared_secret
+                .clone()
+                .map(|k| shared_secret::SharedSecret::new(k, config.caches.registration_nonces)),
             config,
             server_name,
             storage,
@@ -240,13 +242,10 @@ impl Services {
             stream,
             rooms,
             account_data,
-            ephemeral,
             unread,
             pushers,
             lazy_members: sync::LazyMembers::default(),
             sliding: sliding_sync::Connections::default(),
-            presence,
-            jobs,
             search,
             search_needs_rebuild,
             accounts,
@@ -254,10 +253,6 @@ impl Services {
             sessions,
             profiles,
             openid,
-            filters,
-            registration_tokens,
-            uia,
-            shared_secret,
             client_limiter,
             login_limiter,
             indexer,
