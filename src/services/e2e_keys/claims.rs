@@ -78,9 +78,7 @@ async fn run(storage: Storage, mut rx: mpsc::UnboundedReceiver<Pending>) {
             }
         }
         if batch.len() == 1 {
-            let p = batch.pop().expect("one claim");
-            let wanted: Vec<(&str, &str, &str)> = p.wanted.iter().map(as_strs).collect();
-            let _ = p.done.send(storage.take_one_time_keys(&wanted).await);
+            take_alone(&storage, batch.pop().expect("one claim")).await;
             continue;
         }
         let result = {
@@ -99,12 +97,17 @@ async fn run(storage: Storage, mut rx: mpsc::UnboundedReceiver<Pending>) {
             // One claim's failure must not fail the others: each again alone.
             Err(_) => {
                 for p in batch {
-                    let wanted: Vec<(&str, &str, &str)> = p.wanted.iter().map(as_strs).collect();
-                    let _ = p.done.send(storage.take_one_time_keys(&wanted).await);
+                    take_alone(&storage, p).await;
                 }
             }
         }
     }
+}
+
+/// One claim in a transaction of its own.
+async fn take_alone(storage: &Storage, p: Pending) {
+    let wanted: Vec<(&str, &str, &str)> = p.wanted.iter().map(as_strs).collect();
+    let _ = p.done.send(storage.take_one_time_keys(&wanted).await);
 }
 
 fn as_strs((u, d, a): &Wanted) -> (&str, &str, &str) {
