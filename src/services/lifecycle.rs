@@ -18,7 +18,8 @@
 //!   indexing, `search::Indexer`). Each finishes what the drained writer
 //!   published to it.
 //! - [`Stage::Flush`]: periodic upkeep (last-seen records, typing expiry,
-//!   ephemeral messages' expiry (`expiry.rs`), search commits and giving memory back, the cache report). Each makes
+//!   ephemeral messages' expiry (`expiry.rs`), search commits and giving memory back, deleting
+//!   finished jobs past their week (`jobs::KEEP_FINISHED`), the cache report). Each makes
 //!   a final pass when told to stop: last-seen records are written and the
 //!   search index committed after the writer has drained.
 //! - The database's own WAL checkpointer (`storage/checkpoint.rs`) starts
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::Services;
 use super::expiry::MessageExpiry;
+use super::jobs;
 use super::sessions::LAST_SEEN_FLUSH_INTERVAL;
 use super::workers::{CacheSizes, Stage, Stop};
 
@@ -232,11 +234,14 @@ async fn expire_messages(services: Arc<Services>, expiry: Arc<MessageExpiry>, mu
 /// after a burst of work, and by a released index writer, goes back to the
 /// system). Both block for milliseconds (a commit syncs files to disk): not
 /// on a thread that serves requests. Once a minute, the cache report at
-/// debug level. At shutdown, after the writer has drained, a last commit.
+/// debug level. Every [`jobs::PRUNE_EVERY`] of the server's clock (and at
+/// the first tick), finished jobs past [`jobs::KEEP_FINISHED`] are deleted.
+/// At shutdown, after the writer has drained, a last commit.
 async fn upkeep(services: Arc<Services>, release_memory: fn(), mut stop: Stop) {
     let mut tick = tokio::time::interval(LAST_SEEN_FLUSH_INTERVAL);
     let mut report = tokio::time::interval(CACHE_REPORT_INTERVAL);
     report.tick().await;
+    let mut pruned_at: Option<i64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -258,6 +263,16 @@ async fn upkeep(services: Arc<Services>, release_memory: fn(), mut stop: Stop) {
             }
             Err(e) => tracing::warn!(error = %e, "the housekeeping task failed"),
             Ok(_) => {}
+        }
+        let now = services.clock.now_ms();
+        if pruned_at.is_none_or(|at| now.saturating_sub(at) >= jobs::PRUNE_EVERY.as_millis() as i64)
+        {
+            pruned_at = Some(now);
+            match services.jobs.prune().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "deleted finished jobs older than a week"),
+                Err(e) => tracing::warn!(error = %e.message(), "could not delete old jobs"),
+            }
         }
     }
     if let Some(search) = &services.search

@@ -1,7 +1,10 @@
 //! `/relations`: the events that relate to an event (table `event_relations`),
 //! as the requester may see them.
 
-use ruma::RoomId;
+use http::StatusCode;
+use ruma::api::error::ErrorKind;
+use ruma::{RoomId, UserId};
+use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
@@ -9,6 +12,75 @@ use crate::model::pdu::Pdu;
 use crate::services::Services;
 use crate::services::rooms::row_to_pdu;
 use crate::services::rooms::threads::THREAD;
+
+/// Reactions and other annotations.
+const ANNOTATION: &str = "m.annotation";
+/// The relation type `event_relations` gives a reply (`m.in_reply_to`
+/// has none of its own: see `rooms::relation_of`).
+const REPLY: &str = "m.in_reply_to";
+
+/// The longest annotation key Synapse accepts, in bytes.
+const MAX_ANNOTATION_KEY: usize = 500;
+
+/// Refuses, on a client's send, the relations the spec and Synapse refuse:
+/// a thread (`m.thread`) whose root relates to another event itself (a
+/// reply may start a thread: spec v1.10) is 400 `M_UNKNOWN`; an annotation
+/// (`m.annotation`) without a key or with one over 500 bytes is 400
+/// `M_UNKNOWN`, and a second one by the same sender, of the same event type
+/// and key, is 400 `M_DUPLICATE_ANNOTATION` (spec: "Avoiding duplicate
+/// annotations"). A redacted annotation does not count.
+pub async fn check_new(
+    s: &Services,
+    sender: &UserId,
+    event_type: &str,
+    content: &Value,
+) -> Result<()> {
+    let Some(rel) = content.get("m.relates_to") else {
+        return Ok(());
+    };
+    let (Some(parent), Some(rel_type)) = (
+        rel.get("event_id").and_then(Value::as_str),
+        rel.get("rel_type").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    let refuse = |msg: &str| MatrixError::unknown(StatusCode::BAD_REQUEST, msg);
+    match rel_type {
+        THREAD => {
+            if let Some((_, parent_rel)) = s.storage.relation_of_event(parent).await?
+                && parent_rel != REPLY
+            {
+                return Err(refuse("Cannot start threads from an event with a relation"));
+            }
+        }
+        ANNOTATION => {
+            let key = rel
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| refuse("Missing aggregation key"))?;
+            if key.len() > MAX_ANNOTATION_KEY {
+                return Err(refuse("Aggregation key is too long"));
+            }
+            let earlier = s
+                .storage
+                .annotations_by(parent, sender.as_str(), event_type)
+                .await?;
+            let same_key = |json: &String| {
+                serde_json::from_str::<Value>(json)
+                    .is_ok_and(|e| e["content"]["m.relates_to"]["key"].as_str() == Some(key))
+            };
+            if earlier.iter().any(same_key) {
+                return Err(MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::DuplicateAnnotation,
+                    "Can't send same reaction twice",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
 
 /// Which relations to list, and where the page starts.
 pub struct RelationsQuery<'a> {

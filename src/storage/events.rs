@@ -1299,8 +1299,6 @@ impl Storage {
         .await
     }
 
-    /// Unredacted messages, names and topics after a stream position, oldest
-    /// first (for rebuilding the search index).
     /// The events that claim to replace (`m.replace`) an event.
     pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<OwnedEventId>> {
         self.id_list(
@@ -1308,6 +1306,27 @@ impl Storage {
             event_id,
             "event_id",
         )
+        .await
+    }
+
+    /// The JSON of `sender`'s unredacted annotations (`m.annotation`) of
+    /// `event_id` sent as `event_type` (to refuse a second one with the
+    /// same key).
+    pub async fn annotations_by(
+        &self,
+        event_id: &str,
+        sender: &str,
+        event_type: &str,
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT e.json FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             WHERE r.relates_to = $1 AND r.rel_type = 'm.annotation'
+               AND e.sender = $2 AND e.event_type = $3 AND e.redacted_by IS NULL",
+        )
+        .bind(event_id)
+        .bind(sender)
+        .bind(event_type)
+        .fetch_all(self.pool())
         .await
     }
 

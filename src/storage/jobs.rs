@@ -90,4 +90,16 @@ impl Storage {
         .fetch_all(self.pool())
         .await
     }
+
+    /// Deletes finished jobs (complete or failed) that finished before
+    /// `finished_before` (ms); returns how many went.
+    pub async fn delete_finished_jobs(&self, finished_before: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE status NOT IN ('scheduled', 'active') AND finished_ts < $1",
+        )
+        .bind(finished_before)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

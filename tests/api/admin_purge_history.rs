@@ -690,3 +690,74 @@ async fn unread_counts_leave_out_what_a_purge_kept_below_its_point() {
     let body = sync(&server, &bob, "timeout=0").await;
     assert_eq!(count(&body), 1, "{body}");
 }
+
+/// As Synapse's task scheduler: a finished job's status can be asked for
+/// for a week, then it reads as unknown and its row is deleted (the jobs
+/// table does not keep every purge the server ever ran).
+#[tokio::test]
+async fn finished_jobs_go_after_a_week() {
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
+    let admin = server.admin("root").await;
+    let alice = server.user("alice").await;
+    let kept = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &kept, "one").await;
+    let last = send_text(&server, &alice, &kept, "two").await;
+    let purge = start_purge(
+        &server,
+        &admin,
+        &format!("{}/{}", purge_path(&kept), enc(&last)),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        wait_purge(&server, &admin, &purge).await["status"],
+        "complete"
+    );
+    let doomed = create_room(&server, &alice, json!({})).await;
+    let (st, b) = server
+        .delete(
+            &format!("/_synapse/admin/v2/rooms/{}", enc(&doomed)),
+            admin.token(),
+            Some(json!({"purge": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let delete = b["delete_id"].as_str().unwrap().to_owned();
+    let paths = [
+        format!("/_synapse/admin/v1/purge_history_status/{}", enc(&purge)),
+        format!("/_myelin/admin/v1/jobs/{}", enc(&purge)),
+        format!("/_synapse/admin/v2/rooms/delete_status/{}", enc(&delete)),
+        format!("/_synapse/admin/v2/rooms/{}/delete_status", enc(&doomed)),
+        format!("/_myelin/admin/v1/jobs/{}", enc(&delete)),
+    ];
+    server
+        .poll_get(&paths[4], admin.token(), Duration::from_secs(20), |job| {
+            job["status"] == "complete"
+        })
+        .await;
+
+    server.advance(Duration::from_secs(6 * 24 * 60 * 60));
+    for path in &paths {
+        let (st, b) = server.get(path, admin.token()).await;
+        assert_eq!(st, StatusCode::OK, "{path} six days on: {b}");
+    }
+    server.advance(Duration::from_secs(2 * 24 * 60 * 60));
+    for path in &paths {
+        assert_error_for(
+            path,
+            &server.get(path, admin.token()).await,
+            404,
+            "M_NOT_FOUND",
+        );
+    }
+    // The upkeep worker deletes the rows at its next pass.
+    let gone = format!("SELECT COUNT(*) FROM jobs WHERE job_id IN ('{purge}', '{delete}')");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.sql_count(&gone).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finished jobs still stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -607,3 +607,119 @@ async fn relations_recurse_follows_three_levels_as_synapse() {
     let second = relations(&server, &alice, &room, &path).await;
     assert_eq!(event_ids(&second["chunk"]), vec![level2], "{second}");
 }
+
+/// PUT /send with any content; the answer as it is.
+async fn try_send(
+    server: &TestServer,
+    who: &Session,
+    room: &str,
+    ty: &str,
+    content: Value,
+) -> (StatusCode, Value) {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/{}/{}",
+        enc(room),
+        enc(ty),
+        enc(&next_txn())
+    );
+    server.put(&path, who.token(), content).await
+}
+
+/// As Synapse: a thread cannot start from an event that relates to another
+/// (400 `M_UNKNOWN`), though a reply may be a thread's root (spec v1.10);
+/// an annotation needs a key of at most 500 bytes, and the same sender's
+/// second annotation with the same type and key is 400
+/// `M_DUPLICATE_ANNOTATION` until the first is redacted.
+#[tokio::test]
+async fn relations_the_spec_refuses_on_send() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    let root = send_text(&server, &alice, &room, "root").await;
+    let in_thread = reply(&server, &alice, &room, &root, "in the thread").await;
+
+    // A thread from a thread reply, or from an edit: refused.
+    let thread_on = |parent: &str| {
+        json!({"msgtype": "m.text", "body": "nested",
+               "m.relates_to": {"rel_type": "m.thread", "event_id": parent}})
+    };
+    let r = try_send(
+        &server,
+        &bob,
+        &room,
+        "m.room.message",
+        thread_on(&in_thread),
+    )
+    .await;
+    assert_error(&r, 400, "M_UNKNOWN");
+    let edit = send_event(
+        &server,
+        &alice,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "* root!", "m.new_content": {"msgtype": "m.text", "body": "root!"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": root}}),
+    )
+    .await;
+    let r = try_send(&server, &bob, &room, "m.room.message", thread_on(&edit)).await;
+    assert_error(&r, 400, "M_UNKNOWN");
+    // A reply may start one; so may a plain message (the root).
+    let plain_reply = send_event(
+        &server,
+        &bob,
+        &room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "a reply",
+               "m.relates_to": {"m.in_reply_to": {"event_id": root}}}),
+    )
+    .await;
+    reply(&server, &alice, &room, &plain_reply, "thread on a reply").await;
+    reply(&server, &bob, &room, &root, "another in the thread").await;
+
+    // Annotations.
+    let react = |key: Value| json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": key}});
+    let first = send_event(&server, &bob, &room, "m.reaction", react(json!("👍"))).await;
+    let r = try_send(&server, &bob, &room, "m.reaction", react(json!("👍"))).await;
+    assert_error(&r, 400, "M_DUPLICATE_ANNOTATION");
+    // Another key, another sender, another event type: fine.
+    send_event(&server, &bob, &room, "m.reaction", react(json!("🎉"))).await;
+    send_event(&server, &alice, &room, "m.reaction", react(json!("👍"))).await;
+    send_event(&server, &bob, &room, "org.example.vote", react(json!("👍"))).await;
+    // Without a key, or a key over 500 bytes.
+    let r = try_send(&server, &bob, &room, "m.reaction", react(Value::Null)).await;
+    assert_error(&r, 400, "M_UNKNOWN");
+    let r = try_send(
+        &server,
+        &bob,
+        &room,
+        "m.reaction",
+        react(json!("x".repeat(501))),
+    )
+    .await;
+    assert_error(&r, 400, "M_UNKNOWN");
+    send_event(
+        &server,
+        &bob,
+        &room,
+        "m.reaction",
+        react(json!("y".repeat(500))),
+    )
+    .await;
+    // Once the first is redacted, the same reaction can be sent again.
+    let (st, b) = server
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/{}",
+                enc(&room),
+                enc(&first),
+                enc(&next_txn())
+            ),
+            bob.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    send_event(&server, &bob, &room, "m.reaction", react(json!("👍"))).await;
+}

@@ -26,7 +26,7 @@ use crate::model::accounts::Requester;
 use crate::services::room_admin::check_not_blocked;
 use crate::services::rooms::create::{InitialState, Preset};
 use crate::services::rooms::{CreateRoom, NewEvent, TxnRef};
-use crate::services::{directory, guests, memberships};
+use crate::services::{directory, guests, memberships, relations};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<create_room::v3::Request, _, _>(r, create);
@@ -509,6 +509,7 @@ async fn send_message(
     if !content.is_object() {
         return Err(MatrixError::bad_json("Event content must be an object"));
     }
+    relations::check_new(s, user, event_type, &content).await?;
     let pdu = s
         .rooms
         .append(NewEvent {

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::distr::{Alphanumeric, SampleString};
@@ -301,6 +302,17 @@ impl Task {
     }
 }
 
+/// How long a finished (complete or failed) job's status can still be
+/// asked for: a week, as Synapse keeps its finished scheduled tasks. Then
+/// the job is deleted, so that the table does not grow with every purge
+/// the server ever ran.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+const KEEP_FINISHED_MS: i64 = KEEP_FINISHED.as_millis() as i64;
+
+/// How often, on the server's clock, finished jobs past [`KEEP_FINISHED`]
+/// are deleted (as Synapse's half-hourly clean-up).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(30 * 60);
+
 /// Jobs: every one in the database, the running ones also in memory (their
 /// latest state; finished ones are dropped from memory once written).
 pub struct Jobs {
@@ -383,7 +395,7 @@ impl Jobs {
         self.storage
             .job(id)
             .await?
-            .filter(|r| r.kind == ROOM_DELETE)
+            .filter(|r| r.kind == ROOM_DELETE && self.kept(r))
             .map(RoomJob::from_row)
             .transpose()
     }
@@ -393,6 +405,7 @@ impl Jobs {
         let rows = self.storage.room_jobs(room_id, ROOM_DELETE).await?;
         let running = self.rooms.lock();
         rows.into_iter()
+            .filter(|r| self.kept(r))
             .map(|r| match running.get(&r.job_id) {
                 Some(job) => Ok(job.clone()),
                 None => RoomJob::from_row(r),
@@ -404,7 +417,28 @@ impl Jobs {
         if let Some(task) = self.tasks.lock().get(id).cloned() {
             return Ok(Some(task));
         }
-        Ok(self.storage.job(id).await?.and_then(Task::from_row))
+        Ok(self
+            .storage
+            .job(id)
+            .await?
+            .filter(|r| self.kept(r))
+            .and_then(Task::from_row))
+    }
+
+    /// Whether a stored job is still to be shown: running, or finished
+    /// less than [`KEEP_FINISHED`] ago. Older ones read as unknown even
+    /// before [`Jobs::prune`] deletes them.
+    fn kept(&self, row: &JobRow) -> bool {
+        row.finished_ts
+            .is_none_or(|t| t.saturating_add(KEEP_FINISHED_MS) > self.clock.now_ms())
+    }
+
+    /// Deletes the jobs that finished more than [`KEEP_FINISHED`] ago
+    /// (the upkeep worker calls it every [`PRUNE_EVERY`]); returns how
+    /// many went.
+    pub async fn prune(&self) -> Result<u64> {
+        let before = self.clock.now_ms().saturating_sub(KEEP_FINISHED_MS);
+        Ok(self.storage.delete_finished_jobs(before).await?)
     }
 
     /// Changes a running task and writes it down; a finished one leaves
