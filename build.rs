@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=link-order.txt");
     println!("cargo:rerun-if-env-changed=MYELIN_LINK_ORDER");
+    storage_functions();
     let target = env::var("TARGET").unwrap_or_default();
     if !target.ends_with("-linux-gnu") {
         return;
@@ -38,6 +39,72 @@ fn main() {
             println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
         }
     }
+}
+
+/// Writes `$OUT_DIR/storage_functions.rs`: every function of `src/storage/`
+/// with the file and line where it starts, sorted, as the label its queries
+/// carry in `myelin_db_query_seconds` (`events.room_events_window`; the
+/// module of `mod.rs` is `storage`). `storage::observe` finds the function
+/// a query was made from by its caller's location (`#[track_caller]` on
+/// `Storage::pool` and `Storage::begin`), so no call site names itself.
+fn storage_functions() {
+    let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("src/storage");
+    println!("cargo:rerun-if-changed=src/storage");
+    let mut rows = Vec::new();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for path in files {
+        let (Some(stem), Some("rs")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let module = if stem == "mod" { "storage" } else { stem };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(name) = function_name(line) {
+                rows.push((
+                    format!("src/storage/{stem}.rs"),
+                    i + 1,
+                    format!("{module}.{name}"),
+                ));
+            }
+        }
+    }
+    // Sorted as `storage::observe::label_of` searches it.
+    rows.sort();
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|(file, line, label)| format!("    (\"{file}\", {line}, \"{label}\"),\n"))
+        .collect();
+    let out = Path::new(&env::var("OUT_DIR").unwrap()).join("storage_functions.rs");
+    let table = format!(
+        "/// (file, first line, label) of each function in src/storage, by file and line.\n\
+         pub(super) static FUNCTIONS: &[(&str, u32, &str)] = &[\n{}];\n",
+        rows.concat()
+    );
+    std::fs::write(out, table).expect("OUT_DIR is writable");
+}
+
+/// The name of the function a line of Rust starts (`pub(crate) async fn
+/// name<'a>(`), if it starts one.
+fn function_name(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for prefix in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    (end > 0).then(|| &rest[..end])
 }
 
 /// Whether the binary is linked by rust-lld (the default for

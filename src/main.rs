@@ -16,7 +16,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // What is still running (a shutdown cut short, a blocking task) is
+    // not waited for.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("myelin: {e:#}");
@@ -35,9 +39,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 reload_log_levels_on_sighup(levels, path)?;
             }
             let config = loaded;
-            let signal = myelin::server::shutdown_signal()?;
+            let signals = myelin::server::shutdown_signals()?;
             let server = myelin::server::start(config).await?;
-            server.run_until(signal).await
+            server.run_until(signals).await
         }
         Command::GenerateConfig {
             server_name,

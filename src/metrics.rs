@@ -10,6 +10,8 @@
 //! prefix, base units (`_seconds`, `_bytes`), `_total` on counters, and the
 //! usual `process_*` names for the process.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -18,6 +20,11 @@ use prometheus::{
 /// Latency buckets, in seconds: a millisecond to a long-poll's half minute.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Database latency buckets, in seconds: 100 µs to a slow 5 s.
+const DB_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
 /// Group-commit sizes, in events (the writer takes at most 256).
@@ -38,6 +45,17 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// How long each group commit's transaction took.
     pub commit_duration: Histogram,
+    /// How long each event waited in the writer's queue before the commit
+    /// that wrote it began.
+    pub writer_queue_wait: Histogram,
+    /// The database pool's waits and each storage function's queries
+    /// (measured by `storage::observe` while metrics are served).
+    pub db: Arc<DbMetrics>,
+    /// Lookups that found their entry, by `cache` (set from the caches'
+    /// own counts when scraped).
+    pub cache_hits: IntCounterVec,
+    /// Lookups that did not, by `cache`.
+    pub cache_misses: IntCounterVec,
     /// Set when scraped: entries per in-memory cache (`cache`).
     pub cache_entries: IntGaugeVec,
     /// Set when scraped: bytes held, for the caches that count them.
@@ -64,6 +82,69 @@ pub struct Metrics {
     pub job_progress: IntGaugeVec,
     /// Set when scraped, from /proc.
     pub process: ProcessMetrics,
+}
+
+/// What the storage layer measures: how long a query waited for a pool
+/// connection, and how long it then took, by the storage function that
+/// made it.
+pub struct DbMetrics {
+    /// From asking the pool for a connection to having one.
+    pub acquire: Histogram,
+    /// A query's time on its connection (a transaction's, from `BEGIN` to
+    /// `COMMIT`), by `query`: the storage function (`events.room_events_window`).
+    pub query: HistogramVec,
+}
+
+impl DbMetrics {
+    fn new() -> Self {
+        Self {
+            acquire: histogram(
+                "myelin_db_pool_acquire_seconds",
+                "Time from asking the database pool for a connection to getting one.",
+                DB_BUCKETS,
+            ),
+            query: HistogramVec::new(
+                HistogramOpts::new(
+                    "myelin_db_query_seconds",
+                    "Time of each query on its connection (a transaction from BEGIN to COMMIT), by the storage function that made it.",
+                )
+                .buckets(DB_BUCKETS.to_vec()),
+                &["query"],
+            )
+            .expect("valid metric"),
+        }
+    }
+}
+
+/// Hits and misses of one in-memory cache, counted as lookups happen
+/// (relaxed atomics: a lookup costs two uncontended increments at most).
+#[derive(Default)]
+pub struct CacheLookups {
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+impl CacheLookups {
+    /// Counts one lookup; returns `found` so it can wrap the test.
+    pub fn record(&self, found: bool) -> bool {
+        let counter = if found { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// Counts a lookup by whether it found something.
+    pub fn of<T>(&self, found: Option<T>) -> Option<T> {
+        self.record(found.is_some());
+        found
+    }
+
+    /// (hits, misses) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.hits.load(std::sync::atomic::Ordering::Relaxed),
+            self.misses.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// The process's own figures, with the usual `process_*` names.
@@ -123,43 +204,7 @@ impl ProcessMetrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "myelin_http_requests_total",
-                "HTTP requests answered, by route template, method and status.",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "myelin_http_request_duration_seconds",
-                "Time from a request's headers to its response's headers, by route template and method.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "method"],
-        )
-        .expect("valid metric");
-        let cache_entries = gauge_vec(
-            "myelin_cache_entries",
-            "Entries held by each in-memory cache (service.cache).",
-            &["cache"],
-        );
-        let db_connections = gauge_vec(
-            "myelin_db_pool_connections",
-            "Database pool connections, by state (idle, in_use).",
-            &["state"],
-        );
-        let jobs_running = gauge_vec(
-            "myelin_jobs_running",
-            "Admin jobs running now, by kind.",
-            &["kind"],
-        );
-        let job_progress = gauge_vec(
-            "myelin_job_processed_items",
-            "Items a running admin job has done so far (events indexed, events purged), by job id and kind.",
-            &["job", "kind"],
-        );
+        let (http_requests, http_duration) = http_metrics();
         let m = Self {
             http_requests,
             http_duration,
@@ -181,13 +226,35 @@ impl Metrics {
                 "Time each group commit's transaction took.",
                 LATENCY_BUCKETS,
             ),
-            cache_entries,
+            writer_queue_wait: histogram(
+                "myelin_event_writer_queue_wait_seconds",
+                "Time each event waited in the group-commit writer's queue before its commit began.",
+                LATENCY_BUCKETS,
+            ),
+            db: Arc::new(DbMetrics::new()),
+            cache_hits: counter_vec(
+                "myelin_cache_hits_total",
+                "Cache lookups that found their entry, by cache (service.cache).",
+            ),
+            cache_misses: counter_vec(
+                "myelin_cache_misses_total",
+                "Cache lookups that did not find their entry, by cache (service.cache).",
+            ),
+            cache_entries: gauge_vec(
+                "myelin_cache_entries",
+                "Entries held by each in-memory cache (service.cache).",
+                &["cache"],
+            ),
             cache_bytes: gauge_vec(
                 "myelin_cache_bytes",
                 "Bytes held by the in-memory caches that count them (service.cache).",
                 &["cache"],
             ),
-            db_connections,
+            db_connections: gauge_vec(
+                "myelin_db_pool_connections",
+                "Database pool connections, by state (idle, in_use).",
+                &["state"],
+            ),
             db_connections_max: gauge(
                 "myelin_db_pool_max_connections",
                 "The database pool's upper bound on connections.",
@@ -212,8 +279,16 @@ impl Metrics {
                 "myelin_push_failures_total",
                 "Push gateway deliveries that failed (each attempt).",
             ),
-            jobs_running,
-            job_progress,
+            jobs_running: gauge_vec(
+                "myelin_jobs_running",
+                "Admin jobs running now, by kind.",
+                &["kind"],
+            ),
+            job_progress: gauge_vec(
+                "myelin_job_processed_items",
+                "Items a running admin job has done so far (events indexed, events purged), by job id and kind.",
+                &["job", "kind"],
+            ),
             process: ProcessMetrics::new(),
             registry,
         };
@@ -229,6 +304,11 @@ impl Metrics {
             Box::new(self.events_persisted.clone()),
             Box::new(self.commit_batch.clone()),
             Box::new(self.commit_duration.clone()),
+            Box::new(self.writer_queue_wait.clone()),
+            Box::new(self.db.acquire.clone()),
+            Box::new(self.db.query.clone()),
+            Box::new(self.cache_hits.clone()),
+            Box::new(self.cache_misses.clone()),
             Box::new(self.cache_entries.clone()),
             Box::new(self.cache_bytes.clone()),
             Box::new(self.db_connections.clone()),
@@ -294,6 +374,34 @@ impl Default for Metrics {
 
 fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).expect("valid metric")
+}
+
+/// Requests by route template, method and status; latency by route
+/// template and method.
+fn http_metrics() -> (IntCounterVec, HistogramVec) {
+    let http_requests = IntCounterVec::new(
+        Opts::new(
+            "myelin_http_requests_total",
+            "HTTP requests answered, by route template, method and status.",
+        ),
+        &["route", "method", "status"],
+    )
+    .expect("valid metric");
+    let http_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "myelin_http_request_duration_seconds",
+            "Time from a request's headers to its response's headers, by route template and method.",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["route", "method"],
+    )
+    .expect("valid metric");
+    (http_requests, http_duration)
+}
+
+/// A counter by `cache`.
+fn counter_vec(name: &str, help: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &["cache"]).expect("valid metric")
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {

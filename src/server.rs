@@ -164,37 +164,72 @@ impl RunningServer {
         served && stopped
     }
 
-    /// Serves until `shutdown_signal` completes, then shuts down cleanly;
-    /// an error when the shutdown outlasted `shutdown_timeout_secs`.
-    pub async fn run_until(
-        self,
-        shutdown_signal: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        shutdown_signal.await;
+    /// Serves until the first of `signals` (Ctrl-C or SIGTERM), then shuts
+    /// down cleanly; an error when the shutdown outlasted
+    /// `shutdown_timeout_secs`, or when a second signal cut it short (it
+    /// stops waiting at once, as most servers do: whatever is still
+    /// unwritten is lost, and a send is answered only once written).
+    pub async fn run_until(self, mut signals: ShutdownSignals) -> anyhow::Result<()> {
+        signals.next().await;
         let timeout = self.services.config.shutdown_timeout_secs;
-        tracing::info!(timeout_secs = timeout, "shutting down");
-        anyhow::ensure!(
-            self.shutdown_within(Duration::from_secs(timeout)).await,
-            "the shutdown did not finish within shutdown_timeout_secs ({timeout} s)"
+        tracing::info!(
+            timeout_secs = timeout,
+            "shutting down (a second Ctrl-C or SIGTERM exits at once)"
         );
+        tokio::select! {
+            finished = self.shutdown_within(Duration::from_secs(timeout)) => {
+                anyhow::ensure!(
+                    finished,
+                    "the shutdown did not finish within shutdown_timeout_secs ({timeout} s)"
+                );
+            }
+            () = signals.next() => {
+                tracing::warn!("a second signal: exiting without finishing the shutdown");
+                anyhow::bail!("a second signal cut the shutdown short");
+            }
+        }
         tracing::info!("shut down");
         Ok(())
     }
 }
 
-/// Ctrl-C or SIGTERM. Call it before the server starts, so a signal that
-/// arrives while it starts up is not missed (or fatal).
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// Ctrl-C (SIGINT) and SIGTERM, each time they arrive. Make it before the
+/// server starts, so a signal that arrives while it starts up is not
+/// missed (or fatal).
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| anyhow::anyhow!("cannot install a SIGTERM handler: {e}"))?;
-    Ok(async move {
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// The next Ctrl-C or SIGTERM.
+    pub async fn next(&mut self) {
         #[cfg(unix)]
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-    })
+    }
+}
+
+/// Listens for Ctrl-C and SIGTERM from now on ([`ShutdownSignals`]).
+pub fn shutdown_signals() -> anyhow::Result<ShutdownSignals> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot install a Ctrl-C handler: {e}"))?;
+        let terminate = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot install a SIGTERM handler: {e}"))?;
+        Ok(ShutdownSignals {
+            interrupt,
+            terminate,
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(ShutdownSignals {})
 }

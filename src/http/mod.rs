@@ -47,15 +47,13 @@ pub fn app(state: AppState) -> Router {
 /// guard has nothing to do for them, and a boxed middleware around a parked
 /// long-poll would stay allocated for as long as it waits.
 pub fn app_without_body_guard(state: AppState) -> Router {
-    let observe = observe::ObserveLayer {
-        state: state.clone(),
-    };
+    let observe = observe::ObserveLayer::new(&state);
     let inner = Router::new()
         .merge(client::routes())
         .merge(admin::routes(&state))
         .merge(federation::routes())
         .merge(observe::routes())
-        .route_layer(observe::RouteTemplateLayer)
+        .route_layer(observe::AroundLayer(observe::RouteTemplate))
         .fallback(|| async { MatrixError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
             MatrixError::unrecognized(StatusCode::METHOD_NOT_ALLOWED)

@@ -67,99 +67,80 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The outermost layer of the client listener's routes: gives each request
-/// an id (a trusted proxy's `X-Request-Id`, or a new one), runs it in an
-/// info-level `request` span that carries the id (so every log line the
-/// request causes shows it), answers with the id in `X-Request-Id`, and
-/// counts it by route template, method and status.
+/// A tower layer that does something as a request comes in and something
+/// to its answer: [`ObserveLayer`] and [`RouteTemplateLayer`] are two.
 #[derive(Clone)]
-pub struct ObserveLayer {
-    pub state: AppState,
+pub struct AroundLayer<A>(pub A);
+
+/// What an [`AroundLayer`] does: [`Around::start`] sees the request and
+/// returns what its [`Finish`] needs, and the span the request runs in.
+pub trait Around {
+    type Pending: Finish;
+    fn start(&self, req: &Request) -> (Self::Pending, tracing::Span);
 }
 
-impl<S> tower::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+/// Done to the answer; dropped without being called when the request is
+/// dropped unanswered (a client that went away).
+pub trait Finish {
+    fn finish(self, resp: &mut Response);
+}
 
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
+impl<S, A: Clone> tower::Layer<S> for AroundLayer<A> {
+    type Service = AroundService<S, A>;
+
+    fn layer(&self, inner: S) -> AroundService<S, A> {
+        AroundService {
             inner,
-            state: self.state.clone(),
+            around: self.0.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct Observe<S> {
+pub struct AroundService<S, A> {
     inner: S,
-    state: AppState,
+    around: A,
 }
 
-impl<S> tower::Service<Request> for Observe<S>
+impl<S, A> tower::Service<Request> for AroundService<S, A>
 where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
+    A: Around,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = ObserveFuture<S::Future>;
+    type Future = AroundFuture<S::Future, A::Pending>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let id = request_id(&req, &self.state.config.trusted_proxies);
-        let method = method_label(req.method());
-        let span = tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or_default(),
-            method = %req.method(),
-            path = %req.uri().path(),
-        );
+        let (pending, span) = self.around.start(&req);
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
         };
-        let metrics = self.state.metrics.clone();
-        metrics.http_in_flight.inc();
-        ObserveFuture {
+        AroundFuture {
             inner: inner.instrument(span),
-            done: Some(Done {
-                metrics,
-                method,
-                id,
-                started: Instant::now(),
-            }),
+            pending: Some(pending),
         }
     }
 }
 
-/// What [`ObserveFuture`] records once the answer is ready.
-struct Done {
-    metrics: Arc<Metrics>,
-    method: &'static str,
-    id: HeaderValue,
-    started: Instant,
-}
-
-impl Drop for Done {
-    /// Answered or not (a client that went away drops the request), the
-    /// request is no longer in flight.
-    fn drop(&mut self) {
-        self.metrics.http_in_flight.dec();
-    }
-}
-
 pin_project_lite::pin_project! {
-    pub struct ObserveFuture<F> {
+    /// The inner future, run in the request's span; its answer finished.
+    pub struct AroundFuture<F, P> {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
-        done: Option<Done>,
+        pending: Option<P>,
     }
 }
 
-impl<F> Future for ObserveFuture<F>
+impl<F, P> Future for AroundFuture<F, P>
 where
     F: Future<Output = Result<Response, Infallible>>,
+    P: Finish,
 {
     type Output = Result<Response, Infallible>;
 
@@ -168,23 +149,103 @@ where
         let Poll::Ready(Ok(mut resp)) = this.inner.poll(cx) else {
             return Poll::Pending;
         };
-        if let Some(done) = this.done.take() {
+        if let Some(pending) = this.pending.take() {
+            pending.finish(&mut resp);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+/// The outermost layer of the client listener's routes: gives each request
+/// an id (a trusted proxy's `X-Request-Id`, or a new one), runs it in an
+/// info-level `request` span that carries the id (so every log line the
+/// request causes shows it), answers with the id in `X-Request-Id`, and,
+/// while metrics are served (`metrics.listen`), counts it by route
+/// template, method and status.
+pub type ObserveLayer = AroundLayer<Observe>;
+
+impl ObserveLayer {
+    pub fn new(state: &AppState) -> Self {
+        AroundLayer(Observe {
+            proxies: state.config.trusted_proxies.clone().into(),
+            metrics: state
+                .config
+                .metrics
+                .listen
+                .is_some()
+                .then(|| state.metrics.clone()),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe {
+    proxies: Arc<[crate::net::Cidr]>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Around for Observe {
+    type Pending = Done;
+
+    fn start(&self, req: &Request) -> (Done, tracing::Span) {
+        let id = request_id(req, &self.proxies);
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or_default(),
+            method = %req.method(),
+            path = %req.uri().path(),
+        );
+        let counted = self.metrics.clone().map(|metrics| {
+            metrics.http_in_flight.inc();
+            Counted {
+                metrics,
+                method: method_label(req.method()),
+                started: Instant::now(),
+            }
+        });
+        (Done { id, counted }, span)
+    }
+}
+
+/// What [`Observe`] does to the answer: its id, and its metrics.
+pub struct Done {
+    id: HeaderValue,
+    counted: Option<Counted>,
+}
+
+/// A request counted in flight, to count once answered.
+struct Counted {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Drop for Counted {
+    /// Answered or not (a client that went away drops the request), the
+    /// request is no longer in flight.
+    fn drop(&mut self) {
+        self.metrics.http_in_flight.dec();
+    }
+}
+
+impl Finish for Done {
+    fn finish(self, resp: &mut Response) {
+        if let Some(c) = &self.counted {
             let route = resp
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("unmatched", MatchedPath::as_str);
             let status = resp.status();
-            done.metrics
+            c.metrics
                 .http_requests
-                .with_label_values(&[route, done.method, status.as_str()])
+                .with_label_values(&[route, c.method, status.as_str()])
                 .inc();
-            done.metrics
+            c.metrics
                 .http_duration
-                .with_label_values(&[route, done.method])
-                .observe(done.started.elapsed().as_secs_f64());
-            resp.headers_mut().insert(REQUEST_ID, done.id.clone());
+                .with_label_values(&[route, c.method])
+                .observe(c.started.elapsed().as_secs_f64());
         }
-        Poll::Ready(Ok(resp))
+        resp.headers_mut().insert(REQUEST_ID, self.id);
     }
 }
 
@@ -227,65 +288,26 @@ fn method_label(m: &Method) -> &'static str {
 /// A layer for the routes themselves (`Router::route_layer`): copies the
 /// matched route template into the response's extensions, where
 /// [`ObserveLayer`] (outside the router) finds it.
+pub type RouteTemplateLayer = AroundLayer<RouteTemplate>;
+
 #[derive(Clone, Copy, Default)]
-pub struct RouteTemplateLayer;
+pub struct RouteTemplate;
 
-impl<S> tower::Layer<S> for RouteTemplateLayer {
-    type Service = RouteTemplate<S>;
+impl Around for RouteTemplate {
+    type Pending = Option<MatchedPath>;
 
-    fn layer(&self, inner: S) -> RouteTemplate<S> {
-        RouteTemplate { inner }
+    fn start(&self, req: &Request) -> (Option<MatchedPath>, tracing::Span) {
+        (
+            req.extensions().get::<MatchedPath>().cloned(),
+            tracing::Span::none(),
+        )
     }
 }
 
-#[derive(Clone)]
-pub struct RouteTemplate<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request> for RouteTemplate<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = RouteTemplateFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        RouteTemplateFuture {
-            inner: self.inner.call(req),
-            route,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    pub struct RouteTemplateFuture<F> {
-        #[pin]
-        inner: F,
-        route: Option<MatchedPath>,
-    }
-}
-
-impl<F> Future for RouteTemplateFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Poll::Ready(Ok(mut resp)) = this.inner.poll(cx) else {
-            return Poll::Pending;
-        };
-        if let Some(route) = this.route.take() {
+impl Finish for Option<MatchedPath> {
+    fn finish(self, resp: &mut Response) {
+        if let Some(route) = self {
             resp.extensions_mut().insert(route);
         }
-        Poll::Ready(Ok(resp))
     }
 }

@@ -32,17 +32,24 @@ pub struct AccountData {
 /// Something read per user from their account data, parsed and kept for
 /// recent users. A store of the user's data forgets their entry and counts
 /// itself, so a load that raced a store is not kept.
-struct UserCache<T>(Mutex<(u64, lru::LruCache<OwnedUserId, Arc<T>>)>);
+struct UserCache<T>(
+    Mutex<(u64, lru::LruCache<OwnedUserId, Arc<T>>)>,
+    crate::metrics::CacheLookups,
+);
 
 impl<T> UserCache<T> {
     fn new() -> Self {
-        Self(Mutex::new((0, lru::LruCache::new(RULES_CACHE_SIZE))))
+        Self(
+            Mutex::new((0, lru::LruCache::new(RULES_CACHE_SIZE))),
+            crate::metrics::CacheLookups::default(),
+        )
     }
 
     /// The cached value, or the store count to hand to [`UserCache::put`].
     fn get(&self, user: &UserId) -> std::result::Result<Arc<T>, u64> {
         let mut cache = self.0.lock();
-        cache.1.get(user).cloned().ok_or(cache.0)
+        let found = cache.1.get(user).cloned();
+        self.1.of(found).ok_or(cache.0)
     }
 
     fn put(&self, user: &UserId, stores: u64, value: Arc<T>) {
@@ -293,6 +300,13 @@ impl crate::services::workers::CacheSizes for AccountData {
         vec![
             ("push_rules", self.rules.len()),
             ("ignored_users", self.ignored.len()),
+        ]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![
+            ("push_rules", &self.rules.1),
+            ("ignored_users", &self.ignored.1),
         ]
     }
 }

@@ -653,6 +653,10 @@ impl crate::services::workers::CacheSizes for E2eKeys {
             ("device_keys.bytes", bytes),
         ]
     }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![("device_keys", &self.lists.keys.lookups)]
+    }
 }
 
 /// Stored device keys (a JSON object, stored without `unsigned`) with

@@ -73,6 +73,8 @@ struct Inner {
 /// See the module.
 pub struct KeyCache {
     inner: Mutex<Inner>,
+    /// Hits and misses of [`KeyCache::get`].
+    pub lookups: crate::metrics::CacheLookups,
 }
 
 impl KeyCache {
@@ -84,6 +86,7 @@ impl KeyCache {
                 forgotten: lru::LruCache::new(users),
                 floor: 0,
             }),
+            lookups: crate::metrics::CacheLookups::default(),
         }
     }
 
@@ -94,7 +97,8 @@ impl KeyCache {
 
     /// The user's entry, if kept.
     pub fn get(&self, user: &str) -> Option<Arc<UserKeys>> {
-        self.inner.lock().entries.get(user).cloned()
+        let found = self.inner.lock().entries.get(user).cloned();
+        self.lookups.of(found)
     }
 
     /// Keeps `keys`, read from the database at `generation`, unless the

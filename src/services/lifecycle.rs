@@ -121,6 +121,33 @@ impl Services {
     /// Every in-memory cache and table with its number of entries, by
     /// service (`service.cache`).
     pub fn cache_report(&self) -> Vec<(String, usize)> {
+        self.caches()
+            .into_iter()
+            .flat_map(|(service, caches)| {
+                caches
+                    .cache_sizes()
+                    .into_iter()
+                    .map(move |(cache, n)| (format!("{service}.{cache}"), n))
+            })
+            .collect()
+    }
+
+    /// The hits and misses of every cache that counts them, by service
+    /// (`service.cache`).
+    pub fn cache_lookup_report(&self) -> Vec<(String, (u64, u64))> {
+        self.caches()
+            .into_iter()
+            .flat_map(|(service, caches)| {
+                caches
+                    .cache_lookups()
+                    .into_iter()
+                    .map(move |(cache, l)| (format!("{service}.{cache}"), l.get()))
+            })
+            .collect()
+    }
+
+    /// Every service that keeps caches, by name.
+    fn caches(&self) -> Vec<(&str, &dyn CacheSizes)> {
         let mut services: Vec<(&str, &dyn CacheSizes)> = vec![
             ("rooms", &self.rooms),
             ("sessions", &*self.sessions),
@@ -145,14 +172,6 @@ impl Services {
             services.push(("login_limiter", l));
         }
         services
-            .into_iter()
-            .flat_map(|(service, caches)| {
-                caches
-                    .cache_sizes()
-                    .into_iter()
-                    .map(move |(cache, n)| (format!("{service}.{cache}"), n))
-            })
-            .collect()
     }
 
     /// The cache report as one line: `rooms.heads=3 sessions.tokens=1 ...`.

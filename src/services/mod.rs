@@ -161,7 +161,7 @@ impl Services {
         let stream = Arc::new(stream::Stream::new(start_position(&storage).await?));
         let lists = e2e_keys::DeviceLists::shared(&storage, &stream, config.caches.device_keys);
         let workers = workers::Workers::default();
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let metrics = observe::new_metrics(&config, &storage);
 
         // Accounts, sessions and what guards them.
         let hasher = passwords::PasswordHasherService::new(&config.password_hashing);

@@ -12,6 +12,19 @@ use super::Services;
 /// How long the health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The server's metrics; queries are timed only while they are served
+/// (`metrics.listen`).
+pub(super) fn new_metrics(
+    config: &crate::config::Config,
+    storage: &crate::storage::Storage,
+) -> std::sync::Arc<Metrics> {
+    let metrics = std::sync::Arc::new(Metrics::new());
+    if config.metrics.listen.is_some() {
+        storage.observe_with(metrics.db.clone());
+    }
+    metrics
+}
+
 impl Services {
     /// Whether the server can serve: the database answers a read within
     /// [`HEALTH_TIMEOUT`].
@@ -42,6 +55,10 @@ impl Services {
                     .with_label_values(&[cache.as_str()])
                     .set(n as i64),
             }
+        }
+        for (cache, (hits, misses)) in self.cache_lookup_report() {
+            Metrics::advance_to(&m.cache_hits.with_label_values(&[cache.as_str()]), hits);
+            Metrics::advance_to(&m.cache_misses.with_label_values(&[cache.as_str()]), misses);
         }
         let (size, idle, max) = self.storage.pool_stats();
         let idle = idle as i64;

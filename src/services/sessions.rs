@@ -39,6 +39,8 @@ pub struct Sessions {
     device_lists: Arc<DeviceLists>,
     pending_last_seen: Mutex<HashMap<(String, String), LastSeen>>,
     tokens: Mutex<lru::LruCache<String, CachedToken>>,
+    /// Hits and misses of `tokens`.
+    token_lookups: crate::metrics::CacheLookups,
 }
 
 struct CachedToken {
@@ -72,6 +74,7 @@ impl Sessions {
             device_lists,
             pending_last_seen: Mutex::new(HashMap::new()),
             tokens: Mutex::new(lru::LruCache::new(TOKEN_CACHE_SIZE)),
+            token_lookups: crate::metrics::CacheLookups::default(),
         })
     }
 
@@ -201,13 +204,18 @@ impl Sessions {
     /// The cached owner of a token, if the entry is still current.
     fn cached_requester(&self, token: &str) -> Option<Requester> {
         let mut tokens = self.tokens.lock();
-        let entry = tokens.get(token)?;
+        let Some(entry) = tokens.get(token) else {
+            self.token_lookups.record(false);
+            return None;
+        };
         if entry.epoch == self.storage.auth_epoch() && entry.read_at.elapsed() < TOKEN_CACHE_TTL {
             let mut r = entry.requester.clone();
             r.fresh = false;
+            self.token_lookups.record(true);
             return Some(r);
         }
         tokens.pop(token);
+        self.token_lookups.record(false);
         None
     }
 
@@ -313,6 +321,10 @@ impl crate::services::workers::CacheSizes for Sessions {
             ("tokens", self.tokens.lock().len()),
             ("pending_last_seen", self.pending_last_seen.lock().len()),
         ]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![("tokens", &self.token_lookups)]
     }
 }
 

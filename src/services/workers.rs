@@ -205,6 +205,11 @@ impl Workers {
 /// A service that keeps entries in memory reports how many, by cache name.
 pub trait CacheSizes {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)>;
+
+    /// The hits and misses of the caches that count them.
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -143,7 +143,9 @@ impl Storage {
             true => {
                 let texts = joined_texts(&batch, self.dialect().begin_write());
                 let persistent = batch.params.len() <= CACHED_PARAMS;
-                let mut conn = self.pool().acquire().await?;
+                let db = self.pool();
+                let mut conn = db.acquire().await?;
+                let time = db.time();
                 for (text, range) in &texts {
                     // Every statement binds its own parameters once each, in
                     // order, so the joined text can use anonymous ones.
@@ -159,6 +161,7 @@ impl Storage {
                         return Err(e);
                     }
                 }
+                time.done();
                 Ok(())
             }
             false => {

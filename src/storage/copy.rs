@@ -252,8 +252,8 @@ fn read_value(row: &AnyRow, i: usize, kind: Kind) -> sqlx::Result<Value> {
 
 /// Copies one table's rows in batches; how many.
 async fn copy_table(
-    reading: &mut sqlx::Transaction<'static, sqlx::Any>,
-    writing: &mut sqlx::Transaction<'static, sqlx::Any>,
+    reading: &mut super::Tx,
+    writing: &mut super::Tx,
     table: &str,
     columns: &[(String, Kind)],
 ) -> anyhow::Result<u64> {
@@ -283,7 +283,7 @@ async fn copy_table(
 
 /// One multi-row `INSERT`; the number of rows.
 async fn insert(
-    writing: &mut sqlx::Transaction<'static, sqlx::Any>,
+    writing: &mut super::Tx,
     table: &str,
     names: &[String],
     rows: Vec<Vec<Value>>,

@@ -145,10 +145,7 @@ pub struct ListChange<'a> {
     pub only_for: Option<&'a str>,
 }
 
-async fn insert_change(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    c: &ListChange<'_>,
-) -> sqlx::Result<()> {
+async fn insert_change(tx: &mut super::Tx, c: &ListChange<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO device_list_changes (stream_ordering, user_id, only_for) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",

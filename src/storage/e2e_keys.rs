@@ -499,11 +499,7 @@ impl Storage {
     }
 }
 
-async fn insert_change(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    user_id: &str,
-    pos: i64,
-) -> sqlx::Result<()> {
+async fn insert_change(tx: &mut super::Tx, user_id: &str, pos: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO device_list_changes (stream_ordering, user_id) VALUES ($1, $2)
          ON CONFLICT DO NOTHING",

@@ -283,11 +283,7 @@ impl Storage {
 }
 
 /// Whether `version` is one of the user's (not deleted).
-async fn version_exists(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    user_id: &str,
-    version: i64,
-) -> sqlx::Result<bool> {
+async fn version_exists(tx: &mut super::Tx, user_id: &str, version: i64) -> sqlx::Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM key_backup_versions
          WHERE user_id = $1 AND version = $2 AND deleted = 0",
@@ -302,7 +298,7 @@ async fn version_exists(
 /// Moves a version's etag when its keys `changed`, then reads its etag and
 /// key count.
 async fn version_etag_count(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::Tx,
     user_id: &str,
     version: i64,
     changed: bool,

@@ -394,7 +394,7 @@ UPDATE rooms SET world_readable = 1 WHERE room_id IN (
 "#;
 
 /// The directory words of every existing profile.
-async fn backfill_v15(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> sqlx::Result<()> {
+async fn backfill_v15(tx: &mut super::Tx) -> sqlx::Result<()> {
     let profiles: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT user_id, displayname FROM profiles")
             .fetch_all(&mut **tx)

@@ -24,6 +24,7 @@ pub mod key_backup;
 pub mod media;
 pub mod media_admin;
 mod migrations;
+pub mod observe;
 mod openid;
 mod profiles;
 pub mod purge;
@@ -40,6 +41,7 @@ pub use accounts::{AccountRow, AccountType};
 pub use aliases::DirectoryUserRow;
 pub use devices::DeviceRow;
 pub use dialect::Dialect;
+pub use observe::{Db, Tx};
 pub use profiles::ProfileRow;
 pub use registration_tokens::RegistrationTokenRow;
 
@@ -166,6 +168,8 @@ pub struct Storage {
     /// The SQLite checkpoint task (`checkpoint`), and what stops it.
     checkpointer: Arc<parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     stop_checkpointer: Arc<tokio::sync::Notify>,
+    /// Set while metrics are served: what [`Db`] and [`Tx`] time.
+    observed: Arc<std::sync::OnceLock<Arc<crate::metrics::DbMetrics>>>,
 }
 
 impl Storage {
@@ -217,6 +221,7 @@ impl Storage {
             alive: Arc::new(()),
             checkpointer: Arc::default(),
             stop_checkpointer: Arc::default(),
+            observed: Arc::default(),
         };
         if dialect == Dialect::Sqlite && !storage.sqlite_has_qpsg().await? {
             tracing::warn!(
@@ -260,13 +265,27 @@ impl Storage {
         let found: Option<(String,)> = sqlx::query_as(
             "SELECT compile_options FROM pragma_compile_options WHERE compile_options = 'ENABLE_QPSG'",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         Ok(found.is_some())
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The pool as an executor: every query goes through here (or
+    /// [`Storage::begin`]), timed by the calling function's name while
+    /// metrics are served ([`observe`]).
+    #[track_caller]
+    pub fn pool(&self) -> Db<'_> {
+        Db::new(
+            &self.pool,
+            self.observed.get().map(|m| &**m),
+            std::panic::Location::caller(),
+        )
+    }
+
+    /// Times the pool's waits and every query from now on (once; the
+    /// server does it when `metrics.listen` is set).
+    pub fn observe_with(&self, metrics: Arc<crate::metrics::DbMetrics>) {
+        let _ = self.observed.set(metrics);
     }
 
     /// Whether the database answers: a read of the migrations table (a
@@ -274,7 +293,7 @@ impl Storage {
     /// connections, or a SQLite file that cannot be read, fails it).
     pub async fn ping(&self) -> sqlx::Result<()> {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM schema_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map(|_| ())
     }
@@ -291,8 +310,9 @@ impl Storage {
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before writing waits
     /// for a concurrent writer instead of failing with "database is locked".
-    pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
-        self.pool.begin_with(self.dialect.begin_write()).await
+    #[track_caller]
+    pub fn begin(&self) -> impl Future<Output = sqlx::Result<Tx>> + Send + '_ {
+        self.pool().begin_with(self.dialect.begin_write())
     }
 
     /// A statement whose text is built per call (an `IN` list padded to one

@@ -13,7 +13,7 @@ const WORDS_PER_INSERT: usize = 256;
 /// Replaces the user directory words of `user_id` with those of its
 /// localpart and `displayname`.
 pub(super) async fn write_user_words(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut super::Tx,
     user_id: &str,
     displayname: Option<&str>,
 ) -> sqlx::Result<()> {

@@ -136,6 +136,7 @@ async fn metrics_listener_serves_the_text_format_and_is_off_by_default() {
     let samples = parse(&text);
     assert!(value(&samples, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(value(&samples, "process_open_fds", &[]) > 0.0);
+    assert!(value(&samples, "process_cpu_seconds_total", &[]) > 0.0);
     assert!(value(&samples, "myelin_db_pool_max_connections", &[]) >= 1.0);
     // The metrics listener serves nothing else.
     let at = server.running.as_ref().unwrap().metrics_addr.unwrap();
@@ -216,6 +217,244 @@ async fn counters_move_with_requests_labelled_by_route_template() {
             );
         }
     }
+}
+
+/// The sum of `name` over every label set whose `label` is `value`
+/// (every series of `name` when `label` is empty).
+fn total(samples: &Samples, name: &str, label: &str, value: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name && (label.is_empty() || labels.get(label).is_some_and(|v| v == value))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The database pool's waits and every query's latency, labelled with the
+/// storage function that made it; the group-commit queue's wait; cache
+/// hits and misses.
+#[tokio::test]
+async fn database_writer_and_cache_metrics_move_with_requests() {
+    let server = with_metrics().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    let before = scrape(&server).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(send_text(&server, &alice, &room, &format!("hello {i}")).await);
+    }
+    // A new token: its first request misses the token cache, the next hit it.
+    let again = server.login("alice", "password123").await;
+    for _ in 0..2 {
+        let (st, _) = server.whoami(again.token()).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    // A sent event is in the event cache.
+    let (st, body) = server
+        .get(
+            &room_path(&room, &format!("/event/{}", enc(&sent[0]))),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let after = scrape(&server).await;
+    let moved = |name: &str, label: &str, v: &str| {
+        total(&after, name, label, v) - total(&before, name, label, v)
+    };
+
+    assert!(moved("myelin_db_pool_acquire_seconds_count", "", "") >= 5.0);
+    assert!(
+        total(&after, "myelin_db_pool_connections", "", "") >= 1.0,
+        "idle and in use"
+    );
+    assert!(moved("myelin_db_query_seconds_count", "", "") >= 5.0);
+    // The group commits (one statement batch each) and the login's
+    // transaction, by their storage functions.
+    assert!(moved("myelin_db_query_seconds_count", "query", "batch.run_batch") >= 1.0);
+    assert!(
+        moved(
+            "myelin_db_query_seconds_count",
+            "query",
+            "devices.create_session"
+        ) >= 1.0
+    );
+    assert!(moved("myelin_db_query_seconds_sum", "query", "batch.run_batch") > 0.0);
+    // Every query is labelled `module.function` of src/storage.
+    for ((name, labels), _) in after.iter() {
+        if let Some(q) = labels.get("query") {
+            assert!(name.starts_with("myelin_db_query_seconds"), "{name}");
+            let (module, function) = q.split_once('.').expect("module.function");
+            assert!(!module.is_empty() && !function.is_empty(), "{q}");
+            assert_ne!(q, "other", "a query outside src/storage");
+        }
+    }
+    assert_eq!(
+        moved("myelin_event_writer_queue_wait_seconds_count", "", ""),
+        3.0
+    );
+
+    let hits = |c: &str| moved("myelin_cache_hits_total", "cache", c);
+    let misses = |c: &str| moved("myelin_cache_misses_total", "cache", c);
+    assert!(
+        misses("sessions.tokens") >= 1.0,
+        "the new token's first use"
+    );
+    assert!(
+        hits("sessions.tokens") >= 2.0,
+        "alice's sends, the second whoami"
+    );
+    assert!(hits("rooms.events") >= 1.0, "the sent event read back");
+    assert!(hits("rooms.versions") + hits("rooms.heads") >= 1.0);
+}
+
+/// A push gateway that fails: each failed delivery is counted, and the
+/// notification waits in the queue until the gateway takes it.
+#[tokio::test]
+async fn push_failures_and_the_queue_depth_are_counted() {
+    let server = with_metrics().await;
+    let gateway = crate::harness::FakeGateway::start().await;
+    let (_alice, bob, room) = crate::push::pushed_pair(&server, &gateway, None).await;
+    let before = scrape(&server).await;
+    gateway.set_down(true);
+    let event_id = send_text(&server, &bob, &room, "while down").await;
+    assert_eq!(gateway.next_for(&event_id).await.status, 500);
+    let down = scrape(&server).await;
+    assert!(
+        value(&down, "myelin_push_failures_total", &[])
+            > value(&before, "myelin_push_failures_total", &[])
+    );
+    assert!(value(&down, "myelin_push_queue_depth", &[]) >= 1.0);
+    gateway.set_down(false);
+    while gateway.next_for(&event_id).await.status != 200 {}
+    wait_until("the push queue empty", Duration::from_secs(30), || async {
+        let n = value(&scrape(&server).await, "myelin_push_queue_depth", &[]);
+        if n == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} waiting"))
+        }
+    })
+    .await;
+}
+
+/// A running admin job (the binary, its reindex held at its first step)
+/// shows in `myelin_jobs_running` and its progress in
+/// `myelin_job_processed_items`.
+#[tokio::test]
+async fn a_running_job_and_its_progress_are_shown() {
+    let pause = tempfile::tempdir().unwrap();
+    let (mut bin, (root, room)) = crate::harness::Binary::start(
+        async |s: &TestServer| {
+            let root = s.admin("root").await;
+            let room = create_room(s, &root, json!({})).await;
+            for i in 0..5 {
+                send_text(s, &root, &room, &format!("jobword {i}")).await;
+            }
+            (root, room)
+        },
+        None,
+    )
+    .await;
+    assert!(bin.terminate().await.success(), "{}", bin.log());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    bin.server.config.metrics.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    bin.spawn(Some(pause.path())).await;
+    let (st, b) = bin
+        .server
+        .post("/_dendrite/admin/fulltext/reindex", root.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let job = b["job_id"].as_str().unwrap().to_owned();
+    wait_until("the job held", Duration::from_secs(60), || async {
+        match pause.path().join(&job).exists() {
+            true => Ok(()),
+            false => Err("not yet".to_owned()),
+        }
+    })
+    .await;
+    let text = bin
+        .server
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse(&text);
+    let kind = samples
+        .keys()
+        .find(|(n, l)| n == "myelin_job_processed_items" && l.get("job") == Some(&job))
+        .and_then(|(_, l)| l.get("kind").cloned())
+        .unwrap_or_else(|| panic!("no progress of {job}:\n{text}"));
+    assert!(
+        value(
+            &samples,
+            "myelin_job_processed_items",
+            &[("job", job.as_str()), ("kind", kind.as_str())]
+        ) >= 5.0,
+        "the first batch's events: {text}"
+    );
+    assert_eq!(
+        value(&samples, "myelin_jobs_running", &[("kind", kind.as_str())]),
+        1.0
+    );
+    let _ = room;
+}
+
+/// Every metric the Grafana dashboard (`contrib/grafana/myelin.json`)
+/// queries is one the server exports (after a load of every kind of
+/// request; the job metrics appear only while a job runs).
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let server = with_metrics().await;
+    load_of_every_kind(&server).await;
+    let (_, text) = scrape_raw(&server).await;
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/myelin.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("myelin_") || word.starts_with("process_") {
+                    queried.insert(word.to_owned());
+                }
+            }
+        }
+    }
+    assert!(queried.len() >= 20, "{queried:?}");
+    for name in &queried {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(*s))
+            .filter(|f| exported.contains(f))
+            .unwrap_or(name.as_str());
+        let only_while_a_job_runs = ["myelin_jobs_running", "myelin_job_processed_items"];
+        assert!(
+            exported.contains(family) || only_while_a_job_runs.contains(&family),
+            "the dashboard queries {name}, which is not exported:\n{text}"
+        );
+    }
+    // The cache hit ratio panel's series are there.
+    assert!(exported.contains("myelin_cache_hits_total"), "{text}");
+    assert!(exported.contains("myelin_cache_bytes"), "{text}");
 }
 
 #[tokio::test]

@@ -270,7 +270,7 @@ async fn pushers_go_with_their_device_and_the_account() {
 }
 
 /// Alice (with a pusher to the fake gateway) and bob in a named room.
-async fn pushed_pair(
+pub(crate) async fn pushed_pair(
     server: &TestServer,
     gateway: &FakeGateway,
     format: Option<&str>,

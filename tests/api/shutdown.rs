@@ -1,7 +1,8 @@
 //! Graceful shutdown: SIGTERM (or `RunningServer::shutdown`) stops
 //! accepting, answers parked `/sync` long-polls at once, finishes the
 //! requests in flight and the writer's queue, and exits 0 within
-//! `shutdown_timeout_secs`; past that it gives up and says so.
+//! `shutdown_timeout_secs`; past that it gives up and says so. A second
+//! signal during the shutdown exits at once.
 
 use std::time::Duration;
 
@@ -118,4 +119,57 @@ async fn sigterm_under_send_load_keeps_every_acknowledged_send() {
 
     bin.spawn(None).await;
     assert_events_served(&bin.server, alice.token(), &room, &acked).await;
+}
+
+/// A stuck upload holds the shutdown (timeout 10 minutes) after the first
+/// SIGTERM; a second signal (Ctrl-C) exits at once, non-zero, and says so.
+#[tokio::test]
+async fn a_second_signal_exits_at_once_during_the_shutdown() {
+    let (mut bin, alice) = Binary::start(async |s: &TestServer| s.user("alice").await, None).await;
+    assert!(bin.terminate().await.success(), "{}", bin.log());
+    bin.server.config.shutdown_timeout_secs = 600;
+    bin.spawn(None).await;
+    let mut conn = tokio::net::TcpStream::connect(bin.server.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nsome",
+        alice.access_token
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let (st, _) = bin.server.whoami(alice.token()).await;
+    assert_eq!(st, StatusCode::OK);
+
+    bin.signal(libc::SIGTERM);
+    // The shutdown has begun once the server takes no new connection.
+    let (client, url) = (
+        bin.server.client.clone(),
+        bin.server.url("/_matrix/client/versions"),
+    );
+    wait_until("the shutdown begun", Duration::from_secs(30), || {
+        let versions = client.get(&url).send();
+        async move {
+            match versions.await {
+                Err(_) => Ok(()),
+                Ok(r) => Err(format!("still answering: {}", r.status())),
+            }
+        }
+    })
+    .await;
+    // The upload holds it: still running a moment later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(bin.running(), "the first signal waits: {}", bin.log());
+
+    bin.signal(libc::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(30), bin.wait())
+        .await
+        .expect("the second signal exits well before the 600 s timeout");
+    assert!(!status.success(), "exit status {status}: {}", bin.log());
+    let log = bin.log();
+    assert!(
+        log.contains("a second signal"),
+        "the forced exit is logged: {log}"
+    );
+    drop(conn);
 }

@@ -36,6 +36,7 @@ use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
 use crate::keys::SigningKey;
+use crate::metrics::CacheLookups;
 use crate::model::pdu::{self, Pdu};
 use crate::model::state::StateMap;
 use crate::model::viewer::ViewerTxns;
@@ -205,6 +206,18 @@ pub struct Rooms {
     ephemeral_messages: bool,
     /// The rooms with threads ([`threads`]).
     thread_rooms: threads::ThreadRooms,
+    /// Hits and misses of the caches above.
+    lookups: Arc<RoomLookups>,
+}
+
+/// Hits and misses of the room caches (`myelin_cache_hits_total`).
+#[derive(Default)]
+struct RoomLookups {
+    events: CacheLookups,
+    heads: CacheLookups,
+    current_state: CacheLookups,
+    versions: CacheLookups,
+    latest: CacheLookups,
 }
 
 /// The event cache over the database: what [`Rooms::pdu_shared`] reads
@@ -212,12 +225,14 @@ pub struct Rooms {
 struct CachedEvents {
     storage: Storage,
     events: Arc<Mutex<lru::LruCache<String, Arc<Pdu>>>>,
+    lookups: Arc<RoomLookups>,
 }
 
 impl CachedEvents {
     async fn get(&self, event_id: &str) -> Result<Option<Arc<Pdu>>> {
-        if let Some(p) = self.events.lock().get(event_id) {
-            return Ok(Some(p.clone()));
+        let cached = self.events.lock().get(event_id).cloned();
+        if let Some(p) = self.lookups.events.of(cached) {
+            return Ok(Some(p));
         }
         let Some(row) = self.storage.event(event_id).await? else {
             return Ok(None);
@@ -275,9 +290,11 @@ impl Rooms {
         } = deps;
         let latest = Arc::new(Mutex::new(bounded_lru(caches.rooms)));
         let events = Arc::new(Mutex::new(lru::LruCache::new(EVENT_CACHE_SIZE)));
+        let lookups = Arc::new(RoomLookups::default());
         let cached = Arc::new(CachedEvents {
             storage: storage.clone(),
             events: events.clone(),
+            lookups: lookups.clone(),
         });
         let (writes, queued) = tokio::sync::mpsc::unbounded_channel();
         let writer = writer::Writer {
@@ -310,6 +327,7 @@ impl Rooms {
             clock,
             hidden: hidden::Hidden::default(),
             ephemeral_messages,
+            lookups,
         }
     }
 
@@ -327,7 +345,7 @@ impl Rooms {
 
     fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<Option<RoomHead>>> {
         let mut heads = self.heads.lock();
-        if let Some(lock) = heads.get(room_id) {
+        if let Some(lock) = self.lookups.heads.of(heads.get(room_id)) {
             return lock.clone();
         }
         let lock = Arc::new(tokio::sync::Mutex::new(None));
@@ -373,8 +391,9 @@ impl Rooms {
 
     /// The room's version, or `None` for a room this server does not know.
     pub async fn version(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
-        if let Some(v) = self.versions.lock().get(room_id) {
-            return Ok(Some(v.clone()));
+        let cached = self.versions.lock().get(room_id).cloned();
+        if let Some(v) = self.lookups.versions.of(cached) {
+            return Ok(Some(v));
         }
         let Some(row) = self.storage.room(room_id.as_str()).await? else {
             return Ok(None);
@@ -509,8 +528,9 @@ impl Rooms {
 
     /// The newest stream position of any event in the room.
     pub async fn latest_position(&self, room_id: &RoomId) -> Result<i64> {
-        if let Some(p) = self.latest.lock().get(room_id) {
-            return Ok(*p);
+        let cached = self.latest.lock().get(room_id).copied();
+        if let Some(p) = self.lookups.latest.of(cached) {
+            return Ok(p);
         }
         let p = self.storage.room_max_stream(room_id.as_str()).await?;
         let mut latest = self.latest.lock();
@@ -550,8 +570,9 @@ impl Rooms {
     /// An event read as a row, from the event cache when there (no parse),
     /// else parsed and cached.
     pub fn pdu_from_row(&self, row: crate::storage::events::EventRow) -> Result<Arc<Pdu>> {
-        if let Some(p) = self.events.lock().get(row.event_id.as_str()) {
-            return Ok(p.clone());
+        let cached = self.events.lock().get(row.event_id.as_str()).cloned();
+        if let Some(p) = self.lookups.events.of(cached) {
+            return Ok(p);
         }
         let id = row.event_id.as_str().to_owned();
         let pdu = Arc::new(row_to_pdu(row)?);
@@ -568,9 +589,10 @@ impl Rooms {
     ) -> Result<HashMap<OwnedRoomId, Vec<Arc<Pdu>>>> {
         let missing: Vec<&str> = {
             let mut cache = self.events.lock();
+            let events = &self.lookups.events;
             refs.values()
                 .flatten()
-                .filter(|r| cache.get(r.event_id.as_str()).is_none())
+                .filter(|r| !events.record(cache.get(r.event_id.as_str()).is_some()))
                 .map(|r| r.event_id.as_str())
                 .collect()
         };
@@ -671,7 +693,8 @@ impl Rooms {
     /// A loaded head's current state and where it last changed, without
     /// the room's lock (which a burst of syncs would queue behind sends on).
     fn loaded_current(&self, room_id: &RoomId) -> Option<(Arc<StateMap>, i64)> {
-        let (failed, state, changed_at) = self.current.lock().get(room_id).cloned()?;
+        let cached = self.current.lock().get(room_id).cloned();
+        let (failed, state, changed_at) = self.lookups.current_state.of(cached)?;
         (!failed.is_set()).then_some((state, changed_at))
     }
 
@@ -1128,6 +1151,7 @@ impl Rooms {
             reservation,
             pdu,
             done,
+            queued: std::time::Instant::now(),
         });
         if let Err(tokio::sync::mpsc::error::SendError(w)) = queued {
             self.stream.complete(w.reservation);
@@ -1345,6 +1369,17 @@ impl crate::services::workers::CacheSizes for Rooms {
             ("sent_txn_hashes", self.txns.hashes()),
             ("history_floors", floors),
             ("erased_users", erased),
+        ]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &CacheLookups)> {
+        let l = &self.lookups;
+        vec![
+            ("events", &l.events),
+            ("heads", &l.heads),
+            ("current_state", &l.current_state),
+            ("versions", &l.versions),
+            ("latest", &l.latest),
         ]
     }
 }

@@ -54,6 +54,8 @@ pub(super) struct PendingWrite {
     /// Answered once the event is committed, with what the sender waits
     /// for before it answers its client.
     pub done: oneshot::Sender<Result<Vec<Settled>>>,
+    /// When it was queued (`myelin_event_writer_queue_wait_seconds`).
+    pub queued: std::time::Instant,
 }
 
 /// Set once an event built on a room head could not be written: the head
@@ -126,6 +128,11 @@ impl Writer {
         let live: Vec<usize> = (0..batch.len()).filter(|&i| results[i].is_ok()).collect();
         let rows: Vec<&PersistEvent> = live.iter().map(|&i| &batch[i].row).collect();
         let started = std::time::Instant::now();
+        for w in &batch {
+            self.metrics
+                .writer_queue_wait
+                .observe(started.duration_since(w.queued).as_secs_f64());
+        }
         let written = self.storage.persist_events(&rows).await;
         self.metrics
             .commit_duration

@@ -124,12 +124,29 @@ impl Binary {
 
     /// Sends SIGTERM and waits for the process to exit; its exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+        self.signal(libc::SIGTERM);
+        self.wait().await
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT, ...) to the running process.
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("running");
         let pid = i32::try_from(child.id()).unwrap();
         // SAFETY: kill(2) with a child's pid and a signal number.
         #[allow(unsafe_code)]
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM sent");
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} sent");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("started");
+        child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit; its exit status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
         tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
             .unwrap()
