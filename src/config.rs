@@ -37,6 +37,8 @@ pub struct Config {
     /// Registration files (YAML, as Synapse's `app_service_config_files`) of
     /// the application services; read and checked at start.
     pub app_services: Vec<PathBuf>,
+    /// How transactions reach the application services.
+    pub app_service_delivery: AppServiceDeliveryConfig,
     /// `tracing` filter directive, e.g. `info` or `myelin=debug,info`.
     pub log_level: String,
     /// Log format and per-target levels (on top of `log_level`).
@@ -166,6 +168,29 @@ pub struct PasswordHashingConfig {
     pub iterations: u32,
 }
 
+/// `app_service_delivery`: transactions to application services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppServiceDeliveryConfig {
+    /// Wait after a failed transaction (ms); doubled per failure.
+    pub first_retry_ms: u64,
+    /// The longest wait between retries (ms).
+    pub max_retry_ms: u64,
+    /// How long one request to a service may take (s).
+    pub timeout_secs: u64,
+}
+
+impl Default for AppServiceDeliveryConfig {
+    /// As Synapse: 2 s doubling to 512 s; a minute per request.
+    fn default() -> Self {
+        Self {
+            first_retry_ms: 2_000,
+            max_retry_ms: 512_000,
+            timeout_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PresenceConfig {
@@ -276,6 +301,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             outbound: OutboundConfig::default(),
             app_services: Vec::new(),
+            app_service_delivery: AppServiceDeliveryConfig::default(),
             log_level: "info".into(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -1129,6 +1155,19 @@ impl Config {
         if self.app_services.iter().any(|p| p.as_os_str().is_empty()) {
             return invalid("app_services", "a registration file path is empty");
         }
+        let d = &self.app_service_delivery;
+        if d.first_retry_ms == 0 {
+            return invalid("app_service_delivery.first_retry_ms", "must be at least 1");
+        }
+        if d.max_retry_ms < d.first_retry_ms {
+            return invalid(
+                "app_service_delivery.max_retry_ms",
+                "must be at least first_retry_ms",
+            );
+        }
+        if !(1..=3600).contains(&d.timeout_secs) {
+            return invalid("app_service_delivery.timeout_secs", "must be 1 to 3600");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }
@@ -1215,8 +1254,19 @@ impl Config {
 # stops the start with the file and key named. Each sender user is created
 # at start.
 app_services: {files}
+
+# Transactions to the application services: a failed one is retried with
+# the same id and content after first_retry_ms, doubling up to max_retry_ms
+# (as Synapse); each request may take timeout_secs.
+app_service_delivery:
+  first_retry_ms: {first}
+  max_retry_ms: {max}
+  timeout_secs: {timeout}
 "#,
             files = serde_json::to_string(&files).expect("strings serialize"),
+            first = self.app_service_delivery.first_retry_ms,
+            max = self.app_service_delivery.max_retry_ms,
+            timeout = self.app_service_delivery.timeout_secs,
         )
     }
 

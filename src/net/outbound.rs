@@ -273,6 +273,38 @@ impl Outbound {
         self.post(url, Some(token), body).await
     }
 
+    /// PUTs `body` as JSON to `url` with `Authorization: Bearer <token>`;
+    /// any status is returned.
+    pub async fn put_json_bearer<T: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        token: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, OutboundError> {
+        let request = self.client.put(self.check(url)?).json(body);
+        request
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| OutboundError::of(&e))
+    }
+
+    /// GETs `url` (with these query pairs) with `Authorization: Bearer
+    /// <token>`; any status is returned.
+    pub async fn get_bearer(
+        &self,
+        url: &str,
+        token: &str,
+        query: &[(String, String)],
+    ) -> Result<reqwest::Response, OutboundError> {
+        let request = self.client.get(self.check(url)?).query(query);
+        request
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| OutboundError::of(&e))
+    }
+
     async fn post<T: serde::Serialize + ?Sized>(
         &self,
         url: &str,

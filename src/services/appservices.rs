@@ -6,6 +6,10 @@
 //! logging in its users without a password, and keeping the names of its
 //! exclusive namespaces from everyone else.
 
+mod queries;
+
+pub use queries::ThirdPartyKind;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,6 +73,9 @@ pub struct AppService {
     /// MSC2409: receipts, typing and presence in transactions
     /// (`receive_ephemeral`, or the unstable `de.sorunome.msc2409.push_ephemeral`).
     pub receive_ephemeral: bool,
+    /// Only the unstable flag: they go in the transaction's unstable key
+    /// `de.sorunome.msc2409.ephemeral` (as Synapse), not `ephemeral`.
+    pub ephemeral_unstable: bool,
     /// MSC3202: device lists and key counts in transactions (`org.matrix.msc3202`).
     pub msc3202: bool,
     /// The registration file it was read from.
@@ -89,6 +96,16 @@ impl AppService {
                 .users
                 .iter()
                 .any(|n| n.exclusive && n.matches(user_id))
+    }
+
+    /// A room its room namespaces name.
+    pub fn is_interested_in_room_id(&self, room_id: &str) -> bool {
+        self.namespaces.rooms.iter().any(|n| n.matches(room_id))
+    }
+
+    /// An alias its alias namespaces name.
+    pub fn is_interested_in_alias(&self, alias: &str) -> bool {
+        self.namespaces.aliases.iter().any(|n| n.matches(alias))
     }
 
     /// An alias an exclusive alias namespace of it names.
@@ -229,6 +246,8 @@ fn parse_registration(
         protocols,
         receive_ephemeral: flag("receive_ephemeral")?
             || flag("de.sorunome.msc2409.push_ephemeral")?,
+        ephemeral_unstable: !flag("receive_ephemeral")?
+            && flag("de.sorunome.msc2409.push_ephemeral")?,
         msc3202: flag("org.matrix.msc3202")?,
         file: file.to_owned(),
     })

@@ -46,15 +46,24 @@ pub async fn create_alias(
             "Room alias already exists",
         ));
     }
+    // An alias can make the room one an application service wants.
+    s.as_delivery.forget_room(room_id);
     Ok(())
 }
 
 /// The room an alias points at; 404 when it points nowhere.
 pub async fn resolve_alias(s: &Services, alias: &str) -> Result<OwnedRoomId> {
-    s.storage
-        .alias_room(alias)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("Room alias not found"))
+    if let Some(room) = s.storage.alias_room(alias).await? {
+        return Ok(room);
+    }
+    // An unknown alias an application service's namespace holds: the
+    // service may create it now (as Synapse).
+    if s.appservices.query_alias(alias).await
+        && let Some(room) = s.storage.alias_room(alias).await?
+    {
+        return Ok(room);
+    }
+    Err(MatrixError::not_found("Room alias not found"))
 }
 
 /// Whether `alias` is one of this server's and points at `room_id` (what an
@@ -72,7 +81,12 @@ pub async fn is_local_alias_of(
 /// change the room's canonical alias may.
 pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> Result<()> {
     let alias = alias.as_str();
-    let room_id = resolve_alias(s, alias).await?;
+    // No application service is asked for an alias being deleted.
+    let room_id = s
+        .storage
+        .alias_room(alias)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
     let creator = s.storage.alias_creator(alias).await?;
     // The admin check reads the account: last.
     let allowed = creator.is_some_and(|c| c.as_str() == r.user_id.as_str())
@@ -84,6 +98,7 @@ pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> R
         return Err(MatrixError::forbidden("You may not delete this alias"));
     }
     s.storage.delete_alias(alias).await?;
+    s.as_delivery.forget_room(&room_id);
     drop_from_canonical_alias(s, r, &room_id, alias).await;
     Ok(())
 }

@@ -29,6 +29,56 @@ pub struct Ephemeral {
     stream: Arc<Stream>,
     typing: Mutex<HashMap<OwnedRoomId, RoomTyping>>,
     clock: SharedClock,
+    listeners: Listeners,
+}
+
+/// A receipt, typing or presence change as it happens, in the client
+/// form an EDU has (`m.receipt`, `m.typing` with `room_id`; `m.presence`
+/// with `sender`).
+pub enum EphemeralChange {
+    /// In a room: a receipt or who types now.
+    Room(OwnedRoomId, serde_json::Value),
+    /// A user's presence.
+    Presence(OwnedUserId, serde_json::Value),
+}
+
+/// What hears of receipts, typing and presence as they change (the
+/// application services' delivery), registered at start-up: called on the
+/// changing request's task, so it must be cheap (memory only), as a
+/// pipeline subscriber. The services here know nothing of the listeners.
+pub trait EphemeralListener: Send + Sync {
+    fn changed(&self, change: EphemeralChange);
+}
+
+/// The registered listeners.
+#[derive(Default)]
+pub struct Listeners(parking_lot::RwLock<Vec<Arc<dyn EphemeralListener>>>);
+
+impl Listeners {
+    pub fn listen(&self, listener: Arc<dyn EphemeralListener>) {
+        self.0.write().push(listener);
+    }
+
+    /// Tells every listener; the change is built only when there is one.
+    pub fn tell(&self, change: impl FnOnce() -> EphemeralChange) {
+        let listeners = self.0.read();
+        if listeners.is_empty() {
+            return;
+        }
+        let change = change();
+        if let [only] = listeners.as_slice() {
+            only.changed(change);
+        } else {
+            for l in listeners.iter() {
+                l.changed(match &change {
+                    EphemeralChange::Room(r, v) => EphemeralChange::Room(r.clone(), v.clone()),
+                    EphemeralChange::Presence(u, v) => {
+                        EphemeralChange::Presence(u.clone(), v.clone())
+                    }
+                });
+            }
+        }
+    }
 }
 
 impl Ephemeral {
@@ -38,7 +88,22 @@ impl Ephemeral {
             stream,
             clock,
             typing: Mutex::new(HashMap::new()),
+            listeners: Listeners::default(),
         }
+    }
+
+    /// Registers a listener of receipts and typing changes.
+    pub fn listen(&self, listener: Arc<dyn EphemeralListener>) {
+        self.listeners.listen(listener);
+    }
+
+    fn tell_typing(&self, room: &RoomId, users: Vec<OwnedUserId>) {
+        self.listeners.tell(|| {
+            EphemeralChange::Room(
+                room.to_owned(),
+                serde_json::json!({"type": "m.typing", "room_id": room, "content": {"user_ids": users}}),
+            )
+        });
     }
 
     /// Moves the user's receipt to `event_id` (at stream position
@@ -67,6 +132,20 @@ impl Ephemeral {
         let result = self.storage.set_receipt(&row, pos, event_pos).await;
         self.stream.complete(r);
         result?;
+        self.listeners.tell(|| {
+            let mut receipt = serde_json::json!({"ts": row.ts});
+            if let Some(t) = thread_id {
+                receipt["thread_id"] = t.into();
+            }
+            EphemeralChange::Room(
+                room.to_owned(),
+                serde_json::json!({
+                    "type": "m.receipt",
+                    "room_id": room,
+                    "content": {event_id.as_str(): {receipt_type: {user.as_str(): receipt}}},
+                }),
+            )
+        });
         Ok(())
     }
 
@@ -88,6 +167,7 @@ impl Ephemeral {
         }
         self.stream.touch(Topic::Room(room.to_owned()), r.pos());
         self.stream.complete(r);
+        self.tell_typing(room, self.typing_since(room, None).unwrap_or_default());
     }
 
     /// Drops expired typing notifications; called every second.
@@ -99,16 +179,24 @@ impl Ephemeral {
             .filter(|(_, t)| t.users.values().any(|until| *until <= now))
             .map(|(room, _)| room.clone())
             .collect();
+        let mut changed = Vec::new();
         for room in expired {
             let r = self.stream.reserve();
             if let Some(t) = rooms.get_mut(&room) {
                 t.users.retain(|_, until| *until > now);
                 t.pos = r.pos();
+                let mut users: Vec<OwnedUserId> = t.users.keys().cloned().collect();
+                users.sort();
+                changed.push((room.clone(), users));
             }
             self.stream.touch(Topic::Room(room), r.pos());
             self.stream.complete(r);
         }
         rooms.retain(|_, t| !t.users.is_empty() || t.pos > 0);
+        drop(rooms);
+        for (room, users) in changed {
+            self.tell_typing(&room, users);
+        }
     }
 
     /// Who is typing in the room, if that changed after `since`.

@@ -53,6 +53,7 @@ impl Services {
             indexer.start(&self.workers);
         }
         super::pushers::Pushers::start(self, &self.workers);
+        super::appservice_txns::Delivery::start(self, &self.workers);
         let s = self.clone();
         self.workers.spawn("last-seen flush", Stage::Flush, |stop| {
             flush_last_seen(s, stop)
@@ -155,6 +156,7 @@ impl Services {
             ("ephemeral", &self.ephemeral),
             ("unread", &*self.unread),
             ("pushers", &*self.pushers),
+            ("appservice_delivery", &*self.as_delivery),
             ("stream", &*self.stream),
             ("jobs", &self.jobs),
             ("uia", &self.uia),

@@ -4,6 +4,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod admin_users;
+pub mod appservice_txns;
 pub mod appservices;
 pub mod cross_signing;
 pub mod directory;
@@ -93,6 +94,8 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     /// The registered application services (`app_services` in the config).
     pub appservices: appservices::AppServices,
+    /// Transactions to the application services (a pipeline subscriber).
+    pub as_delivery: Arc<appservice_txns::Delivery>,
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
     pub openid: openid::OpenId,
@@ -190,6 +193,14 @@ impl Services {
         }
         let pushers = pushers::Pushers::new(&storage, &config).await?;
         subscribers.subscribe(pushers.clone());
+        let as_delivery = appservice_txns::Delivery::new(
+            appservices.all(),
+            &config.app_service_delivery,
+            stream.current(),
+        )?;
+        if as_delivery.is_active() {
+            subscribers.subscribe(as_delivery.clone());
+        }
         let expiry =
             expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;
 
@@ -250,6 +261,7 @@ impl Services {
             search_needs_rebuild,
             accounts,
             appservices,
+            as_delivery,
             sessions,
             profiles,
             openid,

@@ -68,6 +68,8 @@ pub struct Presence {
     /// [`SYNC_TIMEOUT_MS`] after that. One entry per user present, dropped
     /// when they go offline.
     syncing: Mutex<HashMap<OwnedUserId, i64>>,
+    /// What hears of presence changes (`ephemeral::EphemeralListener`).
+    listeners: super::ephemeral::Listeners,
 }
 
 impl Presence {
@@ -78,7 +80,13 @@ impl Presence {
             clock,
             known: Mutex::new(bounded_lru(KNOWN_STATES)),
             syncing: Mutex::new(HashMap::new()),
+            listeners: super::ephemeral::Listeners::default(),
         }
+    }
+
+    /// Registers a listener of presence changes.
+    pub fn listen(&self, listener: Arc<dyn super::ephemeral::EphemeralListener>) {
+        self.listeners.listen(listener);
     }
 
     /// Starts the timeouts of the users the database holds as present (a
@@ -242,6 +250,20 @@ impl Presence {
         self.stream.complete(r);
         result?;
         self.known.lock().put(user.to_owned(), state.to_owned());
+        self.listeners.tell(|| {
+            let mut content = serde_json::json!({
+                "presence": state,
+                "last_active_ago": self.clock.now_ms().saturating_sub(last_active_ts).max(0),
+                "currently_active": state == "online",
+            });
+            if let Some(msg) = status_msg {
+                content["status_msg"] = msg.into();
+            }
+            super::ephemeral::EphemeralChange::Presence(
+                user.to_owned(),
+                serde_json::json!({"type": "m.presence", "sender": user, "content": content}),
+            )
+        });
         Ok(())
     }
 

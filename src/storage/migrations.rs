@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (28, "url_previews", V28),
     (30, "openid_tokens_profile_fields", V30),
     (31, "event_relations_by_room", V31),
+    (32, "appservice_state", V32),
     (37, "one_time_keys_clustered", V37),
 ];
 
@@ -653,6 +654,22 @@ CREATE TABLE profile_fields (
 /// the rooms that have threads are read at first use).
 const V31: &str = r#"
 CREATE INDEX event_relations_room ON event_relations (rel_type, room_id, relates_to);
+"#;
+
+/// Each application service's delivery (`services/appservice_txns.rs`):
+/// the stream position its events were decided up to, the next
+/// transaction id, and the transaction in flight (id, body, the position it
+/// covers), kept until the service acknowledges it so a retry, even after a
+/// restart, sends the same id and content.
+const V32: &str = r#"
+CREATE TABLE appservice_state (
+    as_id TEXT PRIMARY KEY,
+    stream_pos BIGINT NOT NULL,
+    next_txn_id BIGINT NOT NULL,
+    txn_id BIGINT,
+    txn_body TEXT,
+    txn_upto BIGINT
+);
 "#;
 
 /// One-time keys stored in primary-key order (SQLite: a table without rowid),

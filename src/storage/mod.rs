@@ -9,6 +9,7 @@ mod account_data;
 pub mod accounts;
 pub mod admin_users;
 mod aliases;
+pub mod appservices;
 mod batch;
 mod checkpoint;
 pub mod copy;

@@ -58,6 +58,8 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         // OpenID tokens and custom profile fields (v30): a user's.
         "openid_tokens",
         "profile_fields",
+        // Application services' delivery state (v32): per service.
+        "appservice_state",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -193,10 +195,11 @@ async fn purge_room_leaves_no_row_behind() {
     // are per user, device or media (no room id: nothing of a room to purge).
     // 44 with v26's push tables (pushers per device; the queue and
     // notifications by room); 47 with v28's url_previews (by URL) and
-    // v30's openid_tokens and profile_fields (per user).
+    // v30's openid_tokens and profile_fields (per user); 48 with v32's
+    // appservice_state (per application service).
     assert_eq!(
         table_count(&server).await,
-        47,
+        48,
         "a table was added: list it in this test and in the purge"
     );
 

@@ -10,6 +10,8 @@ mod harness;
 // Client-Server API
 mod account_data; // account data (global, room), tags, push rule endpoints, unread counts
 mod appservice; // application services: registration files, as_token masquerading, AS register/login, exclusive namespaces, ts, rate_limited, ping, admin appservice_id
+mod appservice_queries; // what the homeserver asks application services: user and alias queries, /thirdparty routed and merged
+mod appservice_txns; // transactions to application services: interest, order, retries with the same id, durability over restarts, a hanging service isolated
 mod bounded_caches; // caches: bounded nonces (and their per-IP limit), UIA sessions, one-entry room caches
 mod client_account; // /account/password, /account/deactivate
 mod client_basics; // /versions, /.well-known, CORS, 404/405, r0 aliases, capabilities

@@ -160,7 +160,17 @@ async fn lookup(s: &AppState, user_id: &UserId) -> Result<Profile> {
     if !s.accounts.is_local(user_id) {
         return Err(MatrixError::not_found("Profile not found"));
     }
-    s.profiles.get(user_id).await
+    match s.profiles.get(user_id).await {
+        // An unknown user an application service's namespace holds: the
+        // service may create it now.
+        Err(e)
+            if e.status == http::StatusCode::NOT_FOUND
+                && s.appservices.query_user(user_id.as_str()).await =>
+        {
+            s.profiles.get(user_id).await
+        }
+        other => other,
+    }
 }
 
 fn only_self(requester: &crate::model::accounts::Requester, user_id: &UserId) -> Result<()> {

@@ -92,7 +92,13 @@ async fn check_invitee(s: &AppState, user: &UserId) -> Result<()> {
             "Inviting users of other servers needs federation, not available yet",
         ));
     }
-    match s.accounts.get(user).await? {
+    let mut account = s.accounts.get(user).await?;
+    // An unknown user an application service's namespace holds: the
+    // service may create it now (as Synapse).
+    if account.is_none() && s.appservices.query_user(user.as_str()).await {
+        account = s.accounts.get(user).await?;
+    }
+    match account {
         Some(a) if !a.is_deactivated => Ok(()),
         _ => Err(MatrixError::not_found(format!(
             "User {user} does not exist"

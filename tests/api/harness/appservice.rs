@@ -109,9 +109,29 @@ pub struct AsRequest {
     pub body: Value,
 }
 
-#[derive(Default)]
+/// How one request is answered.
+enum Answer {
+    Now(u16, Value),
+    /// When the test releases it ([`FakeAppService::hold_next`]).
+    Held(tokio::sync::oneshot::Receiver<(u16, Value)>),
+}
+
 struct Script {
-    next: VecDeque<(u16, Value)>,
+    next: VecDeque<Answer>,
+    /// The status of a request nothing scripted (200 `{}` unless set).
+    default_status: u16,
+    /// Transactions are answered 200 and neither recorded nor scripted.
+    ignore_transactions: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            next: VecDeque::new(),
+            default_status: 200,
+            ignore_transactions: false,
+        }
+    }
 }
 
 struct Shared {
@@ -139,13 +159,24 @@ async fn any_request(State(shared): State<Arc<Shared>>, req: Request) -> (Status
         .await
         .unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let (status, answer) = shared
-        .script
-        .lock()
-        .next
-        .pop_front()
-        .unwrap_or((200, json!({})));
-    let _ = shared.seen.send(AsRequest {
+    let scripted = {
+        let mut script = shared.script.lock();
+        if script.ignore_transactions
+            && parts.method == axum::http::Method::PUT
+            && parts
+                .uri
+                .path()
+                .starts_with("/_matrix/app/v1/transactions/")
+        {
+            return (StatusCode::OK, "{}".to_owned());
+        }
+        let default = script.default_status;
+        script
+            .next
+            .pop_front()
+            .unwrap_or(Answer::Now(default, json!({})))
+    };
+    let request = AsRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
@@ -155,7 +186,17 @@ async fn any_request(State(shared): State<Arc<Shared>>, req: Request) -> (Status
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body,
-    });
+    };
+    let (status, answer) = match scripted {
+        Answer::Now(status, answer) => {
+            let _ = shared.seen.send(request);
+            (status, answer)
+        }
+        Answer::Held(rx) => {
+            let _ = shared.seen.send(request);
+            rx.await.unwrap_or((500, json!({})))
+        }
+    };
     (StatusCode::from_u16(status).unwrap(), answer.to_string())
 }
 
@@ -180,7 +221,53 @@ impl FakeAppService {
 
     /// The next request gets this answer.
     pub fn answer_next(&self, status: u16, body: Value) {
-        self.shared.script.lock().next.push_back((status, body));
+        self.shared
+            .script
+            .lock()
+            .next
+            .push_back(Answer::Now(status, body));
+    }
+
+    /// Transactions are answered 200 from now on, and neither recorded
+    /// nor given scripted answers (for tests of the queries).
+    pub fn ignore_transactions(&self) {
+        self.shared.script.lock().ignore_transactions = true;
+    }
+
+    /// Every request nothing scripted is answered with this status (and
+    /// `{}`) from now on.
+    pub fn answer_all(&self, status: u16) {
+        self.shared.script.lock().default_status = status;
+    }
+
+    /// The next request waits for its answer until the test sends it
+    /// (dropping the sender answers 500).
+    pub fn hold_next(&self) -> tokio::sync::oneshot::Sender<(u16, Value)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.script.lock().next.push_back(Answer::Held(rx));
+        tx
+    }
+
+    /// The next request received within `within`, if any.
+    pub async fn next_within(&self, within: Duration) -> Option<AsRequest> {
+        let mut seen = self.seen.lock().await;
+        tokio::time::timeout(within, seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next transaction (`PUT .../transactions/{id}`) received, with
+    /// its id; other requests on the way are skipped.
+    pub async fn next_transaction(&self) -> (String, AsRequest) {
+        loop {
+            let r = self.next().await;
+            if r.method == "PUT"
+                && let Some(id) = r.path.strip_prefix("/_matrix/app/v1/transactions/")
+            {
+                return (id.to_owned(), r);
+            }
+        }
     }
 
     /// The next request received (within 20 s, else the test fails).

@@ -1,0 +1,688 @@
+//! Homeserver → application service transactions (`PUT
+//! {url}/_matrix/app/v1/transactions/{txnId}`, `Authorization: Bearer
+//! hs_token`): the events each service is interested in, as Synapse's
+//! `is_interested_in_event` decides (its sender, or the `state_key` of a
+//! member event, in the service's user namespaces; the room in its room
+//! namespaces; an alias of the room in its alias namespaces; or a joined
+//! member of the room in its user namespaces).
+//!
+//! - [`Delivery`] is a subscriber of the event pipeline: on the writer task
+//!   it only hands the batch to its own task (the dispatcher), which sorts
+//!   each service's events into that service's queue in memory and wakes
+//!   its sender. The room service knows nothing of application services.
+//! - Each service has a sender task of its own, so a service that answers
+//!   500 or hangs (each request is bounded by
+//!   `app_service_delivery.timeout_secs`) holds up nothing else.
+//! - The queue is durable: table `appservice_state` keeps, per service, the
+//!   stream position its events were decided up to and the transaction in
+//!   flight (id, body, the position it covers). A transaction is written
+//!   there before it is sent and cleared when the service answers 2xx, so a
+//!   retry, also after a restart, sends the same id and body. After a
+//!   restart (or when a service's queue in memory passed
+//!   [`MAX_QUEUED`] while it was down) the sender reads the events it has
+//!   not decided yet from the events table, in stream order.
+//! - A failed transaction is retried after `first_retry_ms`, doubling up
+//!   to `max_retry_ms` (Synapse: 2 s to 512 s); nothing after it is sent
+//!   before it, so the service sees every event once and in order.
+//! - At most [`MAX_EVENTS`] events per transaction (Synapse's limit).
+//! - `url: null`: the service receives nothing.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ruma::OwnedRoomId;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::AppServiceDeliveryConfig;
+use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
+use crate::net::outbound::{IpFilter, Outbound};
+use crate::services::Services;
+use crate::services::appservices::AppService;
+use crate::services::ephemeral::{EphemeralChange, EphemeralListener};
+use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
+use crate::services::workers::{Stage, Stop, Workers};
+use crate::storage::appservices::InFlightTxn;
+
+/// The most events one transaction carries (as Synapse).
+pub const MAX_EVENTS: usize = 100;
+/// A service's events waiting in memory past this are dropped from memory
+/// and read again from the events table when it is their turn.
+pub const MAX_QUEUED: usize = 10_000;
+/// Events read from the database per step of a catch-up.
+const CATCH_UP_PAGE: i64 = 500;
+/// Ephemeral events waiting per service past this: the oldest are dropped.
+const MAX_EPHEMERAL: usize = 1000;
+/// Rooms whose interest (aliases, joined members) is remembered per service.
+const ROOM_CACHE: usize = 4096;
+/// How often, at most, a service's position is written when it was sent
+/// nothing (the events it skipped).
+const IDLE_POSITION_WRITE: Duration = Duration::from_secs(1);
+
+/// A service's events waiting, and what its sender may read.
+struct Pending {
+    /// Interesting events in stream order, each above `db_until`.
+    events: VecDeque<(i64, Arc<Pdu>)>,
+    /// Events up to here that the service has not been sent come from the
+    /// events table, not from `events` (at start: the position then).
+    db_until: i64,
+    /// Every event up to here has been sorted into `events` (or lies at
+    /// or below `db_until`): the sender may send up to it.
+    safe: i64,
+    /// Receipts, typing and presence for it (MSC2409), oldest first; in
+    /// memory only (a restart loses those not yet in a transaction).
+    ephemeral: VecDeque<Value>,
+}
+
+/// One service that receives transactions.
+struct Target {
+    service: Arc<AppService>,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// Whether a room interests the service through its aliases or joined
+    /// members (forgotten when a member or alias event arrives in it).
+    rooms: Mutex<lru::LruCache<OwnedRoomId, bool>>,
+}
+
+/// The pipeline subscriber and the services it delivers to.
+pub struct Delivery {
+    targets: Vec<Arc<Target>>,
+    queue: mpsc::UnboundedSender<Arc<[Committed]>>,
+    /// Taken by [`Delivery::start`].
+    queued: Mutex<Option<mpsc::UnboundedReceiver<Arc<[Committed]>>>>,
+    /// Receipts, typing and presence as they change, for the dispatcher.
+    changes: mpsc::UnboundedSender<EphemeralChange>,
+    changed: Mutex<Option<mpsc::UnboundedReceiver<EphemeralChange>>>,
+    /// The stream position at start-up.
+    start_pos: i64,
+    http: Outbound,
+    config: AppServiceDeliveryConfig,
+    /// Transactions sent and acknowledged, and those that failed.
+    pub sent: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl Delivery {
+    /// The services of `list` that have a URL; `start_pos` is the stream
+    /// position at start-up (what came before is read from the database).
+    pub fn new(
+        list: &[Arc<AppService>],
+        config: &AppServiceDeliveryConfig,
+        start_pos: i64,
+    ) -> anyhow::Result<Arc<Self>> {
+        let targets = list
+            .iter()
+            .filter(|a| a.url.is_some())
+            .map(|a| {
+                Arc::new(Target {
+                    service: a.clone(),
+                    pending: Mutex::new(Pending {
+                        events: VecDeque::new(),
+                        db_until: start_pos,
+                        safe: start_pos,
+                        ephemeral: VecDeque::new(),
+                    }),
+                    wake: Notify::new(),
+                    rooms: Mutex::new(lru::LruCache::new(
+                        NonZeroUsize::new(ROOM_CACHE).expect("non-zero"),
+                    )),
+                })
+            })
+            .collect();
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (changes, changed) = mpsc::unbounded_channel();
+        Ok(Arc::new(Self {
+            targets,
+            queue,
+            queued: Mutex::new(Some(rx)),
+            changes,
+            changed: Mutex::new(Some(changed)),
+            start_pos,
+            // The services' URLs are the operator's: no address is blocked
+            // (as Synapse).
+            http: Outbound::new(
+                &[],
+                IpFilter::new(Vec::new(), Vec::new()),
+                Duration::from_secs(config.timeout_secs),
+            )?,
+            config: config.clone(),
+            sent: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }))
+    }
+
+    /// Forgets what it knew of a room's interest (an alias of it was
+    /// created or deleted, which no event says).
+    pub fn forget_room(&self, room_id: &ruma::RoomId) {
+        for t in &self.targets {
+            t.rooms.lock().pop(room_id);
+        }
+    }
+
+    /// Whether any service receives transactions.
+    pub fn is_active(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// Starts the dispatcher (stage `Subscribers`: it sorts what the
+    /// drained writer published) and one sender per service.
+    pub fn start(s: &Arc<Services>, workers: &Workers) {
+        let d = &s.as_delivery;
+        let (Some(rx), Some(changed)) = (d.queued.lock().take(), d.changed.lock().take()) else {
+            return;
+        };
+        if !d.is_active() {
+            return;
+        }
+        if d.targets.iter().any(|t| t.service.receive_ephemeral) {
+            s.ephemeral.listen(d.clone());
+            s.presence.listen(d.clone());
+        }
+        let services = s.clone();
+        workers.spawn("appservice dispatcher", Stage::Subscribers, move |stop| {
+            dispatch_forever(services, rx, changed, stop)
+        });
+        for target in &s.as_delivery.targets {
+            let services = s.clone();
+            let target = target.clone();
+            workers.spawn("appservice sender", Stage::Flush, move |stop| {
+                send_forever(services, target, stop)
+            });
+        }
+    }
+}
+
+impl Subscriber for Delivery {
+    /// Hands the batch to the dispatcher; nothing is decided here.
+    fn committed(&self, batch: &Batch) -> Option<Settled> {
+        if !self.targets.is_empty() {
+            let _ = self.queue.send(batch.events.clone());
+        }
+        None
+    }
+}
+
+impl EphemeralListener for Delivery {
+    /// Hands the change to the dispatcher.
+    fn changed(&self, change: EphemeralChange) {
+        let _ = self.changes.send(change);
+    }
+}
+
+impl crate::services::workers::CacheSizes for Delivery {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            (
+                "queued_events",
+                self.targets
+                    .iter()
+                    .map(|t| t.pending.lock().events.len())
+                    .sum(),
+            ),
+            (
+                "room_interest",
+                self.targets.iter().map(|t| t.rooms.lock().len()).sum(),
+            ),
+        ]
+    }
+}
+
+// ------------------------------------------------------------- interest
+
+/// Whether the service is interested in the event (Synapse's
+/// `is_interested_in_event`).
+async fn interested(s: &Services, target: &Target, pdu: &Pdu) -> Result<bool> {
+    let a = &target.service;
+    if a.is_interested_in_user(pdu.sender.as_str())
+        || a.is_interested_in_room_id(pdu.room_id.as_str())
+    {
+        return Ok(true);
+    }
+    if pdu.kind.to_string() == "m.room.member"
+        && pdu
+            .state_key
+            .as_deref()
+            .is_some_and(|u| a.is_interested_in_user(u))
+    {
+        return Ok(true);
+    }
+    room_interesting(s, target, &pdu.room_id).await
+}
+
+/// Whether the room interests the service: its id, an alias or a joined
+/// member in its namespaces (Synapse's `is_interested_in_room`).
+async fn room_interesting(s: &Services, target: &Target, room_id: &OwnedRoomId) -> Result<bool> {
+    if target.service.is_interested_in_room_id(room_id.as_str()) {
+        return Ok(true);
+    }
+    if let Some(known) = target.rooms.lock().get(room_id) {
+        return Ok(*known);
+    }
+    let by_room = room_interests(s, &target.service, room_id).await?;
+    target.rooms.lock().put(room_id.clone(), by_room);
+    Ok(by_room)
+}
+
+/// Whether a change goes to the service (MSC2409): a receipt (not a
+/// private one) or typing in a room that interests it; the presence of a
+/// user in its namespaces or joined to a room that interests it.
+async fn ephemeral_interest(
+    s: &Services,
+    target: &Target,
+    change: &EphemeralChange,
+) -> Result<bool> {
+    match change {
+        EphemeralChange::Room(room, event) => {
+            let private = event["content"]
+                .as_object()
+                .is_some_and(|c| c.values().all(|e| e.get("m.read.private").is_some()))
+                && event["type"] == "m.receipt";
+            Ok(!private && room_interesting(s, target, room).await?)
+        }
+        EphemeralChange::Presence(user, _) => {
+            if target.service.is_interested_in_user(user.as_str()) {
+                return Ok(true);
+            }
+            for room in super::memberships::joined_rooms(s, user).await? {
+                if room_interesting(s, target, &room).await? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Queues a change for each service that wants it.
+async fn dispatch_change(s: &Services, change: EphemeralChange) {
+    for target in s
+        .as_delivery
+        .targets
+        .iter()
+        .filter(|t| t.service.receive_ephemeral)
+    {
+        match ephemeral_interest(s, target, &change).await {
+            Ok(true) => {
+                let event = match &change {
+                    EphemeralChange::Room(_, e) | EphemeralChange::Presence(_, e) => e.clone(),
+                };
+                let mut p = target.pending.lock();
+                if p.ephemeral.len() >= MAX_EPHEMERAL {
+                    p.ephemeral.pop_front();
+                }
+                p.ephemeral.push_back(event);
+                drop(p);
+                target.wake.notify_one();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(appservice = %target.service.id, error = %e.message(),
+                    "could not decide an ephemeral event's interest: not sent");
+            }
+        }
+    }
+}
+
+/// An alias of the room in the service's alias namespaces, or a joined
+/// member in its user namespaces.
+async fn room_interests(s: &Services, a: &AppService, room_id: &OwnedRoomId) -> Result<bool> {
+    // (The room id itself is checked by the caller.)
+    if !a.namespaces.aliases.is_empty() {
+        let aliases = s.storage.room_aliases(room_id.as_str()).await?;
+        if aliases
+            .iter()
+            .any(|al| a.is_interested_in_alias(al.as_str()))
+        {
+            return Ok(true);
+        }
+    }
+    let members = super::memberships::joined_members(s, room_id).await?;
+    Ok(members.iter().any(|m| a.is_interested_in_user(m.as_str())))
+}
+
+/// Events that change what a room's interest depends on.
+fn changes_room_interest(pdu: &Pdu) -> bool {
+    matches!(
+        pdu.kind.to_string().as_str(),
+        "m.room.member" | "m.room.canonical_alias" | "m.room.aliases"
+    )
+}
+
+// ----------------------------------------------------------- dispatcher
+
+async fn dispatch_forever(
+    s: Arc<Services>,
+    mut rx: mpsc::UnboundedReceiver<Arc<[Committed]>>,
+    mut changed: mpsc::UnboundedReceiver<EphemeralChange>,
+    mut stop: Stop,
+) {
+    loop {
+        let first = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(b) => b,
+                None => break,
+            },
+            Some(change) = changed.recv() => {
+                dispatch_change(&s, change).await;
+                continue;
+            }
+            () = stop.requested() => {
+                // What the drained writer published is sorted; the senders
+                // stop later (stage Flush).
+                while let Ok(b) = rx.try_recv() {
+                    dispatch(&s, &b).await;
+                }
+                let safe = s.stream.current();
+                mark_safe(&s, safe);
+                break;
+            }
+        };
+        dispatch(&s, &first).await;
+        let mut highest = first.last().map_or(0, |c| c.pos);
+        loop {
+            // Every position up to `current` was published before it was
+            // read, so once the channel is drained it has all been sorted.
+            let current = s.stream.current();
+            while let Ok(b) = rx.try_recv() {
+                dispatch(&s, &b).await;
+                highest = highest.max(b.last().map_or(0, |c| c.pos));
+            }
+            mark_safe(&s, current);
+            if highest <= current {
+                break;
+            }
+            // The batch's positions complete just after publishing.
+            s.stream.wait_for(highest, Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn mark_safe(s: &Services, safe: i64) {
+    for t in &s.as_delivery.targets {
+        let mut p = t.pending.lock();
+        if safe > p.safe {
+            p.safe = safe;
+            drop(p);
+            t.wake.notify_one();
+        }
+    }
+}
+
+/// Sorts a batch into each service's queue.
+async fn dispatch(s: &Services, events: &[Committed]) {
+    for target in &s.as_delivery.targets {
+        for c in events {
+            if changes_room_interest(&c.pdu) {
+                target.rooms.lock().pop(&c.pdu.room_id);
+            }
+        }
+        for c in events {
+            if c.pos <= target.pending.lock().db_until {
+                continue;
+            }
+            match interested(s, target, &c.pdu).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let mut p = target.pending.lock();
+                    if p.events.len() >= MAX_QUEUED {
+                        overflow(&mut p, c.pos);
+                    } else {
+                        let at = p.events.partition_point(|(pos, _)| *pos < c.pos);
+                        p.events.insert(at, (c.pos, c.pdu.clone()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(appservice = %target.service.id, error = %e.message(),
+                        "could not decide an event's interest: it is read again from the database");
+                    overflow(&mut target.pending.lock(), c.pos);
+                }
+            }
+        }
+    }
+}
+
+/// Forgets the queue in memory: everything up to `pos` is read from the
+/// database when its turn comes.
+fn overflow(p: &mut Pending, pos: i64) {
+    let until = p.events.back().map_or(pos, |(last, _)| (*last).max(pos));
+    p.events.clear();
+    p.db_until = p.db_until.max(until);
+}
+
+// --------------------------------------------------------------- sender
+
+/// The events of the next transaction and the position it takes the
+/// service to.
+async fn next_events(s: &Services, target: &Target, pos: i64) -> Result<(Vec<Arc<Pdu>>, i64)> {
+    let (db_until, safe) = {
+        let p = target.pending.lock();
+        (p.db_until, p.safe)
+    };
+    let from_db = db_until.min(safe);
+    if pos < from_db {
+        let rows = s
+            .storage
+            .events_in_stream_range(pos, from_db, CATCH_UP_PAGE)
+            .await?;
+        let mut upto = if (rows.len() as i64) < CATCH_UP_PAGE {
+            from_db
+        } else {
+            rows.last().map_or(from_db, |r| r.stream_ordering)
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let at = row.stream_ordering;
+            let pdu = s.rooms.pdu_from_row(row)?;
+            if interested(s, target, &pdu).await? {
+                out.push(pdu);
+                if out.len() == MAX_EVENTS {
+                    upto = at;
+                    break;
+                }
+            }
+        }
+        return Ok((out, upto));
+    }
+    let mut p = target.pending.lock();
+    let mut out = Vec::new();
+    let mut last = pos;
+    let safe = p.safe;
+    while out.len() < MAX_EVENTS && p.events.front().is_some_and(|(at, _)| *at <= safe) {
+        let (at, pdu) = p.events.pop_front().expect("a front");
+        last = at;
+        out.push(pdu);
+    }
+    let more = p.events.front().is_some_and(|(at, _)| *at <= safe);
+    let upto = if more { last } else { safe };
+    Ok((out, upto.max(pos)))
+}
+
+/// The transaction's body: the events in client format, and the keys the
+/// registration asks for.
+async fn body(
+    s: &Services,
+    a: &AppService,
+    events: &[Arc<Pdu>],
+    ephemeral: Vec<Value>,
+) -> Result<String> {
+    let events = s.rooms.client_events(events, None).await?;
+    let mut body = json!({ "events": events });
+    if a.receive_ephemeral {
+        let key = if a.ephemeral_unstable {
+            "de.sorunome.msc2409.ephemeral"
+        } else {
+            "ephemeral"
+        };
+        body[key] = Value::Array(ephemeral);
+        body["de.sorunome.msc2409.to_device"] = json!([]);
+    }
+    serde_json::to_string(&body).map_err(MatrixError::internal)
+}
+
+async fn send_forever(s: Arc<Services>, target: Arc<Target>, mut stop: Stop) {
+    let d = &s.as_delivery;
+    let id = target.service.id.clone();
+    // The state, read again until the database answers.
+    let mut state = loop {
+        match s.storage.appservice_state(&id, d.start_pos).await {
+            Ok(st) => break st,
+            Err(e) => {
+                tracing::warn!(appservice = %id, error = %e, "could not read the delivery state");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.requested() => return,
+                }
+            }
+        }
+    };
+    let mut pos = state.stream_pos;
+    let mut written_pos = pos;
+    let mut last_write = Instant::now();
+    let mut delay = Duration::from_millis(d.config.first_retry_ms);
+    loop {
+        if let Some(txn) = state.in_flight.clone() {
+            // Cut off at shutdown: the transaction stays in flight and is
+            // sent again at the next start.
+            let sent = tokio::select! {
+                sent = transmit(&s, &target.service, &txn) => sent,
+                () = stop.requested() => return,
+            };
+            match sent {
+                Ok(()) => {
+                    d.sent.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = s.storage.appservice_end_txn(&id).await {
+                        tracing::warn!(appservice = %id, error = %e, "could not record an acknowledged transaction");
+                    } else {
+                        state.in_flight = None;
+                        pos = txn.upto;
+                        written_pos = pos;
+                        delay = Duration::from_millis(d.config.first_retry_ms);
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    d.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(appservice = %id, txn_id = txn.txn_id, error = %e.message(),
+                        retry_in = ?delay, "application service transaction failed");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.requested() => return,
+            }
+            delay = (delay * 2).min(Duration::from_millis(d.config.max_retry_ms));
+            continue;
+        }
+        let next = match next_events(&s, &target, pos).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(appservice = %id, error = %e.message(), "could not read the events to send");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.requested() => return,
+                }
+                continue;
+            }
+        };
+        let ephemeral: Vec<Value> = {
+            let mut p = target.pending.lock();
+            let n = p.ephemeral.len().min(MAX_EVENTS);
+            p.ephemeral.drain(..n).collect()
+        };
+        match next {
+            (events, upto) if !events.is_empty() || !ephemeral.is_empty() => {
+                let built = match body(&s, &target.service, &events, ephemeral).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(appservice = %id, error = %e.message(), "could not build a transaction");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = stop.requested() => return,
+                        }
+                        continue;
+                    }
+                };
+                let txn = InFlightTxn {
+                    txn_id: state.next_txn_id,
+                    body: built,
+                    upto,
+                };
+                match s.storage.appservice_begin_txn(&id, &txn).await {
+                    Ok(()) => {
+                        state.next_txn_id += 1;
+                        state.in_flight = Some(txn);
+                    }
+                    Err(e) => {
+                        // The events go back to be taken again.
+                        tracing::warn!(appservice = %id, error = %e, "could not record a transaction");
+                        {
+                            let mut p = target.pending.lock();
+                            p.db_until = p.db_until.max(upto);
+                            p.events.clear();
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = stop.requested() => return,
+                        }
+                    }
+                }
+            }
+            (_, upto) if upto > pos => pos = upto,
+            _ => {
+                if pos > written_pos && last_write.elapsed() >= IDLE_POSITION_WRITE {
+                    if s.storage.appservice_advance(&id, pos).await.is_ok() {
+                        written_pos = pos;
+                    }
+                    last_write = Instant::now();
+                }
+                let wait = if pos > written_pos {
+                    IDLE_POSITION_WRITE
+                } else {
+                    Duration::from_secs(3600)
+                };
+                tokio::select! {
+                    () = target.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.requested() => {
+                        if pos > written_pos {
+                            let _ = s.storage.appservice_advance(&id, pos).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends one transaction; `Ok` when the service answered 2xx.
+async fn transmit(s: &Services, a: &AppService, txn: &InFlightTxn) -> Result<()> {
+    let Some(url) = &a.url else {
+        return Ok(());
+    };
+    let body = serde_json::value::RawValue::from_string(txn.body.clone())
+        .map_err(MatrixError::internal)?;
+    let response = s
+        .as_delivery
+        .http
+        .put_json_bearer(
+            &format!("{url}/_matrix/app/v1/transactions/{}", txn.txn_id),
+            &a.hs_token,
+            &body,
+        )
+        .await
+        .map_err(|e| MatrixError::internal(format!("{url}: {e}")))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(MatrixError::internal(format!(
+            "{url} answered {}",
+            response.status()
+        )))
+    }
+}

@@ -1,0 +1,127 @@
+//! Table `appservice_state`: per application service, the stream position
+//! its events were decided up to (sent, or of no interest to it), its next
+//! transaction id, and the transaction in flight (kept until the service
+//! acknowledges it, so a retry sends the same id and body).
+
+use sqlx::Row;
+
+use super::Storage;
+use super::events::EventRow;
+
+/// A service's delivery state.
+#[derive(Debug, Clone)]
+pub struct AppServiceState {
+    pub stream_pos: i64,
+    pub next_txn_id: i64,
+    pub in_flight: Option<InFlightTxn>,
+}
+
+/// A transaction sent (or about to be) and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct InFlightTxn {
+    pub txn_id: i64,
+    pub body: String,
+    /// The stream position the service is at once it is acknowledged.
+    pub upto: i64,
+}
+
+impl Storage {
+    /// The service's state, created at `start_pos` (nothing before it is
+    /// sent: a new service starts from now, as Synapse) if it has none.
+    pub async fn appservice_state(
+        &self,
+        as_id: &str,
+        start_pos: i64,
+    ) -> sqlx::Result<AppServiceState> {
+        sqlx::query(
+            "INSERT INTO appservice_state (as_id, stream_pos, next_txn_id) VALUES ($1, $2, 1)
+             ON CONFLICT (as_id) DO NOTHING",
+        )
+        .bind(as_id)
+        .bind(start_pos)
+        .execute(self.pool())
+        .await?;
+        let row = sqlx::query(
+            "SELECT stream_pos, next_txn_id, txn_id, txn_body, txn_upto
+             FROM appservice_state WHERE as_id = $1",
+        )
+        .bind(as_id)
+        .fetch_one(self.pool())
+        .await?;
+        let txn_id: Option<i64> = row.try_get("txn_id")?;
+        let body: Option<String> = row.try_get("txn_body")?;
+        let upto: Option<i64> = row.try_get("txn_upto")?;
+        Ok(AppServiceState {
+            stream_pos: row.try_get("stream_pos")?,
+            next_txn_id: row.try_get("next_txn_id")?,
+            in_flight: match (txn_id, body, upto) {
+                (Some(txn_id), Some(body), Some(upto)) => Some(InFlightTxn { txn_id, body, upto }),
+                _ => None,
+            },
+        })
+    }
+
+    /// Records a transaction as in flight (before it is sent).
+    pub async fn appservice_begin_txn(&self, as_id: &str, txn: &InFlightTxn) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE appservice_state SET txn_id = $2, txn_body = $3, txn_upto = $4,
+                 next_txn_id = $2 + 1
+             WHERE as_id = $1",
+        )
+        .bind(as_id)
+        .bind(txn.txn_id)
+        .bind(&txn.body)
+        .bind(txn.upto)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The service acknowledged its transaction in flight: it is at the
+    /// position the transaction covered.
+    pub async fn appservice_end_txn(&self, as_id: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE appservice_state
+             SET stream_pos = COALESCE(txn_upto, stream_pos),
+                 txn_id = NULL, txn_body = NULL, txn_upto = NULL
+             WHERE as_id = $1",
+        )
+        .bind(as_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the service's position on (events up to `pos` were of no
+    /// interest to it); never back, never past a transaction in flight.
+    pub async fn appservice_advance(&self, as_id: &str, pos: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE appservice_state SET stream_pos = $2
+             WHERE as_id = $1 AND stream_pos < $2 AND txn_id IS NULL",
+        )
+        .bind(as_id)
+        .bind(pos)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every event in `(after, upto]`, in stream order, at most `limit`.
+    pub async fn events_in_stream_range(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const Q: &str = "SELECT stream_ordering, event_id, room_id, depth, state_group,
+                redacted_by, json, txn_device, txn_id
+             FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
+             ORDER BY stream_ordering LIMIT $3";
+        sqlx::query_as(Q)
+            .bind(after)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+    }
+}

@@ -1,0 +1,486 @@
+//! Homeserver → application service transactions against the fake
+//! application service: which events reach it (namespaced senders and
+//! members, rooms where a namespaced user is joined, aliased rooms), with
+//! the `hs_token`, in order; a failed transaction retried with the same id
+//! and body; every event once and in order after the service was down; the
+//! queue surviving a restart; a hanging service delaying nothing else.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const REGISTER: &str = "/_matrix/client/v3/register";
+
+/// A server with the bridge registered at the fake service, retrying fast.
+async fn server_and_bridge() -> (TestServer, RegistrationFiles, FakeAppService) {
+    let fake = FakeAppService::start().await;
+    let (s, files) =
+        server_with_fast_retries(&[&bridge_registration(&format!("\"{}\"", fake.url))]).await;
+    (s, files, fake)
+}
+
+async fn server_with_fast_retries(files: &[&str]) -> (TestServer, RegistrationFiles) {
+    server_with_timeout(files, 5).await
+}
+
+async fn server_with_timeout(files: &[&str], timeout_secs: u64) -> (TestServer, RegistrationFiles) {
+    let files = RegistrationFiles::new(files);
+    let paths = files.paths.clone();
+    let s = TestServer::start_with(|c| {
+        c.app_services = paths;
+        c.app_service_delivery.first_retry_ms = 20;
+        c.app_service_delivery.max_retry_ms = 200;
+        c.app_service_delivery.timeout_secs = timeout_secs;
+    })
+    .await;
+    (s, files)
+}
+
+/// Registers `localpart` through the bridge (no login).
+async fn ghost(s: &TestServer, localpart: &str) -> String {
+    let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
+    let (st, b) = s.post(REGISTER, Some(AS_TOKEN), body).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    b["user_id"].as_str().unwrap().to_owned()
+}
+
+/// Joins `room` as the ghost (the bridge's token, `?user_id=`).
+async fn ghost_join(s: &TestServer, ghost: &str, room: &str) {
+    let (st, b) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?user_id={}",
+                enc(room),
+                enc(ghost)
+            ),
+            Some(AS_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+/// Transactions until `n` events arrived: (txn id, event) in arrival order,
+/// and every transaction's id with its body.
+async fn collect_events(
+    fake: &FakeAppService,
+    n: usize,
+) -> (Vec<(String, Value)>, Vec<(String, Value)>) {
+    let mut events = Vec::new();
+    let mut txns = Vec::new();
+    while events.len() < n {
+        let (id, r) = fake.next_transaction().await;
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {HS_TOKEN}").as_str())
+        );
+        for e in r.body["events"].as_array().expect("events") {
+            events.push((id.clone(), e.clone()));
+        }
+        txns.push((id, r.body));
+    }
+    (events, txns)
+}
+
+fn bodies_of(events: &[(String, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(_, e)| e["type"] == "m.room.message")
+        .map(|(_, e)| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_of_rooms_with_a_namespaced_member_reach_the_service_in_order() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    // A room the bridge has no one in: nothing of it is sent.
+    let quiet = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    send_text(&s, &alice, &quiet, "not for the bridge").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    for i in 0..3 {
+        send_text(&s, &alice, &room, &format!("hello {i}")).await;
+    }
+    let (events, txns) = collect_events(&fake, 4).await;
+    assert_eq!(events[0].1["type"], "m.room.member", "{:?}", events[0]);
+    assert_eq!(events[0].1["state_key"], bob);
+    assert_eq!(bodies_of(&events), ["hello 0", "hello 1", "hello 2"]);
+    for (_, e) in &events {
+        assert_eq!(e["room_id"], room, "only the bridged room: {e}");
+        assert!(
+            e["event_id"].is_string() && e["origin_server_ts"].is_number(),
+            "{e}"
+        );
+    }
+    // Ids count up; `receive_ephemeral` gives the ephemeral keys.
+    let ids: Vec<i64> = txns.iter().map(|(id, _)| id.parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(txns[0].1["ephemeral"].is_array(), "{}", txns[0].1);
+    assert!(txns[0].1["de.sorunome.msc2409.to_device"].is_array());
+}
+
+#[tokio::test]
+async fn a_namespaced_sender_or_alias_makes_a_room_interesting() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    // A room with an alias in the bridge's alias namespace: its events are
+    // sent though no bridge user is in it. The alias is the bridge's
+    // (exclusive), so the bridge creates it.
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (st, b) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                enc("#bridge_lobby:test.local")
+            ),
+            Some(AS_TOKEN),
+            json!({"room_id": room}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    send_text(&s, &alice, &room, "in an aliased room").await;
+    let (events, _) = collect_events(&fake, 1).await;
+    assert_eq!(bodies_of(&events), ["in an aliased room"]);
+    // The bridge's own sender, anywhere.
+    let other = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let (st, b) = s
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&other)),
+            Some(AS_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (events, _) = collect_events(&fake, 1).await;
+    assert_eq!(events[0].1["sender"], "@bridgebot:test.local");
+    assert_eq!(events[0].1["room_id"], other);
+}
+
+#[tokio::test]
+async fn a_failed_transaction_is_retried_with_the_same_id_and_body() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    fake.answer_next(500, json!({"errcode": "M_UNKNOWN"}));
+    fake.answer_next(503, json!({}));
+    ghost_join(&s, &bob, &room).await;
+    let (first, r1) = fake.next_transaction().await;
+    let (second, r2) = fake.next_transaction().await;
+    let (third, r3) = fake.next_transaction().await;
+    assert_eq!((&first, &second), (&third, &third));
+    assert_eq!(r1.body, r2.body);
+    assert_eq!(r1.body, r3.body);
+    // Acknowledged: the next transaction has the next id.
+    send_text(&s, &alice, &room, "after").await;
+    let (next, r) = fake.next_transaction().await;
+    assert_eq!(
+        next.parse::<i64>().unwrap(),
+        third.parse::<i64>().unwrap() + 1
+    );
+    assert_eq!(bodies_of(&[(next, r.body["events"][0].clone())]), ["after"]);
+}
+
+#[tokio::test]
+async fn a_service_down_for_a_while_gets_every_event_once_and_in_order() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let (_, _) = collect_events(&fake, 1).await;
+    fake.answer_all(500);
+    for i in 0..100 {
+        send_text(&s, &alice, &room, &format!("m{i}")).await;
+    }
+    // Failing for a while: the same transaction again and again.
+    let (id, failed) = fake.next_transaction().await;
+    let (again, failed_again) = fake.next_transaction().await;
+    assert_eq!(id, again);
+    assert_eq!(failed.body, failed_again.body);
+    fake.answer_all(200);
+    let got = distinct_transactions(&fake, 100, HashMap::new()).await;
+    let want: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "every event once, in order");
+    // Nothing more comes.
+    assert!(fake.next_within(Duration::from_millis(300)).await.is_none());
+}
+
+/// The message bodies of transactions until `n` arrived, each transaction
+/// counted once: a retried id must carry the same body, and ids never go
+/// back (an acknowledged transaction is not sent again).
+async fn distinct_transactions(
+    fake: &FakeAppService,
+    n: usize,
+    mut by_id: HashMap<i64, Value>,
+) -> Vec<String> {
+    let mut highest = by_id.keys().copied().max().unwrap_or(0);
+    let mut got = Vec::new();
+    while got.len() < n {
+        let (id, r) = fake.next_transaction().await;
+        let id: i64 = id.parse().unwrap();
+        assert!(id >= highest, "transaction {id} came after {highest}");
+        highest = id;
+        if let Some(before) = by_id.get(&id) {
+            assert_eq!(before, &r.body, "a retried id carries the same body");
+            continue;
+        }
+        let events = r.body["events"].as_array().unwrap();
+        assert!(events.len() <= 100);
+        got.extend(bodies_of(
+            &events
+                .iter()
+                .map(|e| (String::new(), e.clone()))
+                .collect::<Vec<_>>(),
+        ));
+        by_id.insert(id, r.body);
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_queue_and_the_transaction_in_flight_survive_a_restart() {
+    let (mut s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let (_, _) = collect_events(&fake, 1).await;
+    fake.answer_all(500);
+    for i in 0..5 {
+        send_text(&s, &alice, &room, &format!("before {i}")).await;
+    }
+    let (in_flight, first) = fake.next_transaction().await;
+    s.restart().await;
+    for i in 0..3 {
+        send_text(&s, &alice, &room, &format!("after {i}")).await;
+    }
+    // The same transaction first, then the rest; nothing twice.
+    fake.answer_all(200);
+    let (again, r) = fake.next_transaction().await;
+    assert_eq!(again, in_flight);
+    assert_eq!(
+        r.body, first.body,
+        "the in-flight transaction is sent unchanged"
+    );
+    let mut got = bodies_of(
+        &r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (String::new(), e.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let seen = HashMap::from([(in_flight.parse().unwrap(), r.body)]);
+    got.extend(distinct_transactions(&fake, 8 - got.len(), seen).await);
+    assert_eq!(
+        got,
+        [
+            "before 0", "before 1", "before 2", "before 3", "before 4", "after 0", "after 1",
+            "after 2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_service_delays_no_send_and_no_other_service() {
+    let hanging = FakeAppService::start().await;
+    let healthy = FakeAppService::start().await;
+    let other = bridge_registration(&format!("\"{}\"", healthy.url))
+        .replace("id: bridge", "id: other")
+        .replace(AS_TOKEN, "as-other")
+        .replace(HS_TOKEN, "hs-other")
+        .replace("sender_localpart: bridgebot", "sender_localpart: otherbot")
+        .replace("@bridge_", "@other_")
+        .replace("#bridge_", "#other_");
+    // The hanging service's requests time out after 60 s: the healthy one
+    // gets its events within `next_transaction`'s 20 s only if it does
+    // not wait behind them.
+    let (s, _files) = server_with_timeout(
+        &[
+            &bridge_registration(&format!("\"{}\"", hanging.url)),
+            &other,
+        ],
+        60,
+    )
+    .await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let (st, b) = s
+        .post(
+            REGISTER,
+            Some("as-other"),
+            json!({"type": "m.login.application_service", "username": "other_carol", "inhibit_login": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let carol = b["user_id"].as_str().unwrap().to_owned();
+    // The first service holds its requests unanswered (past the timeout).
+    let _held: Vec<_> = (0..4).map(|_| hanging.hold_next()).collect();
+    let (st, b) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?user_id={}",
+                enc(&room),
+                enc(&carol)
+            ),
+            Some("as-other"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    for i in 0..5 {
+        send_text(&s, &alice, &room, &format!("m{i}")).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let (_, r) = healthy.next_transaction().await;
+        for e in r.body["events"].as_array().unwrap() {
+            if e["type"] == "m.room.message" {
+                got.push(e["content"]["body"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
+    // The hanging one holds its first transaction.
+    let (_, held) = hanging.next_transaction().await;
+    assert!(held.body["events"].is_array());
+}
+
+#[tokio::test]
+async fn a_service_without_url_receives_nothing_and_slows_nothing() {
+    let (s, _files) = server_with_fast_retries(&[&bridge_registration("null")]).await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    send_text(&s, &alice, &room, "hello").await;
+    assert!(!s.services().as_delivery.is_active());
+}
+
+/// Transactions until one's ephemeral list (under `key`) holds an event
+/// `matches` accepts; that event.
+async fn ephemeral_until(
+    fake: &FakeAppService,
+    key: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let (_, r) = fake.next_transaction().await;
+        if let Some(found) = r.body[key]
+            .as_array()
+            .and_then(|list| list.iter().find(|e| matches(e)))
+        {
+            return found.clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn receipts_typing_and_presence_of_interesting_rooms_come_as_ephemeral_events() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let event = send_text(&s, &alice, &room, "read me").await;
+    let (st, b) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let typing = ephemeral_until(&fake, "ephemeral", |e| e["type"] == "m.typing").await;
+    assert_eq!(typing["room_id"], room);
+    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
+    let (st, b) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&event)
+            ),
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let receipt = ephemeral_until(&fake, "ephemeral", |e| e["type"] == "m.receipt").await;
+    assert_eq!(receipt["room_id"], room);
+    assert!(
+        receipt["content"][&event]["m.read"][&alice.user_id]["ts"].is_number(),
+        "{receipt}"
+    );
+    let (st, b) = s
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            alice.token(),
+            json!({"presence": "unavailable", "status_msg": "away"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let presence = ephemeral_until(&fake, "ephemeral", |e| {
+        e["type"] == "m.presence" && e["content"]["presence"] == "unavailable"
+    })
+    .await;
+    assert_eq!(presence["sender"], alice.user_id);
+    assert_eq!(presence["content"]["status_msg"], "away");
+}
+
+#[tokio::test]
+async fn the_unstable_ephemeral_flag_uses_the_unstable_key_and_none_sends_none() {
+    let fake = FakeAppService::start().await;
+    let registration = bridge_registration(&format!("\"{}\"", fake.url)).replace(
+        "receive_ephemeral: true",
+        "de.sorunome.msc2409.push_ephemeral: true",
+    );
+    let (s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let (st, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            alice.token(),
+            json!({"typing": true, "timeout": 30000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let typing = ephemeral_until(&fake, "de.sorunome.msc2409.ephemeral", |e| {
+        e["type"] == "m.typing"
+    })
+    .await;
+    assert_eq!(typing["room_id"], room);
+
+    // Without either flag: no ephemeral key at all.
+    let plain = FakeAppService::start().await;
+    let registration =
+        bridge_registration(&format!("\"{}\"", plain.url)).replace("receive_ephemeral: true\n", "");
+    let (s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let (_, r) = plain.next_transaction().await;
+    assert!(r.body.get("ephemeral").is_none(), "{}", r.body);
+    assert!(r.body.get("de.sorunome.msc2409.ephemeral").is_none());
+}
