@@ -43,11 +43,20 @@ use claims::ClaimQueue;
 const COUNTED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 
 /// Records changes of users' devices and device keys (see the module).
+/// What [`DeviceLists::on_change`] awaits for a user whose devices changed.
+pub type DeviceListener = Box<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
 pub struct DeviceLists {
     storage: Storage,
     stream: Arc<Stream>,
     /// What `/keys/query` answers per user: forgotten on each change.
     keys: KeyCache,
+    /// Awaited with the user after each committed change of their devices
+    /// (`to_device` forgets the user's devices and drops what waits for a
+    /// deleted one) before the change is answered.
+    listener: std::sync::OnceLock<DeviceListener>,
 }
 
 impl DeviceLists {
@@ -57,7 +66,14 @@ impl DeviceLists {
             storage,
             stream,
             keys: KeyCache::new(NonZeroUsize::new(cached_users).unwrap_or(NonZeroUsize::MIN)),
+            listener: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is awaited for each user whose devices changed, right
+    /// after the change commits (once; a second call is ignored).
+    pub fn on_change(&self, listener: DeviceListener) {
+        let _ = self.listener.set(listener);
     }
 
     /// [`DeviceLists::new`] to share.
@@ -80,6 +96,9 @@ impl DeviceLists {
     /// the user's own syncs and those of everyone sharing a room with them.
     pub async fn changed(&self, user: &UserId) -> Result<()> {
         self.forget_keys(user.as_str());
+        if let Some(listener) = self.listener.get() {
+            listener(user.as_str().to_owned()).await;
+        }
         let r = self.reserve_change(user).await?;
         let written = self
             .storage
@@ -192,6 +211,7 @@ impl E2eKeys {
                     )));
                 }
             }
+            check_one_time_key_cap(&stored, &otks)?;
         }
         let otk_rows: Vec<NewKey<'_>> = otks.iter().map(new_key).collect();
         let fallback_rows: Vec<NewKey<'_>> = fallbacks.iter().map(new_key).collect();
@@ -763,6 +783,48 @@ fn same_json(a: &str, b: &str) -> bool {
     ) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
+    }
+}
+
+/// The most one-time keys of one algorithm a device may hold, as Synapse
+/// (`MAX_ONE_TIME_KEYS_PER_ALGORITHM_PER_DEVICE`): clients discard their
+/// oldest private keys past a bound (libolm at 100, vodozemac at 5,000),
+/// so keys beyond it could never be used.
+pub const MAX_ONE_TIME_KEYS_PER_ALGORITHM: usize = 500;
+
+/// 400 `M_TOO_LARGE` when storing the new keys of `upload` (those not in
+/// `stored` already) would leave the device holding more than
+/// [`MAX_ONE_TIME_KEYS_PER_ALGORITHM`] of an algorithm (Synapse's rule).
+fn check_one_time_key_cap(
+    stored: &[(String, String, String)],
+    upload: &[(String, String, String)],
+) -> Result<()> {
+    let mut totals: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (alg, _, _) in stored {
+        totals.entry(alg.as_str()).or_default().0 += 1;
+    }
+    for (alg, id, _) in upload {
+        if !stored.iter().any(|(a, i, _)| a == alg && i == id) {
+            totals.entry(alg.as_str()).or_default().1 += 1;
+        }
+    }
+    let mut over: Vec<(&str, usize, usize)> = totals
+        .into_iter()
+        .filter(|(_, (held, new))| *new > 0 && held + new > MAX_ONE_TIME_KEYS_PER_ALGORITHM)
+        .map(|(alg, (held, new))| (alg, held, new))
+        .collect();
+    over.sort_unstable();
+    match over.first() {
+        Some((alg, held, new)) => Err(MatrixError::new(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::TooLarge,
+            format!(
+                "Uploading {new} more {alg} one-time keys would leave the device holding {}, over \
+             the limit of {MAX_ONE_TIME_KEYS_PER_ALGORITHM}",
+                held + new
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -223,7 +223,8 @@ impl Services {
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
-            to_device: to_device::ToDevice::new(storage.clone(), stream.clone(), &config)?,
+            to_device: to_device::ToDevice::load(storage.clone(), stream.clone(), &config, &lists)
+                .await?,
             key_backup: key_backup::KeyBackup::new(storage.clone()),
             cross_signing: cross_signing::CrossSigning::new(
                 storage.clone(),

@@ -148,6 +148,25 @@ impl Stream {
         self.pending.lock().push((pos, topic));
     }
 
+    /// [`Stream::touch`] for many topics at one position, each lock taken
+    /// once (a to-device send touches a topic per recipient device).
+    pub fn touch_many(&self, topics: Vec<Topic>, pos: i64) {
+        {
+            let mut touched = self.touched.lock();
+            for topic in &topics {
+                match touched.get_mut(topic) {
+                    Some(last) => *last = (*last).max(pos),
+                    None => {
+                        touched.insert(topic.clone(), pos);
+                    }
+                }
+            }
+        }
+        self.pending
+            .lock()
+            .extend(topics.into_iter().map(|t| (pos, t)));
+    }
+
     /// Registers a waiter for `topics`. If one of them changed after
     /// `since` already, the first [`Registration::notified`] returns at once
     /// (the caller then checks what is readable).

@@ -1,16 +1,26 @@
-//! Send-to-device messaging: `PUT /sendToDevice` stores a message in each
-//! recipient device's inbox (`device_inbox`) at one stream position, and
+//! Send-to-device messaging. A `PUT /sendToDevice` is stored once, at one
+//! stream position: one `to_device_sends` row whose body holds every
+//! recipient device's content (`model::to_device`), not a row per device.
+//! Which messages wait for which device is kept in memory ([`Pending`]: per
+//! device, the positions and where its content lies in each body), rebuilt
+//! at start-up from the stored sends and the devices' acknowledgements, so
+//! a sync finds its device's messages without a query.
+//!
 //! `/sync` delivers a device's messages in order, up to [`SYNC_LIMIT`] at a
-//! time, until the device acknowledges them by syncing with a `since` at
-//! or past them; then they are deleted.
+//! time. A sync whose `since` is at or past some of them acknowledges them:
+//! the device's mark in `to_device_acks` moves up to `since`, and a send
+//! every recipient has acknowledged is deleted (in the same transaction). A
+//! crash at any moment loses nothing unacknowledged: a send is answered
+//! after its row commits, and start-up rebuilds what waits from the rows
+//! and the marks (deleting the sends nobody waits for).
 //!
 //! A message touches [`Topic::Device`], which wakes only that device's
-//! parked syncs and tells a sync whether its inbox can hold anything new,
-//! so a sync with nothing sent to it since `since` reads no inbox.
+//! parked syncs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use ruma::api::client::to_device::send_event_to_device::v3::Messages;
@@ -22,9 +32,11 @@ use serde_json::value::RawValue;
 use crate::config::Config;
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
+use crate::model::to_device::{self as send_body, Entry, Recipient};
+use crate::services::e2e_keys::DeviceLists;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::to_device::{InboxDelivery, InboxSend};
+use crate::storage::to_device::NewSend;
 
 /// Messages per `/sync` response, as Synapse; the rest come with the next.
 pub const SYNC_LIMIT: usize = 100;
@@ -34,10 +46,12 @@ pub const SYNC_LIMIT: usize = 100;
 /// federation EDU size, so that a message sent today can cross servers).
 pub const MAX_CONTENT_BYTES: usize = 65_536;
 
-/// How many devices' unacknowledged deliveries [`ToDevice`] remembers. A
-/// device forgotten here has its acknowledged messages deleted at its next
-/// inbox read instead of at once.
-const UNACKED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
+/// The bodies of recent sends kept in memory, in bytes: the devices of a
+/// send mostly read it soon after it was sent, so most reads find it here.
+const BODY_CACHE_BYTES: usize = 64 << 20;
+
+/// How many users' device lists the send path keeps.
+const CACHED_DEVICE_LISTS: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 
 /// An event of `/sync`'s `to_device.events`.
 #[derive(Debug, Serialize)]
@@ -56,33 +70,383 @@ pub struct ForSync {
     pub to: i64,
 }
 
-pub struct ToDevice {
+/// A stored send something still waits for.
+struct SendMeta {
+    sender: Arc<str>,
+    event_type: Arc<str>,
+    /// Recipient devices that have not acknowledged it.
+    waiting: usize,
+}
+
+/// A message waiting for a device: its send's position and where the
+/// device's content lies in the send's body.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pos: i64,
+    offset: u32,
+    len: u32,
+}
+
+/// What waits for which device.
+#[derive(Default)]
+struct Pending {
+    sends: HashMap<i64, SendMeta>,
+    /// Per user, per device: its messages in position order.
+    by_user: HashMap<Box<str>, HashMap<Box<str>, VecDeque<Slot>>>,
+}
+
+impl Pending {
+    /// Records a send at `pos` for the devices of `entries`.
+    fn add(&mut self, pos: i64, sender: Arc<str>, event_type: Arc<str>, entries: &[Entry<'_>]) {
+        if entries.is_empty() {
+            return;
+        }
+        self.sends.insert(
+            pos,
+            SendMeta {
+                sender,
+                event_type,
+                waiting: entries.len(),
+            },
+        );
+        for e in entries {
+            // Looked up by `&str` first: a key is allocated once per device.
+            if !self.by_user.contains_key(e.user) {
+                self.by_user.insert(e.user.into(), HashMap::new());
+            }
+            let Some(devices) = self.by_user.get_mut(e.user) else {
+                continue;
+            };
+            if !devices.contains_key(e.device) {
+                devices.insert(e.device.into(), VecDeque::new());
+            }
+            let Some(queue) = devices.get_mut(e.device) else {
+                continue;
+            };
+            let slot = Slot {
+                pos,
+                offset: e.offset,
+                len: e.len,
+            };
+            // Sends commit out of order now and then: keep position order.
+            match queue.back() {
+                Some(last) if last.pos > pos => {
+                    let at = queue.partition_point(|s| s.pos < pos);
+                    queue.insert(at, slot);
+                }
+                _ => queue.push_back(slot),
+            }
+        }
+    }
+
+    /// One recipient fewer waits for the send at `pos`: whether it was the
+    /// last (the send is forgotten then).
+    fn release(&mut self, pos: i64) -> bool {
+        let Some(send) = self.sends.get_mut(&pos) else {
+            return false;
+        };
+        send.waiting = send.waiting.saturating_sub(1);
+        if send.waiting == 0 {
+            self.sends.remove(&pos);
+            return true;
+        }
+        false
+    }
+
+    /// Drops the device's messages up to `upto`: the sends nobody waits
+    /// for any more, or `None` when it had none there.
+    fn acknowledge(&mut self, user: &str, device: &str, upto: i64) -> Option<Vec<i64>> {
+        let devices = self.by_user.get_mut(user)?;
+        let queue = devices.get_mut(device)?;
+        let n = queue.partition_point(|s| s.pos <= upto);
+        if n == 0 {
+            return None;
+        }
+        let done: Vec<i64> = queue.drain(..n).map(|s| s.pos).collect();
+        if queue.is_empty() {
+            devices.remove(device);
+            if devices.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+        Some(done.into_iter().filter(|p| self.release(*p)).collect())
+    }
+
+    /// Drops every message of the device: the sends nobody waits for.
+    fn drop_device(&mut self, user: &str, device: &str) -> Vec<i64> {
+        self.acknowledge(user, device, i64::MAX).unwrap_or_default()
+    }
+
+    /// Up to `limit` of the device's messages in `(after, upto]`, with
+    /// their senders and types.
+    fn take(
+        &self,
+        user: &str,
+        device: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Vec<(Slot, Arc<str>, Arc<str>)> {
+        let Some(queue) = self.by_user.get(user).and_then(|d| d.get(device)) else {
+            return Vec::new();
+        };
+        let first = queue.partition_point(|s| s.pos <= after);
+        queue
+            .range(first..)
+            .take_while(|s| s.pos <= upto)
+            .take(limit)
+            .filter_map(|s| {
+                let send = self.sends.get(&s.pos)?;
+                Some((*s, send.sender.clone(), send.event_type.clone()))
+            })
+            .collect()
+    }
+
+    fn devices(&self) -> usize {
+        self.by_user.values().map(HashMap::len).sum()
+    }
+}
+
+/// Recent sends' bodies, least recently used out past [`BODY_CACHE_BYTES`].
+struct Bodies {
+    lru: lru::LruCache<i64, Arc<[u8]>>,
+    bytes: usize,
+}
+
+impl Bodies {
+    fn insert(&mut self, pos: i64, body: Arc<[u8]>) {
+        self.bytes += body.len();
+        if let Some(old) = self.lru.put(pos, body) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > BODY_CACHE_BYTES {
+            match self.lru.pop_lru() {
+                Some((_, b)) => self.bytes -= b.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn forget(&mut self, positions: &[i64]) {
+        for p in positions {
+            if let Some(b) = self.lru.pop(p) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+}
+
+/// Each user's device ids (sorted), for the send path. Forgotten on every
+/// change of the user's devices; a list read from the database is kept
+/// only when nothing was forgotten while it was read.
+struct DeviceCache {
+    lists: Mutex<lru::LruCache<String, Arc<[OwnedDeviceId]>>>,
+    generation: AtomicU64,
+}
+
+impl DeviceCache {
+    fn forget(&self, user: &str) {
+        let mut lists = self.lists.lock();
+        lists.pop(user);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The devices of each of `users`, in order.
+    async fn of(&self, storage: &Storage, users: &[&str]) -> Result<Vec<Arc<[OwnedDeviceId]>>> {
+        let mut out: Vec<Option<Arc<[OwnedDeviceId]>>> = Vec::with_capacity(users.len());
+        let mut missing = Vec::new();
+        let generation = {
+            let mut lists = self.lists.lock();
+            for u in users {
+                let hit = lists.get(*u).cloned();
+                if hit.is_none() {
+                    missing.push(*u);
+                }
+                out.push(hit);
+            }
+            self.generation.load(Ordering::SeqCst)
+        };
+        if !missing.is_empty() {
+            let mut read: HashMap<String, Vec<OwnedDeviceId>> = missing
+                .iter()
+                .map(|u| ((*u).to_owned(), Vec::new()))
+                .collect();
+            for d in storage.devices_of_users(&missing).await? {
+                if let Some(list) = read.get_mut(&d.user_id) {
+                    list.push(OwnedDeviceId::from(d.device_id));
+                }
+            }
+            let read: HashMap<String, Arc<[OwnedDeviceId]>> = read
+                .into_iter()
+                .map(|(u, mut l)| {
+                    l.sort();
+                    (u, Arc::from(l))
+                })
+                .collect();
+            let mut lists = self.lists.lock();
+            let keep = self.generation.load(Ordering::SeqCst) == generation;
+            for (slot, u) in out.iter_mut().zip(users) {
+                if slot.is_none() {
+                    let list = read
+                        .get(*u)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(Vec::new()));
+                    if keep {
+                        lists.put((*u).to_owned(), list.clone());
+                    }
+                    *slot = Some(list);
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|l| l.unwrap_or_else(|| Arc::from(Vec::new())))
+            .collect())
+    }
+}
+
+/// What the service and its device-change listener share.
+struct Shared {
     storage: Storage,
+    pending: Mutex<Pending>,
+    bodies: Mutex<Bodies>,
+    devices: DeviceCache,
+}
+
+impl Shared {
+    /// The user's devices changed (the change is committed): forget their
+    /// devices, and drop what waits for a device of theirs that was
+    /// deleted: the messages up to its acknowledgement mark (a deletion
+    /// moves it to the last send stored, so a new device with the same id
+    /// gets none of them) and any of a device that is gone. Frees the
+    /// sends nobody waits for any more.
+    async fn user_changed(&self, user: &str) {
+        self.devices.forget(user);
+        if !self.pending.lock().by_user.contains_key(user) {
+            return;
+        }
+        if let Err(e) = self.drop_deleted_devices(user).await {
+            tracing::warn!(%user, error = %e, "dropping a deleted device's to-device messages");
+        }
+    }
+
+    async fn drop_deleted_devices(&self, user: &str) -> sqlx::Result<()> {
+        let live: HashSet<String> = self
+            .storage
+            .devices_of_users(&[user])
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        let acks: HashMap<String, i64> = self
+            .storage
+            .to_device_acks_of(user)
+            .await?
+            .into_iter()
+            .map(|a| (a.device_id, a.position))
+            .collect();
+        let finished: Vec<i64> = {
+            let mut pending = self.pending.lock();
+            let devices: Vec<String> = pending
+                .by_user
+                .get(user)
+                .into_iter()
+                .flat_map(|d| d.keys())
+                .map(|d| d.to_string())
+                .collect();
+            let mut finished = Vec::new();
+            for d in devices {
+                let upto = match (live.contains(&d), acks.get(&d)) {
+                    (false, _) => i64::MAX,
+                    (true, Some(acked)) => *acked,
+                    (true, None) => continue,
+                };
+                finished.extend(pending.acknowledge(user, &d, upto).unwrap_or_default());
+            }
+            finished
+        };
+        if finished.is_empty() {
+            return Ok(());
+        }
+        self.bodies.lock().forget(&finished);
+        self.storage.delete_to_device_sends(&finished).await
+    }
+
+    /// The bodies of the sends at `positions`, from memory or storage.
+    async fn bodies(&self, positions: &[i64]) -> Result<HashMap<i64, Arc<[u8]>>> {
+        let mut out = HashMap::with_capacity(positions.len());
+        let mut missing = Vec::new();
+        {
+            let mut bodies = self.bodies.lock();
+            for p in positions {
+                match bodies.lru.get(p) {
+                    Some(b) => {
+                        out.insert(*p, b.clone());
+                    }
+                    None => missing.push(*p),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let read = self.storage.to_device_bodies(&missing).await?;
+            let mut bodies = self.bodies.lock();
+            for (pos, b) in read {
+                let b: Arc<[u8]> = Arc::from(b);
+                bodies.insert(pos, b.clone());
+                out.insert(pos, b);
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub struct ToDevice {
+    shared: Arc<Shared>,
     stream: Arc<Stream>,
     server_name: OwnedServerName,
     /// `limits.max_to_device_messages` and `limits.max_to_device_bytes`.
     max_messages: usize,
     max_bytes: usize,
-    /// Per (user, device): the highest position delivered to it and not
-    /// yet deleted, so the sync that acknowledges it deletes at once (and a
-    /// sync with an older `since` cannot get it again).
-    unacked: Mutex<lru::LruCache<(String, String), i64>>,
 }
 
 impl ToDevice {
-    /// The service for `config`'s server name and limits.
-    pub fn new(
+    /// The service for `config`'s server name and limits, with what waits
+    /// for each device read from storage; it listens to `lists` for device
+    /// changes.
+    pub async fn load(
         storage: Storage,
         stream: Arc<Stream>,
         config: &Config,
-    ) -> std::result::Result<Self, ruma::IdParseError> {
-        Ok(Self {
+        lists: &DeviceLists,
+    ) -> anyhow::Result<Self> {
+        let pending = rebuild(&storage).await?;
+        let shared = Arc::new(Shared {
             storage,
+            pending: Mutex::new(pending),
+            bodies: Mutex::new(Bodies {
+                lru: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
+            devices: DeviceCache {
+                lists: Mutex::new(lru::LruCache::new(CACHED_DEVICE_LISTS)),
+                generation: AtomicU64::new(0),
+            },
+        });
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        lists.on_change(Box::new(move |user| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                if let Some(shared) = weak.upgrade() {
+                    shared.user_changed(&user).await;
+                }
+            })
+        }));
+        Ok(Self {
+            shared,
             stream,
             server_name: OwnedServerName::try_from(config.server_name.as_str())?,
             max_messages: config.limits.max_to_device_messages,
             max_bytes: config.limits.max_to_device_bytes,
-            unacked: Mutex::new(lru::LruCache::new(UNACKED_DEVICES)),
         })
     }
 
@@ -132,65 +496,92 @@ impl ToDevice {
                 check_content_size(user.as_str(), device, content.json().get())?;
             }
         }
-        // Every recipient's devices in one read, not one per user.
+        // The position first, then the devices: a device deleted after this
+        // read has its acknowledgement moved past this position (its
+        // deletion reads the stream's high-water mark once this commits),
+        // or is dropped from memory by the change listener.
+        let r = self.stream.reserve();
         let users: Vec<&str> = messages.keys().map(|u| u.as_str()).collect();
-        let mut devices_of: HashMap<String, Vec<OwnedDeviceId>> = HashMap::new();
-        for d in self.storage.devices_of_users(&users).await? {
-            devices_of
-                .entry(d.user_id)
-                .or_default()
-                .push(OwnedDeviceId::from(d.device_id));
-        }
-        let mut deliveries = Vec::new();
+        let devices = self.shared.devices.of(&self.shared.storage, &users).await?;
+        let mut recipients: Vec<Recipient<'_>> = Vec::new();
         let mut topics = Vec::new();
-        for (user, by_device) in messages {
-            let wildcard = by_device.get(&DeviceIdOrAllDevices::AllDevices);
-            for device in devices_of.get(user.as_str()).into_iter().flatten() {
+        let mut named: Vec<(&str, &str)> = Vec::new();
+        for ((user, by_device), devs) in messages.iter().zip(&devices) {
+            named.clear();
+            let mut wildcard = None;
+            for (key, content) in by_device {
+                match key {
+                    DeviceIdOrAllDevices::AllDevices => wildcard = Some(content.json().get()),
+                    DeviceIdOrAllDevices::DeviceId(d) => {
+                        named.push((d.as_str(), content.json().get()))
+                    }
+                }
+            }
+            named.sort_unstable();
+            for device in devs.iter() {
                 // A device named gets its own content; "*" is for the rest.
-                let named = by_device.get(&DeviceIdOrAllDevices::DeviceId(device.clone()));
-                if let Some(content) = named.or(wildcard) {
-                    deliveries.push(InboxDelivery {
-                        user_id: user.as_str(),
-                        device_id: device.as_str(),
-                        content: content.json().get(),
+                let own = named
+                    .binary_search_by(|(n, _)| (*n).cmp(device.as_str()))
+                    .ok()
+                    .map(|i| named[i].1);
+                if let Some(content) = own.or(wildcard) {
+                    recipients.push(Recipient {
+                        user: user.as_str(),
+                        device: device.as_str(),
+                        content,
                     });
                     topics.push(Topic::Device(user.clone(), device.clone()));
                 }
             }
         }
-        if deliveries.is_empty() {
+        if recipients.is_empty() {
             return Ok(());
         }
-        self.check_fan_out(&deliveries)?;
-        let r = self.stream.reserve();
-        for topic in topics {
-            self.stream.touch(topic, r.pos());
+        self.check_fan_out(&recipients)?;
+        let body = send_body::encode(&mut recipients);
+        drop(recipients);
+        let stored = self
+            .shared
+            .storage
+            .store_to_device(&NewSend {
+                sender: &sender.user_id,
+                sender_device: &sender.device_id,
+                event_type,
+                txn_id,
+                stream_ordering: r.pos(),
+                body: &body,
+            })
+            .await;
+        if let Ok(true) = stored {
+            let kept: Arc<[u8]> = Arc::from(body);
+            let entries = send_body::entries(&kept).map_err(MatrixError::internal)?;
+            self.shared.pending.lock().add(
+                r.pos(),
+                Arc::from(sender.user_id.as_str()),
+                Arc::from(event_type),
+                &entries,
+            );
+            drop(entries);
+            self.shared.bodies.lock().insert(r.pos(), kept);
+            self.stream.touch_many(topics, r.pos());
         }
-        let send = InboxSend {
-            sender: &sender.user_id,
-            sender_device: &sender.device_id,
-            event_type,
-            txn_id,
-            stream_ordering: r.pos(),
-        };
-        let stored = self.storage.store_to_device(&send, &deliveries).await;
         self.stream.complete(r);
         stored?;
         Ok(())
     }
 
-    /// 413 `M_TOO_LARGE` when `deliveries` are more messages or bytes than
+    /// 413 `M_TOO_LARGE` when `recipients` are more messages or bytes than
     /// the configured limits.
-    fn check_fan_out(&self, deliveries: &[InboxDelivery<'_>]) -> Result<()> {
-        if deliveries.len() > self.max_messages {
+    fn check_fan_out(&self, recipients: &[Recipient<'_>]) -> Result<()> {
+        if recipients.len() > self.max_messages {
             return Err(MatrixError::too_large(format!(
                 "This request would store {} to-device messages (one per recipient device, \
                  \"*\" counting every device of its user); the limit is {}",
-                deliveries.len(),
+                recipients.len(),
                 self.max_messages
             )));
         }
-        let bytes: usize = deliveries.iter().map(|d| d.content.len()).sum();
+        let bytes: usize = recipients.iter().map(|d| d.content.len()).sum();
         if bytes > self.max_bytes {
             return Err(MatrixError::too_large(format!(
                 "This request would store {bytes} bytes of to-device messages (one content per \
@@ -201,59 +592,51 @@ impl ToDevice {
         Ok(())
     }
 
-    /// The requester's messages for a sync of `(since, to]`, after deleting
-    /// those up to `since` (which the device has seen: `since` is a
-    /// `next_batch` it was given). Reads nothing when no message was sent
-    /// to the device since `since` and none delivered waits for deletion.
+    /// The requester's messages for a sync of `(since, to]`, after
+    /// acknowledging those up to `since` (which the device has seen:
+    /// `since` is a `next_batch` it was given). Reads no storage when
+    /// nothing waits for the device but the bodies of what it gets (most
+    /// from memory).
     pub async fn for_sync(&self, who: &Requester, since: Option<i64>, to: i64) -> Result<ForSync> {
-        let key = (who.user_id.clone(), who.device_id.clone());
-        let fresh = since.is_none_or(|since| {
-            self.stream
-                .changed_since(std::slice::from_ref(&Self::topic(who)), since)
-        });
+        let (user, device) = (who.user_id.as_str(), who.device_id.as_str());
         if let Some(since) = since {
-            let unacked = self.unacked.lock().peek(&key).copied();
-            if fresh || unacked.is_some() {
-                self.storage
-                    .delete_inbox_through(&who.user_id, &who.device_id, since)
+            let finished = self.shared.pending.lock().acknowledge(user, device, since);
+            if let Some(finished) = finished {
+                self.shared.bodies.lock().forget(&finished);
+                self.shared
+                    .storage
+                    .acknowledge_to_device(user, device, since, &finished)
                     .await?;
-                let mut map = self.unacked.lock();
-                if map.peek(&key).is_some_and(|p| *p <= since) {
-                    map.pop(&key);
-                }
             }
         }
-        if !fresh {
-            return Ok(ForSync {
-                events: Vec::new(),
-                to,
-            });
-        }
-        let limit = i64::try_from(SYNC_LIMIT).unwrap_or(i64::MAX) + 1;
-        let mut rows = self
-            .storage
-            .inbox(&who.user_id, &who.device_id, since.unwrap_or(0), to, limit)
-            .await?;
-        let more = rows.len() > SYNC_LIMIT;
-        rows.truncate(SYNC_LIMIT);
-        let Some(last) = rows.last().map(|r| r.stream_ordering) else {
+        let mut taken =
+            self.shared
+                .pending
+                .lock()
+                .take(user, device, since.unwrap_or(0), to, SYNC_LIMIT + 1);
+        let more = taken.len() > SYNC_LIMIT;
+        taken.truncate(SYNC_LIMIT);
+        let Some(last) = taken.last().map(|t| t.0.pos) else {
             return Ok(ForSync {
                 events: Vec::new(),
                 to,
             });
         };
-        {
-            let mut map = self.unacked.lock();
-            let entry = map.get_or_insert_mut(key, || last);
-            *entry = (*entry).max(last);
-        }
-        let events = rows
+        let positions: Vec<i64> = taken.iter().map(|t| t.0.pos).collect();
+        let bodies = self.shared.bodies(&positions).await?;
+        let events = taken
             .into_iter()
-            .map(|r| {
+            .map(|(slot, sender, event_type)| {
+                let b = bodies.get(&slot.pos).ok_or_else(|| {
+                    MatrixError::internal(format!("to-device send {} is missing", slot.pos))
+                })?;
+                let text =
+                    send_body::content(b, slot.offset, slot.len).map_err(MatrixError::internal)?;
                 Ok(ToDeviceEvent {
-                    event_type: r.event_type,
-                    sender: r.sender,
-                    content: RawValue::from_string(r.content).map_err(MatrixError::internal)?,
+                    event_type: event_type.to_string(),
+                    sender: sender.to_string(),
+                    content: RawValue::from_string(text.to_owned())
+                        .map_err(MatrixError::internal)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -262,6 +645,76 @@ impl ToDevice {
             to: if more { last } else { to },
         })
     }
+}
+
+/// What waits for each device, from the stored sends and acknowledgements;
+/// deletes the sends nobody waits for (every recipient acknowledged them,
+/// or is a device that no longer exists) and the acknowledgements that rule
+/// nothing out any more.
+async fn rebuild(storage: &Storage) -> anyhow::Result<Pending> {
+    let acks: HashMap<(String, String), i64> = storage
+        .to_device_acks()
+        .await?
+        .into_iter()
+        .map(|a| ((a.user_id, a.device_id), a.position))
+        .collect();
+    let mut pending = Pending::default();
+    let mut finished = Vec::new();
+    let mut after = 0;
+    loop {
+        let rows = storage.to_device_sends_after(after).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.stream_ordering;
+        for row in rows {
+            let entries = match send_body::entries(&row.body) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(pos = row.stream_ordering, error = %e, "a stored to-device send is unreadable; left as it is");
+                    continue;
+                }
+            };
+            let waiting: Vec<Entry<'_>> = entries
+                .into_iter()
+                .filter(|e| {
+                    acks.get(&(e.user.to_owned(), e.device.to_owned()))
+                        .is_none_or(|acked| *acked < row.stream_ordering)
+                })
+                .collect();
+            if waiting.is_empty() {
+                finished.push(row.stream_ordering);
+            }
+            pending.add(
+                row.stream_ordering,
+                Arc::from(row.sender.as_str()),
+                Arc::from(row.event_type.as_str()),
+                &waiting,
+            );
+        }
+    }
+    // Devices deleted while a send to them was being stored.
+    let users: Vec<&str> = pending.by_user.keys().map(|u| &**u).collect();
+    let live: HashSet<(String, String)> = storage
+        .devices_of_users(&users)
+        .await?
+        .into_iter()
+        .map(|d| (d.user_id, d.device_id))
+        .collect();
+    let gone: Vec<(String, String)> = pending
+        .by_user
+        .iter()
+        .flat_map(|(u, ds)| ds.keys().map(move |d| (u.to_string(), d.to_string())))
+        .filter(|k| !live.contains(k))
+        .collect();
+    for (u, d) in &gone {
+        finished.extend(pending.drop_device(u, d));
+    }
+    storage.delete_to_device_sends(&finished).await?;
+    storage
+        .prune_to_device_acks(pending.sends.keys().min().copied())
+        .await?;
+    Ok(pending)
 }
 
 /// 413 `M_TOO_LARGE` when a content is over [`MAX_CONTENT_BYTES`] as
@@ -286,7 +739,16 @@ fn check_content_size(user: &str, device: &DeviceIdOrAllDevices, content: &str) 
 
 impl crate::services::workers::CacheSizes for ToDevice {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("unacked_devices", self.unacked.lock().len())]
+        let (sends, devices) = {
+            let p = self.shared.pending.lock();
+            (p.sends.len(), p.devices())
+        };
+        vec![
+            ("pending_sends", sends),
+            ("devices_with_messages", devices),
+            ("send_bodies", self.shared.bodies.lock().lru.len()),
+            ("device_lists", self.shared.devices.lists.lock().len()),
+        ]
     }
 }
 
@@ -309,19 +771,19 @@ mod tests {
         }
     }
 
-    /// A position that touched `topic`, completed.
-    fn touch(stream: &Arc<Stream>, topic: Topic) -> i64 {
-        let r = stream.reserve();
-        let pos = r.pos();
-        stream.touch(topic, pos);
-        stream.complete(r);
-        pos
+    fn entry<'a>(user: &'a str, device: &'a str) -> Entry<'a> {
+        Entry {
+            user,
+            device,
+            offset: 0,
+            len: 2,
+        }
     }
 
-    /// The hot path: a sync reads the inbox only when its device's topic
-    /// moved past `since` (with the table gone, any read fails).
+    /// The hot path: a sync of a device nothing waits for reads no storage
+    /// (with the table gone, any read or acknowledgement fails).
     #[tokio::test]
-    async fn a_sync_reads_the_inbox_only_when_its_device_got_something() {
+    async fn a_sync_reads_storage_only_when_something_waits_for_its_device() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let storage = Storage::connect(&url, 1).await.unwrap();
@@ -330,29 +792,71 @@ mod tests {
             server_name: "example.org".into(),
             ..Config::default()
         };
-        let to_device = ToDevice::new(storage.clone(), stream.clone(), &config).unwrap();
+        let lists = DeviceLists::new(storage.clone(), stream.clone(), 10);
+        let to_device = ToDevice::load(storage.clone(), stream.clone(), &config, &lists)
+            .await
+            .unwrap();
         let who = requester("@a:example.org", "DEV");
-        sqlx::query("DROP TABLE device_inbox")
+        sqlx::query("DROP TABLE to_device_sends")
             .execute(storage.pool())
             .await
             .unwrap();
-
         assert!(to_device.for_sync(&who, Some(10), 10).await.is_ok());
-        let other = requester("@a:example.org", "OTHER");
-        let pos = touch(&stream, ToDevice::topic(&other));
+        assert!(to_device.for_sync(&who, None, 10).await.is_ok());
+        to_device.shared.pending.lock().add(
+            11,
+            Arc::from("@b:example.org"),
+            Arc::from("t"),
+            &[entry("@a:example.org", "OTHER")],
+        );
         assert!(
-            to_device.for_sync(&who, Some(10), pos).await.is_ok(),
+            to_device.for_sync(&who, Some(10), 11).await.is_ok(),
             "another device's message is not read"
         );
-        let pos = touch(&stream, ToDevice::topic(&who));
+        to_device.shared.pending.lock().add(
+            12,
+            Arc::from("@b:example.org"),
+            Arc::from("t"),
+            &[entry("@a:example.org", "DEV")],
+        );
         assert!(
-            to_device.for_sync(&who, Some(pos - 1), pos).await.is_err(),
+            to_device.for_sync(&who, Some(11), 12).await.is_err(),
             "its own message is read"
         );
-        assert!(to_device.for_sync(&who, Some(pos), pos).await.is_ok());
-        assert!(
-            to_device.for_sync(&who, Some(5), pos).await.is_err(),
-            "a since from before start-up reads"
+    }
+
+    /// Sends that commit out of order still reach a device in position
+    /// order; acknowledging releases each send once its last recipient is
+    /// done.
+    #[test]
+    fn pending_keeps_position_order_and_counts_recipients() {
+        let mut p = Pending::default();
+        let (s, t): (Arc<str>, Arc<str>) = (Arc::from("@s:x"), Arc::from("t"));
+        p.add(
+            5,
+            s.clone(),
+            t.clone(),
+            &[entry("@a:x", "A"), entry("@b:x", "B")],
         );
+        p.add(3, s.clone(), t.clone(), &[entry("@a:x", "A")]);
+        p.add(7, s.clone(), t.clone(), &[entry("@a:x", "A")]);
+        let order: Vec<i64> = p
+            .take("@a:x", "A", 0, 10, 10)
+            .iter()
+            .map(|t| t.0.pos)
+            .collect();
+        assert_eq!(order, [3, 5, 7]);
+        assert_eq!(p.take("@a:x", "A", 3, 6, 10).len(), 1, "(since, to] only");
+        assert_eq!(p.take("@a:x", "A", 0, 10, 2).len(), 2, "at most the limit");
+        assert_eq!(
+            p.acknowledge("@a:x", "A", 5),
+            Some(vec![3]),
+            "5 waits for B"
+        );
+        assert_eq!(p.acknowledge("@a:x", "A", 5), None, "nothing left there");
+        assert_eq!(p.drop_device("@b:x", "B"), vec![5]);
+        assert_eq!(p.sends.len(), 1);
+        assert_eq!(p.acknowledge("@a:x", "A", 100), Some(vec![7]));
+        assert!(p.sends.is_empty() && p.by_user.is_empty());
     }
 }

@@ -153,7 +153,7 @@ impl Storage {
     }
 
     /// Marks the account deactivated and removes its devices, tokens,
-    /// to-device inboxes, keys, key backups, pushers and OpenID tokens, in one transaction.
+    /// pending to-device messages, keys, key backups, pushers and OpenID tokens, in one transaction.
     pub async fn deactivate_account(&self, user_id: &str) -> sqlx::Result<()> {
         self.changing_auth(async {
             let mut tx = self.begin().await?;
@@ -167,12 +167,10 @@ impl Storage {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM devices WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            // The to-device clean-up reads the devices: before they go.
             for q in super::to_device::USER_CLEANUP
                 .iter()
+                .chain(&["DELETE FROM devices WHERE user_id = $1"])
                 .chain(&super::e2e_keys::USER_CLEANUP)
             {
                 sqlx::query(*q).bind(user_id).execute(&mut *tx).await?;

@@ -19,6 +19,7 @@ pub(crate) enum Param<'a> {
     Text(&'a str),
     OptInt(Option<i64>),
     OptText(Option<&'a str>),
+    Bytes(&'a [u8]),
 }
 
 impl From<i64> for Param<'_> {
@@ -128,6 +129,7 @@ fn bind<'q>(
             Param::Text(v) => q.bind(v),
             Param::OptInt(v) => q.bind(v),
             Param::OptText(v) => q.bind(v),
+            Param::Bytes(v) => q.bind(v),
         };
     }
     q

@@ -230,14 +230,15 @@ impl Storage {
                     }
                 }
                 None => {
-                    // The signatures first: they find the devices in `devices`.
+                    // The signatures and the to-device clean-up first: they
+                    // find the devices in `devices`.
                     for q in super::cross_signing::OTHER_DEVICES_CLEANUP
                         .iter()
+                        .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
                         .chain(&[
                             "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
                             "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
                         ])
-                        .chain(&super::to_device::OTHER_DEVICES_CLEANUP)
                         .chain(&super::e2e_keys::OTHER_DEVICES_CLEANUP)
                         .chain(&super::pushers::OTHER_DEVICES_CLEANUP)
                         .copied()

@@ -137,6 +137,8 @@ impl Dialect {
     /// Rewrites the dialect-neutral DDL of a migration: `{AUTO_ID}` is an
     /// auto-incrementing 64-bit primary key, `{BLOB}` a byte string,
     /// `{BINARY_TEXT}` text compared (and indexed) in byte order,
+    /// `{INT64_KEY}` a 64-bit integer primary key given by the writer
+    /// (SQLite: the rowid itself, so the table needs no separate index),
     /// `{WITHOUT_ROWID}` after a table's definition stores its rows in
     /// primary-key order (SQLite; nothing on PostgreSQL), and
     /// `{JSON_TEXT:column:a.b}` the value at path `a.b` of the JSON text in
@@ -156,8 +158,13 @@ impl Dialect {
             Self::Sqlite => " WITHOUT ROWID",
             Self::Postgres => "",
         };
+        let int64_key = match self {
+            Self::Sqlite => "INTEGER PRIMARY KEY",
+            Self::Postgres => "BIGINT PRIMARY KEY",
+        };
         let mut out = sql
             .replace("{AUTO_ID}", auto_id)
+            .replace("{INT64_KEY}", int64_key)
             .replace("{BLOB}", blob)
             .replace("{BINARY_TEXT}", binary_text)
             .replace("{WITHOUT_ROWID}", without_rowid);

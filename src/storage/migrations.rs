@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (31, "event_relations_by_room", V31),
     (32, "appservice_state", V32),
     (37, "one_time_keys_clustered", V37),
+    (38, "to_device_sends", V38),
 ];
 
 const V1: &str = r#"
@@ -690,6 +691,63 @@ DROP TABLE e2e_one_time_keys;
 ALTER TABLE e2e_one_time_keys_clustered RENAME TO e2e_one_time_keys
 "#;
 
+/// Each to-device send stored once (`model::to_device`'s body holds every
+/// recipient's content) instead of a row per recipient device, and a
+/// per-device acknowledgement mark instead of deleting rows as devices
+/// acknowledge. [`backfill_v38`] moves `device_inbox`'s waiting messages
+/// over and drops it.
+const V38: &str = r#"
+CREATE TABLE to_device_sends (
+    stream_ordering {INT64_KEY},
+    sender TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body {BLOB} NOT NULL
+);
+CREATE TABLE to_device_acks (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+)
+"#;
+
+/// `device_inbox`'s rows, grouped by send, become `to_device_sends` rows.
+async fn backfill_v38(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> sqlx::Result<()> {
+    type Row = (i64, String, String, String, String, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT stream_ordering, user_id, device_id, sender, event_type, content
+         FROM device_inbox ORDER BY stream_ordering",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for send in rows.chunk_by(|a, b| a.0 == b.0) {
+        let (pos, _, _, sender, event_type, _) = &send[0];
+        let mut recipients: Vec<crate::model::to_device::Recipient<'_>> = send
+            .iter()
+            .map(|r| crate::model::to_device::Recipient {
+                user: &r.1,
+                device: &r.2,
+                content: &r.5,
+            })
+            .collect();
+        let body = crate::model::to_device::encode(&mut recipients);
+        sqlx::query(
+            "INSERT INTO to_device_sends (stream_ordering, sender, event_type, body)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(*pos)
+        .bind(sender.as_str())
+        .bind(event_type.as_str())
+        .bind(body)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("DROP TABLE device_inbox")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Applies the migrations not applied yet, up to version `upto`.
 pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
     let pool = storage.pool();
@@ -722,6 +780,9 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
         }
         if *version == 15 {
             backfill_v15(&mut tx).await?;
+        }
+        if *version == 38 {
+            backfill_v38(&mut tx).await?;
         }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
@@ -797,6 +858,67 @@ mod tests {
                 ),
                 ("$b".into(), None, None, None),
             ]
+        );
+    }
+
+    /// Version 38 turns each send's `device_inbox` rows into one
+    /// `to_device_sends` row whose body gives each device its content, and
+    /// drops the old table.
+    #[tokio::test]
+    async fn v38_stores_each_waiting_send_once() {
+        let (_dir, url, storage) = at_version(37).await;
+        for (pos, user, device, content) in [
+            (5_i64, "@a:x", "A1", r#"{"to":"a1"}"#),
+            (5, "@b:x", "B1", r#"{"to":"b1"}"#),
+            (5, "@a:x", "A2", r#"{"to":"a2"}"#),
+            (7, "@b:x", "B1", r#"{"n":7}"#),
+        ] {
+            sqlx::query(
+                "INSERT INTO device_inbox (user_id, device_id, stream_ordering, sender, event_type, content)
+                 VALUES ($1, $2, $3, '@s:x', 'm.t', $4)",
+            )
+            .bind(user)
+            .bind(device)
+            .bind(pos)
+            .bind(content)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        drop(storage);
+        let storage = upgraded(&url).await;
+        let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream_ordering, sender, event_type, body FROM to_device_sends ORDER BY stream_ordering",
+        )
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        let find = |i: usize, u: &str, d: &str| {
+            crate::model::to_device::find(&rows[i].3, u, d)
+                .unwrap()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            (rows[0].0, rows[0].1.as_str(), rows[0].2.as_str()),
+            (5, "@s:x", "m.t")
+        );
+        assert_eq!(find(0, "@a:x", "A1").as_deref(), Some(r#"{"to":"a1"}"#));
+        assert_eq!(find(0, "@a:x", "A2").as_deref(), Some(r#"{"to":"a2"}"#));
+        assert_eq!(find(0, "@b:x", "B1").as_deref(), Some(r#"{"to":"b1"}"#));
+        assert_eq!(
+            crate::model::to_device::entries(&rows[0].3).unwrap().len(),
+            3
+        );
+        assert_eq!(rows[1].0, 7);
+        assert_eq!(find(1, "@b:x", "B1").as_deref(), Some(r#"{"n":7}"#));
+        assert_eq!(find(1, "@a:x", "A1"), None);
+        assert!(
+            sqlx::query("SELECT 1 FROM device_inbox")
+                .fetch_optional(storage.pool())
+                .await
+                .is_err(),
+            "device_inbox is gone"
         );
     }
 

@@ -1,38 +1,40 @@
-//! Send-to-device: `device_inbox` (each device's messages, by stream
-//! position), the transaction ids of sends (`event_transactions`, scope
+//! Send-to-device: `to_device_sends` (each send once: its position, sender,
+//! type and one body with every recipient's content, `model::to_device`),
+//! `to_device_acks` (per device, the position up to which it acknowledged
+//! its messages), the transaction ids of sends (`event_transactions`, scope
 //! `to_device:{type}`) and the stream's high-water mark for them.
 
 use super::batch::{Param, WriteBatch};
 use super::{Dialect, Storage};
 
-/// One message waiting in a device's inbox.
+/// A stored send.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InboxRow {
+pub struct SendRow {
     pub stream_ordering: i64,
     pub sender: String,
     pub event_type: String,
-    /// The content object as JSON text.
-    pub content: String,
+    /// `model::to_device`'s layout.
+    pub body: Vec<u8>,
 }
 
-/// One recipient device of a send and the content it gets.
-pub struct InboxDelivery<'a> {
-    pub user_id: &'a str,
-    pub device_id: &'a str,
-    pub content: &'a str,
-}
-
-/// A send: who sent it with which transaction id, at which position.
-pub struct InboxSend<'a> {
+/// A send to store: who sent it with which transaction id, at which
+/// position, and its body.
+pub struct NewSend<'a> {
     pub sender: &'a str,
     pub sender_device: &'a str,
     pub event_type: &'a str,
     pub txn_id: &'a str,
     pub stream_ordering: i64,
+    pub body: &'a [u8],
 }
 
-/// Recipients per `INSERT` of a send (3 parameters each).
-const INBOX_ROWS_PER_STATEMENT: usize = 256;
+/// A device's acknowledgement: its messages up to `position` are done.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AckRow {
+    pub user_id: String,
+    pub device_id: String,
+    pub position: i64,
+}
 
 /// A recipient device of a send.
 #[derive(Debug, sqlx::FromRow)]
@@ -41,21 +43,40 @@ pub struct RecipientDevice {
     pub device_id: String,
 }
 
+/// Sends read per statement at start-up.
+const SENDS_PER_PAGE: i64 = 256;
+
 /// The transaction-id scope of a send of `event_type` (Synapse keys a
 /// retry on the request's path, which names the type).
 pub fn txn_scope(event_type: &str) -> String {
     format!("to_device:{event_type}")
 }
 
+/// `positions` cut into `IN` lists of padded sizes (`-1`, a position no
+/// send has, fills the last), as SQL list text and values.
+fn position_lists(positions: &[i64]) -> impl Iterator<Item = (String, Vec<i64>)> + '_ {
+    super::padded_chunks(positions, super::PADDED_MAX).map(|(chunk, size)| {
+        let mut values = chunk.to_vec();
+        values.resize(size, -1);
+        (super::placeholders(1, size), values)
+    })
+}
+
+/// Adds the deletion of the sends at `positions` to `w`.
+fn push_send_deletions(w: &mut WriteBatch<'_>, positions: &[i64]) {
+    for (list, values) in position_lists(positions) {
+        w.push(
+            format!("DELETE FROM to_device_sends WHERE stream_ordering IN ({list})"),
+            values.into_iter().map(Param::from),
+        );
+    }
+}
+
 impl Storage {
-    /// Stores a send in one transaction: its transaction id, then a row per
-    /// recipient device that still exists. `false` when the sender's device
+    /// Stores a send in one transaction: its transaction id, the
+    /// high-water mark and its one row. `false` when the sender's device
     /// already sent this transaction id (nothing is written).
-    pub async fn store_to_device(
-        &self,
-        send: &InboxSend<'_>,
-        deliveries: &[InboxDelivery<'_>],
-    ) -> sqlx::Result<bool> {
+    pub async fn store_to_device(&self, send: &NewSend<'_>) -> sqlx::Result<bool> {
         let scope = txn_scope(send.event_type);
         let mut w = WriteBatch::default();
         w.push(
@@ -68,9 +89,6 @@ impl Storage {
                 send.txn_id.into(),
             ],
         );
-        // Each placeholder once, in order: the joined SQLite text then binds
-        // anonymous parameters (named ones cost a lookup each that grows
-        // with their number: 8% of a 1,000-device send's time).
         w.push(
             "UPDATE stream_high_water SET position = $1 WHERE name = 'to_device' AND position < $2",
             [
@@ -78,32 +96,16 @@ impl Storage {
                 send.stream_ordering.into(),
             ],
         );
-        // A multi-row statement per chunk of recipients (a fan-out to
-        // 1,000 devices was 1,000 statements), joined with `devices`: a
-        // device deleted since the recipients were read gets no row.
-        for chunk in deliveries.chunks(INBOX_ROWS_PER_STATEMENT) {
-            let values = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${})", 3 * i + 4, 3 * i + 5, 3 * i + 6))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut params = vec![
+        w.push(
+            "INSERT INTO to_device_sends (stream_ordering, sender, event_type, body)
+             VALUES ($1, $2, $3, $4)",
+            [
                 Param::from(send.stream_ordering),
                 send.sender.into(),
                 send.event_type.into(),
-            ];
-            for d in chunk {
-                params.extend([Param::from(d.user_id), d.device_id.into(), d.content.into()]);
-            }
-            w.push(
-                format!(
-                    "INSERT INTO device_inbox (user_id, device_id, stream_ordering, sender, event_type, content)
-                     SELECT d.user_id, d.device_id, $1, $2, $3, v.column3
-                     FROM (VALUES {values}) AS v
-                     JOIN devices d ON d.user_id = v.column1 AND d.device_id = v.column2"
-                ),
-                params,
-            );
-        }
+                Param::Bytes(send.body),
+            ],
+        );
         match self.run_batch(w).await {
             Ok(()) => Ok(true),
             Err(e) if Dialect::is_unique_violation(&e) => Ok(false),
@@ -121,48 +123,95 @@ impl Storage {
         .await
     }
 
-    /// A device's messages in `(after, upto]`, oldest first, at most `limit`.
-    pub async fn inbox(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        after: i64,
-        upto: i64,
-        limit: i64,
-    ) -> sqlx::Result<Vec<InboxRow>> {
+    /// The bodies of the sends at `positions` (those that exist).
+    pub async fn to_device_bodies(&self, positions: &[i64]) -> sqlx::Result<Vec<(i64, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(positions.len());
+        for (list, values) in position_lists(positions) {
+            let mut q = self.list_query(format!(
+                "SELECT stream_ordering, body FROM to_device_sends WHERE stream_ordering IN ({list})"
+            ));
+            for v in values {
+                q = q.bind(v);
+            }
+            let rows = q
+                .try_map(|r: sqlx::any::AnyRow| {
+                    use sqlx::Row;
+                    Ok((r.try_get::<i64, _>(0)?, r.try_get::<Vec<u8>, _>(1)?))
+                })
+                .fetch_all(self.pool())
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Up to a page of sends after position `after`, oldest first
+    /// (start-up reads them all, a page at a time).
+    pub async fn to_device_sends_after(&self, after: i64) -> sqlx::Result<Vec<SendRow>> {
         sqlx::query_as(
-            "SELECT stream_ordering, sender, event_type, content FROM device_inbox
-             WHERE user_id = $1 AND device_id = $2 AND stream_ordering > $3 AND stream_ordering <= $4
-             ORDER BY stream_ordering LIMIT $5",
+            "SELECT stream_ordering, sender, event_type, body FROM to_device_sends
+             WHERE stream_ordering > $1 ORDER BY stream_ordering LIMIT $2",
         )
-        .bind(user_id)
-        .bind(device_id)
         .bind(after)
-        .bind(upto)
-        .bind(limit)
+        .bind(SENDS_PER_PAGE)
         .fetch_all(self.pool())
         .await
     }
 
-    /// Deletes a device's messages up to `upto` (acknowledged).
-    pub async fn delete_inbox_through(
+    /// Every device's acknowledgement.
+    pub async fn to_device_acks(&self) -> sqlx::Result<Vec<AckRow>> {
+        sqlx::query_as("SELECT user_id, device_id, position FROM to_device_acks")
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// The acknowledgements of the user's devices.
+    pub async fn to_device_acks_of(&self, user_id: &str) -> sqlx::Result<Vec<AckRow>> {
+        sqlx::query_as("SELECT user_id, device_id, position FROM to_device_acks WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await
+    }
+
+    /// Records in one transaction that a device acknowledged its messages
+    /// up to `upto` (never moving its mark back), and deletes the sends
+    /// `finished` (every recipient is done with them).
+    pub async fn acknowledge_to_device(
         &self,
         user_id: &str,
         device_id: &str,
         upto: i64,
+        finished: &[i64],
     ) -> sqlx::Result<()> {
-        sqlx::query(
-            "DELETE FROM device_inbox WHERE user_id = $1 AND device_id = $2 AND stream_ordering <= $3",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(upto)
-        .execute(self.pool())
-        .await?;
+        let mut w = WriteBatch::default();
+        w.push(
+            "INSERT INTO to_device_acks (user_id, device_id, position) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, device_id) DO UPDATE SET position = excluded.position
+             WHERE to_device_acks.position < excluded.position",
+            [Param::from(user_id), device_id.into(), upto.into()],
+        );
+        push_send_deletions(&mut w, finished);
+        self.run_batch(w).await
+    }
+
+    /// Deletes the sends at `positions` (every recipient is done with them).
+    pub async fn delete_to_device_sends(&self, positions: &[i64]) -> sqlx::Result<()> {
+        let mut w = WriteBatch::default();
+        push_send_deletions(&mut w, positions);
+        self.run_batch(w).await
+    }
+
+    /// Deletes the acknowledgements below `before` (no send at or below
+    /// them is left, so they rule out nothing); `None`: all of them.
+    pub async fn prune_to_device_acks(&self, before: Option<i64>) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM to_device_acks WHERE position < $1")
+            .bind(before.unwrap_or(i64::MAX))
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
-    /// The highest position a to-device send took (its rows may be gone).
+    /// The highest position a to-device send took (its row may be gone).
     pub async fn to_device_high_water(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar(
             "SELECT COALESCE(MAX(position), 0) FROM stream_high_water WHERE name = 'to_device'",
@@ -172,24 +221,35 @@ impl Storage {
     }
 }
 
-/// What deleting a device removes besides the device and its tokens: its
-/// inbox and the transaction ids of its sends, so a new device with the
-/// same id starts afresh. `$1` is the user, `$2` the device.
+/// What deleting a device does besides removing the device and its tokens:
+/// its acknowledgement moves up to the last send stored, so the messages
+/// waiting for it are never delivered (not even to a new device with the
+/// same id); and the transaction ids of its sends go, so a new device with
+/// the same id starts afresh. `$1` is the user, `$2` the device. Run
+/// before the `devices` row goes (the other-devices form reads it).
 pub(crate) const DEVICE_CLEANUP: [&str; 2] = [
-    "DELETE FROM device_inbox WHERE user_id = $1 AND device_id = $2",
+    "INSERT INTO to_device_acks (user_id, device_id, position)
+     SELECT $1, $2, position FROM stream_high_water WHERE name = 'to_device'
+     ON CONFLICT (user_id, device_id) DO UPDATE SET position = excluded.position",
     "DELETE FROM event_transactions WHERE user_id = $1 AND device_id = $2
      AND substr(scope, 1, 10) = 'to_device:'",
 ];
 
 /// [`DEVICE_CLEANUP`] for every device of user `$1` but `$2`.
 pub(crate) const OTHER_DEVICES_CLEANUP: [&str; 2] = [
-    "DELETE FROM device_inbox WHERE user_id = $1 AND device_id <> $2",
+    "INSERT INTO to_device_acks (user_id, device_id, position)
+     SELECT d.user_id, d.device_id, h.position FROM devices d, stream_high_water h
+     WHERE d.user_id = $1 AND d.device_id <> $2 AND h.name = 'to_device'
+     ON CONFLICT (user_id, device_id) DO UPDATE SET position = excluded.position",
     "DELETE FROM event_transactions WHERE user_id = $1 AND device_id <> $2
      AND substr(scope, 1, 10) = 'to_device:'",
 ];
 
 /// [`DEVICE_CLEANUP`] for every device of user `$1`.
 pub(crate) const USER_CLEANUP: [&str; 2] = [
-    "DELETE FROM device_inbox WHERE user_id = $1",
+    "INSERT INTO to_device_acks (user_id, device_id, position)
+     SELECT d.user_id, d.device_id, h.position FROM devices d, stream_high_water h
+     WHERE d.user_id = $1 AND h.name = 'to_device'
+     ON CONFLICT (user_id, device_id) DO UPDATE SET position = excluded.position",
     "DELETE FROM event_transactions WHERE user_id = $1 AND substr(scope, 1, 10) = 'to_device:'",
 ];

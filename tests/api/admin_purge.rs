@@ -40,8 +40,9 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "schema_migrations",
         // A room's jobs name it in `job_room`: they outlive its purge.
         "jobs",
-        // Send-to-device (v14): about devices, not rooms.
-        "device_inbox",
+        // Send-to-device (v14, v38): about devices, not rooms.
+        "to_device_sends",
+        "to_device_acks",
         "stream_high_water",
         // Key backups (v19): a user's; their keys name rooms and go with a
         // purged room, as Synapse's e2e_room_keys.

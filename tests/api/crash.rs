@@ -2,7 +2,8 @@
 //! same data dir and database: the search index catches up with every
 //! stored message, and admin jobs interrupted half-way (reindex, purgeRoom,
 //! room delete v2, purge_history) run to completion with their status
-//! readable throughout. A job is stopped half-way deterministically by the
+//! readable throughout, and a device gets every acknowledged to-device
+//! message once. A job is stopped half-way deterministically by the
 //! server's `MYELIN_TEST_PAUSE_JOBS` knob (it marks a file and waits).
 
 use std::path::Path;
@@ -14,7 +15,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Binary, Session, TestServer, create_room, enc, search_count, send_text, wait_until,
+    Binary, Session, TestServer, create_room, enc, search_count, send_text, to_device_events,
+    wait_until,
 };
 
 /// How long a job resumed after a restart may take.
@@ -304,4 +306,103 @@ async fn kill_during_each_job_kind_then_every_job_completes() {
     assert_eq!(stored_messages(server, &r.history, "jobword").await, 1);
     assert_eq!(search_count(server, root, "jobword").await, 5 + 1);
     assert_eq!(search_count(server, root, "history").await, 1);
+}
+
+/// SIGKILL while a device is sent to-device messages by two senders and
+/// syncs them: after the restart it gets the rest; every acknowledged send
+/// arrives exactly once, each sender's in order, and nothing arrives that
+/// was not sent.
+#[tokio::test]
+async fn kill_under_to_device_load_then_every_acknowledged_message_arrives_once() {
+    let (mut bin, (alice, bob)) = Binary::start(
+        async |s: &TestServer| (s.user("alice").await, s.user("bob").await),
+        None,
+    )
+    .await;
+    let acked = Arc::new(parking_lot::Mutex::new(Vec::<i64>::new()));
+    let senders: Vec<_> = (0..2i64)
+        .map(|sender| {
+            let (client, base, token, to, device, acked) = (
+                bin.server.client.clone(),
+                bin.server.url(""),
+                alice.access_token.clone(),
+                bob.user_id.clone(),
+                bob.device_id.clone(),
+                acked.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let n = sender * 1_000_000 + i;
+                    let url = format!("{base}/_matrix/client/v3/sendToDevice/my.test.type/c{n}");
+                    let body = json!({"messages": {&to: {&device: {"n": n}}}});
+                    let sent = client.put(url).bearer_auth(&token).json(&body).send().await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::OK => acked.lock().push(n),
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let filter = enc(r#"{"room":{"rooms":[]},"presence":{"types":[]}}"#);
+    let mut since: Option<String> = None;
+    let mut received = Vec::new();
+    // Syncs until the server goes away (a sync fails).
+    let mut drain = async |server: &TestServer, since: &mut Option<String>, until_empty: bool| {
+        loop {
+            let path = match since {
+                Some(s) => format!(
+                    "/_matrix/client/v3/sync?filter={filter}&timeout=0&since={}",
+                    enc(s)
+                ),
+                None => format!("/_matrix/client/v3/sync?filter={filter}&timeout=0"),
+            };
+            let resp = server
+                .client
+                .get(server.url(&path))
+                .bearer_auth(&bob.access_token)
+                .send()
+                .await;
+            let Ok(resp) = resp else { return };
+            let Ok(body) = resp.json::<Value>().await else {
+                return;
+            };
+            let Some(next) = body["next_batch"].as_str() else {
+                return;
+            };
+            let events = to_device_events(&body);
+            received.extend(events.iter().map(|e| e["content"]["n"].as_i64().unwrap()));
+            *since = Some(next.to_owned());
+            if until_empty && events.is_empty() {
+                return;
+            }
+            if !until_empty && acked.lock().len() >= 300 {
+                return;
+            }
+        }
+    };
+    drain(&bin.server, &mut since, false).await;
+    bin.kill_and_restart().await;
+    for s in senders {
+        s.await.unwrap();
+    }
+    drain(&bin.server, &mut since, true).await;
+    let acked = acked.lock().clone();
+    let mut seen = std::collections::HashSet::new();
+    for n in &received {
+        assert!(seen.insert(*n), "{n} delivered twice");
+    }
+    for n in &acked {
+        assert!(seen.contains(n), "acknowledged send {n} lost");
+    }
+    for sender in 0..2 {
+        let theirs: Vec<i64> = received
+            .iter()
+            .copied()
+            .filter(|n| n / 1_000_000 == sender)
+            .collect();
+        assert!(theirs.is_sorted(), "sender {sender} out of order");
+        let last_acked = acked.iter().filter(|n| *n / 1_000_000 == sender).max();
+        assert!(theirs.last() >= last_acked);
+    }
 }

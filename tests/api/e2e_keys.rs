@@ -248,6 +248,99 @@ async fn one_time_key_ids_are_idempotent_and_fallback_keys_one_per_algorithm() {
     assert_eq!(key_rows(&server, "e2e_fallback_keys", &alice).await, 0);
 }
 
+/// `n` one-time keys of `algorithm`, ids `{prefix}{i}`.
+fn otks(algorithm: &str, prefix: &str, range: std::ops::Range<usize>) -> Value {
+    let keys: serde_json::Map<String, Value> = range
+        .map(|i| {
+            (
+                format!("{algorithm}:{prefix}{i:04}"),
+                json!({"key": format!("k{i}"), "signatures": {}}),
+            )
+        })
+        .collect();
+    Value::Object(keys)
+}
+
+/// A device holds at most 500 one-time keys of an algorithm (Synapse's
+/// `MAX_ONE_TIME_KEYS_PER_ALGORITHM_PER_DEVICE`): an upload that would take
+/// it over is 400 `M_TOO_LARGE` and stores nothing of itself (its device
+/// keys included); keys it holds already do not count again, and each
+/// algorithm has its own 500.
+#[tokio::test]
+async fn a_device_holds_at_most_500_one_time_keys_per_algorithm() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let b = upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": otks("signed_curve25519", "A", 0..499)}),
+    )
+    .await;
+    assert_eq!(
+        b,
+        json!({"one_time_key_counts": {"signed_curve25519": 499}})
+    );
+    let over = try_upload_keys(
+        &server,
+        &alice,
+        json!({"device_keys": own_device_keys(&alice),
+               "one_time_keys": otks("signed_curve25519", "B", 0..2)}),
+    )
+    .await;
+    assert_error(&over, 400, "M_TOO_LARGE");
+    let message = over.1["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("501") && message.contains("500"),
+        "{message}"
+    );
+    assert_eq!(key_rows(&server, "e2e_one_time_keys", &alice).await, 499);
+    assert_eq!(key_rows(&server, "e2e_device_keys", &alice).await, 0);
+    // The same 499 again plus one new: 500 held, allowed.
+    let mut keys = otks("signed_curve25519", "A", 0..499);
+    keys.as_object_mut().unwrap().extend(
+        otks("signed_curve25519", "B", 0..1)
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let b = upload_keys(&server, &alice, json!({"one_time_keys": keys})).await;
+    assert_eq!(
+        b,
+        json!({"one_time_key_counts": {"signed_curve25519": 500}})
+    );
+    // Another algorithm counts on its own.
+    upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": otks("curve25519", "C", 0..500)}),
+    )
+    .await;
+    let over = try_upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": otks("curve25519", "D", 0..1)}),
+    )
+    .await;
+    assert_error(&over, 400, "M_TOO_LARGE");
+    // A claim frees room for one more.
+    let bob = server.user("bob").await;
+    let (st, c) = server
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            bob.token(),
+            json!({"one_time_keys": {alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    upload_keys(
+        &server,
+        &alice,
+        json!({"one_time_keys": otks("signed_curve25519", "E", 0..1)}),
+    )
+    .await;
+    assert_eq!(key_rows(&server, "e2e_one_time_keys", &alice).await, 1000);
+}
+
 /// sytest "Can claim one time key using POST": the key is handed out once,
 /// a second claim gets nothing. With a fallback key, a claim once the
 /// one-time keys are gone gets the fallback key (every time: it stays),
@@ -618,7 +711,7 @@ async fn device_leftovers(server: &TestServer, d: &Session) -> (i64, i64, i64) {
                 OR (signer_user_id = '{u}' AND signer_key_id = 'ed25519:{dev}')"
         ))
         .await;
-    let inbox = key_rows(server, "device_inbox", d).await;
+    let inbox = inbox_rows(server, d).await;
     (all_key_rows(server, d).await, signatures, inbox)
 }
 

@@ -78,16 +78,6 @@ async fn send_numbered(server: &TestServer, from: &Session, to: &Session, count:
     }
 }
 
-async fn inbox_rows(server: &TestServer, who: &Session) -> i64 {
-    server
-        .sql_count(&format!(
-            "SELECT COUNT(*) FROM device_inbox WHERE user_id = '{}' AND device_id = '{}'",
-            sql_quote(&who.user_id),
-            sql_quote(&who.device_id)
-        ))
-        .await
-}
-
 /// sytest "Can send a message directly to a device using PUT
 /// /sendToDevice", "Can recv a device message using /sync", "Can send a
 /// to-device message to two users which both receive it using /sync": the
@@ -515,11 +505,6 @@ async fn messages_and_positions_survive_a_restart() {
     );
 }
 
-/// Messages waiting in any inbox of the server.
-async fn all_inbox_rows(server: &TestServer) -> i64 {
-    server.sql_count("SELECT COUNT(*) FROM device_inbox").await
-}
-
 /// Oversized sends (issue 19 "Bad input") are refused whole with 413
 /// `M_TOO_LARGE` naming the limit, never stored in part: a content over
 /// 65536 bytes (Synapse's `MAX_TO_DEVICE_CONTENT_SIZE`), more recipient
@@ -561,10 +546,10 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
         .request_raw(reqwest::Method::PUT, path, bob.token(), raw.leak())
         .await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
-    assert_eq!(all_inbox_rows(&server).await, 1);
+    assert_eq!(stored_sends(&server).await, 1);
     let t = next_batch(&sync_device(&server, &bob, None).await);
     sync_device(&server, &bob, Some(&t)).await;
-    assert_eq!(all_inbox_rows(&server).await, 0, "acknowledged");
+    assert_eq!(stored_sends(&server).await, 0, "acknowledged");
 
     // Four recipient devices ("*" expanded: alice's two, bob's two) over 3.
     let wide = json!({
@@ -573,7 +558,7 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
     });
     let resp = try_send_to_device(&server, &alice, "my.test.type", "wide", wide).await;
     refused(&resp, "3");
-    assert_eq!(all_inbox_rows(&server).await, 0, "nothing stored");
+    assert_eq!(stored_sends(&server).await, 0, "nothing stored");
     // Split by the client, under the same transaction id for the first half.
     for (txn, user) in [("wide", &alice.user_id), ("wide2", &bob.user_id)] {
         let half = json!({user.clone(): {"*": {"n": 1}}});
@@ -597,7 +582,7 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
     .await;
 
     // Bytes: 40,000 each to three devices is over 100,000.
-    let rows = all_inbox_rows(&server).await;
+    let rows = stored_sends(&server).await;
     let part = "y".repeat(40_000);
     let resp = try_send_to_device(
         &server,
@@ -611,7 +596,7 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
     )
     .await;
     refused(&resp, "100000");
-    assert_eq!(all_inbox_rows(&server).await, rows, "nothing stored");
+    assert_eq!(stored_sends(&server).await, rows, "nothing stored");
 
     // The body itself over max_request_bytes (each content within 65536).
     let mut by_device = serde_json::Map::new();
@@ -627,7 +612,7 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
     )
     .await;
     refused(&resp, "200000");
-    assert_eq!(all_inbox_rows(&server).await, rows, "nothing stored");
+    assert_eq!(stored_sends(&server).await, rows, "nothing stored");
 }
 
 /// A device with thousands of messages waiting gets them all across
@@ -668,4 +653,150 @@ async fn thousands_waiting_arrive_in_order_once_and_go_when_acknowledged() {
     }
     assert_eq!(received, (0..TOTAL).collect::<Vec<_>>());
     assert_eq!(inbox_rows(&server, &bob).await, 0);
+}
+
+/// The `n` of each `my.test.type` message of a sync body, in order.
+fn numbers(body: &Value) -> Vec<i64> {
+    to_device_events(body)
+        .iter()
+        .map(|e| e["content"]["n"].as_i64().expect("n"))
+        .collect()
+}
+
+/// Restarts between every step: messages waiting come after a restart, an
+/// unacknowledged batch comes again, and an acknowledgement (a sync with
+/// the next `since`) is kept across restarts, so acknowledged messages
+/// never come again, not even to a sync with an older `since`.
+#[tokio::test]
+async fn waiting_messages_and_acknowledgements_survive_restarts() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let t0 = next_batch(&sync_device(&server, &bob, None).await);
+    send_numbered(&server, &alice, &bob, 150).await;
+    server.restart().await;
+    let b1 = sync_device(&server, &bob, Some(&t0)).await;
+    assert_eq!(numbers(&b1), (0..100).collect::<Vec<_>>());
+    server.restart().await;
+    let again = sync_device(&server, &bob, Some(&t0)).await;
+    assert_eq!(
+        numbers(&again),
+        (0..100).collect::<Vec<_>>(),
+        "not acknowledged"
+    );
+    let b2 = sync_device(&server, &bob, Some(&next_batch(&b1))).await;
+    assert_eq!(numbers(&b2), (100..150).collect::<Vec<_>>());
+    assert_eq!(inbox_rows(&server, &bob).await, 50);
+    assert_eq!(
+        stored_sends(&server).await,
+        50,
+        "acknowledged sends deleted"
+    );
+
+    server.restart().await;
+    let old = sync_device(&server, &bob, Some(&t0)).await;
+    assert_eq!(
+        numbers(&old),
+        (100..150).collect::<Vec<_>>(),
+        "an older since gets only what was not acknowledged"
+    );
+    let b3 = sync_device(&server, &bob, Some(&next_batch(&b2))).await;
+    assert!(numbers(&b3).is_empty());
+    assert_eq!(stored_sends(&server).await, 0);
+    server.restart().await;
+    assert!(numbers(&sync_device(&server, &bob, Some(&t0)).await).is_empty());
+    assert!(numbers(&sync_device(&server, &bob, None).await).is_empty());
+    // Positions go on after the sends are gone.
+    let messages = json!({bob.user_id.clone(): {bob.device_id.clone(): {"n": 0}}});
+    send_to_device(&server, &alice, "my.test.type", "after", messages).await;
+    assert_eq!(
+        numbers(&sync_device(&server, &bob, Some(&next_batch(&b3))).await),
+        [0]
+    );
+}
+
+/// A send to several devices stays stored until the last of them
+/// acknowledges it: one device drains a large backlog, the other part of
+/// it, then after a restart the rest, in order.
+#[tokio::test]
+async fn a_send_stays_until_its_last_device_acknowledges_it() {
+    const TOTAL: i64 = 250;
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let phone = login_phone(&server).await;
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    let p0 = next_batch(&sync_device(&server, &phone, None).await);
+    for n in 0..TOTAL {
+        let messages = json!({alice.user_id.clone(): {"*": {"n": n}}});
+        send_to_device(&server, &alice, "my.test.type", &format!("w{n}"), messages).await;
+    }
+    // The first device drains everything.
+    let (mut since, mut got) = (t0, Vec::new());
+    loop {
+        let b = sync_device(&server, &alice, Some(&since)).await;
+        since = next_batch(&b);
+        if numbers(&b).is_empty() {
+            break;
+        }
+        got.extend(numbers(&b));
+    }
+    assert_eq!(got, (0..TOTAL).collect::<Vec<_>>());
+    assert_eq!(inbox_rows(&server, &alice).await, 0);
+    assert_eq!(
+        stored_sends(&server).await,
+        TOTAL,
+        "the phone waits for all"
+    );
+    // The phone takes one batch and acknowledges it.
+    let b = sync_device(&server, &phone, Some(&p0)).await;
+    assert_eq!(numbers(&b), (0..100).collect::<Vec<_>>());
+    let b = sync_device(&server, &phone, Some(&next_batch(&b))).await;
+    assert_eq!(numbers(&b), (100..200).collect::<Vec<_>>());
+    assert_eq!(stored_sends(&server).await, TOTAL - 100);
+    assert_eq!(inbox_rows(&server, &phone).await, TOTAL - 100);
+
+    server.restart().await;
+    let rest = sync_device(&server, &phone, Some(&next_batch(&b))).await;
+    assert_eq!(numbers(&rest), (200..TOTAL).collect::<Vec<_>>());
+    assert_eq!(stored_sends(&server).await, TOTAL - 200);
+    let done = sync_device(&server, &phone, Some(&next_batch(&rest))).await;
+    assert!(numbers(&done).is_empty());
+    assert_eq!(stored_sends(&server).await, 0);
+    assert!(numbers(&sync_device(&server, &alice, Some(&since)).await).is_empty());
+}
+
+/// Deleting a device with messages waiting frees the sends only it waited
+/// for at once, keeps those another device still waits for, and a new
+/// device with the same id gets none of them, before or after a restart.
+#[tokio::test]
+async fn a_deleted_devices_waiting_messages_go_and_free_their_sends() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let phone = login_phone(&server).await;
+    let to_phone = |n: i64| json!({alice.user_id.clone(): {"PHONE": {"n": n}}});
+    let to_both = |n: i64| json!({alice.user_id.clone(): {"*": {"n": n}}});
+    let t0 = next_batch(&sync_device(&server, &alice, None).await);
+    send_to_device(&server, &alice, "my.test.type", "p1", to_phone(1)).await;
+    send_to_device(&server, &alice, "my.test.type", "b2", to_both(2)).await;
+    assert_eq!(inbox_rows(&server, &phone).await, 2);
+    assert_eq!(stored_sends(&server).await, 2);
+
+    let (st, _) = server
+        .post("/_matrix/client/v3/logout", phone.token(), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(inbox_rows(&server, &phone).await, 0);
+    assert_eq!(
+        stored_sends(&server).await,
+        1,
+        "alice's own device waits for b2"
+    );
+    let phone = login_phone(&server).await;
+    assert!(numbers(&sync_device(&server, &phone, None).await).is_empty());
+    server.restart().await;
+    assert!(numbers(&sync_device(&server, &phone, None).await).is_empty());
+    let got = sync_device(&server, &alice, Some(&t0)).await;
+    assert_eq!(numbers(&got), [2]);
+    sync_device(&server, &alice, Some(&next_batch(&got))).await;
+    assert_eq!(stored_sends(&server).await, 0);
 }

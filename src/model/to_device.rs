@@ -1,0 +1,258 @@
+//! The stored form of one `/sendToDevice` send: one byte string holding
+//! every recipient device's content, with a sorted index of
+//! (user, device) → content, so that one device's message is found by a
+//! binary search without reading the others, and a content shared by
+//! several devices (`*`) is stored once.
+//!
+//! Layout (integers little-endian): a `u32` entry count `n`; `n` entries
+//! of [`ENTRY_BYTES`] each (`u32` offset of the names, `u16` user length,
+//! `u16` device length, `u32` content offset, `u32` content length), in
+//! (user, device) byte order; then the names (each entry's user id then
+//! device id); then the contents (JSON object texts). Offsets count from
+//! the start of the body.
+
+use std::collections::HashMap;
+
+/// Bytes of one index entry.
+pub const ENTRY_BYTES: usize = 16;
+
+/// One recipient device of a send and the content it gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub user: &'a str,
+    pub device: &'a str,
+    pub content: &'a str,
+}
+
+/// One entry of a body's index: the device and where its content is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub user: &'a str,
+    pub device: &'a str,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// A body that does not follow the layout (a bug, or a damaged row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed to-device body")
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// The body for `recipients` (sorted here; a (user, device) named twice
+/// keeps the first). Panics only when the whole is over 4 GiB, which the
+/// send limits keep far away.
+pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
+    recipients.sort_by(|a, b| (a.user, a.device).cmp(&(b.user, b.device)));
+    recipients.dedup_by(|b, a| a.user == b.user && a.device == b.device);
+    let n = recipients.len();
+    let names_len: usize = recipients
+        .iter()
+        .map(|r| r.user.len() + r.device.len())
+        .sum();
+    // Each distinct content text once (by address: `*` hands every device
+    // of its user the same text).
+    let mut contents: HashMap<(*const u8, usize), u32> = HashMap::new();
+    let mut contents_len = 0usize;
+    for r in recipients.iter() {
+        if let std::collections::hash_map::Entry::Vacant(v) =
+            contents.entry((r.content.as_ptr(), r.content.len()))
+        {
+            v.insert(0);
+            contents_len += r.content.len();
+        }
+    }
+    let names_at = 4 + n * ENTRY_BYTES;
+    let contents_at = names_at + names_len;
+    let total = contents_at + contents_len;
+    let to_u32 = |v: usize| u32::try_from(v).expect("a to-device body under 4 GiB");
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&to_u32(n).to_le_bytes());
+    let (mut name_off, mut content_end) = (names_at, contents_at);
+    let mut placed: HashMap<(*const u8, usize), u32> = HashMap::with_capacity(contents.len());
+    let mut order = Vec::with_capacity(contents.len());
+    for r in recipients.iter() {
+        let key = (r.content.as_ptr(), r.content.len());
+        let offset = *placed.entry(key).or_insert_with(|| {
+            let at = content_end;
+            content_end += r.content.len();
+            order.push(r.content);
+            to_u32(at)
+        });
+        out.extend_from_slice(&to_u32(name_off).to_le_bytes());
+        out.extend_from_slice(
+            &u16::try_from(r.user.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(
+            &u16::try_from(r.device.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&to_u32(r.content.len()).to_le_bytes());
+        name_off += r.user.len() + r.device.len();
+    }
+    for r in recipients.iter() {
+        out.extend_from_slice(r.user.as_bytes());
+        out.extend_from_slice(r.device.as_bytes());
+    }
+    for c in order {
+        out.extend_from_slice(c.as_bytes());
+    }
+    debug_assert_eq!(out.len(), total);
+    out
+}
+
+fn u32_at(body: &[u8], at: usize) -> Result<u32, Malformed> {
+    let bytes = body.get(at..at + 4).ok_or(Malformed)?;
+    Ok(u32::from_le_bytes(bytes.try_into().map_err(|_| Malformed)?))
+}
+
+fn u16_at(body: &[u8], at: usize) -> Result<u16, Malformed> {
+    let bytes = body.get(at..at + 2).ok_or(Malformed)?;
+    Ok(u16::from_le_bytes(bytes.try_into().map_err(|_| Malformed)?))
+}
+
+/// The number of entries of `body`.
+pub fn count(body: &[u8]) -> Result<usize, Malformed> {
+    let n = u32_at(body, 0)? as usize;
+    if 4 + n.checked_mul(ENTRY_BYTES).ok_or(Malformed)? > body.len() {
+        return Err(Malformed);
+    }
+    Ok(n)
+}
+
+/// Entry `i` of `body` (`i` below [`count`]), its names and content range
+/// checked against the body's length.
+pub fn entry(body: &[u8], i: usize) -> Result<Entry<'_>, Malformed> {
+    let at = 4 + i * ENTRY_BYTES;
+    let name = u32_at(body, at)? as usize;
+    let user_len = u16_at(body, at + 4)? as usize;
+    let device_len = u16_at(body, at + 6)? as usize;
+    let offset = u32_at(body, at + 8)?;
+    let len = u32_at(body, at + 12)?;
+    let names = body
+        .get(name..name + user_len + device_len)
+        .ok_or(Malformed)?;
+    let user = std::str::from_utf8(&names[..user_len]).map_err(|_| Malformed)?;
+    let device = std::str::from_utf8(&names[user_len..]).map_err(|_| Malformed)?;
+    if (offset as usize).saturating_add(len as usize) > body.len() {
+        return Err(Malformed);
+    }
+    Ok(Entry {
+        user,
+        device,
+        offset,
+        len,
+    })
+}
+
+/// Every entry of `body`, in (user, device) order.
+pub fn entries(body: &[u8]) -> Result<Vec<Entry<'_>>, Malformed> {
+    (0..count(body)?).map(|i| entry(body, i)).collect()
+}
+
+/// The content at `offset`/`len` of `body` (as an [`Entry`] gives them).
+pub fn content(body: &[u8], offset: u32, len: u32) -> Result<&str, Malformed> {
+    let bytes = body
+        .get(offset as usize..offset as usize + len as usize)
+        .ok_or(Malformed)?;
+    std::str::from_utf8(bytes).map_err(|_| Malformed)
+}
+
+/// The content `body` holds for (user, device), found by binary search.
+pub fn find<'b>(body: &'b [u8], user: &str, device: &str) -> Result<Option<&'b str>, Malformed> {
+    let (mut lo, mut hi) = (0, count(body)?);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let e = entry(body, mid)?;
+        match (e.user, e.device).cmp(&(user, device)) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return content(body, e.offset, e.len).map(Some),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_device_finds_its_own_content_and_shared_texts_are_stored_once() {
+        let shared = String::from(r#"{"s":1}"#);
+        let mut rs = vec![
+            Recipient {
+                user: "@b:x",
+                device: "D2",
+                content: &shared,
+            },
+            Recipient {
+                user: "@a:x",
+                device: "Z",
+                content: r#"{"a":"z"}"#,
+            },
+            Recipient {
+                user: "@b:x",
+                device: "D1",
+                content: &shared,
+            },
+            Recipient {
+                user: "@a:x",
+                device: "A",
+                content: r#"{"a":"a"}"#,
+            },
+        ];
+        let body = encode(&mut rs);
+        let names: Vec<(&str, &str)> = entries(&body)
+            .unwrap()
+            .iter()
+            .map(|e| (e.user, e.device))
+            .collect();
+        assert_eq!(
+            names,
+            [("@a:x", "A"), ("@a:x", "Z"), ("@b:x", "D1"), ("@b:x", "D2")]
+        );
+        assert_eq!(find(&body, "@a:x", "Z").unwrap(), Some(r#"{"a":"z"}"#));
+        assert_eq!(find(&body, "@a:x", "A").unwrap(), Some(r#"{"a":"a"}"#));
+        assert_eq!(find(&body, "@b:x", "D1").unwrap(), Some(r#"{"s":1}"#));
+        assert_eq!(find(&body, "@b:x", "D2").unwrap(), Some(r#"{"s":1}"#));
+        assert_eq!(find(&body, "@b:x", "D3").unwrap(), None);
+        assert_eq!(find(&body, "@0:x", "A").unwrap(), None);
+        let e = entries(&body).unwrap();
+        assert_eq!(
+            e[2].offset, e[3].offset,
+            "the shared content is stored once"
+        );
+        let expected = 4 + 4 * ENTRY_BYTES + "@a:xA@a:xZ@b:xD1@b:xD2".len() + 9 + 9 + 7;
+        assert_eq!(body.len(), expected);
+    }
+
+    #[test]
+    fn damaged_bodies_are_errors_not_panics() {
+        let mut rs = vec![Recipient {
+            user: "@a:x",
+            device: "A",
+            content: "{}",
+        }];
+        let body = encode(&mut rs);
+        for cut in 0..body.len() {
+            let short = &body[..cut];
+            let _ = entries(short);
+            let _ = find(short, "@a:x", "A");
+        }
+        assert_eq!(count(&[255, 255, 255, 255]), Err(Malformed));
+        assert!(entries(&[]).is_err());
+        let empty = encode(&mut Vec::new());
+        assert_eq!(entries(&empty).unwrap(), Vec::new());
+    }
+}
