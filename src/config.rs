@@ -180,6 +180,24 @@ pub struct AppServiceDeliveryConfig {
     pub timeout_secs: u64,
 }
 
+impl AppServiceDeliveryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.first_retry_ms == 0 {
+            return invalid("app_service_delivery.first_retry_ms", "must be at least 1");
+        }
+        if self.max_retry_ms < self.first_retry_ms {
+            return invalid(
+                "app_service_delivery.max_retry_ms",
+                "must be at least first_retry_ms",
+            );
+        }
+        if !(1..=3600).contains(&self.timeout_secs) {
+            return invalid("app_service_delivery.timeout_secs", "must be 1 to 3600");
+        }
+        Ok(())
+    }
+}
+
 impl Default for AppServiceDeliveryConfig {
     /// As Synapse: 2 s doubling to 512 s; a minute per request.
     fn default() -> Self {
@@ -1155,19 +1173,7 @@ impl Config {
         if self.app_services.iter().any(|p| p.as_os_str().is_empty()) {
             return invalid("app_services", "a registration file path is empty");
         }
-        let d = &self.app_service_delivery;
-        if d.first_retry_ms == 0 {
-            return invalid("app_service_delivery.first_retry_ms", "must be at least 1");
-        }
-        if d.max_retry_ms < d.first_retry_ms {
-            return invalid(
-                "app_service_delivery.max_retry_ms",
-                "must be at least first_retry_ms",
-            );
-        }
-        if !(1..=3600).contains(&d.timeout_secs) {
-            return invalid("app_service_delivery.timeout_secs", "must be 1 to 3600");
-        }
+        self.app_service_delivery.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a valid tracing filter");
         }

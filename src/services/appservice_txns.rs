@@ -524,6 +524,9 @@ async fn body(
     serde_json::to_string(&body).map_err(MatrixError::internal)
 }
 
+// To split: reading the state, sending the transaction in flight, and
+// building the next one are steps of their own.
+#[allow(clippy::too_many_lines)]
 async fn send_forever(s: Arc<Services>, target: Arc<Target>, mut stop: Stop) {
     let d = &s.as_delivery;
     let id = target.service.id.clone();

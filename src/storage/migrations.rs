@@ -712,7 +712,7 @@ CREATE TABLE to_device_acks (
 "#;
 
 /// `device_inbox`'s rows, grouped by send, become `to_device_sends` rows.
-async fn backfill_v38(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> sqlx::Result<()> {
+async fn backfill_v38(tx: &mut super::Tx) -> sqlx::Result<()> {
     type Row = (i64, String, String, String, String, String);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT stream_ordering, user_id, device_id, sender, event_type, content

@@ -306,6 +306,10 @@ async fn database_writer_and_cache_metrics_move_with_requests() {
     );
     assert!(hits("rooms.events") >= 1.0, "the sent event read back");
     assert!(hits("rooms.versions") + hits("rooms.heads") >= 1.0);
+    assert!(
+        hits("rooms.state_entries") + misses("rooms.state_entries") >= 1.0,
+        "the event's visibility reads the state at it"
+    );
 }
 
 /// A push gateway that fails: each failed delivery is counted, and the

@@ -1380,6 +1380,7 @@ impl crate::services::workers::CacheSizes for Rooms {
             ("current_state", &l.current_state),
             ("versions", &l.versions),
             ("latest", &l.latest),
+            ("state_entries", &self.state.lookups),
         ]
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{MatrixError, Result};
+use crate::metrics::CacheLookups;
 use crate::model::state::StateMap;
 use crate::storage::Storage;
 
@@ -19,6 +20,8 @@ const CACHE_ENTRIES: usize = 100_000;
 pub struct StateCache {
     storage: Storage,
     cache: Mutex<Cached>,
+    /// Whether [`StateCache::load`] found the asked group cached.
+    pub lookups: CacheLookups,
 }
 
 struct Cached {
@@ -45,6 +48,7 @@ impl StateCache {
                 groups: lru::LruCache::unbounded(),
                 entries: 0,
             }),
+            lookups: CacheLookups::default(),
         }
     }
 
@@ -69,7 +73,8 @@ impl StateCache {
         if group == 0 {
             return Ok((Arc::default(), 0));
         }
-        if let Some(hit) = self.cache.lock().get(group) {
+        let cached = self.cache.lock().get(group);
+        if let Some(hit) = self.lookups.of(cached) {
             return Ok(hit);
         }
         // Walk up to the nearest snapshot (or cached ancestor), then apply
