@@ -75,6 +75,14 @@ pub struct Metrics {
     pub push_queue: IntGauge,
     /// Push deliveries that failed (set from the push service's count).
     pub push_failures: IntCounter,
+    /// Set when scraped: events waiting in memory for a transaction to an
+    /// application service, by `service` id.
+    pub appservice_queue: IntGaugeVec,
+    /// Transactions application services acknowledged (set from the
+    /// delivery's count).
+    pub appservice_transactions: IntCounter,
+    /// Transactions to application services that failed (each attempt).
+    pub appservice_failures: IntCounter,
     /// Set when scraped: admin jobs running now, by `kind`.
     pub jobs_running: IntGaugeVec,
     /// Set when scraped: items a running job has done (events indexed,
@@ -205,6 +213,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let (http_requests, http_duration) = http_metrics();
+        let (appservice_queue, appservice_transactions, appservice_failures) = appservice_metrics();
         let m = Self {
             http_requests,
             http_duration,
@@ -279,6 +288,9 @@ impl Metrics {
                 "myelin_push_failures_total",
                 "Push gateway deliveries that failed (each attempt).",
             ),
+            appservice_queue,
+            appservice_transactions,
+            appservice_failures,
             jobs_running: gauge_vec(
                 "myelin_jobs_running",
                 "Admin jobs running now, by kind.",
@@ -318,6 +330,9 @@ impl Metrics {
             Box::new(self.search_lag.clone()),
             Box::new(self.push_queue.clone()),
             Box::new(self.push_failures.clone()),
+            Box::new(self.appservice_queue.clone()),
+            Box::new(self.appservice_transactions.clone()),
+            Box::new(self.appservice_failures.clone()),
             Box::new(self.jobs_running.clone()),
             Box::new(self.job_progress.clone()),
         ];
@@ -374,6 +389,26 @@ impl Default for Metrics {
 
 fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).expect("valid metric")
+}
+
+/// Application services: events queued in memory by service, and the
+/// transactions acknowledged and failed.
+fn appservice_metrics() -> (IntGaugeVec, IntCounter, IntCounter) {
+    (
+        gauge_vec(
+            "myelin_appservice_queued_events",
+            "Events waiting in memory for a transaction to an application service, by service id.",
+            &["service"],
+        ),
+        counter(
+            "myelin_appservice_transactions_total",
+            "Transactions application services acknowledged.",
+        ),
+        counter(
+            "myelin_appservice_transaction_failures_total",
+            "Transactions to application services that failed (each attempt).",
+        ),
+    )
 }
 
 /// Requests by route template, method and status; latency by route

@@ -214,6 +214,17 @@ impl EphemeralListener for Delivery {
     }
 }
 
+impl Delivery {
+    /// Per service that receives transactions: the events waiting in
+    /// memory for its next one (for the metrics).
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        self.targets
+            .iter()
+            .map(|t| (t.service.id.clone(), t.pending.lock().events.len()))
+            .collect()
+    }
+}
+
 impl crate::services::workers::CacheSizes for Delivery {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![

@@ -81,6 +81,14 @@ impl Services {
                 .failures
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
+        for (service, n) in self.as_delivery.queue_depths() {
+            m.appservice_queue
+                .with_label_values(&[service.as_str()])
+                .set(n as i64);
+        }
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Metrics::advance_to(&m.appservice_transactions, count(&self.as_delivery.sent));
+        Metrics::advance_to(&m.appservice_failures, count(&self.as_delivery.failures));
         m.jobs_running.reset();
         m.job_progress.reset();
         for (id, kind, processed) in self.jobs.running() {

@@ -484,3 +484,45 @@ async fn the_unstable_ephemeral_flag_uses_the_unstable_key_and_none_sends_none()
     assert!(r.body.get("ephemeral").is_none(), "{}", r.body);
     assert!(r.body.get("de.sorunome.msc2409.ephemeral").is_none());
 }
+
+/// The delivery's metrics: a failed and an acknowledged transaction are
+/// counted, and each service's in-memory queue is reported by its id.
+#[tokio::test]
+async fn transactions_and_failures_are_counted_in_the_metrics() {
+    let fake = FakeAppService::start().await;
+    let files = RegistrationFiles::new(&[&bridge_registration(&format!("\"{}\"", fake.url))]);
+    let paths = files.paths.clone();
+    let s = TestServer::start_with(|c| {
+        c.app_services = paths;
+        c.app_service_delivery.first_retry_ms = 20;
+        c.app_service_delivery.max_retry_ms = 200;
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    fake.answer_next(500, json!({"errcode": "M_UNKNOWN"}));
+    ghost_join(&s, &bob, &room).await;
+    let (failed, _) = fake.next_transaction().await;
+    let (acked, _) = fake.next_transaction().await;
+    assert_eq!(failed, acked, "the same transaction again");
+    // Counted once the answer is read: poll the scrape.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = crate::observability::scrape(&s).await;
+        let count = |name: &str| crate::observability::total(&m, name, "", "");
+        let queue_reported = m.keys().any(|(name, labels)| {
+            name == "myelin_appservice_queued_events"
+                && labels.get("service").map(String::as_str) == Some("bridge")
+        });
+        if count("myelin_appservice_transactions_total") >= 1.0
+            && count("myelin_appservice_transaction_failures_total") >= 1.0
+        {
+            assert!(queue_reported, "{m:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not counted: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -46,9 +46,9 @@ async fn scrape_raw(server: &TestServer) -> (String, String) {
 }
 
 /// Every sample of a scrape: (name, labels) -> value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+pub(crate) type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-async fn scrape(server: &TestServer) -> Samples {
+pub(crate) async fn scrape(server: &TestServer) -> Samples {
     parse(&scrape_raw(server).await.1)
 }
 
@@ -221,7 +221,7 @@ async fn counters_move_with_requests_labelled_by_route_template() {
 
 /// The sum of `name` over every label set whose `label` is `value`
 /// (every series of `name` when `label` is empty).
-fn total(samples: &Samples, name: &str, label: &str, value: &str) -> f64 {
+pub(crate) fn total(samples: &Samples, name: &str, label: &str, value: &str) -> f64 {
     samples
         .iter()
         .filter(|((n, labels), _)| {
