@@ -166,25 +166,7 @@ impl AppServices {
         protocol: &str,
         fields: &[(String, String)],
     ) -> Vec<Value> {
-        let mut out = Vec::new();
-        for a in self
-            .list
-            .iter()
-            .filter(|a| a.protocols.iter().any(|p| p == protocol))
-        {
-            let Some(url) = Self::app_url(a, &["thirdparty", kind.path(), protocol]) else {
-                continue;
-            };
-            let Some(Value::Array(results)) = self.ask(a, &url, fields).await else {
-                continue;
-            };
-            out.extend(
-                results
-                    .into_iter()
-                    .filter(|r| valid_result(r, kind.required_field())),
-            );
-        }
-        out
+        self.gather(kind, Some(protocol), fields).await
     }
 
     /// A reverse lookup (`/thirdparty/location?alias=` or
@@ -196,9 +178,26 @@ impl AppServices {
         kind: ThirdPartyKind,
         fields: &[(String, String)],
     ) -> Vec<Value> {
+        self.gather(kind, None, fields).await
+    }
+
+    /// The valid results of every service asked: those that list
+    /// `protocol`, or with none, every service that has a protocol.
+    async fn gather(
+        &self,
+        kind: ThirdPartyKind,
+        protocol: Option<&str>,
+        fields: &[(String, String)],
+    ) -> Vec<Value> {
         let mut out = Vec::new();
-        for a in self.list.iter().filter(|a| !a.protocols.is_empty()) {
-            let Some(url) = Self::app_url(a, &["thirdparty", kind.path()]) else {
+        let asked = self.list.iter().filter(|a| match protocol {
+            Some(p) => a.protocols.iter().any(|x| x == p),
+            None => !a.protocols.is_empty(),
+        });
+        for a in asked {
+            let mut path = vec!["thirdparty", kind.path()];
+            path.extend(protocol);
+            let Some(url) = Self::app_url(a, &path) else {
                 continue;
             };
             let Some(Value::Array(results)) = self.ask(a, &url, fields).await else {
