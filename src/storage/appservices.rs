@@ -6,7 +6,6 @@
 use sqlx::Row;
 
 use super::Storage;
-use super::events::EventRow;
 
 /// A service's delivery state.
 #[derive(Debug, Clone)]
@@ -104,24 +103,5 @@ impl Storage {
         .execute(self.pool())
         .await?;
         Ok(())
-    }
-
-    /// Every event in `(after, upto]`, in stream order, at most `limit`.
-    pub async fn events_in_stream_range(
-        &self,
-        after: i64,
-        upto: i64,
-        limit: i64,
-    ) -> sqlx::Result<Vec<EventRow>> {
-        const Q: &str = "SELECT stream_ordering, event_id, room_id, depth, state_group,
-                redacted_by, json, txn_device, txn_id
-             FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
-             ORDER BY stream_ordering LIMIT $3";
-        sqlx::query_as(Q)
-            .bind(after)
-            .bind(upto)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
     }
 }

@@ -1299,6 +1299,28 @@ impl Storage {
         .await
     }
 
+    /// Every event in `(after, upto]`, in stream order, at most `limit`
+    /// (what application services catch up on).
+    pub async fn events_in_stream_range(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        const Q: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
+             ORDER BY stream_ordering LIMIT $3"
+        );
+        sqlx::query_as(Q)
+            .bind(after)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+    }
+
     /// The events that claim to replace (`m.replace`) an event.
     pub async fn replacements_of(&self, event_id: &str) -> sqlx::Result<Vec<OwnedEventId>> {
         self.id_list(
