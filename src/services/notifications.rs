@@ -31,6 +31,8 @@ pub const MAX_COUNTED: i64 = 500;
 /// (a forgotten pair is counted afresh).
 pub struct UnreadCounts {
     counted: Mutex<lru::LruCache<(OwnedUserId, OwnedRoomId), Counted>>,
+    /// A hit is a resumed count (a miss counts the room afresh).
+    lookups: crate::metrics::CacheLookups,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl UnreadCounts {
     pub fn new(capacity: usize) -> Self {
         Self {
             counted: Mutex::new(crate::services::expiring::bounded_lru(capacity)),
+            lookups: crate::metrics::CacheLookups::default(),
         }
     }
 
@@ -60,10 +63,11 @@ impl UnreadCounts {
             notify: 0,
             highlight: 0,
         };
-        match self.counted.lock().get(&(user.to_owned(), room.to_owned())) {
-            Some(c) if c.read_pos == read_pos && c.upto <= to => *c,
-            _ => fresh,
-        }
+        let resumed = match self.counted.lock().get(&(user.to_owned(), room.to_owned())) {
+            Some(c) if c.read_pos == read_pos && c.upto <= to => Some(*c),
+            _ => None,
+        };
+        self.lookups.of(resumed).unwrap_or(fresh)
     }
 
     pub fn store(&self, user: &UserId, room: &RoomId, counted: Counted) {
@@ -296,5 +300,9 @@ pub async fn context(
 impl crate::services::workers::CacheSizes for UnreadCounts {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
         vec![("counts", self.counted.lock().len())]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![("counts", &self.lookups)]
     }
 }

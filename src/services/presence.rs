@@ -63,6 +63,8 @@ pub struct Presence {
     clock: SharedClock,
     /// The stored state of recently seen users.
     known: Mutex<lru::LruCache<OwnedUserId, String>>,
+    /// A hit is a state that stands read from `known` (no database read).
+    known_lookups: crate::metrics::CacheLookups,
     /// Users not offline, with when they last synced (or read events, or
     /// set their presence): [`Presence::expire_idle`] sets them offline
     /// [`SYNC_TIMEOUT_MS`] after that. One entry per user present, dropped
@@ -79,6 +81,7 @@ impl Presence {
             stream,
             clock,
             known: Mutex::new(bounded_lru(KNOWN_STATES)),
+            known_lookups: crate::metrics::CacheLookups::default(),
             syncing: Mutex::new(HashMap::new()),
             listeners: super::ephemeral::Listeners::default(),
         }
@@ -185,7 +188,8 @@ impl Presence {
     /// stored state stands; the state last seen is remembered, so a user
     /// whose state stands costs no read.
     async fn mark(&self, user: &UserId, state: &str, keep: impl Fn(&str) -> bool) -> Result<()> {
-        if self.known.lock().peek(user).is_some_and(|k| keep(k)) {
+        let stands = self.known.lock().peek(user).is_some_and(|k| keep(k));
+        if self.known_lookups.record(stands) {
             return Ok(());
         }
         let current = self.storage.presence(user.as_str()).await?;
@@ -301,5 +305,9 @@ impl crate::services::workers::CacheSizes for Presence {
             ("known_states", self.known.lock().len()),
             ("present_users", self.syncing.lock().len()),
         ]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![("known_states", &self.known_lookups)]
     }
 }

@@ -242,6 +242,8 @@ impl Bodies {
 struct DeviceCache {
     lists: Mutex<lru::LruCache<String, Arc<[OwnedDeviceId]>>>,
     generation: AtomicU64,
+    /// Per user looked up.
+    lookups: crate::metrics::CacheLookups,
 }
 
 impl DeviceCache {
@@ -258,7 +260,7 @@ impl DeviceCache {
         let generation = {
             let mut lists = self.lists.lock();
             for u in users {
-                let hit = lists.get(*u).cloned();
+                let hit = self.lookups.of(lists.get(*u).cloned());
                 if hit.is_none() {
                     missing.push(*u);
                 }
@@ -310,6 +312,8 @@ struct Shared {
     storage: Storage,
     pending: Mutex<Pending>,
     bodies: Mutex<Bodies>,
+    /// Per send body looked up.
+    body_lookups: crate::metrics::CacheLookups,
     devices: DeviceCache,
 }
 
@@ -379,7 +383,7 @@ impl Shared {
         {
             let mut bodies = self.bodies.lock();
             for p in positions {
-                match bodies.lru.get(p) {
+                match self.body_lookups.of(bodies.lru.get(p)) {
                     Some(b) => {
                         out.insert(*p, b.clone());
                     }
@@ -427,9 +431,11 @@ impl ToDevice {
                 lru: lru::LruCache::unbounded(),
                 bytes: 0,
             }),
+            body_lookups: crate::metrics::CacheLookups::default(),
             devices: DeviceCache {
                 lists: Mutex::new(lru::LruCache::new(CACHED_DEVICE_LISTS)),
                 generation: AtomicU64::new(0),
+                lookups: crate::metrics::CacheLookups::default(),
             },
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
@@ -743,11 +749,23 @@ impl crate::services::workers::CacheSizes for ToDevice {
             let p = self.shared.pending.lock();
             (p.sends.len(), p.devices())
         };
+        let (bodies, body_bytes) = {
+            let b = self.shared.bodies.lock();
+            (b.lru.len(), b.bytes)
+        };
         vec![
             ("pending_sends", sends),
             ("devices_with_messages", devices),
-            ("send_bodies", self.shared.bodies.lock().lru.len()),
+            ("send_bodies", bodies),
+            ("send_bodies.bytes", body_bytes),
             ("device_lists", self.shared.devices.lists.lock().len()),
+        ]
+    }
+
+    fn cache_lookups(&self) -> Vec<(&'static str, &crate::metrics::CacheLookups)> {
+        vec![
+            ("send_bodies", &self.shared.body_lookups),
+            ("device_lists", &self.shared.devices.lookups),
         ]
     }
 }

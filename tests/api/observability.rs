@@ -312,6 +312,114 @@ async fn database_writer_and_cache_metrics_move_with_requests() {
     );
 }
 
+/// The caches that count their lookups beside their entries: unread counts
+/// (a sync resumes the room's count), presence (a state that stands costs no
+/// read) and the to-device send path (recipients' device lists, send bodies).
+#[tokio::test]
+async fn unread_presence_and_to_device_caches_count_hits_and_misses() {
+    let server = with_metrics().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"preset": "public_chat"})).await;
+    join(&server, &bob, &room).await;
+    send_text(&server, &alice, &room, "one").await;
+    let before = scrape(&server).await;
+
+    // Bob's first sync counts the room afresh and reads his presence; the
+    // second resumes the count and finds his state standing.
+    let since = sync_token(&server, &bob).await;
+    send_text(&server, &alice, &room, "two").await;
+    for txn in ["d1", "d2"] {
+        let (st, body) = server
+            .put(
+                &format!("/_matrix/client/v3/sendToDevice/my.test/{txn}"),
+                alice.token(),
+                json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {"n": txn}}}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    let b = sync(&server, &bob, &format!("since={}&timeout=0", enc(&since))).await;
+    assert_eq!(
+        b["to_device"]["events"].as_array().map(Vec::len),
+        Some(2),
+        "{b}"
+    );
+    let b = sync(&server, &bob, &format!("since={}&timeout=0", enc(&since))).await;
+    assert_eq!(
+        b["to_device"]["events"].as_array().map(Vec::len),
+        Some(2),
+        "{b}"
+    );
+
+    let after = scrape(&server).await;
+    let moved =
+        |name: &str, c: &str| total(&after, name, "cache", c) - total(&before, name, "cache", c);
+    let hits = |c: &str| moved("myelin_cache_hits_total", c);
+    let misses = |c: &str| moved("myelin_cache_misses_total", c);
+    assert!(
+        misses("unread.counts") >= 1.0,
+        "bob's first count of the room"
+    );
+    assert!(hits("unread.counts") >= 1.0, "the later syncs resume it");
+    assert!(
+        misses("presence.known_states") >= 1.0,
+        "bob's first sync reads it"
+    );
+    assert!(hits("presence.known_states") >= 1.0, "then it stands");
+    assert_eq!(
+        misses("to_device.device_lists"),
+        1.0,
+        "bob's devices read once"
+    );
+    assert_eq!(hits("to_device.device_lists"), 1.0, "the second send");
+    assert!(
+        hits("to_device.send_bodies") >= 2.0,
+        "both sends, from memory"
+    );
+    assert_eq!(misses("to_device.send_bodies"), 0.0);
+    assert!(
+        total(
+            &after,
+            "myelin_cache_bytes",
+            "cache",
+            "to_device.send_bodies"
+        ) > 0.0
+    );
+}
+
+/// The search index's lag is the indexer's set of stored events not yet
+/// indexed: an event held pending shows as lag until it is indexed; sent
+/// messages are indexed and leave none.
+#[tokio::test]
+async fn search_index_lag_shows_events_waiting_for_the_indexer() {
+    let server = with_metrics().await;
+    let alice = server.user("alice").await;
+    let room = create_room(&server, &alice, json!({})).await;
+    send_text(&server, &alice, &room, "indexed soon").await;
+    let lag = |s: &Samples| value(s, "myelin_search_index_lag_events", &[]);
+    wait_until(
+        "the sent message is indexed",
+        Duration::from_secs(10),
+        || async {
+            match lag(&scrape(&server).await) {
+                0.0 => Ok(()),
+                n => Err(format!("lag {n}")),
+            }
+        },
+    )
+    .await;
+    // What the indexer notes when a batch is handed to it, and when done.
+    let search = server.services().search.clone().expect("search is on");
+    search.note_pending(i64::MAX - 1);
+    search.note_pending(i64::MAX);
+    assert_eq!(lag(&scrape(&server).await), 2.0);
+    search.note_indexed(i64::MAX - 1);
+    assert_eq!(lag(&scrape(&server).await), 1.0);
+    search.note_indexed(i64::MAX);
+    assert_eq!(lag(&scrape(&server).await), 0.0);
+}
+
 /// A push gateway that fails: each failed delivery is counted, and the
 /// notification waits in the queue until the gateway takes it.
 #[tokio::test]

@@ -1270,8 +1270,10 @@ mod tests {
         search.note_pending(r.pos());
         stream.complete(r);
         assert_eq!(stream.current(), 11);
+        assert_eq!(search.pending_count(), 1, "the lag operators see");
         assert_eq!(committed(&search), Some(10));
         search.note_indexed(11);
+        assert_eq!(search.pending_count(), 0);
         assert_eq!(committed(&search), Some(11));
         // A reindex's commits say so: the next start rebuilds.
         search.reindexing.store(true, Ordering::Release);
