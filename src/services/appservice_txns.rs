@@ -47,7 +47,7 @@ use crate::services::appservices::AppService;
 use crate::services::ephemeral::{EphemeralChange, EphemeralListener};
 use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
 use crate::services::workers::{Stage, Stop, Workers};
-use crate::storage::appservices::InFlightTxn;
+use crate::storage::appservices::{AppServiceState, InFlightTxn};
 
 /// The most events one transaction carries (as Synapse).
 pub const MAX_EVENTS: usize = 100;
@@ -535,140 +535,209 @@ async fn body(
     serde_json::to_string(&body).map_err(MatrixError::internal)
 }
 
-// To split: reading the state, sending the transaction in flight, and
-// building the next one are steps of their own.
-#[allow(clippy::too_many_lines)]
+/// Waits `wait`; false when shutdown was asked for first.
+async fn pause(stop: &mut Stop, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.requested() => false,
+    }
+}
+
+/// One service's delivery loop: the transaction in flight is sent until it
+/// is acknowledged; then the next is built from what waits and recorded
+/// before it is sent; with nothing to send, the position reached is written
+/// now and then.
 async fn send_forever(s: Arc<Services>, target: Arc<Target>, mut stop: Stop) {
-    let d = &s.as_delivery;
-    let id = target.service.id.clone();
-    // The state, read again until the database answers.
-    let mut state = loop {
-        match s.storage.appservice_state(&id, d.start_pos).await {
-            Ok(st) => break st,
-            Err(e) => {
-                tracing::warn!(appservice = %id, error = %e, "could not read the delivery state");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = stop.requested() => return,
-                }
-            }
-        }
+    let Some(mut d) = Sender::start(s, target, &mut stop).await else {
+        return;
     };
-    let mut pos = state.stream_pos;
-    let mut written_pos = pos;
-    let mut last_write = Instant::now();
-    let mut delay = Duration::from_millis(d.config.first_retry_ms);
     loop {
-        if let Some(txn) = state.in_flight.clone() {
-            // Cut off at shutdown: the transaction stays in flight and is
-            // sent again at the next start.
-            let sent = tokio::select! {
-                sent = transmit(&s, &target.service, &txn) => sent,
-                () = stop.requested() => return,
-            };
-            match sent {
-                Ok(()) => {
-                    d.sent.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = s.storage.appservice_end_txn(&id).await {
-                        tracing::warn!(appservice = %id, error = %e, "could not record an acknowledged transaction");
-                    } else {
-                        state.in_flight = None;
-                        pos = txn.upto;
-                        written_pos = pos;
-                        delay = Duration::from_millis(d.config.first_retry_ms);
-                        continue;
+        let go_on = match d.state.in_flight.clone() {
+            Some(txn) => d.send(txn, &mut stop).await,
+            None => d.next(&mut stop).await,
+        };
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// [`send_forever`]'s state for one service.
+struct Sender {
+    s: Arc<Services>,
+    target: Arc<Target>,
+    id: String,
+    state: AppServiceState,
+    /// The stream position the service has everything up to.
+    pos: i64,
+    /// The position last written to its state row.
+    written_pos: i64,
+    last_write: Instant,
+    /// The wait before the in-flight transaction is sent again.
+    delay: Duration,
+}
+
+impl Sender {
+    /// The service's state, read again until the database answers (`None`
+    /// at shutdown).
+    async fn start(s: Arc<Services>, target: Arc<Target>, stop: &mut Stop) -> Option<Self> {
+        let id = target.service.id.clone();
+        let state = loop {
+            match s
+                .storage
+                .appservice_state(&id, s.as_delivery.start_pos)
+                .await
+            {
+                Ok(st) => break st,
+                Err(e) => {
+                    tracing::warn!(appservice = %id, error = %e, "could not read the delivery state");
+                    if !pause(stop, Duration::from_secs(1)).await {
+                        return None;
                     }
                 }
-                Err(e) => {
-                    d.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(appservice = %id, txn_id = txn.txn_id, error = %e.message(),
-                        retry_in = ?delay, "application service transaction failed");
+            }
+        };
+        let delay = Duration::from_millis(s.as_delivery.config.first_retry_ms);
+        Some(Self {
+            pos: state.stream_pos,
+            written_pos: state.stream_pos,
+            last_write: Instant::now(),
+            delay,
+            s,
+            target,
+            id,
+            state,
+        })
+    }
+
+    /// Sends the transaction in flight once; after a failure, waits the
+    /// current delay and doubles it. False at shutdown (the transaction
+    /// stays in flight and is sent again at the next start).
+    async fn send(&mut self, txn: InFlightTxn, stop: &mut Stop) -> bool {
+        let d = &self.s.as_delivery;
+        let sent = tokio::select! {
+            sent = transmit(&self.s, &self.target.service, &txn) => sent,
+            () = stop.requested() => return false,
+        };
+        match sent {
+            Ok(()) => {
+                d.sent.fetch_add(1, Ordering::Relaxed);
+                match self.s.storage.appservice_end_txn(&self.id).await {
+                    Ok(()) => {
+                        self.state.in_flight = None;
+                        self.pos = txn.upto;
+                        self.written_pos = self.pos;
+                        self.delay = Duration::from_millis(d.config.first_retry_ms);
+                        return true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(appservice = %self.id, error = %e, "could not record an acknowledged transaction");
+                    }
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = stop.requested() => return,
+            Err(e) => {
+                d.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(appservice = %self.id, txn_id = txn.txn_id, error = %e.message(),
+                    retry_in = ?self.delay, "application service transaction failed");
             }
-            delay = (delay * 2).min(Duration::from_millis(d.config.max_retry_ms));
-            continue;
         }
-        let next = match next_events(&s, &target, pos).await {
+        let go_on = pause(stop, self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_millis(d.config.max_retry_ms));
+        go_on
+    }
+
+    /// Builds and records the next transaction from what waits, or moves the
+    /// position past events the service does not want, or idles until woken.
+    async fn next(&mut self, stop: &mut Stop) -> bool {
+        let (events, upto) = match next_events(&self.s, &self.target, self.pos).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(appservice = %id, error = %e.message(), "could not read the events to send");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = stop.requested() => return,
-                }
-                continue;
+                tracing::warn!(appservice = %self.id, error = %e.message(), "could not read the events to send");
+                return pause(stop, Duration::from_secs(1)).await;
             }
         };
         let ephemeral: Vec<Value> = {
-            let mut p = target.pending.lock();
+            let mut p = self.target.pending.lock();
             let n = p.ephemeral.len().min(MAX_EVENTS);
             p.ephemeral.drain(..n).collect()
         };
-        match next {
-            (events, upto) if !events.is_empty() || !ephemeral.is_empty() => {
-                let built = match body(&s, &target.service, &events, ephemeral).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(appservice = %id, error = %e.message(), "could not build a transaction");
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            () = stop.requested() => return,
-                        }
-                        continue;
-                    }
-                };
-                let txn = InFlightTxn {
-                    txn_id: state.next_txn_id,
-                    body: built,
-                    upto,
-                };
-                match s.storage.appservice_begin_txn(&id, &txn).await {
-                    Ok(()) => {
-                        state.next_txn_id += 1;
-                        state.in_flight = Some(txn);
-                    }
-                    Err(e) => {
-                        // The events go back to be taken again.
-                        tracing::warn!(appservice = %id, error = %e, "could not record a transaction");
-                        {
-                            let mut p = target.pending.lock();
-                            p.db_until = p.db_until.max(upto);
-                            p.events.clear();
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            () = stop.requested() => return,
-                        }
-                    }
-                }
+        if !events.is_empty() || !ephemeral.is_empty() {
+            return self.record(&events, ephemeral, upto, stop).await;
+        }
+        if upto > self.pos {
+            self.pos = upto;
+            return true;
+        }
+        self.idle(stop).await
+    }
+
+    /// Records the transaction of `events` and `ephemeral` as in flight.
+    async fn record(
+        &mut self,
+        events: &[Arc<Pdu>],
+        ephemeral: Vec<Value>,
+        upto: i64,
+        stop: &mut Stop,
+    ) -> bool {
+        let built = match body(&self.s, &self.target.service, events, ephemeral).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(appservice = %self.id, error = %e.message(), "could not build a transaction");
+                return pause(stop, Duration::from_secs(1)).await;
             }
-            (_, upto) if upto > pos => pos = upto,
-            _ => {
-                if pos > written_pos && last_write.elapsed() >= IDLE_POSITION_WRITE {
-                    if s.storage.appservice_advance(&id, pos).await.is_ok() {
-                        written_pos = pos;
-                    }
-                    last_write = Instant::now();
+        };
+        let txn = InFlightTxn {
+            txn_id: self.state.next_txn_id,
+            body: built,
+            upto,
+        };
+        match self.s.storage.appservice_begin_txn(&self.id, &txn).await {
+            Ok(()) => {
+                self.state.next_txn_id += 1;
+                self.state.in_flight = Some(txn);
+                true
+            }
+            Err(e) => {
+                // The events go back to be taken again.
+                tracing::warn!(appservice = %self.id, error = %e, "could not record a transaction");
+                {
+                    let mut p = self.target.pending.lock();
+                    p.db_until = p.db_until.max(upto);
+                    p.events.clear();
                 }
-                let wait = if pos > written_pos {
-                    IDLE_POSITION_WRITE
-                } else {
-                    Duration::from_secs(3600)
-                };
-                tokio::select! {
-                    () = target.wake.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.requested() => {
-                        if pos > written_pos {
-                            let _ = s.storage.appservice_advance(&id, pos).await;
-                        }
-                        return;
-                    }
+                pause(stop, Duration::from_secs(1)).await
+            }
+        }
+    }
+
+    /// Nothing to send: writes the position reached now and then, and waits
+    /// for new events (writing it a last time at shutdown).
+    async fn idle(&mut self, stop: &mut Stop) -> bool {
+        if self.pos > self.written_pos && self.last_write.elapsed() >= IDLE_POSITION_WRITE {
+            if self
+                .s
+                .storage
+                .appservice_advance(&self.id, self.pos)
+                .await
+                .is_ok()
+            {
+                self.written_pos = self.pos;
+            }
+            self.last_write = Instant::now();
+        }
+        let wait = if self.pos > self.written_pos {
+            IDLE_POSITION_WRITE
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            () = self.target.wake.notified() => true,
+            () = tokio::time::sleep(wait) => true,
+            () = stop.requested() => {
+                if self.pos > self.written_pos {
+                    let _ = self.s.storage.appservice_advance(&self.id, self.pos).await;
                 }
+                false
             }
         }
     }

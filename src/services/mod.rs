@@ -152,9 +152,6 @@ impl Services {
     /// Builds every service from its explicit dependencies, in dependency
     /// order. Nothing runs yet: [`Services::start`] (`lifecycle.rs`) starts
     /// the background work and [`Services::shutdown`] stops it.
-    // Over the line limit since application-service delivery joined:
-    // split into named steps (identity, accounts, listeners, rooms).
-    #[allow(clippy::too_many_lines)]
     pub async fn new(
         config: Config,
         storage: Storage,
@@ -182,30 +179,7 @@ impl Services {
         let openid = openid::OpenId::new(storage.clone(), clock.clone());
         let (client_limiter, login_limiter) = ratelimit::RateLimiter::client_and_login(&config);
 
-        // What listens to new events: search and unread counts.
-        let unread = Arc::new(notifications::UnreadCounts::new(
-            config.caches.unread_counts,
-        ));
-        let (search, search_needs_rebuild) = search::Search::open_if_enabled(&config, &stream)?;
-        // What hears of every committed event.
-        let subscribers = Arc::new(pipeline::Subscribers::default());
-        subscribers.subscribe(unread.clone());
-        let indexer = search.clone().map(search::Indexer::new);
-        if let Some(indexer) = &indexer {
-            subscribers.subscribe(indexer.clone());
-        }
-        let pushers = pushers::Pushers::new(&storage, &config).await?;
-        subscribers.subscribe(pushers.clone());
-        let as_delivery = appservice_txns::Delivery::new(
-            appservices.all(),
-            &config.app_service_delivery,
-            stream.current(),
-        )?;
-        if as_delivery.is_active() {
-            subscribers.subscribe(as_delivery.clone());
-        }
-        let expiry =
-            expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, &storage).await?;
+        let listeners = EventListeners::build(&config, &storage, &stream, &appservices).await?;
 
         // Rooms (the event pipeline) and what reads or writes beside it.
         let default_version = ruma::RoomVersionId::try_from(config.rooms.default_version.as_str())?;
@@ -215,14 +189,17 @@ impl Services {
             signing_key: signing_key.clone(),
             stream: stream.clone(),
             default_version,
-            subscribers,
+            subscribers: listeners.subscribers,
             caches: &config.caches,
             clock: clock.clone(),
             ephemeral_messages: config.rooms.ephemeral_messages,
             metrics: metrics.clone(),
         });
-        let account_data =
-            account_data::AccountData::new(storage.clone(), stream.clone(), unread.clone());
+        let account_data = account_data::AccountData::new(
+            storage.clone(),
+            stream.clone(),
+            listeners.unread.clone(),
+        );
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
@@ -257,24 +234,80 @@ impl Services {
             stream,
             rooms,
             account_data,
-            unread,
-            pushers,
+            unread: listeners.unread,
+            pushers: listeners.pushers,
             lazy_members: sync::LazyMembers::default(),
             sliding: sliding_sync::Connections::default(),
-            search,
-            search_needs_rebuild,
+            search: listeners.search,
+            search_needs_rebuild: listeners.search_needs_rebuild,
             accounts,
             appservices,
-            as_delivery,
+            as_delivery: listeners.as_delivery,
             sessions,
             profiles,
             openid,
             client_limiter,
             login_limiter,
-            indexer,
-            expiry,
+            indexer: listeners.indexer,
+            expiry: listeners.expiry,
             workers,
             metrics,
         }))
+    }
+}
+
+/// What hears of every committed event (unread counts, search, push,
+/// application-service delivery, message expiry), subscribed to the
+/// pipeline the rooms service publishes to.
+struct EventListeners {
+    subscribers: Arc<pipeline::Subscribers>,
+    unread: Arc<notifications::UnreadCounts>,
+    search: Option<Arc<search::Search>>,
+    search_needs_rebuild: bool,
+    indexer: Option<Arc<search::Indexer>>,
+    pushers: Arc<pushers::Pushers>,
+    as_delivery: Arc<appservice_txns::Delivery>,
+    expiry: Option<Arc<expiry::MessageExpiry>>,
+}
+
+impl EventListeners {
+    async fn build(
+        config: &Config,
+        storage: &Storage,
+        stream: &Arc<stream::Stream>,
+        appservices: &appservices::AppServices,
+    ) -> anyhow::Result<Self> {
+        let subscribers = Arc::new(pipeline::Subscribers::default());
+        let unread = Arc::new(notifications::UnreadCounts::new(
+            config.caches.unread_counts,
+        ));
+        subscribers.subscribe(unread.clone());
+        let (search, search_needs_rebuild) = search::Search::open_if_enabled(config, stream)?;
+        let indexer = search.clone().map(search::Indexer::new);
+        if let Some(indexer) = &indexer {
+            subscribers.subscribe(indexer.clone());
+        }
+        let pushers = pushers::Pushers::new(storage, config).await?;
+        subscribers.subscribe(pushers.clone());
+        let as_delivery = appservice_txns::Delivery::new(
+            appservices.all(),
+            &config.app_service_delivery,
+            stream.current(),
+        )?;
+        if as_delivery.is_active() {
+            subscribers.subscribe(as_delivery.clone());
+        }
+        let expiry =
+            expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, storage).await?;
+        Ok(Self {
+            subscribers,
+            unread,
+            search,
+            search_needs_rebuild,
+            indexer,
+            pushers,
+            as_delivery,
+            expiry,
+        })
     }
 }
