@@ -159,7 +159,15 @@ pub struct E2eKeys {
     counts: Mutex<lru::LruCache<(String, String), KeyCounts>>,
     /// One-time key claims, combined ([`claims`]).
     claims: ClaimQueue,
+    /// Uploads of one device's one-time keys run one at a time (by a lock
+    /// of [`UPLOAD_LOCKS`] chosen by the device), so that the checks made
+    /// before writing (the cap, a key id reused with other content) hold
+    /// when the write happens.
+    upload_locks: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// How many locks the devices' uploads are spread over.
+const UPLOAD_LOCKS: usize = 64;
 
 impl E2eKeys {
     pub fn new(storage: Storage, lists: Arc<DeviceLists>, server_name: &ServerName) -> Self {
@@ -170,7 +178,18 @@ impl E2eKeys {
             server_name: server_name.to_owned(),
             lists,
             counts: Mutex::new(lru::LruCache::new(COUNTED_DEVICES)),
+            upload_locks: (0..UPLOAD_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    /// The lock [`E2eKeys::upload`] holds for `who`'s device.
+    fn upload_lock(&self, who: &Requester) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (who.user_id.as_str(), who.device_id.as_str()).hash(&mut h);
+        &self.upload_locks[(h.finish() % UPLOAD_LOCKS as u64) as usize]
     }
 
     /// `POST /keys/upload`: stores the requester's device keys, one-time
@@ -196,6 +215,13 @@ impl E2eKeys {
                 k.0
             )));
         }
+        // Held until the keys are written, when there are one-time keys
+        // to check against what the device holds.
+        let _one_at_a_time = if otks.is_empty() {
+            None
+        } else {
+            Some(self.upload_lock(who).lock().await)
+        };
         if !otks.is_empty() {
             let stored = self
                 .storage

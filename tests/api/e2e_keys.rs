@@ -261,6 +261,36 @@ fn otks(algorithm: &str, prefix: &str, range: std::ops::Range<usize>) -> Value {
     Value::Object(keys)
 }
 
+/// Two uploads of one device's one-time keys at the same time cannot both
+/// pass the 500 cap: each is checked against what the other stored (here
+/// 300 + 300 keys, on several devices at once: one upload of each pair is
+/// 400 `M_TOO_LARGE`, and no device holds more than 500).
+#[tokio::test]
+async fn concurrent_uploads_cannot_pass_the_one_time_key_cap_together() {
+    let server = TestServer::start().await;
+    let mut devices = Vec::new();
+    for name in ["u1", "u2", "u3", "u4"] {
+        devices.push(server.user(name).await);
+    }
+    let uploads = devices.iter().flat_map(|who| {
+        ["A", "B"].map(|prefix| {
+            try_upload_keys(
+                &server,
+                who,
+                json!({"one_time_keys": otks("signed_curve25519", prefix, 0..300)}),
+            )
+        })
+    });
+    let answers = futures_util::future::join_all(uploads).await;
+    for (who, pair) in devices.iter().zip(answers.chunks(2)) {
+        let ok = pair.iter().filter(|(st, _)| *st == StatusCode::OK).count();
+        assert_eq!(ok, 1, "exactly one of the pair is stored: {pair:?}");
+        let refused = pair.iter().find(|(st, _)| *st != StatusCode::OK).unwrap();
+        assert_error(refused, 400, "M_TOO_LARGE");
+        assert_eq!(key_rows(&server, "e2e_one_time_keys", who).await, 300);
+    }
+}
+
 /// A device holds at most 500 one-time keys of an algorithm (Synapse's
 /// `MAX_ONE_TIME_KEYS_PER_ALGORITHM_PER_DEVICE`): an upload that would take
 /// it over is 400 `M_TOO_LARGE` and stores nothing of itself (its device
