@@ -492,6 +492,11 @@ async fn move_aliases(
                 .await?;
         }
     }
+    // Application services interested through an alias follow it.
+    s.as_delivery.forget_room(room_id);
+    if let Some(new_id) = new_room {
+        s.as_delivery.forget_room(new_id);
+    }
     Ok(aliases.iter().map(|a| a.to_string()).collect())
 }
 

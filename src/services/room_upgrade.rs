@@ -337,6 +337,9 @@ async fn move_aliases(
     s.storage
         .move_room_aliases(old.as_str(), new.as_str())
         .await?;
+    // Application services interested through an alias follow it.
+    s.as_delivery.forget_room(old);
+    s.as_delivery.forget_room(new);
     let Some(content) = canonical_alias.filter(|c| c.as_object().is_some_and(|m| !m.is_empty()))
     else {
         return Ok(());

@@ -86,6 +86,22 @@ async fn collect_events(
     (events, txns)
 }
 
+/// Points `#bridge_lobby` (in the bridge's exclusive alias namespace, so
+/// the bridge creates it) at `room`.
+async fn alias_in_bridge_namespace(s: &TestServer, room: &str) {
+    let (st, b) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                enc("#bridge_lobby:test.local")
+            ),
+            Some(AS_TOKEN),
+            json!({"room_id": room}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
 fn bodies_of(events: &[(String, Value)]) -> Vec<String> {
     events
         .iter()
@@ -133,17 +149,7 @@ async fn a_namespaced_sender_or_alias_makes_a_room_interesting() {
     // sent though no bridge user is in it. The alias is the bridge's
     // (exclusive), so the bridge creates it.
     let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    let (st, b) = s
-        .put(
-            &format!(
-                "/_matrix/client/v3/directory/room/{}",
-                enc("#bridge_lobby:test.local")
-            ),
-            Some(AS_TOKEN),
-            json!({"room_id": room}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
+    alias_in_bridge_namespace(&s, &room).await;
     send_text(&s, &alice, &room, "in an aliased room").await;
     let (events, _) = collect_events(&fake, 1).await;
     assert_eq!(bodies_of(&events), ["in an aliased room"]);
@@ -160,6 +166,38 @@ async fn a_namespaced_sender_or_alias_makes_a_room_interesting() {
     let (events, _) = collect_events(&fake, 1).await;
     assert_eq!(events[0].1["sender"], "@bridgebot:test.local");
     assert_eq!(events[0].1["room_id"], other);
+}
+
+/// A room interesting through its alias: after an upgrade the alias points
+/// at the new room, so the new room's messages reach the service and the
+/// old room's no longer do.
+#[tokio::test]
+async fn an_aliased_room_s_interest_follows_its_alias_to_the_upgraded_room() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let old = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    alias_in_bridge_namespace(&s, &old).await;
+    send_text(&s, &alice, &old, "before the upgrade").await;
+    let (events, _) = collect_events(&fake, 1).await;
+    assert_eq!(bodies_of(&events), ["before the upgrade"]);
+
+    let (st, b) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old)),
+            alice.token(),
+            json!({"new_version": "10"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let new = b["replacement_room"].as_str().unwrap().to_owned();
+    send_text(&s, &alice, &old, "in the old room").await;
+    send_text(&s, &alice, &new, "in the new room").await;
+    let mut bodies = Vec::new();
+    while !bodies.iter().any(|b| b == "in the new room") {
+        let (events, _) = collect_events(&fake, 1).await;
+        bodies.extend(bodies_of(&events));
+    }
+    assert_eq!(bodies, ["in the new room"]);
 }
 
 #[tokio::test]
