@@ -521,8 +521,13 @@ async fn body(
     events: &[Arc<Pdu>],
     ephemeral: Vec<Value>,
 ) -> Result<String> {
-    let events = s.rooms.client_events(events, None).await?;
-    let mut body = json!({ "events": events });
+    let mut client = s.rooms.client_events(events, None).await?;
+    for (pdu, event) in events.iter().zip(&mut client) {
+        if let Some(state) = invite_room_state(s, pdu).await? {
+            event["unsigned"]["invite_room_state"] = Value::Array(state);
+        }
+    }
+    let mut body = json!({ "events": client });
     if a.receive_ephemeral {
         let key = if a.ephemeral_unstable {
             "de.sorunome.msc2409.ephemeral"
@@ -533,6 +538,25 @@ async fn body(
         body["de.sorunome.msc2409.to_device"] = json!([]);
     }
     serde_json::to_string(&body).map_err(MatrixError::internal)
+}
+
+/// An invite's `unsigned.invite_room_state`, as Synapse gives it to
+/// bridges: the room's public face when the invite was made and the
+/// inviter's member event, stripped (`None` for other events).
+async fn invite_room_state(s: &Services, pdu: &Pdu) -> Result<Option<Vec<Value>>> {
+    if pdu.kind != ruma::events::TimelineEventType::RoomMember
+        || pdu.content_value()["membership"] != "invite"
+    {
+        return Ok(None);
+    }
+    let state = s.rooms.state_at(pdu).await?;
+    let mut out = crate::services::sync::prejoin_state(s, &state).await?;
+    if let Some(id) = state.get(&("m.room.member".to_owned(), pdu.sender.to_string()))
+        && let Some(inviter) = s.rooms.pdu(id.as_str()).await?
+    {
+        out.push(inviter.to_stripped());
+    }
+    Ok(Some(out))
 }
 
 /// Waits `wait`; false when shutdown was asked for first.

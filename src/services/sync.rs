@@ -1357,7 +1357,7 @@ async fn left_room(
 
 /// The room's public face as stripped state events: what an invitee or a
 /// knocker sees of a room before joining.
-async fn prejoin_state(s: &Services, state: &StateMap) -> Result<Vec<Value>> {
+pub(crate) async fn prejoin_state(s: &Services, state: &StateMap) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for (ty, sk) in [
         ("m.room.create", ""),

@@ -200,6 +200,47 @@ async fn an_aliased_room_s_interest_follows_its_alias_to_the_upgraded_room() {
     assert_eq!(bodies, ["in the new room"]);
 }
 
+/// An invite of a bridged user carries `unsigned.invite_room_state` (as
+/// Synapse sends bridges): the room's public face and the inviter's member
+/// event, stripped, so the bridge can name the room before joining.
+#[tokio::test]
+async fn an_invite_carries_the_room_s_stripped_state() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let bob = ghost(&s, "bridge_bob").await;
+    let room = create_room(&s, &alice, json!({"name": "Lobby", "topic": "chat"})).await;
+    let (st, b) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            alice.token(),
+            json!({"user_id": bob}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (events, _) = collect_events(&fake, 1).await;
+    let invite = &events[0].1;
+    assert_eq!(invite["type"], "m.room.member", "{invite}");
+    assert_eq!(invite["content"]["membership"], "invite");
+    let state = invite["unsigned"]["invite_room_state"]
+        .as_array()
+        .unwrap_or_else(|| panic!("invite_room_state: {invite}"));
+    let of = |ty: &str| {
+        state
+            .iter()
+            .find(|e| e["type"] == ty)
+            .unwrap_or_else(|| panic!("{ty} in {state:?}"))
+    };
+    assert_eq!(of("m.room.name")["content"]["name"], "Lobby");
+    assert_eq!(of("m.room.topic")["content"]["topic"], "chat");
+    assert_eq!(of("m.room.create")["sender"], alice.user_id.as_str());
+    assert!(of("m.room.join_rules")["content"]["join_rule"].is_string());
+    assert_eq!(of("m.room.member")["state_key"], alice.user_id.as_str());
+    for e in state {
+        assert!(e.get("event_id").is_none(), "stripped: {e}");
+        assert!(e["sender"].is_string() && e["content"].is_object(), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn a_failed_transaction_is_retried_with_the_same_id_and_body() {
     let (s, _files, fake) = server_and_bridge().await;
