@@ -279,22 +279,58 @@ pub async fn context(
     state: &StateMap,
     joined: u32,
 ) -> Result<PushConditionRoomCtx> {
-    let mut display_name = user.localpart().to_owned();
-    if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
-        && let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
-        && let Some(n) = p.content_value().get("displayname").and_then(Value::as_str)
-    {
-        display_name = n.to_owned();
+    RoomContext::new(s, room_id, state, joined)
+        .await?
+        .for_user(s, user, state)
+        .await
+}
+
+/// The room's part of [`context`] (member count, power levels), made once
+/// for an event that many users' rules are evaluated against.
+pub struct RoomContext {
+    room_id: OwnedRoomId,
+    joined: u32,
+    power_levels: PushConditionPowerLevelsCtx,
+}
+
+impl RoomContext {
+    pub async fn new(
+        s: &Services,
+        room_id: &RoomId,
+        state: &StateMap,
+        joined: u32,
+    ) -> Result<Self> {
+        let levels = s.rooms.power_levels(room_id, state).await?;
+        Ok(Self {
+            room_id: room_id.to_owned(),
+            joined,
+            power_levels: PushConditionPowerLevelsCtx::from(levels),
+        })
     }
-    let mut ctx = PushConditionRoomCtx::new(
-        room_id.to_owned(),
-        UInt::from(joined),
-        user.to_owned(),
-        display_name,
-    );
-    let levels = s.rooms.power_levels(room_id, state).await?;
-    ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels));
-    Ok(ctx)
+
+    /// [`context`] for `user`: their display name in `state` added.
+    pub async fn for_user(
+        &self,
+        s: &Services,
+        user: &UserId,
+        state: &StateMap,
+    ) -> Result<PushConditionRoomCtx> {
+        let mut display_name = user.localpart().to_owned();
+        if let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string()))
+            && let Some(p) = s.rooms.pdu_shared(id.as_str()).await?
+            && let Some(n) = p.content_value().get("displayname").and_then(Value::as_str)
+        {
+            display_name = n.to_owned();
+        }
+        let mut ctx = PushConditionRoomCtx::new(
+            self.room_id.clone(),
+            UInt::from(self.joined),
+            user.to_owned(),
+            display_name,
+        );
+        ctx.power_levels = Some(self.power_levels.clone());
+        Ok(ctx)
+    }
 }
 
 impl crate::services::workers::CacheSizes for UnreadCounts {

@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use ruma::api::client::push::{Pusher, get_notifications};
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{MatrixError, Result};
+use crate::model::pdu::Pdu;
 use crate::net::outbound::{self, IpFilter, Outbound};
 use crate::services::Services;
 use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
@@ -332,8 +333,9 @@ async fn record_logged(s: &Services, events: &[Committed]) {
 /// the notifications and deliveries, then wakes the delivery worker.
 async fn record(s: &Services, events: &[Committed]) -> Result<()> {
     let mut new = Vec::new();
+    let mut members = RoomMembers::default();
     for event in events {
-        record_event(s, event, &mut new).await?;
+        record_event(s, event, &mut members, &mut new).await?;
     }
     if new.is_empty() {
         return Ok(());
@@ -346,44 +348,62 @@ async fn record(s: &Services, events: &[Committed]) -> Result<()> {
     Ok(())
 }
 
-/// The interested users the event may notify: its room's joined members
-/// (and an invite's target), but not its sender.
-async fn candidates(s: &Services, event: &Committed) -> Result<Vec<OwnedUserId>> {
-    let pdu = &event.pdu;
-    let interested: Vec<OwnedUserId> = s
-        .pushers
-        .interested
-        .read()
+/// Each room's joined members, read once per batch (the current state,
+/// as written with the batch).
+#[derive(Default)]
+struct RoomMembers(HashMap<OwnedRoomId, Arc<[OwnedUserId]>>);
+
+impl RoomMembers {
+    async fn of(&mut self, s: &Services, room_id: &RoomId) -> Result<Arc<[OwnedUserId]>> {
+        if let Some(m) = self.0.get(room_id) {
+            return Ok(m.clone());
+        }
+        let joined: Arc<[OwnedUserId]> =
+            super::memberships::joined_members(s, room_id).await?.into();
+        self.0.insert(room_id.to_owned(), joined.clone());
+        Ok(joined)
+    }
+}
+
+/// The users the event may notify: those of its room's joined members
+/// (and an invite's target) who may want notifications, but not its
+/// sender. Only the room's members are looked at, so the cost grows with
+/// the room, not with the server's users who have pushers.
+fn candidates(s: &Services, pdu: &Pdu, joined: &[OwnedUserId]) -> Vec<OwnedUserId> {
+    let interested = s.pushers.interested.read();
+    if interested.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<OwnedUserId> = joined
         .iter()
-        .filter(|u| **u != pdu.sender)
+        .filter(|u| **u != pdu.sender && interested.contains(*u))
         .cloned()
         .collect();
-    if interested.is_empty() {
-        return Ok(Vec::new());
+    if pdu.kind.to_string() == "m.room.member"
+        && pdu.membership().as_deref() == Some("invite")
+        && let Some(invitee) = pdu.state_key.as_deref()
+        && invitee != pdu.sender.as_str()
+        && let Ok(invitee) = UserId::parse(invitee)
+        && interested.contains(&invitee)
+        && !out.contains(&invitee)
+    {
+        out.push(invitee);
     }
-    let mut out = Vec::new();
-    for user in interested {
-        let invited_now = pdu.kind.to_string() == "m.room.member"
-            && pdu.state_key.as_deref() == Some(user.as_str())
-            && pdu.membership().as_deref() == Some("invite");
-        if invited_now || s.rooms.membership(&pdu.room_id, &user).await?.as_deref() == Some("join")
-        {
-            out.push(user);
-        }
-    }
-    Ok(out)
+    out
 }
 
 async fn record_event(
     s: &Services,
     event: &Committed,
+    members: &mut RoomMembers,
     new: &mut Vec<NewNotification>,
 ) -> Result<()> {
-    let users = candidates(s, event).await?;
+    let pdu = &event.pdu;
+    let joined = members.of(s, &pdu.room_id).await?;
+    let users = candidates(s, pdu, &joined);
     if users.is_empty() {
         return Ok(());
     }
-    let pdu = &event.pdu;
     let Some(raw) = super::notifications::push_forms(s, std::slice::from_ref(pdu))
         .await?
         .pop()
@@ -391,28 +411,36 @@ async fn record_event(
         return Ok(());
     };
     let state = s.rooms.current_state(&pdu.room_id).await?;
-    let joined = super::memberships::joined_members(s, &pdu.room_id)
-        .await?
-        .len();
-    let joined = u32::try_from(joined).unwrap_or(u32::MAX);
+    let joined = u32::try_from(joined.len()).unwrap_or(u32::MAX);
+    let room_ctx = super::notifications::RoomContext::new(s, &pdu.room_id, &state, joined).await?;
     let now = s.clock.now_ms();
+    let mut notified = Vec::new();
     for user in users {
         let rules = s.account_data.push_rules_shared(&user).await?;
-        let ctx = super::notifications::context(s, &user, &pdu.room_id, &state, joined).await?;
+        let ctx = room_ctx.for_user(s, &user, &state).await?;
         let actions = rules.get_actions(&raw, &ctx).await;
         if !actions.iter().any(ruma::push::Action::should_notify) {
             continue;
         }
-        let pushers = http_pushers(s, &user).await?;
+        let actions_json = serde_json::to_string(actions).map_err(MatrixError::internal)?;
+        let highlight = actions.iter().any(ruma::push::Action::is_highlight);
+        notified.push((user, actions_json, highlight));
+    }
+    if notified.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = notified.iter().map(|(u, _, _)| u.as_str()).collect();
+    let mut pushers = s.storage.http_pushers_of(&ids).await?;
+    for (user, actions, highlight) in notified {
         new.push(NewNotification {
+            pushers: pushers.remove(user.as_str()).unwrap_or_default(),
             user_id: user.to_string(),
             stream_ordering: event.pos,
             room_id: pdu.room_id.to_string(),
             event_id: pdu.event_id.to_string(),
-            actions: serde_json::to_string(actions).map_err(MatrixError::internal)?,
-            highlight: actions.iter().any(ruma::push::Action::is_highlight),
+            actions,
+            highlight,
             ts: now,
-            pushers,
         });
     }
     Ok(())

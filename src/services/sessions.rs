@@ -132,6 +132,32 @@ impl Sessions {
             .map(|r| r.user))
     }
 
+    /// `POST /refresh` (v1.3), given the body's `refresh_token`: Myelin
+    /// hands out no refresh tokens (`/login` and `/register` never return
+    /// one; access tokens do not expire), so every refresh token is
+    /// unknown, 401 `M_UNKNOWN_TOKEN` (`soft_logout` false: log in again).
+    /// As Synapse: 400 `M_MISSING_PARAM` without the field, 400
+    /// `M_INVALID_PARAM` when it is not a string.
+    pub fn refresh(
+        &self,
+        refresh_token: Option<&serde_json::Value>,
+    ) -> Result<std::convert::Infallible> {
+        let token = match refresh_token {
+            None => return Err(MatrixError::missing_param("Missing params: refresh_token")),
+            Some(serde_json::Value::String(token)) => token,
+            Some(_) => return Err(MatrixError::invalid_param("Invalid param: refresh_token")),
+        };
+        tracing::debug!(
+            len = token.len(),
+            "a refresh token was presented; none is ever issued"
+        );
+        Err(MatrixError::new(
+            http::StatusCode::UNAUTHORIZED,
+            ErrorKind::UnknownToken(UnknownTokenErrorData::new()),
+            "Unknown refresh token",
+        ))
+    }
+
     /// Resolves a token to its requester and records the device as seen.
     /// `fresh`: read the account from the database now (admin endpoints:
     /// a promotion or demotion made by hand in the database applies to the

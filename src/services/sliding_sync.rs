@@ -376,6 +376,14 @@ async fn build(
     snapshot.lists = lists;
     let by_id: HashMap<&RoomId, &Candidate> = candidates.iter().map(|c| (&*c.room_id, c)).collect();
     let mut room_builder = rooms::Builder::new(s, who, since, to).await?;
+    let afresh: Vec<(&Candidate, &RoomConfig)> = configs
+        .iter()
+        .filter_map(|(room_id, config)| {
+            let c = by_id.get(&**room_id)?;
+            rooms::sent_afresh(c, config, snapshot.rooms.get(room_id)).then_some((*c, config))
+        })
+        .collect();
+    room_builder.prefetch(&afresh).await?;
     for (room_id, config) in &configs {
         let Some(candidate) = by_id.get(&**room_id) else {
             continue;

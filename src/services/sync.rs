@@ -762,7 +762,7 @@ fn timeline_limit(filter: &RoomEventFilter) -> usize {
 
 /// How many events to read for a timeline: one more than the limit (to
 /// tell whether there is a gap), or more when the filter narrows the events.
-fn timeline_fetch(filter: &RoomEventFilter) -> i64 {
+pub(crate) fn timeline_fetch(filter: &RoomEventFilter) -> i64 {
     let limit = timeline_limit(filter);
     // Filters apply before the limit: with type or sender conditions, look
     // further back (bounded) to fill the timeline with matching events.
@@ -852,7 +852,7 @@ fn in_current_state(current: Option<&StateMap>, pdu: &Pdu) -> bool {
 /// [`timeline`] from the events already read (newest first, as many as
 /// [`timeline_fetch`] says). When history visibility hides events, older
 /// ones are read (a few times at most) to fill the timeline.
-async fn timeline_from_pdus(
+pub(crate) async fn timeline_from_pdus(
     s: &Services,
     user: &UserId,
     room: &TimelineFor<'_>,

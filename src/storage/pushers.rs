@@ -178,6 +178,33 @@ impl Storage {
         .await
     }
 
+    /// The `http` pushers' ids of each of `users` (one round trip per 256
+    /// users), by user; users without one are absent.
+    pub async fn http_pushers_of(
+        &self,
+        users: &[&str],
+    ) -> sqlx::Result<std::collections::HashMap<String, Vec<i64>>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            user_id: String,
+            pusher_id: i64,
+        }
+        let rows: Vec<Row> = self
+            .rows_of_users(
+                "SELECT user_id, pusher_id FROM pushers WHERE kind = 'http' AND user_id IN",
+                users,
+            )
+            .await?;
+        let mut out: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+        for r in rows {
+            out.entry(r.user_id).or_default().push(r.pusher_id);
+        }
+        for ids in out.values_mut() {
+            ids.sort_unstable();
+        }
+        Ok(out)
+    }
+
     pub async fn pusher(&self, pusher_id: i64) -> sqlx::Result<Option<PusherRow>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {PUSHER_COLUMNS} FROM pushers WHERE pusher_id = $1"

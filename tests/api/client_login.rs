@@ -537,3 +537,62 @@ async fn a_cached_token_follows_every_change_at_once() {
         "M_UNKNOWN_TOKEN",
     );
 }
+
+#[tokio::test]
+async fn refresh_tokens_are_never_issued_so_none_is_valid() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    // Login asks for one and gets none.
+    let mut body = password_login("alice", "password123");
+    body["refresh_token"] = json!(true);
+    let (st, login) = server.post(LOGIN, None, body).await;
+    assert_eq!(st, StatusCode::OK, "{login}");
+    assert!(login.get("refresh_token").is_none(), "{login}");
+    assert!(login.get("expires_in_ms").is_none(), "{login}");
+    for token in [Some(alice.access_token.as_str()), None] {
+        let answer = server
+            .post(
+                "/_matrix/client/v3/refresh",
+                token,
+                json!({"refresh_token": "anything"}),
+            )
+            .await;
+        assert_error(&answer, 401, "M_UNKNOWN_TOKEN");
+        // `soft_logout` absent means false: log in again.
+        assert!(
+            answer.1.get("soft_logout").is_none_or(|v| v == false),
+            "{}",
+            answer.1
+        );
+    }
+    // A missing or malformed field is answered as Synapse answers it.
+    let missing = server
+        .post("/_matrix/client/v3/refresh", None, json!({}))
+        .await;
+    assert_error(&missing, 400, "M_MISSING_PARAM");
+    for bad in [json!(5), json!(null), json!(["t"])] {
+        let answer = server
+            .post(
+                "/_matrix/client/v3/refresh",
+                None,
+                json!({"refresh_token": bad}),
+            )
+            .await;
+        assert_error(&answer, 400, "M_INVALID_PARAM");
+    }
+    let not_an_object = server
+        .post("/_matrix/client/v3/refresh", None, json!(["refresh_token"]))
+        .await;
+    assert_error(&not_an_object, 400, "M_BAD_JSON");
+    // The r0 path is the same endpoint.
+    let r0 = server
+        .post(
+            "/_matrix/client/r0/refresh",
+            None,
+            json!({"refresh_token": "anything"}),
+        )
+        .await;
+    assert_error(&r0, 401, "M_UNKNOWN_TOKEN");
+    // The access token still works.
+    assert_eq!(server.whoami(alice.token()).await.0, StatusCode::OK);
+}

@@ -54,6 +54,7 @@ mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sliding_sync; // simplified sliding sync (MSC4186): positions, lists, room fields, required state, incremental answers, long-poll, subscriptions, filters, extensions
 mod spaces; // GET /rooms/{id}/hierarchy: depth-first order, max_depth, paging, suggested_only, visibility, cycles
+mod spec_versions; // /versions checked: every endpoint of each advertised spec version is routed (spec_endpoints.txt)
 mod startup_endpoints; // /account/3pid*, requestToken, /thirdparty, OpenID tokens and federation userinfo, /voip/turnServer, capabilities and versions flags
 mod sync; // /sync: initial, incremental, long-poll, filters, lazy members, invites/leaves, summary
 mod sync_conformance; // /sync as sytest expects: newly joined and left rooms, current state in timelines, filtered-out rooms, summaries, account data filters, ignored users

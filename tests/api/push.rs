@@ -642,3 +642,137 @@ async fn an_https_gateway_of_an_unknown_ca_is_not_trusted() {
     assert!(!failure.is_empty());
     assert!(gateway.inner.drain().await.is_empty());
 }
+
+/// The pushkeys that got a notification about `event_id` among `received`.
+fn pushkeys_for(received: &[Received], event_id: &str) -> Vec<String> {
+    pushkeys_where(received, |n| n["event_id"] == event_id)
+}
+
+/// The pushkeys that got a notification `wanted` says yes to.
+fn pushkeys_where(received: &[Received], wanted: impl Fn(&Value) -> bool) -> Vec<String> {
+    let mut keys: Vec<String> = received
+        .iter()
+        .filter(|r| wanted(&r.body["notification"]))
+        .flat_map(|r| {
+            r.body["notification"]["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["pushkey"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn only_the_rooms_members_are_pushed_and_a_leaver_stops() {
+    let server = TestServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
+    let room = create_room(&server, &bob, json!({"preset": "public_chat"})).await;
+    join(&server, &alice, &room).await;
+    join(&server, &dave, &room).await;
+    // Carol has a pusher but is in another room only.
+    let elsewhere = create_room(&server, &carol, json!({"preset": "public_chat"})).await;
+    for (who, key) in [
+        (&alice, "alice-key"),
+        (&carol, "carol-key"),
+        (&dave, "dave-key"),
+    ] {
+        set_pusher(&server, who, http_pusher(key, &gateway.url)).await;
+    }
+
+    let first = send_text(&server, &bob, &room, "first").await;
+    dave_left_after(&server, &gateway, &dave, &room, &first).await;
+    let second = send_text(&server, &bob, &room, "second").await;
+    // Carol's own room still pushes her (her pusher works).
+    join(&server, &alice, &elsewhere).await;
+    let hers = send_text(&server, &alice, &elsewhere, "to carol").await;
+    let mut received = Vec::new();
+    while pushkeys_for(&received, &second).is_empty() || pushkeys_for(&received, &hers).is_empty() {
+        received.push(gateway.next().await);
+    }
+    received.extend(gateway.drain().await);
+    assert_eq!(pushkeys_for(&received, &second), ["alice-key"]);
+    assert_eq!(pushkeys_for(&received, &hers), ["carol-key"]);
+    // The notifications of both messages are written (one transaction per
+    // batch, before any delivery): carol has only her room's, dave only the
+    // first message.
+    assert_eq!(
+        notified_bodies(&notifications(&server, &carol, "").await),
+        ["to carol"]
+    );
+    assert_eq!(
+        notified_bodies(&notifications(&server, &dave, "").await),
+        ["first"]
+    );
+    assert_eq!(
+        notified_bodies(&notifications(&server, &alice, "").await),
+        ["second", "first"]
+    );
+    invitee_is_pushed_the_invite_only(&server, &gateway, [&bob, &carol, &dave], &room).await;
+}
+
+/// Carol, who is not in `room`, is invited: she is pushed the invite and
+/// not the message after it; alice (a member) the message and not the
+/// invite (a pusher's deliveries go in order, so hers would have come
+/// before the message).
+async fn invitee_is_pushed_the_invite_only(
+    server: &TestServer,
+    gateway: &FakeGateway,
+    [bob, carol, dave]: [&Session; 3],
+    room: &str,
+) {
+    invite(server, bob, room, &carol.user_id).await;
+    let third = send_text(server, bob, room, "third").await;
+    let is_invite = |n: &Value| n["type"] == "m.room.member" && n["membership"] == "invite";
+    let mut received = Vec::new();
+    while pushkeys_for(&received, &third).is_empty()
+        || pushkeys_where(&received, is_invite).is_empty()
+    {
+        received.push(gateway.next().await);
+    }
+    received.extend(gateway.drain().await);
+    assert_eq!(pushkeys_where(&received, is_invite), ["carol-key"]);
+    assert_eq!(pushkeys_for(&received, &third), ["alice-key"]);
+    let invite = received
+        .iter()
+        .map(|r| &r.body["notification"])
+        .find(|n| is_invite(n))
+        .unwrap();
+    assert_eq!(invite["room_id"], room);
+    assert_eq!(invite["user_is_target"], true);
+    // The notifications of an event are written together before any of
+    // its deliveries: carol has the invite (no body) and not the message,
+    // dave (who left) neither.
+    assert_eq!(
+        notified_bodies(&notifications(server, carol, "").await),
+        ["", "to carol"]
+    );
+    assert_eq!(
+        notified_bodies(&notifications(server, dave, "").await),
+        ["first"]
+    );
+}
+
+/// Waits for `event_id`'s deliveries to alice and dave (and checks that
+/// carol got none), then has dave leave.
+async fn dave_left_after(
+    server: &TestServer,
+    gateway: &FakeGateway,
+    dave: &Session,
+    room: &str,
+    event_id: &str,
+) {
+    let mut received = Vec::new();
+    while pushkeys_for(&received, event_id).len() < 2 {
+        received.push(gateway.next().await);
+    }
+    assert_eq!(pushkeys_for(&received, event_id), ["alice-key", "dave-key"]);
+    leave(server, dave, room).await;
+}

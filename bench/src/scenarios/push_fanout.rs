@@ -3,7 +3,9 @@
 //! loopback; one message, and the time from the start of its send until the
 //! gateway holds a notification for every member. Checked: each member's
 //! pushkey gets exactly one notification, for that event and room, with
-//! `counts.unread` 1.
+//! `counts.unread` 1. With `--others N`, N more users with pushers sit in
+//! another room first (set-up): none of them may get the notification, and
+//! the time should not grow with N.
 //!
 //! The server must be allowed to reach 127.0.0.1 (Myelin:
 //! `outbound.ip_range_allowlist`, Synapse: `ip_range_whitelist`);
@@ -28,6 +30,10 @@ pub struct Args {
     /// Members with a pusher (the sender is one more member, without one).
     #[arg(long, default_value_t = 1000)]
     pub members: usize,
+    /// Other users with a pusher to the same gateway, members of another
+    /// room only: what push evaluation should not grow with.
+    #[arg(long, default_value_t = 0)]
+    pub others: usize,
     /// How long to wait for every notification.
     #[arg(long, default_value_t = 120)]
     pub deadline_secs: u64,
@@ -161,6 +167,7 @@ fn pushkeys_for(
     let mut keys = HashMap::new();
     let mut repeats = 0;
     let mut problems = Vec::new();
+    let mut strays = 0;
     for r in received {
         let n = &r.body["notification"];
         if n["event_id"].as_str() != Some(event_id) {
@@ -173,19 +180,74 @@ fn pushkeys_for(
             problems.push(format!("counts {}", n["counts"]));
         }
         for d in n["devices"].as_array().into_iter().flatten() {
-            if let Some(k) = d["pushkey"].as_str()
-                && keys.insert(k.to_owned(), r.at).is_some()
-            {
+            let Some(k) = d["pushkey"].as_str() else {
+                continue;
+            };
+            if k.contains("-other-") {
+                strays += 1;
+            } else if keys.insert(k.to_owned(), r.at).is_some() {
                 repeats += 1;
             }
         }
     }
+    if strays > 0 {
+        problems.push(format!("{strays} users outside the room got it"));
+    }
     (keys, repeats, problems)
+}
+
+/// The other users: one room of their own (the first creates it, the rest
+/// join), then a pusher each (pushkeys `{run}-other-{i}`).
+async fn set_up_others(
+    t: &Target,
+    others: &[crate::client::Session],
+    url: &str,
+    run: &str,
+) -> anyhow::Result<()> {
+    let Some(first) = others.first() else {
+        return Ok(());
+    };
+    let bar = t.bar(
+        2 * others.len() as u64,
+        "others: joining their room, setting pushers",
+    );
+    let room = first
+        .create_room(&load::room_body(&format!("bench push-fanout others {run}")))
+        .await
+        .context("createRoom")?;
+    for o in &others[1..] {
+        o.join(&room).await.context("join")?;
+        bar.inc(1);
+    }
+    for (i, o) in others.iter().enumerate() {
+        o.post(
+            "/_matrix/client/v3/pushers/set",
+            &pusher_body(&format!("{run}-other-{i}"), url),
+        )
+        .await
+        .context("pushers/set")?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn pusher_body(pushkey: &str, url: &str) -> Value {
+    json!({
+        "kind": "http",
+        "app_id": "org.myelin.bench",
+        "pushkey": pushkey,
+        "app_display_name": "myelin-bench",
+        "device_display_name": "bench",
+        "lang": "en",
+        "data": { "url": url, "format": "event_id_only" },
+    })
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     if args.target.smoke {
         args.members = args.members.min(5);
+        args.others = args.others.min(5);
     }
     let t = &args.target;
     let run = t.prefix()?;
@@ -193,13 +255,16 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     let client = crate::client::Client::new(&t.url)?;
     let gateway = Gateway::start()?;
     eprintln!(
-        "push-fanout: {} members with pushers to {} against {} (run {run})",
-        args.members, gateway.url, t.url
+        "push-fanout: {} members ({} others elsewhere) with pushers to {} against {} (run {run})",
+        args.members, args.others, gateway.url, t.url
     );
     let mut names = vec![format!("{run}-sender")];
     names.extend((0..args.members).map(|i| format!("{run}-m{i}")));
+    names.extend((0..args.others).map(|i| format!("{run}-o{i}")));
     let mut users = load::register_users(&client, t, names).await?;
+    let others = users.split_off(args.members + 1);
     let sender = users.remove(0);
+    set_up_others(t, &others, &gateway.url, &run).await?;
     let room = sender
         .create_room(&load::room_body(&format!("bench push-fanout {run}")))
         .await
@@ -214,15 +279,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     for (i, m) in users.iter().enumerate() {
         m.post(
             "/_matrix/client/v3/pushers/set",
-            &json!({
-                "kind": "http",
-                "app_id": "org.myelin.bench",
-                "pushkey": format!("{run}-key-{i}"),
-                "app_display_name": "myelin-bench",
-                "device_display_name": "bench",
-                "lang": "en",
-                "data": { "url": gateway.url, "format": "event_id_only" },
-            }),
+            &pusher_body(&format!("{run}-key-{i}"), &gateway.url),
         )
         .await
         .context("pushers/set")?;
@@ -281,6 +338,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
     let counts = vec![
         vec!["members with pushers".into(), args.members.to_string()],
+        vec![
+            "others with pushers (other room)".into(),
+            args.others.to_string(),
+        ],
         vec!["notifications received".into(), keys.len().to_string()],
         vec!["all delivered after (ms)".into(), ms(all_delivered)],
         vec!["send (PUT → 200) (ms)".into(), ms(Some(send_time))],
@@ -310,14 +371,17 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     load::finish(
         t,
         "push-fanout",
-        &format!("one message, {} members with http pushers", args.members),
+        &format!(
+            "one message, {} members with http pushers, {} others elsewhere",
+            args.members, args.others
+        ),
         &[
             (&LATENCY_HEADER, rows),
             (&["what", "value"], counts),
             (&["server", "value"], server_rows),
         ],
         json!({
-            "params": { "members": args.members },
+            "params": { "members": args.members, "others": args.others },
             "delivered": keys.len(),
             "all_delivered_ms": all_delivered.map(|d| d.as_secs_f64() * 1e3),
             "send_ms": send_time.as_secs_f64() * 1e3,

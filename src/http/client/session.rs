@@ -1,19 +1,34 @@
 //! `/login` and `/logout`.
 
-use axum::Router;
 use axum::extract::{FromRequest, Request, State};
+use axum::routing::post;
+use axum::{Json, Router};
 use ruma::api::client::session::{get_login_types, login, logout, logout_all};
 use ruma::api::client::uiaa::UserIdentifier;
+use serde_json::{Map, Value};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{GuestAuth, LoginRateLimit, RawToken, Ruma, RumaResponse, read_body};
+use crate::http::extract::{
+    GuestAuth, LoginRateLimit, RawToken, RequiredJsonBody, Ruma, RumaResponse, read_body,
+};
 use crate::http::{AppState, ruma_route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_login_types::v3::Request, _, _>(r, login_types);
     let r = ruma_route::<login::v3::Request, _, _>(r, login);
     let r = ruma_route::<logout::v3::Request, _, _>(r, logout);
+    let r = r.route("/_matrix/client/v3/refresh", post(refresh));
     ruma_route::<logout_all::v3::Request, _, _>(r, logout_all)
+}
+
+/// `POST /refresh`: no refresh token is ever issued, so none is valid. The
+/// body is read as JSON rather than by ruma's type, so that a missing or
+/// malformed `refresh_token` is answered as Synapse answers it.
+async fn refresh(
+    State(s): State<AppState>,
+    RequiredJsonBody(body): RequiredJsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    match s.sessions.refresh(body.get("refresh_token"))? {}
 }
 
 /// The login request. ruma's login body parser assumes a `type` field, so a

@@ -23,7 +23,7 @@ use crate::services::notifications;
 use crate::services::rooms::timeline::topo_token;
 use crate::services::stream::Topic;
 use crate::services::sync::{self, TimelineFor};
-use crate::storage::events::StreamSpan;
+use crate::storage::events::{RoomMemberRow, StreamSpan};
 
 /// At most this many heroes (as Synapse).
 const MAX_HEROES: usize = 5;
@@ -229,6 +229,32 @@ pub(crate) struct Builder<'a> {
     ignored: Arc<IgnoredUsers>,
     rules: Option<Arc<ruma::push::Ruleset>>,
     receipts: Option<HashMap<OwnedRoomId, Vec<ruma::OwnedEventId>>>,
+    /// What [`Builder::prefetch`] read for the rooms sent afresh, all
+    /// rooms in one round trip per kind.
+    read: Prefetched,
+}
+
+/// Reads made for many rooms together ([`Builder::prefetch`]); a room
+/// absent here is read on its own.
+#[derive(Default)]
+struct Prefetched {
+    /// Joined and invited members (every prefetched room has an entry).
+    members: HashMap<OwnedRoomId, Arc<Vec<RoomMemberRow>>>,
+    /// Timeline candidates, newest first, of rooms sent afresh.
+    timelines: HashMap<OwnedRoomId, Vec<Arc<Pdu>>>,
+    /// Unread counts so far and the events after them (newest first), of
+    /// joined rooms sent afresh.
+    unread: HashMap<OwnedRoomId, (notifications::Counted, Vec<Arc<Pdu>>)>,
+}
+
+/// Whether a room is sent afresh: new to the connection, its config asks
+/// for more, or its membership changed from an invite or knock (or back
+/// in after leaving).
+pub(crate) fn sent_afresh(c: &Candidate, config: &RoomConfig, sent: Option<&Sent>) -> bool {
+    sent.is_none_or(|t| {
+        config.widens(&t.config)
+            || (t.membership != c.membership && t.membership != MembershipState::Join)
+    })
 }
 
 impl<'a> Builder<'a> {
@@ -249,7 +275,116 @@ impl<'a> Builder<'a> {
             ignored,
             rules: None,
             receipts: None,
+            read: Prefetched::default(),
         })
+    }
+
+    /// Reads what the rooms sent afresh need (their members, timelines
+    /// and unread events) for all of them at once, as `/sync` does: a
+    /// first answer of a 20-room window is then a handful of queries, not
+    /// a few per room. [`Builder::room`] takes each room's part.
+    pub async fn prefetch(&mut self, rooms: &[(&Candidate, &RoomConfig)]) -> Result<()> {
+        let s = self.s;
+        let wanted: Vec<(&Candidate, &RoomConfig)> = rooms
+            .iter()
+            .copied()
+            .filter(|(c, _)| {
+                matches!(
+                    c.membership,
+                    MembershipState::Join | MembershipState::Leave | MembershipState::Ban
+                )
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = wanted.iter().map(|(c, _)| c.room_id.as_str()).collect();
+        let mut members = s.storage.rooms_joined_and_invited(&ids).await?;
+        for (c, _) in &wanted {
+            let m = members.remove(&c.room_id).unwrap_or_default();
+            self.read.members.insert(c.room_id.clone(), Arc::new(m));
+        }
+        let spans: Vec<StreamSpan> = wanted
+            .iter()
+            .filter(|(_, config)| config.timeline_limit > 0)
+            .map(|(c, config)| StreamSpan {
+                room_id: c.room_id.as_str(),
+                from: 0,
+                to: self.end(c),
+                limit: sync::timeline_fetch(&timeline_filter(config.timeline_limit)),
+            })
+            .collect();
+        if !spans.is_empty() {
+            let refs = s.storage.rooms_events_in_stream(&spans, None).await?;
+            self.read.timelines = s.rooms.pdus_for_refs(refs).await?;
+        }
+        self.prefetch_unread(&wanted).await
+    }
+
+    /// [`Builder::prefetch`]'s unread events of the joined rooms: after
+    /// the counts made so far, in one read.
+    async fn prefetch_unread(&mut self, wanted: &[(&Candidate, &RoomConfig)]) -> Result<()> {
+        let s = self.s;
+        let mut counted = Vec::new();
+        for (c, _) in wanted {
+            if c.membership != MembershipState::Join {
+                continue;
+            }
+            let state = s.rooms.current_state(&c.room_id).await?;
+            let pos = self.read_position(&c.room_id, &state).await?;
+            counted.push((
+                c.room_id.clone(),
+                s.unread.resume(&self.user, &c.room_id, pos, self.to),
+            ));
+        }
+        let spans: Vec<StreamSpan> = counted
+            .iter()
+            .filter(|(_, so_far)| so_far.upto < self.to)
+            .map(|(room_id, so_far)| StreamSpan {
+                room_id: room_id.as_str(),
+                from: so_far.upto,
+                to: self.to,
+                limit: notifications::MAX_COUNTED,
+            })
+            .collect();
+        let mut unread = if spans.is_empty() {
+            HashMap::new()
+        } else {
+            let refs = s
+                .storage
+                .rooms_events_in_stream(&spans, Some(self.user.as_str()))
+                .await?;
+            s.rooms.pdus_for_refs(refs).await?
+        };
+        for (room_id, so_far) in counted {
+            let events = unread.remove(&room_id).unwrap_or_default();
+            self.read.unread.insert(room_id, (so_far, events));
+        }
+        Ok(())
+    }
+
+    /// Where a room's answer ends: now, or a left room at the leave.
+    fn end(&self, c: &Candidate) -> i64 {
+        if c.membership == MembershipState::Join {
+            self.to
+        } else {
+            c.member_pos
+        }
+    }
+
+    /// The room's joined and invited members (prefetched or read now).
+    async fn members(&self, room_id: &RoomId) -> Result<Arc<Vec<RoomMemberRow>>> {
+        if let Some(m) = self.read.members.get(room_id) {
+            return Ok(m.clone());
+        }
+        Ok(Arc::new(
+            self.s
+                .storage
+                .rooms_joined_and_invited(&[room_id.as_str()])
+                .await?
+                .remove(room_id)
+                .unwrap_or_default(),
+        ))
     }
 
     /// The room's body, and what the connection was sent; `None` when the
@@ -265,10 +400,7 @@ impl<'a> Builder<'a> {
         // Sent afresh: a room new to the connection, one whose config asks
         // for more, or one whose membership changed from an invite or knock
         // (or back in after leaving).
-        let initial = sent.is_none_or(|t| {
-            config.widens(&t.config)
-                || (t.membership != c.membership && t.membership != MembershipState::Join)
-        });
+        let initial = sent_afresh(c, config, sent);
         let mut room = v5::response::Room::new();
         room.bump_stamp = Some(uint(c.bump_stamp));
         room.is_dm = Some(facts.is_dm(s, &self.user, c).await?);
@@ -308,7 +440,7 @@ impl<'a> Builder<'a> {
         }
         let joined = c.membership == MembershipState::Join;
         // A left room ends at the leave.
-        let end = if joined { self.to } else { c.member_pos };
+        let end = self.end(c);
         let room_since = if initial { None } else { sent.map(|t| t.at) };
         let state = if joined {
             s.rooms.current_state(&c.room_id).await?
@@ -365,15 +497,21 @@ impl<'a> Builder<'a> {
     /// Up to `limit` events of the room in `(since, end]` the user may see,
     /// and whether older ones were left out (`/sync`'s timeline).
     async fn timeline(
-        &self,
+        &mut self,
         c: &Candidate,
         limit: usize,
         since: Option<i64>,
         end: i64,
         current: Option<&StateMap>,
     ) -> Result<(Vec<Arc<Pdu>>, bool)> {
-        let mut filter = RoomEventFilter::default();
-        filter.limit = Some(uint(limit as i64));
+        let filter = timeline_filter(limit);
+        // Prefetched for a room sent afresh, read from its start (a room
+        // prefetched without an entry had no event in the span).
+        let prefetched = if since.is_none() && self.read.members.contains_key(&c.room_id) {
+            Some(self.read.timelines.remove(&c.room_id).unwrap_or_default())
+        } else {
+            None
+        };
         let timeline_for = TimelineFor {
             room_id: &c.room_id,
             membership: if current.is_some() { "join" } else { "leave" },
@@ -381,7 +519,12 @@ impl<'a> Builder<'a> {
             ignored: &self.ignored,
             current,
         };
-        sync::timeline(self.s, &self.user, &timeline_for, end, &filter).await
+        match prefetched {
+            Some(read) => {
+                sync::timeline_from_pdus(self.s, &self.user, &timeline_for, read, &filter).await
+            }
+            None => sync::timeline(self.s, &self.user, &timeline_for, end, &filter).await,
+        }
     }
 
     /// An invite's (or knock's) stripped state, and the name in it.
@@ -433,12 +576,7 @@ impl<'a> Builder<'a> {
             .iter()
             .any(|(k, _)| k.0 == "m.room.member" && changed(k));
         if members_changed || initial {
-            let members = s
-                .storage
-                .rooms_joined_and_invited(&[c.room_id.as_str()])
-                .await?
-                .remove(&c.room_id)
-                .unwrap_or_default();
+            let members = self.members(&c.room_id).await?;
             let joined_count = members
                 .iter()
                 .filter(|m| m.membership == MembershipState::Join)
@@ -553,9 +691,9 @@ impl<'a> Builder<'a> {
     async fn heroes(
         &self,
         state: &StateMap,
-        members: &[crate::storage::events::RoomMemberRow],
+        members: &[RoomMemberRow],
     ) -> Result<Vec<v5::response::Hero>> {
-        let mut ordered: Vec<&crate::storage::events::RoomMemberRow> =
+        let mut ordered: Vec<&RoomMemberRow> =
             members.iter().filter(|m| m.user_id != self.user).collect();
         ordered.sort_by_key(|m| m.membership != MembershipState::Join);
         let mut heroes = Vec::new();
@@ -581,13 +719,11 @@ impl<'a> Builder<'a> {
         Ok(heroes)
     }
 
-    /// `(notification_count, highlight_count)` of a joined room, counted as
-    /// `/sync` counts (resuming the counts it made).
-    async fn unread_counts(&mut self, room_id: &RoomId, state: &StateMap) -> Result<(u64, u64)> {
+    /// The user's main-timeline read position in the room.
+    async fn read_position(&mut self, room_id: &RoomId, state: &StateMap) -> Result<i64> {
         let s = self.s;
-        let user = &self.user;
         if self.receipts.is_none() {
-            self.receipts = Some(s.storage.all_main_receipts(user.as_str()).await?);
+            self.receipts = Some(s.storage.all_main_receipts(self.user.as_str()).await?);
         }
         let receipts = self
             .receipts
@@ -595,48 +731,70 @@ impl<'a> Builder<'a> {
             .and_then(|r| r.get(room_id))
             .cloned()
             .unwrap_or_default();
-        let pos = notifications::read_position(s, user, state, receipts).await?;
-        let mut so_far = s.unread.resume(user, room_id, pos, self.to);
+        notifications::read_position(s, &self.user, state, receipts).await
+    }
+
+    /// `(notification_count, highlight_count)` of a joined room, counted as
+    /// `/sync` counts (resuming the counts it made).
+    async fn unread_counts(&mut self, room_id: &RoomId, state: &StateMap) -> Result<(u64, u64)> {
+        let s = self.s;
+        let (mut so_far, unread) = match self.read.unread.remove(room_id) {
+            Some(read) => read,
+            None => {
+                let pos = self.read_position(room_id, state).await?;
+                let so_far = s.unread.resume(&self.user, room_id, pos, self.to);
+                if so_far.upto >= self.to {
+                    (so_far, Vec::new())
+                } else {
+                    let span = StreamSpan {
+                        room_id: room_id.as_str(),
+                        from: so_far.upto,
+                        to: self.to,
+                        limit: notifications::MAX_COUNTED,
+                    };
+                    let refs = s
+                        .storage
+                        .rooms_events_in_stream(&[span], Some(self.user.as_str()))
+                        .await?;
+                    let unread = s
+                        .rooms
+                        .pdus_for_refs(refs)
+                        .await?
+                        .remove(room_id)
+                        .unwrap_or_default();
+                    (so_far, unread)
+                }
+            }
+        };
         if so_far.upto >= self.to {
             return Ok((so_far.notify, so_far.highlight));
         }
-        let span = StreamSpan {
-            room_id: room_id.as_str(),
-            from: so_far.upto,
-            to: self.to,
-            limit: notifications::MAX_COUNTED,
-        };
-        let refs = s
-            .storage
-            .rooms_events_in_stream(&[span], Some(user.as_str()))
-            .await?;
-        let unread = s
-            .rooms
-            .pdus_for_refs(refs)
-            .await?
-            .remove(room_id)
-            .unwrap_or_default();
         if self.rules.is_none() {
-            self.rules = Some(s.account_data.push_rules_shared(user).await?);
+            self.rules = Some(s.account_data.push_rules_shared(&self.user).await?);
         }
         let rules = self.rules.clone().unwrap_or_default();
-        let joined = s
-            .storage
-            .rooms_joined_and_invited(&[room_id.as_str()])
+        let joined = self
+            .members(room_id)
             .await?
-            .remove(room_id)
-            .unwrap_or_default()
             .iter()
             .filter(|m| m.membership == MembershipState::Join)
             .count() as u32;
         let (n, h) =
-            notifications::count_unread(s, user, room_id, state, joined, &rules, unread).await?;
+            notifications::count_unread(s, &self.user, room_id, state, joined, &rules, unread)
+                .await?;
         so_far.notify += n;
         so_far.highlight += h;
         so_far.upto = self.to;
-        s.unread.store(user, room_id, so_far);
+        s.unread.store(&self.user, room_id, so_far);
         Ok((so_far.notify, so_far.highlight))
     }
+}
+
+/// The timeline filter of a room config's `timeline_limit`.
+fn timeline_filter(limit: usize) -> RoomEventFilter {
+    let mut filter = RoomEventFilter::default();
+    filter.limit = Some(uint(limit as i64));
+    filter
 }
 
 /// The name in an invite's stripped state.
