@@ -32,6 +32,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// What the store's operations return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
@@ -271,22 +272,19 @@ impl MediaStore for LocalStore {
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredBody>> {
         Box::pin(async move {
-            let path = self.path_of(key)?;
-            let opened = tokio::task::spawn_blocking(move || {
-                let file = std::fs::File::open(path)?;
-                let len = file.metadata()?.len();
-                Ok::<_, io::Error>((file, len))
-            })
-            .await
-            .map_err(io::Error::other)?;
-            let (file, len) = match opened {
-                Ok(opened) => opened,
+            let file = match tokio::fs::File::open(self.path_of(key)?).await {
+                Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
+            let len = file.metadata().await?.len();
+            let chunks = FileChunks {
+                file,
+                buf: vec![0; 64 * 1024].into_boxed_slice(),
+            };
             Ok(Some(StoredBody {
                 len,
-                body: ExactBody::boxed(FileChunks::new(file), len),
+                body: ExactBody::boxed(chunks, len),
             }))
         })
     }
@@ -439,58 +437,26 @@ impl<S: ChunkSource> HttpBody for ExactBody<S> {
     }
 }
 
-/// Bytes read from a file at a time: few enough reads that a download
-/// runs at the speed of the connection, small enough that 20 downloads at
-/// once hold a few MiB each at most (hyper asks for the next chunk only
-/// once the last one is mostly written).
-const READ_CHUNK: u64 = 512 * 1024;
-
-/// A file, read in chunks of up to [`READ_CHUNK`] on a blocking thread,
-/// each read straight into the buffer it is sent in (no copy).
+/// A file, read in chunks of up to 64 KiB.
 struct FileChunks {
-    /// The file while no read is running.
-    file: Option<std::fs::File>,
-    /// The read running: the file back, and what it read.
-    reading: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<Vec<u8>>)>>,
-}
-
-impl FileChunks {
-    fn new(file: std::fs::File) -> Self {
-        Self {
-            file: Some(file),
-            reading: None,
-        }
-    }
+    file: tokio::fs::File,
+    buf: Box<[u8]>,
 }
 
 impl ChunkSource for FileChunks {
     fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
-        if self.reading.is_none() {
-            let Some(file) = self.file.take() else {
-                return Poll::Ready(Err(io::Error::other("a media file read failed")));
-            };
-            let want = READ_CHUNK.min(max as u64);
-            self.reading = Some(tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-                let read = (&file).take(want).read_to_end(&mut buf).map(|_| buf);
-                (file, read)
-            }));
-        }
-        let Some(reading) = self.reading.as_mut() else {
-            return Poll::Pending;
-        };
-        let (file, read) = match Pin::new(reading).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(done)) => done,
-            Poll::Ready(Err(e)) => {
-                self.reading = None;
-                return Poll::Ready(Err(io::Error::other(e)));
+        let want = max.min(self.buf.len());
+        let mut read = ReadBuf::new(&mut self.buf[..want]);
+        match Pin::new(&mut self.file).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let filled = read.filled();
+                Poll::Ready(Ok(
+                    (!filled.is_empty()).then(|| Bytes::copy_from_slice(filled))
+                ))
             }
-        };
-        self.reading = None;
-        self.file = Some(file);
-        Poll::Ready(read.map(|buf| (!buf.is_empty()).then(|| Bytes::from(buf))))
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
