@@ -48,6 +48,8 @@ pub struct Config {
     /// URL clients are told to use in `/.well-known/matrix/client`. Defaults to
     /// `http://<listen>` when unset.
     pub public_baseurl: Option<String>,
+    /// Who to contact about this server: `/.well-known/matrix/support`.
+    pub support: SupportConfig,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) may take: requests in flight,
     /// queued writes and jobs' current step (`server::RunningServer`).
     pub shutdown_timeout_secs: u64,
@@ -324,8 +326,97 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             public_baseurl: None,
+            support: SupportConfig::default(),
             shutdown_timeout_secs: 10,
         }
+    }
+}
+
+/// `support`: what `GET /.well-known/matrix/support` answers (spec v1.10,
+/// MSC1929), in its own wire names. Synapse has no such setting (its
+/// operators serve the file from their web server); with nothing set the
+/// endpoint answers 404 `M_NOT_FOUND`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// Ways to reach the server's administrators.
+    pub contacts: Vec<SupportContact>,
+    /// A page with help specific to this server (an http(s) URL).
+    pub support_page: Option<String>,
+}
+
+/// One contact of [`SupportConfig`]: a role and at least one of a Matrix
+/// user id and an email address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    /// `m.role.admin` (any question), `m.role.security` (sensitive
+    /// reports), or a namespaced role of one's own.
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+}
+
+impl SupportConfig {
+    /// Whether there is anything to answer.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty() && self.support_page.is_none()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for contact in &self.contacts {
+            if contact.role.trim().is_empty() {
+                return invalid("support.contacts", "each contact needs a role");
+            }
+            if contact.matrix_id.is_none() && contact.email_address.is_none() {
+                return invalid(
+                    "support.contacts",
+                    "each contact needs a matrix_id or an email_address",
+                );
+            }
+            if contact
+                .matrix_id
+                .as_ref()
+                .is_some_and(|id| ruma::UserId::parse(id).is_err())
+            {
+                return invalid("support.contacts", "a matrix_id is not a valid user id");
+            }
+            if contact
+                .email_address
+                .as_ref()
+                .is_some_and(|e| !e.contains('@') || e.trim() != e)
+            {
+                return invalid("support.contacts", "an email_address is not an address");
+            }
+        }
+        if self.support_page.as_ref().is_some_and(|page| {
+            !url::Url::parse(page).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        }) {
+            return invalid("support.support_page", "must be an http(s) URL");
+        }
+        Ok(())
+    }
+
+    /// The `support` section of `generate-config`'s output.
+    fn commented(&self) -> String {
+        format!(
+            r#"# Who to contact about this server, served at /.well-known/matrix/support
+# (when nothing is set it answers 404). Each contact has a role (m.role.admin
+# for any question, m.role.security for sensitive reports) and a matrix_id,
+# an email_address or both, e.g.
+#   contacts:
+#     - {{role: m.role.admin, matrix_id: "@admin:example.org", email_address: admin@example.org}}
+#     - {{role: m.role.security, email_address: security@example.org}}
+# support_page: a page with help specific to this server (e.g. extra sign-up steps).
+support:
+  contacts: {contacts}
+  support_page: {page}
+"#,
+            contacts = serde_json::to_string(&self.contacts).expect("strings serialize"),
+            page = yaml_or_null(self.support_page.as_ref()),
+        )
     }
 }
 
@@ -452,6 +543,21 @@ pub struct UrlPreviewConfig {
     pub max_spider_size: u64,
     /// Seconds one fetch may take.
     pub timeout_secs: u64,
+    /// oEmbed providers (`services/media/oembed.rs`).
+    pub oembed: OembedConfig,
+}
+
+/// `media.url_preview.oembed`, as Synapse's `oembed` section: URLs of these
+/// providers are previewed from their oEmbed endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OembedConfig {
+    /// Leave out the built-in providers (YouTube, Vimeo, X, Twitter,
+    /// Spotify, SoundCloud).
+    pub disable_default_providers: bool,
+    /// JSON files of more providers, in the format of oembed.com's
+    /// `providers.json`; read at start.
+    pub additional_providers: Vec<PathBuf>,
 }
 
 /// Requests the server makes to the outside world (push gateways;
@@ -480,6 +586,7 @@ impl Default for UrlPreviewConfig {
             // Synapse's default.
             max_spider_size: 10 * 1024 * 1024,
             timeout_secs: 10,
+            oembed: OembedConfig::default(),
         }
     }
 }
@@ -951,7 +1058,19 @@ impl MediaConfig {
     max_spider_size: {pv_size}
     # Seconds one fetch may take.
     timeout_secs: {pv_timeout}
+    # oEmbed (as Synapse's oembed section): links to these providers are
+    # previewed from the provider's oEmbed endpoint (title, author, image,
+    # video), and a page naming an oEmbed document has it read too. The
+    # built-in list covers YouTube, Vimeo, X, Twitter, Spotify and
+    # SoundCloud; additional_providers are JSON files in the format of
+    # https://oembed.com/providers.json.
+    oembed:
+      disable_default_providers: {oe_disable}
+      additional_providers: {oe_files}
 "#,
+            oe_disable = self.url_preview.oembed.disable_default_providers,
+            oe_files = serde_json::to_string(&self.url_preview.oembed.additional_providers)
+                .expect("paths serialize"),
             pv_enabled = self.url_preview.enabled,
             pv_block = serde_json::to_string(&self.url_preview.ip_range_blocklist)
                 .expect("strings serialize"),
@@ -1153,6 +1272,7 @@ impl Config {
         {
             return invalid("public_baseurl", "not a valid URL");
         }
+        self.support.validate()?;
         let c = &self.caches;
         for (key, n) in [
             ("caches.room_heads", c.room_heads),
@@ -1232,6 +1352,7 @@ impl Config {
     pub fn to_commented_yaml(&self) -> String {
         [
             self.commented_server(),
+            self.support.commented(),
             self.commented_accounts(),
             self.commented_capacity(),
             self.commented_operations(),
@@ -1557,9 +1678,16 @@ mod tests {
         assert_eq!(back.caches.device_keys, 3);
         c.media.max_upload_size = 1234;
         c.media.enable_authenticated_media = false;
+        c.media.url_preview.oembed.disable_default_providers = true;
+        c.media.url_preview.oembed.additional_providers = vec!["/etc/o \"1\".json".into()];
         let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
         assert_eq!(back.media.max_upload_size, 1234);
         assert!(!back.media.enable_authenticated_media);
+        assert!(back.media.url_preview.oembed.disable_default_providers);
+        assert_eq!(
+            back.media.url_preview.oembed.additional_providers,
+            c.media.url_preview.oembed.additional_providers
+        );
         c.turn.uris = vec!["turn:turn.example.org?transport=udp".into()];
         c.turn.shared_secret = Some("s\"ecret".into());
         c.turn.user_lifetime_secs = 600;
@@ -1589,6 +1717,57 @@ mod tests {
         assert_eq!(s3.secret_access_key.as_deref(), Some("se\"cret"));
         assert_eq!(s3.prefix, "a/b");
         assert!(s3.allow_http && !s3.virtual_hosted_style);
+    }
+
+    /// `support`: written commented, read back, and checked.
+    #[test]
+    fn support_contacts_round_trip_and_are_checked() {
+        let text = Config::default().to_commented_yaml();
+        assert!(
+            text.contains("support:\n  contacts: []\n  support_page: null"),
+            "{text}"
+        );
+        assert!(Config::default().support.is_empty());
+        let mut c = Config::default();
+        c.support.contacts = vec![
+            SupportContact {
+                role: "m.role.admin".into(),
+                matrix_id: Some("@admin:example.org".into()),
+                email_address: Some("admin@example.org".into()),
+            },
+            SupportContact {
+                role: "m.role.security".into(),
+                matrix_id: None,
+                email_address: Some("security@example.org".into()),
+            },
+        ];
+        c.support.support_page = Some("https://example.org/help".into());
+        let back = Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.support.contacts, c.support.contacts);
+        assert_eq!(back.support.support_page, c.support.support_page);
+        let check = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        let contact = |role: &str, id: Option<&str>, email: Option<&str>| SupportContact {
+            role: role.into(),
+            matrix_id: id.map(Into::into),
+            email_address: email.map(Into::into),
+        };
+        for bad in [
+            contact("", Some("@a:b.c"), None),
+            contact("m.role.admin", None, None),
+            contact("m.role.admin", Some("admin"), None),
+            contact("m.role.admin", None, Some("nobody")),
+        ] {
+            let err = check(&|c| c.support.contacts = vec![bad.clone()]).unwrap_err();
+            assert!(err.contains("support.contacts"), "{bad:?}: {err}");
+        }
+        for bad in ["example.org/help", "ftp://example.org/"] {
+            let err = check(&|c| c.support.support_page = Some(bad.into())).unwrap_err();
+            assert!(err.contains("support.support_page"), "{bad}: {err}");
+        }
     }
 
     /// TURN: URIs need credentials and credentials URIs; a username needs

@@ -5,6 +5,7 @@
 //! `media` table.
 
 pub mod admin;
+pub mod oembed;
 pub mod preview;
 pub mod store;
 pub mod thumbnails;
@@ -311,6 +312,20 @@ impl Media {
             );
             return Err(MatrixError::not_found("Media not found"));
         };
+        if row
+            .size
+            .is_some_and(|size| u64::try_from(size).ok() != Some(stored.len))
+        {
+            // Cut short by a crash before it reached the disk (`store`).
+            tracing::error!(
+                media_id = wanted.media_id,
+                sha256,
+                recorded = row.size,
+                stored = stored.len,
+                "a media body is not as long as recorded"
+            );
+            return Err(MatrixError::not_found("Media not found"));
+        }
         self.touch(&row).await?;
         Ok(MediaFile {
             content_type: row
@@ -552,7 +567,7 @@ impl Media {
                 return Err(over_quota());
             }
             hasher.update(&chunk);
-            staged.write(&chunk).await.map_err(MatrixError::internal)?;
+            staged.write(chunk).await.map_err(MatrixError::internal)?;
         }
         let sha256 = hex::encode(hasher.finalize());
         staged

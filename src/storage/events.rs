@@ -48,6 +48,15 @@ macro_rules! event_columns {
     };
 }
 
+/// The order [`Storage::room_events_page`] walks a room's events in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOrder {
+    /// By `(depth, stream_ordering)` (`/messages`).
+    Topological,
+    /// By `(origin_server_ts, stream_ordering)` (`timestamp_to_event`).
+    Time,
+}
+
 /// Where an event sits, without its JSON: what `/sync` reads first, taking
 /// the JSON only of the events not in the event cache
 /// ([`Storage::events_json`]).
@@ -1070,74 +1079,25 @@ impl Storage {
             .await
     }
 
-    /// Events of a room in topological order from a (depth, stream) position:
-    /// backwards (`before`, newest first) or forwards (`after`, oldest first).
-    pub async fn room_events_topological(
+    /// A page of a room's events from a position in `order`: backwards
+    /// (newest first) or forwards (oldest first), at most `limit`.
+    /// [`PageOrder::Topological`] (`/messages`) starts past its `(depth,
+    /// stream_ordering)`; [`PageOrder::Time`] (`timestamp_to_event`) at its
+    /// `(origin_server_ts, stream_ordering)`, inclusive.
+    pub async fn room_events_page(
         &self,
         room_id: &str,
+        order: PageOrder,
         from: (i64, i64),
         backwards: bool,
         limit: i64,
     ) -> sqlx::Result<Vec<EventRow>> {
-        const BACK: &str = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE room_id = $1 AND (depth < $2 OR (depth = $2 AND stream_ordering < $3))
-              ORDER BY depth DESC, stream_ordering DESC LIMIT $4"
-        );
-        const FWD: &str = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE room_id = $1 AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
-              ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
-        );
-        self.room_events_from(if backwards { BACK } else { FWD }, room_id, from, limit)
-            .await
-    }
-
-    /// Runs a page query of a room's events: `$1` the room, `$2`/`$3` the
-    /// position, `$4` the limit.
-    async fn room_events_from(
-        &self,
-        sql: &'static str,
-        room_id: &str,
-        from: (i64, i64),
-        limit: i64,
-    ) -> sqlx::Result<Vec<EventRow>> {
-        sqlx::query_as(sql)
+        sqlx::query_as(page_sql(order, backwards))
             .bind(room_id)
             .bind(from.0)
             .bind(from.1)
             .bind(limit)
             .fetch_all(self.pool())
-            .await
-    }
-
-    /// Events of a room by `origin_server_ts` from `(ts, stream_ordering)`
-    /// inclusive: backwards (at or before it, newest first) or forwards (at
-    /// or after it, oldest first). `timestamp_to_event`.
-    pub async fn room_events_by_time(
-        &self,
-        room_id: &str,
-        from: (i64, i64),
-        backwards: bool,
-        limit: i64,
-    ) -> sqlx::Result<Vec<EventRow>> {
-        const BACK: &str = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE room_id = $1
-              AND (origin_server_ts < $2 OR (origin_server_ts = $2 AND stream_ordering <= $3))
-              ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT $4"
-        );
-        const FWD: &str = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE room_id = $1
-              AND (origin_server_ts > $2 OR (origin_server_ts = $2 AND stream_ordering >= $3))
-              ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT $4"
-        );
-        self.room_events_from(if backwards { BACK } else { FWD }, room_id, from, limit)
             .await
     }
 
@@ -1443,6 +1403,40 @@ fn member_ids(state_keys: Vec<String>) -> sqlx::Result<Vec<OwnedUserId>> {
         .into_iter()
         .map(|u| parse_id("state_key", u))
         .collect()
+}
+
+/// The query of [`Storage::room_events_page`]: `$1` the room, `$2`/`$3`
+/// the position, `$4` the limit.
+pub(super) fn page_sql(order: PageOrder, backwards: bool) -> &'static str {
+    macro_rules! page {
+        ($key:literal, $cmp:literal, $tie:literal, $dir:literal) => {
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE room_id = $1 AND (",
+                $key,
+                " ",
+                $cmp,
+                " $2 OR (",
+                $key,
+                " = $2 AND stream_ordering ",
+                $tie,
+                " $3)) ORDER BY ",
+                $key,
+                " ",
+                $dir,
+                ", stream_ordering ",
+                $dir,
+                " LIMIT $4"
+            )
+        };
+    }
+    match (order, backwards) {
+        (PageOrder::Topological, true) => page!("depth", "<", "<", "DESC"),
+        (PageOrder::Topological, false) => page!("depth", ">", ">", "ASC"),
+        (PageOrder::Time, true) => page!("origin_server_ts", "<", "<=", "DESC"),
+        (PageOrder::Time, false) => page!("origin_server_ts", ">", ">=", "ASC"),
+    }
 }
 
 #[cfg(test)]

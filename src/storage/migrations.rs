@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (32, "appservice_state", V32),
     (37, "one_time_keys_clustered", V37),
     (38, "to_device_sends", V38),
+    (39, "events_room_time", V39),
 ];
 
 const V1: &str = r#"
@@ -748,6 +749,12 @@ async fn backfill_v38(tx: &mut super::Tx) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// A room's events by `origin_server_ts` (`timestamp_to_event` reads the
+/// events nearest a time, which scanned the whole room without it).
+const V39: &str = r#"
+CREATE INDEX events_room_time ON events (room_id, origin_server_ts, stream_ordering);
+"#;
+
 /// Applies the migrations not applied yet, up to version `upto`.
 pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
     let pool = storage.pool();
@@ -992,31 +999,72 @@ mod tests {
         );
     }
 
+    /// The `detail` column of an `EXPLAIN QUERY PLAN` (SQLite).
+    async fn plan<'q>(
+        storage: &Storage,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Vec<String> {
+        use sqlx::Row;
+        query
+            .fetch_all(storage.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
     /// Version 11: a room's timeline and unread reads are answered from the
     /// index alone (SQLite's plan says "COVERING INDEX").
     #[tokio::test]
     async fn v11_timeline_reads_never_visit_the_event_rows() {
-        use sqlx::Row;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let storage = Storage::connect(&url, 1).await.unwrap();
-        let plan = sqlx::query(
-            "EXPLAIN QUERY PLAN SELECT stream_ordering, event_id, room_id, depth, state_group, redacted_by
-             FROM events WHERE room_id = '!r:x' AND stream_ordering > 0 AND stream_ordering <= 9
-               AND sender <> '@u:x' ORDER BY stream_ordering DESC LIMIT 11",
+        let detail = plan(
+            &storage,
+            sqlx::query(
+                "EXPLAIN QUERY PLAN SELECT stream_ordering, event_id, room_id, depth, state_group, redacted_by
+                 FROM events WHERE room_id = '!r:x' AND stream_ordering > 0 AND stream_ordering <= 9
+                   AND sender <> '@u:x' ORDER BY stream_ordering DESC LIMIT 11",
+            ),
         )
-        .fetch_all(storage.pool())
-        .await
-        .unwrap();
-        let detail: Vec<String> = plan
-            .iter()
-            .map(|r| r.try_get::<String, _>("detail").unwrap())
-            .collect();
+        .await;
         assert!(
             detail
                 .iter()
                 .any(|d| d.contains("COVERING INDEX events_room_stream")),
             "{detail:?}"
         );
+    }
+
+    /// Version 39: `timestamp_to_event`'s page query walks the room's
+    /// events by time through an index instead of scanning and sorting
+    /// the room (SQLite's plan names the index and has no sort step).
+    #[tokio::test]
+    async fn v39_events_by_time_use_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        for backwards in [true, false] {
+            let sql = crate::storage::events::page_sql(
+                crate::storage::events::PageOrder::Time,
+                backwards,
+            );
+            let query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("!r:x")
+                .bind(5_i64)
+                .bind(7_i64)
+                .bind(10_i64);
+            let detail = plan(&storage, query).await;
+            assert!(
+                detail.iter().any(|d| d.contains("events_room_time")),
+                "{detail:?}"
+            );
+            assert!(
+                !detail.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{detail:?}"
+            );
+        }
     }
 }

@@ -87,6 +87,65 @@ async fn well_known_client_uses_public_baseurl() {
     );
 }
 
+#[tokio::test]
+async fn well_known_support_is_404_when_nothing_is_configured() {
+    let s = TestServer::start().await;
+    let (st, body) = s.get("/.well-known/matrix/support", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
+}
+
+#[tokio::test]
+async fn well_known_support_lists_the_configured_contacts_and_page() {
+    use myelin::config::SupportContact;
+    let s = TestServer::start_with(|c| {
+        c.support.contacts = vec![
+            SupportContact {
+                role: "m.role.admin".into(),
+                matrix_id: Some("@admin:example.org".into()),
+                email_address: Some("admin@example.org".into()),
+            },
+            SupportContact {
+                role: "m.role.security".into(),
+                matrix_id: None,
+                email_address: Some("security@example.org".into()),
+            },
+            SupportContact {
+                role: "org.example.role.moderator".into(),
+                matrix_id: Some("@mod:elsewhere.example".into()),
+                email_address: None,
+            },
+        ];
+        c.support.support_page = Some("https://example.org/help".into());
+    })
+    .await;
+    // No access token needed.
+    let (st, body) = s.get("/.well-known/matrix/support", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "contacts": [
+                {"role": "m.role.admin", "matrix_id": "@admin:example.org", "email_address": "admin@example.org"},
+                {"role": "m.role.security", "email_address": "security@example.org"},
+                {"role": "org.example.role.moderator", "matrix_id": "@mod:elsewhere.example"},
+            ],
+            "support_page": "https://example.org/help",
+        })
+    );
+}
+
+#[tokio::test]
+async fn well_known_support_with_a_page_only() {
+    let s = TestServer::start_with(|c| {
+        c.support.support_page = Some("https://example.org/help".into());
+    })
+    .await;
+    let (st, body) = s.get("/.well-known/matrix/support", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"support_page": "https://example.org/help"}));
+}
+
 // ---------------------------------------------------------------- CORS
 
 #[tokio::test]

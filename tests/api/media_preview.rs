@@ -3,7 +3,10 @@
 //! loopback. Errors as Synapse's: a blocked address in the URL 403, a name
 //! resolving only to blocked addresses 502, too large 502 `M_TOO_LARGE`,
 //! a type that is neither HTML nor an image 502, previews off 404
-//! `M_UNRECOGNIZED`.
+//! `M_UNRECOGNIZED`. oEmbed: a fake provider on loopback, named by a
+//! providers file, and a page that names its oEmbed document.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -328,4 +331,220 @@ async fn bad_requests() {
             "M_INVALID_PARAM",
         );
     }
+}
+
+// ---------------------------------------------------------------- oEmbed
+
+/// The path (with query) a server asks an oEmbed endpoint at `/oembed`
+/// for `url`.
+fn oembed_path(url: &str) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("url", url)
+        .append_pair("format", "json")
+        .finish();
+    format!("/oembed?{query}")
+}
+
+/// A server whose only oEmbed provider is `site`: `/video/*` answered by
+/// its `/oembed` (the built-in providers are off: no request leaves the
+/// machine).
+async fn oembed_server(site: &FakeSite) -> TestServer {
+    oembed_server_with(site, |_| {}).await
+}
+
+/// [`oembed_server`] with `tweak` applied to its config too.
+async fn oembed_server_with(
+    site: &FakeSite,
+    tweak: impl FnOnce(&mut myelin::config::Config),
+) -> TestServer {
+    let base = site.base.clone();
+    preview_server(move |c| {
+        let file = c.data_dir.join("providers.json");
+        let providers = serde_json::json!([{
+            "provider_name": "Fake Tube",
+            "provider_url": format!("{base}/"),
+            "endpoints": [{
+                "schemes": [format!("{base}/video/*")],
+                "url": format!("{base}/oembed"),
+            }],
+        }]);
+        std::fs::write(&file, providers.to_string()).unwrap();
+        c.media.url_preview.oembed.disable_default_providers = true;
+        c.media.url_preview.oembed.additional_providers = vec![file];
+        tweak(c);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_provider_url_previews_from_its_oembed_answer() {
+    let site = FakeSite::start().await;
+    let server = oembed_server(&site).await;
+    let alice = server.user("alice").await;
+    let page = format!("{}/video/42", site.base);
+    let thumbnail = png(48, 27);
+    site.serve("/thumb.png", Page::Body("image/png", thumbnail.clone()));
+    let answer = serde_json::json!({
+        "version": "1.0",
+        "type": "video",
+        "title": "A &amp; B",
+        "author_name": "The Author",
+        "provider_name": "Fake Tube",
+        "thumbnail_url": format!("{}/thumb.png", site.base),
+        "width": 640,
+        "height": 360,
+        "html": "<iframe src=\"https://tube.example/embed/42\"></iframe>",
+    });
+    site.serve(
+        &oembed_path(&page),
+        Page::Body("application/json", answer.to_string().into_bytes()),
+    );
+    let (st, og) = preview(&server, &alice, &page).await;
+    assert_eq!(st, StatusCode::OK, "{og}");
+    assert_eq!(og["og:url"], page.as_str(), "{og}");
+    assert_eq!(og["og:title"], "A & B", "{og}");
+    assert_eq!(og["og:site_name"], "Fake Tube", "{og}");
+    assert_eq!(og["og:type"], "video.other", "{og}");
+    assert_eq!(og["og:video:width"], 640, "{og}");
+    assert_eq!(og["og:video:height"], 360, "{og}");
+    // The thumbnail is stored as local media, as a page's image is.
+    assert_eq!(og["og:image:type"], "image/png", "{og}");
+    assert_eq!(og["og:image:width"], 48, "{og}");
+    let id = media_id_of(&server, &og["og:image"]);
+    let got = download(&server, &download_v1(&server, &id), alice.token()).await;
+    assert_eq!(got.bytes, thumbnail);
+    // The page itself was never fetched; the answer is kept.
+    assert_eq!(site.hits("/video/42"), 0);
+    assert_eq!(preview(&server, &alice, &page).await, (StatusCode::OK, og));
+    assert_eq!(site.hits(&oembed_path(&page)), 1);
+
+    // No title: the author's name is the title. A failing endpoint leaves
+    // the page to preview; a page that fails too is 502.
+    let other = format!("{}/video/7", site.base);
+    site.serve(
+        &oembed_path(&other),
+        Page::Body(
+            "application/json",
+            br#"{"version": "1.0", "type": "link", "author_name": "Only Author"}"#.to_vec(),
+        ),
+    );
+    let (st, og) = preview(&server, &alice, &other).await;
+    assert_eq!(st, StatusCode::OK, "{og}");
+    assert_eq!(og["og:title"], "Only Author", "{og}");
+    assert_eq!(og["og:type"], "website", "{og}");
+    let missing = format!("{}/video/404", site.base);
+    let (st, body) = preview(&server, &alice, &missing).await;
+    assert_error(&(st, body), 502, "M_UNKNOWN");
+    assert_eq!(site.hits(&oembed_path(&missing)), 1);
+    assert_eq!(site.hits("/video/404"), 1);
+}
+
+/// A provider that answers garbage, not JSON, an error or nothing at all
+/// (the fetch times out) does not fail the preview: the page itself is
+/// previewed from its OpenGraph tags.
+#[tokio::test]
+async fn a_failing_oembed_provider_leaves_the_page_to_preview() {
+    let site = FakeSite::start().await;
+    let server = oembed_server_with(&site, |c| c.media.url_preview.timeout_secs = 1).await;
+    let alice = server.user("alice").await;
+    let page_html = |title: &str| {
+        format!(
+            r#"<html><head><meta property="og:title" content="{title}">
+            <meta property="og:description" content="From the page"></head></html>"#
+        )
+        .into_bytes()
+    };
+    for (n, answer) in [
+        (
+            1,
+            Page::Body("application/json", b"{not json at all".to_vec()),
+        ),
+        (
+            2,
+            Page::Body("application/json", br#"["an", "array"]"#.to_vec()),
+        ),
+        (
+            3,
+            Page::Body(
+                "application/json",
+                br#"{"version": "2.0", "title": "Wrong version"}"#.to_vec(),
+            ),
+        ),
+        (
+            4,
+            Page::Body(
+                "text/html",
+                b"<title>The provider's error page</title>".to_vec(),
+            ),
+        ),
+        (5, Page::Status(500)),
+        (6, Page::Hang),
+    ] {
+        let url = format!("{}/video/{n}", site.base);
+        site.serve(&oembed_path(&url), answer);
+        let title = format!("Page {n}");
+        site.serve(
+            &format!("/video/{n}"),
+            Page::Body("text/html", page_html(&title)),
+        );
+        let started = std::time::Instant::now();
+        let (st, og) = preview(&server, &alice, &url).await;
+        assert_eq!(st, StatusCode::OK, "{n}: {og}");
+        assert_eq!(
+            og,
+            serde_json::json!({"og:title": title, "og:description": "From the page"}),
+            "{n}"
+        );
+        assert_eq!(site.hits(&oembed_path(&url)), 1, "{n}");
+        assert_eq!(site.hits(&format!("/video/{n}")), 1, "{n}");
+        // The hanging provider is given up on after the timeout.
+        assert!(started.elapsed() < Duration::from_secs(20), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn a_page_naming_its_oembed_document_has_it_read() {
+    let site = FakeSite::start().await;
+    let server = oembed_server(&site).await;
+    let alice = server.user("alice").await;
+    let url = site.serve(
+        "/article",
+        Page::Body(
+            "text/html",
+            br#"<html><head><title>The page title</title>
+            <link rel="alternate" type="application/json+oembed" href="/doc.json">
+            </head><body>x</body></html>"#
+                .to_vec(),
+        ),
+    );
+    site.serve(
+        "/doc.json",
+        Page::Body(
+            "application/json",
+            br#"{"version": "1.0", "type": "rich", "title": "oEmbed title",
+                 "provider_name": "Fake Blog",
+                 "html": "<blockquote><p>Quoted <b>text</b></p></blockquote>"}"#
+                .to_vec(),
+        ),
+    );
+    let (st, og) = preview(&server, &alice, &url).await;
+    assert_eq!(st, StatusCode::OK, "{og}");
+    // The page's own tags win; the oEmbed document fills in the rest.
+    assert_eq!(og["og:title"], "The page title", "{og}");
+    assert_eq!(og["og:site_name"], "Fake Blog", "{og}");
+    assert_eq!(og["og:description"], "Quoted text", "{og}");
+    assert_eq!(site.hits("/doc.json"), 1);
+
+    // A document that cannot be fetched leaves the page's tags.
+    let plain = site.serve(
+        "/broken",
+        Page::Body(
+            "text/html",
+            br#"<title>Still here</title><link rel="alternate" type="application/json+oembed" href="/gone.json">"#
+                .to_vec(),
+        ),
+    );
+    let (st, og) = preview(&server, &alice, &plain).await;
+    assert_eq!(st, StatusCode::OK, "{og}");
+    assert_eq!(og, serde_json::json!({"og:title": "Still here"}));
 }

@@ -160,6 +160,7 @@ async fn fetch(server: &TestServer, path: &str, token: Option<&str>) -> (Dynamic
         "image/png" => ImageFormat::Png,
         "image/jpeg" => ImageFormat::Jpeg,
         "image/gif" => ImageFormat::Gif,
+        "image/webp" => ImageFormat::WebP,
         other => panic!("{path}: unexpected content type {other}"),
     };
     assert_eq!(format, expected, "{path}: body and Content-Type differ");
@@ -193,6 +194,33 @@ async fn wait_for_rows(server: &TestServer, id: &str, n: i64) {
     .await;
 }
 
+/// Synapse's five sizes were made for media `id` of `source` size: 32×32
+/// and 96×96 crops and three scales (320×240, 640×480 and 800×600 fitted
+/// to the source: `scales`), each of `content_type` and not empty.
+async fn assert_configured_made(
+    server: &TestServer,
+    id: &str,
+    scales: [(u32, u32); 3],
+    content_type: &str,
+    source: (u32, u32),
+) {
+    let [(w1, h1), (w2, h2), (w3, h3)] = scales;
+    let made = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = '{id}' AND (
+                (method = 'crop' AND width = 32 AND height = 32)
+                OR (method = 'crop' AND width = 96 AND height = 96)
+                OR (method = 'scale' AND width = {w1} AND height = {h1})
+                OR (method = 'scale' AND width = {w2} AND height = {h2})
+                OR (method = 'scale' AND width = {w3} AND height = {h3}))
+                AND content_type = '{content_type}' AND size > 0
+                AND source_width = {} AND source_height = {}",
+            source.0, source.1
+        ))
+        .await;
+    assert_eq!(made, 5, "the configured sizes of {id}");
+}
+
 /// Rows of `media_thumbnails` for a media id.
 async fn thumbnail_rows(server: &TestServer, id: &str) -> i64 {
     server
@@ -211,7 +239,7 @@ async fn crop_and_scale_of_every_format() {
     for (format, content_type, thumb_type) in [
         (ImageFormat::Png, "image/png", "image/png"),
         (ImageFormat::Jpeg, "image/jpeg", "image/jpeg"),
-        (ImageFormat::WebP, "image/webp", "image/png"),
+        (ImageFormat::WebP, "image/webp", "image/webp"),
         (ImageFormat::Gif, "image/gif", "image/png"),
     ] {
         let bytes = encoded(&source, format);
@@ -247,6 +275,16 @@ async fn crop_and_scale_of_every_format() {
     }
 }
 
+/// [`picture`] turned a quarter clockwise: red at the top, blue at the
+/// bottom.
+fn assert_red_over_blue(image: &DynamicImage) {
+    let (w, h) = dims(image);
+    let top = image.to_rgba8().get_pixel(w / 2, h / 12).0;
+    let bottom = image.to_rgba8().get_pixel(w / 2, h - 1 - h / 12).0;
+    assert!(top[0] > 200 && top[2] < 60, "top is {top:?}");
+    assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is {bottom:?}");
+}
+
 #[tokio::test]
 async fn exif_orientation_is_applied() {
     let server = TestServer::start_with(|c| c.media.thumbnail_sizes.clear()).await;
@@ -258,10 +296,15 @@ async fn exif_orientation_is_applied() {
     let path = thumb_v1(&server, &id, "width=100&height=100&method=scale");
     let (image, ct) = fetch(&server, &path, alice.token()).await;
     assert_eq!((dims(&image), ct.as_str()), ((20, 40), "image/jpeg"));
-    let top = image.to_rgba8().get_pixel(10, 3).0;
-    let bottom = image.to_rgba8().get_pixel(10, 36).0;
-    assert!(top[0] > 200 && top[2] < 60, "top is {top:?}");
-    assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is {bottom:?}");
+    assert_red_over_blue(&image);
+    // A large JPEG is decoded at a reduced scale (here 1/8: 50×25 covers
+    // the 25×50 asked for, turned): the orientation is still applied.
+    let large = jpeg_with_orientation(&picture(400, 200), 6);
+    let id = upload(&server, &alice, &large, Some("image/jpeg"), None).await;
+    let path = thumb_v1(&server, &id, "width=25&height=50&method=crop");
+    let (image, ct) = fetch(&server, &path, alice.token()).await;
+    assert_eq!((dims(&image), ct.as_str()), ((25, 50), "image/jpeg"));
+    assert_red_over_blue(&image);
     // Without the tag, the same picture stays wide.
     let plain = encoded(&picture(40, 20), ImageFormat::Jpeg);
     let id = upload(&server, &alice, &plain, Some("image/jpeg"), None).await;
@@ -311,18 +354,14 @@ async fn configured_sizes_are_made_after_upload_and_others_on_demand() {
     // Synapse's five sizes: 32×32 and 96×96 crops, 320×240, 640×480 and
     // 800×600 scales (here 320×160, 640×320, 800×400).
     wait_for_rows(&server, &id, 5).await;
-    let made = server
-        .sql_count(&format!(
-            "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = '{id}' AND (
-                (method = 'crop' AND width = 32 AND height = 32)
-                OR (method = 'crop' AND width = 96 AND height = 96)
-                OR (method = 'scale' AND width = 320 AND height = 160)
-                OR (method = 'scale' AND width = 640 AND height = 320)
-                OR (method = 'scale' AND width = 800 AND height = 400))
-                AND content_type = 'image/png' AND size > 0 AND source_width = 1000"
-        ))
-        .await;
-    assert_eq!(made, 5);
+    assert_configured_made(
+        &server,
+        &id,
+        [(320, 160), (640, 320), (800, 400)],
+        "image/png",
+        (1000, 500),
+    )
+    .await;
     // 300×200 scaled: the smallest made one at least that large (320×160).
     assert_eq!(
         thumb_dims(&server, &id, "width=300&height=200", alice.token()).await,
@@ -364,6 +403,100 @@ async fn configured_sizes_are_made_after_upload_and_others_on_demand() {
         .expect("deleted");
     assert_eq!(thumbnail_rows(&server, &id).await, 0);
     assert_eq!(stored_bodies(&server).len(), 1, "the upload alone");
+}
+
+/// A `width`×`height` image of smooth gradients (red across, green down,
+/// blue along the diagonal): a thumbnail off by a pixel or blurred wrong
+/// shows in its difference from a resize of the original.
+fn gradient(width: u32, height: u32) -> DynamicImage {
+    DynamicImage::ImageRgba8(RgbaImage::from_fn(width, height, |x, y| {
+        let c = |n: u32, of: u32| u8::try_from(n * 255 / of.max(1)).unwrap();
+        Rgba([c(x, width), c(y, height), c(x + y, width + height), 255])
+    }))
+}
+
+/// The mean absolute difference of two same-sized images' RGB values.
+fn mean_difference(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    assert_eq!(dims(a), dims(b));
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    let total: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+/// A large JPEG (decoded at a reduced scale by the server): the configured
+/// sizes and one made on demand have the right dimensions and type, and
+/// look like the original shrunk (their mean difference from a resize of
+/// the source made here is small).
+#[tokio::test]
+async fn a_large_jpegs_thumbnails_have_the_right_sizes_and_look_right() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let source = gradient(2400, 1800);
+    let jpeg = encoded(&source, ImageFormat::Jpeg);
+    let id = upload(&server, &alice, &jpeg, Some("image/jpeg"), None).await;
+    wait_for_rows(&server, &id, 5).await;
+    assert_configured_made(
+        &server,
+        &id,
+        [(320, 240), (640, 480), (800, 600)],
+        "image/jpeg",
+        (2400, 1800),
+    )
+    .await;
+    let filter = image::imageops::FilterType::Triangle;
+    for (query, size) in [
+        ("width=320&height=240&method=scale", (320, 240)),
+        ("width=800&height=600&method=scale", (800, 600)),
+        ("width=96&height=96&method=crop", (96, 96)),
+        // Larger than any configured: made on demand (from a 1/2-scale
+        // decode, 1200×900).
+        ("width=1000&height=1000&method=scale", (1000, 750)),
+        ("width=900&height=300&method=crop", (900, 300)),
+    ] {
+        let path = thumb_v1(&server, &id, query);
+        let (thumb, ct) = fetch(&server, &path, alice.token()).await;
+        assert_eq!((dims(&thumb), ct.as_str()), (size, "image/jpeg"), "{query}");
+        let expected = if query.ends_with("crop") {
+            source.resize_to_fill(size.0, size.1, filter)
+        } else {
+            source.resize_exact(size.0, size.1, filter)
+        };
+        let diff = mean_difference(&thumb, &expected);
+        assert!(diff < 4.0, "{query}: mean difference {diff:.2}");
+    }
+}
+
+/// A WebP's thumbnails, the configured ones too, are stored and served as
+/// WebP (lossless: they match a resize of the source closely).
+#[tokio::test]
+async fn webp_thumbnails_are_webp() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let source = gradient(1000, 500);
+    let webp = encoded(&source, ImageFormat::WebP);
+    let id = upload(&server, &alice, &webp, Some("image/webp"), None).await;
+    wait_for_rows(&server, &id, 5).await;
+    assert_configured_made(
+        &server,
+        &id,
+        [(320, 160), (640, 320), (800, 400)],
+        "image/webp",
+        (1000, 500),
+    )
+    .await;
+    let path = thumb_v1(&server, &id, "width=320&height=240&method=scale");
+    // `fetch` checks the bytes are the format the content type says.
+    let (thumb, ct) = fetch(&server, &path, alice.token()).await;
+    assert_eq!(ct, "image/webp");
+    assert_eq!(dims(&thumb), (320, 160));
+    let expected = source.resize_exact(320, 160, image::imageops::FilterType::Triangle);
+    let diff = mean_difference(&thumb, &expected);
+    assert!(diff < 4.0, "mean difference {diff:.2}");
 }
 
 /// `n` concurrent GETs of `path`, each 200; their bodies.

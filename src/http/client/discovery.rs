@@ -1,4 +1,5 @@
-//! `/versions`, `/.well-known/matrix/client` and `/capabilities`.
+//! `/versions`, `/.well-known/matrix/client`, `/.well-known/matrix/support`
+//! and `/capabilities`.
 
 use axum::extract::State;
 use axum::{Json, Router};
@@ -8,7 +9,9 @@ use ruma::api::client::discovery::get_capabilities::v3::{
     RoomVersionsCapability, SetAvatarUrlCapability, SetDisplayNameCapability,
     ThirdPartyIdChangesCapability,
 };
-use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
+use ruma::api::client::discovery::{
+    discover_homeserver, discover_support, get_capabilities, get_supported_versions,
+};
 
 use serde_json::{Value, json};
 
@@ -31,6 +34,7 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<get_supported_versions::Request, _, _>(r, versions);
     let r = ruma_route::<discover_homeserver::Request, _, _>(r, well_known);
+    let r = ruma_route::<discover_support::Request, _, _>(r, well_known_support);
     ruma_route::<get_capabilities::v3::Request, _, _>(r, capabilities)
 }
 
@@ -66,6 +70,39 @@ async fn well_known(
     RumaResponse(discover_homeserver::Response::new(
         discover_homeserver::HomeserverInfo::new(s.config.public_baseurl()),
     ))
+}
+
+/// The configured `support` contacts and page; 404 `M_NOT_FOUND` when
+/// there are none (as the spec says of a server without them).
+async fn well_known_support(
+    State(s): State<AppState>,
+    _: Ruma<discover_support::Request>,
+) -> Result<RumaResponse<discover_support::Response>> {
+    let support = &s.config.support;
+    if support.is_empty() {
+        return Err(MatrixError::not_found(
+            "This server publishes no support contacts",
+        ));
+    }
+    let mut contacts = Vec::with_capacity(support.contacts.len());
+    for c in &support.contacts {
+        let role = discover_support::ContactRole::from(c.role.as_str());
+        let mut contact = match (&c.matrix_id, &c.email_address) {
+            (Some(id), _) => discover_support::Contact::with_matrix_id(
+                role,
+                ruma::OwnedUserId::try_from(id.as_str()).map_err(MatrixError::internal)?,
+            ),
+            (None, Some(email)) => {
+                discover_support::Contact::with_email_address(role, email.clone())
+            }
+            (None, None) => continue,
+        };
+        contact.email_address.clone_from(&c.email_address);
+        contacts.push(contact);
+    }
+    let mut answer = discover_support::Response::with_contacts(contacts);
+    answer.support_page.clone_from(&support.support_page);
+    Ok(RumaResponse(answer))
 }
 
 #[allow(deprecated)]

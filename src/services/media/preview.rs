@@ -4,9 +4,12 @@
 //! its OpenGraph `og:*` tags read (falling back to `<title>` and the meta
 //! description), and its `og:image` fetched too and stored as local media
 //! (thumbnailed like an upload), `og:image` then being its mxc URI. A URL
-//! that is itself an image previews as that image. Answers are kept in the
-//! `url_previews` table for an hour, so a repeated preview is not fetched
-//! again.
+//! that is itself an image previews as that image. A URL of an oEmbed
+//! provider is previewed from the provider's oEmbed answer instead, and a
+//! page naming an oEmbed document has it read too, the page's own tags
+//! winning (`oembed.rs`). Answers are kept in the `url_previews` table for
+//! an hour (or the oEmbed answer's `cache_age`, at most a day), so a
+//! repeated preview is not fetched again.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -21,6 +24,7 @@ use http_body_util::BodyExt;
 use ruma::api::error::ErrorKind;
 use serde_json::{Map, Value};
 
+use super::oembed;
 use super::{Media, UploadInfo};
 use crate::config::UrlPreviewConfig;
 use crate::error::{MatrixError, Result};
@@ -30,6 +34,9 @@ use crate::storage::url_previews::NewUrlPreview;
 
 /// How long an answer is kept (Synapse's: an hour).
 const KEEP_MS: i64 = 60 * 60 * 1000;
+
+/// The longest an oEmbed answer's `cache_age` keeps a preview (Synapse's).
+const MAX_KEEP_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Longest tag name and value kept in an answer (Synapse's bounds).
 const MAX_TAG_NAME: usize = 50;
@@ -45,6 +52,7 @@ const ACCEPT_LANGUAGE: &str = "en";
 pub struct Previews {
     outbound: Outbound,
     max_size: u64,
+    oembed: oembed::Providers,
 }
 
 impl Previews {
@@ -67,6 +75,7 @@ impl Previews {
         Ok(Some(Self {
             outbound,
             max_size: config.max_spider_size,
+            oembed: oembed::Providers::of(&config.oembed)?,
         }))
     }
 
@@ -123,6 +132,47 @@ fn media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
+/// The OpenGraph tags of the oEmbed document at `endpoint` about `url`
+/// (its author the title when it has none) and how long to keep them;
+/// `None` when it cannot be fetched or is not oEmbed JSON.
+async fn fetch_oembed(
+    previews: &Previews,
+    url: &str,
+    endpoint: &str,
+) -> Option<(Map<String, Value>, i64)> {
+    let fetched = match previews.fetch(endpoint).await {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            tracing::info!(
+                url,
+                endpoint,
+                "oEmbed document not fetched: {}",
+                e.message()
+            );
+            return None;
+        }
+    };
+    if media_type(fetched.content_type.as_deref()) != "application/json" {
+        tracing::info!(url, endpoint, "oEmbed answer is not JSON");
+        return None;
+    }
+    let converted = oembed::to_open_graph(url, &fetched.body);
+    if converted.og.is_empty() {
+        tracing::info!(url, endpoint, "oEmbed answer is not oEmbed 1.0 JSON");
+        return None;
+    }
+    let mut og = converted.og;
+    if let Some(author) = converted.author_name
+        && og
+            .get("og:title")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        og.insert("og:title".into(), author.into());
+    }
+    Some((og, converted.cache_age_ms.unwrap_or(KEEP_MS)))
+}
+
 fn is_html(media_type: &str) -> bool {
     matches!(media_type, "text/html" | "application/xhtml+xml")
 }
@@ -151,33 +201,16 @@ impl Media {
         {
             return Ok(og);
         }
-        let page = previews.fetch(url).await?;
-        let kind = media_type(page.content_type.as_deref());
-        let mut media_id = None;
-        let mut og = if is_image(&kind) {
-            let image = self.store_image(user, &kind, page.body).await?;
-            let og = image.og();
-            media_id = Some(image.media_id);
-            og
-        } else if is_html(&kind) {
-            let mut og = open_graph(&String::from_utf8_lossy(&page.body));
-            if let Some(src) = og.get("og:image").and_then(Value::as_str) {
-                let image = match page.url.join(src) {
-                    Ok(src) => self.fetch_image(previews, user, src.as_str()).await,
-                    Err(_) => None,
-                };
-                og.retain(|k, _| !k.starts_with("og:image"));
-                if let Some(image) = image {
-                    og.extend(image.og());
-                    media_id = Some(image.media_id);
-                }
-            }
-            og
-        } else {
-            return Err(MatrixError::unknown(
-                StatusCode::BAD_GATEWAY,
-                format!("Requested file's content type not allowed for this operation: {kind}"),
-            ));
+        // A provider's URL is previewed from its oEmbed answer; an endpoint
+        // that fails or answers no oEmbed JSON leaves the page itself to
+        // preview.
+        let from_oembed = match previews.oembed.url_for(url) {
+            Some(endpoint) => self.oembed_preview(previews, user, url, &endpoint).await,
+            None => None,
+        };
+        let (mut og, media_id, keep_ms) = match from_oembed {
+            Some(found) => found,
+            None => self.page_preview(previews, user, url).await?,
         };
         og.retain(|k, v| {
             k.len() <= MAX_TAG_NAME && v.as_str().is_none_or(|v| v.len() <= MAX_TAG_VALUE)
@@ -187,12 +220,81 @@ impl Media {
             .insert_url_preview(NewUrlPreview {
                 url,
                 fetched_ts: now,
-                expires_ts: now + KEEP_MS,
+                expires_ts: now + keep_ms.clamp(0, MAX_KEEP_MS),
                 og: &text,
                 media_id: media_id.as_deref(),
             })
             .await?;
         Ok(og)
+    }
+
+    /// The preview of a page or image fetched from `url`: its OpenGraph
+    /// tags (and those of the oEmbed document it names, under its own), or
+    /// the image itself; its stored image's media id; how long to keep it.
+    async fn page_preview(
+        &self,
+        previews: &Previews,
+        user: &Requester,
+        url: &str,
+    ) -> Result<(Map<String, Value>, Option<String>, i64)> {
+        let page = previews.fetch(url).await?;
+        let kind = media_type(page.content_type.as_deref());
+        if is_image(&kind) {
+            let image = self.store_image(user, &kind, page.body).await?;
+            return Ok((image.og(), Some(image.media_id), KEEP_MS));
+        }
+        if !is_html(&kind) {
+            return Err(MatrixError::unknown(
+                StatusCode::BAD_GATEWAY,
+                format!("Requested file's content type not allowed for this operation: {kind}"),
+            ));
+        }
+        let html = String::from_utf8_lossy(&page.body);
+        let discovered = match oembed::discovered(&html).and_then(|h| page.url.join(&h).ok()) {
+            Some(found) => fetch_oembed(previews, url, found.as_str()).await,
+            None => None,
+        };
+        let (mut og, keep_ms) = discovered.unwrap_or((Map::new(), KEEP_MS));
+        og.extend(open_graph(&html));
+        let media_id = self.attach_image(previews, user, &page.url, &mut og).await;
+        Ok((og, media_id, keep_ms))
+    }
+
+    /// The preview of `url` from its provider's oEmbed `endpoint`; `None`
+    /// when that fails or answers nothing usable.
+    async fn oembed_preview(
+        &self,
+        previews: &Previews,
+        user: &Requester,
+        url: &str,
+        endpoint: &str,
+    ) -> Option<(Map<String, Value>, Option<String>, i64)> {
+        let (mut og, keep_ms) = fetch_oembed(previews, url, endpoint).await?;
+        let base = url::Url::parse(endpoint).ok()?;
+        let media_id = self.attach_image(previews, user, &base, &mut og).await;
+        Some((og, media_id, keep_ms))
+    }
+
+    /// Replaces `og:image` (relative to `base`) by the image fetched and
+    /// stored (its mxc URI, type, size and dimensions); its media id. An
+    /// image that cannot be fetched or stored is left out, and the rest of
+    /// the preview kept (as Synapse).
+    async fn attach_image(
+        &self,
+        previews: &Previews,
+        user: &Requester,
+        base: &url::Url,
+        og: &mut Map<String, Value>,
+    ) -> Option<String> {
+        let src = og.get("og:image").and_then(Value::as_str)?.to_owned();
+        let image = match base.join(&src) {
+            Ok(src) => self.fetch_image(previews, user, src.as_str()).await,
+            Err(_) => None,
+        };
+        og.retain(|k, _| !k.starts_with("og:image"));
+        let image = image?;
+        og.extend(image.og());
+        Some(image.media_id)
     }
 
     /// A page's image fetched and stored; `None` when that fails (the
@@ -270,13 +372,7 @@ impl Image {
 /// `<title>`, without `og:description` the meta description, without
 /// `og:image` the `twitter:image`.
 pub fn open_graph(html: &str) -> Map<String, Value> {
-    let sink = Sink::default();
-    let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
-    let queue = BufferQueue::default();
-    queue.push_back(html.into());
-    let _ = tokenizer.feed(&queue);
-    tokenizer.end();
-    let sink = tokenizer.sink;
+    let sink = tokenized(html, Sink::default());
     let mut og = sink.og.into_inner();
     let fallbacks = sink.fallbacks.into_inner();
     let title = sink.title.into_inner();
@@ -295,6 +391,27 @@ pub fn open_graph(html: &str) -> Map<String, Value> {
         }
     }
     og
+}
+
+/// `sink` fed the tokens of `html`.
+pub(super) fn tokenized<S: TokenSink>(html: &str, sink: S) -> S {
+    let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
+    let queue = BufferQueue::default();
+    queue.push_back(html.into());
+    let _ = tokenizer.feed(&queue);
+    tokenizer.end();
+    tokenizer.sink
+}
+
+/// How the tokenizer must read what follows the start tag `name`, for the
+/// tags whose content is not markup (a script's `<meta>` is no tag).
+pub(super) fn raw_kind(name: &str) -> Option<RawKind> {
+    match name {
+        "title" | "textarea" => Some(RawKind::Rcdata),
+        "script" => Some(RawKind::ScriptData),
+        "style" | "noscript" | "iframe" | "xmp" => Some(RawKind::Rawtext),
+        _ => None,
+    }
 }
 
 /// Whitespace runs as one space, trimmed.
@@ -328,14 +445,10 @@ impl TokenSink for Sink {
                         self.seen_title.set(true);
                         return TokenSinkResult::RawData(RawKind::Rcdata);
                     }
-                    (TagKind::StartTag, "title" | "textarea") => {
-                        return TokenSinkResult::RawData(RawKind::Rcdata);
-                    }
-                    (TagKind::StartTag, "script") => {
-                        return TokenSinkResult::RawData(RawKind::ScriptData);
-                    }
-                    (TagKind::StartTag, "style" | "noscript" | "iframe" | "xmp") => {
-                        return TokenSinkResult::RawData(RawKind::Rawtext);
+                    (TagKind::StartTag, _) => {
+                        if let Some(kind) = raw_kind(name) {
+                            return TokenSinkResult::RawData(kind);
+                        }
                     }
                     (TagKind::EndTag, "title") => self.in_title.set(false),
                     _ => {}

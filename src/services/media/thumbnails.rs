@@ -11,8 +11,10 @@
 //! server; concurrent requests for the same new thumbnail make it once.
 //! The configured sizes are stored one by one, smallest first, and a
 //! request arriving while they are being made waits for them rather than
-//! decoding the image a second time. A large image is first shrunk by
-//! area averaging to twice the thumbnail's size, then resized.
+//! decoding the image a second time. A JPEG is decoded at a reduced scale
+//! (1/8, 1/4 or 1/2) when that still covers every size being made; a large
+//! image is then shrunk by area averaging to twice the thumbnail's size,
+//! then resized.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
@@ -409,7 +411,7 @@ impl Thumbnails {
         let sha256 = hex::encode(Sha256::digest(&thumb.bytes));
         let internal = |e: std::io::Error| Failure::Internal(e.to_string());
         let mut staged = self.store.stage().await.map_err(internal)?;
-        staged.write(&thumb.bytes).await.map_err(internal)?;
+        staged.write(thumb.bytes.clone()).await.map_err(internal)?;
         staged.commit(sha256.clone()).await.map_err(internal)?;
         let row = ThumbnailRow {
             width: i64::from(thumb.width),
@@ -617,8 +619,9 @@ struct Rendered {
 
 /// Decodes an image (its first frame), applies its EXIF orientation and
 /// makes the thumbnails `targets` asks for given the source's size, in
-/// that order, handing each to `made`: JPEG of a JPEG, PNG of the rest
-/// (as Synapse).
+/// that order, handing each to `made`: JPEG of a JPEG, WebP (lossless) of
+/// a WebP, PNG of the rest. A JPEG is decoded at the smallest scale (1/8,
+/// 1/4, 1/2) that still covers every target.
 fn render(
     bytes: &[u8],
     max_pixels: u64,
@@ -627,41 +630,124 @@ fn render(
 ) -> std::result::Result<(), Failure> {
     let (mut decoder, format) = decoder(bytes, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| Failure::Refused(format!("Cannot make a thumbnail: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    let source = if turns(orientation) { (h, w) } else { (w, h) };
+    let targets = targets(source);
+    // The size every target fits in, before the orientation is applied.
+    let needed = targets.iter().fold((1, 1), |(nw, nh), &(_, tw, th)| {
+        let (tw, th) = if turns(orientation) {
+            (th, tw)
+        } else {
+            (tw, th)
+        };
+        (nw.max(tw), nh.max(th))
+    });
+    let scaled = if format == ImageFormat::Jpeg {
+        jpeg_scaled(bytes, (w, h), needed, max_pixels)
+    } else {
+        None
+    };
+    let mut image = match scaled {
+        Some(image) => image,
+        None => DynamicImage::from_decoder(decoder)
+            .map_err(|e| Failure::Refused(format!("Cannot make a thumbnail: {e}")))?,
+    };
     image.apply_orientation(orientation);
-    let source = (image.width(), image.height());
     let filter = image::imageops::FilterType::CatmullRom;
-    for (method, width, height) in targets(source) {
+    for (method, width, height) in targets {
         let shrunk = shrunk_for(&image, width, height);
         let from = shrunk.as_ref().unwrap_or(&image);
         let thumb = match method {
             ThumbnailMethod::Crop => from.resize_to_fill(width, height, filter),
             ThumbnailMethod::Scale => from.resize_exact(width, height, filter),
         };
-        let mut out = Vec::new();
-        let (content_type, encoded) = if format == ImageFormat::Jpeg {
+        let (content_type, bytes) = encode(&thumb, format)?;
+        made(Rendered {
+            method,
+            width: thumb.width(),
+            height: thumb.height(),
+            content_type,
+            bytes,
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// A thumbnail's bytes and type: JPEG of a JPEG (as Synapse), lossless
+/// WebP of a WebP (the only WebP the `image` crate writes), PNG of the
+/// rest.
+fn encode(
+    thumb: &DynamicImage,
+    format: ImageFormat,
+) -> std::result::Result<(&'static str, Bytes), Failure> {
+    let mut out = Vec::new();
+    let (content_type, encoded) = match format {
+        ImageFormat::Jpeg => {
             let encoder =
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
             (
                 "image/jpeg",
                 DynamicImage::ImageRgb8(thumb.to_rgb8()).write_with_encoder(encoder),
             )
-        } else {
+        }
+        ImageFormat::WebP => {
+            let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            // The encoder takes 8-bit RGB(A) only.
+            let eight_bit = if thumb.color().has_alpha() {
+                DynamicImage::ImageRgba8(thumb.to_rgba8())
+            } else {
+                DynamicImage::ImageRgb8(thumb.to_rgb8())
+            };
+            ("image/webp", eight_bit.write_with_encoder(encoder))
+        }
+        _ => {
             let encoder = image::codecs::png::PngEncoder::new(&mut out);
             ("image/png", thumb.write_with_encoder(encoder))
-        };
-        encoded.map_err(|e| Failure::Internal(format!("cannot encode a thumbnail: {e}")))?;
-        made(Rendered {
-            method,
-            width: thumb.width(),
-            height: thumb.height(),
-            content_type,
-            bytes: Bytes::from(out),
-            source,
-        });
+        }
+    };
+    encoded.map_err(|e| Failure::Internal(format!("cannot encode a thumbnail: {e}")))?;
+    Ok((content_type, Bytes::from(out)))
+}
+
+/// A JPEG of `size` decoded at the smallest of 1/8, 1/4 and 1/2 its size
+/// that is at least `needed` in both dimensions (the reduced IDCT shrinks
+/// it: a fraction of the work of a whole decode and a resize). `None` when
+/// no reduced scale is that large, or this decoder cannot read it (CMYK,
+/// 16-bit, arithmetic coding...): the caller decodes it whole instead.
+fn jpeg_scaled(
+    bytes: &[u8],
+    size: (u32, u32),
+    needed: (u32, u32),
+    max_pixels: u64,
+) -> Option<DynamicImage> {
+    // The decoder's rounding: ceil(len * eighths / 8).
+    let scaled = |len: u32, eighths: u32| (len * eighths).div_ceil(8);
+    let eighths = [1, 2, 4]
+        .into_iter()
+        .find(|&e| scaled(size.0, e) >= needed.0 && scaled(size.1, e) >= needed.1)?;
+    let (want_w, want_h) = (scaled(size.0, eighths), scaled(size.1, eighths));
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(max_pixels.saturating_mul(4)).ok()?);
+    let (got_w, got_h) = decoder
+        .scale(u16::try_from(want_w).ok()?, u16::try_from(want_h).ok()?)
+        .ok()?;
+    let info = decoder.info()?;
+    if (u32::from(got_w), u32::from(got_h)) != (want_w, want_h)
+        || (u32::from(info.width), u32::from(info.height)) != (want_w, want_h)
+    {
+        return None;
     }
-    Ok(())
+    let pixels = decoder.decode().ok()?;
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            image::RgbImage::from_raw(want_w, want_h, pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(want_w, want_h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
+    }
 }
 
 /// `image` shrunk by area averaging (fast, and sound when reducing a lot)
@@ -754,7 +840,7 @@ mod tests {
         let png = png.into_inner();
         let sha256 = hex::encode(Sha256::digest(&png));
         let mut staged = store.inner.stage().await.unwrap();
-        staged.write(&png).await.unwrap();
+        staged.write(Bytes::from(png.clone())).await.unwrap();
         staged.commit(sha256.clone()).await.unwrap();
         let new = NewMedia {
             server_name: "x",
@@ -797,6 +883,73 @@ mod tests {
         assert_eq!(store.staged.load(Ordering::SeqCst), 1, "made once");
         assert_eq!(storage.media_thumbnails("x", "m").await.unwrap().len(), 1);
         assert!(thumbs.in_flight.lock().is_empty(), "nothing left in flight");
+    }
+
+    /// A JPEG of smooth gradients, `width`×`height`, colour or grey.
+    fn gradient_jpeg(width: u32, height: u32, grey: bool) -> Vec<u8> {
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            let c = |n: u32, of: u32| u8::try_from(n * 255 / of).unwrap();
+            image::Rgb([c(x, width), c(y, height), c(x + y, width + height)])
+        });
+        let image = if grey {
+            DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(image).to_luma8())
+        } else {
+            DynamicImage::ImageRgb8(image)
+        };
+        let mut out = Vec::new();
+        image
+            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut out, 90,
+            ))
+            .unwrap();
+        out
+    }
+
+    /// The mean absolute difference of two same-sized images' RGB values.
+    fn mean_difference(a: &DynamicImage, b: &DynamicImage) -> f64 {
+        assert_eq!((a.width(), a.height()), (b.width(), b.height()));
+        let (a, b) = (a.to_rgb8(), b.to_rgb8());
+        let total: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        total as f64 / a.as_raw().len() as f64
+    }
+
+    /// A JPEG is decoded at the smallest eighth-scale covering what is
+    /// needed, and looks like the whole decode shrunk to that size.
+    #[test]
+    fn jpegs_decode_at_a_reduced_scale_that_covers_the_need() {
+        for grey in [false, true] {
+            let jpeg = gradient_jpeg(1600, 1200, grey);
+            let whole = image::load_from_memory(&jpeg).unwrap();
+            for (needed, got) in [
+                ((96, 96), (200, 150)),
+                ((32, 150), (200, 150)),
+                ((320, 240), (400, 300)),
+                ((800, 600), (800, 600)),
+            ] {
+                let scaled = jpeg_scaled(&jpeg, (1600, 1200), needed, 100_000_000)
+                    .unwrap_or_else(|| panic!("{needed:?}: not decoded at a reduced scale"));
+                assert_eq!((scaled.width(), scaled.height()), got, "{needed:?}");
+                assert_eq!(scaled.color().has_color(), !grey, "{needed:?}");
+                let reference =
+                    whole.resize_exact(got.0, got.1, image::imageops::FilterType::Triangle);
+                let diff = mean_difference(&scaled, &reference);
+                assert!(
+                    diff < 3.0,
+                    "{needed:?} grey={grey}: mean difference {diff:.2}"
+                );
+            }
+            // More than half the size needed: decoded whole by the caller.
+            assert!(jpeg_scaled(&jpeg, (1600, 1200), (801, 600), 100_000_000).is_none());
+            // Over the pixel limit: refused here too.
+            assert!(jpeg_scaled(&jpeg, (1600, 1200), (96, 96), 1000).is_none());
+        }
+        // Not a JPEG: nothing.
+        assert!(jpeg_scaled(b"not a jpeg", (1600, 1200), (96, 96), 100_000_000).is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{Rooms, row_to_pdu};
 use crate::error::{MatrixError, Result};
 use crate::model::pdu::Pdu;
 use crate::services::filtering;
+use crate::storage::events::PageOrder;
 
 /// The newest possible topological position.
 const END: (i64, i64) = (i64::MAX, i64::MAX);
@@ -104,7 +105,13 @@ impl Rooms {
         'fill: while events.len() < limit {
             let rows = self
                 .storage
-                .room_events_topological(room_id.as_str(), cursor, backwards, batch)
+                .room_events_page(
+                    room_id.as_str(),
+                    PageOrder::Topological,
+                    cursor,
+                    backwards,
+                    batch,
+                )
                 .await?;
             if rows.is_empty() {
                 exhausted = true;
@@ -189,7 +196,7 @@ impl Rooms {
         loop {
             let rows = self
                 .storage
-                .room_events_by_time(room_id.as_str(), cursor, backwards, 100)
+                .room_events_page(room_id.as_str(), PageOrder::Time, cursor, backwards, 100)
                 .await?;
             if rows.is_empty() {
                 return Ok(None);

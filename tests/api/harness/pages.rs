@@ -20,6 +20,9 @@ pub enum Page {
     Redirect(String),
     /// This status, empty body.
     Status(u16),
+    /// No answer: the connection is held open for a minute (a server that
+    /// times out).
+    Hang,
 }
 
 #[derive(Default)]
@@ -127,6 +130,10 @@ async fn answer(mut conn: tokio::net::TcpStream, site: Arc<Mutex<Site>>) {
             format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         ),
+        Page::Hang => {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            return;
+        }
         Page::Status(code) => out.extend_from_slice(
             format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
         ),

@@ -106,7 +106,7 @@ impl MediaStore for S3Store {
     fn stage(&self) -> StoreFuture<'_, Box<dyn StagedBody>> {
         Box::pin(async move {
             let staged: Box<dyn StagedBody> = Box::new(S3Staged {
-                spool: SpoolFile::create(&self.tmp).await?,
+                spool: SpoolFile::create(&self.tmp, false).await?,
                 bucket: self.bucket.clone(),
                 prefix: self.prefix.clone(),
             });
@@ -158,7 +158,7 @@ struct S3Staged {
 }
 
 impl StagedBody for S3Staged {
-    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> StoreFuture<'a, ()> {
+    fn write(&mut self, chunk: Bytes) -> StoreFuture<'_, ()> {
         self.spool.write(chunk)
     }
 
