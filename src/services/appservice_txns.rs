@@ -113,6 +113,7 @@ impl Delivery {
     pub fn new(
         list: &[Arc<AppService>],
         config: &AppServiceDeliveryConfig,
+        roots: &[reqwest::Certificate],
         start_pos: i64,
     ) -> anyhow::Result<Arc<Self>> {
         let targets = list
@@ -144,9 +145,9 @@ impl Delivery {
             changed: Mutex::new(Some(changed)),
             start_pos,
             // The services' URLs are the operator's: no address is blocked
-            // (as Synapse).
+            // (as Synapse); an https one may be signed by `outbound.ca_files`.
             http: Outbound::new(
-                &[],
+                roots,
                 IpFilter::new(Vec::new(), Vec::new()),
                 Duration::from_secs(config.timeout_secs),
             )?,

@@ -377,16 +377,24 @@ pub struct AppServices {
     /// Requests to the services: their URLs are the operator's, so no
     /// address is blocked (as Synapse, whose IP blacklist leaves them alone).
     http: Outbound,
+    /// Each (service id, protocol)'s metadata as last answered, kept for
+    /// [`PROTOCOL_CACHE_TTL`] (as Synapse: bridges' metadata rarely
+    /// changes, and clients ask for it on every start).
+    protocol_cache: parking_lot::Mutex<HashMap<(String, String), (std::time::Instant, Value)>>,
 }
+
+/// How long a service's protocol metadata is answered from memory.
+pub const PROTOCOL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl AppServices {
     /// Reads and checks every registration file the config names.
     pub fn load(
-        files: &[PathBuf],
+        config: &crate::config::Config,
         server_name: &ServerName,
         storage: Storage,
     ) -> anyhow::Result<Self> {
-        let list = files
+        let list = config
+            .app_services
             .iter()
             .map(|f| read_registration(f, server_name))
             .collect::<Result<Vec<_>, _>>()?;
@@ -400,7 +408,12 @@ impl AppServices {
             list,
             by_token,
             storage,
-            http: Outbound::new(&[], IpFilter::new(Vec::new(), Vec::new()), PING_TIMEOUT)?,
+            http: Outbound::new(
+                &crate::net::outbound::extra_roots(&config.outbound.ca_files)?,
+                IpFilter::new(Vec::new(), Vec::new()),
+                PING_TIMEOUT,
+            )?,
+            protocol_cache: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 

@@ -172,8 +172,7 @@ impl Services {
             accounts::Accounts::new(storage.clone(), hasher, server_name.clone(), clock.clone())
                 .with_device_lists(lists.clone());
         let sessions = sessions::Sessions::new(storage.clone(), clock.clone(), lists.clone());
-        let appservices =
-            appservices::AppServices::load(&config.app_services, &server_name, storage.clone())?;
+        let appservices = appservices::AppServices::load(&config, &server_name, storage.clone())?;
         appservices.create_senders(clock.now_ms()).await?;
         let profiles = profiles::Profiles::new(storage.clone());
         let openid = openid::OpenId::new(storage.clone(), clock.clone());
@@ -292,6 +291,7 @@ impl EventListeners {
         let as_delivery = appservice_txns::Delivery::new(
             appservices.all(),
             &config.app_service_delivery,
+            &crate::net::outbound::extra_roots(&config.outbound.ca_files)?,
             stream.current(),
         )?;
         if as_delivery.is_active() {

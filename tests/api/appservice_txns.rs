@@ -241,6 +241,45 @@ async fn an_invite_carries_the_room_s_stripped_state() {
     }
 }
 
+/// sytest "AS can deactivate a user": a service deactivates one of its users
+/// (`?user_id=`) without user-interactive authentication, as Synapse; a
+/// user's own token still needs it.
+#[tokio::test]
+async fn a_service_deactivates_its_user_without_interactive_auth() {
+    let (s, _files, _fake) = server_and_bridge().await;
+    let bob = ghost(&s, "bridge_bob").await;
+    let (st, b) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/account/deactivate?user_id={}",
+                enc(&bob)
+            ),
+            Some(AS_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let admin = s.admin("admin").await;
+    let (st, b) = s
+        .get(
+            &format!("/_synapse/admin/v2/users/{}", enc(&bob)),
+            admin.token(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["deactivated"], true, "{b}");
+    let alice = s.user("alice").await;
+    let (st, b) = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            alice.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(b["flows"].is_array(), "{b}");
+}
+
 #[tokio::test]
 async fn a_failed_transaction_is_retried_with_the_same_id_and_body() {
     let (s, _files, fake) = server_and_bridge().await;

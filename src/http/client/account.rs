@@ -49,9 +49,13 @@ async fn deactivate(
     UiaRuma { req, op, .. }: UiaRuma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let user_id = r.user_id();
-    s.uia
-        .require_password(req.auth.as_ref(), &op, &user_id, &s.accounts)
-        .await?;
+    // As Synapse: a service deactivates its own users without
+    // user-interactive authentication (it has no password to give).
+    if r.app_service.is_none() {
+        s.uia
+            .require_password(req.auth.as_ref(), &op, &user_id, &s.accounts)
+            .await?;
+    }
     // As Synapse: the account leaves its rooms too, and with `erase` its
     // events are served redacted to those who join later.
     admin::deactivate_user(&s, &user_id, req.erase).await?;

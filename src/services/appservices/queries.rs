@@ -135,7 +135,24 @@ impl AppServices {
         out
     }
 
+    /// The service's metadata for `protocol`, from memory when it answered
+    /// within [`super::PROTOCOL_CACHE_TTL`]; `None` when it does not answer
+    /// usable metadata (not remembered: asked again next time).
     async fn protocol_info(&self, a: &AppService, protocol: &str) -> Option<Value> {
+        let key = (a.id.clone(), protocol.to_owned());
+        if let Some((at, info)) = self.protocol_cache.lock().get(&key)
+            && at.elapsed() < super::PROTOCOL_CACHE_TTL
+        {
+            return Some(info.clone());
+        }
+        let info = self.ask_protocol_info(a, protocol).await?;
+        self.protocol_cache
+            .lock()
+            .insert(key, (std::time::Instant::now(), info.clone()));
+        Some(info)
+    }
+
+    async fn ask_protocol_info(&self, a: &AppService, protocol: &str) -> Option<Value> {
         let url = Self::app_url(a, &["thirdparty", "protocol", protocol])?;
         let mut info = self.ask(a, &url, &[]).await?;
         // As Synapse's check: an object whose `instances` is a list of
