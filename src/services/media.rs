@@ -5,6 +5,7 @@
 //! `media` table.
 
 pub mod admin;
+mod html;
 pub mod oembed;
 pub mod preview;
 pub mod store;

@@ -19,7 +19,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::preview::{raw_kind, tokenized};
+use super::html::{raw_kind, tokenized};
 use crate::config::OembedConfig;
 
 /// The built-in providers.

@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use html5ever::tokenizer::states::RawKind;
-use html5ever::tokenizer::{
-    BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
-};
+use html5ever::tokenizer::{TagKind, Token, TokenSink, TokenSinkResult};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use ruma::api::error::ErrorKind;
 use serde_json::{Map, Value};
 
+use super::html::{raw_kind, tokenized};
 use super::oembed;
 use super::{Media, UploadInfo};
 use crate::config::UrlPreviewConfig;
@@ -391,27 +390,6 @@ pub fn open_graph(html: &str) -> Map<String, Value> {
         }
     }
     og
-}
-
-/// `sink` fed the tokens of `html`.
-pub(super) fn tokenized<S: TokenSink>(html: &str, sink: S) -> S {
-    let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
-    let queue = BufferQueue::default();
-    queue.push_back(html.into());
-    let _ = tokenizer.feed(&queue);
-    tokenizer.end();
-    tokenizer.sink
-}
-
-/// How the tokenizer must read what follows the start tag `name`, for the
-/// tags whose content is not markup (a script's `<meta>` is no tag).
-pub(super) fn raw_kind(name: &str) -> Option<RawKind> {
-    match name {
-        "title" | "textarea" => Some(RawKind::Rcdata),
-        "script" => Some(RawKind::ScriptData),
-        "style" | "noscript" | "iframe" | "xmp" => Some(RawKind::Rawtext),
-        _ => None,
-    }
 }
 
 /// Whitespace runs as one space, trimmed.
