@@ -324,19 +324,38 @@ impl<'a> Builder<'a> {
     /// [`Builder::prefetch`]'s unread events of the joined rooms: after
     /// the counts made so far, in one read.
     async fn prefetch_unread(&mut self, wanted: &[(&Candidate, &RoomConfig)]) -> Result<()> {
-        let s = self.s;
         let mut counted = Vec::new();
         for (c, _) in wanted {
             if c.membership != MembershipState::Join {
                 continue;
             }
-            let state = s.rooms.current_state(&c.room_id).await?;
-            let pos = self.read_position(&c.room_id, &state).await?;
+            let state = self.s.rooms.current_state(&c.room_id).await?;
             counted.push((
                 c.room_id.clone(),
-                s.unread.resume(&self.user, &c.room_id, pos, self.to),
+                self.counted_so_far(&c.room_id, &state).await?,
             ));
         }
+        self.read.unread = self.events_after_counts(counted).await?;
+        Ok(())
+    }
+
+    /// The room's unread counts made so far (resumed as `/sync` resumes
+    /// them, from the user's read position).
+    async fn counted_so_far(
+        &mut self,
+        room_id: &RoomId,
+        state: &StateMap,
+    ) -> Result<notifications::Counted> {
+        let pos = self.read_position(room_id, state).await?;
+        Ok(self.s.unread.resume(&self.user, room_id, pos, self.to))
+    }
+
+    /// Each room's counts so far with the events after them, newest first
+    /// (none when the counts reach the answer's end), in one read.
+    async fn events_after_counts(
+        &self,
+        counted: Vec<(OwnedRoomId, notifications::Counted)>,
+    ) -> Result<HashMap<OwnedRoomId, (notifications::Counted, Vec<Arc<Pdu>>)>> {
         let spans: Vec<StreamSpan> = counted
             .iter()
             .filter(|(_, so_far)| so_far.upto < self.to)
@@ -350,17 +369,20 @@ impl<'a> Builder<'a> {
         let mut unread = if spans.is_empty() {
             HashMap::new()
         } else {
-            let refs = s
+            let refs = self
+                .s
                 .storage
                 .rooms_events_in_stream(&spans, Some(self.user.as_str()))
                 .await?;
-            s.rooms.pdus_for_refs(refs).await?
+            self.s.rooms.pdus_for_refs(refs).await?
         };
-        for (room_id, so_far) in counted {
-            let events = unread.remove(&room_id).unwrap_or_default();
-            self.read.unread.insert(room_id, (so_far, events));
-        }
-        Ok(())
+        Ok(counted
+            .into_iter()
+            .map(|(room_id, so_far)| {
+                let events = unread.remove(&room_id).unwrap_or_default();
+                (room_id, (so_far, events))
+            })
+            .collect())
     }
 
     /// Where a room's answer ends: now, or a left room at the leave.
@@ -738,34 +760,18 @@ impl<'a> Builder<'a> {
     /// `/sync` counts (resuming the counts it made).
     async fn unread_counts(&mut self, room_id: &RoomId, state: &StateMap) -> Result<(u64, u64)> {
         let s = self.s;
-        let (mut so_far, unread) = match self.read.unread.remove(room_id) {
-            Some(read) => read,
+        let read = match self.read.unread.remove(room_id) {
+            Some(read) => Some(read),
             None => {
-                let pos = self.read_position(room_id, state).await?;
-                let so_far = s.unread.resume(&self.user, room_id, pos, self.to);
-                if so_far.upto >= self.to {
-                    (so_far, Vec::new())
-                } else {
-                    let span = StreamSpan {
-                        room_id: room_id.as_str(),
-                        from: so_far.upto,
-                        to: self.to,
-                        limit: notifications::MAX_COUNTED,
-                    };
-                    let refs = s
-                        .storage
-                        .rooms_events_in_stream(&[span], Some(self.user.as_str()))
-                        .await?;
-                    let unread = s
-                        .rooms
-                        .pdus_for_refs(refs)
-                        .await?
-                        .remove(room_id)
-                        .unwrap_or_default();
-                    (so_far, unread)
-                }
+                let so_far = self.counted_so_far(room_id, state).await?;
+                self.events_after_counts(vec![(room_id.to_owned(), so_far)])
+                    .await?
+                    .remove(room_id)
             }
         };
+        let (mut so_far, unread) = read.ok_or_else(|| {
+            MatrixError::internal(format!("no unread counts were read for {room_id}"))
+        })?;
         if so_far.upto >= self.to {
             return Ok((so_far.notify, so_far.highlight));
         }
