@@ -209,7 +209,7 @@ fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
 /// `type` is no attempt at all (the client wants the flows), and
 /// `m.login.password` with a top-level `user` becomes an `m.id.user` identifier.
 fn normalize_legacy_auth(body: Bytes) -> Bytes {
-    if !body.windows(6).any(|w| w == b"\"auth\"") {
+    if memchr::memmem::find(&body, b"\"auth\"").is_none() {
         return body;
     }
     let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(&body)

@@ -121,6 +121,21 @@ fn u16_at(body: &[u8], at: usize) -> Result<u16, Malformed> {
     Ok(u16::from_le_bytes(bytes.try_into().map_err(|_| Malformed)?))
 }
 
+/// Where `body`'s contents start: the length of its index and names (the
+/// part that says which device gets what, without the contents).
+pub fn header_len(body: &[u8]) -> Result<usize, Malformed> {
+    let n = count(body)?;
+    let mut end = 4 + n * ENTRY_BYTES;
+    for i in 0..n {
+        let at = 4 + i * ENTRY_BYTES;
+        end += u16_at(body, at + 4)? as usize + u16_at(body, at + 6)? as usize;
+    }
+    if end > body.len() {
+        return Err(Malformed);
+    }
+    Ok(end)
+}
+
 /// The number of entries of `body`.
 pub fn count(body: &[u8]) -> Result<usize, Malformed> {
     let n = u32_at(body, 0)? as usize;
@@ -133,6 +148,16 @@ pub fn count(body: &[u8]) -> Result<usize, Malformed> {
 /// Entry `i` of `body` (`i` below [`count`]), its names and content range
 /// checked against the body's length.
 pub fn entry(body: &[u8], i: usize) -> Result<Entry<'_>, Malformed> {
+    let e = index_entry(body, i)?;
+    if (e.offset as usize).saturating_add(e.len as usize) > body.len() {
+        return Err(Malformed);
+    }
+    Ok(e)
+}
+
+/// Entry `i` of a body's header (the contents may be stored elsewhere):
+/// its names checked, its content range not.
+fn index_entry(body: &[u8], i: usize) -> Result<Entry<'_>, Malformed> {
     let at = 4 + i * ENTRY_BYTES;
     let name = u32_at(body, at)? as usize;
     let user_len = u16_at(body, at + 4)? as usize;
@@ -144,9 +169,6 @@ pub fn entry(body: &[u8], i: usize) -> Result<Entry<'_>, Malformed> {
         .ok_or(Malformed)?;
     let user = std::str::from_utf8(&names[..user_len]).map_err(|_| Malformed)?;
     let device = std::str::from_utf8(&names[user_len..]).map_err(|_| Malformed)?;
-    if (offset as usize).saturating_add(len as usize) > body.len() {
-        return Err(Malformed);
-    }
     Ok(Entry {
         user,
         device,
@@ -158,6 +180,21 @@ pub fn entry(body: &[u8], i: usize) -> Result<Entry<'_>, Malformed> {
 /// Every entry of `body`, in (user, device) order.
 pub fn entries(body: &[u8]) -> Result<Vec<Entry<'_>>, Malformed> {
     (0..count(body)?).map(|i| entry(body, i)).collect()
+}
+
+/// Every entry of a body's header (its first [`header_len`] bytes, stored
+/// apart from the contents), in (user, device) order; each content lies at
+/// or after the header's end.
+pub fn header_entries(header: &[u8]) -> Result<Vec<Entry<'_>>, Malformed> {
+    (0..count(header)?)
+        .map(|i| {
+            let e = index_entry(header, i)?;
+            if (e.offset as usize) < header.len() {
+                return Err(Malformed);
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// The content at `offset`/`len` of `body` (as an [`Entry`] gives them).
@@ -235,6 +272,17 @@ mod tests {
         );
         let expected = 4 + 4 * ENTRY_BYTES + "@a:xA@a:xZ@b:xD1@b:xD2".len() + 9 + 9 + 7;
         assert_eq!(body.len(), expected);
+        let header = header_len(&body).unwrap();
+        assert_eq!(
+            header,
+            expected - (9 + 9 + 7),
+            "the contents follow the names"
+        );
+        assert_eq!(header_entries(&body[..header]).unwrap(), e);
+        assert!(
+            e.iter().all(|e| e.offset as usize >= header),
+            "no content lies in the header"
+        );
     }
 
     #[test]
@@ -249,10 +297,18 @@ mod tests {
             let short = &body[..cut];
             let _ = entries(short);
             let _ = find(short, "@a:x", "A");
+            let _ = header_len(short);
         }
         assert_eq!(count(&[255, 255, 255, 255]), Err(Malformed));
         assert!(entries(&[]).is_err());
         let empty = encode(&mut Vec::new());
         assert_eq!(entries(&empty).unwrap(), Vec::new());
+        assert_eq!(header_len(&empty), Ok(4));
+        assert_eq!(
+            header_len(&body[..body.len() - 2]),
+            Ok(body.len() - 2),
+            "without its content"
+        );
+        assert_eq!(header_len(&body[..6]), Err(Malformed));
     }
 }

@@ -1,6 +1,9 @@
 //! Send-to-device messaging. A `PUT /sendToDevice` is stored once, at one
-//! stream position: one `to_device_sends` row whose body holds every
-//! recipient device's content (`model::to_device`), not a row per device.
+//! stream position: one body holding every recipient device's content
+//! (`model::to_device`), not a row per device: its header (who gets what)
+//! in a `to_device_sends` row, its contents in pieces (`to_device_chunks`)
+//! so that a device whose message is no longer in memory reads the piece
+//! it lies in, not everyone's.
 //! Which messages wait for which device is kept in memory ([`Pending`]: per
 //! device, the positions and where its content lies in each body), rebuilt
 //! at start-up from the stored sends and the devices' acknowledgements, so
@@ -36,7 +39,7 @@ use crate::model::to_device::{self as send_body, Entry, Recipient};
 use crate::services::e2e_keys::DeviceLists;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::to_device::NewSend;
+use crate::storage::to_device::{CHUNK_BYTES, ChunkRange, NewSend};
 
 /// Messages per `/sync` response, as Synapse; the rest come with the next.
 pub const SYNC_LIMIT: usize = 100;
@@ -74,6 +77,8 @@ pub struct ForSync {
 struct SendMeta {
     sender: Arc<str>,
     event_type: Arc<str>,
+    /// Where the body's contents start (its header's length).
+    header_len: u32,
     /// Recipient devices that have not acknowledged it.
     waiting: usize,
 }
@@ -87,32 +92,45 @@ struct Slot {
     len: u32,
 }
 
+/// Who sent a send, of which type, and where its contents start.
+#[derive(Debug, Clone)]
+struct Send {
+    sender: Arc<str>,
+    event_type: Arc<str>,
+    header_len: u32,
+}
+
+/// A map keyed by names, hashed fast: a send touches one entry per
+/// recipient device, a thousand for a large room's key share.
+type NameMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// What waits for which device.
 #[derive(Default)]
 struct Pending {
     sends: HashMap<i64, SendMeta>,
     /// Per user, per device: its messages in position order.
-    by_user: HashMap<Box<str>, HashMap<Box<str>, VecDeque<Slot>>>,
+    by_user: NameMap<NameMap<VecDeque<Slot>>>,
 }
 
 impl Pending {
     /// Records a send at `pos` for the devices of `entries`.
-    fn add(&mut self, pos: i64, sender: Arc<str>, event_type: Arc<str>, entries: &[Entry<'_>]) {
+    fn add(&mut self, pos: i64, send: Send, entries: &[Entry<'_>]) {
         if entries.is_empty() {
             return;
         }
         self.sends.insert(
             pos,
             SendMeta {
-                sender,
-                event_type,
+                sender: send.sender,
+                event_type: send.event_type,
+                header_len: send.header_len,
                 waiting: entries.len(),
             },
         );
         for e in entries {
             // Looked up by `&str` first: a key is allocated once per device.
             if !self.by_user.contains_key(e.user) {
-                self.by_user.insert(e.user.into(), HashMap::new());
+                self.by_user.insert(e.user.into(), NameMap::default());
             }
             let Some(devices) = self.by_user.get_mut(e.user) else {
                 continue;
@@ -178,7 +196,7 @@ impl Pending {
     }
 
     /// Up to `limit` of the device's messages in `(after, upto]`, with
-    /// their senders and types.
+    /// their sends.
     fn take(
         &self,
         user: &str,
@@ -186,7 +204,7 @@ impl Pending {
         after: i64,
         upto: i64,
         limit: usize,
-    ) -> Vec<(Slot, Arc<str>, Arc<str>)> {
+    ) -> Vec<(Slot, Send)> {
         let Some(queue) = self.by_user.get(user).and_then(|d| d.get(device)) else {
             return Vec::new();
         };
@@ -197,24 +215,31 @@ impl Pending {
             .take(limit)
             .filter_map(|s| {
                 let send = self.sends.get(&s.pos)?;
-                Some((*s, send.sender.clone(), send.event_type.clone()))
+                Some((
+                    *s,
+                    Send {
+                        sender: send.sender.clone(),
+                        event_type: send.event_type.clone(),
+                        header_len: send.header_len,
+                    },
+                ))
             })
             .collect()
     }
 
     fn devices(&self) -> usize {
-        self.by_user.values().map(HashMap::len).sum()
+        self.by_user.values().map(|d| d.len()).sum()
     }
 }
 
 /// Recent sends' bodies, least recently used out past [`BODY_CACHE_BYTES`].
 struct Bodies {
-    lru: lru::LruCache<i64, Arc<[u8]>>,
+    lru: lru::LruCache<i64, bytes::Bytes>,
     bytes: usize,
 }
 
 impl Bodies {
-    fn insert(&mut self, pos: i64, body: Arc<[u8]>) {
+    fn insert(&mut self, pos: i64, body: bytes::Bytes) {
         self.bytes += body.len();
         if let Some(old) = self.lru.put(pos, body) {
             self.bytes -= old.len();
@@ -376,32 +401,93 @@ impl Shared {
         self.storage.delete_to_device_sends(&finished).await
     }
 
-    /// The bodies of the sends at `positions`, from memory or storage.
-    async fn bodies(&self, positions: &[i64]) -> Result<HashMap<i64, Arc<[u8]>>> {
-        let mut out = HashMap::with_capacity(positions.len());
+    /// The content of each of `slots`, in order: from the bodies kept in
+    /// memory, or read from the pieces each lies in.
+    async fn contents(&self, slots: &[(Slot, u32)]) -> Result<Vec<String>> {
+        let mut out: Vec<Option<String>> = vec![None; slots.len()];
         let mut missing = Vec::new();
         {
             let mut bodies = self.bodies.lock();
-            for p in positions {
-                match self.body_lookups.of(bodies.lru.get(p)) {
+            for (i, (slot, _)) in slots.iter().enumerate() {
+                match self.body_lookups.of(bodies.lru.get(&slot.pos)) {
                     Some(b) => {
-                        out.insert(*p, b.clone());
+                        let text = send_body::content(b, slot.offset, slot.len)
+                            .map_err(MatrixError::internal)?;
+                        out[i] = Some(text.to_owned());
                     }
-                    None => missing.push(*p),
+                    None => missing.push(i),
                 }
             }
         }
         if !missing.is_empty() {
-            let read = self.storage.to_device_bodies(&missing).await?;
-            let mut bodies = self.bodies.lock();
-            for (pos, b) in read {
-                let b: Arc<[u8]> = Arc::from(b);
-                bodies.insert(pos, b.clone());
-                out.insert(pos, b);
+            let ranges = missing
+                .iter()
+                .map(|&i| chunk_range(slots[i].0, slots[i].1))
+                .collect::<Result<Vec<_>>>()?;
+            let chunks: HashMap<(i64, i64), Vec<u8>> = self
+                .storage
+                .to_device_chunks(&ranges)
+                .await?
+                .into_iter()
+                .map(|(pos, n, bytes)| ((pos, n), bytes))
+                .collect();
+            for (&i, range) in missing.iter().zip(&ranges) {
+                out[i] = Some(assemble(slots[i], range, &chunks)?);
             }
         }
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     }
+}
+
+/// The pieces the content of `slot` lies in (`header_len`: where its
+/// send's contents start).
+fn chunk_range(slot: Slot, header_len: u32) -> Result<ChunkRange> {
+    let start = slot
+        .offset
+        .checked_sub(header_len)
+        .ok_or_else(|| MatrixError::internal("a to-device content lies in its send's header"))?
+        as usize;
+    let end = start + (slot.len as usize).max(1);
+    let piece = |at: usize| i64::try_from(at / CHUNK_BYTES).unwrap_or(i64::MAX);
+    Ok(ChunkRange {
+        pos: slot.pos,
+        first: piece(start),
+        last: piece(end - 1),
+    })
+}
+
+/// The content of `slot` cut from the pieces of `range` in `chunks`.
+fn assemble(
+    (slot, header_len): (Slot, u32),
+    range: &ChunkRange,
+    chunks: &HashMap<(i64, i64), Vec<u8>>,
+) -> Result<String> {
+    let mut bytes = Vec::with_capacity(slot.len as usize);
+    let mut at = (slot.offset - header_len) as usize;
+    let end = at + slot.len as usize;
+    for n in range.first..=range.last {
+        let piece = chunks.get(&(range.pos, n)).ok_or_else(|| {
+            MatrixError::internal(format!("to-device send {} is missing piece {n}", range.pos))
+        })?;
+        let base = usize::try_from(n).unwrap_or(usize::MAX) * CHUNK_BYTES;
+        let from = at - base;
+        let to = (end - base).min(piece.len());
+        let part = piece.get(from..to).ok_or_else(|| {
+            MatrixError::internal(format!(
+                "to-device send {} has a short piece {n}",
+                range.pos
+            ))
+        })?;
+        bytes.extend_from_slice(part);
+        at += part.len();
+    }
+    if at != end {
+        return Err(MatrixError::internal(format!(
+            "to-device send {} is cut short",
+            range.pos
+        )));
+    }
+    String::from_utf8(bytes).map_err(MatrixError::internal)
 }
 
 pub struct ToDevice {
@@ -546,6 +632,7 @@ impl ToDevice {
         self.check_fan_out(&recipients)?;
         let body = send_body::encode(&mut recipients);
         drop(recipients);
+        let header_len = send_body::header_len(&body).map_err(MatrixError::internal)?;
         let stored = self
             .shared
             .storage
@@ -555,16 +642,21 @@ impl ToDevice {
                 event_type,
                 txn_id,
                 stream_ordering: r.pos(),
-                body: &body,
+                header: &body[..header_len],
+                contents: &body[header_len..],
             })
             .await;
         if let Ok(true) = stored {
-            let kept: Arc<[u8]> = Arc::from(body);
+            // Kept without a copy (a send's body can be megabytes).
+            let kept = bytes::Bytes::from(body);
             let entries = send_body::entries(&kept).map_err(MatrixError::internal)?;
             self.shared.pending.lock().add(
                 r.pos(),
-                Arc::from(sender.user_id.as_str()),
-                Arc::from(event_type),
+                Send {
+                    sender: Arc::from(sender.user_id.as_str()),
+                    event_type: Arc::from(event_type),
+                    header_len: u32::try_from(header_len).map_err(MatrixError::internal)?,
+                },
                 &entries,
             );
             drop(entries);
@@ -628,21 +720,16 @@ impl ToDevice {
                 to,
             });
         };
-        let positions: Vec<i64> = taken.iter().map(|t| t.0.pos).collect();
-        let bodies = self.shared.bodies(&positions).await?;
+        let slots: Vec<(Slot, u32)> = taken.iter().map(|t| (t.0, t.1.header_len)).collect();
+        let contents = self.shared.contents(&slots).await?;
         let events = taken
             .into_iter()
-            .map(|(slot, sender, event_type)| {
-                let b = bodies.get(&slot.pos).ok_or_else(|| {
-                    MatrixError::internal(format!("to-device send {} is missing", slot.pos))
-                })?;
-                let text =
-                    send_body::content(b, slot.offset, slot.len).map_err(MatrixError::internal)?;
+            .zip(contents)
+            .map(|((_, send), text)| {
                 Ok(ToDeviceEvent {
-                    event_type: event_type.to_string(),
-                    sender: sender.to_string(),
-                    content: RawValue::from_string(text.to_owned())
-                        .map_err(MatrixError::internal)?,
+                    event_type: send.event_type.to_string(),
+                    sender: send.sender.to_string(),
+                    content: RawValue::from_string(text).map_err(MatrixError::internal)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -674,7 +761,7 @@ async fn rebuild(storage: &Storage) -> anyhow::Result<Pending> {
         };
         after = last.stream_ordering;
         for row in rows {
-            let entries = match send_body::entries(&row.body) {
+            let entries = match send_body::header_entries(&row.header) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(pos = row.stream_ordering, error = %e, "a stored to-device send is unreadable; left as it is");
@@ -691,10 +778,16 @@ async fn rebuild(storage: &Storage) -> anyhow::Result<Pending> {
             if waiting.is_empty() {
                 finished.push(row.stream_ordering);
             }
+            let Ok(header_len) = u32::try_from(row.header.len()) else {
+                continue;
+            };
             pending.add(
                 row.stream_ordering,
-                Arc::from(row.sender.as_str()),
-                Arc::from(row.event_type.as_str()),
+                Send {
+                    sender: Arc::from(row.sender.as_str()),
+                    event_type: Arc::from(row.event_type.as_str()),
+                    header_len,
+                },
                 &waiting,
             );
         }
@@ -789,6 +882,14 @@ mod tests {
         }
     }
 
+    fn send_of(sender: &str) -> Send {
+        Send {
+            sender: Arc::from(sender),
+            event_type: Arc::from("t"),
+            header_len: 0,
+        }
+    }
+
     fn entry<'a>(user: &'a str, device: &'a str) -> Entry<'a> {
         Entry {
             user,
@@ -815,16 +916,17 @@ mod tests {
             .await
             .unwrap();
         let who = requester("@a:example.org", "DEV");
-        sqlx::query("DROP TABLE to_device_sends")
-            .execute(storage.pool())
-            .await
-            .unwrap();
+        for table in ["to_device_sends", "to_device_chunks"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(storage.pool())
+                .await
+                .unwrap();
+        }
         assert!(to_device.for_sync(&who, Some(10), 10).await.is_ok());
         assert!(to_device.for_sync(&who, None, 10).await.is_ok());
         to_device.shared.pending.lock().add(
             11,
-            Arc::from("@b:example.org"),
-            Arc::from("t"),
+            send_of("@b:example.org"),
             &[entry("@a:example.org", "OTHER")],
         );
         assert!(
@@ -833,8 +935,7 @@ mod tests {
         );
         to_device.shared.pending.lock().add(
             12,
-            Arc::from("@b:example.org"),
-            Arc::from("t"),
+            send_of("@b:example.org"),
             &[entry("@a:example.org", "DEV")],
         );
         assert!(
@@ -849,15 +950,13 @@ mod tests {
     #[test]
     fn pending_keeps_position_order_and_counts_recipients() {
         let mut p = Pending::default();
-        let (s, t): (Arc<str>, Arc<str>) = (Arc::from("@s:x"), Arc::from("t"));
         p.add(
             5,
-            s.clone(),
-            t.clone(),
+            send_of("@s:x"),
             &[entry("@a:x", "A"), entry("@b:x", "B")],
         );
-        p.add(3, s.clone(), t.clone(), &[entry("@a:x", "A")]);
-        p.add(7, s.clone(), t.clone(), &[entry("@a:x", "A")]);
+        p.add(3, send_of("@s:x"), &[entry("@a:x", "A")]);
+        p.add(7, send_of("@s:x"), &[entry("@a:x", "A")]);
         let order: Vec<i64> = p
             .take("@a:x", "A", 0, 10, 10)
             .iter()

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (37, "one_time_keys_clustered", V37),
     (38, "to_device_sends", V38),
     (39, "events_room_time", V39),
+    (43, "to_device_chunks", V43),
 ];
 
 const V1: &str = r#"
@@ -755,6 +756,60 @@ const V39: &str = r#"
 CREATE INDEX events_room_time ON events (room_id, origin_server_ts, stream_ordering);
 "#;
 
+/// A send's contents in pieces (`storage::to_device::CHUNK_BYTES` each),
+/// apart from the header that says which device gets which: a device's
+/// message is read as the piece or two it lies in. [`backfill_v43`] cuts
+/// the bodies stored before.
+const V43: &str = r#"
+CREATE TABLE to_device_chunks (
+    stream_ordering BIGINT NOT NULL,
+    chunk BIGINT NOT NULL,
+    bytes {BLOB} NOT NULL,
+    PRIMARY KEY (stream_ordering, chunk)
+)
+"#;
+
+/// Each stored send keeps its header in `to_device_sends.body`; its
+/// contents move to `to_device_chunks`. A body that cannot be read stays
+/// as it is (start-up reports it and leaves it alone, as before).
+async fn backfill_v43(tx: &mut super::Tx) -> sqlx::Result<()> {
+    let mut after = i64::MIN;
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream_ordering, body FROM to_device_sends WHERE stream_ordering > $1
+             ORDER BY stream_ordering LIMIT 64",
+        )
+        .bind(after)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        for (pos, body) in &rows {
+            let Ok(header) = crate::model::to_device::header_len(body) else {
+                continue;
+            };
+            sqlx::query("UPDATE to_device_sends SET body = $1 WHERE stream_ordering = $2")
+                .bind(&body[..header])
+                .bind(*pos)
+                .execute(&mut **tx)
+                .await?;
+            let chunks = body[header..].chunks(super::to_device::CHUNK_BYTES);
+            for (n, bytes) in (0_i64..).zip(chunks) {
+                sqlx::query(
+                    "INSERT INTO to_device_chunks (stream_ordering, chunk, bytes) VALUES ($1, $2, $3)",
+                )
+                .bind(*pos)
+                .bind(n)
+                .bind(bytes)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+    }
+}
+
 /// Applies the migrations not applied yet, up to version `upto`.
 pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
     let pool = storage.pool();
@@ -790,6 +845,9 @@ pub(super) async fn run(storage: &Storage, upto: i64) -> anyhow::Result<()> {
         }
         if *version == 38 {
             backfill_v38(&mut tx).await?;
+        }
+        if *version == 43 {
+            backfill_v43(&mut tx).await?;
         }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
@@ -901,8 +959,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(rows.len(), 2);
+        let mut bodies = Vec::new();
+        for r in &rows {
+            bodies.push(whole_body(&storage, r.0, &r.3).await);
+        }
         let find = |i: usize, u: &str, d: &str| {
-            crate::model::to_device::find(&rows[i].3, u, d)
+            crate::model::to_device::find(&bodies[i], u, d)
                 .unwrap()
                 .map(str::to_owned)
         };
@@ -914,7 +976,7 @@ mod tests {
         assert_eq!(find(0, "@a:x", "A2").as_deref(), Some(r#"{"to":"a2"}"#));
         assert_eq!(find(0, "@b:x", "B1").as_deref(), Some(r#"{"to":"b1"}"#));
         assert_eq!(
-            crate::model::to_device::entries(&rows[0].3).unwrap().len(),
+            crate::model::to_device::entries(&bodies[0]).unwrap().len(),
             3
         );
         assert_eq!(rows[1].0, 7);
@@ -927,6 +989,77 @@ mod tests {
                 .is_err(),
             "device_inbox is gone"
         );
+    }
+
+    /// A stored send's whole body (`model::to_device`): its header and
+    /// its pieces, in order.
+    async fn whole_body(storage: &Storage, pos: i64, header: &[u8]) -> Vec<u8> {
+        let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT bytes FROM to_device_chunks WHERE stream_ordering = $1 ORDER BY chunk",
+        )
+        .bind(pos)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        let mut body = header.to_vec();
+        for c in chunks {
+            body.extend(c);
+        }
+        body
+    }
+
+    /// Version 43 keeps each stored send's header in `to_device_sends` and
+    /// cuts its contents into `to_device_chunks` pieces; the whole body is
+    /// unchanged, and a body that cannot be read is left as it was.
+    #[tokio::test]
+    async fn v43_cuts_stored_contents_into_pieces() {
+        let (_dir, url, storage) = at_version(39).await;
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20_000));
+        let mut recipients = vec![
+            crate::model::to_device::Recipient {
+                user: "@a:x",
+                device: "A1",
+                content: &big,
+            },
+            crate::model::to_device::Recipient {
+                user: "@b:x",
+                device: "B1",
+                content: r#"{"small":1}"#,
+            },
+        ];
+        let body = crate::model::to_device::encode(&mut recipients);
+        for (pos, bytes) in [(5_i64, body.clone()), (6, b"damaged".to_vec())] {
+            sqlx::query(
+                "INSERT INTO to_device_sends (stream_ordering, sender, event_type, body)
+                 VALUES ($1, '@s:x', 'm.t', $2)",
+            )
+            .bind(pos)
+            .bind(bytes)
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        }
+        drop(storage);
+        let storage = upgraded(&url).await;
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream_ordering, body FROM to_device_sends ORDER BY stream_ordering",
+        )
+        .fetch_all(storage.pool())
+        .await
+        .unwrap();
+        let header = crate::model::to_device::header_len(&body).unwrap();
+        assert_eq!(rows[0].1, body[..header], "the header stays");
+        assert_eq!(whole_body(&storage, 5, &rows[0].1).await, body);
+        let pieces: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM to_device_chunks WHERE stream_ordering = 5")
+                .fetch_one(storage.pool())
+                .await
+                .unwrap();
+        let expected = (body.len() - header).div_ceil(crate::storage::to_device::CHUNK_BYTES);
+        assert_eq!(pieces, i64::try_from(expected).unwrap());
+        assert!(pieces >= 3, "20 KB of contents make several pieces");
+        assert_eq!(rows[1].1, b"damaged", "left as it was");
+        assert_eq!(whole_body(&storage, 6, b"").await, b"", "no pieces");
     }
 
     /// Version 15 sets each existing room's directory flags from its

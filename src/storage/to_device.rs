@@ -1,5 +1,8 @@
 //! Send-to-device: `to_device_sends` (each send once: its position, sender,
-//! type and one body with every recipient's content, `model::to_device`),
+//! type and the header of its body, `model::to_device`: which device gets
+//! which content), `to_device_chunks` (the contents of each send's body cut
+//! into [`CHUNK_BYTES`] pieces, so a device's message is read without
+//! reading everyone else's),
 //! `to_device_acks` (per device, the position up to which it acknowledged
 //! its messages), the transaction ids of sends (`event_transactions`, scope
 //! `to_device:{type}`) and the stream's high-water mark for them.
@@ -13,20 +16,44 @@ pub struct SendRow {
     pub stream_ordering: i64,
     pub sender: String,
     pub event_type: String,
-    /// `model::to_device`'s layout.
-    pub body: Vec<u8>,
+    /// The header of `model::to_device`'s layout: the index and names (the
+    /// contents are in `to_device_chunks`).
+    #[sqlx(rename = "body")]
+    pub header: Vec<u8>,
 }
 
 /// A send to store: who sent it with which transaction id, at which
-/// position, and its body.
+/// position, and its body (`model::to_device`'s layout) cut where its
+/// contents start.
 pub struct NewSend<'a> {
     pub sender: &'a str,
     pub sender_device: &'a str,
     pub event_type: &'a str,
     pub txn_id: &'a str,
     pub stream_ordering: i64,
-    pub body: &'a [u8],
+    pub header: &'a [u8],
+    pub contents: &'a [u8],
 }
+
+/// The size of each stored piece of a send's contents (the last is
+/// shorter): a device's message is read as the one or two pieces it lies
+/// in, not the whole send (which holds every recipient's content).
+pub const CHUNK_BYTES: usize = 8192;
+
+/// Pieces stored per `INSERT` statement.
+const CHUNKS_PER_STATEMENT: usize = 64;
+
+/// Pieces `first..=last` of the send at `pos` (chunk numbers count from the
+/// start of its contents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub pos: i64,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// Ranges read per statement (`UNION ALL` of one select each, padded).
+const RANGES_PER_STATEMENT: usize = 64;
 
 /// A device's acknowledgement: its messages up to `position` are done.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -62,12 +89,36 @@ fn position_lists(positions: &[i64]) -> impl Iterator<Item = (String, Vec<i64>)>
     })
 }
 
-/// Adds the deletion of the sends at `positions` to `w`.
+/// Adds the deletion of the sends at `positions` (and their contents) to
+/// `w`.
 fn push_send_deletions(w: &mut WriteBatch<'_>, positions: &[i64]) {
     for (list, values) in position_lists(positions) {
         w.push(
+            format!("DELETE FROM to_device_chunks WHERE stream_ordering IN ({list})"),
+            values.iter().copied().map(Param::from),
+        );
+        w.push(
             format!("DELETE FROM to_device_sends WHERE stream_ordering IN ({list})"),
             values.into_iter().map(Param::from),
+        );
+    }
+}
+
+/// Adds the storing of `contents` as the pieces of the send at `pos` to `w`.
+fn push_chunks<'a>(w: &mut WriteBatch<'a>, pos: i64, contents: &'a [u8]) {
+    let chunks: Vec<(i64, &[u8])> = (0_i64..).zip(contents.chunks(CHUNK_BYTES)).collect();
+    for group in chunks.chunks(CHUNKS_PER_STATEMENT) {
+        let values: Vec<String> = (0..group.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        w.push(
+            format!(
+                "INSERT INTO to_device_chunks (stream_ordering, chunk, bytes) VALUES {}",
+                values.join(", ")
+            ),
+            group
+                .iter()
+                .flat_map(|(n, bytes)| [Param::from(pos), Param::from(*n), Param::Bytes(bytes)]),
         );
     }
 }
@@ -103,9 +154,10 @@ impl Storage {
                 Param::from(send.stream_ordering),
                 send.sender.into(),
                 send.event_type.into(),
-                Param::Bytes(send.body),
+                Param::Bytes(send.header),
             ],
         );
+        push_chunks(&mut w, send.stream_ordering, send.contents);
         match self.run_batch(w).await {
             Ok(()) => Ok(true),
             Err(e) if Dialect::is_unique_violation(&e) => Ok(false),
@@ -123,20 +175,46 @@ impl Storage {
         .await
     }
 
-    /// The bodies of the sends at `positions` (those that exist).
-    pub async fn to_device_bodies(&self, positions: &[i64]) -> sqlx::Result<Vec<(i64, Vec<u8>)>> {
-        let mut out = Vec::with_capacity(positions.len());
-        for (list, values) in position_lists(positions) {
-            let mut q = self.list_query(format!(
-                "SELECT stream_ordering, body FROM to_device_sends WHERE stream_ordering IN ({list})"
-            ));
-            for v in values {
-                q = q.bind(v);
+    /// The pieces of sends' contents in `ranges`, as (position, chunk
+    /// number, bytes), those that exist.
+    pub async fn to_device_chunks(
+        &self,
+        ranges: &[ChunkRange],
+    ) -> sqlx::Result<Vec<(i64, i64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (group, size) in super::padded_chunks(ranges, RANGES_PER_STATEMENT) {
+            let selects: Vec<String> = (0..size)
+                .map(|i| {
+                    format!(
+                        "SELECT stream_ordering, chunk, bytes FROM to_device_chunks
+                         WHERE stream_ordering = ${} AND chunk BETWEEN ${} AND ${}",
+                        3 * i + 1,
+                        3 * i + 2,
+                        3 * i + 3
+                    )
+                })
+                .collect();
+            let mut q = self.list_query(selects.join(" UNION ALL "));
+            // A range no send has pads the statement to its cached size.
+            let padding = ChunkRange {
+                pos: -1,
+                first: 0,
+                last: -1,
+            };
+            for r in group
+                .iter()
+                .chain(std::iter::repeat_n(&padding, size - group.len()))
+            {
+                q = q.bind(r.pos).bind(r.first).bind(r.last);
             }
             let rows = q
                 .try_map(|r: sqlx::any::AnyRow| {
                     use sqlx::Row;
-                    Ok((r.try_get::<i64, _>(0)?, r.try_get::<Vec<u8>, _>(1)?))
+                    Ok((
+                        r.try_get::<i64, _>(0)?,
+                        r.try_get::<i64, _>(1)?,
+                        r.try_get::<Vec<u8>, _>(2)?,
+                    ))
                 })
                 .fetch_all(self.pool())
                 .await?;

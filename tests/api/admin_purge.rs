@@ -40,9 +40,10 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "schema_migrations",
         // A room's jobs name it in `job_room`: they outlive its purge.
         "jobs",
-        // Send-to-device (v14, v38): about devices, not rooms.
+        // Send-to-device (v14, v38, v43): about devices, not rooms.
         "to_device_sends",
         "to_device_acks",
+        "to_device_chunks",
         "stream_high_water",
         // Key backups (v19): a user's; their keys name rooms and go with a
         // purged room, as Synapse's e2e_room_keys.
@@ -198,10 +199,11 @@ async fn purge_room_leaves_no_row_behind() {
     // notifications by room); 47 with v28's url_previews (by URL) and
     // v30's openid_tokens and profile_fields (per user); 48 with v32's
     // appservice_state (per application service); 49 with v38, which
-    // replaced device_inbox with to_device_sends and to_device_acks.
+    // replaced device_inbox with to_device_sends and to_device_acks; 50
+    // with v43's to_device_chunks (a send's contents in pieces).
     assert_eq!(
         table_count(&server).await,
-        49,
+        50,
         "a table was added: list it in this test and in the purge"
     );
 

@@ -800,3 +800,55 @@ async fn a_deleted_devices_waiting_messages_go_and_free_their_sends() {
     sync_device(&server, &alice, Some(&next_batch(&got))).await;
     assert_eq!(stored_sends(&server).await, 0);
 }
+
+/// Contents larger than a stored piece of a send (8 KiB), several to a
+/// send, come back whole from storage after a restart (nothing in memory
+/// then): each device gets exactly its own, wherever the pieces cut it, in
+/// order, and a second device of the sender's user gets its own too.
+#[tokio::test]
+async fn large_contents_come_back_whole_from_storage_after_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let phone = login_phone(&server).await;
+    let recipients = [&bob, &phone, &carol];
+    let mut since = Vec::new();
+    for r in recipients {
+        since.push(next_batch(&sync_device(&server, r, None).await));
+    }
+    // Sizes differ per device and round, so the cuts fall all over.
+    let size = |i: usize, round: usize| 5_000 + 7_919 * (i + 2 * round);
+    for round in 0..3 {
+        let mut messages = serde_json::Map::new();
+        for (i, r) in recipients.iter().enumerate() {
+            let content =
+                json!({"to": r.device_id, "round": round, "pad": "x".repeat(size(i, round))});
+            messages
+                .entry(r.user_id.clone())
+                .or_insert_with(|| json!({}))[r.device_id.as_str()] = content;
+        }
+        let txn = format!("big{round}");
+        send_to_device(
+            &server,
+            &alice,
+            "my.test.type",
+            &txn,
+            Value::Object(messages),
+        )
+        .await;
+    }
+    server.restart().await;
+    for (i, r) in recipients.iter().enumerate() {
+        let body = sync_device(&server, r, Some(&since[i])).await;
+        let events = to_device_events(&body);
+        assert_eq!(events.len(), 3, "{}", r.device_id);
+        for (round, e) in events.iter().enumerate() {
+            let c = &e["content"];
+            assert_eq!(c["to"], r.device_id.as_str());
+            assert_eq!(c["round"], round);
+            assert_eq!(c["pad"].as_str().map(str::len), Some(size(i, round)));
+            assert_eq!(e["sender"], alice.user_id.as_str());
+        }
+    }
+}
