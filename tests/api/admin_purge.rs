@@ -61,6 +61,8 @@ async fn tables_with_room_id(server: &TestServer) -> Vec<String> {
         "profile_fields",
         // Application services' delivery state (v32): per service.
         "appservice_state",
+        // Application services' network room lists (v42): by room.
+        "appservice_room_list",
     ];
     let mut out = Vec::new();
     for t in names {
@@ -198,10 +200,11 @@ async fn purge_room_leaves_no_row_behind() {
     // notifications by room); 47 with v28's url_previews (by URL) and
     // v30's openid_tokens and profile_fields (per user); 48 with v32's
     // appservice_state (per application service); 49 with v38, which
-    // replaced device_inbox with to_device_sends and to_device_acks.
+    // replaced device_inbox with to_device_sends and to_device_acks; 50
+    // with v42's appservice_room_list (by room: purged).
     assert_eq!(
         table_count(&server).await,
-        49,
+        50,
         "a table was added: list it in this test and in the purge"
     );
 
