@@ -404,7 +404,17 @@ impl Shared {
     }
 }
 
+/// What hears of each stored send (the application services' delivery,
+/// MSC2409), registered at start-up: called on the sending request's task
+/// once the send is stored, so it must be cheap (memory only). This
+/// service knows nothing of who listens.
+pub trait ToDeviceListener: Send + Sync {
+    fn sent(&self, sender: &str, event_type: &str, recipients: &[Recipient<'_>]);
+}
+
 pub struct ToDevice {
+    /// What hears of stored sends ([`ToDeviceListener`]).
+    listeners: parking_lot::RwLock<Vec<Arc<dyn ToDeviceListener>>>,
     shared: Arc<Shared>,
     stream: Arc<Stream>,
     server_name: OwnedServerName,
@@ -448,12 +458,18 @@ impl ToDevice {
             })
         }));
         Ok(Self {
+            listeners: parking_lot::RwLock::new(Vec::new()),
             shared,
             stream,
             server_name: OwnedServerName::try_from(config.server_name.as_str())?,
             max_messages: config.limits.max_to_device_messages,
             max_bytes: config.limits.max_to_device_bytes,
         })
+    }
+
+    /// Registers a listener of stored sends.
+    pub fn listen(&self, listener: Arc<dyn ToDeviceListener>) {
+        self.listeners.write().push(listener);
     }
 
     /// The topic a message for the requester's device touches.
@@ -545,7 +561,6 @@ impl ToDevice {
         }
         self.check_fan_out(&recipients)?;
         let body = send_body::encode(&mut recipients);
-        drop(recipients);
         let stored = self
             .shared
             .storage
@@ -570,7 +585,11 @@ impl ToDevice {
             drop(entries);
             self.shared.bodies.lock().insert(r.pos(), kept);
             self.stream.touch_many(topics, r.pos());
+            for listener in self.listeners.read().iter() {
+                listener.sent(&sender.user_id, event_type, &recipients);
+            }
         }
+        drop(recipients);
         self.stream.complete(r);
         stored?;
         Ok(())
