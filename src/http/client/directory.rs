@@ -111,7 +111,16 @@ async fn set_visibility(
     Auth(r): Auth,
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
 ) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
-    let public = req.visibility == Visibility::Public;
+    let public = match req.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        // As Synapse: neither is a bad body, not a way to unlist.
+        _ => {
+            return Err(MatrixError::bad_json(
+                "visibility must be \"public\" or \"private\"",
+            ));
+        }
+    };
     directory::set_visibility(&s, &r, &req.room_id, public).await?;
     Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
