@@ -34,6 +34,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 /// [`crate::clock::MockClock`] to move time on instead of waiting).
 pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<RunningServer> {
     config.validate()?;
+    crate::services::appservices::check_registrations(&config)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
     })?;

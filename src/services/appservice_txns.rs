@@ -26,26 +26,35 @@
 //!   before it, so the service sees every event once and in order.
 //! - At most [`MAX_EVENTS`] events per transaction (Synapse's limit).
 //! - `url: null`: the service receives nothing.
+//! - With `receive_ephemeral` (MSC2409), receipts, typing and presence
+//!   ([`EphemeralListener`]) and the to-device messages for its users
+//!   ([`ToDeviceListener`]) wait in memory for the next transaction. With
+//!   `org.matrix.msc3202`, so do the users whose device lists changed
+//!   (`DeviceLists::watch`) and share a room that interests it; each of its
+//!   transactions carries the key counts of the devices of its users in
+//!   the transaction's rooms, of its to-device recipients and of its sender.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ruma::OwnedRoomId;
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::AppServiceDeliveryConfig;
 use crate::error::{MatrixError, Result};
 use crate::model::pdu::Pdu;
+use crate::model::to_device::Recipient;
 use crate::net::outbound::{IpFilter, Outbound};
 use crate::services::Services;
 use crate::services::appservices::AppService;
 use crate::services::ephemeral::{EphemeralChange, EphemeralListener};
 use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
+use crate::services::to_device::ToDeviceListener;
 use crate::services::workers::{Stage, Stop, Workers};
 use crate::storage::appservices::{AppServiceState, InFlightTxn};
 
@@ -58,6 +67,11 @@ pub const MAX_QUEUED: usize = 10_000;
 const CATCH_UP_PAGE: i64 = 500;
 /// Ephemeral events waiting per service past this: the oldest are dropped.
 const MAX_EPHEMERAL: usize = 1000;
+/// To-device messages waiting per service past this: the oldest are
+/// dropped (and logged).
+const MAX_TO_DEVICE: usize = 10_000;
+/// To-device messages per transaction (as Synapse).
+const MAX_TO_DEVICE_PER_TXN: usize = 100;
 /// Rooms whose interest (aliases, joined members) is remembered per service.
 const ROOM_CACHE: usize = 4096;
 /// How often, at most, a service's position is written when it was sent
@@ -77,6 +91,20 @@ struct Pending {
     /// Receipts, typing and presence for it (MSC2409), oldest first; in
     /// memory only (a restart loses those not yet in a transaction).
     ephemeral: VecDeque<Value>,
+    /// To-device messages for its users (MSC2409), oldest first, each with
+    /// `to_user_id` and `to_device_id`; in memory only, as `ephemeral`.
+    to_device: VecDeque<Value>,
+    /// Users whose device lists changed and who share a room that interests
+    /// it (MSC3202); in memory only, as `ephemeral`.
+    device_lists: BTreeSet<String>,
+}
+
+/// What the dispatcher hears of besides the pipeline's batches.
+enum Change {
+    /// A receipt, typing or presence change.
+    Ephemeral(EphemeralChange),
+    /// A user's devices or keys changed at this stream position.
+    DeviceList(OwnedUserId, i64),
 }
 
 /// One service that receives transactions.
@@ -95,9 +123,10 @@ pub struct Delivery {
     queue: mpsc::UnboundedSender<Arc<[Committed]>>,
     /// Taken by [`Delivery::start`].
     queued: Mutex<Option<mpsc::UnboundedReceiver<Arc<[Committed]>>>>,
-    /// Receipts, typing and presence as they change, for the dispatcher.
-    changes: mpsc::UnboundedSender<EphemeralChange>,
-    changed: Mutex<Option<mpsc::UnboundedReceiver<EphemeralChange>>>,
+    /// Receipts, typing, presence and device-list changes as they happen,
+    /// for the dispatcher.
+    changes: mpsc::UnboundedSender<Change>,
+    changed: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     /// The stream position at start-up.
     start_pos: i64,
     http: Outbound,
@@ -127,6 +156,8 @@ impl Delivery {
                         db_until: start_pos,
                         safe: start_pos,
                         ephemeral: VecDeque::new(),
+                        to_device: VecDeque::new(),
+                        device_lists: BTreeSet::new(),
                     }),
                     wake: Notify::new(),
                     rooms: Mutex::new(lru::LruCache::new(
@@ -183,6 +214,15 @@ impl Delivery {
         if d.targets.iter().any(|t| t.service.receive_ephemeral) {
             s.ephemeral.listen(d.clone());
             s.presence.listen(d.clone());
+            s.to_device.listen(d.clone());
+        }
+        if d.targets.iter().any(|t| t.service.msc3202) {
+            let changes = d.changes.clone();
+            s.e2e_keys
+                .device_lists()
+                .watch(Arc::new(move |user: &ruma::UserId, pos: i64| {
+                    let _ = changes.send(Change::DeviceList(user.to_owned(), pos));
+                }));
         }
         let services = s.clone();
         workers.spawn("appservice dispatcher", Stage::Subscribers, move |stop| {
@@ -211,7 +251,45 @@ impl Subscriber for Delivery {
 impl EphemeralListener for Delivery {
     /// Hands the change to the dispatcher.
     fn changed(&self, change: EphemeralChange) {
-        let _ = self.changes.send(change);
+        let _ = self.changes.send(Change::Ephemeral(change));
+    }
+}
+
+impl ToDeviceListener for Delivery {
+    /// Queues each message for each service with `receive_ephemeral` whose
+    /// user namespaces hold its recipient (Synapse's rule), in the form
+    /// MSC2409 gives it: the event with `to_user_id` and `to_device_id`.
+    fn sent(&self, sender: &str, event_type: &str, recipients: &[Recipient<'_>]) {
+        for target in self.targets.iter().filter(|t| t.service.receive_ephemeral) {
+            let mine: Vec<Value> = recipients
+                .iter()
+                .filter(|r| target.service.is_interested_in_user(r.user))
+                .filter_map(|r| {
+                    let content: Value = serde_json::from_str(r.content).ok()?;
+                    Some(json!({
+                        "type": event_type,
+                        "sender": sender,
+                        "content": content,
+                        "to_user_id": r.user,
+                        "to_device_id": r.device,
+                    }))
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut p = target.pending.lock();
+            let over = (p.to_device.len() + mine.len()).saturating_sub(MAX_TO_DEVICE);
+            if over > 0 {
+                tracing::warn!(appservice = %target.service.id, dropped = over,
+                    "too many to-device messages waiting: the oldest are dropped");
+                let drop_n = over.min(p.to_device.len());
+                p.to_device.drain(..drop_n);
+            }
+            p.to_device.extend(mine);
+            drop(p);
+            target.wake.notify_one();
+        }
     }
 }
 
@@ -340,6 +418,50 @@ async fn dispatch_change(s: &Services, change: EphemeralChange) {
     }
 }
 
+/// Queues a user whose devices or keys changed (at `pos`) for each service
+/// with `org.matrix.msc3202` that a room of the user's interests (Synapse's
+/// rule), once the change is readable.
+async fn dispatch_device_list(s: &Services, user: &OwnedUserId, pos: i64) {
+    let targets: Vec<&Arc<Target>> = s
+        .as_delivery
+        .targets
+        .iter()
+        .filter(|t| t.service.msc3202)
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    s.stream.wait_for(pos, Duration::from_secs(5)).await;
+    let rooms = match super::memberships::joined_rooms(s, user).await {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            tracing::warn!(%user, error = %e.message(), "could not read a user's rooms: device list change not sent");
+            return;
+        }
+    };
+    for target in targets {
+        let mut interested = false;
+        for room in &rooms {
+            match room_interesting(s, target, room).await {
+                Ok(true) => {
+                    interested = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(appservice = %target.service.id, error = %e.message(),
+                        "could not decide a device list change's interest: not sent");
+                    break;
+                }
+            }
+        }
+        if interested {
+            target.pending.lock().device_lists.insert(user.to_string());
+            target.wake.notify_one();
+        }
+    }
+}
+
 /// An alias of the room in the service's alias namespaces, or a joined
 /// member in its user namespaces.
 async fn room_interests(s: &Services, a: &AppService, room_id: &OwnedRoomId) -> Result<bool> {
@@ -370,7 +492,7 @@ fn changes_room_interest(pdu: &Pdu) -> bool {
 async fn dispatch_forever(
     s: Arc<Services>,
     mut rx: mpsc::UnboundedReceiver<Arc<[Committed]>>,
-    mut changed: mpsc::UnboundedReceiver<EphemeralChange>,
+    mut changed: mpsc::UnboundedReceiver<Change>,
     mut stop: Stop,
 ) {
     loop {
@@ -380,7 +502,10 @@ async fn dispatch_forever(
                 None => break,
             },
             Some(change) = changed.recv() => {
-                dispatch_change(&s, change).await;
+                match change {
+                    Change::Ephemeral(change) => dispatch_change(&s, change).await,
+                    Change::DeviceList(user, pos) => dispatch_device_list(&s, &user, pos).await,
+                }
                 continue;
             }
             () = stop.requested() => {
@@ -514,14 +639,38 @@ async fn next_events(s: &Services, target: &Target, pos: i64) -> Result<(Vec<Arc
     Ok((out, upto.max(pos)))
 }
 
+/// What a transaction carries besides its events.
+#[derive(Default)]
+struct Extras {
+    /// Receipts, typing and presence (MSC2409).
+    ephemeral: Vec<Value>,
+    /// To-device messages for the service's users (MSC2409).
+    to_device: Vec<Value>,
+    /// Users whose device lists changed (MSC3202).
+    device_lists: Vec<String>,
+}
+
+impl Extras {
+    /// Takes what waits: at most [`MAX_EVENTS`] ephemeral events and
+    /// [`MAX_TO_DEVICE_PER_TXN`] to-device messages, every device list change.
+    fn take(p: &mut Pending) -> Self {
+        let n = p.ephemeral.len().min(MAX_EVENTS);
+        let m = p.to_device.len().min(MAX_TO_DEVICE_PER_TXN);
+        Self {
+            ephemeral: p.ephemeral.drain(..n).collect(),
+            to_device: p.to_device.drain(..m).collect(),
+            device_lists: std::mem::take(&mut p.device_lists).into_iter().collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ephemeral.is_empty() && self.to_device.is_empty() && self.device_lists.is_empty()
+    }
+}
+
 /// The transaction's body: the events in client format, and the keys the
 /// registration asks for.
-async fn body(
-    s: &Services,
-    a: &AppService,
-    events: &[Arc<Pdu>],
-    ephemeral: Vec<Value>,
-) -> Result<String> {
+async fn body(s: &Services, a: &AppService, events: &[Arc<Pdu>], extras: Extras) -> Result<String> {
     let mut client = s.rooms.client_events(events, None).await?;
     for (pdu, event) in events.iter().zip(&mut client) {
         if let Some(state) = invite_room_state(s, pdu).await? {
@@ -529,16 +678,85 @@ async fn body(
         }
     }
     let mut body = json!({ "events": client });
+    if a.msc3202 {
+        add_msc3202(s, a, events, &extras, &mut body).await?;
+    }
     if a.receive_ephemeral {
         let key = if a.ephemeral_unstable {
             "de.sorunome.msc2409.ephemeral"
         } else {
             "ephemeral"
         };
-        body[key] = Value::Array(ephemeral);
-        body["de.sorunome.msc2409.to_device"] = json!([]);
+        body[key] = Value::Array(extras.ephemeral);
+        // Synapse's key for them (MSC4203 under MSC2409's prefix).
+        body["de.sorunome.msc2409.to_device"] = Value::Array(extras.to_device);
     }
     serde_json::to_string(&body).map_err(MatrixError::internal)
+}
+
+/// MSC3202's keys, as Synapse writes them: the device list changes, and
+/// the one-time key counts and unused fallback key algorithms of every
+/// device of the service's sender, of its users joined to a room of the
+/// transaction's events or ephemeral events, and of its to-device
+/// recipients (each key left out when no such user has a device).
+async fn add_msc3202(
+    s: &Services,
+    a: &AppService,
+    events: &[Arc<Pdu>],
+    extras: &Extras,
+    body: &mut Value,
+) -> Result<()> {
+    if !extras.device_lists.is_empty() {
+        body["org.matrix.msc3202.device_lists"] =
+            json!({ "changed": extras.device_lists, "left": [] });
+    }
+    let mut rooms: BTreeSet<OwnedRoomId> = events.iter().map(|p| p.room_id.clone()).collect();
+    rooms.extend(
+        extras
+            .ephemeral
+            .iter()
+            .filter_map(|e| e["room_id"].as_str())
+            .filter_map(|r| OwnedRoomId::try_from(r).ok()),
+    );
+    let mut users: BTreeSet<String> = BTreeSet::from([a.sender.to_string()]);
+    for room in &rooms {
+        for member in super::memberships::joined_members(s, room).await? {
+            if a.is_interested_in_user(member.as_str()) {
+                users.insert(member.to_string());
+            }
+        }
+    }
+    users.extend(
+        extras
+            .to_device
+            .iter()
+            .filter_map(|m| m["to_user_id"].as_str())
+            .map(str::to_owned),
+    );
+    let mut one_time = serde_json::Map::new();
+    let mut fallback = serde_json::Map::new();
+    for user in users {
+        let devices = s.sessions.devices(&user).await?;
+        if devices.is_empty() {
+            continue;
+        }
+        let mut counts: BTreeMap<String, Value> = BTreeMap::new();
+        let mut unused: BTreeMap<String, Value> = BTreeMap::new();
+        for d in devices {
+            let k = s.e2e_keys.counts(&user, d.device_id.as_str()).await?;
+            counts.insert(d.device_id.to_string(), json!(k.one_time));
+            unused.insert(d.device_id.to_string(), json!(k.unused_fallback));
+        }
+        one_time.insert(user.clone(), json!(counts));
+        fallback.insert(user, json!(unused));
+    }
+    if !one_time.is_empty() {
+        // Synapse writes both spellings.
+        body["org.matrix.msc3202.device_one_time_key_counts"] = Value::Object(one_time.clone());
+        body["org.matrix.msc3202.device_one_time_keys_count"] = Value::Object(one_time);
+        body["org.matrix.msc3202.device_unused_fallback_key_types"] = Value::Object(fallback);
+    }
+    Ok(())
 }
 
 /// An invite's `unsigned.invite_room_state`, as Synapse gives it to
@@ -681,13 +899,9 @@ impl Sender {
                 return pause(stop, Duration::from_secs(1)).await;
             }
         };
-        let ephemeral: Vec<Value> = {
-            let mut p = self.target.pending.lock();
-            let n = p.ephemeral.len().min(MAX_EVENTS);
-            p.ephemeral.drain(..n).collect()
-        };
-        if !events.is_empty() || !ephemeral.is_empty() {
-            return self.record(&events, ephemeral, upto, stop).await;
+        let extras = Extras::take(&mut self.target.pending.lock());
+        if !events.is_empty() || !extras.is_empty() {
+            return self.record(&events, extras, upto, stop).await;
         }
         if upto > self.pos {
             self.pos = upto;
@@ -696,15 +910,15 @@ impl Sender {
         self.idle(stop).await
     }
 
-    /// Records the transaction of `events` and `ephemeral` as in flight.
+    /// Records the transaction of `events` and `extras` as in flight.
     async fn record(
         &mut self,
         events: &[Arc<Pdu>],
-        ephemeral: Vec<Value>,
+        extras: Extras,
         upto: i64,
         stop: &mut Stop,
     ) -> bool {
-        let built = match body(&self.s, &self.target.service, events, ephemeral).await {
+        let built = match body(&self.s, &self.target.service, events, extras).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(appservice = %self.id, error = %e.message(), "could not build a transaction");

@@ -369,6 +369,30 @@ fn check_together(list: &[AppService]) -> Result<(), RegistrationError> {
     Ok(())
 }
 
+/// Reads every registration file the config names and checks them, alone
+/// and together.
+fn read_all(
+    config: &crate::config::Config,
+    server_name: &ServerName,
+) -> Result<Vec<AppService>, RegistrationError> {
+    let list = config
+        .app_services
+        .iter()
+        .map(|f| read_registration(f, server_name))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_together(&list)?;
+    Ok(list)
+}
+
+/// Checks the registration files before anything is written: the start
+/// stops here, before the data dir, the signing key or the database is
+/// touched, when one of them cannot be used.
+pub fn check_registrations(config: &crate::config::Config) -> anyhow::Result<()> {
+    let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())?;
+    read_all(config, &server_name)?;
+    Ok(())
+}
+
 /// The registered application services.
 pub struct AppServices {
     list: Vec<Arc<AppService>>,
@@ -393,13 +417,10 @@ impl AppServices {
         server_name: &ServerName,
         storage: Storage,
     ) -> anyhow::Result<Self> {
-        let list = config
-            .app_services
-            .iter()
-            .map(|f| read_registration(f, server_name))
-            .collect::<Result<Vec<_>, _>>()?;
-        check_together(&list)?;
-        let list: Vec<Arc<AppService>> = list.into_iter().map(Arc::new).collect();
+        let list: Vec<Arc<AppService>> = read_all(config, server_name)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let by_token = list
             .iter()
             .map(|a| (a.as_token.clone(), a.clone()))

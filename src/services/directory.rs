@@ -209,9 +209,81 @@ pub async fn publish(s: &Services, room_id: &RoomId, public: bool) -> Result<()>
     Ok(())
 }
 
-/// The rooms listed in the public directory.
-pub async fn public_rooms(s: &Services) -> Result<Vec<OwnedRoomId>> {
-    Ok(s.storage.public_rooms().await?)
+/// Which room list `/publicRooms` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomList {
+    /// The main directory (`/directory/list/room`): what is asked when no
+    /// network is named.
+    Main,
+    /// The main directory and every application service's network lists
+    /// (`include_all_networks`).
+    All,
+    /// One application service's list of one network
+    /// (`third_party_instance_id`, `{appservice id}|{network id}`).
+    Network {
+        appservice_id: String,
+        network_id: String,
+    },
+}
+
+impl RoomList {
+    /// `third_party_instance_id` as Synapse reads it: the application
+    /// service's id and the network id, split at the one `|`; 400
+    /// `M_INVALID_PARAM` for anything else.
+    pub fn third_party(instance_id: &str) -> Result<Self> {
+        let mut parts = instance_id.split('|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(appservice_id), Some(network_id), None) => Ok(Self::Network {
+                appservice_id: appservice_id.to_owned(),
+                network_id: network_id.to_owned(),
+            }),
+            _ => Err(MatrixError::invalid_param(format!(
+                "Invalid third_party_instance_id {instance_id:?}: expected `appservice|network`"
+            ))),
+        }
+    }
+}
+
+/// The rooms of a published room list.
+pub async fn public_rooms(s: &Services, list: &RoomList) -> Result<Vec<OwnedRoomId>> {
+    Ok(match list {
+        RoomList::Main => s.storage.public_rooms().await?,
+        RoomList::All => s.storage.rooms_listed_anywhere().await?,
+        RoomList::Network {
+            appservice_id,
+            network_id,
+        } => {
+            s.storage
+                .appservice_listed_rooms(appservice_id, network_id)
+                .await?
+        }
+    })
+}
+
+/// Publishes a known room in (or removes it from) the list of network
+/// `network_id` of the application service whose token made the request
+/// (`PUT`/`DELETE /directory/list/appservice/{networkId}/{roomId}`). As
+/// Synapse: 403 `M_FORBIDDEN` for anyone but a service, and no rule on the
+/// room's state or the network id (the service keeps its own networks).
+/// Unlike Synapse, a room the server does not know is 404 `M_NOT_FOUND`
+/// rather than a row naming nothing.
+pub async fn set_appservice_visibility(
+    s: &Services,
+    r: &Requester,
+    network_id: &str,
+    room_id: &RoomId,
+    public: bool,
+) -> Result<()> {
+    let Some(appservice_id) = r.app_service.as_deref() else {
+        return Err(MatrixError::forbidden(
+            "Only application services can edit the appservice published room list",
+        ));
+    };
+    s.rooms.known_version(room_id).await?;
+    s.storage
+        .set_appservice_listed(appservice_id, network_id, room_id.as_str(), public)
+        .await?;
+    Ok(())
 }
 
 /// Local users matching `term` who share a joined room with `searcher`, or

@@ -57,7 +57,14 @@ pub struct DeviceLists {
     /// (`to_device` forgets the user's devices and drops what waits for a
     /// deleted one) before the change is answered.
     listener: std::sync::OnceLock<DeviceListener>,
+    /// Told of each change with its stream position once it is reserved
+    /// (the application services' delivery, MSC3202): memory only, cheap.
+    watchers: parking_lot::RwLock<Vec<DeviceWatcher>>,
 }
+
+/// What [`DeviceLists::watch`] calls with a user whose devices or keys
+/// change and the change's stream position (readable once it completes).
+pub type DeviceWatcher = Arc<dyn Fn(&UserId, i64) + Send + Sync>;
 
 impl DeviceLists {
     /// `cached_users`: how many users' `/keys/query` answers are kept.
@@ -67,7 +74,13 @@ impl DeviceLists {
             stream,
             keys: KeyCache::new(NonZeroUsize::new(cached_users).unwrap_or(NonZeroUsize::MIN)),
             listener: std::sync::OnceLock::new(),
+            watchers: parking_lot::RwLock::new(Vec::new()),
         }
+    }
+
+    /// Registers a watcher of every change of a user's devices or keys.
+    pub fn watch(&self, watcher: DeviceWatcher) {
+        self.watchers.write().push(watcher);
     }
 
     /// Sets what is awaited for each user whose devices changed, right
@@ -131,6 +144,9 @@ impl DeviceLists {
             if let Ok(u) = OwnedUserId::try_from(u) {
                 self.stream.touch(Topic::DeviceLists(u), r.pos());
             }
+        }
+        for watcher in self.watchers.read().iter() {
+            watcher(user, r.pos());
         }
         Ok(r)
     }
@@ -332,6 +348,11 @@ impl E2eKeys {
         self.counts
             .lock()
             .pop(&(user_id.to_owned(), device_id.to_owned()));
+    }
+
+    /// What records device and key changes (to watch them).
+    pub fn device_lists(&self) -> &Arc<DeviceLists> {
+        &self.lists
     }
 
     /// A device's key counts, from memory when unchanged since last read.

@@ -94,7 +94,7 @@ struct Slot {
 
 /// Who sent a send, of which type, and where its contents start.
 #[derive(Debug, Clone)]
-struct Send {
+struct Sent {
     sender: Arc<str>,
     event_type: Arc<str>,
     header_len: u32,
@@ -114,7 +114,7 @@ struct Pending {
 
 impl Pending {
     /// Records a send at `pos` for the devices of `entries`.
-    fn add(&mut self, pos: i64, send: Send, entries: &[Entry<'_>]) {
+    fn add(&mut self, pos: i64, send: Sent, entries: &[Entry<'_>]) {
         if entries.is_empty() {
             return;
         }
@@ -204,7 +204,7 @@ impl Pending {
         after: i64,
         upto: i64,
         limit: usize,
-    ) -> Vec<(Slot, Send)> {
+    ) -> Vec<(Slot, Sent)> {
         let Some(queue) = self.by_user.get(user).and_then(|d| d.get(device)) else {
             return Vec::new();
         };
@@ -217,7 +217,7 @@ impl Pending {
                 let send = self.sends.get(&s.pos)?;
                 Some((
                     *s,
-                    Send {
+                    Sent {
                         sender: send.sender.clone(),
                         event_type: send.event_type.clone(),
                         header_len: send.header_len,
@@ -490,7 +490,17 @@ fn assemble(
     String::from_utf8(bytes).map_err(MatrixError::internal)
 }
 
+/// What hears of each stored send (the application services' delivery,
+/// MSC2409), registered at start-up: called on the sending request's task
+/// once the send is stored, so it must be cheap (memory only). This
+/// service knows nothing of who listens.
+pub trait ToDeviceListener: Send + Sync {
+    fn sent(&self, sender: &str, event_type: &str, recipients: &[Recipient<'_>]);
+}
+
 pub struct ToDevice {
+    /// What hears of stored sends ([`ToDeviceListener`]).
+    listeners: parking_lot::RwLock<Vec<Arc<dyn ToDeviceListener>>>,
     shared: Arc<Shared>,
     stream: Arc<Stream>,
     server_name: OwnedServerName,
@@ -534,12 +544,18 @@ impl ToDevice {
             })
         }));
         Ok(Self {
+            listeners: parking_lot::RwLock::new(Vec::new()),
             shared,
             stream,
             server_name: OwnedServerName::try_from(config.server_name.as_str())?,
             max_messages: config.limits.max_to_device_messages,
             max_bytes: config.limits.max_to_device_bytes,
         })
+    }
+
+    /// Registers a listener of stored sends.
+    pub fn listen(&self, listener: Arc<dyn ToDeviceListener>) {
+        self.listeners.write().push(listener);
     }
 
     /// The topic a message for the requester's device touches.
@@ -631,7 +647,6 @@ impl ToDevice {
         }
         self.check_fan_out(&recipients)?;
         let body = send_body::encode(&mut recipients);
-        drop(recipients);
         let header_len = send_body::header_len(&body).map_err(MatrixError::internal)?;
         let stored = self
             .shared
@@ -652,7 +667,7 @@ impl ToDevice {
             let entries = send_body::entries(&kept).map_err(MatrixError::internal)?;
             self.shared.pending.lock().add(
                 r.pos(),
-                Send {
+                Sent {
                     sender: Arc::from(sender.user_id.as_str()),
                     event_type: Arc::from(event_type),
                     header_len: u32::try_from(header_len).map_err(MatrixError::internal)?,
@@ -662,7 +677,11 @@ impl ToDevice {
             drop(entries);
             self.shared.bodies.lock().insert(r.pos(), kept);
             self.stream.touch_many(topics, r.pos());
+            for listener in self.listeners.read().iter() {
+                listener.sent(&sender.user_id, event_type, &recipients);
+            }
         }
+        drop(recipients);
         self.stream.complete(r);
         stored?;
         Ok(())
@@ -783,7 +802,7 @@ async fn rebuild(storage: &Storage) -> anyhow::Result<Pending> {
             };
             pending.add(
                 row.stream_ordering,
-                Send {
+                Sent {
                     sender: Arc::from(row.sender.as_str()),
                     event_type: Arc::from(row.event_type.as_str()),
                     header_len,
@@ -882,8 +901,8 @@ mod tests {
         }
     }
 
-    fn send_of(sender: &str) -> Send {
-        Send {
+    fn send_of(sender: &str) -> Sent {
+        Sent {
             sender: Arc::from(sender),
             event_type: Arc::from("t"),
             header_len: 0,

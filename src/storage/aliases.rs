@@ -139,6 +139,59 @@ impl Storage {
         rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
     }
 
+    /// Rooms an application service published in one network's list.
+    pub async fn appservice_listed_rooms(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+    ) -> sqlx::Result<Vec<OwnedRoomId>> {
+        let rooms: Vec<String> = sqlx::query_scalar(
+            "SELECT room_id FROM appservice_room_list WHERE appservice_id = $1 AND network_id = $2",
+        )
+        .bind(appservice_id)
+        .bind(network_id)
+        .fetch_all(self.pool())
+        .await?;
+        rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
+    }
+
+    /// Rooms published in the directory or in any application service's
+    /// network list, each once.
+    pub async fn rooms_listed_anywhere(&self) -> sqlx::Result<Vec<OwnedRoomId>> {
+        let rooms: Vec<String> = sqlx::query_scalar(
+            "SELECT room_id FROM rooms WHERE is_public = 1
+             UNION SELECT room_id FROM appservice_room_list",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rooms.into_iter().map(|r| parse_id("room_id", r)).collect()
+    }
+
+    /// Publishes a room in (or removes it from) an application service's
+    /// network list; publishing twice or removing an absent room is no change.
+    pub async fn set_appservice_listed(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &str,
+        listed: bool,
+    ) -> sqlx::Result<()> {
+        let sql = if listed {
+            "INSERT INTO appservice_room_list (appservice_id, network_id, room_id)
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM appservice_room_list
+             WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3"
+        };
+        sqlx::query(sql)
+            .bind(appservice_id)
+            .bind(network_id)
+            .bind(room_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Local users whom `searcher` may find and who have, for each of
     /// `words` (lowercased, the most selective first), a directory word it
     /// begins: those joined to a room the searcher is joined to (not the

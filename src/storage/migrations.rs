@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (37, "one_time_keys_clustered", V37),
     (38, "to_device_sends", V38),
     (39, "events_room_time", V39),
+    (42, "appservice_room_list", V42),
     (43, "to_device_chunks", V43),
 ];
 
@@ -754,6 +755,19 @@ async fn backfill_v38(tx: &mut super::Tx) -> sqlx::Result<()> {
 /// events nearest a time, which scanned the whole room without it).
 const V39: &str = r#"
 CREATE INDEX events_room_time ON events (room_id, origin_server_ts, stream_ordering);
+"#;
+
+/// The rooms each application service publishes in its networks' room
+/// lists (`PUT /directory/list/appservice/{networkId}/{roomId}`), apart
+/// from the main directory (`rooms.is_public`). By room for purges.
+const V42: &str = r#"
+CREATE TABLE appservice_room_list (
+    appservice_id TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (appservice_id, network_id, room_id)
+);
+CREATE INDEX appservice_room_list_room ON appservice_room_list (room_id);
 "#;
 
 /// A send's contents in pieces (`storage::to_device::CHUNK_BYTES` each),

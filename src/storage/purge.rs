@@ -44,6 +44,7 @@ pub const ROOM_TABLES: &[&str] = &[
     "event_expiry",
     "push_queue",
     "push_notifications",
+    "appservice_room_list",
     "events",
     "rooms",
 ];

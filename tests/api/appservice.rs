@@ -656,3 +656,344 @@ async fn the_admin_user_list_names_the_application_service() {
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["appservice_id"], "bridge");
 }
+
+// ------------------------------------------------------ network room lists
+
+const PUBLIC_ROOMS: &str = "/_matrix/client/v3/publicRooms";
+
+fn network_list(network: &str, room: &str) -> String {
+    format!(
+        "/_matrix/client/v3/directory/list/appservice/{}/{}",
+        enc(network),
+        enc(room)
+    )
+}
+
+/// The room ids of a `/publicRooms` answer, in its order.
+fn listed(b: &Value) -> Vec<String> {
+    b["chunk"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no chunk: {b}"))
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn public_rooms_post(s: &TestServer, token: Option<&str>, body: Value) -> Vec<String> {
+    let (st, b) = s.post(PUBLIC_ROOMS, token, body).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    listed(&b)
+}
+
+/// The rooms of one network's list (`third_party_instance_id`).
+async fn network_rooms(s: &TestServer, token: Option<&str>, instance: &str) -> Vec<String> {
+    public_rooms_post(s, token, json!({"third_party_instance_id": instance})).await
+}
+
+#[tokio::test]
+async fn a_service_publishes_rooms_in_its_network_lists_apart_from_the_main_one() {
+    let (s, _files) = server_with_bridge("null").await;
+    let alice = s.user("alice").await;
+    let token = alice.token();
+    let bridged = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "name": "Bridged", "topic": "from gitter"}),
+    )
+    .await;
+    let main = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "visibility": "public", "name": "Main"}),
+    )
+    .await;
+
+    let (st, b) = s
+        .put(
+            &network_list("gitter", &bridged),
+            Some(AS_TOKEN),
+            json!({"visibility": "public"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b, json!({}));
+
+    // Not in the main list, by GET or POST (sytest: "AS and main public
+    // room lists are separate").
+    let (st, b) = s.get(PUBLIC_ROOMS, None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(listed(&b), std::slice::from_ref(&main));
+    assert_eq!(
+        public_rooms_post(&s, token, json!({})).await,
+        std::slice::from_ref(&main)
+    );
+    // In its network's list, shaped as the main list's rooms.
+    let (st, b) = s
+        .post(
+            PUBLIC_ROOMS,
+            token,
+            json!({"third_party_instance_id": "bridge|gitter"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(listed(&b), std::slice::from_ref(&bridged));
+    assert_eq!(b["total_room_count_estimate"], 1, "{b}");
+    let room = &b["chunk"][0];
+    assert_eq!(room["name"], "Bridged", "{b}");
+    assert_eq!(room["topic"], "from gitter", "{b}");
+    assert_eq!(room["num_joined_members"], 1, "{b}");
+    assert_eq!(room["join_rule"], "public", "{b}");
+    // Another network of the service, or another service: empty.
+    for other in ["bridge|irc", "other|gitter", "bridge|"] {
+        assert_eq!(
+            network_rooms(&s, token, other).await,
+            Vec::<String>::new(),
+            "{other}"
+        );
+    }
+    // Every network: both, each once, the search term applying.
+    let mut all = public_rooms_post(&s, token, json!({"include_all_networks": true})).await;
+    all.sort();
+    let mut both = vec![bridged.clone(), main.clone()];
+    both.sort();
+    assert_eq!(all, both);
+    assert_eq!(
+        public_rooms_post(
+            &s,
+            token,
+            json!({"include_all_networks": true, "filter": {"generic_search_term": "gitter"}})
+        )
+        .await,
+        std::slice::from_ref(&bridged)
+    );
+    // `include_all_networks: false` is the main list.
+    assert_eq!(
+        public_rooms_post(&s, token, json!({"include_all_networks": false})).await,
+        std::slice::from_ref(&main)
+    );
+
+    // Published in the main directory too: in both lists, once in all.
+    let (st, b) = s
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{}", enc(&bridged)),
+            token,
+            json!({"visibility": "public"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert!(
+        public_rooms_post(&s, token, json!({}))
+            .await
+            .contains(&bridged)
+    );
+    let (_, b) = s
+        .post(PUBLIC_ROOMS, token, json!({"include_all_networks": true}))
+        .await;
+    assert_eq!(b["total_room_count_estimate"], 2, "{b}");
+
+    // Publishing twice is no change; an empty body means public (Synapse).
+    let (st, b) = s
+        .put(&network_list("gitter", &bridged), Some(AS_TOKEN), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(
+        network_rooms(&s, token, "bridge|gitter").await,
+        std::slice::from_ref(&bridged)
+    );
+    // `private` takes it off that list only; DELETE does the same, twice too.
+    let (st, b) = s
+        .put(
+            &network_list("gitter", &bridged),
+            Some(AS_TOKEN),
+            json!({"visibility": "private"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(
+        network_rooms(&s, token, "bridge|gitter").await,
+        Vec::<String>::new()
+    );
+    assert!(
+        public_rooms_post(&s, token, json!({}))
+            .await
+            .contains(&bridged)
+    );
+    let (st, _) = s
+        .put(&network_list("irc", &bridged), Some(AS_TOKEN), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    for _ in 0..2 {
+        let (st, b) = s
+            .delete(&network_list("irc", &bridged), Some(AS_TOKEN), None)
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        assert_eq!(b, json!({}));
+    }
+    assert_eq!(
+        network_rooms(&s, token, "bridge|irc").await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_service_acting_as_its_user_publishes_in_the_service_s_list() {
+    let (s, _files) = server_with_bridge("null").await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let ghost_id = ghost(&s, "bridge_publisher").await;
+    let path = format!(
+        "{}?user_id={}",
+        network_list("gitter", &room),
+        enc(&ghost_id)
+    );
+    let (st, b) = s
+        .put(&path, Some(AS_TOKEN), json!({"visibility": "public"}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(
+        network_rooms(&s, alice.token(), "bridge|gitter").await,
+        [room]
+    );
+}
+
+#[tokio::test]
+async fn only_a_service_edits_network_lists_and_bad_requests_change_nothing() {
+    let (s, _files) = server_with_bridge("null").await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let path = network_list("gitter", &room);
+    let public = json!({"visibility": "public"});
+
+    assert_error(
+        &s.put(&path, None, public.clone()).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    assert_error(
+        &s.put(&path, Some("not-a-token"), public.clone()).await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    // A user, even one who may publish the room in the main directory.
+    assert_error(
+        &s.put(&path, alice.token(), public.clone()).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &s.delete(&path, alice.token(), None).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    for bad in [json!({"visibility": "secret"}), json!({"visibility": 1})] {
+        assert_error(
+            &s.put(&path, Some(AS_TOKEN), bad.clone()).await,
+            400,
+            "M_BAD_JSON",
+        );
+    }
+    assert_error(
+        &s.request_raw(reqwest::Method::PUT, &path, Some(AS_TOKEN), "{nope")
+            .await,
+        400,
+        "M_NOT_JSON",
+    );
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        assert_error(
+            &s.request(
+                method.clone(),
+                &network_list("gitter", "!unknown:test.local"),
+                Some(AS_TOKEN),
+                Some(public.clone()),
+            )
+            .await,
+            404,
+            "M_NOT_FOUND",
+        );
+        assert_error(
+            &s.request(
+                method,
+                &network_list("gitter", "not-a-room-id"),
+                Some(AS_TOKEN),
+                Some(public.clone()),
+            )
+            .await,
+            400,
+            "M_INVALID_PARAM",
+        );
+    }
+    // Nothing was published by any of them.
+    assert_eq!(
+        public_rooms_post(&s, alice.token(), json!({"include_all_networks": true})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        s.sql_count("SELECT COUNT(*) FROM appservice_room_list")
+            .await,
+        0
+    );
+
+    // /publicRooms: a third_party_instance_id that is not `service|network`,
+    // or one beside include_all_networks (Synapse: 400).
+    for bad in ["gitter", "a|b|c"] {
+        assert_error(
+            &s.post(
+                PUBLIC_ROOMS,
+                alice.token(),
+                json!({"third_party_instance_id": bad}),
+            )
+            .await,
+            400,
+            "M_INVALID_PARAM",
+        );
+    }
+    let (st, b) = s
+        .post(
+            PUBLIC_ROOMS,
+            alice.token(),
+            json!({"include_all_networks": true, "third_party_instance_id": "bridge|gitter"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+}
+
+#[tokio::test]
+async fn a_purged_room_leaves_the_network_lists() {
+    let (s, _files) = server_with_bridge("null").await;
+    let admin = s.admin("root").await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let kept = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    for r in [&room, &kept] {
+        let (st, b) = s
+            .put(&network_list("gitter", r), Some(AS_TOKEN), json!({}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+    }
+    let (st, b) = s
+        .post(
+            &format!("/_dendrite/admin/purgeRoom/{room}"),
+            admin.token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    s.poll_get(
+        &format!("/_synapse/admin/v2/rooms/{room}/delete_status"),
+        admin.token(),
+        std::time::Duration::from_secs(20),
+        |body| body["results"][0]["status"] == "complete",
+    )
+    .await;
+    assert_eq!(
+        network_rooms(&s, alice.token(), "bridge|gitter").await,
+        [kept]
+    );
+    assert_eq!(
+        s.sql_count(&format!(
+            "SELECT COUNT(*) FROM appservice_room_list WHERE room_id = '{room}'"
+        ))
+        .await,
+        0
+    );
+}

@@ -644,3 +644,233 @@ async fn transactions_and_failures_are_counted_in_the_metrics() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ------------------------------------------- to-device and device lists
+
+/// Logs the ghost in through the bridge: a session on a new device.
+async fn ghost_login(s: &TestServer, ghost: &str) -> Session {
+    let (st, b) = s
+        .post(
+            "/_matrix/client/v3/login",
+            Some(AS_TOKEN),
+            json!({"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": ghost}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    Session::from_answer(&b)
+}
+
+async fn send_to_device(s: &TestServer, from: &Session, txn: &str, messages: Value) {
+    let (st, b) = s
+        .put(
+            &format!("/_matrix/client/v3/sendToDevice/m.room.encrypted/{txn}"),
+            from.token(),
+            json!({ "messages": messages }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+const TO_DEVICE: &str = "de.sorunome.msc2409.to_device";
+
+/// Transactions until one carries to-device messages: that one's body.
+async fn to_device_transaction(fake: &FakeAppService) -> Value {
+    loop {
+        let (_, r) = fake.next_transaction().await;
+        if r.body[TO_DEVICE].as_array().is_some_and(|l| !l.is_empty()) {
+            return r.body;
+        }
+    }
+}
+
+/// The bodies of the transactions received until the one carrying
+/// `event_id`, that one last.
+async fn transactions_until_event(fake: &FakeAppService, event_id: &str) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    loop {
+        let (_, r) = fake.next_transaction().await;
+        let done = r.body["events"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["event_id"] == event_id));
+        bodies.push(r.body);
+        if done {
+            return bodies;
+        }
+    }
+}
+
+#[tokio::test]
+async fn to_device_messages_for_the_service_s_users_come_in_transactions() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let carol = s.user("carol").await;
+    let bob = ghost(&s, "bridge_bob").await;
+    let phone = ghost_login(&s, &bob).await;
+    send_to_device(
+        &s,
+        &alice,
+        "t1",
+        json!({
+            bob.clone(): {phone.device_id.clone(): {"ciphertext": "for bob"}},
+            carol.user_id.clone(): {carol.device_id.clone(): {"ciphertext": "for carol"}},
+        }),
+    )
+    .await;
+    let body = to_device_transaction(&fake).await;
+    // Carol is not the service's: only Bob's message, as MSC2409 shapes it.
+    assert_eq!(
+        body[TO_DEVICE],
+        json!([{
+            "type": "m.room.encrypted",
+            "sender": alice.user_id,
+            "content": {"ciphertext": "for bob"},
+            "to_user_id": bob,
+            "to_device_id": phone.device_id,
+        }]),
+        "{body}"
+    );
+    // No MSC3202 keys for a service that did not ask for them.
+    assert!(
+        body.get("org.matrix.msc3202.device_lists").is_none()
+            && body
+                .get("org.matrix.msc3202.device_one_time_keys_count")
+                .is_none(),
+        "{body}"
+    );
+
+    // "*": one message per device of the ghost.
+    let laptop = ghost_login(&s, &bob).await;
+    send_to_device(
+        &s,
+        &alice,
+        "t2",
+        json!({ bob.clone(): {"*": {"ciphertext": "everywhere"}} }),
+    )
+    .await;
+    let body = to_device_transaction(&fake).await;
+    let mut devices: Vec<&str> = body[TO_DEVICE]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["content"]["ciphertext"], "everywhere", "{body}");
+            assert_eq!(m["to_user_id"], bob.as_str(), "{body}");
+            m["to_device_id"].as_str().unwrap()
+        })
+        .collect();
+    devices.sort_unstable();
+    let mut expected = vec![phone.device_id.as_str(), laptop.device_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(devices, expected, "{body}");
+}
+
+#[tokio::test]
+async fn a_service_without_ephemeral_events_gets_no_to_device_messages() {
+    let fake = FakeAppService::start().await;
+    let registration =
+        bridge_registration(&format!("\"{}\"", fake.url)).replace("receive_ephemeral: true\n", "");
+    let (s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let bob = ghost(&s, "bridge_bob").await;
+    let phone = ghost_login(&s, &bob).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    ghost_join(&s, &bob, &room).await;
+    send_to_device(
+        &s,
+        &alice,
+        "t1",
+        json!({ bob.clone(): {phone.device_id.clone(): {"ciphertext": "x"}} }),
+    )
+    .await;
+    let marker = send_text(&s, &alice, &room, "after the to-device message").await;
+    for body in transactions_until_event(&fake, &marker).await {
+        assert!(body.get(TO_DEVICE).is_none(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn msc3202_device_list_changes_and_key_counts_reach_a_service_that_asks() {
+    let fake = FakeAppService::start().await;
+    let registration = format!(
+        "{}org.matrix.msc3202: true\n",
+        bridge_registration(&format!("\"{}\"", fake.url))
+    );
+    let (s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let dave = s.user("dave").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let phone = ghost_login(&s, &bob).await;
+    upload_keys(
+        &s,
+        &phone,
+        json!({
+            "device_keys": own_device_keys(&phone),
+            "one_time_keys": {
+                "signed_curve25519:A1": {"key": "a1", "signatures": {}},
+                "signed_curve25519:A2": {"key": "a2", "signatures": {}},
+            },
+            "fallback_keys": {"signed_curve25519:F1": {"key": "f1", "fallback": true, "signatures": {}}},
+        }),
+    )
+    .await;
+    // Dave shares no room with the service's users; Alice does.
+    upload_keys(&s, &dave, json!({"device_keys": own_device_keys(&dave)})).await;
+    upload_keys(&s, &alice, json!({"device_keys": own_device_keys(&alice)})).await;
+    let mut changed: Vec<String> = Vec::new();
+    let mut left: Vec<Value> = Vec::new();
+    while !changed.contains(&alice.user_id) {
+        let (_, r) = fake.next_transaction().await;
+        if let Some(lists) = r.body.get("org.matrix.msc3202.device_lists") {
+            for u in lists["changed"].as_array().expect("changed") {
+                changed.push(u.as_str().unwrap().to_owned());
+            }
+            left.extend(lists["left"].as_array().expect("left").iter().cloned());
+        }
+    }
+    assert!(changed.contains(&bob), "the ghost's new keys: {changed:?}");
+    assert!(!changed.contains(&dave.user_id), "{changed:?}");
+    assert!(left.is_empty(), "Synapse sends no left users: {left:?}");
+
+    // A message in the ghost's room: the ghost's devices' key counts.
+    let marker = send_text(&s, &alice, &room, "count my keys").await;
+    let body = transactions_until_event(&fake, &marker)
+        .await
+        .pop()
+        .expect("a transaction");
+    for key in [
+        "org.matrix.msc3202.device_one_time_keys_count",
+        "org.matrix.msc3202.device_one_time_key_counts",
+    ] {
+        assert_eq!(
+            body[key][&bob],
+            json!({ phone.device_id.clone(): {"signed_curve25519": 2} }),
+            "{key}: {body}"
+        );
+        // Alice is not the service's user.
+        assert!(body[key].get(&alice.user_id).is_none(), "{body}");
+    }
+    assert_eq!(
+        body["org.matrix.msc3202.device_unused_fallback_key_types"][&bob],
+        json!({ phone.device_id.clone(): ["signed_curve25519"] }),
+        "{body}"
+    );
+    // A claim uses a key: the next transaction counts one.
+    claim_keys(
+        &s,
+        &alice,
+        json!({ bob.clone(): {phone.device_id.clone(): "signed_curve25519"} }),
+    )
+    .await;
+    let marker = send_text(&s, &alice, &room, "count again").await;
+    let body = transactions_until_event(&fake, &marker)
+        .await
+        .pop()
+        .expect("a transaction");
+    assert_eq!(
+        body["org.matrix.msc3202.device_one_time_keys_count"][&bob][&phone.device_id],
+        json!({"signed_curve25519": 1}),
+        "{body}"
+    );
+}

@@ -621,3 +621,57 @@ async fn admin_cli_lists_quarantines_deletes_and_purges_media() {
         "{stderr}"
     );
 }
+
+/// `serve` with registration files that cannot be used stops with a message
+/// naming the file and the key, before it writes anything (no data dir): a
+/// bad regex, a missing token, and two services claiming the same exclusive
+/// namespace.
+#[tokio::test]
+async fn serve_with_bad_app_service_registrations_fails_naming_file_and_key() {
+    let good = crate::harness::bridge_registration("null");
+    let other = good
+        .replace("id: bridge", "id: other")
+        .replace(crate::harness::AS_TOKEN, "as-other")
+        .replace(crate::harness::HS_TOKEN, "hs-other")
+        .replace("sender_localpart: bridgebot", "sender_localpart: otherbot");
+    let cases: [(&str, Vec<String>, &str); 3] = [
+        (
+            "bad-regex",
+            vec![good.replace("\"@bridge_.*:test.local\"", "\"@bridge_[:test.local\"")],
+            "bad-regex-0.yaml: `namespaces.users[0].regex`: not a valid regex",
+        ),
+        (
+            "no-token",
+            vec![good.replace(&format!("as_token: {}\n", crate::harness::AS_TOKEN), "")],
+            "no-token-0.yaml: `as_token`: is required",
+        ),
+        (
+            "overlap",
+            vec![good.clone(), other],
+            "overlap-1.yaml: `namespaces.users`: the exclusive namespace",
+        ),
+    ];
+    for (name, files, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<String> = files
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let path = dir.path().join(format!("{name}-{i}.yaml"));
+                std::fs::write(&path, text).unwrap();
+                path.to_str().unwrap().to_owned()
+            })
+            .collect();
+        let text = format!(
+            "server_name: test.local\nlisten: 127.0.0.1:0\ndata_dir: {}\napp_services: {}\n",
+            serde_json::to_string(dir.path().join("data").to_str().unwrap()).unwrap(),
+            serde_json::to_string(&paths).unwrap()
+        );
+        serve_rejects(&text, expected).await;
+        // Stopped before anything was written.
+        assert!(
+            !dir.path().join("data").exists(),
+            "{name}: data dir created"
+        );
+    }
+}

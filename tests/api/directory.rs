@@ -529,6 +529,21 @@ async fn room_visibility_permissions_and_errors() {
         401,
         "M_MISSING_TOKEN",
     );
+    // A visibility that is neither public nor private: 400 M_BAD_JSON (as
+    // Synapse), and the room stays listed.
+    assert_error(
+        &server
+            .put(
+                &visibility_path(&room),
+                admin.token(),
+                json!({"visibility": "secret"}),
+            )
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    let (_, body) = server.get(&visibility_path(&room), None).await;
+    assert_eq!(body, json!({"visibility": "public"}));
 }
 
 // ---------------------------------------------------------------------------

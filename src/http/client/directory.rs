@@ -1,8 +1,10 @@
 //! Aliases (`/directory/room/{alias}`, `/rooms/{id}/aliases`), the public
-//! room directory (`/directory/list/room`, `/publicRooms`), the user
-//! directory and `/relations`.
+//! room directory (`/directory/list/room`, `/publicRooms`), application
+//! services' network lists (`/directory/list/appservice/{networkId}/{roomId}`),
+//! the user directory and `/relations`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::routing::put;
 use axum::{Json, Router};
 use ruma::RoomId;
 use ruma::api::Direction;
@@ -17,15 +19,16 @@ use ruma::api::client::relations::{
 use ruma::api::client::room::{Visibility, aliases};
 use ruma::api::client::threads::get_threads::{self, v1::IncludeThreads};
 use ruma::api::client::user_directory::search_users;
+use ruma::directory::RoomNetwork;
 use ruma::events::AnyMessageLikeEvent;
 use ruma::serde::Raw;
 use serde_json::{Value, json};
 
 use crate::error::{MatrixError, Result};
-use crate::http::extract::{Auth, GuestAuth, Ruma, RumaResponse};
+use crate::http::extract::{Auth, GuestAuth, JsonBody, Ruma, RumaResponse};
 use crate::http::{AppState, ruma_route};
 use crate::model::accounts::Requester;
-use crate::services::directory;
+use crate::services::directory::{self, RoomList};
 use crate::services::relations::{self, RelationsQuery};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -35,6 +38,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<aliases::v3::Request, _, _>(r, room_aliases);
     let r = ruma_route::<get_room_visibility::v3::Request, _, _>(r, get_visibility);
     let r = ruma_route::<set_room_visibility::v3::Request, _, _>(r, set_visibility);
+    let r = r.route(
+        "/_matrix/client/v3/directory/list/appservice/{network_id}/{room_id}",
+        put(publish_in_network).delete(unpublish_from_network),
+    );
     let r = ruma_route::<get_public_rooms::v3::Request, _, _>(r, public_rooms);
     let r = ruma_route::<get_public_rooms_filtered::v3::Request, _, _>(r, public_rooms_filtered);
     let r = ruma_route::<search_users::v3::Request, _, _>(r, user_search);
@@ -104,9 +111,60 @@ async fn set_visibility(
     Auth(r): Auth,
     Ruma(req): Ruma<set_room_visibility::v3::Request>,
 ) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
-    let public = req.visibility == Visibility::Public;
+    let public = match req.visibility {
+        Visibility::Public => true,
+        Visibility::Private => false,
+        // As Synapse: neither is a bad body, not a way to unlist.
+        _ => {
+            return Err(MatrixError::bad_json(
+                "visibility must be \"public\" or \"private\"",
+            ));
+        }
+    };
     directory::set_visibility(&s, &r, &req.room_id, public).await?;
     Ok(RumaResponse(set_room_visibility::v3::Response::new()))
+}
+
+/// `PUT /directory/list/appservice/{networkId}/{roomId}`: an application
+/// service publishes a room in (`"visibility": "public"`, the default as
+/// Synapse) or removes it from (`"private"`) its list of that network. The
+/// body is read by hand: ruma's type requires `visibility`, Synapse does not.
+async fn publish_in_network(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Path((network_id, room_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let public = match body.get("visibility") {
+        None => true,
+        Some(v) if v == "public" => true,
+        Some(v) if v == "private" => false,
+        Some(_) => {
+            return Err(MatrixError::bad_json(
+                "visibility must be \"public\" or \"private\"",
+            ));
+        }
+    };
+    let room_id = network_room_id(&room_id)?;
+    directory::set_appservice_visibility(&s, &r, &network_id, &room_id, public).await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /directory/list/appservice/{networkId}/{roomId}` (Synapse's, and
+/// sytest's): the same as `PUT` with `"private"`.
+async fn unpublish_from_network(
+    State(s): State<AppState>,
+    Auth(r): Auth,
+    Path((network_id, room_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let room_id = network_room_id(&room_id)?;
+    directory::set_appservice_visibility(&s, &r, &network_id, &room_id, false).await?;
+    Ok(Json(json!({})))
+}
+
+fn network_room_id(raw: &str) -> Result<ruma::OwnedRoomId> {
+    RoomId::parse(raw)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid room id {raw:?}: {e}")))
 }
 
 /// A room as the directory shows it.
@@ -151,12 +209,13 @@ async fn chunk(s: &AppState, room_id: &RoomId) -> Result<Value> {
 
 async fn directory_page(
     s: &AppState,
+    list: &RoomList,
     limit: Option<u64>,
     since: Option<&str>,
     term: Option<&str>,
 ) -> Result<Value> {
     let mut rooms = Vec::new();
-    for room_id in directory::public_rooms(s).await? {
+    for room_id in directory::public_rooms(s, list).await? {
         rooms.push(chunk(s, &room_id).await?);
     }
     if let Some(term) = term.map(str::to_lowercase).filter(|t| !t.is_empty()) {
@@ -212,8 +271,17 @@ async fn public_rooms(
     Ruma(req): Ruma<get_public_rooms::v3::Request>,
 ) -> Result<Json<Value>> {
     local_only(&s, req.server.as_deref())?;
+    // As Synapse and the spec: the GET form has no network parameters and
+    // reads the main directory only.
     Ok(Json(
-        directory_page(&s, req.limit.map(u64::from), req.since.as_deref(), None).await?,
+        directory_page(
+            &s,
+            &RoomList::Main,
+            req.limit.map(u64::from),
+            req.since.as_deref(),
+            None,
+        )
+        .await?,
     ))
 }
 
@@ -223,9 +291,23 @@ async fn public_rooms_filtered(
     Ruma(req): Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<Json<Value>> {
     local_only(&s, req.server.as_deref())?;
+    // ruma refuses `include_all_networks` with `third_party_instance_id`
+    // (400, as Synapse).
+    let list = match &req.room_network {
+        RoomNetwork::All => RoomList::All,
+        RoomNetwork::ThirdParty(instance) => RoomList::third_party(instance)?,
+        _ => RoomList::Main,
+    };
     let term = req.filter.generic_search_term.as_deref();
     Ok(Json(
-        directory_page(&s, req.limit.map(u64::from), req.since.as_deref(), term).await?,
+        directory_page(
+            &s,
+            &list,
+            req.limit.map(u64::from),
+            req.since.as_deref(),
+            term,
+        )
+        .await?,
     ))
 }
 
