@@ -265,6 +265,9 @@ pub struct CacheConfig {
     /// Users whose `/keys/query` answer (device and cross-signing keys) is
     /// kept.
     pub device_keys: usize,
+    /// (user, room) pairs of sliding sync's room lists: whole users are
+    /// kept, the least recently synced going first.
+    pub sliding_sync_rooms: usize,
 }
 
 impl Default for CacheConfig {
@@ -277,6 +280,7 @@ impl Default for CacheConfig {
             uia_sessions: 10_000,
             registration_nonces: 10_000,
             device_keys: 10_000,
+            sliding_sync_rooms: 500_000,
         }
     }
 }
@@ -1282,6 +1286,7 @@ impl Config {
             ("caches.uia_sessions", c.uia_sessions),
             ("caches.registration_nonces", c.registration_nonces),
             ("caches.device_keys", c.device_keys),
+            ("caches.sliding_sync_rooms", c.sliding_sync_rooms),
         ] {
             if n == 0 {
                 return invalid(key, "must be at least 1");
@@ -1576,6 +1581,9 @@ caches:
   registration_nonces: {c_nonces}
   # Users whose /keys/query answer (device and cross-signing keys) is kept.
   device_keys: {c_device_keys}
+  # (user, room) pairs of sliding sync's room lists (whole users kept, the
+  # least recently synced out first; about 150 bytes each).
+  sliding_sync_rooms: {c_sliding_rooms}
 
 # Log filter (tracing syntax), e.g. info, debug, or myelin=debug,info.
 # The RUST_LOG environment variable overrides it.
@@ -1596,6 +1604,7 @@ shutdown_timeout_secs: {shutdown_timeout}
             c_uia = self.caches.uia_sessions,
             c_nonces = self.caches.registration_nonces,
             c_device_keys = self.caches.device_keys,
+            c_sliding_rooms = self.caches.sliding_sync_rooms,
             log_level = self.log_level.yaml(),
             shutdown_timeout = self.shutdown_timeout_secs,
         )

@@ -27,6 +27,26 @@ pub struct AccountData {
     rules: UserCache<Ruleset>,
     /// Recently read ignore lists (`m.ignored_user_list`), kept as `rules`.
     ignored: UserCache<IgnoredUsers>,
+    /// Who hears of each stored change (registered at start-up).
+    listeners: parking_lot::RwLock<Vec<Arc<dyn AccountDataListener>>>,
+}
+
+/// Something that keeps what it needs of account data up to date: told of
+/// every stored change on the storing request, after the store and before
+/// its stream position completes (so before any sync sees it). Cheap work
+/// only (memory).
+pub trait AccountDataListener: Send + Sync {
+    fn stored(&self, change: &AccountDataChange<'_>);
+}
+
+/// One stored piece of account data (global when `room` is `None`).
+pub struct AccountDataChange<'a> {
+    pub user: &'a UserId,
+    pub room: Option<&'a RoomId>,
+    pub data_type: &'a str,
+    pub content: &'a Value,
+    /// The stream position it was stored at.
+    pub pos: i64,
 }
 
 /// Something read per user from their account data, parsed and kept for
@@ -84,7 +104,13 @@ impl AccountData {
             unread,
             rules: UserCache::new(),
             ignored: UserCache::new(),
+            listeners: parking_lot::RwLock::new(Vec::new()),
         }
+    }
+
+    /// Registers a listener for every later change (at start-up).
+    pub fn subscribe(&self, listener: Arc<dyn AccountDataListener>) {
+        self.listeners.write().push(listener);
     }
 
     /// Stores `content` (a JSON object) under `data_type`, globally when
@@ -121,6 +147,18 @@ impl AccountData {
         }
         if room.is_none() && data_type == "m.ignored_user_list" {
             self.ignored.forget(user);
+        }
+        if result.is_ok() {
+            let change = AccountDataChange {
+                user,
+                room,
+                data_type,
+                content,
+                pos,
+            };
+            for listener in self.listeners.read().iter() {
+                listener.stored(&change);
+            }
         }
         self.stream.complete(r);
         Ok(result?)

@@ -93,6 +93,7 @@ pub async fn purge_room(s: &Services, room_id: &RoomId) -> Result<u64> {
         tracing::warn!(%room_id, error = %e.message(), "could not remove a purged room from the search index");
     }
     s.rooms.forget_caches(room_id);
+    s.sliding.forget_room(room_id);
     s.rooms.forget_history_floor(room_id).await?;
     tracing::info!(%room_id, events, elapsed = ?started.elapsed(), "purged room");
     Ok(events)

@@ -163,6 +163,7 @@ impl Services {
             ("presence", &self.presence),
             ("to_device", &self.to_device),
             ("e2e_keys", &self.e2e_keys),
+            ("sliding_sync", &self.sliding),
         ];
         if let Some(s) = &self.shared_secret {
             services.push(("shared_secret", s));

@@ -199,6 +199,7 @@ impl Services {
             stream.clone(),
             listeners.unread.clone(),
         );
+        account_data.subscribe(listeners.room_lists.clone());
 
         Ok(Arc::new(Self {
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
@@ -236,7 +237,7 @@ impl Services {
             unread: listeners.unread,
             pushers: listeners.pushers,
             lazy_members: sync::LazyMembers::default(),
-            sliding: sliding_sync::Connections::default(),
+            sliding: sliding_sync::Connections::new(listeners.room_lists),
             search: listeners.search,
             search_needs_rebuild: listeners.search_needs_rebuild,
             accounts,
@@ -267,6 +268,8 @@ struct EventListeners {
     pushers: Arc<pushers::Pushers>,
     as_delivery: Arc<appservice_txns::Delivery>,
     expiry: Option<Arc<expiry::MessageExpiry>>,
+    /// Sliding sync's room lists (also told of account data changes).
+    room_lists: Arc<sliding_sync::RoomLists>,
 }
 
 impl EventListeners {
@@ -299,6 +302,10 @@ impl EventListeners {
         }
         let expiry =
             expiry::MessageExpiry::subscribed(&config.rooms, &subscribers, storage).await?;
+        let room_lists = Arc::new(sliding_sync::RoomLists::new(
+            config.caches.sliding_sync_rooms,
+        ));
+        subscribers.subscribe(room_lists.clone());
         Ok(Self {
             subscribers,
             unread,
@@ -308,6 +315,7 @@ impl EventListeners {
             pushers,
             as_delivery,
             expiry,
+            room_lists,
         })
     }
 }

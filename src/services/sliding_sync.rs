@@ -14,6 +14,7 @@
 //! invite state, unread counts); `extensions.rs` holds the extensions.
 
 mod extensions;
+mod room_lists;
 mod rooms;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -35,6 +36,7 @@ use crate::services::stream::Topic;
 use crate::services::to_device::ToDevice;
 
 pub use extensions::ExtensionsAnswer;
+pub(crate) use room_lists::RoomLists;
 
 /// Longest long-poll honoured (as `/sync`).
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
@@ -129,9 +131,20 @@ impl RoomConfig {
         }
     }
 
-    fn merge(&mut self, other: &RoomConfig) {
-        self.timeline_limit = self.timeline_limit.max(other.timeline_limit);
-        self.required_state
+    /// Adds `other` to a room's config: shared while only one list or
+    /// subscription asks for the room (the usual case), copied when a
+    /// second one asks for more.
+    fn merge_into<'a>(configs: &mut Configs<'a>, c: &'a Candidate, other: &Arc<RoomConfig>) {
+        let Some((_, mine)) = configs.get_mut(&**c.room_id()) else {
+            configs.insert(c.room_id(), (c, other.clone()));
+            return;
+        };
+        if Arc::ptr_eq(mine, other) || !other.widens(mine) {
+            return;
+        }
+        let mine = Arc::make_mut(mine);
+        mine.timeline_limit = mine.timeline_limit.max(other.timeline_limit);
+        mine.required_state
             .extend(other.required_state.iter().cloned());
     }
 
@@ -148,7 +161,7 @@ impl RoomConfig {
 pub(crate) struct Sent {
     /// The stream position the room was last sent at.
     pub at: i64,
-    pub config: RoomConfig,
+    pub config: Arc<RoomConfig>,
     pub membership: MembershipState,
     pub counts: (u64, u64),
     /// Members sent for `$LAZY`.
@@ -174,24 +187,28 @@ struct Connection {
 
 type ConnKey = (OwnedUserId, String, String);
 
-/// The sliding sync connections (in memory).
+/// The sliding sync connections (in memory), and the syncing users' room
+/// lists (`room_lists.rs`).
 pub struct Connections {
     conns: parking_lot::Mutex<lru::LruCache<ConnKey, Connection>>,
-    /// Per room: the stream position checked up to and the `bump_stamp`
-    /// there, so a room is searched only for events after it.
-    bumps: parking_lot::Mutex<lru::LruCache<OwnedRoomId, (i64, Option<i64>)>>,
-}
-
-impl Default for Connections {
-    fn default() -> Self {
-        Self {
-            conns: parking_lot::Mutex::new(lru::LruCache::new(MAX_CONNECTIONS)),
-            bumps: parking_lot::Mutex::new(lru::LruCache::new(NonZeroUsize::new(100_000).unwrap())),
-        }
-    }
+    lists: Arc<RoomLists>,
 }
 
 impl Connections {
+    /// `lists` is subscribed to the event pipeline and to account data
+    /// (`Services::new`).
+    pub(crate) fn new(lists: Arc<RoomLists>) -> Self {
+        Self {
+            conns: parking_lot::Mutex::new(lru::LruCache::new(MAX_CONNECTIONS)),
+            lists,
+        }
+    }
+
+    /// Forgets a purged room in every room list.
+    pub fn forget_room(&self, room_id: &RoomId) {
+        self.lists.forget_room(room_id);
+    }
+
     /// The snapshot a `pos` names, or 400 `M_UNKNOWN_POS`.
     fn find(&self, key: &ConnKey, pos: &str) -> Result<Arc<Snapshot>> {
         let unknown = || {
@@ -274,7 +291,8 @@ pub async fn sliding_sync(
         && !built.has_updates
         && !timeout.is_zero()
     {
-        let registration = s.stream.register(&built.topics, to);
+        let mut topics = self::topics(who, &built.candidates);
+        let registration = s.stream.register(&topics, to);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -286,10 +304,11 @@ pub async fn sliding_sync(
                 built = Box::pin(build(s, who, &req, prev.as_deref(), to)).await?;
                 break;
             }
-            if !s.stream.touched_after(&built.topics, since) {
+            if !s.stream.touched_after(&topics, since) {
                 continue;
             }
             built = Box::pin(build(s, who, &req, prev.as_deref(), to)).await?;
+            topics = self::topics(who, &built.candidates);
             if built.has_updates {
                 break;
             }
@@ -334,17 +353,28 @@ struct Built {
     response: v5::Response,
     snapshot: Snapshot,
     has_updates: bool,
-    topics: Vec<Topic>,
+    /// The rooms the answer looked at (what a long-poll waits on).
+    candidates: Vec<Candidate>,
 }
 
 /// A room the user may see in a list: their membership and what the
 /// filters and the ordering look at.
 pub(crate) struct Candidate {
-    pub room_id: OwnedRoomId,
+    /// The room, and what the room lists know of it (its encryption and
+    /// type).
+    pub room: Arc<room_lists::RoomFacts>,
     pub membership: MembershipState,
     /// The stream position of the user's member event.
     pub member_pos: i64,
     pub bump_stamp: i64,
+    /// An invite marked `is_direct`.
+    pub invite_direct: bool,
+}
+
+impl Candidate {
+    pub fn room_id(&self) -> &OwnedRoomId {
+        &self.room.room_id
+    }
 }
 
 /// The answer for `(prev.to, to]`.
@@ -357,13 +387,14 @@ async fn build(
 ) -> Result<Built> {
     let user = who.user_id();
     let since = prev.map(|p| p.to).filter(|since| *since <= to);
-    let candidates = candidates(s, &user, since, to).await?;
-    let mut facts = rooms::Facts::new(s, &user).await?;
+    let mut view = candidates(s, &user, since, to).await?;
+    let candidates = std::mem::take(&mut view.rooms);
+    let mut facts = rooms::Facts::new(view.direct, view.tags);
     let Windows {
         configs,
         lists,
         list_rooms,
-    } = windows(s, &user, req, &candidates, &mut facts).await?;
+    } = windows(s, req, &candidates, &mut facts).await?;
     let mut snapshot = prev.cloned().unwrap_or_default();
     snapshot.to = to;
     let mut response = v5::Response::new(String::new());
@@ -374,24 +405,20 @@ async fn build(
         response.lists.insert(name.clone(), list);
     }
     snapshot.lists = lists;
-    let by_id: HashMap<&RoomId, &Candidate> = candidates.iter().map(|c| (&*c.room_id, c)).collect();
     let mut room_builder = rooms::Builder::new(s, who, since, to).await?;
-    let afresh: Vec<(&Candidate, &RoomConfig)> = configs
+    let afresh: Vec<(&Candidate, &Arc<RoomConfig>)> = configs
         .iter()
-        .filter_map(|(room_id, config)| {
-            let c = by_id.get(&**room_id)?;
-            rooms::sent_afresh(c, config, snapshot.rooms.get(room_id)).then_some((*c, config))
+        .filter(|(room_id, (c, config))| {
+            rooms::sent_afresh(c, config, snapshot.rooms.get(**room_id))
         })
+        .map(|(_, (c, config))| (*c, config))
         .collect();
     room_builder.prefetch(&afresh).await?;
-    for (room_id, config) in &configs {
-        let Some(candidate) = by_id.get(&**room_id) else {
-            continue;
-        };
-        let sent = snapshot.rooms.get(room_id);
+    for (room_id, (candidate, config)) in &configs {
+        let sent = snapshot.rooms.get(*room_id);
         if let Some((room, sent)) = room_builder.room(candidate, config, sent, &facts).await? {
-            response.rooms.insert(room_id.clone(), room);
-            snapshot.rooms.insert(room_id.clone(), sent);
+            response.rooms.insert((*room_id).to_owned(), room);
+            snapshot.rooms.insert((*room_id).to_owned(), sent);
             has_updates = true;
         }
     }
@@ -418,28 +445,36 @@ async fn build(
     .await?;
     has_updates |= ext.has_updates;
     response.extensions = ext.extensions;
-    // Woken by: the candidate rooms (their events, receipts and typing),
-    // the user (memberships, account data), the device's to-device
-    // messages and device list changes.
-    let mut topics: Vec<Topic> = candidates
-        .iter()
-        .map(|c| Topic::Room(c.room_id.clone()))
-        .collect();
-    topics.push(Topic::User(user.clone()));
-    topics.push(ToDevice::topic(who));
-    topics.push(DeviceLists::topic(&user));
     Ok(Built {
         response,
         snapshot,
         has_updates,
-        topics,
+        candidates,
     })
 }
 
+/// What wakes a long-poll: the candidate rooms (their events, receipts and
+/// typing), the user (memberships, account data), the device's to-device
+/// messages and device list changes.
+fn topics(who: &Requester, candidates: &[Candidate]) -> Vec<Topic> {
+    let user = who.user_id();
+    let mut topics: Vec<Topic> = candidates
+        .iter()
+        .map(|c| Topic::Room(c.room_id().clone()))
+        .collect();
+    topics.push(Topic::User(user.clone()));
+    topics.push(ToDevice::topic(who));
+    topics.push(DeviceLists::topic(&user));
+    topics
+}
+
+/// The rooms the lists and subscriptions ask for, each with its config
+/// (the union of those asking for it).
+type Configs<'a> = BTreeMap<&'a RoomId, (&'a Candidate, Arc<RoomConfig>)>;
+
 /// What the lists and subscriptions ask for.
-struct Windows {
-    /// Each room's config (the union of those asking for it).
-    configs: BTreeMap<OwnedRoomId, RoomConfig>,
+struct Windows<'a> {
+    configs: Configs<'a>,
     /// Each list's count: the rooms its filters let through.
     lists: BTreeMap<String, usize>,
     /// The rooms of each list's windows.
@@ -448,51 +483,46 @@ struct Windows {
 
 /// Each list's rooms filtered, sorted by recency (newest `bump_stamp`
 /// first) and cut to its ranges; and the subscribed rooms the user has.
-async fn windows(
+async fn windows<'a>(
     s: &Services,
-    user: &OwnedUserId,
     req: &SlidingRequest,
-    candidates: &[Candidate],
+    candidates: &'a [Candidate],
     facts: &mut rooms::Facts,
-) -> Result<Windows> {
-    let mut configs: BTreeMap<OwnedRoomId, RoomConfig> = BTreeMap::new();
+) -> Result<Windows<'a>> {
+    let mut configs = Configs::new();
     let mut lists = BTreeMap::new();
     let mut list_rooms: BTreeMap<String, Vec<OwnedRoomId>> = BTreeMap::new();
     for (name, list) in &req.req.lists {
         let extra = req.extra_filters.get(name).cloned().unwrap_or_default();
         let mut matching: Vec<&Candidate> = Vec::new();
         for c in candidates {
-            if facts
-                .matches(s, user, c, list.filters.as_ref(), &extra)
-                .await?
-            {
+            if facts.matches(s, c, list.filters.as_ref(), &extra).await? {
                 matching.push(c);
             }
         }
-        matching.sort_by(|a, b| {
-            b.bump_stamp
-                .cmp(&a.bump_stamp)
-                .then_with(|| a.room_id.cmp(&b.room_id))
-        });
-        let config = RoomConfig::from_parts(
+        sort_windows(&mut matching, &list.ranges);
+        let config = Arc::new(RoomConfig::from_parts(
             list.room_details.timeline_limit,
             &list.room_details.required_state,
-        );
+        ));
         let mut in_windows = Vec::new();
         for (a, b) in &list.ranges {
             let (a, b) = (u64::from(*a) as usize, u64::from(*b) as usize);
             for c in matching.iter().skip(a).take(b.saturating_sub(a) + 1) {
-                configs.entry(c.room_id.clone()).or_default().merge(&config);
-                in_windows.push(c.room_id.clone());
+                RoomConfig::merge_into(&mut configs, c, &config);
+                in_windows.push(c.room_id().clone());
             }
         }
         lists.insert(name.clone(), matching.len());
         list_rooms.insert(name.clone(), in_windows);
     }
     for (room_id, sub) in &req.req.room_subscriptions {
-        if candidates.iter().any(|c| &c.room_id == room_id) {
-            let config = RoomConfig::from_parts(sub.timeline_limit, &sub.required_state);
-            configs.entry(room_id.clone()).or_default().merge(&config);
+        if let Some(c) = candidates.iter().find(|c| c.room_id() == room_id) {
+            let config = Arc::new(RoomConfig::from_parts(
+                sub.timeline_limit,
+                &sub.required_state,
+            ));
+            RoomConfig::merge_into(&mut configs, c, &config);
         }
     }
     Ok(Windows {
@@ -502,80 +532,109 @@ async fn windows(
     })
 }
 
+/// Puts a list's rooms in recency order (newest `bump_stamp` first, then
+/// by room id) as far as its ranges reach: the rooms after the last range
+/// are only counted, so they are left unsorted.
+fn sort_windows(matching: &mut [&Candidate], ranges: &[(UInt, UInt)]) {
+    let order = |a: &&Candidate, b: &&Candidate| {
+        b.bump_stamp
+            .cmp(&a.bump_stamp)
+            .then_with(|| a.room_id().cmp(b.room_id()))
+    };
+    let reach = ranges
+        .iter()
+        .map(|(_, b)| (u64::from(*b) as usize).saturating_add(1))
+        .max()
+        .unwrap_or(0)
+        .min(matching.len());
+    if reach == 0 {
+        return;
+    }
+    if reach < matching.len() {
+        matching.select_nth_unstable_by(reach - 1, order);
+    }
+    matching[..reach].sort_unstable_by(order);
+}
+
 /// The rooms a list may show: every joined, invited or knocked room, and a
 /// room left or banned from within the window (so the client sees the
 /// leave); not an invite from an ignored user. With their `bump_stamp`.
+/// From the user's room list in memory (`room_lists.rs`); the database is
+/// read only for a room whose `bump_stamp` memory cannot tell.
 async fn candidates(
     s: &Services,
     user: &OwnedUserId,
     since: Option<i64>,
     to: i64,
-) -> Result<Vec<Candidate>> {
-    let memberships = s.storage.rooms_for_user(user.as_str()).await?;
-    let mut ignored = None;
-    let mut out = Vec::with_capacity(memberships.len());
-    for m in memberships {
-        if m.stream_ordering > to {
-            // Joined after the answer's position: the next answer has it.
-            continue;
-        }
-        let wanted = match m.membership {
-            MembershipState::Join | MembershipState::Knock => true,
-            MembershipState::Invite => {
-                if ignored.is_none() {
-                    ignored = Some(s.account_data.ignored_users(user).await?);
+) -> Result<room_lists::ListView<Candidate>> {
+    let ignored = s.account_data.ignored_users(user).await?;
+    let mut unknown = false;
+    let mut view = s
+        .sliding
+        .lists
+        .view(s, user, |m| {
+            let wanted = match m.membership {
+                MembershipState::Join | MembershipState::Knock => true,
+                MembershipState::Invite => !m.inviter.as_ref().is_some_and(|i| ignored.contains(i)),
+                MembershipState::Leave | MembershipState::Ban => {
+                    since.is_some_and(|since| m.pos > since)
                 }
-                let inviter = s
-                    .rooms
-                    .current_state_pdu(&m.room_id, "m.room.member", user.as_str())
-                    .await?
-                    .map(|p| p.sender.clone());
-                !inviter.is_some_and(|i| ignored.as_ref().is_some_and(|ig| ig.contains(&i)))
+                _ => false,
+            };
+            // Joined after the answer's position: the next answer has it.
+            if !wanted || m.pos > to {
+                return None;
             }
-            MembershipState::Leave | MembershipState::Ban => {
-                since.is_some_and(|since| m.stream_ordering > since)
-            }
-            _ => false,
-        };
-        if !wanted {
-            continue;
+            let bump_stamp = if m.membership == MembershipState::Join {
+                match m.room.known_bump(to) {
+                    Some(bump) => Some(bump.unwrap_or(m.pos)),
+                    None => {
+                        unknown = true;
+                        None
+                    }
+                }
+            } else {
+                Some(m.pos)
+            };
+            Some(Candidate {
+                room: m.room.clone(),
+                membership: m.membership.clone(),
+                member_pos: m.pos,
+                bump_stamp: bump_stamp.unwrap_or(UNKNOWN_BUMP),
+                invite_direct: m.invite_direct,
+            })
+        })
+        .await?;
+    if unknown {
+        let never_read: Vec<&Arc<room_lists::RoomFacts>> = view
+            .rooms
+            .iter()
+            .filter(|c| c.bump_stamp == UNKNOWN_BUMP)
+            .map(|c| &c.room)
+            .collect();
+        room_lists::RoomFacts::load_bumps(s, &never_read).await?;
+        for c in view
+            .rooms
+            .iter_mut()
+            .filter(|c| c.bump_stamp == UNKNOWN_BUMP)
+        {
+            c.bump_stamp = c.room.bump_stamp(s, to).await?.unwrap_or(c.member_pos);
         }
-        let bump_stamp = if m.membership == MembershipState::Join {
-            bump_stamp(s, &m.room_id, to)
-                .await?
-                .unwrap_or(m.stream_ordering)
-        } else {
-            m.stream_ordering
-        };
-        out.push(Candidate {
-            room_id: m.room_id,
-            membership: m.membership,
-            member_pos: m.stream_ordering,
-            bump_stamp,
-        });
     }
-    Ok(out)
+    Ok(view)
 }
 
-/// The stream position of the room's newest event of a [`BUMP_TYPES`] type
-/// at or before `to`.
-async fn bump_stamp(s: &Services, room_id: &RoomId, to: i64) -> Result<Option<i64>> {
-    let known = s.sliding.bumps.lock().get(room_id).copied();
-    let (after, before) = match known {
-        Some((upto, bump)) if upto == to => return Ok(bump),
-        Some((upto, bump)) if upto < to => (upto, bump),
-        _ => (0, None),
-    };
-    // Nothing new in the room since it was looked at.
-    if known.is_some() && s.rooms.latest_position(room_id).await? <= after {
-        s.sliding.bumps.lock().put(room_id.to_owned(), (to, before));
-        return Ok(before);
+/// A candidate's `bump_stamp` before memory or the database told it.
+const UNKNOWN_BUMP: i64 = i64::MIN;
+
+impl crate::services::workers::CacheSizes for Connections {
+    fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
+        let (users, rooms, facts) = self.lists.sizes();
+        vec![
+            ("connections", self.conns.lock().len()),
+            ("room_list_users", users),
+            ("room_list_rooms", rooms),
+            ("room_facts", facts),
+        ]
     }
-    let found = s
-        .storage
-        .room_newest_of_types(room_id.as_str(), BUMP_TYPES, (after, to))
-        .await?;
-    let bump = found.or(before);
-    s.sliding.bumps.lock().put(room_id.to_owned(), (to, bump));
-    Ok(bump)
 }

@@ -98,6 +98,44 @@ impl Storage {
         .await
     }
 
+    /// The user's account data of two types (global and per room), with
+    /// the position each was stored at: what sliding sync's room lists keep
+    /// (`m.direct` and `m.tag`).
+    pub async fn account_data_of_types(
+        &self,
+        user_id: &str,
+        (first, second): (&str, &str),
+    ) -> sqlx::Result<Vec<(AccountDataRow, i64)>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT room_id, data_type, content, stream_ordering FROM account_data
+             WHERE user_id = $1 AND data_type IN ($2, $3)",
+        )
+        .bind(user_id)
+        .bind(first)
+        .bind(second)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(room, data_type, content, pos)| {
+                let room_id = match room.as_str() {
+                    "" => None,
+                    r => Some(
+                        OwnedRoomId::try_from(r)
+                            .map_err(|e| super::rows::decode_error("room_id", e))?,
+                    ),
+                };
+                Ok((
+                    AccountDataRow {
+                        room_id,
+                        data_type,
+                        content,
+                    },
+                    pos,
+                ))
+            })
+            .collect()
+    }
+
     /// The account data changed after `since` (all when 0), up to `to`.
     pub async fn account_data_since(
         &self,

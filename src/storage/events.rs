@@ -1249,6 +1249,46 @@ impl Storage {
         q.fetch_optional(self.pool()).await
     }
 
+    /// Each room's newest event of one of `types` (its stream position),
+    /// as [`Storage::room_newest_of_types`] without bounds, for many rooms
+    /// in a few queries (one per 50 rooms, each room an indexed `LIMIT 1`
+    /// of its own); a room without such an event is absent.
+    pub async fn rooms_newest_of_types(
+        &self,
+        rooms: &[&str],
+        types: &[&str],
+    ) -> sqlx::Result<HashMap<OwnedRoomId, i64>> {
+        const CHUNK: usize = 50;
+        let type_list: Vec<String> = (1..=types.len()).map(|i| format!("${i}")).collect();
+        let type_list = type_list.join(", ");
+        let mut out = HashMap::with_capacity(rooms.len());
+        for chunk in rooms.chunks(CHUNK) {
+            let parts: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT room_id, stream_ordering FROM (SELECT room_id, stream_ordering \
+                         FROM events WHERE room_id = ${} AND event_type IN ({type_list}) \
+                         ORDER BY stream_ordering DESC LIMIT 1) AS r{i}",
+                        types.len() + 1 + i
+                    )
+                })
+                .collect();
+            let sql = parts.join(" UNION ALL ");
+            let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+            for ty in types {
+                q = q.bind(*ty);
+            }
+            for room in chunk {
+                q = q.bind(*room);
+            }
+            for (room, pos) in q.fetch_all(self.pool()).await? {
+                let room = OwnedRoomId::try_from(room).map_err(|e| decode_error("room_id", e))?;
+                out.insert(room, pos);
+            }
+        }
+        Ok(out)
+    }
+
     /// The highest stream position of any event in the room.
     pub async fn room_max_stream(&self, room_id: &str) -> sqlx::Result<i64> {
         sqlx::query_scalar(

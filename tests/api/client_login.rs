@@ -596,3 +596,47 @@ async fn refresh_tokens_are_never_issued_so_none_is_valid() {
     // The access token still works.
     assert_eq!(server.whoami(alice.token()).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn login_with_a_non_boolean_refresh_token_is_refused_as_synapse_does() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    for bad in [
+        json!("true"),
+        json!(1),
+        json!(null),
+        json!({}),
+        json!([true]),
+    ] {
+        let mut body = password_login("alice", "password123");
+        body["refresh_token"] = bad.clone();
+        let answer = server.post(LOGIN, None, body).await;
+        assert_error(&answer, 400, "M_UNKNOWN");
+        assert!(
+            answer.1["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("true or false")),
+            "{bad}: {}",
+            answer.1
+        );
+    }
+    // Checked before the login type, as Synapse does.
+    let answer = server
+        .post(LOGIN, None, json!({"refresh_token": "yes"}))
+        .await;
+    assert_error(&answer, 400, "M_UNKNOWN");
+    // None of the refused logins made a device: alice has only her first one.
+    let (st, devices) = server.get(DEVICES, alice.token()).await;
+    assert_eq!(st, StatusCode::OK, "{devices}");
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{devices}"
+    );
+    // `false` is a boolean: an ordinary login.
+    let mut body = password_login("alice", "password123");
+    body["refresh_token"] = json!(false);
+    let (st, login) = server.post(LOGIN, None, body).await;
+    assert_eq!(st, StatusCode::OK, "{login}");
+    assert!(login.get("refresh_token").is_none(), "{login}");
+}

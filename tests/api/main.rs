@@ -53,6 +53,7 @@ mod rooms_read; // /event, /state, /members, /joined_members, /joined_rooms, /me
 mod rooms_write; // createRoom, membership, send (txn ids), state PUT, redact
 mod search; // POST /search (shape, paging, order, keys, filter, context, state, groups, edits, redactions, visibility, errors), fulltext reindex job, index rebuilt at start
 mod sliding_sync; // simplified sliding sync (MSC4186): positions, lists, room fields, required state, incremental answers, long-poll, subscriptions, filters, extensions
+mod sliding_sync_lists; // sliding sync's in-memory room lists: joins, leaves, invites, recency, m.direct, tags, encryption, upgrades and eviction seen by the next first response
 mod spaces; // GET /rooms/{id}/hierarchy: depth-first order, max_depth, paging, suggested_only, visibility, cycles
 mod spec_versions; // /versions checked: every endpoint of each advertised spec version is routed (spec_endpoints.txt)
 mod startup_endpoints; // /account/3pid*, requestToken, /thirdparty, OpenID tokens and federation userinfo, /voip/turnServer, capabilities and versions flags

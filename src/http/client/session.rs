@@ -47,15 +47,28 @@ impl FromRequest<AppState> for LoginBody {
                     "Body is not valid JSON: {e}"
                 )));
             }
-            Ok(v) if !v.get("type").is_some_and(|t| t.is_string()) => {
-                return Err(MatrixError::bad_json("Missing login type"));
-            }
-            Ok(_) => {}
+            Ok(v) => check_login_fields(&v)?,
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         let Ruma(parsed) = Ruma::from_request(req, state).await?;
         Ok(Self(parsed))
     }
+}
+
+/// What Synapse checks of a login body before its type: `refresh_token`,
+/// when present, must be a boolean (`null` included: 400 `M_UNKNOWN`), and
+/// `type` must be a string.
+fn check_login_fields(body: &Value) -> Result<()> {
+    if body.get("refresh_token").is_some_and(|r| !r.is_boolean()) {
+        return Err(MatrixError::unknown(
+            http::StatusCode::BAD_REQUEST,
+            "`refresh_token` should be true or false.",
+        ));
+    }
+    if !body.get("type").is_some_and(Value::is_string) {
+        return Err(MatrixError::bad_json("Missing login type"));
+    }
+    Ok(())
 }
 
 async fn login_types(

@@ -165,7 +165,7 @@ fn scoped_rooms(
         }
     }
     // Only rooms the user has a membership the answer knows of.
-    out.retain(|r| scope.candidates.iter().any(|c| &c.room_id == r));
+    out.retain(|r| scope.candidates.iter().any(|c| c.room_id() == r));
     out
 }
 
@@ -175,7 +175,7 @@ fn joined_only(scope: &Scope<'_>, rooms: &BTreeSet<OwnedRoomId>) -> Vec<OwnedRoo
         .iter()
         .filter(|r| {
             scope.candidates.iter().any(|c| {
-                &c.room_id == *r
+                c.room_id() == *r
                     && c.membership == ruma::events::room::member::MembershipState::Join
             })
         })

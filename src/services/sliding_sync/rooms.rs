@@ -34,62 +34,41 @@ pub(super) fn raw<T>(value: &impl serde::Serialize) -> Result<Raw<T>> {
     Ok(Raw::from_json(json))
 }
 
-/// What the list filters look at, read once per answer (or when a filter
-/// first needs it).
+/// What the list filters look at: the user's `m.direct` rooms and tags
+/// (from their room list, `room_lists.rs`), and the children of the spaces
+/// a list filters by (read when first needed).
 pub(crate) struct Facts {
     /// The rooms of the user's `m.direct`.
-    direct: HashSet<OwnedRoomId>,
-    /// Tags by room (read when a list filters by tag).
-    tags: Option<HashMap<OwnedRoomId, HashSet<String>>>,
+    direct: Arc<HashSet<OwnedRoomId>>,
+    /// Tags by room.
+    tags: Arc<HashMap<OwnedRoomId, HashSet<String>>>,
     /// The children of spaces a list filters by.
     space_children: HashMap<OwnedRoomId, HashSet<OwnedRoomId>>,
 }
 
 impl Facts {
-    pub async fn new(s: &Services, user: &OwnedUserId) -> Result<Self> {
-        let mut direct = HashSet::new();
-        if let Some(Value::Object(map)) = s.account_data.get(user, None, "m.direct").await? {
-            for rooms in map.values() {
-                for r in rooms.as_array().into_iter().flatten() {
-                    if let Some(r) = r.as_str().and_then(|r| RoomId::parse(r).ok()) {
-                        direct.insert(r);
-                    }
-                }
-            }
-        }
-        Ok(Self {
+    pub fn new(
+        direct: Arc<HashSet<OwnedRoomId>>,
+        tags: Arc<HashMap<OwnedRoomId, HashSet<String>>>,
+    ) -> Self {
+        Self {
             direct,
-            tags: None,
+            tags,
             space_children: HashMap::new(),
-        })
+        }
     }
 
     /// Whether the room is a direct chat: in `m.direct`, or an invite marked
     /// `is_direct` (as Synapse).
-    pub async fn is_dm(&self, s: &Services, user: &OwnedUserId, c: &Candidate) -> Result<bool> {
-        if self.direct.contains(&c.room_id) {
-            return Ok(true);
-        }
-        if c.membership != MembershipState::Invite {
-            return Ok(false);
-        }
-        let invite = s
-            .rooms
-            .current_state_pdu(&c.room_id, "m.room.member", user.as_str())
-            .await?;
-        Ok(invite.is_some_and(|p| {
-            serde_json::from_str::<Value>(p.content.get())
-                .ok()
-                .and_then(|c| c.get("is_direct").and_then(Value::as_bool))
-                == Some(true)
-        }))
+    pub fn is_dm(&self, c: &Candidate) -> bool {
+        self.direct.contains(c.room_id())
+            || (c.membership == MembershipState::Invite && c.invite_direct)
     }
 
     /// Whether the room passes a list's filters (all of them).
     pub async fn matches(
         &mut self,
         s: &Services,
-        user: &OwnedUserId,
         c: &Candidate,
         filters: Option<&v5::request::ListFilters>,
         extra: &ExtraFilters,
@@ -101,25 +80,18 @@ impl Facts {
                 return Ok(false);
             }
             if let Some(want) = f.is_dm
-                && want != self.is_dm(s, user, c).await?
+                && want != self.is_dm(c)
             {
                 return Ok(false);
             }
             if let Some(want) = f.is_encrypted
-                && want
-                    != state_content(s, &c.room_id, "m.room.encryption")
-                        .await?
-                        .is_some()
+                && want != c.room.encrypted(s).await?
             {
                 return Ok(false);
             }
             if !f.room_types.is_empty() || !f.not_room_types.is_empty() {
-                let create = state_content(s, &c.room_id, "m.room.create").await?;
-                let ty = create
-                    .as_ref()
-                    .and_then(|c| c.get("type"))
-                    .and_then(Value::as_str);
-                let is = |filter: &RoomTypeFilter| filter.as_str() == ty;
+                let ty = c.room.room_type(s).await?;
+                let is = |filter: &RoomTypeFilter| filter.as_str() == ty.as_deref();
                 if f.not_room_types.iter().any(is) {
                     return Ok(false);
                 }
@@ -131,7 +103,7 @@ impl Facts {
         if let Some(spaces) = &extra.spaces {
             let mut found = false;
             for space in spaces {
-                if self.children(s, space).await?.contains(&c.room_id) {
+                if self.children(s, space).await?.contains(c.room_id()) {
                     found = true;
                     break;
                 }
@@ -141,8 +113,7 @@ impl Facts {
             }
         }
         if extra.tags.is_some() || !extra.not_tags.is_empty() {
-            let tags = self.tags(s, user).await?;
-            let room_tags = tags.get(&c.room_id);
+            let room_tags = self.tags.get(c.room_id());
             let has = |t: &String| room_tags.is_some_and(|r| r.contains(t));
             if extra.not_tags.iter().any(has) {
                 return Ok(false);
@@ -180,42 +151,6 @@ impl Facts {
         }
         Ok(&self.space_children[space])
     }
-
-    async fn tags(
-        &mut self,
-        s: &Services,
-        user: &OwnedUserId,
-    ) -> Result<&HashMap<OwnedRoomId, HashSet<String>>> {
-        if self.tags.is_none() {
-            let mut tags = HashMap::new();
-            let all = s
-                .storage
-                .account_data_since(user.as_str(), 0, s.stream.current())
-                .await?;
-            for data in all.into_iter().filter(|d| d.data_type == "m.tag") {
-                let Some(room) = data.room_id else {
-                    continue;
-                };
-                let content: Value = serde_json::from_str(&data.content).unwrap_or_default();
-                let names: HashSet<String> = content
-                    .get("tags")
-                    .and_then(Value::as_object)
-                    .map(|t| t.keys().cloned().collect())
-                    .unwrap_or_default();
-                tags.insert(room, names);
-            }
-            self.tags = Some(tags);
-        }
-        Ok(self.tags.as_ref().expect("just set"))
-    }
-}
-
-/// The content of a room's current state event (empty state key).
-async fn state_content(s: &Services, room_id: &RoomId, ty: &str) -> Result<Option<Value>> {
-    let Ok(state) = s.rooms.current_state(room_id).await else {
-        return Ok(None);
-    };
-    s.rooms.state_content(&state, ty, "").await
 }
 
 /// Builds room bodies for one answer.
@@ -283,9 +218,9 @@ impl<'a> Builder<'a> {
     /// and unread events) for all of them at once, as `/sync` does: a
     /// first answer of a 20-room window is then a handful of queries, not
     /// a few per room. [`Builder::room`] takes each room's part.
-    pub async fn prefetch(&mut self, rooms: &[(&Candidate, &RoomConfig)]) -> Result<()> {
+    pub async fn prefetch(&mut self, rooms: &[(&Candidate, &Arc<RoomConfig>)]) -> Result<()> {
         let s = self.s;
-        let wanted: Vec<(&Candidate, &RoomConfig)> = rooms
+        let wanted: Vec<(&Candidate, &Arc<RoomConfig>)> = rooms
             .iter()
             .copied()
             .filter(|(c, _)| {
@@ -298,17 +233,17 @@ impl<'a> Builder<'a> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = wanted.iter().map(|(c, _)| c.room_id.as_str()).collect();
+        let ids: Vec<&str> = wanted.iter().map(|(c, _)| c.room_id().as_str()).collect();
         let mut members = s.storage.rooms_joined_and_invited(&ids).await?;
         for (c, _) in &wanted {
-            let m = members.remove(&c.room_id).unwrap_or_default();
-            self.read.members.insert(c.room_id.clone(), Arc::new(m));
+            let m = members.remove(c.room_id()).unwrap_or_default();
+            self.read.members.insert(c.room_id().clone(), Arc::new(m));
         }
         let spans: Vec<StreamSpan> = wanted
             .iter()
             .filter(|(_, config)| config.timeline_limit > 0)
             .map(|(c, config)| StreamSpan {
-                room_id: c.room_id.as_str(),
+                room_id: c.room_id().as_str(),
                 from: 0,
                 to: self.end(c),
                 limit: sync::timeline_fetch(&timeline_filter(config.timeline_limit)),
@@ -323,16 +258,16 @@ impl<'a> Builder<'a> {
 
     /// [`Builder::prefetch`]'s unread events of the joined rooms: after
     /// the counts made so far, in one read.
-    async fn prefetch_unread(&mut self, wanted: &[(&Candidate, &RoomConfig)]) -> Result<()> {
+    async fn prefetch_unread(&mut self, wanted: &[(&Candidate, &Arc<RoomConfig>)]) -> Result<()> {
         let mut counted = Vec::new();
         for (c, _) in wanted {
             if c.membership != MembershipState::Join {
                 continue;
             }
-            let state = self.s.rooms.current_state(&c.room_id).await?;
+            let state = self.s.rooms.current_state(c.room_id()).await?;
             counted.push((
-                c.room_id.clone(),
-                self.counted_so_far(&c.room_id, &state).await?,
+                c.room_id().clone(),
+                self.counted_so_far(c.room_id(), &state).await?,
             ));
         }
         self.read.unread = self.events_after_counts(counted).await?;
@@ -414,7 +349,7 @@ impl<'a> Builder<'a> {
     pub async fn room(
         &mut self,
         c: &Candidate,
-        config: &RoomConfig,
+        config: &Arc<RoomConfig>,
         sent: Option<&Sent>,
         facts: &Facts,
     ) -> Result<Option<(v5::response::Room, Sent)>> {
@@ -425,7 +360,7 @@ impl<'a> Builder<'a> {
         let initial = sent_afresh(c, config, sent);
         let mut room = v5::response::Room::new();
         room.bump_stamp = Some(uint(c.bump_stamp));
-        room.is_dm = Some(facts.is_dm(s, &self.user, c).await?);
+        room.is_dm = Some(facts.is_dm(c));
         if initial {
             room.initial = Some(true);
         }
@@ -456,7 +391,7 @@ impl<'a> Builder<'a> {
             && t.membership == c.membership
             && !s
                 .stream
-                .changed_since(&[Topic::Room(c.room_id.clone())], t.at)
+                .changed_since(&[Topic::Room(c.room_id().clone())], t.at)
         {
             return Ok(None);
         }
@@ -465,14 +400,14 @@ impl<'a> Builder<'a> {
         let end = self.end(c);
         let room_since = if initial { None } else { sent.map(|t| t.at) };
         let state = if joined {
-            s.rooms.current_state(&c.room_id).await?
+            s.rooms.current_state(c.room_id()).await?
         } else {
-            sync::state_at_position(s, &c.room_id, end).await?
+            sync::state_at_position(s, c.room_id(), end).await?
         };
-        let latest = s.rooms.latest_position(&c.room_id).await?.min(end);
+        let latest = s.rooms.latest_position(c.room_id()).await?.min(end);
         let new_events = room_since.is_none_or(|since| latest > since);
         let counts = if joined {
-            self.unread_counts(&c.room_id, &state).await?
+            self.unread_counts(c.room_id(), &state).await?
         } else {
             (0, 0)
         };
@@ -501,7 +436,7 @@ impl<'a> Builder<'a> {
         });
         // Required state, and the name, avatar and heroes it decides.
         let before = match room_since {
-            Some(since) => Some(sync::state_at_position(s, &c.room_id, since).await?),
+            Some(since) => Some(sync::state_at_position(s, c.room_id(), since).await?),
             None => None,
         };
         let changed =
@@ -529,13 +464,13 @@ impl<'a> Builder<'a> {
         let filter = timeline_filter(limit);
         // Prefetched for a room sent afresh, read from its start (a room
         // prefetched without an entry had no event in the span).
-        let prefetched = if since.is_none() && self.read.members.contains_key(&c.room_id) {
-            Some(self.read.timelines.remove(&c.room_id).unwrap_or_default())
+        let prefetched = if since.is_none() && self.read.members.contains_key(c.room_id()) {
+            Some(self.read.timelines.remove(c.room_id()).unwrap_or_default())
         } else {
             None
         };
         let timeline_for = TimelineFor {
-            room_id: &c.room_id,
+            room_id: c.room_id(),
             membership: if current.is_some() { "join" } else { "leave" },
             since,
             ignored: &self.ignored,
@@ -551,7 +486,7 @@ impl<'a> Builder<'a> {
 
     /// An invite's (or knock's) stripped state, and the name in it.
     async fn invite(&self, room: &mut v5::response::Room, c: &Candidate) -> Result<()> {
-        let state = sync::invite_state(self.s, &c.room_id, &self.user, &self.ignored)
+        let state = sync::invite_state(self.s, c.room_id(), &self.user, &self.ignored)
             .await?
             .unwrap_or_default();
         room.name = stripped_name(&state);
@@ -598,7 +533,7 @@ impl<'a> Builder<'a> {
             .iter()
             .any(|(k, _)| k.0 == "m.room.member" && changed(k));
         if members_changed || initial {
-            let members = self.members(&c.room_id).await?;
+            let members = self.members(c.room_id()).await?;
             let joined_count = members
                 .iter()
                 .filter(|m| m.membership == MembershipState::Join)
