@@ -39,7 +39,7 @@ use crate::model::to_device::{self as send_body, Entry, Recipient};
 use crate::services::e2e_keys::DeviceLists;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
-use crate::storage::to_device::{CHUNK_BYTES, ChunkRange, NewSend};
+use crate::storage::to_device::{ContentAt, NewSend};
 
 /// Messages per `/sync` response, as Synapse; the rest come with the next.
 pub const SYNC_LIMIT: usize = 100;
@@ -75,10 +75,7 @@ pub struct ForSync {
 
 /// A stored send something still waits for.
 struct SendMeta {
-    sender: Arc<str>,
-    event_type: Arc<str>,
-    /// Where the body's contents start (its header's length).
-    header_len: u32,
+    send: Sent,
     /// Recipient devices that have not acknowledged it.
     waiting: usize,
 }
@@ -97,6 +94,7 @@ struct Slot {
 struct Sent {
     sender: Arc<str>,
     event_type: Arc<str>,
+    /// Where the body's contents start (its header's length).
     header_len: u32,
 }
 
@@ -121,9 +119,7 @@ impl Pending {
         self.sends.insert(
             pos,
             SendMeta {
-                sender: send.sender,
-                event_type: send.event_type,
-                header_len: send.header_len,
+                send,
                 waiting: entries.len(),
             },
         );
@@ -213,17 +209,7 @@ impl Pending {
             .range(first..)
             .take_while(|s| s.pos <= upto)
             .take(limit)
-            .filter_map(|s| {
-                let send = self.sends.get(&s.pos)?;
-                Some((
-                    *s,
-                    Sent {
-                        sender: send.sender.clone(),
-                        event_type: send.event_type.clone(),
-                        header_len: send.header_len,
-                    },
-                ))
-            })
+            .filter_map(|s| Some((*s, self.sends.get(&s.pos)?.send.clone())))
             .collect()
     }
 
@@ -420,74 +406,34 @@ impl Shared {
             }
         }
         if !missing.is_empty() {
-            let ranges = missing
+            let wanted = missing
                 .iter()
-                .map(|&i| chunk_range(slots[i].0, slots[i].1))
+                .map(|&i| content_at(slots[i].0, slots[i].1))
                 .collect::<Result<Vec<_>>>()?;
-            let chunks: HashMap<(i64, i64), Vec<u8>> = self
-                .storage
-                .to_device_chunks(&ranges)
-                .await?
-                .into_iter()
-                .map(|(pos, n, bytes)| ((pos, n), bytes))
-                .collect();
-            for (&i, range) in missing.iter().zip(&ranges) {
-                out[i] = Some(assemble(slots[i], range, &chunks)?);
+            let read = self.storage.to_device_contents(&wanted).await?;
+            for ((&i, at), bytes) in missing.iter().zip(&wanted).zip(read) {
+                let bytes = bytes.ok_or_else(|| {
+                    MatrixError::internal(format!("to-device send {} is cut short", at.pos))
+                })?;
+                out[i] = Some(String::from_utf8(bytes).map_err(MatrixError::internal)?);
             }
         }
         Ok(out.into_iter().flatten().collect())
     }
 }
 
-/// The pieces the content of `slot` lies in (`header_len`: where its
-/// send's contents start).
-fn chunk_range(slot: Slot, header_len: u32) -> Result<ChunkRange> {
+/// Where the content of `slot` lies in its send's contents (`header_len`:
+/// where they start in the body).
+fn content_at(slot: Slot, header_len: u32) -> Result<ContentAt> {
     let start = slot
         .offset
         .checked_sub(header_len)
-        .ok_or_else(|| MatrixError::internal("a to-device content lies in its send's header"))?
-        as usize;
-    let end = start + (slot.len as usize).max(1);
-    let piece = |at: usize| i64::try_from(at / CHUNK_BYTES).unwrap_or(i64::MAX);
-    Ok(ChunkRange {
+        .ok_or_else(|| MatrixError::internal("a to-device content lies in its send's header"))?;
+    Ok(ContentAt {
         pos: slot.pos,
-        first: piece(start),
-        last: piece(end - 1),
+        start: start as usize,
+        len: slot.len as usize,
     })
-}
-
-/// The content of `slot` cut from the pieces of `range` in `chunks`.
-fn assemble(
-    (slot, header_len): (Slot, u32),
-    range: &ChunkRange,
-    chunks: &HashMap<(i64, i64), Vec<u8>>,
-) -> Result<String> {
-    let mut bytes = Vec::with_capacity(slot.len as usize);
-    let mut at = (slot.offset - header_len) as usize;
-    let end = at + slot.len as usize;
-    for n in range.first..=range.last {
-        let piece = chunks.get(&(range.pos, n)).ok_or_else(|| {
-            MatrixError::internal(format!("to-device send {} is missing piece {n}", range.pos))
-        })?;
-        let base = usize::try_from(n).unwrap_or(usize::MAX) * CHUNK_BYTES;
-        let from = at - base;
-        let to = (end - base).min(piece.len());
-        let part = piece.get(from..to).ok_or_else(|| {
-            MatrixError::internal(format!(
-                "to-device send {} has a short piece {n}",
-                range.pos
-            ))
-        })?;
-        bytes.extend_from_slice(part);
-        at += part.len();
-    }
-    if at != end {
-        return Err(MatrixError::internal(format!(
-            "to-device send {} is cut short",
-            range.pos
-        )));
-    }
-    String::from_utf8(bytes).map_err(MatrixError::internal)
 }
 
 /// What hears of each stored send (the application services' delivery,

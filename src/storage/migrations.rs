@@ -809,8 +809,7 @@ async fn backfill_v43(tx: &mut super::Tx) -> sqlx::Result<()> {
                 .bind(*pos)
                 .execute(&mut **tx)
                 .await?;
-            let chunks = body[header..].chunks(super::to_device::CHUNK_BYTES);
-            for (n, bytes) in (0_i64..).zip(chunks) {
+            for (n, bytes) in super::to_device::pieces(&body[header..]) {
                 sqlx::query(
                     "INSERT INTO to_device_chunks (stream_ordering, chunk, bytes) VALUES ($1, $2, $3)",
                 )

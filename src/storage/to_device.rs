@@ -7,6 +7,8 @@
 //! its messages), the transaction ids of sends (`event_transactions`, scope
 //! `to_device:{type}`) and the stream's high-water mark for them.
 
+use std::collections::HashMap;
+
 use super::batch::{Param, WriteBatch};
 use super::{Dialect, Storage};
 
@@ -43,13 +45,49 @@ pub const CHUNK_BYTES: usize = 8192;
 /// Pieces stored per `INSERT` statement.
 const CHUNKS_PER_STATEMENT: usize = 64;
 
-/// Pieces `first..=last` of the send at `pos` (chunk numbers count from the
-/// start of its contents).
+/// A content to read: `len` bytes of the contents of the send at `pos`,
+/// from `start` (counted from the start of its contents).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRange {
+pub struct ContentAt {
     pub pos: i64,
-    pub first: i64,
-    pub last: i64,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Pieces `first..=last` of the send at `pos`.
+#[derive(Debug, Clone, Copy)]
+struct ChunkRange {
+    pos: i64,
+    first: i64,
+    last: i64,
+}
+
+impl ChunkRange {
+    /// The pieces `at` lies in.
+    fn of(at: ContentAt) -> Self {
+        let piece = |byte: usize| i64::try_from(byte / CHUNK_BYTES).unwrap_or(i64::MAX);
+        Self {
+            pos: at.pos,
+            first: piece(at.start),
+            last: piece(at.start + at.len.max(1) - 1),
+        }
+    }
+}
+
+/// The bytes of `at` cut from the pieces read (by position and chunk
+/// number); `None` when a piece is missing or short.
+fn assemble(at: ContentAt, chunks: &HashMap<(i64, i64), Vec<u8>>) -> Option<Vec<u8>> {
+    let range = ChunkRange::of(at);
+    let (mut from, end) = (at.start, at.start + at.len);
+    let mut bytes = Vec::with_capacity(at.len);
+    for n in range.first..=range.last {
+        let piece = chunks.get(&(at.pos, n))?;
+        let base = usize::try_from(n).ok()? * CHUNK_BYTES;
+        let part = piece.get(from - base..(end - base).min(piece.len()))?;
+        bytes.extend_from_slice(part);
+        from += part.len();
+    }
+    (from == end).then_some(bytes)
 }
 
 /// Ranges read per statement (`UNION ALL` of one select each, padded).
@@ -104,9 +142,14 @@ fn push_send_deletions(w: &mut WriteBatch<'_>, positions: &[i64]) {
     }
 }
 
+/// `contents` cut into the pieces stored, each with its chunk number.
+pub(super) fn pieces(contents: &[u8]) -> impl Iterator<Item = (i64, &[u8])> {
+    (0_i64..).zip(contents.chunks(CHUNK_BYTES))
+}
+
 /// Adds the storing of `contents` as the pieces of the send at `pos` to `w`.
 fn push_chunks<'a>(w: &mut WriteBatch<'a>, pos: i64, contents: &'a [u8]) {
-    let chunks: Vec<(i64, &[u8])> = (0_i64..).zip(contents.chunks(CHUNK_BYTES)).collect();
+    let chunks: Vec<(i64, &[u8])> = pieces(contents).collect();
     for group in chunks.chunks(CHUNKS_PER_STATEMENT) {
         let values: Vec<String> = (0..group.len())
             .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
@@ -125,8 +168,9 @@ fn push_chunks<'a>(w: &mut WriteBatch<'a>, pos: i64, contents: &'a [u8]) {
 
 impl Storage {
     /// Stores a send in one transaction: its transaction id, the
-    /// high-water mark and its one row. `false` when the sender's device
-    /// already sent this transaction id (nothing is written).
+    /// high-water mark, its row and the pieces of its contents. `false`
+    /// when the sender's device already sent this transaction id (nothing
+    /// is written).
     pub async fn store_to_device(&self, send: &NewSend<'_>) -> sqlx::Result<bool> {
         let scope = txn_scope(send.event_type);
         let mut w = WriteBatch::default();
@@ -175,14 +219,16 @@ impl Storage {
         .await
     }
 
-    /// The pieces of sends' contents in `ranges`, as (position, chunk
-    /// number, bytes), those that exist.
-    pub async fn to_device_chunks(
+    /// The bytes of each of `wanted`, in order, read from the pieces they
+    /// lie in (one statement for up to 64); `None` for one whose pieces are
+    /// missing or short.
+    pub async fn to_device_contents(
         &self,
-        ranges: &[ChunkRange],
-    ) -> sqlx::Result<Vec<(i64, i64, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for (group, size) in super::padded_chunks(ranges, RANGES_PER_STATEMENT) {
+        wanted: &[ContentAt],
+    ) -> sqlx::Result<Vec<Option<Vec<u8>>>> {
+        let ranges: Vec<ChunkRange> = wanted.iter().map(|w| ChunkRange::of(*w)).collect();
+        let mut chunks = HashMap::new();
+        for (group, size) in super::padded_chunks(&ranges, RANGES_PER_STATEMENT) {
             let selects: Vec<String> = (0..size)
                 .map(|i| {
                     format!(
@@ -218,9 +264,9 @@ impl Storage {
                 })
                 .fetch_all(self.pool())
                 .await?;
-            out.extend(rows);
+            chunks.extend(rows.into_iter().map(|(pos, n, bytes)| ((pos, n), bytes)));
         }
-        Ok(out)
+        Ok(wanted.iter().map(|w| assemble(*w, &chunks)).collect())
     }
 
     /// Up to a page of sends after position `after`, oldest first
@@ -331,3 +377,49 @@ pub(crate) const USER_CLEANUP: [&str; 2] = [
      ON CONFLICT (user_id, device_id) DO UPDATE SET position = excluded.position",
     "DELETE FROM event_transactions WHERE user_id = $1 AND substr(scope, 1, 10) = 'to_device:'",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A content is cut from exactly the pieces it lies in, wherever the
+    /// piece boundaries fall; a missing or short piece gives `None`.
+    #[test]
+    fn contents_are_cut_from_the_pieces_they_lie_in() {
+        let contents: Vec<u8> = (0..3 * CHUNK_BYTES + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let chunks: HashMap<(i64, i64), Vec<u8>> = pieces(&contents)
+            .map(|(n, bytes)| ((7, n), bytes.to_vec()))
+            .collect();
+        for (start, len) in [
+            (0, 10),
+            (CHUNK_BYTES - 1, 2),
+            (CHUNK_BYTES, CHUNK_BYTES),
+            (5, 2 * CHUNK_BYTES + 90),
+            (3 * CHUNK_BYTES, 100),
+        ] {
+            let at = ContentAt { pos: 7, start, len };
+            assert_eq!(
+                assemble(at, &chunks).as_deref(),
+                Some(&contents[start..start + len]),
+                "{start}+{len}"
+            );
+        }
+        let past_the_end = ContentAt {
+            pos: 7,
+            start: 3 * CHUNK_BYTES,
+            len: 101,
+        };
+        assert_eq!(assemble(past_the_end, &chunks), None, "short last piece");
+        let mut gap = chunks.clone();
+        gap.remove(&(7, 1));
+        let across = ContentAt {
+            pos: 7,
+            start: 10,
+            len: 2 * CHUNK_BYTES,
+        };
+        assert_eq!(assemble(across, &gap), None, "a piece missing");
+        assert_eq!(assemble(ContentAt { pos: 8, ..across }, &chunks), None);
+    }
+}
