@@ -33,7 +33,7 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for Ruma<T> {
 
 /// The path's parameters in order; routes that omit a trailing parameter
 /// (`/state/{type}` for an empty state key) pass it as empty.
-async fn path_args<T: IncomingRequest>(
+pub(crate) async fn path_args<T: IncomingRequest>(
     parts: &mut Parts,
     state: &AppState,
 ) -> Result<Vec<String>, MatrixError> {
@@ -181,15 +181,7 @@ impl<T: IncomingRequest + Send> FromRequest<AppState> for RumaBoxed<T> {
 fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
     match e {
         FromHttpRequestError::Deserialization(DeserializationError::Json(err)) => {
-            // Skipping a string does not check its UTF-8: invalid UTF-8 anywhere is not JSON.
-            if !body.is_empty()
-                && (std::str::from_utf8(body).is_err()
-                    || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err())
-            {
-                MatrixError::not_json(format!("Body is not valid JSON: {err}"))
-            } else {
-                MatrixError::bad_json(format!("Invalid request body: {err}"))
-            }
+            json_body_error(&err, body)
         }
         FromHttpRequestError::Deserialization(DeserializationError::Ident(err)) => {
             MatrixError::invalid_param(format!("Invalid identifier: {err}"))
@@ -201,6 +193,20 @@ fn deserialization_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
             MatrixError::unrecognized(http::StatusCode::METHOD_NOT_ALLOWED)
         }
         other => MatrixError::bad_json(format!("Invalid request: {other}")),
+    }
+}
+
+/// A body that did not read as its type: 400 `M_NOT_JSON` when it is not
+/// JSON at all, else 400 `M_BAD_JSON` (JSON of the wrong shape).
+pub(crate) fn json_body_error(err: &serde_json::Error, body: &[u8]) -> MatrixError {
+    // Skipping a string does not check its UTF-8: invalid UTF-8 anywhere is not JSON.
+    if !body.is_empty()
+        && (std::str::from_utf8(body).is_err()
+            || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err())
+    {
+        MatrixError::not_json(format!("Body is not valid JSON: {err}"))
+    } else {
+        MatrixError::bad_json(format!("Invalid request body: {err}"))
     }
 }
 

@@ -11,7 +11,13 @@
 //! device id); then the contents (JSON object texts). Offsets count from
 //! the start of the body.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// Bytes of one index entry.
 pub const ENTRY_BYTES: usize = 16;
@@ -45,10 +51,21 @@ impl std::fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+/// A send's body as [`encode`] lays it out, with what it already knows of
+/// it: where the contents start and each entry, so the sender does not read
+/// its own body back.
+pub struct Encoded<'a> {
+    pub body: Vec<u8>,
+    /// Where the contents start (see [`header_len`]).
+    pub header_len: usize,
+    /// The index, in (user, device) order (see [`entries`]).
+    pub entries: Vec<Entry<'a>>,
+}
+
 /// The body for `recipients` (sorted here; a (user, device) named twice
 /// keeps the first). Panics only when the whole is over 4 GiB, which the
 /// send limits keep far away.
-pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
+pub fn encode<'a>(recipients: &mut Vec<Recipient<'a>>) -> Encoded<'a> {
     recipients.sort_by(|a, b| (a.user, a.device).cmp(&(b.user, b.device)));
     recipients.dedup_by(|b, a| a.user == b.user && a.device == b.device);
     let n = recipients.len();
@@ -58,7 +75,7 @@ pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
         .sum();
     // Each distinct content text once (by address: `*` hands every device
     // of its user the same text).
-    let mut contents: HashMap<(*const u8, usize), u32> = HashMap::new();
+    let mut contents: AddressMap = AddressMap::default();
     let mut contents_len = 0usize;
     for r in recipients.iter() {
         if let std::collections::hash_map::Entry::Vacant(v) =
@@ -75,8 +92,9 @@ pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&to_u32(n).to_le_bytes());
     let (mut name_off, mut content_end) = (names_at, contents_at);
-    let mut placed: HashMap<(*const u8, usize), u32> = HashMap::with_capacity(contents.len());
+    let mut placed = AddressMap::with_capacity_and_hasher(contents.len(), Default::default());
     let mut order = Vec::with_capacity(contents.len());
+    let mut entries = Vec::with_capacity(n);
     for r in recipients.iter() {
         let key = (r.content.as_ptr(), r.content.len());
         let offset = *placed.entry(key).or_insert_with(|| {
@@ -99,6 +117,12 @@ pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
         out.extend_from_slice(&offset.to_le_bytes());
         out.extend_from_slice(&to_u32(r.content.len()).to_le_bytes());
         name_off += r.user.len() + r.device.len();
+        entries.push(Entry {
+            user: r.user,
+            device: r.device,
+            offset,
+            len: to_u32(r.content.len()),
+        });
     }
     for r in recipients.iter() {
         out.extend_from_slice(r.user.as_bytes());
@@ -108,7 +132,112 @@ pub fn encode(recipients: &mut Vec<Recipient<'_>>) -> Vec<u8> {
         out.extend_from_slice(c.as_bytes());
     }
     debug_assert_eq!(out.len(), total);
-    out
+    Encoded {
+        body: out,
+        header_len: contents_at,
+        entries,
+    }
+}
+
+/// Content texts by address and length, hashed fast.
+type AddressMap = HashMap<(*const u8, usize), u32, foldhash::fast::RandomState>;
+
+/// The `messages` of a `PUT /sendToDevice` body, read in place (no copy of
+/// a content or, mostly, of a name): per user in the body's order, per
+/// device id or `*`, the content's JSON text. User ids are checked while
+/// reading; device ids are any string, as the spec's.
+#[derive(Debug, Default)]
+pub struct Outgoing<'a> {
+    pub users: Vec<ForUser<'a>>,
+}
+
+/// One user's part of [`Outgoing`].
+#[derive(Debug)]
+pub struct ForUser<'a> {
+    /// A valid user id.
+    pub user: Cow<'a, str>,
+    /// (device id or `*`, content), in the body's order.
+    pub devices: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// A `PUT /sendToDevice` body.
+#[derive(Debug, Deserialize)]
+pub struct SendBody<'a> {
+    #[serde(borrow)]
+    pub messages: Outgoing<'a>,
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Name<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// One user's `{device or "*": content}`.
+struct Devices<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Devices<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Devices<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of device ids to message contents")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(1));
+                while let Some(Name(device)) = map.next_key()? {
+                    let content: &'a RawValue = map.next_value()?;
+                    out.push((device, content));
+                }
+                Ok(Devices(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Outgoing<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Outgoing<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of user ids to device messages")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut users = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Name(user)) = map.next_key()? {
+                    if let Err(e) = <&ruma::UserId>::try_from(&*user) {
+                        return Err(A::Error::custom(format!("invalid user id {user:?}: {e}")));
+                    }
+                    let Devices(devices) = map.next_value()?;
+                    users.push(ForUser { user, devices });
+                }
+                Ok(Outgoing { users })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 fn u32_at(body: &[u8], at: usize) -> Result<u32, Malformed> {
@@ -249,7 +378,8 @@ mod tests {
                 content: r#"{"a":"a"}"#,
             },
         ];
-        let body = encode(&mut rs);
+        let encoded = encode(&mut rs);
+        let body = encoded.body;
         let names: Vec<(&str, &str)> = entries(&body)
             .unwrap()
             .iter()
@@ -278,11 +408,58 @@ mod tests {
             expected - (9 + 9 + 7),
             "the contents follow the names"
         );
+        assert_eq!(encoded.header_len, header);
+        assert_eq!(encoded.entries, e, "the encoder's index is the body's");
         assert_eq!(header_entries(&body[..header]).unwrap(), e);
         assert!(
             e.iter().all(|e| e.offset as usize >= header),
             "no content lies in the header"
         );
+    }
+
+    #[test]
+    fn a_send_body_is_read_in_place_in_its_order() {
+        let text = r#"{"messages": {
+            "@b:x": {"D2": {"k": "v"}, "*": {"all": true}},
+            "@\u0061:x": {"A": {}},
+            "@b:x": {"D1": {"n": [1, 2]}}
+        }, "other": 1}"#;
+        let body: SendBody<'_> = serde_json::from_str(text).unwrap();
+        let users: Vec<(&str, Vec<(&str, &str)>)> = body
+            .messages
+            .users
+            .iter()
+            .map(|u| {
+                let devices = u.devices.iter().map(|(d, c)| (&**d, c.get())).collect();
+                (&*u.user, devices)
+            })
+            .collect();
+        assert_eq!(
+            users,
+            [
+                (
+                    "@b:x",
+                    vec![("D2", r#"{"k": "v"}"#), ("*", r#"{"all": true}"#)]
+                ),
+                ("@a:x", vec![("A", "{}")]),
+                ("@b:x", vec![("D1", r#"{"n": [1, 2]}"#)]),
+            ]
+        );
+        assert!(
+            matches!(body.messages.users[0].user, Cow::Borrowed(_)),
+            "a name without escapes is not copied"
+        );
+        assert!(matches!(body.messages.users[1].user, Cow::Owned(_)));
+
+        for bad in [
+            r#"{}"#,
+            r#"{"messages": []}"#,
+            r#"{"messages": {"not a user id": {}}}"#,
+            r#"{"messages": {"@a:x": []}}"#,
+            r#"{"messages": {"@a:x": {"D": }}}"#,
+        ] {
+            assert!(serde_json::from_str::<SendBody<'_>>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -292,7 +469,7 @@ mod tests {
             device: "A",
             content: "{}",
         }];
-        let body = encode(&mut rs);
+        let body = encode(&mut rs).body;
         for cut in 0..body.len() {
             let short = &body[..cut];
             let _ = entries(short);
@@ -301,7 +478,7 @@ mod tests {
         }
         assert_eq!(count(&[255, 255, 255, 255]), Err(Malformed));
         assert!(entries(&[]).is_err());
-        let empty = encode(&mut Vec::new());
+        let empty = encode(&mut Vec::new()).body;
         assert_eq!(entries(&empty).unwrap(), Vec::new());
         assert_eq!(header_len(&empty), Ok(4));
         assert_eq!(

@@ -38,18 +38,22 @@ pub enum Topic {
     DeviceLists(OwnedUserId),
 }
 
+/// A map keyed by topics, hashed fast: a to-device send touches one topic
+/// per recipient device, a thousand for a large room's key share.
+type TopicMap<V> = HashMap<Topic, V, foldhash::fast::RandomState>;
+
 pub struct Stream {
     inner: Mutex<Inner>,
     current: watch::Sender<i64>,
     /// The last position that changed each topic. A writer records it
     /// before completing the position, so a waiter woken at a position sees
     /// every topic changed up to it.
-    touched: Mutex<HashMap<Topic, i64>>,
+    touched: Mutex<TopicMap<i64>>,
     /// Touches of positions not yet readable, woken when they become so.
     pending: Mutex<Vec<(i64, Topic)>>,
     /// Waiting `/sync`s by topic (dead entries are dropped as the lists
     /// are walked or grow).
-    waiters: Mutex<HashMap<Topic, Vec<Weak<Notify>>>>,
+    waiters: Mutex<TopicMap<Vec<Weak<Notify>>>>,
     /// The position at start-up: what touched which topic before it is not
     /// known.
     floor: i64,
@@ -112,9 +116,9 @@ impl Stream {
                 in_flight: BTreeSet::new(),
             }),
             current: watch::channel(max_persisted).0,
-            touched: Mutex::new(HashMap::new()),
+            touched: Mutex::new(TopicMap::default()),
             pending: Mutex::new(Vec::new()),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(TopicMap::default()),
             floor: max_persisted,
             wakeups: std::sync::atomic::AtomicU64::new(0),
             closing: watch::channel(false).0,
@@ -215,16 +219,10 @@ impl Stream {
             if pending.is_empty() {
                 return;
             }
-            let mut due = Vec::new();
-            pending.retain(|(pos, topic)| {
-                if *pos <= readable {
-                    due.push(topic.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            due
+            pending
+                .extract_if(.., |(pos, _)| *pos <= readable)
+                .map(|(_, topic)| topic)
+                .collect()
         };
         let mut waiters = self.waiters.lock();
         for topic in due {

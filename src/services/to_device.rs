@@ -26,16 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use ruma::api::client::to_device::send_event_to_device::v3::Messages;
-use ruma::to_device::DeviceIdOrAllDevices;
-use ruma::{OwnedDeviceId, OwnedServerName};
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
-use crate::model::to_device::{self as send_body, Entry, Recipient};
+use crate::model::to_device::{self as send_body, Entry, ForUser, Outgoing, Recipient};
 use crate::services::e2e_keys::DeviceLists;
 use crate::services::stream::{Stream, Topic};
 use crate::storage::Storage;
@@ -100,12 +98,12 @@ struct Sent {
 
 /// A map keyed by names, hashed fast: a send touches one entry per
 /// recipient device, a thousand for a large room's key share.
-type NameMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+type NameMap<V> = hashbrown::HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// What waits for which device.
 #[derive(Default)]
 struct Pending {
-    sends: HashMap<i64, SendMeta>,
+    sends: HashMap<i64, SendMeta, foldhash::fast::RandomState>,
     /// Per user, per device: its messages in position order.
     by_user: NameMap<NameMap<VecDeque<Slot>>>,
 }
@@ -124,19 +122,13 @@ impl Pending {
             },
         );
         for e in entries {
-            // Looked up by `&str` first: a key is allocated once per device.
-            if !self.by_user.contains_key(e.user) {
-                self.by_user.insert(e.user.into(), NameMap::default());
-            }
-            let Some(devices) = self.by_user.get_mut(e.user) else {
-                continue;
-            };
-            if !devices.contains_key(e.device) {
-                devices.insert(e.device.into(), VecDeque::new());
-            }
-            let Some(queue) = devices.get_mut(e.device) else {
-                continue;
-            };
+            // Looked up by `&str`: a key is allocated once per device.
+            let queue = self
+                .by_user
+                .entry_ref(e.user)
+                .or_default()
+                .entry_ref(e.device)
+                .or_default();
             let slot = Slot {
                 pos,
                 offset: e.offset,
@@ -529,49 +521,33 @@ impl ToDevice {
         sender: &Requester,
         event_type: &str,
         txn_id: &str,
-        messages: &Messages,
+        messages: &Outgoing<'_>,
     ) -> Result<()> {
         // Every content and recipient is checked before anything is written.
-        if let Some(remote) = messages
-            .keys()
-            .find(|u| u.server_name() != self.server_name)
-        {
-            return Err(MatrixError::invalid_param(format!(
-                "Cannot send to-device messages to {remote}: this server does not federate yet"
-            )));
-        }
-        for (user, by_device) in messages {
-            for (device, content) in by_device {
-                if !content.json().get().trim_start().starts_with('{') {
-                    return Err(MatrixError::bad_json(
-                        "Each to-device message content must be a JSON object",
-                    ));
-                }
-                check_content_size(user.as_str(), device, content.json().get())?;
-            }
-        }
+        let users = self.checked_users(messages)?;
         // The position first, then the devices: a device deleted after this
         // read has its acknowledgement moved past this position (its
         // deletion reads the stream's high-water mark once this commits),
         // or is dropped from memory by the change listener.
         let r = self.stream.reserve();
-        let users: Vec<&str> = messages.keys().map(|u| u.as_str()).collect();
-        let devices = self.shared.devices.of(&self.shared.storage, &users).await?;
+        let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+        let devices = self.shared.devices.of(&self.shared.storage, &names).await?;
         let mut recipients: Vec<Recipient<'_>> = Vec::new();
         let mut topics = Vec::new();
         let mut named: Vec<(&str, &str)> = Vec::new();
-        for ((user, by_device), devs) in messages.iter().zip(&devices) {
+        for ((user, u), devs) in users.iter().zip(&devices) {
             named.clear();
             let mut wildcard = None;
-            for (key, content) in by_device {
-                match key {
-                    DeviceIdOrAllDevices::AllDevices => wildcard = Some(content.json().get()),
-                    DeviceIdOrAllDevices::DeviceId(d) => {
-                        named.push((d.as_str(), content.json().get()))
-                    }
+            for (key, content) in u.devices.iter().rev() {
+                if key == "*" {
+                    wildcard = wildcard.or(Some(content.get()));
+                } else {
+                    named.push((key, content.get()));
                 }
             }
-            named.sort_unstable();
+            named.sort_by(|a, b| a.0.cmp(b.0));
+            named.dedup_by(|a, b| a.0 == b.0);
+            let owned_user: OwnedUserId = (*user).to_owned();
             for device in devs.iter() {
                 // A device named gets its own content; "*" is for the rest.
                 let own = named
@@ -584,7 +560,7 @@ impl ToDevice {
                         device: device.as_str(),
                         content,
                     });
-                    topics.push(Topic::Device(user.clone(), device.clone()));
+                    topics.push(Topic::Device(owned_user.clone(), device.clone()));
                 }
             }
         }
@@ -592,8 +568,8 @@ impl ToDevice {
             return Ok(());
         }
         self.check_fan_out(&recipients)?;
-        let body = send_body::encode(&mut recipients);
-        let header_len = send_body::header_len(&body).map_err(MatrixError::internal)?;
+        let encoded = send_body::encode(&mut recipients);
+        let header_len = encoded.header_len;
         let stored = self
             .shared
             .storage
@@ -603,14 +579,11 @@ impl ToDevice {
                 event_type,
                 txn_id,
                 stream_ordering: r.pos(),
-                header: &body[..header_len],
-                contents: &body[header_len..],
+                header: &encoded.body[..header_len],
+                contents: &encoded.body[header_len..],
             })
             .await;
         if let Ok(true) = stored {
-            // Kept without a copy (a send's body can be megabytes).
-            let kept = bytes::Bytes::from(body);
-            let entries = send_body::entries(&kept).map_err(MatrixError::internal)?;
             self.shared.pending.lock().add(
                 r.pos(),
                 Sent {
@@ -618,10 +591,13 @@ impl ToDevice {
                     event_type: Arc::from(event_type),
                     header_len: u32::try_from(header_len).map_err(MatrixError::internal)?,
                 },
-                &entries,
+                &encoded.entries,
             );
-            drop(entries);
-            self.shared.bodies.lock().insert(r.pos(), kept);
+            // Kept without a copy (a send's body can be megabytes).
+            self.shared
+                .bodies
+                .lock()
+                .insert(r.pos(), bytes::Bytes::from(encoded.body));
             self.stream.touch_many(topics, r.pos());
             for listener in self.listeners.read().iter() {
                 listener.sent(&sender.user_id, event_type, &recipients);
@@ -631,6 +607,46 @@ impl ToDevice {
         self.stream.complete(r);
         stored?;
         Ok(())
+    }
+
+    /// The users `messages` names, each once, sorted: 400 `M_INVALID_PARAM`
+    /// for a user of another server, 400 `M_BAD_JSON` for a content that is
+    /// not an object, 413 `M_TOO_LARGE` for one over [`MAX_CONTENT_BYTES`].
+    /// A user named twice gets what the body names last (as a JSON object
+    /// read into a map).
+    fn checked_users<'m, 'a>(
+        &self,
+        messages: &'m Outgoing<'a>,
+    ) -> Result<Vec<(&'m UserId, &'m ForUser<'a>)>> {
+        let mut users = Vec::with_capacity(messages.users.len());
+        for u in &messages.users {
+            let id = <&UserId>::try_from(&*u.user)
+                .map_err(|e| MatrixError::bad_json(format!("Invalid user id {}: {e}", u.user)))?;
+            users.push((id, u));
+        }
+        if let Some((remote, _)) = users
+            .iter()
+            .find(|(u, _)| u.server_name() != self.server_name)
+        {
+            return Err(MatrixError::invalid_param(format!(
+                "Cannot send to-device messages to {remote}: this server does not federate yet"
+            )));
+        }
+        for (user, u) in &users {
+            for (device, content) in &u.devices {
+                if !content.get().trim_start().starts_with('{') {
+                    return Err(MatrixError::bad_json(
+                        "Each to-device message content must be a JSON object",
+                    ));
+                }
+                check_content_size(user.as_str(), device, content.get())?;
+            }
+        }
+        // Sorted stably from the end, the first of each run is the last named.
+        users.reverse();
+        users.sort_by(|a, b| a.0.cmp(b.0));
+        users.dedup_by(|a, b| a.0 == b.0);
+        Ok(users)
     }
 
     /// 413 `M_TOO_LARGE` when `recipients` are more messages or bytes than
@@ -784,7 +800,7 @@ async fn rebuild(storage: &Storage) -> anyhow::Result<Pending> {
 /// 413 `M_TOO_LARGE` when a content is over [`MAX_CONTENT_BYTES`] as
 /// canonical JSON. The text as sent is measured first: canonical JSON is
 /// compact, so a text within the limit needs no re-encoding.
-fn check_content_size(user: &str, device: &DeviceIdOrAllDevices, content: &str) -> Result<()> {
+fn check_content_size(user: &str, device: &str, content: &str) -> Result<()> {
     if content.len() <= MAX_CONTENT_BYTES {
         return Ok(());
     }

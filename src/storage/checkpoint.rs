@@ -11,13 +11,20 @@
 //! task with a connection of its own does it instead:
 //! - every [`BUSY_TICK`] while the log grows, a `PASSIVE` checkpoint copies
 //!   what it can without waiting for or blocking anyone;
-//! - when the log is longer than [`RESTART_FRAMES`], a `RESTART` checkpoint
-//!   finishes the copy and makes the next write start the log over, which
-//!   keeps the file bounded (a passive copy alone never lets it start over
-//!   while writes keep coming). It holds new writers back while it waits
-//!   (at most its busy timeout) and copies the few pages written since the
-//!   passive one;
-//! - with nothing to copy it looks again after [`IDLE_TICK`].
+//! - when the log is longer than [`RESTART_FRAMES`] and that passive copy
+//!   caught up with it, a `RESTART` checkpoint makes the next write start
+//!   the log over, which keeps the file bounded (a passive copy alone never
+//!   lets it start over while writes keep coming). A restart holds new
+//!   writers back while it runs, and copying what was written since the
+//!   passive copy costs it two fsyncs (hundreds of milliseconds on a busy
+//!   disk), so under a steady stream of writes, when the passive copy
+//!   never quite catches up, it waits until the log is longer than
+//!   [`FORCE_RESTART_FRAMES`];
+//! - with nothing to copy it looks again after [`IDLE_TICK`], and cuts a
+//!   log file left longer than [`KEEP_LOG_BYTES`] by a burst back to
+//!   nothing (`TRUNCATE`): while writes come, the file is written over,
+//!   never cut, because freeing its blocks inside a commit stalled every
+//!   writer (docs/benchmarks-history.md, run 42).
 //!
 //! The task ends when the storage is closed ([`super::Storage::close`]
 //! closes its connection first, so that the pool's last connection makes
@@ -35,23 +42,31 @@ use sqlx::{AnyConnection, ConnectOptions, Connection, Executor};
 const BUSY_TICK: Duration = Duration::from_millis(100);
 /// Between checks while nothing is written.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// A log longer than this (in pages: 64 MiB of 4 KiB pages, the size
-/// `journal_size_limit` trims the file back to) is started over. Each restart
-/// holds writers for a few milliseconds; at 4,096 pages it came often enough
-/// under a steady send load to show in the send p99 (docs/benchmarks-history.md,
-/// run 15).
+/// A log longer than this (in pages: 64 MiB of 4 KiB pages) is started over
+/// once a passive copy has caught up with it. At 4,096 pages restarts came
+/// often enough under a steady send load to show in the send p99
+/// (docs/benchmarks-history.md, run 15).
 const RESTART_FRAMES: i64 = 16384;
+/// A log longer than this (192 MiB) is started over even though writes keep
+/// coming; below the pool's own backstop (`wal_autocheckpoint`, 256 MiB, see
+/// [`super::Dialect::connection_setup`]) and SQLite's `journal_size_limit`.
+const FORCE_RESTART_FRAMES: i64 = 49152;
+/// A log file longer than this is cut back once writes have paused.
+const KEEP_LOG_BYTES: u64 = 64 << 20;
 /// How long a `RESTART` checkpoint waits for the writer and readers before
 /// giving up until the next tick; new writers wait behind it meanwhile.
 const RESTART_WAIT_MS: u32 = 20;
 
-/// When the task checkpoints: [`BUSY_TICK`], [`IDLE_TICK`] and
-/// [`RESTART_FRAMES`], or others in tests.
+/// When the task checkpoints: [`BUSY_TICK`], [`IDLE_TICK`],
+/// [`RESTART_FRAMES`], [`FORCE_RESTART_FRAMES`] and [`KEEP_LOG_BYTES`], or
+/// others in tests.
 #[derive(Clone, Copy)]
 pub(super) struct Schedule {
     pub busy_tick: Duration,
     pub idle_tick: Duration,
     pub restart_frames: i64,
+    pub force_restart_frames: i64,
+    pub keep_log_bytes: u64,
 }
 
 impl Default for Schedule {
@@ -60,6 +75,8 @@ impl Default for Schedule {
             busy_tick: BUSY_TICK,
             idle_tick: IDLE_TICK,
             restart_frames: RESTART_FRAMES,
+            force_restart_frames: FORCE_RESTART_FRAMES,
+            keep_log_bytes: KEEP_LOG_BYTES,
         }
     }
 }
@@ -81,11 +98,17 @@ pub(super) async fn spawn(
         "PRAGMA busy_timeout = {RESTART_WAIT_MS}"
     )))
     .await?;
+    let log_file = log_file(&mut conn).await?;
     let handle = tokio::spawn(async move {
         let mut last_log = 0;
         loop {
-            let tick = match checkpoint(&mut conn, schedule.restart_frames).await {
-                Ok(log) if log == last_log => schedule.idle_tick,
+            let tick = match checkpoint(&mut conn, &schedule).await {
+                Ok(log) if log == last_log => {
+                    if let Err(e) = cut_back(&mut conn, log_file.as_deref(), &schedule).await {
+                        tracing::warn!(error = %e, "WAL truncation failed");
+                    }
+                    schedule.idle_tick
+                }
                 Ok(log) => {
                     last_log = log;
                     schedule.busy_tick
@@ -108,28 +131,74 @@ pub(super) async fn spawn(
     Ok(handle)
 }
 
+/// The database's log file (`-wal` beside the main file), or `None` for
+/// an in-memory database.
+async fn log_file(conn: &mut AnyConnection) -> sqlx::Result<Option<std::path::PathBuf>> {
+    #[derive(sqlx::FromRow)]
+    struct Attached {
+        name: String,
+        file: String,
+    }
+    let attached: Vec<Attached> = sqlx::query_as("SELECT name, file FROM pragma_database_list")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(attached
+        .into_iter()
+        .find(|a| a.name == "main" && !a.file.is_empty())
+        .map(|a| format!("{}-wal", a.file).into()))
+}
+
+/// What `PRAGMA wal_checkpoint` answers: whether it was kept from
+/// finishing, the log's length and how much of it was copied, in pages.
+#[derive(sqlx::FromRow)]
+struct Checkpointed {
+    busy: i64,
+    log: i64,
+    checkpointed: i64,
+}
+
 /// One round: a passive copy, and a restart if the log has grown long.
 /// Returns the log's length in pages (0 once started over).
-async fn checkpoint(conn: &mut AnyConnection, restart_frames: i64) -> sqlx::Result<i64> {
-    /// What `PRAGMA wal_checkpoint` answers: whether it was kept from
-    /// finishing, the log's length and how much of it was copied, in pages.
-    #[derive(sqlx::FromRow)]
-    struct Checkpointed {
-        busy: i64,
-        log: i64,
-    }
+async fn checkpoint(conn: &mut AnyConnection, schedule: &Schedule) -> sqlx::Result<i64> {
     let passive: Checkpointed = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
         .await?;
-    if passive.log <= restart_frames {
+    let caught_up = passive.busy == 0 && passive.checkpointed == passive.log;
+    if passive.log <= schedule.restart_frames
+        || (passive.log <= schedule.force_restart_frames && !caught_up)
+    {
         return Ok(passive.log);
     }
     let started = std::time::Instant::now();
-    let Checkpointed { busy, log } = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+    let Checkpointed { busy, log, .. } = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
         .fetch_one(&mut *conn)
         .await?;
-    tracing::debug!(busy, log, elapsed = ?started.elapsed(), "WAL restart checkpoint");
+    tracing::debug!(busy, log, caught_up, elapsed = ?started.elapsed(), "WAL restart checkpoint");
     Ok(if busy == 0 { 0 } else { log })
+}
+
+/// Writes have paused: a log file a burst left longer than the schedule
+/// keeps is copied back and cut to nothing (a `TRUNCATE` checkpoint, which
+/// gives up after its busy timeout if someone is reading or writing).
+async fn cut_back(
+    conn: &mut AnyConnection,
+    log_file: Option<&std::path::Path>,
+    schedule: &Schedule,
+) -> sqlx::Result<()> {
+    let Some(len) = log_file
+        .and_then(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+    else {
+        return Ok(());
+    };
+    if len <= schedule.keep_log_bytes {
+        return Ok(());
+    }
+    let Checkpointed { busy, log, .. } = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    tracing::debug!(busy, log, len, "WAL file cut back");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,6 +218,8 @@ mod tests {
             busy_tick: Duration::from_millis(10),
             idle_tick: Duration::from_millis(10),
             restart_frames: 64,
+            force_restart_frames: 256,
+            keep_log_bytes: u64::MAX,
         };
         for (with_task, expect_short) in [(true, true), (false, false)] {
             let dir = tempfile::tempdir().unwrap();
@@ -182,6 +253,65 @@ mod tests {
             } else {
                 assert!(wal > 4 << 20, "log file of only {wal} bytes");
             }
+        }
+    }
+
+    /// A burst that leaves a long log file behind: once writes pause, the
+    /// task copies the log back and cuts the file to nothing; every row is
+    /// still there. Without the cut the file keeps its length.
+    #[tokio::test]
+    async fn a_long_log_file_is_cut_back_once_writes_pause() {
+        for keep in [1u64 << 20, u64::MAX] {
+            let schedule = Schedule {
+                busy_tick: Duration::from_millis(10),
+                idle_tick: Duration::from_millis(10),
+                restart_frames: 1 << 30,
+                force_restart_frames: 1 << 30,
+                keep_log_bytes: keep,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("t.db").display());
+            let storage = Storage::connect_with(&url, 1, Some(schedule), i64::MAX)
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+                .execute(storage.pool())
+                .await
+                .unwrap();
+            let filler = "x".repeat(4000);
+            let mut tx = storage.pool().begin().await.unwrap();
+            for i in 0..1000 {
+                sqlx::query("INSERT INTO t (a, b) VALUES ($1, $2)")
+                    .bind(i)
+                    .bind(&filler)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            let wal = || {
+                std::fs::metadata(dir.path().join("t.db-wal"))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            };
+            assert!(wal() > 3 << 20, "the burst wrote a log of {} bytes", wal());
+            let mut waited = 0;
+            while wal() > keep && waited < 100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                waited += 1;
+            }
+            if keep == u64::MAX {
+                // Some twenty idle rounds.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(wal() > 3 << 20, "left alone: {} bytes", wal());
+            } else {
+                assert!(wal() <= keep, "cut back: {} bytes", wal());
+            }
+            let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+                .fetch_one(storage.pool())
+                .await
+                .unwrap();
+            assert_eq!(rows, 1000);
         }
     }
 

@@ -124,11 +124,15 @@ impl Dialect {
                 "PRAGMA busy_timeout = 10000",
                 // Checkpoints run on a connection of their own
                 // (`storage::checkpoint`); a commit checkpoints only if that
-                // has fallen far behind (128 MiB of log).
-                "PRAGMA wal_autocheckpoint = 32768",
-                // A log that grew in a burst is cut back to 64 MiB when it
-                // starts over.
-                "PRAGMA journal_size_limit = 67108864",
+                // has fallen far behind (256 MiB of log, past the task's
+                // forced restart at 192 MiB).
+                "PRAGMA wal_autocheckpoint = 65536",
+                // When the log starts over, a file longer than this is cut
+                // back inside the commit that starts it over, so it is kept
+                // above the task's forced restart: under a steady load the
+                // file is written over, not cut (the task cuts it once writes
+                // pause).
+                "PRAGMA journal_size_limit = 268435456",
             ],
             Self::Postgres => &[],
         }

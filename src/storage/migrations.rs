@@ -733,7 +733,7 @@ async fn backfill_v38(tx: &mut super::Tx) -> sqlx::Result<()> {
                 content: &r.5,
             })
             .collect();
-        let body = crate::model::to_device::encode(&mut recipients);
+        let body = crate::model::to_device::encode(&mut recipients).body;
         sqlx::query(
             "INSERT INTO to_device_sends (stream_ordering, sender, event_type, body)
              VALUES ($1, $2, $3, $4)",
@@ -1040,7 +1040,7 @@ mod tests {
                 content: r#"{"small":1}"#,
             },
         ];
-        let body = crate::model::to_device::encode(&mut recipients);
+        let body = crate::model::to_device::encode(&mut recipients).body;
         for (pos, bytes) in [(5_i64, body.clone()), (6, b"damaged".to_vec())] {
             sqlx::query(
                 "INSERT INTO to_device_sends (stream_ordering, sender, event_type, body)

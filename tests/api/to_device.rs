@@ -255,6 +255,55 @@ async fn a_wildcard_reaches_every_device_of_the_user() {
     assert_one(&r3, &alice, json!({"just": 3}));
 }
 
+/// A body that names a user or a device twice (JSON allows it) is read as a
+/// map, as Synapse and ruma read it: what is named last counts, and a user
+/// named again replaces what was named for them before.
+#[tokio::test]
+async fn a_user_or_device_named_twice_gets_what_is_named_last() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let alice2 = server.login("alice", "password123").await;
+    let t1 = next_batch(&sync_device(&server, &alice, None).await);
+    let t2 = next_batch(&sync_device(&server, &alice2, None).await);
+    let (user, device) = (&alice.user_id, &alice.device_id);
+    let body = format!(
+        r#"{{"messages": {{"{user}": {{"{device}": {{"n": 1}}, "*": {{"w": 1}}, "{device}": {{"n": 2}}, "*": {{"w": 2}}}}}}}}"#
+    );
+    let path = "/_matrix/client/v3/sendToDevice/my.test.type/twice1";
+    let (st, b) = server
+        .request_raw(
+            reqwest::Method::PUT,
+            path,
+            alice.token(),
+            Box::leak(body.into_boxed_str()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r1 = sync_device(&server, &alice, Some(&t1)).await;
+    let r2 = sync_device(&server, &alice2, Some(&t2)).await;
+    assert_one(&r1, &alice, json!({"n": 2}));
+    assert_one(&r2, &alice, json!({"w": 2}));
+
+    let device2 = &alice2.device_id;
+    let body = format!(
+        r#"{{"messages": {{"{user}": {{"*": {{"v": 1}}}}, "{user}": {{"{device2}": {{"v": 2}}}}}}}}"#
+    );
+    let path = "/_matrix/client/v3/sendToDevice/my.test.type/twice2";
+    let (st, b) = server
+        .request_raw(
+            reqwest::Method::PUT,
+            path,
+            alice.token(),
+            Box::leak(body.into_boxed_str()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r1 = sync_device(&server, &alice, Some(&next_batch(&r1))).await;
+    let r2 = sync_device(&server, &alice2, Some(&next_batch(&r2))).await;
+    assert_eq!(to_device_events(&r1), Vec::<Value>::new(), "{r1}");
+    assert_one(&r2, &alice, json!({"v": 2}));
+}
+
 /// sytest "Device messages wake up /sync", "Wildcard device messages wake
 /// up /sync": a parked sync answers as soon as a message for its device is
 /// stored.
