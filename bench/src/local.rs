@@ -116,6 +116,27 @@ pub fn allow_loopback_outbound(config: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", config.display()))
 }
 
+/// Lists the registration file `registration` in `app_services` of a
+/// config that `generate_config` wrote.
+pub fn add_app_service(config: &Path, registration: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let line = "app_services: []";
+    if !text.lines().any(|l| l == line) {
+        bail!("no `{line}` line in {}", config.display());
+    }
+    let listed = format!(
+        "app_services: [{}]",
+        serde_json::to_string(&registration.display().to_string())?
+    );
+    let out: Vec<&str> = text
+        .lines()
+        .map(|l| if l == line { listed.as_str() } else { l })
+        .collect();
+    std::fs::write(config, out.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", config.display()))
+}
+
 /// A running `myelin serve`. Dropping it kills the process (SIGKILL) if it
 /// was not stopped.
 pub struct Server {
@@ -248,11 +269,13 @@ impl Local {
     /// port, a random shared secret, rate limits off, argon2 at 256 KiB
     /// (registration is set-up, never what is measured), push gateways on
     /// 127.0.0.1 allowed, SQLite in the temp dir or the database at
-    /// `database_url`. Returns once it answers.
+    /// `database_url`, the application service registration file
+    /// `app_service` listed if given. Returns once it answers.
     pub async fn start(
         binary: &Path,
         prefix: &str,
         database_url: Option<&str>,
+        app_service: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let binary = std::fs::canonicalize(binary).with_context(|| {
             format!(
@@ -269,6 +292,9 @@ impl Local {
         let config = generate_config(&binary, dir.path(), port, &secret, database_url)?;
         set_password_hashing_memory(&config, 256)?;
         allow_loopback_outbound(&config)?;
+        if let Some(registration) = app_service {
+            add_app_service(&config, registration)?;
+        }
         let base = format!("http://127.0.0.1:{port}");
         let mut server = Server::spawn(&binary, &config, &dir.path().join("server.log"), &[])?;
         server

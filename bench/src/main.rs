@@ -4,7 +4,7 @@
 //! binary themselves ([`local`]); the load scenarios (`send`, `wakeup`,
 //! `initial-sync`, `join`, `idle-syncers`, `admin`, `keys-query`,
 //! `keys-claim`, `to-device`, `sliding-sync`, `sliding-sync-wakeup`,
-//! `push-fanout`, `media`) drive any homeserver by URL
+//! `push-fanout`, `appservice`, `media`) drive any homeserver by URL
 //! through [`client`], with what they share in [`load`]. Every scenario
 //! prints a table and can write JSON ([`report`]); [`procstat`] reads a
 //! process's memory and CPU from /proc. A load scenario exits with status 1
@@ -16,6 +16,7 @@
 )]
 
 mod client;
+mod fake_http;
 mod load;
 mod local;
 mod procstat;
@@ -73,6 +74,11 @@ pub enum Command {
     /// http pusher to a fake gateway this command runs: time until every
     /// notification arrived.
     PushFanout(scenarios::push_fanout::Args),
+    /// Messages into rooms with an application service's user (issue 23)
+    /// at a rate (1,000/s) or as fast as the server takes them; a fake
+    /// service this command runs receives the transactions: delivered
+    /// events/s, send-to-arrival delay, none lost or duplicated.
+    Appservice(scenarios::appservice::Args),
     /// The admin API's long operations: full-text reindex throughput,
     /// purgeRoom of a big room, evacuateRoom of a crowded one (by URL, or a
     /// Myelin it starts with --binary).
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
             Command::SlidingSync(args) => scenarios::sliding_sync::run_first(args).await,
             Command::SlidingSyncWakeup(args) => scenarios::sliding_sync::run_wakeup(args).await,
             Command::PushFanout(args) => scenarios::push_fanout::run(args).await,
+            Command::Appservice(args) => scenarios::appservice::run(args).await,
             Command::LargeFixture(args) => scenarios::large::run(args).await,
             Command::Media(args) => scenarios::media::run(args).await,
             Command::Smoke(args) => scenarios::smoke::run(args).await,

@@ -27,17 +27,29 @@
 //! - At most [`MAX_EVENTS`] events per transaction (Synapse's limit).
 //! - `url: null`: the service receives nothing.
 //! - With `receive_ephemeral` (MSC2409), receipts, typing and presence
-//!   ([`EphemeralListener`]) and the to-device messages for its users
-//!   ([`ToDeviceListener`]) wait in memory for the next transaction. With
-//!   `org.matrix.msc3202`, so do the users whose device lists changed
-//!   (`DeviceLists::watch`) and share a room that interests it; each of its
-//!   transactions carries the key counts of the devices of its users in
+//!   ([`EphemeralListener`]) wait in memory for the next transaction (a
+//!   restart loses those not sent yet, as Synapse's typing). The to-device
+//!   messages for its users are not copied: they wait where every device's
+//!   messages wait (`to_device`, stored), and the service has a position in
+//!   that stream (`appservice_state.to_device_pos`) as for events: a
+//!   transaction records the position it takes the service to, and once
+//!   the service acknowledges it, its users' devices acknowledge those
+//!   messages as a sync would (the sends are deleted when nobody else waits
+//!   for them; with services whose namespaces overlap, only up to where
+//!   each of them is). [`ToDeviceListener`] only says which users have
+//!   messages and wakes the sender. So a message reaches the service once,
+//!   in order, also across a restart while it was down.
+//! - With `org.matrix.msc3202`, the users whose device lists changed
+//!   (`device_list_changes`) and who share a room that interests it are
+//!   read from its position in that stream (`device_list_pos`, moved as
+//!   `to_device_pos`; `DeviceLists::watch` only wakes the sender); each of
+//!   its transactions carries the key counts of the devices of its users in
 //!   the transaction's rooms, of its to-device recipients and of its sender.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -54,7 +66,7 @@ use crate::services::Services;
 use crate::services::appservices::AppService;
 use crate::services::ephemeral::{EphemeralChange, EphemeralListener};
 use crate::services::pipeline::{Batch, Committed, Settled, Subscriber};
-use crate::services::to_device::ToDeviceListener;
+use crate::services::to_device::{ToDeviceListener, WaitingMessage};
 use crate::services::workers::{Stage, Stop, Workers};
 use crate::storage::appservices::{AppServiceState, InFlightTxn};
 
@@ -67,9 +79,8 @@ pub const MAX_QUEUED: usize = 10_000;
 const CATCH_UP_PAGE: i64 = 500;
 /// Ephemeral events waiting per service past this: the oldest are dropped.
 const MAX_EPHEMERAL: usize = 1000;
-/// To-device messages waiting per service past this: the oldest are
-/// dropped (and logged).
-const MAX_TO_DEVICE: usize = 10_000;
+/// Device-list changes read per transaction.
+const DEVICE_LIST_PAGE: i64 = 1000;
 /// To-device messages per transaction (as Synapse).
 const MAX_TO_DEVICE_PER_TXN: usize = 100;
 /// Rooms whose interest (aliases, joined members) is remembered per service.
@@ -91,12 +102,6 @@ struct Pending {
     /// Receipts, typing and presence for it (MSC2409), oldest first; in
     /// memory only (a restart loses those not yet in a transaction).
     ephemeral: VecDeque<Value>,
-    /// To-device messages for its users (MSC2409), oldest first, each with
-    /// `to_user_id` and `to_device_id`; in memory only, as `ephemeral`.
-    to_device: VecDeque<Value>,
-    /// Users whose device lists changed and who share a room that interests
-    /// it (MSC3202); in memory only, as `ephemeral`.
-    device_lists: BTreeSet<String>,
 }
 
 /// What the dispatcher hears of besides the pipeline's batches.
@@ -104,7 +109,7 @@ enum Change {
     /// A receipt, typing or presence change.
     Ephemeral(EphemeralChange),
     /// A user's devices or keys changed at this stream position.
-    DeviceList(OwnedUserId, i64),
+    DeviceList(i64),
 }
 
 /// One service that receives transactions.
@@ -115,6 +120,16 @@ struct Target {
     /// Whether a room interests the service through its aliases or joined
     /// members (forgotten when a member or alias event arrives in it).
     rooms: Mutex<lru::LruCache<OwnedRoomId, bool>>,
+    /// Its users that may have to-device messages waiting.
+    to_device_users: Mutex<BTreeSet<String>>,
+    /// The highest position of a to-device send for them heard of.
+    to_device_heard: AtomicI64,
+    /// Its position in the to-device stream (0 until its sender read it):
+    /// what its users' devices may acknowledge.
+    to_device_pos: AtomicI64,
+    /// The highest position of a device-list change heard of (at start:
+    /// the stream's position then, so what changed before is read).
+    device_lists_heard: AtomicI64,
 }
 
 /// The pipeline subscriber and the services it delivers to.
@@ -156,13 +171,15 @@ impl Delivery {
                         db_until: start_pos,
                         safe: start_pos,
                         ephemeral: VecDeque::new(),
-                        to_device: VecDeque::new(),
-                        device_lists: BTreeSet::new(),
                     }),
                     wake: Notify::new(),
                     rooms: Mutex::new(lru::LruCache::new(
                         NonZeroUsize::new(ROOM_CACHE).expect("non-zero"),
                     )),
+                    to_device_users: Mutex::new(BTreeSet::new()),
+                    to_device_heard: AtomicI64::new(0),
+                    to_device_pos: AtomicI64::new(0),
+                    device_lists_heard: AtomicI64::new(start_pos),
                 })
             })
             .collect();
@@ -220,8 +237,8 @@ impl Delivery {
             let changes = d.changes.clone();
             s.e2e_keys
                 .device_lists()
-                .watch(Arc::new(move |user: &ruma::UserId, pos: i64| {
-                    let _ = changes.send(Change::DeviceList(user.to_owned(), pos));
+                .watch(Arc::new(move |_: &ruma::UserId, pos: i64| {
+                    let _ = changes.send(Change::DeviceList(pos));
                 }));
         }
         let services = s.clone();
@@ -256,38 +273,27 @@ impl EphemeralListener for Delivery {
 }
 
 impl ToDeviceListener for Delivery {
-    /// Queues each message for each service with `receive_ephemeral` whose
-    /// user namespaces hold its recipient (Synapse's rule), in the form
-    /// MSC2409 gives it: the event with `to_user_id` and `to_device_id`.
-    fn sent(&self, sender: &str, event_type: &str, recipients: &[Recipient<'_>]) {
+    /// Notes, for each service with `receive_ephemeral` whose user
+    /// namespaces hold a recipient (Synapse's rule), that the user has
+    /// messages waiting, and wakes its sender.
+    fn sent(&self, pos: i64, recipients: &[Recipient<'_>]) {
         for target in self.targets.iter().filter(|t| t.service.receive_ephemeral) {
-            let mine: Vec<Value> = recipients
+            let mut mine = recipients
                 .iter()
                 .filter(|r| target.service.is_interested_in_user(r.user))
-                .filter_map(|r| {
-                    let content: Value = serde_json::from_str(r.content).ok()?;
-                    Some(json!({
-                        "type": event_type,
-                        "sender": sender,
-                        "content": content,
-                        "to_user_id": r.user,
-                        "to_device_id": r.device,
-                    }))
-                })
-                .collect();
-            if mine.is_empty() {
+                .peekable();
+            if mine.peek().is_none() {
                 continue;
             }
-            let mut p = target.pending.lock();
-            let over = (p.to_device.len() + mine.len()).saturating_sub(MAX_TO_DEVICE);
-            if over > 0 {
-                tracing::warn!(appservice = %target.service.id, dropped = over,
-                    "too many to-device messages waiting: the oldest are dropped");
-                let drop_n = over.min(p.to_device.len());
-                p.to_device.drain(..drop_n);
+            {
+                let mut users = target.to_device_users.lock();
+                for r in mine {
+                    if !users.contains(r.user) {
+                        users.insert(r.user.to_owned());
+                    }
+                }
             }
-            p.to_device.extend(mine);
-            drop(p);
+            target.to_device_heard.fetch_max(pos, Ordering::SeqCst);
             target.wake.notify_one();
         }
     }
@@ -418,10 +424,9 @@ async fn dispatch_change(s: &Services, change: EphemeralChange) {
     }
 }
 
-/// Queues a user whose devices or keys changed (at `pos`) for each service
-/// with `org.matrix.msc3202` that a room of the user's interests (Synapse's
-/// rule), once the change is readable.
-async fn dispatch_device_list(s: &Services, user: &OwnedUserId, pos: i64) {
+/// A device-list change at `pos`: once it is readable, wakes each service
+/// with `org.matrix.msc3202` to read it (its sender decides its interest).
+async fn dispatch_device_list(s: &Services, pos: i64) {
     let targets: Vec<&Arc<Target>> = s
         .as_delivery
         .targets
@@ -432,34 +437,36 @@ async fn dispatch_device_list(s: &Services, user: &OwnedUserId, pos: i64) {
         return;
     }
     s.stream.wait_for(pos, Duration::from_secs(5)).await;
-    let rooms = match super::memberships::joined_rooms(s, user).await {
-        Ok(rooms) => rooms,
-        Err(e) => {
-            tracing::warn!(%user, error = %e.message(), "could not read a user's rooms: device list change not sent");
-            return;
-        }
-    };
     for target in targets {
-        let mut interested = false;
-        for room in &rooms {
-            match room_interesting(s, target, room).await {
-                Ok(true) => {
-                    interested = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(appservice = %target.service.id, error = %e.message(),
-                        "could not decide a device list change's interest: not sent");
-                    break;
-                }
+        target.device_lists_heard.fetch_max(pos, Ordering::SeqCst);
+        target.wake.notify_one();
+    }
+}
+
+/// The users among `changes` (position order) who share a room that
+/// interests the service (Synapse's rule), each once.
+async fn device_list_interest(
+    s: &Services,
+    target: &Target,
+    changes: Vec<(i64, String)>,
+) -> Result<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (_, user) in changes {
+        if !seen.insert(user.clone()) {
+            continue;
+        }
+        let Ok(id) = OwnedUserId::try_from(user.as_str()) else {
+            continue;
+        };
+        for room in super::memberships::joined_rooms(s, &id).await? {
+            if room_interesting(s, target, &room).await? {
+                out.push(user);
+                break;
             }
         }
-        if interested {
-            target.pending.lock().device_lists.insert(user.to_string());
-            target.wake.notify_one();
-        }
     }
+    Ok(out)
 }
 
 /// An alias of the room in the service's alias namespaces, or a joined
@@ -504,7 +511,7 @@ async fn dispatch_forever(
             Some(change) = changed.recv() => {
                 match change {
                     Change::Ephemeral(change) => dispatch_change(&s, change).await,
-                    Change::DeviceList(user, pos) => dispatch_device_list(&s, &user, pos).await,
+                    Change::DeviceList(pos) => dispatch_device_list(&s, pos).await,
                 }
                 continue;
             }
@@ -651,21 +658,35 @@ struct Extras {
 }
 
 impl Extras {
-    /// Takes what waits: at most [`MAX_EVENTS`] ephemeral events and
-    /// [`MAX_TO_DEVICE_PER_TXN`] to-device messages, every device list change.
-    fn take(p: &mut Pending) -> Self {
+    /// Takes at most [`MAX_EVENTS`] of the ephemeral events that wait.
+    fn take_ephemeral(p: &mut Pending) -> Vec<Value> {
         let n = p.ephemeral.len().min(MAX_EVENTS);
-        let m = p.to_device.len().min(MAX_TO_DEVICE_PER_TXN);
-        Self {
-            ephemeral: p.ephemeral.drain(..n).collect(),
-            to_device: p.to_device.drain(..m).collect(),
-            device_lists: std::mem::take(&mut p.device_lists).into_iter().collect(),
-        }
+        p.ephemeral.drain(..n).collect()
     }
 
     fn is_empty(&self) -> bool {
         self.ephemeral.is_empty() && self.to_device.is_empty() && self.device_lists.is_empty()
     }
+}
+
+/// The positions a transaction takes the service to.
+struct Ends {
+    upto: i64,
+    to_device_upto: i64,
+    device_list_upto: i64,
+}
+
+/// A to-device message as MSC2409 gives it: the event with `to_user_id`
+/// and `to_device_id`.
+fn to_device_event(m: WaitingMessage) -> Value {
+    let content: Value = serde_json::from_str(&m.content).unwrap_or_else(|_| json!({}));
+    json!({
+        "type": m.event_type,
+        "sender": m.sender,
+        "content": content,
+        "to_user_id": m.user,
+        "to_device_id": m.device,
+    })
 }
 
 /// The transaction's body: the events in client format, and the keys the
@@ -733,19 +754,22 @@ async fn add_msc3202(
             .filter_map(|m| m["to_user_id"].as_str())
             .map(str::to_owned),
     );
+    // Every user's devices in one read; their key counts are kept in
+    // memory by `e2e_keys` while unchanged.
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut devices: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in s.storage.devices_of_users(&users).await? {
+        devices.entry(d.user_id).or_default().push(d.device_id);
+    }
     let mut one_time = serde_json::Map::new();
     let mut fallback = serde_json::Map::new();
-    for user in users {
-        let devices = s.sessions.devices(&user).await?;
-        if devices.is_empty() {
-            continue;
-        }
+    for (user, devices) in devices {
         let mut counts: BTreeMap<String, Value> = BTreeMap::new();
         let mut unused: BTreeMap<String, Value> = BTreeMap::new();
-        for d in devices {
-            let k = s.e2e_keys.counts(&user, d.device_id.as_str()).await?;
-            counts.insert(d.device_id.to_string(), json!(k.one_time));
-            unused.insert(d.device_id.to_string(), json!(k.unused_fallback));
+        for device in devices {
+            let k = s.e2e_keys.counts(&user, &device).await?;
+            counts.insert(device.clone(), json!(k.one_time));
+            unused.insert(device, json!(k.unused_fallback));
         }
         one_time.insert(user.clone(), json!(counts));
         fallback.insert(user, json!(unused));
@@ -813,6 +837,9 @@ struct Sender {
     state: AppServiceState,
     /// The stream position the service has everything up to.
     pos: i64,
+    /// Its positions in the to-device and device-list streams.
+    to_device_pos: i64,
+    device_list_pos: i64,
     /// The position last written to its state row.
     written_pos: i64,
     last_write: Instant,
@@ -822,7 +849,8 @@ struct Sender {
 
 impl Sender {
     /// The service's state, read again until the database answers (`None`
-    /// at shutdown).
+    /// at shutdown); the to-device messages it has been sent but its users'
+    /// devices have not acknowledged yet (a stop in between) are.
     async fn start(s: Arc<Services>, target: Arc<Target>, stop: &mut Stop) -> Option<Self> {
         let id = target.service.id.clone();
         let state = loop {
@@ -840,9 +868,23 @@ impl Sender {
                 }
             }
         };
+        if target.service.receive_ephemeral {
+            let mine: Vec<String> = s
+                .to_device
+                .users_waiting()
+                .into_iter()
+                .filter(|u| target.service.is_interested_in_user(u))
+                .collect();
+            target.to_device_users.lock().extend(mine);
+            target
+                .to_device_pos
+                .store(state.to_device_pos, Ordering::SeqCst);
+        }
         let delay = Duration::from_millis(s.as_delivery.config.first_retry_ms);
-        Some(Self {
+        let mut sender = Self {
             pos: state.stream_pos,
+            to_device_pos: state.to_device_pos,
+            device_list_pos: state.device_list_pos,
             written_pos: state.stream_pos,
             last_write: Instant::now(),
             delay,
@@ -850,14 +892,17 @@ impl Sender {
             target,
             id,
             state,
-        })
+        };
+        sender.acknowledge_to_device().await;
+        Some(sender)
     }
 
     /// Sends the transaction in flight once; after a failure, waits the
     /// current delay and doubles it. False at shutdown (the transaction
     /// stays in flight and is sent again at the next start).
     async fn send(&mut self, txn: InFlightTxn, stop: &mut Stop) -> bool {
-        let d = &self.s.as_delivery;
+        let s = self.s.clone();
+        let d = &s.as_delivery;
         let sent = tokio::select! {
             sent = transmit(&self.s, &self.target.service, &txn) => sent,
             () = stop.requested() => return false,
@@ -870,6 +915,12 @@ impl Sender {
                         self.state.in_flight = None;
                         self.pos = txn.upto;
                         self.written_pos = self.pos;
+                        self.device_list_pos = txn.device_list_upto;
+                        let acknowledge = txn.to_device_upto > self.to_device_pos;
+                        self.set_to_device_pos(txn.to_device_upto);
+                        if acknowledge {
+                            self.acknowledge_to_device().await;
+                        }
                         self.delay = Duration::from_millis(d.config.first_retry_ms);
                         return true;
                     }
@@ -889,22 +940,138 @@ impl Sender {
         go_on
     }
 
+    fn set_to_device_pos(&mut self, pos: i64) {
+        self.to_device_pos = pos;
+        self.target.to_device_pos.store(pos, Ordering::SeqCst);
+    }
+
+    /// The to-device messages the service has been sent are done for its
+    /// users' devices, as if each had synced: up to where every service
+    /// interested in the user is. A user with nothing left is forgotten.
+    async fn acknowledge_to_device(&mut self) {
+        let users: Vec<String> = self.target.to_device_users.lock().iter().cloned().collect();
+        for user in users {
+            let upto = self
+                .s
+                .as_delivery
+                .targets
+                .iter()
+                .filter(|t| t.service.receive_ephemeral && t.service.is_interested_in_user(&user))
+                .map(|t| t.to_device_pos.load(Ordering::SeqCst))
+                .min()
+                .unwrap_or(self.to_device_pos);
+            match self.s.to_device.acknowledge_user(&user, upto).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.target.to_device_users.lock().remove(&user);
+                }
+                Err(e) => {
+                    tracing::warn!(appservice = %self.id, %user, error = %e.message(),
+                        "could not acknowledge to-device messages sent to the service");
+                }
+            }
+        }
+    }
+
+    /// The to-device messages for the service's users after its position,
+    /// and the position they take it to (MSC2409).
+    async fn to_device(&self) -> Result<(Vec<WaitingMessage>, i64)> {
+        if !self.target.service.receive_ephemeral {
+            return Ok((Vec::new(), self.to_device_pos));
+        }
+        let heard = self.target.to_device_heard.load(Ordering::SeqCst);
+        if heard > self.to_device_pos {
+            // Heard of before its position completed.
+            self.s.stream.wait_for(heard, Duration::from_secs(5)).await;
+        }
+        let upto = self.s.stream.current().max(self.to_device_pos);
+        let users: Vec<String> = self.target.to_device_users.lock().iter().cloned().collect();
+        if users.is_empty() {
+            return Ok((Vec::new(), upto));
+        }
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.s
+            .to_device
+            .waiting_for(&users, self.to_device_pos, upto, MAX_TO_DEVICE_PER_TXN)
+            .await
+    }
+
+    /// The users whose device lists changed after the service's position
+    /// and who share a room that interests it, and the position they take
+    /// it to (MSC3202). Reads nothing when no change was heard of.
+    async fn device_lists(&self) -> Result<(Vec<String>, i64)> {
+        if !self.target.service.msc3202
+            || self.target.device_lists_heard.load(Ordering::SeqCst) <= self.device_list_pos
+        {
+            return Ok((Vec::new(), self.device_list_pos));
+        }
+        let upto = self.s.stream.current().max(self.device_list_pos);
+        let mut changes = self
+            .s
+            .storage
+            .device_list_changes_between(self.device_list_pos, upto, DEVICE_LIST_PAGE)
+            .await?;
+        let mut covered = upto;
+        if changes.len() as i64 == DEVICE_LIST_PAGE {
+            // The rest from the next one (a position's changes together).
+            let last = changes.last().map_or(upto, |c| c.0);
+            let keep = changes.partition_point(|c| c.0 < last);
+            if keep > 0 {
+                changes.truncate(keep);
+                covered = last - 1;
+            } else {
+                covered = last;
+            }
+        }
+        let users = device_list_interest(&self.s, &self.target, changes).await?;
+        Ok((users, covered))
+    }
+
     /// Builds and records the next transaction from what waits, or moves the
-    /// position past events the service does not want, or idles until woken.
+    /// positions past what the service does not want, or idles until woken.
     async fn next(&mut self, stop: &mut Stop) -> bool {
-        let (events, upto) = match next_events(&self.s, &self.target, self.pos).await {
+        let read = async {
+            let (events, upto) = next_events(&self.s, &self.target, self.pos).await?;
+            let (to_device, to_device_upto) = self.to_device().await?;
+            let (device_lists, device_list_upto) = self.device_lists().await?;
+            Ok::<_, MatrixError>((
+                events,
+                upto,
+                to_device,
+                to_device_upto,
+                device_lists,
+                device_list_upto,
+            ))
+        };
+        let (events, upto, to_device, to_device_upto, device_lists, device_list_upto) = match read
+            .await
+        {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(appservice = %self.id, error = %e.message(), "could not read the events to send");
+                tracing::warn!(appservice = %self.id, error = %e.message(), "could not read what to send");
                 return pause(stop, Duration::from_secs(1)).await;
             }
         };
-        let extras = Extras::take(&mut self.target.pending.lock());
+        let extras = Extras {
+            ephemeral: Extras::take_ephemeral(&mut self.target.pending.lock()),
+            to_device: to_device.into_iter().map(to_device_event).collect(),
+            device_lists,
+        };
         if !events.is_empty() || !extras.is_empty() {
-            return self.record(&events, extras, upto, stop).await;
+            let ends = Ends {
+                upto,
+                to_device_upto,
+                device_list_upto,
+            };
+            return self.record(&events, extras, ends, stop).await;
         }
-        if upto > self.pos {
-            self.pos = upto;
+        let moved = upto > self.pos
+            || to_device_upto > self.to_device_pos
+            || device_list_upto > self.device_list_pos;
+        if moved {
+            self.pos = self.pos.max(upto);
+            self.set_to_device_pos(self.to_device_pos.max(to_device_upto));
+            self.device_list_pos = self.device_list_pos.max(device_list_upto);
             return true;
         }
         self.idle(stop).await
@@ -915,7 +1082,7 @@ impl Sender {
         &mut self,
         events: &[Arc<Pdu>],
         extras: Extras,
-        upto: i64,
+        ends: Ends,
         stop: &mut Stop,
     ) -> bool {
         let built = match body(&self.s, &self.target.service, events, extras).await {
@@ -928,7 +1095,9 @@ impl Sender {
         let txn = InFlightTxn {
             txn_id: self.state.next_txn_id,
             body: built,
-            upto,
+            upto: ends.upto,
+            to_device_upto: ends.to_device_upto,
+            device_list_upto: ends.device_list_upto,
         };
         match self.s.storage.appservice_begin_txn(&self.id, &txn).await {
             Ok(()) => {
@@ -937,11 +1106,12 @@ impl Sender {
                 true
             }
             Err(e) => {
-                // The events go back to be taken again.
+                // The events go back to be taken again (the to-device
+                // messages and device-list changes are read again).
                 tracing::warn!(appservice = %self.id, error = %e, "could not record a transaction");
                 {
                     let mut p = self.target.pending.lock();
-                    p.db_until = p.db_until.max(upto);
+                    p.db_until = p.db_until.max(ends.upto);
                     p.events.clear();
                 }
                 pause(stop, Duration::from_secs(1)).await

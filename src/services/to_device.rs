@@ -430,10 +430,12 @@ fn content_at(slot: Slot, header_len: u32) -> Result<ContentAt> {
 
 /// What hears of each stored send (the application services' delivery,
 /// MSC2409), registered at start-up: called on the sending request's task
-/// once the send is stored, so it must be cheap (memory only). This
-/// service knows nothing of who listens.
+/// once the send is stored and waits in memory, before its position
+/// completes, so it must be cheap (memory only). The messages themselves
+/// are read with [`ToDevice::waiting_for`]. This service knows nothing of
+/// who listens.
 pub trait ToDeviceListener: Send + Sync {
-    fn sent(&self, sender: &str, event_type: &str, recipients: &[Recipient<'_>]);
+    fn sent(&self, pos: i64, recipients: &[Recipient<'_>]);
 }
 
 pub struct ToDevice {
@@ -600,7 +602,7 @@ impl ToDevice {
                 .insert(r.pos(), bytes::Bytes::from(encoded.body));
             self.stream.touch_many(topics, r.pos());
             for listener in self.listeners.read().iter() {
-                listener.sent(&sender.user_id, event_type, &recipients);
+                listener.sent(r.pos(), &recipients);
             }
         }
         drop(recipients);
@@ -718,6 +720,117 @@ impl ToDevice {
             events,
             to: if more { last } else { to },
         })
+    }
+}
+
+/// A message waiting for a device, as a reader other than the device's own
+/// syncs takes it (an application service, for its users: MSC2409).
+#[derive(Debug, Clone)]
+pub struct WaitingMessage {
+    pub pos: i64,
+    pub user: String,
+    pub device: String,
+    pub sender: String,
+    pub event_type: String,
+    pub content: String,
+}
+
+impl ToDevice {
+    /// The users with a message waiting for a device of theirs.
+    pub fn users_waiting(&self) -> Vec<String> {
+        self.shared
+            .pending
+            .lock()
+            .by_user
+            .keys()
+            .map(|u| u.to_string())
+            .collect()
+    }
+
+    /// The messages waiting for the devices of `users` in `(after, upto]`,
+    /// in position order, and the position they cover: `upto`, or the last
+    /// one's when more wait. At most `limit`, cut between sends (a send
+    /// with more recipients among `users` than `limit` comes whole).
+    pub async fn waiting_for(
+        &self,
+        users: &[&str],
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<(Vec<WaitingMessage>, i64)> {
+        let mut taken: Vec<(Slot, Sent, &str, Box<str>)> = Vec::new();
+        {
+            let pending = self.shared.pending.lock();
+            for user in users {
+                let Some(devices) = pending.by_user.get(*user) else {
+                    continue;
+                };
+                for (device, queue) in devices {
+                    let first = queue.partition_point(|s| s.pos <= after);
+                    for slot in queue.range(first..).take_while(|s| s.pos <= upto) {
+                        if let Some(meta) = pending.sends.get(&slot.pos) {
+                            taken.push((*slot, meta.send.clone(), user, device.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        taken.sort_by(|a, b| (a.0.pos, a.2, &a.3).cmp(&(b.0.pos, b.2, &b.3)));
+        let mut covered = upto;
+        if taken.len() > limit {
+            let cut = taken[limit].0.pos;
+            let keep = taken.partition_point(|t| t.0.pos < cut);
+            let keep = if keep == 0 {
+                taken.partition_point(|t| t.0.pos <= cut)
+            } else {
+                keep
+            };
+            taken.truncate(keep);
+            covered = taken.last().map_or(upto, |t| t.0.pos);
+        }
+        let slots: Vec<(Slot, u32)> = taken.iter().map(|t| (t.0, t.1.header_len)).collect();
+        let contents = self.shared.contents(&slots).await?;
+        let out = taken
+            .into_iter()
+            .zip(contents)
+            .map(|((slot, send, user, device), content)| WaitingMessage {
+                pos: slot.pos,
+                user: user.to_owned(),
+                device: device.into(),
+                sender: send.sender.to_string(),
+                event_type: send.event_type.to_string(),
+                content,
+            })
+            .collect();
+        Ok((out, covered))
+    }
+
+    /// Acknowledges every device of `user` up to `upto`, as each device's
+    /// sync would (deleting the sends nobody waits for any more); whether
+    /// any of its messages still wait. Reads no storage when nothing waits
+    /// there.
+    pub async fn acknowledge_user(&self, user: &str, upto: i64) -> Result<bool> {
+        let devices: Vec<String> = self
+            .shared
+            .pending
+            .lock()
+            .by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|d| d.keys())
+            .map(|d| d.to_string())
+            .collect();
+        for device in devices {
+            let finished = self.shared.pending.lock().acknowledge(user, &device, upto);
+            if let Some(finished) = finished {
+                self.shared.bodies.lock().forget(&finished);
+                self.shared
+                    .storage
+                    .acknowledge_to_device(user, &device, upto, &finished)
+                    .await?;
+            }
+        }
+        Ok(self.shared.pending.lock().by_user.contains_key(user))
     }
 }
 

@@ -403,6 +403,27 @@ impl Storage {
         .await
     }
 
+    /// The changes of users' devices or keys in `(since, to]` that everyone
+    /// sharing a room may see (not `only_for` one user), in position order,
+    /// at most `limit`: (position, user).
+    pub async fn device_list_changes_between(
+        &self,
+        since: i64,
+        to: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(i64, String)>> {
+        sqlx::query_as(
+            "SELECT stream_ordering, user_id FROM device_list_changes
+             WHERE stream_ordering > $1 AND stream_ordering <= $2 AND only_for IS NULL
+             ORDER BY stream_ordering, user_id LIMIT $3",
+        )
+        .bind(since)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+    }
+
     /// The users whose devices or keys changed in `(since, to]` among
     /// `user_id` and those who share a joined room with them now, and those
     /// of the changes seen by `user_id` alone (`only_for`).

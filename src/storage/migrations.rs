@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (39, "events_room_time", V39),
     (42, "appservice_room_list", V42),
     (43, "to_device_chunks", V43),
+    (45, "appservice_stream_positions", V45),
 ];
 
 const V1: &str = r#"
@@ -781,6 +782,17 @@ CREATE TABLE to_device_chunks (
     bytes {BLOB} NOT NULL,
     PRIMARY KEY (stream_ordering, chunk)
 )
+"#;
+
+/// Each application service's positions in the to-device and device-list
+/// streams (`services/appservice_txns.rs`): what it was sent up to, and
+/// what the transaction in flight covers (moved there when the service
+/// acknowledges it). NULL in rows written before: the events' position.
+const V45: &str = r#"
+ALTER TABLE appservice_state ADD COLUMN to_device_pos BIGINT;
+ALTER TABLE appservice_state ADD COLUMN device_list_pos BIGINT;
+ALTER TABLE appservice_state ADD COLUMN txn_to_device_upto BIGINT;
+ALTER TABLE appservice_state ADD COLUMN txn_device_list_upto BIGINT;
 "#;
 
 /// Each stored send keeps its header in `to_device_sends.body`; its

@@ -874,3 +874,128 @@ async fn msc3202_device_list_changes_and_key_counts_reach_a_service_that_asks() 
         "{body}"
     );
 }
+
+/// The to-device messages (`n`) and the users whose device lists changed in
+/// distinct transactions (a retried id counted once, with the same body)
+/// until `want` messages and `user` arrived.
+async fn distinct_to_device_and_changes(
+    fake: &FakeAppService,
+    want: usize,
+    user: &str,
+) -> (Vec<i64>, Vec<String>) {
+    let mut by_id: HashMap<i64, Value> = HashMap::new();
+    let mut highest = 0;
+    let (mut messages, mut changed) = (Vec::new(), Vec::new());
+    while messages.len() < want || !changed.iter().any(|u| u == user) {
+        let (id, r) = fake.next_transaction().await;
+        let id: i64 = id.parse().unwrap();
+        assert!(id >= highest, "transaction {id} came after {highest}");
+        highest = id;
+        if let Some(before) = by_id.get(&id) {
+            assert_eq!(before, &r.body, "a retried id carries the same body");
+            continue;
+        }
+        for m in r.body[TO_DEVICE].as_array().into_iter().flatten() {
+            messages.push(m["content"]["n"].as_i64().expect("n"));
+        }
+        if let Some(lists) = r.body.get("org.matrix.msc3202.device_lists") {
+            for u in lists["changed"].as_array().expect("changed") {
+                changed.push(u.as_str().unwrap().to_owned());
+            }
+        }
+        by_id.insert(id, r.body);
+    }
+    (messages, changed)
+}
+
+#[tokio::test]
+async fn to_device_messages_and_device_list_changes_reach_a_service_once_across_a_restart() {
+    let fake = FakeAppService::start().await;
+    let registration = format!(
+        "{}org.matrix.msc3202: true\n",
+        bridge_registration(&format!("\"{}\"", fake.url))
+    );
+    let (mut s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    let phone = ghost_login(&s, &bob).await;
+    let marker = send_text(&s, &alice, &room, "caught up").await;
+    transactions_until_event(&fake, &marker).await;
+
+    // The service is down: messages for the ghost's device and a change of
+    // Alice's keys (she shares the ghost's room) wait.
+    fake.answer_all(500);
+    for n in 0..5 {
+        send_to_device(
+            &s,
+            &alice,
+            &format!("d{n}"),
+            json!({ bob.clone(): {phone.device_id.clone(): {"n": n}} }),
+        )
+        .await;
+    }
+    upload_keys(&s, &alice, json!({"device_keys": own_device_keys(&alice)})).await;
+    let (failed, _) = fake.next_transaction().await;
+    s.restart().await;
+    send_to_device(
+        &s,
+        &alice,
+        "d5",
+        json!({ bob.clone(): {phone.device_id.clone(): {"n": 5}} }),
+    )
+    .await;
+    assert!(
+        s.sql_count("SELECT COUNT(*) FROM to_device_sends").await >= 1,
+        "the messages wait in the table"
+    );
+    fake.answer_all(200);
+    let (messages, changed) = distinct_to_device_and_changes(&fake, 6, &alice.user_id).await;
+    assert!(!failed.is_empty());
+    assert_eq!(messages, [0, 1, 2, 3, 4, 5], "each once, in order");
+    assert_eq!(
+        changed.iter().filter(|u| **u == alice.user_id).count(),
+        1,
+        "{changed:?}"
+    );
+    // Nothing is sent again.
+    while let Some(r) = fake.next_within(Duration::from_millis(500)).await {
+        assert!(
+            r.body[TO_DEVICE].as_array().is_none_or(|l| l.is_empty()),
+            "sent again: {}",
+            r.body
+        );
+        assert!(
+            r.body
+                .get("org.matrix.msc3202.device_lists")
+                .is_none_or(|l| !l["changed"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(alice.user_id))),
+            "sent again: {}",
+            r.body
+        );
+    }
+    // Delivered to the service: acknowledged for the ghost's device, as a
+    // sync would; the sends are gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = s.sql_count("SELECT COUNT(*) FROM to_device_sends").await
+            + s.sql_count("SELECT COUNT(*) FROM to_device_chunks").await;
+        if left == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left} rows stay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And after another restart nothing comes again.
+    s.restart().await;
+    let marker = send_text(&s, &alice, &room, "after the second restart").await;
+    for body in transactions_until_event(&fake, &marker).await {
+        assert!(
+            body[TO_DEVICE].as_array().is_none_or(|l| l.is_empty()),
+            "{body}"
+        );
+    }
+}

@@ -126,7 +126,13 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     let Some(binary) = args.binary.clone() else {
         return measure(&args).await;
     };
-    let local = Local::start(&binary, "myelin-bench-admin-", args.database_url.as_deref()).await?;
+    let local = Local::start(
+        &binary,
+        "myelin-bench-admin-",
+        args.database_url.as_deref(),
+        None,
+    )
+    .await?;
     args.target.url = local.base.clone();
     args.target.shared_secret = Some(local.secret.clone());
     args.target.pid = Some(local.server.pid());

@@ -203,7 +203,7 @@ async fn fixture(
     shape: &Shape,
     failures: &mut Vec<String>,
 ) -> anyhow::Result<Figures> {
-    let local = Local::start(&args.binary, "myelin-bench-large-", None).await?;
+    let local = Local::start(&args.binary, "myelin-bench-large-", None, None).await?;
     let client = Client::new(&local.base)?;
     let alice = client
         .register_shared_secret(&local.secret, "alice", "bench-password", true)

@@ -7,7 +7,8 @@
 //!   `join`, `idle_syncers`, `admin` (which can also start a Myelin), and
 //!   `e2e` (`keys-query`, `keys-claim`, `to-device`: issue 19's encryption paths),
 //!   `sliding_sync` (`sliding-sync`, `sliding-sync-wakeup`) and `push_fanout`
-//!   (issue 21: Element X's sync and push).
+//!   (issue 21: Element X's sync and push), `appservice` (issue 23:
+//!   transactions to an application service, received by a fake one).
 //! - `media`: uploads, downloads, thumbnails, and memory during concurrent
 //!   big downloads (issue 20).
 //! - `large`: a large server written in bulk into a Myelin's database,
@@ -15,6 +16,7 @@
 //! - `smoke`: every load scenario at a tiny size against a Myelin it starts.
 
 pub mod admin;
+pub mod appservice;
 pub mod e2e;
 pub mod idle_syncers;
 pub mod initial_sync;

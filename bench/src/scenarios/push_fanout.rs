@@ -12,14 +12,12 @@
 //! scripts/bench-synapse sets both.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::fake_http::{FakeHttp, Received};
 use crate::load::{self, Errors, Monitor, Target};
 use crate::report::{LATENCY_HEADER, Summary, latency_row};
 
@@ -37,124 +35,6 @@ pub struct Args {
     /// How long to wait for every notification.
     #[arg(long, default_value_t = 120)]
     pub deadline_secs: u64,
-}
-
-/// One notification the fake gateway received.
-struct Received {
-    at: Instant,
-    body: Value,
-}
-
-/// What the gateway has received, and a wake-up for the waiting task.
-#[derive(Default)]
-struct Inbox {
-    received: Mutex<Vec<Received>>,
-    notify: tokio::sync::Notify,
-}
-
-/// A push gateway on 127.0.0.1: every `POST` is recorded (its arrival
-/// time and JSON body) and answered `{"rejected": []}`. Blocking threads,
-/// one a connection, HTTP/1.1 keep-alive, `Content-Length` or chunked
-/// bodies.
-struct Gateway {
-    url: String,
-    inbox: Arc<Inbox>,
-}
-
-impl Gateway {
-    fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the gateway")?;
-        let url = format!("http://{}/_matrix/push/v1/notify", listener.local_addr()?);
-        let inbox = Arc::new(Inbox::default());
-        let accept_inbox = inbox.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let inbox = accept_inbox.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = serve(stream, &inbox) {
-                        eprintln!("push-fanout gateway: {e}");
-                    }
-                });
-            }
-        });
-        Ok(Self { url, inbox })
-    }
-}
-
-/// One connection's requests until the peer closes it.
-fn serve(stream: TcpStream, inbox: &Inbox) -> std::io::Result<()> {
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (mut length, mut chunked, mut close) = (0usize, false, false);
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header)?;
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let Some((name, value)) = header.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.parse().unwrap_or(0),
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => close = value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-        let body = if chunked {
-            read_chunked(&mut reader)?
-        } else {
-            let mut b = vec![0; length];
-            reader.read_exact(&mut b)?;
-            b
-        };
-        let at = Instant::now();
-        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        inbox
-            .received
-            .lock()
-            .expect("gateway lock")
-            .push(Received { at, body });
-        inbox.notify.notify_one();
-        let answer = br#"{"rejected":[]}"#;
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            answer.len()
-        )?;
-        out.write_all(answer)?;
-        out.flush()?;
-        if close {
-            return Ok(());
-        }
-    }
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size)?;
-        let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk)?;
-        if size == 0 {
-            return Ok(body);
-        }
-        body.extend_from_slice(&chunk[..size]);
-    }
 }
 
 /// The pushkeys the notification for `event_id` reached, and what is wrong
@@ -253,7 +133,11 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     let run = t.prefix()?;
     let monitor = Monitor::start(t.pid)?;
     let client = crate::client::Client::new(&t.url)?;
-    let gateway = Gateway::start()?;
+    let gateway = FakeHttp::start(
+        "127.0.0.1:0",
+        "/_matrix/push/v1/notify",
+        r#"{"rejected":[]}"#,
+    )?;
     eprintln!(
         "push-fanout: {} members ({} others elsewhere) with pushers to {} against {} (run {run})",
         args.members, args.others, gateway.url, t.url

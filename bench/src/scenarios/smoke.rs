@@ -42,11 +42,25 @@ const RUNS: &[(&str, &[&str])] = &[
     ("sliding-sync", &[]),
     ("sliding-sync-wakeup", &[]),
     ("push-fanout", &[]),
+    ("appservice", &[]),
     ("media", &[]),
 ];
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
-    let local = Local::start(&args.binary, "myelin-bench-smoke-", None).await?;
+    // The application service of `appservice`: this tool listens on a
+    // free port that the registration names.
+    let as_dir = tempfile::tempdir().context("cannot create a temp dir")?;
+    let service = scenarios::appservice::Registration::new(crate::local::free_port()?)?;
+    let registration = as_dir.path().join("appservice.yaml");
+    std::fs::write(&registration, service.yaml())
+        .with_context(|| format!("cannot write {}", registration.display()))?;
+    let local = Local::start(
+        &args.binary,
+        "myelin-bench-smoke-",
+        None,
+        Some(&registration),
+    )
+    .await?;
     let (base, secret) = (local.base.clone(), local.secret.clone());
     let pid = local.server.pid().to_string();
     if let Some(d) = &args.json_dir {
@@ -78,6 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             .map(|s| s.to_string()),
         );
         argv.extend(extra.iter().map(|s| s.to_string()));
+        if *name == "appservice" {
+            argv.extend(service.args());
+        }
         if let Some(d) = &args.json_dir {
             argv.push("--json".into());
             argv.push(d.join(format!("{i}-{name}.json")).display().to_string());
@@ -97,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             Command::SlidingSync(a) => scenarios::sliding_sync::run_first(a).await,
             Command::SlidingSyncWakeup(a) => scenarios::sliding_sync::run_wakeup(a).await,
             Command::PushFanout(a) => scenarios::push_fanout::run(a).await,
+            Command::Appservice(a) => scenarios::appservice::run(a).await,
             Command::Media(a) => scenarios::media::run(a).await,
             _ => unreachable!("RUNS lists load scenarios only"),
         };
