@@ -33,10 +33,16 @@
 //!   messages wait (`to_device`, stored), and the service has a position in
 //!   that stream (`appservice_state.to_device_pos`) as for events: a
 //!   transaction records the position it takes the service to, and once
-//!   the service acknowledges it, its users' devices acknowledge those
-//!   messages as a sync would (the sends are deleted when nobody else waits
-//!   for them; with services whose namespaces overlap, only up to where
-//!   each of them is). [`ToDeviceListener`] only says which users have
+//!   the service acknowledges it, the devices of the users it owns (its
+//!   exclusive user namespaces, not its sender: it acts for them with its
+//!   token, they do not sync) acknowledge those messages as a sync would
+//!   (the sends are deleted when nobody else waits for them; with services
+//!   whose namespaces overlap, only up to where each of them is); any
+//!   other device takes its messages at its own syncs, as on Synapse.
+//!   Typing is kept in memory on Synapse too; its receipts and presence
+//!   are queued in memory with their position written as they are queued,
+//!   and a transaction it retries carries events only, so it loses those
+//!   as well. [`ToDeviceListener`] only says which users have
 //!   messages and wakes the sender. So a message reaches the service once,
 //!   in order, also across a restart while it was down.
 //! - With `org.matrix.msc3202`, the users whose device lists changed
@@ -840,8 +846,9 @@ struct Sender {
     /// Its positions in the to-device and device-list streams.
     to_device_pos: i64,
     device_list_pos: i64,
-    /// The position last written to its state row.
-    written_pos: i64,
+    /// The positions last written to its state row (events, to-device,
+    /// device lists).
+    written: (i64, i64, i64),
     last_write: Instant,
     /// The wait before the in-flight transaction is sent again.
     delay: Duration,
@@ -885,7 +892,7 @@ impl Sender {
             pos: state.stream_pos,
             to_device_pos: state.to_device_pos,
             device_list_pos: state.device_list_pos,
-            written_pos: state.stream_pos,
+            written: (state.stream_pos, state.to_device_pos, state.device_list_pos),
             last_write: Instant::now(),
             delay,
             s,
@@ -914,10 +921,10 @@ impl Sender {
                     Ok(()) => {
                         self.state.in_flight = None;
                         self.pos = txn.upto;
-                        self.written_pos = self.pos;
                         self.device_list_pos = txn.device_list_upto;
                         let acknowledge = txn.to_device_upto > self.to_device_pos;
                         self.set_to_device_pos(txn.to_device_upto);
+                        self.written = self.positions();
                         if acknowledge {
                             self.acknowledge_to_device().await;
                         }
@@ -940,35 +947,50 @@ impl Sender {
         go_on
     }
 
+    /// Its positions now (events, to-device, device lists).
+    fn positions(&self) -> (i64, i64, i64) {
+        (self.pos, self.to_device_pos, self.device_list_pos)
+    }
+
     fn set_to_device_pos(&mut self, pos: i64) {
         self.to_device_pos = pos;
         self.target.to_device_pos.store(pos, Ordering::SeqCst);
     }
 
-    /// The to-device messages the service has been sent are done for its
-    /// users' devices, as if each had synced: up to where every service
-    /// interested in the user is. A user with nothing left is forgotten.
+    /// The to-device messages the service has been sent are done for the
+    /// devices of the users it owns (its exclusive user namespaces, not its
+    /// sender), as if each had synced: up to where every service interested
+    /// in the user is. The service acts for those users through its own
+    /// token and their devices do not sync; any other user's devices (its
+    /// sender's, a user of a shared namespace) take their messages at their
+    /// own syncs, as on Synapse. A user with nothing left after its position
+    /// is forgotten.
     async fn acknowledge_to_device(&mut self) {
         let users: Vec<String> = self.target.to_device_users.lock().iter().cloned().collect();
+        let service = &self.target.service;
         for user in users {
-            let upto = self
-                .s
-                .as_delivery
-                .targets
-                .iter()
-                .filter(|t| t.service.receive_ephemeral && t.service.is_interested_in_user(&user))
-                .map(|t| t.to_device_pos.load(Ordering::SeqCst))
-                .min()
-                .unwrap_or(self.to_device_pos);
-            match self.s.to_device.acknowledge_user(&user, upto).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.target.to_device_users.lock().remove(&user);
-                }
-                Err(e) => {
+            if service.sender != user.as_str() && service.is_exclusive_user(&user) {
+                let upto = self
+                    .s
+                    .as_delivery
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        t.service.receive_ephemeral && t.service.is_interested_in_user(&user)
+                    })
+                    .map(|t| t.to_device_pos.load(Ordering::SeqCst))
+                    .min()
+                    .unwrap_or(self.to_device_pos);
+                if let Err(e) = self.s.to_device.acknowledge_user(&user, upto).await {
                     tracing::warn!(appservice = %self.id, %user, error = %e.message(),
                         "could not acknowledge to-device messages sent to the service");
                 }
+            }
+            // Under the set's lock: a send heard of from now on adds the
+            // user again (it waits before its listener is told).
+            let mut set = self.target.to_device_users.lock();
+            if !self.s.to_device.waits_after(&user, self.to_device_pos) {
+                set.remove(&user);
             }
         }
     }
@@ -1122,19 +1144,12 @@ impl Sender {
     /// Nothing to send: writes the position reached now and then, and waits
     /// for new events (writing it a last time at shutdown).
     async fn idle(&mut self, stop: &mut Stop) -> bool {
-        if self.pos > self.written_pos && self.last_write.elapsed() >= IDLE_POSITION_WRITE {
-            if self
-                .s
-                .storage
-                .appservice_advance(&self.id, self.pos)
-                .await
-                .is_ok()
-            {
-                self.written_pos = self.pos;
-            }
+        let moved = self.positions() != self.written;
+        if moved && self.last_write.elapsed() >= IDLE_POSITION_WRITE {
+            self.write_positions().await;
             self.last_write = Instant::now();
         }
-        let wait = if self.pos > self.written_pos {
+        let wait = if self.positions() != self.written {
             IDLE_POSITION_WRITE
         } else {
             Duration::from_secs(3600)
@@ -1143,11 +1158,25 @@ impl Sender {
             () = self.target.wake.notified() => true,
             () = tokio::time::sleep(wait) => true,
             () = stop.requested() => {
-                if self.pos > self.written_pos {
-                    let _ = self.s.storage.appservice_advance(&self.id, self.pos).await;
+                if self.positions() != self.written {
+                    self.write_positions().await;
                 }
                 false
             }
+        }
+    }
+
+    /// Writes the positions it moved past what was of no interest.
+    async fn write_positions(&mut self) {
+        let now = self.positions();
+        if self
+            .s
+            .storage
+            .appservice_advance(&self.id, now.0, now.1, now.2)
+            .await
+            .is_ok()
+        {
+            self.written = now;
         }
     }
 }

@@ -747,6 +747,21 @@ impl ToDevice {
             .collect()
     }
 
+    /// Whether a message after `after` waits for a device of `user`
+    /// (memory only).
+    pub fn waits_after(&self, user: &str, after: i64) -> bool {
+        self.shared
+            .pending
+            .lock()
+            .by_user
+            .get(user)
+            .is_some_and(|devices| {
+                devices
+                    .values()
+                    .any(|queue| queue.back().is_some_and(|s| s.pos > after))
+            })
+    }
+
     /// The messages waiting for the devices of `users` in `(after, upto]`,
     /// in position order, and the position they cover: `upto`, or the last
     /// one's when more wait. At most `limit`, cut between sends (a send

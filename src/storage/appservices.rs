@@ -122,15 +122,29 @@ impl Storage {
         Ok(())
     }
 
-    /// Moves the service's position on (events up to `pos` were of no
-    /// interest to it); never back, never past a transaction in flight.
-    pub async fn appservice_advance(&self, as_id: &str, pos: i64) -> sqlx::Result<()> {
+    /// Moves the service's positions on (events, to-device messages and
+    /// device-list changes up to them were of no interest to it); never
+    /// back, never past a transaction in flight.
+    pub async fn appservice_advance(
+        &self,
+        as_id: &str,
+        pos: i64,
+        to_device_pos: i64,
+        device_list_pos: i64,
+    ) -> sqlx::Result<()> {
         sqlx::query(
-            "UPDATE appservice_state SET stream_pos = $2
-             WHERE as_id = $1 AND stream_pos < $2 AND txn_id IS NULL",
+            "UPDATE appservice_state
+             SET stream_pos = CASE WHEN stream_pos < $2 THEN $2 ELSE stream_pos END,
+                 to_device_pos = CASE WHEN COALESCE(to_device_pos, stream_pos) < $3 THEN $3
+                     ELSE to_device_pos END,
+                 device_list_pos = CASE WHEN COALESCE(device_list_pos, stream_pos) < $4 THEN $4
+                     ELSE device_list_pos END
+             WHERE as_id = $1 AND txn_id IS NULL",
         )
         .bind(as_id)
         .bind(pos)
+        .bind(to_device_pos)
+        .bind(device_list_pos)
         .execute(self.pool())
         .await?;
         Ok(())

@@ -787,12 +787,15 @@ CREATE TABLE to_device_chunks (
 /// Each application service's positions in the to-device and device-list
 /// streams (`services/appservice_txns.rs`): what it was sent up to, and
 /// what the transaction in flight covers (moved there when the service
-/// acknowledges it). NULL in rows written before: the events' position.
+/// acknowledges it). Rows written before start both at the events'
+/// position (the to-device messages and device-list changes before it were
+/// sent from memory, or lost at the restart, as before).
 const V45: &str = r#"
 ALTER TABLE appservice_state ADD COLUMN to_device_pos BIGINT;
 ALTER TABLE appservice_state ADD COLUMN device_list_pos BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_to_device_upto BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_device_list_upto BIGINT;
+UPDATE appservice_state SET to_device_pos = stream_pos, device_list_pos = stream_pos;
 "#;
 
 /// Each stored send keeps its header in `to_device_sends.body`; its

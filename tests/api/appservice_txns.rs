@@ -999,3 +999,68 @@ async fn to_device_messages_and_device_list_changes_reach_a_service_once_across_
         );
     }
 }
+
+#[tokio::test]
+async fn only_the_devices_of_users_the_service_owns_are_done_once_it_has_their_messages() {
+    let (s, _files, fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    // Dave is in the bridge's shared (not exclusive) namespace: an ordinary
+    // user whose own device syncs. Bob is the bridge's ghost.
+    let dave = s.user("shared_dave").await;
+    let bob = ghost(&s, "bridge_bob").await;
+    let phone = ghost_login(&s, &bob).await;
+    send_to_device(
+        &s,
+        &alice,
+        "t1",
+        json!({
+            bob.clone(): {phone.device_id.clone(): {"ciphertext": "for bob"}},
+            dave.user_id.clone(): {dave.device_id.clone(): {"ciphertext": "for dave"}},
+        }),
+    )
+    .await;
+    let body = to_device_transaction(&fake).await;
+    let mut to: Vec<&str> = body[TO_DEVICE]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to_user_id"].as_str().unwrap())
+        .collect();
+    to.sort_unstable();
+    let mut both = vec![bob.as_str(), dave.user_id.as_str()];
+    both.sort_unstable();
+    assert_eq!(to, both, "{body}");
+    // A second message for Bob alone: its transaction comes after the
+    // first was acknowledged and its messages done.
+    send_to_device(
+        &s,
+        &alice,
+        "t2",
+        json!({ bob.clone(): {phone.device_id.clone(): {"ciphertext": "again"}} }),
+    )
+    .await;
+    let body = to_device_transaction(&fake).await;
+    assert_eq!(
+        body[TO_DEVICE][0]["content"]["ciphertext"], "again",
+        "{body}"
+    );
+    // Bob's part is done; the first send waits for Dave's device.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.sql_count("SELECT COUNT(*) FROM to_device_sends").await != 1 {
+        assert!(std::time::Instant::now() < deadline, "Bob's sends stay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Dave's own sync still gets his message, and acknowledges it.
+    let first = sync(&s, &dave, "timeout=0").await;
+    let events = first["to_device"]["events"].as_array().expect("to_device");
+    assert_eq!(events.len(), 1, "{first}");
+    assert_eq!(events[0]["content"]["ciphertext"], "for dave", "{first}");
+    let again = sync_since(&s, &dave, &next_batch(&first)).await;
+    assert!(
+        again["to_device"]["events"]
+            .as_array()
+            .is_none_or(|l| l.is_empty()),
+        "{again}"
+    );
+    assert_eq!(s.sql_count("SELECT COUNT(*) FROM to_device_sends").await, 0);
+}
