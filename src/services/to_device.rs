@@ -205,6 +205,16 @@ impl Pending {
             .collect()
     }
 
+    /// The devices of `user` with messages waiting.
+    fn devices_of(&self, user: &str) -> Vec<String> {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|d| d.keys())
+            .map(|d| d.to_string())
+            .collect()
+    }
+
     fn devices(&self) -> usize {
         self.by_user.values().map(|d| d.len()).sum()
     }
@@ -354,13 +364,7 @@ impl Shared {
             .collect();
         let finished: Vec<i64> = {
             let mut pending = self.pending.lock();
-            let devices: Vec<String> = pending
-                .by_user
-                .get(user)
-                .into_iter()
-                .flat_map(|d| d.keys())
-                .map(|d| d.to_string())
-                .collect();
+            let devices = pending.devices_of(user);
             let mut finished = Vec::new();
             for d in devices {
                 let upto = match (live.contains(&d), acks.get(&d)) {
@@ -825,16 +829,7 @@ impl ToDevice {
     /// any of its messages still wait. Reads no storage when nothing waits
     /// there.
     pub async fn acknowledge_user(&self, user: &str, upto: i64) -> Result<bool> {
-        let devices: Vec<String> = self
-            .shared
-            .pending
-            .lock()
-            .by_user
-            .get(user)
-            .into_iter()
-            .flat_map(|d| d.keys())
-            .map(|d| d.to_string())
-            .collect();
+        let devices = self.shared.pending.lock().devices_of(user);
         for device in devices {
             let finished = self.shared.pending.lock().acknowledge(user, &device, upto);
             if let Some(finished) = finished {

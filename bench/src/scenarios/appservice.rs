@@ -158,18 +158,14 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     let monitor = Monitor::start(t.pid)?;
     let client = crate::client::Client::new(&t.url)?;
     let receiver = FakeHttp::start(&format!("127.0.0.1:{}", args.as_port), "", "{}")?;
+    let rate = if args.rate > 0.0 {
+        format!("{}", args.rate)
+    } else {
+        "max".to_owned()
+    };
     eprintln!(
-        "appservice: {} senders into {} rooms, {} msg/s for {} s, service at {} against {} (run {run})",
-        args.senders,
-        args.rooms,
-        if args.rate > 0.0 {
-            format!("{}", args.rate)
-        } else {
-            "max".into()
-        },
-        args.secs,
-        receiver.url,
-        t.url
+        "appservice: {} senders into {} rooms, {rate} msg/s for {} s, service at {} against {} (run {run})",
+        args.senders, args.rooms, args.secs, receiver.url, t.url
     );
 
     let names: Vec<String> = (0..args.senders)
@@ -427,15 +423,8 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
         t,
         "appservice",
         &format!(
-            "{} senders, {} rooms with a namespaced member, {} msg/s, {:.1} s",
-            args.senders,
-            args.rooms,
-            if args.rate > 0.0 {
-                format!("{}", args.rate)
-            } else {
-                "max".into()
-            },
-            args.secs
+            "{} senders, {} rooms with a namespaced member, {rate} msg/s, {:.1} s",
+            args.senders, args.rooms, args.secs
         ),
         &[
             (&["what", "value"], counts),
