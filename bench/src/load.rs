@@ -94,6 +94,97 @@ impl Target {
     }
 }
 
+/// A message the server acknowledged: sender `sender`'s `seq`-th.
+pub struct Acked {
+    pub event_id: String,
+    pub sender: usize,
+    pub seq: u64,
+    pub sent_at: Instant,
+}
+
+/// What the senders of [`send_messages`] did.
+pub struct Sending {
+    pub acked: Vec<Acked>,
+    /// Each acknowledged send's time from the request to the answer.
+    pub latencies: Vec<Duration>,
+    pub errors: Errors,
+    /// When the last sender finished.
+    pub last_done: Instant,
+}
+
+/// Sender i sends messages into `rooms[i % rooms.len()]` from `start` for
+/// `secs`, one request in flight each; with `rate` > 0 (messages/s in
+/// all), its k-th message is due at start + (k × senders + i) / rate (a
+/// sender behind sends at once), else it sends as fast as the server
+/// answers. `bar` shows the seconds.
+pub async fn send_messages(
+    senders: &[Session],
+    rooms: &[String],
+    run: &str,
+    rate: f64,
+    secs: Duration,
+    start: Instant,
+    bar: &ProgressBar,
+) -> anyhow::Result<Sending> {
+    let n = senders.len();
+    let mut tasks = Vec::new();
+    for (i, s) in senders.iter().enumerate() {
+        let s = s.clone();
+        let room = rooms[i % rooms.len()].clone();
+        let run = run.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut latencies = Vec::new();
+            let mut errors = Errors::default();
+            let mut seq = 0u64;
+            while start.elapsed() < secs {
+                if rate > 0.0 {
+                    let due =
+                        start + Duration::from_secs_f64((seq as f64 * n as f64 + i as f64) / rate);
+                    if due >= start + secs {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let txn = format!("{run}-{i}-{seq}");
+                let sent_at = Instant::now();
+                match s.send_message(&room, &txn, &message(&run, i, seq)).await {
+                    Ok(event_id) => {
+                        latencies.push(sent_at.elapsed());
+                        acked.push(Acked {
+                            event_id,
+                            sender: i,
+                            seq,
+                            sent_at,
+                        });
+                    }
+                    Err(e) => errors.add(&e),
+                }
+                seq += 1;
+            }
+            (acked, latencies, errors, Instant::now())
+        }));
+    }
+    while start.elapsed() < secs {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bar.set_position(start.elapsed().as_secs());
+    }
+    let mut out = Sending {
+        acked: Vec::new(),
+        latencies: Vec::new(),
+        errors: Errors::default(),
+        last_done: start,
+    };
+    for task in tasks {
+        let (a, l, e, done) = task.await.context("sender task")?;
+        out.acked.extend(a);
+        out.latencies.extend(l);
+        out.errors.merge(e);
+        out.last_done = out.last_done.max(done);
+    }
+    Ok(out)
+}
+
 /// Registers `names` (shared secret; a login if a name exists already),
 /// `concurrency` at a time, in order.
 pub async fn register_users(

@@ -15,8 +15,6 @@
 //! in order, with the service's `hs_token`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,7 +22,7 @@ use serde_json::json;
 
 use crate::client::{Registered, Session, encode_segment};
 use crate::fake_http::FakeHttp;
-use crate::load::{self, Errors, Monitor, Target};
+use crate::load::{self, Acked, Monitor, Target};
 use crate::report::{LATENCY_HEADER, Summary, latency_row};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -101,13 +99,6 @@ impl Registration {
             self.hs_token.clone(),
         ]
     }
-}
-
-/// A message the server acknowledged.
-struct Acked {
-    sender: usize,
-    seq: u64,
-    sent_at: Instant,
 }
 
 /// Registers (if new) the namespaced user `localpart` through the
@@ -210,69 +201,15 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     // / rate (a sender behind sends at once).
     let secs = Duration::from_secs_f64(args.secs);
     let bar = t.bar(args.secs.ceil() as u64, "sending (s)");
-    let stop = Arc::new(AtomicBool::new(false));
     let phase = monitor.phase()?;
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, s) in senders.iter().enumerate() {
-        let s = s.clone();
-        let room = rooms[i % args.rooms].clone();
-        let run = run.clone();
-        let stop = stop.clone();
-        let (rate, n) = (args.rate, args.senders);
-        tasks.push(tokio::spawn(async move {
-            let mut acked: Vec<(String, Acked)> = Vec::new();
-            let mut latencies = Vec::new();
-            let mut errors = Errors::default();
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) && start.elapsed() < secs {
-                if rate > 0.0 {
-                    let due =
-                        start + Duration::from_secs_f64((seq as f64 * n as f64 + i as f64) / rate);
-                    if due >= start + secs {
-                        break;
-                    }
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let txn = format!("{run}-{i}-{seq}");
-                let sent_at = Instant::now();
-                match s
-                    .send_message(&room, &txn, &load::message(&run, i, seq))
-                    .await
-                {
-                    Ok(event_id) => {
-                        latencies.push(sent_at.elapsed());
-                        acked.push((
-                            event_id,
-                            Acked {
-                                sender: i,
-                                seq,
-                                sent_at,
-                            },
-                        ));
-                    }
-                    Err(e) => errors.add(&e),
-                }
-                seq += 1;
-            }
-            (acked, latencies, errors, Instant::now())
-        }));
-    }
-    while start.elapsed() < secs {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        bar.set_position(start.elapsed().as_secs());
-    }
-    let mut acked: HashMap<String, Acked> = HashMap::new();
-    let mut latencies = Vec::new();
-    let mut errors = Errors::default();
-    let mut last_done = start;
-    for task in tasks {
-        let (a, l, e, done) = task.await.context("sender task")?;
-        acked.extend(a);
-        latencies.extend(l);
-        errors.merge(e);
-        last_done = last_done.max(done);
-    }
+    let sending = load::send_messages(&senders, &rooms, &run, args.rate, secs, start, &bar).await?;
+    let (latencies, errors, last_done) = (sending.latencies, sending.errors, sending.last_done);
+    let acked: HashMap<String, Acked> = sending
+        .acked
+        .into_iter()
+        .map(|a| (a.event_id.clone(), a))
+        .collect();
     bar.finish_and_clear();
     let send_elapsed = last_done.duration_since(start);
 

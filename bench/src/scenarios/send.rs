@@ -5,7 +5,6 @@
 //! 200 arrived exactly once and, per sender, in order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,14 +31,6 @@ pub struct Args {
     /// After sending, how long the follower may take to see every message.
     #[arg(long, default_value_t = 60)]
     pub drain_secs: u64,
-}
-
-/// A message the server acknowledged.
-struct Acked {
-    event_id: String,
-    sender: usize,
-    seq: u64,
-    sent_at: Instant,
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<bool> {
@@ -135,58 +126,14 @@ pub async fn run(mut args: Args) -> anyhow::Result<bool> {
     // Sending.
     let secs = Duration::from_secs_f64(args.secs);
     let bar = t.bar(args.secs.ceil() as u64, "sending (s)");
-    let stop = Arc::new(AtomicBool::new(false));
     let phase = monitor.phase()?;
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, s) in senders.iter().enumerate() {
-        let s = s.clone();
-        let room = rooms[i % args.rooms].clone();
-        let run = run.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut latencies = Vec::new();
-            let mut errors = Errors::default();
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) && start.elapsed() < secs {
-                let txn = format!("{run}-{i}-{seq}");
-                let sent_at = Instant::now();
-                match s
-                    .send_message(&room, &txn, &load::message(&run, i, seq))
-                    .await
-                {
-                    Ok(event_id) => {
-                        latencies.push(sent_at.elapsed());
-                        acked.push(Acked {
-                            event_id,
-                            sender: i,
-                            seq,
-                            sent_at,
-                        });
-                    }
-                    Err(e) => errors.add(&e),
-                }
-                seq += 1;
-            }
-            (acked, latencies, errors, Instant::now())
-        }));
-    }
-    while start.elapsed() < secs {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        bar.set_position(start.elapsed().as_secs());
-    }
-    let mut acked: Vec<Acked> = Vec::new();
-    let mut latencies = Vec::new();
-    let mut errors = Errors::default();
-    let mut last_done = start;
-    for task in tasks {
-        let (a, l, e, done) = task.await.context("sender task")?;
-        acked.extend(a);
-        latencies.extend(l);
-        errors.merge(e);
-        last_done = last_done.max(done);
-    }
+    let load::Sending {
+        acked,
+        latencies,
+        errors,
+        last_done,
+    } = load::send_messages(&senders, &rooms, &run, 0.0, secs, start, &bar).await?;
     let phase = phase.finish().await?;
     bar.finish_and_clear();
     let elapsed = last_done.duration_since(start);
