@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::load::{self, Delivered, Errors, Follower, Monitor, Target};
+use crate::load::{self, Acked, Delivered, Errors, Follower, Monitor, Target};
 use crate::report::{LATENCY_HEADER, Summary, latency_row};
 
 #[derive(clap::Args, Clone, Debug)]
