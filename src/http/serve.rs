@@ -27,6 +27,16 @@ use tower::ServiceExt;
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most a connection's read buffer (and its queue of response bytes
+/// to write) holds; also the longest request head it takes. hyper's
+/// default (~400 KiB) grows a large body's reads past the allocator's
+/// mapping threshold (128 KiB, `main.rs`): each new read buffer was then a
+/// fresh mapping, faulted in page by page and unmapped again, and response
+/// chunks queued that deep left the cache before the socket copied them.
+/// Below it, 10 MiB uploads took a fifth less and downloads a third less
+/// (docs/benchmarks-history.md, run 40).
+const CONNECTION_BUFFER: usize = 120 * 1024;
+
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting,
 /// lets every connection finish its request in flight, and returns.
 /// A request without a body goes to `bodyless` instead (the same routes
@@ -93,6 +103,7 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.max_buf_size(CONNECTION_BUFFER);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -557,17 +557,25 @@ async fn bad_parameters_are_400() {
     assert_eq!(server.sql_count("SELECT COUNT(*) FROM media").await, 1);
 }
 
+/// Cut off within the first write batch, and after several batches were
+/// written (and their write-out to the disk started).
 #[tokio::test]
 async fn an_upload_cut_off_half_way_leaves_nothing() {
+    for (sent, declared) in [(30_000, 100_000), (3 * 1024 * 1024 + 5, 10 * 1024 * 1024)] {
+        cut_off_upload_leaves_nothing(sent, declared).await;
+    }
+}
+
+async fn cut_off_upload_leaves_nothing(sent: usize, declared: usize) {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let mut conn = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
-        "POST {UPLOAD}?filename=half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        "POST {UPLOAD}?filename=half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {declared}\r\n\r\n",
         alice.access_token
     );
     conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&[1u8; 30_000]).await.unwrap();
+    conn.write_all(&vec![1u8; sent]).await.unwrap();
     // The server is writing it...
     wait_until("a staged upload", Duration::from_secs(10), || async {
         match staged_files(&server) {
@@ -766,6 +774,14 @@ async fn large_bodies_round_trip_and_short_files_are_not_served() {
     let id = upload(&server, &alice, &big, None, None).await;
     let bodies = stored_bodies(&server);
     assert_eq!(bodies.len(), 1, "{bodies:?}");
+    {
+        use sha2::Digest;
+        assert_eq!(
+            bodies[0].file_name().and_then(|n| n.to_str()),
+            Some(hex::encode(sha2::Sha256::digest(&big)).as_str()),
+            "the body is stored under its sha256"
+        );
+    }
     assert_eq!(
         std::fs::read(&bodies[0]).unwrap(),
         big,
@@ -782,6 +798,15 @@ async fn large_bodies_round_trip_and_short_files_are_not_served() {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.header("content-length"), big.len().to_string());
     assert!(got.bytes == big, "the download differs from the upload");
+    // Not in the page cache: each read waits for the disk (on a blocking
+    // thread) and the body is the same.
+    evict_from_page_cache(&bodies[0]);
+    let got = download(&server, &download_v1(&server, &id), alice.token()).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(
+        got.bytes == big,
+        "the download read from the disk differs from the upload"
+    );
 
     let ranged = server
         .client
@@ -807,4 +832,12 @@ async fn large_bodies_round_trip_and_short_files_are_not_served() {
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     let answer: serde_json::Value = serde_json::from_slice(&got.bytes).unwrap();
     assert_eq!(answer["errcode"], "M_NOT_FOUND", "{answer}");
+}
+
+/// Asks the kernel to drop `path`'s pages from the page cache (they are
+/// clean: the body was synced when uploaded).
+fn evict_from_page_cache(path: &std::path::Path) {
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
 }

@@ -12,13 +12,13 @@
 //!
 //! A committed body is on the disk before its commit returns, so before
 //! the media row naming it is written and the upload answered: a crash
-//! (of the process or of the machine) loses nothing acknowledged. The
-//! local backend asks the kernel to start writing each batch of a staged
-//! body out as soon as it is written (`sync_file_range`, Linux), so the
-//! `fdatasync` at the commit waits only for the last of it; the rename into
-//! place is then made durable by syncing the directory. A download still
-//! checks a body's length against the recorded size and answers 404 rather
-//! than serve a file something else cut short.
+//! (of the process or of the machine) loses nothing acknowledged: the
+//! local backend `fdatasync`s the staged file, renames it into place and
+//! syncs the directory. (Asking the kernel to start writing each batch out
+//! as it is written, `sync_file_range`, made 10 MiB uploads slower, not
+//! faster: docs/benchmarks-history.md, run 40.) A download still checks a
+//! body's length against the recorded size and answers 404 rather than
+//! serve a file something else cut short.
 
 pub mod s3;
 
@@ -32,7 +32,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, ReadBuf};
 
 /// What the store's operations return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
@@ -128,15 +127,11 @@ struct SpoolFile {
     pending_len: usize,
     /// The file; `None` once taken.
     path: Option<PathBuf>,
-    /// Whether each batch's writing out to the disk is started once it is
-    /// written (a body the local store keeps; not the S3 store's, which
-    /// only reads its staged file back once).
-    write_out: bool,
 }
 
 impl SpoolFile {
-    /// A new, empty file in `tmp`; `write_out`: see [`SpoolFile::write_out`].
-    async fn create(tmp: &Path, write_out: bool) -> io::Result<Self> {
+    /// A new, empty file in `tmp`.
+    async fn create(tmp: &Path) -> io::Result<Self> {
         use rand::distr::{Alphanumeric, SampleString};
         let name = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let path = tmp.join(format!("{name}.part"));
@@ -147,7 +142,6 @@ impl SpoolFile {
             pending: Vec::new(),
             pending_len: 0,
             path: Some(path),
-            write_out,
         })
     }
 
@@ -168,12 +162,8 @@ impl SpoolFile {
         let file = self.written().await?;
         let chunks = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        let write_out = self.write_out;
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let written = write_chunks(&file, &chunks);
-            if write_out && written.is_ok() {
-                start_write_out(&file);
-            }
             (file, written)
         }));
         Ok(())
@@ -224,24 +214,6 @@ fn write_chunks(mut file: &std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts writing `file`'s dirty pages out to the disk without waiting for
-/// them (Linux's `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the
-/// `fdatasync` of a commit finds most of a large body written already. A
-/// hint only: it guarantees nothing and its failure is ignored (the
-/// `fdatasync` that follows is what counts).
-#[cfg(target_os = "linux")]
-fn start_write_out(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the call reads no memory of ours: it takes an open file
-    // descriptor (borrowed from `file`, alive for the call) and three
-    // integers (offset 0, length 0: to the end of the file).
-    #[allow(unsafe_code)]
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_write_out(_file: &std::fs::File) {}
-
 /// Syncs a directory, so that the names created in it (a committed body's
 /// rename, a new directory) survive a crash.
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -263,7 +235,7 @@ impl MediaStore for LocalStore {
     fn stage(&self) -> StoreFuture<'_, Box<dyn StagedBody>> {
         Box::pin(async move {
             let staged: Box<dyn StagedBody> = Box::new(LocalStaged {
-                spool: SpoolFile::create(&self.root.join("tmp"), true).await?,
+                spool: SpoolFile::create(&self.root.join("tmp")).await?,
                 root: self.root.clone(),
             });
             Ok(staged)
@@ -272,15 +244,23 @@ impl MediaStore for LocalStore {
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<StoredBody>> {
         Box::pin(async move {
-            let file = match tokio::fs::File::open(self.path_of(key)?).await {
-                Ok(file) => file,
+            let path = self.path_of(key)?;
+            let opened = tokio::task::spawn_blocking(move || -> io::Result<_> {
+                let file = std::fs::File::open(path)?;
+                let len = file.metadata()?.len();
+                Ok((file, len))
+            })
+            .await
+            .map_err(io::Error::other)?;
+            let (file, len) = match opened {
+                Ok(opened) => opened,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let len = file.metadata().await?.len();
             let chunks = FileChunks {
-                file,
-                buf: vec![0; 64 * 1024].into_boxed_slice(),
+                file: std::sync::Arc::new(file),
+                offset: 0,
+                reading: None,
             };
             Ok(Some(StoredBody {
                 len,
@@ -321,11 +301,6 @@ impl StagedBody for LocalStaged {
                 root: self.root.clone(),
             };
             let target = store.path_of(&key)?;
-            if tokio::fs::try_exists(&target).await? {
-                // The same bytes are there already (and on the disk: they
-                // were committed); the staged file goes with `self`.
-                return Ok(());
-            }
             let Some(file) = self.spool.file.take() else {
                 return Err(io::Error::other("staged body committed twice"));
             };
@@ -334,11 +309,20 @@ impl StagedBody for LocalStaged {
             };
             let root = self.root.clone();
             tokio::task::spawn_blocking(move || {
-                let placed = place(&file, &staged, &target, &root);
-                if placed.is_err() {
-                    let _ = std::fs::remove_file(&staged);
+                let placed = match target.try_exists() {
+                    // The same bytes are there already (and on the disk:
+                    // they were committed); the staged file goes.
+                    Ok(true) => Err(None),
+                    Ok(false) => place(&file, &staged, &target, &root).map_err(Some),
+                    Err(e) => Err(Some(e)),
+                };
+                match placed {
+                    Ok(()) => Ok(()),
+                    Err(failed) => {
+                        let _ = std::fs::remove_file(&staged);
+                        failed.map_or(Ok(()), Err)
+                    }
                 }
-                placed
             })
             .await
             .map_err(io::Error::other)?
@@ -437,25 +421,110 @@ impl<S: ChunkSource> HttpBody for ExactBody<S> {
     }
 }
 
-/// A file, read in chunks of up to 64 KiB.
+/// The size of a download's reads: each is a chunk of the response. Below
+/// the allocator's mapping threshold (128 KiB, `main.rs`), so a chunk's
+/// buffer comes from (and goes back to) the heap instead of a fresh mapping
+/// whose pages fault in one by one, and still in the cache when the socket
+/// copies it (64 KiB reads were a fifth slower, run 40).
+const READ_CHUNK: usize = 120 * 1024;
+
+/// A file read in chunks of up to [`READ_CHUNK`] bytes, each read into a
+/// buffer of its own that then is the chunk (no copy). A read the page
+/// cache can answer runs on the spot (Linux: `preadv2` with `RWF_NOWAIT`);
+/// one that would wait for the disk goes to a blocking thread.
 struct FileChunks {
-    file: tokio::fs::File,
-    buf: Box<[u8]>,
+    file: std::sync::Arc<std::fs::File>,
+    /// Where the next read starts.
+    offset: u64,
+    /// The read running on a blocking thread, if any.
+    reading: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
 }
 
 impl ChunkSource for FileChunks {
     fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
-        let want = max.min(self.buf.len());
-        let mut read = ReadBuf::new(&mut self.buf[..want]);
-        match Pin::new(&mut self.file).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => {
-                let filled = read.filled();
-                Poll::Ready(Ok(
-                    (!filled.is_empty()).then(|| Bytes::copy_from_slice(filled))
-                ))
+        let want = max.min(READ_CHUNK);
+        if self.reading.is_none() {
+            match read_cached(&self.file, self.offset, want) {
+                Ok(Some(chunk)) => return Poll::Ready(Ok(self.advance(chunk))),
+                Ok(None) => {
+                    let (file, offset) = (self.file.clone(), self.offset);
+                    self.reading = Some(tokio::task::spawn_blocking(move || {
+                        read_at(&file, offset, want)
+                    }));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+        let Some(reading) = self.reading.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("no media read running")));
+        };
+        match Pin::new(reading).poll(cx) {
+            Poll::Ready(done) => {
+                self.reading = None;
+                Poll::Ready(
+                    done.map_err(io::Error::other)
+                        .and_then(|read| read.map(|chunk| self.advance(chunk))),
+                )
+            }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl FileChunks {
+    /// Moves past `chunk`; `None` (the end) when it is empty.
+    fn advance(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.offset += chunk.len() as u64;
+        (!chunk.is_empty()).then_some(chunk)
+    }
+}
+
+/// Up to `len` bytes of `file` at `offset` if the page cache holds them
+/// (at least the first of them): `None` when reading would wait for the
+/// disk. Linux's `preadv2(RWF_NOWAIT)`; elsewhere always `None`.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Option<Bytes>> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    let mut buf = bytes::BytesMut::zeroed(len);
+    loop {
+        let read = preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            offset,
+            ReadWriteFlags::NOWAIT,
+        );
+        return match read {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(buf.freeze()))
+            }
+            Err(Errno::AGAIN) => Ok(None),
+            // A kernel or file system without `RWF_NOWAIT`: the blocking read.
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &std::fs::File, _offset: u64, _len: usize) -> io::Result<Option<Bytes>> {
+    Ok(None)
+}
+
+/// Up to `len` bytes of `file` at `offset`, waiting for the disk if need be
+/// (a blocking thread's read).
+fn read_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = bytes::BytesMut::zeroed(len);
+    loop {
+        match file.read_at(&mut buf, offset) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf.freeze());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

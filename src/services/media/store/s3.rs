@@ -106,7 +106,7 @@ impl MediaStore for S3Store {
     fn stage(&self) -> StoreFuture<'_, Box<dyn StagedBody>> {
         Box::pin(async move {
             let staged: Box<dyn StagedBody> = Box::new(S3Staged {
-                spool: SpoolFile::create(&self.tmp, false).await?,
+                spool: SpoolFile::create(&self.tmp).await?,
                 bucket: self.bucket.clone(),
                 prefix: self.prefix.clone(),
             });
