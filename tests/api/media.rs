@@ -558,7 +558,7 @@ async fn bad_parameters_are_400() {
 }
 
 /// Cut off within the first write batch, and after several batches were
-/// written (and their write-out to the disk started).
+/// written to the staged file.
 #[tokio::test]
 async fn an_upload_cut_off_half_way_leaves_nothing() {
     for (sent, declared) in [(30_000, 100_000), (3 * 1024 * 1024 + 5, 10 * 1024 * 1024)] {
