@@ -32,9 +32,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// default (~400 KiB) grows a large body's reads past the allocator's
 /// mapping threshold (128 KiB, `main.rs`): each new read buffer was then a
 /// fresh mapping, faulted in page by page and unmapped again, and response
-/// chunks queued that deep left the cache before the socket copied them.
-/// Below it, 10 MiB uploads took a fifth less and downloads a third less
-/// (docs/benchmarks-history.md, run 40).
+/// chunks queued that deep left the cache before the socket copied them
+/// (media: docs/benchmarks-history.md, run 40).
 const CONNECTION_BUFFER: usize = 120 * 1024;
 
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting,

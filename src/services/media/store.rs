@@ -14,11 +14,12 @@
 //! the media row naming it is written and the upload answered: a crash
 //! (of the process or of the machine) loses nothing acknowledged: the
 //! local backend `fdatasync`s the staged file, renames it into place and
-//! syncs the directory. (Asking the kernel to start writing each batch out
-//! as it is written, `sync_file_range`, made 10 MiB uploads slower, not
-//! faster: docs/benchmarks-history.md, run 40.) A download still checks a
-//! body's length against the recorded size and answers 404 rather than
-//! serve a file something else cut short.
+//! syncs the directory. That sync waits for the disk to take the whole
+//! body, which bounds a large upload's time from below (asking the kernel
+//! to start writing each batch out as it was written, `sync_file_range`,
+//! did not move that bound and is gone: docs/benchmarks-history.md, run
+//! 40). A download still checks a body's length against the recorded size
+//! and answers 404 rather than serve a file something else cut short.
 
 pub mod s3;
 
@@ -425,7 +426,7 @@ impl<S: ChunkSource> HttpBody for ExactBody<S> {
 /// the allocator's mapping threshold (128 KiB, `main.rs`), so a chunk's
 /// buffer comes from (and goes back to) the heap instead of a fresh mapping
 /// whose pages fault in one by one, and still in the cache when the socket
-/// copies it (64 KiB reads were a fifth slower, run 40).
+/// copies it; larger than the 64 KiB reads before it, so fewer of them.
 const READ_CHUNK: usize = 120 * 1024;
 
 /// A file read in chunks of up to [`READ_CHUNK`] bytes, each read into a
