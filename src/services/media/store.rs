@@ -14,12 +14,11 @@
 //! the media row naming it is written and the upload answered: a crash
 //! (of the process or of the machine) loses nothing acknowledged: the
 //! local backend `fdatasync`s the staged file, renames it into place and
-//! syncs the directory. That sync waits for the disk to take the whole
-//! body, which bounds a large upload's time from below (asking the kernel
-//! to start writing each batch out as it was written, `sync_file_range`,
-//! did not move that bound and is gone: docs/benchmarks-history.md, run
-//! 40). A download still checks a body's length against the recorded size
-//! and answers 404 rather than serve a file something else cut short.
+//! syncs the directory (and any directory made for it). Each of those
+//! syncs waits for the disk; together they are a large part of an upload's
+//! time (docs/benchmarks-history.md, run 40). A download still checks a
+//! body's length against the recorded size and answers 404 rather than
+//! serve a file something else cut short.
 
 pub mod s3;
 
