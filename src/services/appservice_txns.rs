@@ -125,7 +125,7 @@ struct Target {
     wake: Notify,
     /// Whether a room interests the service through its aliases or joined
     /// members (forgotten when a member or alias event arrives in it).
-    rooms: Mutex<lru::LruCache<OwnedRoomId, bool>>,
+    rooms: Mutex<RoomInterests>,
     /// Its users that may have to-device messages waiting.
     to_device_users: Mutex<BTreeSet<String>>,
     /// The highest position of a to-device send for them heard of.
@@ -179,9 +179,10 @@ impl Delivery {
                         ephemeral: VecDeque::new(),
                     }),
                     wake: Notify::new(),
-                    rooms: Mutex::new(lru::LruCache::new(
-                        NonZeroUsize::new(ROOM_CACHE).expect("non-zero"),
-                    )),
+                    rooms: Mutex::new(RoomInterests {
+                        known: lru::LruCache::new(NonZeroUsize::new(ROOM_CACHE).expect("non-zero")),
+                        forgets: 0,
+                    }),
                     to_device_users: Mutex::new(BTreeSet::new()),
                     to_device_heard: AtomicI64::new(0),
                     to_device_pos: AtomicI64::new(0),
@@ -215,7 +216,7 @@ impl Delivery {
     /// created or deleted, which no event says).
     pub fn forget_room(&self, room_id: &ruma::RoomId) {
         for t in &self.targets {
-            t.rooms.lock().pop(room_id);
+            t.rooms.lock().forget(room_id);
         }
     }
 
@@ -328,7 +329,10 @@ impl crate::services::workers::CacheSizes for Delivery {
             ),
             (
                 "room_interest",
-                self.targets.iter().map(|t| t.rooms.lock().len()).sum(),
+                self.targets
+                    .iter()
+                    .map(|t| t.rooms.lock().known.len())
+                    .sum(),
             ),
         ]
     }
@@ -362,12 +366,37 @@ async fn room_interesting(s: &Services, target: &Target, room_id: &OwnedRoomId) 
     if target.service.is_interested_in_room_id(room_id.as_str()) {
         return Ok(true);
     }
-    if let Some(known) = target.rooms.lock().get(room_id) {
-        return Ok(*known);
-    }
+    let forgets = {
+        let mut rooms = target.rooms.lock();
+        if let Some(known) = rooms.known.get(room_id) {
+            return Ok(*known);
+        }
+        rooms.forgets
+    };
     let by_room = room_interests(s, &target.service, room_id).await?;
-    target.rooms.lock().put(room_id.clone(), by_room);
+    // Kept only if nothing was forgotten while it was read: an alias made
+    // meanwhile (`forget_room`) may not be in what was read, and keeping
+    // that answer would hide the room's later events from the service.
+    let mut rooms = target.rooms.lock();
+    if rooms.forgets == forgets {
+        rooms.known.put(room_id.clone(), by_room);
+    }
     Ok(by_room)
+}
+
+/// Which rooms interest a service through their aliases or joined members,
+/// as last read, and how many times something was forgotten (what
+/// [`room_interesting`] read is kept only if that did not move meanwhile).
+struct RoomInterests {
+    known: lru::LruCache<OwnedRoomId, bool>,
+    forgets: u64,
+}
+
+impl RoomInterests {
+    fn forget(&mut self, room_id: &ruma::RoomId) {
+        self.forgets = self.forgets.wrapping_add(1);
+        self.known.pop(room_id);
+    }
 }
 
 /// Whether a change goes to the service (MSC2409): a receipt (not a
@@ -568,7 +597,7 @@ async fn dispatch(s: &Services, events: &[Committed]) {
     for target in &s.as_delivery.targets {
         for c in events {
             if changes_room_interest(&c.pdu) {
-                target.rooms.lock().pop(&c.pdu.room_id);
+                target.rooms.lock().forget(&c.pdu.room_id);
             }
         }
         for c in events {
