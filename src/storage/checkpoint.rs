@@ -208,6 +208,20 @@ mod tests {
     use super::Schedule;
     use crate::storage::Storage;
 
+    /// A fresh SQLite store in `dir` (the checkpoint task on `schedule`, if
+    /// any) with a table `t` of rows `(a, b)`.
+    async fn store_with_table(dir: &std::path::Path, schedule: Option<Schedule>) -> Storage {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let storage = Storage::connect_with(&url, 1, schedule, i64::MAX)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+            .execute(storage.pool())
+            .await
+            .unwrap();
+        storage
+    }
+
     /// Writes that would grow the log far past the threshold leave it short:
     /// the task copies it back and makes writes start it over. Without the
     /// task the log only grows (the pool's own checkpoints wait for 32,768
@@ -223,14 +237,7 @@ mod tests {
         };
         for (with_task, expect_short) in [(true, true), (false, false)] {
             let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("t.db").display());
-            let storage = Storage::connect_with(&url, 1, with_task.then_some(schedule), i64::MAX)
-                .await
-                .unwrap();
-            sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
-                .execute(storage.pool())
-                .await
-                .unwrap();
+            let storage = store_with_table(dir.path(), with_task.then_some(schedule)).await;
             let filler = "x".repeat(4000);
             for i in 0..1000 {
                 sqlx::query("INSERT INTO t (a, b) VALUES ($1, $2)")
@@ -270,14 +277,7 @@ mod tests {
                 keep_log_bytes: keep,
             };
             let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("t.db").display());
-            let storage = Storage::connect_with(&url, 1, Some(schedule), i64::MAX)
-                .await
-                .unwrap();
-            sqlx::query("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
-                .execute(storage.pool())
-                .await
-                .unwrap();
+            let storage = store_with_table(dir.path(), Some(schedule)).await;
             let filler = "x".repeat(4000);
             let mut tx = storage.pool().begin().await.unwrap();
             for i in 0..1000 {

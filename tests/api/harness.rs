@@ -306,7 +306,7 @@ impl TestServer {
         method: Method,
         path: &str,
         token: Option<&str>,
-        body: &'static str,
+        body: impl Into<reqwest::Body>,
     ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, self.url(path)).body(body);
         if let Some(t) = token {

@@ -271,12 +271,7 @@ async fn a_user_or_device_named_twice_gets_what_is_named_last() {
     );
     let path = "/_matrix/client/v3/sendToDevice/my.test.type/twice1";
     let (st, b) = server
-        .request_raw(
-            reqwest::Method::PUT,
-            path,
-            alice.token(),
-            Box::leak(body.into_boxed_str()),
-        )
+        .request_raw(reqwest::Method::PUT, path, alice.token(), body)
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let r1 = sync_device(&server, &alice, Some(&t1)).await;
@@ -290,12 +285,7 @@ async fn a_user_or_device_named_twice_gets_what_is_named_last() {
     );
     let path = "/_matrix/client/v3/sendToDevice/my.test.type/twice2";
     let (st, b) = server
-        .request_raw(
-            reqwest::Method::PUT,
-            path,
-            alice.token(),
-            Box::leak(body.into_boxed_str()),
-        )
+        .request_raw(reqwest::Method::PUT, path, alice.token(), body)
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let r1 = sync_device(&server, &alice, Some(&next_batch(&r1))).await;
@@ -592,7 +582,7 @@ async fn oversized_sends_are_refused_whole_and_name_the_limit() {
     );
     let path = "/_matrix/client/v3/sendToDevice/my.test.type/fits";
     let resp = server
-        .request_raw(reqwest::Method::PUT, path, bob.token(), raw.leak())
+        .request_raw(reqwest::Method::PUT, path, bob.token(), raw)
         .await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
     assert_eq!(stored_sends(&server).await, 1);
