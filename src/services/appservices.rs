@@ -6,6 +6,7 @@
 //! logging in its users without a password, and keeping the names of its
 //! exclusive namespaces from everyone else.
 
+mod overlap;
 mod queries;
 
 pub use queries::ThirdPartyKind;
@@ -298,9 +299,9 @@ fn namespace_list(
 }
 
 /// Checks registrations against each other: ids and `as_token`s are unique
-/// (as Synapse), so are `hs_token`s, and no exclusive
-/// namespace is another's: the same regex written twice, or a sender that
-/// another service's exclusive user namespace names.
+/// (as Synapse), so are `hs_token`s, and no exclusive namespace overlaps
+/// another's (some id matched by both regexes), nor names another
+/// service's sender.
 fn check_together(list: &[AppService]) -> Result<(), RegistrationError> {
     let mut ids: HashMap<&str, &Path> = HashMap::new();
     let mut as_tokens: HashMap<&str, &Path> = HashMap::new();
@@ -333,16 +334,18 @@ fn check_together(list: &[AppService]) -> Result<(), RegistrationError> {
                 ("aliases", &a.namespaces.aliases, &b.namespaces.aliases),
                 ("rooms", &a.namespaces.rooms, &b.namespaces.rooms),
             ] {
-                if let Some(n) = mine.iter().find(|n| {
-                    theirs
-                        .iter()
-                        .any(|t| t.source == n.source && (t.exclusive || n.exclusive))
-                }) {
+                let clash = theirs.iter().find_map(|t| {
+                    mine.iter()
+                        .find(|n| (t.exclusive || n.exclusive) && overlaps(n, t))
+                        .map(|n| (t, n))
+                });
+                if let Some((t, n)) = clash {
                     return Err(bad(
                         &b.file,
                         format!("namespaces.{kind}"),
                         format!(
-                            "the exclusive namespace {:?} is also claimed by {} ({})",
+                            "{:?} can name the same ids as {:?} of {} ({}), and one of them is exclusive",
+                            t.source,
                             n.source,
                             a.id,
                             a.file.display()
@@ -367,6 +370,13 @@ fn check_together(list: &[AppService]) -> Result<(), RegistrationError> {
         }
     }
     Ok(())
+}
+
+/// Whether some id is in both namespaces: decided on their regexes'
+/// automata; when that cannot be decided (see [`overlap::can_overlap`]),
+/// only the same regex written twice counts.
+fn overlaps(a: &Namespace, b: &Namespace) -> bool {
+    a.source == b.source || overlap::can_overlap(&a.source, &b.source).unwrap_or(false)
 }
 
 /// Reads every registration file the config names and checks them, alone
@@ -471,11 +481,23 @@ impl AppServices {
         }
     }
 
-    /// 400 `M_EXCLUSIVE` when an exclusive alias namespace of a service other
-    /// than `allowed` holds the alias.
-    pub fn check_alias_not_reserved(&self, alias: &str, allowed: Option<&str>) -> Result<()> {
+    /// Whether a request may create (or, for a service, delete) `alias`, as
+    /// Synapse rules it: a service (`app_service`, its id) only aliases of
+    /// its own alias namespaces, exclusive or not; anyone else none that an
+    /// exclusive alias namespace holds. 400 `M_EXCLUSIVE` otherwise.
+    pub fn check_alias_use(&self, alias: &str, app_service: Option<&str>) -> Result<()> {
+        if let Some(id) = app_service
+            && !self
+                .list
+                .iter()
+                .any(|a| a.id == id && a.is_interested_in_alias(alias))
+        {
+            return Err(exclusive(
+                "This application service has not reserved this kind of alias.",
+            ));
+        }
         match self.list.iter().find(|a| a.is_exclusive_alias(alias)) {
-            Some(a) if allowed != Some(a.id.as_str()) => Err(exclusive(
+            Some(a) if app_service != Some(a.id.as_str()) => Err(exclusive(
                 "This alias is reserved by an application service.",
             )),
             _ => Ok(()),
@@ -756,8 +778,18 @@ namespaces:
             .unwrap()
         };
         assert!(check_together(&[parse(GOOD).unwrap(), other("", "")]).is_err());
+        // Users apart; the alias namespace `#bridge_.*` shared, but neither
+        // registration holds it exclusively.
         let distinct = other("@bridge_.*", "@other_.*");
         assert!(check_together(&[parse(GOOD).unwrap(), distinct]).is_ok());
+        // Different regexes that name some ids in common.
+        let overlapping = other("@bridge_.*", "@bridge_a.*");
+        let e = check_together(&[parse(GOOD).unwrap(), overlapping]).unwrap_err();
+        assert_eq!(e.key, "namespaces.users");
+        assert!(e.message.contains("@bridge_.*"), "{}", e.message);
+        let narrower_but_shared = other("exclusive: true", "exclusive: false");
+        assert!(check_together(&[parse(GOOD).unwrap(), narrower_but_shared]).is_err());
+
         let same_token = other("as_token: a2", "as_token: a");
         let e = check_together(&[a, same_token]).unwrap_err();
         assert_eq!(e.key, "as_token");

@@ -34,7 +34,7 @@ pub async fn create_alias(
         ));
     }
     s.appservices
-        .check_alias_not_reserved(alias.as_str(), creator.app_service.as_deref())?;
+        .check_alias_use(alias.as_str(), creator.app_service.as_deref())?;
     s.rooms.known_version(room_id).await?;
     if !s
         .storage
@@ -77,25 +77,35 @@ pub async fn is_local_alias_of(
         && s.storage.alias_room(alias.as_str()).await?.as_deref() == Some(room_id))
 }
 
-/// Deletes an alias. The alias's creator, a server admin, or whoever may
-/// change the room's canonical alias may.
+/// Deletes an alias. An application service may delete any alias of its
+/// alias namespaces (and no other: 400 `M_EXCLUSIVE`), as Synapse; anyone
+/// else the aliases they created, or any if they may change the room's
+/// canonical alias or are a server admin (else 403), but none that an
+/// exclusive alias namespace holds (400 `M_EXCLUSIVE`).
 pub async fn delete_alias(s: &Services, r: &Requester, alias: &RoomAliasId) -> Result<()> {
     let alias = alias.as_str();
+    if r.app_service.is_some() {
+        s.appservices
+            .check_alias_use(alias, r.app_service.as_deref())?;
+    }
     // No application service is asked for an alias being deleted.
     let room_id = s
         .storage
         .alias_room(alias)
         .await?
         .ok_or_else(|| MatrixError::not_found("Room alias not found"))?;
-    let creator = s.storage.alias_creator(alias).await?;
-    // The admin check reads the account: last.
-    let allowed = creator.is_some_and(|c| c.as_str() == r.user_id.as_str())
-        || s.rooms
-            .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
-            .await?
-        || s.sessions.admin_now(r).await?;
-    if !allowed {
-        return Err(MatrixError::forbidden("You may not delete this alias"));
+    if r.app_service.is_none() {
+        let creator = s.storage.alias_creator(alias).await?;
+        // The admin check reads the account: last.
+        let allowed = creator.is_some_and(|c| c.as_str() == r.user_id.as_str())
+            || s.rooms
+                .can_send_state(&room_id, &r.user_id(), "m.room.canonical_alias")
+                .await?
+            || s.sessions.admin_now(r).await?;
+        if !allowed {
+            return Err(MatrixError::forbidden("You may not delete this alias"));
+        }
+        s.appservices.check_alias_use(alias, None)?;
     }
     s.storage.delete_alias(alias).await?;
     s.as_delivery.forget_room(&room_id);

@@ -5,6 +5,7 @@
 //! `media` table.
 
 pub mod admin;
+mod digest;
 mod html;
 pub mod oembed;
 pub mod preview;
@@ -14,15 +15,7 @@ pub mod thumbnails;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::StatusCode;
-use hyper::body::Body as HttpBody;
-use ruma::api::error::{
-    ErrorKind, LimitExceededErrorData, ResourceLimitExceededErrorData, RetryAfter,
-};
-use ruma::{OwnedMxcUri, OwnedServerName, ServerName};
-use sha2::{Digest, Sha256};
-
+use self::digest::BodyDigest;
 use self::store::{ByteBody, MediaStore};
 use self::thumbnails::{ThumbnailWant, Thumbnails};
 use super::sessions::Sessions;
@@ -32,6 +25,13 @@ use crate::error::{MatrixError, Result};
 use crate::model::accounts::Requester;
 use crate::storage::Storage;
 use crate::storage::media::{MediaRow, NewMedia, UploadedBody};
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::Body as HttpBody;
+use ruma::api::error::{
+    ErrorKind, LimitExceededErrorData, ResourceLimitExceededErrorData, RetryAfter,
+};
+use ruma::{OwnedMxcUri, OwnedServerName, ServerName};
 
 /// How long a download waits at most for a pending upload's body, whatever
 /// `timeout_ms` asks (Synapse's bound).
@@ -552,7 +552,7 @@ impl Media {
             return Err(over_quota());
         }
         let mut staged = self.store.stage().await.map_err(MatrixError::internal)?;
-        let mut hasher = Sha256::new();
+        let mut digest = BodyDigest::new();
         let mut size = 0u64;
         while let Some(frame) =
             std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
@@ -567,10 +567,13 @@ impl Media {
             if allowance.is_some_and(|left| size > left) {
                 return Err(over_quota());
             }
-            hasher.update(&chunk);
+            digest
+                .update(chunk.clone())
+                .await
+                .map_err(MatrixError::internal)?;
             staged.write(chunk).await.map_err(MatrixError::internal)?;
         }
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = digest.finish().await.map_err(MatrixError::internal)?;
         staged
             .commit(sha256.clone())
             .await

@@ -113,9 +113,24 @@ async fn bad_registration_files_stop_the_start_naming_file_and_key() {
             "`as_token`: the same token is used in",
         ),
         (
-            "overlapping exclusive namespaces".into(),
+            "missing hs_token".into(),
+            vec![good.replace(&format!("hs_token: {HS_TOKEN}\n"), "")],
+            "`hs_token`: is required",
+        ),
+        (
+            "the same exclusive namespace twice".into(),
             vec![good.clone(), other.clone()],
-            "`namespaces.users`: the exclusive namespace",
+            "`namespaces.users`: \"@bridge_.*:test.local\" can name the same ids as \"@bridge_.*:test.local\" of bridge",
+        ),
+        (
+            "exclusive namespaces that overlap".into(),
+            vec![
+                good.clone(),
+                other
+                    .replace("@bridge_.*:test.local", "@bridge_irc_[a-z]+:test.local")
+                    .replace("#bridge_", "#other_"),
+            ],
+            "`namespaces.users`: \"@bridge_irc_[a-z]+:test.local\" can name the same ids as \"@bridge_.*:test.local\" of bridge",
         ),
         (
             "a sender in another's exclusive namespace".into(),
@@ -398,32 +413,32 @@ async fn without_application_services_login_offers_no_such_flow() {
 
 // ---------------------------------------------------------------- aliases
 
+/// Both ways of making `#{local}:test.local` (`PUT /directory/room`,
+/// `createRoom`'s `room_alias_name`) are 400 `M_EXCLUSIVE` for `token`.
+async fn alias_refused(s: &TestServer, token: Option<&str>, local: &str, room: &str) {
+    let path = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        enc(&format!("#{local}:test.local"))
+    );
+    let put = s.put(&path, token, json!({"room_id": room})).await;
+    assert_error_for(&format!("PUT {local}"), &put, 400, "M_EXCLUSIVE");
+    let create = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            token,
+            json!({"room_alias_name": local}),
+        )
+        .await;
+    assert_error_for(&format!("createRoom {local}"), &create, 400, "M_EXCLUSIVE");
+}
+
 #[tokio::test]
 async fn exclusive_aliases_are_the_services_own() {
     let (s, _files) = server_with_bridge("null").await;
     let alice = s.user("alice").await;
     let room = create_room(&s, &alice, json!({})).await;
     let alias_path = |a: &str| format!("/_matrix/client/v3/directory/room/{}", enc(a));
-    assert_error(
-        &s.put(
-            &alias_path("#bridge_x:test.local"),
-            alice.token(),
-            json!({"room_id": room}),
-        )
-        .await,
-        400,
-        "M_EXCLUSIVE",
-    );
-    assert_error(
-        &s.post(
-            "/_matrix/client/v3/createRoom",
-            alice.token(),
-            json!({"room_alias_name": "bridge_y"}),
-        )
-        .await,
-        400,
-        "M_EXCLUSIVE",
-    );
+    alias_refused(&s, alice.token(), "bridge_x", &room).await;
     // Others are free; the service may take its own.
     let (st, b) = s
         .put(
@@ -446,6 +461,52 @@ async fn exclusive_aliases_are_the_services_own() {
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     assert_eq!(b["room_id"], created["room_id"]);
+
+    // The service's token makes no alias outside its alias namespace, by
+    // either way of making one.
+    alias_refused(&s, Some(AS_TOKEN), "other", &room).await;
+    let (st, _) = s.get(&alias_path("#other:test.local"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // An alias the service made for alice's room: alice (who may change the
+    // room's canonical alias) cannot delete it; the service cannot delete
+    // alice's alias; each deletes its own.
+    let (st, b) = s
+        .put(
+            &alias_path("#bridge_z:test.local"),
+            Some(AS_TOKEN),
+            json!({"room_id": room}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_error(
+        &s.delete(&alias_path("#bridge_z:test.local"), alice.token(), None)
+            .await,
+        400,
+        "M_EXCLUSIVE",
+    );
+    assert_error(
+        &s.delete(&alias_path("#alice:test.local"), Some(AS_TOKEN), None)
+            .await,
+        400,
+        "M_EXCLUSIVE",
+    );
+    for (alias, token) in [
+        ("#bridge_z:test.local", Some(AS_TOKEN)),
+        ("#alice:test.local", alice.token()),
+    ] {
+        let (st, b) = s.delete(&alias_path(alias), token, None).await;
+        assert_eq!(st, StatusCode::OK, "{alias}: {b}");
+        let (st, _) = s.get(&alias_path(alias), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{alias}");
+    }
+    // The service's own namespace, unknown alias: 404.
+    assert_error(
+        &s.delete(&alias_path("#bridge_gone:test.local"), Some(AS_TOKEN), None)
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
 }
 
 // -------------------------------------------------------------- timestamps

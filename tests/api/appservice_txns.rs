@@ -168,6 +168,31 @@ async fn a_namespaced_sender_or_alias_makes_a_room_interesting() {
     assert_eq!(events[0].1["room_id"], other);
 }
 
+/// A registration whose rooms namespace names every room (`!.*`: ids of
+/// room version 12 have no server name): a room with no user of the
+/// service and no alias in its namespace still reaches it, from its
+/// creation on.
+#[tokio::test]
+async fn a_room_its_rooms_namespace_names_reaches_the_service() {
+    let fake = FakeAppService::start().await;
+    let registration = bridge_registration(&format!("\"{}\"", fake.url)).replace(
+        "  rooms: []\n",
+        "  rooms:\n    - exclusive: false\n      regex: \"!.*\"\n",
+    );
+    assert!(registration.contains("regex: \"!.*\""));
+    let (s, _files) = server_with_fast_retries(&[&registration]).await;
+    let alice = s.user("alice").await;
+    let room = create_room(&s, &alice, json!({"preset": "private_chat"})).await;
+    send_text(&s, &alice, &room, "named by the rooms namespace").await;
+    let mut events = Vec::new();
+    while !bodies_of(&events).contains(&"named by the rooms namespace".to_owned()) {
+        let (more, _) = collect_events(&fake, 1).await;
+        events.extend(more);
+    }
+    assert_eq!(events[0].1["type"], "m.room.create", "{:?}", events[0]);
+    assert!(events.iter().all(|(_, e)| e["room_id"] == room));
+}
+
 /// A room interesting through its alias: after an upgrade the alias points
 /// at the new room, so the new room's messages reach the service and the
 /// old room's no longer do.

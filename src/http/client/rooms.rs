@@ -181,7 +181,7 @@ async fn create(
             ruma::RoomAliasId::parse(&alias)
                 .map_err(|e| MatrixError::invalid_param(format!("Invalid alias: {e}")))?;
             s.appservices
-                .check_alias_not_reserved(&alias, r.app_service.as_deref())?;
+                .check_alias_use(&alias, r.app_service.as_deref())?;
             // Reserved by create_room: taken is 400 M_ROOM_IN_USE, no room.
             Some(alias)
         }

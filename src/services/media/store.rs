@@ -332,7 +332,7 @@ impl StagedBody for LocalStaged {
 
 /// Puts a staged body (`file`, at `staged`) in place at `target` under the
 /// store's `root` durably: its data synced, then renamed, then its
-/// directory (and any directory made for it) synced.
+/// directory (and any directory made for it, at once) synced.
 fn place(file: &std::fs::File, staged: &Path, target: &Path, root: &Path) -> io::Result<()> {
     file.sync_data()?;
     let dir = target
@@ -343,15 +343,28 @@ fn place(file: &std::fs::File, staged: &Path, target: &Path, root: &Path) -> io:
         std::fs::create_dir_all(dir)?;
     }
     std::fs::rename(staged, target)?;
-    sync_dir(dir)?;
-    if new_dir {
-        // `ab/cd` may both be new: their names live in `ab` and the root.
-        if let Some(up) = dir.parent() {
-            sync_dir(up)?;
-        }
-        sync_dir(root)?;
+    let up = dir.parent().filter(|_| new_dir);
+    if !new_dir {
+        return sync_dir(dir);
     }
-    Ok(())
+    // `ab/cd` may both be new: their names live in `ab` and the root. The
+    // three syncs run at once, so that one journal commit can serve them all
+    // rather than each waiting for its own.
+    std::thread::scope(|scope| {
+        let others: Vec<_> = up
+            .into_iter()
+            .chain([root])
+            .map(|d| scope.spawn(move || sync_dir(d)))
+            .collect();
+        let mut synced = sync_dir(dir);
+        for other in others {
+            let other = other
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a directory sync panicked")));
+            synced = synced.and(other);
+        }
+        synced
+    })
 }
 
 /// Where an [`ExactBody`] reads its chunks from.
