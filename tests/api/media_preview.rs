@@ -2,7 +2,7 @@
 //! `/_matrix/media/v3/preview_url` (and `r0`), against a fake site on
 //! loopback. Errors as Synapse's: a blocked address in the URL 403, a name
 //! resolving only to blocked addresses 502, too large 502 `M_TOO_LARGE`,
-//! a type that is neither HTML nor an image 502, previews off 404
+//! a type that is neither HTML nor an image 502, previews off 403
 //! `M_UNRECOGNIZED`. oEmbed: a fake provider on loopback, named by a
 //! providers file, and a page that names its oEmbed document.
 
@@ -292,7 +292,7 @@ async fn the_default_blocklist_refuses_loopback() {
 }
 
 #[tokio::test]
-async fn previews_off_answer_unrecognized() {
+async fn previews_off_are_refused() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     for path in [PREVIEW_V1, PREVIEW_V3] {
@@ -302,7 +302,7 @@ async fn previews_off_answer_unrecognized() {
                 alice.token(),
             )
             .await;
-        assert_error_for(path, &got, 404, "M_UNRECOGNIZED");
+        assert_error_for(path, &got, 403, "M_FORBIDDEN");
     }
 }
 

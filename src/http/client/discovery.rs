@@ -22,13 +22,13 @@ use crate::services::rooms::SUPPORTED_ROOM_VERSIONS;
 
 /// Spec versions advertised: each one whose endpoints Myelin serves
 /// (`tests/api/spec_versions.rs` calls every endpoint of each, listed in
-/// `tests/api/spec_endpoints.txt`). Not v1.11: its
-/// `/_matrix/client/v1/media/preview_url` is 404 `M_UNRECOGNIZED` while
-/// URL previews are off (the default); v1.16's `/sync` `use_state_after`,
-/// v1.18's `/admin/suspend` and v1.19's `/mutual_rooms` are not served.
+/// `tests/api/spec_endpoints.txt`). Not v1.16: its `/sync`
+/// `use_state_after` is not served, nor are v1.18's `/admin/suspend` and
+/// v1.19's `/mutual_rooms`.
 pub const SUPPORTED_VERSIONS: &[&str] = &[
     "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2",
-    "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+    "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
+    "v1.14", "v1.15",
 ];
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {

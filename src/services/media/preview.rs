@@ -182,8 +182,9 @@ fn is_image(media_type: &str) -> bool {
 
 impl Media {
     /// The preview of `url` as of `ts` (now when `None`) for `user`.
-    /// Previews off: 404 `M_UNRECOGNIZED`, as Synapse (which then does not
-    /// serve the endpoint).
+    /// Previews off: 403 `M_FORBIDDEN` (the endpoint is there, the server
+    /// refuses previews; Synapse then does not serve it: 404
+    /// `M_UNRECOGNIZED`, which would make spec v1.11 a lie in `/versions`).
     pub async fn preview(
         &self,
         user: &Requester,
@@ -191,7 +192,9 @@ impl Media {
         ts: Option<i64>,
     ) -> Result<Map<String, Value>> {
         let Some(previews) = &self.previews else {
-            return Err(MatrixError::unrecognized(StatusCode::NOT_FOUND));
+            return Err(MatrixError::forbidden(
+                "URL previews are disabled on this server",
+            ));
         };
         let now = self.clock.now_ms();
         let ts = ts.unwrap_or(now);
