@@ -548,10 +548,13 @@ impl AppServices {
     }
 
     /// `m.login.application_service` login: the user must be the service's
-    /// (else 403 `M_FORBIDDEN`, as Synapse) and exist.
+    /// (else 400 `M_EXCLUSIVE`, as the spec says; Synapse answers 403
+    /// `M_FORBIDDEN`) and exist (else 403 `M_FORBIDDEN`).
     pub async fn check_login(&self, service: &AppService, user_id: &UserId) -> Result<()> {
         if !service.is_interested_in_user(user_id.as_str()) {
-            return Err(MatrixError::forbidden("Invalid access_token"));
+            return Err(exclusive(
+                "This user is outside the application service's namespaces.",
+            ));
         }
         match self.storage.account(user_id.as_str()).await? {
             Some(a) if !a.is_deactivated => Ok(()),

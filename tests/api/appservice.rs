@@ -374,10 +374,11 @@ async fn application_service_login() {
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     let alice = s.user("alice").await;
+    // Outside its namespaces: M_EXCLUSIVE, as the spec says.
     assert_error(
         &s.post(LOGIN, Some(AS_TOKEN), login(&alice.user_id)).await,
-        403,
-        "M_FORBIDDEN",
+        400,
+        "M_EXCLUSIVE",
     );
     assert_error(
         &s.post(LOGIN, Some(AS_TOKEN), login("@bridge_absent:test.local"))
