@@ -544,6 +544,18 @@ async fn room_visibility_permissions_and_errors() {
     );
     let (_, body) = server.get(&visibility_path(&room), None).await;
     assert_eq!(body, json!({"visibility": "public"}));
+    // No visibility is public, the spec's default (as Synapse).
+    for (put, listed) in [
+        (json!({"visibility": "private"}), "private"),
+        (json!({}), "public"),
+    ] {
+        let (st, b) = server
+            .put(&visibility_path(&room), admin.token(), put)
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        let (_, body) = server.get(&visibility_path(&room), None).await;
+        assert_eq!(body, json!({"visibility": listed}));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use ruma::RoomId;
 use ruma::api::Direction;
 use ruma::api::client::alias::{create_alias, delete_alias, get_alias};
 use ruma::api::client::directory::{
-    get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+    get_public_rooms, get_public_rooms_filtered, get_room_visibility,
 };
 use ruma::api::client::relations::{
     get_relating_events, get_relating_events_with_rel_type,
@@ -37,7 +37,15 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = ruma_route::<delete_alias::v3::Request, _, _>(r, remove_alias);
     let r = ruma_route::<aliases::v3::Request, _, _>(r, room_aliases);
     let r = ruma_route::<get_room_visibility::v3::Request, _, _>(r, get_visibility);
-    let r = ruma_route::<set_room_visibility::v3::Request, _, _>(r, set_visibility);
+    let r = r
+        .route(
+            "/_matrix/client/v3/directory/list/room/{room_id}",
+            put(set_visibility),
+        )
+        .route(
+            "/_matrix/client/r0/directory/list/room/{room_id}",
+            put(set_visibility),
+        );
     let r = r.route(
         "/_matrix/client/v3/directory/list/appservice/{network_id}/{room_id}",
         put(publish_in_network).delete(unpublish_from_network),
@@ -106,23 +114,33 @@ async fn get_visibility(
     )))
 }
 
+/// `PUT /directory/list/room/{roomId}`: publishes the room in the
+/// server's directory (`"visibility": "public"`, the default as the spec
+/// and Synapse say) or unlists it (`"private"`). The body is read by hand:
+/// ruma's type requires `visibility`.
 async fn set_visibility(
     State(s): State<AppState>,
     Auth(r): Auth,
-    Ruma(req): Ruma<set_room_visibility::v3::Request>,
-) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
-    let public = match req.visibility {
-        Visibility::Public => true,
-        Visibility::Private => false,
-        // As Synapse: neither is a bad body, not a way to unlist.
-        _ => {
-            return Err(MatrixError::bad_json(
-                "visibility must be \"public\" or \"private\"",
-            ));
-        }
-    };
-    directory::set_visibility(&s, &r, &req.room_id, public).await?;
-    Ok(RumaResponse(set_room_visibility::v3::Response::new()))
+    Path(room_id): Path<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let public = visibility_in(&body)?;
+    let room_id = network_room_id(&room_id)?;
+    directory::set_visibility(&s, &r, &room_id, public).await?;
+    Ok(Json(json!({})))
+}
+
+/// A directory body's `visibility`: public (also when absent) or private;
+/// anything else 400 `M_BAD_JSON` (as Synapse), not a way to unlist.
+fn visibility_in(body: &serde_json::Map<String, Value>) -> Result<bool> {
+    match body.get("visibility") {
+        None => Ok(true),
+        Some(v) if v == "public" => Ok(true),
+        Some(v) if v == "private" => Ok(false),
+        Some(_) => Err(MatrixError::bad_json(
+            "visibility must be \"public\" or \"private\"",
+        )),
+    }
 }
 
 /// `PUT /directory/list/appservice/{networkId}/{roomId}`: an application
@@ -135,16 +153,7 @@ async fn publish_in_network(
     Path((network_id, room_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    let public = match body.get("visibility") {
-        None => true,
-        Some(v) if v == "public" => true,
-        Some(v) if v == "private" => false,
-        Some(_) => {
-            return Err(MatrixError::bad_json(
-                "visibility must be \"public\" or \"private\"",
-            ));
-        }
-    };
+    let public = visibility_in(&body)?;
     let room_id = network_room_id(&room_id)?;
     directory::set_appservice_visibility(&s, &r, &network_id, &room_id, public).await?;
     Ok(Json(json!({})))
