@@ -487,16 +487,35 @@ impl Recorder {
 
 /// Evaluates the members' push rules for each event and writes the
 /// notifications and deliveries with the position `upto`, then wakes the
-/// delivery worker. Whether it wrote (nothing notified nobody: not).
+/// delivery worker. Whether it wrote (events that notified nobody: not).
 async fn record(s: &Services, events: &[&Committed], upto: i64) -> Result<bool> {
-    let mut new = Vec::new();
-    let mut members = RoomMembers::default();
+    let mut rooms = BatchRooms::default();
+    let mut notified = Vec::new();
     for event in events {
-        record_event(s, event, &mut members, &mut new).await?;
+        evaluate(s, event, &mut rooms, &mut notified).await?;
     }
-    if new.is_empty() {
+    if notified.is_empty() {
         return Ok(false);
     }
+    // The notified users' `http` pushers: one lookup for the batch.
+    let mut users: Vec<&str> = notified.iter().map(|n| n.user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let pushers = s.storage.http_pushers_of(&users).await?;
+    let now = s.clock.now_ms();
+    let new: Vec<NewNotification> = notified
+        .iter()
+        .map(|n| NewNotification {
+            pushers: pushers.get(n.user.as_str()).cloned().unwrap_or_default(),
+            user_id: n.user.to_string(),
+            stream_ordering: n.event.pos,
+            room_id: n.event.pdu.room_id.to_string(),
+            event_id: n.event.pdu.event_id.to_string(),
+            actions: n.actions.clone(),
+            highlight: n.highlight,
+            ts: now,
+        })
+        .collect();
     let deliveries = new.iter().any(|n| !n.pushers.is_empty());
     s.storage.record_notifications(&new, upto).await?;
     if deliveries {
@@ -505,32 +524,65 @@ async fn record(s: &Services, events: &[&Committed], upto: i64) -> Result<bool> 
     Ok(true)
 }
 
-/// Each room's joined members, read once per batch (the current state,
-/// as written with the batch).
-#[derive(Default)]
-struct RoomMembers(HashMap<OwnedRoomId, Members>);
-
-/// A room's joined members as push sees them.
-#[derive(Clone)]
-struct Members {
-    /// How many (the rules' `room_member_count`).
-    count: u32,
-    /// Those who may be notified ([`notifiable`]).
-    notifiable: Arc<[OwnedUserId]>,
+/// One user an event notifies.
+struct Notified<'a> {
+    user: OwnedUserId,
+    event: &'a Committed,
+    /// The rule's actions as JSON text.
+    actions: String,
+    highlight: bool,
 }
 
-impl RoomMembers {
-    async fn of(&mut self, s: &Services, room_id: &RoomId) -> Result<Members> {
-        if let Some(m) = self.0.get(room_id) {
-            return Ok(m.clone());
+/// What a batch's events of one room share: the room's members, and (once
+/// an event of it may notify someone) its state and the rules' contexts.
+/// Read once per room and batch (the current state, as written with the
+/// batch).
+#[derive(Default)]
+struct BatchRooms(HashMap<OwnedRoomId, BatchRoom>);
+
+struct BatchRoom {
+    /// How many joined members (the rules' `room_member_count`).
+    count: u32,
+    /// Those who may be notified ([`notifiable`]).
+    notifiable: Vec<OwnedUserId>,
+    contexts: Option<Contexts>,
+}
+
+/// The room's state and each evaluated user's rules and context.
+struct Contexts {
+    state: Arc<crate::model::state::StateMap>,
+    room: super::notifications::RoomContext,
+    users: HashMap<OwnedUserId, (Arc<ruma::push::Ruleset>, ruma::push::PushConditionRoomCtx)>,
+}
+
+impl BatchRooms {
+    async fn of(&mut self, s: &Services, room_id: &RoomId) -> Result<&mut BatchRoom> {
+        if !self.0.contains_key(room_id) {
+            let joined = super::memberships::joined_members(s, room_id).await?;
+            let room = BatchRoom {
+                count: u32::try_from(joined.len()).unwrap_or(u32::MAX),
+                notifiable: joined.into_iter().filter(|u| notifiable(s, u)).collect(),
+                contexts: None,
+            };
+            self.0.insert(room_id.to_owned(), room);
         }
-        let joined = super::memberships::joined_members(s, room_id).await?;
-        let members = Members {
-            count: u32::try_from(joined.len()).unwrap_or(u32::MAX),
-            notifiable: joined.into_iter().filter(|u| notifiable(s, u)).collect(),
-        };
-        self.0.insert(room_id.to_owned(), members.clone());
-        Ok(members)
+        Ok(self.0.get_mut(room_id).expect("inserted"))
+    }
+}
+
+impl BatchRoom {
+    async fn contexts(&mut self, s: &Services, room_id: &RoomId) -> Result<&mut Contexts> {
+        if self.contexts.is_none() {
+            let state = s.rooms.current_state(room_id).await?;
+            let room =
+                super::notifications::RoomContext::new(s, room_id, &state, self.count).await?;
+            self.contexts = Some(Contexts {
+                state,
+                room,
+                users: HashMap::new(),
+            });
+        }
+        Ok(self.contexts.as_mut().expect("set"))
     }
 }
 
@@ -545,9 +597,8 @@ fn notifiable(s: &Services, user: &UserId) -> bool {
 /// members (and an invite's target), but not its sender. Only the room's
 /// members are looked at, so the cost grows with the room, not with the
 /// server.
-fn candidates(s: &Services, pdu: &Pdu, members: &Members) -> Vec<OwnedUserId> {
-    let mut out: Vec<OwnedUserId> = members
-        .notifiable
+fn candidates(s: &Services, pdu: &Pdu, notifiable_members: &[OwnedUserId]) -> Vec<OwnedUserId> {
+    let mut out: Vec<OwnedUserId> = notifiable_members
         .iter()
         .filter(|u| **u != pdu.sender)
         .cloned()
@@ -565,18 +616,20 @@ fn candidates(s: &Services, pdu: &Pdu, members: &Members) -> Vec<OwnedUserId> {
     out
 }
 
-async fn record_event(
+/// Evaluates the candidates' push rules (ruma's, over the event flattened
+/// once) and notes those the event notifies.
+async fn evaluate<'a>(
     s: &Services,
-    event: &Committed,
-    members: &mut RoomMembers,
-    new: &mut Vec<NewNotification>,
+    event: &'a Committed,
+    rooms: &mut BatchRooms,
+    out: &mut Vec<Notified<'a>>,
 ) -> Result<()> {
     let pdu = &event.pdu;
     if pdu.redacted_by.is_some() {
         return Ok(());
     }
-    let members = members.of(s, &pdu.room_id).await?;
-    let users = candidates(s, pdu, &members);
+    let room = rooms.of(s, &pdu.room_id).await?;
+    let users = candidates(s, pdu, &room.notifiable);
     if users.is_empty() {
         return Ok(());
     }
@@ -586,37 +639,31 @@ async fn record_event(
     else {
         return Ok(());
     };
-    let state = s.rooms.current_state(&pdu.room_id).await?;
-    let joined = members.count;
-    let room_ctx = super::notifications::RoomContext::new(s, &pdu.room_id, &state, joined).await?;
-    let now = s.clock.now_ms();
-    let mut notified = Vec::new();
+    let flat = ruma::push::FlattenedJson::from_raw(&raw);
+    let contexts = room.contexts(s, &pdu.room_id).await?;
     for user in users {
-        let rules = s.account_data.push_rules_shared(&user).await?;
-        let ctx = room_ctx.for_user(s, &user, &state).await?;
-        let actions = rules.get_actions(&raw, &ctx).await;
+        if !contexts.users.contains_key(&user) {
+            let rules = s.account_data.push_rules_shared(&user).await?;
+            let ctx = contexts.room.for_user(s, &user, &contexts.state).await?;
+            contexts.users.insert(user.clone(), (rules, ctx));
+        }
+        let (rules, ctx) = &contexts.users[&user];
+        // The first rule that applies decides (as `Ruleset::get_actions`).
+        let mut actions: &[ruma::push::Action] = &[];
+        for rule in &**rules {
+            if rule.applies(&flat, ctx).await {
+                actions = rule.actions();
+                break;
+            }
+        }
         if !actions.iter().any(ruma::push::Action::should_notify) {
             continue;
         }
-        let actions_json = serde_json::to_string(actions).map_err(MatrixError::internal)?;
-        let highlight = actions.iter().any(ruma::push::Action::is_highlight);
-        notified.push((user, actions_json, highlight));
-    }
-    if notified.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = notified.iter().map(|(u, _, _)| u.as_str()).collect();
-    let mut pushers = s.storage.http_pushers_of(&ids).await?;
-    for (user, actions, highlight) in notified {
-        new.push(NewNotification {
-            pushers: pushers.remove(user.as_str()).unwrap_or_default(),
-            user_id: user.to_string(),
-            stream_ordering: event.pos,
-            room_id: pdu.room_id.to_string(),
-            event_id: pdu.event_id.to_string(),
-            actions,
-            highlight,
-            ts: now,
+        out.push(Notified {
+            actions: serde_json::to_string(actions).map_err(MatrixError::internal)?,
+            highlight: actions.iter().any(ruma::push::Action::is_highlight),
+            user,
+            event,
         });
     }
     Ok(())

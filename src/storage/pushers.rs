@@ -3,6 +3,7 @@
 //! stream position they are recorded up to (`push_state`).
 
 use super::Storage;
+use super::batch::{Param, WriteBatch};
 
 /// A pusher as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -247,47 +248,47 @@ impl Storage {
 
     /// Writes notifications and their queue rows, and moves the recorded
     /// position to `upto`, in one transaction (so each event is recorded
-    /// once, also across a crash).
+    /// once, also across a crash): one write batch (on SQLite one text).
     pub async fn record_notifications(
         &self,
         new: &[NewNotification],
         upto: i64,
     ) -> sqlx::Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE push_state SET stream_pos = $1 WHERE id = 1")
-            .bind(upto)
-            .execute(&mut *tx)
-            .await?;
+        let mut w = WriteBatch::default();
+        w.push(
+            "UPDATE push_state SET stream_pos = $1 WHERE id = 1",
+            [Param::Int(upto)],
+        );
         for n in new {
-            sqlx::query(
+            w.push(
                 "INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id, actions, highlight, ts)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-            )
-            .bind(&n.user_id)
-            .bind(n.stream_ordering)
-            .bind(&n.room_id)
-            .bind(&n.event_id)
-            .bind(&n.actions)
-            .bind(i64::from(n.highlight))
-            .bind(n.ts)
-            .execute(&mut *tx)
-            .await?;
+                [
+                    Param::from(&n.user_id),
+                    Param::Int(n.stream_ordering),
+                    Param::from(&n.room_id),
+                    Param::from(&n.event_id),
+                    Param::from(&n.actions),
+                    Param::Int(i64::from(n.highlight)),
+                    Param::Int(n.ts),
+                ],
+            );
             for pusher in &n.pushers {
-                sqlx::query(
+                w.push(
                     "INSERT INTO push_queue (pusher_id, room_id, event_id, actions, created_ts)
                      VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(pusher)
-                .bind(&n.room_id)
-                .bind(&n.event_id)
-                .bind(&n.actions)
-                .bind(n.ts)
-                .execute(&mut *tx)
-                .await?;
+                    [
+                        Param::Int(*pusher),
+                        Param::from(&n.room_id),
+                        Param::from(&n.event_id),
+                        Param::from(&n.actions),
+                        Param::Int(n.ts),
+                    ],
+                );
             }
         }
-        tx.commit().await
+        self.run_batch(w).await
     }
 
     /// Queues a badge update (no event) for each pusher.
