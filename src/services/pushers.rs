@@ -15,10 +15,11 @@
 //!   server. It writes, in one transaction, a notification row per (user,
 //!   notifying event), a queue row per (`http` pusher, event) and the
 //!   stream position recorded up to (`push_state`). So each event is
-//!   recorded once: the events committed after that position (the channel
-//!   to the recorder is in memory, a crash loses what it held) are read
-//!   from the events table at the next start and recorded before the new
-//!   ones; the queue is durable, so a restart loses no delivery either.
+//!   recorded once: after a crash (the channel to the recorder is in
+//!   memory, a crash loses what it held; a clean stop records all of it
+//!   and says so), the events committed after that position are read from
+//!   the events table at the next start and recorded before the new ones;
+//!   the queue is durable, so a restart loses no delivery either.
 //! - Notifications are kept 30 days, and at most [`KEEP_PER_USER`] per
 //!   user (the newest), pruned hourly.
 //! - Delivery is a worker (`lifecycle.rs`): per pusher, in queue order, a
@@ -344,14 +345,16 @@ async fn record_forever(
     mut rx: mpsc::UnboundedReceiver<Arc<[Committed]>>,
     mut stop: Stop,
 ) {
-    let mut recorder = loop {
-        match s.storage.push_position(s.pushers.start_pos).await {
-            Ok(pos) => {
-                break Recorder {
+    let (mut recorder, clean) = loop {
+        match s.storage.push_started(s.pushers.start_pos).await {
+            Ok((pos, clean)) => {
+                let recorder = Recorder {
                     pos,
                     written: pos,
                     last_write: Instant::now(),
+                    handed: pos,
                 };
+                break (recorder, clean);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the push recording position");
@@ -362,7 +365,14 @@ async fn record_forever(
             }
         }
     };
-    recorder.catch_up(&s, &mut stop).await;
+    if clean {
+        // The last run recorded everything it was handed: what came after
+        // its position was not written by it (a bulk import into the
+        // stopped server's database, say) and is not pushed.
+        recorder.pos = recorder.pos.max(s.pushers.start_pos);
+    } else {
+        recorder.catch_up(&s, &mut stop).await;
+    }
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
@@ -380,7 +390,11 @@ async fn record_forever(
             }
         }
     }
-    if recorder.pos != recorder.written {
+    if recorder.pos >= recorder.handed {
+        if let Err(e) = s.storage.push_stopped(recorder.pos).await {
+            tracing::warn!(error = %e, "could not write the push recording position");
+        }
+    } else if recorder.pos != recorder.written {
         recorder.write_position(&s).await;
     }
 }
@@ -392,6 +406,9 @@ struct Recorder {
     /// The position last written to `push_state`.
     written: i64,
     last_write: Instant,
+    /// The highest position handed to it: past `pos` when it dropped
+    /// events (the tests' knob), and then it does not stop cleanly.
+    handed: i64,
 }
 
 impl Recorder {
@@ -444,6 +461,9 @@ impl Recorder {
 
     /// Records the events past the position.
     async fn record(&mut self, s: &Services, events: &[Committed]) {
+        if let Some(last) = events.last() {
+            self.handed = self.handed.max(last.pos);
+        }
         if s.pushers
             .lose_handed
             .load(std::sync::atomic::Ordering::SeqCst)

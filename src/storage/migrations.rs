@@ -800,13 +800,16 @@ UPDATE appservice_state SET to_device_pos = stream_pos, device_list_pos = stream
 "#;
 
 /// The stream position the push recorder (`services/pushers.rs`) has
-/// recorded notifications up to (one row, `id` 1): the events committed
-/// after it are recorded at the next start, so a crash between an event's
-/// commit and its recording loses no notification and no push.
+/// recorded notifications up to (one row, `id` 1), and whether the last
+/// run stopped with everything it was handed recorded (`clean`, 1): after
+/// a crash (0), the events committed after the position are recorded at
+/// the next start, so a crash between an event's commit and its recording
+/// loses no notification and no push.
 const V47: &str = r#"
 CREATE TABLE push_state (
     id BIGINT PRIMARY KEY,
-    stream_pos BIGINT NOT NULL
+    stream_pos BIGINT NOT NULL,
+    clean BIGINT NOT NULL
 );
 "#;
 

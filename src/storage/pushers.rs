@@ -223,18 +223,39 @@ impl Storage {
             .await
     }
 
-    /// The stream position notifications are recorded up to; set to
-    /// `start_pos` (nothing before it is recorded) when there is none yet.
-    pub async fn push_position(&self, start_pos: i64) -> sqlx::Result<i64> {
+    /// Where the last run left the recording: the position notifications
+    /// are recorded up to, and whether it stopped cleanly (everything it
+    /// was handed recorded). The row is created at `start_pos` (nothing
+    /// before it is recorded) when there is none yet; either way it is
+    /// marked running (not clean) until [`Storage::push_stopped`].
+    pub async fn push_started(&self, start_pos: i64) -> sqlx::Result<(i64, bool)> {
+        let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO push_state (id, stream_pos) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO push_state (id, stream_pos, clean) VALUES (1, $1, 0)
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(start_pos)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        sqlx::query_scalar("SELECT stream_pos FROM push_state WHERE id = 1")
-            .fetch_one(self.pool())
+        let (pos, clean): (i64, i64) =
+            sqlx::query_as("SELECT stream_pos, clean FROM push_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("UPDATE push_state SET clean = 0 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((pos, clean != 0))
+    }
+
+    /// The recorder stopped at `pos` with everything it was handed
+    /// recorded.
+    pub async fn push_stopped(&self, pos: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE push_state SET stream_pos = $1, clean = 1 WHERE id = 1")
+            .bind(pos)
+            .execute(self.pool())
             .await
+            .map(|_| ())
     }
 
     /// Moves the recorded-up-to position (events that notified nobody).
@@ -445,13 +466,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let storage = Storage::connect(&url, 1).await.unwrap();
-        assert_eq!(storage.push_position(7).await.unwrap(), 7);
+        assert_eq!(storage.push_started(7).await.unwrap(), (7, false));
         let mut new: Vec<NewNotification> =
             (1..=6).map(|i| notification("@a:x", i, 100 + i)).collect();
         new.extend((1..=2).map(|i| notification("@b:x", i, 100 + i)));
         new.push(notification("@c:x", 1, 50));
         storage.record_notifications(&new, 9).await.unwrap();
-        assert_eq!(storage.push_position(0).await.unwrap(), 9);
+        storage.push_stopped(9).await.unwrap();
+        assert_eq!(storage.push_started(0).await.unwrap(), (9, true));
+        assert_eq!(storage.push_started(0).await.unwrap(), (9, false));
         let gone = storage.prune_notifications(100, 3).await.unwrap();
         assert_eq!(gone, 4);
         assert_eq!(kept(&storage, "@a:x").await, [4, 5, 6]);
