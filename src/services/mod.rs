@@ -289,7 +289,7 @@ impl EventListeners {
         if let Some(indexer) = &indexer {
             subscribers.subscribe(indexer.clone());
         }
-        let pushers = pushers::Pushers::new(storage, config).await?;
+        let pushers = pushers::Pushers::new(storage, config, stream.current()).await?;
         subscribers.subscribe(pushers.clone());
         let as_delivery = appservice_txns::Delivery::new(
             appservices.all(),

@@ -6,14 +6,22 @@
 //!   token set them: deleting the device (any path) or deactivating the
 //!   account deletes them with it (`storage/pushers.rs`).
 //! - Recording is a subscriber of the event pipeline ([`Pushers`]): on the
-//!   writer task it only hands the batch to its own task, and only when some
-//!   user may want notifications at all (a user with a pusher, or one who
-//!   read `/notifications` since the start). That task evaluates the push
-//!   rules (`notifications.rs`, ruma's evaluator) of those users who are in
-//!   the event's room, and writes, in one transaction, a notification row per
-//!   (user, notifying event) and a queue row per (`http` pusher, event): the
-//!   queue is durable, so a restart loses no delivery. A room none of whose
-//!   members wants notifications costs no evaluation.
+//!   writer task it only hands the batch to its own task (the recorder).
+//!   That task evaluates the push rules (`notifications.rs`, ruma's
+//!   evaluator) of every local member of the event's room but its sender
+//!   (and of an invite's target), as Synapse, whether they have a pusher
+//!   or not (`/notifications` lists what they "would have been notified
+//!   about"): the cost of an event grows with its room, not with the
+//!   server. It writes, in one transaction, a notification row per (user,
+//!   notifying event), a queue row per (`http` pusher, event) and the
+//!   stream position recorded up to (`push_state`). So each event is
+//!   recorded once: after a crash (the channel to the recorder is in
+//!   memory, a crash loses what it held; a clean stop records all of it
+//!   and says so), the events committed after that position are read from
+//!   the events table at the next start and recorded before the new ones;
+//!   the queue is durable, so a restart loses no delivery either.
+//! - Notifications are kept 30 days, and at most [`KEEP_PER_USER`] per
+//!   user (the newest), pruned hourly.
 //! - Delivery is a worker (`lifecycle.rs`): per pusher, in queue order, a
 //!   POST in the Push Gateway API's shape; a failed POST backs the pusher off
 //!   (1 s doubling to 10 min) and tries again; a delivery older than a day
@@ -51,17 +59,30 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const MAX_DELIVERY_AGE_MS: i64 = 24 * 3600 * 1000;
 /// Notifications are kept this long (ms), as Synapse.
 const NOTIFICATION_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Notifications kept per user (the newest); older ones are pruned.
+pub const KEEP_PER_USER: i64 = 1000;
 /// How often old notifications are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// `/notifications` page size: default and most.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
+/// Events read from the database per step of the catch-up at start.
+const CATCH_UP_PAGE: i64 = 500;
+/// How often, at most, the recorded position is written when the events
+/// recorded nothing (replaying those after a crash records nothing).
+const IDLE_POSITION_WRITE: Duration = Duration::from_secs(1);
 
 /// The push service and its pipeline subscriber.
 pub struct Pushers {
-    /// Users who may want notifications (a superset: a user whose last
-    /// pusher went stays until the restart, which costs a lookup only).
-    interested: RwLock<HashSet<OwnedUserId>>,
+    /// Users who may have a pusher (a superset: a user whose last pusher
+    /// went stays until the restart, which costs a lookup only), for the
+    /// badge updates of read receipts.
+    with_pushers: RwLock<HashSet<OwnedUserId>>,
+    /// The stream position at start-up: the events up to it that were not
+    /// recorded are read from the database.
+    start_pos: i64,
+    /// Test knob ([`Pushers::lose_handed_events`]).
+    lose_handed: std::sync::atomic::AtomicBool,
     queue: mpsc::UnboundedSender<Arc<[Committed]>>,
     /// Taken by [`Pushers::start`].
     queued: Mutex<Option<mpsc::UnboundedReceiver<Arc<[Committed]>>>>,
@@ -78,12 +99,14 @@ pub struct Pushers {
 }
 
 impl Pushers {
-    /// A new one, knowing every user with a pusher (read at start-up).
+    /// A new one, knowing every user with a pusher (read at start-up);
+    /// `start_pos` is the stream position at start-up.
     pub async fn new(
         storage: &crate::storage::Storage,
         config: &crate::config::Config,
+        start_pos: i64,
     ) -> anyhow::Result<Arc<Self>> {
-        let interested = storage
+        let with_pushers = storage
             .pusher_users()
             .await?
             .into_iter()
@@ -91,7 +114,9 @@ impl Pushers {
             .collect();
         let (queue, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
-            interested: RwLock::new(interested),
+            with_pushers: RwLock::new(with_pushers),
+            start_pos,
+            lose_handed: std::sync::atomic::AtomicBool::new(false),
             queue,
             queued: Mutex::new(Some(rx)),
             wake: Notify::new(),
@@ -111,57 +136,46 @@ impl Pushers {
     /// Starts the recording task (stage `Subscribers`: it finishes what
     /// the drained writer published) and the delivery worker.
     pub fn start(s: &Arc<Services>, workers: &Workers) {
-        let Some(mut rx) = s.pushers.queued.lock().take() else {
+        let Some(rx) = s.pushers.queued.lock().take() else {
             return;
         };
         let services = s.clone();
-        workers.spawn(
-            "push recorder",
-            Stage::Subscribers,
-            move |mut stop| async move {
-                loop {
-                    tokio::select! {
-                        batch = rx.recv() => match batch {
-                            Some(events) => record_logged(&services, &events).await,
-                            None => break,
-                        },
-                        () = stop.requested() => {
-                            while let Ok(events) = rx.try_recv() {
-                                record_logged(&services, &events).await;
-                            }
-                            break;
-                        }
-                    }
-                }
-            },
-        );
+        workers.spawn("push recorder", Stage::Subscribers, move |stop| {
+            record_forever(services, rx, stop)
+        });
         let services = s.clone();
         workers.spawn("push delivery", Stage::Flush, move |stop| {
             deliver_forever(services, stop)
         });
     }
 
-    fn note_interest(&self, user: &UserId) {
-        if !self.interested.read().contains(user) {
-            self.interested.write().insert(user.to_owned());
+    fn note_pusher(&self, user: &UserId) {
+        if !self.with_pushers.read().contains(user) {
+            self.with_pushers.write().insert(user.to_owned());
         }
+    }
+
+    /// Test knob: while `lose` is set, the recorder drops the events the
+    /// pipeline hands it without recording them, as a crash between their
+    /// commit and their recording would (the tests show the next start
+    /// records them).
+    pub fn lose_handed_events(&self, lose: bool) {
+        self.lose_handed
+            .store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Subscriber for Pushers {
-    /// Hands the batch to the recording task when anyone may want
-    /// notifications; nothing is evaluated here.
+    /// Hands the batch to the recording task; nothing is evaluated here.
     fn committed(&self, batch: &Batch) -> Option<Settled> {
-        if !self.interested.read().is_empty() {
-            let _ = self.queue.send(batch.events.clone());
-        }
+        let _ = self.queue.send(batch.events.clone());
         None
     }
 }
 
 impl crate::services::workers::CacheSizes for Pushers {
     fn cache_sizes(&self) -> Vec<(&'static str, usize)> {
-        vec![("interested_users", self.interested.read().len())]
+        vec![("users_with_pushers", self.with_pushers.read().len())]
     }
 }
 
@@ -296,7 +310,7 @@ pub async fn set_pusher(s: &Services, user: &UserId, device_id: &str, body: &Val
         pushkey_ts: s.clock.now_ms(),
     };
     s.storage.set_pusher(&row, append).await?;
-    s.pushers.note_interest(user);
+    s.pushers.note_pusher(user);
     Ok(())
 }
 
@@ -323,60 +337,290 @@ pub async fn pushers(s: &Services, user: &UserId) -> Result<Vec<Pusher>> {
 
 // ------------------------------------------------------------ recording
 
-async fn record_logged(s: &Services, events: &[Committed]) {
-    if let Err(e) = record(s, events).await {
-        tracing::warn!(error = %e.message(), "could not record push notifications");
+/// The recorder: first the events committed after the recorded position
+/// and before this start (a crash lost them on their way), then what the
+/// pipeline hands it, each event once.
+async fn record_forever(
+    s: Arc<Services>,
+    mut rx: mpsc::UnboundedReceiver<Arc<[Committed]>>,
+    mut stop: Stop,
+) {
+    let (mut recorder, clean) = loop {
+        match s.storage.push_started(s.pushers.start_pos).await {
+            Ok((pos, clean)) => {
+                let recorder = Recorder {
+                    pos,
+                    written: pos,
+                    last_write: Instant::now(),
+                    handed: pos,
+                };
+                break (recorder, clean);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the push recording position");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.requested() => return,
+                }
+            }
+        }
+    };
+    if clean {
+        // The last run recorded everything it was handed: what came after
+        // its position was not written by it (a bulk import into the
+        // stopped server's database, say) and is not pushed.
+        recorder.pos = recorder.pos.max(s.pushers.start_pos);
+    } else {
+        recorder.catch_up(&s, &mut stop).await;
+    }
+    loop {
+        tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(events) => recorder.record(&s, &events).await,
+                None => break,
+            },
+            () = tokio::time::sleep(IDLE_POSITION_WRITE), if recorder.pos != recorder.written => {
+                recorder.write_position(&s).await;
+            }
+            () = stop.requested() => {
+                while let Ok(events) = rx.try_recv() {
+                    recorder.record(&s, &events).await;
+                }
+                break;
+            }
+        }
+    }
+    if recorder.pos >= recorder.handed {
+        if let Err(e) = s.storage.push_stopped(recorder.pos).await {
+            tracing::warn!(error = %e, "could not write the push recording position");
+        }
+    } else if recorder.pos != recorder.written {
+        recorder.write_position(&s).await;
     }
 }
 
-/// Evaluates the interested members' push rules for each event and writes
-/// the notifications and deliveries, then wakes the delivery worker.
-async fn record(s: &Services, events: &[Committed]) -> Result<()> {
-    let mut new = Vec::new();
-    let mut members = RoomMembers::default();
+/// Where the recorder is in the stream.
+struct Recorder {
+    /// Every event up to here is recorded (or notified nobody).
+    pos: i64,
+    /// The position last written to `push_state`.
+    written: i64,
+    last_write: Instant,
+    /// The highest position handed to it: past `pos` when it dropped
+    /// events (the tests' knob), and then it does not stop cleanly.
+    handed: i64,
+}
+
+impl Recorder {
+    /// Records the events after the stored position up to the start's.
+    async fn catch_up(&mut self, s: &Services, stop: &mut Stop) {
+        let until = s.pushers.start_pos;
+        while self.pos < until {
+            let rows = match s
+                .storage
+                .events_in_stream_range(self.pos, until, CATCH_UP_PAGE)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the events to record notifications of");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = stop.requested() => return,
+                    }
+                }
+            };
+            let end = if (rows.len() as i64) < CATCH_UP_PAGE {
+                until
+            } else {
+                rows.last().map_or(until, |r| r.stream_ordering)
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            for row in rows {
+                let pos = row.stream_ordering;
+                match s.rooms.pdu_from_row(row) {
+                    Ok(pdu) => events.push(Committed {
+                        pdu,
+                        pos,
+                        redacts: None,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e.message(), "an event that cannot be read is not recorded")
+                    }
+                }
+            }
+            if !events.is_empty() {
+                tracing::info!(
+                    events = events.len(),
+                    "recording the notifications of events committed before the restart"
+                );
+            }
+            self.record_upto(s, &events, end).await;
+        }
+    }
+
+    /// Records the events past the position.
+    async fn record(&mut self, s: &Services, events: &[Committed]) {
+        if let Some(last) = events.last() {
+            self.handed = self.handed.max(last.pos);
+        }
+        if s.pushers
+            .lose_handed
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let upto = events.last().map_or(self.pos, |c| c.pos);
+        self.record_upto(s, events, upto).await;
+    }
+
+    /// Records the events past the position and moves it to `upto`.
+    async fn record_upto(&mut self, s: &Services, events: &[Committed], upto: i64) {
+        let fresh: Vec<&Committed> = events.iter().filter(|c| c.pos > self.pos).collect();
+        let upto = upto.max(self.pos);
+        match record(s, &fresh, upto).await {
+            Ok(true) => {
+                self.written = upto;
+                self.last_write = Instant::now();
+            }
+            Ok(false) => {}
+            // Logged; the position moves on (the events are not tried
+            // again).
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "could not record push notifications");
+            }
+        }
+        self.pos = upto;
+        if self.pos != self.written && self.last_write.elapsed() >= IDLE_POSITION_WRITE {
+            self.write_position(s).await;
+        }
+    }
+
+    async fn write_position(&mut self, s: &Services) {
+        match s.storage.set_push_position(self.pos).await {
+            Ok(()) => self.written = self.pos,
+            Err(e) => tracing::warn!(error = %e, "could not write the push recording position"),
+        }
+        self.last_write = Instant::now();
+    }
+}
+
+/// Evaluates the members' push rules for each event and writes the
+/// notifications and deliveries with the position `upto`, then wakes the
+/// delivery worker. Whether it wrote (events that notified nobody: not).
+async fn record(s: &Services, events: &[&Committed], upto: i64) -> Result<bool> {
+    let mut rooms = BatchRooms::default();
+    let mut notified = Vec::new();
     for event in events {
-        record_event(s, event, &mut members, &mut new).await?;
+        evaluate(s, event, &mut rooms, &mut notified).await?;
     }
-    if new.is_empty() {
-        return Ok(());
+    if notified.is_empty() {
+        return Ok(false);
     }
+    // The notified users' `http` pushers: one lookup for the batch.
+    let mut users: Vec<&str> = notified.iter().map(|n| n.user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    let pushers = s.storage.http_pushers_of(&users).await?;
+    let now = s.clock.now_ms();
+    let new: Vec<NewNotification> = notified
+        .iter()
+        .map(|n| NewNotification {
+            pushers: pushers.get(n.user.as_str()).cloned().unwrap_or_default(),
+            user_id: n.user.to_string(),
+            stream_ordering: n.event.pos,
+            room_id: n.event.pdu.room_id.to_string(),
+            event_id: n.event.pdu.event_id.to_string(),
+            actions: n.actions.clone(),
+            highlight: n.highlight,
+            ts: now,
+        })
+        .collect();
     let deliveries = new.iter().any(|n| !n.pushers.is_empty());
-    s.storage.record_notifications(&new).await?;
+    s.storage.record_notifications(&new, upto).await?;
     if deliveries {
         s.pushers.wake.notify_one();
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Each room's joined members, read once per batch (the current state,
-/// as written with the batch).
+/// One user an event notifies.
+struct Notified<'a> {
+    user: OwnedUserId,
+    event: &'a Committed,
+    /// The rule's actions as JSON text.
+    actions: String,
+    highlight: bool,
+}
+
+/// What a batch's events of one room share: the room's members, and (once
+/// an event of it may notify someone) its state and the rules' contexts.
+/// Read once per room and batch (the current state, as written with the
+/// batch).
 #[derive(Default)]
-struct RoomMembers(HashMap<OwnedRoomId, Arc<[OwnedUserId]>>);
+struct BatchRooms(HashMap<OwnedRoomId, BatchRoom>);
 
-impl RoomMembers {
-    async fn of(&mut self, s: &Services, room_id: &RoomId) -> Result<Arc<[OwnedUserId]>> {
-        if let Some(m) = self.0.get(room_id) {
-            return Ok(m.clone());
+struct BatchRoom {
+    /// How many joined members (the rules' `room_member_count`).
+    count: u32,
+    /// Those who may be notified ([`notifiable`]).
+    notifiable: Vec<OwnedUserId>,
+    contexts: Option<Contexts>,
+}
+
+/// The room's state and each evaluated user's rules and context.
+struct Contexts {
+    state: Arc<crate::model::state::StateMap>,
+    room: super::notifications::RoomContext,
+    users: HashMap<OwnedUserId, (Arc<ruma::push::Ruleset>, ruma::push::PushConditionRoomCtx)>,
+}
+
+impl BatchRooms {
+    async fn of(&mut self, s: &Services, room_id: &RoomId) -> Result<&mut BatchRoom> {
+        if !self.0.contains_key(room_id) {
+            let joined = super::memberships::joined_members(s, room_id).await?;
+            let room = BatchRoom {
+                count: u32::try_from(joined.len()).unwrap_or(u32::MAX),
+                notifiable: joined.into_iter().filter(|u| notifiable(s, u)).collect(),
+                contexts: None,
+            };
+            self.0.insert(room_id.to_owned(), room);
         }
-        let joined: Arc<[OwnedUserId]> =
-            super::memberships::joined_members(s, room_id).await?.into();
-        self.0.insert(room_id.to_owned(), joined.clone());
-        Ok(joined)
+        Ok(self.0.get_mut(room_id).expect("inserted"))
     }
 }
 
-/// The users the event may notify: those of its room's joined members
-/// (and an invite's target) who may want notifications, but not its
-/// sender. Only the room's members are looked at, so the cost grows with
-/// the room, not with the server's users who have pushers.
-fn candidates(s: &Services, pdu: &Pdu, joined: &[OwnedUserId]) -> Vec<OwnedUserId> {
-    let interested = s.pushers.interested.read();
-    if interested.is_empty() {
-        return Vec::new();
+impl BatchRoom {
+    async fn contexts(&mut self, s: &Services, room_id: &RoomId) -> Result<&mut Contexts> {
+        if self.contexts.is_none() {
+            let state = s.rooms.current_state(room_id).await?;
+            let room =
+                super::notifications::RoomContext::new(s, room_id, &state, self.count).await?;
+            self.contexts = Some(Contexts {
+                state,
+                room,
+                users: HashMap::new(),
+            });
+        }
+        Ok(self.contexts.as_mut().expect("set"))
     }
-    let mut out: Vec<OwnedUserId> = joined
+}
+
+/// A local user who is not an application service's (its sender or in an
+/// exclusive user namespace: they have no pushers nor read receipts, as
+/// Synapse leaves them out).
+fn notifiable(s: &Services, user: &UserId) -> bool {
+    s.accounts.is_local(user) && s.appservices.exclusive_owner(user.as_str()).is_none()
+}
+
+/// The users the event may notify: its room's [`notifiable`] joined
+/// members (and an invite's target), but not its sender. Only the room's
+/// members are looked at, so the cost grows with the room, not with the
+/// server.
+fn candidates(s: &Services, pdu: &Pdu, notifiable_members: &[OwnedUserId]) -> Vec<OwnedUserId> {
+    let mut out: Vec<OwnedUserId> = notifiable_members
         .iter()
-        .filter(|u| **u != pdu.sender && interested.contains(*u))
+        .filter(|u| **u != pdu.sender)
         .cloned()
         .collect();
     if pdu.kind.to_string() == "m.room.member"
@@ -384,7 +628,7 @@ fn candidates(s: &Services, pdu: &Pdu, joined: &[OwnedUserId]) -> Vec<OwnedUserI
         && let Some(invitee) = pdu.state_key.as_deref()
         && invitee != pdu.sender.as_str()
         && let Ok(invitee) = UserId::parse(invitee)
-        && interested.contains(&invitee)
+        && notifiable(s, &invitee)
         && !out.contains(&invitee)
     {
         out.push(invitee);
@@ -392,15 +636,20 @@ fn candidates(s: &Services, pdu: &Pdu, joined: &[OwnedUserId]) -> Vec<OwnedUserI
     out
 }
 
-async fn record_event(
+/// Evaluates the candidates' push rules (ruma's, over the event flattened
+/// once) and notes those the event notifies.
+async fn evaluate<'a>(
     s: &Services,
-    event: &Committed,
-    members: &mut RoomMembers,
-    new: &mut Vec<NewNotification>,
+    event: &'a Committed,
+    rooms: &mut BatchRooms,
+    out: &mut Vec<Notified<'a>>,
 ) -> Result<()> {
     let pdu = &event.pdu;
-    let joined = members.of(s, &pdu.room_id).await?;
-    let users = candidates(s, pdu, &joined);
+    if pdu.redacted_by.is_some() {
+        return Ok(());
+    }
+    let room = rooms.of(s, &pdu.room_id).await?;
+    let users = candidates(s, pdu, &room.notifiable);
     if users.is_empty() {
         return Ok(());
     }
@@ -410,37 +659,31 @@ async fn record_event(
     else {
         return Ok(());
     };
-    let state = s.rooms.current_state(&pdu.room_id).await?;
-    let joined = u32::try_from(joined.len()).unwrap_or(u32::MAX);
-    let room_ctx = super::notifications::RoomContext::new(s, &pdu.room_id, &state, joined).await?;
-    let now = s.clock.now_ms();
-    let mut notified = Vec::new();
+    let flat = ruma::push::FlattenedJson::from_raw(&raw);
+    let contexts = room.contexts(s, &pdu.room_id).await?;
     for user in users {
-        let rules = s.account_data.push_rules_shared(&user).await?;
-        let ctx = room_ctx.for_user(s, &user, &state).await?;
-        let actions = rules.get_actions(&raw, &ctx).await;
+        if !contexts.users.contains_key(&user) {
+            let rules = s.account_data.push_rules_shared(&user).await?;
+            let ctx = contexts.room.for_user(s, &user, &contexts.state).await?;
+            contexts.users.insert(user.clone(), (rules, ctx));
+        }
+        let (rules, ctx) = &contexts.users[&user];
+        // The first rule that applies decides (as `Ruleset::get_actions`).
+        let mut actions: &[ruma::push::Action] = &[];
+        for rule in &**rules {
+            if rule.applies(&flat, ctx).await {
+                actions = rule.actions();
+                break;
+            }
+        }
         if !actions.iter().any(ruma::push::Action::should_notify) {
             continue;
         }
-        let actions_json = serde_json::to_string(actions).map_err(MatrixError::internal)?;
-        let highlight = actions.iter().any(ruma::push::Action::is_highlight);
-        notified.push((user, actions_json, highlight));
-    }
-    if notified.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = notified.iter().map(|(u, _, _)| u.as_str()).collect();
-    let mut pushers = s.storage.http_pushers_of(&ids).await?;
-    for (user, actions, highlight) in notified {
-        new.push(NewNotification {
-            pushers: pushers.remove(user.as_str()).unwrap_or_default(),
-            user_id: user.to_string(),
-            stream_ordering: event.pos,
-            room_id: pdu.room_id.to_string(),
-            event_id: pdu.event_id.to_string(),
-            actions,
-            highlight,
-            ts: now,
+        out.push(Notified {
+            actions: serde_json::to_string(actions).map_err(MatrixError::internal)?,
+            highlight: actions.iter().any(ruma::push::Action::is_highlight),
+            user,
+            event,
         });
     }
     Ok(())
@@ -457,7 +700,7 @@ pub async fn receipt_sent(s: &Services, user: &UserId) {
 }
 
 async fn queue_badge_update(s: &Services, user: &UserId) -> Result<()> {
-    if !s.pushers.interested.read().contains(user) {
+    if !s.pushers.with_pushers.read().contains(user) {
         return Ok(());
     }
     let pushers = http_pushers(s, user).await?;
@@ -496,7 +739,6 @@ pub async fn notifications(
     limit: Option<u64>,
     only: Option<&str>,
 ) -> Result<get_notifications::v3::Response> {
-    s.pushers.note_interest(user);
     let before = match from {
         None | Some("") => i64::MAX,
         Some(f) => f
@@ -569,7 +811,7 @@ async fn deliver_forever(s: Arc<Services>, mut stop: Stop) {
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
             let before = s.clock.now_ms() - NOTIFICATION_RETENTION_MS;
-            if let Err(e) = s.storage.prune_notifications(before).await {
+            if let Err(e) = s.storage.prune_notifications(before, KEEP_PER_USER).await {
                 tracing::warn!(error = %e, "could not prune old notifications");
             }
         }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (42, "appservice_room_list", V42),
     (43, "to_device_chunks", V43),
     (45, "appservice_stream_positions", V45),
+    (47, "push_state", V47),
 ];
 
 const V1: &str = r#"
@@ -796,6 +797,20 @@ ALTER TABLE appservice_state ADD COLUMN device_list_pos BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_to_device_upto BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_device_list_upto BIGINT;
 UPDATE appservice_state SET to_device_pos = stream_pos, device_list_pos = stream_pos;
+"#;
+
+/// The stream position the push recorder (`services/pushers.rs`) has
+/// recorded notifications up to (one row, `id` 1), and whether the last
+/// run stopped with everything it was handed recorded (`clean`, 1): after
+/// a crash (0), the events committed after the position are recorded at
+/// the next start, so a crash between an event's commit and its recording
+/// loses no notification and no push.
+const V47: &str = r#"
+CREATE TABLE push_state (
+    id BIGINT PRIMARY KEY,
+    stream_pos BIGINT NOT NULL,
+    clean BIGINT NOT NULL
+);
 "#;
 
 /// Each stored send keeps its header in `to_device_sends.body`; its

@@ -1,7 +1,9 @@
-//! Push: the `pushers` table, the delivery queue (`push_queue`) and the
-//! notifications `/notifications` lists (`push_notifications`).
+//! Push: the `pushers` table, the delivery queue (`push_queue`), the
+//! notifications `/notifications` lists (`push_notifications`) and the
+//! stream position they are recorded up to (`push_state`).
 
 use super::Storage;
+use super::batch::{Param, WriteBatch};
 
 /// A pusher as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -221,42 +223,93 @@ impl Storage {
             .await
     }
 
-    /// Writes notifications and their queue rows in one transaction.
-    pub async fn record_notifications(&self, new: &[NewNotification]) -> sqlx::Result<()> {
-        if new.is_empty() {
-            return Ok(());
-        }
+    /// Where the last run left the recording: the position notifications
+    /// are recorded up to, and whether it stopped cleanly (everything it
+    /// was handed recorded). The row is created at `start_pos` (nothing
+    /// before it is recorded) when there is none yet; either way it is
+    /// marked running (not clean) until [`Storage::push_stopped`].
+    pub async fn push_started(&self, start_pos: i64) -> sqlx::Result<(i64, bool)> {
         let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO push_state (id, stream_pos, clean) VALUES (1, $1, 0)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(start_pos)
+        .execute(&mut *tx)
+        .await?;
+        let (pos, clean): (i64, i64) =
+            sqlx::query_as("SELECT stream_pos, clean FROM push_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("UPDATE push_state SET clean = 0 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((pos, clean != 0))
+    }
+
+    /// The recorder stopped at `pos` with everything it was handed
+    /// recorded.
+    pub async fn push_stopped(&self, pos: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE push_state SET stream_pos = $1, clean = 1 WHERE id = 1")
+            .bind(pos)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
+    /// Moves the recorded-up-to position (events that notified nobody).
+    pub async fn set_push_position(&self, upto: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE push_state SET stream_pos = $1 WHERE id = 1")
+            .bind(upto)
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes notifications and their queue rows, and moves the recorded
+    /// position to `upto`, in one transaction (so each event is recorded
+    /// once, also across a crash): one write batch (on SQLite one text).
+    pub async fn record_notifications(
+        &self,
+        new: &[NewNotification],
+        upto: i64,
+    ) -> sqlx::Result<()> {
+        let mut w = WriteBatch::default();
+        w.push(
+            "UPDATE push_state SET stream_pos = $1 WHERE id = 1",
+            [Param::Int(upto)],
+        );
         for n in new {
-            sqlx::query(
+            w.push(
                 "INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id, actions, highlight, ts)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-            )
-            .bind(&n.user_id)
-            .bind(n.stream_ordering)
-            .bind(&n.room_id)
-            .bind(&n.event_id)
-            .bind(&n.actions)
-            .bind(i64::from(n.highlight))
-            .bind(n.ts)
-            .execute(&mut *tx)
-            .await?;
+                [
+                    Param::from(&n.user_id),
+                    Param::Int(n.stream_ordering),
+                    Param::from(&n.room_id),
+                    Param::from(&n.event_id),
+                    Param::from(&n.actions),
+                    Param::Int(i64::from(n.highlight)),
+                    Param::Int(n.ts),
+                ],
+            );
             for pusher in &n.pushers {
-                sqlx::query(
+                w.push(
                     "INSERT INTO push_queue (pusher_id, room_id, event_id, actions, created_ts)
                      VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(pusher)
-                .bind(&n.room_id)
-                .bind(&n.event_id)
-                .bind(&n.actions)
-                .bind(n.ts)
-                .execute(&mut *tx)
-                .await?;
+                    [
+                        Param::Int(*pusher),
+                        Param::from(&n.room_id),
+                        Param::from(&n.event_id),
+                        Param::from(&n.actions),
+                        Param::Int(n.ts),
+                    ],
+                );
             }
         }
-        tx.commit().await
+        self.run_batch(w).await
     }
 
     /// Queues a badge update (no event) for each pusher.
@@ -347,12 +400,85 @@ impl Storage {
         .await
     }
 
-    /// Forgets notifications older than `ts`.
-    pub async fn prune_notifications(&self, ts: i64) -> sqlx::Result<u64> {
-        sqlx::query("DELETE FROM push_notifications WHERE ts < $1")
+    /// Forgets notifications older than `ts`, and each user's beyond their
+    /// newest `keep`.
+    pub async fn prune_notifications(&self, ts: i64, keep: i64) -> sqlx::Result<u64> {
+        let mut gone = sqlx::query("DELETE FROM push_notifications WHERE ts < $1")
             .bind(ts)
             .execute(self.pool())
-            .await
-            .map(|r| r.rows_affected())
+            .await?
+            .rows_affected();
+        let over: Vec<String> = sqlx::query_scalar(
+            "SELECT user_id FROM push_notifications GROUP BY user_id HAVING COUNT(*) > $1",
+        )
+        .bind(keep)
+        .fetch_all(self.pool())
+        .await?;
+        for user in over {
+            gone += sqlx::query(
+                "DELETE FROM push_notifications WHERE user_id = $1 AND stream_ordering <
+                    (SELECT stream_ordering FROM push_notifications WHERE user_id = $1
+                     ORDER BY stream_ordering DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&user)
+            .bind(keep - 1)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(user: &str, stream_ordering: i64, ts: i64) -> NewNotification {
+        NewNotification {
+            user_id: user.to_owned(),
+            stream_ordering,
+            room_id: "!r:x".to_owned(),
+            event_id: format!("$e{stream_ordering}"),
+            actions: "[\"notify\"]".to_owned(),
+            highlight: false,
+            ts,
+            pushers: Vec::new(),
+        }
+    }
+
+    async fn kept(storage: &Storage, user: &str) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT stream_ordering FROM push_notifications WHERE user_id = $1
+             ORDER BY stream_ordering",
+        )
+        .bind(user)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap()
+    }
+
+    /// The prune drops what is older than its time, then each user's
+    /// notifications beyond their newest `keep`; the position moves with
+    /// the notifications recorded.
+    #[tokio::test]
+    async fn prune_keeps_each_users_newest_and_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let storage = Storage::connect(&url, 1).await.unwrap();
+        assert_eq!(storage.push_started(7).await.unwrap(), (7, false));
+        let mut new: Vec<NewNotification> =
+            (1..=6).map(|i| notification("@a:x", i, 100 + i)).collect();
+        new.extend((1..=2).map(|i| notification("@b:x", i, 100 + i)));
+        new.push(notification("@c:x", 1, 50));
+        storage.record_notifications(&new, 9).await.unwrap();
+        storage.push_stopped(9).await.unwrap();
+        assert_eq!(storage.push_started(0).await.unwrap(), (9, true));
+        assert_eq!(storage.push_started(0).await.unwrap(), (9, false));
+        let gone = storage.prune_notifications(100, 3).await.unwrap();
+        assert_eq!(gone, 4);
+        assert_eq!(kept(&storage, "@a:x").await, [4, 5, 6]);
+        assert_eq!(kept(&storage, "@b:x").await, [1, 2]);
+        assert!(kept(&storage, "@c:x").await.is_empty());
     }
 }

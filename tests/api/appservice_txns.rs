@@ -1098,3 +1098,35 @@ async fn only_the_devices_of_users_the_service_owns_are_done_once_it_has_their_m
     );
     assert_eq!(s.sql_count("SELECT COUNT(*) FROM to_device_sends").await, 0);
 }
+
+#[tokio::test]
+async fn the_services_users_are_left_out_of_push_notifications() {
+    let (s, _files, _fake) = server_and_bridge().await;
+    let alice = s.user("alice").await;
+    let carol = s.user("carol").await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &carol, &room).await;
+    let bob = ghost(&s, "bridge_bob").await;
+    ghost_join(&s, &bob, &room).await;
+    send_text(&s, &alice, &room, "hello all").await;
+    // Carol is notified; the ghost, in the service's exclusive namespace,
+    // is not (as Synapse): both would be written in one transaction.
+    wait_until("carol's notification", Duration::from_secs(20), || async {
+        let (st, b) = s
+            .get("/_matrix/client/v3/notifications", carol.token())
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        match b["notifications"].as_array().map(Vec::len) {
+            Some(1) => Ok(()),
+            _ => Err(b.to_string()),
+        }
+    })
+    .await;
+    let ghost_rows = s
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM push_notifications WHERE user_id = '{}'",
+            sql_quote(&bob)
+        ))
+        .await;
+    assert_eq!(ghost_rows, 0);
+}

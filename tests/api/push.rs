@@ -1,7 +1,8 @@
 //! Push notifications: `/pushers` and `/pushers/set` (validation, append,
 //! deletion with the device and the account), delivery to a fake push
 //! gateway on loopback (shape, counts, `event_id_only`, retries in order,
-//! rejected pushkeys, across a restart), and `/notifications`.
+//! rejected pushkeys, across a restart and a crash), and `/notifications`
+//! (with or without a pusher).
 
 use std::time::Duration;
 
@@ -356,6 +357,58 @@ async fn a_message_reaches_the_gateway_in_the_push_gateway_shape() {
 }
 
 #[tokio::test]
+async fn a_push_is_delivered_while_the_servers_clock_stands_still() {
+    // Delivery follows the commit, not a schedule: with the server's clock
+    // held still, the push still goes out.
+    let server = TestServer::start_with_mock_clock(|_| {}).await;
+    let gateway = FakeGateway::start().await;
+    let (_alice, bob, room) = pushed_pair(&server, &gateway, None).await;
+    let clock = server.now_ms();
+    let sent = std::time::Instant::now();
+    let event_id = send_text(&server, &bob, &room, "right now").await;
+    let got = gateway.next_for(&event_id).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["notification"]["room_id"], room.as_str());
+    assert_eq!(server.now_ms(), clock, "the mock clock moved");
+    eprintln!("pushed {:?} after the send", sent.elapsed());
+}
+
+#[tokio::test]
+async fn prio_is_low_unless_the_push_rings_highlights_or_is_encrypted() {
+    let server = TestServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let (alice, bob, room) = pushed_pair(&server, &gateway, None).await;
+    // Three members: a message notifies without a sound (not one-to-one).
+    let carol = server.user("carol").await;
+    invite(&server, &alice, &room, &carol.user_id).await;
+    join(&server, &carol, &room).await;
+    let plain = send_text(&server, &bob, &room, "to the three of us").await;
+    let n = gateway.next_for(&plain).await.body["notification"].clone();
+    assert_eq!(n["prio"], "low", "{n}");
+    assert_eq!(n["devices"][0]["tweaks"], json!({}), "{n}");
+    // A mention highlights: high.
+    let mention = json!({"msgtype": "m.text", "body": "alice!",
+        "m.mentions": {"user_ids": [alice.user_id]}});
+    let loud = send_event(&server, &bob, &room, "m.room.message", mention).await;
+    let n = gateway.next_for(&loud).await.body["notification"].clone();
+    assert_eq!(n["prio"], "high", "{n}");
+    assert_eq!(n["devices"][0]["tweaks"]["highlight"], true, "{n}");
+    // An encrypted event may say anything: high, though it has no tweak.
+    let sealed = send_event(
+        &server,
+        &bob,
+        &room,
+        "m.room.encrypted",
+        json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA",
+            "sender_key": "key", "session_id": "session", "device_id": "DEV"}),
+    )
+    .await;
+    let n = gateway.next_for(&sealed).await.body["notification"].clone();
+    assert_eq!(n["prio"], "high", "{n}");
+    assert_eq!(n["devices"][0]["tweaks"], json!({}), "{n}");
+}
+
+#[tokio::test]
 async fn event_id_only_pushers_get_ids_and_counts_only() {
     let server = TestServer::start().await;
     let gateway = FakeGateway::start().await;
@@ -509,6 +562,73 @@ async fn undelivered_pushes_survive_a_restart() {
     .await;
 }
 
+#[tokio::test]
+async fn events_committed_before_a_crash_are_pushed_after_the_restart_once() {
+    let mut server = TestServer::start().await;
+    let gateway = FakeGateway::start().await;
+    let (alice, bob, room) = pushed_pair(&server, &gateway, None).await;
+    let before = send_text(&server, &bob, &room, "before").await;
+    gateway.next_for(&before).await;
+    // From here the recorder drops what the pipeline hands it, as a crash
+    // between the commit and the recording would.
+    server.services().pushers.lose_handed_events(true);
+    let lost = send_text(&server, &bob, &room, "lost on its way").await;
+    server.restart().await;
+    let after = send_text(&server, &bob, &room, "after").await;
+    // The lost one first, then the new one; nothing twice.
+    let mut pushed = Vec::new();
+    while pushed.last() != Some(&after) {
+        let r = gateway.next().await;
+        if let Some(id) = r.body["notification"]["event_id"].as_str() {
+            pushed.push(id.to_owned());
+        }
+    }
+    assert_eq!(pushed, [lost, after]);
+    let listed = wait_until("three notifications", Duration::from_secs(20), || async {
+        let body = notifications(&server, &alice, "").await;
+        match notified_bodies(&body).len() {
+            3 => Ok(body),
+            _ => Err(body.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        notified_bodies(&listed),
+        ["after", "lost on its way", "before"]
+    );
+}
+
+#[tokio::test]
+async fn a_user_without_a_pusher_is_notified_across_a_restart() {
+    let mut server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let room = create_room(&server, &alice, json!({"invite": [bob.user_id]})).await;
+    join(&server, &bob, &room).await;
+    send_text(&server, &bob, &room, "before the restart").await;
+    server.restart().await;
+    send_text(&server, &bob, &room, "after it").await;
+    // Alice has no pusher and never asked before.
+    let listed = wait_until("two notifications", Duration::from_secs(20), || async {
+        let body = notifications(&server, &alice, "").await;
+        match notified_bodies(&body).len() {
+            2 => Ok(body),
+            _ => Err(body.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(notified_bodies(&listed), ["after it", "before the restart"]);
+    // Bob's own messages are not his notifications: his invite is.
+    let bobs = notifications(&server, &bob, "").await;
+    let kinds: Vec<&Value> = bobs["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["event"]["content"]["membership"])
+        .collect();
+    assert_eq!(kinds, [&json!("invite")], "{bobs}");
+}
+
 async fn notifications(server: &TestServer, who: &Session, query: &str) -> Value {
     let (st, body) = server
         .get(
@@ -541,7 +661,8 @@ async fn notifications_are_listed_newest_first_with_paging_and_highlights() {
     let bob = server.user("bob").await;
     let room = create_room(&server, &alice, json!({"invite": [bob.user_id]})).await;
     join(&server, &bob, &room).await;
-    // Asking once is enough for the server to record them (no pusher needed).
+    // Nothing yet (no pusher needed: every member's notifications are
+    // recorded).
     assert_eq!(
         notifications(&server, &alice, "").await["notifications"],
         json!([])

@@ -359,6 +359,83 @@ async fn heroes_for_an_unnamed_room_and_own_reads_clear_counts() {
 }
 
 #[tokio::test]
+async fn a_mention_counts_as_a_highlight() {
+    let server = TestServer::start().await;
+    let (alice, bob, r) = two_in_a_room(&server, "Loud").await;
+    send_text(&server, &bob, &r, "plain").await;
+    let mention = json!({"msgtype": "m.text", "body": "look, alice",
+        "m.mentions": {"user_ids": [alice.user_id]}});
+    let last = send_event(&server, &bob, &r, "m.room.message", mention).await;
+    let req = all_rooms(1, json!([]));
+    let body = ss(&server, &alice, None, &req).await;
+    let got = room(&body, &r);
+    assert_eq!(got["notification_count"], 2, "{got}");
+    assert_eq!(got["highlight_count"], 1, "{got}");
+    // Reading the room clears both.
+    read_receipt(&server, &alice, &r, &last).await;
+    let next = ss(&server, &alice, Some(&pos(&body)), &req).await;
+    let got = room(&next, &r);
+    assert_eq!(got["notification_count"], 0, "{next}");
+    assert_eq!(got["highlight_count"], 0, "{next}");
+}
+
+#[tokio::test]
+async fn a_knocked_room_carries_its_knock_state_until_the_invite() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let r = room_with_join_rules(&server, &alice, "10", json!({"join_rule": "knock"})).await;
+    set_state(
+        &server,
+        &alice,
+        &r,
+        "m.room.name",
+        "",
+        json!({"name": "Knock here"}),
+    )
+    .await;
+    send_text(&server, &alice, &r, "members only").await;
+    let (st, b) = server
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", enc(&r)),
+            bob.token(),
+            json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let req = all_rooms(5, json!([["*", "*"]]));
+    let body = ss(&server, &bob, None, &req).await;
+    assert_eq!(body["lists"]["all"]["count"], 1, "{body}");
+    let got = room(&body, &r);
+    assert_eq!(got["initial"], true, "{got}");
+    assert_eq!(got["name"], "Knock here", "{got}");
+    assert!(got.get("timeline").is_none(), "{got}");
+    assert!(got.get("required_state").is_none(), "{got}");
+    let state = got["invite_state"].as_array().expect("knock state");
+    let of_type = |ty: &str| state.iter().find(|e| e["type"] == ty).cloned();
+    assert_eq!(
+        of_type("m.room.join_rules").expect("join rules")["content"]["join_rule"],
+        "knock",
+        "{got}"
+    );
+    let knock = of_type("m.room.member").expect("the knock");
+    assert_eq!(knock["state_key"], bob.user_id.as_str(), "{got}");
+    assert_eq!(knock["content"]["membership"], "knock", "{got}");
+    // Accepted (invited): the room comes again, as an invite.
+    invite(&server, &alice, &r, &bob.user_id).await;
+    let next = ss(&server, &bob, Some(&pos(&body)), &req).await;
+    let got = room(&next, &r);
+    assert_eq!(got["initial"], true, "{next}");
+    let state = got["invite_state"].as_array().expect("invite state");
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob.user_id.as_str()
+            && e["content"]["membership"] == "invite"),
+        "{got}"
+    );
+}
+
+#[tokio::test]
 async fn required_state_wildcards_lazy_and_me() {
     let server = TestServer::start().await;
     let (alice, bob, r) = two_in_a_room(&server, "RS").await;
@@ -882,7 +959,7 @@ async fn to_device_wakes_a_long_poll() {
 #[tokio::test]
 async fn e2ee_extension_counts_and_device_lists() {
     let server = TestServer::start().await;
-    let (alice, bob, _r) = two_in_a_room(&server, "Keys").await;
+    let (alice, bob, r) = two_in_a_room(&server, "Keys").await;
     upload_keys(
         &server,
         &alice,
@@ -910,6 +987,11 @@ async fn e2ee_extension_counts_and_device_lists() {
     let next = ss(&server, &alice, Some(&pos(&body)), &req).await;
     let changed = &next["extensions"]["e2ee"]["device_lists"]["changed"];
     assert_eq!(changed, &json!([bob.user_id]), "{next}");
+    // bob leaves their only shared room: alice stops tracking his devices.
+    leave(&server, &bob, &r).await;
+    let last = ss(&server, &alice, Some(&pos(&next)), &req).await;
+    let lists = &last["extensions"]["e2ee"]["device_lists"];
+    assert_eq!(lists["left"], json!([bob.user_id]), "{last}");
 }
 
 #[tokio::test]

@@ -7,10 +7,14 @@
 // as an application would: startClient() and its sync loop, the room's live
 // timeline (RoomEvent.Timeline), paginateEventTimeline() for history; crypto is
 // not enabled (unencrypted rooms). Users, rooms and aliases get random names.
+// The pusher step runs a push gateway on loopback (the server's config must
+// allow 127.0.0.1 in `outbound`, as scripts/client-smoke does) and prints how
+// long a message took to reach it.
 // Exits 0 when every step passed, 1 on the first failure (naming the step and
 // what was expected), 2 on bad usage.
 
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
 import * as sdk from "matrix-js-sdk";
 import { check, expectOk, Failure, main, quiet, started, step, until } from "./common.mjs";
 
@@ -286,28 +290,97 @@ async function threadsUpgradeKnockPushers(base, anon, tag, password, server) {
     );
     step("knock, accept by invite, join");
 
-    // pushers: set, listed as set, then deleted (kind null).
-    const pusher = {
-        pushkey: `js-pushkey-${tag}`,
-        kind: "http",
-        app_id: "org.myelin.js-smoke",
-        app_display_name: "js smoke",
-        device_display_name: "js smoke device",
-        lang: "en",
-        data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+    // pushers: set (pointing at a push gateway this script runs on
+    // loopback), listed as set; bob's message reaches the gateway for
+    // alice; then the pusher is deleted (kind null).
+    const gateway = await pushGateway();
+    try {
+        const pusher = {
+            pushkey: `js-pushkey-${tag}`,
+            kind: "http",
+            app_id: "org.myelin.js-smoke",
+            app_display_name: "js smoke",
+            device_display_name: "js smoke device",
+            lang: "en",
+            data: { url: gateway.url, format: "event_id_only" },
+        };
+        await expectOk(alice.setPusher({ ...pusher, append: false }), "setPusher");
+        const listed = (await expectOk(alice.getPushers(), "getPushers")).pushers;
+        const found = listed?.find((p) => p.pushkey === pusher.pushkey);
+        check(
+            listed?.length === 1 && found?.app_id === pusher.app_id && found.kind === "http" &&
+                found.data?.url === pusher.data.url && found.data.format === "event_id_only" && found.lang === "en",
+            `getPushers: ${JSON.stringify(listed)}`,
+        );
+        const sent = performance.now();
+        const pushed = (await expectOk(bob.sendTextMessage(knockRoom, `push me ${tag}`), "bob's message to push")).event_id;
+        const n = await gateway.notification((n) => n.event_id === pushed, 10_000);
+        const ms = (performance.now() - sent).toFixed(1);
+        check(n.room_id === knockRoom, `the push's room_id: ${n.room_id}, expected ${knockRoom}`);
+        check(
+            n.devices?.[0]?.pushkey === pusher.pushkey && n.devices[0].app_id === pusher.app_id,
+            `the push's devices: ${JSON.stringify(n.devices)}`,
+        );
+        check(n.counts?.unread >= 1 && n.content === undefined, `an event_id_only push: ${JSON.stringify(n)}`);
+        step(`bob's message reaches alice's push gateway ${ms} ms after the send`);
+        await expectOk(alice.setPusher({ ...pusher, kind: null }), "delete the pusher (kind null)");
+        const after = (await expectOk(alice.getPushers(), "getPushers after deleting")).pushers;
+        check(after?.length === 0, `getPushers after deleting: ${JSON.stringify(after)}`);
+        step(`pushers set, listed and deleted (${server})`);
+    } finally {
+        gateway.close();
+    }
+}
+
+// A push gateway on loopback: records the notifications POSTed to
+// /_matrix/push/v1/notify and answers {"rejected": []}.
+async function pushGateway() {
+    const received = [];
+    const waiters = new Set();
+    const server = createServer((req, res) => {
+        let body = "";
+        req.on("data", (chunk) => (body += chunk));
+        req.on("end", () => {
+            if (req.method !== "POST" || req.url !== "/_matrix/push/v1/notify") {
+                res.writeHead(404).end();
+                return;
+            }
+            let n;
+            try {
+                n = JSON.parse(body).notification;
+            } catch {
+                res.writeHead(400).end();
+                return;
+            }
+            received.push(n);
+            res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ rejected: [] }));
+            for (const w of waiters) w();
+        });
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address();
+    return {
+        url: `http://127.0.0.1:${port}/_matrix/push/v1/notify`,
+        // The first notification `wanted` accepts, within `ms`.
+        notification: (wanted, ms) =>
+            new Promise((resolve, reject) => {
+                const look = () => {
+                    const n = received.find(wanted);
+                    if (n) {
+                        clearTimeout(timer);
+                        waiters.delete(look);
+                        resolve(n);
+                    }
+                };
+                const timer = setTimeout(() => {
+                    waiters.delete(look);
+                    reject(new Failure(`push gateway: no such notification within ${ms} ms; got ${JSON.stringify(received)}`));
+                }, ms);
+                waiters.add(look);
+                look();
+            }),
+        close: () => server.close(),
     };
-    await expectOk(alice.setPusher({ ...pusher, append: false }), "setPusher");
-    const listed = (await expectOk(alice.getPushers(), "getPushers")).pushers;
-    const found = listed?.find((p) => p.pushkey === pusher.pushkey);
-    check(
-        listed?.length === 1 && found?.app_id === pusher.app_id && found.kind === "http" &&
-            found.data?.url === pusher.data.url && found.data.format === "event_id_only" && found.lang === "en",
-        `getPushers: ${JSON.stringify(listed)}`,
-    );
-    await expectOk(alice.setPusher({ ...pusher, kind: null }), "delete the pusher (kind null)");
-    const after = (await expectOk(alice.getPushers(), "getPushers after deleting")).pushers;
-    check(after?.length === 0, `getPushers after deleting: ${JSON.stringify(after)}`);
-    step(`pushers set, listed and deleted (${server})`);
 }
 
 await main("js-sdk smoke", "http://127.0.0.1:PORT", (base) => run(base.replace(/\/+$/, "")), SUITE_MS);
