@@ -220,3 +220,114 @@ federation:
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("config values serialize")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut FederationConfig)) -> Result<(), String> {
+        let mut c = FederationConfig::default();
+        f(&mut c);
+        c.validate("127.0.0.1:8008".parse().unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_block_private_addresses_and_the_switch_lifts_it() {
+        let c = FederationConfig::default();
+        assert!(c.listen.is_none() && c.trusted_key_servers.is_empty());
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "0.0.0.0",
+        ] {
+            assert!(!c.ip_filter().allows(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(c.ip_filter().allows("8.8.8.8".parse().unwrap()));
+        let open = FederationConfig {
+            allow_private_addresses: true,
+            ..FederationConfig::default()
+        };
+        assert!(open.ip_filter().allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        assert!(check(|_| {}).is_ok());
+        let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/tls");
+        let listener = |c: &mut FederationConfig| {
+            c.listen = Some("0.0.0.0:8448".parse().unwrap());
+            c.tls_certificate = Some(tls.join("gateway.pem"));
+            c.tls_private_key = Some(tls.join("gateway.key"));
+        };
+        assert!(check(listener).is_ok());
+        let e = check(|c| {
+            listener(c);
+            c.tls_private_key = None;
+        })
+        .unwrap_err();
+        assert!(e.contains("federation.tls_private_key"), "{e}");
+        let e = check(|c| {
+            listener(c);
+            c.listen = Some("127.0.0.1:8008".parse().unwrap());
+        })
+        .unwrap_err();
+        assert!(e.contains("federation.listen"), "{e}");
+        let e = check(|c| c.well_known_server = Some("not a host".into())).unwrap_err();
+        assert!(e.contains("federation.well_known_server"), "{e}");
+        assert!(check(|c| c.well_known_server = Some("matrix.example.org:443".into())).is_ok());
+        let e = check(|c| {
+            c.trusted_key_servers = vec![TrustedKeyServer {
+                server_name: "matrix.org".into(),
+                verify_keys: [("ed25519:auto".into(), "not base64!".into())].into(),
+            }];
+        })
+        .unwrap_err();
+        assert!(e.contains("federation.trusted_key_servers"), "{e}");
+        let e = check(|c| c.request_timeout_secs = 0).unwrap_err();
+        assert!(e.contains("federation.request_timeout_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_commented_section_reads_back() {
+        let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/tls");
+        let mut c = crate::config::Config::default();
+        c.federation.listen = Some("0.0.0.0:8448".parse().unwrap());
+        c.federation.tls_certificate = Some(tls.join("gateway.pem"));
+        c.federation.tls_private_key = Some(tls.join("gateway.key"));
+        c.federation.allow_private_addresses = true;
+        c.federation.well_known_server = Some("matrix.example.org:443".into());
+        c.federation.trusted_key_servers = vec![TrustedKeyServer {
+            server_name: "matrix.org".into(),
+            verify_keys: [(
+                "ed25519:auto".into(),
+                "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw".into(),
+            )]
+            .into(),
+        }];
+        let back = crate::config::Config::from_yaml(&c.to_commented_yaml()).unwrap();
+        assert_eq!(back.federation.listen, c.federation.listen);
+        assert_eq!(
+            back.federation.tls_certificate,
+            c.federation.tls_certificate
+        );
+        assert!(back.federation.allow_private_addresses);
+        assert_eq!(
+            back.federation.well_known_server,
+            c.federation.well_known_server
+        );
+        assert_eq!(
+            back.federation.trusted_key_servers,
+            c.federation.trusted_key_servers
+        );
+        assert_eq!(
+            back.federation.ip_range_blocklist,
+            c.federation.ip_range_blocklist
+        );
+    }
+}
