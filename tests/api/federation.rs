@@ -752,3 +752,51 @@ async fn remote_keys_and_refresh_devices() {
     .await;
     assert_eq!(c["failures"][&b.server_name]["status"], 503, "{c}");
 }
+
+/// A server that takes the connection and never answers: the request
+/// times out (`federation.request_timeout_secs`), and `/keys/query` gives
+/// up after its own `timeout`.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let a = TestServer::start_federating_with(|c| c.federation.request_timeout_secs = 1).await;
+    let alice = a.user("alice").await;
+    let started = std::time::Instant::now();
+    let (st, p) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/@x:127.0.0.1:{port}"),
+            alice.token(),
+        )
+        .await;
+    assert_errcode(st, &p, StatusCode::BAD_GATEWAY, "M_UNKNOWN");
+    assert!(p["error"].as_str().unwrap().contains("timed out"), "{p}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let started = std::time::Instant::now();
+    let (st, q) = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            alice.token(),
+            json!({"device_keys": {format!("@x:127.0.0.1:{port}"): []}, "timeout": 300}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{q}");
+    assert_eq!(
+        q["failures"][format!("127.0.0.1:{port}")]["status"],
+        503,
+        "{q}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    hold.abort();
+}

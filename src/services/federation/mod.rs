@@ -103,6 +103,8 @@ pub struct Client {
     http: reqwest::Client,
     discovery: Discovery,
     max_response_bytes: u64,
+    /// `federation.request_timeout_secs`.
+    timeout: Duration,
 }
 
 impl Client {
@@ -144,11 +146,23 @@ impl Client {
             http: builder.build()?,
             discovery: Discovery::new(filter, overrides, well_known_http),
             max_response_bytes: f.max_response_bytes,
+            timeout,
         })
     }
 
     pub fn server_name(&self) -> &ServerName {
         &self.server_name
+    }
+
+    /// Where requests to `destination` go, found within the request
+    /// timeout (DNS look-ups and the `.well-known` fetch included).
+    async fn resolve(
+        &self,
+        destination: &ServerName,
+    ) -> Result<discovery::Destination, FederationError> {
+        tokio::time::timeout(self.timeout, self.discovery.resolve(destination))
+            .await
+            .map_err(|_| FederationError::TimedOut)?
     }
 
     /// Sends `request` to `destination`, signed with `X-Matrix`.
@@ -160,7 +174,7 @@ impl Client {
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
     {
-        let dest = self.discovery.resolve(destination).await?;
+        let dest = self.resolve(destination).await?;
         let input = XMatrixSigningInput::new(
             self.server_name.clone(),
             destination.to_owned(),
@@ -182,7 +196,7 @@ impl Client {
     where
         R: OutgoingRequest<Authentication = NoAuthentication, PathBuilder = SinglePath>,
     {
-        let dest = self.discovery.resolve(destination).await?;
+        let dest = self.resolve(destination).await?;
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&dest.base_url(), (), ())
             .map_err(|e| FederationError::Internal(format!("cannot build the request: {e}")))?;
