@@ -27,6 +27,9 @@ use crate::storage::server_keys::{ServerKeyResponseRow, ServerKeyRow};
 
 /// How long others may cache our keys.
 pub const OWN_KEY_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
+/// A server's keys are fetched again at most this often (ms) while the
+/// stored answer is valid.
+const MIN_REFETCH_MS: i64 = 30_000;
 /// Servers whose keys are kept in memory at most (the table keeps all).
 const MAX_IN_MEMORY: usize = 10_000;
 
@@ -158,7 +161,8 @@ impl ServerKeys {
     }
 
     /// Fetches `server`'s keys unless another task just did (valid keys
-    /// stored since `asked_at`): from each notary, then from the server.
+    /// stored since `asked_at`) or they were fetched in the last
+    /// [`MIN_REFETCH_MS`]: from each notary, then from the server.
     async fn fetch(&self, server: &ServerName, asked_at: i64) -> Result<(), FederationError> {
         let lock = self
             .fetching
@@ -168,8 +172,10 @@ impl ServerKeys {
             .clone();
         let guard = lock.lock().await;
         let done = async {
+            // Fetched meanwhile, or so recently that a request naming a
+            // key the server does not publish cannot make us ask again.
             if let Some(stored) = self.stored_response(server).await?
-                && stored.fetched_ts >= asked_at
+                && stored.fetched_ts >= asked_at.min(self.clock.now_ms() - MIN_REFETCH_MS)
                 && stored.valid_until_ts >= asked_at
             {
                 return Ok(());
