@@ -42,14 +42,26 @@ pub enum Command {
         #[arg(long)]
         disable_rate_limits: bool,
         /// A CA certificate file (PEM) trusted for outgoing https besides the
-        /// system's (outbound.ca_files); may be repeated. Named as the
-        /// sytest adapter expects; it covers every outgoing request.
+        /// system's (federation.ca_files and outbound.ca_files); may be
+        /// repeated. Named as the sytest adapter expects; it covers every
+        /// outgoing request.
         #[arg(long = "federation-ca-file")]
         ca_files: Vec<PathBuf>,
-        /// Outgoing requests (push gateways) may reach private and loopback
-        /// addresses: outbound.ip_range_blocklist is left empty.
+        /// Outgoing requests (federation, push gateways) may reach private
+        /// and loopback addresses: federation.allow_private_addresses is
+        /// set and outbound.ip_range_blocklist left empty.
         #[arg(long = "federation-allow-private-addresses")]
         allow_private_addresses: bool,
+        /// The federation TLS listener (federation.listen), e.g.
+        /// 0.0.0.0:8448; needs --tls-cert and --tls-key.
+        #[arg(long = "federation-listen", requires_all = ["tls_cert", "tls_key"])]
+        federation_listen: Option<std::net::SocketAddr>,
+        /// PEM certificate chain of the federation TLS listener.
+        #[arg(long = "tls-cert")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the federation TLS listener.
+        #[arg(long = "tls-key")]
+        tls_key: Option<PathBuf>,
         /// An application service registration file (app_services); may be
         /// repeated. Named as the sytest adapter expects.
         #[arg(long = "app-service-config")]
@@ -494,6 +506,7 @@ pub fn generate_config(
     shared_secret: Option<String>,
     disable_rate_limits: bool,
     outbound: crate::config::OutboundConfig,
+    federation: crate::config::FederationConfig,
     app_services: Vec<PathBuf>,
 ) -> anyhow::Result<String> {
     let mut c = Config {
@@ -512,6 +525,7 @@ pub fn generate_config(
     c.registration.shared_secret = shared_secret;
     c.rate_limits.enabled = !disable_rate_limits;
     c.outbound = outbound;
+    *c.federation = federation;
     c.app_services = app_services;
     c.validate()?;
     Ok(c.to_commented_yaml())

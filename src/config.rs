@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use erased::Yaml as _;
 
+mod federation;
+pub use federation::{FederationConfig, TrustedKeyServer};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -34,6 +37,9 @@ pub struct Config {
     pub media: MediaConfig,
     pub turn: TurnConfig,
     pub outbound: OutboundConfig,
+    /// The Server-Server API: its TLS listener, outgoing requests, key
+    /// servers. Boxed: a config is held by value in many futures.
+    pub federation: Box<FederationConfig>,
     /// Registration files (YAML, as Synapse's `app_service_config_files`) of
     /// the application services; read and checked at start.
     pub app_services: Vec<PathBuf>,
@@ -324,6 +330,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
             outbound: OutboundConfig::default(),
+            federation: Box::default(),
             app_services: Vec::new(),
             app_service_delivery: AppServiceDeliveryConfig::default(),
             log_level: "info".into(),
@@ -1294,7 +1301,8 @@ impl Config {
         }
         self.media.validate()?;
         self.turn.validate()?;
-        self.outbound.validate()?;
+        // Outgoing requests: push gateways and previews, then federation.
+        (self.outbound.validate()).and_then(|()| self.federation.validate(self.listen))?;
         if self.app_services.iter().any(|p| p.as_os_str().is_empty()) {
             return invalid("app_services", "a registration file path is empty");
         }
@@ -1365,6 +1373,7 @@ impl Config {
             self.media.commented(),
             self.turn.commented(),
             self.outbound.commented(),
+            self.federation.commented(),
             self.commented_app_services(),
         ]
         .join("\n")

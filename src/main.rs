@@ -52,15 +52,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             disable_rate_limits,
             ca_files,
             allow_private_addresses,
+            federation_listen,
+            tls_cert,
+            tls_key,
             app_services,
         } => {
             let mut outbound = myelin::config::OutboundConfig {
-                ca_files,
+                ca_files: ca_files.clone(),
                 ..Default::default()
             };
             if allow_private_addresses {
                 outbound.ip_range_blocklist.clear();
             }
+            let federation = myelin::config::FederationConfig {
+                listen: federation_listen,
+                tls_certificate: tls_cert,
+                tls_private_key: tls_key,
+                ca_files,
+                allow_private_addresses,
+                ..Default::default()
+            };
             let yaml = generate_config(
                 server_name,
                 listen,
@@ -69,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 registration_shared_secret,
                 disable_rate_limits,
                 outbound,
+                federation,
                 app_services,
             )?;
             print!("{yaml}");

@@ -17,6 +17,8 @@ use crate::storage::Storage;
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The federation TLS listener's address, when `federation.listen` is set.
+    pub federation_addr: Option<SocketAddr>,
     /// The metrics listener's address, when `metrics.listen` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub services: Arc<Services>,
@@ -54,11 +56,18 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
         ),
         None => None,
     };
+    let federation_listener = bind_federation(&config).await?;
+    let federation_addr = match &federation_listener {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     let metrics_addr = match &metrics_listener {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let services = Services::new(config, storage, signing_key, clock).await?;
+    // Boxed: building the services is a large future, and start-up is
+    // awaited inside others (a restart in a test).
+    let services = Box::pin(Services::new(config, storage, signing_key, clock)).await?;
     // Before serving: what a crash kept out of the search index goes in.
     let mut rebuild_search = services.search_needs_rebuild;
     if let Err(e) = crate::services::search::catch_up(&services).await {
@@ -86,16 +95,57 @@ pub async fn start_with(config: Config, clock: SharedClock) -> anyhow::Result<Ru
         });
         tracing::info!(addr = ?metrics_addr, "metrics are served on /metrics");
     }
-    let serve_task = tokio::spawn(crate::http::serve::serve(listener, app, bodyless, stop_rx));
+    let federation_task = federation_listener.map(|(l, tls)| {
+        tokio::spawn(crate::http::serve::serve(
+            l,
+            Some(tls),
+            app.clone(),
+            bodyless.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    if let Some(at) = federation_addr {
+        tracing::info!(addr = %at, "federation is served over TLS");
+    }
+    let plain = crate::http::serve::serve(listener, None, app, bodyless, stop_rx);
+    // One task serves both listeners, so shutdown waits for both.
+    let serve_task = tokio::spawn(async move {
+        plain.await;
+        if let Some(t) = federation_task {
+            let _ = t.await;
+        }
+    });
     tracing::info!(%addr, server_name = %services.server_name, "Myelin is listening");
     log_cache_bounds(&services);
     Ok(RunningServer {
         addr,
+        federation_addr,
         metrics_addr,
         services,
         stop,
         serve_task,
     })
+}
+
+/// The federation TLS listener and its acceptor, when `federation.listen`
+/// is set.
+async fn bind_federation(
+    config: &Config,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>> {
+    let Some(at) = config.federation.listen else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (
+        &config.federation.tls_certificate,
+        &config.federation.tls_private_key,
+    ) else {
+        anyhow::bail!("federation.listen needs tls_certificate and tls_private_key");
+    };
+    let acceptor = crate::http::serve::tls_acceptor(cert, key)?;
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {at} (federation.listen): {e}"))?;
+    Ok(Some((listener, acceptor)))
 }
 
 /// The cache bounds from the config, and what each cache holds now.

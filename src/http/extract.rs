@@ -55,7 +55,7 @@ pub(crate) async fn path_args<T: IncomingRequest>(
 /// Parses the request; an empty body where `{}` would do is `{}` (as
 /// Synapse, wherever no field of the body is required), so the head is kept
 /// for that retry. GET and HEAD have no body to retry with.
-fn parse_with_blank_retry<T: IncomingRequest>(
+pub(crate) fn parse_with_blank_retry<T: IncomingRequest>(
     parts: Parts,
     body: &[u8],
     args: &[String],
@@ -150,7 +150,7 @@ fn parse_ruma<T: IncomingRequest>(
 }
 
 /// The request line and headers, without the extensions (ruma reads none).
-fn head_of(parts: &Parts) -> Parts {
+pub(crate) fn head_of(parts: &Parts) -> Parts {
     let mut head = http::Request::new(()).into_parts().0;
     head.method = parts.method.clone();
     head.uri = parts.uri.clone();

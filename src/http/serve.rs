@@ -1,5 +1,6 @@
 //! Accepting connections: each TCP connection is served as HTTP/1.1 by the
-//! router, until shutdown.
+//! router, until shutdown. The federation listener (`federation.listen`)
+//! takes TLS first ([`tls_acceptor`]); the client listener is plain.
 //!
 //! This replaces `axum::serve` for one reason: memory per held connection.
 //! `axum::serve` uses hyper-util's "auto" builder, which (when HTTP/2 is
@@ -12,7 +13,9 @@
 //! HTTP/2 are a reverse proxy's job), so the detection is not needed.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,9 +23,41 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tower::ServiceExt;
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS acceptor of the federation listener: the certificate chain and
+/// private key (PEM) from these files, HTTP/1.1 only.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect)
+        .map_err(|e| anyhow::anyhow!("federation.tls_certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "federation.tls_certificate {}: no PEM certificate in it",
+            cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("federation.tls_private_key {}: {e}", key.display()))?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("federation TLS certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,8 +76,11 @@ const CONNECTION_BUFFER: usize = 120 * 1024;
 /// A request without a body goes to `bodyless` instead (the same routes
 /// without the request-body guard, `http::app_without_body_guard`).
 /// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+/// With `tls`, each connection's TLS handshake comes first (within
+/// [`TLS_HANDSHAKE_TIMEOUT`]; a failed one closes the connection).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     bodyless: Router,
     mut stop: watch::Receiver<bool>,
@@ -67,22 +105,33 @@ pub async fn serve(
         // Responses are written in one go; don't let Nagle hold back the
         // last segment of one waiting for an ACK.
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            app.clone(),
-            bodyless.clone(),
-            stop.clone(),
-            open_rx.clone(),
-        ));
+        let (app, bodyless, stop, open) =
+            (app.clone(), bodyless.clone(), stop.clone(), open_rx.clone());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, peer, app, bodyless, stop, open));
+            }
+            Some(acceptor) => {
+                let accepting = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accepting).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, app, bodyless, stop, open).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     bodyless: Router,

@@ -164,6 +164,8 @@ impl OutboundError {
 pub struct Fetched {
     pub url: Url,
     pub content_type: Option<String>,
+    /// The answer's `Cache-Control` header, when it is text.
+    pub cache_control: Option<String>,
     pub body: Bytes,
 }
 
@@ -345,6 +347,11 @@ impl Outbound {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let cache_control = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| OutboundError::of(&e))? {
             if (body.len() + chunk.len()) as u64 > max {
@@ -355,6 +362,7 @@ impl Outbound {
         Ok(Fetched {
             url,
             content_type,
+            cache_control,
             body: body.freeze(),
         })
     }

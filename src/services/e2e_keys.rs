@@ -35,9 +35,11 @@ use crate::storage::events::RoomMembershipRow;
 
 mod answer;
 mod claims;
+mod remote;
 use answer::Found;
 pub use answer::KeysAnswer;
 use claims::ClaimQueue;
+pub use remote::DEFAULT_TIMEOUT;
 
 /// How many devices' key counts [`E2eKeys`] keeps in memory for `/sync`.
 const COUNTED_DEVICES: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
@@ -180,6 +182,8 @@ pub struct E2eKeys {
     /// before writing (the cap, a key id reused with other content) hold
     /// when the write happens.
     upload_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Other servers, asked for their users' keys (`remote.rs`).
+    federation: Option<Arc<crate::services::federation::Client>>,
 }
 
 /// How many locks the devices' uploads are spread over.
@@ -197,7 +201,14 @@ impl E2eKeys {
             upload_locks: (0..UPLOAD_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            federation: None,
         }
+    }
+
+    /// Remote users' keys are asked of their servers through `client`.
+    pub fn with_federation(mut self, client: Arc<crate::services::federation::Client>) -> Self {
+        self.federation = Some(client);
+        self
     }
 
     /// The lock [`E2eKeys::upload`] holds for `who`'s device.
@@ -381,6 +392,42 @@ impl E2eKeys {
         &self,
         requester: &'a UserId,
         requested: &'a BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+        timeout: std::time::Duration,
+    ) -> Result<KeysAnswer<'a>> {
+        let mut answer = self.query_as(Some(requester), requested).await?;
+        let remote: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>> = requested
+            .iter()
+            .filter(|(u, _)| u.server_name() != self.server_name)
+            .map(|(u, d)| (u.clone(), d.clone()))
+            .collect();
+        if !remote.is_empty() {
+            let fetched = self.query_remote(&remote, timeout).await?;
+            answer.failures = fetched.failures;
+            for (user, keys) in fetched.keys {
+                if let Some((user, wanted)) = requested.get_key_value(&user) {
+                    answer.found.push(Found { user, wanted, keys });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Federation's `POST /user/keys/query`: [`Self::query`] for another
+    /// server, of the local users among `requested` (others are left out,
+    /// as Synapse), without user-signing keys.
+    pub async fn query_for_server<'a>(
+        &self,
+        requested: &'a BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<KeysAnswer<'a>> {
+        let mut answer = self.query_as(None, requested).await?;
+        answer.failures.clear();
+        Ok(answer)
+    }
+
+    async fn query_as<'a>(
+        &self,
+        requester: Option<&'a UserId>,
+        requested: &'a BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<KeysAnswer<'a>> {
         let mut answer = KeysAnswer {
             requester,
@@ -390,9 +437,7 @@ impl E2eKeys {
         let mut missing = Vec::new();
         for (user, wanted) in requested {
             if user.server_name() != self.server_name {
-                answer
-                    .failures
-                    .insert(user.server_name().to_string(), remote_failure());
+                continue;
             } else if let Some(keys) = self.lists.keys.get(user.as_str()) {
                 answer.found.push(Found { user, wanted, keys });
             } else {
@@ -465,6 +510,7 @@ impl E2eKeys {
     pub async fn claim(
         &self,
         requested: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+        timeout: std::time::Duration,
     ) -> Result<claim_keys::v3::Response> {
         let mut resp = claim_keys::v3::Response::new(BTreeMap::new());
         // Every local device's one-time key in one statement (with the
@@ -487,8 +533,6 @@ impl E2eKeys {
         }
         for (user, devices) in requested {
             if user.server_name() != self.server_name {
-                resp.failures
-                    .insert(user.server_name().to_string(), remote_failure());
                 continue;
             }
             let mut by_device = BTreeMap::new();
@@ -513,6 +557,14 @@ impl E2eKeys {
             if !by_device.is_empty() {
                 resp.one_time_keys.insert(user.clone(), by_device);
             }
+        }
+        let remote: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>> = requested
+            .iter()
+            .filter(|(u, _)| u.server_name() != self.server_name)
+            .map(|(u, d)| (u.clone(), d.clone()))
+            .collect();
+        if !remote.is_empty() {
+            self.claim_remote(&remote, timeout, &mut resp).await;
         }
         Ok(resp)
     }
@@ -748,14 +800,6 @@ fn with_unsigned(
     };
     serde_json::value::RawValue::from_string(format!("{body}{comma}\"unsigned\":{unsigned}}}"))
         .map_err(MatrixError::internal)
-}
-
-/// The failure a user of another server gets until Myelin federates.
-fn remote_failure() -> Value {
-    json!({
-        "status": 503,
-        "message": "This server does not federate yet",
-    })
 }
 
 /// One-time or fallback keys as `(algorithm, key_id, json)`, each a

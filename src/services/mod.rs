@@ -12,6 +12,7 @@ pub mod e2e_keys;
 pub mod ephemeral;
 pub mod expiring;
 pub mod expiry;
+pub mod federation;
 pub mod filtering;
 pub mod filters;
 pub mod guests;
@@ -99,6 +100,8 @@ pub struct Services {
     pub sessions: Arc<sessions::Sessions>,
     pub profiles: profiles::Profiles,
     pub openid: openid::OpenId,
+    /// Requests to other servers, their keys, incoming authentication.
+    pub federation: federation::Federation,
     pub filters: filters::Filters,
     pub registration_tokens: registration_tokens::RegistrationTokens,
     pub uia: uia::Uia,
@@ -201,7 +204,17 @@ impl Services {
         );
         account_data.subscribe(listeners.room_lists.clone());
 
+        let federation = federation::Federation::new(
+            &config,
+            storage.clone(),
+            server_name.clone(),
+            signing_key.clone(),
+            clock.clone(),
+        )?;
+        let federation_client = federation.client.clone();
+
         Ok(Arc::new(Self {
+            federation,
             media: media::Media::open(&config, storage.clone(), sessions.clone(), clock.clone())?,
             to_device: to_device::ToDevice::load(storage.clone(), stream.clone(), &config, &lists)
                 .await?,
@@ -211,7 +224,8 @@ impl Services {
                 stream.clone(),
                 lists.clone(),
             ),
-            e2e_keys: e2e_keys::E2eKeys::new(storage.clone(), lists, &server_name),
+            e2e_keys: e2e_keys::E2eKeys::new(storage.clone(), lists, &server_name)
+                .with_federation(federation_client),
             filters: filters::Filters::new(storage.clone()),
             ephemeral: ephemeral::Ephemeral::new(storage.clone(), stream.clone(), clock.clone()),
             presence: presence::Presence::new(storage.clone(), stream.clone(), clock.clone()),

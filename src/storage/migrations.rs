@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (42, "appservice_room_list", V42),
     (43, "to_device_chunks", V43),
     (45, "appservice_stream_positions", V45),
+    (46, "server_signing_keys", V46),
     (47, "push_state", V47),
 ];
 
@@ -797,6 +798,52 @@ ALTER TABLE appservice_state ADD COLUMN device_list_pos BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_to_device_upto BIGINT;
 ALTER TABLE appservice_state ADD COLUMN txn_device_list_upto BIGINT;
 UPDATE appservice_state SET to_device_pos = stream_pos, device_list_pos = stream_pos;
+"#;
+
+/// Other servers' signing keys (`services/federation/keys.rs`): each key
+/// with the time it is valid until (a current key: its answer's
+/// `valid_until_ts`) or expired at (an `old_verify_keys` entry), and each
+/// server's latest answer as it was signed, which the notary API hands on.
+/// Remote users' device lists as last fetched from their server
+/// (`services/e2e_keys/remote.rs`): the devices' keys and the master and
+/// self-signing keys.
+const V46: &str = r#"
+CREATE TABLE server_signing_keys (
+    server_name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    valid_until_ts BIGINT NOT NULL,
+    expired_ts BIGINT,
+    PRIMARY KEY (server_name, key_id)
+);
+
+CREATE TABLE server_key_responses (
+    server_name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    valid_until_ts BIGINT NOT NULL,
+    fetched_ts BIGINT NOT NULL
+);
+
+CREATE TABLE remote_device_lists (
+    user_id TEXT PRIMARY KEY,
+    stream_id BIGINT NOT NULL,
+    fetched_ts BIGINT NOT NULL
+);
+
+CREATE TABLE remote_devices (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    display_name TEXT,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+
+CREATE TABLE remote_cross_signing_keys (
+    user_id TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, key_type)
+);
 "#;
 
 /// The stream position the push recorder (`services/pushers.rs`) has

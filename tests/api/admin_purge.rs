@@ -205,11 +205,14 @@ async fn purge_room_leaves_no_row_behind() {
     // appservice_state (per application service); 49 with v38, which
     // replaced device_inbox with to_device_sends and to_device_acks; 50
     // with v42's appservice_room_list (by room: purged); 51 with v43's
-    // to_device_chunks (a send's contents in pieces); 52 with v47's
-    // push_state (the push recorder's position: the server's).
+    // to_device_chunks (a send's contents in pieces); 56 with v46's
+    // server_signing_keys and server_key_responses (per server) and
+    // remote_device_lists, remote_devices and remote_cross_signing_keys
+    // (per remote user); 57 with v47's push_state (the push recorder's
+    // position: the server's).
     assert_eq!(
         table_count(&server).await,
-        52,
+        57,
         "a table was added: list it in this test and in the purge"
     );
 

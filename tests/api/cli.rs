@@ -178,11 +178,84 @@ async fn generate_config_takes_the_outbound_flags() {
     let config = myelin::config::Config::from_yaml(&stdout).expect("valid config");
     assert_eq!(config.outbound.ca_files, vec![std::path::PathBuf::from(ca)]);
     assert!(config.outbound.ip_range_blocklist.is_empty());
+    assert_eq!(
+        config.federation.ca_files,
+        vec![std::path::PathBuf::from(ca)]
+    );
+    assert!(config.federation.allow_private_addresses);
+    assert!(
+        config
+            .federation
+            .ip_filter()
+            .allows("127.0.0.1".parse().unwrap())
+    );
+    // Without the flag the federation blocklist refuses loopback.
+    let plain = myelin::config::Config::from_yaml(&text(&run(&args).await).0).unwrap();
+    assert!(!plain.federation.allow_private_addresses);
+    assert!(
+        !plain
+            .federation
+            .ip_filter()
+            .allows("127.0.0.1".parse().unwrap())
+    );
+    assert!(plain.federation.listen.is_none());
     // A CA file that does not exist is refused, naming the key.
     let out = run(&[&args[..], &["--federation-ca-file", "/nonexistent/ca.pem"]].concat()).await;
     assert!(!out.status.success());
     assert!(
         text(&out).1.contains("outbound.ca_files"),
+        "{}",
+        text(&out).1
+    );
+}
+
+/// The federation TLS listener's flags (issue 22's configuration contract).
+#[tokio::test]
+async fn generate_config_takes_the_federation_listener_flags() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/common/tls");
+    let cert = dir.join("gateway.pem");
+    let key = dir.join("gateway.key");
+    let args = [
+        "generate-config",
+        "--server-name",
+        "127.0.0.1:8448",
+        "--federation-listen",
+        "0.0.0.0:8448",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let out = run(&args).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let config = myelin::config::Config::from_yaml(&stdout).expect("valid config");
+    assert_eq!(config.server_name, "127.0.0.1:8448");
+    assert_eq!(
+        config.federation.listen,
+        Some("0.0.0.0:8448".parse().unwrap())
+    );
+    assert_eq!(
+        config.federation.tls_certificate.as_deref(),
+        Some(cert.as_path())
+    );
+    assert_eq!(
+        config.federation.tls_private_key.as_deref(),
+        Some(key.as_path())
+    );
+    // A listener without its certificate is refused by clap.
+    let out = run(&args[..5]).await;
+    assert!(!out.status.success());
+    // A certificate file that does not exist is refused, naming the key.
+    let out = run(&[
+        &args[..6],
+        &["/nonexistent.pem", "--tls-key", key.to_str().unwrap()],
+    ]
+    .concat())
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("federation.tls_certificate"),
         "{}",
         text(&out).1
     );

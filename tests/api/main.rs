@@ -83,6 +83,7 @@ mod admin_synadm; // synadm (the Synapse admin CLI from PyPI) run against the se
 mod admin_whois; // whois at both paths // server_version, admin check on every request, error shapes
 
 // Server-Server API
+mod federation; // issue 22's first step: TLS listener, keys and the notary API, X-Matrix, queries, remote profiles
 mod federation_keys; // GET /_matrix/key/v2/server
 
 // The binary

@@ -27,6 +27,39 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         "/_dendrite/admin/evacuateUser/{user_id}",
         post(evacuate_user),
     )
+    .route(
+        "/_dendrite/admin/refreshDevices/{user_id}",
+        post(refresh_devices),
+    )
+}
+
+/// How long `refreshDevices` waits for the user's server.
+const REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `POST /_dendrite/admin/refreshDevices/{userID}`: a remote user's devices
+/// fetched from their server now (also for a user never seen before, which
+/// Dendrite skips) and stored; answers `{"device_ids": [...]}` when done.
+/// A local user is 400 `M_INVALID_PARAM`; a server that fails or does not
+/// answer within 15 s is 502 or 504.
+async fn refresh_devices(
+    State(s): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>> {
+    let user = ruma::OwnedUserId::try_from(raw.as_str())
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid user id {raw:?}: {e}")))?;
+    if s.accounts.is_local(&user) {
+        return Err(MatrixError::invalid_param(
+            "Can not mark local device list as stale",
+        ));
+    }
+    match tokio::time::timeout(REFRESH_TIMEOUT, s.e2e_keys.refresh_remote_devices(&user)).await {
+        Ok(ids) => Ok(Json(json!({ "device_ids": ids? }))),
+        Err(_) => Err(MatrixError::unknown(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            "Timed out fetching the devices",
+        )),
+    }
 }
 
 pub(crate) fn parse_room_id(raw: &str) -> Result<OwnedRoomId> {

@@ -50,7 +50,10 @@ async fn query(
     GuestAuth(r): GuestAuth,
     Ruma(req): Ruma<get_keys::v3::Request>,
 ) -> Result<JsonText> {
-    let answer = s.e2e_keys.query(&r.user, &req.device_keys).await?;
+    let timeout = req
+        .timeout
+        .unwrap_or(crate::services::e2e_keys::DEFAULT_TIMEOUT);
+    let answer = s.e2e_keys.query(&r.user, &req.device_keys, timeout).await?;
     Ok(JsonText(answer.to_json()?))
 }
 
@@ -91,7 +94,12 @@ async fn claim(
     GuestAuth(_): GuestAuth,
     Ruma(req): Ruma<claim_keys::v3::Request>,
 ) -> Result<RumaResponse<claim_keys::v3::Response>> {
-    Ok(RumaResponse(s.e2e_keys.claim(&req.one_time_keys).await?))
+    let timeout = req
+        .timeout
+        .unwrap_or(crate::services::e2e_keys::DEFAULT_TIMEOUT);
+    Ok(RumaResponse(
+        s.e2e_keys.claim(&req.one_time_keys, timeout).await?,
+    ))
 }
 
 /// `from` and `to` are `/sync` tokens (400 `M_INVALID_PARAM` otherwise).

@@ -99,6 +99,19 @@ async fn get_field(
 ) -> Result<Json<Value>> {
     let user_id = parse_user(&user_id)?;
     check_field_name(&field)?;
+    if !s.accounts.is_local(&user_id) {
+        let value = s
+            .federation
+            .remote_profile(&user_id, Some(&field))
+            .await?
+            .remove(&field);
+        let value = match value {
+            Some(v) => v,
+            None if matches!(field.as_str(), "displayname" | "avatar_url") => Value::Null,
+            None => return Err(MatrixError::not_found("Profile field not found")),
+        };
+        return Ok(Json(json!({ field: value })));
+    }
     let p = lookup(&s, &user_id).await?;
     let value = match field.as_str() {
         "displayname" => json!(p.displayname),
@@ -155,10 +168,16 @@ async fn delete_field(
     Ok(Json(json!({})))
 }
 
-/// Profiles of remote users need federation; until then they are unknown.
+/// A user's `displayname` and `avatar_url`; a remote user's asked of
+/// their server.
 async fn lookup(s: &AppState, user_id: &UserId) -> Result<Profile> {
     if !s.accounts.is_local(user_id) {
-        return Err(MatrixError::not_found("Profile not found"));
+        let remote = s.federation.remote_profile(user_id, None).await?;
+        let text = |k: &str| remote.get(k).and_then(Value::as_str).map(str::to_owned);
+        return Ok(Profile {
+            displayname: text("displayname"),
+            avatar_url: text("avatar_url"),
+        });
     }
     match s.profiles.get(user_id).await {
         // An unknown user an application service's namespace holds: the
@@ -186,6 +205,13 @@ async fn profile(
     State(s): State<AppState>,
     Ruma(req): Ruma<get_profile::v3::Request>,
 ) -> Result<RumaResponse<get_profile::v3::Response>> {
+    if !s.accounts.is_local(&req.user_id) {
+        let remote = s.federation.remote_profile(&req.user_id, None).await?;
+        let data = serde_json::from_value(remote.into()).map_err(MatrixError::internal)?;
+        let mut resp = get_profile::v3::Response::new();
+        resp.data = data;
+        return Ok(RumaResponse(resp));
+    }
     let p = lookup(&s, &req.user_id).await?;
     let mut value = serde_json::Map::new();
     if let Some(name) = p.displayname {

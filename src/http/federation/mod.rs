@@ -1,28 +1,54 @@
-//! The Server-Server API. So far the server's published signing keys
-//! (`GET /_matrix/key/v2/server`), which admin tools such as synadm also use
-//! to learn the server name, and `GET /_matrix/federation/v1/openid/userinfo`.
+//! The Server-Server API: the server's keys and the notary API
+//! (`keys.rs`), `/.well-known/matrix/server`, `/version` and
+//! `/openid/userinfo` (no signature needed), and the queries other
+//! servers make of local users and aliases (`query.rs`), each behind the
+//! `X-Matrix` check of [`auth::Federated`].
+
+mod auth;
+mod keys;
+mod query;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
-use ruma::CanonicalJsonValue;
+use ruma::api::federation::discovery::get_server_version;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::extract::RumaResponse;
+use super::{AppState, ruma_route};
 use crate::error::{MatrixError, Result};
 
-/// How long others may cache the keys.
-const KEY_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
+pub use auth::Federated;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/_matrix/key/v2/server", get(server_keys))
+    let router = Router::new()
+        .route("/_matrix/key/v2/server", get(keys::server_keys))
+        .route("/.well-known/matrix/server", get(well_known_server))
         .route(
             "/_matrix/federation/v1/openid/userinfo",
             get(openid_userinfo),
-        )
+        );
+    let router = ruma_route::<get_server_version::v1::Request, _, _>(router, version);
+    let router = keys::routes(router);
+    query::routes(router)
+}
+
+/// `{"server": {"name": "Myelin", "version"}}`; no signature needed.
+async fn version() -> RumaResponse<get_server_version::v1::Response> {
+    let mut server = get_server_version::v1::Server::new();
+    server.name = Some("Myelin".to_owned());
+    server.version = Some(env!("CARGO_PKG_VERSION").to_owned());
+    let mut resp = get_server_version::v1::Response::new();
+    resp.server = Some(server);
+    RumaResponse(resp)
+}
+
+/// `{"m.server": ...}` from `federation.well_known_server`; 404 without.
+async fn well_known_server(State(s): State<AppState>) -> Result<Json<Value>> {
+    match &s.config.federation.well_known_server {
+        Some(server) => Ok(Json(json!({ "m.server": server }))),
+        None => Err(MatrixError::not_found(".well-known not available")),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -52,27 +78,4 @@ async fn openid_userinfo(
             "Access Token unknown or expired",
         )),
     }
-}
-
-/// `{"server_name", "verify_keys": {"ed25519:<v>": {"key"}}, "old_verify_keys",
-/// "valid_until_ts", "signatures"}`, signed with the key it lists.
-async fn server_keys(State(s): State<AppState>) -> Result<Json<Value>> {
-    let key = &s.signing_key;
-    let public = STANDARD_NO_PAD.encode(key.key_pair.public_key());
-    let body = json!({
-        "server_name": s.server_name,
-        "verify_keys": { key.key_id(): { "key": public } },
-        "old_verify_keys": {},
-        "valid_until_ts": s.clock.now_ms() + KEY_VALIDITY_MS,
-    });
-    let CanonicalJsonValue::Object(mut obj) =
-        CanonicalJsonValue::try_from(body).map_err(MatrixError::internal)?
-    else {
-        return Err(MatrixError::internal("key response is not an object"));
-    };
-    ruma::signatures::sign_json(s.server_name.as_str(), &key.key_pair, &mut obj)
-        .map_err(MatrixError::internal)?;
-    Ok(Json(
-        serde_json::to_value(obj).map_err(MatrixError::internal)?,
-    ))
 }

@@ -28,7 +28,9 @@ pub(super) struct Found<'a> {
 
 /// What `/keys/query` answers `requester`.
 pub struct KeysAnswer<'a> {
-    pub(super) requester: &'a UserId,
+    /// `None`: another server asks (no user-signing keys, no one's own
+    /// signatures of others' keys).
+    pub(super) requester: Option<&'a UserId>,
     pub(super) failures: BTreeMap<String, Value>,
     pub(super) found: Vec<Found<'a>>,
 }
@@ -56,7 +58,7 @@ impl KeysAnswer<'_> {
         match kind {
             CrossSigning::Master => found.keys.master.as_ref(),
             CrossSigning::SelfSigning => found.keys.self_signing.as_ref(),
-            CrossSigning::UserSigning if found.user == self.requester => {
+            CrossSigning::UserSigning if Some(found.user) == self.requester => {
                 found.keys.user_signing.as_ref()
             }
             CrossSigning::UserSigning => None,
@@ -74,7 +76,7 @@ impl KeysAnswer<'_> {
         let theirs: Vec<SignatureRow> = found
             .keys
             .by_others
-            .get(self.requester.as_str())
+            .get(self.requester.map_or("", |r| r.as_str()))
             .into_iter()
             .flatten()
             .filter(|s| s.target_key_id == key_id)
