@@ -217,6 +217,14 @@ impl Storage {
     }
 
     /// Every user with a pusher (read at start-up).
+    /// Every user with notifications kept (`/notifications` readers, read
+    /// at start-up).
+    pub async fn notified_users(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT user_id FROM push_notifications")
+            .fetch_all(self.pool())
+            .await
+    }
+
     pub async fn pusher_users(&self) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT DISTINCT user_id FROM pushers")
             .fetch_all(self.pool())

@@ -1134,6 +1134,16 @@ async fn the_services_users_are_left_out_of_push_notifications() {
     join(&s, &carol, &room).await;
     let bob = ghost(&s, "bridge_bob").await;
     ghost_join(&s, &bob, &room).await;
+    // Both read /notifications (so both want theirs recorded).
+    for (token, query) in [
+        (carol.token(), String::new()),
+        (Some(AS_TOKEN), format!("?user_id={}", enc(&bob))),
+    ] {
+        let (st, b) = s
+            .get(&format!("/_matrix/client/v3/notifications{query}"), token)
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+    }
     send_text(&s, &alice, &room, "hello all").await;
     // Carol is notified; the ghost, in the service's exclusive namespace,
     // is not (as Synapse): both would be written in one transaction.

@@ -721,7 +721,7 @@ async fn serve_with_bad_app_service_registrations_fails_naming_file_and_key() {
         (
             "overlap",
             vec![good.clone(), other],
-            "overlap-1.yaml: `namespaces.users`: the exclusive namespace",
+            "overlap-1.yaml: `namespaces.users`: \"@bridge_.*:test.local\" can name the same ids as",
         ),
     ];
     for (name, files, expected) in cases {

@@ -603,12 +603,19 @@ async fn a_user_without_a_pusher_is_notified_across_a_restart() {
     let mut server = TestServer::start().await;
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
+    // Neither has a pusher; each reads /notifications once, which has their
+    // notifications recorded from then on, across restarts.
+    for who in [&alice, &bob] {
+        assert_eq!(
+            notified_bodies(&notifications(&server, who, "").await).len(),
+            0
+        );
+    }
     let room = create_room(&server, &alice, json!({"invite": [bob.user_id]})).await;
     join(&server, &bob, &room).await;
     send_text(&server, &bob, &room, "before the restart").await;
     server.restart().await;
     send_text(&server, &bob, &room, "after it").await;
-    // Alice has no pusher and never asked before.
     let listed = wait_until("two notifications", Duration::from_secs(20), || async {
         let body = notifications(&server, &alice, "").await;
         match notified_bodies(&body).len() {
