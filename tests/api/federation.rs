@@ -116,6 +116,10 @@ async fn the_tls_listener_serves_keys_version_and_well_known() {
     let (st, plain) = a.get("/_matrix/key/v2/server", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(plain["verify_keys"], keys["verify_keys"]);
+    // The old path with a key id (sytest calls it): every key, as Synapse.
+    let (st, by_id) = a.fed_get("/_matrix/key/v2/server/ed25519%3Aother").await;
+    assert_eq!(st, StatusCode::OK, "{by_id}");
+    assert_eq!(by_id["verify_keys"], keys["verify_keys"]);
 
     let (st, v) = a.fed_get("/_matrix/federation/v1/version").await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -477,6 +481,12 @@ async fn keys_are_fetched_cached_and_served_by_the_notary() {
     assert_eq!(list[0]["verify_keys"], b_keys["verify_keys"]);
     verify(&list[0], &[(&b_name, &b_keys)]).expect("signed by B");
     verify(&list[0], &[(&a.server_name, &a_keys)]).expect("signed by the notary A");
+    // The old path with a key id gives the same.
+    let (st, q_id) = a
+        .fed_get(&format!("/_matrix/key/v2/query/{b_name}/ed25519%3Aany"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{q_id}");
+    assert_eq!(q_id["server_keys"][0]["verify_keys"], b_keys["verify_keys"]);
     // Its own keys, and both at once through POST.
     let (st, q) = a
         .fed_post(

@@ -14,6 +14,17 @@ use crate::http::extract::Ruma;
 use crate::http::{AppState, ruma_route};
 
 pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
+    // The paths with a key id that spec r0.1 had and sytest still calls (as
+    // Synapse, the key id is ignored: every key is given).
+    let router = router
+        .route(
+            "/_matrix/key/v2/server/{key_id}",
+            axum::routing::get(server_keys),
+        )
+        .route(
+            "/_matrix/key/v2/query/{server_name}/{key_id}",
+            axum::routing::get(query_one_by_key_id),
+        );
     let router = ruma_route::<get_remote_server_keys::v2::Request, _, _>(router, query_one);
     ruma_route::<get_remote_server_keys_batch::v2::Request, _, _>(router, query_batch)
 }
@@ -36,6 +47,33 @@ async fn query_one(
 ) -> Result<Json<Value>> {
     let min = i64::from(req.minimum_valid_until_ts.get());
     let found = answer(&s, &req.server_name, min).await?;
+    Ok(Json(
+        json!({ "server_keys": found.into_iter().collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct MinimumValid {
+    minimum_valid_until_ts: Option<i64>,
+}
+
+/// `GET /_matrix/key/v2/query/{serverName}/{keyId}`: as without the key id.
+async fn query_one_by_key_id(
+    State(s): State<AppState>,
+    axum::extract::Path((server_name, _key_id)): axum::extract::Path<(String, String)>,
+    query: std::result::Result<
+        axum::extract::Query<MinimumValid>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<Value>> {
+    let server = ServerName::parse(&server_name)
+        .map_err(|e| MatrixError::invalid_param(format!("Invalid server name: {e}")))?;
+    let min = query
+        .map_err(|e| MatrixError::invalid_param(e.body_text()))?
+        .0
+        .minimum_valid_until_ts
+        .unwrap_or(0);
+    let found = answer(&s, &server, min).await?;
     Ok(Json(
         json!({ "server_keys": found.into_iter().collect::<Vec<_>>() }),
     ))
