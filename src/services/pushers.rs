@@ -173,6 +173,10 @@ impl Pushers {
         self.with_pushers.read().contains(user) || self.readers.read().contains(user)
     }
 
+    fn anyone_wants_notifications(&self) -> bool {
+        !self.with_pushers.read().is_empty() || !self.readers.read().is_empty()
+    }
+
     fn note_pusher(&self, user: &UserId) {
         if !self.with_pushers.read().contains(user) {
             self.with_pushers.write().insert(user.to_owned());
@@ -672,6 +676,10 @@ async fn evaluate<'a>(
 ) -> Result<()> {
     let pdu = &event.pdu;
     if pdu.redacted_by.is_some() {
+        return Ok(());
+    }
+    // Nobody with a pusher or reading /notifications: no room is read.
+    if !s.pushers.anyone_wants_notifications() {
         return Ok(());
     }
     let room = rooms.of(s, &pdu.room_id).await?;
