@@ -487,6 +487,10 @@ async fn keys_are_fetched_cached_and_served_by_the_notary() {
         .await;
     assert_eq!(st, StatusCode::OK, "{q_id}");
     assert_eq!(q_id["server_keys"][0]["verify_keys"], b_keys["verify_keys"]);
+    let bad = a
+        .fed_get("/_matrix/key/v2/query/not%20a%20server/ed25519%3Aany")
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
     // Its own keys, and both at once through POST.
     let (st, q) = a
         .fed_post(
